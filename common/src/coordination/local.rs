@@ -1,0 +1,451 @@
+//! The in-process coordination store, persisted to a SQLite state file, for
+//! `ferryctl local`. Each call is one SQLite transaction (WAL, synchronous NORMAL):
+//! it survives the process being killed at any point.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord, Result,
+};
+use crate::checksum::RangeChecksum;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::key::ChunkRange;
+use crate::proto::v1 as pb;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    tables_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    table_index INTEGER NOT NULL,
+    range BLOB NOT NULL,
+    estimated_rows INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    mismatches INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    checksum TEXT,
+    last_error TEXT,
+    worker TEXT,
+    PRIMARY KEY (job, chunk)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    registered_at TEXT NOT NULL
+);
+";
+
+/// A coordination store in a local SQLite file.
+pub struct LocalStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl LocalStore {
+    /// Opens or creates the state file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let display = path.display().to_string();
+        let storage = |source| CoordinationError::Storage {
+            path: display.clone(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(storage)?;
+        connection
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(storage)?;
+        connection.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Opens a store that lives in memory only (tests).
+    pub fn in_memory() -> Result<Self> {
+        let storage = |source| CoordinationError::Storage {
+            path: ":memory:".into(),
+            source,
+        };
+        let connection = Connection::open_in_memory().map_err(storage)?;
+        connection.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(Self {
+            path: PathBuf::from(":memory:"),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (each call is
+        // one transaction), so a poisoned lock is still safe to use.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn storage(&self) -> impl Fn(rusqlite::Error) -> CoordinationError + '_ {
+        move |source| CoordinationError::Storage {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> CoordinationError {
+        CoordinationError::Corrupt {
+            path: self.path.display().to_string(),
+            detail,
+        }
+    }
+
+    fn read_chunk(
+        &self,
+        connection: &Connection,
+        job: &JobId,
+        chunk: ChunkId,
+    ) -> Result<ChunkRecord> {
+        let raw = connection
+            .query_row(
+                &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE job = ?1 AND chunk = ?2"),
+                params![job.0, chunk.0],
+                RawChunk::from_row,
+            )
+            .optional()
+            .map_err(self.storage())?
+            .ok_or_else(|| CoordinationError::NotFound {
+                what: format!("chunk {chunk} of job {job}"),
+            })?;
+        raw.decode().map_err(|detail| self.corrupt(detail))
+    }
+}
+
+const CHUNK_COLUMNS: &str = "chunk, table_index, range, estimated_rows, state, attempt, failures, \
+                             mismatches, rows, checksum, last_error, worker";
+
+struct RawChunk {
+    chunk: i64,
+    table_index: i64,
+    range: Vec<u8>,
+    estimated_rows: i64,
+    state: String,
+    attempt: i64,
+    failures: i64,
+    mismatches: i64,
+    rows: i64,
+    checksum: Option<String>,
+    last_error: Option<String>,
+    worker: Option<String>,
+}
+
+impl RawChunk {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            chunk: row.get(0)?,
+            table_index: row.get(1)?,
+            range: row.get(2)?,
+            estimated_rows: row.get(3)?,
+            state: row.get(4)?,
+            attempt: row.get(5)?,
+            failures: row.get(6)?,
+            mismatches: row.get(7)?,
+            rows: row.get(8)?,
+            checksum: row.get(9)?,
+            last_error: row.get(10)?,
+            worker: row.get(11)?,
+        })
+    }
+
+    fn decode(self) -> std::result::Result<ChunkRecord, String> {
+        let number = |value: i64, what: &str| {
+            u32::try_from(value)
+                .map_err(|_| format!("chunk {}: {what} {value} out of range", self.chunk))
+        };
+        let range = pb::ChunkRange::decode(self.range.as_slice())
+            .map_err(|error| format!("chunk {}: range: {error}", self.chunk))
+            .and_then(|range| {
+                ChunkRange::try_from(range)
+                    .map_err(|error| format!("chunk {}: {error}", self.chunk))
+            })?;
+        let state = ChunkState::parse(&self.state)
+            .ok_or_else(|| format!("chunk {}: unknown state {:?}", self.chunk, self.state))?;
+        let checksum = self
+            .checksum
+            .map(|text| serde_json::from_str::<RangeChecksum>(&text))
+            .transpose()
+            .map_err(|error| format!("chunk {}: checksum: {error}", self.chunk))?;
+        Ok(ChunkRecord {
+            id: ChunkId(number(self.chunk, "id")?),
+            table_index: number(self.table_index, "table index")? as usize,
+            range,
+            estimated_rows: self.estimated_rows.max(0) as u64,
+            state,
+            attempt: Attempt(number(self.attempt, "attempt")?),
+            failures: number(self.failures, "failures")?,
+            mismatches: number(self.mismatches, "mismatches")?,
+            rows: self.rows.max(0) as u64,
+            checksum,
+            last_error: self.last_error,
+            worker: self.worker.map(WorkerId),
+        })
+    }
+}
+
+fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
+    if record.attempt != attempt || !record.state.in_flight() {
+        return Err(CoordinationError::StaleAttempt {
+            chunk: record.id,
+            attempt,
+            current: record.attempt,
+        });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Coordination for LocalStore {
+    async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>> {
+        let connection = self.lock();
+        let row = connection
+            .query_row(
+                "SELECT run_id, fingerprint, tables_json FROM jobs WHERE id = ?1",
+                [&job.0],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.storage())?;
+        let Some((run_id, fingerprint, tables_json)) = row else {
+            return Ok(None);
+        };
+        let tables = serde_json::from_str(&tables_json)
+            .map_err(|error| self.corrupt(format!("job {job}: tables: {error}")))?;
+        let mut statement = connection
+            .prepare(&format!(
+                "SELECT {CHUNK_COLUMNS} FROM chunks WHERE job = ?1 ORDER BY chunk"
+            ))
+            .map_err(self.storage())?;
+        let raw_chunks = statement
+            .query_map([&job.0], RawChunk::from_row)
+            .map_err(self.storage())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.storage())?;
+        let chunks = raw_chunks
+            .into_iter()
+            .map(RawChunk::decode)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|detail| self.corrupt(detail))?;
+        let record = JobRecord {
+            id: job.clone(),
+            run_id,
+            fingerprint,
+            tables,
+        };
+        Ok(Some((record, chunks)))
+    }
+
+    async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
+        let tables_json = serde_json::to_string(&job.tables)
+            .map_err(|error| self.corrupt(format!("job {}: tables: {error}", job.id)))?;
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(self.storage())?;
+        transaction
+            .execute(
+                "INSERT INTO jobs (id, run_id, fingerprint, tables_json, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, datetime('now'))",
+                params![job.id.0, job.run_id, job.fingerprint, tables_json],
+            )
+            .map_err(self.storage())?;
+        {
+            let mut insert = transaction
+                .prepare(
+                    "INSERT INTO chunks (job, chunk, table_index, range, estimated_rows, state, \
+                     attempt, failures, mismatches, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0)",
+                )
+                .map_err(self.storage())?;
+            for chunk in chunks {
+                insert
+                    .execute(params![
+                        job.id.0,
+                        chunk.id.0,
+                        chunk.table_index as i64,
+                        pb::ChunkRange::from(&chunk.range).encode_to_vec(),
+                        chunk.estimated_rows as i64,
+                        chunk.state.as_str(),
+                        chunk.attempt.0,
+                    ])
+                    .map_err(self.storage())?;
+            }
+        }
+        transaction.commit().map_err(self.storage())
+    }
+
+    async fn register_worker(&self, worker: &WorkerId) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO workers (id, registered_at) VALUES (?1, datetime('now')) \
+                 ON CONFLICT (id) DO UPDATE SET registered_at = excluded.registered_at",
+                [&worker.0],
+            )
+            .map_err(self.storage())?;
+        Ok(())
+    }
+
+    async fn requeue_in_flight(&self, job: &JobId) -> Result<Vec<ChunkId>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(self.storage())?;
+        let ids = {
+            let mut statement = transaction
+                .prepare(
+                    "UPDATE chunks SET state = 'PLANNED', worker = NULL WHERE job = ?1 \
+                     AND state IN ('ASSIGNED', 'COPYING', 'VERIFYING') RETURNING chunk",
+                )
+                .map_err(self.storage())?;
+            statement
+                .query_map([&job.0], |row| row.get::<_, u32>(0))
+                .map_err(self.storage())?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self.storage())?
+        };
+        transaction.commit().map_err(self.storage())?;
+        Ok(ids.into_iter().map(ChunkId).collect())
+    }
+
+    async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt> {
+        let connection = self.lock();
+        let record = self.read_chunk(&connection, job, chunk)?;
+        if record.state != ChunkState::Planned {
+            return Err(CoordinationError::InvalidTransition {
+                chunk,
+                from: record.state,
+                to: ChunkState::Assigned,
+            });
+        }
+        let attempt = Attempt(record.attempt.0 + 1);
+        connection
+            .execute(
+                "UPDATE chunks SET state = 'ASSIGNED', attempt = ?3, worker = ?4 \
+                 WHERE job = ?1 AND chunk = ?2",
+                params![job.0, chunk.0, attempt.0, worker.0],
+            )
+            .map_err(self.storage())?;
+        Ok(attempt)
+    }
+
+    async fn report_state(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        state: ChunkState,
+    ) -> Result<()> {
+        let connection = self.lock();
+        let record = self.read_chunk(&connection, job, chunk)?;
+        check_attempt(&record, attempt)?;
+        if !matches!(state, ChunkState::Copying | ChunkState::Verifying) {
+            return Err(CoordinationError::InvalidTransition {
+                chunk,
+                from: record.state,
+                to: state,
+            });
+        }
+        connection
+            .execute(
+                "UPDATE chunks SET state = ?3 WHERE job = ?1 AND chunk = ?2",
+                params![job.0, chunk.0, state.as_str()],
+            )
+            .map_err(self.storage())?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        completion: &ChunkCompletion,
+    ) -> Result<ChunkRecord> {
+        let connection = self.lock();
+        let mut record = self.read_chunk(&connection, job, chunk)?;
+        check_attempt(&record, attempt)?;
+        record.worker = None;
+        match completion {
+            ChunkCompletion::Verified { rows, checksum } => {
+                record.state = ChunkState::Verified;
+                record.rows = *rows;
+                record.checksum = Some(*checksum);
+            }
+            ChunkCompletion::Retry { reason, mismatch }
+            | ChunkCompletion::Failed { reason, mismatch } => {
+                record.state = if matches!(completion, ChunkCompletion::Retry { .. }) {
+                    ChunkState::Planned
+                } else {
+                    ChunkState::Failed
+                };
+                record.failures += 1;
+                record.mismatches += u32::from(*mismatch);
+                record.last_error = Some(reason.clone());
+            }
+        }
+        let checksum_json = record
+            .checksum
+            .map(|checksum| serde_json::to_string(&checksum))
+            .transpose()
+            .map_err(|error| self.corrupt(format!("chunk {chunk}: checksum: {error}")))?;
+        connection
+            .execute(
+                "UPDATE chunks SET state = ?3, failures = ?4, mismatches = ?5, rows = ?6, \
+                 checksum = ?7, last_error = ?8, worker = NULL WHERE job = ?1 AND chunk = ?2",
+                params![
+                    job.0,
+                    chunk.0,
+                    record.state.as_str(),
+                    record.failures,
+                    record.mismatches,
+                    record.rows as i64,
+                    checksum_json,
+                    record.last_error,
+                ],
+            )
+            .map_err(self.storage())?;
+        Ok(record)
+    }
+
+    async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "UPDATE chunks SET state = 'PLANNED', failures = 0 WHERE job = ?1 \
+                 AND state = 'FAILED' RETURNING chunk",
+            )
+            .map_err(self.storage())?;
+        let ids = statement
+            .query_map([&job.0], |row| row.get::<_, u32>(0))
+            .map_err(self.storage())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.storage())?;
+        Ok(ids.into_iter().map(ChunkId).collect())
+    }
+
+    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>> {
+        Ok(self
+            .load_job(job)
+            .await?
+            .map(|(_, chunks)| chunks)
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,263 @@
+//! The coordination store: where the truth about jobs and chunks lives.
+//!
+//! The scheduler talks to [`Coordination`] at the level of the domain (create a job,
+//! assign a chunk, report its state, complete it) and never sees keys or rows. Two
+//! implementations: [`LocalStore`] (a SQLite state file, for `ferryctl local`) and, in
+//! distributed mode, etcd. Every mutation is written through before the caller updates
+//! its own model, so a process killed at any point resumes from the store:
+//! VERIFIED chunks stay verified; chunks that were in flight go back to PLANNED and are
+//! re-copied with overwrite under a higher attempt.
+//!
+//! A chunk's life: `PLANNED → ASSIGNED → COPYING → VERIFYING → VERIFIED`, back to
+//! `PLANNED` (attempt + 1 at the next assignment) on a failed copy, a mismatch or a lost
+//! worker, and `FAILED` after the last allowed attempt.
+
+mod local;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::RangeChecksum;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::key::{ChunkRange, SplitKey};
+use crate::schema::TableSchema;
+
+pub use local::LocalStore;
+
+/// Where a chunk is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChunkState {
+    /// Waiting for a worker.
+    Planned,
+    /// Given to a worker that has not started yet.
+    Assigned,
+    /// Being copied into the target.
+    Copying,
+    /// Copied; checksums being compared.
+    Verifying,
+    /// Copied and verified. Never copied again.
+    Verified,
+    /// Gave up after the last attempt; the reason is kept.
+    Failed,
+}
+
+impl ChunkState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Planned => "PLANNED",
+            ChunkState::Assigned => "ASSIGNED",
+            ChunkState::Copying => "COPYING",
+            ChunkState::Verifying => "VERIFYING",
+            ChunkState::Verified => "VERIFIED",
+            ChunkState::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ChunkState::Planned,
+            ChunkState::Assigned,
+            ChunkState::Copying,
+            ChunkState::Verifying,
+            ChunkState::Verified,
+            ChunkState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+
+    /// Whether a worker holds the chunk.
+    pub fn in_flight(self) -> bool {
+        matches!(
+            self,
+            ChunkState::Assigned | ChunkState::Copying | ChunkState::Verifying
+        )
+    }
+}
+
+impl fmt::Display for ChunkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A table of a job, as planned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableRecord {
+    /// The table as the source described it.
+    pub schema: TableSchema,
+    /// What the table is split on.
+    pub key: SplitKey,
+    /// Planning remarks shown in the report (e.g. "no usable key: copied as one chunk").
+    pub warnings: Vec<String>,
+}
+
+/// A chunk as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// The chunk's index in the job.
+    pub id: ChunkId,
+    /// Index of its table in [`JobRecord::tables`].
+    pub table_index: usize,
+    /// The rows it owns.
+    pub range: ChunkRange,
+    /// Rows expected, for scheduling (largest first) and progress.
+    pub estimated_rows: u64,
+    /// Where it is in its life.
+    pub state: ChunkState,
+    /// The last attempt assigned (0 before the first assignment).
+    pub attempt: Attempt,
+    /// Attempts that failed (copy error or mismatch); compared with `max_attempts`.
+    pub failures: u32,
+    /// Attempts whose checksum did not match.
+    pub mismatches: u32,
+    /// Rows copied by the verified attempt.
+    pub rows: u64,
+    /// The verified checksum.
+    pub checksum: Option<RangeChecksum>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The worker holding it, while in flight.
+    pub worker: Option<WorkerId>,
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's name (from the spec).
+    pub id: JobId,
+    /// Unique per creation of the job: the target's fence is keyed by it.
+    pub run_id: String,
+    /// The spec's fingerprint: resuming with a different spec is refused.
+    pub fingerprint: String,
+    /// The tables, in plan order.
+    pub tables: Vec<TableRecord>,
+}
+
+/// How an attempt ended, as the scheduler records it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChunkCompletion {
+    /// Copied and verified.
+    Verified {
+        /// Rows copied.
+        rows: u64,
+        /// The matching checksum.
+        checksum: RangeChecksum,
+    },
+    /// Failed; back to PLANNED for another attempt with overwrite.
+    Retry {
+        /// Why.
+        reason: String,
+        /// Whether it failed on a checksum mismatch.
+        mismatch: bool,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether it failed on a checksum mismatch.
+        mismatch: bool,
+    },
+}
+
+/// An error of the coordination store.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    /// The state file could not be opened or written.
+    #[error("state file {path}: {source}")]
+    Storage {
+        /// The state file.
+        path: String,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("state file {path}: corrupt record: {detail}")]
+    Corrupt {
+        /// The state file.
+        path: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The job or chunk does not exist.
+    #[error("{what} not found in the coordination store")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A write carried an attempt older than the chunk's current one.
+    #[error("chunk {chunk}: attempt {attempt} is stale, the chunk is at attempt {current}")]
+    StaleAttempt {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The stale attempt.
+        attempt: Attempt,
+        /// The current attempt.
+        current: Attempt,
+    },
+    /// A transition that the chunk state machine does not allow.
+    #[error("chunk {chunk}: cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Its state.
+        from: ChunkState,
+        /// The refused state.
+        to: ChunkState,
+    },
+}
+
+/// Shorthand for coordination results.
+pub type Result<T, E = CoordinationError> = std::result::Result<T, E>;
+
+/// The store of jobs, chunks and workers. All methods are atomic; a failed call changed
+/// nothing.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Loads a job and its chunks, if it exists.
+    async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>>;
+
+    /// Creates a job with its planned chunks.
+    async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()>;
+
+    /// Records a live worker.
+    async fn register_worker(&self, worker: &WorkerId) -> Result<()>;
+
+    /// Returns every in-flight chunk of the job to PLANNED: their workers are gone (the
+    /// process that ran them stopped). Their next attempt overwrites. Returns their ids.
+    async fn requeue_in_flight(&self, job: &JobId) -> Result<Vec<ChunkId>>;
+
+    /// Assigns a PLANNED chunk to a worker, bumping its attempt; returns the new attempt.
+    async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt>;
+
+    /// Moves an in-flight chunk to COPYING or VERIFYING. Refused for a stale attempt.
+    async fn report_state(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        state: ChunkState,
+    ) -> Result<()>;
+
+    /// Ends an attempt. Refused for a stale attempt.
+    async fn complete(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        completion: &ChunkCompletion,
+    ) -> Result<ChunkRecord>;
+
+    /// Puts FAILED chunks (or all non-verified ones) back to PLANNED with their failure
+    /// count reset, so an operator can retry them.
+    async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>>;
+
+    /// Lists a job's chunks in id order.
+    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>>;
+}

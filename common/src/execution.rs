@@ -1,0 +1,82 @@
+//! The seam between the scheduler (which decides what runs) and the chunk runner (which
+//! copies and verifies one chunk). The in-process pool calls the runner directly; in
+//! distributed mode the same runner runs inside a worker process.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::checksum::RangeChecksum;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::key::{ChunkRange, SplitKey};
+use crate::schema::TableSchema;
+use crate::spec::VerifyMode;
+
+/// Receives rows-copied increments while a chunk streams, for progress display.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One attempt of one chunk, as a worker receives it.
+#[derive(Clone)]
+pub struct ChunkTask {
+    /// The job.
+    pub job: JobId,
+    /// The job run, for the target's fence.
+    pub run_id: String,
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// This attempt; the target refuses it once a higher one has committed.
+    pub attempt: Attempt,
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// The table.
+    pub table: Arc<TableSchema>,
+    /// What the table is split on.
+    pub key: Arc<SplitKey>,
+    /// The rows the chunk owns; the target range is cleared before writing.
+    pub range: ChunkRange,
+    /// How to verify.
+    pub verify: VerifyMode,
+    /// Cancels the attempt; nothing is committed after it fires.
+    pub cancel: CancellationToken,
+    /// Called with each batch's row count.
+    pub progress: ProgressFn,
+    /// Called when the attempt moves on to verification.
+    pub on_verifying: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// How one attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChunkResult {
+    /// Copied, and verified per the job's verify mode.
+    Verified {
+        /// Rows copied.
+        rows: u64,
+        /// The source checksum (row count only when verify mode is `count` or `none`).
+        checksum: RangeChecksum,
+    },
+    /// Copied, but the target does not match what was read from the source.
+    Mismatch {
+        /// What the source stream held.
+        source: RangeChecksum,
+        /// What the target range holds.
+        target: RangeChecksum,
+    },
+    /// The attempt failed before it could be verified; nothing of it was committed.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// The attempt was cancelled (shutdown); nothing of it was committed.
+    Cancelled,
+}
+
+/// Runs one chunk attempt: copy with overwrite, then verify.
+#[async_trait]
+pub trait ChunkExecutor: Send + Sync {
+    /// Runs the attempt to its end. Never panics on bad data: every failure is a
+    /// [`ChunkResult`].
+    async fn execute(&self, task: ChunkTask) -> ChunkResult;
+}

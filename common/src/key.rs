@@ -1,0 +1,358 @@
+//! Split keys and the ranges of rows a chunk owns.
+//!
+//! Ranges are half-open intervals `[lower, upper)` over the split key, compared as row
+//! values (lexicographically, column by column). A missing bound is unbounded, so the
+//! first and last chunks of a table reach to the ends of the key space and rows inserted
+//! outside the planned min/max still belong to a chunk. Rows whose key has a NULL in any
+//! column belong to the separate [`ChunkRange::NullKeys`] chunk: no row falls outside
+//! every chunk.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::v1 as pb;
+
+/// One non-NULL value of a split key column.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KeyValue {
+    /// An integer.
+    Int(i64),
+    /// A real number (never NaN in a bound: bounds come from stored keys).
+    Real(f64),
+    /// UTF-8 text, compared bytewise (SQLite's BINARY collation).
+    Text(String),
+    /// Bytes, compared bytewise.
+    Blob(Vec<u8>),
+}
+
+impl KeyValue {
+    /// Orders values the way SQLite does: numbers (integers and reals compared by
+    /// value) < text < blobs.
+    pub fn sql_cmp(&self, other: &KeyValue) -> Ordering {
+        fn class(value: &KeyValue) -> u8 {
+            match value {
+                KeyValue::Int(_) | KeyValue::Real(_) => 0,
+                KeyValue::Text(_) => 1,
+                KeyValue::Blob(_) => 2,
+            }
+        }
+        match (self, other) {
+            (KeyValue::Int(a), KeyValue::Int(b)) => a.cmp(b),
+            (KeyValue::Int(a), KeyValue::Real(b)) => compare_int_real(*a, *b),
+            (KeyValue::Real(a), KeyValue::Int(b)) => compare_int_real(*b, *a).reverse(),
+            (KeyValue::Real(a), KeyValue::Real(b)) => a.total_cmp(b),
+            (KeyValue::Text(a), KeyValue::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (KeyValue::Blob(a), KeyValue::Blob(b)) => a.cmp(b),
+            _ => class(self).cmp(&class(other)),
+        }
+    }
+}
+
+fn compare_int_real(int: i64, real: f64) -> Ordering {
+    // i64 -> f64 may round; compare in i128/f64 carefully: when the real is integral and
+    // in range, compare as integers; otherwise the float comparison is exact enough.
+    if real.is_nan() {
+        return Ordering::Greater;
+    }
+    if real.fract() == 0.0
+        && real >= -9.223_372_036_854_775_808e18
+        && real < 9.223_372_036_854_775_808e18
+    {
+        return (int as i128).cmp(&(real as i128));
+    }
+    (int as f64).partial_cmp(&real).unwrap_or(Ordering::Equal)
+}
+
+impl fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyValue::Int(value) => write!(f, "{value}"),
+            KeyValue::Real(value) => write!(f, "{value:?}"),
+            KeyValue::Text(value) => write!(f, "{value:?}"),
+            KeyValue::Blob(value) => {
+                f.write_str("x'")?;
+                for byte in value {
+                    write!(f, "{byte:02x}")?;
+                }
+                f.write_str("'")
+            }
+        }
+    }
+}
+
+/// A row value over the split key columns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyBound(pub Vec<KeyValue>);
+
+impl KeyBound {
+    /// Compares two bounds lexicographically with [`KeyValue::sql_cmp`].
+    pub fn sql_cmp(&self, other: &KeyBound) -> Ordering {
+        for (left, right) in self.0.iter().zip(other.0.iter()) {
+            let ordering = left.sql_cmp(right);
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+impl fmt::Display for KeyBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() == 1 {
+            return self.0[0].fmt(f);
+        }
+        f.write_str("(")?;
+        for (index, value) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            value.fmt(f)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The rows one chunk owns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ChunkRange {
+    /// Every row: the table has no usable split key.
+    WholeTable,
+    /// Rows whose key has no NULL and satisfies `lower <= key < upper`.
+    Interval {
+        /// Inclusive lower bound; `None` is unbounded.
+        lower: Option<KeyBound>,
+        /// Exclusive upper bound; `None` is unbounded.
+        upper: Option<KeyBound>,
+    },
+    /// Rows whose key has a NULL in any column.
+    NullKeys,
+}
+
+impl ChunkRange {
+    /// Returns whether a row with this key (one entry per key column, `None` for NULL)
+    /// belongs to the range. This is the reference semantics that SQL predicates follow.
+    pub fn contains(&self, key: &[Option<KeyValue>]) -> bool {
+        let has_null = key.iter().any(Option::is_none);
+        match self {
+            ChunkRange::WholeTable => true,
+            ChunkRange::NullKeys => has_null,
+            ChunkRange::Interval { lower, upper } => {
+                if has_null {
+                    return false;
+                }
+                let values: Vec<KeyValue> = key.iter().flatten().cloned().collect();
+                let row = KeyBound(values);
+                let above_lower = lower
+                    .as_ref()
+                    .is_none_or(|bound| row.sql_cmp(bound) != Ordering::Less);
+                let below_upper = upper
+                    .as_ref()
+                    .is_none_or(|bound| row.sql_cmp(bound) == Ordering::Less);
+                above_lower && below_upper
+            }
+        }
+    }
+}
+
+impl fmt::Display for ChunkRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkRange::WholeTable => f.write_str("whole table"),
+            ChunkRange::NullKeys => f.write_str("NULL keys"),
+            ChunkRange::Interval { lower, upper } => {
+                match lower {
+                    Some(bound) => write!(f, "[{bound}, ")?,
+                    None => f.write_str("(-inf, ")?,
+                }
+                match upper {
+                    Some(bound) => write!(f, "{bound})"),
+                    None => f.write_str("+inf)"),
+                }
+            }
+        }
+    }
+}
+
+/// The column(s) a table is split on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SplitKey {
+    /// The primary key columns, in key order.
+    Columns {
+        /// Column names.
+        names: Vec<String>,
+        /// Whether any key column may hold NULL (SQLite allows it in rowid tables).
+        nullable: bool,
+        /// Whether the key is a single 64-bit integer column (dense splitting applies).
+        single_integer: bool,
+    },
+    /// SQLite's implicit rowid, carried to the target so ranges match on both sides.
+    Rowid,
+    /// No usable key: the table is copied as one chunk.
+    None,
+}
+
+impl SplitKey {
+    /// Returns whether keys may be NULL, so planning adds a [`ChunkRange::NullKeys`] chunk.
+    pub fn nullable(&self) -> bool {
+        matches!(self, SplitKey::Columns { nullable: true, .. })
+    }
+
+    /// Returns whether the key is one integer (a rowid or a single integer column).
+    pub fn single_integer(&self) -> bool {
+        match self {
+            SplitKey::Columns { single_integer, .. } => *single_integer,
+            SplitKey::Rowid => true,
+            SplitKey::None => false,
+        }
+    }
+}
+
+/// A stored range could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid stored chunk range: {0}")]
+pub struct RangeDecodeError(&'static str);
+
+impl From<&KeyValue> for pb::KeyValue {
+    fn from(value: &KeyValue) -> Self {
+        use pb::key_value::Kind;
+        let kind = match value {
+            KeyValue::Int(v) => Kind::Int(*v),
+            KeyValue::Real(v) => Kind::Real(*v),
+            KeyValue::Text(v) => Kind::Text(v.clone()),
+            KeyValue::Blob(v) => Kind::Blob(v.clone()),
+        };
+        pb::KeyValue { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<pb::KeyValue> for KeyValue {
+    type Error = RangeDecodeError;
+
+    fn try_from(value: pb::KeyValue) -> Result<Self, Self::Error> {
+        use pb::key_value::Kind;
+        match value.kind {
+            Some(Kind::Int(v)) => Ok(KeyValue::Int(v)),
+            Some(Kind::Real(v)) => Ok(KeyValue::Real(v)),
+            Some(Kind::Text(v)) => Ok(KeyValue::Text(v)),
+            Some(Kind::Blob(v)) => Ok(KeyValue::Blob(v)),
+            Some(Kind::Null(_)) => Err(RangeDecodeError("NULL in a key bound")),
+            None => Err(RangeDecodeError("key value without a kind")),
+        }
+    }
+}
+
+fn bound_to_proto(bound: &KeyBound) -> pb::KeyBound {
+    pb::KeyBound {
+        values: bound.0.iter().map(pb::KeyValue::from).collect(),
+    }
+}
+
+fn bound_from_proto(bound: pb::KeyBound) -> Result<KeyBound, RangeDecodeError> {
+    let values = bound
+        .values
+        .into_iter()
+        .map(KeyValue::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KeyBound(values))
+}
+
+impl From<&ChunkRange> for pb::ChunkRange {
+    fn from(range: &ChunkRange) -> Self {
+        use pb::chunk_range::Kind;
+        let kind = match range {
+            ChunkRange::WholeTable => Kind::WholeTable(true),
+            ChunkRange::NullKeys => Kind::NullKeys(true),
+            ChunkRange::Interval { lower, upper } => Kind::Interval(pb::KeyInterval {
+                lower: lower.as_ref().map(bound_to_proto),
+                upper: upper.as_ref().map(bound_to_proto),
+            }),
+        };
+        pb::ChunkRange { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<pb::ChunkRange> for ChunkRange {
+    type Error = RangeDecodeError;
+
+    fn try_from(range: pb::ChunkRange) -> Result<Self, Self::Error> {
+        use pb::chunk_range::Kind;
+        match range.kind {
+            Some(Kind::WholeTable(_)) => Ok(ChunkRange::WholeTable),
+            Some(Kind::NullKeys(_)) => Ok(ChunkRange::NullKeys),
+            Some(Kind::Interval(interval)) => Ok(ChunkRange::Interval {
+                lower: interval.lower.map(bound_from_proto).transpose()?,
+                upper: interval.upper.map(bound_from_proto).transpose()?,
+            }),
+            None => Err(RangeDecodeError("chunk range without a kind")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn chunk_range_round_trips_through_protobuf() {
+        let range = ChunkRange::Interval {
+            lower: Some(KeyBound(vec![
+                KeyValue::Int(i64::MIN),
+                KeyValue::Text("a\"b".into()),
+            ])),
+            upper: Some(KeyBound(vec![
+                KeyValue::Blob(vec![0, 255]),
+                KeyValue::Real(-0.5),
+            ])),
+        };
+        let bytes = pb::ChunkRange::from(&range).encode_to_vec();
+        let decoded = pb::ChunkRange::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(ChunkRange::try_from(decoded).expect("valid"), range);
+    }
+
+    #[test]
+    fn interval_is_half_open_and_excludes_null_keys() {
+        let range = ChunkRange::Interval {
+            lower: Some(KeyBound(vec![KeyValue::Int(10)])),
+            upper: Some(KeyBound(vec![KeyValue::Int(20)])),
+        };
+        assert!(range.contains(&[Some(KeyValue::Int(10))]));
+        assert!(range.contains(&[Some(KeyValue::Int(19))]));
+        assert!(!range.contains(&[Some(KeyValue::Int(20))]));
+        assert!(!range.contains(&[Some(KeyValue::Int(9))]));
+        assert!(!range.contains(&[None]));
+        assert!(ChunkRange::NullKeys.contains(&[Some(KeyValue::Int(1)), None]));
+    }
+
+    #[test]
+    fn sqlite_type_order_is_numbers_then_text_then_blobs() {
+        assert_eq!(
+            KeyValue::Int(5).sql_cmp(&KeyValue::Real(4.5)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            KeyValue::Int(i64::MAX).sql_cmp(&KeyValue::Text(String::new())),
+            Ordering::Less
+        );
+        assert_eq!(
+            KeyValue::Text("z".into()).sql_cmp(&KeyValue::Blob(vec![])),
+            Ordering::Less
+        );
+    }
+}
+
+/// What a source knows about a table's split key, for the planner to choose a split.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStats {
+    /// Rows in the table (exact or estimated, as the connector can).
+    pub rows: u64,
+    /// Rows whose key has a NULL in some column.
+    pub null_key_rows: u64,
+    /// Smallest and largest key, when the key is a single integer and the table has
+    /// non-NULL keys that are all integers.
+    pub int_min_max: Option<(i64, i64)>,
+}

@@ -1,0 +1,13 @@
+//! ferry's shared model: identifiers, the job spec, table schemas and key ranges,
+//! the canonical checksum, and the coordination store that the scheduler talks to.
+#![warn(missing_docs)]
+
+pub mod checksum;
+pub mod coordination;
+pub mod execution;
+pub mod glob;
+pub mod ids;
+pub mod key;
+pub mod proto;
+pub mod schema;
+pub mod spec;

@@ -1,0 +1,135 @@
+//! Connector errors, classified so the scheduler knows whether a retry can help.
+
+use ferry_common::ids::{Attempt, ChunkId};
+use ferry_common::schema::TableName;
+
+/// A boxed engine error kept as the source of a [`ConnectorError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The same operation may succeed later (lock timeout, lost connection).
+    Transient,
+    /// Retrying cannot help (bad data, missing table).
+    Permanent,
+    /// The source and target schemas do not fit together.
+    Schema,
+    /// The operation was cancelled by ferry.
+    Cancelled,
+    /// The target refused a commit from an attempt older than one already committed.
+    Fenced,
+}
+
+/// An error from a connector, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The database could not be opened.
+    #[error("cannot open {role} database {location}: {reason}")]
+    Open {
+        /// `source` or `target`.
+        role: &'static str,
+        /// A display form of the location with any credentials removed.
+        location: String,
+        /// Why, with the fix where known.
+        reason: String,
+    },
+    /// A table named in the job does not exist.
+    #[error("table {table} not found in the {role} database")]
+    TableNotFound {
+        /// `source` or `target`.
+        role: &'static str,
+        /// The missing table.
+        table: TableName,
+    },
+    /// A statement failed.
+    #[error("failed to {operation} on table {table}: {source}")]
+    Query {
+        /// What ferry was doing, e.g. `read chunk`.
+        operation: &'static str,
+        /// The table concerned.
+        table: TableName,
+        /// The engine's error.
+        #[source]
+        source: BoxError,
+        /// Whether a retry can help.
+        transient: bool,
+    },
+    /// A stored value does not fit the type ferry carries its column as.
+    #[error("table {table} column {column}: {detail}")]
+    ValueType {
+        /// The table concerned.
+        table: TableName,
+        /// The column concerned.
+        column: String,
+        /// What was found and how to fix it.
+        detail: String,
+    },
+    /// The target table exists but does not match the source.
+    #[error("target table {table} does not match the source: {detail}")]
+    SchemaMismatch {
+        /// The table concerned.
+        table: TableName,
+        /// The differences, and the fix.
+        detail: String,
+    },
+    /// The source table cannot be copied as it is.
+    #[error("table {table}: {detail}")]
+    Unsupported {
+        /// The table concerned.
+        table: TableName,
+        /// What is not supported, and the way around it.
+        detail: String,
+    },
+    /// A newer attempt of the chunk already committed to the target.
+    #[error(
+        "chunk {chunk} of table {table}: attempt {attempt} refused, attempt {committed} already committed"
+    )]
+    Fenced {
+        /// The table concerned.
+        table: TableName,
+        /// The chunk.
+        chunk: ChunkId,
+        /// The refused attempt.
+        attempt: Attempt,
+        /// The attempt already committed.
+        committed: Attempt,
+    },
+    /// ferry cancelled the operation (shutdown); nothing was committed.
+    #[error("cancelled")]
+    Cancelled,
+    /// A background task of the connector died.
+    #[error("connector task failed: {0}")]
+    Task(String),
+}
+
+impl ConnectorError {
+    /// Classifies the error for retry decisions.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectorError::Open { .. } => ErrorKind::Transient,
+            ConnectorError::TableNotFound { .. } => ErrorKind::Permanent,
+            ConnectorError::Query {
+                transient: true, ..
+            } => ErrorKind::Transient,
+            ConnectorError::Query {
+                transient: false, ..
+            } => ErrorKind::Permanent,
+            ConnectorError::ValueType { .. } | ConnectorError::Unsupported { .. } => {
+                ErrorKind::Permanent
+            }
+            ConnectorError::SchemaMismatch { .. } => ErrorKind::Schema,
+            ConnectorError::Fenced { .. } => ErrorKind::Fenced,
+            ConnectorError::Cancelled => ErrorKind::Cancelled,
+            ConnectorError::Task(_) => ErrorKind::Transient,
+        }
+    }
+
+    /// Returns whether another attempt of the same chunk may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Transient | ErrorKind::Fenced)
+    }
+}
+
+/// Shorthand for connector results.
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;

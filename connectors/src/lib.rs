@@ -1,0 +1,20 @@
+//! ferry's connectors: the [`Source`] and [`Sink`] traits every engine implements, the
+//! registry that opens one from a job spec endpoint, and the engines themselves, each
+//! in its own folder behind a cargo feature.
+//!
+//! The contract (also in `docs/connector-spec.md`):
+//! - ranges are half-open and compared as row values; a chunk's batches come in key
+//!   order; dropping a batch stream cancels the read and releases its connection;
+//! - a sink writes a chunk as one transaction: delete the chunk's range, insert the rows,
+//!   check the fence, commit; a failure leaves the target as it was;
+//! - source and sink checksums of the same rows are equal ([`ferry_common::checksum`]).
+
+pub mod error;
+pub mod registry;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod traits;
+
+pub use error::{ConnectorError, ErrorKind};
+pub use registry::{available_kinds, open_sink, open_source};
+pub use traits::{BatchStream, ChunkWrite, Fence, PrepareOutcome, Sink, Source, WriteSummary};

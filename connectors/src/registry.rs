@@ -1,0 +1,60 @@
+//! Opens a connector from a job spec endpoint by its `kind`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_common::spec::{EndpointSpec, Location};
+
+use crate::error::{ConnectorError, Result};
+use crate::traits::{Sink, Source};
+
+/// The connector kinds this build can open, for spec validation and error messages.
+pub fn available_kinds() -> &'static [&'static str] {
+    &[
+        #[cfg(feature = "sqlite")]
+        "sqlite",
+    ]
+}
+
+/// Opens the source of a job. The source is only ever read.
+pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
+    match endpoint.kind.as_str() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let source = crate::sqlite::SqliteSource::open(file_path(endpoint)).await?;
+            Ok(Arc::new(source))
+        }
+        other => Err(unknown_kind("source", other)),
+    }
+}
+
+/// Opens the target of a job.
+pub async fn open_sink(endpoint: &EndpointSpec) -> Result<Arc<dyn Sink>> {
+    match endpoint.kind.as_str() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let sink = crate::sqlite::SqliteSink::open(file_path(endpoint)).await?;
+            Ok(Arc::new(sink))
+        }
+        other => Err(unknown_kind("target", other)),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn file_path(endpoint: &EndpointSpec) -> PathBuf {
+    match &endpoint.location {
+        Location::Path(path) => path.clone(),
+        Location::Env { value, .. } => PathBuf::from(value.expose()),
+    }
+}
+
+fn unknown_kind(role: &'static str, kind: &str) -> ConnectorError {
+    ConnectorError::Open {
+        role,
+        location: format!("of kind {kind:?}"),
+        reason: format!(
+            "this build has no {kind:?} connector; available: {}",
+            available_kinds().join(", ")
+        ),
+    }
+}

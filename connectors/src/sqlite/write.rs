@@ -1,0 +1,339 @@
+//! Creates target tables and writes chunks with overwrite, fenced, in one transaction.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use ferry_common::checksum::{VariantValue, decode_variant};
+use ferry_common::ids::Attempt;
+use ferry_common::key::{ChunkRange, SplitKey};
+use ferry_common::schema::{TableSchema, VARIANT_METADATA_KEY};
+use ferry_common::spec::SchemaMode;
+use futures::StreamExt;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::sql::{key_exprs, quote_ident, quote_table, range_predicate, rowid_alias};
+use super::{FENCE_TABLE, KIND, describe, query_error};
+use crate::error::{ConnectorError, Result};
+use crate::traits::{BatchStream, Fence, PrepareOutcome, WriteSummary};
+
+/// Creates, checks or recreates the target table per `mode`.
+pub fn prepare_table(
+    connection: &Connection,
+    table: &TableSchema,
+    key: &SplitKey,
+    mode: SchemaMode,
+) -> Result<PrepareOutcome> {
+    let on_error = query_error("prepare table", &table.name);
+    let existing = describe(connection, &table.name)?;
+    match (mode, existing) {
+        (SchemaMode::Recreate, existing) => {
+            connection
+                .execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {}",
+                    quote_table(&table.name)
+                ))
+                .map_err(&on_error)?;
+            connection
+                .execute_batch(&create_table_sql(table))
+                .map_err(&on_error)?;
+            Ok(if existing.is_some() {
+                PrepareOutcome::Recreated
+            } else {
+                PrepareOutcome::Created
+            })
+        }
+        (SchemaMode::RequireExisting, None) => Err(ConnectorError::SchemaMismatch {
+            table: table.name.clone(),
+            detail:
+                "it does not exist in the target; create it, or set `schema: create_if_missing`"
+                    .to_string(),
+        }),
+        (SchemaMode::CreateIfMissing, None) => {
+            connection
+                .execute_batch(&create_table_sql(table))
+                .map_err(&on_error)?;
+            Ok(PrepareOutcome::Created)
+        }
+        (_, Some(existing)) => {
+            check_compatible(table, &existing, key)?;
+            Ok(PrepareOutcome::Existing)
+        }
+    }
+}
+
+/// The CREATE TABLE statement: the source's own when it is SQLite, else one built from
+/// the described columns.
+pub fn create_table_sql(table: &TableSchema) -> String {
+    if table.source_kind == KIND
+        && let Some(ddl) = &table.native_ddl
+    {
+        return ddl.clone();
+    }
+    let mut parts: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| {
+            let mut part = format!("{} {}", quote_ident(&column.name), column.declared_type);
+            if !column.nullable {
+                part.push_str(" NOT NULL");
+            }
+            part
+        })
+        .collect();
+    if !table.primary_key.is_empty() {
+        let key: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|name| quote_ident(name))
+            .collect();
+        parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    }
+    let mut sql = format!(
+        "CREATE TABLE {} ({})",
+        quote_table(&table.name),
+        parts.join(", ")
+    );
+    if !table.has_rowid && !table.primary_key.is_empty() {
+        sql.push_str(" WITHOUT ROWID");
+    }
+    sql
+}
+
+fn check_compatible(source: &TableSchema, target: &TableSchema, key: &SplitKey) -> Result<()> {
+    let mut differences = Vec::new();
+    let source_names: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
+    let target_names: Vec<&str> = target.columns.iter().map(|c| c.name.as_str()).collect();
+    if source_names != target_names {
+        differences.push(format!(
+            "columns are [{}] in the source but [{}] in the target",
+            source_names.join(", "),
+            target_names.join(", ")
+        ));
+    } else {
+        for (source_column, target_column) in source.columns.iter().zip(&target.columns) {
+            if source_column.column_type != target_column.column_type {
+                differences.push(format!(
+                    "column {} is {} in the source but {} in the target",
+                    source_column.name, source_column.declared_type, target_column.declared_type
+                ));
+            }
+        }
+    }
+    if source.primary_key != target.primary_key {
+        differences.push(format!(
+            "primary key is ({}) in the source but ({}) in the target",
+            source.primary_key.join(", "),
+            target.primary_key.join(", ")
+        ));
+    }
+    if matches!(key, SplitKey::Rowid) && !target.has_rowid {
+        differences.push("the source is split on its rowid but the target has none".to_string());
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(ConnectorError::SchemaMismatch {
+        table: source.name.clone(),
+        detail: format!(
+            "{}; fix the target table or set `schema: recreate`",
+            differences.join("; ")
+        ),
+    })
+}
+
+/// Writes one chunk: delete the range, insert the batches, check and record the fence,
+/// commit. Any error or a cancellation drops the transaction, which rolls back.
+pub fn write_chunk(
+    connection: &mut Connection,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    fence: &Fence,
+    cancel: &CancellationToken,
+    mut batches: BatchStream,
+) -> Result<WriteSummary> {
+    let on_error = query_error("write chunk", &table.name);
+    // Wait for the first batch before taking SQLite's single write lock, so a slow
+    // source scan does not hold up other chunks' commits.
+    let mut pending = next_batch(&mut batches, cancel)?;
+
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&on_error)?;
+    transaction
+        .execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {FENCE_TABLE} (run_id TEXT NOT NULL, chunk INTEGER NOT NULL, \
+             table_name TEXT NOT NULL, attempt INTEGER NOT NULL, committed_at TEXT NOT NULL, \
+             PRIMARY KEY (run_id, chunk))"
+        ))
+        .map_err(&on_error)?;
+    let committed: Option<i64> = transaction
+        .query_row(
+            &format!("SELECT attempt FROM {FENCE_TABLE} WHERE run_id = ?1 AND chunk = ?2"),
+            rusqlite::params![fence.run_id, fence.chunk.0],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(&on_error)?;
+    if let Some(committed) = committed
+        && committed > i64::from(fence.attempt.0)
+    {
+        return Err(ConnectorError::Fenced {
+            table: table.name.clone(),
+            chunk: fence.chunk,
+            attempt: fence.attempt,
+            committed: Attempt(u32::try_from(committed).unwrap_or(u32::MAX)),
+        });
+    }
+
+    let exprs = key_exprs(table, key)?;
+    let (predicate, params) = range_predicate(&exprs, key, range);
+    let rows_deleted = transaction
+        .execute(
+            &format!("DELETE FROM {} WHERE {predicate}", quote_table(&table.name)),
+            rusqlite::params_from_iter(params),
+        )
+        .map_err(&on_error)? as u64;
+
+    let mut column_list = Vec::with_capacity(table.columns.len() + 1);
+    if matches!(key, SplitKey::Rowid) {
+        column_list.push(rowid_alias(table)?.to_string());
+    }
+    column_list.extend(table.columns.iter().map(|column| quote_ident(&column.name)));
+    let placeholders = vec!["?"; column_list.len()].join(", ");
+    let insert_sql = format!(
+        "INSERT INTO {} ({}) VALUES ({placeholders})",
+        quote_table(&table.name),
+        column_list.join(", ")
+    );
+    let mut rows_written = 0u64;
+    {
+        let mut insert = transaction.prepare(&insert_sql).map_err(&on_error)?;
+        while let Some(batch) = pending {
+            rows_written += insert_batch(&mut insert, table, &batch)?;
+            pending = next_batch(&mut batches, cancel)?;
+        }
+    }
+    transaction
+        .execute(
+            &format!(
+                "INSERT INTO {FENCE_TABLE} (run_id, chunk, table_name, attempt, committed_at) \
+                 VALUES (?1, ?2, ?3, ?4, datetime('now')) ON CONFLICT (run_id, chunk) DO UPDATE \
+                 SET attempt = excluded.attempt, committed_at = excluded.committed_at"
+            ),
+            rusqlite::params![
+                fence.run_id,
+                fence.chunk.0,
+                table.name.to_string(),
+                fence.attempt.0
+            ],
+        )
+        .map_err(&on_error)?;
+    if cancel.is_cancelled() {
+        return Err(ConnectorError::Cancelled);
+    }
+    transaction.commit().map_err(&on_error)?;
+    Ok(WriteSummary {
+        rows_written,
+        rows_deleted,
+    })
+}
+
+fn next_batch(
+    batches: &mut BatchStream,
+    cancel: &CancellationToken,
+) -> Result<Option<RecordBatch>> {
+    let next = futures::executor::block_on(async {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            item = batches.next() => Some(item),
+        }
+    });
+    match next {
+        None => Err(ConnectorError::Cancelled),
+        Some(None) => Ok(None),
+        Some(Some(Ok(batch))) => Ok(Some(batch)),
+        Some(Some(Err(error))) => Err(error),
+    }
+}
+
+enum ColumnValues<'a> {
+    Int(&'a arrow_array::Int64Array),
+    Real(&'a arrow_array::Float64Array),
+    Text(&'a arrow_array::StringArray),
+    Blob(&'a arrow_array::BinaryArray),
+    Variant(&'a arrow_array::BinaryArray),
+}
+
+fn insert_batch(
+    insert: &mut rusqlite::Statement<'_>,
+    table: &TableSchema,
+    batch: &RecordBatch,
+) -> Result<u64> {
+    let schema = batch.schema();
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let values = match field.data_type() {
+            DataType::Int64 => ColumnValues::Int(array.as_primitive::<Int64Type>()),
+            DataType::Float64 => ColumnValues::Real(array.as_primitive::<Float64Type>()),
+            DataType::Utf8 => ColumnValues::Text(array.as_string::<i32>()),
+            DataType::Binary if field.metadata().contains_key(VARIANT_METADATA_KEY) => {
+                ColumnValues::Variant(array.as_binary::<i32>())
+            }
+            DataType::Binary => ColumnValues::Blob(array.as_binary::<i32>()),
+            other => {
+                return Err(ConnectorError::ValueType {
+                    table: table.name.clone(),
+                    column: field.name().clone(),
+                    detail: format!("the SQLite sink cannot store Arrow type {other}"),
+                });
+            }
+        };
+        columns.push(values);
+    }
+    let on_error = query_error("insert rows", &table.name);
+    for row in 0..batch.num_rows() {
+        for (index, values) in columns.iter().enumerate() {
+            let parameter = index + 1;
+            let bound = match values {
+                ColumnValues::Int(array) if array.is_valid(row) => {
+                    insert.raw_bind_parameter(parameter, array.value(row))
+                }
+                ColumnValues::Real(array) if array.is_valid(row) => {
+                    insert.raw_bind_parameter(parameter, array.value(row))
+                }
+                ColumnValues::Text(array) if array.is_valid(row) => {
+                    insert.raw_bind_parameter(parameter, array.value(row))
+                }
+                ColumnValues::Blob(array) if array.is_valid(row) => {
+                    insert.raw_bind_parameter(parameter, array.value(row))
+                }
+                ColumnValues::Variant(array) if array.is_valid(row) => {
+                    let variant = decode_variant(array.value(row)).map_err(|error| {
+                        ConnectorError::ValueType {
+                            table: table.name.clone(),
+                            column: schema.field(index).name().clone(),
+                            detail: format!("invalid variant value: {error}"),
+                        }
+                    })?;
+                    match variant {
+                        VariantValue::Null => {
+                            insert.raw_bind_parameter(parameter, rusqlite::types::Null)
+                        }
+                        VariantValue::Int(v) => insert.raw_bind_parameter(parameter, v),
+                        VariantValue::Real(v) => insert.raw_bind_parameter(parameter, v),
+                        VariantValue::Text(v) => insert.raw_bind_parameter(parameter, v),
+                        VariantValue::Blob(v) => insert.raw_bind_parameter(parameter, v),
+                    }
+                }
+                _ => insert.raw_bind_parameter(parameter, rusqlite::types::Null),
+            };
+            bound.map_err(&on_error)?;
+        }
+        insert.raw_execute().map_err(&on_error)?;
+    }
+    Ok(batch.num_rows() as u64)
+}

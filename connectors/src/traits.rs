@@ -1,0 +1,142 @@
+//! The two traits every engine implements. Shapes follow DESIGN §6: a connector does no
+//! planning or throttling; it describes, splits, reads, writes and checksums.
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use ferry_common::checksum::RangeChecksum;
+use ferry_common::ids::{Attempt, ChunkId};
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_common::schema::{TableName, TableSchema};
+use ferry_common::spec::SchemaMode;
+use futures::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ConnectorError, Result};
+
+/// A chunk's rows as Arrow batches, in key order. Dropping it cancels the read.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch, ConnectorError>>;
+
+/// Identifies one attempt of one chunk, for the target's fence table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The job run (unique per job creation, so a re-created job starts a new fence).
+    pub run_id: String,
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The attempt; a commit is refused when a higher one is already committed.
+    pub attempt: Attempt,
+}
+
+/// One chunk to write with overwrite.
+#[derive(Clone, Debug)]
+pub struct ChunkWrite<'a> {
+    /// The table, as the source described it.
+    pub table: &'a TableSchema,
+    /// The key the table is split on.
+    pub key: &'a SplitKey,
+    /// The rows this chunk owns; they are deleted before the new rows go in.
+    pub range: &'a ChunkRange,
+    /// The attempt's identity.
+    pub fence: &'a Fence,
+    /// Cancels the write; the transaction then rolls back.
+    pub cancel: &'a CancellationToken,
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows inserted.
+    pub rows_written: u64,
+    /// Rows of the range deleted before inserting (non-zero on a re-copy).
+    pub rows_deleted: u64,
+}
+
+/// What preparing a target table did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepareOutcome {
+    /// The table did not exist and was created.
+    Created,
+    /// The table existed and matches the source.
+    Existing,
+    /// The table was dropped and created again (`schema: recreate`).
+    Recreated,
+}
+
+/// A database ferry reads from. Never modifies anything.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The connector kind, as written in specs (`sqlite`).
+    fn kind(&self) -> &'static str;
+
+    /// Lists the user tables (not system or ferry tables).
+    async fn list_tables(&self) -> Result<Vec<TableName>>;
+
+    /// Describes a table: columns, types, primary key.
+    /// Errors with [`ConnectorError::TableNotFound`] when it does not exist.
+    async fn describe_table(&self, table: &TableName) -> Result<TableSchema>;
+
+    /// Counts rows and reads the key's extent, so the planner can choose a split.
+    async fn key_stats(&self, table: &TableSchema, key: &SplitKey) -> Result<KeyStats>;
+
+    /// Returns strictly increasing key boundaries about `every_rows` rows apart (the first
+    /// boundary is past the first `every_rows` keys); NULL keys are not counted.
+    async fn key_boundaries(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        every_rows: u64,
+    ) -> Result<Vec<KeyBound>>;
+
+    /// Streams the rows of a range in key order as batches matching
+    /// `table.arrow_schema(key == Rowid)`.
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream>;
+}
+
+/// A database ferry writes to.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The connector kind, as written in specs (`sqlite`).
+    fn kind(&self) -> &'static str;
+
+    /// Whether the sink can store a SQLite rowid, so a table without a primary key can
+    /// still be split on it.
+    fn can_carry_rowid(&self) -> bool;
+
+    /// Creates the target table, checks an existing one, or recreates it, per `mode`.
+    /// Idempotent for `CreateIfMissing` and `RequireExisting`.
+    async fn prepare_table(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        mode: SchemaMode,
+    ) -> Result<PrepareOutcome>;
+
+    /// In one transaction: deletes the chunk's range, inserts the batches, checks and
+    /// records the fence, commits. On any error or cancellation nothing is committed.
+    async fn write_chunk(
+        &self,
+        chunk: ChunkWrite<'_>,
+        batches: BatchStream,
+    ) -> Result<WriteSummary>;
+
+    /// Checksums the target rows of a range with the canonical checksum.
+    async fn checksum_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<RangeChecksum>;
+
+    /// Counts the target rows of a range.
+    async fn count_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<u64>;
+}

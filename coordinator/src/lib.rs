@@ -1,0 +1,9 @@
+//! ferry's coordinator: plans a job's tables into chunks and schedules them onto workers.
+//!
+//! The planner's decisions are pure functions ([`planner`]); [`plan`] runs them against
+//! the connectors; [`scheduler`] drives chunks through their life on a
+//! [`ferry_common::coordination::Coordination`] store.
+
+pub mod plan;
+pub mod planner;
+pub mod scheduler;

@@ -1,0 +1,145 @@
+//! Plans a job: selects the tables, prepares the target tables, and cuts each table into
+//! chunks with the pure decisions of [`crate::planner`].
+
+use ferry_common::coordination::{ChunkRecord, ChunkState, TableRecord};
+use ferry_common::ids::{Attempt, ChunkId};
+use ferry_common::schema::TableName;
+use ferry_common::spec::JobSpec;
+use ferry_connectors::{ConnectorError, PrepareOutcome, Sink, Source};
+
+use crate::planner::{SplitChoice, choose_split, choose_split_key, plan_table};
+
+/// Why a job could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// An include pattern without wildcards names a table the source does not have.
+    #[error(
+        "tables.include[{index}]: table {name:?} not found in the source; available: {available}"
+    )]
+    TableNotFound {
+        /// The pattern's index in `tables.include`.
+        index: usize,
+        /// The pattern.
+        name: String,
+        /// The source's tables.
+        available: String,
+    },
+    /// The patterns select no table at all.
+    #[error(
+        "tables: the include and exclude patterns select no table of the source; available: {available}"
+    )]
+    NoTables {
+        /// The source's tables.
+        available: String,
+    },
+    /// A connector failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+/// A planned job: its tables and chunks, ready for the coordination store.
+#[derive(Debug)]
+pub struct JobPlan {
+    /// The tables, in plan order.
+    pub tables: Vec<TableRecord>,
+    /// The chunks, ids dense from 0.
+    pub chunks: Vec<ChunkRecord>,
+    /// What preparing each target table did.
+    pub prepared: Vec<(TableName, PrepareOutcome)>,
+}
+
+/// Selects tables by the spec's patterns, in the source's order.
+pub async fn select_tables(
+    spec: &JobSpec,
+    source: &dyn Source,
+) -> Result<Vec<TableName>, PlanError> {
+    let all = source.list_tables().await?;
+    let available = || {
+        let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    for (index, pattern) in spec.tables.include.iter().enumerate() {
+        if pattern.is_literal()
+            && !all
+                .iter()
+                .any(|table| pattern.matches(&table.to_string()) || pattern.matches(&table.name))
+        {
+            return Err(PlanError::TableNotFound {
+                index,
+                name: pattern.as_str().to_string(),
+                available: available(),
+            });
+        }
+    }
+    let selected: Vec<TableName> = all
+        .iter()
+        .filter(|table| spec.tables.selects(&table.to_string(), &table.name))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        return Err(PlanError::NoTables {
+            available: available(),
+        });
+    }
+    Ok(selected)
+}
+
+/// Plans the job and prepares the target tables per `spec.schema`.
+pub async fn plan_job(
+    spec: &JobSpec,
+    source: &dyn Source,
+    sink: &dyn Sink,
+) -> Result<JobPlan, PlanError> {
+    let selected = select_tables(spec, source).await?;
+    let mut tables = Vec::with_capacity(selected.len());
+    let mut chunks = Vec::new();
+    let mut prepared = Vec::with_capacity(selected.len());
+    for name in selected {
+        let schema = source.describe_table(&name).await?;
+        let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid());
+        // Prepare before counting: a target that cannot take the table fails the job
+        // when it is submitted, not half-way through.
+        let outcome = sink.prepare_table(&schema, &key, spec.schema).await?;
+        prepared.push((name.clone(), outcome));
+        let stats = source.key_stats(&schema, &key).await?;
+        let choice = choose_split(&key, &stats, spec.chunking.target_rows);
+        let boundaries = match choice {
+            SplitChoice::Boundaries { every_rows } => {
+                source.key_boundaries(&schema, &key, every_rows).await?
+            }
+            _ => Vec::new(),
+        };
+        let table_index = tables.len();
+        for planned in plan_table(&key, &stats, choice, &boundaries) {
+            chunks.push(ChunkRecord {
+                id: ChunkId(chunks.len() as u32),
+                table_index,
+                range: planned.range,
+                estimated_rows: planned.estimated_rows,
+                state: ChunkState::Planned,
+                attempt: Attempt(0),
+                failures: 0,
+                mismatches: 0,
+                rows: 0,
+                checksum: None,
+                last_error: None,
+                worker: None,
+            });
+        }
+        tracing::info!(table = %name, ?choice, rows = stats.rows, "planned table");
+        tables.push(TableRecord {
+            schema,
+            key,
+            warnings: warning.into_iter().collect(),
+        });
+    }
+    Ok(JobPlan {
+        tables,
+        chunks,
+        prepared,
+    })
+}

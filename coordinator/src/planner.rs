@@ -1,0 +1,441 @@
+//! Pure planning decisions: which key a table is split on, and how its key space is cut
+//! into chunks.
+//!
+//! Invariant (proptested below): the chunks of a table cover every row exactly once.
+//! Intervals are half-open and the outer ones unbounded, so even rows inserted outside
+//! the planned min/max belong to a chunk; rows with a NULL key get a chunk of their own.
+
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
+use ferry_common::schema::{ColumnType, TableSchema};
+
+/// A single integer key counts as dense when its span is at most this many times its
+/// row count: even cuts by arithmetic then give chunks within 2× of the target.
+pub const DENSE_SPAN_FACTOR: u128 = 2;
+
+/// One chunk as planned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedChunk {
+    /// The rows it owns.
+    pub range: ChunkRange,
+    /// Rows expected.
+    pub estimated_rows: u64,
+}
+
+/// How to cut a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitChoice {
+    /// One chunk over all non-NULL keys (or the whole table when there is no key).
+    Single,
+    /// `num_chunks` equal slices of the integer key span.
+    Even {
+        /// Smallest key.
+        min: i64,
+        /// Largest key.
+        max: i64,
+        /// How many slices.
+        num_chunks: u64,
+    },
+    /// Boundaries read from the source, `every_rows` keys apart.
+    Boundaries {
+        /// Rows between boundaries.
+        every_rows: u64,
+    },
+}
+
+/// Picks the split key: the primary key; else the rowid when the sink can carry it; else
+/// none, with a warning for the report.
+pub fn choose_split_key(
+    table: &TableSchema,
+    sink_carries_rowid: bool,
+) -> (SplitKey, Option<String>) {
+    if !table.primary_key.is_empty() {
+        let nullable = table
+            .primary_key
+            .iter()
+            .any(|name| table.column(name).is_none_or(|column| column.nullable));
+        let single_integer = table.primary_key.len() == 1
+            && table
+                .column(&table.primary_key[0])
+                .is_some_and(|column| column.column_type == ColumnType::Int64);
+        let key = SplitKey::Columns {
+            names: table.primary_key.clone(),
+            nullable,
+            single_integer,
+        };
+        return (key, None);
+    }
+    if table.has_rowid && sink_carries_rowid {
+        return (SplitKey::Rowid, None);
+    }
+    let warning = format!(
+        "table {} has no primary key{}: copied as one chunk, and a re-copy rewrites the whole table",
+        table.name,
+        if table.has_rowid {
+            " and the target cannot keep its rowid"
+        } else {
+            ""
+        }
+    );
+    (SplitKey::None, Some(warning))
+}
+
+/// Decides how to cut a table from its key statistics.
+pub fn choose_split(key: &SplitKey, stats: &KeyStats, target_rows: u64) -> SplitChoice {
+    let target_rows = target_rows.max(1);
+    let keyed_rows = stats.rows.saturating_sub(stats.null_key_rows);
+    if matches!(key, SplitKey::None) || keyed_rows <= target_rows {
+        return SplitChoice::Single;
+    }
+    let num_chunks = keyed_rows.div_ceil(target_rows);
+    if key.single_integer()
+        && let Some((min, max)) = stats.int_min_max
+    {
+        let span = (i128::from(max) - i128::from(min) + 1) as u128;
+        if span <= u128::from(keyed_rows) * DENSE_SPAN_FACTOR {
+            return SplitChoice::Even {
+                min,
+                max,
+                num_chunks,
+            };
+        }
+    }
+    SplitChoice::Boundaries {
+        every_rows: target_rows,
+    }
+}
+
+/// Cuts `[min, max]` into at most `num_chunks` equal integer slices, returned as the
+/// inner boundaries (strictly increasing, each in `(min, max]`). Exact at the i64 ends.
+pub fn even_boundaries(min: i64, max: i64, num_chunks: u64) -> Vec<KeyBound> {
+    if max < min || num_chunks <= 1 {
+        return Vec::new();
+    }
+    let span = i128::from(max) - i128::from(min) + 1;
+    let slices = i128::from(num_chunks).min(span);
+    let width = (span + slices - 1) / slices;
+    (1..slices)
+        .map(|index| i128::from(min) + index * width)
+        .take_while(|bound| *bound <= i128::from(max))
+        .filter_map(|bound| i64::try_from(bound).ok())
+        .map(|bound| KeyBound(vec![KeyValue::Int(bound)]))
+        .collect()
+}
+
+/// Turns strictly increasing boundaries into intervals reaching both ends of the key
+/// space: `(-inf, b1), [b1, b2), …, [bn, +inf)`.
+pub fn intervals(boundaries: &[KeyBound]) -> Vec<ChunkRange> {
+    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
+    let mut lower: Option<KeyBound> = None;
+    for bound in boundaries {
+        ranges.push(ChunkRange::Interval {
+            lower: lower.take(),
+            upper: Some(bound.clone()),
+        });
+        lower = Some(bound.clone());
+    }
+    ranges.push(ChunkRange::Interval { lower, upper: None });
+    ranges
+}
+
+/// Plans one table's chunks. `boundaries` are the source's answer when the choice was
+/// [`SplitChoice::Boundaries`]; they are ignored otherwise.
+pub fn plan_table(
+    key: &SplitKey,
+    stats: &KeyStats,
+    choice: SplitChoice,
+    boundaries: &[KeyBound],
+) -> Vec<PlannedChunk> {
+    if matches!(key, SplitKey::None) {
+        return vec![PlannedChunk {
+            range: ChunkRange::WholeTable,
+            estimated_rows: stats.rows,
+        }];
+    }
+    let keyed_rows = stats.rows.saturating_sub(stats.null_key_rows);
+    let mut chunks: Vec<PlannedChunk> = match choice {
+        SplitChoice::Single => vec![PlannedChunk {
+            range: ChunkRange::Interval {
+                lower: None,
+                upper: None,
+            },
+            estimated_rows: keyed_rows,
+        }],
+        SplitChoice::Even {
+            min,
+            max,
+            num_chunks,
+        } => {
+            let ranges = intervals(&even_boundaries(min, max, num_chunks));
+            let each = keyed_rows.div_ceil(ranges.len() as u64);
+            ranges
+                .into_iter()
+                .map(|range| PlannedChunk {
+                    range,
+                    estimated_rows: each,
+                })
+                .collect()
+        }
+        SplitChoice::Boundaries { every_rows } => {
+            let ranges = intervals(boundaries);
+            let last = ranges.len().saturating_sub(1);
+            let before_last = every_rows.saturating_mul(last as u64);
+            ranges
+                .into_iter()
+                .enumerate()
+                .map(|(index, range)| PlannedChunk {
+                    range,
+                    estimated_rows: if index < last {
+                        every_rows
+                    } else {
+                        keyed_rows.saturating_sub(before_last)
+                    },
+                })
+                .collect()
+        }
+    };
+    if key.nullable() {
+        chunks.push(PlannedChunk {
+            range: ChunkRange::NullKeys,
+            estimated_rows: stats.null_key_rows,
+        });
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering;
+
+    use ferry_common::schema::{ColumnSchema, TableName};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn int_key(nullable: bool) -> SplitKey {
+        SplitKey::Columns {
+            names: vec!["id".into()],
+            nullable,
+            single_integer: true,
+        }
+    }
+
+    /// Computes stats and boundaries the way a connector does, then plans.
+    fn plan_for(
+        key: &SplitKey,
+        keys: &[Vec<Option<KeyValue>>],
+        target_rows: u64,
+    ) -> Vec<PlannedChunk> {
+        let null_key_rows = keys
+            .iter()
+            .filter(|k| k.iter().any(Option::is_none))
+            .count() as u64;
+        let mut keyed: Vec<KeyBound> = keys
+            .iter()
+            .filter(|k| k.iter().all(Option::is_some))
+            .map(|k| KeyBound(k.iter().flatten().cloned().collect()))
+            .collect();
+        keyed.sort_by(|a, b| a.sql_cmp(b));
+        let ints: Vec<i64> = keyed
+            .iter()
+            .filter_map(|bound| match bound.0.as_slice() {
+                [KeyValue::Int(v)] => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let int_min_max = if key.single_integer() && !ints.is_empty() && ints.len() == keyed.len() {
+            Some((ints[0], ints[ints.len() - 1]))
+        } else {
+            None
+        };
+        let stats = KeyStats {
+            rows: keys.len() as u64,
+            null_key_rows,
+            int_min_max,
+        };
+        let choice = choose_split(key, &stats, target_rows);
+        let boundaries: Vec<KeyBound> = match choice {
+            SplitChoice::Boundaries { every_rows } => {
+                let mut bounds: Vec<KeyBound> = Vec::new();
+                for (index, bound) in keyed.iter().enumerate() {
+                    if index > 0
+                        && index as u64 % every_rows == 0
+                        && bounds
+                            .last()
+                            .is_none_or(|last| last.sql_cmp(bound) == Ordering::Less)
+                    {
+                        bounds.push(bound.clone());
+                    }
+                }
+                bounds
+            }
+            _ => Vec::new(),
+        };
+        plan_table(key, &stats, choice, &boundaries)
+    }
+
+    fn assert_exact_cover(chunks: &[PlannedChunk], keys: &[Vec<Option<KeyValue>>]) {
+        for key in keys {
+            let owners = chunks
+                .iter()
+                .filter(|chunk| chunk.range.contains(key))
+                .count();
+            assert_eq!(owners, 1, "key {key:?} is in {owners} chunks of {chunks:?}");
+        }
+    }
+
+    fn edge_int() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MIN),
+            Just(i64::MIN + 1),
+            Just(i64::MAX),
+            Just(i64::MAX - 1),
+            Just(0i64),
+            -1000i64..1000,
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn integer_keys_are_covered_exactly_once(
+            keys in proptest::collection::btree_set(edge_int(), 0..300),
+            nulls in 0usize..5,
+            target_rows in 1u64..80,
+        ) {
+            let mut rows: Vec<Vec<Option<KeyValue>>> =
+                keys.iter().map(|k| vec![Some(KeyValue::Int(*k))]).collect();
+            rows.extend((0..nulls).map(|_| vec![None]));
+            let key = int_key(true);
+            let chunks = plan_for(&key, &rows, target_rows);
+            assert_exact_cover(&chunks, &rows);
+            // Keys the plan never saw (inserted later) are covered too.
+            assert_exact_cover(&chunks, &[vec![Some(KeyValue::Int(i64::MIN))], vec![Some(KeyValue::Int(i64::MAX))]]);
+        }
+
+        #[test]
+        fn dense_keys_give_chunks_near_the_target(
+            start in edge_int(),
+            len in 1u64..5000,
+            target_rows in 1u64..700,
+        ) {
+            let start = start.min(i64::MAX - len as i64);
+            let rows: Vec<Vec<Option<KeyValue>>> =
+                (0..len).map(|offset| vec![Some(KeyValue::Int(start + offset as i64))]).collect();
+            let chunks = plan_for(&int_key(false), &rows, target_rows);
+            assert_exact_cover(&chunks, &rows);
+            for chunk in &chunks {
+                let actual = rows.iter().filter(|k| chunk.range.contains(k)).count() as u64;
+                prop_assert!(actual <= 2 * target_rows, "chunk {:?} has {actual} rows, target {target_rows}", chunk.range);
+            }
+        }
+
+        #[test]
+        fn composite_keys_are_covered_exactly_once(
+            keys in proptest::collection::btree_set((edge_int(), proptest::option::of("[a-c]{0,3}")), 0..200),
+            target_rows in 1u64..50,
+        ) {
+            let rows: Vec<Vec<Option<KeyValue>>> = keys
+                .iter()
+                .map(|(a, b)| vec![Some(KeyValue::Int(*a)), b.clone().map(KeyValue::Text)])
+                .collect();
+            let key = SplitKey::Columns { names: vec!["a".into(), "b".into()], nullable: true, single_integer: false };
+            let chunks = plan_for(&key, &rows, target_rows);
+            assert_exact_cover(&chunks, &rows);
+            for chunk in chunks.iter().filter(|c| !matches!(c.range, ChunkRange::NullKeys)) {
+                let actual = rows.iter().filter(|k| chunk.range.contains(k)).count() as u64;
+                prop_assert!(actual <= target_rows, "boundary chunk has {actual} rows, target {target_rows}");
+            }
+        }
+
+        #[test]
+        fn even_boundaries_increase_strictly_and_stay_inside(
+            a in edge_int(), b in edge_int(), num_chunks in 0u64..10_000,
+        ) {
+            let (min, max) = (a.min(b), a.max(b));
+            let bounds = even_boundaries(min, max, num_chunks);
+            prop_assert!(bounds.len() as u64 <= num_chunks.saturating_sub(1));
+            let values: Vec<i64> = bounds.iter().map(|bound| match bound.0[0] { KeyValue::Int(v) => v, _ => unreachable!() }).collect();
+            prop_assert!(values.windows(2).all(|pair| pair[0] < pair[1]));
+            prop_assert!(values.iter().all(|v| *v > min && *v <= max));
+        }
+    }
+
+    #[test]
+    fn empty_table_gets_one_chunk_per_kind_of_row() {
+        let chunks = plan_for(&int_key(true), &[], 10);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(
+            chunks[0].range,
+            ChunkRange::Interval {
+                lower: None,
+                upper: None
+            }
+        );
+        assert_eq!(chunks[1].range, ChunkRange::NullKeys);
+    }
+
+    #[test]
+    fn full_i64_span_splits_without_overflow() {
+        let bounds = even_boundaries(i64::MIN, i64::MAX, 4);
+        assert_eq!(bounds.len(), 3);
+        assert_eq!(bounds[1], KeyBound(vec![KeyValue::Int(0)]));
+    }
+
+    #[test]
+    fn skewed_keys_use_boundaries_not_arithmetic() {
+        let stats = KeyStats {
+            rows: 1000,
+            null_key_rows: 0,
+            int_min_max: Some((0, i64::MAX)),
+        };
+        assert_eq!(
+            choose_split(&int_key(false), &stats, 100),
+            SplitChoice::Boundaries { every_rows: 100 }
+        );
+    }
+
+    fn table(primary_key: &[&str], has_rowid: bool) -> TableSchema {
+        TableSchema {
+            name: TableName::bare("t"),
+            columns: vec![ColumnSchema {
+                name: "id".into(),
+                declared_type: "INTEGER".into(),
+                column_type: ColumnType::Int64,
+                nullable: false,
+            }],
+            primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
+            has_rowid,
+            source_kind: "sqlite".into(),
+            native_ddl: None,
+        }
+    }
+
+    #[test]
+    fn table_without_key_is_one_chunk_with_a_warning() {
+        let (key, warning) = choose_split_key(&table(&[], true), false);
+        assert_eq!(key, SplitKey::None);
+        assert!(warning.is_some_and(|w| w.contains("one chunk")));
+        let stats = KeyStats {
+            rows: 5_000_000,
+            ..KeyStats::default()
+        };
+        let chunks = plan_table(&key, &stats, choose_split(&key, &stats, 10), &[]);
+        assert_eq!(
+            chunks,
+            vec![PlannedChunk {
+                range: ChunkRange::WholeTable,
+                estimated_rows: 5_000_000
+            }]
+        );
+    }
+
+    #[test]
+    fn rowid_is_the_key_when_the_sink_keeps_it() {
+        assert_eq!(
+            choose_split_key(&table(&[], true), true),
+            (SplitKey::Rowid, None)
+        );
+        let (key, _) = choose_split_key(&table(&["id"], true), true);
+        assert!(key.single_integer() && !key.nullable());
+    }
+}

@@ -1,0 +1,24 @@
+//! ferryctl: `ferryctl local` runs a whole migration in one process (planner, scheduler
+//! and a pool of workers on the in-process coordination store); `ferryctl demo` makes a
+//! sample database and runs it. Remote commands against a coordinator come with
+//! distributed mode.
+
+pub mod demo;
+pub mod demo_data;
+pub mod local;
+pub mod progress;
+pub mod report;
+
+/// Process exit codes, documented in the README.
+pub mod exit_code {
+    /// Every chunk VERIFIED.
+    pub const OK: i32 = 0;
+    /// The run ended with FAILED chunks (named in the report).
+    pub const FAILED_CHUNKS: i32 = 1;
+    /// The spec or the command line is invalid; nothing ran.
+    pub const INVALID_INPUT: i32 = 2;
+    /// The job could not run: a database or the state file is unreachable, planning failed.
+    pub const RUNTIME_ERROR: i32 = 3;
+    /// Interrupted (Ctrl-C); the same command resumes.
+    pub const INTERRUPTED: i32 = 130;
+}

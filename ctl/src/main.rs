@@ -1,0 +1,221 @@
+//! `ferryctl`: see `ferryctl --help`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry_ctl::demo::create_demo;
+use ferry_ctl::exit_code;
+use ferry_ctl::local::{LocalJob, default_state_path, load_spec};
+use ferry_ctl::progress::{ProgressMode, show};
+use ferry_ctl::report::JobReport;
+use tokio_util::sync::CancellationToken;
+
+/// ferry: table-data migration in verified chunks.
+#[derive(Parser)]
+#[command(name = "ferryctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job spec in this process: plan, copy in chunks with a pool of workers,
+    /// verify every chunk. Interrupt with Ctrl-C; the same command resumes.
+    Local(LocalArgs),
+    /// Make a sample SQLite database and a spec for it, then run it like `local`.
+    Demo(DemoArgs),
+    /// Validate a job spec and print every problem found.
+    Validate {
+        /// The job spec (YAML).
+        spec: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// The job spec (YAML).
+    spec: PathBuf,
+    /// Workers in the pool (chunks in flight are also capped by throttle.default_concurrency).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
+    /// State file recording the plan and every chunk's state [default: <spec folder>/<job name>.ferry-state.db].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Print the final report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Rows in the largest sample table.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Folder for the sample source, the target, the spec and the state file.
+    #[arg(long, default_value = "demo")]
+    dir: PathBuf,
+    /// Workers in the pool.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(exit_code::RUNTIME_ERROR as u8);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Local(args) => {
+                local(args.spec, args.workers.into(), args.state, args.json).await
+            }
+            Command::Demo(args) => demo(args).await,
+            Command::Validate { spec } => validate(spec),
+        }
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn environment() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn validate(spec_path: PathBuf) -> i32 {
+    match load_spec(&spec_path, &environment()) {
+        Ok(spec) => {
+            println!("{}: valid spec for job {}", spec_path.display(), spec.name);
+            exit_code::OK
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> i32 {
+    let files = match create_demo(&args.dir, args.rows) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return exit_code::INVALID_INPUT;
+        }
+    };
+    let code = local(files.spec.clone(), args.workers.into(), None, false).await;
+    println!(
+        "\ndemo files in {}:\n  source  {}\n  target  {}\n  spec    {}\nrun it again (resumes, nothing to copy): ferryctl local {}\n\
+         compare independently: sqlite3 {} \"ATTACH '{}' AS t; SELECT count(*) FROM (SELECT * FROM orders EXCEPT SELECT * FROM t.orders);\"",
+        args.dir.display(),
+        files.source.display(),
+        files.target.display(),
+        files.spec.display(),
+        files.spec.display(),
+        files.source.display(),
+        files.target.display(),
+    );
+    code
+}
+
+async fn local(spec_path: PathBuf, workers: usize, state: Option<PathBuf>, json: bool) -> i32 {
+    let spec = match load_spec(&spec_path, &environment()) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let state_path = state.unwrap_or_else(|| default_state_path(&spec_path, &spec));
+    let job = match LocalJob::open(spec, &state_path).await {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let prepared = match job.prepare().await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    if prepared.resumed {
+        eprintln!(
+            "resuming job {} from {}: {} chunks already verified",
+            prepared.job.id,
+            state_path.display(),
+            prepared.chunks_verified_before
+        );
+    } else {
+        eprintln!(
+            "planned job {} (state file {})",
+            prepared.job.id,
+            state_path.display()
+        );
+    }
+    let chunks = match job.store.list_chunks(&prepared.job.id).await {
+        Ok(chunks) => chunks,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code::RUNTIME_ERROR;
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nstopping: running chunks roll back; run the same command to resume (Ctrl-C again quits at once)"
+            );
+            signal_cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(exit_code::INTERRUPTED);
+            }
+        }
+    });
+
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::detect()
+    };
+    let display = tokio::spawn(show(prepared.job.clone(), chunks, mode, events_rx));
+    let outcome = job.run(&prepared, workers, None, events_tx, cancel).await;
+    let _ = display.await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let report = JobReport::new(&prepared.job, &prepared, &outcome);
+    if json {
+        match serde_json::to_string(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: cannot render the report: {error}"),
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    report.exit_code()
+}

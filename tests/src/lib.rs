@@ -1,0 +1,1 @@
+//! ferry's test helpers
