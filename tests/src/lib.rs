@@ -1,1 +1,296 @@
-//! ferry's test helpers
+//! Helpers for ferry's end-to-end tests: a fault-injecting sink wrapper around a real
+//! sink, an independent comparison through the `sqlite3` command-line shell, and a
+//! one-call local run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ferry_common::checksum::RangeChecksum;
+use ferry_common::coordination::ChunkRecord;
+use ferry_common::ids::ChunkId;
+use ferry_common::key::{ChunkRange, SplitKey};
+use ferry_common::schema::TableSchema;
+use ferry_common::spec::SchemaMode;
+use ferry_connectors::{
+    BatchStream, ChunkWrite, ConnectorError, PrepareOutcome, Sink, WriteSummary,
+};
+use ferry_coordinator::scheduler::RunOutcome;
+use ferry_ctl::local::{LocalJob, PreparedJob, load_spec};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// A fault to inject into writes.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The first `times` write attempts of `chunk` see their row stream fail after the
+    /// first batch (so rows are already inserted in the open transaction).
+    FailStream {
+        /// The chunk.
+        chunk: ChunkId,
+        /// How many attempts fail.
+        times: u32,
+    },
+    /// After the first successful write of `chunk`, run `sql` on the target database
+    /// (outside ferry), so verification sees a different target.
+    CorruptAfterWrite {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The target database file.
+        target: PathBuf,
+        /// The corrupting statement.
+        sql: String,
+    },
+    /// After `writes` successful writes in all, cancel `token` (a stop right after a
+    /// commit, before the chunk is recorded as verified).
+    CancelAfterWrites {
+        /// Writes before the stop.
+        writes: u64,
+        /// The run's token.
+        token: CancellationToken,
+    },
+}
+
+/// Wraps a real sink, counting writes per chunk and injecting faults.
+pub struct FaultySink {
+    inner: Arc<dyn Sink>,
+    faults: Vec<Fault>,
+    attempts_by_chunk: Mutex<HashMap<ChunkId, u32>>,
+    committed_by_chunk: Mutex<HashMap<ChunkId, u32>>,
+    committed_writes: AtomicU64,
+}
+
+impl FaultySink {
+    /// Wraps `inner` with `faults`.
+    pub fn new(inner: Arc<dyn Sink>, faults: Vec<Fault>) -> Self {
+        Self {
+            inner,
+            faults,
+            attempts_by_chunk: Mutex::new(HashMap::new()),
+            committed_by_chunk: Mutex::new(HashMap::new()),
+            committed_writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Committed writes per chunk.
+    pub fn committed_by_chunk(&self) -> HashMap<ChunkId, u32> {
+        self.committed_by_chunk.lock().expect("lock").clone()
+    }
+
+    /// Committed writes in all.
+    pub fn committed_writes(&self) -> u64 {
+        self.committed_writes.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Sink for FaultySink {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn can_carry_rowid(&self) -> bool {
+        self.inner.can_carry_rowid()
+    }
+
+    async fn prepare_table(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        mode: SchemaMode,
+    ) -> Result<PrepareOutcome, ConnectorError> {
+        self.inner.prepare_table(table, key, mode).await
+    }
+
+    async fn write_chunk(
+        &self,
+        chunk: ChunkWrite<'_>,
+        batches: BatchStream,
+    ) -> Result<WriteSummary, ConnectorError> {
+        let chunk_id = chunk.fence.chunk;
+        let attempt_number = {
+            let mut attempts = self.attempts_by_chunk.lock().expect("lock");
+            let entry = attempts.entry(chunk_id).or_insert(0);
+            *entry += 1;
+            *entry
+        };
+        let fail_stream = self.faults.iter().any(|fault| {
+            matches!(fault, Fault::FailStream { chunk, times } if *chunk == chunk_id && attempt_number <= *times)
+        });
+        let batches: BatchStream = if fail_stream {
+            Box::pin(batches.take(1).chain(futures::stream::once(async {
+                Err(ConnectorError::Task(
+                    "injected failure after the first batch".into(),
+                ))
+            })))
+        } else {
+            batches
+        };
+        let summary = self.inner.write_chunk(chunk, batches).await?;
+        let committed_for_chunk = {
+            let mut committed = self.committed_by_chunk.lock().expect("lock");
+            let entry = committed.entry(chunk_id).or_insert(0);
+            *entry += 1;
+            *entry
+        };
+        let total = self.committed_writes.fetch_add(1, Ordering::SeqCst) + 1;
+        for fault in &self.faults {
+            match fault {
+                Fault::CorruptAfterWrite { chunk, target, sql }
+                    if *chunk == chunk_id && committed_for_chunk == 1 =>
+                {
+                    let connection =
+                        rusqlite::Connection::open(target).expect("open target to corrupt it");
+                    let changed = connection.execute(sql, []).expect("corrupt the target");
+                    assert!(
+                        changed > 0,
+                        "the corrupting statement changed nothing: {sql}"
+                    );
+                }
+                Fault::CancelAfterWrites { writes, token } if total == *writes => token.cancel(),
+                _ => {}
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn checksum_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<RangeChecksum, ConnectorError> {
+        self.inner.checksum_chunk(table, key, range).await
+    }
+
+    async fn count_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<u64, ConnectorError> {
+        self.inner.count_chunk(table, key, range).await
+    }
+}
+
+/// Writes `spec_yaml` to `dir/job.yaml` and returns its path.
+pub fn write_spec(dir: &Path, spec_yaml: &str) -> PathBuf {
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, spec_yaml).expect("write spec");
+    path
+}
+
+/// Runs a spec in-process with the sink wrapped by `faults`; returns the prepared job,
+/// the outcome and the wrapper (for its counters).
+pub async fn run_local(
+    spec_path: &Path,
+    state_path: &Path,
+    workers: usize,
+    faults: Vec<Fault>,
+    cancel: CancellationToken,
+) -> (PreparedJob, RunOutcome, Arc<FaultySink>) {
+    let spec = load_spec(spec_path, &HashMap::new()).expect("valid spec");
+    let mut job = LocalJob::open(spec, state_path).await.expect("open job");
+    let faulty = Arc::new(FaultySink::new(job.sink.clone(), faults));
+    job.sink = faulty.clone();
+    let prepared = job.prepare().await.expect("prepare job");
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let drain = tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        job.run(&prepared, workers, None, events_tx, cancel),
+    )
+    .await
+    .expect("run finished in time")
+    .expect("run succeeds");
+    drain.await.expect("drain events");
+    (prepared, outcome, faulty)
+}
+
+/// Runs SQL through the `sqlite3` shell (independent of ferry and rusqlite) and returns
+/// its output, trimmed.
+pub fn sqlite3(database: &Path, sql: &str) -> String {
+    let output = Command::new("sqlite3")
+        .arg(database)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 shell must be installed (make deps installs it)");
+    assert!(
+        output.status.success(),
+        "sqlite3 failed on {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Compares one table between two SQLite files with the `sqlite3` shell: equal row
+/// counts, and no row (as values, and as `quote()`d text, which tells storage classes
+/// apart) in one that is not in the other. With `with_rowid`, rowids are compared too.
+pub fn assert_same_table(source: &Path, target: &Path, table: &str, with_rowid: bool) {
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let columns = sqlite3(
+        source,
+        &format!(
+            "SELECT group_concat(quote(name), ',') FROM pragma_table_info({})",
+            sql_string(table)
+        ),
+    );
+    assert!(
+        !columns.is_empty(),
+        "table {table} has no columns in the source"
+    );
+    let column_names: Vec<String> = sqlite3(
+        source,
+        &format!("SELECT name FROM pragma_table_info({})", sql_string(table)),
+    )
+    .lines()
+    .map(|name| format!("\"{}\"", name.replace('"', "\"\"")))
+    .collect();
+    let mut quoted_list: Vec<String> = column_names
+        .iter()
+        .map(|name| format!("quote({name})"))
+        .collect();
+    let mut plain_list = column_names.clone();
+    if with_rowid {
+        quoted_list.insert(0, "rowid".to_string());
+        plain_list.insert(0, "rowid".to_string());
+    }
+    let attach = format!("ATTACH {} AS t;", sql_string(&target.display().to_string()));
+    let counts = sqlite3(
+        source,
+        &format!(
+            "{attach} SELECT (SELECT count(*) FROM main.{quoted}) || ' ' || (SELECT count(*) FROM t.{quoted});"
+        ),
+    );
+    let (source_count, target_count) = counts.split_once(' ').expect("two counts");
+    assert_eq!(
+        source_count, target_count,
+        "row counts differ for table {table}"
+    );
+    for list in [quoted_list.join(", "), plain_list.join(", ")] {
+        let differences = sqlite3(
+            source,
+            &format!(
+                "{attach} SELECT (SELECT count(*) FROM (SELECT {list} FROM main.{quoted} EXCEPT SELECT {list} FROM t.{quoted})) \
+                 || ' ' || (SELECT count(*) FROM (SELECT {list} FROM t.{quoted} EXCEPT SELECT {list} FROM main.{quoted}));"
+            ),
+        );
+        assert_eq!(
+            differences, "0 0",
+            "rows differ for table {table} (source-only, target-only) comparing {list}"
+        );
+    }
+}
+
+/// Quotes a SQL string literal.
+pub fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Chunks of the outcome, by id.
+pub fn chunk(outcome: &RunOutcome, id: u32) -> &ChunkRecord {
+    &outcome.chunks[id as usize]
+}

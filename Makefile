@@ -1,0 +1,48 @@
+# ferry: the commands CI and people run. `make demo` and `make test` are the two that
+# must work on a fresh machine.
+SHELL := /bin/bash
+CARGO ?= cargo
+DEMO_DIR ?= demo
+
+.PHONY: all deps build release demo test lint fmt clean
+
+all: build
+
+# protoc is needed by our build script (and by etcd-client later): install Debian's
+# protobuf-compiler when it is missing.
+deps:
+	@if ! command -v protoc >/dev/null 2>&1 && [ -z "$$PROTOC" ]; then \
+		echo "installing protobuf-compiler (protoc)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq protobuf-compiler >/dev/null; \
+	fi
+	@command -v sqlite3 >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sqlite3 >/dev/null; }
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --release -p ferry-ctl
+
+# Runs a 1,000,000-row sample migration on the embedded default (SQLite → SQLite).
+demo: release
+	rm -rf $(DEMO_DIR)
+	./target/release/ferryctl demo --dir $(DEMO_DIR)
+
+# Every test: unit, property, end to end. The CLI tests drive the ferryctl binary,
+# and the end-to-end tests compare source and target independently with sqlite3.
+test: deps
+	$(CARGO) test --workspace --all-targets
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEMO_DIR)
