@@ -51,18 +51,27 @@ impl KeyValue {
 }
 
 fn compare_int_real(int: i64, real: f64) -> Ordering {
-    // i64 -> f64 may round; compare in i128/f64 carefully: when the real is integral and
-    // in range, compare as integers; otherwise the float comparison is exact enough.
+    // i64 -> f64 may round, so compare exactly: an integral real inside the i64 range is
+    // compared as an integer; otherwise the real lies beyond every i64 or between two.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
     if real.is_nan() {
         return Ordering::Greater;
     }
-    if real.fract() == 0.0
-        && real >= -9.223_372_036_854_775_808e18
-        && real < 9.223_372_036_854_775_808e18
-    {
-        return (int as i128).cmp(&(real as i128));
+    if (-TWO_POW_63..TWO_POW_63).contains(&real) {
+        let truncated = real.trunc() as i64;
+        return int.cmp(&truncated).then(if real > truncated as f64 {
+            Ordering::Less
+        } else if real < truncated as f64 {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        });
     }
-    (int as f64).partial_cmp(&real).unwrap_or(Ordering::Equal)
+    if real < 0.0 {
+        Ordering::Greater
+    } else {
+        Ordering::Less
+    }
 }
 
 impl fmt::Display for KeyValue {

@@ -258,7 +258,7 @@ mod tests {
                 let mut bounds: Vec<KeyBound> = Vec::new();
                 for (index, bound) in keyed.iter().enumerate() {
                     if index > 0
-                        && index as u64 % every_rows == 0
+                        && (index as u64).is_multiple_of(every_rows)
                         && bounds
                             .last()
                             .is_none_or(|last| last.sql_cmp(bound) == Ordering::Less)

@@ -217,10 +217,9 @@ pub async fn run_job(
             });
         }
 
-        if running.is_empty() && (queue.is_empty() || cancel.is_cancelled()) {
-            if delayed.is_empty() || cancel.is_cancelled() {
-                break;
-            }
+        let nothing_left = queue.is_empty() && delayed.is_empty();
+        if running.is_empty() && (nothing_left || cancel.is_cancelled()) {
+            break;
         }
 
         let next_retry = delayed.iter().map(|(at, _)| *at).min();

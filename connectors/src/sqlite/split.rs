@@ -89,9 +89,9 @@ pub fn key_boundaries(
     let mut boundaries: Vec<KeyBound> = Vec::new();
     let mut seen: u64 = 0;
     while let Some(row) = rows.next().map_err(&on_error)? {
-        if seen > 0 && seen % every_rows == 0 {
+        if seen > 0 && seen.is_multiple_of(every_rows) {
             let mut values = Vec::with_capacity(exprs.len());
-            for index in 0..exprs.len() {
+            for (index, expr) in exprs.iter().enumerate() {
                 let value = row.get_ref(index).map_err(&on_error)?;
                 match key_value_from_sql(value) {
                     Ok(Some(value)) => values.push(value),
@@ -99,7 +99,7 @@ pub fn key_boundaries(
                     Err(_) => {
                         return Err(ConnectorError::ValueType {
                             table: table.name.clone(),
-                            column: exprs[index].clone(),
+                            column: expr.clone(),
                             detail: "a key holds text that is not valid UTF-8, so it cannot \
                                      bound a chunk; fix the key or exclude the table"
                                 .to_string(),
