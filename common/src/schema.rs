@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 /// Field metadata key marking an Arrow `Binary` column whose values are canonically
@@ -44,32 +44,176 @@ impl fmt::Display for TableName {
     }
 }
 
-/// How ferry carries a column's values. Each maps to one Arrow type and one canonical
-/// checksum encoding, so two engines agree on what a value is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Field metadata key naming the logical type of a column whose Arrow carrier alone does
+/// not say how to compare its values: `decimal` (canonical decimal text, see
+/// [`crate::checksum`]) or `json` (JSON text, compared after canonicalisation).
+pub const LOGICAL_METADATA_KEY: &str = "ferry.logical";
+
+/// How ferry understands a column's values, independent of any engine. Each has one Arrow
+/// carrier ([`ColumnType::arrow_type`]) and one canonical checksum encoding, so two
+/// engines agree on what a value is. A sink reads its own columns back *into the source
+/// column's carrier* when it verifies, so a mapping (say `uuid` to `CHAR(36)`) is checked
+/// value by value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ColumnType {
-    /// 64-bit signed integer.
+    /// true/false. Carrier: `Boolean`.
+    Bool,
+    /// 8-bit signed integer. Carrier: `Int8`.
+    Int8,
+    /// 16-bit signed integer. Carrier: `Int16`.
+    Int16,
+    /// 32-bit signed integer. Carrier: `Int32`.
+    Int32,
+    /// 64-bit signed integer. Carrier: `Int64`.
     Int64,
-    /// IEEE 754 double.
+    /// 8-bit unsigned integer. Carrier: `UInt8`.
+    UInt8,
+    /// 16-bit unsigned integer. Carrier: `UInt16`.
+    UInt16,
+    /// 32-bit unsigned integer. Carrier: `UInt32`.
+    UInt32,
+    /// 64-bit unsigned integer. Carrier: `UInt64`.
+    UInt64,
+    /// IEEE 754 single. Carrier: `Float32`.
+    Float32,
+    /// IEEE 754 double. Carrier: `Float64`.
     Float64,
-    /// UTF-8 text.
+    /// Exact decimal. `precision: None` is unconstrained (PostgreSQL `numeric`), which
+    /// may also hold `NaN`, `Infinity` and `-Infinity`. Carrier: `Utf8` holding the
+    /// canonical decimal text, with `ferry.logical = decimal`.
+    Decimal {
+        /// Total significant digits, when constrained.
+        precision: Option<u32>,
+        /// Digits after the point, when constrained.
+        scale: Option<i32>,
+    },
+    /// UTF-8 text. Carrier: `Utf8`.
     Text,
-    /// Raw bytes.
+    /// Raw bytes. Carrier: `Binary`.
     Blob,
+    /// A calendar date. Carrier: `Date32` (days since 1970-01-01).
+    Date,
+    /// A time of day without zone. Carrier: `Time64(Microsecond)`.
+    Time,
+    /// A time of day with a UTC offset (PostgreSQL `timetz`). Carrier: `Utf8`, as
+    /// `HH:MM:SS.ffffff+HH:MM`.
+    TimeTz,
+    /// A date and time without zone. Carrier: `Timestamp(Microsecond, None)`.
+    Timestamp,
+    /// An instant. Carrier: `Timestamp(Microsecond, "UTC")`.
+    TimestampTz,
+    /// A PostgreSQL interval. Carrier: `Utf8`, as `{months} months {days} days {micros} us`.
+    Interval,
+    /// A UUID. Carrier: `FixedSizeBinary(16)`.
+    Uuid,
+    /// A JSON document. Carrier: `Utf8` with `ferry.logical = json`.
+    Json,
+    /// One label of a fixed set (PostgreSQL enum, MySQL `ENUM`). Carrier: `Utf8`.
+    Enum {
+        /// The labels, in declaration order.
+        labels: Vec<String>,
+    },
+    /// Any subset of a fixed set of labels (MySQL `SET`). Carrier: `Utf8`, labels joined
+    /// by commas in declaration order.
+    Set {
+        /// The labels, in declaration order.
+        labels: Vec<String>,
+    },
+    /// A bit string of up to 64 bits (MySQL `BIT(n)`). Carrier: `UInt64`.
+    Bit {
+        /// Bits.
+        width: u32,
+    },
+    /// A MySQL `YEAR`. Carrier: `Int16`.
+    Year,
+    /// A PostgreSQL array. Carrier: `Utf8` with `ferry.logical = json`: a JSON array
+    /// (nested for more dimensions) of the elements' JSON forms.
+    Array {
+        /// The element type.
+        element: Box<ColumnType>,
+    },
     /// A dynamically typed value (SQLite columns with NUMERIC or no affinity): each value
-    /// keeps its own storage class; carried as canonically encoded bytes.
+    /// keeps its own storage class. Carrier: `Binary` of canonically encoded values, with
+    /// the `ferry.variant` metadata.
     Variant,
 }
 
 impl ColumnType {
     /// Returns the Arrow data type that carries this column.
-    pub fn arrow_type(self) -> DataType {
+    pub fn arrow_type(&self) -> DataType {
         match self {
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Int8 => DataType::Int8,
+            ColumnType::Int16 | ColumnType::Year => DataType::Int16,
+            ColumnType::Int32 => DataType::Int32,
             ColumnType::Int64 => DataType::Int64,
+            ColumnType::UInt8 => DataType::UInt8,
+            ColumnType::UInt16 => DataType::UInt16,
+            ColumnType::UInt32 => DataType::UInt32,
+            ColumnType::UInt64 | ColumnType::Bit { .. } => DataType::UInt64,
+            ColumnType::Float32 => DataType::Float32,
             ColumnType::Float64 => DataType::Float64,
-            ColumnType::Text => DataType::Utf8,
+            ColumnType::Decimal { .. }
+            | ColumnType::Text
+            | ColumnType::TimeTz
+            | ColumnType::Interval
+            | ColumnType::Json
+            | ColumnType::Enum { .. }
+            | ColumnType::Set { .. }
+            | ColumnType::Array { .. } => DataType::Utf8,
             ColumnType::Blob | ColumnType::Variant => DataType::Binary,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
+            ColumnType::Uuid => DataType::FixedSizeBinary(16),
+        }
+    }
+
+    /// Returns the carrier's field metadata (how the checksum must read the values).
+    pub fn arrow_metadata(&self) -> HashMap<String, String> {
+        let entry = match self {
+            ColumnType::Variant => (VARIANT_METADATA_KEY, "1"),
+            ColumnType::Decimal { .. } => (LOGICAL_METADATA_KEY, "decimal"),
+            ColumnType::Json | ColumnType::Array { .. } => (LOGICAL_METADATA_KEY, "json"),
+            _ => return HashMap::new(),
+        };
+        HashMap::from([(entry.0.to_string(), entry.1.to_string())])
+    }
+
+    /// Returns whether the type is an integer that fits in `i64` (dense key splitting).
+    pub fn is_signed_integer(&self) -> bool {
+        matches!(
+            self,
+            ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+        )
+    }
+
+    /// A short name for messages: `int64`, `decimal(12,2)`, `enum`, `array of text`.
+    pub fn display_name(&self) -> String {
+        match self {
+            ColumnType::Decimal {
+                precision: Some(p),
+                scale: Some(s),
+            } => format!("decimal({p},{s})"),
+            ColumnType::Decimal {
+                precision: Some(p),
+                scale: None,
+            } => format!("decimal({p})"),
+            ColumnType::Decimal { .. } => "decimal".to_string(),
+            ColumnType::Bit { width } => format!("bit({width})"),
+            ColumnType::Array { element } => format!("array of {}", element.display_name()),
+            other => {
+                let text = serde_json::to_value(other).ok().and_then(|value| {
+                    value
+                        .get("type")
+                        .and_then(|t| t.as_str().map(str::to_string))
+                });
+                text.unwrap_or_else(|| format!("{other:?}"))
+            }
         }
     }
 }
@@ -120,15 +264,8 @@ impl TableSchema {
             fields.push(Field::new(ROWID_COLUMN, DataType::Int64, false));
         }
         for column in &self.columns {
-            let field = Field::new(&column.name, column.column_type.arrow_type(), true);
-            let field = if column.column_type == ColumnType::Variant {
-                field.with_metadata(HashMap::from([(
-                    VARIANT_METADATA_KEY.to_string(),
-                    "1".to_string(),
-                )]))
-            } else {
-                field
-            };
+            let field = Field::new(&column.name, column.column_type.arrow_type(), true)
+                .with_metadata(column.column_type.arrow_metadata());
             fields.push(field);
         }
         Arc::new(Schema::new(fields))

@@ -47,12 +47,9 @@ pub const MAX_CONCURRENCY: u32 = 1024;
 pub const MAX_JOB_NAME_CHARS: usize = 64;
 
 const TOP_LEVEL_FIELDS: &[&str] = &[
-    "name", "source", "target", "tables", "schema", "chunking", "verify", "throttle",
+    "name", "source", "target", "tables", "schema", "chunking", "verify", "throttle", "columns",
 ];
-const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[(
-    "columns",
-    "per-column type overrides arrive with the PostgreSQL and MySQL connectors",
-)];
+const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const ENDPOINT_FIELDS: &[&str] = &["kind", "path", "url_env"];
 const TABLES_FIELDS: &[&str] = &["include", "exclude"];
 const CHUNKING_FIELDS: &[&str] = &["target_rows"];
@@ -152,6 +149,24 @@ pub struct JobSpec {
     pub verify: VerifySpec,
     /// How much work runs at once.
     pub throttle: ThrottleSpec,
+    /// Target column types chosen by the user, by source column: `"orders.amount"` or
+    /// `"public.orders.amount"` → the target's type, e.g. `DECIMAL(20,4)`.
+    pub columns: ColumnOverrides,
+}
+
+/// Per-column target type overrides (`columns:` in the spec).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnOverrides(pub std::collections::BTreeMap<String, String>);
+
+impl ColumnOverrides {
+    /// Returns the override for a column of a table, matched as `schema.table.column` or
+    /// `table.column`.
+    pub fn lookup(&self, qualified_table: &str, bare_table: &str, column: &str) -> Option<&str> {
+        self.0
+            .get(&format!("{qualified_table}.{column}"))
+            .or_else(|| self.0.get(&format!("{bare_table}.{column}")))
+            .map(String::as_str)
+    }
 }
 
 /// One side of a migration: a connector kind and where its database is.
@@ -700,6 +715,10 @@ fn read_job_spec(
         Some(value) => read_throttle(value, &fields.path_of("throttle"), problems),
         None => Some(ThrottleSpec::default()),
     };
+    let columns_opt = match fields.optional("columns") {
+        Some(value) => read_column_overrides(value, &fields.path_of("columns"), problems),
+        None => Some(ColumnOverrides::default()),
+    };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
     }
@@ -713,7 +732,68 @@ fn read_job_spec(
         chunking: chunking_opt?,
         verify: verify_opt?,
         throttle: throttle_opt?,
+        columns: columns_opt?,
     })
+}
+
+fn read_column_overrides(
+    value: &Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<ColumnOverrides> {
+    if value.is_null() {
+        return Some(ColumnOverrides::default());
+    }
+    let Some(mapping) = value.as_mapping() else {
+        problems.report(
+            path,
+            format!(
+                "expected a mapping of \"table.column\" to a target type, found {}",
+                describe(value)
+            ),
+        );
+        return None;
+    };
+    let mut overrides = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (key, target_type) in mapping {
+        let Some(column) = key.as_str() else {
+            problems.report(
+                path,
+                format!(
+                    "keys must be strings like \"orders.amount\", found {}",
+                    describe(key)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        let entry_path = format!("{path}.{column:?}");
+        if !column.contains('.') || column.starts_with('.') || column.ends_with('.') {
+            problems.report(
+                &entry_path,
+                "name a column as \"table.column\" or \"schema.table.column\"",
+            );
+            ok = false;
+            continue;
+        }
+        match target_type.as_str() {
+            Some(text) if !text.trim().is_empty() => {
+                overrides.insert(column.to_string(), text.trim().to_string());
+            }
+            _ => {
+                problems.report(
+                    &entry_path,
+                    format!(
+                        "expected the target type as a string like \"DECIMAL(20,4)\", found {}",
+                        describe(target_type)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(ColumnOverrides(overrides))
 }
 
 fn is_valid_job_name(name: &str) -> bool {
@@ -1481,7 +1561,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, throttle"
+                 chunking, verify, throttle, columns"
                     .to_owned()
             )
         );
@@ -1713,14 +1793,28 @@ throttle:
     }
 
     #[test]
-    fn top_level_columns_is_recognised_but_unsupported() {
-        let yaml = spec_with("", "columns:\n  orders.total: numeric\n");
-        let (path, message) = single_error(&yaml);
-        assert_eq!(path, "columns");
-        assert!(message.starts_with("not supported yet"), "{message}");
-        assert!(
-            message.contains("PostgreSQL and MySQL connectors"),
-            "{message}"
+    fn column_overrides_are_parsed_and_bad_ones_named() {
+        let spec = parse(&spec_with(
+            "",
+            "columns:\n  orders.total: \"DECIMAL(20,4)\"\n  public.t.c: text\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            spec.columns.lookup("main.orders", "orders", "total"),
+            Some("DECIMAL(20,4)")
+        );
+        assert_eq!(spec.columns.lookup("public.t", "t", "c"), Some("text"));
+        assert_eq!(spec.columns.lookup("public.t", "t", "d"), None);
+        let errors = errors_of(&spec_with(
+            "",
+            "columns:\n  total: numeric\n  orders.x: 5\n",
+        ));
+        assert_eq!(
+            errors
+                .iter()
+                .map(|(path, _)| path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["columns.\"total\"", "columns.\"orders.x\""]
         );
     }
 

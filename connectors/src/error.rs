@@ -73,6 +73,24 @@ pub enum ConnectorError {
         /// The differences, and the fix.
         detail: String,
     },
+    /// A source column's type has no lossless mapping to this target.
+    #[error(
+        "table {table} column {column}: {source_type} (source) has no lossless {target_kind} type{detail}; \
+         choose one with `columns: {{\"{table}.{column}\": \"<{target_kind} type>\"}}` in the spec, \
+         or exclude the table"
+    )]
+    TypeMapping {
+        /// The table concerned.
+        table: TableName,
+        /// The column concerned.
+        column: String,
+        /// The source type, as declared.
+        source_type: String,
+        /// The target connector kind.
+        target_kind: &'static str,
+        /// Why, starting with `: ` (or empty).
+        detail: String,
+    },
     /// The source table cannot be copied as it is.
     #[error("table {table}: {detail}")]
     Unsupported {
@@ -118,7 +136,9 @@ impl ConnectorError {
             ConnectorError::ValueType { .. } | ConnectorError::Unsupported { .. } => {
                 ErrorKind::Permanent
             }
-            ConnectorError::SchemaMismatch { .. } => ErrorKind::Schema,
+            ConnectorError::SchemaMismatch { .. } | ConnectorError::TypeMapping { .. } => {
+                ErrorKind::Schema
+            }
             ConnectorError::Fenced { .. } => ErrorKind::Fenced,
             ConnectorError::Cancelled => ErrorKind::Cancelled,
             ConnectorError::Task(_) => ErrorKind::Transient,

@@ -17,4 +17,7 @@ pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind};
 pub use registry::{available_kinds, open_sink, open_source};
-pub use traits::{BatchStream, ChunkWrite, Fence, PrepareOutcome, Sink, Source, WriteSummary};
+pub use traits::{
+    BatchStream, ChunkWrite, Fence, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome,
+    Sink, Source, WriteSummary,
+};

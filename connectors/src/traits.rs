@@ -16,6 +16,27 @@ use crate::error::{ConnectorError, Result};
 /// A chunk's rows as Arrow batches, in key order. Dropping it cancels the read.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch, ConnectorError>>;
 
+/// A chunk in an engine's own bulk format (e.g. PostgreSQL binary COPY), passed from a
+/// source to a sink of the same engine without decoding. Dropping it cancels the read.
+pub struct NativeStream {
+    /// The format's name, e.g. `postgres-binary-copy`.
+    pub format: &'static str,
+    /// The bytes, in order.
+    pub bytes: BoxStream<'static, Result<bytes::Bytes, ConnectorError>>,
+}
+
+/// A checksum computed inside the database, comparable only with one of the same
+/// `method` (same engine, same column types).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeChecksum {
+    /// How it was computed, e.g. `postgres-md5-sum-v1`.
+    pub method: &'static str,
+    /// Rows in the range.
+    pub rows: u64,
+    /// The order-independent digest, as text.
+    pub digest: String,
+}
+
 /// Identifies one attempt of one chunk, for the target's fence table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
@@ -49,6 +70,17 @@ pub struct WriteSummary {
     pub rows_written: u64,
     /// Rows of the range deleted before inserting (non-zero on a re-copy).
     pub rows_deleted: u64,
+}
+
+/// How to prepare one target table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrepareOptions {
+    /// Create, check or recreate.
+    pub mode: SchemaMode,
+    /// Target column types the user chose (spec `columns:`), by source column name. A
+    /// sink uses them verbatim instead of its own mapping; verification still compares
+    /// every value, so a lossy override is caught.
+    pub type_overrides: std::collections::BTreeMap<String, String>,
 }
 
 /// What preparing a target table did.
@@ -95,6 +127,33 @@ pub trait Source: Send + Sync {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<BatchStream>;
+
+    /// Streams the range in the native bulk `format` a sink asked for, or `None` when this
+    /// source cannot produce it (then rows travel as Arrow batches).
+    async fn read_native(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+        _format: &str,
+    ) -> Result<Option<NativeStream>> {
+        Ok(None)
+    }
+
+    /// Checksums the range inside the database (same-engine verification), or `None`.
+    async fn native_checksum(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        Ok(None)
+    }
+
+    /// Samples the database's load (built-in probe), or `None` when it has none.
+    async fn probe_load(&self) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// A database ferry writes to.
@@ -107,13 +166,15 @@ pub trait Sink: Send + Sync {
     /// still be split on it.
     fn can_carry_rowid(&self) -> bool;
 
-    /// Creates the target table, checks an existing one, or recreates it, per `mode`.
-    /// Idempotent for `CreateIfMissing` and `RequireExisting`.
+    /// Creates the target table, checks an existing one, or recreates it, per
+    /// `options.mode`. Idempotent for `CreateIfMissing` and `RequireExisting`. A column
+    /// whose type this sink cannot hold losslessly (and has no override) is refused here,
+    /// before any row moves, with [`ConnectorError::TypeMapping`].
     async fn prepare_table(
         &self,
         table: &TableSchema,
         key: &SplitKey,
-        mode: SchemaMode,
+        options: &PrepareOptions,
     ) -> Result<PrepareOutcome>;
 
     /// In one transaction: deletes the chunk's range, inserts the batches, checks and

@@ -5,7 +5,7 @@ use ferry_common::coordination::{ChunkRecord, ChunkState, TableRecord};
 use ferry_common::ids::{Attempt, ChunkId};
 use ferry_common::schema::TableName;
 use ferry_common::spec::JobSpec;
-use ferry_connectors::{ConnectorError, PrepareOutcome, Sink, Source};
+use ferry_connectors::{ConnectorError, PrepareOptions, PrepareOutcome, Sink, Source};
 
 use crate::planner::{SplitChoice, choose_split, choose_split_key, plan_table};
 
@@ -103,7 +103,19 @@ pub async fn plan_job(
         let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid());
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
-        let outcome = sink.prepare_table(&schema, &key, spec.schema).await?;
+        let options = PrepareOptions {
+            mode: spec.schema,
+            type_overrides: schema
+                .columns
+                .iter()
+                .filter_map(|column| {
+                    spec.columns
+                        .lookup(&name.to_string(), &name.name, &column.name)
+                        .map(|target_type| (column.name.clone(), target_type.to_string()))
+                })
+                .collect(),
+        };
+        let outcome = sink.prepare_table(&schema, &key, &options).await?;
         prepared.push((name.clone(), outcome));
         let stats = source.key_stats(&schema, &key).await?;
         let choice = choose_split(&key, &stats, spec.chunking.target_rows);

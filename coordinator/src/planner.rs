@@ -6,7 +6,7 @@
 //! the planned min/max belong to a chunk; rows with a NULL key get a chunk of their own.
 
 use ferry_common::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
-use ferry_common::schema::{ColumnType, TableSchema};
+use ferry_common::schema::TableSchema;
 
 /// A single integer key counts as dense when its span is at most this many times its
 /// row count: even cuts by arithmetic then give chunks within 2× of the target.
@@ -56,7 +56,7 @@ pub fn choose_split_key(
         let single_integer = table.primary_key.len() == 1
             && table
                 .column(&table.primary_key[0])
-                .is_some_and(|column| column.column_type == ColumnType::Int64);
+                .is_some_and(|column| column.column_type.is_signed_integer());
         let key = SplitKey::Columns {
             names: table.primary_key.clone(),
             nullable,
@@ -206,7 +206,7 @@ pub fn plan_table(
 mod tests {
     use std::cmp::Ordering;
 
-    use ferry_common::schema::{ColumnSchema, TableName};
+    use ferry_common::schema::{ColumnSchema, ColumnType, TableName};
     use proptest::prelude::*;
 
     use super::*;

@@ -14,9 +14,8 @@ use ferry_common::coordination::ChunkRecord;
 use ferry_common::ids::ChunkId;
 use ferry_common::key::{ChunkRange, SplitKey};
 use ferry_common::schema::TableSchema;
-use ferry_common::spec::SchemaMode;
 use ferry_connectors::{
-    BatchStream, ChunkWrite, ConnectorError, PrepareOutcome, Sink, WriteSummary,
+    BatchStream, ChunkWrite, ConnectorError, PrepareOptions, PrepareOutcome, Sink, WriteSummary,
 };
 use ferry_coordinator::scheduler::RunOutcome;
 use ferry_ctl::local::{LocalJob, PreparedJob, load_spec};
@@ -100,9 +99,9 @@ impl Sink for FaultySink {
         &self,
         table: &TableSchema,
         key: &SplitKey,
-        mode: SchemaMode,
+        options: &PrepareOptions,
     ) -> Result<PrepareOutcome, ConnectorError> {
-        self.inner.prepare_table(table, key, mode).await
+        self.inner.prepare_table(table, key, options).await
     }
 
     async fn write_chunk(

@@ -16,14 +16,15 @@ use async_trait::async_trait;
 use ferry_common::checksum::RangeChecksum;
 use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
 use ferry_common::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
-use ferry_common::spec::SchemaMode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 pub use sql::quote_ident;
 
 use crate::error::{ConnectorError, Result};
-use crate::traits::{BatchStream, ChunkWrite, PrepareOutcome, Sink, Source, WriteSummary};
+use crate::traits::{
+    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WriteSummary,
+};
 
 /// The connector kind in specs.
 pub const KIND: &str = "sqlite";
@@ -365,12 +366,13 @@ impl Sink for SqliteSink {
         &self,
         table: &TableSchema,
         key: &SplitKey,
-        mode: SchemaMode,
+        options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
         let connection = open_read_write(&self.path)?;
         let table = table.clone();
         let key = key.clone();
-        blocking(move || write::prepare_table(&connection, &table, &key, mode)).await
+        let options = options.clone();
+        blocking(move || write::prepare_table(&connection, &table, &key, &options)).await
     }
 
     async fn write_chunk(

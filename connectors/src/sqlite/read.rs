@@ -27,8 +27,10 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(column_type: ColumnType) -> Self {
-        match column_type {
+    /// A builder for the carrier of `column_type`; `None` for types SQLite does not
+    /// produce (yet).
+    fn new(column_type: &ColumnType) -> Option<Self> {
+        Some(match column_type {
             ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(MAX_BATCH_ROWS)),
             ColumnType::Float64 => {
                 ColumnBuilder::Real(Float64Builder::with_capacity(MAX_BATCH_ROWS))
@@ -36,7 +38,8 @@ impl ColumnBuilder {
             ColumnType::Text => ColumnBuilder::Text(StringBuilder::new()),
             ColumnType::Blob => ColumnBuilder::Blob(BinaryBuilder::new()),
             ColumnType::Variant => ColumnBuilder::Variant(BinaryBuilder::new()),
-        }
+            _ => return None,
+        })
     }
 
     fn finish(&mut self) -> ArrayRef {
@@ -164,14 +167,29 @@ pub fn read_range(
     if carry_rowid {
         column_types.push(ColumnType::Int64);
     }
-    column_types.extend(table.columns.iter().map(|column| column.column_type));
-    let new_builders = || {
+    column_types.extend(
+        table
+            .columns
+            .iter()
+            .map(|column| column.column_type.clone()),
+    );
+    let new_builders = || -> Result<Vec<ColumnBuilder>> {
         column_types
             .iter()
-            .map(|t| ColumnBuilder::new(*t))
-            .collect::<Vec<_>>()
+            .enumerate()
+            .map(|(index, column_type)| {
+                ColumnBuilder::new(column_type).ok_or_else(|| ConnectorError::Unsupported {
+                    table: table.name.clone(),
+                    detail: format!(
+                        "column {} is {}, which the SQLite connector cannot read yet",
+                        schema.field(index).name(),
+                        column_type.display_name()
+                    ),
+                })
+            })
+            .collect()
     };
-    let mut builders = new_builders();
+    let mut builders = new_builders()?;
     let mut scratch = Vec::new();
     let mut batch_rows = 0usize;
     let mut batch_bytes = 0usize;
@@ -204,7 +222,7 @@ pub fn read_range(
         batch_rows += 1;
         if batch_rows >= MAX_BATCH_ROWS || batch_bytes >= MAX_BATCH_BYTES {
             let batch = flush(&mut builders)?;
-            builders = new_builders();
+            builders = new_builders()?;
             batch_rows = 0;
             batch_bytes = 0;
             if !on_batch(batch) {

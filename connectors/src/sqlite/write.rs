@@ -16,18 +16,19 @@ use tokio_util::sync::CancellationToken;
 use super::sql::{key_exprs, quote_ident, quote_table, range_predicate, rowid_alias};
 use super::{FENCE_TABLE, KIND, describe, query_error};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{BatchStream, Fence, PrepareOutcome, WriteSummary};
+use crate::traits::{BatchStream, Fence, PrepareOptions, PrepareOutcome, WriteSummary};
 
 /// Creates, checks or recreates the target table per `mode`.
 pub fn prepare_table(
     connection: &Connection,
     table: &TableSchema,
     key: &SplitKey,
-    mode: SchemaMode,
+    options: &PrepareOptions,
 ) -> Result<PrepareOutcome> {
     let on_error = query_error("prepare table", &table.name);
     let existing = describe(connection, &table.name)?;
-    match (mode, existing) {
+    let create_sql = create_table_sql(table, &options.type_overrides);
+    match (options.mode, existing) {
         (SchemaMode::Recreate, existing) => {
             connection
                 .execute_batch(&format!(
@@ -35,9 +36,7 @@ pub fn prepare_table(
                     quote_table(&table.name)
                 ))
                 .map_err(&on_error)?;
-            connection
-                .execute_batch(&create_table_sql(table))
-                .map_err(&on_error)?;
+            connection.execute_batch(&create_sql).map_err(&on_error)?;
             Ok(if existing.is_some() {
                 PrepareOutcome::Recreated
             } else {
@@ -51,9 +50,7 @@ pub fn prepare_table(
                     .to_string(),
         }),
         (SchemaMode::CreateIfMissing, None) => {
-            connection
-                .execute_batch(&create_table_sql(table))
-                .map_err(&on_error)?;
+            connection.execute_batch(&create_sql).map_err(&on_error)?;
             Ok(PrepareOutcome::Created)
         }
         (_, Some(existing)) => {
@@ -63,10 +60,14 @@ pub fn prepare_table(
     }
 }
 
-/// The CREATE TABLE statement: the source's own when it is SQLite, else one built from
-/// the described columns.
-pub fn create_table_sql(table: &TableSchema) -> String {
+/// The CREATE TABLE statement: the source's own when it is SQLite and no column type is
+/// overridden, else one built from the described columns.
+pub fn create_table_sql(
+    table: &TableSchema,
+    type_overrides: &std::collections::BTreeMap<String, String>,
+) -> String {
     if table.source_kind == KIND
+        && type_overrides.is_empty()
         && let Some(ddl) = &table.native_ddl
     {
         return ddl.clone();
@@ -75,7 +76,10 @@ pub fn create_table_sql(table: &TableSchema) -> String {
         .columns
         .iter()
         .map(|column| {
-            let mut part = format!("{} {}", quote_ident(&column.name), column.declared_type);
+            let declared = type_overrides
+                .get(&column.name)
+                .map_or(column.declared_type.as_str(), String::as_str);
+            let mut part = format!("{} {}", quote_ident(&column.name), declared);
             if !column.nullable {
                 part.push_str(" NOT NULL");
             }
