@@ -24,6 +24,8 @@
 //! | 7   | DATE      | days since 1970-01-01 as `i64`, 8 bytes                   | `Date32`, `Date64` |
 //! | 8   | TIMESTAMP | nanoseconds since 1970-01-01T00:00:00 UTC as `i128`, 16 bytes | `Timestamp(unit, tz)` |
 //! | 9   | TIME      | nanoseconds since midnight as `i64`, 8 bytes              | `Time32(unit)`, `Time64(unit)` |
+//! | 10  | BIG_DECIMAL | byte length as `u64`, then the canonical decimal text   | `Utf8` with `ferry.logical = decimal` |
+//! | 11  | JSON      | byte length as `u64`, then the canonical JSON text         | `Utf8` with `ferry.logical = json` |
 //!
 //! Rules for each tag:
 //!
@@ -49,6 +51,15 @@
 //!   across units and zones; a timestamp without a zone is encoded from its stored value.
 //! - TIME: every Arrow time unit converts exactly to nanoseconds; a value whose nanosecond
 //!   count does not fit in `i64` has no encoding (an error).
+//!
+//! - Decimal text (`Utf8` with [`LOGICAL_METADATA_KEY`] = `decimal`): the text is first put
+//!   in canonical form ([`crate::decimal::normalize`]). When its coefficient fits in `i128`
+//!   it is encoded exactly as DECIMAL above, so a text decimal and an Arrow decimal of the
+//!   same value agree; otherwise (more than 38 digits, NaN, ±Infinity) as BIG_DECIMAL.
+//! - JSON (`Utf8` with [`LOGICAL_METADATA_KEY`] = `json`): parsed and written back with object
+//!   keys sorted bytewise, no insignificant whitespace, strings re-escaped minimally, and
+//!   numbers in canonical decimal form; so `{"b":1.0, "a":[1]}` and `{"a": [1], "b": 1}`
+//!   encode alike, as PostgreSQL `jsonb` and MySQL `JSON` would compare them.
 //!
 //! Values of different tags never compare equal: 1.5 as DECIMAL differs from 1.5 as FLOAT,
 //! and 1 as INT from `true` as BOOL. Two engines that store a column differently must agree,
@@ -97,7 +108,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::schema::VARIANT_METADATA_KEY;
+use crate::schema::{LOGICAL_METADATA_KEY, VARIANT_METADATA_KEY};
 
 /// The tag bytes that open every canonical value encoding (see the module documentation).
 pub mod tag {
@@ -117,6 +128,11 @@ pub mod tag {
     pub const DECIMAL: u8 = 6;
     /// A date; payload days since 1970-01-01 as `i64` little-endian.
     pub const DATE: u8 = 7;
+    /// A decimal too wide for DECIMAL, or NaN/±Infinity; payload `u64` little-endian byte
+    /// length, then the canonical decimal text (see [`crate::decimal`]).
+    pub const BIG_DECIMAL: u8 = 10;
+    /// A JSON document; payload `u64` little-endian byte length, then its canonical text.
+    pub const JSON: u8 = 11;
     /// An instant; payload nanoseconds since the Unix epoch (UTC) as `i128` little-endian.
     pub const TIMESTAMP: u8 = 8;
     /// A time of day; payload nanoseconds since midnight as `i64` little-endian.
@@ -379,6 +395,8 @@ enum TypedValues<'a> {
     Float32(&'a [f32]),
     Float64(&'a [f64]),
     Utf8(&'a StringArray),
+    DecimalText(&'a StringArray),
+    JsonText(&'a StringArray),
     LargeUtf8(&'a LargeStringArray),
     Utf8View(&'a StringViewArray),
     Binary(&'a BinaryArray),
@@ -438,7 +456,25 @@ impl<'a> ColumnEncoder<'a> {
                 }
             }
         } else {
-            typed_values(field, array)?
+            match (
+                field
+                    .metadata()
+                    .get(LOGICAL_METADATA_KEY)
+                    .map(String::as_str),
+                data_type,
+            ) {
+                (Some("decimal"), DataType::Utf8) => {
+                    TypedValues::DecimalText(downcast(field, array)?)
+                }
+                (Some("json"), DataType::Utf8) => TypedValues::JsonText(downcast(field, array)?),
+                (Some(logical @ ("decimal" | "json")), _) => {
+                    return Err(ChecksumError::UnsupportedType {
+                        column: column_name.to_string(),
+                        data_type: format!("{data_type} (as {logical}, which must be Utf8)"),
+                    });
+                }
+                _ => typed_values(field, array)?,
+            }
         };
         Ok(Self {
             column_name,
@@ -469,6 +505,21 @@ impl<'a> ColumnEncoder<'a> {
             TypedValues::Float64(values) => push_float(out, values[row]),
             TypedValues::Utf8(array) => {
                 push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
+            }
+            TypedValues::DecimalText(array) => {
+                let canonical = crate::decimal::normalize(array.value(row)).map_err(|_| {
+                    self.unrepresentable(row, "text in a decimal column is not a decimal")
+                })?;
+                match crate::decimal::to_coefficient_scale(&canonical) {
+                    Some((coefficient, scale)) => push_decimal(out, coefficient, scale),
+                    None => push_length_prefixed(out, tag::BIG_DECIMAL, canonical.as_bytes()),
+                }
+            }
+            TypedValues::JsonText(array) => {
+                let canonical = canonical_json(array.value(row)).ok_or_else(|| {
+                    self.unrepresentable(row, "text in a json column is not valid JSON")
+                })?;
+                push_length_prefixed(out, tag::JSON, canonical.as_bytes());
             }
             TypedValues::LargeUtf8(array) => {
                 push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
@@ -685,6 +736,55 @@ fn primitive_values<'a, T: ArrowPrimitiveType>(
 ) -> Result<&'a [T::Native], ChecksumError> {
     let primitive_array: &'a PrimitiveArray<T> = downcast(field, array)?;
     Ok(primitive_array.values())
+}
+
+/// Returns the canonical text of a JSON document (see the module documentation), or
+/// `None` when it is not valid JSON.
+pub fn canonical_json(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut out = String::with_capacity(text.len());
+    write_canonical_json(&value, &mut out);
+    Some(out)
+}
+
+fn write_canonical_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
+        Value::Number(number) => {
+            let text = number.to_string();
+            match crate::decimal::normalize(&text) {
+                Ok(canonical) => out.push_str(&canonical),
+                Err(_) => out.push_str(&text),
+            }
+        }
+        Value::String(text) => out.push_str(&Value::String(text.clone()).to_string()),
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (index, (key, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical_json(item, out);
+            }
+            out.push('}');
+        }
+    }
 }
 
 fn push_null(out: &mut Vec<u8>) {
@@ -1443,5 +1543,66 @@ mod tests {
             }
             prop_assert_ne!(checksum_of(&[rows_batch(&changed)]), checksum_of(&[rows_batch(&rows)]));
         }
+    }
+
+    fn logical_column_hash(logical: &str, value: &str) -> RangeChecksum {
+        let field = Field::new("v", DataType::Utf8, true).with_metadata(HashMap::from([(
+            LOGICAL_METADATA_KEY.to_string(),
+            logical.to_string(),
+        )]));
+        let batch = RecordBatch::try_new(
+            Arc::new(arrow_schema::Schema::new(vec![field])),
+            vec![Arc::new(StringArray::from(vec![value])) as ArrayRef],
+        )
+        .unwrap();
+        let mut checksum = RangeChecksum::default();
+        checksum.add_batch(&batch).unwrap();
+        checksum
+    }
+
+    #[test]
+    fn decimal_text_agrees_with_arrow_decimals_and_normalizes() {
+        let as_arrow = {
+            let array = Decimal128Array::from(vec![150i128])
+                .with_precision_and_scale(10, 2)
+                .unwrap();
+            let batch =
+                RecordBatch::try_from_iter(vec![("v", Arc::new(array) as ArrayRef)]).unwrap();
+            let mut checksum = RangeChecksum::default();
+            checksum.add_batch(&batch).unwrap();
+            checksum
+        };
+        assert_eq!(logical_column_hash("decimal", "1.50"), as_arrow);
+        assert_eq!(logical_column_hash("decimal", "001.5"), as_arrow);
+        assert_ne!(logical_column_hash("decimal", "1.51"), as_arrow);
+        let wide = "1".repeat(60);
+        assert_eq!(
+            logical_column_hash("decimal", &wide),
+            logical_column_hash("decimal", &format!("{wide}.000"))
+        );
+        assert_ne!(
+            logical_column_hash("decimal", "NaN"),
+            logical_column_hash("decimal", "Infinity")
+        );
+        assert_ne!(
+            logical_column_hash("decimal", "1.5"),
+            logical_column_hash("text-not-logical", "1.5")
+        );
+    }
+
+    #[test]
+    fn json_is_compared_canonically() {
+        assert_eq!(
+            logical_column_hash("json", r#"{"b": 1.0, "a": [1, "x\u00e9"]}"#),
+            logical_column_hash("json", r#"{"a":[1,"xé"],"b":1}"#)
+        );
+        assert_ne!(
+            logical_column_hash("json", r#"{"a": 1}"#),
+            logical_column_hash("json", r#"{"a": 2}"#)
+        );
+        assert_ne!(
+            logical_column_hash("json", r#""1""#),
+            logical_column_hash("json", "1")
+        );
     }
 }

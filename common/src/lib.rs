@@ -4,6 +4,7 @@
 
 pub mod checksum;
 pub mod coordination;
+pub mod decimal;
 pub mod execution;
 pub mod glob;
 pub mod ids;
