@@ -12,3 +12,4 @@ pub mod key;
 pub mod proto;
 pub mod schema;
 pub mod spec;
+pub mod temporal;

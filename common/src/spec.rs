@@ -11,7 +11,7 @@
 //! source: { kind: sqlite, path: data/src.db }       # path is relative to the spec's folder
 //! target: { kind: sqlite, url_env: FERRY_TARGET }   # or an environment variable's name
 //! tables:
-//!   include: ["main.orders", "cust*"]  # with a '.', matches schema.table; without, the table
+//!   include: ["public.orders", "cust*"]  # with a '.', matches schema.table; without, the table
 //!   exclude: ["*_tmp"]                 # optional
 //! schema: create_if_missing            # | require_existing | recreate
 //! chunking: { target_rows: 500000 }

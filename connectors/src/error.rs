@@ -73,23 +73,21 @@ pub enum ConnectorError {
         /// The differences, and the fix.
         detail: String,
     },
-    /// A source column's type has no lossless mapping to this target.
+    /// A source column's type has no lossless mapping to this target. Build it with
+    /// [`ConnectorError::type_mapping`].
     #[error(
-        "table {table} column {column}: {source_type} (source) has no lossless {target_kind} type{detail}; \
-         choose one with `columns: {{\"{table}.{column}\": \"<{target_kind} type>\"}}` in the spec, \
-         or exclude the table"
+        "table {table} column {column}: {reason}; choose a target type with \
+         `columns: {{\"{table}.{column}\": \"<{target_kind} type>\"}}` in the spec, or exclude the table"
     )]
     TypeMapping {
         /// The table concerned.
         table: TableName,
         /// The column concerned.
         column: String,
-        /// The source type, as declared.
-        source_type: String,
         /// The target connector kind.
         target_kind: &'static str,
-        /// Why, starting with `: ` (or empty).
-        detail: String,
+        /// Both types and why, e.g. `numeric (source) has no lossless mysql type: ...`.
+        reason: String,
     },
     /// The source table cannot be copied as it is.
     #[error("table {table}: {detail}")]
@@ -122,6 +120,28 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// A refused type mapping: `source_type` has no lossless `target_kind` type, because
+    /// `why` (may be empty).
+    pub fn type_mapping(
+        table: &TableName,
+        column: &str,
+        source_type: &str,
+        target_kind: &'static str,
+        why: &str,
+    ) -> Self {
+        let reason = if why.is_empty() {
+            format!("{source_type} (source) has no lossless {target_kind} type")
+        } else {
+            format!("{source_type} (source) has no lossless {target_kind} type: {why}")
+        };
+        ConnectorError::TypeMapping {
+            table: table.clone(),
+            column: column.to_string(),
+            target_kind,
+            reason,
+        }
+    }
+
     /// Classifies the error for retry decisions.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -21,7 +21,8 @@ pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
     match endpoint.kind.as_str() {
         #[cfg(feature = "sqlite")]
         "sqlite" => {
-            let source = crate::sqlite::SqliteSource::open(file_path(endpoint)).await?;
+            let (path, label) = file_path(endpoint, "source");
+            let source = crate::sqlite::SqliteSource::open(path, label).await?;
             Ok(Arc::new(source))
         }
         other => Err(unknown_kind("source", other)),
@@ -33,18 +34,33 @@ pub async fn open_sink(endpoint: &EndpointSpec) -> Result<Arc<dyn Sink>> {
     match endpoint.kind.as_str() {
         #[cfg(feature = "sqlite")]
         "sqlite" => {
-            let sink = crate::sqlite::SqliteSink::open(file_path(endpoint)).await?;
+            let (path, label) = file_path(endpoint, "target");
+            let sink = crate::sqlite::SqliteSink::open(path, label).await?;
             Ok(Arc::new(sink))
         }
         other => Err(unknown_kind("target", other)),
     }
 }
 
+/// The file a SQLite endpoint names, and how to name it in messages without printing an
+/// environment variable's value.
 #[cfg(feature = "sqlite")]
-fn file_path(endpoint: &EndpointSpec) -> PathBuf {
+fn file_path(endpoint: &EndpointSpec, role: &str) -> (PathBuf, crate::sqlite::FileLabel) {
     match &endpoint.location {
-        Location::Path(path) => path.clone(),
-        Location::Env { value, .. } => PathBuf::from(value.expose()),
+        Location::Path(path) => (
+            path.clone(),
+            crate::sqlite::FileLabel {
+                location: path.display().to_string(),
+                field: format!("{role}.path"),
+            },
+        ),
+        Location::Env { var, value } => (
+            PathBuf::from(value.expose()),
+            crate::sqlite::FileLabel {
+                location: format!("(the file named by ${var})"),
+                field: format!("{role}.url_env"),
+            },
+        ),
     }
 }
 

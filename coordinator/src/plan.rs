@@ -100,7 +100,8 @@ pub async fn plan_job(
     let mut prepared = Vec::with_capacity(selected.len());
     for name in selected {
         let schema = source.describe_table(&name).await?;
-        let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid());
+        let same_engine = source.kind() == sink.kind();
+        let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid(), same_engine);
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
         let options = PrepareOptions {

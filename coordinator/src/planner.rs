@@ -44,10 +44,31 @@ pub enum SplitChoice {
 
 /// Picks the split key: the primary key; else the rowid when the sink can carry it; else
 /// none, with a warning for the report.
+///
+/// Across engines (`same_engine == false`) only integer keys are split: text, decimal or
+/// temporal keys may sort differently in the two engines (collations, text forms), and a
+/// range must select the same rows on both sides or an overwrite would delete the wrong
+/// rows. Such tables are copied as one chunk, with a warning.
 pub fn choose_split_key(
     table: &TableSchema,
     sink_carries_rowid: bool,
+    same_engine: bool,
 ) -> (SplitKey, Option<String>) {
+    let all_integer = table.primary_key.iter().all(|name| {
+        table
+            .column(name)
+            .is_some_and(|column| column.column_type.is_signed_integer())
+    });
+    if !table.primary_key.is_empty() && !same_engine && !all_integer {
+        let warning = format!(
+            "table {}: its primary key ({}) is not made of integers, which may sort differently \
+             in the source and target engines: copied as one chunk, and a re-copy rewrites the \
+             whole table",
+            table.name,
+            table.primary_key.join(", ")
+        );
+        return (SplitKey::None, Some(warning));
+    }
     if !table.primary_key.is_empty() {
         let nullable = table
             .primary_key
@@ -412,7 +433,7 @@ mod tests {
 
     #[test]
     fn table_without_key_is_one_chunk_with_a_warning() {
-        let (key, warning) = choose_split_key(&table(&[], true), false);
+        let (key, warning) = choose_split_key(&table(&[], true), false, true);
         assert_eq!(key, SplitKey::None);
         assert!(warning.is_some_and(|w| w.contains("one chunk")));
         let stats = KeyStats {
@@ -430,12 +451,25 @@ mod tests {
     }
 
     #[test]
+    fn text_keys_are_not_split_across_engines() {
+        let mut text_keyed = table(&["id"], false);
+        text_keyed.columns[0].column_type = ColumnType::Text;
+        let (key, warning) = choose_split_key(&text_keyed, false, false);
+        assert_eq!(key, SplitKey::None);
+        assert!(warning.is_some_and(|w| w.contains("sort differently")));
+        let (same, _) = choose_split_key(&text_keyed, false, true);
+        assert!(matches!(same, SplitKey::Columns { .. }));
+        let (integer, _) = choose_split_key(&table(&["id"], false), false, false);
+        assert!(integer.single_integer());
+    }
+
+    #[test]
     fn rowid_is_the_key_when_the_sink_keeps_it() {
         assert_eq!(
-            choose_split_key(&table(&[], true), true),
+            choose_split_key(&table(&[], true), true, true),
             (SplitKey::Rowid, None)
         );
-        let (key, _) = choose_split_key(&table(&["id"], true), true);
+        let (key, _) = choose_split_key(&table(&["id"], true), true, true);
         assert!(key.single_integer() && !key.nullable());
     }
 }

@@ -90,12 +90,15 @@ pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, 
         path: path.display().to_string(),
         source,
     })?;
-    let base_dir = path
+    // Resolve the spec's folder to an absolute path, so that relative paths in the spec
+    // mean the same files (and give the same fingerprint) whatever the current directory.
+    let spec_dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let base_dir = std::fs::canonicalize(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
     let context = SpecContext {
-        base_dir,
+        base_dir: &base_dir,
         env,
         known_kinds: available_kinds(),
     };
@@ -141,6 +144,11 @@ pub async fn prepare_job(
                 state: state_label.to_string(),
                 job: spec.name.clone(),
             });
+        }
+        // Running the job again is an operator's decision to retry what failed.
+        let reset = store.reset_failed(&job.id).await?;
+        if !reset.is_empty() {
+            tracing::warn!(job = %job.id, chunks = ?reset, "retrying chunks that FAILED in an earlier run");
         }
         let verified: Vec<_> = chunks
             .iter()

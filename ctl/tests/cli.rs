@@ -172,6 +172,17 @@ fn a_value_that_does_not_fit_fails_its_chunk_with_exit_1() {
         stdout.contains("column note: holds a TEXT value where ferry reads BLOB values"),
         "{stdout}"
     );
+
+    // Fixing the value and running again retries the FAILED chunk only.
+    connection
+        .execute("UPDATE orders SET note = x'00' WHERE id = 11000", [])
+        .expect("fix");
+    let (code, stdout, stderr) = run(ferryctl().args(["local", "--json"]).arg(&spec));
+    assert_eq!(code, 0, "stdout: {stdout} stderr: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(report["rows"], 12_000);
+    assert_eq!(report["rows_this_run"], 12_000 - 8_000);
+    assert_eq!(count_rows(&dir.path().join("target.db")), 12_000);
 }
 
 #[test]

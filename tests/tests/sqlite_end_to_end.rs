@@ -432,3 +432,91 @@ async fn chunk_that_keeps_failing_ends_failed_with_its_reason() {
         "one failing chunk does not stop the others"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_attempt_cannot_commit_over_a_newer_one() {
+    use std::collections::HashMap;
+
+    use ferry_common::ids::Attempt;
+    use ferry_connectors::{ChunkWrite, ConnectorError, Fence, PrepareOptions};
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_source(&dir.path().join("source.db"));
+    let spec_path = write_spec(dir.path(), &spec(1000, ""));
+    let spec = ferry_ctl::local::load_spec(&spec_path, &HashMap::new()).expect("spec");
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("source");
+    let sink = ferry_connectors::open_sink(&spec.target)
+        .await
+        .expect("sink");
+    let table = source
+        .describe_table(&ferry_common::schema::TableName::bare("sparse"))
+        .await
+        .expect("describe");
+    let key = ferry_common::key::SplitKey::Columns {
+        names: vec!["id".into()],
+        nullable: false,
+        single_integer: true,
+    };
+    sink.prepare_table(&table, &key, &PrepareOptions::default())
+        .await
+        .expect("prepare");
+    let range = ChunkRange::Interval {
+        lower: None,
+        upper: None,
+    };
+    let cancel = CancellationToken::new();
+    let write = |attempt: u32| {
+        let fence = Fence {
+            run_id: "run-1".into(),
+            chunk: ChunkId(7),
+            attempt: Attempt(attempt),
+        };
+        let source = source.clone();
+        let sink = sink.clone();
+        let table = table.clone();
+        let key = key.clone();
+        let range = range.clone();
+        let cancel = cancel.clone();
+        async move {
+            let batches = source.read_chunk(&table, &key, &range).await.expect("read");
+            // A later attempt of the zombie writes only its first batch: any commit of it
+            // would show up as fewer rows.
+            let batches = if attempt == 1 {
+                batches.take(1).boxed()
+            } else {
+                batches
+            };
+            let chunk = ChunkWrite {
+                table: &table,
+                key: &key,
+                range: &range,
+                fence: &fence,
+                cancel: &cancel,
+            };
+            sink.write_chunk(chunk, batches).await
+        }
+    };
+    let newer = write(2).await.expect("attempt 2 commits");
+    assert_eq!(newer.rows_written, 206);
+    let stale = write(1).await;
+    assert!(
+        matches!(
+            stale,
+            Err(ConnectorError::Fenced {
+                committed: Attempt(2),
+                attempt: Attempt(1),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_same_table(
+        &dir.path().join("source.db"),
+        &dir.path().join("target.db"),
+        "sparse",
+        false,
+    );
+}

@@ -74,41 +74,53 @@ fn query_error(
     }
 }
 
-fn open_error(role: &'static str, path: &Path, reason: String) -> ConnectorError {
+fn open_error(role: &'static str, location: &str, reason: String) -> ConnectorError {
     ConnectorError::Open {
         role,
-        location: path.display().to_string(),
+        location: location.to_string(),
         reason,
     }
 }
 
-fn open_read_only(role: &'static str, path: &Path) -> Result<Connection> {
+/// How a database file is named in messages: its path when the spec gave a path, or the
+/// environment variable that holds it (whose value ferry never prints).
+#[derive(Clone, Debug)]
+pub struct FileLabel {
+    /// Shown as the location.
+    pub location: String,
+    /// The spec field to check, e.g. `source.path`.
+    pub field: String,
+}
+
+fn open_read_only(role: &'static str, path: &Path, label: &FileLabel) -> Result<Connection> {
+    let location = label.location.as_str();
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|error| open_error(role, path, error.to_string()))?;
+    .map_err(|error| open_error(role, location, error.to_string()))?;
     connection
         .busy_timeout(BUSY_TIMEOUT)
-        .map_err(|error| open_error(role, path, error.to_string()))?;
+        .map_err(|error| open_error(role, location, error.to_string()))?;
     // Opening is lazy: touch the schema so "file is not a database" shows up here.
     connection
         .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-        .map_err(|error| open_error(role, path, error.to_string()))?;
+        .map_err(|error| open_error(role, location, error.to_string()))?;
     Ok(connection)
 }
 
-fn open_read_write(path: &Path) -> Result<Connection> {
+fn open_read_write(path: &Path, label: &FileLabel) -> Result<Connection> {
+    let location = label.location.as_str();
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|error| open_error("target", path, error.to_string()))?;
+    .map_err(|error| open_error("target", location, error.to_string()))?;
     connection
         .busy_timeout(BUSY_TIMEOUT)
-        .map_err(|error| open_error("target", path, error.to_string()))?;
+        .map_err(|error| open_error("target", location, error.to_string()))?;
     Ok(connection)
 }
 
@@ -219,25 +231,27 @@ fn without_rowid(ddl: &str) -> bool {
 /// A SQLite database read as a source. Opened read-only: ferry never writes to it.
 pub struct SqliteSource {
     path: PathBuf,
+    label: FileLabel,
 }
 
 impl SqliteSource {
     /// Opens a source database, which must exist.
-    pub async fn open(path: PathBuf) -> Result<Self> {
+    pub async fn open(path: PathBuf, label: FileLabel) -> Result<Self> {
         if !path.is_file() {
             return Err(open_error(
                 "source",
-                &path,
-                "no such file; check source.path in the spec".to_string(),
+                &label.location,
+                format!("no such file; check {} in the spec", label.field),
             ));
         }
         let probe_path = path.clone();
-        blocking(move || open_read_only("source", &probe_path).map(drop)).await?;
-        Ok(Self { path })
+        let probe_label = label.clone();
+        blocking(move || open_read_only("source", &probe_path, &probe_label).map(drop)).await?;
+        Ok(Self { path, label })
     }
 
     fn connect(&self) -> Result<Connection> {
-        open_read_only("source", &self.path)
+        open_read_only("source", &self.path, &self.label)
     }
 }
 
@@ -322,33 +336,35 @@ impl Source for SqliteSource {
 /// A SQLite database written as a target.
 pub struct SqliteSink {
     path: PathBuf,
+    label: FileLabel,
 }
 
 impl SqliteSink {
     /// Opens (creating if needed) a target database.
-    pub async fn open(path: PathBuf) -> Result<Self> {
+    pub async fn open(path: PathBuf, label: FileLabel) -> Result<Self> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
             && !parent.is_dir()
         {
             return Err(open_error(
                 "target",
-                &path,
+                &label.location,
                 format!(
-                    "directory {} does not exist; create it first",
-                    parent.display()
+                    "its directory does not exist; create it first, or check {}",
+                    label.field
                 ),
             ));
         }
         let probe_path = path.clone();
+        let probe_label = label.clone();
         blocking(move || {
-            let connection = open_read_write(&probe_path)?;
+            let connection = open_read_write(&probe_path, &probe_label)?;
             connection
                 .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-                .map_err(|error| open_error("target", &probe_path, error.to_string()))
+                .map_err(|error| open_error("target", &probe_label.location, error.to_string()))
         })
         .await?;
-        Ok(Self { path })
+        Ok(Self { path, label })
     }
 }
 
@@ -368,7 +384,7 @@ impl Sink for SqliteSink {
         key: &SplitKey,
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
-        let connection = open_read_write(&self.path)?;
+        let connection = open_read_write(&self.path, &self.label)?;
         let table = table.clone();
         let key = key.clone();
         let options = options.clone();
@@ -380,7 +396,7 @@ impl Sink for SqliteSink {
         chunk: ChunkWrite<'_>,
         batches: BatchStream,
     ) -> Result<WriteSummary> {
-        let mut connection = open_read_write(&self.path)?;
+        let mut connection = open_read_write(&self.path, &self.label)?;
         let table = chunk.table.clone();
         let key = chunk.key.clone();
         let range = chunk.range.clone();
@@ -406,7 +422,7 @@ impl Sink for SqliteSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let connection = open_read_only("target", &self.path)?;
+        let connection = open_read_only("target", &self.path, &self.label)?;
         let table = table.clone();
         let key = key.clone();
         let range = range.clone();
@@ -439,7 +455,7 @@ impl Sink for SqliteSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<u64> {
-        let connection = open_read_only("target", &self.path)?;
+        let connection = open_read_only("target", &self.path, &self.label)?;
         let table = table.clone();
         let key = key.clone();
         let range = range.clone();

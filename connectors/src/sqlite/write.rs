@@ -7,8 +7,9 @@ use arrow_schema::DataType;
 use ferry_common::checksum::{VariantValue, decode_variant};
 use ferry_common::ids::Attempt;
 use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{TableSchema, VARIANT_METADATA_KEY};
+use ferry_common::schema::{ColumnType, LOGICAL_METADATA_KEY, TableSchema, VARIANT_METADATA_KEY};
 use ferry_common::spec::SchemaMode;
+use ferry_common::temporal;
 use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio_util::sync::CancellationToken;
@@ -78,7 +79,14 @@ pub fn create_table_sql(
         .map(|column| {
             let declared = type_overrides
                 .get(&column.name)
-                .map_or(column.declared_type.as_str(), String::as_str);
+                .cloned()
+                .unwrap_or_else(|| {
+                    if table.source_kind == KIND {
+                        column.declared_type.clone()
+                    } else {
+                        sqlite_type_for(&column.column_type).to_string()
+                    }
+                });
             let mut part = format!("{} {}", quote_ident(&column.name), declared);
             if !column.nullable {
                 part.push_str(" NOT NULL");
@@ -105,6 +113,40 @@ pub fn create_table_sql(
     sql
 }
 
+/// The declared type a column of another engine gets in SQLite: one whose affinity keeps
+/// every value exactly (see `read.rs` for how each is read back). Dates and times are ISO
+/// text; unsigned 64-bit integers and decimals are decimal text.
+pub fn sqlite_type_for(column_type: &ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::Int8
+        | ColumnType::Int16
+        | ColumnType::Int32
+        | ColumnType::Int64
+        | ColumnType::UInt8
+        | ColumnType::UInt16
+        | ColumnType::UInt32
+        | ColumnType::Year => "INTEGER",
+        ColumnType::Bit { width } if *width < 64 => "INTEGER",
+        ColumnType::UInt64 | ColumnType::Bit { .. } => "TEXT",
+        ColumnType::Float32 | ColumnType::Float64 => "REAL",
+        ColumnType::Decimal { .. }
+        | ColumnType::Text
+        | ColumnType::TimeTz
+        | ColumnType::Interval
+        | ColumnType::Json
+        | ColumnType::Enum { .. }
+        | ColumnType::Set { .. }
+        | ColumnType::Array { .. }
+        | ColumnType::Date
+        | ColumnType::Time
+        | ColumnType::Timestamp
+        | ColumnType::TimestampTz => "TEXT",
+        ColumnType::Blob | ColumnType::Uuid => "BLOB",
+        ColumnType::Variant => "",
+    }
+}
+
 fn check_compatible(source: &TableSchema, target: &TableSchema, key: &SplitKey) -> Result<()> {
     let mut differences = Vec::new();
     let source_names: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
@@ -117,7 +159,12 @@ fn check_compatible(source: &TableSchema, target: &TableSchema, key: &SplitKey) 
         ));
     } else {
         for (source_column, target_column) in source.columns.iter().zip(&target.columns) {
-            if source_column.column_type != target_column.column_type {
+            let expected = if source.source_kind == KIND {
+                source_column.column_type.clone()
+            } else {
+                super::column_type_for(sqlite_type_for(&source_column.column_type))
+            };
+            if expected != target_column.column_type {
                 differences.push(format!(
                     "column {} is {} in the source but {} in the target",
                     source_column.name, source_column.declared_type, target_column.declared_type
@@ -264,12 +311,90 @@ fn next_batch(
     }
 }
 
+/// A batch column, typed once per batch.
 enum ColumnValues<'a> {
-    Int(&'a arrow_array::Int64Array),
-    Real(&'a arrow_array::Float64Array),
+    Bool(&'a arrow_array::BooleanArray),
+    Int(Box<dyn Fn(usize) -> i64 + 'a>),
+    UInt64(&'a arrow_array::UInt64Array),
+    Float(Box<dyn Fn(usize) -> f64 + 'a>),
     Text(&'a arrow_array::StringArray),
+    Decimal(&'a arrow_array::StringArray),
     Blob(&'a arrow_array::BinaryArray),
+    FixedBlob(&'a arrow_array::FixedSizeBinaryArray),
     Variant(&'a arrow_array::BinaryArray),
+    Date(&'a arrow_array::Date32Array),
+    Time(&'a arrow_array::Time64MicrosecondArray),
+    Timestamp(&'a arrow_array::TimestampMicrosecondArray),
+}
+
+fn column_values<'a>(
+    field: &'a arrow_schema::Field,
+    array: &'a dyn Array,
+) -> Option<ColumnValues<'a>> {
+    use arrow_array::types::{
+        Float32Type, Int8Type, Int16Type, Int32Type, UInt8Type, UInt16Type, UInt32Type,
+    };
+    use arrow_schema::TimeUnit;
+    let metadata = field.metadata();
+    Some(match array.data_type() {
+        DataType::Boolean => ColumnValues::Bool(array.as_boolean()),
+        DataType::Int8 => {
+            let typed = array.as_primitive::<Int8Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::Int16 => {
+            let typed = array.as_primitive::<Int16Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::Int32 => {
+            let typed = array.as_primitive::<Int32Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::Int64 => {
+            let typed = array.as_primitive::<Int64Type>();
+            ColumnValues::Int(Box::new(move |row| typed.value(row)))
+        }
+        DataType::UInt8 => {
+            let typed = array.as_primitive::<UInt8Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::UInt16 => {
+            let typed = array.as_primitive::<UInt16Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::UInt32 => {
+            let typed = array.as_primitive::<UInt32Type>();
+            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
+        }
+        DataType::UInt64 => ColumnValues::UInt64(array.as_primitive()),
+        DataType::Float32 => {
+            let typed = array.as_primitive::<Float32Type>();
+            ColumnValues::Float(Box::new(move |row| f64::from(typed.value(row))))
+        }
+        DataType::Float64 => {
+            let typed = array.as_primitive::<Float64Type>();
+            ColumnValues::Float(Box::new(move |row| typed.value(row)))
+        }
+        DataType::Utf8
+            if metadata
+                .get(LOGICAL_METADATA_KEY)
+                .is_some_and(|l| l == "decimal") =>
+        {
+            ColumnValues::Decimal(array.as_string::<i32>())
+        }
+        DataType::Utf8 => ColumnValues::Text(array.as_string::<i32>()),
+        DataType::Binary if metadata.contains_key(VARIANT_METADATA_KEY) => {
+            ColumnValues::Variant(array.as_binary::<i32>())
+        }
+        DataType::Binary => ColumnValues::Blob(array.as_binary::<i32>()),
+        DataType::FixedSizeBinary(_) => ColumnValues::FixedBlob(array.as_fixed_size_binary()),
+        DataType::Date32 => ColumnValues::Date(array.as_primitive()),
+        DataType::Time64(TimeUnit::Microsecond) => ColumnValues::Time(array.as_primitive()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            ColumnValues::Timestamp(array.as_primitive())
+        }
+        _ => return None,
+    })
 }
 
 fn insert_batch(
@@ -280,48 +405,63 @@ fn insert_batch(
     let schema = batch.schema();
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, array) in schema.fields().iter().zip(batch.columns()) {
-        let values = match field.data_type() {
-            DataType::Int64 => ColumnValues::Int(array.as_primitive::<Int64Type>()),
-            DataType::Float64 => ColumnValues::Real(array.as_primitive::<Float64Type>()),
-            DataType::Utf8 => ColumnValues::Text(array.as_string::<i32>()),
-            DataType::Binary if field.metadata().contains_key(VARIANT_METADATA_KEY) => {
-                ColumnValues::Variant(array.as_binary::<i32>())
-            }
-            DataType::Binary => ColumnValues::Blob(array.as_binary::<i32>()),
-            other => {
-                return Err(ConnectorError::ValueType {
-                    table: table.name.clone(),
-                    column: field.name().clone(),
-                    detail: format!("the SQLite sink cannot store Arrow type {other}"),
-                });
-            }
+        let Some(values) = column_values(field, array.as_ref()) else {
+            return Err(ConnectorError::ValueType {
+                table: table.name.clone(),
+                column: field.name().clone(),
+                detail: format!(
+                    "the SQLite sink cannot store Arrow type {}",
+                    field.data_type()
+                ),
+            });
         };
-        columns.push(values);
+        columns.push((values, array.as_ref()));
     }
     let on_error = query_error("insert rows", &table.name);
+    let value_error = |index: usize, detail: String| ConnectorError::ValueType {
+        table: table.name.clone(),
+        column: schema.field(index).name().clone(),
+        detail,
+    };
     for row in 0..batch.num_rows() {
-        for (index, values) in columns.iter().enumerate() {
+        for (index, (values, array)) in columns.iter().enumerate() {
             let parameter = index + 1;
+            if array.is_null(row) {
+                insert
+                    .raw_bind_parameter(parameter, rusqlite::types::Null)
+                    .map_err(&on_error)?;
+                continue;
+            }
             let bound = match values {
-                ColumnValues::Int(array) if array.is_valid(row) => {
+                ColumnValues::Bool(array) => {
+                    insert.raw_bind_parameter(parameter, i64::from(array.value(row)))
+                }
+                ColumnValues::Int(value) => insert.raw_bind_parameter(parameter, value(row)),
+                // SQLite integers are signed 64-bit: unsigned values travel as decimal text
+                // (the column is declared TEXT for them) so none is rounded.
+                ColumnValues::UInt64(array) => {
+                    insert.raw_bind_parameter(parameter, array.value(row).to_string())
+                }
+                ColumnValues::Float(value) => {
+                    let number = value(row);
+                    if number.is_nan() {
+                        return Err(value_error(index, "holds NaN, which SQLite stores as NULL; exclude the table or map the column to TEXT".to_string()));
+                    }
+                    insert.raw_bind_parameter(parameter, number)
+                }
+                ColumnValues::Text(array) => insert.raw_bind_parameter(parameter, array.value(row)),
+                ColumnValues::Decimal(array) => {
+                    let canonical = ferry_common::decimal::normalize(array.value(row))
+                        .map_err(|error| value_error(index, error.to_string()))?;
+                    insert.raw_bind_parameter(parameter, canonical)
+                }
+                ColumnValues::Blob(array) => insert.raw_bind_parameter(parameter, array.value(row)),
+                ColumnValues::FixedBlob(array) => {
                     insert.raw_bind_parameter(parameter, array.value(row))
                 }
-                ColumnValues::Real(array) if array.is_valid(row) => {
-                    insert.raw_bind_parameter(parameter, array.value(row))
-                }
-                ColumnValues::Text(array) if array.is_valid(row) => {
-                    insert.raw_bind_parameter(parameter, array.value(row))
-                }
-                ColumnValues::Blob(array) if array.is_valid(row) => {
-                    insert.raw_bind_parameter(parameter, array.value(row))
-                }
-                ColumnValues::Variant(array) if array.is_valid(row) => {
+                ColumnValues::Variant(array) => {
                     let variant = decode_variant(array.value(row)).map_err(|error| {
-                        ConnectorError::ValueType {
-                            table: table.name.clone(),
-                            column: schema.field(index).name().clone(),
-                            detail: format!("invalid variant value: {error}"),
-                        }
+                        value_error(index, format!("invalid variant value: {error}"))
                     })?;
                     match variant {
                         VariantValue::Null => {
@@ -333,7 +473,15 @@ fn insert_batch(
                         VariantValue::Blob(v) => insert.raw_bind_parameter(parameter, v),
                     }
                 }
-                _ => insert.raw_bind_parameter(parameter, rusqlite::types::Null),
+                ColumnValues::Date(array) => insert.raw_bind_parameter(
+                    parameter,
+                    temporal::format_date(i64::from(array.value(row))),
+                ),
+                ColumnValues::Time(array) => {
+                    insert.raw_bind_parameter(parameter, temporal::format_time(array.value(row)))
+                }
+                ColumnValues::Timestamp(array) => insert
+                    .raw_bind_parameter(parameter, temporal::format_timestamp(array.value(row))),
             };
             bound.map_err(&on_error)?;
         }
