@@ -54,9 +54,15 @@ pub async fn show(
     }
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{prefix:<24!} [{bar:30}] {human_pos:>11}/{human_len:<11} rows {per_sec:>14} ETA {eta:>4} {msg}",
+        "{prefix:<24!} [{bar:30}] {human_pos:>11}/{human_len:<11} {rate:>14} ETA {eta:>4} {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "rate",
+        |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.0} rows/s", state.per_sec());
+        },
+    )
     .progress_chars("=> ");
     let mut tables: Vec<TableProgress> = job
         .tables
