@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= demo
+SERVICES := bash scripts/services.sh
 
-.PHONY: all deps build release demo test lint fmt clean
+.PHONY: all deps build release demo test lint fmt clean services-up services-down services-env
 
 all: build
 
@@ -33,8 +34,10 @@ demo: release
 
 # Every test: unit, property, end to end. The CLI tests drive the ferryctl binary,
 # and the end-to-end tests compare source and target independently with sqlite3.
+# Real PostgreSQL, MariaDB and etcd run on loopback for them (scripts/services.sh).
 test: deps
-	$(CARGO) test --workspace --all-targets
+	$(SERVICES) up
+	eval "$$($(SERVICES) env)" && $(CARGO) test --workspace --all-targets
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -42,6 +45,18 @@ lint: deps
 
 fmt:
 	$(CARGO) fmt --all
+
+# Our own PostgreSQL (55432), MariaDB (53306) and etcd (52379) on 127.0.0.1, state in
+# $${FERRY_SERVICES_DIR:-/tmp/ferry-services}; `eval "$$(make -s services-env)"` exports
+# FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL and FERRY_TEST_ETCD_ENDPOINTS.
+services-up:
+	$(SERVICES) up
+
+services-down:
+	$(SERVICES) down
+
+services-env:
+	@$(SERVICES) env
 
 clean:
 	$(CARGO) clean

@@ -118,6 +118,12 @@ stop_pid() {
     log "$what stopped"
 }
 
+# Runs "$@" with every fd above 2 closed. The servers outlive us: an inherited fd (our
+# lock, or a pipe of whoever ran us, like make's or CI's output) would be held open for
+# the server's life, keeping the lock taken or the reader waiting for EOF.
+# shellcheck disable=SC2016
+CLOSE_FDS='for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && [ -e "$f" ] && eval "exec $n>&-"; done; '
+
 # ---------------------------------------------------------------- binaries and packages
 
 find_pg_bin() { # the highest installed major version with server binaries
@@ -182,11 +188,11 @@ ensure_packages() {
 PG_BIN=""
 PG_OWNER="" # user that owns and runs our cluster
 
-as_pg() {
+as_pg() { # as the cluster's owner, from /, with no fd above 2 (see CLOSE_FDS)
     if [ "$PG_OWNER" = postgres ] && is_root; then
-        (cd / && runuser -u postgres -- "$@")
+        (cd / && runuser -u postgres -- bash -c "$CLOSE_FDS"'exec "$@"' as_pg "$@")
     else
-        (cd / && "$@")
+        (cd / && bash -c "$CLOSE_FDS"'exec "$@"' as_pg "$@")
     fi
 }
 
@@ -327,7 +333,7 @@ my_up() {
     # Detached in its own session, every fd away from our caller's pipes; the launcher
     # records its pid and then becomes mariadbd, so the pid is the server's.
     # shellcheck disable=SC2016,SC2046
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$MY_PID" \
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$MY_PID" \
         "$MY_SERVER" --no-defaults --datadir="$MY_DATA" --port="$MYSQL_PORT" --bind-address="$HOST" \
         --socket="$MY_SOCK" --pid-file="$MY_SRV_PID" $(my_user_args) \
         --local-infile=1 --max-allowed-packet=256M --innodb-flush-log-at-trx-commit=0 \
@@ -413,7 +419,7 @@ etcd_up() {
     local unset_env=() v
     for v in $(compgen -e | grep '^ETCD_' || true); do unset_env+=(-u "$v"); done
     # shellcheck disable=SC2016
-    setsid env "${unset_env[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$ETCD_PID" \
+    setsid env "${unset_env[@]}" bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$ETCD_PID" \
         "$ETCD_BIN" --name ferry-test --data-dir "$ETCD_DATA" \
         --listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
         --listen-peer-urls "http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$ETCD_PEER_PORT" \
@@ -444,7 +450,10 @@ etcd_down() {
 # one up/down at a time (make test and make bench may race); the lock lives beside the dir
 take_lock() {
     local lock="${STATE_DIR%/}.lock"
-    exec 9>"$lock"
+    if ! { exec 9>>"$lock"; } 2>/dev/null; then
+        log "cannot open $lock (another user's?): going on without the lock"
+        return 0
+    fi
     if command -v flock >/dev/null 2>&1; then
         flock -w "$((TIMEOUT * 5))" 9 || die "timed out waiting for $lock (another services.sh up/down?)"
     fi
