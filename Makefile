@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_DIR ?= demo
 SERVICES := bash scripts/services.sh
 
-.PHONY: all deps build release demo test lint fmt clean services-up services-down services-env
+.PHONY: all deps build release demo test lint fmt clean bench services-up services-down services-env
 
 all: build
 
@@ -61,3 +61,9 @@ services-env:
 clean:
 	$(CARGO) clean
 	rm -rf $(DEMO_DIR)
+
+# ferry against pg COPY pipes, LOAD DATA pipes, mariadb-dump and pgloader on the same data;
+# writes bench/RESULTS.md. Not part of `make test`.
+bench: deps release
+	$(SERVICES) up
+	bash bench/run.sh

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# make bench: ferry against the databases' own bulk tools and pgloader, on the same data,
+# in the same run, on this machine. Prints rows/s and the ratio ferry/peer, and writes
+# bench/RESULTS.md. Needs the hermetic services (scripts/services.sh) and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${FERRY_BENCH_ROWS:-2000000}
+WORK=${FERRY_BENCH_DIR:-/tmp/ferry-bench}
+FERRYCTL=./target/release/ferryctl
+eval "$(bash scripts/services.sh env)"
+PG_PORT=${FERRY_PG_PORT:-55432}
+MY_PORT=${FERRY_MYSQL_PORT:-53306}
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+MY=(mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u root --local-infile=1)
+
+command -v pgloader >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgloader >/dev/null; }
+rm -rf "$WORK" && mkdir -p "$WORK"
+
+now() { date +%s.%N; }
+rate() { python3 -c "print(f'{$ROWS / ($2 - $1):,.0f}')"; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+ratio() { python3 -c "print(f'{($4 - $3) / ($2 - $1):.2f}')"; }   # ferry(t1,t2) vs peer(t3,t4): peer time / ferry time
+
+echo "== generating $ROWS orders rows"
+python3 - "$ROWS" > "$WORK/orders.tsv" <<'PY'
+import sys
+rows = int(sys.argv[1])
+import time
+statuses = ["new", "paid", "shipped", "delivered", "returned"]
+out = sys.stdout
+for i in range(1, rows + 1):
+    amount = ((i * 7919) % 10_000_000) / 100
+    ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(1_577_836_800 + i * 13))
+    out.write(f"{i}\t{(i * 31) % 100000}\t{amount:.2f}\t{statuses[i % 5]}\tnote {i:x} {'x' * (i % 40)}\t{ts}\n")
+PY
+
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ferry_bench_src" -c "DROP DATABASE IF EXISTS ferry_bench_dst" \
+  -c "CREATE DATABASE ferry_bench_src" -c "CREATE DATABASE ferry_bench_dst"
+"${PSQL[@]}" -d ferry_bench_dst -c "CREATE SCHEMA bench_peer"
+"${PSQL[@]}" -d ferry_bench_src <<SQL
+CREATE SCHEMA bench_src;
+CREATE TABLE bench_src.orders (id bigint PRIMARY KEY, customer_id int NOT NULL, amount numeric(12,2) NOT NULL,
+  status varchar(20) NOT NULL, note text, created_at timestamp NOT NULL);
+\copy bench_src.orders FROM '$WORK/orders.tsv'
+VACUUM ANALYZE bench_src.orders;
+SQL
+"${PSQL[@]}" -d ferry_bench_dst -c "CREATE TABLE bench_peer.orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
+  amount numeric(12,2) NOT NULL, status varchar(20) NOT NULL, note text, created_at timestamp NOT NULL)"
+"${MY[@]}" -e "DROP DATABASE IF EXISTS bench_src; DROP DATABASE IF EXISTS bench_dst; DROP DATABASE IF EXISTS bench_peer; DROP DATABASE IF EXISTS bench_load;
+  CREATE DATABASE bench_src; CREATE DATABASE bench_dst; CREATE DATABASE bench_peer; CREATE DATABASE bench_load;
+  CREATE TABLE bench_src.orders (id bigint PRIMARY KEY, customer_id int NOT NULL, amount decimal(12,2) NOT NULL,
+    status varchar(20) NOT NULL, note text, created_at datetime(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+  CREATE TABLE bench_peer.orders LIKE bench_src.orders; CREATE TABLE bench_load.orders LIKE bench_src.orders;
+  LOAD DATA LOCAL INFILE '$WORK/orders.tsv' INTO TABLE bench_src.orders;"
+
+spec() { # name source-kind source-var target-kind target-var verify
+  cat > "$WORK/$1.yaml" <<YAML
+name: $1
+source: { kind: $2, url_env: $3 }
+target: { kind: $4, url_env: $5 }
+tables: { include: ["orders"] }
+schema: recreate
+chunking: { target_rows: 250000 }
+verify: { mode: $6 }
+throttle: { default_concurrency: 4 }
+YAML
+}
+run_ferry() { # spec
+  rm -f "$WORK/$1.ferry-state.db"*
+  "$FERRYCTL" local "$WORK/$1.yaml" --workers 4 --json > "$WORK/$1.json"
+  python3 -c "import json,sys; r=json.load(open('$WORK/$1.json')); sys.exit(0 if r['ok'] and r['rows']==$ROWS else 1)"
+}
+export SRC_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_src" DST_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_dst"
+export SRC_MY="mysql://root@127.0.0.1:$MY_PORT/bench_src" DST_MY="mysql://root@127.0.0.1:$MY_PORT/bench_dst"
+results=()
+
+echo "== pg -> pg"
+spec pgpg_noverify postgres SRC_PG postgres DST_PG none
+spec pgpg_verify postgres SRC_PG postgres DST_PG checksum
+t1=$(now); run_ferry pgpg_noverify; t2=$(now)
+t3=$(now); run_ferry pgpg_verify; t4=$(now)
+"${PSQL[@]}" -d ferry_bench_dst -c "TRUNCATE bench_peer.orders"
+half=$((ROWS / 2))
+t5=$(now)
+( "${PSQL[@]}" -d ferry_bench_src -c "COPY (SELECT * FROM bench_src.orders WHERE id <= $half) TO STDOUT (FORMAT binary)" \
+  | "${PSQL[@]}" -d ferry_bench_dst -c "COPY bench_peer.orders FROM STDIN (FORMAT binary)" ) &
+( "${PSQL[@]}" -d ferry_bench_src -c "COPY (SELECT * FROM bench_src.orders WHERE id > $half) TO STDOUT (FORMAT binary)" \
+  | "${PSQL[@]}" -d ferry_bench_dst -c "COPY bench_peer.orders FROM STDIN (FORMAT binary)" ) &
+wait; t6=$(now)
+results+=("| pg → pg | ferry, verify off | $(rate $t1 $t2) | 2-stream binary COPY pipe | $(rate $t5 $t6) | $(ratio $t1 $t2 $t5 $t6) |")
+results+=("| pg → pg | ferry, verify on | $(rate $t3 $t4) | 2-stream binary COPY pipe | $(rate $t5 $t6) | $(ratio $t3 $t4 $t5 $t6) |")
+verify_cost=$(python3 -c "print(f'{(($t4 - $t3) / ($t2 - $t1) - 1) * 100:.0f}')")
+
+echo "== mysql -> mysql"
+spec mymy mysql SRC_MY mysql DST_MY checksum
+t1=$(now); run_ferry mymy; t2=$(now)
+"${MY[@]}" -e "TRUNCATE bench_load.orders"
+t3=$(now)
+"${MY[@]}" -N -B --raw -e "SELECT * FROM bench_src.orders" \
+  | "${MY[@]}" bench_load -e "LOAD DATA LOCAL INFILE '/dev/stdin' INTO TABLE orders"
+t4=$(now)
+"${MY[@]}" -e "DROP TABLE bench_peer.orders"
+t5=$(now)
+mariadb-dump --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u root bench_src orders | "${MY[@]}" bench_peer
+t6=$(now)
+results+=("| mysql → mysql | ferry, verify on | $(rate $t1 $t2) | SELECT \\| LOAD DATA LOCAL INFILE | $(rate $t3 $t4) | $(ratio $t1 $t2 $t3 $t4) |")
+results+=("| mysql → mysql | ferry, verify on | $(rate $t1 $t2) | mariadb-dump \\| mariadb | $(rate $t5 $t6) | $(ratio $t1 $t2 $t5 $t6) |")
+
+echo "== mysql -> pg"
+spec mypg mysql SRC_MY postgres DST_PG checksum
+"${PSQL[@]}" -d ferry_bench_dst -c "DROP SCHEMA IF EXISTS bench_src CASCADE" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public"
+t1=$(now); run_ferry mypg; t2=$(now)
+cat > "$WORK/pgloader.load" <<LOAD
+LOAD DATABASE FROM mysql://root@127.0.0.1:$MY_PORT/bench_src
+  INTO postgresql://postgres@127.0.0.1:$PG_PORT/ferry_bench_dst
+  WITH include drop, create tables, create indexes, reset sequences, workers = 4, concurrency = 2
+  ALTER SCHEMA 'bench_src' RENAME TO 'bench_src_pgloader';
+LOAD
+t3=$(now); pgloader --quiet "$WORK/pgloader.load" > "$WORK/pgloader.log" 2>&1; t4=$(now)
+results+=("| mysql → pg | ferry, verify on | $(rate $t1 $t2) | pgloader | $(rate $t3 $t4) | $(ratio $t1 $t2 $t3 $t4) |")
+
+{
+  echo "# ferry benchmark results"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); $ROWS rows of an orders-like table"
+  echo "(bigint key, int, numeric(12,2), varchar, text, timestamp); source and target on the same hermetic"
+  echo "PostgreSQL 15 / MariaDB 10.11 instances (scripts/services.sh). ratio = peer time / ferry time (> 1: ferry faster)."
+  echo
+  echo "| pair | ferry | ferry rows/s | peer | peer rows/s | ratio |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${results[@]}"
+  echo
+  echo "Verification (checksum both sides) costs ${verify_cost}% on pg → pg."
+} | tee bench/RESULTS.md
