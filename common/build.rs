@@ -11,10 +11,13 @@ fn main() {
              (or `make deps`), or set PROTOC to its path"
         );
     }
-    let files = [proto_root.join("ferry/v1/state.proto")];
+    let files = [
+        proto_root.join("ferry/v1/state.proto"),
+        proto_root.join("ferry/v1/control.proto"),
+    ];
     if let Err(error) = tonic_prost_build::configure()
-        .build_server(false)
-        .build_client(false)
+        .build_server(true)
+        .build_client(true)
         .compile_protos(&files, &[proto_root])
     {
         panic!("failed to compile ferry protos: {error}");

@@ -43,6 +43,8 @@ pub struct ChunkTask {
     pub progress: ProgressFn,
     /// Called when the attempt moves on to verification.
     pub on_verifying: Arc<dyn Fn() + Send + Sync>,
+    /// Paces the rows (throttle pause and rate limits).
+    pub admission: Arc<dyn Admission>,
 }
 
 /// How one attempt ended.
@@ -71,6 +73,31 @@ pub enum ChunkResult {
     },
     /// The attempt was cancelled (shutdown); nothing of it was committed.
     Cancelled,
+    /// The attempt was stopped by the throttle (paused past its timeout); nothing of it
+    /// was committed and it does not count as a failure.
+    Requeued {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Admits rows into the target at the pace the job's throttle allows: waits while the job
+/// is paused and while the job-wide rate limits are spent.
+#[async_trait]
+pub trait Admission: Send + Sync {
+    /// Waits until `rows` rows of `bytes` bytes may be written. Errors with a reason when
+    /// the job stayed paused longer than its pause timeout (the chunk is then re-queued).
+    async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String>;
+}
+
+/// Admits everything at once (no throttle).
+pub struct Unthrottled;
+
+#[async_trait]
+impl Admission for Unthrottled {
+    async fn admit(&self, _rows: u64, _bytes: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Runs one chunk attempt: copy with overwrite, then verify.

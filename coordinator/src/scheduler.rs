@@ -14,20 +14,21 @@ use std::time::{Duration, Instant};
 use ferry_common::coordination::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
 };
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use std::sync::atomic::AtomicU32;
+
+use ferry_common::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
 use ferry_common::ids::{Attempt, ChunkId, WorkerId};
 use ferry_common::spec::{OnMismatch, VerifyMode};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// How the scheduler runs a job.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
-    /// Workers in the pool.
+    /// Workers in the pool (chunks in flight are further capped by the throttle's gate).
     pub workers: usize,
-    /// Chunks in flight at most (the spec's `throttle.default_concurrency`).
-    pub max_concurrency: usize,
     /// Failed attempts after which a chunk is FAILED.
     pub max_attempts: u32,
     /// What a checksum mismatch does.
@@ -36,6 +37,42 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
+}
+
+/// What the throttle allows right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// Chunks allowed in flight.
+    pub concurrency: u32,
+    /// No chunk may start (and running ones stop reading, through [`Admission`]).
+    pub paused: bool,
+}
+
+/// How a run is paced: the gate the scheduler obeys, the admission running chunks pass
+/// every batch through, and the in-flight count the scheduler publishes back.
+#[derive(Clone)]
+pub struct Pacing {
+    /// The current gate; the scheduler re-reads it whenever it changes.
+    pub gate: watch::Receiver<Gate>,
+    /// Paces rows inside running chunks.
+    pub admission: Arc<dyn Admission>,
+    /// Chunks in flight, kept up to date by the scheduler.
+    pub in_flight: Arc<AtomicU32>,
+}
+
+impl Pacing {
+    /// A fixed concurrency, no pause, no rate limit.
+    pub fn fixed(concurrency: u32) -> Self {
+        let (_gate_tx, gate) = watch::channel(Gate {
+            concurrency,
+            paused: false,
+        });
+        Self {
+            gate,
+            admission: Arc::new(Unthrottled),
+            in_flight: Arc::new(AtomicU32::new(0)),
+        }
+    }
 }
 
 /// What happened, for progress display.
@@ -106,6 +143,7 @@ pub async fn run_job(
     job: &JobRecord,
     executor: Arc<dyn ChunkExecutor>,
     options: &SchedulerOptions,
+    mut pacing: Pacing,
     events: UnboundedSender<JobEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome, SchedulerError> {
@@ -127,7 +165,6 @@ pub async fn run_job(
         store.register_worker(&worker).await?;
         free_workers.push_back(worker);
     }
-    let limit = options.workers.max(1).min(options.max_concurrency.max(1));
 
     let mut queue: Vec<ChunkId> = model
         .iter()
@@ -150,7 +187,9 @@ pub async fn run_job(
             sort_largest_first(&mut queue, &model);
         }
 
-        while !cancel.is_cancelled() && running.len() < limit && !queue.is_empty() {
+        let gate = *pacing.gate.borrow_and_update();
+        let limit = options.workers.max(1).min(gate.concurrency.max(1) as usize);
+        while !cancel.is_cancelled() && !gate.paused && running.len() < limit && !queue.is_empty() {
             let Some(worker) = free_workers.pop_front() else {
                 break;
             };
@@ -192,6 +231,7 @@ pub async fn run_job(
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
                     let _ = progress_events.send(JobEvent::RowsCopied { table_index, rows });
                 }),
+                admission: pacing.admission.clone(),
                 on_verifying: Arc::new(move || {
                     let store = verifying_store.clone();
                     let job = verifying_job.clone();
@@ -205,6 +245,9 @@ pub async fn run_job(
                 }),
             };
             let executor = executor.clone();
+            pacing
+                .in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             running.spawn(async move {
                 let result = executor.execute(task).await;
                 Finished {
@@ -226,6 +269,13 @@ pub async fn run_job(
         let finished = tokio::select! {
             joined = running.join_next(), if !running.is_empty() => joined,
             () = sleep_until_opt(next_retry) => continue,
+            changed = pacing.gate.changed() => {
+                if changed.is_err() {
+                    // The throttle went away: keep the last gate.
+                    pacing = Pacing { gate: watch::channel(gate).1, ..pacing };
+                }
+                continue;
+            }
             () = cancel.cancelled(), if running.is_empty() => break,
         };
         let Some(joined) = finished else { continue };
@@ -238,6 +288,9 @@ pub async fn run_job(
                 continue;
             }
         };
+        pacing
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         free_workers.push_back(finished.worker.clone());
         let chunk_id = finished.chunk;
         let table_index = model[chunk_id.0 as usize].table_index;
@@ -265,6 +318,10 @@ pub async fn run_job(
                     .saturating_mul(1 << record.failures.saturating_sub(1).min(6))
                     .min(Duration::from_secs(10));
                 delayed.push((Instant::now() + backoff, chunk_id));
+            }
+            ChunkCompletion::Requeue { reason } => {
+                tracing::warn!(chunk = %chunk_id, attempt = %finished.attempt, %reason, "chunk stopped by the throttle; re-queued with overwrite");
+                delayed.push((Instant::now() + options.retry_backoff, chunk_id));
             }
             ChunkCompletion::Failed { reason, .. } => {
                 tracing::error!(chunk = %chunk_id, attempt = %finished.attempt, %reason, "chunk failed for good");
@@ -346,6 +403,9 @@ pub fn classify(
             })
         }
         ChunkResult::Cancelled => None,
+        ChunkResult::Requeued { reason } => Some(ChunkCompletion::Requeue {
+            reason: reason.clone(),
+        }),
     }
 }
 
@@ -373,7 +433,6 @@ mod tests {
     fn options(max_attempts: u32, on_mismatch: OnMismatch) -> SchedulerOptions {
         SchedulerOptions {
             workers: 2,
-            max_concurrency: 2,
             max_attempts,
             on_mismatch,
             verify: VerifyMode::Checksum,

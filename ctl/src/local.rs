@@ -15,7 +15,7 @@ use ferry_common::spec::{JobSpec, SpecContext, SpecErrors};
 use ferry_connectors::{ConnectorError, Sink, Source, available_kinds, open_sink, open_source};
 use ferry_coordinator::plan::{PlanError, plan_job};
 use ferry_coordinator::scheduler::{
-    JobEvent, RunOutcome, SchedulerError, SchedulerOptions, run_job,
+    JobEvent, Pacing, RunOutcome, SchedulerError, SchedulerOptions, run_job,
 };
 use ferry_worker::runner::ChunkRunner;
 use tokio::sync::mpsc::UnboundedSender;
@@ -189,7 +189,6 @@ fn new_run_id(name: &str) -> String {
 pub fn scheduler_options(spec: &JobSpec, workers: usize) -> SchedulerOptions {
     SchedulerOptions {
         workers,
-        max_concurrency: spec.throttle.default_concurrency as usize,
         max_attempts: spec.verify.max_attempts,
         on_mismatch: spec.verify.on_mismatch,
         verify: spec.verify.mode,
@@ -251,11 +250,13 @@ impl LocalJob {
         let executor = executor
             .unwrap_or_else(|| Arc::new(ChunkRunner::new(self.source.clone(), self.sink.clone())));
         let options = scheduler_options(&self.spec, workers);
+        let pacing = Pacing::fixed(self.spec.throttle.default_concurrency);
         Ok(run_job(
             self.store.clone(),
             &prepared.job,
             executor,
             &options,
+            pacing,
             events,
             cancel,
         )

@@ -38,22 +38,41 @@ impl ChunkRunner {
         let stream_checksum = streamed.clone();
         let progress = task.progress.clone();
         let table_name = task.table.name.clone();
-        let hashed = batches.map(move |item| {
-            let batch = item?;
-            let mut checksum = stream_checksum
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if hash_rows {
-                checksum.add_batch(&batch).map_err(|error| {
-                    ConnectorError::Task(format!(
-                        "failed to checksum rows of table {table_name}: {error}"
-                    ))
-                })?;
-            } else {
-                checksum.rows += batch.num_rows() as u64;
+        let admission = task.admission.clone();
+        let requeue_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let stream_requeue = requeue_reason.clone();
+        let hashed = batches.then(move |item| {
+            let stream_checksum = stream_checksum.clone();
+            let progress = progress.clone();
+            let table_name = table_name.clone();
+            let admission = admission.clone();
+            let stream_requeue = stream_requeue.clone();
+            async move {
+                let batch = item?;
+                // The throttle paces rows here, mid-chunk: paused jobs stop reading, rate
+                // limits hold batches back.
+                let bytes = batch.get_array_memory_size() as u64;
+                if let Err(reason) = admission.admit(batch.num_rows() as u64, bytes).await {
+                    *stream_requeue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                    return Err(ConnectorError::Cancelled);
+                }
+                let mut checksum = stream_checksum
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if hash_rows {
+                    checksum.add_batch(&batch).map_err(|error| {
+                        ConnectorError::Task(format!(
+                            "failed to checksum rows of table {table_name}: {error}"
+                        ))
+                    })?;
+                } else {
+                    checksum.rows += batch.num_rows() as u64;
+                }
+                progress(batch.num_rows() as u64);
+                Ok(batch)
             }
-            progress(batch.num_rows() as u64);
-            Ok(batch)
         });
         let fence = Fence {
             run_id: task.run_id.clone(),
@@ -67,7 +86,15 @@ impl ChunkRunner {
             fence: &fence,
             cancel: &task.cancel,
         };
-        let summary = self.sink.write_chunk(write, Box::pin(hashed)).await?;
+        let written = self.sink.write_chunk(write, Box::pin(hashed)).await;
+        if let Some(reason) = requeue_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            return Ok(ChunkResult::Requeued { reason });
+        }
+        let summary = written?;
         let source_checksum = *streamed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

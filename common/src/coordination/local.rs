@@ -10,7 +10,8 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord, Result,
+    ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
+    PolicyChange, Result,
 };
 use crate::checksum::RangeChecksum;
 use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
@@ -40,6 +41,18 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_error TEXT,
     worker TEXT,
     PRIMARY KEY (job, chunk)
+);
+CREATE TABLE IF NOT EXISTS policies (
+    job TEXT PRIMARY KEY,
+    policy_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy_history (
+    job TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_unix_ms INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (job, seq)
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
@@ -389,6 +402,10 @@ impl Coordination for LocalStore {
                 record.rows = *rows;
                 record.checksum = Some(*checksum);
             }
+            ChunkCompletion::Requeue { reason } => {
+                record.state = ChunkState::Planned;
+                record.last_error = Some(reason.clone());
+            }
             ChunkCompletion::Retry { reason, mismatch }
             | ChunkCompletion::Failed { reason, mismatch } => {
                 record.state = if matches!(completion, ChunkCompletion::Retry { .. }) {
@@ -447,5 +464,60 @@ impl Coordination for LocalStore {
             .await?
             .map(|(_, chunks)| chunks)
             .unwrap_or_default())
+    }
+
+    async fn save_policy(
+        &self,
+        job: &JobId,
+        policy_json: &str,
+        change: &PolicyChange,
+    ) -> Result<()> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(self.storage())?;
+        transaction
+            .execute(
+                "INSERT INTO policies (job, policy_json) VALUES (?1, ?2) \
+                 ON CONFLICT (job) DO UPDATE SET policy_json = excluded.policy_json",
+                params![job.0, policy_json],
+            )
+            .map_err(self.storage())?;
+        transaction
+            .execute(
+                "INSERT INTO policy_history (job, seq, at_unix_ms, origin, summary) VALUES \
+                 (?1, (SELECT coalesce(max(seq), 0) + 1 FROM policy_history WHERE job = ?1), ?2, ?3, ?4)",
+                params![job.0, change.at_unix_ms, change.origin, change.summary],
+            )
+            .map_err(self.storage())?;
+        transaction.commit().map_err(self.storage())
+    }
+
+    async fn load_policy(&self, job: &JobId) -> Result<Option<String>> {
+        self.lock()
+            .query_row(
+                "SELECT policy_json FROM policies WHERE job = ?1",
+                [&job.0],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.storage())
+    }
+
+    async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT at_unix_ms, origin, summary FROM policy_history WHERE job = ?1 ORDER BY seq")
+            .map_err(self.storage())?;
+        let changes = statement
+            .query_map([&job.0], |row| {
+                Ok(PolicyChange {
+                    at_unix_ms: row.get(0)?,
+                    origin: row.get(1)?,
+                    summary: row.get(2)?,
+                })
+            })
+            .map_err(self.storage())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.storage())?;
+        Ok(changes)
     }
 }

@@ -156,6 +156,13 @@ pub enum ChunkCompletion {
         /// Whether it failed on a checksum mismatch.
         mismatch: bool,
     },
+    /// Stopped by ferry, not by a fault (paused longer than the throttle's
+    /// `pause_timeout`): back to PLANNED for another attempt with overwrite, without
+    /// counting as a failure.
+    Requeue {
+        /// Why.
+        reason: String,
+    },
     /// Failed for good.
     Failed {
         /// Why.
@@ -260,4 +267,30 @@ pub trait Coordination: Send + Sync {
 
     /// Lists a job's chunks in id order.
     async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>>;
+
+    /// Stores the job's throttle policy (JSON of `ThrottlePolicy`) and records the change
+    /// in its history, atomically.
+    async fn save_policy(
+        &self,
+        job: &JobId,
+        policy_json: &str,
+        change: &PolicyChange,
+    ) -> Result<()>;
+
+    /// Loads the job's stored throttle policy (JSON), if any.
+    async fn load_policy(&self, job: &JobId) -> Result<Option<String>>;
+
+    /// Every recorded policy change of the job, oldest first.
+    async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>>;
+}
+
+/// One change of a job's throttle policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// `spec`, `operator` or `controller`.
+    pub origin: String,
+    /// What changed, old → new, in words.
+    pub summary: String,
 }
