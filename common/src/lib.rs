@@ -13,3 +13,4 @@ pub mod proto;
 pub mod schema;
 pub mod spec;
 pub mod temporal;
+pub mod throttle;

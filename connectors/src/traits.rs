@@ -154,6 +154,12 @@ pub trait Source: Send + Sync {
     async fn probe_load(&self) -> Result<Option<f64>> {
         Ok(None)
     }
+
+    /// Runs a user's load probe: `sql` returns one number. Runs read-only with a statement
+    /// timeout; `None` when this source cannot run SQL probes.
+    async fn probe_load_sql(&self, _sql: &str) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// A database ferry writes to.
@@ -200,4 +206,36 @@ pub trait Sink: Send + Sync {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<u64>;
+
+    /// The native bulk format (e.g. `postgres-binary-copy`) in which this sink can take
+    /// `table`'s rows untouched, or `None` (the default) when rows must travel as Arrow
+    /// batches. A sink offers one only when the prepared target table holds exactly the
+    /// source's column types, so the bytes mean the same values on both sides.
+    async fn native_format(&self, _table: &TableSchema) -> Result<Option<&'static str>> {
+        Ok(None)
+    }
+
+    /// Like [`Sink::write_chunk`] (one fenced overwrite transaction, nothing committed on
+    /// error or cancellation), with the rows in the native format `native_format` named.
+    async fn write_native(
+        &self,
+        chunk: ChunkWrite<'_>,
+        _stream: NativeStream,
+    ) -> Result<WriteSummary> {
+        Err(ConnectorError::Unsupported {
+            table: chunk.table.name.clone(),
+            detail: format!("the {} sink takes no native format", self.kind()),
+        })
+    }
+
+    /// Checksums the target rows of a range inside the database, comparable with the
+    /// source's [`Source::native_checksum`] of the same method, or `None`.
+    async fn native_checksum(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        Ok(None)
+    }
 }

@@ -4,6 +4,11 @@
 //! the connectors; [`scheduler`] drives chunks through their life on a
 //! [`ferry_common::coordination::Coordination`] store.
 
+pub mod control;
+pub mod metrics;
+pub mod pacer;
 pub mod plan;
 pub mod planner;
 pub mod scheduler;
+pub mod service;
+pub mod throttle;

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod demo_data;
 pub mod local;
 pub mod progress;
+pub mod remote;
 pub mod report;
 
 /// Process exit codes, documented in the README.

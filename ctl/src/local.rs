@@ -13,6 +13,7 @@ use ferry_common::execution::ChunkExecutor;
 use ferry_common::ids::JobId;
 use ferry_common::spec::{JobSpec, SpecContext, SpecErrors};
 use ferry_connectors::{ConnectorError, Sink, Source, available_kinds, open_sink, open_source};
+use ferry_coordinator::pacer::{JobPacer, PacerError};
 use ferry_coordinator::plan::{PlanError, plan_job};
 use ferry_coordinator::scheduler::{
     JobEvent, Pacing, RunOutcome, SchedulerError, SchedulerOptions, run_job,
@@ -64,6 +65,18 @@ pub enum LocalError {
     /// The state file failed.
     #[error(transparent)]
     Store(#[from] CoordinationError),
+    /// The throttle could not start.
+    #[error(transparent)]
+    Pacer(#[from] PacerError),
+    /// The Control API could not listen.
+    #[error("cannot serve the Control API on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The scheduler stopped on a store failure.
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
@@ -237,20 +250,42 @@ impl LocalJob {
         .await
     }
 
+    /// Starts the job's pacer: its throttle policy (stored, or the spec's), load probes,
+    /// the gate and admission the run obeys, and the operator controls.
+    pub async fn start_pacer(
+        &self,
+        prepared: &PreparedJob,
+        cancel: CancellationToken,
+    ) -> Result<Arc<JobPacer>, LocalError> {
+        Ok(JobPacer::start(
+            prepared.job.id.clone(),
+            self.spec.throttle.clone(),
+            self.store.clone(),
+            self.source.clone(),
+            cancel,
+        )
+        .await?)
+    }
+
     /// Runs a prepared job with `workers` in-process workers, using `executor` to run
-    /// chunks (a [`ChunkRunner`] over this job's source and sink when `None`).
+    /// chunks (a [`ChunkRunner`] over this job's source and sink when `None`), paced by
+    /// `pacer` (the spec's default concurrency, unthrottled, when `None`).
     pub async fn run(
         &self,
         prepared: &PreparedJob,
         workers: usize,
         executor: Option<Arc<dyn ChunkExecutor>>,
+        pacer: Option<Arc<JobPacer>>,
         events: UnboundedSender<JobEvent>,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, LocalError> {
         let executor = executor
             .unwrap_or_else(|| Arc::new(ChunkRunner::new(self.source.clone(), self.sink.clone())));
         let options = scheduler_options(&self.spec, workers);
-        let pacing = Pacing::fixed(self.spec.throttle.default_concurrency);
+        let pacing = match &pacer {
+            Some(pacer) => pacer.pacing(),
+            None => Pacing::fixed(self.spec.throttle.default_concurrency),
+        };
         Ok(run_job(
             self.store.clone(),
             &prepared.job,
@@ -262,4 +297,35 @@ impl LocalJob {
         )
         .await?)
     }
+}
+
+/// Serves the Control API for `pacer` on `addr` (port 0 picks a free port) until `cancel`;
+/// returns the address it listens on.
+pub async fn serve_control(
+    addr: &str,
+    pacer: Arc<JobPacer>,
+    cancel: CancellationToken,
+) -> Result<std::net::SocketAddr, LocalError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| LocalError::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| LocalError::Serve {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let service = ferry_coordinator::service::control::ControlService::new(pacer).into_server();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(error) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "control API stopped");
+        }
+    });
+    Ok(local_addr)
 }

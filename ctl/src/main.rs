@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferry_ctl::demo::create_demo;
 use ferry_ctl::exit_code;
-use ferry_ctl::local::{LocalJob, default_state_path, load_spec};
+use ferry_ctl::local::{LocalJob, default_state_path, load_spec, serve_control};
 use ferry_ctl::progress::{ProgressMode, show};
+use ferry_ctl::remote::{OutputFormat, ThrottleArgs, parse_instant, pause_or_resume, status};
 use ferry_ctl::report::JobReport;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,74 @@ enum Command {
         /// The job spec (YAML).
         spec: PathBuf,
     },
+    /// Show or change a running job's throttle: concurrency cap, rate limits, load
+    /// thresholds, schedule. Changes are validated, stored and applied within 2 s.
+    Throttle(ThrottleCommand),
+    /// Pause a running job: no chunk starts, running chunks stop reading.
+    Pause(JobArgs),
+    /// Resume a paused job.
+    Resume(JobArgs),
+    /// Show a running job's progress.
+    Status(JobArgs),
+}
+
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The Control API of a running ferry (`ferryctl local` prints it at start).
+    #[arg(long, env = "FERRY_ENDPOINT", default_value = "http://127.0.0.1:7878")]
+    endpoint: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: OutputFormat,
+}
+
+#[derive(clap::Args)]
+struct JobArgs {
+    /// The job's name (the spec's `name`).
+    job: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("concurrency").args(["max_concurrency", "clear_override"])))]
+struct ThrottleCommand {
+    /// The job's name (the spec's `name`).
+    job: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Cap chunks in flight (an operator override, on top of schedule and load).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrency: Option<u32>,
+    /// Remove the operator's concurrency cap.
+    #[arg(long)]
+    clear_override: bool,
+    /// Job-wide rows per second (0 removes the limit).
+    #[arg(long)]
+    rows_per_sec: Option<u64>,
+    /// Job-wide bytes per second (0 removes the limit).
+    #[arg(long)]
+    bytes_per_sec: Option<u64>,
+    /// Load above which concurrency halves.
+    #[arg(long, requires = "load_critical")]
+    load_max: Option<f64>,
+    /// Load above which the job pauses.
+    #[arg(long, requires = "load_max")]
+    load_critical: Option<f64>,
+    /// Replace the schedule with the windows in this YAML file (a list, as in the spec's
+    /// throttle.schedule).
+    #[arg(long)]
+    schedule: Option<PathBuf>,
+    /// Show the effective policy and why (the default when nothing is changed).
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "history"])]
+    show: bool,
+    /// With --show: what the schedule gives at this instant (RFC 3339, or
+    /// 2026-11-21T23:00[Asia/Shanghai]).
+    #[arg(long, requires = "show", value_parser = parse_instant)]
+    at: Option<jiff::Timestamp>,
+    /// Every change of the policy, with time, origin and old → new.
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule"])]
+    history: bool,
 }
 
 #[derive(clap::Args)]
@@ -47,6 +116,10 @@ struct LocalArgs {
     /// Print the final report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Where to serve the Control API (`ferryctl throttle`, `pause`, `resume`, `status`);
+    /// port 0 picks a free one. The address is printed at start.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    control_addr: String,
 }
 
 #[derive(clap::Args)]
@@ -84,13 +157,62 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Local(args) => {
-                local(args.spec, args.workers.into(), args.state, args.json).await
+                local(
+                    args.spec,
+                    args.workers.into(),
+                    args.state,
+                    args.json,
+                    &args.control_addr,
+                )
+                .await
             }
             Command::Demo(args) => demo(args).await,
             Command::Validate { spec } => validate(spec),
+            Command::Throttle(command) => throttle(command).await,
+            Command::Pause(args) => {
+                pause_or_resume(&args.remote.endpoint, &args.job, true, args.remote.output).await
+            }
+            Command::Resume(args) => {
+                pause_or_resume(&args.remote.endpoint, &args.job, false, args.remote.output).await
+            }
+            Command::Status(args) => {
+                status(&args.remote.endpoint, &args.job, args.remote.output).await
+            }
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn throttle(command: ThrottleCommand) -> i32 {
+    let schedule_yaml = match &command.schedule {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                eprintln!("error: cannot read --schedule {}: {error}", path.display());
+                return exit_code::INVALID_INPUT;
+            }
+        },
+        None => None,
+    };
+    let args = ThrottleArgs {
+        max_concurrency: command.max_concurrency,
+        clear_override: command.clear_override,
+        rows_per_sec: command.rows_per_sec,
+        bytes_per_sec: command.bytes_per_sec,
+        load_max: command.load_max,
+        load_critical: command.load_critical,
+        schedule_yaml,
+        show: command.show,
+        at: command.at,
+        history: command.history,
+    };
+    ferry_ctl::remote::throttle(
+        &command.remote.endpoint,
+        &command.job,
+        args,
+        command.remote.output,
+    )
+    .await
 }
 
 fn environment() -> HashMap<String, String> {
@@ -118,7 +240,14 @@ async fn demo(args: DemoArgs) -> i32 {
             return exit_code::INVALID_INPUT;
         }
     };
-    let code = local(files.spec.clone(), args.workers.into(), None, false).await;
+    let code = local(
+        files.spec.clone(),
+        args.workers.into(),
+        None,
+        false,
+        "127.0.0.1:0",
+    )
+    .await;
     println!(
         "\ndemo files in {}:\n  source  {}\n  target  {}\n  spec    {}\nrun it again (resumes, nothing to copy): ferryctl local {}\n\
          compare independently: sqlite3 {} \"ATTACH '{}' AS t; SELECT count(*) FROM (SELECT * FROM orders EXCEPT SELECT * FROM t.orders);\"",
@@ -133,7 +262,13 @@ async fn demo(args: DemoArgs) -> i32 {
     code
 }
 
-async fn local(spec_path: PathBuf, workers: usize, state: Option<PathBuf>, json: bool) -> i32 {
+async fn local(
+    spec_path: PathBuf,
+    workers: usize,
+    state: Option<PathBuf>,
+    json: bool,
+    control_addr: &str,
+) -> i32 {
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) => spec,
         Err(error) => {
@@ -192,6 +327,32 @@ async fn local(spec_path: PathBuf, workers: usize, state: Option<PathBuf>, json:
         }
     });
 
+    let pacer = match job.start_pacer(&prepared, cancel.child_token()).await {
+        Ok(pacer) => pacer,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    // The default port may be taken (another run): fall back to any free port.
+    let served = match serve_control(control_addr, pacer.clone(), cancel.child_token()).await {
+        Ok(addr) => Ok(addr),
+        Err(_) if control_addr == "127.0.0.1:7878" => {
+            serve_control("127.0.0.1:0", pacer.clone(), cancel.child_token()).await
+        }
+        Err(error) => Err(error),
+    };
+    match served {
+        Ok(addr) => eprintln!(
+            "control API on http://{addr} (ferryctl throttle|pause|resume|status {} --endpoint http://{addr})",
+            prepared.job.id
+        ),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    }
+
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressMode::Quiet
@@ -199,7 +360,17 @@ async fn local(spec_path: PathBuf, workers: usize, state: Option<PathBuf>, json:
         ProgressMode::detect()
     };
     let display = tokio::spawn(show(prepared.job.clone(), chunks, mode, events_rx));
-    let outcome = job.run(&prepared, workers, None, events_tx, cancel).await;
+    let outcome = job
+        .run(
+            &prepared,
+            workers,
+            None,
+            Some(pacer.clone()),
+            events_tx,
+            cancel,
+        )
+        .await;
+    pacer.finish();
     let _ = display.await;
     let outcome = match outcome {
         Ok(outcome) => outcome,

@@ -278,3 +278,138 @@ fn demo_runs_end_to_end() {
     assert_eq!(code, 2);
     assert!(stderr.contains("already exists"), "{stderr}");
 }
+
+/// Starts `ferryctl local` in the background and returns it with its Control endpoint,
+/// read from the line it prints at start.
+#[allow(clippy::zombie_processes, reason = "the caller waits for the child")]
+fn start_local(
+    spec: &Path,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let mut child = ferryctl()
+        .args(["local", "--workers", "2", "--control-addr", "127.0.0.1:0"])
+        .arg(spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = line_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = line_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("ferryctl local prints its control endpoint");
+        if let Some(start) = line.find("http://") {
+            let endpoint: String = line[start..]
+                .split_whitespace()
+                .next()
+                .expect("endpoint")
+                .to_string();
+            return (child, endpoint, line_rx);
+        }
+    }
+}
+
+#[test]
+fn throttle_changes_survive_a_restart_and_are_in_the_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_source(&dir.path().join("source.db"), 100_000);
+    let spec = write_spec(
+        dir.path(),
+        &format!("{SPEC}throttle: {{ default_concurrency: 4, rate: {{ rows_per_sec: 5000 }} }}\n"),
+    );
+    let (child, endpoint, _lines) = start_local(&spec);
+    let (code, stdout, stderr) = run(ferryctl().args([
+        "throttle",
+        "cli",
+        "--max-concurrency",
+        "2",
+        "--endpoint",
+        &endpoint,
+    ]));
+    assert_eq!(code, 0, "stdout: {stdout} stderr: {stderr}");
+    assert!(stdout.contains("operator override 2"), "{stdout}");
+    // An invalid change is refused with a clear error, and the policy stays.
+    let (code, _, stderr) = run(ferryctl().args([
+        "throttle",
+        "cli",
+        "--load-max",
+        "5",
+        "--load-critical",
+        "9",
+        "--endpoint",
+        &endpoint,
+    ]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no load probe"), "{stderr}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130));
+
+    // The same command again: the operator's override is still in force.
+    let (child, endpoint, _lines) = start_local(&spec);
+    let (code, stdout, stderr) = run(ferryctl().args([
+        "throttle",
+        "cli",
+        "--show",
+        "-o",
+        "json",
+        "--endpoint",
+        &endpoint,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(shown["concurrency"], 2, "{shown}");
+    assert_eq!(shown["policy"]["max_concurrency_override"], 2, "{shown}");
+    let (code, stdout, _) =
+        run(ferryctl().args(["throttle", "cli", "--history", "--endpoint", &endpoint]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("spec") && stdout.contains("operator"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("max_concurrency override: none → 2"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(ferryctl().args(["status", "cli", "--endpoint", &endpoint]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("RUNNING") || stdout.contains("DONE"),
+        "{stdout}"
+    );
+    // Lift the rate limit: the job finishes, exact.
+    let (code, _, _) = run(ferryctl().args([
+        "throttle",
+        "cli",
+        "--rows-per-sec",
+        "0",
+        "--endpoint",
+        &endpoint,
+    ]));
+    assert_eq!(code, 0);
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(count_rows(&dir.path().join("target.db")), 100_000);
+}

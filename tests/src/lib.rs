@@ -15,7 +15,8 @@ use ferry_common::ids::ChunkId;
 use ferry_common::key::{ChunkRange, SplitKey};
 use ferry_common::schema::TableSchema;
 use ferry_connectors::{
-    BatchStream, ChunkWrite, ConnectorError, PrepareOptions, PrepareOutcome, Sink, WriteSummary,
+    BatchStream, ChunkWrite, ConnectorError, NativeChecksum, NativeStream, PrepareOptions,
+    PrepareOutcome, Sink, WriteSummary,
 };
 use ferry_coordinator::scheduler::RunOutcome;
 use ferry_ctl::local::{LocalJob, PreparedJob, load_spec};
@@ -51,6 +52,10 @@ pub enum Fault {
         /// The run's token.
         token: CancellationToken,
     },
+    /// Offer no native bulk format, so rows travel as Arrow batches even between two
+    /// databases of one engine. (A sink with any fault offers none: faults act on
+    /// batches.)
+    ArrowOnly,
 }
 
 /// Wraps a real sink, counting writes per chunk and injecting faults.
@@ -60,6 +65,7 @@ pub struct FaultySink {
     attempts_by_chunk: Mutex<HashMap<ChunkId, u32>>,
     committed_by_chunk: Mutex<HashMap<ChunkId, u32>>,
     committed_writes: AtomicU64,
+    native_writes: AtomicU64,
 }
 
 impl FaultySink {
@@ -71,6 +77,7 @@ impl FaultySink {
             attempts_by_chunk: Mutex::new(HashMap::new()),
             committed_by_chunk: Mutex::new(HashMap::new()),
             committed_writes: AtomicU64::new(0),
+            native_writes: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +89,11 @@ impl FaultySink {
     /// Committed writes in all.
     pub fn committed_writes(&self) -> u64 {
         self.committed_writes.load(Ordering::SeqCst)
+    }
+
+    /// Committed writes that took the native (same-engine passthrough) path.
+    pub fn native_writes(&self) -> u64 {
+        self.native_writes.load(Ordering::SeqCst)
     }
 }
 
@@ -173,6 +185,43 @@ impl Sink for FaultySink {
     ) -> Result<u64, ConnectorError> {
         self.inner.count_chunk(table, key, range).await
     }
+
+    async fn native_format(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Option<&'static str>, ConnectorError> {
+        if !self.faults.is_empty() {
+            return Ok(None);
+        }
+        self.inner.native_format(table).await
+    }
+
+    async fn write_native(
+        &self,
+        chunk: ChunkWrite<'_>,
+        stream: NativeStream,
+    ) -> Result<WriteSummary, ConnectorError> {
+        let chunk_id = chunk.fence.chunk;
+        let summary = self.inner.write_native(chunk, stream).await?;
+        *self
+            .committed_by_chunk
+            .lock()
+            .expect("lock")
+            .entry(chunk_id)
+            .or_insert(0) += 1;
+        self.committed_writes.fetch_add(1, Ordering::SeqCst);
+        self.native_writes.fetch_add(1, Ordering::SeqCst);
+        Ok(summary)
+    }
+
+    async fn native_checksum(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>, ConnectorError> {
+        self.inner.native_checksum(table, key, range).await
+    }
 }
 
 /// Writes `spec_yaml` to `dir/job.yaml` and returns its path.
@@ -191,7 +240,28 @@ pub async fn run_local(
     faults: Vec<Fault>,
     cancel: CancellationToken,
 ) -> (PreparedJob, RunOutcome, Arc<FaultySink>) {
-    let spec = load_spec(spec_path, &HashMap::new()).expect("valid spec");
+    run_local_with_env(
+        spec_path,
+        state_path,
+        workers,
+        faults,
+        cancel,
+        &HashMap::new(),
+    )
+    .await
+}
+
+/// Like [`run_local`], with `env` as the environment the spec's `url_env` names are
+/// looked up in (tests never set the process environment).
+pub async fn run_local_with_env(
+    spec_path: &Path,
+    state_path: &Path,
+    workers: usize,
+    faults: Vec<Fault>,
+    cancel: CancellationToken,
+    env: &HashMap<String, String>,
+) -> (PreparedJob, RunOutcome, Arc<FaultySink>) {
+    let spec = load_spec(spec_path, env).expect("valid spec");
     let mut job = LocalJob::open(spec, state_path).await.expect("open job");
     let faulty = Arc::new(FaultySink::new(job.sink.clone(), faults));
     job.sink = faulty.clone();
@@ -200,7 +270,7 @@ pub async fn run_local(
     let drain = tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(120),
-        job.run(&prepared, workers, None, events_tx, cancel),
+        job.run(&prepared, workers, None, None, events_tx, cancel),
     )
     .await
     .expect("run finished in time")

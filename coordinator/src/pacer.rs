@@ -1,0 +1,627 @@
+//! The job pacer: the IO shell around the pure throttle ([`crate::throttle`]). It owns
+//! the job's [`ThrottlePolicy`] (loaded from the store, so operator changes survive a
+//! restart), probes the source's load, publishes the [`Gate`] the scheduler obeys, and
+//! admits rows into running chunks (pause and job-wide rate limits). Every 250 ms it
+//! re-evaluates the schedule, so changes apply well within the 2 s promised to operators.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferry_common::coordination::{ChunkState, Coordination, PolicyChange};
+use ferry_common::execution::Admission;
+use ferry_common::ids::JobId;
+use ferry_common::spec::parse_throttle_schedule;
+use ferry_common::throttle::{LoadProbe, ThrottlePolicy};
+use ferry_connectors::Source;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use jiff::Timestamp;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{
+    ControlError, EffectiveView, JobControl, JobStateView, JobStatusView, ThrottleUpdate,
+};
+use crate::metrics;
+use crate::scheduler::{Gate, Pacing};
+use crate::throttle::{Effective, Throttle, explain_at};
+
+/// How often the pacer re-evaluates the schedule and checks for due probes.
+const TICK: Duration = Duration::from_millis(250);
+/// How long a chunk may wait paused when the policy has no load section.
+const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+struct Limiters {
+    rows: Option<(u64, Arc<DefaultDirectRateLimiter>)>,
+    bytes: Option<(u64, Arc<DefaultDirectRateLimiter>)>,
+}
+
+/// A token bucket for `per_second` units, holding at most a tenth of a second's worth, so
+/// a fresh or changed limit never lets a large burst through.
+fn limiter(per_second: u64) -> Option<(u64, Arc<DefaultDirectRateLimiter>)> {
+    let rate = NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX))?;
+    let burst = NonZeroU32::new((rate.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN);
+    Some((
+        per_second,
+        Arc::new(RateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        )),
+    ))
+}
+
+async fn take(limiter: &DefaultDirectRateLimiter, amount: u64) {
+    // The bucket holds at most its burst: take large amounts in burst-sized pieces.
+    let burst = limiter_burst(limiter);
+    let mut remaining = amount;
+    while remaining > 0 {
+        let piece = remaining.min(u64::from(burst.get()));
+        let piece_nonzero = NonZeroU32::new(piece as u32).unwrap_or(NonZeroU32::MIN);
+        if limiter.until_n_ready(piece_nonzero).await.is_err() {
+            // Cannot happen: pieces never exceed the burst. Fall back to one at a time.
+            limiter.until_ready().await;
+        }
+        remaining -= piece;
+    }
+}
+
+fn limiter_burst(limiter: &DefaultDirectRateLimiter) -> NonZeroU32 {
+    // governor does not expose the quota; probe with check_n, which reports capacity.
+    match limiter.check_n(NonZeroU32::MAX) {
+        Err(insufficient) => NonZeroU32::new(insufficient.0).unwrap_or(NonZeroU32::MIN),
+        Ok(_) => NonZeroU32::MAX,
+    }
+}
+
+struct PacerState {
+    throttle: Throttle,
+    effective: Effective,
+    last_load: Option<f64>,
+    next_probe: Option<Instant>,
+}
+
+/// Paces one job; implements [`Admission`] for its chunks and [`JobControl`] for operators.
+pub struct JobPacer {
+    job: JobId,
+    store: Arc<dyn Coordination>,
+    source: Arc<dyn Source>,
+    state: Mutex<PacerState>,
+    gate_tx: watch::Sender<Gate>,
+    limiters: RwLock<Limiters>,
+    in_flight: Arc<AtomicU32>,
+    rows_streamed: AtomicU64,
+    started: Instant,
+    done: std::sync::atomic::AtomicBool,
+}
+
+fn now_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+fn unix_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}
+
+fn policy_json(policy: &ThrottlePolicy) -> String {
+    serde_json::to_string(policy).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+}
+
+/// Why a job's pacer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PacerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ferry_common::coordination::CoordinationError),
+    /// The stored policy does not decode.
+    #[error("stored throttle policy of job {job} is unreadable: {detail}")]
+    CorruptPolicy {
+        /// The job.
+        job: JobId,
+        /// Why.
+        detail: String,
+    },
+    /// The policy asks for a probe the source cannot run.
+    #[error("throttle.load: {0}")]
+    Probe(String),
+}
+
+impl JobPacer {
+    /// Starts pacing `job`: its stored policy if an earlier run stored one (operator
+    /// changes survive restarts), else `spec_policy`, which is stored with origin `spec`.
+    pub async fn start(
+        job: JobId,
+        spec_policy: ThrottlePolicy,
+        store: Arc<dyn Coordination>,
+        source: Arc<dyn Source>,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, PacerError> {
+        let policy = match store.load_policy(&job).await? {
+            Some(json) => serde_json::from_str::<ThrottlePolicy>(&json).map_err(|error| {
+                PacerError::CorruptPolicy {
+                    job: job.clone(),
+                    detail: error.to_string(),
+                }
+            })?,
+            None => {
+                let change = PolicyChange {
+                    at_unix_ms: unix_ms(),
+                    origin: "spec".to_string(),
+                    summary: format!("initial policy from the spec: {}", summarize(&spec_policy)),
+                };
+                store
+                    .save_policy(&job, &policy_json(&spec_policy), &change)
+                    .await?;
+                spec_policy
+            }
+        };
+        if let Some(load) = &policy.load
+            && load.probe == LoadProbe::Builtin
+            && source.probe_load().await.ok().flatten().is_none()
+        {
+            return Err(PacerError::Probe(format!(
+                "the {} source has no built-in load probe; use `probe: {{ sql: \"SELECT ...\" }}` or remove throttle.load",
+                source.kind()
+            )));
+        }
+        metrics::describe();
+        let throttle = Throttle::new(policy);
+        let effective = throttle.effective_at(Timestamp::now());
+        let gate = Gate {
+            concurrency: effective.concurrency,
+            paused: effective.paused,
+        };
+        let (gate_tx, _) = watch::channel(gate);
+        let pacer = Arc::new(Self {
+            job,
+            store,
+            source,
+            limiters: RwLock::new(Limiters {
+                rows: throttle.policy().rate.rows_per_sec.and_then(limiter),
+                bytes: throttle.policy().rate.bytes_per_sec.and_then(limiter),
+            }),
+            state: Mutex::new(PacerState {
+                throttle,
+                effective,
+                last_load: None,
+                next_probe: Some(Instant::now()),
+            }),
+            gate_tx,
+            in_flight: Arc::new(AtomicU32::new(0)),
+            rows_streamed: AtomicU64::new(0),
+            started: Instant::now(),
+            done: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(pacer.clone().run(cancel));
+        Ok(pacer)
+    }
+
+    /// The pacing handles for the scheduler.
+    pub fn pacing(self: &Arc<Self>) -> Pacing {
+        Pacing {
+            gate: self.gate_tx.subscribe(),
+            admission: self.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    /// Marks the job's run as over (for `job_status`).
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            self.probe_if_due().await;
+            self.publish();
+        }
+    }
+
+    async fn probe_if_due(&self) {
+        let (probe, interval) = {
+            let state = self.lock();
+            let Some(load) = state.throttle.policy().load.clone() else {
+                return;
+            };
+            match state.next_probe {
+                Some(at) if at <= Instant::now() => {}
+                _ => return,
+            }
+            (load.probe, Duration::from_millis(load.interval_ms))
+        };
+        let reading = tokio::time::timeout(interval.max(Duration::from_secs(1)), async {
+            match &probe {
+                LoadProbe::Builtin => self.source.probe_load().await,
+                LoadProbe::Sql(sql) => self.source.probe_load_sql(sql).await,
+            }
+        })
+        .await;
+        let value = match reading {
+            Ok(Ok(Some(value))) => Some(value),
+            Ok(Ok(None)) => {
+                tracing::warn!(job = %self.job, "load probe returned nothing; counted as high load");
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(job = %self.job, %error, "load probe failed; counted as high load");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(job = %self.job, "load probe timed out; counted as high load");
+                None
+            }
+        };
+        if value.is_none() {
+            ::metrics::counter!(metrics::PROBE_FAILURES).increment(1);
+        }
+        let mut state = self.lock();
+        state.last_load = value;
+        if let Some(load) = value {
+            ::metrics::gauge!(metrics::SOURCE_LOAD).set(load);
+        }
+        let now = now_ms(self.started);
+        if let Some(decision) = state.throttle.on_load_reading(value, Timestamp::now(), now) {
+            tracing::debug!(job = %self.job, reason = %decision.reason, "load reading");
+        }
+        state.next_probe = Some(Instant::now() + interval);
+    }
+
+    /// Recomputes the effective throttle and publishes the gate when it changed.
+    fn publish(&self) {
+        let (effective, changed) = {
+            let mut state = self.lock();
+            let effective = state.throttle.effective_at(Timestamp::now());
+            let changed = effective.concurrency != state.effective.concurrency
+                || effective.paused != state.effective.paused;
+            state.effective = effective.clone();
+            (effective, changed)
+        };
+        ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY).set(f64::from(effective.concurrency));
+        ::metrics::gauge!(metrics::THROTTLE_PAUSED).set(if effective.paused { 1.0 } else { 0.0 });
+        ::metrics::gauge!(metrics::CHUNKS_IN_FLIGHT)
+            .set(f64::from(self.in_flight.load(Ordering::Relaxed)));
+        let gate = Gate {
+            concurrency: effective.concurrency,
+            paused: effective.paused,
+        };
+        self.gate_tx.send_if_modified(|current| {
+            let modified = *current != gate;
+            *current = gate;
+            modified
+        });
+        if changed {
+            tracing::info!(job = %self.job, concurrency = effective.concurrency, paused = effective.paused, reasons = ?effective.reasons, "throttle changed");
+        }
+    }
+
+    fn view(&self, effective: &Effective, with_load: bool) -> EffectiveView {
+        let state = self.lock();
+        let limiters = self
+            .limiters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        EffectiveView {
+            concurrency: effective.concurrency,
+            paused: effective.paused,
+            reasons: effective.reasons.clone(),
+            load: if with_load { state.last_load } else { None },
+            in_flight: if with_load {
+                self.in_flight.load(Ordering::Relaxed)
+            } else {
+                0
+            },
+            rows_per_sec: limiters.rows.as_ref().map_or(0, |(rate, _)| *rate),
+            bytes_per_sec: limiters.bytes.as_ref().map_or(0, |(rate, _)| *rate),
+        }
+    }
+
+    fn check_job(&self, job: &str) -> Result<(), ControlError> {
+        if job == self.job.0 {
+            Ok(())
+        } else {
+            Err(ControlError::UnknownJob(job.to_string()))
+        }
+    }
+
+    /// Validates, stores, then applies a new policy.
+    async fn replace_policy(
+        &self,
+        policy: ThrottlePolicy,
+        summary: String,
+    ) -> Result<EffectiveView, ControlError> {
+        policy.validate().map_err(ControlError::Invalid)?;
+        let change = PolicyChange {
+            at_unix_ms: unix_ms(),
+            origin: "operator".to_string(),
+            summary,
+        };
+        self.store
+            .save_policy(&self.job, &policy_json(&policy), &change)
+            .await
+            .map_err(|error| ControlError::Internal(error.to_string()))?;
+        {
+            let mut limiters = self
+                .limiters
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if limiters.rows.as_ref().map(|(rate, _)| *rate) != policy.rate.rows_per_sec {
+                limiters.rows = policy.rate.rows_per_sec.and_then(limiter);
+            }
+            if limiters.bytes.as_ref().map(|(rate, _)| *rate) != policy.rate.bytes_per_sec {
+                limiters.bytes = policy.rate.bytes_per_sec.and_then(limiter);
+            }
+        }
+        self.lock().throttle.set_policy(policy);
+        self.publish();
+        let effective = self.lock().effective.clone();
+        Ok(self.view(&effective, true))
+    }
+
+    fn current_policy(&self) -> ThrottlePolicy {
+        self.lock().throttle.policy().clone()
+    }
+}
+
+/// A one-line description of a policy, for the history.
+fn summarize(policy: &ThrottlePolicy) -> String {
+    let mut parts = vec![format!(
+        "default_concurrency {}",
+        policy.default_concurrency
+    )];
+    if !policy.schedule.is_empty() {
+        let windows: Vec<String> = policy
+            .schedule
+            .iter()
+            .map(|w| format!("{w} → {}", w.max_concurrency))
+            .collect();
+        parts.push(format!(
+            "schedule [{}] {}",
+            windows.join(", "),
+            policy.timezone
+        ));
+    }
+    if let Some(load) = &policy.load {
+        parts.push(format!("load max {} critical {}", load.max, load.critical));
+    }
+    if let Some(rows) = policy.rate.rows_per_sec {
+        parts.push(format!("rows/s {rows}"));
+    }
+    if let Some(bytes) = policy.rate.bytes_per_sec {
+        parts.push(format!("bytes/s {bytes}"));
+    }
+    if let Some(cap) = policy.max_concurrency_override {
+        parts.push(format!("override {cap}"));
+    }
+    if policy.paused {
+        parts.push("paused".to_string());
+    }
+    parts.join(", ")
+}
+
+fn describe_limit(value: Option<u64>) -> String {
+    value.map_or("none".to_string(), |v| v.to_string())
+}
+
+#[async_trait]
+impl Admission for JobPacer {
+    async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
+        self.wait_while_paused().await?;
+        let (rows_limiter, bytes_limiter) = {
+            let limiters = self
+                .limiters
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                limiters.rows.as_ref().map(|(_, l)| l.clone()),
+                limiters.bytes.as_ref().map(|(_, l)| l.clone()),
+            )
+        };
+        if let Some(limiter) = rows_limiter {
+            take(&limiter, rows).await;
+        }
+        if let Some(limiter) = bytes_limiter {
+            take(&limiter, bytes).await;
+        }
+        // A pause may have come while the batch waited for the rate limit.
+        self.wait_while_paused().await?;
+        self.rows_streamed.fetch_add(rows, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl JobPacer {
+    async fn wait_while_paused(&self) -> Result<(), String> {
+        let mut gate = self.gate_tx.subscribe();
+        if !gate.borrow_and_update().paused {
+            return Ok(());
+        }
+        let timeout = self
+            .lock()
+            .throttle
+            .policy()
+            .load
+            .as_ref()
+            .map_or(DEFAULT_PAUSE_TIMEOUT, |load| {
+                Duration::from_millis(load.pause_timeout_ms)
+            });
+        match tokio::time::timeout(timeout, gate.wait_for(|gate| !gate.paused)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
+                timeout.as_secs()
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl JobControl for JobPacer {
+    async fn job_status(&self, job: &str) -> Result<JobStatusView, ControlError> {
+        self.check_job(job)?;
+        let chunks = self
+            .store
+            .list_chunks(&self.job)
+            .await
+            .map_err(|error| ControlError::Internal(error.to_string()))?;
+        let verified: Vec<_> = chunks
+            .iter()
+            .filter(|chunk| chunk.state == ChunkState::Verified)
+            .collect();
+        let failed = chunks
+            .iter()
+            .filter(|chunk| chunk.state == ChunkState::Failed)
+            .count() as u32;
+        let paused = self.lock().effective.paused;
+        let done = self.done.load(Ordering::Relaxed);
+        let state = match (done, failed > 0, paused) {
+            (true, true, _) => JobStateView::Failed,
+            (true, false, _) => JobStateView::Done,
+            (false, _, true) => JobStateView::Paused,
+            (false, _, false) => JobStateView::Running,
+        };
+        Ok(JobStatusView {
+            state,
+            rows_verified: verified.iter().map(|chunk| chunk.rows).sum(),
+            rows_streamed: self.rows_streamed.load(Ordering::Relaxed),
+            chunks_total: chunks.len() as u32,
+            chunks_verified: verified.len() as u32,
+            chunks_failed: failed,
+            chunks_running: self.in_flight.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn pause(&self, job: &str) -> Result<EffectiveView, ControlError> {
+        self.check_job(job)?;
+        let mut policy = self.current_policy();
+        policy.paused = true;
+        self.replace_policy(policy, "paused: false → true".to_string())
+            .await
+    }
+
+    async fn resume(&self, job: &str) -> Result<EffectiveView, ControlError> {
+        self.check_job(job)?;
+        let mut policy = self.current_policy();
+        policy.paused = false;
+        self.replace_policy(policy, "paused: true → false".to_string())
+            .await
+    }
+
+    async fn update_throttle(
+        &self,
+        job: &str,
+        update: ThrottleUpdate,
+    ) -> Result<(String, EffectiveView), ControlError> {
+        self.check_job(job)?;
+        let old = self.current_policy();
+        let mut policy = old.clone();
+        let mut changes = Vec::new();
+        if let Some(cap) = update.max_concurrency {
+            policy.max_concurrency_override = Some(cap);
+        }
+        if update.clear_override {
+            policy.max_concurrency_override = None;
+        }
+        if policy.max_concurrency_override != old.max_concurrency_override {
+            changes.push(format!(
+                "max_concurrency override: {} → {}",
+                describe_limit(old.max_concurrency_override.map(u64::from)),
+                describe_limit(policy.max_concurrency_override.map(u64::from))
+            ));
+        }
+        if let Some(rows) = update.rows_per_sec {
+            policy.rate.rows_per_sec = (rows > 0).then_some(rows);
+            changes.push(format!(
+                "rows_per_sec: {} → {}",
+                describe_limit(old.rate.rows_per_sec),
+                describe_limit(policy.rate.rows_per_sec)
+            ));
+        }
+        if let Some(bytes) = update.bytes_per_sec {
+            policy.rate.bytes_per_sec = (bytes > 0).then_some(bytes);
+            changes.push(format!(
+                "bytes_per_sec: {} → {}",
+                describe_limit(old.rate.bytes_per_sec),
+                describe_limit(policy.rate.bytes_per_sec)
+            ));
+        }
+        if update.load_max.is_some() || update.load_critical.is_some() {
+            let Some(load) = policy.load.as_mut() else {
+                return Err(ControlError::Invalid(vec![
+                    "throttle.load: the job has no load probe; add throttle.load to the spec to use --load-max/--load-critical".to_string(),
+                ]));
+            };
+            let (old_max, old_critical) = (load.max, load.critical);
+            if let Some(max) = update.load_max {
+                load.max = max;
+            }
+            if let Some(critical) = update.load_critical {
+                load.critical = critical;
+            }
+            changes.push(format!(
+                "load max {old_max} → {}, critical {old_critical} → {}",
+                load.max, load.critical
+            ));
+        }
+        if let Some(yaml) = update.schedule_yaml {
+            let windows = parse_throttle_schedule(&yaml).map_err(|errors| {
+                ControlError::Invalid(errors.0.iter().map(ToString::to_string).collect())
+            })?;
+            let describe = |windows: &[ferry_common::throttle::ScheduleWindow]| {
+                windows
+                    .iter()
+                    .map(|w| format!("{w} → {}", w.max_concurrency))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            changes.push(format!(
+                "schedule: [{}] → [{}]",
+                describe(&old.schedule),
+                describe(&windows)
+            ));
+            policy.schedule = windows;
+        }
+        if changes.is_empty() {
+            return Err(ControlError::Invalid(vec!["nothing to change".to_string()]));
+        }
+        let view = self
+            .replace_policy(policy.clone(), changes.join("; "))
+            .await?;
+        Ok((policy_json(&policy), view))
+    }
+
+    async fn throttle(
+        &self,
+        job: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(String, EffectiveView), ControlError> {
+        self.check_job(job)?;
+        let policy = self.current_policy();
+        let view = match at {
+            Some(instant) => self.view(&explain_at(&policy, instant), false),
+            None => {
+                let effective = self.lock().effective.clone();
+                self.view(&effective, true)
+            }
+        };
+        Ok((policy_json(&policy), view))
+    }
+
+    async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+        self.check_job(job)?;
+        self.store
+            .policy_history(&self.job)
+            .await
+            .map_err(|error| ControlError::Internal(error.to_string()))
+    }
+}

@@ -1,0 +1,3 @@
+//! gRPC services: thin adapters from tonic to the domain traits.
+
+pub mod control;
