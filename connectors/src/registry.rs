@@ -13,6 +13,10 @@ pub fn available_kinds() -> &'static [&'static str] {
     &[
         #[cfg(feature = "sqlite")]
         "sqlite",
+        #[cfg(feature = "mysql")]
+        "mysql",
+        #[cfg(feature = "postgres")]
+        "postgres",
     ]
 }
 
@@ -23,6 +27,16 @@ pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
         "sqlite" => {
             let (path, label) = file_path(endpoint, "source");
             let source = crate::sqlite::SqliteSource::open(path, label).await?;
+            Ok(Arc::new(source))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let source = crate::postgres::PostgresSource::open(&endpoint.location).await?;
+            Ok(Arc::new(source))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let source = crate::mysql::MysqlSource::open(&endpoint.location).await?;
             Ok(Arc::new(source))
         }
         other => Err(unknown_kind("source", other)),
@@ -36,6 +50,16 @@ pub async fn open_sink(endpoint: &EndpointSpec) -> Result<Arc<dyn Sink>> {
         "sqlite" => {
             let (path, label) = file_path(endpoint, "target");
             let sink = crate::sqlite::SqliteSink::open(path, label).await?;
+            Ok(Arc::new(sink))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let sink = crate::postgres::PostgresSink::open(&endpoint.location).await?;
+            Ok(Arc::new(sink))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let sink = crate::mysql::MysqlSink::open(&endpoint.location).await?;
             Ok(Arc::new(sink))
         }
         other => Err(unknown_kind("target", other)),

@@ -172,6 +172,12 @@ pub trait Sink: Send + Sync {
     /// still be split on it.
     fn can_carry_rowid(&self) -> bool;
 
+    /// The target table a source table is written to. Two source tables with the same
+    /// target are refused when the job is planned.
+    fn target_table(&self, table: &TableSchema) -> TableName {
+        table.name.clone()
+    }
+
     /// Creates the target table, checks an existing one, or recreates it, per
     /// `options.mode`. Idempotent for `CreateIfMissing` and `RequireExisting`. A column
     /// whose type this sink cannot hold losslessly (and has no override) is refused here,

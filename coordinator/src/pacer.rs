@@ -79,6 +79,48 @@ struct PacerState {
     effective: Effective,
     last_load: Option<f64>,
     next_probe: Option<Instant>,
+    cpu: CpuSampler,
+    cpu_busy: Option<f64>,
+}
+
+/// Host CPU utilisation from `/proc/stat` (Linux), sampled between two readings.
+#[derive(Default)]
+struct CpuSampler {
+    last: Option<(u64, u64)>,
+    last_at: Option<Instant>,
+}
+
+impl CpuSampler {
+    /// Busy percentage since the previous sample at least a second ago; `None` until two
+    /// samples exist or when `/proc/stat` cannot be read.
+    fn sample(&mut self) -> Option<f64> {
+        if self
+            .last_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        let total: u64 = fields.iter().take(8).sum();
+        let previous = self.last.replace((idle, total));
+        self.last_at = Some(Instant::now());
+        let (previous_idle, previous_total) = previous?;
+        let total_delta = total.saturating_sub(previous_total);
+        if total_delta == 0 {
+            return None;
+        }
+        let idle_delta = idle.saturating_sub(previous_idle);
+        Some(100.0 * (1.0 - idle_delta as f64 / total_delta as f64))
+    }
 }
 
 /// Paces one job; implements [`Admission`] for its chunks and [`JobControl`] for operators.
@@ -170,6 +212,7 @@ impl JobPacer {
         let gate = Gate {
             concurrency: effective.concurrency,
             paused: effective.paused,
+            hold_new: false,
         };
         let (gate_tx, _) = watch::channel(gate);
         let pacer = Arc::new(Self {
@@ -185,6 +228,8 @@ impl JobPacer {
                 effective,
                 last_load: None,
                 next_probe: Some(Instant::now()),
+                cpu: CpuSampler::default(),
+                cpu_busy: None,
             }),
             gate_tx,
             in_flight: Arc::new(AtomicU32::new(0)),
@@ -279,13 +324,26 @@ impl JobPacer {
 
     /// Recomputes the effective throttle and publishes the gate when it changed.
     fn publish(&self) {
-        let (effective, changed) = {
+        let (effective, changed, hold_new) = {
             let mut state = self.lock();
-            let effective = state.throttle.effective_at(Timestamp::now());
+            let mut effective = state.throttle.effective_at(Timestamp::now());
+            if let Some(busy) = state.cpu.sample() {
+                state.cpu_busy = Some(busy);
+            }
+            let cpu_max = state.throttle.policy().worker_cpu_max;
+            let hold_new = match (cpu_max, state.cpu_busy) {
+                (Some(max), Some(busy)) if busy >= max => {
+                    effective.reasons.push(format!(
+                        "host CPU {busy:.0}% >= worker_cpu_max {max}%: no new chunks start"
+                    ));
+                    true
+                }
+                _ => false,
+            };
             let changed = effective.concurrency != state.effective.concurrency
                 || effective.paused != state.effective.paused;
             state.effective = effective.clone();
-            (effective, changed)
+            (effective, changed, hold_new)
         };
         ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY).set(f64::from(effective.concurrency));
         ::metrics::gauge!(metrics::THROTTLE_PAUSED).set(if effective.paused { 1.0 } else { 0.0 });
@@ -294,6 +352,7 @@ impl JobPacer {
         let gate = Gate {
             concurrency: effective.concurrency,
             paused: effective.paused,
+            hold_new,
         };
         self.gate_tx.send_if_modified(|current| {
             let modified = *current != gate;

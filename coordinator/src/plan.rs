@@ -32,6 +32,19 @@ pub enum PlanError {
         /// The source's tables.
         available: String,
     },
+    /// Two source tables would be written to the same target table.
+    #[error(
+        "tables {first} and {second} would both be written to target table {target}; \
+         exclude one of them in tables.exclude"
+    )]
+    TargetCollision {
+        /// The first source table.
+        first: TableName,
+        /// The second source table.
+        second: TableName,
+        /// Their common target.
+        target: TableName,
+    },
     /// A connector failed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -95,11 +108,26 @@ pub async fn plan_job(
     sink: &dyn Sink,
 ) -> Result<JobPlan, PlanError> {
     let selected = select_tables(spec, source).await?;
+    let mut described = Vec::with_capacity(selected.len());
+    let mut targets: std::collections::HashMap<TableName, TableName> =
+        std::collections::HashMap::new();
+    for name in &selected {
+        let schema = source.describe_table(name).await?;
+        let target = sink.target_table(&schema);
+        if let Some(first) = targets.insert(target.clone(), name.clone()) {
+            return Err(PlanError::TargetCollision {
+                first,
+                second: name.clone(),
+                target,
+            });
+        }
+        described.push(schema);
+    }
     let mut tables = Vec::with_capacity(selected.len());
     let mut chunks = Vec::new();
     let mut prepared = Vec::with_capacity(selected.len());
-    for name in selected {
-        let schema = source.describe_table(&name).await?;
+    for schema in described {
+        let name = schema.name.clone();
         let same_engine = source.kind() == sink.kind();
         let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid(), same_engine);
         // Prepare before counting: a target that cannot take the table fails the job

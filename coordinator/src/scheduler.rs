@@ -46,6 +46,9 @@ pub struct Gate {
     pub concurrency: u32,
     /// No chunk may start (and running ones stop reading, through [`Admission`]).
     pub paused: bool,
+    /// No new chunk may start, but running ones go on (the host's CPU is above
+    /// `throttle.worker_cpu_max`).
+    pub hold_new: bool,
 }
 
 /// How a run is paced: the gate the scheduler obeys, the admission running chunks pass
@@ -66,6 +69,7 @@ impl Pacing {
         let (_gate_tx, gate) = watch::channel(Gate {
             concurrency,
             paused: false,
+            hold_new: false,
         });
         Self {
             gate,
@@ -189,7 +193,12 @@ pub async fn run_job(
 
         let gate = *pacing.gate.borrow_and_update();
         let limit = options.workers.max(1).min(gate.concurrency.max(1) as usize);
-        while !cancel.is_cancelled() && !gate.paused && running.len() < limit && !queue.is_empty() {
+        while !cancel.is_cancelled()
+            && !gate.paused
+            && !gate.hold_new
+            && running.len() < limit
+            && !queue.is_empty()
+        {
             let Some(worker) = free_workers.pop_front() else {
                 break;
             };

@@ -89,9 +89,11 @@ impl LocalError {
             LocalError::ReadSpec { .. }
             | LocalError::InvalidSpec { .. }
             | LocalError::SpecChanged { .. } => exit_code::INVALID_INPUT,
-            LocalError::Plan(PlanError::TableNotFound { .. } | PlanError::NoTables { .. }) => {
-                exit_code::INVALID_INPUT
-            }
+            LocalError::Plan(
+                PlanError::TableNotFound { .. }
+                | PlanError::NoTables { .. }
+                | PlanError::TargetCollision { .. },
+            ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }
     }

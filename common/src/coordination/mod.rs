@@ -8,10 +8,16 @@
 //! VERIFIED chunks stay verified; chunks that were in flight go back to PLANNED and are
 //! re-copied with overwrite under a higher attempt.
 //!
+//! [`EtcdStore`] implements the same semantics on etcd; the shared [`conformance`] suite
+//! checks both.
+//!
 //! A chunk's life: `PLANNED → ASSIGNED → COPYING → VERIFYING → VERIFIED`, back to
 //! `PLANNED` (attempt + 1 at the next assignment) on a failed copy, a mismatch or a lost
 //! worker, and `FAILED` after the last allowed attempt.
 
+pub mod conformance;
+mod etcd;
+pub mod keys;
 mod local;
 
 use std::fmt;
@@ -24,6 +30,7 @@ use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
 use crate::key::{ChunkRange, SplitKey};
 use crate::schema::TableSchema;
 
+pub use etcd::{EtcdFailure, EtcdStore, EtcdStoreOptions};
 pub use local::LocalStore;
 
 /// Where a chunk is in its life.
@@ -218,6 +225,68 @@ pub enum CoordinationError {
         /// The refused state.
         to: ChunkState,
     },
+    /// The job (or other record) to create exists already.
+    #[error("{what} already exists in the coordination store")]
+    AlreadyExists {
+        /// What was to be created.
+        what: String,
+    },
+    /// An etcd request failed, timed out, or kept losing its compare to other writers.
+    /// [`CoordinationError::is_retryable`] tells which.
+    #[error("etcd: failed to {operation}: {source}")]
+    Etcd {
+        /// What was being done, e.g. "assign chunk 3 of job orders".
+        operation: String,
+        /// The classified failure.
+        #[source]
+        source: EtcdFailure,
+    },
+    /// A value stored in etcd could not be decoded (or a record could not be encoded).
+    #[error("etcd key {key}: corrupt value: {detail}")]
+    CorruptValue {
+        /// The key, as text.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A fenced store's leader key no longer has the creation revision of the term it
+    /// was fenced with: this process lost leadership, and the write was refused whole.
+    #[error(
+        "not the leader: leader key {leader_key} no longer has create revision \
+         {create_revision}; the write was refused"
+    )]
+    NotLeader {
+        /// The leader key, as text.
+        leader_key: String,
+        /// The creation revision of the leader key in the lost term.
+        create_revision: i64,
+    },
+}
+
+impl CoordinationError {
+    /// Returns whether the same call may succeed if tried again unchanged: etcd
+    /// unavailable or overloaded, a request timeout, a busy state file. A refused
+    /// compare, a stale attempt, lost leadership, a corrupt value and every other
+    /// error are final.
+    ///
+    /// A retryable error from a write may still have been applied (the answer was lost
+    /// after etcd committed): reload the affected records before acting on them again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CoordinationError::Etcd { source, .. } => source.is_retryable(),
+            CoordinationError::Storage { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            CoordinationError::Corrupt { .. }
+            | CoordinationError::NotFound { .. }
+            | CoordinationError::StaleAttempt { .. }
+            | CoordinationError::InvalidTransition { .. }
+            | CoordinationError::AlreadyExists { .. }
+            | CoordinationError::CorruptValue { .. }
+            | CoordinationError::NotLeader { .. } => false,
+        }
+    }
 }
 
 /// Shorthand for coordination results.

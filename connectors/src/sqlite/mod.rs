@@ -333,6 +333,14 @@ impl Source for SqliteSource {
     }
 }
 
+/// The target table for a source table: the same name in SQLite's `main` database,
+/// whatever schema the source had (a PostgreSQL `public.t` becomes `t`).
+fn in_main(table: &TableSchema) -> TableSchema {
+    let mut target = table.clone();
+    target.name.schema = None;
+    target
+}
+
 /// A SQLite database written as a target.
 pub struct SqliteSink {
     path: PathBuf,
@@ -378,6 +386,10 @@ impl Sink for SqliteSink {
         true
     }
 
+    fn target_table(&self, table: &TableSchema) -> TableName {
+        in_main(table).name
+    }
+
     async fn prepare_table(
         &self,
         table: &TableSchema,
@@ -385,7 +397,7 @@ impl Sink for SqliteSink {
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
         let connection = open_read_write(&self.path, &self.label)?;
-        let table = table.clone();
+        let table = in_main(table);
         let key = key.clone();
         let options = options.clone();
         blocking(move || write::prepare_table(&connection, &table, &key, &options)).await
@@ -397,7 +409,7 @@ impl Sink for SqliteSink {
         batches: BatchStream,
     ) -> Result<WriteSummary> {
         let mut connection = open_read_write(&self.path, &self.label)?;
-        let table = chunk.table.clone();
+        let table = in_main(chunk.table);
         let key = chunk.key.clone();
         let range = chunk.range.clone();
         let fence = chunk.fence.clone();
@@ -423,7 +435,7 @@ impl Sink for SqliteSink {
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
         let connection = open_read_only("target", &self.path, &self.label)?;
-        let table = table.clone();
+        let table = in_main(table);
         let key = key.clone();
         let range = range.clone();
         blocking(move || {
@@ -456,7 +468,7 @@ impl Sink for SqliteSink {
         range: &ChunkRange,
     ) -> Result<u64> {
         let connection = open_read_only("target", &self.path, &self.label)?;
-        let table = table.clone();
+        let table = in_main(table);
         let key = key.clone();
         let range = range.clone();
         blocking(move || split::count_range(&connection, &table, &key, &range)).await

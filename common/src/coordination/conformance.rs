@@ -1,0 +1,956 @@
+//! The conformance suite of [`Coordination`]: plain `async fn check_*` functions that
+//! panic with a message on a violation, run against [`LocalStore`](super::LocalStore)
+//! (in memory and on a file) and [`EtcdStore`] by `tests/tests/coordination_store.rs`.
+//! `LocalStore` is the reference: whatever it does, every store does.
+//!
+//! Each check creates its own uniquely named job, so checks may share a store. The
+//! `check_etcd_*` functions cover what only the etcd store has (txn splitting, leader
+//! fencing, interrupted creation, corrupt values).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use super::{
+    ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdStore,
+    JobRecord, PolicyChange, TableRecord,
+};
+use crate::checksum::RangeChecksum;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use crate::proto::v1 as pb;
+use crate::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+
+/// Returns a string unique to this call (process, time, counter and a random seed): for
+/// job names and test prefixes such as `/ferry-test/{unique_suffix()}/v1`.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
+
+fn unique_job(base: &str) -> JobId {
+    JobId(format!("{base}-{}", unique_suffix()))
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId(name.to_owned())
+}
+
+/// Returns a job record with two tables and `num_chunks` PLANNED chunks whose ranges
+/// cover every kind of range and key value.
+pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>) {
+    let table = |name: &str, key: SplitKey| TableRecord {
+        schema: TableSchema {
+            name: TableName {
+                schema: Some("public".into()),
+                name: name.into(),
+            },
+            columns: vec![
+                ColumnSchema {
+                    name: "id".into(),
+                    declared_type: "BIGINT".into(),
+                    column_type: ColumnType::Int64,
+                    nullable: false,
+                },
+                ColumnSchema {
+                    name: "note".into(),
+                    declared_type: "TEXT".into(),
+                    column_type: ColumnType::Text,
+                    nullable: true,
+                },
+            ],
+            primary_key: vec!["id".into()],
+            has_rowid: false,
+            source_kind: "sqlite".into(),
+            native_ddl: Some(format!(
+                "CREATE TABLE {name} (id BIGINT PRIMARY KEY, note TEXT)"
+            )),
+        },
+        key,
+        warnings: vec![format!("{name}: a planning remark")],
+    };
+    let record = JobRecord {
+        id: job.clone(),
+        run_id: format!("run-{}", unique_suffix()),
+        fingerprint: "fp-0123456789abcdef".into(),
+        tables: vec![
+            table(
+                "orders",
+                SplitKey::Columns {
+                    names: vec!["id".into()],
+                    nullable: true,
+                    single_integer: true,
+                },
+            ),
+            table("notes", SplitKey::None),
+        ],
+    };
+    let chunks = (0..num_chunks)
+        .map(|index| {
+            let range = match index % 5 {
+                0 => ChunkRange::WholeTable,
+                1 => ChunkRange::NullKeys,
+                2 => ChunkRange::Interval {
+                    lower: None,
+                    upper: Some(KeyBound(vec![KeyValue::Int(i64::from(index))])),
+                },
+                3 => ChunkRange::Interval {
+                    lower: Some(KeyBound(vec![
+                        KeyValue::Text(format!("k\"{index}/é")),
+                        KeyValue::Real(-0.5),
+                    ])),
+                    upper: Some(KeyBound(vec![
+                        KeyValue::Blob(vec![0, 255, 7]),
+                        KeyValue::Int(i64::MIN),
+                    ])),
+                },
+                _ => ChunkRange::Interval {
+                    lower: Some(KeyBound(vec![KeyValue::Int(i64::from(index))])),
+                    upper: None,
+                },
+            };
+            ChunkRecord {
+                id: ChunkId(index),
+                table_index: (index % 2) as usize,
+                range,
+                estimated_rows: 1_000 + u64::from(index),
+                state: ChunkState::Planned,
+                attempt: Attempt(0),
+                failures: 0,
+                mismatches: 0,
+                rows: 0,
+                checksum: None,
+                last_error: None,
+                worker: None,
+            }
+        })
+        .collect();
+    (record, chunks)
+}
+
+async fn create_sample(store: &dyn Coordination, base: &str, num_chunks: u32) -> JobId {
+    let job = unique_job(base);
+    let (record, chunks) = sample_job(&job, num_chunks);
+    store
+        .create_job(&record, &chunks)
+        .await
+        .unwrap_or_else(|error| panic!("create job {job}: {error}"));
+    job
+}
+
+async fn chunk(store: &dyn Coordination, job: &JobId, id: ChunkId) -> ChunkRecord {
+    store
+        .list_chunks(job)
+        .await
+        .unwrap_or_else(|error| panic!("list chunks of job {job}: {error}"))
+        .into_iter()
+        .find(|record| record.id == id)
+        .unwrap_or_else(|| panic!("chunk {id} of job {job} is missing"))
+}
+
+/// A job and its chunks read back exactly as created; an unknown job is `None` with no
+/// chunks; creating an existing job again fails and changes nothing.
+pub async fn check_create_load_round_trip(store: &dyn Coordination) {
+    let job = unique_job("round-trip");
+    let (record, chunks) = sample_job(&job, 12);
+    store
+        .create_job(&record, &chunks)
+        .await
+        .expect("create job");
+
+    let (loaded, loaded_chunks) = store
+        .load_job(&job)
+        .await
+        .expect("load job")
+        .expect("the created job exists");
+    assert_eq!(loaded, record, "job record after a round trip");
+    assert_eq!(
+        loaded_chunks, chunks,
+        "chunks after a round trip, in id order"
+    );
+    assert_eq!(store.list_chunks(&job).await.expect("list"), chunks);
+
+    let unknown = unique_job("never-created");
+    assert!(
+        store
+            .load_job(&unknown)
+            .await
+            .expect("load unknown")
+            .is_none()
+    );
+    assert!(
+        store
+            .list_chunks(&unknown)
+            .await
+            .expect("list unknown")
+            .is_empty()
+    );
+
+    let (other_record, other_chunks) = sample_job(&job, 3);
+    assert!(
+        store
+            .create_job(&other_record, &other_chunks)
+            .await
+            .is_err(),
+        "creating job {job} twice must fail"
+    );
+    let (reloaded, reloaded_chunks) = store
+        .load_job(&job)
+        .await
+        .expect("reload")
+        .expect("still exists");
+    assert_eq!(reloaded, record, "a refused re-creation changed the record");
+    assert_eq!(
+        reloaded_chunks, chunks,
+        "a refused re-creation changed the chunks"
+    );
+
+    // Any job name works, even one that looks like a path.
+    let odd = unique_job("odd/name ü%");
+    let (odd_record, odd_chunks) = sample_job(&odd, 2);
+    store
+        .create_job(&odd_record, &odd_chunks)
+        .await
+        .expect("create odd name");
+    assert_eq!(
+        store.load_job(&odd).await.expect("load odd name"),
+        Some((odd_record, odd_chunks))
+    );
+    assert!(
+        store
+            .load_job(&JobId("odd".into()))
+            .await
+            .expect("load")
+            .is_none()
+    );
+
+    // A job without chunks is a job too.
+    let empty = unique_job("no-chunks");
+    let (empty_record, _) = sample_job(&empty, 0);
+    store
+        .create_job(&empty_record, &[])
+        .await
+        .expect("create empty");
+    let (loaded_empty, no_chunks) = store
+        .load_job(&empty)
+        .await
+        .expect("load empty")
+        .expect("empty job exists");
+    assert_eq!(loaded_empty, empty_record);
+    assert!(no_chunks.is_empty());
+}
+
+/// `assign` takes only a PLANNED chunk, bumps its attempt by one and records the worker;
+/// an assigned, verified or unknown chunk is refused and left unchanged.
+pub async fn check_assign_bumps_attempt_and_refuses_non_planned(store: &dyn Coordination) {
+    let job = create_sample(store, "assign", 3).await;
+    let first = store
+        .assign(&job, ChunkId(1), &worker("w-a"))
+        .await
+        .expect("assign a planned chunk");
+    assert_eq!(first, Attempt(1));
+    let record = chunk(store, &job, ChunkId(1)).await;
+    assert_eq!(record.state, ChunkState::Assigned);
+    assert_eq!(record.attempt, Attempt(1));
+    assert_eq!(record.worker, Some(worker("w-a")));
+
+    match store.assign(&job, ChunkId(1), &worker("w-b")).await {
+        Err(CoordinationError::InvalidTransition {
+            chunk,
+            from: ChunkState::Assigned,
+            to: ChunkState::Assigned,
+        }) => assert_eq!(chunk, ChunkId(1)),
+        other => panic!("assigning an assigned chunk must be an invalid transition: {other:?}"),
+    }
+    assert_eq!(
+        chunk(store, &job, ChunkId(1)).await,
+        record,
+        "refused assign wrote"
+    );
+
+    match store.assign(&job, ChunkId(99), &worker("w-a")).await {
+        Err(CoordinationError::NotFound { .. }) => {}
+        other => panic!("assigning an unknown chunk must be NotFound: {other:?}"),
+    }
+
+    // Back to PLANNED: the next assignment is attempt 2.
+    store
+        .complete(
+            &job,
+            ChunkId(1),
+            first,
+            &ChunkCompletion::Requeue {
+                reason: "paused".into(),
+            },
+        )
+        .await
+        .expect("requeue");
+    let second = store
+        .assign(&job, ChunkId(1), &worker("w-b"))
+        .await
+        .expect("reassign");
+    assert_eq!(second, Attempt(2));
+
+    // Through COPYING and VERIFYING to VERIFIED; then nothing more is assigned.
+    store
+        .report_state(&job, ChunkId(1), second, ChunkState::Copying)
+        .await
+        .expect("copying");
+    assert_eq!(
+        chunk(store, &job, ChunkId(1)).await.state,
+        ChunkState::Copying
+    );
+    match store
+        .report_state(&job, ChunkId(1), second, ChunkState::Verified)
+        .await
+    {
+        Err(CoordinationError::InvalidTransition { .. }) => {}
+        other => panic!("report_state may only move to COPYING or VERIFYING: {other:?}"),
+    }
+    store
+        .report_state(&job, ChunkId(1), second, ChunkState::Verifying)
+        .await
+        .expect("verifying");
+    let checksum = RangeChecksum {
+        rows: 1_234,
+        sum: u128::MAX - 99,
+    };
+    let verified = store
+        .complete(
+            &job,
+            ChunkId(1),
+            second,
+            &ChunkCompletion::Verified {
+                rows: 1_234,
+                checksum,
+            },
+        )
+        .await
+        .expect("verified");
+    assert_eq!(verified.state, ChunkState::Verified);
+    assert_eq!(verified.rows, 1_234);
+    assert_eq!(verified.checksum, Some(checksum));
+    assert_eq!(verified.worker, None);
+    assert_eq!(chunk(store, &job, ChunkId(1)).await, verified);
+    match store.assign(&job, ChunkId(1), &worker("w-a")).await {
+        Err(CoordinationError::InvalidTransition {
+            from: ChunkState::Verified,
+            ..
+        }) => {}
+        other => panic!("a verified chunk is never assigned again: {other:?}"),
+    }
+    // The other chunks were not touched.
+    let (_, planned) = sample_job(&job, 3);
+    assert_eq!(chunk(store, &job, ChunkId(0)).await, planned[0]);
+    assert_eq!(chunk(store, &job, ChunkId(2)).await, planned[2]);
+}
+
+/// An attempt that is not the chunk's current in-flight one can neither report nor
+/// complete (`StaleAttempt` naming the current attempt), and changes nothing.
+pub async fn check_stale_attempt_cannot_complete(store: &dyn Coordination) {
+    let job = create_sample(store, "stale", 2).await;
+    let id = ChunkId(0);
+    let first = store
+        .assign(&job, id, &worker("w-a"))
+        .await
+        .expect("assign");
+    let retried = store
+        .complete(
+            &job,
+            id,
+            first,
+            &ChunkCompletion::Retry {
+                reason: "copy failed: connection reset".into(),
+                mismatch: false,
+            },
+        )
+        .await
+        .expect("retry");
+    assert_eq!(retried.state, ChunkState::Planned);
+    assert_eq!(retried.failures, 1);
+    assert_eq!(retried.mismatches, 0);
+    assert_eq!(
+        retried.last_error.as_deref(),
+        Some("copy failed: connection reset")
+    );
+    assert_eq!(retried.worker, None);
+    assert_eq!(chunk(store, &job, id).await, retried);
+
+    // The old attempt cannot complete a PLANNED chunk.
+    match store
+        .complete(
+            &job,
+            id,
+            first,
+            &ChunkCompletion::Verified {
+                rows: 1,
+                checksum: RangeChecksum::default(),
+            },
+        )
+        .await
+    {
+        Err(CoordinationError::StaleAttempt {
+            attempt, current, ..
+        }) => assert_eq!((attempt, current), (first, first)),
+        other => panic!("completing a planned chunk must be stale: {other:?}"),
+    }
+
+    let second = store
+        .assign(&job, id, &worker("w-b"))
+        .await
+        .expect("reassign");
+    assert_eq!(second, Attempt(2));
+    let before = chunk(store, &job, id).await;
+    let zombie = ChunkCompletion::Verified {
+        rows: 5,
+        checksum: RangeChecksum { rows: 5, sum: 5 },
+    };
+    match store.complete(&job, id, first, &zombie).await {
+        Err(CoordinationError::StaleAttempt {
+            chunk,
+            attempt,
+            current,
+        }) => {
+            assert_eq!(chunk, id);
+            assert_eq!(attempt, first);
+            assert_eq!(current, second);
+        }
+        other => panic!("a stale attempt must not complete: {other:?}"),
+    }
+    match store
+        .report_state(&job, id, first, ChunkState::Copying)
+        .await
+    {
+        Err(CoordinationError::StaleAttempt { current, .. }) => assert_eq!(current, second),
+        other => panic!("a stale attempt must not report: {other:?}"),
+    }
+    assert_eq!(
+        chunk(store, &job, id).await,
+        before,
+        "a stale attempt wrote"
+    );
+
+    // The current attempt fails for good on a mismatch; afterwards it is stale too.
+    let failed = store
+        .complete(
+            &job,
+            id,
+            second,
+            &ChunkCompletion::Failed {
+                reason: "checksum mismatch".into(),
+                mismatch: true,
+            },
+        )
+        .await
+        .expect("fail");
+    assert_eq!(failed.state, ChunkState::Failed);
+    assert_eq!((failed.failures, failed.mismatches), (2, 1));
+    assert_eq!(failed.attempt, second);
+    assert!(matches!(
+        store.complete(&job, id, second, &zombie).await,
+        Err(CoordinationError::StaleAttempt { .. })
+    ));
+    match store.complete(&job, ChunkId(42), Attempt(1), &zombie).await {
+        Err(CoordinationError::NotFound { .. }) => {}
+        other => panic!("completing an unknown chunk must be NotFound: {other:?}"),
+    }
+}
+
+/// `requeue_in_flight` returns exactly the ASSIGNED, COPYING and VERIFYING chunks to
+/// PLANNED without a worker; `reset_failed` returns FAILED chunks to PLANNED with no
+/// failures counted. Both return the ids they changed, in id order; attempts are kept.
+pub async fn check_requeue_in_flight_and_reset_failed(store: &dyn Coordination) {
+    let job = create_sample(store, "requeue", 8).await;
+    // 0 planned, 1 assigned, 2 copying, 3 verifying, 4 verified, 5 failed, 6 assigned,
+    // 7 failed.
+    let mut attempts = Vec::new();
+    for index in 1..=7 {
+        let attempt = store
+            .assign(&job, ChunkId(index), &worker("w-a"))
+            .await
+            .expect("assign");
+        attempts.push(attempt);
+    }
+    let at = |index: u32| attempts[index as usize - 1];
+    store
+        .report_state(&job, ChunkId(2), at(2), ChunkState::Copying)
+        .await
+        .expect("copying");
+    store
+        .report_state(&job, ChunkId(3), at(3), ChunkState::Verifying)
+        .await
+        .expect("verifying");
+    store
+        .complete(
+            &job,
+            ChunkId(4),
+            at(4),
+            &ChunkCompletion::Verified {
+                rows: 10,
+                checksum: RangeChecksum { rows: 10, sum: 77 },
+            },
+        )
+        .await
+        .expect("verified");
+    for index in [5, 7] {
+        store
+            .complete(
+                &job,
+                ChunkId(index),
+                at(index),
+                &ChunkCompletion::Failed {
+                    reason: "gave up".into(),
+                    mismatch: false,
+                },
+            )
+            .await
+            .expect("failed");
+    }
+    let before = store.list_chunks(&job).await.expect("list");
+
+    let requeued = store.requeue_in_flight(&job).await.expect("requeue");
+    assert_eq!(
+        requeued,
+        vec![ChunkId(1), ChunkId(2), ChunkId(3), ChunkId(6)]
+    );
+    let after = store.list_chunks(&job).await.expect("list");
+    for (old, new) in before.iter().zip(&after) {
+        if requeued.contains(&old.id) {
+            let expected = ChunkRecord {
+                state: ChunkState::Planned,
+                worker: None,
+                ..old.clone()
+            };
+            assert_eq!(new, &expected, "requeued chunk {}", old.id);
+        } else {
+            assert_eq!(new, old, "requeue touched chunk {} ({})", old.id, old.state);
+        }
+    }
+    assert!(
+        store
+            .requeue_in_flight(&job)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+
+    let reset = store.reset_failed(&job).await.expect("reset");
+    assert_eq!(reset, vec![ChunkId(5), ChunkId(7)]);
+    let after_reset = store.list_chunks(&job).await.expect("list");
+    for (old, new) in after.iter().zip(&after_reset) {
+        if reset.contains(&old.id) {
+            let expected = ChunkRecord {
+                state: ChunkState::Planned,
+                failures: 0,
+                ..old.clone()
+            };
+            assert_eq!(new, &expected, "reset chunk {}", old.id);
+        } else {
+            assert_eq!(new, old, "reset touched chunk {} ({})", old.id, old.state);
+        }
+    }
+    assert!(store.reset_failed(&job).await.expect("again").is_empty());
+    // The next assignment of a reset chunk continues its attempts.
+    let next = store
+        .assign(&job, ChunkId(5), &worker("w-b"))
+        .await
+        .expect("assign reset chunk");
+    assert_eq!(next, Attempt(at(5).0 + 1));
+
+    let unknown = unique_job("no-such-job");
+    assert!(
+        store
+            .requeue_in_flight(&unknown)
+            .await
+            .expect("unknown")
+            .is_empty()
+    );
+    assert!(
+        store
+            .reset_failed(&unknown)
+            .await
+            .expect("unknown")
+            .is_empty()
+    );
+}
+
+/// The newest saved policy reads back; the history keeps every change of the job in the
+/// order saved (12 of them, so ordering is numeric, not textual), separately per job.
+pub async fn check_policy_history_is_ordered(store: &dyn Coordination) {
+    let job = unique_job("policy");
+    let other = unique_job("policy-other");
+    assert_eq!(store.load_policy(&job).await.expect("load"), None);
+    assert!(
+        store
+            .policy_history(&job)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+
+    let mut expected = Vec::new();
+    for index in 0..12_i64 {
+        let policy = format!("{{\"max_concurrency\":{index}}}");
+        let change = PolicyChange {
+            at_unix_ms: 1_700_000_000_000 + index * 1_000,
+            origin: if index % 2 == 0 {
+                "operator"
+            } else {
+                "controller"
+            }
+            .into(),
+            summary: format!("max_concurrency {} → {index}", index - 1),
+        };
+        store
+            .save_policy(&job, &policy, &change)
+            .await
+            .expect("save policy");
+        expected.push(change);
+        assert_eq!(
+            store.load_policy(&job).await.expect("load").as_deref(),
+            Some(policy.as_str())
+        );
+    }
+    assert_eq!(store.policy_history(&job).await.expect("history"), expected);
+
+    let other_change = PolicyChange {
+        at_unix_ms: 1,
+        origin: "spec".into(),
+        summary: "initial".into(),
+    };
+    store
+        .save_policy(&other, "{}", &other_change)
+        .await
+        .expect("save other");
+    assert_eq!(
+        store.policy_history(&other).await.expect("history"),
+        vec![other_change]
+    );
+    assert_eq!(store.policy_history(&job).await.expect("history"), expected);
+}
+
+/// Two tasks assigning the same PLANNED chunk at the same moment: exactly one wins
+/// (attempt 1, its worker recorded), the other gets `InvalidTransition` from ASSIGNED.
+/// Repeated over `rounds` chunks.
+pub async fn check_concurrent_assign_gives_one_winner(store: Arc<dyn Coordination>, rounds: u32) {
+    let job = create_sample(store.as_ref(), "race", rounds).await;
+    for index in 0..rounds {
+        let id = ChunkId(index);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let contenders = ["w-a", "w-b"].map(|name| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            let job = job.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let result = store.assign(&job, id, &worker(name)).await;
+                (name, result)
+            })
+        });
+        let mut winners = Vec::new();
+        for contender in contenders {
+            let (name, result) = contender.await.expect("assign task panicked");
+            match result {
+                Ok(attempt) => {
+                    assert_eq!(attempt, Attempt(1), "winner of chunk {id}");
+                    winners.push(name);
+                }
+                Err(CoordinationError::InvalidTransition {
+                    from: ChunkState::Assigned,
+                    ..
+                }) => {}
+                Err(other) => panic!("the loser of chunk {id} must see ASSIGNED: {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "chunk {id}: winners {winners:?}");
+        let record = chunk(store.as_ref(), &job, id).await;
+        assert_eq!(record.attempt, Attempt(1), "chunk {id} was assigned twice");
+        assert_eq!(record.worker, Some(worker(winners[0])));
+    }
+}
+
+/// Runs `num_assigns` sequential `assign` calls (one per chunk of a fresh job) and
+/// returns assignments per second. Measures, asserts nothing.
+pub async fn measure_sequential_assign_rate(store: &dyn Coordination, num_assigns: u32) -> f64 {
+    let job = create_sample(store, "assign-rate", num_assigns).await;
+    let worker = worker("w-rate");
+    let started = Instant::now();
+    for index in 0..num_assigns {
+        store
+            .assign(&job, ChunkId(index), &worker)
+            .await
+            .unwrap_or_else(|error| panic!("assign chunk {index}: {error}"));
+    }
+    let elapsed = started.elapsed().max(Duration::from_micros(1));
+    f64::from(num_assigns) / elapsed.as_secs_f64()
+}
+
+/// `create_job` with `num_chunks` chunks (far more than one txn holds) stores them all,
+/// in order, and per-chunk batch updates over all of them work.
+pub async fn check_etcd_large_job_is_split_into_txns(store: &EtcdStore, num_chunks: u32) {
+    let job = unique_job("large");
+    let (record, chunks) = sample_job(&job, num_chunks);
+    store
+        .create_job(&record, &chunks)
+        .await
+        .expect("create a large job");
+    let (loaded, loaded_chunks) = store
+        .load_job(&job)
+        .await
+        .expect("load")
+        .expect("large job exists");
+    assert_eq!(loaded, record);
+    assert_eq!(loaded_chunks.len(), chunks.len(), "every chunk is stored");
+    assert_eq!(loaded_chunks, chunks, "chunks in id order, unchanged");
+
+    // Requeue more chunks than one txn may compare.
+    let num_in_flight = num_chunks.min(300);
+    for index in 0..num_in_flight {
+        store
+            .assign(&job, ChunkId(index), &worker("w-a"))
+            .await
+            .expect("assign");
+    }
+    let requeued = store.requeue_in_flight(&job).await.expect("requeue");
+    assert_eq!(
+        requeued,
+        (0..num_in_flight).map(ChunkId).collect::<Vec<_>>()
+    );
+    let after = store.list_chunks(&job).await.expect("list");
+    assert!(after.iter().all(|chunk| chunk.state == ChunkState::Planned));
+    assert!(
+        after
+            .iter()
+            .take(num_in_flight as usize)
+            .all(|chunk| chunk.attempt == Attempt(1) && chunk.worker.is_none())
+    );
+}
+
+/// A store fenced by a leader key writes while the key stands; once the key is gone
+/// (or recreated, with a new creation revision) every write fails with `NotLeader` and
+/// writes nothing.
+pub async fn check_etcd_fenced_store_refuses_writes_after_leader_loss(store: &EtcdStore) {
+    let mut client = store.client().clone();
+    let leader_key = [store.keys().election(), b"/test-leader".to_vec()].concat();
+    let put = client
+        .put(leader_key.clone(), "coordinator-a", None)
+        .await
+        .expect("put the leader key");
+    let term_revision = put.header().map_or(0, |header| header.revision());
+    assert!(
+        term_revision > 0,
+        "the put's revision is the key's create revision"
+    );
+    let fenced = store.fenced_by(leader_key.clone(), term_revision);
+
+    // While the term stands, the fenced store writes.
+    let job = unique_job("fenced");
+    let (record, chunks) = sample_job(&job, 4);
+    fenced
+        .create_job(&record, &chunks)
+        .await
+        .expect("fenced create");
+    let attempt = fenced
+        .assign(&job, ChunkId(0), &worker("w-a"))
+        .await
+        .expect("fenced assign");
+    fenced
+        .save_policy(
+            &job,
+            "{}",
+            &PolicyChange {
+                at_unix_ms: 1,
+                origin: "spec".into(),
+                summary: "initial".into(),
+            },
+        )
+        .await
+        .expect("fenced save policy");
+
+    client
+        .delete(leader_key.clone(), None)
+        .await
+        .expect("delete the leader key");
+    let snapshot = store.load_job(&job).await.expect("load").expect("exists");
+    let history = store.policy_history(&job).await.expect("history");
+    assert_refused_after_leader_loss(&fenced, &job, attempt).await;
+    let other = unique_job("fenced-other");
+    let (other_record, other_chunks) = sample_job(&other, 300);
+    expect_not_leader(
+        fenced.create_job(&other_record, &other_chunks).await,
+        "create_job",
+    );
+    assert!(store.load_job(&other).await.expect("load").is_none());
+    let stray = store
+        .list("list stray chunks", &store.keys().chunks_root(&other), 0)
+        .await
+        .expect("read");
+    assert!(stray.is_empty(), "a refused create_job wrote a chunk");
+    expect_not_leader(
+        fenced.register_worker(&worker("w-z")).await,
+        "register_worker",
+    );
+    let (registered, _) = store
+        .get("read worker", store.keys().worker(&worker("w-z")))
+        .await
+        .expect("read");
+    assert!(registered.is_none(), "a refused register_worker wrote");
+
+    // A new term's key has a new creation revision: the old term stays fenced.
+    client
+        .put(leader_key.clone(), "coordinator-b", None)
+        .await
+        .expect("put the new leader key");
+    assert_refused_after_leader_loss(&fenced, &job, attempt).await;
+
+    assert_eq!(
+        store.load_job(&job).await.expect("load").expect("exists"),
+        snapshot,
+        "a fenced store wrote after losing the term"
+    );
+    assert_eq!(store.policy_history(&job).await.expect("history"), history);
+    client
+        .delete(leader_key, None)
+        .await
+        .expect("delete the leader key");
+}
+
+fn expect_not_leader<T: std::fmt::Debug>(result: super::Result<T>, what: &str) {
+    match result {
+        Err(error @ CoordinationError::NotLeader { .. }) => {
+            assert!(!error.is_retryable(), "NotLeader is final");
+        }
+        other => panic!("{what} after leader loss must be NotLeader: {other:?}"),
+    }
+}
+
+async fn assert_refused_after_leader_loss(fenced: &EtcdStore, job: &JobId, attempt: Attempt) {
+    expect_not_leader(
+        fenced.assign(job, ChunkId(1), &worker("w-b")).await,
+        "assign",
+    );
+    expect_not_leader(
+        fenced
+            .report_state(job, ChunkId(0), attempt, ChunkState::Copying)
+            .await,
+        "report_state",
+    );
+    expect_not_leader(
+        fenced
+            .complete(
+                job,
+                ChunkId(0),
+                attempt,
+                &ChunkCompletion::Requeue { reason: "x".into() },
+            )
+            .await,
+        "complete",
+    );
+    expect_not_leader(fenced.requeue_in_flight(job).await, "requeue_in_flight");
+    expect_not_leader(
+        fenced
+            .save_policy(
+                job,
+                "{\"max_concurrency\":1}",
+                &PolicyChange {
+                    at_unix_ms: 2,
+                    origin: "operator".into(),
+                    summary: "late".into(),
+                },
+            )
+            .await,
+        "save_policy",
+    );
+    // Reads need no term.
+    assert!(fenced.load_job(job).await.expect("fenced read").is_some());
+}
+
+/// Chunk keys written by a `create_job` cut off before its record are invisible (the
+/// job does not exist), and the next `create_job` of the job replaces them entirely.
+pub async fn check_etcd_interrupted_create_is_invisible(store: &EtcdStore) {
+    let job = unique_job("interrupted");
+    let (_, leftovers) = sample_job(&job, 6);
+    let mut client = store.client().clone();
+    for leftover in &leftovers {
+        let value = pb::ChunkRecordValue {
+            id: leftover.id.0,
+            range: Some(pb::ChunkRange::from(&leftover.range)),
+            state: pb::ChunkState::Planned as i32,
+            ..Default::default()
+        };
+        client
+            .put(
+                store.keys().chunk(&job, leftover.id),
+                value.encode_to_vec(),
+                None,
+            )
+            .await
+            .expect("write a leftover chunk");
+    }
+    assert!(store.load_job(&job).await.expect("load").is_none());
+    assert!(store.list_chunks(&job).await.expect("list").is_empty());
+
+    let (record, chunks) = sample_job(&job, 2);
+    store
+        .create_job(&record, &chunks)
+        .await
+        .expect("create over leftovers");
+    let (loaded, loaded_chunks) = store
+        .load_job(&job)
+        .await
+        .expect("load")
+        .expect("exists now");
+    assert_eq!(loaded, record);
+    assert_eq!(loaded_chunks, chunks, "leftover chunks were not cleared");
+}
+
+/// A value that is not what it should be is a `CorruptValue` error naming its key,
+/// never a panic, and is not retryable.
+pub async fn check_etcd_corrupt_value_is_an_error(store: &EtcdStore) {
+    let job = create_sample(store, "corrupt", 2).await;
+    let key = store.keys().chunk(&job, ChunkId(1));
+    let mut client = store.client().clone();
+    client
+        .put(key.clone(), vec![0xff, 0xff, 0xff], None)
+        .await
+        .expect("write garbage");
+    let expected_key = String::from_utf8_lossy(&key).into_owned();
+    for result in [
+        store.load_job(&job).await.map(|_| ()),
+        store
+            .assign(&job, ChunkId(1), &worker("w-a"))
+            .await
+            .map(|_| ()),
+        store.requeue_in_flight(&job).await.map(|_| ()),
+    ] {
+        match result {
+            Err(error @ CoordinationError::CorruptValue { .. }) => {
+                assert!(!error.is_retryable());
+                assert!(
+                    error.to_string().contains(&expected_key),
+                    "the error names the key: {error}"
+                );
+            }
+            other => panic!("a corrupt chunk must be CorruptValue: {other:?}"),
+        }
+    }
+    // The intact chunk is still usable.
+    assert_eq!(
+        store
+            .assign(&job, ChunkId(0), &worker("w-a"))
+            .await
+            .expect("assign the intact chunk"),
+        Attempt(1)
+    );
+}

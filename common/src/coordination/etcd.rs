@@ -1,0 +1,1170 @@
+//! The etcd coordination store, for distributed mode. Same semantics as
+//! [`LocalStore`](super::LocalStore), checked by the shared
+//! [`conformance`](super::conformance) suite; keys in [`keys`](super::keys), values are
+//! `ferry.v1` protobuf messages (`proto/ferry/v1/state.proto`).
+//!
+//! # Atomicity
+//! Every trait method that changes one record is a read followed by one txn that
+//! compares the `mod_revision` it read (`assign`, `report_state`, `complete`,
+//! `save_policy`); when another writer got there first the compare fails, nothing is
+//! written, and the method reads again and re-decides, at most
+//! [`EtcdStoreOptions::max_compare_retries`] times. Two concurrent `assign`s of one
+//! PLANNED chunk therefore give exactly one winner; the other sees ASSIGNED and gets
+//! [`CoordinationError::InvalidTransition`].
+//!
+//! Methods over many chunks cannot be one txn (etcd's `--max-txn-ops` is 128):
+//! - `create_job` clears leftovers of an interrupted creation, writes the chunks in txns
+//!   of at most [`EtcdStoreOptions::max_txn_ops`] puts, and writes the job record LAST.
+//!   Each txn requires that the record does not exist yet. **A job whose record exists
+//!   is complete**; readers ignore chunk keys without a record, so a creation cut off
+//!   half-way is invisible and the next `create_job` of that job starts over.
+//! - `requeue_in_flight` and `reset_failed` are per-chunk compare-and-set in batched txns
+//!   (one `mod_revision` compare per chunk). A batch that loses a compare is redone
+//!   chunk by chunk. Each chunk's change is atomic; the set is not (LocalStore's is).
+//!
+//! # Leader fencing
+//! [`EtcdStore::fenced_by`] adds `create_revision(leader_key) == leader_rev` to every
+//! txn that writes. A term's leader key keeps its creation revision for the whole term
+//! and no later key can have it again, so once the compare fails it fails forever: the
+//! store reports [`CoordinationError::NotLeader`] and nothing of that txn is written.
+//! Stores are unfenced by default (tests, tools, `ferryctl`).
+//!
+//! # Timeouts and errors
+//! Every request is bounded by [`EtcdStoreOptions::request_timeout`] (and the channel's
+//! own timeout); failures are classified once, in [`EtcdFailure::is_retryable`].
+//! Reads are linearizable. Multi-page reads are pinned to the revision of their first
+//! page, so a job and its chunks are read as one snapshot.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp,
+};
+use prost::Message;
+
+use super::keys::{KeyLayout, key_after, prefix_range_end};
+use super::{
+    ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
+    PolicyChange, Result, TableRecord,
+};
+use crate::checksum::RangeChecksum;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::key::ChunkRange;
+use crate::proto::v1 as pb;
+
+/// How an [`EtcdStore`] talks to etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdStoreOptions {
+    /// Bound on each request (and on each step of connecting). Default 5 s: an etcd
+    /// that cannot answer a small txn in 5 s is unavailable for our purpose.
+    pub request_timeout: Duration,
+    /// Bound on opening a connection to an endpoint. Default 3 s.
+    pub connect_timeout: Duration,
+    /// How often a read-then-txn method re-reads after losing its compare to another
+    /// writer before giving up with a non-retryable error. Default 16.
+    pub max_compare_retries: u32,
+    /// Keys per range request when listing chunks or history. Default 1,000.
+    pub list_page_size: i64,
+    /// Operations per txn, at most etcd's `--max-txn-ops` (default 128 there and here).
+    pub max_txn_ops: usize,
+    /// Bytes of keys and values per bulk txn, below etcd's `--max-request-bytes`
+    /// (1.5 MiB by default). Default 1 MiB.
+    pub max_txn_bytes: usize,
+}
+
+impl Default for EtcdStoreOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            max_compare_retries: 16,
+            list_page_size: 1000,
+            max_txn_ops: 128,
+            max_txn_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Why an etcd request failed. Classified once, here: see [`EtcdFailure::is_retryable`].
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdFailure {
+    /// The client or the server refused or failed the request.
+    #[error("{0}")]
+    Client(#[from] etcd_client::Error),
+    /// No answer in time. A write may still have been applied.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The compared record kept changing under us: other writers won every round.
+    #[error("lost the compare to concurrent writers {attempts} times in a row")]
+    CompareFailed {
+        /// Rounds tried.
+        attempts: u32,
+    },
+}
+
+impl EtcdFailure {
+    /// Returns whether trying again unchanged may succeed: etcd unreachable, without a
+    /// leader, overloaded, or too slow. Invalid requests, compare failures, auth
+    /// errors and the like are final.
+    pub fn is_retryable(&self) -> bool {
+        use etcd_client::Error;
+        match self {
+            EtcdFailure::Timeout(_) => true,
+            EtcdFailure::CompareFailed { .. } => false,
+            EtcdFailure::Client(error) => match error {
+                Error::TransportError(_) | Error::IoError(_) => true,
+                Error::GRpcStatus(status) => matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::Aborted
+                ),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// The leader term a fenced store writes for.
+#[derive(Clone)]
+struct LeaderFence {
+    key: Vec<u8>,
+    create_revision: i64,
+}
+
+/// A coordination store in etcd. Cheap to clone (the connection is shared).
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    keys: KeyLayout,
+    options: EtcdStoreOptions,
+    fence: Option<LeaderFence>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.keys.prefix())
+            .field("options", &self.options)
+            .field(
+                "fence",
+                &self.fence.as_ref().map(|fence| {
+                    (
+                        String::from_utf8_lossy(&fence.key).into_owned(),
+                        fence.create_revision,
+                    )
+                }),
+            )
+            .finish()
+    }
+}
+
+/// What a txn did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxnOutcome {
+    /// Every compare held; every operation was applied.
+    Applied,
+    /// A compare (other than the leader fence) failed; nothing was written.
+    CompareFailed,
+}
+
+impl EtcdStore {
+    /// Connects to etcd and checks that it answers (one small read under `prefix`), so
+    /// an unreachable cluster is reported here, as a retryable
+    /// [`CoordinationError::Etcd`]. `prefix` is usually
+    /// [`KeyLayout::default_prefix`]`(cluster)`; a trailing `/` is ignored, an empty
+    /// prefix is refused.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: String,
+        options: EtcdStoreOptions,
+    ) -> Result<Self> {
+        let operation = format!("connect to {}", endpoints.join(","));
+        let keys = KeyLayout::new(prefix);
+        if keys.prefix().is_empty() {
+            // An empty prefix would make the store (and delete_prefix) span every key.
+            return Err(CoordinationError::Etcd {
+                operation,
+                source: EtcdFailure::Client(etcd_client::Error::InvalidArgs(
+                    "the key prefix is empty; use e.g. /ferry/{cluster}/v1".into(),
+                )),
+            });
+        }
+        let connect_options = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_timeout(options.request_timeout)
+            .with_keep_alive(Duration::from_secs(10), options.request_timeout)
+            .with_require_leader(true);
+        let client = bounded(
+            &operation,
+            options.request_timeout + options.connect_timeout,
+            Client::connect(endpoints, Some(connect_options)),
+        )
+        .await?;
+        let store = Self {
+            client,
+            keys,
+            options,
+            fence: None,
+        };
+        let root = store.keys.root();
+        let probe = GetOptions::new()
+            .with_range(prefix_range_end(&root))
+            .with_count_only();
+        let mut kv = store.client.kv_client();
+        store.call(&operation, kv.get(root, Some(probe))).await?;
+        Ok(store)
+    }
+
+    /// Returns a store on the same connection whose every write also requires that
+    /// `leader_key` still has `leader_create_revision` (the coordinator's term); a write
+    /// after the term ended fails with [`CoordinationError::NotLeader`] and writes nothing.
+    pub fn fenced_by(&self, leader_key: Vec<u8>, leader_create_revision: i64) -> Self {
+        Self {
+            fence: Some(LeaderFence {
+                key: leader_key,
+                create_revision: leader_create_revision,
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// Returns the key layout under this store's prefix.
+    pub fn keys(&self) -> &KeyLayout {
+        &self.keys
+    }
+
+    /// Deletes every key under the store's prefix and returns how many were deleted.
+    /// For tests and for tearing down a cluster's state; ferry itself never calls it.
+    pub async fn delete_prefix(&self) -> Result<i64> {
+        let operation = format!("delete every key under {}", self.keys.prefix());
+        let root = self.keys.root();
+        let options = DeleteOptions::new().with_range(prefix_range_end(&root));
+        if self.fence.is_some() {
+            // Through a txn so the fence applies (the count is then not reported).
+            let delete = TxnOp::delete(root, Some(options));
+            return match self.commit(&operation, Vec::new(), vec![delete]).await? {
+                TxnOutcome::Applied => Ok(0),
+                TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+            };
+        }
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call(&operation, kv.delete(root, Some(options)))
+            .await?;
+        Ok(response.deleted())
+    }
+
+    /// The underlying client, for the etcd-only conformance checks.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Awaits one request under the request timeout.
+    async fn call<T>(
+        &self,
+        operation: &str,
+        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        bounded(operation, self.options.request_timeout, request).await
+    }
+
+    /// Reads one key; also returns the store revision the read saw.
+    pub(super) async fn get(
+        &self,
+        operation: &str,
+        key: Vec<u8>,
+    ) -> Result<(Option<KeyValue>, i64)> {
+        let mut kv = self.client.kv_client();
+        let mut response = self.call(operation, kv.get(key, None)).await?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        Ok((response.take_kvs().into_iter().next(), revision))
+    }
+
+    /// Reads every key starting with `prefix`, in key order, in pages of
+    /// `list_page_size`, all at one revision: `revision`, or (when 0) that of the
+    /// first page.
+    pub(super) async fn list(
+        &self,
+        operation: &str,
+        prefix: &[u8],
+        revision: i64,
+    ) -> Result<Vec<KeyValue>> {
+        let end = prefix_range_end(prefix);
+        let mut start = prefix.to_vec();
+        let mut pinned_revision = revision;
+        let mut entries = Vec::new();
+        let mut kv = self.client.kv_client();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(self.options.list_page_size)
+                .with_revision(pinned_revision);
+            let mut response = self
+                .call(operation, kv.get(start.clone(), Some(options)))
+                .await?;
+            if pinned_revision == 0 {
+                pinned_revision = response.header().map_or(0, |header| header.revision());
+            }
+            let more = response.more();
+            let page = response.take_kvs();
+            let Some(last) = page.last() else {
+                break;
+            };
+            start = key_after(last.key());
+            entries.extend(page);
+            if !more {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Runs one txn: `compares` (plus the leader fence) then `operations`.
+    async fn commit(
+        &self,
+        operation: &str,
+        mut compares: Vec<Compare>,
+        operations: Vec<TxnOp>,
+    ) -> Result<TxnOutcome> {
+        if let Some(fence) = &self.fence {
+            compares.push(Compare::create_revision(
+                fence.key.clone(),
+                CompareOp::Equal,
+                fence.create_revision,
+            ));
+        }
+        debug_assert!(compares.len() <= self.options.max_txn_ops.max(1));
+        debug_assert!(operations.len() <= self.options.max_txn_ops.max(1));
+        let txn = Txn::new().when(compares).and_then(operations);
+        let mut kv = self.client.kv_client();
+        let response = self.call(operation, kv.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(TxnOutcome::Applied);
+        }
+        self.check_fence(operation).await?;
+        Ok(TxnOutcome::CompareFailed)
+    }
+
+    /// After a failed txn: whether the fence is what failed. Sound after the fact
+    /// because a lost term never comes back (see the module doc).
+    async fn check_fence(&self, operation: &str) -> Result<()> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let (leader, _) = self.get(operation, fence.key.clone()).await?;
+        let holds = leader.is_some_and(|leader| leader.create_revision() == fence.create_revision);
+        if holds {
+            return Ok(());
+        }
+        Err(CoordinationError::NotLeader {
+            leader_key: String::from_utf8_lossy(&fence.key).into_owned(),
+            create_revision: fence.create_revision,
+        })
+    }
+
+    fn contention(&self, operation: &str) -> CoordinationError {
+        CoordinationError::Etcd {
+            operation: operation.to_owned(),
+            source: EtcdFailure::CompareFailed {
+                attempts: self.options.max_compare_retries + 1,
+            },
+        }
+    }
+
+    /// Reads a chunk, lets `transition` decide, and writes its answer with a compare
+    /// on the revision read; re-reads and re-decides when another writer won. A
+    /// `transition` that returns `None` writes nothing.
+    async fn update_chunk<T>(
+        &self,
+        operation: &str,
+        job: &JobId,
+        chunk: ChunkId,
+        transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
+    ) -> Result<Option<T>> {
+        let key = self.keys.chunk(job, chunk);
+        for _ in 0..=self.options.max_compare_retries {
+            let (entry, _) = self.get(operation, key.clone()).await?;
+            let Some(entry) = entry else {
+                return Err(CoordinationError::NotFound {
+                    what: format!("chunk {chunk} of job {job}"),
+                });
+            };
+            let current = decode_chunk(&entry)?;
+            let Some((next, answer)) = transition(current)? else {
+                return Ok(None);
+            };
+            let value = encode_chunk(&key, &next)?;
+            let outcome = self
+                .commit(
+                    operation,
+                    vec![Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        entry.mod_revision(),
+                    )],
+                    vec![TxnOp::put(key.clone(), value, None)],
+                )
+                .await?;
+            if outcome == TxnOutcome::Applied {
+                return Ok(Some(answer));
+            }
+        }
+        Err(self.contention(operation))
+    }
+
+    /// Applies `transition` to every chunk of the job it selects (returns `Some` for),
+    /// in batched compare-and-set txns; returns the changed ids in id order.
+    async fn update_chunks(
+        &self,
+        operation: &str,
+        job: &JobId,
+        transition: impl Fn(&ChunkRecord) -> Option<ChunkRecord>,
+    ) -> Result<Vec<ChunkId>> {
+        let Some((_, chunks)) = self.load_entries(operation, job).await? else {
+            return Ok(Vec::new());
+        };
+        let mut pending = Vec::new();
+        for (entry, record) in &chunks {
+            if let Some(next) = transition(record) {
+                let value = encode_chunk(entry.key(), &next)?;
+                pending.push((record.id, entry.key().to_vec(), entry.mod_revision(), value));
+            }
+        }
+        // One compare per chunk plus the fence must fit in a txn.
+        let max_per_txn = self.options.max_txn_ops.saturating_sub(1).max(1);
+        let mut changed = Vec::new();
+        for batch in batches(pending, max_per_txn, self.options.max_txn_bytes, |item| {
+            item.1.len() + item.3.len()
+        }) {
+            let compares = batch
+                .iter()
+                .map(|(_, key, revision, _)| {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, *revision)
+                })
+                .collect();
+            let puts = batch
+                .iter()
+                .map(|(_, key, _, value)| TxnOp::put(key.clone(), value.clone(), None))
+                .collect();
+            if self.commit(operation, compares, puts).await? == TxnOutcome::Applied {
+                changed.extend(batch.iter().map(|(id, ..)| *id));
+                continue;
+            }
+            // Someone else changed a chunk of the batch: redo it chunk by chunk.
+            for (id, ..) in batch {
+                let redone = self
+                    .update_chunk(operation, job, id, |record| {
+                        Ok(transition(&record).map(|next| (next, ())))
+                    })
+                    .await?;
+                if redone.is_some() {
+                    changed.push(id);
+                }
+            }
+        }
+        changed.sort_unstable();
+        Ok(changed)
+    }
+
+    /// Reads a job record and its chunks at one revision (`None` without a record).
+    async fn load_entries(
+        &self,
+        operation: &str,
+        job: &JobId,
+    ) -> Result<Option<(JobRecord, Vec<(KeyValue, ChunkRecord)>)>> {
+        let (entry, revision) = self.get(operation, self.keys.job_record(job)).await?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let (record, num_chunks) = decode_job(&entry)?;
+        let entries = self
+            .list(operation, &self.keys.chunks_root(job), revision)
+            .await?;
+        let mut chunks = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let chunk = decode_chunk(&entry)?;
+            chunks.push((entry, chunk));
+        }
+        chunks.sort_by_key(|(_, chunk)| chunk.id);
+        if chunks.len() != num_chunks as usize {
+            return Err(CoordinationError::CorruptValue {
+                key: key_text(&self.keys.job_record(job)),
+                detail: format!(
+                    "the job record counts {num_chunks} chunks but {} are stored",
+                    chunks.len()
+                ),
+            });
+        }
+        Ok(Some((record, chunks)))
+    }
+}
+
+#[async_trait]
+impl Coordination for EtcdStore {
+    async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>> {
+        let operation = format!("load job {job}");
+        let loaded = self.load_entries(&operation, job).await?;
+        Ok(loaded.map(|(record, chunks)| {
+            let chunks = chunks.into_iter().map(|(_, chunk)| chunk).collect();
+            (record, chunks)
+        }))
+    }
+
+    async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
+        let operation = format!("create job {}", job.id);
+        let record_key = self.keys.job_record(&job.id);
+        let num_chunks =
+            u32::try_from(chunks.len()).map_err(|_| CoordinationError::CorruptValue {
+                key: key_text(&record_key),
+                detail: format!("{} chunks do not fit the record", chunks.len()),
+            })?;
+        debug_assert_eq!(
+            chunks
+                .iter()
+                .map(|chunk| chunk.id)
+                .collect::<HashSet<_>>()
+                .len(),
+            chunks.len(),
+            "chunk ids of job {} are not unique",
+            job.id
+        );
+        let record_value = encode_job(&record_key, job, num_chunks)?;
+        let mut puts = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let key = self.keys.chunk(&job.id, chunk.id);
+            let value = encode_chunk(&key, &planned(chunk))?;
+            puts.push((key, value));
+        }
+        let record_absent = || Compare::create_revision(record_key.clone(), CompareOp::Equal, 0);
+        let already_exists = || CoordinationError::AlreadyExists {
+            what: format!("job {}", job.id),
+        };
+
+        // 1. Clear the chunks of an earlier creation that was cut off before its record.
+        let chunks_root = self.keys.chunks_root(&job.id);
+        let clear = TxnOp::delete(
+            chunks_root.clone(),
+            Some(DeleteOptions::new().with_range(prefix_range_end(&chunks_root))),
+        );
+        if self
+            .commit(&operation, vec![record_absent()], vec![clear])
+            .await?
+            == TxnOutcome::CompareFailed
+        {
+            return Err(already_exists());
+        }
+        // 2. The chunks, in txns of at most max_txn_ops puts.
+        for batch in batches(
+            puts,
+            self.options.max_txn_ops.max(1),
+            self.options.max_txn_bytes,
+            |(key, value)| key.len() + value.len(),
+        ) {
+            let operations = batch
+                .into_iter()
+                .map(|(key, value)| TxnOp::put(key, value, None))
+                .collect();
+            if self
+                .commit(&operation, vec![record_absent()], operations)
+                .await?
+                == TxnOutcome::CompareFailed
+            {
+                return Err(already_exists());
+            }
+        }
+        // 3. The record, last: from now on the job exists, complete.
+        let write_record = TxnOp::put(record_key.clone(), record_value, None);
+        if self
+            .commit(&operation, vec![record_absent()], vec![write_record])
+            .await?
+            == TxnOutcome::CompareFailed
+        {
+            return Err(already_exists());
+        }
+        Ok(())
+    }
+
+    async fn register_worker(&self, worker: &WorkerId) -> Result<()> {
+        let operation = format!("register worker {worker}");
+        let value = pb::WorkerRecordValue {
+            id: worker.0.clone(),
+            registered_at_unix_ms: now_unix_ms(),
+        }
+        .encode_to_vec();
+        let put = TxnOp::put(self.keys.worker(worker), value, None);
+        match self.commit(&operation, Vec::new(), vec![put]).await? {
+            TxnOutcome::Applied => Ok(()),
+            // Without compares of our own only the fence can fail, and commit reports that.
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    async fn requeue_in_flight(&self, job: &JobId) -> Result<Vec<ChunkId>> {
+        let operation = format!("requeue the in-flight chunks of job {job}");
+        self.update_chunks(&operation, job, |record| {
+            record.state.in_flight().then(|| ChunkRecord {
+                state: ChunkState::Planned,
+                worker: None,
+                ..record.clone()
+            })
+        })
+        .await
+    }
+
+    async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt> {
+        let operation = format!("assign chunk {chunk} of job {job} to worker {worker}");
+        let assigned = self
+            .update_chunk(&operation, job, chunk, |record| {
+                assign_transition(record, worker).map(Some)
+            })
+            .await?;
+        assigned.ok_or_else(|| self.contention(&operation))
+    }
+
+    async fn report_state(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        state: ChunkState,
+    ) -> Result<()> {
+        let operation = format!("report chunk {chunk} of job {job} as {state}");
+        self.update_chunk(&operation, job, chunk, |record| {
+            report_transition(record, attempt, state).map(|next| Some((next, ())))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        completion: &ChunkCompletion,
+    ) -> Result<ChunkRecord> {
+        let operation = format!("complete attempt {attempt} of chunk {chunk} of job {job}");
+        let completed = self
+            .update_chunk(&operation, job, chunk, |record| {
+                let next = complete_transition(record, attempt, completion)?;
+                Ok(Some((next.clone(), next)))
+            })
+            .await?;
+        completed.ok_or_else(|| self.contention(&operation))
+    }
+
+    async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {
+        let operation = format!("reset the failed chunks of job {job}");
+        self.update_chunks(&operation, job, |record| {
+            (record.state == ChunkState::Failed).then(|| ChunkRecord {
+                state: ChunkState::Planned,
+                failures: 0,
+                ..record.clone()
+            })
+        })
+        .await
+    }
+
+    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>> {
+        Ok(self
+            .load_job(job)
+            .await?
+            .map(|(_, chunks)| chunks)
+            .unwrap_or_default())
+    }
+
+    async fn save_policy(
+        &self,
+        job: &JobId,
+        policy_json: &str,
+        change: &PolicyChange,
+    ) -> Result<()> {
+        let operation = format!("save the throttle policy of job {job}");
+        let policy_key = self.keys.policy(job);
+        for _ in 0..=self.options.max_compare_retries {
+            let (entry, _) = self.get(&operation, policy_key.clone()).await?;
+            let (last_seq, revision) = match &entry {
+                Some(entry) => (
+                    decode::<pb::PolicyValue>(entry)?.last_history_seq,
+                    entry.mod_revision(),
+                ),
+                // A key that does not exist has mod_revision 0.
+                None => (0, 0),
+            };
+            let seq = last_seq + 1;
+            let history_key = self.keys.policy_history_entry(job, seq);
+            let policy = pb::PolicyValue {
+                policy_json: policy_json.to_owned(),
+                last_history_seq: seq,
+            };
+            let history = pb::PolicyChangeValue {
+                at_unix_ms: change.at_unix_ms,
+                origin: change.origin.clone(),
+                summary: change.summary.clone(),
+            };
+            let compares = vec![
+                Compare::mod_revision(policy_key.clone(), CompareOp::Equal, revision),
+                Compare::create_revision(history_key.clone(), CompareOp::Equal, 0),
+            ];
+            let puts = vec![
+                TxnOp::put(policy_key.clone(), policy.encode_to_vec(), None),
+                TxnOp::put(history_key, history.encode_to_vec(), None),
+            ];
+            if self.commit(&operation, compares, puts).await? == TxnOutcome::Applied {
+                return Ok(());
+            }
+        }
+        Err(self.contention(&operation))
+    }
+
+    async fn load_policy(&self, job: &JobId) -> Result<Option<String>> {
+        let operation = format!("load the throttle policy of job {job}");
+        let (entry, _) = self.get(&operation, self.keys.policy(job)).await?;
+        entry
+            .map(|entry| decode::<pb::PolicyValue>(&entry).map(|policy| policy.policy_json))
+            .transpose()
+    }
+
+    async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>> {
+        let operation = format!("list the throttle policy history of job {job}");
+        let entries = self
+            .list(&operation, &self.keys.policy_history_root(job), 0)
+            .await?;
+        entries
+            .iter()
+            .map(|entry| {
+                decode::<pb::PolicyChangeValue>(entry).map(|change| PolicyChange {
+                    at_unix_ms: change.at_unix_ms,
+                    origin: change.origin,
+                    summary: change.summary,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Awaits `request` for at most `limit`, mapping both failures to [`CoordinationError::Etcd`].
+async fn bounded<T>(
+    operation: &str,
+    limit: Duration,
+    request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    let failure = match tokio::time::timeout(limit, request).await {
+        Ok(Ok(answer)) => return Ok(answer),
+        Ok(Err(error)) => EtcdFailure::Client(error),
+        Err(_elapsed) => EtcdFailure::Timeout(limit),
+    };
+    Err(CoordinationError::Etcd {
+        operation: operation.to_owned(),
+        source: failure,
+    })
+}
+
+/// Splits `items` into batches of at most `max_items` items and (unless one item is
+/// bigger alone) at most `max_bytes` bytes as measured by `size`.
+fn batches<T>(
+    items: Vec<T>,
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut all = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        let full = current.len() >= max_items || current_bytes + item_bytes > max_bytes;
+        if full && !current.is_empty() {
+            all.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += item_bytes;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        all.push(current);
+    }
+    all
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn key_text(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+// ------------------------------------------------------------------ transitions
+// The chunk state machine, as LocalStore applies it (the conformance suite holds both
+// to it). Pure functions over records.
+
+fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
+    if record.attempt != attempt || !record.state.in_flight() {
+        return Err(CoordinationError::StaleAttempt {
+            chunk: record.id,
+            attempt,
+            current: record.attempt,
+        });
+    }
+    Ok(())
+}
+
+/// A chunk as `create_job` stores it: its plan only (as LocalStore does).
+fn planned(chunk: &ChunkRecord) -> ChunkRecord {
+    ChunkRecord {
+        failures: 0,
+        mismatches: 0,
+        rows: 0,
+        checksum: None,
+        last_error: None,
+        worker: None,
+        ..chunk.clone()
+    }
+}
+
+fn assign_transition(record: ChunkRecord, worker: &WorkerId) -> Result<(ChunkRecord, Attempt)> {
+    if record.state != ChunkState::Planned {
+        return Err(CoordinationError::InvalidTransition {
+            chunk: record.id,
+            from: record.state,
+            to: ChunkState::Assigned,
+        });
+    }
+    let attempt = Attempt(record.attempt.0 + 1);
+    let next = ChunkRecord {
+        state: ChunkState::Assigned,
+        attempt,
+        worker: Some(worker.clone()),
+        ..record
+    };
+    Ok((next, attempt))
+}
+
+fn report_transition(
+    record: ChunkRecord,
+    attempt: Attempt,
+    state: ChunkState,
+) -> Result<ChunkRecord> {
+    check_attempt(&record, attempt)?;
+    if !matches!(state, ChunkState::Copying | ChunkState::Verifying) {
+        return Err(CoordinationError::InvalidTransition {
+            chunk: record.id,
+            from: record.state,
+            to: state,
+        });
+    }
+    Ok(ChunkRecord { state, ..record })
+}
+
+fn complete_transition(
+    mut record: ChunkRecord,
+    attempt: Attempt,
+    completion: &ChunkCompletion,
+) -> Result<ChunkRecord> {
+    check_attempt(&record, attempt)?;
+    record.worker = None;
+    match completion {
+        ChunkCompletion::Verified { rows, checksum } => {
+            record.state = ChunkState::Verified;
+            record.rows = *rows;
+            record.checksum = Some(*checksum);
+        }
+        ChunkCompletion::Requeue { reason } => {
+            record.state = ChunkState::Planned;
+            record.last_error = Some(reason.clone());
+        }
+        ChunkCompletion::Retry { reason, mismatch } => {
+            record.state = ChunkState::Planned;
+            record.failures += 1;
+            record.mismatches += u32::from(*mismatch);
+            record.last_error = Some(reason.clone());
+        }
+        ChunkCompletion::Failed { reason, mismatch } => {
+            record.state = ChunkState::Failed;
+            record.failures += 1;
+            record.mismatches += u32::from(*mismatch);
+            record.last_error = Some(reason.clone());
+        }
+    }
+    Ok(record)
+}
+
+// ------------------------------------------------------------------ values
+// Domain records <-> `ferry.v1` values.
+
+fn decode<M: Message + Default>(entry: &KeyValue) -> Result<M> {
+    M::decode(entry.value()).map_err(|error| CoordinationError::CorruptValue {
+        key: key_text(entry.key()),
+        detail: error.to_string(),
+    })
+}
+
+fn encode_job(key: &[u8], job: &JobRecord, num_chunks: u32) -> Result<Vec<u8>> {
+    let tables_json =
+        serde_json::to_string(&job.tables).map_err(|error| CoordinationError::CorruptValue {
+            key: key_text(key),
+            detail: format!("tables: {error}"),
+        })?;
+    Ok(pb::JobRecordValue {
+        id: job.id.0.clone(),
+        run_id: job.run_id.clone(),
+        fingerprint: job.fingerprint.clone(),
+        tables_json,
+        num_chunks,
+        created_at_unix_ms: now_unix_ms(),
+    }
+    .encode_to_vec())
+}
+
+fn decode_job(entry: &KeyValue) -> Result<(JobRecord, u32)> {
+    let value: pb::JobRecordValue = decode(entry)?;
+    let tables: Vec<TableRecord> = serde_json::from_str(&value.tables_json).map_err(|error| {
+        CoordinationError::CorruptValue {
+            key: key_text(entry.key()),
+            detail: format!("tables: {error}"),
+        }
+    })?;
+    let record = JobRecord {
+        id: JobId(value.id),
+        run_id: value.run_id,
+        fingerprint: value.fingerprint,
+        tables,
+    };
+    Ok((record, value.num_chunks))
+}
+
+fn encode_chunk(key: &[u8], record: &ChunkRecord) -> Result<Vec<u8>> {
+    let table_index =
+        u32::try_from(record.table_index).map_err(|_| CoordinationError::CorruptValue {
+            key: key_text(key),
+            detail: format!("table index {} does not fit 32 bits", record.table_index),
+        })?;
+    Ok(pb::ChunkRecordValue {
+        id: record.id.0,
+        table_index,
+        range: Some(pb::ChunkRange::from(&record.range)),
+        estimated_rows: record.estimated_rows,
+        state: state_to_proto(record.state) as i32,
+        attempt: record.attempt.0,
+        failures: record.failures,
+        mismatches: record.mismatches,
+        rows: record.rows,
+        checksum: record.checksum.map(checksum_to_proto),
+        last_error: record.last_error.clone(),
+        worker: record.worker.as_ref().map(|worker| worker.0.clone()),
+    }
+    .encode_to_vec())
+}
+
+fn decode_chunk(entry: &KeyValue) -> Result<ChunkRecord> {
+    let value: pb::ChunkRecordValue = decode(entry)?;
+    chunk_from_proto(value).map_err(|detail| CoordinationError::CorruptValue {
+        key: key_text(entry.key()),
+        detail,
+    })
+}
+
+fn chunk_from_proto(value: pb::ChunkRecordValue) -> std::result::Result<ChunkRecord, String> {
+    let range = value
+        .range
+        .ok_or_else(|| "chunk without a range".to_owned())
+        .and_then(|range| ChunkRange::try_from(range).map_err(|error| error.to_string()))?;
+    Ok(ChunkRecord {
+        id: ChunkId(value.id),
+        table_index: value.table_index as usize,
+        range,
+        estimated_rows: value.estimated_rows,
+        state: state_from_proto(value.state)?,
+        attempt: Attempt(value.attempt),
+        failures: value.failures,
+        mismatches: value.mismatches,
+        rows: value.rows,
+        checksum: value.checksum.map(checksum_from_proto),
+        last_error: value.last_error,
+        worker: value.worker.map(WorkerId),
+    })
+}
+
+fn state_to_proto(state: ChunkState) -> pb::ChunkState {
+    match state {
+        ChunkState::Planned => pb::ChunkState::Planned,
+        ChunkState::Assigned => pb::ChunkState::Assigned,
+        ChunkState::Copying => pb::ChunkState::Copying,
+        ChunkState::Verifying => pb::ChunkState::Verifying,
+        ChunkState::Verified => pb::ChunkState::Verified,
+        ChunkState::Failed => pb::ChunkState::Failed,
+    }
+}
+
+fn state_from_proto(raw: i32) -> std::result::Result<ChunkState, String> {
+    match pb::ChunkState::try_from(raw) {
+        Ok(pb::ChunkState::Planned) => Ok(ChunkState::Planned),
+        Ok(pb::ChunkState::Assigned) => Ok(ChunkState::Assigned),
+        Ok(pb::ChunkState::Copying) => Ok(ChunkState::Copying),
+        Ok(pb::ChunkState::Verifying) => Ok(ChunkState::Verifying),
+        Ok(pb::ChunkState::Verified) => Ok(ChunkState::Verified),
+        Ok(pb::ChunkState::Failed) => Ok(ChunkState::Failed),
+        Ok(pb::ChunkState::Unspecified) | Err(_) => Err(format!("unknown chunk state {raw}")),
+    }
+}
+
+fn checksum_to_proto(checksum: RangeChecksum) -> pb::RangeChecksumValue {
+    pb::RangeChecksumValue {
+        rows: checksum.rows,
+        sum_high: (checksum.sum >> 64) as u64,
+        sum_low: checksum.sum as u64,
+    }
+}
+
+fn checksum_from_proto(value: pb::RangeChecksumValue) -> RangeChecksum {
+    RangeChecksum {
+        rows: value.rows,
+        sum: (u128::from(value.sum_high) << 64) | u128::from(value.sum_low),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{KeyBound, KeyValue as Bound};
+
+    fn sample_chunk() -> ChunkRecord {
+        ChunkRecord {
+            id: ChunkId(7),
+            table_index: 2,
+            range: ChunkRange::Interval {
+                lower: Some(KeyBound(vec![Bound::Int(-5), Bound::Text("é".into())])),
+                upper: None,
+            },
+            estimated_rows: 12_345,
+            state: ChunkState::Verified,
+            attempt: Attempt(3),
+            failures: 2,
+            mismatches: 1,
+            rows: 12_000,
+            checksum: Some(RangeChecksum {
+                rows: 12_000,
+                sum: u128::MAX - 12_345,
+            }),
+            last_error: Some("checksum mismatch".into()),
+            worker: Some(WorkerId("w-1".into())),
+        }
+    }
+
+    #[test]
+    fn chunk_record_round_trips_through_its_value() {
+        let record = sample_chunk();
+        let bytes = encode_chunk(b"k", &record).expect("encodes");
+        let value = pb::ChunkRecordValue::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(chunk_from_proto(value).expect("valid"), record);
+    }
+
+    #[test]
+    fn unknown_state_is_corrupt_not_a_panic() {
+        let value = pb::ChunkRecordValue {
+            state: 99,
+            range: Some(pb::ChunkRange::from(&ChunkRange::WholeTable)),
+            ..Default::default()
+        };
+        assert!(chunk_from_proto(value).is_err());
+        let missing_range = pb::ChunkRecordValue {
+            state: pb::ChunkState::Planned as i32,
+            ..Default::default()
+        };
+        assert!(chunk_from_proto(missing_range).is_err());
+    }
+
+    #[test]
+    fn retry_hint_separates_unavailable_from_refused() {
+        let unavailable =
+            EtcdFailure::Client(tonic::Status::unavailable("etcdserver: no leader").into());
+        let invalid = EtcdFailure::Client(
+            tonic::Status::invalid_argument("etcdserver: too many operations in txn request")
+                .into(),
+        );
+        assert!(unavailable.is_retryable());
+        assert!(EtcdFailure::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(!invalid.is_retryable());
+        assert!(!EtcdFailure::CompareFailed { attempts: 3 }.is_retryable());
+        let error = CoordinationError::Etcd {
+            operation: "assign chunk 1 of job j".into(),
+            source: unavailable,
+        };
+        assert!(error.is_retryable());
+        assert!(
+            !CoordinationError::NotLeader {
+                leader_key: "k".into(),
+                create_revision: 1
+            }
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn batches_respect_item_and_byte_limits() {
+        let sizes: Vec<usize> = vec![10; 300];
+        let by_count = batches(sizes.clone(), 128, usize::MAX, |size| *size);
+        assert_eq!(
+            by_count.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![128, 128, 44]
+        );
+        let by_bytes = batches(sizes, 128, 95, |size| *size);
+        assert!(
+            by_bytes
+                .iter()
+                .all(|batch| batch.len() == 9 || batch.len() == 3)
+        );
+        let oversized = batches(vec![500, 1], 128, 100, |size| *size);
+        assert_eq!(oversized, vec![vec![500], vec![1]]);
+    }
+
+    #[test]
+    fn completion_follows_the_state_machine() {
+        let assigned = ChunkRecord {
+            state: ChunkState::Planned,
+            attempt: Attempt(0),
+            failures: 0,
+            mismatches: 0,
+            worker: None,
+            ..sample_chunk()
+        };
+        let (assigned, attempt) =
+            assign_transition(assigned, &WorkerId("w".into())).expect("planned");
+        assert_eq!(attempt, Attempt(1));
+        let retried = complete_transition(
+            assigned.clone(),
+            attempt,
+            &ChunkCompletion::Retry {
+                reason: "boom".into(),
+                mismatch: true,
+            },
+        )
+        .expect("in flight");
+        assert_eq!(retried.state, ChunkState::Planned);
+        assert_eq!((retried.failures, retried.mismatches), (1, 1));
+        assert_eq!(retried.worker, None);
+        assert!(matches!(
+            complete_transition(
+                retried,
+                attempt,
+                &ChunkCompletion::Requeue { reason: "x".into() }
+            ),
+            Err(CoordinationError::StaleAttempt { .. })
+        ));
+        assert!(matches!(
+            report_transition(assigned, attempt, ChunkState::Verified),
+            Err(CoordinationError::InvalidTransition { .. })
+        ));
+    }
+}

@@ -1,0 +1,241 @@
+//! The endpoint of a MySQL/MariaDB connector: the connection URL (a secret), ferry's own
+//! options carried as `ferry_*` query parameters, and a label safe to show.
+//!
+//! ```text
+//! mysql://user:password@host:3306/database?ferry_write_method=insert&ferry_zero_dates=null
+//! ```
+//!
+//! `ferry_*` parameters are removed before the URL reaches the driver, which refuses
+//! parameters it does not know. Every other parameter is passed through untouched.
+
+use std::fmt;
+
+use crate::error::ConnectorError;
+
+/// How the sink inserts rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMethod {
+    /// `LOAD DATA LOCAL INFILE` fed from the batch stream, falling back to multi-row
+    /// INSERTs when the server or the account refuses LOCAL INFILE.
+    #[default]
+    Auto,
+    /// Multi-row INSERTs only (`ferry_write_method=insert`).
+    Insert,
+}
+
+/// What a source does with a zero date (`0000-00-00`, `2024-00-10`), which no other
+/// engine can hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ZeroDates {
+    /// Fail the chunk, naming table, column and key (`ferry_zero_dates=error`).
+    #[default]
+    Error,
+    /// Read it as NULL (`ferry_zero_dates=null`); the target then differs from the
+    /// source by design, and verification compares the NULL.
+    Null,
+}
+
+/// A parsed endpoint. `Debug` shows the redacted label only.
+#[derive(Clone)]
+pub struct MysqlConfig {
+    /// The URL without ferry's parameters, for the driver. Holds credentials.
+    driver_url: String,
+    /// `mysql://user@host:port/database`, without password or parameters.
+    pub label: String,
+    /// The database tables are listed in (source) or created in (target).
+    pub database: String,
+    /// How the sink inserts rows.
+    pub write_method: WriteMethod,
+    /// What the source does with zero dates.
+    pub zero_dates: ZeroDates,
+}
+
+impl fmt::Debug for MysqlConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("MysqlConfig")
+            .field("label", &self.label)
+            .field("database", &self.database)
+            .field("write_method", &self.write_method)
+            .field("zero_dates", &self.zero_dates)
+            .finish()
+    }
+}
+
+impl MysqlConfig {
+    /// Parses a connection URL. Errors never contain the URL itself.
+    pub fn parse(role: &'static str, url: &str) -> Result<Self, ConnectorError> {
+        let invalid = |reason: String| ConnectorError::Open {
+            role,
+            location: "mysql://(not shown)".to_string(),
+            reason,
+        };
+        let Some(rest) = url
+            .strip_prefix("mysql://")
+            .or_else(|| url.strip_prefix("mariadb://"))
+        else {
+            return Err(invalid(
+                "the URL must start with mysql:// (mysql://user:password@host:port/database)"
+                    .to_string(),
+            ));
+        };
+        let (before_query, query_opt) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+        let (user_info_opt, host_port) = match authority.rsplit_once('@') {
+            Some((user_info, host_port)) => (Some(user_info), host_port),
+            None => (None, authority),
+        };
+        let user = user_info_opt
+            .map(|user_info| {
+                user_info
+                    .split_once(':')
+                    .map_or(user_info, |(user, _)| user)
+            })
+            .unwrap_or("");
+        let database = percent_decode(path.trim_end_matches('/'));
+        if database.is_empty() || database.contains('/') {
+            return Err(invalid(
+                "the URL names no database; end it with /<database> (mysql://user@host:port/database)"
+                    .to_string(),
+            ));
+        }
+        let host_port = if host_port.contains(':') || host_port.starts_with('[') {
+            host_port.to_string()
+        } else {
+            format!("{host_port}:3306")
+        };
+        let label = if user.is_empty() {
+            format!("mysql://{host_port}/{database}")
+        } else {
+            format!("mysql://{}@{host_port}/{database}", percent_decode(user))
+        };
+
+        let mut write_method = WriteMethod::default();
+        let mut zero_dates = ZeroDates::default();
+        let mut driver_params = Vec::new();
+        for pair in query_opt
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "ferry_write_method" => {
+                    write_method = match value {
+                        "auto" => WriteMethod::Auto,
+                        "insert" => WriteMethod::Insert,
+                        _ => {
+                            return Err(invalid(format!(
+                                "ferry_write_method={value:?} is not auto or insert"
+                            )));
+                        }
+                    }
+                }
+                "ferry_zero_dates" => {
+                    zero_dates = match value {
+                        "error" => ZeroDates::Error,
+                        "null" => ZeroDates::Null,
+                        _ => {
+                            return Err(invalid(format!(
+                                "ferry_zero_dates={value:?} is not error or null"
+                            )));
+                        }
+                    }
+                }
+                other if other.starts_with("ferry_") => {
+                    return Err(invalid(format!(
+                        "unknown URL parameter {other:?}; ferry knows ferry_write_method and ferry_zero_dates"
+                    )));
+                }
+                _ => driver_params.push(pair),
+            }
+        }
+        let mut driver_url = format!("mysql://{before_query}");
+        if !driver_params.is_empty() {
+            driver_url.push('?');
+            driver_url.push_str(&driver_params.join("&"));
+        }
+        Ok(Self {
+            driver_url,
+            label,
+            database,
+            write_method,
+            zero_dates,
+        })
+    }
+
+    /// The URL for the driver. Holds credentials: never show it.
+    pub fn driver_url(&self) -> &str {
+        &self.driver_url
+    }
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && index + 2 < bytes.len()
+            && let (Some(high), Some(low)) = (
+                (bytes[index + 1] as char).to_digit(16),
+                (bytes[index + 2] as char).to_digit(16),
+            )
+        {
+            decoded.push((high * 16 + low) as u8);
+            index += 3;
+            continue;
+        }
+        decoded.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_hides_the_password_and_ferry_parameters_are_removed() {
+        let config = MysqlConfig::parse(
+            "source",
+            "mysql://app:s3cret@db.example:3307/shop?ferry_write_method=insert&prefer_socket=false&ferry_zero_dates=null",
+        )
+        .expect("valid");
+        assert_eq!(config.label, "mysql://app@db.example:3307/shop");
+        assert_eq!(config.database, "shop");
+        assert_eq!(config.write_method, WriteMethod::Insert);
+        assert_eq!(config.zero_dates, ZeroDates::Null);
+        assert_eq!(
+            config.driver_url(),
+            "mysql://app:s3cret@db.example:3307/shop?prefer_socket=false"
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn defaults_and_default_port() {
+        let config = MysqlConfig::parse("target", "mysql://root@localhost/db%20x").expect("valid");
+        assert_eq!(config.label, "mysql://root@localhost:3306/db x");
+        assert_eq!(config.write_method, WriteMethod::Auto);
+        assert_eq!(config.zero_dates, ZeroDates::Error);
+    }
+
+    #[test]
+    fn errors_never_show_the_url() {
+        for url in [
+            "postgres://u:pw@h/db",
+            "mysql://u:pw@h:1",
+            "mysql://u:pw@h:1/db?ferry_nope=1",
+            "mysql://u:pw@h:1/db?ferry_write_method=fast",
+        ] {
+            let error = MysqlConfig::parse("source", url).expect_err(url);
+            assert!(!error.to_string().contains("pw"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! MySQL and MariaDB: source and sink.
+//!
+//! An endpoint is a connection URL in an environment variable (`url_env`), whose
+//! database is where tables are listed (source) or created (target); see [`config`] for
+//! ferry's own URL parameters. Every connection of a pool is set up the same way: UTF-8
+//! (`utf8mb4`), UTC (`time_zone = '+00:00'`, so `TIMESTAMP` values are read and written
+//! as UTC), a strict `sql_mode` that refuses zero dates and keeps explicit zeros in
+//! AUTO_INCREMENT columns, generous network timeouts (a chunk's reader waits for its
+//! writer), foreign key checks off (tables arrive in any order), and a connection
+//! attribute `program_name=ferry`. Source sessions are read-only.
+//!
+//! Every statement starts with [`sql::STATEMENT_TAG`], so [`Source::probe_load`] can
+//! subtract ferry's own running statements from `Threads_running`.
+//!
+//! Not done: native partitions (`information_schema.PARTITIONS`) are not planned
+//! separately, since the planner has no partition concept yet; a partitioned table is
+//! split on its primary key like any other, and a MySQL target gets the same
+//! partitioning through the source's DDL.
+
+pub mod config;
+mod describe;
+mod encode;
+mod native;
+mod read;
+mod split;
+mod sql;
+mod values;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use async_trait::async_trait;
+use ferry_common::checksum::RangeChecksum;
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_common::schema::{TableName, TableSchema};
+use ferry_common::spec::Location;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Value};
+
+pub use config::{MysqlConfig, WriteMethod, ZeroDates};
+pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
+pub use sql::{quote_ident, quote_table};
+
+use crate::error::{ConnectorError, Result};
+use crate::traits::{
+    BatchStream, ChunkWrite, NativeChecksum, PrepareOptions, PrepareOutcome, Sink, Source,
+    WriteSummary,
+};
+
+/// The connector kind in specs.
+pub const KIND: &str = "mysql";
+/// The table in the target that records the last committed attempt of each chunk.
+pub const FENCE_TABLE: &str = "_ferry_fence";
+/// The `sql_mode` of every ferry session.
+pub const SESSION_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,\
+     ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO";
+/// Connections per endpoint at most.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a session waits on a silent peer (seconds): a reader blocked behind a slow
+/// writer, or a load waiting for the next batch.
+const NET_TIMEOUT_SECS: u32 = 3600;
+
+/// Returns whether a driver error may go away on retry (lost connection, deadlock, lock
+/// wait timeout, server busy or restarting).
+pub fn is_transient(error: &mysql_async::Error) -> bool {
+    match error {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(driver) => matches!(
+            driver,
+            mysql_async::DriverError::ConnectionClosed
+                | mysql_async::DriverError::PoolDisconnected
+                | mysql_async::DriverError::PacketOutOfOrder
+        ),
+        mysql_async::Error::Server(server) => is_transient_code(server.code),
+        mysql_async::Error::Other(_) | mysql_async::Error::Url(_) => false,
+    }
+}
+
+/// Server error codes worth a retry.
+pub fn is_transient_code(code: u16) -> bool {
+    matches!(
+        code,
+        1040 // too many connections
+            | 1053 // server shutdown in progress
+            | 1077 // normal shutdown
+            | 1078 // got signal
+            | 1079 // shutdown complete
+            | 1152 // aborted connection
+            | 1158 // error reading communication packets
+            | 1159 // timeout reading communication packets
+            | 1160 // error writing communication packets
+            | 1161 // timeout writing communication packets
+            | 1203 // max_user_connections
+            | 1205 // lock wait timeout
+            | 1213 // deadlock
+            | 1317 // query interrupted
+            | 1614 // transaction branch rolled back: deadlock
+            | 1927 // MariaDB: connection was killed
+            | 1969 // MariaDB: max_statement_time exceeded
+            | 2006 // server has gone away
+            | 2013 // lost connection during query
+            | 3024 // MySQL: max_execution_time exceeded
+            | 3572 // MySQL: NOWAIT lock not granted
+            | 4031 // MySQL: disconnected for inactivity
+    )
+}
+
+/// Maps a driver error on `table` to a classified connector error.
+fn query_error(
+    operation: &'static str,
+    table: &TableName,
+) -> impl Fn(mysql_async::Error) -> ConnectorError + use<> {
+    let table = table.clone();
+    move |source| ConnectorError::Query {
+        operation,
+        table: table.clone(),
+        transient: is_transient(&source),
+        source: Box::new(source),
+    }
+}
+
+/// What both sides share: the pool and what the server told us when opening.
+pub(crate) struct Shared {
+    pool: Pool,
+    config: MysqlConfig,
+    role: &'static str,
+    is_mariadb: bool,
+    /// A binary collation without trailing-space padding, for text key columns.
+    nopad_collation: Option<String>,
+    /// Whether writes may run at READ COMMITTED (not under statement-based binlogs).
+    read_committed: bool,
+    max_allowed_packet: usize,
+    fence_ready: AtomicBool,
+    local_infile_refused: AtomicBool,
+    /// Target table name → the source table prepared into it, so two source tables of
+    /// the same name (from different schemas) cannot both write into one target table.
+    prepared: std::sync::Mutex<std::collections::HashMap<String, TableName>>,
+}
+
+impl Shared {
+    async fn open(role: &'static str, config: MysqlConfig) -> Result<Self> {
+        let open_error = |reason: String| ConnectorError::Open {
+            role,
+            location: config.label.clone(),
+            reason,
+        };
+        let opts = Opts::from_url(config.driver_url())
+            .map_err(|error| open_error(format!("invalid connection URL: {error}")))?;
+        let session = format!(
+            "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = '{SESSION_SQL_MODE}', \
+             net_read_timeout = {NET_TIMEOUT_SECS}, net_write_timeout = {NET_TIMEOUT_SECS}, \
+             foreign_key_checks = 0"
+        );
+        let mut setup = vec![session];
+        if role == "source" {
+            setup.push("SET SESSION TRANSACTION READ ONLY".to_string());
+        }
+        let constraints = PoolConstraints::new(0, MAX_CONNECTIONS)
+            .ok_or_else(|| ConnectorError::Task("invalid pool constraints".to_string()))?;
+        let opts = OptsBuilder::from_opts(opts)
+            .setup(setup)
+            .connect_attribute("program_name", "ferry")
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(std::time::Duration::from_secs(30)),
+            );
+        let pool = Pool::new(opts);
+        let mut conn = pool.get_conn().await.map_err(|error| {
+            open_error(match &error {
+                mysql_async::Error::Server(server) if server.code == 1049 => format!(
+                    "database {} does not exist; create it first, or fix the URL",
+                    config.database
+                ),
+                mysql_async::Error::Server(server) if server.code == 1045 => {
+                    format!("{}; check the user and password in the URL", server.message)
+                }
+                _ => error.to_string(),
+            })
+        })?;
+        let probe: Option<(Value, Value, Value, Value)> = conn
+            .query_first("SELECT VERSION(), @@max_allowed_packet, @@log_bin, @@binlog_format")
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
+        let (version, max_packet, log_bin, binlog_format) = probe
+            .map(|(version, packet, log_bin, format)| {
+                (
+                    describe::text_of(version).unwrap_or_default(),
+                    describe::text_of(packet)
+                        .and_then(|text| text.parse::<usize>().ok())
+                        .unwrap_or(4 << 20),
+                    describe::text_of(log_bin).unwrap_or_default(),
+                    describe::text_of(format).unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        let nopad: Option<Value> = conn
+            .query_first(
+                "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
+                 WHERE COLLATION_NAME IN ('utf8mb4_0900_bin', 'utf8mb4_nopad_bin') LIMIT 1",
+            )
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
+        let read_committed = log_bin == "0" || !binlog_format.eq_ignore_ascii_case("STATEMENT");
+        drop(conn);
+        Ok(Self {
+            pool,
+            is_mariadb: version.to_ascii_lowercase().contains("mariadb"),
+            nopad_collation: nopad.and_then(describe::text_of),
+            read_committed,
+            max_allowed_packet: max_packet,
+            fence_ready: AtomicBool::new(false),
+            local_infile_refused: AtomicBool::new(false),
+            prepared: std::sync::Mutex::new(std::collections::HashMap::new()),
+            config,
+            role,
+        })
+    }
+
+    /// A pooled connection, set up as the module documentation says.
+    async fn conn(&self, role: &'static str, table: &TableName) -> Result<Conn> {
+        self.pool.get_conn().await.map_err(|error| {
+            if is_transient(&error) {
+                ConnectorError::Open {
+                    role,
+                    location: self.config.label.clone(),
+                    reason: error.to_string(),
+                }
+            } else {
+                query_error("connect", table)(error)
+            }
+        })
+    }
+
+    /// The database a source table lives in.
+    fn database_of<'a>(&'a self, table: &'a TableSchema) -> &'a str {
+        match self.role {
+            "source" => table
+                .name
+                .schema
+                .as_deref()
+                .unwrap_or(&self.config.database),
+            _ => &self.config.database,
+        }
+    }
+
+    /// Streams a range into `batch_tx`; stops (and kills the query) when the receiver
+    /// is dropped.
+    async fn stream_range(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        batch_tx: &tokio::sync::mpsc::Sender<Result<arrow_array::RecordBatch>>,
+    ) -> Result<()> {
+        let on_error = query_error("read chunk", &table.name);
+        let (sql, params) = read::select_range(self.database_of(table), table, key, range)?;
+        let mut builder = read::BatchBuilder::new(table, key, self.config.zero_dates)?;
+        let mut conn = self.conn(self.role, &table.name).await?;
+        let connection_id = conn.id();
+        // `Ok(true)`: every row was read; `Ok(false)`: the stream was dropped.
+        let outcome: Result<bool> = async {
+            let mut result = conn.exec_iter(sql, params).await.map_err(&on_error)?;
+            while let Some(row) = result.next().await.map_err(&on_error)? {
+                if let Some(batch) = builder.push_row(row.unwrap())?
+                    && batch_tx.send(Ok(batch)).await.is_err()
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        .await;
+        if !matches!(outcome, Ok(true)) {
+            // The stream was dropped or a value failed: stop the server sending the
+            // rest, so the connection is released at once rather than after draining
+            // the result.
+            self.kill_query(connection_id).await;
+        }
+        if !outcome? {
+            return Ok(());
+        }
+        if let Some(batch) = builder.finish()? {
+            // A closed channel here means the reader no longer wants the rows.
+            let _ = batch_tx.send(Ok(batch)).await;
+        }
+        Ok(())
+    }
+
+    async fn kill_query(&self, connection_id: u32) {
+        match self.pool.get_conn().await {
+            Ok(mut conn) => {
+                if let Err(error) = conn.query_drop(format!("KILL QUERY {connection_id}")).await {
+                    tracing::debug!(%error, "failed to stop an abandoned read");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "failed to stop an abandoned read"),
+        }
+    }
+
+    /// Checksums a range read back as the carriers of `table`.
+    async fn checksum_range(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<RangeChecksum> {
+        let on_error = query_error("checksum chunk", &table.name);
+        let (sql, params) = read::select_range(self.database_of(table), table, key, range)?;
+        let mut builder = read::BatchBuilder::new(table, key, self.config.zero_dates)?;
+        let mut checksum = RangeChecksum::default();
+        let add = |checksum: &mut RangeChecksum, batch: arrow_array::RecordBatch| {
+            checksum.add_batch(&batch).map_err(|error| {
+                ConnectorError::Task(format!("failed to checksum table {}: {error}", table.name))
+            })
+        };
+        let mut conn = self.conn(self.role, &table.name).await?;
+        let mut result = conn.exec_iter(sql, params).await.map_err(&on_error)?;
+        while let Some(row) = result.next().await.map_err(&on_error)? {
+            if let Some(batch) = builder.push_row(row.unwrap())? {
+                add(&mut checksum, batch)?;
+            }
+        }
+        if let Some(batch) = builder.finish()? {
+            add(&mut checksum, batch)?;
+        }
+        Ok(checksum)
+    }
+}
+
+/// Reads the URL out of an endpoint location.
+fn config_of(role: &'static str, location: &Location) -> Result<MysqlConfig> {
+    match location {
+        Location::Env { value, .. } => MysqlConfig::parse(role, value.expose()),
+        Location::Path(_) => Err(ConnectorError::Open {
+            role,
+            location: "(a path)".to_string(),
+            reason: format!(
+                "a mysql endpoint takes a connection URL, not a path: set {role}.url_env to the \
+                 name of an environment variable holding mysql://user:password@host:port/database"
+            ),
+        }),
+    }
+}
+
+/// A MySQL/MariaDB database read as a source. Its sessions are read-only.
+pub struct MysqlSource {
+    shared: Arc<Shared>,
+}
+
+impl MysqlSource {
+    /// Opens a source from a spec location (`url_env`).
+    pub async fn open(location: &Location) -> Result<Self> {
+        Self::open_config(config_of("source", location)?).await
+    }
+
+    /// Opens a source from a parsed endpoint.
+    pub async fn open_config(config: MysqlConfig) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::new(Shared::open("source", config).await?),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableName>> {
+        let database = &self.shared.config.database;
+        let mut conn = self
+            .shared
+            .conn("source", &TableName::bare(database.as_str()))
+            .await?;
+        describe::list_tables(&mut conn, database).await
+    }
+
+    async fn describe_table(&self, table: &TableName) -> Result<TableSchema> {
+        let database = table
+            .schema
+            .as_deref()
+            .unwrap_or(&self.shared.config.database);
+        let mut conn = self.shared.conn("source", table).await?;
+        describe::describe(&mut conn, database, &table.name, self.shared.is_mariadb)
+            .await?
+            .ok_or_else(|| ConnectorError::TableNotFound {
+                role: "source",
+                table: table.clone(),
+            })
+    }
+
+    async fn key_stats(&self, table: &TableSchema, key: &SplitKey) -> Result<KeyStats> {
+        let mut conn = self.shared.conn("source", &table.name).await?;
+        split::key_stats(&mut conn, self.shared.database_of(table), table, key).await
+    }
+
+    async fn key_boundaries(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        every_rows: u64,
+    ) -> Result<Vec<KeyBound>> {
+        let mut conn = self.shared.conn("source", &table.name).await?;
+        split::key_boundaries(
+            &mut conn,
+            self.shared.database_of(table),
+            table,
+            key,
+            every_rows,
+        )
+        .await
+    }
+
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        // Fail early, before any row moves, on a range this table cannot take.
+        read::select_range(self.shared.database_of(table), table, key, range)?;
+        let shared = self.shared.clone();
+        let table = table.clone();
+        let key = key.clone();
+        let range = range.clone();
+        // Two batches in flight: the reader stays one ahead of the writer, no more.
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            if let Err(error) = shared.stream_range(&table, &key, &range, &batch_tx).await {
+                let _ = batch_tx.send(Err(error)).await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
+    }
+
+    async fn native_checksum(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        native::checksum(&self.shared, table, key, range)
+            .await
+            .map(Some)
+    }
+
+    async fn probe_load(&self) -> Result<Option<f64>> {
+        let table = TableName::bare("information_schema.PROCESSLIST");
+        let on_error = query_error("probe load", &table);
+        let mut conn = self.shared.conn("source", &table).await?;
+        let status: Option<(Value, Value)> = conn
+            .query_first(format!(
+                "{}SHOW GLOBAL STATUS LIKE 'Threads_running'",
+                sql::STATEMENT_TAG
+            ))
+            .await
+            .map_err(&on_error)?;
+        let running = status
+            .and_then(|(_, value)| describe::text_of(value))
+            .and_then(|text| text.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        // ferry's own running statements (this probe's included, which stands for the
+        // SHOW above) are not load on the server that ferry should back off from.
+        let own: Option<Value> = conn
+            .query_first(format!(
+                "{tag}SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE COMMAND NOT IN ('Sleep', 'Daemon') AND INFO LIKE '{tag_pattern}%'",
+                tag = sql::STATEMENT_TAG,
+                tag_pattern = sql::STATEMENT_TAG.trim_end()
+            ))
+            .await
+            .map_err(&on_error)?;
+        let own = own
+            .and_then(describe::text_of)
+            .and_then(|text| text.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Ok(Some((running - own).max(0.0)))
+    }
+}
+
+/// A MySQL/MariaDB database written as a target.
+pub struct MysqlSink {
+    shared: Arc<Shared>,
+}
+
+impl MysqlSink {
+    /// Opens a target from a spec location (`url_env`). The database must exist.
+    pub async fn open(location: &Location) -> Result<Self> {
+        Self::open_config(config_of("target", location)?).await
+    }
+
+    /// Opens a target from a parsed endpoint.
+    pub async fn open_config(config: MysqlConfig) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::new(Shared::open("target", config).await?),
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for MysqlSink {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn can_carry_rowid(&self) -> bool {
+        false
+    }
+
+    fn target_table(&self, table: &TableSchema) -> TableName {
+        TableName {
+            schema: Some(self.shared.config.database.clone()),
+            name: table.name.name.clone(),
+        }
+    }
+
+    async fn prepare_table(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        options: &PrepareOptions,
+    ) -> Result<PrepareOutcome> {
+        write::prepare_table(&self.shared, table, key, options).await
+    }
+
+    async fn write_chunk(
+        &self,
+        chunk: ChunkWrite<'_>,
+        batches: BatchStream,
+    ) -> Result<WriteSummary> {
+        write::write_chunk(&self.shared, chunk, batches).await
+    }
+
+    async fn checksum_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<RangeChecksum> {
+        self.shared.checksum_range(table, key, range).await
+    }
+
+    async fn count_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<u64> {
+        let mut conn = self.shared.conn("target", &table.name).await?;
+        split::count_range(&mut conn, self.shared.database_of(table), table, key, range).await
+    }
+
+    async fn native_checksum(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        native::checksum(&self.shared, table, key, range)
+            .await
+            .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_and_connection_errors_are_transient() {
+        assert!(is_transient_code(1205));
+        assert!(is_transient_code(1213));
+        assert!(is_transient_code(2013));
+        assert!(!is_transient_code(1062));
+        assert!(!is_transient_code(1406));
+    }
+}

@@ -1,0 +1,562 @@
+//! Reads a range of a table into Arrow batches of the carriers, streaming: rows come off
+//! the socket one by one (binary protocol) and leave as batches of at most
+//! [`MAX_BATCH_ROWS`] rows or about [`MAX_BATCH_BYTES`] bytes.
+//!
+//! The wanted carrier of each column is the *source* column's type, whichever side is
+//! read: the target's `tinyint(1)` is read back into `Bool`, its `binary(16)` into
+//! `Uuid`, its `datetime(6)` into `TimestampTz` (as UTC), so verification compares the
+//! values the source had.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
+    UInt32Builder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use ferry_common::key::{ChunkRange, KeyBound, SplitKey};
+use ferry_common::schema::{ColumnType, TableSchema};
+use mysql_async::Value;
+
+use super::config::ZeroDates;
+use super::sql::{
+    STATEMENT_TAG, key_columns, key_value_from_mysql, quote_ident, quote_table, range_predicate,
+};
+use super::values::{
+    bits_value, canonical_decimal, days_of, format_date, format_datetime,
+    format_time_of_day_or_span, is_zero_date, micros_of, parse_uuid, time_of_day_micros,
+};
+use crate::error::{ConnectorError, Result};
+
+/// Rows per batch; a batch is also cut once its values pass [`MAX_BATCH_BYTES`].
+pub const MAX_BATCH_ROWS: usize = 8192;
+/// Approximate bytes of values per batch.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// The SELECT statement and parameters that read `range` of `database`.`table` in key
+/// order.
+pub fn select_range(
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+) -> Result<(String, Vec<Value>)> {
+    let columns = key_columns(table, key)?;
+    let (predicate, params) = range_predicate(table, &columns, key, range)?;
+    let select_list: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| quote_ident(&column.name))
+        .collect();
+    let mut sql = format!(
+        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {predicate}",
+        if select_list.is_empty() {
+            "1".to_string()
+        } else {
+            select_list.join(", ")
+        },
+        quote_table(database, &table.name.name)
+    );
+    if !columns.is_empty() {
+        let order: Vec<&str> = columns
+            .iter()
+            .map(|column| column.quoted.as_str())
+            .collect();
+        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+    }
+    Ok((sql, params))
+}
+
+/// Why a value could not be carried.
+enum Problem {
+    ZeroDate(String),
+    Other(String),
+}
+
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    Int8(Int8Builder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt8(UInt8Builder),
+    UInt16(UInt16Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Text(StringBuilder),
+    Binary(BinaryBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    /// A builder of the carrier of `column_type`; `None` for types no MySQL column holds.
+    fn new(column_type: &ColumnType) -> Option<Self> {
+        let rows = MAX_BATCH_ROWS;
+        Some(match column_type {
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Int8 => ColumnBuilder::Int8(Int8Builder::with_capacity(rows)),
+            ColumnType::Int16 | ColumnType::Year => {
+                ColumnBuilder::Int16(Int16Builder::with_capacity(rows))
+            }
+            ColumnType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(rows)),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::UInt8 => ColumnBuilder::UInt8(UInt8Builder::with_capacity(rows)),
+            ColumnType::UInt16 => ColumnBuilder::UInt16(UInt16Builder::with_capacity(rows)),
+            ColumnType::UInt32 => ColumnBuilder::UInt32(UInt32Builder::with_capacity(rows)),
+            ColumnType::UInt64 | ColumnType::Bit { .. } => {
+                ColumnBuilder::UInt64(UInt64Builder::with_capacity(rows))
+            }
+            ColumnType::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(rows)),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::Decimal { .. }
+            | ColumnType::Text
+            | ColumnType::TimeTz
+            | ColumnType::Interval
+            | ColumnType::Json
+            | ColumnType::Enum { .. }
+            | ColumnType::Set { .. }
+            | ColumnType::Array { .. } => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::Blob => ColumnBuilder::Binary(BinaryBuilder::new()),
+            ColumnType::Uuid => {
+                ColumnBuilder::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16))
+            }
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            ColumnType::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(rows)),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
+            }
+            ColumnType::TimestampTz => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+            ColumnType::Variant => return None,
+        })
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Bool(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Int8(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Int16(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Int32(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Int64(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::UInt8(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::UInt16(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::UInt32(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::UInt64(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Float32(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Float64(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Text(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Binary(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Uuid(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Date(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Time(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Timestamp(builder) => Arc::new(builder.finish()),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Bool(builder) => builder.append_null(),
+            ColumnBuilder::Int8(builder) => builder.append_null(),
+            ColumnBuilder::Int16(builder) => builder.append_null(),
+            ColumnBuilder::Int32(builder) => builder.append_null(),
+            ColumnBuilder::Int64(builder) => builder.append_null(),
+            ColumnBuilder::UInt8(builder) => builder.append_null(),
+            ColumnBuilder::UInt16(builder) => builder.append_null(),
+            ColumnBuilder::UInt32(builder) => builder.append_null(),
+            ColumnBuilder::UInt64(builder) => builder.append_null(),
+            ColumnBuilder::Float32(builder) => builder.append_null(),
+            ColumnBuilder::Float64(builder) => builder.append_null(),
+            ColumnBuilder::Text(builder) => builder.append_null(),
+            ColumnBuilder::Binary(builder) => builder.append_null(),
+            ColumnBuilder::Uuid(builder) => builder.append_null(),
+            ColumnBuilder::Date(builder) => builder.append_null(),
+            ColumnBuilder::Time(builder) => builder.append_null(),
+            ColumnBuilder::Timestamp(builder) => builder.append_null(),
+        }
+    }
+
+    /// Appends `value` converted to the carrier of `carrier`; returns its size in bytes.
+    fn append(
+        &mut self,
+        carrier: &ColumnType,
+        value: &Value,
+        zero_dates: ZeroDates,
+    ) -> std::result::Result<usize, Problem> {
+        if matches!(value, Value::NULL) {
+            self.append_null();
+            return Ok(1);
+        }
+        let mismatch = |value: &Value| {
+            Problem::Other(format!(
+                "holds {} where ferry reads {} values; check the column's type",
+                describe_value(value),
+                carrier.display_name()
+            ))
+        };
+        let out_of_range = |value: &Value| {
+            Problem::Other(format!(
+                "holds {} which does not fit {}",
+                describe_value(value),
+                carrier.display_name()
+            ))
+        };
+        macro_rules! integer {
+            ($builder:expr, $target:ty) => {{
+                let converted = match value {
+                    Value::Int(v) => <$target>::try_from(*v).ok(),
+                    Value::UInt(v) => <$target>::try_from(*v).ok(),
+                    Value::Bytes(bytes) => match carrier {
+                        ColumnType::Bit { .. } => {
+                            bits_value(bytes).and_then(|v| <$target>::try_from(v).ok())
+                        }
+                        _ => return Err(mismatch(value)),
+                    },
+                    _ => return Err(mismatch(value)),
+                };
+                $builder.append_value(converted.ok_or_else(|| out_of_range(value))?);
+                Ok(8)
+            }};
+        }
+        match self {
+            ColumnBuilder::Bool(builder) => {
+                let flag = match value {
+                    Value::Int(v) => Some(*v),
+                    Value::UInt(v) => i64::try_from(*v).ok(),
+                    Value::Bytes(bytes) => bits_value(bytes).and_then(|v| i64::try_from(v).ok()),
+                    _ => return Err(mismatch(value)),
+                };
+                match flag {
+                    Some(0) => builder.append_value(false),
+                    Some(1) => builder.append_value(true),
+                    _ => return Err(out_of_range(value)),
+                }
+                Ok(1)
+            }
+            ColumnBuilder::Int8(builder) => integer!(builder, i8),
+            ColumnBuilder::Int16(builder) => integer!(builder, i16),
+            ColumnBuilder::Int32(builder) => integer!(builder, i32),
+            ColumnBuilder::Int64(builder) => integer!(builder, i64),
+            ColumnBuilder::UInt8(builder) => integer!(builder, u8),
+            ColumnBuilder::UInt16(builder) => integer!(builder, u16),
+            ColumnBuilder::UInt32(builder) => integer!(builder, u32),
+            ColumnBuilder::UInt64(builder) => integer!(builder, u64),
+            ColumnBuilder::Float32(builder) => {
+                match value {
+                    Value::Float(v) => builder.append_value(*v),
+                    Value::Double(v) if f64::from(*v as f32) == *v => {
+                        builder.append_value(*v as f32)
+                    }
+                    Value::Double(_) => return Err(out_of_range(value)),
+                    _ => return Err(mismatch(value)),
+                }
+                Ok(4)
+            }
+            ColumnBuilder::Float64(builder) => {
+                match value {
+                    Value::Double(v) => builder.append_value(*v),
+                    Value::Float(v) => builder.append_value(f64::from(*v)),
+                    _ => return Err(mismatch(value)),
+                }
+                Ok(8)
+            }
+            ColumnBuilder::Text(builder) => {
+                let formatted;
+                let text: &str = match value {
+                    Value::Bytes(bytes) => std::str::from_utf8(bytes).map_err(|_| {
+                        Problem::Other(
+                            "holds bytes that are not valid UTF-8 text; read it as a blob \
+                             (a binary column) or fix the value"
+                                .to_string(),
+                        )
+                    })?,
+                    Value::Int(v) => {
+                        formatted = v.to_string();
+                        &formatted
+                    }
+                    Value::UInt(v) => {
+                        formatted = v.to_string();
+                        &formatted
+                    }
+                    Value::Date(year, month, day, hour, minute, second, micros) => {
+                        formatted =
+                            format_datetime(*year, *month, *day, *hour, *minute, *second, *micros);
+                        &formatted
+                    }
+                    Value::Time(negative, days, hours, minutes, seconds, micros) => {
+                        formatted = format_time_of_day_or_span(
+                            *negative, *days, *hours, *minutes, *seconds, *micros,
+                        );
+                        &formatted
+                    }
+                    Value::Float(_) | Value::Double(_) | Value::NULL => {
+                        return Err(mismatch(value));
+                    }
+                };
+                if matches!(carrier, ColumnType::Decimal { .. }) {
+                    let canonical = canonical_decimal(text).ok_or_else(|| {
+                        Problem::Other(format!("holds {text:?}, which is not a decimal number"))
+                    })?;
+                    builder.append_value(&canonical);
+                } else {
+                    builder.append_value(text);
+                }
+                Ok(text.len())
+            }
+            ColumnBuilder::Binary(builder) => match value {
+                Value::Bytes(bytes) => {
+                    builder.append_value(bytes);
+                    Ok(bytes.len())
+                }
+                _ => Err(mismatch(value)),
+            },
+            ColumnBuilder::Uuid(builder) => {
+                let uuid = match value {
+                    Value::Bytes(bytes) if bytes.len() == 16 => {
+                        let mut uuid = [0u8; 16];
+                        uuid.copy_from_slice(bytes);
+                        Some(uuid)
+                    }
+                    Value::Bytes(bytes) => std::str::from_utf8(bytes).ok().and_then(parse_uuid),
+                    _ => return Err(mismatch(value)),
+                };
+                let uuid = uuid.ok_or_else(|| out_of_range(value))?;
+                builder
+                    .append_value(uuid)
+                    .map_err(|error| Problem::Other(error.to_string()))?;
+                Ok(16)
+            }
+            ColumnBuilder::Date(builder) => match value {
+                &Value::Date(year, month, day, hour, minute, second, micros) => {
+                    if is_zero_date(month, day) {
+                        if zero_dates == ZeroDates::Null {
+                            builder.append_null();
+                            return Ok(1);
+                        }
+                        return Err(Problem::ZeroDate(format_date(year, month, day)));
+                    }
+                    if (hour, minute, second, micros) != (0, 0, 0, 0) {
+                        return Err(out_of_range(value));
+                    }
+                    builder.append_value(
+                        days_of(year, month, day).ok_or_else(|| out_of_range(value))?,
+                    );
+                    Ok(4)
+                }
+                _ => Err(mismatch(value)),
+            },
+            ColumnBuilder::Timestamp(builder) => match value {
+                &Value::Date(year, month, day, hour, minute, second, micros) => {
+                    if is_zero_date(month, day) {
+                        if zero_dates == ZeroDates::Null {
+                            builder.append_null();
+                            return Ok(1);
+                        }
+                        return Err(Problem::ZeroDate(format_datetime(
+                            year, month, day, hour, minute, second, micros,
+                        )));
+                    }
+                    builder.append_value(
+                        micros_of(year, month, day, hour, minute, second, micros)
+                            .ok_or_else(|| out_of_range(value))?,
+                    );
+                    Ok(8)
+                }
+                _ => Err(mismatch(value)),
+            },
+            ColumnBuilder::Time(builder) => match value {
+                &Value::Time(negative, days, hours, minutes, seconds, micros) => {
+                    let micros_of_day =
+                        time_of_day_micros(negative, days, hours, minutes, seconds, micros)
+                            .ok_or_else(|| {
+                                Problem::Other(format!(
+                                    "holds the time {}, outside 00:00:00..23:59:59.999999 \
+                                     (a MySQL TIME may be negative or span days; ferry carries \
+                                     times of day); exclude the table or change the column",
+                                    format_time_of_day_or_span(
+                                        negative, days, hours, minutes, seconds, micros
+                                    )
+                                ))
+                            })?;
+                    builder.append_value(micros_of_day);
+                    Ok(8)
+                }
+                _ => Err(mismatch(value)),
+            },
+        }
+    }
+}
+
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::NULL => "NULL".to_string(),
+        Value::Bytes(bytes) if bytes.len() <= 32 => match std::str::from_utf8(bytes) {
+            Ok(text) => format!("the text {text:?}"),
+            Err(_) => format!("{} bytes", bytes.len()),
+        },
+        Value::Bytes(bytes) => format!("a {}-byte value", bytes.len()),
+        Value::Int(v) => format!("the integer {v}"),
+        Value::UInt(v) => format!("the integer {v}"),
+        Value::Float(v) => format!("the float {v:e}"),
+        Value::Double(v) => format!("the double {v:e}"),
+        Value::Date(year, month, day, hour, minute, second, micros) => format!(
+            "the datetime {}",
+            format_datetime(*year, *month, *day, *hour, *minute, *second, *micros)
+        ),
+        Value::Time(negative, days, hours, minutes, seconds, micros) => format!(
+            "the time {}",
+            format_time_of_day_or_span(*negative, *days, *hours, *minutes, *seconds, *micros)
+        ),
+    }
+}
+
+/// Turns rows (values in the order of `table.columns`) into batches of the carriers.
+pub struct BatchBuilder<'a> {
+    table: &'a TableSchema,
+    schema: SchemaRef,
+    builders: Vec<ColumnBuilder>,
+    /// Positions of the key columns in a row, and their types, to name a row in errors.
+    key_positions: Vec<(usize, ColumnType)>,
+    zero_dates: ZeroDates,
+    rows: usize,
+    bytes: usize,
+}
+
+impl<'a> BatchBuilder<'a> {
+    /// A builder for batches of `table` (its carriers, `table.arrow_schema(false)`).
+    pub fn new(table: &'a TableSchema, key: &SplitKey, zero_dates: ZeroDates) -> Result<Self> {
+        let key_positions = match key {
+            SplitKey::Columns { names, .. } => names
+                .iter()
+                .filter_map(|name| {
+                    table
+                        .columns
+                        .iter()
+                        .position(|column| &column.name == name)
+                        .map(|position| (position, table.columns[position].column_type.clone()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut builder = Self {
+            table,
+            schema: table.arrow_schema(false),
+            builders: Vec::new(),
+            key_positions,
+            zero_dates,
+            rows: 0,
+            bytes: 0,
+        };
+        builder.builders = builder.new_builders()?;
+        Ok(builder)
+    }
+
+    fn new_builders(&self) -> Result<Vec<ColumnBuilder>> {
+        self.table
+            .columns
+            .iter()
+            .map(|column| {
+                ColumnBuilder::new(&column.column_type).ok_or_else(|| ConnectorError::Unsupported {
+                    table: self.table.name.clone(),
+                    detail: format!(
+                        "column {} is {}, which the MySQL connector cannot carry",
+                        column.name,
+                        column.column_type.display_name()
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a row; returns a batch when one is full.
+    pub fn push_row(&mut self, values: Vec<Value>) -> Result<Option<RecordBatch>> {
+        if values.len() != self.builders.len() {
+            return Err(ConnectorError::Task(format!(
+                "table {}: a row has {} values for {} columns",
+                self.table.name,
+                values.len(),
+                self.builders.len()
+            )));
+        }
+        for (index, value) in values.iter().enumerate() {
+            let column = &self.table.columns[index];
+            match self.builders[index].append(&column.column_type, value, self.zero_dates) {
+                Ok(size) => self.bytes += size,
+                Err(problem) => {
+                    let key_text = self.key_text(&values);
+                    let detail = match problem {
+                        Problem::ZeroDate(text) => format!(
+                            "holds the zero date {text} at key {key_text}, which no other engine \
+                             can hold; fix the value, or read zero dates as NULL with \
+                             ferry_zero_dates=null in the source URL"
+                        ),
+                        Problem::Other(text) => format!("{text} (at key {key_text})"),
+                    };
+                    return Err(ConnectorError::ValueType {
+                        table: self.table.name.clone(),
+                        column: column.name.clone(),
+                        detail,
+                    });
+                }
+            }
+        }
+        self.rows += 1;
+        if self.rows >= MAX_BATCH_ROWS || self.bytes >= MAX_BATCH_BYTES {
+            return self.finish();
+        }
+        Ok(None)
+    }
+
+    /// Returns the rows added since the last batch, if any.
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
+            .collect();
+        let rows = self.rows;
+        self.rows = 0;
+        self.bytes = 0;
+        let batch = if arrays.is_empty() {
+            RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                arrays,
+                &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )
+        } else {
+            RecordBatch::try_new(self.schema.clone(), arrays)
+        };
+        batch
+            .map(Some)
+            .map_err(|error| ConnectorError::Task(format!("failed to build a batch: {error}")))
+    }
+
+    /// The row's key, for messages.
+    fn key_text(&self, values: &[Value]) -> String {
+        if self.key_positions.is_empty() {
+            return "(no key)".to_string();
+        }
+        let mut bound = Vec::with_capacity(self.key_positions.len());
+        for (position, column_type) in &self.key_positions {
+            match values
+                .get(*position)
+                .map(|value| key_value_from_mysql(column_type, value.clone()))
+            {
+                Some(Ok(Some(value))) => bound.push(value),
+                _ => return "(unreadable key)".to_string(),
+            }
+        }
+        KeyBound(bound).to_string()
+    }
+}

@@ -1,0 +1,161 @@
+//! Key statistics and boundaries for planning, and range counts.
+
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_common::schema::TableSchema;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value};
+
+use super::query_error;
+use super::sql::{STATEMENT_TAG, key_columns, key_value_from_mysql, quote_table, range_predicate};
+use crate::error::{ConnectorError, Result};
+
+fn count_of(value: Option<Value>) -> u64 {
+    match value {
+        Some(Value::Int(count)) => count.max(0).unsigned_abs(),
+        Some(Value::UInt(count)) => count,
+        Some(Value::Bytes(bytes)) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Counts rows and NULL keys, and reads min/max of a single signed integer key.
+pub async fn key_stats(
+    conn: &mut Conn,
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+) -> Result<KeyStats> {
+    let on_error = query_error("read key statistics", &table.name);
+    let quoted_table = quote_table(database, &table.name.name);
+    let rows: Option<Value> = conn
+        .query_first(format!(
+            "{STATEMENT_TAG}SELECT COUNT(*) FROM {quoted_table}"
+        ))
+        .await
+        .map_err(&on_error)?;
+    let mut stats = KeyStats {
+        rows: count_of(rows),
+        ..KeyStats::default()
+    };
+    let columns = key_columns(table, key)?;
+    if key.nullable() {
+        let (predicate, params) = range_predicate(table, &columns, key, &ChunkRange::NullKeys)?;
+        let null_rows: Option<Value> = conn
+            .exec_first(
+                format!("{STATEMENT_TAG}SELECT COUNT(*) FROM {quoted_table} WHERE {predicate}"),
+                params,
+            )
+            .await
+            .map_err(&on_error)?;
+        stats.null_key_rows = count_of(null_rows);
+    }
+    if key.single_integer()
+        && let [column] = columns.as_slice()
+        && column.column_type.is_signed_integer()
+    {
+        let extent: Option<(Value, Value)> = conn
+            .query_first(format!(
+                "{STATEMENT_TAG}SELECT MIN({name}), MAX({name}) FROM {quoted_table}",
+                name = column.quoted
+            ))
+            .await
+            .map_err(&on_error)?;
+        if let Some((Value::Int(min), Value::Int(max))) = extent {
+            stats.int_min_max = Some((min, max));
+        }
+    }
+    Ok(stats)
+}
+
+/// Scans the non-NULL keys in order (an index scan, streamed row by row, never buffered)
+/// and keeps every `every_rows`-th as a boundary: exact quantiles, so chunks are even
+/// however skewed the keys are.
+pub async fn key_boundaries(
+    conn: &mut Conn,
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+    every_rows: u64,
+) -> Result<Vec<KeyBound>> {
+    let on_error = query_error("read key boundaries", &table.name);
+    let columns = key_columns(table, key)?;
+    if columns.is_empty() || every_rows == 0 {
+        return Ok(Vec::new());
+    }
+    let select_list: Vec<String> = columns
+        .iter()
+        .map(|column| column.bound_select_expr())
+        .collect();
+    let not_null: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{} IS NOT NULL", column.quoted))
+        .collect();
+    let order: Vec<&str> = columns
+        .iter()
+        .map(|column| column.quoted.as_str())
+        .collect();
+    let sql = format!(
+        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} ORDER BY {}",
+        select_list.join(", "),
+        quote_table(database, &table.name.name),
+        not_null.join(" AND "),
+        order.join(", ")
+    );
+    let mut result = conn.exec_iter(sql, ()).await.map_err(&on_error)?;
+    let mut boundaries: Vec<KeyBound> = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(row) = result.next().await.map_err(&on_error)? {
+        if seen > 0 && seen.is_multiple_of(every_rows) {
+            let mut values = Vec::with_capacity(columns.len());
+            for (column, value) in columns.iter().zip(row.unwrap()) {
+                match key_value_from_mysql(&column.column_type, value) {
+                    Ok(Some(value)) => values.push(value),
+                    Ok(None) => {}
+                    Err(detail) => {
+                        return Err(ConnectorError::ValueType {
+                            table: table.name.clone(),
+                            column: column.name.clone(),
+                            detail: format!(
+                                "{detail}, so it cannot bound a chunk; fix the key or exclude the table"
+                            ),
+                        });
+                    }
+                }
+            }
+            let bound = KeyBound(values);
+            // Keys come in the engine's order and a primary key is unique, so bounds
+            // strictly increase; only a repeat (a non-unique key) is skipped.
+            if boundaries.last() != Some(&bound) {
+                boundaries.push(bound);
+            }
+        }
+        seen += 1;
+    }
+    Ok(boundaries)
+}
+
+/// Counts the rows of a range.
+pub async fn count_range(
+    conn: &mut Conn,
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+) -> Result<u64> {
+    let columns = key_columns(table, key)?;
+    let (predicate, params) = range_predicate(table, &columns, key, range)?;
+    let count: Option<Value> = conn
+        .exec_first(
+            format!(
+                "{STATEMENT_TAG}SELECT COUNT(*) FROM {} WHERE {predicate}",
+                quote_table(database, &table.name.name)
+            ),
+            params,
+        )
+        .await
+        .map_err(query_error("count chunk", &table.name))?;
+    Ok(count_of(count))
+}

@@ -1,0 +1,276 @@
+//! Reading `pg_catalog`: user tables, a table's columns (in `attnum` order, dropped
+//! columns skipped) with their types, enum labels and collations, and its primary key.
+
+use ferry_common::schema::{ColumnSchema, TableName, TableSchema};
+use tokio_postgres::Client;
+
+use super::FENCE_TABLE;
+use super::sql::KeyColumn;
+use super::types::{WireType, column_type_of};
+
+/// One column as the catalog describes it.
+#[derive(Clone, Debug)]
+pub struct CatalogColumn {
+    /// The column's name.
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`, e.g. `numeric(12,2)` or `character varying(20)`.
+    pub declared_type: String,
+    /// How values travel in binary COPY.
+    pub wire: WireType,
+    /// `atttypmod` (-1 when none).
+    pub typmod: i32,
+    /// `attnotnull`.
+    pub not_null: bool,
+    /// A stored generated column (`attgenerated = 's'`).
+    pub generated: bool,
+    /// The enum's labels in sort order, for enum and enum-array columns.
+    pub enum_labels: Vec<String>,
+    /// Whether text comparisons on the column need `COLLATE "C"` to be bytewise.
+    pub needs_c_collation: bool,
+}
+
+/// A table as the catalog describes it.
+#[derive(Clone, Debug)]
+pub struct CatalogTable {
+    /// The table's qualified name.
+    pub name: TableName,
+    /// The columns in `attnum` order.
+    pub columns: Vec<CatalogColumn>,
+    /// Primary key column names in key order.
+    pub primary_key: Vec<String>,
+}
+
+impl CatalogTable {
+    /// Returns the column with the given name.
+    pub fn column(&self, name: &str) -> Option<&CatalogColumn> {
+        self.columns.iter().find(|column| column.name == name)
+    }
+
+    /// The key columns named `names`, as this table holds them.
+    pub fn key_columns(&self, names: &[String]) -> Result<Vec<KeyColumn>, String> {
+        names
+            .iter()
+            .map(|name| {
+                let column = self
+                    .column(name)
+                    .ok_or_else(|| format!("key column {name} does not exist"))?;
+                let integer =
+                    matches!(&column.wire, WireType::Scalar(scalar) if scalar.is_integer());
+                Ok(KeyColumn {
+                    name: name.clone(),
+                    cast_type: column.declared_type.clone(),
+                    integer,
+                    needs_c_collation: column.needs_c_collation,
+                })
+            })
+            .collect()
+    }
+
+    /// The engine-neutral description of the table.
+    pub fn to_schema(&self, source_kind: &str) -> TableSchema {
+        let columns = self
+            .columns
+            .iter()
+            .map(|column| ColumnSchema {
+                name: column.name.clone(),
+                declared_type: column.declared_type.clone(),
+                column_type: column_type_of(&column.wire, column.typmod, &column.enum_labels),
+                nullable: !column.not_null,
+            })
+            .collect();
+        TableSchema {
+            name: self.name.clone(),
+            columns,
+            primary_key: self.primary_key.clone(),
+            has_rowid: false,
+            source_kind: source_kind.to_string(),
+            native_ddl: None,
+        }
+    }
+}
+
+/// Lists user tables: ordinary tables and partitioned parents (never their partitions),
+/// outside the system schemas, without ferry's fence table.
+pub async fn list_tables(client: &Client) -> Result<Vec<TableName>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+               AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' \
+               AND c.relname <> $1 \
+             ORDER BY 1, 2",
+            &[&FENCE_TABLE],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TableName {
+                schema: Some(row.try_get(0)?),
+                name: row.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether the database's default collation compares bytewise.
+async fn default_collation_is_bytewise(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await?
+        .try_get(0)?;
+    // PostgreSQL 15 added ICU as a database-wide default provider.
+    let provider = if version >= 150_000 {
+        "datlocprovider::text"
+    } else {
+        "'c'"
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT datcollate::text, {provider} FROM pg_catalog.pg_database \
+                 WHERE datname = current_database()"
+            ),
+            &[],
+        )
+        .await?;
+    let collate: String = row.try_get(0)?;
+    let provider: String = row.try_get(1)?;
+    Ok(provider == "c" && is_bytewise_locale(&collate))
+}
+
+fn is_bytewise_locale(locale: &str) -> bool {
+    matches!(locale, "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic")
+}
+
+/// Loads a table from the catalog; `Ok(None)` when there is no such table. A name without
+/// a schema is resolved through the search path.
+pub async fn load_table(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<CatalogTable>, tokio_postgres::Error> {
+    let found = match &table.schema {
+        Some(schema) => {
+            client
+                .query_opt(
+                    "SELECT c.oid, n.nspname::text, c.relname::text \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                    &[schema, &table.name],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query_opt(
+                    "SELECT c.oid, n.nspname::text, c.relname::text \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)",
+                    &[&table.name],
+                )
+                .await?
+        }
+    };
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let table_oid: u32 = found.try_get(0)?;
+    let name = TableName {
+        schema: Some(found.try_get(1)?),
+        name: found.try_get(2)?,
+    };
+    let columns = load_columns(client, table_oid).await?;
+    let key_rows = client
+        .query(
+            "SELECT a.attname::text \
+             FROM pg_catalog.pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisprimary \
+             ORDER BY k.position",
+            &[&table_oid],
+        )
+        .await?;
+    Ok(Some(CatalogTable {
+        name,
+        columns,
+        primary_key: key_rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Loads the columns of the relation `relation_oid`.
+pub async fn load_columns(
+    client: &Client,
+    relation_oid: u32,
+) -> Result<Vec<CatalogColumn>, tokio_postgres::Error> {
+    let default_bytewise = default_collation_is_bytewise(client).await?;
+    let rows = client
+        .query(
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                    a.atttypid, a.atttypmod, a.attnotnull, a.attgenerated::text, \
+                    t.typtype::text, t.typcategory::text, t.typelem, et.typtype::text, \
+                    CASE WHEN t.typtype = 'e' THEN t.oid WHEN et.typtype = 'e' THEN et.oid END AS enum_oid, \
+                    COALESCE(co.collname::text, ''), COALESCE(co.collprovider::text, ''), \
+                    COALESCE(co.collcollate::text, '') \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' \
+             LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&relation_oid],
+        )
+        .await?;
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let type_oid: u32 = row.try_get(2)?;
+        let typtype: String = row.try_get(6)?;
+        let typcategory: String = row.try_get(7)?;
+        let element_oid: u32 = row.try_get(8)?;
+        let element_typtype: Option<String> = row.try_get(9)?;
+        let enum_oid: Option<u32> = row.try_get(10)?;
+        let collation_name: String = row.try_get(11)?;
+        let collation_provider: String = row.try_get(12)?;
+        let collation_collate: String = row.try_get(13)?;
+        let wire = WireType::from_catalog(
+            type_oid,
+            &typtype,
+            &typcategory,
+            element_oid,
+            element_typtype.as_deref(),
+        );
+        let enum_labels: Vec<String> = match enum_oid {
+            Some(enum_oid) => client
+                .query_one(
+                    "SELECT ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                                  WHERE e.enumtypid = $1 ORDER BY e.enumsortorder)",
+                    &[&enum_oid],
+                )
+                .await?
+                .try_get(0)?,
+            None => Vec::new(),
+        };
+        let collatable = !collation_name.is_empty();
+        let bytewise = match collation_name.as_str() {
+            "" => true,
+            "default" => default_bytewise,
+            "C" | "POSIX" | "ucs_basic" => true,
+            _ => collation_provider == "c" && is_bytewise_locale(&collation_collate),
+        };
+        columns.push(CatalogColumn {
+            name: row.try_get(0)?,
+            declared_type: row.try_get(1)?,
+            wire,
+            typmod: row.try_get(3)?,
+            not_null: row.try_get(4)?,
+            generated: !row.try_get::<_, String>(5)?.is_empty(),
+            enum_labels,
+            needs_c_collation: collatable && !bytewise,
+        });
+    }
+    Ok(columns)
+}

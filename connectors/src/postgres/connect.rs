@@ -1,0 +1,239 @@
+//! Connections: parsing the endpoint's URL, a label for messages without credentials,
+//! the session settings every ferry connection runs with, and error classification.
+
+use std::time::Duration;
+
+use ferry_common::schema::TableName;
+use ferry_common::spec::Location;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::ConnectorError;
+
+/// The `application_name` of every ferry session, which the load probe leaves out.
+pub const APPLICATION_NAME: &str = "ferry";
+
+/// How long opening a connection may take when the URL does not say.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Session settings that make text forms deterministic: bounds are written and read as
+/// text (`'2024-01-01 00:00:00+00'::text::timestamptz`), so every session agrees on the
+/// zone, date and interval styles, float precision (shortest exact) and `bytea` hex.
+/// Literals rely on standard-conforming strings.
+const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres \
+     -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on";
+
+/// A PostgreSQL database ferry connects to, with a printable label.
+#[derive(Clone)]
+pub struct Endpoint {
+    config: Config,
+    /// `postgres://user@host:port/db`, never with a password.
+    pub label: String,
+    /// `source` or `target`.
+    pub role: &'static str,
+}
+
+impl Endpoint {
+    /// Reads the endpoint's URL. `read_only` makes every transaction read-only (sources).
+    pub fn new(
+        role: &'static str,
+        location: &Location,
+        read_only: bool,
+    ) -> Result<Self, ConnectorError> {
+        let (var, url) = match location {
+            Location::Env { var, value } => (var, value.expose()),
+            Location::Path(path) => {
+                return Err(ConnectorError::Open {
+                    role,
+                    location: path.display().to_string(),
+                    reason: format!(
+                        "the postgres connector takes a connection URL, not a file: set \
+                         {role}.url_env to the name of an environment variable holding \
+                         postgres://user@host:port/database"
+                    ),
+                });
+            }
+        };
+        let mut config: Config =
+            url.parse()
+                .map_err(|error: tokio_postgres::Error| ConnectorError::Open {
+                    role,
+                    location: format!("(the URL in ${var})"),
+                    reason: format!("it is not a PostgreSQL connection URL: {error}"),
+                })?;
+        config.application_name(APPLICATION_NAME);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        let mut options = config.get_options().unwrap_or_default().to_string();
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(SESSION_OPTIONS);
+        if read_only {
+            options.push_str(" -c default_transaction_read_only=on");
+        }
+        config.options(options);
+        let label = redacted_label(&config);
+        Ok(Self {
+            config,
+            label,
+            role,
+        })
+    }
+
+    /// Opens a connection; its driver task ends when the returned client is dropped.
+    pub async fn connect(&self) -> Result<Client, ConnectorError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|error| ConnectorError::Open {
+                    role: self.role,
+                    location: self.label.clone(),
+                    reason: describe_error(&error),
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %describe_error(&error), "postgres connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// `postgres://user@host:port/db` from a parsed URL: no password, ever.
+pub fn redacted_label(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let host_text = match host {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            };
+            let port = config
+                .get_ports()
+                .get(index)
+                .or_else(|| config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            format!("{host_text}:{port}")
+        })
+        .collect();
+    let user = config.get_user().unwrap_or("");
+    let user_part = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    format!(
+        "postgres://{user_part}{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// The message of a PostgreSQL error with its SQLSTATE, detail, hint and context (which
+/// names the COPY line and column of a bad value).
+pub fn describe_error(error: &tokio_postgres::Error) -> String {
+    let Some(db_error) = error.as_db_error() else {
+        return error.to_string();
+    };
+    let mut text = format!(
+        "{} (SQLSTATE {})",
+        db_error.message(),
+        db_error.code().code()
+    );
+    if let Some(column) = db_error.column() {
+        text.push_str(&format!("; column {column}"));
+    }
+    if let Some(detail) = db_error.detail() {
+        text.push_str(&format!("; detail: {detail}"));
+    }
+    if let Some(hint) = db_error.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    if let Some(context) = db_error.where_() {
+        text.push_str(&format!("; context: {context}"));
+    }
+    text
+}
+
+/// Whether a retry may succeed: connection loss, serialization failures, deadlocks, lock
+/// and statement timeouts, shutdowns and resource exhaustion. Data errors (22xxx, 23xxx)
+/// and everything else are permanent.
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+    let Some(db_error) = error.as_db_error() else {
+        // No server error: the connection broke, timed out or an I/O call failed.
+        return true;
+    };
+    let code = db_error.code();
+    let class = &code.code()[..2];
+    matches!(class, "08" | "53" | "57" | "58")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::T_R_STATEMENT_COMPLETION_UNKNOWN
+}
+
+/// A PostgreSQL error with its full description (the driver's own `Display` leaves out
+/// the detail and the context that names the bad column).
+#[derive(Debug, thiserror::Error)]
+#[error("{description}")]
+pub struct PgError {
+    description: String,
+    #[source]
+    source: tokio_postgres::Error,
+}
+
+/// Wraps a driver error as a [`ConnectorError::Query`] for `operation` on `table`.
+pub fn query_error(
+    operation: &'static str,
+    table: &TableName,
+) -> impl Fn(tokio_postgres::Error) -> ConnectorError + use<> {
+    let table = table.clone();
+    move |source| ConnectorError::Query {
+        operation,
+        table: table.clone(),
+        transient: is_transient(&source),
+        source: Box::new(PgError {
+            description: describe_error(&source),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_common::spec::Secret;
+
+    #[test]
+    fn labels_never_show_the_password() {
+        let location = Location::Env {
+            var: "DST".into(),
+            value: Secret::new("postgres://alice:hunter2@db.internal:6543/orders?sslmode=disable"),
+        };
+        let endpoint = Endpoint::new("target", &location, false).expect("valid");
+        assert_eq!(endpoint.label, "postgres://alice@db.internal:6543/orders");
+        assert!(!endpoint.label.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_file_path_or_a_bad_url_is_refused_with_the_fix() {
+        let path = Location::Path("/tmp/x.db".into());
+        let error = Endpoint::new("source", &path, true).err().expect("refused");
+        assert!(error.to_string().contains("source.url_env"), "{error}");
+        let bad = Location::Env {
+            var: "SRC".into(),
+            value: Secret::new("postgres://u:secret@h:notaport/db"),
+        };
+        let error = Endpoint::new("source", &bad, true).err().expect("refused");
+        let text = error.to_string();
+        assert!(text.contains("$SRC") && !text.contains("secret"), "{text}");
+    }
+}

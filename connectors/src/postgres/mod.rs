@@ -1,0 +1,431 @@
+//! PostgreSQL: source and sink, over `tokio-postgres` with binary COPY both ways.
+//!
+//! Every operation opens its own connection (named `application_name = ferry`, with
+//! session settings that make text forms deterministic, see [`connect`]); source sessions
+//! are read-only. A chunk is read with one `COPY (SELECT ... ORDER BY key) TO STDOUT
+//! (FORMAT binary)`, decoded incrementally into Arrow batches ([`read`]), and written in
+//! one transaction: fence check, `DELETE` of the range, `COPY ... FROM STDIN (FORMAT
+//! binary)` encoded for the target columns' own types ([`encode`]), fence upsert, commit
+//! ([`write`]). Binary formats are decoded and encoded here ([`binary`], [`array`]), not
+//! through driver type mappings, so every value is carried exactly.
+//!
+//! Tables are `schema.name`; declarative partitioned tables are listed and read through
+//! their parent. Tables have no rowid, so a table without a primary key is one chunk.
+
+mod array;
+mod binary;
+mod catalog;
+mod connect;
+mod encode;
+mod json;
+mod native;
+mod read;
+mod split;
+mod sql;
+mod types;
+mod write;
+
+use async_trait::async_trait;
+use ferry_common::checksum::RangeChecksum;
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_common::schema::{TableName, TableSchema};
+use ferry_common::spec::Location;
+use tokio_postgres::{Client, NoTls};
+
+pub use connect::{APPLICATION_NAME, redacted_label};
+pub use native::{BINARY_COPY_FORMAT, CHECKSUM_METHOD};
+pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
+pub use sql::{quote_ident, quote_table};
+pub use write::target_name;
+
+use catalog::{CatalogTable, load_table};
+use connect::{Endpoint, query_error};
+use read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
+use split::{key_columns, predicate};
+use sql::order_by;
+
+use crate::error::{ConnectorError, Result};
+use crate::traits::{
+    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome, Sink,
+    Source, WriteSummary,
+};
+
+/// The connector kind in specs.
+pub const KIND: &str = "postgres";
+/// The table, in each target schema ferry writes to, that records the last committed
+/// attempt of each chunk.
+pub const FENCE_TABLE: &str = "_ferry_fence";
+
+/// Loads `table` or fails with [`ConnectorError::TableNotFound`].
+async fn require_table(
+    client: &Client,
+    table: &TableName,
+    role: &'static str,
+) -> Result<CatalogTable> {
+    load_table(client, table)
+        .await
+        .map_err(query_error("describe table", table))?
+        .ok_or_else(|| ConnectorError::TableNotFound {
+            role,
+            table: table.clone(),
+        })
+}
+
+/// Reads a range of `catalog` into `schema`'s carriers, calling `on_batch` with each
+/// batch until it returns `false`. `ordered` sorts by the key (reads for copying);
+/// verification reads need no order.
+async fn read_range(
+    client: &Client,
+    schema: &TableSchema,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    range: &ChunkRange,
+    role: &'static str,
+    ordered: bool,
+) -> Result<CopyReader> {
+    let columns = plan_columns(schema, catalog, role)?;
+    let keys = key_columns(catalog, key)?;
+    let condition = predicate(&catalog.name, &keys, key, range)?;
+    let order = ordered.then(|| order_by(&keys));
+    let sql = copy_out_sql(&catalog.name, &columns, &condition, order.as_deref());
+    let decoder = CopyDecoder::new(&catalog.name, &columns, schema.arrow_schema(false))?;
+    CopyReader::start(client, &sql, decoder, &catalog.name, "read chunk").await
+}
+
+/// A PostgreSQL database read as a source. Sessions are read-only.
+pub struct PostgresSource {
+    endpoint: Endpoint,
+}
+
+impl PostgresSource {
+    /// Opens a source from its spec location (a URL in an environment variable), and
+    /// checks that it answers.
+    pub async fn open(location: &Location) -> Result<Self> {
+        let endpoint = Endpoint::new("source", location, true)?;
+        let client = endpoint.connect().await?;
+        drop(client);
+        Ok(Self { endpoint })
+    }
+
+    /// The source's label, without credentials.
+    pub fn label(&self) -> &str {
+        &self.endpoint.label
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableName>> {
+        let client = self.endpoint.connect().await?;
+        catalog::list_tables(&client)
+            .await
+            .map_err(query_error("list tables", &TableName::bare("pg_class")))
+    }
+
+    async fn describe_table(&self, table: &TableName) -> Result<TableSchema> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, table, "source").await?;
+        if let Some(generated) = catalog.columns.iter().find(|column| column.generated) {
+            return Err(ConnectorError::Unsupported {
+                table: catalog.name.clone(),
+                detail: format!(
+                    "column {} is a generated column, which ferry cannot copy yet; exclude \
+                     the table and copy it another way",
+                    generated.name
+                ),
+            });
+        }
+        Ok(catalog.to_schema(KIND))
+    }
+
+    async fn key_stats(&self, table: &TableSchema, key: &SplitKey) -> Result<KeyStats> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        split::key_stats(&client, &catalog, key).await
+    }
+
+    async fn key_boundaries(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        every_rows: u64,
+    ) -> Result<Vec<KeyBound>> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        split::key_boundaries(&client, &catalog, key, every_rows).await
+    }
+
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        let mut reader = read_range(&client, table, &catalog, key, range, "source", true).await?;
+        // Two batches in flight: the reader stays one ahead of the writer, no more.
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let cancel_token = client.cancel_token();
+            loop {
+                let next = tokio::select! {
+                    // The stream was dropped: cancel the query and release the connection.
+                    () = batch_tx.closed() => {
+                        let _ = cancel_token.cancel_query(NoTls).await;
+                        return;
+                    }
+                    next = reader.next() => next,
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        if batch_tx.send(Ok(batch)).await.is_err() {
+                            let _ = cancel_token.cancel_query(NoTls).await;
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = batch_tx.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
+    }
+
+    async fn read_native(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        format: &str,
+    ) -> Result<Option<NativeStream>> {
+        if format != BINARY_COPY_FORMAT || table.source_kind != KIND {
+            return Ok(None);
+        }
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        // The bytes are only meaningful for the types the sink checked against: a source
+        // table altered since planning goes the Arrow way, which checks every column.
+        if !native::same_column_types(table, &catalog) {
+            return Ok(None);
+        }
+        native::read_native(client, table, &catalog, key, range)
+            .await
+            .map(Some)
+    }
+
+    async fn native_checksum(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        if table.source_kind != KIND {
+            return Ok(None);
+        }
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        native::native_checksum(&client, table, &catalog, key, range)
+            .await
+            .map(Some)
+    }
+
+    async fn probe_load(&self) -> Result<Option<f64>> {
+        let client = self.endpoint.connect().await?;
+        let active: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                 WHERE state = 'active' AND application_name <> $1",
+                &[&APPLICATION_NAME],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_error(
+                "probe load",
+                &TableName::bare("pg_stat_activity"),
+            ))?;
+        Ok(Some(active as f64))
+    }
+
+    async fn probe_load_sql(&self, sql: &str) -> Result<Option<f64>> {
+        let probe_table = TableName::bare("load probe");
+        let mut client = self.endpoint.connect().await?;
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(query_error("start the load probe", &probe_table))?;
+        transaction
+            .batch_execute("SET LOCAL statement_timeout = '5s'")
+            .await
+            .map_err(query_error("limit the load probe", &probe_table))?;
+        let messages = transaction
+            .simple_query(sql)
+            .await
+            .map_err(query_error("run the load probe", &probe_table))?;
+        let first = messages.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+            _ => None,
+        });
+        let _ = transaction.rollback().await;
+        match first.flatten().map(|text| text.trim().parse::<f64>()) {
+            Some(Ok(value)) if value.is_finite() => Ok(Some(value)),
+            other => Err(ConnectorError::Task(format!(
+                "the load probe must return one number in its first column, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A PostgreSQL database written as a target.
+pub struct PostgresSink {
+    endpoint: Endpoint,
+}
+
+impl PostgresSink {
+    /// Opens a target from its spec location, and checks that it answers.
+    pub async fn open(location: &Location) -> Result<Self> {
+        let endpoint = Endpoint::new("target", location, false)?;
+        let client = endpoint.connect().await?;
+        drop(client);
+        Ok(Self { endpoint })
+    }
+
+    /// The target's label, without credentials.
+    pub fn label(&self) -> &str {
+        &self.endpoint.label
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn can_carry_rowid(&self) -> bool {
+        false
+    }
+
+    fn target_table(&self, table: &TableSchema) -> TableName {
+        write::target_name(table)
+    }
+
+    async fn prepare_table(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        options: &PrepareOptions,
+    ) -> Result<PrepareOutcome> {
+        let mut client = self.endpoint.connect().await?;
+        write::prepare_table(&mut client, table, key, options).await
+    }
+
+    async fn write_chunk(
+        &self,
+        chunk: ChunkWrite<'_>,
+        batches: BatchStream,
+    ) -> Result<WriteSummary> {
+        let mut client = self.endpoint.connect().await?;
+        write::write_chunk(
+            &mut client,
+            chunk.table,
+            chunk.key,
+            chunk.range,
+            chunk.fence,
+            chunk.cancel,
+            write::ChunkInput::Batches(batches),
+        )
+        .await
+    }
+
+    async fn native_format(&self, table: &TableSchema) -> Result<Option<&'static str>> {
+        if table.source_kind != KIND {
+            return Ok(None);
+        }
+        let client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        Ok(native::same_column_types(table, &catalog).then_some(BINARY_COPY_FORMAT))
+    }
+
+    async fn write_native(
+        &self,
+        chunk: ChunkWrite<'_>,
+        stream: NativeStream,
+    ) -> Result<WriteSummary> {
+        let mut client = self.endpoint.connect().await?;
+        write::write_chunk(
+            &mut client,
+            chunk.table,
+            chunk.key,
+            chunk.range,
+            chunk.fence,
+            chunk.cancel,
+            write::ChunkInput::Native(stream),
+        )
+        .await
+    }
+
+    async fn native_checksum(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<Option<NativeChecksum>> {
+        if table.source_kind != KIND {
+            return Ok(None);
+        }
+        let client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        // Rows print alike on both sides only when the column types are the same.
+        if !native::same_column_types(table, &catalog) {
+            return Ok(None);
+        }
+        native::native_checksum(&client, table, &catalog, key, range)
+            .await
+            .map(Some)
+    }
+
+    async fn checksum_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<RangeChecksum> {
+        let client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        let mut reader = read_range(&client, table, &catalog, key, range, "target", false).await?;
+        let mut checksum = RangeChecksum::default();
+        while let Some(batch) = reader.next().await? {
+            checksum.add_batch(&batch).map_err(|error| {
+                ConnectorError::Task(format!("failed to checksum table {target}: {error}"))
+            })?;
+        }
+        Ok(checksum)
+    }
+
+    async fn count_chunk(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<u64> {
+        let client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        split::count_range(&client, &catalog, key, range).await
+    }
+}

@@ -1,0 +1,165 @@
+//! Key statistics and boundaries for planning, and range counts.
+
+use ferry_common::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
+use ferry_common::schema::TableName;
+use tokio_postgres::Client;
+
+use super::catalog::CatalogTable;
+use super::connect::query_error;
+use super::sql::{KeyColumn, order_by, quote_ident, quote_table, range_predicate};
+use crate::error::{ConnectorError, Result};
+
+/// The key columns of `key` as `catalog` holds them (none for a whole-table key).
+pub fn key_columns(catalog: &CatalogTable, key: &SplitKey) -> Result<Vec<KeyColumn>> {
+    match key {
+        SplitKey::Columns { names, .. } => {
+            catalog
+                .key_columns(names)
+                .map_err(|detail| ConnectorError::SchemaMismatch {
+                    table: catalog.name.clone(),
+                    detail: format!("{detail}; plan the job again, or fix the table"),
+                })
+        }
+        SplitKey::None => Ok(Vec::new()),
+        SplitKey::Rowid => Err(ConnectorError::Unsupported {
+            table: catalog.name.clone(),
+            detail: "PostgreSQL tables have no rowid to split on".to_string(),
+        }),
+    }
+}
+
+/// The WHERE condition of `range`, or an error naming the table.
+pub fn predicate(
+    table: &TableName,
+    keys: &[KeyColumn],
+    key: &SplitKey,
+    range: &ChunkRange,
+) -> Result<String> {
+    range_predicate(keys, key.nullable(), range).map_err(|detail| ConnectorError::Unsupported {
+        table: table.clone(),
+        detail: format!("range {range} does not fit the key: {detail}"),
+    })
+}
+
+/// Counts rows and NULL keys, and reads min/max of a single integer key.
+pub async fn key_stats(
+    client: &Client,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+) -> Result<KeyStats> {
+    let on_error = query_error("read key statistics", &catalog.name);
+    let keys = key_columns(catalog, key)?;
+    let quoted_table = quote_table(&catalog.name);
+    let null_keys = if key.nullable() && !keys.is_empty() {
+        predicate(&catalog.name, &keys, key, &ChunkRange::NullKeys)?
+    } else {
+        "false".to_string()
+    };
+    let integer_key = key.single_integer() && keys.len() == 1 && keys[0].integer;
+    let min_max = if integer_key {
+        let column = quote_ident(&keys[0].name);
+        format!("min({column})::int8, max({column})::int8")
+    } else {
+        "NULL::int8, NULL::int8".to_string()
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE {null_keys}), {min_max} FROM {quoted_table}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(&on_error)?;
+    let rows: i64 = row.try_get(0).map_err(&on_error)?;
+    let null_key_rows: i64 = row.try_get(1).map_err(&on_error)?;
+    let min: Option<i64> = row.try_get(2).map_err(&on_error)?;
+    let max: Option<i64> = row.try_get(3).map_err(&on_error)?;
+    Ok(KeyStats {
+        rows: rows.max(0) as u64,
+        null_key_rows: null_key_rows.max(0) as u64,
+        int_min_max: min.zip(max),
+    })
+}
+
+/// Every `every_rows`-th non-NULL key in key order, computed in the database (an ordered
+/// scan with `row_number()`, which streams there): exact quantiles, so chunks are even
+/// however skewed the keys are, and only the boundaries cross the network.
+pub async fn key_boundaries(
+    client: &Client,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    every_rows: u64,
+) -> Result<Vec<KeyBound>> {
+    let on_error = query_error("read key boundaries", &catalog.name);
+    let keys = key_columns(catalog, key)?;
+    if keys.is_empty() || every_rows == 0 {
+        return Ok(Vec::new());
+    }
+    let every_rows = i64::try_from(every_rows).unwrap_or(i64::MAX);
+    let not_null: Vec<String> = keys
+        .iter()
+        .map(|column| format!("{} IS NOT NULL", quote_ident(&column.name)))
+        .collect();
+    let bound_exprs: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, column)| format!("{} AS b{index}", column.bound_expr()))
+        .collect();
+    let bound_names: Vec<String> = (0..keys.len()).map(|index| format!("b{index}")).collect();
+    // Row n (1-based) opens chunk n / every_rows, so the first bound is the key after the
+    // first `every_rows` keys.
+    let sql = format!(
+        "SELECT {names} FROM (SELECT {bounds}, row_number() OVER (ORDER BY {order}) AS n \
+         FROM {table} WHERE {not_null}) AS keys \
+         WHERE n > 1 AND (n - 1) % {every_rows} = 0 ORDER BY n",
+        names = bound_names.join(", "),
+        bounds = bound_exprs.join(", "),
+        order = order_by(&keys),
+        table = quote_table(&catalog.name),
+        not_null = not_null.join(" AND "),
+    );
+    let rows = client.query(&sql, &[]).await.map_err(&on_error)?;
+    let mut boundaries: Vec<KeyBound> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(keys.len());
+        for (index, column) in keys.iter().enumerate() {
+            let value = if column.integer {
+                row.try_get::<_, i64>(index).map(KeyValue::Int)
+            } else {
+                row.try_get::<_, String>(index).map(KeyValue::Text)
+            };
+            values.push(value.map_err(&on_error)?);
+        }
+        let bound = KeyBound(values);
+        // The key is unique, so bounds from an ordered scan strictly increase; a repeat
+        // could only come from a key that is not unique, and would make an empty range.
+        if boundaries.last() != Some(&bound) {
+            boundaries.push(bound);
+        }
+    }
+    Ok(boundaries)
+}
+
+/// Counts the rows of a range.
+pub async fn count_range(
+    client: &Client,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    range: &ChunkRange,
+) -> Result<u64> {
+    let keys = key_columns(catalog, key)?;
+    let condition = predicate(&catalog.name, &keys, key, range)?;
+    let count: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {} WHERE {condition}",
+                quote_table(&catalog.name)
+            ),
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(query_error("count chunk", &catalog.name))?;
+    Ok(count.max(0) as u64)
+}

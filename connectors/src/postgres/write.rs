@@ -1,0 +1,832 @@
+//! Creates or checks target tables, and writes chunks with overwrite, fenced, in one
+//! transaction: fence check, `DELETE` of the range, binary `COPY ... FROM STDIN`, fence
+//! upsert, commit.
+
+use bytes::{Bytes, BytesMut};
+use ferry_common::ids::Attempt;
+use ferry_common::key::{ChunkRange, SplitKey};
+use ferry_common::schema::{ColumnType, TableName, TableSchema};
+use ferry_common::spec::SchemaMode;
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_table};
+use super::connect::{describe_error, query_error};
+use super::encode::{ColumnWriter, Encoder, encoder_for, push_header, push_trailer};
+use super::native::BINARY_COPY_FORMAT;
+use super::read::read_column;
+use super::split::{key_columns, predicate};
+use super::sql::{quote_ident, quote_literal, quote_table};
+use super::types::target_type_for;
+use super::{FENCE_TABLE, KIND};
+use crate::error::{ConnectorError, Result};
+use crate::traits::{
+    BatchStream, Fence, NativeStream, PrepareOptions, PrepareOutcome, WriteSummary,
+};
+
+/// Encoded bytes are handed to the COPY once they pass this size.
+const COPY_SEND_BYTES: usize = 1 << 20;
+
+/// Where a source table goes: the same schema and name for a PostgreSQL source, else
+/// schema `public` and the source table's name.
+pub fn target_name(table: &TableSchema) -> TableName {
+    if table.source_kind == KIND {
+        TableName {
+            schema: Some(
+                table
+                    .name
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| "public".to_string()),
+            ),
+            name: table.name.name.clone(),
+        }
+    } else {
+        TableName {
+            schema: Some("public".to_string()),
+            name: table.name.name.clone(),
+        }
+    }
+}
+
+fn schema_of(table: &TableName) -> &str {
+    table.schema.as_deref().unwrap_or("public")
+}
+
+/// Parses the last identifier of a possibly qualified, possibly quoted type name as
+/// `format_type` prints it (`mood`, `s.mood`, `"My Mood"[]`).
+pub fn bare_type_name(declared: &str) -> Option<String> {
+    let mut text = declared.trim();
+    while let Some(stripped) = text.strip_suffix("[]") {
+        text = stripped.trim_end();
+    }
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut current = String::new();
+    while let Some(character) = chars.next() {
+        match character {
+            '"' => loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        current.push('"');
+                    }
+                    Some('"') => break,
+                    Some(inner) => current.push(inner),
+                    None => return None,
+                }
+            },
+            '.' => parts.push(std::mem::take(&mut current)),
+            other => current.push(other),
+        }
+    }
+    parts.push(current);
+    parts.pop().filter(|name| !name.is_empty())
+}
+
+/// The labels of an enum column (or an array of enums).
+fn enum_labels(column_type: &ColumnType) -> Option<&[String]> {
+    match column_type {
+        ColumnType::Enum { labels } => Some(labels),
+        ColumnType::Array { element } => match element.as_ref() {
+            ColumnType::Enum { labels } => Some(labels),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A target column to be: its name and the type text for `CREATE TABLE`.
+struct PlannedColumn {
+    name: String,
+    type_text: String,
+    nullable: bool,
+    source_type: ColumnType,
+    source_declared: String,
+}
+
+async fn ensure_schema(client: &Client, table: &TableName) -> Result<()> {
+    let schema = schema_of(table);
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("check schema", table))?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .await
+            .map_err(query_error("create schema", table))?;
+    }
+    Ok(())
+}
+
+/// Creates an enum type in the target schema, or checks the existing one's labels.
+async fn ensure_enum(
+    client: &Client,
+    table: &TableName,
+    column: &str,
+    type_name: &str,
+    labels: &[String],
+) -> Result<()> {
+    let schema = schema_of(table);
+    let existing = client
+        .query_opt(
+            "SELECT ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder), t.typtype::text \
+             FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+             WHERE n.nspname = $1 AND t.typname = $2",
+            &[&schema, &type_name],
+        )
+        .await
+        .map_err(query_error("check enum type", table))?;
+    let qualified = format!("{}.{}", quote_ident(schema), quote_ident(type_name));
+    match existing {
+        None => {
+            let label_list: Vec<String> = labels.iter().map(|label| quote_literal(label)).collect();
+            let created = client
+                .batch_execute(&format!(
+                    "CREATE TYPE {qualified} AS ENUM ({})",
+                    label_list.join(", ")
+                ))
+                .await;
+            match created {
+                Ok(()) => Ok(()),
+                // Another preparer created it meanwhile: check it like an existing one.
+                Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
+                    Box::pin(ensure_enum(client, table, column, type_name, labels)).await
+                }
+                Err(error) => Err(query_error("create enum type", table)(error)),
+            }
+        }
+        Some(row) => {
+            let typtype: String = row
+                .try_get(1)
+                .map_err(query_error("check enum type", table))?;
+            let existing_labels: Vec<String> = row
+                .try_get(0)
+                .map_err(query_error("check enum type", table))?;
+            if typtype != "e" || existing_labels != labels {
+                return Err(ConnectorError::SchemaMismatch {
+                    table: table.clone(),
+                    detail: format!(
+                        "column {column} needs enum type {qualified} with labels [{}], but the \
+                         target's type of that name {}; fix or drop the type, or choose a type \
+                         with `columns:` in the spec",
+                        labels.join(", "),
+                        if typtype == "e" {
+                            format!("has labels [{}]", existing_labels.join(", "))
+                        } else {
+                            "is not an enum".to_string()
+                        }
+                    ),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves the planned types in the target by creating them in a temporary table that
+/// is rolled back: exact `format_type` forms and wire types, or the first type the
+/// target does not know.
+async fn probe_types(
+    client: &mut Client,
+    table: &TableName,
+    columns: &[PlannedColumn],
+) -> Result<Vec<CatalogColumn>> {
+    let definitions: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{} {}", quote_ident(&column.name), column.type_text))
+        .collect();
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(query_error("check column types", table))?;
+    let created = transaction
+        .batch_execute(&format!(
+            "CREATE TEMPORARY TABLE \"_ferry_probe\" ({}) ON COMMIT DROP",
+            definitions.join(", ")
+        ))
+        .await;
+    if let Err(error) = created {
+        drop(transaction);
+        // Find which column's type the target refuses, to name it.
+        for column in columns {
+            if let Err(column_error) = client
+                .simple_query(&format!("SELECT NULL::{}", column.type_text))
+                .await
+            {
+                return Err(ConnectorError::type_mapping(
+                    table,
+                    &column.name,
+                    &column.source_declared,
+                    KIND,
+                    &format!(
+                        "the target refuses the type {}: {}",
+                        column.type_text,
+                        describe_error(&column_error)
+                    ),
+                ));
+            }
+        }
+        return Err(query_error("check column types", table)(error));
+    }
+    let probe_oid: u32 = transaction
+        .query_one("SELECT 'pg_temp._ferry_probe'::regclass::oid", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(query_error("check column types", table))?;
+    let resolved = load_columns(transaction.client(), probe_oid)
+        .await
+        .map_err(query_error("check column types", table))?;
+    transaction
+        .rollback()
+        .await
+        .map_err(query_error("check column types", table))?;
+    Ok(resolved)
+}
+
+/// Creates, checks or recreates the target table per `options.mode`.
+pub async fn prepare_table(
+    client: &mut Client,
+    table: &TableSchema,
+    key: &SplitKey,
+    options: &PrepareOptions,
+) -> Result<PrepareOutcome> {
+    let target = target_name(table);
+    if matches!(key, SplitKey::Rowid) {
+        return Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: "the postgres sink cannot keep a SQLite rowid".to_string(),
+        });
+    }
+    let same_engine = table.source_kind == KIND;
+    // 1. The type of every target column, before touching the target.
+    let mut planned = Vec::with_capacity(table.columns.len());
+    let mut enums: Vec<(String, String, Vec<String>)> = Vec::new();
+    for column in &table.columns {
+        let type_text = if let Some(chosen) = options.type_overrides.get(&column.name) {
+            chosen.clone()
+        } else if same_engine {
+            match enum_labels(&column.column_type) {
+                Some(labels) => {
+                    let type_name = bare_type_name(&column.declared_type).ok_or_else(|| {
+                        ConnectorError::type_mapping(
+                            &table.name,
+                            &column.name,
+                            &column.declared_type,
+                            KIND,
+                            "its enum type name cannot be read",
+                        )
+                    })?;
+                    enums.push((column.name.clone(), type_name.clone(), labels.to_vec()));
+                    let array_suffix = if matches!(column.column_type, ColumnType::Array { .. }) {
+                        "[]"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}.{}{array_suffix}",
+                        quote_ident(schema_of(&target)),
+                        quote_ident(&type_name)
+                    )
+                }
+                None => column.declared_type.clone(),
+            }
+        } else {
+            target_type_for(&column.column_type).map_err(|why| {
+                ConnectorError::type_mapping(
+                    &table.name,
+                    &column.name,
+                    &format!(
+                        "{} ({})",
+                        column.declared_type,
+                        column.column_type.display_name()
+                    ),
+                    KIND,
+                    why,
+                )
+            })?
+        };
+        planned.push(PlannedColumn {
+            name: column.name.clone(),
+            type_text,
+            nullable: column.nullable,
+            source_type: column.column_type.clone(),
+            source_declared: column.declared_type.clone(),
+        });
+    }
+
+    // 2. The schema and enum types the columns need.
+    ensure_schema(client, &target).await?;
+    for (column, type_name, labels) in &enums {
+        ensure_enum(client, &target, column, type_name, labels).await?;
+    }
+
+    // 3. Every column can be written from its carrier and read back into it.
+    let resolved = probe_types(client, &target, &planned).await?;
+    for (column, resolved_column) in planned.iter().zip(&resolved) {
+        let writable = encoder_for(&column.source_type, &resolved_column.wire).is_some();
+        let readable = read_column(
+            &column.name,
+            &resolved_column.declared_type,
+            &resolved_column.wire,
+            &column.source_type,
+        );
+        let why = match (writable, readable) {
+            (true, Ok(_)) => continue,
+            (_, Err(reason)) => reason,
+            (false, Ok(_)) => format!(
+                "ferry cannot write {} values into a {} column",
+                column.source_type.display_name(),
+                resolved_column.declared_type
+            ),
+        };
+        return Err(ConnectorError::type_mapping(
+            &table.name,
+            &column.name,
+            &column.source_declared,
+            KIND,
+            &why,
+        ));
+    }
+
+    // 4. Create, check or recreate.
+    let existing = load_table(client, &target)
+        .await
+        .map_err(query_error("describe target table", &target))?;
+    let create_sql = create_table_sql(&target, &planned, &table.primary_key);
+    let outcome = match (options.mode, existing) {
+        (SchemaMode::Recreate, existing) => {
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(query_error("recreate table", &target))?;
+            transaction
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {}; {create_sql}",
+                    quote_table(&target)
+                ))
+                .await
+                .map_err(query_error("recreate table", &target))?;
+            transaction
+                .commit()
+                .await
+                .map_err(query_error("recreate table", &target))?;
+            if existing.is_some() {
+                PrepareOutcome::Recreated
+            } else {
+                PrepareOutcome::Created
+            }
+        }
+        (SchemaMode::RequireExisting, None) => {
+            return Err(ConnectorError::SchemaMismatch {
+                table: target,
+                detail: "it does not exist in the target; create it, or set \
+                         `schema: create_if_missing`"
+                    .to_string(),
+            });
+        }
+        (SchemaMode::CreateIfMissing, None) => {
+            client
+                .batch_execute(&create_sql)
+                .await
+                .map_err(query_error("create table", &target))?;
+            PrepareOutcome::Created
+        }
+        (_, Some(existing)) => {
+            check_compatible(&target, &planned, &resolved, &existing, &table.primary_key)?;
+            PrepareOutcome::Existing
+        }
+    };
+    ensure_fence_table(client, &target).await?;
+    Ok(outcome)
+}
+
+fn create_table_sql(
+    target: &TableName,
+    columns: &[PlannedColumn],
+    primary_key: &[String],
+) -> String {
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|column| {
+            let mut part = format!("{} {}", quote_ident(&column.name), column.type_text);
+            if !column.nullable {
+                part.push_str(" NOT NULL");
+            }
+            part
+        })
+        .collect();
+    if !primary_key.is_empty() {
+        let key: Vec<String> = primary_key.iter().map(|name| quote_ident(name)).collect();
+        parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    }
+    format!(
+        "CREATE TABLE {} ({})",
+        quote_table(target),
+        parts.join(", ")
+    )
+}
+
+fn check_compatible(
+    target: &TableName,
+    planned: &[PlannedColumn],
+    resolved: &[CatalogColumn],
+    existing: &CatalogTable,
+    primary_key: &[String],
+) -> Result<()> {
+    let mut differences = Vec::new();
+    let wanted_names: Vec<&str> = planned.iter().map(|c| c.name.as_str()).collect();
+    let existing_names: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
+    if wanted_names != existing_names {
+        differences.push(format!(
+            "columns are [{}] in the source but [{}] in the target",
+            wanted_names.join(", "),
+            existing_names.join(", ")
+        ));
+    } else {
+        for (wanted, existing_column) in resolved.iter().zip(&existing.columns) {
+            if wanted.declared_type != existing_column.declared_type {
+                differences.push(format!(
+                    "column {} should be {} but is {}",
+                    existing_column.name, wanted.declared_type, existing_column.declared_type
+                ));
+            }
+        }
+    }
+    if primary_key != existing.primary_key.as_slice() {
+        differences.push(format!(
+            "primary key is ({}) in the source but ({}) in the target",
+            primary_key.join(", "),
+            existing.primary_key.join(", ")
+        ));
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(ConnectorError::SchemaMismatch {
+        table: target.clone(),
+        detail: format!(
+            "{}; fix the target table or set `schema: recreate`",
+            differences.join("; ")
+        ),
+    })
+}
+
+/// The fence table in `target`'s schema.
+fn fence_table(target: &TableName) -> TableName {
+    TableName {
+        schema: Some(schema_of(target).to_string()),
+        name: FENCE_TABLE.to_string(),
+    }
+}
+
+/// Creates the fence table if missing, tolerating a concurrent creator.
+pub async fn ensure_fence_table(client: &Client, target: &TableName) -> Result<()> {
+    let fence = fence_table(target);
+    let exists = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&quote_table(&fence)],
+        )
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0))
+        .map_err(query_error("check fence table", &fence))?;
+    if exists {
+        return Ok(());
+    }
+    let created = client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, chunk bigint NOT NULL, \
+             table_name text NOT NULL, attempt bigint NOT NULL, committed_at timestamptz NOT NULL, \
+             PRIMARY KEY (run_id, chunk))",
+            quote_table(&fence)
+        ))
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        // Two creators at once: one wins, the other sees a duplicate; the table exists.
+        Err(error)
+            if matches!(
+                error.code(),
+                Some(&SqlState::UNIQUE_VIOLATION | &SqlState::DUPLICATE_TABLE)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(query_error("create fence table", &fence)(error)),
+    }
+}
+
+/// Waits for the next batch, or for cancellation.
+async fn next_batch(
+    batches: &mut BatchStream,
+    cancel: &CancellationToken,
+) -> Result<Option<arrow_array::RecordBatch>> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(ConnectorError::Cancelled),
+        item = batches.next() => item.transpose(),
+    }
+}
+
+/// The encoders for `table`'s columns into the target table `catalog`.
+fn encoders(table: &TableSchema, catalog: &CatalogTable) -> Result<Vec<Encoder>> {
+    table
+        .columns
+        .iter()
+        .map(|column| {
+            let target_column =
+                catalog
+                    .column(&column.name)
+                    .ok_or_else(|| ConnectorError::SchemaMismatch {
+                        table: catalog.name.clone(),
+                        detail: format!(
+                            "column {} is missing in the target table; prepare the table again",
+                            column.name
+                        ),
+                    })?;
+            encoder_for(&column.column_type, &target_column.wire).ok_or_else(|| {
+                ConnectorError::type_mapping(
+                    &table.name,
+                    &column.name,
+                    &column.declared_type,
+                    KIND,
+                    &format!(
+                        "ferry cannot write {} values into a {} column",
+                        column.column_type.display_name(),
+                        target_column.declared_type
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a chunk's rows arrive as.
+pub enum ChunkInput {
+    /// Arrow batches, encoded here for the target columns' types.
+    Batches(BatchStream),
+    /// The source's own binary COPY stream, passed through untouched.
+    Native(NativeStream),
+}
+
+/// The first piece of a chunk's input, taken before any lock.
+enum FirstPiece {
+    Batch(Option<arrow_array::RecordBatch>),
+    Bytes(Option<Bytes>),
+}
+
+/// Waits for the next raw piece, or for cancellation.
+async fn next_bytes(
+    stream: &mut NativeStream,
+    cancel: &CancellationToken,
+) -> Result<Option<Bytes>> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(ConnectorError::Cancelled),
+        item = stream.bytes.next() => item.transpose(),
+    }
+}
+
+/// Writes one chunk: fence, delete the range, COPY the rows in, record the fence,
+/// commit. Any error or a cancellation drops the transaction, which rolls back.
+pub async fn write_chunk(
+    client: &mut Client,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    fence: &Fence,
+    cancel: &CancellationToken,
+    mut input: ChunkInput,
+) -> Result<WriteSummary> {
+    let target = target_name(table);
+    let on_error = query_error("write chunk", &target);
+    // Wait for the first rows before locking anything, so a slow source scan does not
+    // hold locks in the target.
+    let first = match &mut input {
+        ChunkInput::Batches(batches) => FirstPiece::Batch(next_batch(batches, cancel).await?),
+        ChunkInput::Native(stream) => {
+            if stream.format != BINARY_COPY_FORMAT {
+                return Err(ConnectorError::Unsupported {
+                    table: table.name.clone(),
+                    detail: format!(
+                        "the postgres sink cannot take the native format {:?}",
+                        stream.format
+                    ),
+                });
+            }
+            FirstPiece::Bytes(next_bytes(stream, cancel).await?)
+        }
+    };
+
+    let catalog = load_table(client, &target)
+        .await
+        .map_err(&on_error)?
+        .ok_or_else(|| ConnectorError::TableNotFound {
+            role: "target",
+            table: target.clone(),
+        })?;
+    let column_encoders = match &input {
+        ChunkInput::Batches(_) => encoders(table, &catalog)?,
+        ChunkInput::Native(_) => Vec::new(),
+    };
+    let keys = key_columns(&catalog, key)?;
+    let condition = predicate(&target, &keys, key, range)?;
+    ensure_fence_table(client, &target).await?;
+    let fence_name = quote_table(&fence_table(&target));
+    let chunk_number = i64::from(fence.chunk.0);
+    let attempt_number = i64::from(fence.attempt.0);
+    let table_label = table.name.to_string();
+
+    let transaction = client.transaction().await.map_err(&on_error)?;
+    // Take the fence row's lock first (inserting it when this is the chunk's first
+    // attempt): a concurrent attempt of the same chunk waits here until this one ends,
+    // then sees its attempt.
+    let committed: i64 = transaction
+        .query_one(
+            &format!(
+                "INSERT INTO {fence_name} AS f (run_id, chunk, table_name, attempt, committed_at) \
+                 VALUES ($1, $2, $3, $4, now()) \
+                 ON CONFLICT (run_id, chunk) DO UPDATE SET run_id = f.run_id RETURNING attempt"
+            ),
+            &[&fence.run_id, &chunk_number, &table_label, &attempt_number],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(&on_error)?;
+    if committed > attempt_number {
+        return Err(ConnectorError::Fenced {
+            table: table.name.clone(),
+            chunk: fence.chunk,
+            attempt: fence.attempt,
+            committed: Attempt(u32::try_from(committed).unwrap_or(u32::MAX)),
+        });
+    }
+
+    let rows_deleted = transaction
+        .execute(
+            &format!("DELETE FROM {} WHERE {condition}", quote_table(&target)),
+            &[],
+        )
+        .await
+        .map_err(&on_error)?;
+
+    let column_list: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| quote_ident(&column.name))
+        .collect();
+    let copy_sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_table(&target),
+        column_list.join(", ")
+    );
+    let mut copy_in = Box::pin(
+        transaction
+            .copy_in::<_, Bytes>(&copy_sql)
+            .await
+            .map_err(&on_error)?,
+    );
+    match (first, &mut input) {
+        (FirstPiece::Batch(mut pending), ChunkInput::Batches(batches)) => {
+            let mut buffer = BytesMut::with_capacity(COPY_SEND_BYTES + (64 << 10));
+            push_header(&mut buffer);
+            let mut scratch = Vec::new();
+            while let Some(batch) = pending {
+                encode_batch(table, &column_encoders, &batch, &mut buffer, &mut scratch)?;
+                if buffer.len() >= COPY_SEND_BYTES {
+                    copy_in
+                        .send(buffer.split().freeze())
+                        .await
+                        .map_err(&on_error)?;
+                }
+                pending = next_batch(batches, cancel).await?;
+            }
+            push_trailer(&mut buffer);
+            copy_in.send(buffer.freeze()).await.map_err(&on_error)?;
+        }
+        (FirstPiece::Bytes(mut pending), ChunkInput::Native(stream)) => {
+            while let Some(piece) = pending {
+                copy_in.send(piece).await.map_err(&on_error)?;
+                pending = next_bytes(stream, cancel).await?;
+            }
+        }
+        _ => {
+            return Err(ConnectorError::Task(
+                "chunk input changed kind while writing".to_string(),
+            ));
+        }
+    }
+    let rows_written = copy_in.as_mut().finish().await.map_err(&on_error)?;
+
+    transaction
+        .execute(
+            &format!(
+                "UPDATE {fence_name} SET attempt = $3, table_name = $4, committed_at = now() \
+                 WHERE run_id = $1 AND chunk = $2"
+            ),
+            &[&fence.run_id, &chunk_number, &attempt_number, &table_label],
+        )
+        .await
+        .map_err(&on_error)?;
+    if cancel.is_cancelled() {
+        return Err(ConnectorError::Cancelled);
+    }
+    transaction.commit().await.map_err(&on_error)?;
+    Ok(WriteSummary {
+        rows_written,
+        rows_deleted,
+    })
+}
+
+/// Appends the COPY tuples of one batch to `buffer`.
+fn encode_batch(
+    table: &TableSchema,
+    column_encoders: &[Encoder],
+    batch: &arrow_array::RecordBatch,
+    buffer: &mut BytesMut,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if batch.num_columns() != column_encoders.len() {
+        return Err(ConnectorError::Task(format!(
+            "a batch of table {} has {} columns, expected {}",
+            table.name,
+            batch.num_columns(),
+            column_encoders.len()
+        )));
+    }
+    let writers = column_encoders
+        .iter()
+        .zip(batch.columns())
+        .zip(&table.columns)
+        .map(|((encoder, array), column)| {
+            ColumnWriter::new(encoder, array.as_ref()).map_err(|detail| ConnectorError::ValueType {
+                table: table.name.clone(),
+                column: column.name.clone(),
+                detail,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let num_fields = i16::try_from(writers.len()).map_err(|_| ConnectorError::Unsupported {
+        table: table.name.clone(),
+        detail: "more than 32767 columns".to_string(),
+    })?;
+    for row in 0..batch.num_rows() {
+        buffer.extend_from_slice(&num_fields.to_be_bytes());
+        for (writer, column) in writers.iter().zip(&table.columns) {
+            writer
+                .write(row, buffer, scratch)
+                .map_err(|detail| ConnectorError::ValueType {
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    detail,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_type_names_are_read_from_format_type() {
+        assert_eq!(bare_type_name("mood").as_deref(), Some("mood"));
+        assert_eq!(bare_type_name("s.mood[]").as_deref(), Some("mood"));
+        assert_eq!(
+            bare_type_name("\"My \"\"Schema\"\"\".\"Mood.Type\"").as_deref(),
+            Some("Mood.Type")
+        );
+        assert_eq!(bare_type_name("\"unterminated"), None);
+    }
+
+    #[test]
+    fn foreign_tables_go_to_public_and_postgres_tables_keep_their_schema() {
+        let mut table = TableSchema {
+            name: TableName {
+                schema: Some("sales".into()),
+                name: "orders".into(),
+            },
+            columns: vec![],
+            primary_key: vec![],
+            has_rowid: false,
+            source_kind: KIND.into(),
+            native_ddl: None,
+        };
+        assert_eq!(target_name(&table).schema.as_deref(), Some("sales"));
+        table.source_kind = "mysql".into();
+        assert_eq!(target_name(&table).schema.as_deref(), Some("public"));
+    }
+}

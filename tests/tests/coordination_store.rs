@@ -1,0 +1,187 @@
+//! The coordination store conformance suite (`ferry_common::coordination::conformance`)
+//! against `LocalStore` (in memory and on a file) and `EtcdStore` on a real etcd.
+//!
+//! The etcd tests need `FERRY_TEST_ETCD_ENDPOINTS` and fail without it:
+//! `bash scripts/services.sh up && eval "$(bash scripts/services.sh env)"`.
+//! Each etcd test works under its own prefix `/ferry-test/{random}/v1/` and deletes it
+//! at the end, also when it fails.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_common::coordination::conformance::{
+    check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
+    check_create_load_round_trip, check_etcd_corrupt_value_is_an_error,
+    check_etcd_fenced_store_refuses_writes_after_leader_loss,
+    check_etcd_interrupted_create_is_invisible, check_etcd_large_job_is_split_into_txns,
+    check_policy_history_is_ordered, check_requeue_in_flight_and_reset_failed,
+    check_stale_attempt_cannot_complete, measure_sequential_assign_rate, unique_suffix,
+};
+use ferry_common::coordination::{
+    Coordination, CoordinationError, EtcdStore, EtcdStoreOptions, LocalStore,
+};
+use futures::FutureExt;
+
+/// Bound on one whole test (the machine has two cores; etcd runs beside the tests).
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every check that both stores must pass.
+async fn check_all(store: Arc<dyn Coordination>) {
+    check_create_load_round_trip(store.as_ref()).await;
+    check_assign_bumps_attempt_and_refuses_non_planned(store.as_ref()).await;
+    check_stale_attempt_cannot_complete(store.as_ref()).await;
+    check_requeue_in_flight_and_reset_failed(store.as_ref()).await;
+    check_policy_history_is_ordered(store.as_ref()).await;
+    check_concurrent_assign_gives_one_winner(store, 20).await;
+}
+
+async fn bounded(body: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .unwrap_or_else(|_| panic!("test did not finish within {TEST_TIMEOUT:?}"));
+}
+
+fn etcd_endpoints() -> Vec<String> {
+    match std::env::var("FERRY_TEST_ETCD_ENDPOINTS") {
+        Ok(endpoints) if !endpoints.trim().is_empty() => endpoints
+            .split(',')
+            .map(|endpoint| endpoint.trim().to_owned())
+            .collect(),
+        _ => panic!(
+            "FERRY_TEST_ETCD_ENDPOINTS is not set: the etcd coordination tests need a real etcd. \
+             Start one with `bash scripts/services.sh up && eval \"$(bash scripts/services.sh env)\"` \
+             (or `make test`), then run the tests again"
+        ),
+    }
+}
+
+/// Connects to the test etcd under a fresh prefix, runs `body`, then deletes the prefix
+/// whether `body` passed, panicked or timed out.
+async fn with_etcd_store<F, Fut>(options: EtcdStoreOptions, body: F)
+where
+    F: FnOnce(EtcdStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let endpoints = etcd_endpoints();
+    let prefix = format!("/ferry-test/{}/v1", unique_suffix());
+    let store = EtcdStore::connect(&endpoints, prefix.clone(), options)
+        .await
+        .unwrap_or_else(|error| panic!("connect to etcd at {endpoints:?}: {error}"));
+    let outcome = AssertUnwindSafe(tokio::time::timeout(TEST_TIMEOUT, body(store.clone())))
+        .catch_unwind()
+        .await;
+    let cleanup = store.delete_prefix().await;
+    match outcome {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(_elapsed)) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+        Ok(Ok(())) => {}
+    }
+    let deleted = cleanup.unwrap_or_else(|error| panic!("delete test prefix {prefix}: {error}"));
+    assert!(deleted > 0, "the test wrote under {prefix}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_in_memory_conforms() {
+    let store = LocalStore::in_memory().expect("in-memory store");
+    bounded(check_all(Arc::new(store))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_on_a_file_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let store = LocalStore::open(&path).expect("file store");
+    bounded(check_all(Arc::new(store))).await;
+    // What was written survives reopening the file.
+    let reopened = LocalStore::open(&path).expect("reopen");
+    bounded(check_create_load_round_trip(&reopened)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_conforms() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        check_all(Arc::new(store)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_create_job_with_1000_chunks_is_split_into_txns_and_paged() {
+    // Small pages so that listing the job takes several range requests.
+    let options = EtcdStoreOptions {
+        list_page_size: 300,
+        ..EtcdStoreOptions::default()
+    };
+    with_etcd_store(options, |store| async move {
+        check_etcd_large_job_is_split_into_txns(&store, 1_000).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_fenced_store_refuses_writes_after_leader_loss() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        check_etcd_fenced_store_refuses_writes_after_leader_loss(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_interrupted_create_job_is_invisible_and_replaced() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        check_etcd_interrupted_create_is_invisible(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_corrupt_value_is_an_error_not_a_panic() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        check_etcd_corrupt_value_is_an_error(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_sequential_assign_rate_is_measured() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        let rate = measure_sequential_assign_rate(&store, 2_000).await;
+        println!("etcd: {rate:.0} sequential assignments/s (2,000 assign calls, one chunk each)");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_is_a_retryable_error_within_the_timeout() {
+    let options = EtcdStoreOptions {
+        request_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..EtcdStoreOptions::default()
+    };
+    // Port 1 on loopback: nothing listens there.
+    let endpoints = vec!["http://127.0.0.1:1".to_owned()];
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        EtcdStore::connect(&endpoints, "/ferry-test/unreachable/v1".into(), options),
+    )
+    .await
+    .expect("connect gives up within its timeouts");
+    match result {
+        Err(error @ CoordinationError::Etcd { .. }) => {
+            assert!(
+                error.is_retryable(),
+                "unreachable etcd is retryable: {error}"
+            );
+            assert!(
+                error.to_string().contains("127.0.0.1:1"),
+                "the error names the endpoint: {error}"
+            );
+        }
+        Err(other) => panic!("unreachable etcd must be an Etcd error: {other}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,0 +1,770 @@
+//! PostgreSQL → PostgreSQL end to end, against the real server of `scripts/services.sh`
+//! (`FERRY_TEST_PG_URL`): every supported type with its edge values, every key shape,
+//! awkward identifiers, a partitioned table; the refusal of types ferry cannot carry;
+//! the fence; and the connector conformance suite.
+//!
+//! A PostgreSQL target keeps the source's schema and table names, so each test copies
+//! from schemas of the test database into a database of its own on the same server,
+//! both with random names, dropped at the end. The final comparison goes through the
+//! `psql` shell (PostgreSQL's own text output of every row), not ferry's checksum.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_common::coordination::ChunkState;
+use ferry_common::ids::{Attempt, ChunkId};
+use ferry_common::key::{ChunkRange, SplitKey};
+use ferry_common::schema::TableName;
+use ferry_connectors::conformance::{
+    check_failed_write_commits_nothing, check_overwrite_is_idempotent_and_fenced,
+    check_split_covers_table, primary_key_of,
+};
+use ferry_connectors::{ChunkWrite, ConnectorError, Fence, PrepareOptions};
+use ferry_ctl::local::{LocalJob, load_spec};
+use ferry_tests::{Fault, run_local_with_env, write_spec};
+use tokio_util::sync::CancellationToken;
+
+const SOURCE_VAR: &str = "FERRY_E2E_PG_SOURCE";
+const TARGET_VAR: &str = "FERRY_E2E_PG_TARGET";
+
+/// The test server's URL; the tests fail (never skip) without it.
+fn server_url() -> String {
+    std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "FERRY_TEST_PG_URL is not set: start the test services with \
+             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// The URL of another database on the same server.
+fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |at| at + 3);
+    let (base, query) = match url.find('?') {
+        Some(at) => (&url[..at], &url[at..]),
+        None => (url, ""),
+    };
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |at| scheme_end + at);
+    format!("{}/{database}{query}", &base[..path_start])
+}
+
+/// Runs SQL through `psql` (independent of ferry and of its driver); returns the
+/// unaligned, tuples-only output.
+fn psql(url: &str, sql: &str) -> String {
+    let mut child = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the psql shell must be installed (scripts/services.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write SQL to psql");
+    let output = child.wait_with_output().expect("psql runs");
+    assert!(
+        output.status.success(),
+        "psql failed: {}\nSQL: {}",
+        String::from_utf8_lossy(&output.stderr),
+        sql.chars().take(2000).collect::<String>()
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Source schemas in the test database and a target database, dropped on drop.
+struct Fixture {
+    source_url: String,
+    target_url: String,
+    target_database: String,
+    schemas: Vec<String>,
+    env: HashMap<String, String>,
+}
+
+impl Fixture {
+    fn new(schemas: &[&str]) -> Fixture {
+        let source_url = server_url();
+        let suffix = unique_suffix();
+        let target_database = format!("ferry_dst_{suffix}");
+        psql(
+            &source_url,
+            &format!("CREATE DATABASE {}", quote_ident(&target_database)),
+        );
+        let target_url = with_database(&source_url, &target_database);
+        let schemas: Vec<String> = schemas
+            .iter()
+            .map(|schema| format!("{schema}_{suffix}"))
+            .collect();
+        let env = HashMap::from([
+            (SOURCE_VAR.to_string(), source_url.clone()),
+            (TARGET_VAR.to_string(), target_url.clone()),
+        ]);
+        Fixture {
+            source_url,
+            target_url,
+            target_database,
+            schemas,
+            env,
+        }
+    }
+
+    fn schema(&self, index: usize) -> &str {
+        &self.schemas[index]
+    }
+
+    fn spec(&self, extra: &str) -> String {
+        let include: Vec<String> = self
+            .schemas
+            .iter()
+            .map(|schema| format!("{:?}", format!("{schema}.*")))
+            .collect();
+        format!(
+            "name: pg-e2e\nsource: {{ kind: postgres, url_env: {SOURCE_VAR} }}\n\
+             target: {{ kind: postgres, url_env: {TARGET_VAR} }}\n\
+             tables: {{ include: [{}] }}\n{extra}",
+            include.join(", ")
+        )
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let schemas: Vec<String> = self.schemas.iter().map(|s| quote_ident(s)).collect();
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d", &self.source_url, "-c"])
+            .arg(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schemas.join(", ")
+            ))
+            .output();
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d", &self.source_url, "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&self.target_database)
+            ))
+            .output();
+    }
+}
+
+/// Builds every kind of table and value ferry must carry in schemas `s` and `m`.
+fn create_source(url: &str, s: &str, m: &str) {
+    let s = quote_ident(s);
+    let m = quote_ident(m);
+    psql(
+        url,
+        &format!(
+            r#"
+CREATE SCHEMA {s};
+CREATE SCHEMA {m};
+CREATE TYPE {s}.mood AS ENUM ('sad', 'ok', 'happy', 'très "content"');
+
+CREATE TABLE {s}.all_types (
+    id bigint PRIMARY KEY,
+    c_int2 smallint, c_int4 integer, c_int8 bigint,
+    c_money numeric(12,2), c_tiny numeric(40,30), c_num numeric,
+    c_float4 real, c_float8 double precision,
+    c_bool boolean,
+    c_text text, c_varchar varchar(20), c_char char(5), c_name name,
+    c_bytea bytea,
+    c_date date, c_time time, c_timetz timetz, c_ts timestamp, c_tstz timestamptz(3),
+    c_interval interval,
+    c_uuid uuid, c_json json, c_jsonb jsonb, c_mood {s}.mood,
+    c_int_arr integer[], c_text_arr text[], c_num_arr numeric(10,3)[], c_grid integer[][],
+    c_mood_arr {s}.mood[], c_tstz_arr timestamptz[], c_bytea_arr bytea[], c_jsonb_arr jsonb[],
+    c_date_arr date[], c_float_arr double precision[], c_interval_arr interval[]
+);
+INSERT INTO {s}.all_types VALUES
+(1, -32768, -2147483648, -9223372036854775808, -9999999999.99,
+ 0.000000000000000000000000000001, 'NaN', '-Infinity', '-Infinity', false,
+ '', '', '', '', '\x', '4713-01-01 BC', '00:00:00', '00:00:00+15:59',
+ '4713-01-01 00:00:00 BC', '4713-01-01 00:00:00+00 BC', '-178000000 years',
+ '00000000-0000-0000-0000-000000000000', '{{}}', '{{}}', 'sad',
+ '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}'),
+(2, 32767, 2147483647, 9223372036854775807, 9999999999.99,
+ 9999999999.999999999999999999999999999999,
+ 12345678901234567890123456789012345678901234567890.0000000001, 'Infinity', 'Infinity', true,
+ repeat('é', 524288), 'twenty chars exactly', 'abcde', repeat('n', 63),
+ decode(repeat('00ff7f80', 262144), 'hex'),
+ '200000-01-01', '24:00:00', '23:59:59.999999-15:59:59', '200000-06-01 12:00:00.000001',
+ '200000-06-01 12:00:00.001+05:30', '178000000 years 11 months 29 days 23:59:59.999999',
+ 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+ '{{"b": 1, "a": [1, 2.50, null], "b": 2, "nested": {{"x": "y"}}}}',
+ '{{"big": 123456789012345, "s": "\u00e9 \"q\"", "arr": [true, false, null]}}', 'très "content"',
+ '{{1,NULL,-2147483648}}', '{{"",NULL,"a,b","quote\"d","NULL"}}', '{{1.5,NaN,-0.001}}',
+ '{{{{1,2,3}},{{4,NULL,6}}}}', '{{sad,"très \"content\""}}',
+ '{{"2040-01-01 00:00:00+02",infinity,NULL}}', '{{"\\x00ff",NULL,"\\x"}}',
+ ARRAY['{{"a": 1}}'::jsonb, '[1, 2]', 'null', '"text"'],
+ '{{1969-12-31,2038-01-20,-infinity}}', '{{NaN,-Infinity,-0,1.5e300,5e-324}}',
+ '{{"1 mon 2 days 00:00:01","-3 years"}}'),
+(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL),
+(4, 0, 0, 0, 0, -0.000000000000000000000000000001, '1e-1000', '-0', '-0', true,
+ '日本語 ✓ 🦀 "quoted" ''single'' \ back\slash ' || chr(10) || chr(9), 'ü', 'a', 'Ünï',
+ '\x00', '1969-12-31', '12:34:56.789', '12:34:56.789+05:30', '1969-12-31 23:59:59.999999',
+ '1969-12-31 23:59:59.999999-08', '-1 days 00:00:00.000001',
+ 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[]', '[]', 'ok',
+ '{{0}}', '{{NULL}}', '{{0.000}}', '{{{{NULL}}}}', '{{NULL}}', '{{NULL}}', '{{NULL}}', '{{NULL}}',
+ '{{NULL}}', '{{NULL}}', '{{NULL}}');
+INSERT INTO {s}.all_types
+SELECT i, (i % 30000)::int2, i * 7, i * 1000003, round(i / 7.0, 2), round(i / 3.0, 30),
+       (i::numeric / 13) ^ 3, i / 9.0, i / 11.0, i % 2 = 0,
+       md5(i::text), left(md5(i::text), 20), left(md5(i::text), 3), 'n' || i,
+       decode(md5(i::text), 'hex'),
+       date '2000-01-01' + i * 97, time '00:00' + i * interval '3 minutes 7.5 seconds',
+       (time '00:00' + i * interval '2 minutes')::timetz, timestamp '1900-01-01' + i * interval '101 days 7 hours',
+       timestamptz '2038-01-19 03:14:08+00' + i * interval '1 day 1 microsecond',
+       i * interval '1 month 1 day 1 second',
+       md5(i::text)::uuid, json_build_object('i', i, 'half', i / 2.0), jsonb_build_object('k', i, 'l', ARRAY[i, -i]),
+       (ARRAY['sad', 'ok', 'happy'])[i % 3 + 1]::{s}.mood,
+       ARRAY[i, -i, NULL], ARRAY[md5(i::text), NULL], ARRAY[i / 8.0, NULL]::numeric(10,3)[],
+       ARRAY[[i, i + 1], [i + 2, i + 3]], ARRAY['ok']::{s}.mood[],
+       ARRAY[timestamptz '2000-01-01 00:00+00' + i * interval '1 hour'], ARRAY[decode(md5(i::text), 'hex')],
+       ARRAY[jsonb_build_object('i', i)], ARRAY[date '1999-01-01' + i], ARRAY[i / 3.0, -i],
+       ARRAY[i * interval '1 minute']
+FROM generate_series(10, 400) AS i;
+
+CREATE TABLE {s}.composite (a text NOT NULL, b integer NOT NULL, v text, PRIMARY KEY (a, b));
+INSERT INTO {s}.composite
+SELECT t, b, t || '/' || b
+FROM unnest(ARRAY['', 'A', 'a', 'Ä', 'ä', 'z', '🦀', 'a b', '"', '''', '10', '9', 'NULL', '\']) AS t,
+     unnest(ARRAY[-2147483648, -1, 0, 1, 2147483647]) AS b;
+INSERT INTO {s}.composite SELECT 'k' || i, i % 3, NULL FROM generate_series(1, 200) AS i;
+
+CREATE TABLE {s}.typed_keys (
+    v integer, k_ts timestamptz NOT NULL, k_num numeric NOT NULL, k_uuid uuid NOT NULL,
+    PRIMARY KEY (k_num, k_ts, k_uuid)
+);
+INSERT INTO {s}.typed_keys
+SELECT i, timestamptz '2020-02-29 12:00:00.5+03' + (i % 7) * interval '1 hour',
+       (i % 5) / 3.0 - 0.5, md5(i::text)::uuid
+FROM generate_series(1, 230) AS i;
+
+CREATE TABLE {s}.skewed (id bigint PRIMARY KEY, v text);
+INSERT INTO {s}.skewed SELECT 1000000 + i, 's' || i FROM generate_series(0, 299) AS i;
+INSERT INTO {s}.skewed VALUES (-9223372036854775808, 'min'), (-9223372036854775807, 'min+1'),
+    (-5000000000000, 'far'), (7, 'seven'), (9223372036854775806, 'max-1'), (9223372036854775807, 'max');
+
+CREATE TABLE {s}.no_key (x text, y integer);
+INSERT INTO {s}.no_key SELECT CASE WHEN i % 10 = 0 THEN 'dup' ELSE 'x' || i END,
+                              CASE WHEN i % 10 = 0 THEN 0 ELSE i END
+FROM generate_series(0, 299) AS i;
+
+CREATE TABLE {s}.empty (id integer PRIMARY KEY, v text);
+
+-- ICU orders a < B, bytewise B < a: ranges must mean the same rows in a target whose
+-- column has the database's default collation.
+CREATE TABLE {s}.collated (k text COLLATE "und-x-icu" PRIMARY KEY, v integer);
+INSERT INTO {s}.collated
+SELECT chr(c) || repeat(chr(c + (i % 2) * 32), i % 4) || i, i
+FROM generate_series(65, 90) AS c, generate_series(1, 10) AS i;
+INSERT INTO {s}.collated
+SELECT lower(k) || '_', v FROM {s}.collated;
+
+CREATE TABLE {s}.events (id bigint NOT NULL, at date NOT NULL, v text, PRIMARY KEY (id, at))
+    PARTITION BY RANGE (at);
+CREATE TABLE {s}.events_2023 PARTITION OF {s}.events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+CREATE TABLE {s}.events_2024 PARTITION OF {s}.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE {s}.events_other PARTITION OF {s}.events DEFAULT;
+INSERT INTO {s}.events SELECT i, date '2022-11-01' + i * 3, 'e' || i FROM generate_series(1, 300) AS i;
+
+CREATE TABLE {m}."Mixed ""Quoted"" Table" (
+    "select" integer PRIMARY KEY, "from" text, "Weird col" double precision, "group" bytea,
+    "Order" date, "user" {s}.mood, "Ünïcode ✓" varchar(10)
+);
+INSERT INTO {m}."Mixed ""Quoted"" Table"
+SELECT i, 'from ' || i, i / 4.0, decode(lpad(to_hex(i), 8, '0'), 'hex'), date '2001-01-01' + i,
+       (ARRAY['sad', 'happy'])[i % 2 + 1]::{s}.mood, 'ü' || i
+FROM generate_series(-60, 60) AS i;
+"#
+        ),
+    );
+}
+
+/// The tables of the fixture, quoted, for the comparisons.
+fn source_tables(s: &str, m: &str) -> Vec<String> {
+    let s = quote_ident(s);
+    [
+        "all_types",
+        "composite",
+        "typed_keys",
+        "skewed",
+        "no_key",
+        "empty",
+        "collated",
+        "events",
+    ]
+    .iter()
+    .map(|table| format!("{s}.{table}"))
+    .chain([format!(
+        "{}.{}",
+        quote_ident(m),
+        quote_ident("Mixed \"Quoted\" Table")
+    )])
+    .collect()
+}
+
+/// Compares one table in the source and the target with `psql`: equal row counts, no
+/// row (as PostgreSQL prints it) in one that is not in the other, counting duplicates,
+/// and the same column names, types and primary key.
+fn assert_same_table(source_url: &str, target_url: &str, table: &str) {
+    let count_sql = format!("SELECT count(*) FROM {table}");
+    let source_count = psql(source_url, &count_sql);
+    assert_eq!(
+        source_count,
+        psql(target_url, &count_sql),
+        "row counts differ for {table}"
+    );
+    let rows_sql = format!("SELECT md5(t::text) FROM {table} AS t ORDER BY 1");
+    let source_rows: Vec<String> = psql(source_url, &rows_sql)
+        .lines()
+        .map(String::from)
+        .collect();
+    let target_rows: Vec<String> = psql(target_url, &rows_sql)
+        .lines()
+        .map(String::from)
+        .collect();
+    let (source_only, target_only) = multiset_difference(&source_rows, &target_rows);
+    assert_eq!(
+        (source_only, target_only),
+        (0, 0),
+        "rows differ for {table} (source-only, target-only)"
+    );
+    let shape_sql = format!(
+        "SELECT string_agg(a.attname || ' ' || CASE WHEN t.typtype = 'e' OR et.typtype = 'e' \
+                THEN t.typname::text ELSE format_type(a.atttypid, a.atttypmod) END \
+                || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum) \
+                || ' | key ' || coalesce((SELECT string_agg(k.attname, ',' ORDER BY x.n) \
+                   FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS x(attnum, n) \
+                   JOIN pg_attribute k ON k.attnum = x.attnum AND k.attrelid = i.indrelid \
+                   WHERE i.indrelid = '{table}'::regclass AND i.indisprimary), '') \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' \
+         WHERE a.attrelid = '{table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+    );
+    assert_eq!(
+        psql(source_url, &shape_sql),
+        psql(target_url, &shape_sql),
+        "columns, types or key differ for {table}"
+    );
+    assert!(
+        source_count == "0" || !source_rows.is_empty(),
+        "compared no rows for {table}"
+    );
+}
+
+/// Counts of elements only in `left` and only in `right`, duplicates counted (EXCEPT ALL
+/// both ways); both inputs sorted.
+fn multiset_difference(left: &[String], right: &[String]) -> (usize, usize) {
+    let (mut i, mut j, mut left_only, mut right_only) = (0, 0, 0, 0);
+    while i < left.len() && j < right.len() {
+        match left[i].cmp(&right[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                left_only += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                right_only += 1;
+                j += 1;
+            }
+        }
+    }
+    (left_only + left.len() - i, right_only + right.len() - j)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databases() {
+    let fixture = Fixture::new(&["ferry_src", "Src Mixed"]);
+    create_source(&fixture.source_url, fixture.schema(0), fixture.schema(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &fixture.spec("chunking: { target_rows: 40 }\n"));
+    // First through Arrow batches: every value decoded from and encoded into PostgreSQL
+    // binary formats by ferry.
+    let (prepared, outcome, sink) = run_local_with_env(
+        &spec_path,
+        &dir.path().join("state.db"),
+        3,
+        vec![Fault::ArrowOnly],
+        CancellationToken::new(),
+        &fixture.env,
+    )
+    .await;
+
+    assert!(!outcome.interrupted);
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+        assert_eq!(
+            chunk.attempt.0, 1,
+            "no chunk needed a second attempt: {chunk:?}"
+        );
+    }
+    assert_eq!(sink.committed_writes(), outcome.chunks.len() as u64);
+    assert_eq!(sink.native_writes(), 0);
+
+    // The parent of the partitioned table is listed, its partitions are not.
+    let tables = &prepared.job.tables;
+    let names: Vec<String> = tables.iter().map(|t| t.schema.name.name.clone()).collect();
+    assert!(names.contains(&"events".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|name| name.starts_with("events_")),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 9, "{names:?}");
+    let chunks_of = |name: &str| {
+        let index = tables
+            .iter()
+            .position(|t| t.schema.name.name == name)
+            .expect("table planned");
+        outcome
+            .chunks
+            .iter()
+            .filter(|c| c.table_index == index)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        chunks_of("all_types").len() >= 5,
+        "dense integer key split evenly"
+    );
+    assert!(
+        chunks_of("composite").len() >= 5,
+        "text+int key split on boundaries"
+    );
+    assert!(
+        chunks_of("typed_keys").len() >= 5,
+        "timestamptz+numeric+uuid key split"
+    );
+    assert!(
+        chunks_of("skewed").len() >= 5,
+        "skewed integer key split on boundaries"
+    );
+    assert!(
+        chunks_of("collated").len() >= 10,
+        "text key with a non-bytewise collation split bytewise"
+    );
+    assert!(
+        chunks_of("events").len() >= 5,
+        "partitioned table split on its key"
+    );
+    let no_key = chunks_of("no_key");
+    assert_eq!(no_key.len(), 1);
+    assert_eq!(no_key[0].range, ChunkRange::WholeTable);
+    assert_eq!(no_key[0].rows, 300);
+    assert_eq!(chunks_of("empty").iter().map(|c| c.rows).sum::<u64>(), 0);
+    let all_rows: u64 = chunks_of("all_types").iter().map(|c| c.rows).sum();
+    assert_eq!(all_rows, 395);
+
+    for table in source_tables(fixture.schema(0), fixture.schema(1)) {
+        assert_same_table(&fixture.source_url, &fixture.target_url, &table);
+    }
+
+    // A second run against the existing tables checks them and overwrites every chunk,
+    // this time through the same-engine passthrough (binary COPY bytes untouched,
+    // verified by checksums computed in SQL), and leaves the same rows.
+    let again = write_spec(
+        dir.path(),
+        &fixture.spec("chunking: { target_rows: 70 }\nschema: require_existing\n"),
+    );
+    let (_, second, second_sink) = run_local_with_env(
+        &again,
+        &dir.path().join("state-2.db"),
+        2,
+        vec![],
+        CancellationToken::new(),
+        &fixture.env,
+    )
+    .await;
+    for chunk in &second.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+        assert_eq!(
+            chunk.attempt.0, 1,
+            "no chunk needed a second attempt: {chunk:?}"
+        );
+    }
+    assert_eq!(second_sink.native_writes(), second.chunks.len() as u64);
+    for table in source_tables(fixture.schema(0), fixture.schema(1)) {
+        assert_same_table(&fixture.source_url, &fixture.target_url, &table);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_ferry_cannot_carry_are_refused_at_plan_time_naming_table_and_column() {
+    let fixture = Fixture::new(&["ferry_odd"]);
+    let s = quote_ident(fixture.schema(0));
+    psql(
+        &fixture.source_url,
+        &format!(
+            "CREATE SCHEMA {s}; \
+             CREATE TABLE {s}.odd_types (id integer PRIMARY KEY, note text, addr inet); \
+             INSERT INTO {s}.odd_types VALUES (1, 'a', '10.0.0.1');"
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &fixture.spec(""));
+    let spec = load_spec(&spec_path, &fixture.env).expect("valid spec");
+
+    // Describing works, and names the declared type.
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("open source");
+    let table_name = TableName {
+        schema: Some(fixture.schema(0).to_string()),
+        name: "odd_types".to_string(),
+    };
+    let table = source.describe_table(&table_name).await.expect("describe");
+    assert_eq!(table.columns[2].declared_type, "inet");
+
+    // Reading refuses, naming the table, the column and the type.
+    let key = primary_key_of(&table);
+    let read = source
+        .read_chunk(&table, &key, &ChunkRange::WholeTable)
+        .await;
+    let Err(error) = read else {
+        panic!("reading inet is refused");
+    };
+    let error = error.to_string();
+    for needle in ["odd_types", "addr", "inet"] {
+        assert!(error.contains(needle), "{needle} missing from: {error}");
+    }
+
+    // Planning refuses before any row moves, with the override that would fix it.
+    let job = LocalJob::open(spec, &dir.path().join("state.db"))
+        .await
+        .expect("open job");
+    let Err(error) = job.prepare().await else {
+        panic!("planning refuses inet");
+    };
+    let error = error.to_string();
+    for needle in ["odd_types", "addr", "inet", "columns:"] {
+        assert!(error.contains(needle), "{needle} missing from: {error}");
+    }
+    let target_tables = psql(
+        &fixture.target_url,
+        "SELECT count(*) FROM pg_class WHERE relname = 'odd_types'",
+    );
+    assert_eq!(target_tables, "0", "nothing was created in the target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_columns_are_refused_when_described() {
+    let fixture = Fixture::new(&["ferry_gen"]);
+    let s = quote_ident(fixture.schema(0));
+    psql(
+        &fixture.source_url,
+        &format!(
+            "CREATE SCHEMA {s}; \
+             CREATE TABLE {s}.computed (id integer PRIMARY KEY, twice integer GENERATED ALWAYS AS (id * 2) STORED);"
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = load_spec(&write_spec(dir.path(), &fixture.spec("")), &fixture.env).expect("spec");
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("open source");
+    let described = source
+        .describe_table(&TableName {
+            schema: Some(fixture.schema(0).to_string()),
+            name: "computed".to_string(),
+        })
+        .await;
+    let Err(error) = described else {
+        panic!("generated column refused");
+    };
+    assert!(
+        matches!(error, ConnectorError::Unsupported { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("twice"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_attempt_is_fenced_and_the_connector_conforms() {
+    let fixture = Fixture::new(&["ferry_fence"]);
+    let s = quote_ident(fixture.schema(0));
+    psql(
+        &fixture.source_url,
+        &format!(
+            "CREATE SCHEMA {s}; \
+             CREATE TABLE {s}.t (a text NOT NULL, b integer NOT NULL, v bytea, PRIMARY KEY (a, b)); \
+             INSERT INTO {s}.t SELECT 'k' || (i % 50), i, decode(repeat('ab', i % 9), 'hex') \
+             FROM generate_series(1, 20000) AS i;"
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = load_spec(&write_spec(dir.path(), &fixture.spec("")), &fixture.env).expect("spec");
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("open source");
+    let sink = ferry_connectors::open_sink(&spec.target)
+        .await
+        .expect("open sink");
+    let table = source
+        .describe_table(&TableName {
+            schema: Some(fixture.schema(0).to_string()),
+            name: "t".to_string(),
+        })
+        .await
+        .expect("describe");
+
+    check_split_covers_table(source.as_ref(), &table, 1500).await;
+    check_overwrite_is_idempotent_and_fenced(source.as_ref(), sink.as_ref(), &table, "run-a").await;
+    check_failed_write_commits_nothing(source.as_ref(), sink.as_ref(), &table, "run-a").await;
+
+    // Attempt 2 commits; attempt 1 arriving late is refused and changes nothing.
+    let key = primary_key_of(&table);
+    sink.prepare_table(&table, &key, &PrepareOptions::default())
+        .await
+        .expect("prepare");
+    let range = ChunkRange::Interval {
+        lower: None,
+        upper: None,
+    };
+    let write = |attempt: u32| {
+        let source = source.clone();
+        let sink = sink.clone();
+        let table = table.clone();
+        let key: SplitKey = key.clone();
+        let range = range.clone();
+        async move {
+            let fence = Fence {
+                run_id: "run-b".to_string(),
+                chunk: ChunkId(7),
+                attempt: Attempt(attempt),
+            };
+            let cancel = CancellationToken::new();
+            let batches = source.read_chunk(&table, &key, &range).await.expect("read");
+            sink.write_chunk(
+                ChunkWrite {
+                    table: &table,
+                    key: &key,
+                    range: &range,
+                    fence: &fence,
+                    cancel: &cancel,
+                },
+                batches,
+            )
+            .await
+        }
+    };
+    let committed = write(2).await.expect("attempt 2 commits");
+    assert_eq!(committed.rows_written, 20000);
+    psql(
+        &fixture.target_url,
+        &format!("UPDATE {s}.t SET v = NULL WHERE b = 1"),
+    );
+    let before = sink
+        .checksum_chunk(&table, &key, &range)
+        .await
+        .expect("checksum");
+    let refused = write(1).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ConnectorError::Fenced {
+                attempt: Attempt(1),
+                committed: Attempt(2),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sink.checksum_chunk(&table, &key, &range)
+            .await
+            .expect("checksum"),
+        before,
+        "the refused attempt changed nothing"
+    );
+    let fence_row = psql(
+        &fixture.target_url,
+        &format!(
+            "SELECT attempt, table_name FROM {s}._ferry_fence WHERE run_id = 'run-b' AND chunk = 7"
+        ),
+    );
+    assert_eq!(fence_row, format!("2|{}.t", fixture.schema(0)));
+    // The fence table is ferry's: read as a source, the target lists its tables but not
+    // the fence table.
+    let target_as_source = format!(
+        "name: fence-listing\nsource: {{ kind: postgres, url_env: {TARGET_VAR} }}\n\
+         target: {{ kind: postgres, url_env: {SOURCE_VAR} }}\ntables: {{ include: [\"*\"] }}\n"
+    );
+    let listing_spec =
+        load_spec(&write_spec(dir.path(), &target_as_source), &fixture.env).expect("spec");
+    let listed = ferry_connectors::open_source(&listing_spec.source)
+        .await
+        .expect("open target as a source")
+        .list_tables()
+        .await
+        .expect("list");
+    assert!(listed.iter().any(|name| name.name == "t"), "{listed:?}");
+    assert!(
+        listed.iter().all(|name| name.name != "_ferry_fence"),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_an_open_error_that_never_shows_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = HashMap::from([
+        (
+            SOURCE_VAR.to_string(),
+            "postgres://alice:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=5".to_string(),
+        ),
+        (TARGET_VAR.to_string(), server_url()),
+    ]);
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            "name: unreachable\nsource: {{ kind: postgres, url_env: {SOURCE_VAR} }}\n\
+             target: {{ kind: postgres, url_env: {TARGET_VAR} }}\ntables: {{ include: [\"*\"] }}\n"
+        ),
+    );
+    let spec = load_spec(&spec, &env).expect("spec");
+    let Err(error) = ferry_connectors::open_source(&spec.source).await else {
+        panic!("nothing listens on port 1");
+    };
+    let text = error.to_string();
+    assert!(matches!(error, ConnectorError::Open { .. }), "{text}");
+    assert!(
+        text.contains("postgres://alice@127.0.0.1:1/nowhere"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        error.is_retryable(),
+        "a connection failure may pass: {text}"
+    );
+}
