@@ -39,11 +39,11 @@ pub enum PlanError {
     )]
     TargetCollision {
         /// The first source table.
-        first: TableName,
+        first: Box<TableName>,
         /// The second source table.
-        second: TableName,
+        second: Box<TableName>,
         /// Their common target.
-        target: TableName,
+        target: Box<TableName>,
     },
     /// A connector failed.
     #[error(transparent)]
