@@ -116,9 +116,9 @@ pub async fn plan_job(
         let target = sink.target_table(&schema);
         if let Some(first) = targets.insert(target.clone(), name.clone()) {
             return Err(PlanError::TargetCollision {
-                first,
-                second: name.clone(),
-                target,
+                first: Box::new(first),
+                second: Box::new(name.clone()),
+                target: Box::new(target),
             });
         }
         described.push(schema);

@@ -60,6 +60,8 @@ const MAX_CONNECTIONS: usize = 64;
 /// How long a session waits on a silent peer (seconds): a reader blocked behind a slow
 /// writer, or a load waiting for the next batch.
 const NET_TIMEOUT_SECS: u32 = 3600;
+/// How long stopping an abandoned read may wait for a connection.
+const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Returns whether a driver error may go away on retry (lost connection, deadlock, lock
 /// wait timeout, server busy or restarting).
@@ -289,13 +291,17 @@ impl Shared {
     }
 
     async fn kill_query(&self, connection_id: u32) {
-        match self.pool.get_conn().await {
-            Ok(mut conn) => {
+        // Bounded: with every pooled connection taken, the reader's own connection is
+        // released by draining instead.
+        let conn = tokio::time::timeout(KILL_TIMEOUT, self.pool.get_conn()).await;
+        match conn {
+            Err(_) => tracing::debug!("no connection to stop an abandoned read with"),
+            Ok(Ok(mut conn)) => {
                 if let Err(error) = conn.query_drop(format!("KILL QUERY {connection_id}")).await {
                     tracing::debug!(%error, "failed to stop an abandoned read");
                 }
             }
-            Err(error) => tracing::debug!(%error, "failed to stop an abandoned read"),
+            Ok(Err(error)) => tracing::debug!(%error, "failed to stop an abandoned read"),
         }
     }
 
