@@ -65,7 +65,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "name", "source", "target", "tables", "schema", "chunking", "verify", "throttle", "columns",
 ];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
-const ENDPOINT_FIELDS: &[&str] = &["kind", "path", "url_env"];
+const ENDPOINT_FIELDS: &[&str] = &["kind", "path", "url_env", "zero_dates"];
 const TABLES_FIELDS: &[&str] = &["include", "exclude"];
 const CHUNKING_FIELDS: &[&str] = &["target_rows"];
 const VERIFY_FIELDS: &[&str] = &["mode", "on_mismatch", "max_attempts"];
@@ -193,6 +193,18 @@ pub struct EndpointSpec {
     pub kind: String,
     /// Where the database is.
     pub location: Location,
+    /// MySQL sources: what a zero date (`0000-00-00`, `2024-00-10`) becomes: an error
+    /// naming table, column and key (the default), or NULL. Never a silent change.
+    pub zero_dates: Option<ZeroDates>,
+}
+
+/// What a MySQL zero date becomes when read (`source.zero_dates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroDates {
+    /// The chunk fails, naming table, column and key.
+    Error,
+    /// The value is read as NULL.
+    Null,
 }
 
 /// Where an endpoint's database is.
@@ -865,9 +877,37 @@ fn read_endpoint(
             read_env_location(var_value, &fields.path_of("url_env"), context, problems)
         }
     };
+    // `zero_dates: null` is YAML's null, not an empty field: it means "read them as NULL".
+    let zero_dates_raw = value.get("zero_dates");
+    let zero_dates_opt = match zero_dates_raw {
+        None => Some(None),
+        Some(zero_value) => {
+            let field_path = fields.path_of("zero_dates");
+            let mode = match zero_value.as_str() {
+                Some("error") => Some(ZeroDates::Error),
+                Some("null") => Some(ZeroDates::Null),
+                None if zero_value.is_null() => Some(ZeroDates::Null),
+                _ => {
+                    problems.report(
+                        &field_path,
+                        format!("expected error or null, found {}", describe(zero_value)),
+                    );
+                    None
+                }
+            };
+            let applies = path == "source" && kind_opt.as_deref() == Some("mysql");
+            if mode.is_some() && !applies {
+                problems.report(&field_path, "only applies to a source of kind mysql");
+                None
+            } else {
+                mode.map(Some)
+            }
+        }
+    };
     Some(EndpointSpec {
         kind: kind_opt?,
         location: location_opt?,
+        zero_dates: zero_dates_opt?,
     })
 }
 
@@ -2505,6 +2545,31 @@ throttle:
                 "throttle.worker_cpu_max",
             ]
         );
+    }
+
+    #[test]
+    fn zero_dates_applies_to_mysql_sources_only() {
+        let context_kinds = ["sqlite", "mysql"];
+        let env = test_env();
+        let base = Path::new("/jobs");
+        let context = SpecContext {
+            base_dir: base,
+            env: &env,
+            known_kinds: &context_kinds,
+        };
+        let spec = JobSpec::parse(
+            "name: z\nsource: { kind: mysql, url_env: SRC_URL, zero_dates: null }\ntarget: { kind: sqlite, path: t.db }\ntables: { include: [t] }\n",
+            &context,
+        )
+        .expect("valid");
+        assert_eq!(spec.source.zero_dates, Some(ZeroDates::Null));
+        let errors = JobSpec::parse(
+            "name: z\nsource: { kind: sqlite, path: s.db, zero_dates: null }\ntarget: { kind: mysql, url_env: SRC_URL, zero_dates: maybe }\ntables: { include: [t] }\n",
+            &context,
+        )
+        .expect_err("invalid");
+        let paths: Vec<&str> = errors.0.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(paths, vec!["source.zero_dates", "target.zero_dates"]);
     }
 
     #[test]

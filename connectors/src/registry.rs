@@ -36,7 +36,13 @@ pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
         }
         #[cfg(feature = "mysql")]
         "mysql" => {
-            let source = crate::mysql::MysqlSource::open(&endpoint.location).await?;
+            let zero_dates = endpoint.zero_dates.map(|mode| match mode {
+                ferry_common::spec::ZeroDates::Error => crate::mysql::ZeroDates::Error,
+                ferry_common::spec::ZeroDates::Null => crate::mysql::ZeroDates::Null,
+            });
+            let source =
+                crate::mysql::MysqlSource::open_with_zero_dates(&endpoint.location, zero_dates)
+                    .await?;
             Ok(Arc::new(source))
         }
         other => Err(unknown_kind("source", other)),

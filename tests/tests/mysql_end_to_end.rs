@@ -764,7 +764,7 @@ async fn zero_date_fails_its_chunk_naming_table_column_and_key() {
         "column d",
         "zero date 0000-00-00",
         "key 7",
-        "ferry_zero_dates=null",
+        "zero_dates: null",
     ] {
         assert!(
             zero_date.contains(expected),
@@ -779,16 +779,18 @@ async fn zero_date_fails_its_chunk_naming_table_column_and_key() {
         );
     }
 
-    // With ferry_zero_dates=null in the source URL, zero dates are read as NULL.
-    let mut env = fixture.env.clone();
-    let source_url = env.get_mut(SOURCE_VAR).expect("source url");
-    source_url.push_str("?ferry_zero_dates=null");
+    // With `zero_dates: null` on the spec's source, zero dates are read as NULL.
+    let env = fixture.env.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(
         dir.path(),
         &fixture
             .spec("tables: { include: [\"zero_dates\"] }\n")
-            .replace("tables: { include: [\"*\"] }\n", ""),
+            .replace("tables: { include: [\"*\"] }\n", "")
+            .replace(
+                &format!("url_env: {SOURCE_VAR} }}"),
+                &format!("url_env: {SOURCE_VAR}, zero_dates: null }}"),
+            ),
     );
     let (_, outcome, _) = run_local_with_env(
         &spec_path,

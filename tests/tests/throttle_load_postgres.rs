@@ -80,6 +80,7 @@ async fn source_load_halves_concurrency_pauses_at_critical_and_recovers() {
             var: "FERRY_TEST_PG_URL".to_string(),
             value: Secret::new(url.clone()),
         },
+        zero_dates: None,
     };
     let source = ferry_connectors::open_source(&endpoint)
         .await

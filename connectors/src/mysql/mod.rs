@@ -361,6 +361,19 @@ impl MysqlSource {
         Self::open_config(config_of("source", location)?).await
     }
 
+    /// Opens a source, with the spec's `source.zero_dates` (which wins over the URL's
+    /// `ferry_zero_dates` parameter) when given.
+    pub async fn open_with_zero_dates(
+        location: &Location,
+        zero_dates: Option<ZeroDates>,
+    ) -> Result<Self> {
+        let mut config = config_of("source", location)?;
+        if let Some(mode) = zero_dates {
+            config.zero_dates = mode;
+        }
+        Self::open_config(config).await
+    }
+
     /// Opens a source from a parsed endpoint.
     pub async fn open_config(config: MysqlConfig) -> Result<Self> {
         Ok(Self {

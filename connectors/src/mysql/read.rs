@@ -496,7 +496,7 @@ impl<'a> BatchBuilder<'a> {
                         Problem::ZeroDate(text) => format!(
                             "holds the zero date {text} at key {key_text}, which no other engine \
                              can hold; fix the value, or read zero dates as NULL with \
-                             ferry_zero_dates=null in the source URL"
+                             `zero_dates: null` on the spec's source"
                         ),
                         Problem::Other(text) => format!("{text} (at key {key_text})"),
                     };
