@@ -222,3 +222,115 @@ async fn pause_stops_copying_and_resume_continues() {
     );
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_sql_probe_pauses_the_job_and_chunks_paused_too_long_are_requeued() {
+    use ferry_common::coordination::ChunkState;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("source.db");
+    create_source(&source, 120_000);
+    let set_load = |load: i64| {
+        let connection = rusqlite::Connection::open(&source).expect("source");
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS probe (load INTEGER); DELETE FROM probe; INSERT INTO probe VALUES ({load});"
+            ))
+            .expect("set load");
+    };
+    set_load(0);
+    let spec_path = write_spec(
+        dir.path(),
+        "name: thr\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\n\
+         tables: { include: [orders] }\nchunking: { target_rows: 20000 }\n\
+         throttle:\n  default_concurrency: 2\n  rate: { rows_per_sec: 20000 }\n\
+         \x20 load: { probe: { sql: \"SELECT load FROM probe\" }, interval: 200ms, max: 5, critical: 10, pause_timeout: 1s }\n",
+    );
+    let spec = load_spec(&spec_path, &HashMap::new()).expect("spec");
+    let job = Arc::new(
+        LocalJob::open(spec, &dir.path().join("state.db"))
+            .await
+            .expect("open"),
+    );
+    let prepared = Arc::new(job.prepare().await.expect("prepare"));
+    let cancel = CancellationToken::new();
+    let pacer = job
+        .start_pacer(&prepared, cancel.child_token())
+        .await
+        .expect("pacer");
+    let mut gate = pacer.pacing().gate;
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+    let run = {
+        let (job, prepared, pacer, cancel) =
+            (job.clone(), prepared.clone(), pacer.clone(), cancel.clone());
+        tokio::spawn(async move {
+            job.run(&prepared, 2, None, Some(pacer), events_tx, cancel)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // The probe reads 12 >= critical 10: the job pauses within a couple of intervals.
+    set_load(12);
+    tokio::time::timeout(Duration::from_secs(2), gate.wait_for(|gate| gate.paused))
+        .await
+        .expect("paused by load")
+        .expect("pacer alive");
+    let (_, effective) = pacer.throttle("thr", None).await.expect("show");
+    assert_eq!(effective.load, Some(12.0));
+    assert!(
+        effective
+            .reasons
+            .iter()
+            .any(|reason| reason.contains("critical")),
+        "{:?}",
+        effective.reasons
+    );
+    // Running chunks wait, then give up after pause_timeout (1 s) and go back to the queue.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = pacer.job_status("thr").await.expect("status");
+    assert_eq!(status.chunks_running, 0, "paused chunks were re-queued");
+
+    set_load(0);
+    tokio::time::timeout(Duration::from_secs(2), gate.wait_for(|gate| !gate.paused))
+        .await
+        .expect("resumed below max")
+        .expect("pacer alive");
+    pacer
+        .update_throttle(
+            "thr",
+            ThrottleUpdate {
+                rows_per_sec: Some(0),
+                ..ThrottleUpdate::default()
+            },
+        )
+        .await
+        .expect("lift the limit");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("run");
+    assert!(
+        outcome
+            .chunks
+            .iter()
+            .all(|chunk| chunk.state == ChunkState::Verified)
+    );
+    let requeued: Vec<_> = outcome
+        .chunks
+        .iter()
+        .filter(|chunk| chunk.attempt.0 > 1)
+        .collect();
+    assert!(
+        !requeued.is_empty(),
+        "some chunk was stopped by the pause and re-copied"
+    );
+    assert!(
+        requeued.iter().all(|chunk| chunk.failures == 0),
+        "a throttle re-queue is not a failure: {requeued:?}"
+    );
+    ferry_tests::assert_same_table(&source, &dir.path().join("target.db"), "orders", false);
+    cancel.cancel();
+}

@@ -500,6 +500,38 @@ impl Source for MysqlSource {
             .unwrap_or(0.0);
         Ok(Some((running - own).max(0.0)))
     }
+
+    async fn probe_load_sql(&self, probe_sql: &str) -> Result<Option<f64>> {
+        let table = TableName::bare("load probe");
+        let on_error = query_error("run the load probe", &table);
+        let mut conn = self.shared.conn("source", &table).await?;
+        // Read-only, and bounded: MariaDB takes max_statement_time (seconds), MySQL
+        // max_execution_time (milliseconds); the pacer also times the probe out.
+        let limit = if self.shared.is_mariadb {
+            "SET STATEMENT max_statement_time = 5 FOR "
+        } else {
+            "/*+ MAX_EXECUTION_TIME(5000) */ "
+        };
+        conn.query_drop("START TRANSACTION READ ONLY")
+            .await
+            .map_err(&on_error)?;
+        let statement = if self.shared.is_mariadb {
+            format!("{limit}{probe_sql}")
+        } else {
+            probe_sql.replacen("SELECT", &format!("SELECT {limit}"), 1)
+        };
+        let value: Option<Value> = conn.query_first(statement).await.map_err(&on_error)?;
+        let _ = conn.query_drop("ROLLBACK").await;
+        match value
+            .and_then(describe::text_of)
+            .map(|text| text.trim().parse::<f64>())
+        {
+            Some(Ok(number)) if number.is_finite() => Ok(Some(number)),
+            other => Err(ConnectorError::Task(format!(
+                "the load probe must return one number in its first column, got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// A MySQL/MariaDB database written as a target.

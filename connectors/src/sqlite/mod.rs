@@ -305,6 +305,30 @@ impl Source for SqliteSource {
         blocking(move || split::key_boundaries(&connection, &table, &key, every_rows)).await
     }
 
+    async fn probe_load_sql(&self, sql: &str) -> Result<Option<f64>> {
+        // The source is opened read-only, so a probe cannot write.
+        let connection = self.connect()?;
+        let sql = sql.to_string();
+        blocking(move || {
+            let value: rusqlite::types::Value = connection
+                .query_row(&sql, [], |row| row.get(0))
+                .map_err(|source| ConnectorError::Query {
+                    operation: "run the load probe",
+                    table: TableName::bare("load probe"),
+                    transient: read::is_transient(&source),
+                    source: Box::new(source),
+                })?;
+            match value {
+                rusqlite::types::Value::Integer(number) => Ok(Some(number as f64)),
+                rusqlite::types::Value::Real(number) if number.is_finite() => Ok(Some(number)),
+                other => Err(ConnectorError::Task(format!(
+                    "the load probe must return one number, got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
     async fn read_chunk(
         &self,
         table: &TableSchema,
