@@ -47,6 +47,7 @@ use etcd_client::{
 use prost::Message;
 
 use super::keys::{KeyLayout, key_after, prefix_range_end};
+use super::transitions::{assign_transition, complete_transition, planned, report_transition};
 use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
     PolicyChange, Result, TableRecord,
@@ -803,101 +804,6 @@ fn now_unix_ms() -> i64 {
 
 fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
-}
-
-// ------------------------------------------------------------------ transitions
-// The chunk state machine, as LocalStore applies it (the conformance suite holds both
-// to it). Pure functions over records.
-
-fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
-    if record.attempt != attempt || !record.state.in_flight() {
-        return Err(CoordinationError::StaleAttempt {
-            chunk: record.id,
-            attempt,
-            current: record.attempt,
-        });
-    }
-    Ok(())
-}
-
-/// A chunk as `create_job` stores it: its plan only (as LocalStore does).
-fn planned(chunk: &ChunkRecord) -> ChunkRecord {
-    ChunkRecord {
-        failures: 0,
-        mismatches: 0,
-        rows: 0,
-        checksum: None,
-        last_error: None,
-        worker: None,
-        ..chunk.clone()
-    }
-}
-
-fn assign_transition(record: ChunkRecord, worker: &WorkerId) -> Result<(ChunkRecord, Attempt)> {
-    if record.state != ChunkState::Planned {
-        return Err(CoordinationError::InvalidTransition {
-            chunk: record.id,
-            from: record.state,
-            to: ChunkState::Assigned,
-        });
-    }
-    let attempt = Attempt(record.attempt.0 + 1);
-    let next = ChunkRecord {
-        state: ChunkState::Assigned,
-        attempt,
-        worker: Some(worker.clone()),
-        ..record
-    };
-    Ok((next, attempt))
-}
-
-fn report_transition(
-    record: ChunkRecord,
-    attempt: Attempt,
-    state: ChunkState,
-) -> Result<ChunkRecord> {
-    check_attempt(&record, attempt)?;
-    if !matches!(state, ChunkState::Copying | ChunkState::Verifying) {
-        return Err(CoordinationError::InvalidTransition {
-            chunk: record.id,
-            from: record.state,
-            to: state,
-        });
-    }
-    Ok(ChunkRecord { state, ..record })
-}
-
-fn complete_transition(
-    mut record: ChunkRecord,
-    attempt: Attempt,
-    completion: &ChunkCompletion,
-) -> Result<ChunkRecord> {
-    check_attempt(&record, attempt)?;
-    record.worker = None;
-    match completion {
-        ChunkCompletion::Verified { rows, checksum } => {
-            record.state = ChunkState::Verified;
-            record.rows = *rows;
-            record.checksum = Some(*checksum);
-        }
-        ChunkCompletion::Requeue { reason } => {
-            record.state = ChunkState::Planned;
-            record.last_error = Some(reason.clone());
-        }
-        ChunkCompletion::Retry { reason, mismatch } => {
-            record.state = ChunkState::Planned;
-            record.failures += 1;
-            record.mismatches += u32::from(*mismatch);
-            record.last_error = Some(reason.clone());
-        }
-        ChunkCompletion::Failed { reason, mismatch } => {
-            record.state = ChunkState::Failed;
-            record.failures += 1;
-            record.mismatches += u32::from(*mismatch);
-            record.last_error = Some(reason.clone());
-        }
-    }
-    Ok(record)
 }
 
 // ------------------------------------------------------------------ values

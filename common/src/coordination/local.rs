@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::transitions::{assign_transition, complete_transition, report_transition};
 use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
     PolicyChange, Result,
@@ -213,17 +214,6 @@ impl RawChunk {
     }
 }
 
-fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
-    if record.attempt != attempt || !record.state.in_flight() {
-        return Err(CoordinationError::StaleAttempt {
-            chunk: record.id,
-            attempt,
-            current: record.attempt,
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Coordination for LocalStore {
     async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>> {
@@ -341,14 +331,7 @@ impl Coordination for LocalStore {
     async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt> {
         let connection = self.lock();
         let record = self.read_chunk(&connection, job, chunk)?;
-        if record.state != ChunkState::Planned {
-            return Err(CoordinationError::InvalidTransition {
-                chunk,
-                from: record.state,
-                to: ChunkState::Assigned,
-            });
-        }
-        let attempt = Attempt(record.attempt.0 + 1);
+        let (_, attempt) = assign_transition(record, worker)?;
         connection
             .execute(
                 "UPDATE chunks SET state = 'ASSIGNED', attempt = ?3, worker = ?4 \
@@ -368,14 +351,7 @@ impl Coordination for LocalStore {
     ) -> Result<()> {
         let connection = self.lock();
         let record = self.read_chunk(&connection, job, chunk)?;
-        check_attempt(&record, attempt)?;
-        if !matches!(state, ChunkState::Copying | ChunkState::Verifying) {
-            return Err(CoordinationError::InvalidTransition {
-                chunk,
-                from: record.state,
-                to: state,
-            });
-        }
+        report_transition(record, attempt, state)?;
         connection
             .execute(
                 "UPDATE chunks SET state = ?3 WHERE job = ?1 AND chunk = ?2",
@@ -393,31 +369,8 @@ impl Coordination for LocalStore {
         completion: &ChunkCompletion,
     ) -> Result<ChunkRecord> {
         let connection = self.lock();
-        let mut record = self.read_chunk(&connection, job, chunk)?;
-        check_attempt(&record, attempt)?;
-        record.worker = None;
-        match completion {
-            ChunkCompletion::Verified { rows, checksum } => {
-                record.state = ChunkState::Verified;
-                record.rows = *rows;
-                record.checksum = Some(*checksum);
-            }
-            ChunkCompletion::Requeue { reason } => {
-                record.state = ChunkState::Planned;
-                record.last_error = Some(reason.clone());
-            }
-            ChunkCompletion::Retry { reason, mismatch }
-            | ChunkCompletion::Failed { reason, mismatch } => {
-                record.state = if matches!(completion, ChunkCompletion::Retry { .. }) {
-                    ChunkState::Planned
-                } else {
-                    ChunkState::Failed
-                };
-                record.failures += 1;
-                record.mismatches += u32::from(*mismatch);
-                record.last_error = Some(reason.clone());
-            }
-        }
+        let record = self.read_chunk(&connection, job, chunk)?;
+        let record = complete_transition(record, attempt, completion)?;
         let checksum_json = record
             .checksum
             .map(|checksum| serde_json::to_string(&checksum))

@@ -19,6 +19,7 @@ pub mod conformance;
 mod etcd;
 pub mod keys;
 mod local;
+mod transitions;
 
 use std::fmt;
 
