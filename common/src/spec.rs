@@ -454,18 +454,49 @@ struct EndpointFingerprintView<'a> {
     kind: &'a str,
     path: Option<String>,
     url_env: Option<&'a str>,
+    /// Where the variable points, without any password: pointing the variable at another
+    /// database between runs makes a different job, not a resumed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url_target: Option<String>,
+}
+
+/// A location value with the password of a URL's userinfo removed
+/// (`postgres://u:secret@h/db` → `postgres://u@h/db`); other values unchanged.
+fn without_password(value: &str) -> String {
+    let Some(scheme_end) = value.find("://").map(|at| at + 3) else {
+        return value.to_string();
+    };
+    let authority_end = value[scheme_end..]
+        .find(['/', '?'])
+        .map_or(value.len(), |at| scheme_end + at);
+    let authority = &value[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return value.to_string();
+    };
+    let user = authority[..at].split(':').next().unwrap_or_default();
+    format!(
+        "{}{user}@{}{}",
+        &value[..scheme_end],
+        &authority[at + 1..],
+        &value[authority_end..]
+    )
 }
 
 impl<'a> EndpointFingerprintView<'a> {
     fn of(endpoint: &'a EndpointSpec) -> Self {
-        let (path, url_env) = match &endpoint.location {
-            Location::Path(path) => (Some(path.to_string_lossy().into_owned()), None),
-            Location::Env { var, value: _ } => (None, Some(var.as_str())),
+        let (path, url_env, url_target) = match &endpoint.location {
+            Location::Path(path) => (Some(path.to_string_lossy().into_owned()), None, None),
+            Location::Env { var, value } => (
+                None,
+                Some(var.as_str()),
+                Some(without_password(value.expose())),
+            ),
         };
         EndpointFingerprintView {
             kind: &endpoint.kind,
             path,
             url_env,
+            url_target,
         }
     }
 }
@@ -1790,16 +1821,39 @@ throttle:
     }
 
     #[test]
-    fn fingerprint_names_the_env_var_but_ignores_its_value() {
+    fn fingerprint_follows_where_the_env_var_points_but_not_its_password() {
         let yaml = spec_with("  path: src.db", "  url_env: SRC_URL");
         let first = parse(&yaml).unwrap();
-        let mut other_env = test_env();
-        other_env.insert(
+        let mut env = test_env();
+        let original = env["SRC_URL"].clone();
+        // Another password for the same database: the same job.
+        let at = original.rfind('@').unwrap();
+        let scheme_end = original.find("://").unwrap() + 3;
+        let user = original[scheme_end..at]
+            .split(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let same_database = format!(
+            "{}{user}:another@{}",
+            &original[..scheme_end],
+            &original[at + 1..]
+        );
+        env.insert("SRC_URL".to_owned(), same_database);
+        assert_eq!(
+            first.fingerprint(),
+            parse_with_env(&yaml, &env).unwrap().fingerprint()
+        );
+        // Another database: another job, and the state file refuses to resume it.
+        env.insert(
             "SRC_URL".to_owned(),
             "postgres://bob:other@db/src".to_owned(),
         );
-        let second = parse_with_env(&yaml, &other_env).unwrap();
-        assert_eq!(first.fingerprint(), second.fingerprint());
+        assert_ne!(
+            first.fingerprint(),
+            parse_with_env(&yaml, &env).unwrap().fingerprint()
+        );
+        assert!(!format!("{:?}", first.fingerprint()).contains("other"));
     }
 
     #[test]
@@ -2544,6 +2598,20 @@ throttle:
                 "throttle.load.critical",
                 "throttle.worker_cpu_max",
             ]
+        );
+    }
+
+    #[test]
+    fn passwords_are_removed_from_fingerprinted_locations() {
+        assert_eq!(
+            without_password("postgres://u:s3cret@h:5432/db?x=1"),
+            "postgres://u@h:5432/db?x=1"
+        );
+        assert_eq!(without_password("mysql://root@h/db"), "mysql://root@h/db");
+        assert_eq!(without_password("/var/lib/t.db"), "/var/lib/t.db");
+        assert_eq!(
+            without_password("postgres://u:p@ss@h/db"),
+            "postgres://u@h/db"
         );
     }
 

@@ -23,6 +23,6 @@ pub mod traits;
 pub use error::{ConnectorError, ErrorKind};
 pub use registry::{available_kinds, open_sink, open_source};
 pub use traits::{
-    BatchStream, ChunkWrite, Fence, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome,
-    Sink, Source, WriteSummary,
+    BatchStream, ChunkWrite, Fence, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
+    PrepareOutcome, Sink, Source, WriteSummary,
 };

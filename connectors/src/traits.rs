@@ -8,6 +8,7 @@ use ferry_common::ids::{Attempt, ChunkId};
 use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
 use ferry_common::schema::{TableName, TableSchema};
 use ferry_common::spec::SchemaMode;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
@@ -25,16 +26,26 @@ pub struct NativeStream {
     pub bytes: BoxStream<'static, Result<bytes::Bytes, ConnectorError>>,
 }
 
-/// A checksum computed inside the database, comparable only with one of the same
-/// `method` (same engine, same column types).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What [`Source::read_native`] returns: the chunk's bytes, and the checksum of the rows
+/// they hold, which the source computes as the bytes pass. The checksum resolves once
+/// every byte has been read; it fails when the stream failed or was dropped.
+pub struct NativeRead {
+    /// The bytes, for [`Sink::write_native`].
+    pub stream: NativeStream,
+    /// The source side of the verification, comparable with the sink's
+    /// [`Sink::native_checksum`] of the same method.
+    pub checksum: BoxFuture<'static, Result<NativeChecksum, ConnectorError>>,
+}
+
+/// A checksum of a range in a native format (each row's raw bytes hashed, order
+/// independent), comparable only with one of the same `method` (same engine, same
+/// column types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NativeChecksum {
-    /// How it was computed, e.g. `postgres-md5-sum-v1`.
+    /// How it was computed, e.g. `postgres-copy-binary-xxh3-v1`.
     pub method: &'static str,
-    /// Rows in the range.
-    pub rows: u64,
-    /// The order-independent digest, as text.
-    pub digest: String,
+    /// Rows and the wrapping sum of their hashes, like the canonical checksum's.
+    pub checksum: RangeChecksum,
 }
 
 /// Identifies one attempt of one chunk, for the target's fence table.
@@ -128,25 +139,16 @@ pub trait Source: Send + Sync {
         range: &ChunkRange,
     ) -> Result<BatchStream>;
 
-    /// Streams the range in the native bulk `format` a sink asked for, or `None` when this
-    /// source cannot produce it (then rows travel as Arrow batches).
+    /// Streams the range in the native bulk `format` a sink asked for, with the checksum
+    /// of the rows streamed, or `None` when this source cannot produce it (then rows
+    /// travel as Arrow batches).
     async fn read_native(
         &self,
         _table: &TableSchema,
         _key: &SplitKey,
         _range: &ChunkRange,
         _format: &str,
-    ) -> Result<Option<NativeStream>> {
-        Ok(None)
-    }
-
-    /// Checksums the range inside the database (same-engine verification), or `None`.
-    async fn native_checksum(
-        &self,
-        _table: &TableSchema,
-        _key: &SplitKey,
-        _range: &ChunkRange,
-    ) -> Result<Option<NativeChecksum>> {
+    ) -> Result<Option<NativeRead>> {
         Ok(None)
     }
 
@@ -234,8 +236,9 @@ pub trait Sink: Send + Sync {
         })
     }
 
-    /// Checksums the target rows of a range inside the database, comparable with the
-    /// source's [`Source::native_checksum`] of the same method, or `None`.
+    /// Checksums the target rows of a range read back in the native format `native_format`
+    /// named, comparable with the [`NativeRead::checksum`] of a source of the same engine,
+    /// or `None` when the table cannot be read back in that format.
     async fn native_checksum(
         &self,
         _table: &TableSchema,

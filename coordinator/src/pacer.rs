@@ -135,6 +135,8 @@ pub struct JobPacer {
     rows_streamed: AtomicU64,
     started: Instant,
     done: std::sync::atomic::AtomicBool,
+    /// The spec's throttle this run started from.
+    spec_policy: ThrottlePolicy,
 }
 
 fn now_ms(started: Instant) -> u64 {
@@ -143,6 +145,22 @@ fn now_ms(started: Instant) -> u64 {
 
 fn unix_ms() -> i64 {
     Timestamp::now().as_millisecond()
+}
+
+/// What the store keeps for a job's throttle: the policy in force, and the spec's policy
+/// it started from (to notice when the spec's throttle changes between runs).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPolicy {
+    effective: ThrottlePolicy,
+    spec: ThrottlePolicy,
+}
+
+fn stored_json(effective: &ThrottlePolicy, spec: &ThrottlePolicy) -> String {
+    serde_json::to_string(&StoredPolicy {
+        effective: effective.clone(),
+        spec: spec.clone(),
+    })
+    .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
 fn policy_json(policy: &ThrottlePolicy) -> String {
@@ -178,26 +196,8 @@ impl JobPacer {
         source: Arc<dyn Source>,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, PacerError> {
-        let policy = match store.load_policy(&job).await? {
-            Some(json) => serde_json::from_str::<ThrottlePolicy>(&json).map_err(|error| {
-                PacerError::CorruptPolicy {
-                    job: job.clone(),
-                    detail: error.to_string(),
-                }
-            })?,
-            None => {
-                let change = PolicyChange {
-                    at_unix_ms: unix_ms(),
-                    origin: "spec".to_string(),
-                    summary: format!("initial policy from the spec: {}", summarize(&spec_policy)),
-                };
-                store
-                    .save_policy(&job, &policy_json(&spec_policy), &change)
-                    .await?;
-                spec_policy
-            }
-        };
-        if let Some(load) = &policy.load
+        // Check the probe before anything is stored, so a refused spec leaves no trace.
+        if let Some(load) = &spec_policy.load
             && load.probe == LoadProbe::Builtin
             && source.probe_load().await.ok().flatten().is_none()
         {
@@ -206,6 +206,51 @@ impl JobPacer {
                 source.kind()
             )));
         }
+        let stored =
+            match store.load_policy(&job).await? {
+                Some(json) => Some(serde_json::from_str::<StoredPolicy>(&json).map_err(
+                    |error| PacerError::CorruptPolicy {
+                        job: job.clone(),
+                        detail: error.to_string(),
+                    },
+                )?),
+                None => None,
+            };
+        let policy = match stored {
+            // Resumed with the same spec: the stored policy, operator changes included.
+            Some(stored) if stored.spec == spec_policy => stored.effective,
+            // The spec's throttle changed since the last run: it wins, but an operator's
+            // concurrency cap and pause stay until an operator lifts them.
+            Some(stored) => {
+                let mut policy = spec_policy.clone();
+                policy.max_concurrency_override = stored.effective.max_concurrency_override;
+                policy.paused = stored.effective.paused;
+                let change = PolicyChange {
+                    at_unix_ms: unix_ms(),
+                    origin: "spec".to_string(),
+                    summary: format!(
+                        "the spec's throttle changed: {} → {} (operator cap and pause kept)",
+                        summarize(&stored.spec),
+                        summarize(&spec_policy)
+                    ),
+                };
+                store
+                    .save_policy(&job, &stored_json(&policy, &spec_policy), &change)
+                    .await?;
+                policy
+            }
+            None => {
+                let change = PolicyChange {
+                    at_unix_ms: unix_ms(),
+                    origin: "spec".to_string(),
+                    summary: format!("initial policy from the spec: {}", summarize(&spec_policy)),
+                };
+                store
+                    .save_policy(&job, &stored_json(&spec_policy, &spec_policy), &change)
+                    .await?;
+                spec_policy.clone()
+            }
+        };
         metrics::describe();
         let throttle = Throttle::new(policy);
         let effective = throttle.effective_at(Timestamp::now());
@@ -236,6 +281,7 @@ impl JobPacer {
             rows_streamed: AtomicU64::new(0),
             started: Instant::now(),
             done: std::sync::atomic::AtomicBool::new(false),
+            spec_policy,
         });
         tokio::spawn(pacer.clone().run(cancel));
         Ok(pacer)
@@ -406,7 +452,7 @@ impl JobPacer {
             summary,
         };
         self.store
-            .save_policy(&self.job, &policy_json(&policy), &change)
+            .save_policy(&self.job, &stored_json(&policy, &self.spec_policy), &change)
             .await
             .map_err(|error| ControlError::Internal(error.to_string()))?;
         {

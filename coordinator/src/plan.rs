@@ -45,6 +45,15 @@ pub enum PlanError {
         /// Their common target.
         target: Box<TableName>,
     },
+    /// A `columns:` override names no column of the selected tables.
+    #[error(
+        "columns.{key:?}: no selected table has this column; name it as \"table.column\" or \
+         \"schema.table.column\" of a table in tables.include"
+    )]
+    UnknownColumnOverride {
+        /// The override's key.
+        key: String,
+    },
     /// A connector failed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -122,6 +131,17 @@ pub async fn plan_job(
             });
         }
         described.push(schema);
+    }
+    for key in spec.columns.0.keys() {
+        let known = described.iter().any(|table| {
+            table.columns.iter().any(|column| {
+                *key == format!("{}.{}", table.name, column.name)
+                    || *key == format!("{}.{}", table.name.name, column.name)
+            })
+        });
+        if !known {
+            return Err(PlanError::UnknownColumnOverride { key: key.clone() });
+        }
     }
     let mut tables = Vec::with_capacity(selected.len());
     let mut chunks = Vec::new();

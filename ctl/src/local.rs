@@ -92,7 +92,8 @@ impl LocalError {
             LocalError::Plan(
                 PlanError::TableNotFound { .. }
                 | PlanError::NoTables { .. }
-                | PlanError::TargetCollision { .. },
+                | PlanError::TargetCollision { .. }
+                | PlanError::UnknownColumnOverride { .. },
             ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }

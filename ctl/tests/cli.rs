@@ -154,6 +154,18 @@ fn unknown_table_and_missing_database_are_named() {
         ),
         "{stderr}"
     );
+
+    // A type override for a column that does not exist is a mistake, not a no-op.
+    let spec = write_spec(
+        dir.path(),
+        &format!("{SPEC}columns: {{ \"orders.totl\": \"REAL\" }}\n"),
+    );
+    let (code, _, stderr) = run(ferryctl().arg("local").arg(&spec));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("columns.\"orders.totl\": no selected table has this column"),
+        "{stderr}"
+    );
 }
 
 #[test]

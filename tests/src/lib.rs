@@ -363,3 +363,73 @@ pub fn sql_string(text: &str) -> String {
 pub fn chunk(outcome: &RunOutcome, id: u32) -> &ChunkRecord {
     &outcome.chunks[id as usize]
 }
+
+/// A test service's URL from the environment (`scripts/services.sh env`); a test fails,
+/// never skips, without it.
+pub fn env_url(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: start the test services with \
+             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// A suffix unique to this process and moment, for schema and database names.
+pub fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
+}
+
+/// The URL of another database on the same server.
+pub fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |at| at + 3);
+    let (base, query) = match url.find('?') {
+        Some(at) => (&url[..at], &url[at..]),
+        None => (url, ""),
+    };
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |at| scheme_end + at);
+    format!("{}/{database}{query}", &base[..path_start])
+}
+
+/// Runs SQL through `psql` (independent of ferry and of its driver); returns the
+/// unaligned (`|`-separated), tuples-only output, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the psql shell must be installed (scripts/services.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write SQL to psql");
+    let output = child.wait_with_output().expect("psql output");
+    assert!(
+        output.status.success(),
+        "psql failed: {}\nSQL: {}",
+        String::from_utf8_lossy(&output.stderr),
+        sql.chars().take(2000).collect::<String>()
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

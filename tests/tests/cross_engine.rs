@@ -9,30 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ferry_common::coordination::ChunkState;
-use ferry_tests::{run_local_with_env, write_spec};
+use ferry_tests::{env_url, psql, run_local_with_env, unique_suffix, with_database, write_spec};
 use tokio_util::sync::CancellationToken;
-
-fn env_url(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the test services with `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`")
-    })
-}
-
-fn suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}_{nanos}", std::process::id())
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |at| at + 3);
-    let path_start = url[scheme_end..]
-        .find('/')
-        .map_or(url.len(), |at| scheme_end + at);
-    format!("{}/{database}", &url[..path_start])
-}
 
 fn run_shell(mut command: Command, input: &str) -> String {
     let mut child = command
@@ -55,25 +33,6 @@ fn run_shell(mut command: Command, input: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let mut command = Command::new("psql");
-    command.args([
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-F",
-        "|",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        url,
-        "-f",
-        "-",
-    ]);
-    run_shell(command, sql)
 }
 
 /// Runs SQL with the `mariadb` shell against the database of a `mysql://root@host:port/db` URL.
@@ -244,7 +203,7 @@ async fn copy(dir: &Path, source: &str, target: &str, table: &str, env: HashMap<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_to_sqlite_and_back() {
     let pg = env_url("FERRY_TEST_PG_URL");
-    let id = suffix();
+    let id = unique_suffix();
     let schema = format!("cross_src_{id}");
     psql(&pg, &pg_source_sql(&schema));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -302,7 +261,7 @@ async fn postgres_to_sqlite_and_back() {
 async fn postgres_to_mysql_and_back() {
     let pg = env_url("FERRY_TEST_PG_URL");
     let my = env_url("FERRY_TEST_MYSQL_URL");
-    let id = suffix();
+    let id = unique_suffix();
     let schema = format!("cross_src_{id}");
     psql(&pg, &pg_source_sql(&schema));
     let my_target = format!("cross_dst_{id}");
@@ -374,7 +333,7 @@ async fn postgres_to_mysql_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_to_sqlite() {
     let my = env_url("FERRY_TEST_MYSQL_URL");
-    let my_source = format!("cross_sq_{}", suffix());
+    let my_source = format!("cross_sq_{}", unique_suffix());
     mariadb(&my, &my_source_sql(&my_source));
     let dir = tempfile::tempdir().expect("tempdir");
     let source_url = with_database(&my, &my_source);
@@ -402,7 +361,7 @@ async fn mysql_to_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_source_tables_with_one_target_are_refused() {
     let pg = env_url("FERRY_TEST_PG_URL");
-    let id = suffix();
+    let id = unique_suffix();
     let (first, second) = (format!("cross_a_{id}"), format!("cross_b_{id}"));
     psql(
         &pg,

@@ -9,9 +9,7 @@
 //! `psql` shell (PostgreSQL's own text output of every row), not ferry's checksum.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::Command;
 
 use ferry_common::coordination::ChunkState;
 use ferry_common::ids::{Attempt, ChunkId};
@@ -23,7 +21,7 @@ use ferry_connectors::conformance::{
 };
 use ferry_connectors::{ChunkWrite, ConnectorError, Fence, PrepareOptions};
 use ferry_ctl::local::{LocalJob, load_spec};
-use ferry_tests::{Fault, run_local_with_env, write_spec};
+use ferry_tests::{Fault, psql, run_local_with_env, unique_suffix, with_database, write_spec};
 use tokio_util::sync::CancellationToken;
 
 const SOURCE_VAR: &str = "FERRY_E2E_PG_SOURCE";
@@ -37,63 +35,6 @@ fn server_url() -> String {
              `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
         )
     })
-}
-
-/// The URL of another database on the same server.
-fn with_database(url: &str, database: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |at| at + 3);
-    let (base, query) = match url.find('?') {
-        Some(at) => (&url[..at], &url[at..]),
-        None => (url, ""),
-    };
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |at| scheme_end + at);
-    format!("{}/{database}{query}", &base[..path_start])
-}
-
-/// Runs SQL through `psql` (independent of ferry and of its driver); returns the
-/// unaligned, tuples-only output.
-fn psql(url: &str, sql: &str) -> String {
-    let mut child = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the psql shell must be installed (scripts/services.sh installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(sql.as_bytes())
-        .expect("write SQL to psql");
-    let output = child.wait_with_output().expect("psql runs");
-    assert!(
-        output.status.success(),
-        "psql failed: {}\nSQL: {}",
-        String::from_utf8_lossy(&output.stderr),
-        sql.chars().take(2000).collect::<String>()
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
 }
 
 fn quote_ident(name: &str) -> String {
@@ -492,12 +433,12 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
 
     // A second run against the existing tables checks them and overwrites every chunk,
     // this time through the same-engine passthrough (binary COPY bytes untouched,
-    // verified by checksums computed in SQL), and leaves the same rows.
+    // verified by hashing those bytes on both sides), and leaves the same rows.
     let again = write_spec(
         dir.path(),
         &fixture.spec("chunking: { target_rows: 70 }\nschema: require_existing\n"),
     );
-    let (_, second, second_sink) = run_local_with_env(
+    let (second_prepared, second, second_sink) = run_local_with_env(
         &again,
         &dir.path().join("state-2.db"),
         2,
@@ -517,6 +458,46 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
     for table in source_tables(fixture.schema(0), fixture.schema(1)) {
         assert_same_table(&fixture.source_url, &fixture.target_url, &table);
     }
+
+    // The passthrough's checksum is the target's binary COPY bytes hashed (the source's
+    // were hashed in flight): it is what each chunk recorded, and one changed value in
+    // the target changes it.
+    let spec = load_spec(&again, &fixture.env).expect("spec");
+    let target = ferry_connectors::open_sink(&spec.target)
+        .await
+        .expect("sink");
+    let tables = &second_prepared.job.tables;
+    for chunk in &second.chunks {
+        let table = &tables[chunk.table_index];
+        let on_target = target
+            .native_checksum(&table.schema, &table.key, &chunk.range)
+            .await
+            .expect("target checksum")
+            .expect("same column types");
+        assert_eq!(Some(on_target.checksum), chunk.checksum, "chunk {chunk:?}");
+    }
+    let first = second
+        .chunks
+        .iter()
+        .find(|chunk| {
+            tables[chunk.table_index].schema.name.name == "all_types"
+                && matches!(chunk.range, ChunkRange::Interval { lower: None, .. })
+        })
+        .expect("the first chunk of all_types");
+    psql(
+        &fixture.target_url,
+        &format!(
+            "UPDATE {}.all_types SET c_float8 = -c_float8 WHERE id = 10",
+            quote_ident(fixture.schema(0))
+        ),
+    );
+    let table = &tables[first.table_index];
+    let changed = target
+        .native_checksum(&table.schema, &table.key, &first.range)
+        .await
+        .expect("target checksum")
+        .expect("same column types");
+    assert_ne!(Some(changed.checksum), first.checksum);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

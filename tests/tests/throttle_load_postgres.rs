@@ -16,15 +16,6 @@ use ferry_coordinator::scheduler::Gate;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-fn server_url() -> String {
-    std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "FERRY_TEST_PG_URL is not set: start the test services with \
-             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
-        )
-    })
-}
-
 /// Holds `count` sessions busy in `pg_sleep` (they count as active backends).
 async fn busy_sessions(url: &str, count: usize, tag: &str) -> Vec<tokio::task::JoinHandle<()>> {
     let mut sessions = Vec::new();
@@ -73,7 +64,7 @@ async fn wait_for_gate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_load_halves_concurrency_pauses_at_critical_and_recovers() {
-    let url = server_url();
+    let url = ferry_tests::env_url("FERRY_TEST_PG_URL");
     let endpoint = EndpointSpec {
         kind: "postgres".to_string(),
         location: Location::Env {

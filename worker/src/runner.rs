@@ -1,18 +1,31 @@
 //! Copies one chunk (source range → target range, overwrite, one transaction) and
 //! verifies it.
 //!
-//! The source side of the checksum is computed from the very batches that were written,
-//! as they stream past: the source is read once, and a source that keeps changing under
-//! a live migration is compared with what was actually copied. The target side is read
-//! back from the target after the commit.
+//! Rows travel one of two ways, and each has its own checksum:
+//!
+//! - **Arrow batches** (any pair of engines): the canonical checksum
+//!   ([`RangeChecksum`]). The source side is computed from the very batches that were
+//!   written, as they stream past: the source is read once, and a source that keeps
+//!   changing under a live migration is compared with what was actually copied. The
+//!   target side is read back after the commit ([`Sink::checksum_chunk`]).
+//! - **The engine's own bulk format**, when the sink takes the source's for the table
+//!   (PostgreSQL binary COPY between tables of the same column types): the rows are never
+//!   decoded, so the source hashes each row's raw bytes as they pass
+//!   ([`NativeRead::checksum`]) and the sink hashes the range read back in the same
+//!   format ([`Sink::native_checksum`]).
+//!
+//! Checksums computed inside the databases (`md5` over each row's text in SQL) are not
+//! used: measured, they cost more than reading the target back and hashing it here.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use ferry_common::checksum::RangeChecksum;
 use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
 use ferry_common::spec::VerifyMode;
-use ferry_connectors::{ChunkWrite, ConnectorError, ErrorKind, Fence, Sink, Source};
+use ferry_connectors::{
+    ChunkWrite, ConnectorError, ErrorKind, Fence, NativeRead, Sink, Source, WriteSummary,
+};
 use futures::StreamExt;
 use tracing::Instrument;
 
@@ -22,6 +35,56 @@ pub struct ChunkRunner {
     sink: Arc<dyn Sink>,
 }
 
+/// How a chunk's copy ended.
+enum Copied {
+    /// Committed: the source side of the checksum (only the row count when
+    /// `verify` is not `checksum` on the Arrow path), the rows the sink wrote, and the
+    /// native checksum method when the rows passed in the native format.
+    Committed {
+        source: RangeChecksum,
+        rows_written: u64,
+        native_method: Option<&'static str>,
+    },
+    /// The throttle stopped the copy mid-chunk; nothing was committed.
+    Requeued(String),
+}
+
+/// Where a stream tells the runner that the throttle requeued the chunk.
+#[derive(Clone, Default)]
+struct RequeueSlot(Arc<Mutex<Option<String>>>);
+
+impl RequeueSlot {
+    fn set(&self, reason: String) {
+        *lock(&self.0) = Some(reason);
+    }
+
+    fn take(&self) -> Option<String> {
+        lock(&self.0).take()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn fence_of(task: &ChunkTask) -> Fence {
+    Fence {
+        run_id: task.run_id.clone(),
+        chunk: task.chunk,
+        attempt: task.attempt,
+    }
+}
+
+fn chunk_write<'a>(task: &'a ChunkTask, fence: &'a Fence) -> ChunkWrite<'a> {
+    ChunkWrite {
+        table: &task.table,
+        key: &task.key,
+        range: &task.range,
+        fence,
+        cancel: &task.cancel,
+    }
+}
+
 impl ChunkRunner {
     /// Creates a runner over a job's source and sink.
     pub fn new(source: Arc<dyn Source>, sink: Arc<dyn Sink>) -> Self {
@@ -29,41 +92,108 @@ impl ChunkRunner {
     }
 
     async fn run(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
-        if let Some(result) = self.run_native(task).await? {
-            return Ok(result);
+        let copied = match self.copy_native(task).await? {
+            Some(copied) => copied,
+            None => self.copy_batches(task).await?,
+        };
+        let (source, rows_written, native_method) = match copied {
+            Copied::Committed {
+                source,
+                rows_written,
+                native_method,
+            } => (source, rows_written, native_method),
+            Copied::Requeued(reason) => return Ok(ChunkResult::Requeued { reason }),
+        };
+        if rows_written != source.rows {
+            return Ok(ChunkResult::Error {
+                message: format!(
+                    "sink wrote {rows_written} rows but the source streamed {}",
+                    source.rows
+                ),
+                retryable: true,
+            });
         }
+        if task.cancel.is_cancelled() {
+            return Err(ConnectorError::Cancelled);
+        }
+        (task.on_verifying)();
+        // What the target holds, as far as `verify` looks: rows only for `count`.
+        let (source_seen, target) = match (task.verify, native_method) {
+            (VerifyMode::None, _) => (source, source),
+            (VerifyMode::Count, _) => {
+                let rows = self
+                    .sink
+                    .count_chunk(&task.table, &task.key, &task.range)
+                    .await?;
+                let rows_of = |rows| RangeChecksum { rows, sum: 0 };
+                (rows_of(source.rows), rows_of(rows))
+            }
+            (VerifyMode::Checksum, None) => (
+                source,
+                self.sink
+                    .checksum_chunk(&task.table, &task.key, &task.range)
+                    .await?,
+            ),
+            (VerifyMode::Checksum, Some(method)) => {
+                match self
+                    .sink
+                    .native_checksum(&task.table, &task.key, &task.range)
+                    .await?
+                {
+                    Some(target) if target.method == method => (source, target.checksum),
+                    _ => {
+                        return Err(ConnectorError::Task(format!(
+                            "table {} was copied in the native format but the target cannot \
+                             checksum it with {method}",
+                            task.table.name
+                        )));
+                    }
+                }
+            }
+        };
+        if target != source_seen {
+            return Ok(ChunkResult::Mismatch {
+                source: source_seen,
+                target,
+            });
+        }
+        Ok(ChunkResult::Verified {
+            rows: source.rows,
+            checksum: source,
+        })
+    }
+
+    /// Copies the chunk as Arrow batches, hashing them (or only counting their rows) as
+    /// they pass to the sink.
+    async fn copy_batches(&self, task: &ChunkTask) -> Result<Copied, ConnectorError> {
         let batches = self
             .source
             .read_chunk(&task.table, &task.key, &task.range)
             .await?;
         let streamed = Arc::new(Mutex::new(RangeChecksum::default()));
         let hash_rows = task.verify == VerifyMode::Checksum;
+        let requeue = RequeueSlot::default();
         let stream_checksum = streamed.clone();
+        let stream_requeue = requeue.clone();
         let progress = task.progress.clone();
         let table_name = task.table.name.clone();
         let admission = task.admission.clone();
-        let requeue_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-        let stream_requeue = requeue_reason.clone();
         let hashed = batches.then(move |item| {
             let stream_checksum = stream_checksum.clone();
+            let stream_requeue = stream_requeue.clone();
             let progress = progress.clone();
             let table_name = table_name.clone();
             let admission = admission.clone();
-            let stream_requeue = stream_requeue.clone();
             async move {
                 let batch = item?;
                 // The throttle paces rows here, mid-chunk: paused jobs stop reading, rate
                 // limits hold batches back.
                 let bytes = batch.get_array_memory_size() as u64;
                 if let Err(reason) = admission.admit(batch.num_rows() as u64, bytes).await {
-                    *stream_requeue
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                    stream_requeue.set(reason);
                     return Err(ConnectorError::Cancelled);
                 }
-                let mut checksum = stream_checksum
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut checksum = lock(&stream_checksum);
                 if hash_rows {
                     checksum.add_batch(&batch).map_err(|error| {
                         ConnectorError::Task(format!(
@@ -77,107 +207,39 @@ impl ChunkRunner {
                 Ok(batch)
             }
         });
-        let fence = Fence {
-            run_id: task.run_id.clone(),
-            chunk: task.chunk,
-            attempt: task.attempt,
-        };
-        let write = ChunkWrite {
-            table: &task.table,
-            key: &task.key,
-            range: &task.range,
-            fence: &fence,
-            cancel: &task.cancel,
-        };
-        let written = self.sink.write_chunk(write, Box::pin(hashed)).await;
-        if let Some(reason) = requeue_reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            return Ok(ChunkResult::Requeued { reason });
+        let fence = fence_of(task);
+        let written = self
+            .sink
+            .write_chunk(chunk_write(task, &fence), Box::pin(hashed))
+            .await;
+        if let Some(reason) = requeue.take() {
+            return Ok(Copied::Requeued(reason));
         }
         let summary = written?;
-        let source_checksum = *streamed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tracing::debug!(
-            rows = summary.rows_written,
-            deleted = summary.rows_deleted,
-            "chunk written"
-        );
-        if summary.rows_written != source_checksum.rows {
-            return Ok(ChunkResult::Error {
-                message: format!(
-                    "sink wrote {} rows but the source streamed {}",
-                    summary.rows_written, source_checksum.rows
-                ),
-                retryable: true,
-            });
-        }
-        if task.cancel.is_cancelled() {
-            return Err(ConnectorError::Cancelled);
-        }
-        (task.on_verifying)();
-        match task.verify {
-            VerifyMode::None => {}
-            VerifyMode::Count => {
-                let target_rows = self
-                    .sink
-                    .count_chunk(&task.table, &task.key, &task.range)
-                    .await?;
-                if target_rows != source_checksum.rows {
-                    let target = RangeChecksum {
-                        rows: target_rows,
-                        sum: 0,
-                    };
-                    return Ok(ChunkResult::Mismatch {
-                        source: source_checksum,
-                        target,
-                    });
-                }
-            }
-            VerifyMode::Checksum => {
-                if !self
-                    .native_checksums_agree(task, source_checksum.rows)
-                    .await
-                {
-                    let target = self
-                        .sink
-                        .checksum_chunk(&task.table, &task.key, &task.range)
-                        .await?;
-                    if target != source_checksum {
-                        return Ok(ChunkResult::Mismatch {
-                            source: source_checksum,
-                            target,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(ChunkResult::Verified {
-            rows: source_checksum.rows,
-            checksum: source_checksum,
+        log_written(&summary, "chunk written");
+        let source = *lock(&streamed);
+        Ok(Copied::Committed {
+            source,
+            rows_written: summary.rows_written,
+            native_method: None,
         })
     }
-}
 
-impl ChunkRunner {
     /// The same-engine fast path: when the sink takes the source's native bulk format
     /// for this table (e.g. PostgreSQL binary COPY) and the source can produce it, the
     /// chunk's bytes pass through untouched, in the sink's usual fenced overwrite
-    /// transaction, and are verified with checksums computed inside both databases.
-    /// Returns `None` when the pair has no such path; rows then travel as Arrow batches.
+    /// transaction. Returns `None` when the pair has no such path.
     ///
     /// The throttle paces the bytes as they pass (pause and bytes/s); rows are counted
-    /// when the chunk is committed, so a rows/s limit applies between chunks only. The
-    /// source side of the checksum is computed by the source after the copy, so a range
-    /// written to meanwhile shows up as a mismatch and is copied again.
-    async fn run_native(&self, task: &ChunkTask) -> Result<Option<ChunkResult>, ConnectorError> {
+    /// when the chunk is committed, so a rows/s limit applies between chunks only.
+    async fn copy_native(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
         let Some(format) = self.sink.native_format(&task.table).await? else {
             return Ok(None);
         };
-        let Some(mut stream) = self
+        let Some(NativeRead {
+            mut stream,
+            checksum,
+        }) = self
             .source
             .read_native(&task.table, &task.key, &task.range, format)
             .await?
@@ -185,162 +247,46 @@ impl ChunkRunner {
             return Ok(None);
         };
         let admission = task.admission.clone();
-        let requeue_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-        let stream_requeue = requeue_reason.clone();
+        let requeue = RequeueSlot::default();
+        let stream_requeue = requeue.clone();
         stream.bytes = Box::pin(stream.bytes.then(move |item| {
             let admission = admission.clone();
             let stream_requeue = stream_requeue.clone();
             async move {
                 let piece = item?;
                 if let Err(reason) = admission.admit(0, piece.len() as u64).await {
-                    *stream_requeue
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                    stream_requeue.set(reason);
                     return Err(ConnectorError::Cancelled);
                 }
                 Ok(piece)
             }
         }));
-        let fence = Fence {
-            run_id: task.run_id.clone(),
-            chunk: task.chunk,
-            attempt: task.attempt,
-        };
-        let write = ChunkWrite {
-            table: &task.table,
-            key: &task.key,
-            range: &task.range,
-            fence: &fence,
-            cancel: &task.cancel,
-        };
-        let written = self.sink.write_native(write, stream).await;
-        if let Some(reason) = requeue_reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            return Ok(Some(ChunkResult::Requeued { reason }));
+        let fence = fence_of(task);
+        let written = self
+            .sink
+            .write_native(chunk_write(task, &fence), stream)
+            .await;
+        if let Some(reason) = requeue.take() {
+            return Ok(Some(Copied::Requeued(reason)));
         }
         let summary = written?;
         (task.progress)(summary.rows_written);
-        tracing::debug!(
-            rows = summary.rows_written,
-            deleted = summary.rows_deleted,
-            format,
-            "chunk written in the native format"
-        );
-        if task.cancel.is_cancelled() {
-            return Err(ConnectorError::Cancelled);
-        }
-        (task.on_verifying)();
-        let written_rows = RangeChecksum {
-            rows: summary.rows_written,
-            sum: 0,
-        };
-        let result = match task.verify {
-            VerifyMode::None => ChunkResult::Verified {
-                rows: summary.rows_written,
-                checksum: written_rows,
-            },
-            VerifyMode::Count => {
-                let target_rows = self
-                    .sink
-                    .count_chunk(&task.table, &task.key, &task.range)
-                    .await?;
-                if target_rows == summary.rows_written {
-                    ChunkResult::Verified {
-                        rows: summary.rows_written,
-                        checksum: written_rows,
-                    }
-                } else {
-                    ChunkResult::Mismatch {
-                        source: written_rows,
-                        target: RangeChecksum {
-                            rows: target_rows,
-                            sum: 0,
-                        },
-                    }
-                }
-            }
-            VerifyMode::Checksum => {
-                let source = self
-                    .source
-                    .native_checksum(&task.table, &task.key, &task.range)
-                    .await?;
-                let target = self
-                    .sink
-                    .native_checksum(&task.table, &task.key, &task.range)
-                    .await?;
-                let (source, target) = match (source, target) {
-                    (Some(source), Some(target)) if source.method == target.method => {
-                        (source, target)
-                    }
-                    _ => {
-                        return Err(ConnectorError::Task(format!(
-                            "the {format} passthrough of table {} has no matching in-database \
-                             checksums on both sides",
-                            task.table.name
-                        )));
-                    }
-                };
-                // The digest is 32 hex digits where the method allows it; the record keeps
-                // it as the chunk's checksum.
-                let as_range = |native: &ferry_connectors::NativeChecksum| RangeChecksum {
-                    rows: native.rows,
-                    sum: u128::from_str_radix(&native.digest, 16).unwrap_or(0),
-                };
-                if source == target && source.rows == summary.rows_written {
-                    ChunkResult::Verified {
-                        rows: summary.rows_written,
-                        checksum: as_range(&source),
-                    }
-                } else {
-                    ChunkResult::Mismatch {
-                        source: as_range(&source),
-                        target: as_range(&target),
-                    }
-                }
-            }
-        };
-        Ok(Some(result))
+        log_written(&summary, "chunk written in the native format");
+        let source = checksum.await?;
+        Ok(Some(Copied::Committed {
+            source: source.checksum,
+            rows_written: summary.rows_written,
+            native_method: Some(source.method),
+        }))
     }
 }
 
-impl ChunkRunner {
-    /// Same-engine verification pushed down into both databases (e.g. MySQL's
-    /// `mysql-md5-sum-v1`), which spares reading the target range back: true when source
-    /// and sink give checksums of one method that agree, with `rows` rows. Anything else
-    /// (different engines, no native checksum, a disagreement, an error) returns false and
-    /// the canonical checksum decides: a native disagreement may come from the source
-    /// changing since the copy, or from two servers printing a value differently.
-    async fn native_checksums_agree(&self, task: &ChunkTask, rows: u64) -> bool {
-        if self.source.kind() != self.sink.kind() {
-            return false;
-        }
-        let (source, target) = tokio::join!(
-            self.source
-                .native_checksum(&task.table, &task.key, &task.range),
-            self.sink
-                .native_checksum(&task.table, &task.key, &task.range)
-        );
-        match (source, target) {
-            (Ok(Some(source)), Ok(Some(target))) if source.method == target.method => {
-                let agree = source == target && source.rows == rows;
-                if !agree {
-                    tracing::debug!(
-                        method = source.method,
-                        "in-database checksums differ; comparing canonical checksums"
-                    );
-                }
-                agree
-            }
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::debug!(%error, "in-database checksum failed; comparing canonical checksums");
-                false
-            }
-            _ => false,
-        }
-    }
+fn log_written(summary: &WriteSummary, message: &'static str) {
+    tracing::debug!(
+        rows = summary.rows_written,
+        deleted = summary.rows_deleted,
+        "{message}"
+    );
 }
 
 #[async_trait]

@@ -20,7 +20,6 @@
 pub mod config;
 mod describe;
 mod encode;
-mod native;
 mod read;
 mod split;
 mod sql;
@@ -44,8 +43,7 @@ pub use sql::{quote_ident, quote_table};
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, NativeChecksum, PrepareOptions, PrepareOutcome, Sink, Source,
-    WriteSummary,
+    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -457,17 +455,6 @@ impl Source for MysqlSource {
         )))
     }
 
-    async fn native_checksum(
-        &self,
-        table: &TableSchema,
-        key: &SplitKey,
-        range: &ChunkRange,
-    ) -> Result<Option<NativeChecksum>> {
-        native::checksum(&self.shared, table, key, range)
-            .await
-            .map(Some)
-    }
-
     async fn probe_load(&self) -> Result<Option<f64>> {
         let table = TableName::bare("information_schema.PROCESSLIST");
         let on_error = query_error("probe load", &table);
@@ -604,17 +591,6 @@ impl Sink for MysqlSink {
     ) -> Result<u64> {
         let mut conn = self.shared.conn("target", &table.name).await?;
         split::count_range(&mut conn, self.shared.database_of(table), table, key, range).await
-    }
-
-    async fn native_checksum(
-        &self,
-        table: &TableSchema,
-        key: &SplitKey,
-        range: &ChunkRange,
-    ) -> Result<Option<NativeChecksum>> {
-        native::checksum(&self.shared, table, key, range)
-            .await
-            .map(Some)
     }
 }
 

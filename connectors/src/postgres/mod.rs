@@ -7,7 +7,9 @@
 //! one transaction: fence check, `DELETE` of the range, `COPY ... FROM STDIN (FORMAT
 //! binary)` encoded for the target columns' own types ([`encode`]), fence upsert, commit
 //! ([`write`]). Binary formats are decoded and encoded here ([`binary`], [`array`]), not
-//! through driver type mappings, so every value is carried exactly.
+//! through driver type mappings, so every value is carried exactly. Between two
+//! PostgreSQL tables of the same column types the binary COPY bytes pass through
+//! undecoded, verified by hashing them on both sides ([`native`]).
 //!
 //! Tables are `schema.name`; declarative partitioned tables are listed and read through
 //! their parent. Tables have no rowid, so a table without a primary key is one chunk.
@@ -46,8 +48,8 @@ use sql::order_by;
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome, Sink,
-    Source, WriteSummary,
+    BatchStream, ChunkWrite, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
+    PrepareOutcome, Sink, Source, WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -207,7 +209,7 @@ impl Source for PostgresSource {
         key: &SplitKey,
         range: &ChunkRange,
         format: &str,
-    ) -> Result<Option<NativeStream>> {
+    ) -> Result<Option<NativeRead>> {
         if format != BINARY_COPY_FORMAT || table.source_kind != KIND {
             return Ok(None);
         }
@@ -219,22 +221,6 @@ impl Source for PostgresSource {
             return Ok(None);
         }
         native::read_native(client, table, &catalog, key, range)
-            .await
-            .map(Some)
-    }
-
-    async fn native_checksum(
-        &self,
-        table: &TableSchema,
-        key: &SplitKey,
-        range: &ChunkRange,
-    ) -> Result<Option<NativeChecksum>> {
-        if table.source_kind != KIND {
-            return Ok(None);
-        }
-        let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
-        native::native_checksum(&client, table, &catalog, key, range)
             .await
             .map(Some)
     }
@@ -389,11 +375,11 @@ impl Sink for PostgresSink {
         let client = self.endpoint.connect().await?;
         let target = target_name(table);
         let catalog = require_table(&client, &target, "target").await?;
-        // Rows print alike on both sides only when the column types are the same.
+        // The same values are the same bytes only when the column types are the same.
         if !native::same_column_types(table, &catalog) {
             return Ok(None);
         }
-        native::native_checksum(&client, table, &catalog, key, range)
+        native::checksum_range(&client, table, &catalog, key, range)
             .await
             .map(Some)
     }

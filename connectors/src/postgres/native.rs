@@ -1,31 +1,39 @@
 //! The same-engine fast path: a chunk leaves the source as the raw bytes of
 //! `COPY (SELECT ...) TO STDOUT (FORMAT binary)` and enters the target untouched through
 //! `COPY ... FROM STDIN (FORMAT binary)`, inside the same fenced overwrite transaction as
-//! the Arrow path; both sides are verified by a checksum computed in SQL.
+//! the Arrow path.
 //!
 //! The passthrough is only offered when every target column has exactly the source
-//! column's type (binary formats are per type), and the SQL checksum hashes each row's
-//! text form (`ROW(cols)::text`), which every ferry session prints alike (UTC, ISO
-//! dates, shortest exact floats, hex `bytea`).
+//! column's type: binary formats are per type, so the same values are the same bytes on
+//! both sides. It is verified on those bytes ([`CHECKSUM_METHOD`]): each tuple of the
+//! binary stream (its field count, and each field's length and bytes) is hashed with
+//! XXH3-128 and the hashes are summed like the canonical checksum's
+//! ([`RangeChecksum`]). The source's tuples are hashed as they pass; the target's range
+//! is read back with the same `COPY (SELECT same columns ...)` and hashed alike. The one
+//! part of a value that names a database object, the element type OID in the header of
+//! an array of enums (enum types get their own OID in each database), is hashed as zero.
 
 use bytes::{Bytes, BytesMut};
+use ferry_common::checksum::RangeChecksum;
 use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::TableSchema;
+use ferry_common::schema::{ColumnType, TableName, TableSchema};
 use futures::StreamExt;
 use tokio_postgres::Client;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::KIND;
 use super::catalog::CatalogTable;
 use super::connect::query_error;
+use super::read::COPY_SIGNATURE;
 use super::split::{key_columns, predicate};
 use super::sql::{order_by, quote_ident, quote_table};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{NativeChecksum, NativeStream};
+use crate::traits::{NativeChecksum, NativeRead, NativeStream};
 
 /// The binary COPY format's name in [`NativeStream::format`].
 pub const BINARY_COPY_FORMAT: &str = "postgres-binary-copy";
-/// The SQL checksum's method name in [`NativeChecksum::method`].
-pub const CHECKSUM_METHOD: &str = "postgres-md5-sum-v1";
+/// The checksum's method name in [`NativeChecksum::method`].
+pub const CHECKSUM_METHOD: &str = "postgres-copy-binary-xxh3-v1";
 
 /// Raw COPY data is handed on in pieces of about this size (PostgreSQL sends one
 /// message per row; coalescing them spares the target a message per row).
@@ -50,53 +58,64 @@ pub fn same_column_types(table: &TableSchema, target: &CatalogTable) -> bool {
             }
             // Enum types may live in another schema of the target (same labels, same
             // binary form: the label); every other type must print the same.
-            let is_enum = |column_type: &ferry_common::schema::ColumnType| match column_type {
-                ferry_common::schema::ColumnType::Enum { .. } => true,
-                ferry_common::schema::ColumnType::Array { element } => {
-                    matches!(
-                        element.as_ref(),
-                        ferry_common::schema::ColumnType::Enum { .. }
-                    )
-                }
-                _ => false,
-            };
-            is_enum(&source_column.column_type)
+            enum_element(&source_column.column_type).is_some()
                 || source_column.declared_type == target_column.declared_type
         })
 }
 
-fn column_list(table: &TableSchema) -> String {
-    table
+/// The enum a column holds, directly or as the elements of an array.
+fn enum_element(column_type: &ColumnType) -> Option<&ColumnType> {
+    match column_type {
+        ColumnType::Enum { .. } => Some(column_type),
+        ColumnType::Array { element } => enum_element(element),
+        _ => None,
+    }
+}
+
+/// The `COPY (SELECT the columns of table ...) TO STDOUT (FORMAT binary)` of a range of
+/// `catalog`, in key order when `ordered`.
+fn copy_out_sql(
+    table: &TableSchema,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    range: &ChunkRange,
+    ordered: bool,
+) -> Result<String> {
+    let keys = key_columns(catalog, key)?;
+    let condition = predicate(&catalog.name, &keys, key, range)?;
+    let columns: Vec<String> = table
         .columns
         .iter()
         .map(|column| quote_ident(&column.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    let mut select = format!(
+        "SELECT {} FROM {} WHERE {condition}",
+        columns.join(", "),
+        quote_table(&catalog.name)
+    );
+    if ordered && !keys.is_empty() {
+        select.push_str(" ORDER BY ");
+        select.push_str(&order_by(&keys));
+    }
+    Ok(format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
 }
 
-/// Starts the raw binary COPY of a range; the connection lives as long as the stream.
+/// Starts the raw binary COPY of a range, hashing its tuples as they pass; the
+/// connection lives as long as the stream.
 pub async fn read_native(
     client: Client,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
     range: &ChunkRange,
-) -> Result<NativeStream> {
-    let keys = key_columns(catalog, key)?;
-    let condition = predicate(&catalog.name, &keys, key, range)?;
-    let mut select = format!(
-        "SELECT {} FROM {} WHERE {condition}",
-        column_list(table),
-        quote_table(&catalog.name)
-    );
-    if !keys.is_empty() {
-        select.push_str(" ORDER BY ");
-        select.push_str(&order_by(&keys));
-    }
-    let sql = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+) -> Result<NativeRead> {
+    let sql = copy_out_sql(table, catalog, key, range, true)?;
     let on_error = query_error("read chunk", &catalog.name);
     let copy_out = client.copy_out(&sql).await.map_err(&on_error)?;
+    let mut hasher = TupleHasher::new(table);
+    let name = catalog.name.clone();
     let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
+    let (checksum_tx, checksum_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let cancel_token = client.cancel_token();
         let mut copy_out = Box::pin(copy_out);
@@ -111,6 +130,11 @@ pub async fn read_native(
             };
             match next {
                 Some(Ok(data)) => {
+                    if let Err(detail) = hasher.push(&data) {
+                        let _ = bytes_tx.send(Err(malformed(&name, &detail))).await;
+                        let _ = cancel_token.cancel_query(tokio_postgres::NoTls).await;
+                        return;
+                    }
                     piece.extend_from_slice(&data);
                     if piece.len() >= PIECE_BYTES
                         && bytes_tx.send(Ok(piece.split().freeze())).await.is_err()
@@ -124,6 +148,15 @@ pub async fn read_native(
                     return;
                 }
                 None => {
+                    match hasher.finish() {
+                        Ok(checksum) => {
+                            let _ = checksum_tx.send(checksum);
+                        }
+                        Err(detail) => {
+                            let _ = bytes_tx.send(Err(malformed(&name, &detail))).await;
+                            return;
+                        }
+                    }
                     if !piece.is_empty() {
                         let _ = bytes_tx.send(Ok(piece.freeze())).await;
                     }
@@ -134,82 +167,344 @@ pub async fn read_native(
             }
         }
     });
-    Ok(NativeStream {
-        format: BINARY_COPY_FORMAT,
-        bytes: Box::pin(tokio_stream::wrappers::ReceiverStream::new(bytes_rx)),
+    let table_name = catalog.name.clone();
+    Ok(NativeRead {
+        stream: NativeStream {
+            format: BINARY_COPY_FORMAT,
+            bytes: Box::pin(tokio_stream::wrappers::ReceiverStream::new(bytes_rx)),
+        },
+        checksum: Box::pin(async move {
+            let checksum = checksum_rx.await.map_err(|_| {
+                ConnectorError::Task(format!(
+                    "the binary COPY of table {table_name} ended before all its rows were read"
+                ))
+            })?;
+            Ok(NativeChecksum {
+                method: CHECKSUM_METHOD,
+                checksum,
+            })
+        }),
     })
 }
 
-/// Counts and hashes a range in SQL: the number of rows, and two sums of 64-bit slices
-/// of each row's `md5(ROW(cols)::text)`, combined into a 128-bit digest (hex) modulo
-/// 2^64 each. Order-independent; a sum, not an XOR, so duplicate rows do not cancel.
-pub async fn native_checksum(
+/// Reads a range back in binary COPY (in any order) and hashes it like the source's
+/// stream.
+pub async fn checksum_range(
     client: &Client,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
     range: &ChunkRange,
 ) -> Result<NativeChecksum> {
-    let keys = key_columns(catalog, key)?;
-    let condition = predicate(&catalog.name, &keys, key, range)?;
-    let row_hash = if table.columns.is_empty() {
-        "md5('')".to_string()
-    } else {
-        format!("md5(ROW({})::text)", column_list(table))
-    };
-    let sql = format!(
-        "SELECT count(*), \
-                coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, \
-                coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text \
-         FROM (SELECT {row_hash} AS h FROM {} WHERE {condition}) AS hashed",
-        quote_table(&catalog.name)
-    );
+    let sql = copy_out_sql(table, catalog, key, range, false)?;
     let on_error = query_error("checksum chunk", &catalog.name);
-    let row = client.query_one(&sql, &[]).await.map_err(&on_error)?;
-    let rows: i64 = row.try_get(0).map_err(&on_error)?;
-    let high: String = row.try_get(1).map_err(&on_error)?;
-    let low: String = row.try_get(2).map_err(&on_error)?;
-    let digest = combine_sums(&high, &low).ok_or_else(|| {
-        ConnectorError::Task(format!(
-            "the SQL checksum of table {} returned sums that are not integers",
-            catalog.name
-        ))
-    })?;
+    let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
+    let mut hasher = TupleHasher::new(table);
+    while let Some(data) = copy_out.next().await {
+        let data = data.map_err(&on_error)?;
+        hasher
+            .push(&data)
+            .map_err(|detail| malformed(&catalog.name, &detail))?;
+    }
+    let checksum = hasher
+        .finish()
+        .map_err(|detail| malformed(&catalog.name, &detail))?;
     Ok(NativeChecksum {
         method: CHECKSUM_METHOD,
-        rows: rows.max(0) as u64,
-        digest,
+        checksum,
     })
 }
 
-/// Reduces two signed decimal sums modulo 2^64 and joins them as 32 hex digits.
-fn combine_sums(high: &str, low: &str) -> Option<String> {
-    let reduce = |text: &str| -> Option<u64> {
-        let value: i128 = text.trim().parse().ok()?;
-        Some(value.rem_euclid(1i128 << 64) as u64)
-    };
-    Some(format!("{:016x}{:016x}", reduce(high)?, reduce(low)?))
+fn malformed(table: &TableName, detail: &str) -> ConnectorError {
+    ConnectorError::Task(format!(
+        "malformed binary COPY stream from table {table}: {detail}"
+    ))
+}
+
+/// Where a binary COPY stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Header,
+    Tuples,
+    Trailer,
+}
+
+/// Hashes the tuples of a binary COPY stream fed in arbitrary pieces: the row count and
+/// the wrapping sum of each tuple's XXH3-128.
+pub struct TupleHasher {
+    /// Per column: whether it holds arrays of enums (element OID hashed as zero).
+    enum_arrays: Vec<bool>,
+    part: Part,
+    /// The start of an incomplete header or tuple, waiting for the next piece.
+    pending: Vec<u8>,
+    /// Where the current tuple's enum array element OIDs are.
+    oid_offsets: Vec<usize>,
+    /// A tuple with those OIDs zeroed.
+    scratch: Vec<u8>,
+    checksum: RangeChecksum,
+}
+
+impl TupleHasher {
+    /// A hasher for the stream of `table`'s columns.
+    pub fn new(table: &TableSchema) -> Self {
+        Self {
+            enum_arrays: table
+                .columns
+                .iter()
+                .map(|column| {
+                    matches!(column.column_type, ColumnType::Array { .. })
+                        && enum_element(&column.column_type).is_some()
+                })
+                .collect(),
+            part: Part::Header,
+            pending: Vec::new(),
+            oid_offsets: Vec::new(),
+            scratch: Vec::new(),
+            checksum: RangeChecksum::default(),
+        }
+    }
+
+    /// Hashes the complete tuples of the stream's next piece.
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), String> {
+        if self.pending.is_empty() {
+            let used = self.consume(piece)?;
+            self.pending.extend_from_slice(&piece[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(piece);
+            let used = self.consume(&pending)?;
+            pending.drain(..used);
+            self.pending = pending;
+        }
+        Ok(())
+    }
+
+    /// The checksum of the whole stream; an error unless it ended with its trailer.
+    pub fn finish(self) -> Result<RangeChecksum, String> {
+        if self.part != Part::Trailer || !self.pending.is_empty() {
+            return Err("the stream ended before its trailer".to_string());
+        }
+        Ok(self.checksum)
+    }
+
+    /// Hashes what `data` holds in full; returns the bytes used.
+    fn consume(&mut self, data: &[u8]) -> Result<usize, String> {
+        let mut at = 0;
+        loop {
+            match self.part {
+                Part::Header => {
+                    // Signature, flags, extension length, extension.
+                    let Some(extension) = data.get(15..19) else {
+                        return Ok(at);
+                    };
+                    if &data[..11] != COPY_SIGNATURE {
+                        return Err("missing signature".to_string());
+                    }
+                    let extension = u32::from_be_bytes([
+                        extension[0],
+                        extension[1],
+                        extension[2],
+                        extension[3],
+                    ]);
+                    let end = 19 + extension as usize;
+                    if data.len() < end {
+                        return Ok(at);
+                    }
+                    at = end;
+                    self.part = Part::Tuples;
+                }
+                Part::Tuples => match self.tuple(&data[at..])? {
+                    Some(used) => at += used,
+                    None => return Ok(at),
+                },
+                Part::Trailer => {
+                    if at < data.len() {
+                        return Err("data after the trailer".to_string());
+                    }
+                    return Ok(at);
+                }
+            }
+        }
+    }
+
+    /// Hashes the tuple `data` starts with; `None` when it is incomplete.
+    fn tuple(&mut self, data: &[u8]) -> Result<Option<usize>, String> {
+        let Some(count) = data.get(..2) else {
+            return Ok(None);
+        };
+        let fields = i16::from_be_bytes([count[0], count[1]]);
+        if fields == -1 {
+            self.part = Part::Trailer;
+            return Ok(Some(2));
+        }
+        let fields = usize::try_from(fields).map_err(|_| "a negative field count".to_string())?;
+        self.oid_offsets.clear();
+        let mut at = 2;
+        for field in 0..fields {
+            let Some(length) = data.get(at..at + 4) else {
+                return Ok(None);
+            };
+            let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+            at += 4;
+            // -1 is NULL: no bytes follow.
+            if let Ok(length) = usize::try_from(length) {
+                if data.len() < at + length {
+                    return Ok(None);
+                }
+                // An array starts with its dimensions, flags and element type OID.
+                if length >= 12 && self.enum_arrays.get(field) == Some(&true) {
+                    self.oid_offsets.push(at + 8);
+                }
+                at += length;
+            }
+        }
+        let tuple = &data[..at];
+        let hash = if self.oid_offsets.is_empty() {
+            xxh3_128(tuple)
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(tuple);
+            for &offset in &self.oid_offsets {
+                self.scratch[offset..offset + 4].fill(0);
+            }
+            xxh3_128(&self.scratch)
+        };
+        self.checksum.rows = self.checksum.rows.wrapping_add(1);
+        self.checksum.sum = self.checksum.sum.wrapping_add(hash);
+        Ok(Some(at))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use ferry_common::schema::ColumnSchema;
+
     use super::*;
 
+    fn table(columns: Vec<ColumnType>) -> TableSchema {
+        TableSchema {
+            name: TableName::bare("t"),
+            columns: columns
+                .into_iter()
+                .enumerate()
+                .map(|(index, column_type)| ColumnSchema {
+                    name: format!("c{index}"),
+                    declared_type: String::new(),
+                    column_type,
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: vec![],
+            has_rowid: false,
+            source_kind: KIND.into(),
+            native_ddl: None,
+        }
+    }
+
+    fn stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut bytes = COPY_SIGNATURE.to_vec();
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        // A header extension, which is skipped.
+        bytes.extend_from_slice(&3u32.to_be_bytes());
+        bytes.extend_from_slice(b"ext");
+        for row in rows {
+            bytes.extend_from_slice(&(row.len() as i16).to_be_bytes());
+            for field in row {
+                match field {
+                    Some(value) => {
+                        bytes.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                        bytes.extend_from_slice(value);
+                    }
+                    None => bytes.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+        }
+        bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        bytes
+    }
+
+    fn hash(table: &TableSchema, pieces: &[&[u8]]) -> Result<RangeChecksum, String> {
+        let mut hasher = TupleHasher::new(table);
+        for piece in pieces {
+            hasher.push(piece)?;
+        }
+        hasher.finish()
+    }
+
+    /// A one-dimensional array of one enum label, with the element type `oid`.
+    fn enum_array(oid: u32, label: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for word in [1u32, 0, oid, 1, 1] {
+            bytes.extend_from_slice(&word.to_be_bytes());
+        }
+        bytes.extend_from_slice(&(label.len() as i32).to_be_bytes());
+        bytes.extend_from_slice(label);
+        bytes
+    }
+
     #[test]
-    fn sums_combine_into_a_128_bit_digest() {
-        assert_eq!(
-            combine_sums("0", "0").as_deref(),
-            Some("00000000000000000000000000000000")
+    fn tuples_hash_alike_however_the_stream_is_split_and_ordered() {
+        let schema = table(vec![ColumnType::Int32, ColumnType::Text]);
+        let first = vec![Some(7i32.to_be_bytes().to_vec()), Some(b"x".to_vec())];
+        let second = vec![None, Some(Vec::new())];
+        let bytes = stream(&[first.clone(), second.clone()]);
+        let whole = hash(&schema, &[&bytes]).expect("hashes");
+        assert_eq!(whole.rows, 2);
+        let tuple = |row: &[Option<Vec<u8>>]| {
+            let framed = stream(&[row.to_vec()]);
+            xxh3_128(&framed[22..framed.len() - 2])
+        };
+        assert_eq!(whole.sum, tuple(&first).wrapping_add(tuple(&second)));
+        for split in 0..bytes.len() {
+            assert_eq!(
+                hash(&schema, &[&bytes[..split], &bytes[split..]]),
+                Ok(whole)
+            );
+        }
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(hash(&schema, &bytewise), Ok(whole));
+        let reordered = stream(&[second, first]);
+        assert_eq!(hash(&schema, &[&reordered]), Ok(whole));
+        // A NULL is not an empty value.
+        let other = stream(&[vec![None, None]]);
+        assert_ne!(hash(&schema, &[&other]).expect("hashes").sum, 0);
+        assert_ne!(
+            hash(&schema, &[&other]),
+            hash(&schema, &[&stream(&[vec![None, Some(Vec::new())]])])
         );
-        assert_eq!(
-            combine_sums("-1", "1").as_deref(),
-            Some("ffffffffffffffff0000000000000001")
-        );
-        // 2^64 + 5 reduces to 5.
-        assert_eq!(
-            combine_sums("18446744073709551621", "0").as_deref(),
-            Some("00000000000000050000000000000000")
-        );
-        assert!(combine_sums("1.5", "0").is_none());
+    }
+
+    #[test]
+    fn enum_array_element_oids_are_not_hashed() {
+        let labels = ColumnType::Enum {
+            labels: vec!["a".into()],
+        };
+        let arrays = table(vec![ColumnType::Array {
+            element: Box::new(labels),
+        }]);
+        let source = stream(&[vec![Some(enum_array(20399, b"a"))]]);
+        let target = stream(&[vec![Some(enum_array(20389, b"a"))]]);
+        assert_eq!(hash(&arrays, &[&source]), hash(&arrays, &[&target]));
+        let changed = stream(&[vec![Some(enum_array(20389, b"b"))]]);
+        assert_ne!(hash(&arrays, &[&source]), hash(&arrays, &[&changed]));
+        // Other arrays keep their OID.
+        let ints = table(vec![ColumnType::Array {
+            element: Box::new(ColumnType::Int32),
+        }]);
+        assert_ne!(hash(&ints, &[&source]), hash(&ints, &[&target]));
+    }
+
+    #[test]
+    fn a_truncated_or_malformed_stream_is_an_error() {
+        let schema = table(vec![ColumnType::Int32]);
+        let bytes = stream(&[vec![Some(1i32.to_be_bytes().to_vec())]]);
+        assert!(hash(&schema, &[&bytes[..bytes.len() - 2]]).is_err());
+        assert!(hash(&schema, &[&bytes[..10]]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(hash(&schema, &[&trailing]).is_err());
+        let mut unsigned = bytes;
+        unsigned[0] = b'X';
+        assert!(hash(&schema, &[&unsigned]).is_err());
     }
 }
