@@ -157,6 +157,14 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Checks, before any row moves, that every column of `table` can be read into its
+    /// Arrow carrier, for a copy to a target of another engine (same-engine copies may
+    /// pass columns through natively). Errors with [`ConnectorError::TypeMapping`]
+    /// naming the first column that cannot.
+    async fn check_readable(&self, _table: &TableSchema, _target_kind: &'static str) -> Result<()> {
+        Ok(())
+    }
+
     /// Runs a user's load probe: `sql` returns one number. Runs read-only with a statement
     /// timeout; `None` when this source cannot run SQL probes.
     async fn probe_load_sql(&self, _sql: &str) -> Result<Option<f64>> {

@@ -164,6 +164,9 @@ pub async fn plan_job(
                 })
                 .collect(),
         };
+        if source.kind() != sink.kind() {
+            source.check_readable(&schema, sink.kind()).await?;
+        }
         let outcome = sink.prepare_table(&schema, &key, &options).await?;
         prepared.push((name.clone(), outcome));
         let stats = source.key_stats(&schema, &key).await?;

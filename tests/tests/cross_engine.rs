@@ -399,3 +399,41 @@ async fn two_source_tables_with_one_target_are_refused() {
         &format!("DROP SCHEMA {first} CASCADE; DROP SCHEMA {second} CASCADE"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_type_ferry_cannot_carry_is_refused_before_anything_is_created() {
+    let pg = env_url("FERRY_TEST_PG_URL");
+    let schema = format!("cross_inet_{}", unique_suffix());
+    psql(
+        &pg,
+        &format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.hosts (id int PRIMARY KEY, address inet); INSERT INTO {schema}.hosts VALUES (1, '10.0.0.1');"
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            "name: inet\nsource: {{ kind: postgres, url_env: SRC }}\ntarget: {{ kind: sqlite, path: target.db }}\ntables: {{ include: [\"{schema}.hosts\"] }}\n"
+        ),
+    );
+    let env = HashMap::from([("SRC".to_string(), pg.clone())]);
+    let spec = ferry_ctl::local::load_spec(&spec, &env).expect("spec");
+    let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
+        .await
+        .expect("open");
+    let error = job.prepare().await.err().expect("refused").to_string();
+    assert!(
+        error.contains("column address") && error.contains("inet"),
+        "{error}"
+    );
+    assert!(
+        !sqlite(
+            &dir.path().join("target.db"),
+            "SELECT name FROM sqlite_schema"
+        )
+        .contains("hosts"),
+        "nothing created"
+    );
+    psql(&pg, &format!("DROP SCHEMA {schema} CASCADE"));
+}

@@ -225,6 +225,25 @@ impl Source for PostgresSource {
             .map(Some)
     }
 
+    async fn check_readable(&self, table: &TableSchema, target_kind: &'static str) -> Result<()> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        match catalog
+            .columns
+            .iter()
+            .find(|column| column.wire == types::WireType::Unsupported)
+        {
+            Some(column) => Err(ConnectorError::type_mapping(
+                &table.name,
+                &column.name,
+                &column.declared_type,
+                target_kind,
+                "ferry carries it only between two PostgreSQL databases",
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn probe_load(&self) -> Result<Option<f64>> {
         let client = self.endpoint.connect().await?;
         let active: i64 = client
