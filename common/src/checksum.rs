@@ -507,7 +507,14 @@ impl<'a> ColumnEncoder<'a> {
                 push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
             }
             TypedValues::DecimalText(array) => {
-                let canonical = crate::decimal::normalize(array.value(row)).map_err(|_| {
+                let text = array.value(row);
+                // Plain text (what engines print) that fits: its value directly, as the
+                // canonical text below would give it, without building that text.
+                if let Some((coefficient, scale)) = crate::decimal::plain_coefficient_scale(text) {
+                    push_decimal(out, coefficient, scale);
+                    return Ok(());
+                }
+                let canonical = crate::decimal::normalize(text).map_err(|_| {
                     self.unrepresentable(row, "text in a decimal column is not a decimal")
                 })?;
                 match crate::decimal::to_coefficient_scale(&canonical) {
@@ -1588,6 +1595,38 @@ mod tests {
             logical_column_hash("decimal", "1.5"),
             logical_column_hash("text-not-logical", "1.5")
         );
+    }
+
+    #[test]
+    fn plain_decimal_text_hashes_as_its_canonical_form() {
+        // Plain text takes a shortcut; with an exponent it goes through the canonical text.
+        let max = i128::MAX.to_string();
+        let min = i128::MIN.to_string();
+        let beyond = format!("{max}0");
+        for text in [
+            "0",
+            "-0",
+            "-0.000",
+            "+7",
+            ".5",
+            "5.",
+            "12.50",
+            "-12.50",
+            "001.5",
+            "1200",
+            "0.000100",
+            &max,
+            &min,
+            &beyond,
+            &format!("-{beyond}"),
+            &format!("{max}.10"),
+        ] {
+            assert_eq!(
+                logical_column_hash("decimal", text),
+                logical_column_hash("decimal", &format!("{text}e0")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

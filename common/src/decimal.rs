@@ -30,6 +30,22 @@ fn error(text: &str, reason: &'static str) -> DecimalError {
 /// Returns the canonical form of a decimal text (`"001.50"` → `"1.5"`, `"-0.0"` → `"0"`,
 /// `"1.2e3"` → `"1200"`, `"nan"` → `"NaN"`).
 pub fn normalize(text: &str) -> Result<String, DecimalError> {
+    let mut canonical = String::new();
+    normalize_into(text, &mut canonical)?;
+    Ok(canonical)
+}
+
+/// Like [`normalize`], appending the canonical form to `out` (a buffer the caller can
+/// reuse for every value of a column).
+pub fn normalize_into(text: &str, out: &mut String) -> Result<(), DecimalError> {
+    if !push_plain(text, out) {
+        out.push_str(&normalize_general(text)?);
+    }
+    Ok(())
+}
+
+/// [`normalize`] for any text: exponents, surrounding spaces, NaN and infinities.
+fn normalize_general(text: &str) -> Result<String, DecimalError> {
     let trimmed = text.trim();
     match trimmed.to_ascii_lowercase().as_str() {
         "nan" => return Ok("NaN".to_string()),
@@ -111,13 +127,80 @@ pub fn normalize(text: &str) -> Result<String, DecimalError> {
     Ok(canonical)
 }
 
+/// The fast path of [`normalize`], for the text engines print (`[+-]digits[.digits]`,
+/// digits on at least one side of the point): appends the same result to `out` without
+/// allocating; `false` (and nothing appended) for any other text (exponents, spaces, NaN,
+/// garbage), which the general path handles.
+fn push_plain(text: &str, out: &mut String) -> bool {
+    let Some((negative, integer, fraction)) = split_plain(text) else {
+        return false;
+    };
+    let integer = integer.trim_start_matches('0');
+    let fraction = fraction.trim_end_matches('0');
+    if integer.is_empty() && fraction.is_empty() {
+        out.push('0');
+        return true;
+    }
+    if negative {
+        out.push('-');
+    }
+    out.push_str(if integer.is_empty() { "0" } else { integer });
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    true
+}
+
+/// Splits a plain decimal (`[+-]digits[.digits]`, a digit on at least one side of the
+/// point) into its sign, integer digits and fraction digits; `None` for any other text.
+fn split_plain(text: &str) -> Option<(bool, &str, &str)> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut point = None;
+    for (at, byte) in unsigned.bytes().enumerate() {
+        match byte {
+            b'0'..=b'9' => {}
+            b'.' if point.is_none() => point = Some(at),
+            _ => return None,
+        }
+    }
+    let (integer, fraction) = match point {
+        Some(at) => (&unsigned[..at], &unsigned[at + 1..]),
+        None => (unsigned, ""),
+    };
+    if integer.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    Some((negative, integer, fraction))
+}
+
+/// The value of a plain decimal text (`[+-]digits[.digits]`, as engines print it) as
+/// `(coefficient, scale)`, not normalized, without building its canonical text; `None`
+/// for any other text and when the digits overflow `i128` (then [`normalize`] decides).
+pub fn plain_coefficient_scale(text: &str) -> Option<(i128, i32)> {
+    let (negative, integer, fraction) = split_plain(text)?;
+    // Accumulated with the value's sign, so i128::MIN fits.
+    let mut coefficient: i128 = 0;
+    for byte in integer.bytes().chain(fraction.bytes()) {
+        let digit = i128::from(byte - b'0');
+        coefficient = coefficient.checked_mul(10)?;
+        coefficient = if negative {
+            coefficient.checked_sub(digit)?
+        } else {
+            coefficient.checked_add(digit)?
+        };
+    }
+    Some((coefficient, i32::try_from(fraction.len()).ok()?))
+}
+
 /// Splits a canonical decimal into `(coefficient, scale)` (value = coefficient × 10^-scale)
 /// when the coefficient fits in `i128`; `None` for larger values and for NaN/infinities.
 pub fn to_coefficient_scale(canonical: &str) -> Option<(i128, i32)> {
-    let (integer, fraction) = canonical.split_once('.').unwrap_or((canonical, ""));
-    let digits = format!("{integer}{fraction}");
-    let coefficient: i128 = digits.parse().ok()?;
-    Some((coefficient, i32::try_from(fraction.len()).ok()?))
+    plain_coefficient_scale(canonical)
 }
 
 #[cfg(test)]
@@ -155,7 +238,77 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_agrees_with_the_general_one() {
+        let inputs = [
+            "0",
+            "-0",
+            "+0",
+            "00",
+            "0.0",
+            "-0.000",
+            ".5",
+            "5.",
+            "-.5",
+            "001.50",
+            "12.50",
+            "-12.50",
+            "1200",
+            "+7",
+            "-99999.999990",
+            "0.000100",
+            "1e3",
+            " 1",
+            "1 ",
+            ".",
+            "-",
+            "+",
+            "",
+            "1.2.3",
+            "12a",
+            "--1",
+            "+-1",
+            "NaN",
+            "inf",
+        ];
+        for input in inputs {
+            let general = {
+                // The general path, as it was before the fast path.
+                let mut text = input.to_string();
+                if split_plain(input).is_some() {
+                    text = format!("{input}e0");
+                }
+                normalize(&text)
+            };
+            assert_eq!(normalize(input), general, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn plain_text_is_read_without_normalizing() {
+        assert_eq!(plain_coefficient_scale("12.50"), Some((1250, 2)));
+        assert_eq!(plain_coefficient_scale("-0.0"), Some((0, 1)));
+        assert_eq!(plain_coefficient_scale("+.5"), Some((5, 1)));
+        assert_eq!(plain_coefficient_scale("7."), Some((7, 0)));
+        for other in ["", ".", "-", "1e3", " 1", "1.2.3", "NaN", &"9".repeat(40)] {
+            assert_eq!(plain_coefficient_scale(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
     fn coefficient_and_scale() {
+        assert_eq!(to_coefficient_scale("0"), Some((0, 0)));
+        assert_eq!(to_coefficient_scale("0.05"), Some((5, 2)));
+        assert_eq!(to_coefficient_scale(""), None);
+        assert_eq!(to_coefficient_scale("-"), None);
+        assert_eq!(
+            to_coefficient_scale(&i128::MIN.to_string()),
+            Some((i128::MIN, 0))
+        );
+        assert_eq!(
+            to_coefficient_scale(&format!("{}0", i128::MAX)),
+            None,
+            "overflows"
+        );
         assert_eq!(to_coefficient_scale("-1.25"), Some((-125, 2)));
         assert_eq!(to_coefficient_scale("1200"), Some((1200, 0)));
         assert_eq!(to_coefficient_scale(&"9".repeat(60)), None);

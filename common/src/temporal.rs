@@ -48,42 +48,92 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-fn format_year(year: i64) -> String {
-    if (0..=9999).contains(&year) {
-        format!("{year:04}")
-    } else {
-        format!("{year:+05}")
+/// Appends `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut rest = value;
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
+}
+
+/// Appends [`format_date`]`(days)` to `out`.
+pub fn push_date(days: i64, out: &mut Vec<u8>) {
+    let (year, month, day) = civil_from_days(days);
+    if (0..=9999).contains(&year) {
+        push_digits(out, year.unsigned_abs(), 4);
+    } else {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{year:+05}");
+    }
+    out.push(b'-');
+    push_digits(out, u64::from(month), 2);
+    out.push(b'-');
+    push_digits(out, u64::from(day), 2);
+}
+
+/// Appends [`format_time`]`(micros)` to `out`.
+pub fn push_time(micros: i64, out: &mut Vec<u8>) {
+    let seconds = micros.div_euclid(MICROS_PER_SECOND);
+    let fraction = micros.rem_euclid(MICROS_PER_SECOND);
+    if !(0..100 * 3600).contains(&seconds) {
+        // Not a time of day (hours are not wrapped): as `format!` prints it.
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            (seconds / 60) % 60,
+            seconds % 60
+        );
+        if fraction != 0 {
+            let _ = write!(out, ".{fraction:06}");
+        }
+        return;
+    }
+    let seconds = seconds.unsigned_abs();
+    push_digits(out, seconds / 3600, 2);
+    out.push(b':');
+    push_digits(out, (seconds / 60) % 60, 2);
+    out.push(b':');
+    push_digits(out, seconds % 60, 2);
+    if fraction != 0 {
+        out.push(b'.');
+        push_digits(out, fraction.unsigned_abs(), 6);
+    }
+}
+
+/// Appends [`format_timestamp`]`(micros)` to `out`.
+pub fn push_timestamp(micros: i64, out: &mut Vec<u8>) {
+    push_date(micros.div_euclid(MICROS_PER_DAY), out);
+    out.push(b' ');
+    push_time(micros.rem_euclid(MICROS_PER_DAY), out);
+}
+
+/// The ASCII text a `push_*` function appends.
+fn text_of(push: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::with_capacity(26);
+    push(&mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `YYYY-MM-DD` for days since 1970-01-01.
 pub fn format_date(days: i64) -> String {
-    let (year, month, day) = civil_from_days(days);
-    format!("{}-{month:02}-{day:02}", format_year(year))
+    text_of(|out| push_date(days, out))
 }
 
 /// `HH:MM:SS` or `HH:MM:SS.ffffff` for microseconds since midnight.
 pub fn format_time(micros: i64) -> String {
-    let seconds = micros.div_euclid(MICROS_PER_SECOND);
-    let fraction = micros.rem_euclid(MICROS_PER_SECOND);
-    let text = format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        (seconds / 60) % 60,
-        seconds % 60
-    );
-    if fraction == 0 {
-        text
-    } else {
-        format!("{text}.{fraction:06}")
-    }
+    text_of(|out| push_time(micros, out))
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]` for microseconds since 1970-01-01T00:00:00.
 pub fn format_timestamp(micros: i64) -> String {
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let time = micros.rem_euclid(MICROS_PER_DAY);
-    format!("{} {}", format_date(days), format_time(time))
+    text_of(|out| push_timestamp(micros, out))
 }
 
 /// Parses `YYYY-MM-DD` (optionally signed year) into days since 1970-01-01.
@@ -132,6 +182,70 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn text_forms_match_format() {
+        let date = |days: i64| {
+            let (year, month, day) = civil_from_days(days);
+            let year = if (0..=9999).contains(&year) {
+                format!("{year:04}")
+            } else {
+                format!("{year:+05}")
+            };
+            format!("{year}-{month:02}-{day:02}")
+        };
+        let time = |micros: i64| {
+            let seconds = micros.div_euclid(MICROS_PER_SECOND);
+            let fraction = micros.rem_euclid(MICROS_PER_SECOND);
+            let text = format!(
+                "{:02}:{:02}:{:02}",
+                seconds / 3600,
+                (seconds / 60) % 60,
+                seconds % 60
+            );
+            if fraction == 0 {
+                text
+            } else {
+                format!("{text}.{fraction:06}")
+            }
+        };
+        for days in [
+            i64::from(i32::MIN),
+            -719_529,
+            -719_528,
+            -1,
+            0,
+            1,
+            18_000,
+            2_932_896,
+            2_932_897,
+            i64::from(i32::MAX),
+        ] {
+            assert_eq!(format_date(days), date(days), "{days}");
+        }
+        for micros in [
+            -1,
+            0,
+            1,
+            999_999,
+            1_000_000,
+            MICROS_PER_DAY - 1,
+            MICROS_PER_DAY,
+            100 * 3600 * MICROS_PER_SECOND,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(format_time(micros), time(micros), "{micros}");
+        }
+        for micros in [i64::MIN / 2, -1, 0, 1_700_000_000_123_456, i64::MAX / 2] {
+            let days = micros.div_euclid(MICROS_PER_DAY);
+            let rest = micros.rem_euclid(MICROS_PER_DAY);
+            assert_eq!(
+                format_timestamp(micros),
+                format!("{} {}", date(days), time(rest))
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -18,7 +18,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use ferry_common::schema::{ColumnType, TableSchema, VARIANT_METADATA_KEY};
-use ferry_common::temporal::{format_date, format_time, format_timestamp};
+use ferry_common::temporal::{push_date, push_time, push_timestamp};
 
 use super::sql::quote_ident;
 use super::values::{format_f64, push_hex};
@@ -102,8 +102,14 @@ enum Cell<'a> {
     Number(String),
     /// Text: escaped (TSV) or quoted (SQL).
     Text(&'a str),
-    /// Text built here (dates, times).
+    /// Text built here.
     OwnedText(String),
+    /// A date (days since 1970-01-01), written `YYYY-MM-DD`.
+    Date(i64),
+    /// A time of day (microseconds), written `HH:MM:SS[.ffffff]`.
+    Time(i64),
+    /// A datetime (microseconds since 1970-01-01), written `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+    Timestamp(i64),
     /// Bytes: hex.
     Bytes(&'a [u8]),
 }
@@ -228,9 +234,9 @@ impl<'a> BatchColumns<'a> {
             Values::Text(array) => Cell::Text(array.value(row)),
             Values::Binary(array) => Cell::Bytes(array.value(row)),
             Values::FixedBinary(array) => Cell::Bytes(array.value(row)),
-            Values::Date(array) => Cell::OwnedText(format_date(i64::from(array.value(row)))),
-            Values::Time(array) => Cell::OwnedText(format_time(array.value(row))),
-            Values::Timestamp(array) => Cell::OwnedText(format_timestamp(array.value(row))),
+            Values::Date(array) => Cell::Date(i64::from(array.value(row))),
+            Values::Time(array) => Cell::Time(array.value(row)),
+            Values::Timestamp(array) => Cell::Timestamp(array.value(row)),
         })
     }
 
@@ -242,11 +248,15 @@ impl<'a> BatchColumns<'a> {
             }
             match self.cell(index, row)? {
                 Cell::Null => out.extend_from_slice(b"\\N"),
-                Cell::Signed(value) => push_display(value, out),
-                Cell::Unsigned(value) => push_display(value, out),
+                Cell::Signed(value) => push_signed(value, out),
+                Cell::Unsigned(value) => push_unsigned(value, out),
                 Cell::Number(text) | Cell::OwnedText(text) => push_escaped(text.as_bytes(), out),
                 Cell::Text(text) => push_escaped(text.as_bytes(), out),
                 Cell::Bytes(bytes) => push_hex(bytes, out),
+                // Digits and separators: nothing to escape.
+                Cell::Date(days) => push_date(days, out),
+                Cell::Time(micros) => push_time(micros, out),
+                Cell::Timestamp(micros) => push_timestamp(micros, out),
             }
         }
         out.push(b'\n');
@@ -262,11 +272,26 @@ impl<'a> BatchColumns<'a> {
             }
             match self.cell(index, row)? {
                 Cell::Null => out.extend_from_slice(b"NULL"),
-                Cell::Signed(value) => push_display(value, out),
-                Cell::Unsigned(value) => push_display(value, out),
+                Cell::Signed(value) => push_signed(value, out),
+                Cell::Unsigned(value) => push_unsigned(value, out),
                 Cell::Number(text) => out.extend_from_slice(text.as_bytes()),
                 Cell::Text(text) => push_quoted(text.as_bytes(), out),
                 Cell::OwnedText(text) => push_quoted(text.as_bytes(), out),
+                Cell::Date(days) => {
+                    out.push(b'\'');
+                    push_date(days, out);
+                    out.push(b'\'');
+                }
+                Cell::Time(micros) => {
+                    out.push(b'\'');
+                    push_time(micros, out);
+                    out.push(b'\'');
+                }
+                Cell::Timestamp(micros) => {
+                    out.push(b'\'');
+                    push_timestamp(micros, out);
+                    out.push(b'\'');
+                }
                 Cell::Bytes(bytes) => {
                     out.extend_from_slice(b"X'");
                     push_hex(bytes, out);
@@ -279,10 +304,28 @@ impl<'a> BatchColumns<'a> {
     }
 }
 
-fn push_display(value: impl std::fmt::Display, out: &mut Vec<u8>) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{value}");
+/// Appends the decimal digits of `value` (without the formatting machinery: this runs
+/// for every integer of every row).
+fn push_unsigned(value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+fn push_signed(value: i64, out: &mut Vec<u8>) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    push_unsigned(value.unsigned_abs(), out);
 }
 
 /// Appends text for a `LOAD DATA` field: backslash, tab, newline and NUL escaped.
@@ -329,6 +372,20 @@ fn push_quoted(bytes: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for value in [0, 1, -1, 9, 10, -10, 12_345, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            push_signed(value, &mut out);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
+        for value in [0, 7, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_unsigned(value, &mut out);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
+    }
+
     use std::sync::Arc;
 
     use arrow_array::{BinaryArray, Float32Array, StringArray, UInt64Array};

@@ -26,8 +26,8 @@ use super::sql::{
     STATEMENT_TAG, key_columns, key_value_from_mysql, quote_ident, quote_table, range_predicate,
 };
 use super::values::{
-    bits_value, canonical_decimal, days_of, format_date, format_datetime,
-    format_time_of_day_or_span, is_zero_date, micros_of, parse_uuid, time_of_day_micros,
+    bits_value, days_of, format_date, format_datetime, format_time_of_day_or_span, is_zero_date,
+    micros_of, parse_uuid, time_of_day_micros,
 };
 use crate::error::{ConnectorError, Result};
 
@@ -185,11 +185,13 @@ impl ColumnBuilder {
     }
 
     /// Appends `value` converted to the carrier of `carrier`; returns its size in bytes.
+    /// `scratch` is a buffer for values rewritten on the way (decimals).
     fn append(
         &mut self,
         carrier: &ColumnType,
         value: &Value,
         zero_dates: ZeroDates,
+        scratch: &mut String,
     ) -> std::result::Result<usize, Problem> {
         if matches!(value, Value::NULL) {
             self.append_null();
@@ -302,10 +304,11 @@ impl ColumnBuilder {
                     }
                 };
                 if matches!(carrier, ColumnType::Decimal { .. }) {
-                    let canonical = canonical_decimal(text).ok_or_else(|| {
+                    scratch.clear();
+                    ferry_common::decimal::normalize_into(text, scratch).map_err(|_| {
                         Problem::Other(format!("holds {text:?}, which is not a decimal number"))
                     })?;
-                    builder.append_value(&canonical);
+                    builder.append_value(&*scratch);
                 } else {
                     builder.append_value(text);
                 }
@@ -428,6 +431,8 @@ pub struct BatchBuilder<'a> {
     zero_dates: ZeroDates,
     rows: usize,
     bytes: usize,
+    /// Reused for values rewritten on the way in.
+    scratch: String,
 }
 
 impl<'a> BatchBuilder<'a> {
@@ -454,6 +459,7 @@ impl<'a> BatchBuilder<'a> {
             zero_dates,
             rows: 0,
             bytes: 0,
+            scratch: String::new(),
         };
         builder.builders = builder.new_builders()?;
         Ok(builder)
@@ -488,7 +494,12 @@ impl<'a> BatchBuilder<'a> {
         }
         for (index, value) in values.iter().enumerate() {
             let column = &self.table.columns[index];
-            match self.builders[index].append(&column.column_type, value, self.zero_dates) {
+            match self.builders[index].append(
+                &column.column_type,
+                value,
+                self.zero_dates,
+                &mut self.scratch,
+            ) {
                 Ok(size) => self.bytes += size,
                 Err(problem) => {
                     let key_text = self.key_text(&values);

@@ -21,7 +21,24 @@ fn count_of(value: Option<Value>) -> u64 {
     }
 }
 
-/// Counts rows and NULL keys, and reads min/max of a single signed integer key.
+/// A signed integer result, as either protocol returns it; `None` for NULL.
+fn integer_of(value: Value) -> Option<i64> {
+    match value {
+        Value::Int(value) => Some(value),
+        Value::UInt(value) => i64::try_from(value).ok(),
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A table the server estimates at fewer rows than this is counted exactly (quick, and
+/// the estimate of a small or freshly loaded table can be far off); a larger one is
+/// planned on the estimate (`information_schema.TABLES.TABLE_ROWS`), which sizes chunks
+/// but never decides which rows are copied, and spares a full scan before anything moves.
+pub const EXACT_COUNT_BELOW: u64 = 1_000_000;
+
+/// Counts rows (or estimates them, see [`EXACT_COUNT_BELOW`]) and NULL keys, and reads
+/// min/max of a single signed integer key.
 pub async fn key_stats(
     conn: &mut Conn,
     database: &str,
@@ -30,14 +47,30 @@ pub async fn key_stats(
 ) -> Result<KeyStats> {
     let on_error = query_error("read key statistics", &table.name);
     let quoted_table = quote_table(database, &table.name.name);
-    let rows: Option<Value> = conn
-        .query_first(format!(
-            "{STATEMENT_TAG}SELECT COUNT(*) FROM {quoted_table}"
-        ))
+    let estimate: Option<Value> = conn
+        .exec_first(
+            format!(
+                "{STATEMENT_TAG}SELECT TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+            ),
+            (database, table.name.name.as_str()),
+        )
         .await
         .map_err(&on_error)?;
+    let rows = match count_of(estimate) {
+        estimate if estimate >= EXACT_COUNT_BELOW => estimate,
+        _ => {
+            let rows: Option<Value> = conn
+                .query_first(format!(
+                    "{STATEMENT_TAG}SELECT COUNT(*) FROM {quoted_table}"
+                ))
+                .await
+                .map_err(&on_error)?;
+            count_of(rows)
+        }
+    };
     let mut stats = KeyStats {
-        rows: count_of(rows),
+        rows,
         ..KeyStats::default()
     };
     let columns = key_columns(table, key)?;
@@ -63,7 +96,11 @@ pub async fn key_stats(
             ))
             .await
             .map_err(&on_error)?;
-        if let Some((Value::Int(min), Value::Int(max))) = extent {
+        // The text protocol answers with digits: without them the planner would fall
+        // back to scanning every key for boundaries.
+        if let Some((min, max)) = extent
+            && let (Some(min), Some(max)) = (integer_of(min), integer_of(max))
+        {
             stats.int_min_max = Some((min, max));
         }
     }
@@ -158,4 +195,21 @@ pub async fn count_range(
         .await
         .map_err(query_error("count chunk", &table.name))?;
     Ok(count_of(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_extents_are_read_from_either_protocol() {
+        assert_eq!(integer_of(Value::Int(-5)), Some(-5));
+        assert_eq!(integer_of(Value::UInt(7)), Some(7));
+        assert_eq!(
+            integer_of(Value::Bytes(b"-9223372036854775808".to_vec())),
+            Some(i64::MIN)
+        );
+        assert_eq!(integer_of(Value::UInt(u64::MAX)), None);
+        assert_eq!(integer_of(Value::NULL), None);
+    }
 }

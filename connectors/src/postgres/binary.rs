@@ -116,11 +116,13 @@ pub fn numeric_to_text(bytes: &[u8]) -> Result<String, String> {
         text.push('0');
     } else {
         for index in 0..=weight {
-            let digit = parts.digit(index);
+            let group = group_digits(parts.digit(index));
             if index == 0 {
-                let _ = write!(text, "{digit}");
+                // The first group without its leading zeros (but one digit at least).
+                let first = group.iter().take(3).take_while(|&&d| d == b'0').count();
+                push_ascii(&mut text, &group[first..]);
             } else {
-                let _ = write!(text, "{digit:04}");
+                push_ascii(&mut text, &group);
             }
         }
     }
@@ -128,17 +130,30 @@ pub fn numeric_to_text(bytes: &[u8]) -> Result<String, String> {
         text.push('.');
         let mut remaining = usize::from(parts.dscale);
         let mut index = weight + 1;
-        let mut group = String::with_capacity(4);
         while remaining > 0 {
-            group.clear();
-            let _ = write!(group, "{:04}", parts.digit(index));
             let take = remaining.min(4);
-            text.push_str(&group[..take]);
+            push_ascii(&mut text, &group_digits(parts.digit(index))[..take]);
             remaining -= take;
             index += 1;
         }
     }
     Ok(text)
+}
+
+/// The four decimal digits of a base-10000 digit, zero-padded.
+fn group_digits(digit: u32) -> [u8; 4] {
+    [
+        b'0' + (digit / 1000 % 10) as u8,
+        b'0' + (digit / 100 % 10) as u8,
+        b'0' + (digit / 10 % 10) as u8,
+        b'0' + (digit % 10) as u8,
+    ]
+}
+
+fn push_ascii(text: &mut String, digits: &[u8]) {
+    for &digit in digits {
+        text.push(char::from(digit));
+    }
 }
 
 /// Converts an integral binary `numeric` to an integer; an error for fractions, NaN,
@@ -212,20 +227,18 @@ pub fn i128_to_numeric(value: i128, out: &mut Vec<u8>) {
 /// keeping its display scale (`12.50` keeps two fraction digits).
 pub fn text_to_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let trimmed = text.trim();
-    match trimmed.to_ascii_lowercase().as_str() {
-        "nan" => {
-            push_numeric_header(out, 0, 0, NUMERIC_NAN, 0);
-            return Ok(());
-        }
-        "infinity" | "+infinity" | "inf" | "+inf" => {
-            push_numeric_header(out, 0, 0, NUMERIC_PINF, 0);
-            return Ok(());
-        }
-        "-infinity" | "-inf" => {
-            push_numeric_header(out, 0, 0, NUMERIC_NINF, 0);
-            return Ok(());
-        }
-        _ => {}
+    let is = |names: &[&str]| names.iter().any(|name| trimmed.eq_ignore_ascii_case(name));
+    if is(&["nan"]) {
+        push_numeric_header(out, 0, 0, NUMERIC_NAN, 0);
+        return Ok(());
+    }
+    if is(&["infinity", "+infinity", "inf", "+inf"]) {
+        push_numeric_header(out, 0, 0, NUMERIC_PINF, 0);
+        return Ok(());
+    }
+    if is(&["-infinity", "-inf"]) {
+        push_numeric_header(out, 0, 0, NUMERIC_NINF, 0);
+        return Ok(());
     }
     let invalid = |reason: &str| format!("{:?} is not a decimal number: {reason}", cut(text));
     let (negative, unsigned) = match trimmed.as_bytes().first() {
@@ -233,7 +246,7 @@ pub fn text_to_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
         Some(b'+') => (false, &trimmed[1..]),
         _ => (false, trimmed),
     };
-    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+    let (mantissa, exponent) = match unsigned.bytes().position(|b| b == b'e' || b == b'E') {
         Some(at) => {
             let exponent: i64 = unsigned[at + 1..]
                 .parse()
@@ -245,7 +258,10 @@ pub fn text_to_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
         }
         None => (unsigned, 0),
     };
-    let (integer_part, fraction_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let (integer_part, fraction_part) = match mantissa.bytes().position(|b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, ""),
+    };
     if integer_part.is_empty() && fraction_part.is_empty() {
         return Err(invalid("no digits"));
     }
@@ -260,18 +276,24 @@ pub fn text_to_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     if dscale > i64::from(NUMERIC_MAX_DSCALE) {
         return Err(invalid("more than 16383 digits after the point"));
     }
-    let all_digits: Vec<u8> = integer_part
-        .bytes()
-        .chain(fraction_part.bytes())
-        .map(|b| b - b'0')
-        .collect();
+    // All the digits, integer then fraction, as values.
+    let (integer_part, fraction_part) = (integer_part.as_bytes(), fraction_part.as_bytes());
+    let total = integer_part.len() + fraction_part.len();
+    let digit_at = |index: usize| {
+        integer_part
+            .get(index)
+            .or_else(|| fraction_part.get(index - integer_part.len()))
+            .map_or(0, |byte| byte - b'0')
+    };
     // Place of the first digit: digit i has value d × 10^(point - 1 - i).
     let mut point = integer_part.len() as i64 + exponent;
-    let leading_zeros = all_digits.iter().take_while(|d| **d == 0).count();
+    let leading_zeros = (0..total).take_while(|&index| digit_at(index) == 0).count();
     point -= leading_zeros as i64;
-    let significant = &all_digits[leading_zeros..];
-    let trailing_zeros = significant.iter().rev().take_while(|d| **d == 0).count();
-    let significant = &significant[..significant.len() - trailing_zeros];
+    let trailing_zeros = (leading_zeros..total)
+        .rev()
+        .take_while(|&index| digit_at(index) == 0)
+        .count();
+    let significant = leading_zeros..total - trailing_zeros;
     if significant.is_empty() {
         push_numeric_header(out, 0, 0, NUMERIC_POS, dscale as u16);
         return Ok(());
@@ -283,17 +305,23 @@ pub fn text_to_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let num_groups = weight - last_group + 1;
     let weight_i16 = i16::try_from(weight).map_err(|_| invalid("too large"))?;
     let num_groups_i16 = i16::try_from(num_groups).map_err(|_| invalid("too many digits"))?;
-    let mut groups = vec![0u32; num_groups as usize];
-    for (index, digit) in significant.iter().enumerate() {
-        let place = first_place - index as i64;
-        let group = (weight - place.div_euclid(4)) as usize;
-        groups[group] += u32::from(*digit) * 10u32.pow(place.rem_euclid(4) as u32);
-    }
     let sign = if negative { NUMERIC_NEG } else { NUMERIC_POS };
     push_numeric_header(out, num_groups_i16, weight_i16, sign, dscale as u16);
-    for group in groups {
-        out.extend_from_slice(&(group as u16).to_be_bytes());
+    // The groups in order, from `weight` down to `last_group`; a group with no
+    // significant digit in it is zero.
+    let mut group_index = 0i64;
+    let mut group = 0u32;
+    for (offset, index) in significant.enumerate() {
+        let place = first_place - offset as i64;
+        let this_group = weight - place.div_euclid(4);
+        while group_index < this_group {
+            out.extend_from_slice(&(group as u16).to_be_bytes());
+            group = 0;
+            group_index += 1;
+        }
+        group += u32::from(digit_at(index)) * 10u32.pow(place.rem_euclid(4) as u32);
     }
+    out.extend_from_slice(&(group as u16).to_be_bytes());
     Ok(())
 }
 

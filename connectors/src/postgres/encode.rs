@@ -245,6 +245,20 @@ impl<'a> ColumnWriter<'a> {
                 self.encoder
             )
         };
+        // Bytes the carrier holds as they are sent go straight to `out`, copied once.
+        let verbatim = match (self.encoder, &self.values) {
+            (Encoder::Text, Values::Utf8(array)) => Some(array.value(row).as_bytes()),
+            (Encoder::Bytes, Values::Binary(array)) => Some(array.value(row)),
+            (Encoder::Uuid, Values::Fixed(array)) => Some(array.value(row)),
+            _ => None,
+        };
+        if let Some(bytes) = verbatim {
+            let length =
+                i32::try_from(bytes.len()).map_err(|_| "a value above 2 GiB".to_string())?;
+            out.put_i32(length);
+            out.put_slice(bytes);
+            return Ok(());
+        }
         scratch.clear();
         match (self.encoder, &self.values) {
             (Encoder::Bool, Values::Bool(array)) => scratch.push(u8::from(array.value(row))),
@@ -285,9 +299,6 @@ impl<'a> ColumnWriter<'a> {
                     write_integer(integer, *target, scratch)?;
                 }
             }
-            (Encoder::Text, Values::Utf8(array)) => {
-                scratch.extend_from_slice(array.value(row).as_bytes());
-            }
             (Encoder::Jsonb, Values::Utf8(array)) => {
                 scratch.push(1);
                 scratch.extend_from_slice(array.value(row).as_bytes());
@@ -316,7 +327,6 @@ impl<'a> ColumnWriter<'a> {
                 },
                 Values::Utf8(array),
             ) => json_to_array(array.value(row), *element, *element_oid, scratch)?,
-            (Encoder::Bytes, Values::Binary(array)) => scratch.extend_from_slice(array.value(row)),
             (Encoder::Date, Values::Date32(values)) => {
                 let days = i64::from(values[row]) - PG_EPOCH_DAYS;
                 let days = i32::try_from(days).map_err(|_| "a date out of range".to_string())?;
@@ -331,7 +341,6 @@ impl<'a> ColumnWriter<'a> {
                     .ok_or_else(|| "a timestamp out of range".to_string())?;
                 scratch.extend_from_slice(&micros.to_be_bytes());
             }
-            (Encoder::Uuid, Values::Fixed(array)) => scratch.extend_from_slice(array.value(row)),
             (Encoder::UuidText, Values::Fixed(array)) => {
                 scratch.extend_from_slice(format_uuid(array.value(row)).as_bytes());
             }

@@ -295,6 +295,12 @@ impl Source for PostgresSource {
 /// A PostgreSQL database written as a target.
 pub struct PostgresSink {
     endpoint: Endpoint,
+    /// [`Sink::native_format`]'s answer per source table, decided on the table's first
+    /// chunk rather than with a connection and a catalog read per chunk: the target's
+    /// types were fixed when the table was prepared (which forgets the answer). A target
+    /// table altered during the job fails its chunks: the binary COPY refuses the bytes,
+    /// or the verification (which checks the types again) does.
+    native_formats: std::sync::Mutex<std::collections::HashMap<TableName, Option<&'static str>>>,
 }
 
 impl PostgresSink {
@@ -303,12 +309,23 @@ impl PostgresSink {
         let endpoint = Endpoint::new("target", location, false)?;
         let client = endpoint.connect().await?;
         drop(client);
-        Ok(Self { endpoint })
+        Ok(Self {
+            endpoint,
+            native_formats: std::sync::Mutex::default(),
+        })
     }
 
     /// The target's label, without credentials.
     pub fn label(&self) -> &str {
         &self.endpoint.label
+    }
+
+    fn known_native_formats(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<TableName, Option<&'static str>>> {
+        self.native_formats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -332,6 +349,7 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
+        self.known_native_formats().remove(&table.name);
         let mut client = self.endpoint.connect().await?;
         write::prepare_table(&mut client, table, key, options).await
     }
@@ -358,10 +376,16 @@ impl Sink for PostgresSink {
         if table.source_kind != KIND {
             return Ok(None);
         }
+        if let Some(known) = self.known_native_formats().get(&table.name) {
+            return Ok(*known);
+        }
         let client = self.endpoint.connect().await?;
         let target = target_name(table);
         let catalog = require_table(&client, &target, "target").await?;
-        Ok(native::same_column_types(table, &catalog).then_some(BINARY_COPY_FORMAT))
+        let format = native::same_column_types(table, &catalog).then_some(BINARY_COPY_FORMAT);
+        self.known_native_formats()
+            .insert(table.name.clone(), format);
+        Ok(format)
     }
 
     async fn write_native(
@@ -412,6 +436,10 @@ impl Sink for PostgresSink {
         let client = self.endpoint.connect().await?;
         let target = target_name(table);
         let catalog = require_table(&client, &target, "target").await?;
+        client
+            .batch_execute(split::PREFER_KEY_INDEX)
+            .await
+            .map_err(query_error("checksum chunk", &target))?;
         let mut reader = read_range(&client, table, &catalog, key, range, "target", false).await?;
         let mut checksum = RangeChecksum::default();
         while let Some(batch) = reader.next().await? {

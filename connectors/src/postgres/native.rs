@@ -25,7 +25,7 @@ use super::KIND;
 use super::catalog::CatalogTable;
 use super::connect::query_error;
 use super::read::COPY_SIGNATURE;
-use super::split::{key_columns, predicate};
+use super::split::{PREFER_KEY_INDEX, key_columns, predicate};
 use super::sql::{order_by, quote_ident, quote_table};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{NativeChecksum, NativeRead, NativeStream};
@@ -121,12 +121,16 @@ pub async fn read_native(
         let mut copy_out = Box::pin(copy_out);
         let mut piece = BytesMut::with_capacity(PIECE_BYTES + (64 << 10));
         loop {
+            // The next row first: PostgreSQL sends a message per row, and most are
+            // already buffered, so watching for a dropped stream (which registers a
+            // waiter) only happens when the source makes us wait.
             let next = tokio::select! {
+                biased;
+                next = copy_out.next() => next,
                 () = bytes_tx.closed() => {
                     let _ = cancel_token.cancel_query(tokio_postgres::NoTls).await;
                     return;
                 }
-                next = copy_out.next() => next,
             };
             match next {
                 Some(Ok(data)) => {
@@ -198,6 +202,10 @@ pub async fn checksum_range(
 ) -> Result<NativeChecksum> {
     let sql = copy_out_sql(table, catalog, key, range, false)?;
     let on_error = query_error("checksum chunk", &catalog.name);
+    client
+        .batch_execute(PREFER_KEY_INDEX)
+        .await
+        .map_err(&on_error)?;
     let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
     let mut hasher = TupleHasher::new(table);
     while let Some(data) = copy_out.next().await {

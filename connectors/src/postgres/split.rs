@@ -41,7 +41,47 @@ pub fn predicate(
     })
 }
 
-/// Counts rows and NULL keys, and reads min/max of a single integer key.
+/// Makes the planner reach a range of a table ferry writes through its key's index, for
+/// the rest of the session. A target being filled has no statistics yet, and for an
+/// open-ended range (`key >= x`) the planner's default guess, a third of the table, picks
+/// a sequential scan of the whole table for the first and the last chunk, in every delete
+/// and read-back. Ranges are always on the primary key; a table without one is scanned
+/// anyway.
+pub const PREFER_KEY_INDEX: &str = "SET enable_seqscan = off";
+/// [`PREFER_KEY_INDEX`] for the current transaction only.
+pub const PREFER_KEY_INDEX_LOCAL: &str = "SET LOCAL enable_seqscan = off";
+
+/// A table the catalog estimates at fewer rows than this is counted exactly (quick, and
+/// the estimate of a small or freshly loaded table can be far off); a larger one is
+/// planned on the estimate, which sizes chunks but never decides which rows are copied,
+/// and spares a full scan before anything moves.
+pub const EXACT_COUNT_BELOW: u64 = 1_000_000;
+
+/// The planner's own row estimate: the density `reltuples / relpages` of the last
+/// VACUUM or ANALYZE times the table's current size; `None` when never measured, or for
+/// a table without storage of its own (a partitioned parent).
+async fn estimated_rows(client: &Client, catalog: &CatalogTable) -> Result<Option<u64>> {
+    let row = client
+        .query_opt(
+            "SELECT (c.reltuples / c.relpages * (pg_catalog.pg_relation_size(c.oid) \
+                    / pg_catalog.current_setting('block_size')::float8))::int8 \
+             FROM pg_catalog.pg_class c \
+             WHERE c.oid = pg_catalog.to_regclass($1) AND c.reltuples >= 0 AND c.relpages > 0",
+            &[&quote_table(&catalog.name)],
+        )
+        .await
+        .map_err(query_error("estimate rows", &catalog.name))?;
+    let estimate: Option<i64> = match row {
+        Some(row) => row
+            .try_get(0)
+            .map_err(query_error("estimate rows", &catalog.name))?,
+        None => None,
+    };
+    Ok(estimate.map(|rows| rows.max(0) as u64))
+}
+
+/// Counts rows (or estimates them, see [`EXACT_COUNT_BELOW`]) and NULL keys, and reads
+/// min/max of a single integer key.
 pub async fn key_stats(
     client: &Client,
     catalog: &CatalogTable,
@@ -62,6 +102,24 @@ pub async fn key_stats(
     } else {
         "NULL::int8, NULL::int8".to_string()
     };
+    // NULL keys are counted by a scan anyway; without them a big table is estimated, and
+    // min/max come from the key's index.
+    if !key.nullable()
+        && let Some(estimate) = estimated_rows(client, catalog).await?
+        && estimate >= EXACT_COUNT_BELOW
+    {
+        let row = client
+            .query_one(&format!("SELECT {min_max} FROM {quoted_table}"), &[])
+            .await
+            .map_err(&on_error)?;
+        let min: Option<i64> = row.try_get(0).map_err(&on_error)?;
+        let max: Option<i64> = row.try_get(1).map_err(&on_error)?;
+        return Ok(KeyStats {
+            rows: estimate,
+            null_key_rows: 0,
+            int_min_max: min.zip(max),
+        });
+    }
     let row = client
         .query_one(
             &format!(
@@ -150,6 +208,10 @@ pub async fn count_range(
 ) -> Result<u64> {
     let keys = key_columns(catalog, key)?;
     let condition = predicate(&catalog.name, &keys, key, range)?;
+    client
+        .batch_execute(PREFER_KEY_INDEX)
+        .await
+        .map_err(query_error("count chunk", &catalog.name))?;
     let count: i64 = client
         .query_one(
             &format!(

@@ -17,7 +17,7 @@ use super::connect::{describe_error, query_error};
 use super::encode::{ColumnWriter, Encoder, encoder_for, push_header, push_trailer};
 use super::native::BINARY_COPY_FORMAT;
 use super::read::read_column;
-use super::split::{key_columns, predicate};
+use super::split::{PREFER_KEY_INDEX_LOCAL, key_columns, predicate};
 use super::sql::{quote_ident, quote_literal, quote_table};
 use super::types::target_type_for;
 use super::{FENCE_TABLE, KIND};
@@ -612,24 +612,18 @@ pub async fn write_chunk(
 ) -> Result<WriteSummary> {
     let target = target_name(table);
     let on_error = query_error("write chunk", &target);
-    // Wait for the first rows before locking anything, so a slow source scan does not
-    // hold locks in the target.
-    let first = match &mut input {
-        ChunkInput::Batches(batches) => FirstPiece::Batch(next_batch(batches, cancel).await?),
-        ChunkInput::Native(stream) => {
-            if stream.format != BINARY_COPY_FORMAT {
-                return Err(ConnectorError::Unsupported {
-                    table: table.name.clone(),
-                    detail: format!(
-                        "the postgres sink cannot take the native format {:?}",
-                        stream.format
-                    ),
-                });
-            }
-            FirstPiece::Bytes(next_bytes(stream, cancel).await?)
-        }
-    };
-
+    if let ChunkInput::Native(stream) = &input
+        && stream.format != BINARY_COPY_FORMAT
+    {
+        return Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!(
+                "the postgres sink cannot take the native format {:?}",
+                stream.format
+            ),
+        });
+    }
+    // Read the catalog while the source starts its scan; it takes no lock.
     let catalog = load_table(client, &target)
         .await
         .map_err(&on_error)?
@@ -648,6 +642,12 @@ pub async fn write_chunk(
     let chunk_number = i64::from(fence.chunk.0);
     let attempt_number = i64::from(fence.attempt.0);
     let table_label = table.name.to_string();
+    // Wait for the first rows before locking anything, so a slow source scan does not
+    // hold locks in the target.
+    let first = match &mut input {
+        ChunkInput::Batches(batches) => FirstPiece::Batch(next_batch(batches, cancel).await?),
+        ChunkInput::Native(stream) => FirstPiece::Bytes(next_bytes(stream, cancel).await?),
+    };
 
     let transaction = client.transaction().await.map_err(&on_error)?;
     // Take the fence row's lock first (inserting it when this is the chunk's first
@@ -674,6 +674,10 @@ pub async fn write_chunk(
         });
     }
 
+    transaction
+        .batch_execute(PREFER_KEY_INDEX_LOCAL)
+        .await
+        .map_err(&on_error)?;
     let rows_deleted = transaction
         .execute(
             &format!("DELETE FROM {} WHERE {condition}", quote_table(&target)),
