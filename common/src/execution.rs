@@ -88,6 +88,12 @@ pub trait Admission: Send + Sync {
     /// Waits until `rows` rows of `bytes` bytes may be written. Errors with a reason when
     /// the job stayed paused longer than its pause timeout (the chunk is then re-queued).
     async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String>;
+
+    /// Whether a rows-per-second limit is in force: rows must then travel where they can
+    /// be counted as they pass (not as undecoded native bytes).
+    fn limits_rows(&self) -> bool {
+        false
+    }
 }
 
 /// Admits everything at once (no throttle).

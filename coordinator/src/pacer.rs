@@ -543,6 +543,14 @@ impl Admission for JobPacer {
         self.rows_streamed.fetch_add(rows, Ordering::Relaxed);
         Ok(())
     }
+
+    fn limits_rows(&self) -> bool {
+        self.limiters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rows
+            .is_some()
+    }
 }
 
 impl JobPacer {

@@ -230,9 +230,13 @@ impl ChunkRunner {
     /// chunk's bytes pass through untouched, in the sink's usual fenced overwrite
     /// transaction. Returns `None` when the pair has no such path.
     ///
-    /// The throttle paces the bytes as they pass (pause and bytes/s); rows are counted
-    /// when the chunk is committed, so a rows/s limit applies between chunks only.
+    /// The throttle paces the bytes as they pass (pause and bytes/s). Native bytes are not
+    /// counted in rows, so while a rows/s limit is in force the chunk takes the Arrow path,
+    /// where every batch's rows are admitted.
     async fn copy_native(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+        if task.admission.limits_rows() {
+            return Ok(None);
+        }
         let Some(format) = self.sink.native_format(&task.table).await? else {
             return Ok(None);
         };
