@@ -30,19 +30,21 @@ async fn rows_streamed(control: &dyn JobControl) -> u64 {
         .rows_streamed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_change_applies_to_the_running_job() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    create_source(&dir.path().join("source.db"), 400_000);
-    let spec_path = write_spec(
-        dir.path(),
-        "name: thr\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\n\
-         tables: { include: [orders] }\nchunking: { target_rows: 20000 }\n\
-         throttle: { default_concurrency: 3, rate: { rows_per_sec: 60000 } }\n",
-    );
+/// A job running in the background with its pacer, as `ferryctl local` runs it.
+struct RunningJob {
+    pacer: Arc<ferry_coordinator::pacer::JobPacer>,
+    run: tokio::task::JoinHandle<
+        Result<ferry_coordinator::scheduler::RunOutcome, ferry_ctl::local::LocalError>,
+    >,
+    cancel: CancellationToken,
+}
+
+/// Plans the spec in `dir` and starts running it with `workers` workers.
+async fn start_job(dir: &Path, spec_text: &str, workers: usize) -> RunningJob {
+    let spec_path = write_spec(dir, spec_text);
     let spec = load_spec(&spec_path, &HashMap::new()).expect("spec");
     let job = Arc::new(
-        LocalJob::open(spec, &dir.path().join("state.db"))
+        LocalJob::open(spec, &dir.join("state.db"))
             .await
             .expect("open"),
     );
@@ -55,15 +57,27 @@ async fn a_rate_change_applies_to_the_running_job() {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
     let run = {
-        let job = job.clone();
-        let prepared = prepared.clone();
-        let pacer = pacer.clone();
-        let cancel = cancel.clone();
+        let (pacer, cancel) = (pacer.clone(), cancel.clone());
         tokio::spawn(async move {
-            job.run(&prepared, 3, None, Some(pacer), events_tx, cancel)
+            job.run(&prepared, workers, None, Some(pacer), events_tx, cancel)
                 .await
         })
     };
+    RunningJob { pacer, run, cancel }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_change_applies_to_the_running_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_source(&dir.path().join("source.db"), 400_000);
+    let RunningJob { pacer, run, cancel } = start_job(
+        dir.path(),
+        "name: thr\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\n\
+         tables: { include: [orders] }\nchunking: { target_rows: 20000 }\n\
+         throttle: { default_concurrency: 3, rate: { rows_per_sec: 60000 } }\n",
+        3,
+    )
+    .await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let limit = 15_000u64;
@@ -157,34 +171,14 @@ async fn a_rate_change_applies_to_the_running_job() {
 async fn pause_stops_copying_and_resume_continues() {
     let dir = tempfile::tempdir().expect("tempdir");
     create_source(&dir.path().join("source.db"), 200_000);
-    let spec_path = write_spec(
+    let RunningJob { pacer, run, cancel } = start_job(
         dir.path(),
         "name: thr\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\n\
          tables: { include: [orders] }\nchunking: { target_rows: 10000 }\n\
          throttle: { default_concurrency: 2, rate: { rows_per_sec: 40000 } }\n",
-    );
-    let spec = load_spec(&spec_path, &HashMap::new()).expect("spec");
-    let job = Arc::new(
-        LocalJob::open(spec, &dir.path().join("state.db"))
-            .await
-            .expect("open"),
-    );
-    let prepared = Arc::new(job.prepare().await.expect("prepare"));
-    let cancel = CancellationToken::new();
-    let pacer = job
-        .start_pacer(&prepared, cancel.child_token())
-        .await
-        .expect("pacer");
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
-    let run = {
-        let (job, prepared, pacer, cancel) =
-            (job.clone(), prepared.clone(), pacer.clone(), cancel.clone());
-        tokio::spawn(async move {
-            job.run(&prepared, 2, None, Some(pacer), events_tx, cancel)
-                .await
-        })
-    };
+        2,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let effective = pacer.pause("thr").await.expect("pause");
     assert!(effective.paused);
@@ -239,36 +233,16 @@ async fn a_custom_sql_probe_pauses_the_job_and_chunks_paused_too_long_are_requeu
             .expect("set load");
     };
     set_load(0);
-    let spec_path = write_spec(
+    let RunningJob { pacer, run, cancel } = start_job(
         dir.path(),
         "name: thr\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\n\
          tables: { include: [orders] }\nchunking: { target_rows: 20000 }\n\
          throttle:\n  default_concurrency: 2\n  rate: { rows_per_sec: 20000 }\n\
          \x20 load: { probe: { sql: \"SELECT load FROM probe\" }, interval: 200ms, max: 5, critical: 10, pause_timeout: 1s }\n",
-    );
-    let spec = load_spec(&spec_path, &HashMap::new()).expect("spec");
-    let job = Arc::new(
-        LocalJob::open(spec, &dir.path().join("state.db"))
-            .await
-            .expect("open"),
-    );
-    let prepared = Arc::new(job.prepare().await.expect("prepare"));
-    let cancel = CancellationToken::new();
-    let pacer = job
-        .start_pacer(&prepared, cancel.child_token())
-        .await
-        .expect("pacer");
+        2,
+    )
+    .await;
     let mut gate = pacer.pacing().gate;
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
-    let run = {
-        let (job, prepared, pacer, cancel) =
-            (job.clone(), prepared.clone(), pacer.clone(), cancel.clone());
-        tokio::spawn(async move {
-            job.run(&prepared, 2, None, Some(pacer), events_tx, cancel)
-                .await
-        })
-    };
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     // The probe reads 12 >= critical 10: the job pauses within a couple of intervals.
