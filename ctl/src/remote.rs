@@ -64,19 +64,52 @@ pub fn parse_instant(text: &str) -> Result<jiff::Timestamp, String> {
     })
 }
 
-async fn connect(endpoint: &str) -> Result<ControlClient<Channel>, String> {
+/// Why a remote command failed: the ferry could not be reached (exit 3), or it refused
+/// the request (exit 2).
+#[derive(Debug)]
+enum RemoteError {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl RemoteError {
+    fn report(self) -> i32 {
+        match self {
+            RemoteError::Unreachable(message) => {
+                eprintln!("error: {message}");
+                exit_code::RUNTIME_ERROR
+            }
+            RemoteError::Refused(message) => {
+                eprintln!("error: {message}");
+                exit_code::INVALID_INPUT
+            }
+        }
+    }
+}
+
+impl From<String> for RemoteError {
+    fn from(message: String) -> Self {
+        RemoteError::Refused(message)
+    }
+}
+
+async fn connect(endpoint: &str) -> Result<ControlClient<Channel>, RemoteError> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
         format!("http://{endpoint}")
     };
     let channel = Channel::from_shared(uri.clone())
-        .map_err(|error| format!("invalid --endpoint {endpoint:?}: {error}"))?
+        .map_err(|error| RemoteError::Refused(format!("invalid --endpoint {endpoint:?}: {error}")))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .connect()
         .await
-        .map_err(|error| format!("cannot reach ferry at {uri}: {error}; is `ferryctl local` (or the coordinator) running there?"))?;
+        .map_err(|error| {
+            RemoteError::Unreachable(format!(
+                "cannot reach ferry at {uri}: {error}; is `ferryctl local` (or the coordinator) running there?"
+            ))
+        })?;
     Ok(ControlClient::new(channel))
 }
 
@@ -140,10 +173,7 @@ fn print_effective(
 pub async fn throttle(endpoint: &str, job: &str, args: ThrottleArgs, format: OutputFormat) -> i32 {
     match throttle_inner(endpoint, job, args, format).await {
         Ok(()) => exit_code::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit_code::INVALID_INPUT
-        }
+        Err(error) => error.report(),
     }
 }
 
@@ -152,7 +182,7 @@ async fn throttle_inner(
     job: &str,
     args: ThrottleArgs,
     format: OutputFormat,
-) -> Result<(), String> {
+) -> Result<(), RemoteError> {
     let mut client = connect(endpoint).await?;
     if args.history {
         let response = client
@@ -241,15 +271,12 @@ pub async fn pause_or_resume(endpoint: &str, job: &str, pause: bool, format: Out
                 .effective
         };
         print_effective(&effective.unwrap_or_default(), format, None);
-        Ok::<(), String>(())
+        Ok::<(), RemoteError>(())
     }
     .await;
     match outcome {
         Ok(()) => exit_code::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit_code::INVALID_INPUT
-        }
+        Err(error) => error.report(),
     }
 }
 
@@ -277,14 +304,11 @@ pub async fn status(endpoint: &str, job: &str, format: OutputFormat) -> i32 {
                 response.chunks_total, response.chunks_failed, response.chunks_running
             );
         }
-        Ok::<(), String>(())
+        Ok::<(), RemoteError>(())
     }
     .await;
     match outcome {
         Ok(()) => exit_code::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit_code::INVALID_INPUT
-        }
+        Err(error) => error.report(),
     }
 }

@@ -293,6 +293,20 @@ fn demo_runs_end_to_end() {
 
 /// Starts `ferryctl local` in the background and returns it with its Control endpoint,
 /// read from the line it prints at start.
+#[test]
+fn remote_commands_say_when_nothing_listens() {
+    // A port nothing listens on: the reserved port 9 on loopback.
+    let (code, _, stderr) =
+        run(ferryctl().args(["status", "job", "--endpoint", "http://127.0.0.1:9"]));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach ferry at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(ferryctl().args(["throttle", "job", "--max-concurrency", "0"]));
+    assert_eq!(code, 2, "clap refuses an out-of-range value: {stderr}");
+}
+
 #[allow(clippy::zombie_processes, reason = "the caller waits for the child")]
 fn start_local(
     spec: &Path,
