@@ -9,6 +9,7 @@
 //!   check the fence, commit; a failure leaves the target as it was;
 //! - source and sink checksums of the same rows are equal ([`ferry_common::checksum`]).
 
+pub mod carrier;
 pub mod conformance;
 pub mod error;
 #[cfg(feature = "mysql")]

@@ -7,14 +7,6 @@
 //! `Uuid`, its `datetime(6)` into `TimestampTz` (as UTC), so verification compares the
 //! values the source had.
 
-use std::sync::Arc;
-
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
-    UInt32Builder, UInt64Builder,
-};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use ferry_common::key::{ChunkRange, KeyBound, SplitKey};
@@ -76,114 +68,10 @@ enum Problem {
     Other(String),
 }
 
-enum ColumnBuilder {
-    Bool(BooleanBuilder),
-    Int8(Int8Builder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    UInt8(UInt8Builder),
-    UInt16(UInt16Builder),
-    UInt32(UInt32Builder),
-    UInt64(UInt64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Text(StringBuilder),
-    Binary(BinaryBuilder),
-    Uuid(FixedSizeBinaryBuilder),
-    Date(Date32Builder),
-    Time(Time64MicrosecondBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-}
+/// One column of a batch being built (the carriers are shared by every connector).
+type ColumnBuilder = crate::carrier::CarrierBuilder;
 
 impl ColumnBuilder {
-    /// A builder of the carrier of `column_type`; `None` for types no MySQL column holds.
-    fn new(column_type: &ColumnType) -> Option<Self> {
-        let rows = MAX_BATCH_ROWS;
-        Some(match column_type {
-            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            ColumnType::Int8 => ColumnBuilder::Int8(Int8Builder::with_capacity(rows)),
-            ColumnType::Int16 | ColumnType::Year => {
-                ColumnBuilder::Int16(Int16Builder::with_capacity(rows))
-            }
-            ColumnType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(rows)),
-            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
-            ColumnType::UInt8 => ColumnBuilder::UInt8(UInt8Builder::with_capacity(rows)),
-            ColumnType::UInt16 => ColumnBuilder::UInt16(UInt16Builder::with_capacity(rows)),
-            ColumnType::UInt32 => ColumnBuilder::UInt32(UInt32Builder::with_capacity(rows)),
-            ColumnType::UInt64 | ColumnType::Bit { .. } => {
-                ColumnBuilder::UInt64(UInt64Builder::with_capacity(rows))
-            }
-            ColumnType::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(rows)),
-            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
-            ColumnType::Decimal { .. }
-            | ColumnType::Text
-            | ColumnType::TimeTz
-            | ColumnType::Interval
-            | ColumnType::Json
-            | ColumnType::Enum { .. }
-            | ColumnType::Set { .. }
-            | ColumnType::Array { .. } => ColumnBuilder::Text(StringBuilder::new()),
-            ColumnType::Blob => ColumnBuilder::Binary(BinaryBuilder::new()),
-            ColumnType::Uuid => {
-                ColumnBuilder::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16))
-            }
-            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
-            ColumnType::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(rows)),
-            ColumnType::Timestamp => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
-            }
-            ColumnType::TimestampTz => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
-            ColumnType::Variant => return None,
-        })
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Bool(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Int8(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Int16(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Int32(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Int64(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::UInt8(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::UInt16(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::UInt32(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::UInt64(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Float32(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Float64(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Text(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Binary(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Uuid(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Date(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Time(builder) => Arc::new(builder.finish()),
-            ColumnBuilder::Timestamp(builder) => Arc::new(builder.finish()),
-        }
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            ColumnBuilder::Bool(builder) => builder.append_null(),
-            ColumnBuilder::Int8(builder) => builder.append_null(),
-            ColumnBuilder::Int16(builder) => builder.append_null(),
-            ColumnBuilder::Int32(builder) => builder.append_null(),
-            ColumnBuilder::Int64(builder) => builder.append_null(),
-            ColumnBuilder::UInt8(builder) => builder.append_null(),
-            ColumnBuilder::UInt16(builder) => builder.append_null(),
-            ColumnBuilder::UInt32(builder) => builder.append_null(),
-            ColumnBuilder::UInt64(builder) => builder.append_null(),
-            ColumnBuilder::Float32(builder) => builder.append_null(),
-            ColumnBuilder::Float64(builder) => builder.append_null(),
-            ColumnBuilder::Text(builder) => builder.append_null(),
-            ColumnBuilder::Binary(builder) => builder.append_null(),
-            ColumnBuilder::Uuid(builder) => builder.append_null(),
-            ColumnBuilder::Date(builder) => builder.append_null(),
-            ColumnBuilder::Time(builder) => builder.append_null(),
-            ColumnBuilder::Timestamp(builder) => builder.append_null(),
-        }
-    }
-
     /// Appends `value` converted to the carrier of `carrier`; returns its size in bytes.
     /// `scratch` is a buffer for values rewritten on the way (decimals).
     fn append(
@@ -270,7 +158,7 @@ impl ColumnBuilder {
                 }
                 Ok(8)
             }
-            ColumnBuilder::Text(builder) => {
+            ColumnBuilder::Utf8(builder) => {
                 let formatted;
                 let text: &str = match value {
                     Value::Bytes(bytes) => std::str::from_utf8(bytes).map_err(|_| {
@@ -337,7 +225,7 @@ impl ColumnBuilder {
                     .map_err(|error| Problem::Other(error.to_string()))?;
                 Ok(16)
             }
-            ColumnBuilder::Date(builder) => match value {
+            ColumnBuilder::Date32(builder) => match value {
                 &Value::Date(year, month, day, hour, minute, second, micros) => {
                     if is_zero_date(month, day) {
                         if zero_dates == ZeroDates::Null {
@@ -375,7 +263,7 @@ impl ColumnBuilder {
                 }
                 _ => Err(mismatch(value)),
             },
-            ColumnBuilder::Time(builder) => match value {
+            ColumnBuilder::Time64(builder) => match value {
                 &Value::Time(negative, days, hours, minutes, seconds, micros) => {
                     let micros_of_day =
                         time_of_day_micros(negative, days, hours, minutes, seconds, micros)
@@ -470,13 +358,15 @@ impl<'a> BatchBuilder<'a> {
             .columns
             .iter()
             .map(|column| {
-                ColumnBuilder::new(&column.column_type).ok_or_else(|| ConnectorError::Unsupported {
-                    table: self.table.name.clone(),
-                    detail: format!(
-                        "column {} is {}, which the MySQL connector cannot carry",
-                        column.name,
-                        column.column_type.display_name()
-                    ),
+                ColumnBuilder::new(&column.column_type, MAX_BATCH_ROWS).ok_or_else(|| {
+                    ConnectorError::Unsupported {
+                        table: self.table.name.clone(),
+                        detail: format!(
+                            "column {} is {}, which the MySQL connector cannot carry",
+                            column.name,
+                            column.column_type.display_name()
+                        ),
+                    }
                 })
             })
             .collect()

@@ -8,14 +8,7 @@
 //! `jsonb` into JSON text), otherwise after a cast in the SELECT (`text` into `uuid`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
-    UInt32Builder, UInt64Builder,
-};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use bytes::{Buf, BytesMut};
@@ -182,115 +175,8 @@ pub fn copy_out_sql(
     format!("COPY ({select}) TO STDOUT (FORMAT binary)")
 }
 
-/// An Arrow builder for one carrier.
-enum Builder {
-    Bool(BooleanBuilder),
-    Int8(Int8Builder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    UInt8(UInt8Builder),
-    UInt16(UInt16Builder),
-    UInt32(UInt32Builder),
-    UInt64(UInt64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Date32(Date32Builder),
-    Time64(Time64MicrosecondBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    TimestampTz(TimestampMicrosecondBuilder),
-    Uuid(FixedSizeBinaryBuilder),
-}
-
-impl Builder {
-    fn new(wanted: &ColumnType) -> Option<Builder> {
-        let rows = MAX_BATCH_ROWS;
-        Some(match wanted {
-            ColumnType::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-            ColumnType::Int8 => Builder::Int8(Int8Builder::with_capacity(rows)),
-            ColumnType::Int16 | ColumnType::Year => {
-                Builder::Int16(Int16Builder::with_capacity(rows))
-            }
-            ColumnType::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
-            ColumnType::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
-            ColumnType::UInt8 => Builder::UInt8(UInt8Builder::with_capacity(rows)),
-            ColumnType::UInt16 => Builder::UInt16(UInt16Builder::with_capacity(rows)),
-            ColumnType::UInt32 => Builder::UInt32(UInt32Builder::with_capacity(rows)),
-            ColumnType::UInt64 | ColumnType::Bit { .. } => {
-                Builder::UInt64(UInt64Builder::with_capacity(rows))
-            }
-            ColumnType::Float32 => Builder::Float32(Float32Builder::with_capacity(rows)),
-            ColumnType::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
-            ColumnType::Decimal { .. }
-            | ColumnType::Text
-            | ColumnType::TimeTz
-            | ColumnType::Interval
-            | ColumnType::Json
-            | ColumnType::Enum { .. }
-            | ColumnType::Set { .. }
-            | ColumnType::Array { .. } => Builder::Utf8(StringBuilder::new()),
-            ColumnType::Blob => Builder::Binary(BinaryBuilder::new()),
-            ColumnType::Date => Builder::Date32(Date32Builder::with_capacity(rows)),
-            ColumnType::Time => Builder::Time64(Time64MicrosecondBuilder::with_capacity(rows)),
-            ColumnType::Timestamp => {
-                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
-            }
-            ColumnType::TimestampTz => Builder::TimestampTz(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
-            ColumnType::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
-            ColumnType::Variant => return None,
-        })
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Bool(builder) => Arc::new(builder.finish()),
-            Builder::Int8(builder) => Arc::new(builder.finish()),
-            Builder::Int16(builder) => Arc::new(builder.finish()),
-            Builder::Int32(builder) => Arc::new(builder.finish()),
-            Builder::Int64(builder) => Arc::new(builder.finish()),
-            Builder::UInt8(builder) => Arc::new(builder.finish()),
-            Builder::UInt16(builder) => Arc::new(builder.finish()),
-            Builder::UInt32(builder) => Arc::new(builder.finish()),
-            Builder::UInt64(builder) => Arc::new(builder.finish()),
-            Builder::Float32(builder) => Arc::new(builder.finish()),
-            Builder::Float64(builder) => Arc::new(builder.finish()),
-            Builder::Utf8(builder) => Arc::new(builder.finish()),
-            Builder::Binary(builder) => Arc::new(builder.finish()),
-            Builder::Date32(builder) => Arc::new(builder.finish()),
-            Builder::Time64(builder) => Arc::new(builder.finish()),
-            Builder::Timestamp(builder) => Arc::new(builder.finish()),
-            Builder::TimestampTz(builder) => Arc::new(builder.finish()),
-            Builder::Uuid(builder) => Arc::new(builder.finish()),
-        }
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            Builder::Bool(builder) => builder.append_null(),
-            Builder::Int8(builder) => builder.append_null(),
-            Builder::Int16(builder) => builder.append_null(),
-            Builder::Int32(builder) => builder.append_null(),
-            Builder::Int64(builder) => builder.append_null(),
-            Builder::UInt8(builder) => builder.append_null(),
-            Builder::UInt16(builder) => builder.append_null(),
-            Builder::UInt32(builder) => builder.append_null(),
-            Builder::UInt64(builder) => builder.append_null(),
-            Builder::Float32(builder) => builder.append_null(),
-            Builder::Float64(builder) => builder.append_null(),
-            Builder::Utf8(builder) => builder.append_null(),
-            Builder::Binary(builder) => builder.append_null(),
-            Builder::Date32(builder) => builder.append_null(),
-            Builder::Time64(builder) => builder.append_null(),
-            Builder::Timestamp(builder) => builder.append_null(),
-            Builder::TimestampTz(builder) => builder.append_null(),
-            Builder::Uuid(builder) => builder.append_null(),
-        }
-    }
-}
+/// One column of a batch being built (the carriers are shared by every connector).
+type Builder = crate::carrier::CarrierBuilder;
 
 /// One column being decoded: where its values come from and where they go.
 struct ColumnDecoder {
@@ -446,7 +332,7 @@ impl ColumnDecoder {
             Builder::Time64(builder) => {
                 builder.append_value(i64::from_be_bytes(fixed(value, "time")?));
             }
-            Builder::Timestamp(builder) | Builder::TimestampTz(builder) => {
+            Builder::Timestamp(builder) => {
                 let micros = i64::from_be_bytes(fixed(value, "timestamp")?);
                 if micros == i64::MAX || micros == i64::MIN {
                     return Err(format!(
@@ -492,15 +378,16 @@ impl CopyDecoder {
         let decoders = columns
             .iter()
             .map(|column| {
-                let builder =
-                    Builder::new(&column.wanted).ok_or_else(|| ConnectorError::Unsupported {
+                let builder = Builder::new(&column.wanted, MAX_BATCH_ROWS).ok_or_else(|| {
+                    ConnectorError::Unsupported {
                         table: table.clone(),
                         detail: format!(
                             "column {}: the postgres connector cannot produce {} values",
                             column.name,
                             column.wanted.display_name()
                         ),
-                    })?;
+                    }
+                })?;
                 Ok(ColumnDecoder {
                     wire: column.wire.clone(),
                     wanted: column.wanted.clone(),
