@@ -358,6 +358,25 @@ async fn mysql_to_sqlite() {
     mariadb(&my, &format!("DROP DATABASE {my_source}"));
 }
 
+/// Plans a PostgreSQL → SQLite job over `include` (a YAML list) that must be refused;
+/// returns the job's folder and the error.
+async fn refused_postgres_to_sqlite(pg: &str, include: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            "name: refused\nsource: {{ kind: postgres, url_env: SRC }}\ntarget: {{ kind: sqlite, path: target.db }}\ntables: {{ include: {include} }}\n"
+        ),
+    );
+    let env = HashMap::from([("SRC".to_string(), pg.to_string())]);
+    let spec = ferry_ctl::local::load_spec(&spec, &env).expect("spec");
+    let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
+        .await
+        .expect("open");
+    let error = job.prepare().await.err().expect("refused").to_string();
+    (dir, error)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_source_tables_with_one_target_are_refused() {
     let pg = env_url("FERRY_TEST_PG_URL");
@@ -369,19 +388,8 @@ async fn two_source_tables_with_one_target_are_refused() {
             "CREATE SCHEMA {first}; CREATE SCHEMA {second}; CREATE TABLE {first}.items (id int PRIMARY KEY); CREATE TABLE {second}.items (id int PRIMARY KEY);"
         ),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = write_spec(
-        dir.path(),
-        &format!(
-            "name: clash\nsource: {{ kind: postgres, url_env: SRC }}\ntarget: {{ kind: sqlite, path: target.db }}\ntables: {{ include: [\"{first}.*\", \"{second}.*\"] }}\n"
-        ),
-    );
-    let env = HashMap::from([("SRC".to_string(), pg.clone())]);
-    let spec = ferry_ctl::local::load_spec(&spec, &env).expect("spec");
-    let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
-        .await
-        .expect("open");
-    let error = job.prepare().await.err().expect("refused").to_string();
+    let (dir, error) =
+        refused_postgres_to_sqlite(&pg, &format!("[\"{first}.*\", \"{second}.*\"]")).await;
     assert!(
         error.contains("would both be written to target table items"),
         "{error}"
@@ -410,19 +418,7 @@ async fn a_postgres_type_ferry_cannot_carry_is_refused_before_anything_is_create
             "CREATE SCHEMA {schema}; CREATE TABLE {schema}.hosts (id int PRIMARY KEY, address inet); INSERT INTO {schema}.hosts VALUES (1, '10.0.0.1');"
         ),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = write_spec(
-        dir.path(),
-        &format!(
-            "name: inet\nsource: {{ kind: postgres, url_env: SRC }}\ntarget: {{ kind: sqlite, path: target.db }}\ntables: {{ include: [\"{schema}.hosts\"] }}\n"
-        ),
-    );
-    let env = HashMap::from([("SRC".to_string(), pg.clone())]);
-    let spec = ferry_ctl::local::load_spec(&spec, &env).expect("spec");
-    let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
-        .await
-        .expect("open");
-    let error = job.prepare().await.err().expect("refused").to_string();
+    let (dir, error) = refused_postgres_to_sqlite(&pg, &format!("[\"{schema}.hosts\"]")).await;
     assert!(
         error.contains("column address") && error.contains("inet"),
         "{error}"

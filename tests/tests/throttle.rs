@@ -66,6 +66,30 @@ async fn start_job(dir: &Path, spec_text: &str, workers: usize) -> RunningJob {
     RunningJob { pacer, run, cancel }
 }
 
+/// Removes the rows/s limit so the job ends quickly, and waits for it.
+async fn lift_limit_and_finish(
+    pacer: &ferry_coordinator::pacer::JobPacer,
+    run: tokio::task::JoinHandle<
+        Result<ferry_coordinator::scheduler::RunOutcome, ferry_ctl::local::LocalError>,
+    >,
+) -> ferry_coordinator::scheduler::RunOutcome {
+    pacer
+        .update_throttle(
+            "thr",
+            ThrottleUpdate {
+                rows_per_sec: Some(0),
+                ..ThrottleUpdate::default()
+            },
+        )
+        .await
+        .expect("lift the limit");
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("run")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_change_applies_to_the_running_job() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -124,21 +148,7 @@ async fn a_rate_change_applies_to_the_running_job() {
     assert_eq!(effective.rows_per_sec, limit);
 
     // Lift the limit so the run ends quickly, and check it completed exactly.
-    pacer
-        .update_throttle(
-            "thr",
-            ThrottleUpdate {
-                rows_per_sec: Some(0),
-                ..ThrottleUpdate::default()
-            },
-        )
-        .await
-        .expect("valid change");
-    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("run");
+    let outcome = lift_limit_and_finish(&pacer, run).await;
     assert!(!outcome.interrupted);
     ferry_tests::assert_same_table(
         &dir.path().join("source.db"),
@@ -192,21 +202,7 @@ async fn pause_stops_copying_and_resume_continues() {
     );
     assert!(paused_at < 200_000, "paused before the end");
     pacer.resume("thr").await.expect("resume");
-    pacer
-        .update_throttle(
-            "thr",
-            ThrottleUpdate {
-                rows_per_sec: Some(0),
-                ..ThrottleUpdate::default()
-            },
-        )
-        .await
-        .expect("lift the limit");
-    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("run");
+    let outcome = lift_limit_and_finish(&pacer, run).await;
     assert!(!outcome.interrupted);
     ferry_tests::assert_same_table(
         &dir.path().join("source.db"),
@@ -271,21 +267,7 @@ async fn a_custom_sql_probe_pauses_the_job_and_chunks_paused_too_long_are_requeu
         .await
         .expect("resumed below max")
         .expect("pacer alive");
-    pacer
-        .update_throttle(
-            "thr",
-            ThrottleUpdate {
-                rows_per_sec: Some(0),
-                ..ThrottleUpdate::default()
-            },
-        )
-        .await
-        .expect("lift the limit");
-    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("run");
+    let outcome = lift_limit_and_finish(&pacer, run).await;
     assert!(
         outcome
             .chunks
