@@ -111,6 +111,19 @@ pub async fn check_split_covers_table(source: &dyn Source, table: &TableSchema, 
     assert_eq!(whole.rows, stats.rows, "key_stats counts every row");
 }
 
+/// Prepares the target table and returns its primary key and the range of all its keys.
+async fn prepare_whole_table(sink: &dyn Sink, table: &TableSchema) -> (SplitKey, ChunkRange) {
+    let key = primary_key_of(table);
+    sink.prepare_table(table, &key, &PrepareOptions::default())
+        .await
+        .expect("prepare_table");
+    let range = ChunkRange::Interval {
+        lower: None,
+        upper: None,
+    };
+    (key, range)
+}
+
 /// Writing a range twice (attempt 1, then attempt 2 with overwrite) leaves exactly the
 /// source's rows; the sink's checksum of the range equals the source's; an attempt
 /// older than a committed one is refused and changes nothing.
@@ -120,14 +133,7 @@ pub async fn check_overwrite_is_idempotent_and_fenced(
     table: &TableSchema,
     run_id: &str,
 ) {
-    let key = primary_key_of(table);
-    sink.prepare_table(table, &key, &PrepareOptions::default())
-        .await
-        .expect("prepare_table");
-    let range = ChunkRange::Interval {
-        lower: None,
-        upper: None,
-    };
+    let (key, range) = prepare_whole_table(sink, table).await;
     let (source_checksum, _) = read_all(source, table, &key, &range).await;
     let cancel = CancellationToken::new();
     for attempt in [1, 2] {
@@ -209,14 +215,7 @@ pub async fn check_failed_write_commits_nothing(
     table: &TableSchema,
     run_id: &str,
 ) {
-    let key = primary_key_of(table);
-    sink.prepare_table(table, &key, &PrepareOptions::default())
-        .await
-        .expect("prepare_table");
-    let range = ChunkRange::Interval {
-        lower: None,
-        upper: None,
-    };
+    let (key, range) = prepare_whole_table(sink, table).await;
     let before = sink
         .checksum_chunk(table, &key, &range)
         .await
