@@ -202,7 +202,8 @@ pub async fn run_job(
             let Some(worker) = free_workers.pop_front() else {
                 break;
             };
-            let chunk_id = queue.remove(0);
+            // The queue is sorted so that the largest chunk is last: popping is O(1).
+            let Some(chunk_id) = queue.pop() else { break };
             let attempt = store.assign(&job.id, chunk_id, &worker).await?;
             store
                 .report_state(&job.id, chunk_id, attempt, ChunkState::Copying)
@@ -418,11 +419,12 @@ pub fn classify(
     }
 }
 
+/// Orders the queue so that `pop()` yields the largest chunk first (lowest id on ties).
 fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
     queue.sort_by(|a, b| {
         let rows_a = model[a.0 as usize].estimated_rows;
         let rows_b = model[b.0 as usize].estimated_rows;
-        rows_b.cmp(&rows_a).then(a.cmp(b))
+        rows_a.cmp(&rows_b).then(b.cmp(a))
     });
 }
 
@@ -447,6 +449,34 @@ mod tests {
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn the_queue_pops_the_largest_chunk_first_and_the_lowest_id_on_ties() {
+        use ferry_common::coordination::ChunkState;
+        use ferry_common::key::ChunkRange;
+        let model: Vec<ChunkRecord> = [5u64, 9, 9, 1]
+            .iter()
+            .enumerate()
+            .map(|(index, rows)| ChunkRecord {
+                id: ChunkId(index as u32),
+                table_index: 0,
+                range: ChunkRange::WholeTable,
+                estimated_rows: *rows,
+                state: ChunkState::Planned,
+                attempt: Attempt(0),
+                failures: 0,
+                mismatches: 0,
+                rows: 0,
+                checksum: None,
+                last_error: None,
+                worker: None,
+            })
+            .collect();
+        let mut queue: Vec<ChunkId> = (0..4).map(ChunkId).collect();
+        sort_largest_first(&mut queue, &model);
+        let popped: Vec<u32> = std::iter::from_fn(|| queue.pop()).map(|id| id.0).collect();
+        assert_eq!(popped, vec![1, 2, 0, 3]);
     }
 
     #[test]
