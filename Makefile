@@ -35,8 +35,11 @@ demo: release
 # Every test: unit, property, end to end. The CLI tests drive the ferryctl binary,
 # and the end-to-end tests compare source and target independently with sqlite3.
 # Real PostgreSQL, MariaDB and etcd run on loopback for them (scripts/services.sh).
+# The distributed tests start ferry-coordinator and ferry-worker as child processes;
+# `cargo test` builds another package's binaries only as test harnesses, so build them first.
 test: deps
 	$(SERVICES) up
+	$(CARGO) build --workspace --bins
 	eval "$$($(SERVICES) env)" && $(CARGO) test --workspace --all-targets
 
 lint: deps

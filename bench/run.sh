@@ -183,6 +183,18 @@ results+=("| mysql → pg | ferry, verify on | $(rate $mypg_on) | pgloader | $(r
 mypg_ratio=$(ratio $mypg_on $mypg_pgloader)
 met() { python3 -c "print('met' if $1 else 'MISSED')"; }
 
+# Coordinator scale: plan and run a job of SCALE_CHUNKS chunks on 200 simulated workers
+# (2 slots each) whose chunks end at once, on the in-process store and on etcd.
+SCALE_CHUNKS=${FERRY_BENCH_SCALE_CHUNKS:-100000}
+cargo build --release -q -p ferry-coordinator --example scale
+scale() {
+  quiet
+  ./target/release/examples/scale --chunks "$SCALE_CHUNKS" --store "$1" --etcd "$FERRY_TEST_ETCD_ENDPOINTS" | tail -1
+}
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+scale_local=$(scale local)
+scale_etcd=$(scale etcd)
+
 # Notes written by hand below the results (profiles of missed goals) survive a new run.
 notes=""
 if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESULTS"); fi
@@ -207,6 +219,21 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo "verification adds ≤ 25 % on pg → pg: $(met "$verify_cost <= 25") (${verify_cost} %);"
   echo "mysql → mysql ≥ 1.0× the LOAD DATA pipe, verification on: $(met "$mymy_ratio >= 1.0") ($mymy_ratio×);"
   echo "mysql → pg ≥ 2.5× pgloader, verification on: $(met "$mypg_ratio >= 2.5") ($mypg_ratio×)."
+  echo
+  echo "## Coordinator scale"
+  echo
+  echo "$SCALE_CHUNKS chunks on 200 simulated workers × 2 slots whose chunks end at once (coordinator/examples/scale.rs):"
+  echo "the shared scheduler with the in-process store, and with etcd and the cluster protocol (assignment,"
+  echo "claim, result). RSS is the benchmark process's peak, simulated workers included."
+  echo
+  echo "| store | assignments/s | plan stored in | peak RSS | etcd database growth |"
+  echo "|---|---|---|---|---|"
+  for line in "$scale_local" "$scale_etcd"; do
+    echo "| $(field "$line" store) | $(field "$line" assignments_per_s) | $(field "$line" create_job_s) s | $(field "$line" peak_rss_mb) MB | $(field "$line" etcd_db_growth_mb) MB |"
+  done
+  echo
+  echo "Goals: ≥ 2,000 assignments/s on etcd: $(met "$(field "$scale_etcd" assignments_per_s) >= 2000") ($(field "$scale_etcd" assignments_per_s)/s);"
+  echo "RSS < 300 MB: $(met "$(field "$scale_etcd" peak_rss_mb) < 300 and $(field "$scale_local" peak_rss_mb) < 300")."
   if [ -n "$notes" ]; then echo; echo "$notes"; fi
 } > "$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"

@@ -33,6 +33,9 @@ pub struct ChunkTask {
     pub table: Arc<TableSchema>,
     /// What the table is split on.
     pub key: Arc<SplitKey>,
+    /// The leaf partition the chunk belongs to, when its table is planned by native
+    /// partitions: read, write and checksum are then restricted to it.
+    pub partition: Option<String>,
     /// The rows the chunk owns; the target range is cleared before writing.
     pub range: ChunkRange,
     /// How to verify.
@@ -45,6 +48,17 @@ pub struct ChunkTask {
     pub on_verifying: Arc<dyn Fn() + Send + Sync>,
     /// Paces the rows (throttle pause and rate limits).
     pub admission: Arc<dyn Admission>,
+}
+
+impl ChunkTask {
+    /// The table as the connectors must see it for this chunk: restricted to the chunk's
+    /// partition when it has one.
+    pub fn chunk_table(&self) -> Arc<TableSchema> {
+        match &self.partition {
+            Some(partition) => Arc::new(self.table.for_partition(partition)),
+            None => self.table.clone(),
+        }
+    }
 }
 
 /// How one attempt ended.

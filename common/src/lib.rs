@@ -2,6 +2,7 @@
 //! the canonical checksum, and the coordination store that the scheduler talks to.
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod checksum;
 pub mod coordination;
 pub mod decimal;
@@ -9,6 +10,7 @@ pub mod execution;
 pub mod glob;
 pub mod ids;
 pub mod key;
+pub mod process;
 pub mod proto;
 pub mod schema;
 pub mod spec;

@@ -248,12 +248,168 @@ pub struct TableSchema {
     /// The source engine's own `CREATE TABLE` statement, which a sink of the same kind
     /// runs verbatim so constraints, collations and defaults survive.
     pub native_ddl: Option<String>,
+    /// The table's native partitions (PostgreSQL declarative partitions, MySQL
+    /// partitions), when it has them. Absent from state files written before partitions
+    /// were planned, hence the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioning: Option<Partitioning>,
+    /// When set, this schema stands for one leaf partition of the table (a name of
+    /// [`Partitioning::leaves`]): every read, write, count and checksum a connector runs
+    /// with it is restricted to that partition. Set only by [`TableSchema::for_partition`]
+    /// for one chunk, never in a described or stored schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+}
+
+/// How a table is divided into native partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partitioning {
+    /// The engine's partitioning clause: PostgreSQL `pg_get_partkeydef` (`RANGE (at)`),
+    /// MySQL `PARTITION_METHOD` and `SUBPARTITION_METHOD` (`RANGE`, `RANGE/HASH`).
+    pub method: String,
+    /// Every partition below the table, parents before their children. The leaves (rows
+    /// live only there) are the units ferry plans by.
+    pub partitions: Vec<TablePartition>,
+}
+
+/// One partition of a partitioned table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TablePartition {
+    /// The partition's name: PostgreSQL the partition table's own name (unique among a
+    /// table's partitions), MySQL the partition or, for a leaf of a subpartitioned
+    /// table, the subpartition name.
+    pub name: String,
+    /// PostgreSQL: the schema of the partition table (it may differ from the parent's).
+    pub schema: Option<String>,
+    /// PostgreSQL: the name of the partitioned partition this one is attached to, when
+    /// it is not the table itself (multi-level partitioning). MySQL: the partition a
+    /// subpartition belongs to.
+    pub parent: Option<String>,
+    /// The partition's bound: PostgreSQL `pg_get_expr(relpartbound)` (`FOR VALUES FROM
+    /// ('2024-01-01') TO ('2025-01-01')`, `DEFAULT`), MySQL `PARTITION_DESCRIPTION`.
+    pub bound: String,
+    /// PostgreSQL: the partitioning clause of a partition that is itself partitioned.
+    pub sub_method: Option<String>,
+    /// Whether rows live in it (it is not partitioned further).
+    pub leaf: bool,
+}
+
+impl Partitioning {
+    /// The leaf partitions, in catalog order.
+    pub fn leaves(&self) -> impl Iterator<Item = &TablePartition> {
+        self.partitions.iter().filter(|partition| partition.leaf)
+    }
+
+    /// The partition named `name`.
+    pub fn partition(&self, name: &str) -> Option<&TablePartition> {
+        self.partitions
+            .iter()
+            .find(|partition| partition.name == name)
+    }
+
+    /// Lists how a target's partitions (`None`: not partitioned) differ from these, the
+    /// source's, in words for an error message; empty when they agree. A partition's
+    /// schema is compared only where both sides name one.
+    pub fn differences(&self, target: Option<&Partitioning>) -> Vec<String> {
+        let source = self;
+        let Some(target) = target else {
+            return vec![format!(
+                "it is partitioned by {} in the source but not partitioned in the target",
+                source.method
+            )];
+        };
+        let mut differences = Vec::new();
+        if source.method != target.method {
+            differences.push(format!(
+                "it is partitioned by {} in the source but by {} in the target",
+                source.method, target.method
+            ));
+        }
+        for wanted in &source.partitions {
+            match target.partition(&wanted.name) {
+                None => differences.push(format!(
+                    "partition {} ({}) is missing in the target",
+                    wanted.name, wanted.bound
+                )),
+                Some(found) if found.bound != wanted.bound => differences.push(format!(
+                    "partition {} is {} in the source but {} in the target",
+                    wanted.name, wanted.bound, found.bound
+                )),
+                Some(found)
+                    if found.parent != wanted.parent
+                        || found.leaf != wanted.leaf
+                        || found.sub_method != wanted.sub_method
+                        || (found.schema.is_some() && found.schema != wanted.schema) =>
+                {
+                    differences.push(format!(
+                        "partition {} sits elsewhere in the partition tree of the target",
+                        wanted.name
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for extra in &target.partitions {
+            if source.partition(&extra.name).is_none() {
+                differences.push(format!(
+                    "partition {} ({}) exists only in the target",
+                    extra.name, extra.bound
+                ));
+            }
+        }
+        differences
+    }
 }
 
 impl TableSchema {
+    /// The split key made of the primary key's columns (`None` without a primary key):
+    /// nullable when any of them is, and marked single-integer for dense min/max splits.
+    pub fn primary_split_key(&self) -> Option<crate::key::SplitKey> {
+        if self.primary_key.is_empty() {
+            return None;
+        }
+        let nullable = self
+            .primary_key
+            .iter()
+            .any(|name| self.column(name).is_none_or(|column| column.nullable));
+        let single_integer = self.primary_key.len() == 1
+            && self
+                .column(&self.primary_key[0])
+                .is_some_and(|column| column.column_type.is_signed_integer());
+        Some(crate::key::SplitKey::Columns {
+            names: self.primary_key.clone(),
+            nullable,
+            single_integer,
+        })
+    }
+
     /// Returns the column with the given name.
     pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
         self.columns.iter().find(|column| column.name == name)
+    }
+
+    /// Returns this table restricted to its leaf partition `partition` (see
+    /// [`TableSchema::partition`]), as the connectors receive it for one chunk.
+    #[must_use]
+    pub fn for_partition(&self, partition: &str) -> TableSchema {
+        debug_assert!(
+            self.partitioning
+                .as_ref()
+                .and_then(|partitioning| partitioning.partition(partition))
+                .is_some_and(|found| found.leaf),
+            "{partition} is not a leaf partition of {}",
+            self.name
+        );
+        TableSchema {
+            partition: Some(partition.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The leaf partition this schema is restricted to, with its description.
+    pub fn scoped_partition(&self) -> Option<&TablePartition> {
+        let name = self.partition.as_deref()?;
+        self.partitioning.as_ref()?.partition(name)
     }
 
     /// Returns the Arrow schema of the batches a chunk of this table travels in. With

@@ -12,21 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::traits::{ChunkWrite, Fence, PrepareOptions, Sink, Source};
 
-/// The split key a table is checked with: its primary key.
+/// The split key a table is checked with: its primary key (the planner's choice for a
+/// table with one), or no key.
 pub fn primary_key_of(table: &TableSchema) -> SplitKey {
-    let nullable = table
-        .primary_key
-        .iter()
-        .any(|name| table.column(name).is_none_or(|column| column.nullable));
-    let single_integer = table.primary_key.len() == 1
-        && table
-            .column(&table.primary_key[0])
-            .is_some_and(|column| column.column_type.is_signed_integer());
-    SplitKey::Columns {
-        names: table.primary_key.clone(),
-        nullable,
-        single_integer,
-    }
+    table.primary_split_key().unwrap_or(SplitKey::None)
 }
 
 /// The intervals between boundaries, plus the NULL-key chunk when keys may be NULL.

@@ -10,6 +10,7 @@
 //! - source and sink checksums of the same rows are equal ([`ferry_common::checksum`]).
 
 pub mod carrier;
+mod compat;
 pub mod conformance;
 pub mod error;
 #[cfg(feature = "mysql")]
@@ -22,7 +23,7 @@ pub mod sqlite;
 pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind};
-pub use registry::{available_kinds, open_sink, open_source};
+pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{
     BatchStream, ChunkWrite, Fence, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
     PrepareOutcome, Sink, Source, WriteSummary,

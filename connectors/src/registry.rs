@@ -3,10 +3,25 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_common::spec::{EndpointSpec, Location};
+use ferry_common::spec::{EndpointSpec, JobSpec, Location, SpecContext, SpecErrors};
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Sink, Source};
+
+/// Parses and validates a spec's text for this build's connectors: relative paths are
+/// joined to `base_dir`, `url_env` names are looked up in `env`.
+pub fn parse_spec(
+    text: &str,
+    base_dir: &std::path::Path,
+    env: &std::collections::HashMap<String, String>,
+) -> std::result::Result<JobSpec, SpecErrors> {
+    let context = SpecContext {
+        base_dir,
+        env,
+        known_kinds: available_kinds(),
+    };
+    JobSpec::parse(text, &context)
+}
 
 /// The connector kinds this build can open, for spec validation and error messages.
 pub fn available_kinds() -> &'static [&'static str] {

@@ -17,6 +17,25 @@ pub enum ControlError {
     /// Storing or applying failed.
     #[error("{0}")]
     Internal(String),
+    /// This coordinator does not lead; writes go to the leader.
+    #[error("this coordinator is a standby: send this request to the leader{}", leader_hint(.0))]
+    NotLeader(Option<String>),
+    /// Not available here (e.g. a cluster operation asked of `ferryctl local`).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The job (or worker) exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A database or etcd could not be reached; trying again may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn leader_hint(address: &Option<String>) -> String {
+    match address {
+        Some(address) => format!(" at {address} (--endpoint {address})"),
+        None => " (none is elected right now; try again in a few seconds)".to_owned(),
+    }
 }
 
 /// A job's progress.
@@ -50,6 +69,8 @@ pub enum JobStateView {
     Done,
     /// Ended with failed chunks.
     Failed,
+    /// Cancelled by an operator (distributed mode).
+    Cancelled,
 }
 
 /// What the throttle allows, and why.
@@ -113,4 +134,134 @@ pub trait JobControl: Send + Sync {
     ) -> Result<(String, EffectiveView), ControlError>;
     /// Every policy change, oldest first.
     async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError>;
+}
+
+/// A planned table, as a dry run shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlannedTableView {
+    /// Source table.
+    pub source: String,
+    /// Target table.
+    pub target: String,
+    /// Chunks planned.
+    pub chunks: u32,
+    /// Rows estimated.
+    pub estimated_rows: u64,
+    /// Planning remarks.
+    pub warnings: Vec<String>,
+}
+
+/// What a submission planned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanView {
+    /// The job.
+    pub job: String,
+    /// Its tables.
+    pub tables: Vec<PlannedTableView>,
+    /// Whether it was stored and started (false for a dry run).
+    pub submitted: bool,
+}
+
+/// A job as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSummaryView {
+    /// The job.
+    pub job: String,
+    /// Its state.
+    pub state: JobStateView,
+    /// Why it ended, when not DONE.
+    pub reason: String,
+    /// When it was submitted.
+    pub submitted_at_unix_ms: i64,
+}
+
+/// Which chunks to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkFilter {
+    /// Only in this state (`PLANNED`, ... `FAILED`).
+    pub state: Option<String>,
+    /// Only of this source table.
+    pub table: Option<String>,
+}
+
+/// A chunk as listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkView {
+    /// Its id.
+    pub id: u32,
+    /// Source table.
+    pub table: String,
+    /// Its range, in words.
+    pub range: String,
+    /// Its state.
+    pub state: String,
+    /// The last attempt.
+    pub attempt: u32,
+    /// Failed attempts.
+    pub failures: u32,
+    /// Rows expected.
+    pub estimated_rows: u64,
+    /// Rows copied by the verified attempt.
+    pub rows: u64,
+    /// The worker holding it.
+    pub worker: String,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+/// Which chunks to copy again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecopySelector {
+    /// These chunks.
+    Ids(Vec<u32>),
+    /// Every chunk of this source table.
+    Table(String),
+    /// Every chunk in this state (`FAILED`, `VERIFIED`).
+    State(String),
+}
+
+/// A live worker as listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerView {
+    /// Its name.
+    pub id: String,
+    /// Chunks it runs at once.
+    pub slots: u32,
+    /// Chunks assigned to it now.
+    pub busy: u32,
+    /// Takes nothing new.
+    pub draining: bool,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it registered.
+    pub registered_at_unix_ms: i64,
+}
+
+/// The operations of a ferry cluster (a coordinator): submit and list jobs, inspect
+/// and re-copy chunks, manage workers. `ferryctl local` does not offer them.
+#[async_trait]
+pub trait ClusterControl: Send + Sync {
+    /// Validates and plans `spec_yaml`; unless `dry_run`, stores the job and starts it.
+    async fn submit(&self, spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError>;
+    /// Every job.
+    async fn list_jobs(&self) -> Result<Vec<JobSummaryView>, ControlError>;
+    /// A job's chunks, in id order, from index `offset`, at most `limit`; also returns
+    /// whether more follow.
+    async fn list_chunks(
+        &self,
+        job: &str,
+        filter: &ChunkFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ChunkView>, bool), ControlError>;
+    /// Cancels a job.
+    async fn cancel(&self, job: &str) -> Result<(), ControlError>;
+    /// Copies chunks again with overwrite; returns their ids.
+    async fn recopy(&self, job: &str, selector: RecopySelector) -> Result<Vec<u32>, ControlError>;
+    /// The live workers.
+    async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError>;
+    /// Asks a worker to drain.
+    async fn drain(&self, worker: &str) -> Result<(), ControlError>;
 }

@@ -4,6 +4,7 @@
 //! the connectors; [`scheduler`] drives chunks through their life on a
 //! [`ferry_common::coordination::Coordination`] store.
 
+pub mod cluster;
 pub mod control;
 pub mod metrics;
 pub mod pacer;

@@ -296,6 +296,22 @@ impl JobPacer {
         }
     }
 
+    /// One attempt's share of the job-wide rate limits (rows/s, bytes/s; 0 = none): the
+    /// limits split evenly among the chunks allowed in flight. Remote workers apply it
+    /// to the attempt they are given.
+    pub fn attempt_share(&self) -> (u64, u64) {
+        let state = self.lock();
+        let rate = &state.throttle.policy().rate;
+        let ways = u64::from(state.effective.concurrency.max(1));
+        let share = |limit: Option<u64>| limit.map_or(0, |limit| (limit / ways).max(1));
+        (share(rate.rows_per_sec), share(rate.bytes_per_sec))
+    }
+
+    /// Whether the job is paused now (by an operator or by load).
+    pub fn is_paused(&self) -> bool {
+        self.lock().effective.paused
+    }
+
     /// Marks the job's run as over (for `job_status`).
     pub fn finish(&self) {
         self.done.store(true, Ordering::Relaxed);

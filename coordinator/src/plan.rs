@@ -1,13 +1,14 @@
 //! Plans a job: selects the tables, prepares the target tables, and cuts each table into
-//! chunks with the pure decisions of [`crate::planner`].
+//! chunks with the pure decisions of [`crate::planner`]: a partitioned table (same engine
+//! on both sides) partition by partition, each leaf cut on its key like a table of its own.
 
-use ferry_common::coordination::{ChunkRecord, ChunkState, TableRecord};
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::schema::TableName;
+use ferry_common::coordination::{ChunkRecord, TableRecord};
+use ferry_common::ids::ChunkId;
+use ferry_common::schema::{TableName, TableSchema};
 use ferry_common::spec::JobSpec;
 use ferry_connectors::{ConnectorError, PrepareOptions, PrepareOutcome, Sink, Source};
 
-use crate::planner::{SplitChoice, choose_split, choose_split_key, plan_table};
+use crate::planner::{SplitChoice, choose_plan_units, choose_split, choose_split_key, plan_table};
 
 /// Why a job could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,17 @@ pub async fn plan_job(
     source: &dyn Source,
     sink: &dyn Sink,
 ) -> Result<JobPlan, PlanError> {
+    plan_job_with(spec, source, sink, true).await
+}
+
+/// Plans a job; `prepare_targets: false` (a dry run) leaves the target untouched: its
+/// tables are neither created nor checked.
+pub async fn plan_job_with(
+    spec: &JobSpec,
+    source: &dyn Source,
+    sink: &dyn Sink,
+    prepare_targets: bool,
+) -> Result<JobPlan, PlanError> {
     let selected = select_tables(spec, source).await?;
     let mut described = Vec::with_capacity(selected.len());
     let mut targets: std::collections::HashMap<TableName, TableName> =
@@ -167,38 +179,58 @@ pub async fn plan_job(
         if source.kind() != sink.kind() {
             source.check_readable(&schema, sink.kind()).await?;
         }
-        let outcome = sink.prepare_table(&schema, &key, &options).await?;
-        prepared.push((name.clone(), outcome));
-        let stats = source.key_stats(&schema, &key).await?;
-        let choice = choose_split(&key, &stats, spec.chunking.target_rows);
-        let boundaries = match choice {
-            SplitChoice::Boundaries { every_rows } => {
-                source.key_boundaries(&schema, &key, every_rows).await?
+        let (partitions, partition_warning) =
+            choose_plan_units(&schema, same_engine, !options.type_overrides.is_empty());
+        // A sink sees `partitioning` only when chunks go by partition: it then creates the
+        // target partitioned alike, or refuses an existing target whose partitions differ.
+        let schema = if partitions.is_some() {
+            schema
+        } else {
+            TableSchema {
+                partitioning: None,
+                ..schema
             }
-            _ => Vec::new(),
         };
-        let table_index = tables.len();
-        for planned in plan_table(&key, &stats, choice, &boundaries) {
-            chunks.push(ChunkRecord {
-                id: ChunkId(chunks.len() as u32),
-                table_index,
-                range: planned.range,
-                estimated_rows: planned.estimated_rows,
-                state: ChunkState::Planned,
-                attempt: Attempt(0),
-                failures: 0,
-                mismatches: 0,
-                rows: 0,
-                checksum: None,
-                last_error: None,
-                worker: None,
-            });
+        if prepare_targets {
+            let outcome = sink.prepare_table(&schema, &key, &options).await?;
+            prepared.push((name.clone(), outcome));
         }
-        tracing::info!(table = %name, ?choice, rows = stats.rows, "planned table");
+        let table_index = tables.len();
+        let units: Vec<Option<String>> = match &partitions {
+            Some(leaves) => leaves.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut table_rows = 0u64;
+        for partition in units {
+            let scoped = match &partition {
+                Some(leaf) => schema.for_partition(leaf),
+                None => schema.clone(),
+            };
+            let stats = source.key_stats(&scoped, &key).await?;
+            let choice = choose_split(&key, &stats, spec.chunking.target_rows);
+            let boundaries = match choice {
+                SplitChoice::Boundaries { every_rows } => {
+                    source.key_boundaries(&scoped, &key, every_rows).await?
+                }
+                _ => Vec::new(),
+            };
+            table_rows = table_rows.saturating_add(stats.rows);
+            tracing::info!(table = %name, partition = partition.as_deref(), ?choice, rows = stats.rows, "planned");
+            for planned in plan_table(&key, &stats, choice, &boundaries) {
+                chunks.push(ChunkRecord::planned(
+                    ChunkId(chunks.len() as u32),
+                    table_index,
+                    partition.clone(),
+                    planned.range,
+                    planned.estimated_rows,
+                ));
+            }
+        }
+        tracing::info!(table = %name, rows = table_rows, partitions = partitions.as_ref().map(Vec::len), "planned table");
         tables.push(TableRecord {
             schema,
             key,
-            warnings: warning.into_iter().collect(),
+            warnings: warning.into_iter().chain(partition_warning).collect(),
         });
     }
     Ok(JobPlan {

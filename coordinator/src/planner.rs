@@ -69,20 +69,7 @@ pub fn choose_split_key(
         );
         return (SplitKey::None, Some(warning));
     }
-    if !table.primary_key.is_empty() {
-        let nullable = table
-            .primary_key
-            .iter()
-            .any(|name| table.column(name).is_none_or(|column| column.nullable));
-        let single_integer = table.primary_key.len() == 1
-            && table
-                .column(&table.primary_key[0])
-                .is_some_and(|column| column.column_type.is_signed_integer());
-        let key = SplitKey::Columns {
-            names: table.primary_key.clone(),
-            nullable,
-            single_integer,
-        };
+    if let Some(key) = table.primary_split_key() {
         return (key, None);
     }
     if table.has_rowid && sink_carries_rowid {
@@ -98,6 +85,45 @@ pub fn choose_split_key(
         }
     );
     (SplitKey::None, Some(warning))
+}
+
+/// Decides whether a table is planned by its native partitions: returns its leaf
+/// partitions when so, else `None`, with a warning for the report when the table is
+/// partitioned but planned as a whole.
+///
+/// Partition chunks need a target partitioned the same way, which only a sink of the
+/// source's engine gives (PostgreSQL creates the partitions from the source's bounds,
+/// MySQL from the source's DDL); a table built from `columns:` overrides has no
+/// partitions. Across engines the table is planned through the parent, on its key.
+pub fn choose_plan_units(
+    table: &TableSchema,
+    same_engine: bool,
+    has_type_overrides: bool,
+) -> (Option<Vec<String>>, Option<String>) {
+    let Some(partitioning) = &table.partitioning else {
+        return (None, None);
+    };
+    let leaves: Vec<String> = partitioning
+        .leaves()
+        .map(|partition| partition.name.clone())
+        .collect();
+    if leaves.is_empty() {
+        return (None, None);
+    }
+    let why_whole = if !same_engine {
+        "partitions are planned one by one only between two databases of the same engine"
+    } else if has_type_overrides {
+        "its target is built from the columns (columns: overrides), without partitions"
+    } else {
+        return (Some(leaves), None);
+    };
+    let warning = format!(
+        "table {} has {} partitions in the source, but {why_whole}: planned and copied \
+         through the table itself, on its key",
+        table.name,
+        leaves.len()
+    );
+    (None, Some(warning))
 }
 
 /// Decides how to cut a table from its key statistics.
@@ -381,6 +407,108 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A partitioned table is planned partition by partition: every row, identified by
+        /// (partition, key), falls in exactly one chunk, which names its partition. The same
+        /// key in two partitions is two rows (nothing above the partition orders keys).
+        #[test]
+        fn partitioned_tables_are_covered_exactly_once_per_partition(
+            rows in proptest::collection::vec(
+                (0usize..4, proptest::option::weighted(0.95, edge_int())),
+                0..300,
+            ),
+            target_rows in 1u64..40,
+        ) {
+            let partition_names = ["p0", "p1", "p_empty", "p_default"];
+            let key = int_key(true);
+            let mut planned: Vec<(String, PlannedChunk)> = Vec::new();
+            for (index, name) in partition_names.iter().enumerate() {
+                // A partition's keys are unique within it (its primary key).
+                let keys: std::collections::BTreeSet<Option<i64>> = rows
+                    .iter()
+                    .filter(|(partition, _)| *partition == index)
+                    .map(|(_, value)| *value)
+                    .collect();
+                let partition_rows: Vec<Vec<Option<KeyValue>>> =
+                    keys.iter().map(|value| vec![value.map(KeyValue::Int)]).collect();
+                for chunk in plan_for(&key, &partition_rows, target_rows) {
+                    planned.push((name.to_string(), chunk));
+                }
+            }
+            // Every partition, even an empty one, owns an unbounded interval and a
+            // NULL-key chunk, so rows inserted after planning still have a chunk.
+            for name in partition_names {
+                let in_partition: Vec<&PlannedChunk> = planned
+                    .iter()
+                    .filter(|(partition, _)| partition == name)
+                    .map(|(_, chunk)| chunk)
+                    .collect();
+                prop_assert!(in_partition.iter().any(|chunk| chunk.range == ChunkRange::NullKeys));
+                for unseen in [i64::MIN, i64::MAX] {
+                    let owners = in_partition
+                        .iter()
+                        .filter(|chunk| chunk.range.contains(&[Some(KeyValue::Int(unseen))]))
+                        .count();
+                    prop_assert_eq!(owners, 1);
+                }
+            }
+            for (partition, value) in &rows {
+                let row_key = vec![value.map(KeyValue::Int)];
+                let owners = planned
+                    .iter()
+                    .filter(|(name, chunk)| {
+                        name == partition_names[*partition] && chunk.range.contains(&row_key)
+                    })
+                    .count();
+                prop_assert_eq!(owners, 1, "row {:?} of {} owned {} times", row_key, partition_names[*partition], owners);
+            }
+        }
+    }
+
+    fn partitioned_table() -> TableSchema {
+        use ferry_common::schema::{Partitioning, TablePartition};
+        let partition = |name: &str, leaf: bool| TablePartition {
+            name: name.to_string(),
+            schema: Some("public".to_string()),
+            parent: None,
+            bound: "DEFAULT".to_string(),
+            sub_method: (!leaf).then(|| "RANGE (id)".to_string()),
+            leaf,
+        };
+        TableSchema {
+            partitioning: Some(Partitioning {
+                method: "RANGE (id)".to_string(),
+                partitions: vec![
+                    partition("a", true),
+                    partition("mid", false),
+                    partition("b", true),
+                ],
+            }),
+            ..table(&["id"], false)
+        }
+    }
+
+    #[test]
+    fn partitions_are_planned_natively_only_between_one_engine() {
+        let partitioned = partitioned_table();
+        assert_eq!(
+            choose_plan_units(&partitioned, true, false),
+            (Some(vec!["a".to_string(), "b".to_string()]), None)
+        );
+        let (across, warning) = choose_plan_units(&partitioned, false, false);
+        assert_eq!(across, None);
+        assert!(
+            warning.is_some_and(|w| w.contains("has 2 partitions") && w.contains("same engine"))
+        );
+        let (overridden, warning) = choose_plan_units(&partitioned, true, true);
+        assert_eq!(overridden, None);
+        assert!(warning.is_some_and(|w| w.contains("columns:")));
+        assert_eq!(
+            choose_plan_units(&table(&["id"], false), false, false),
+            (None, None)
+        );
+    }
+
     #[test]
     fn empty_table_gets_one_chunk_per_kind_of_row() {
         let chunks = plan_for(&int_key(true), &[], 10);
@@ -428,6 +556,8 @@ mod tests {
             has_rowid,
             source_kind: "sqlite".into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 

@@ -39,6 +39,20 @@ pub struct SchedulerOptions {
     pub retry_backoff: Duration,
 }
 
+impl SchedulerOptions {
+    /// The options a spec asks for, with `workers` slots (`usize::MAX` when the pool
+    /// decides, as in distributed mode).
+    pub fn for_spec(spec: &ferry_common::spec::JobSpec, workers: usize) -> Self {
+        Self {
+            workers,
+            max_attempts: spec.verify.max_attempts,
+            on_mismatch: spec.verify.on_mismatch,
+            verify: spec.verify.mode,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
 /// What the throttle allows right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gate {
@@ -79,6 +93,66 @@ impl Pacing {
     }
 }
 
+/// Where chunks run: the workers and their free slots. The in-process pool is a fixed
+/// set of named slots; in distributed mode the slots are those of the live workers.
+pub trait WorkerPool: Send {
+    /// Takes a free slot: the worker to give the next chunk to (`None` when all are busy).
+    fn acquire(&mut self) -> Option<WorkerId>;
+    /// Counts a slot of `worker` as taken by a chunk adopted in flight.
+    fn adopt(&mut self, worker: &WorkerId);
+    /// Gives a slot back.
+    fn release(&mut self, worker: &WorkerId);
+    /// Resolves when a slot may have become free (a worker joined, another job released
+    /// one); never, for a fixed pool.
+    fn changed(&mut self) -> futures::future::BoxFuture<'_, ()>;
+    /// Whether chunks found in flight are still running elsewhere and are to be adopted
+    /// (waited for) rather than re-queued: true when workers outlive the scheduler.
+    fn adopts_in_flight(&self) -> bool;
+}
+
+/// A fixed set of in-process workers, one slot each.
+pub struct FixedPool {
+    free: VecDeque<WorkerId>,
+}
+
+impl FixedPool {
+    /// `count` workers named `local-0`, `local-1`, ...
+    pub fn new(count: usize) -> Self {
+        Self {
+            free: (0..count.max(1))
+                .map(|index| WorkerId(format!("local-{index}")))
+                .collect(),
+        }
+    }
+
+    /// The workers' names.
+    pub fn workers(&self) -> Vec<WorkerId> {
+        self.free.iter().cloned().collect()
+    }
+}
+
+impl WorkerPool for FixedPool {
+    fn acquire(&mut self) -> Option<WorkerId> {
+        self.free.pop_front()
+    }
+
+    fn adopt(&mut self, worker: &WorkerId) {
+        self.free.retain(|free| free != worker);
+    }
+
+    fn release(&mut self, worker: &WorkerId) {
+        self.free.push_back(worker.clone());
+    }
+
+    fn changed(&mut self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    fn adopts_in_flight(&self) -> bool {
+        false
+    }
+}
+
 /// What happened, for progress display.
 #[derive(Clone, Debug)]
 pub enum JobEvent {
@@ -102,7 +176,8 @@ pub enum JobEvent {
     ChunkFinished {
         /// The chunk as now stored (VERIFIED, PLANNED for a retry, FAILED); `None` when
         /// the attempt was cancelled and the chunk stays in flight for the next run.
-        record: Option<ChunkRecord>,
+        /// Boxed: a record is far larger than the other events.
+        record: Option<Box<ChunkRecord>>,
         /// The chunk's table.
         table_index: usize,
         /// Rows this attempt streamed (to take back from progress when it did not verify).
@@ -133,26 +208,81 @@ pub enum SchedulerError {
     Store(#[from] CoordinationError),
 }
 
+/// An attempt task's end, as the scheduler's loop receives it.
 struct Finished {
     chunk: ChunkId,
-    attempt: Attempt,
     worker: WorkerId,
-    result: ChunkResult,
     rows_streamed: u64,
+    outcome: AttemptOutcome,
 }
 
-/// Runs a job's remaining chunks to the end (or until `cancel`).
+/// What an attempt task did. The task does the attempt's store writes itself (assign,
+/// COPYING, the completion), so that many attempts' writes are in flight at once
+/// instead of one after another in the scheduler's loop.
+enum AttemptOutcome {
+    /// Cancelled before it was assigned: the chunk is still PLANNED.
+    NotStarted,
+    /// Cancelled while running: the chunk stays in flight for the next run.
+    Cancelled,
+    /// Ended and recorded: what it meant and the chunk as now stored.
+    Completed {
+        attempt: Attempt,
+        completion: ChunkCompletion,
+        record: ChunkRecord,
+    },
+    /// The store failed; the run stops (the job stays resumable).
+    Store(CoordinationError),
+}
+
+/// How an attempt begins.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Assign the chunk (a new attempt).
+    Fresh,
+    /// The attempt is in flight already (left by an earlier leader): wait for it.
+    Adopted(Attempt),
+}
+
+/// Runs a job's remaining chunks to the end (or until `cancel`) on `options.workers`
+/// in-process workers.
 pub async fn run_job(
     store: Arc<dyn Coordination>,
     job: &JobRecord,
     executor: Arc<dyn ChunkExecutor>,
     options: &SchedulerOptions,
+    pacing: Pacing,
+    events: UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome, SchedulerError> {
+    let mut pool = FixedPool::new(options.workers);
+    for worker in pool.workers() {
+        store.register_worker(&worker).await?;
+    }
+    run_job_on(
+        store, job, executor, options, &mut pool, pacing, events, cancel,
+    )
+    .await
+}
+
+/// Runs a job's remaining chunks to the end (or until `cancel`) on the slots of `pool`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_job_on(
+    store: Arc<dyn Coordination>,
+    job: &JobRecord,
+    executor: Arc<dyn ChunkExecutor>,
+    options: &SchedulerOptions,
+    pool: &mut dyn WorkerPool,
     mut pacing: Pacing,
     events: UnboundedSender<JobEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome, SchedulerError> {
     let started = Instant::now();
-    let requeued = store.requeue_in_flight(&job.id).await?;
+    let adopt = pool.adopts_in_flight();
+    let requeued = if adopt {
+        Vec::new()
+    } else {
+        store.requeue_in_flight(&job.id).await?
+    };
     if !requeued.is_empty() {
         tracing::warn!(job = %job.id, chunks = ?requeued, "re-copying chunks left in flight by an earlier run, with overwrite");
     }
@@ -162,12 +292,30 @@ pub async fn run_job(
         .iter()
         .map(|table| (Arc::new(table.schema.clone()), Arc::new(table.key.clone())))
         .collect();
-
-    let mut free_workers: VecDeque<WorkerId> = VecDeque::new();
-    for index in 0..options.workers.max(1) {
-        let worker = WorkerId(format!("local-{index}"));
-        store.register_worker(&worker).await?;
-        free_workers.push_back(worker);
+    let attempts = AttemptStarter {
+        store: store.clone(),
+        job,
+        tables: &tables,
+        executor: executor.clone(),
+        options: options.clone(),
+        events: events.clone(),
+        admission: pacing.admission.clone(),
+        in_flight: pacing.in_flight.clone(),
+        cancel: cancel.clone(),
+    };
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut table_first_start: Vec<Option<Instant>> = vec![None; tables.len()];
+    let mut table_last_end: Vec<Option<Instant>> = vec![None; tables.len()];
+    if adopt {
+        for record in model.iter().filter(|chunk| chunk.state.in_flight()) {
+            let Some(worker) = record.worker.clone() else {
+                continue;
+            };
+            tracing::info!(job = %job.id, chunk = %record.id, attempt = %record.attempt, %worker, "adopting a chunk in flight");
+            pool.adopt(&worker);
+            table_first_start[record.table_index].get_or_insert_with(Instant::now);
+            attempts.spawn(&mut running, record, worker, Start::Adopted(record.attempt));
+        }
     }
 
     let mut queue: Vec<ChunkId> = model
@@ -177,10 +325,8 @@ pub async fn run_job(
         .collect();
     sort_largest_first(&mut queue, &model);
     let mut delayed: Vec<(Instant, ChunkId)> = Vec::new();
-    let mut table_first_start: Vec<Option<Instant>> = vec![None; tables.len()];
-    let mut table_last_end: Vec<Option<Instant>> = vec![None; tables.len()];
-    let mut running: JoinSet<Finished> = JoinSet::new();
 
+    let mut gate_open = true;
     loop {
         let now = Instant::now();
         let (ready, waiting): (Vec<_>, Vec<_>) =
@@ -199,75 +345,19 @@ pub async fn run_job(
             && running.len() < limit
             && !queue.is_empty()
         {
-            let Some(worker) = free_workers.pop_front() else {
+            let Some(worker) = pool.acquire() else {
                 break;
             };
             // The queue is sorted so that the largest chunk is last: popping is O(1).
-            let Some(chunk_id) = queue.pop() else { break };
-            let attempt = store.assign(&job.id, chunk_id, &worker).await?;
-            store
-                .report_state(&job.id, chunk_id, attempt, ChunkState::Copying)
-                .await?;
-            let record = &mut model[chunk_id.0 as usize];
-            record.state = ChunkState::Copying;
-            record.attempt = attempt;
-            record.worker = Some(worker.clone());
-            let table_index = record.table_index;
-            table_first_start[table_index].get_or_insert_with(Instant::now);
-            let _ = events.send(JobEvent::ChunkStarted {
-                table_index,
-                chunk: chunk_id,
-                attempt,
-            });
-
-            let (table, key) = tables[table_index].clone();
-            let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let progress_events = events.clone();
-            let progress_streamed = streamed.clone();
-            let verifying_store = store.clone();
-            let verifying_job = job.id.clone();
-            let task = ChunkTask {
-                job: job.id.clone(),
-                run_id: job.run_id.clone(),
-                chunk: chunk_id,
-                attempt,
-                worker: worker.clone(),
-                table,
-                key,
-                range: record.range.clone(),
-                verify: options.verify,
-                cancel: cancel.child_token(),
-                progress: Arc::new(move |rows| {
-                    progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-                    let _ = progress_events.send(JobEvent::RowsCopied { table_index, rows });
-                }),
-                admission: pacing.admission.clone(),
-                on_verifying: Arc::new(move || {
-                    let store = verifying_store.clone();
-                    let job = verifying_job.clone();
-                    // A late report for an attempt that already ended is refused by the
-                    // store's attempt check, so ordering does not matter.
-                    tokio::spawn(async move {
-                        let _ = store
-                            .report_state(&job, chunk_id, attempt, ChunkState::Verifying)
-                            .await;
-                    });
-                }),
+            let Some(chunk_id) = queue.pop() else {
+                pool.release(&worker);
+                break;
             };
-            let executor = executor.clone();
-            pacing
-                .in_flight
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            running.spawn(async move {
-                let result = executor.execute(task).await;
-                Finished {
-                    chunk: chunk_id,
-                    attempt,
-                    worker,
-                    result,
-                    rows_streamed: streamed.load(std::sync::atomic::Ordering::Relaxed),
-                }
-            });
+            let record = &mut model[chunk_id.0 as usize];
+            record.state = ChunkState::Assigned;
+            record.worker = Some(worker.clone());
+            table_first_start[record.table_index].get_or_insert_with(Instant::now);
+            attempts.spawn(&mut running, record, worker, Start::Fresh);
         }
 
         let nothing_left = queue.is_empty() && delayed.is_empty();
@@ -279,11 +369,11 @@ pub async fn run_job(
         let finished = tokio::select! {
             joined = running.join_next(), if !running.is_empty() => joined,
             () = sleep_until_opt(next_retry) => continue,
-            changed = pacing.gate.changed() => {
-                if changed.is_err() {
-                    // The throttle went away: keep the last gate.
-                    pacing = Pacing { gate: watch::channel(gate).1, ..pacing };
-                }
+            () = pool.changed(), if !queue.is_empty() => continue,
+            changed = pacing.gate.changed(), if gate_open => {
+                // Without a sender (a fixed gate, or the throttle went away) the last
+                // gate stays; waiting on it again would return at once, for ever.
+                gate_open = changed.is_ok();
                 continue;
             }
             () = cancel.cancelled(), if running.is_empty() => break,
@@ -301,14 +391,23 @@ pub async fn run_job(
         pacing
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        free_workers.push_back(finished.worker.clone());
+        pool.release(&finished.worker);
         let chunk_id = finished.chunk;
         let table_index = model[chunk_id.0 as usize].table_index;
         table_last_end[table_index] = Some(Instant::now());
-        let failures_before = model[chunk_id.0 as usize].failures;
-        let completion = match classify(&finished.result, failures_before, options) {
-            Some(completion) => completion,
-            None => {
+        let (attempt, completion, record) = match finished.outcome {
+            AttemptOutcome::Completed {
+                attempt,
+                completion,
+                record,
+            } => (attempt, completion, record),
+            AttemptOutcome::NotStarted => {
+                model[chunk_id.0 as usize].state = ChunkState::Planned;
+                queue.push(chunk_id);
+                sort_largest_first(&mut queue, &model);
+                continue;
+            }
+            AttemptOutcome::Cancelled => {
                 let _ = events.send(JobEvent::ChunkFinished {
                     record: None,
                     table_index,
@@ -316,13 +415,11 @@ pub async fn run_job(
                 });
                 continue;
             }
+            AttemptOutcome::Store(error) => return Err(error.into()),
         };
-        let record = store
-            .complete(&job.id, chunk_id, finished.attempt, &completion)
-            .await?;
         match &completion {
             ChunkCompletion::Retry { reason, .. } => {
-                tracing::warn!(chunk = %chunk_id, attempt = %finished.attempt, %reason, "chunk attempt failed; re-copying with overwrite");
+                tracing::warn!(chunk = %chunk_id, %attempt, %reason, "chunk attempt failed; re-copying with overwrite");
                 let backoff = options
                     .retry_backoff
                     .saturating_mul(1 << record.failures.saturating_sub(1).min(6))
@@ -330,17 +427,17 @@ pub async fn run_job(
                 delayed.push((Instant::now() + backoff, chunk_id));
             }
             ChunkCompletion::Requeue { reason } => {
-                tracing::warn!(chunk = %chunk_id, attempt = %finished.attempt, %reason, "chunk stopped by the throttle; re-queued with overwrite");
+                tracing::warn!(chunk = %chunk_id, %attempt, %reason, "chunk stopped by the throttle; re-queued with overwrite");
                 delayed.push((Instant::now() + options.retry_backoff, chunk_id));
             }
             ChunkCompletion::Failed { reason, .. } => {
-                tracing::error!(chunk = %chunk_id, attempt = %finished.attempt, %reason, "chunk failed for good");
+                tracing::error!(chunk = %chunk_id, %attempt, %reason, "chunk failed for good");
             }
             ChunkCompletion::Verified { .. } => {}
         }
         model[chunk_id.0 as usize] = record.clone();
         let _ = events.send(JobEvent::ChunkFinished {
-            record: Some(record),
+            record: Some(Box::new(record)),
             table_index,
             rows_streamed: finished.rows_streamed,
         });
@@ -368,6 +465,128 @@ pub async fn run_job(
         table_elapsed,
         requeued,
     })
+}
+
+/// Starts attempts: builds the task and runs it on the executor.
+struct AttemptStarter<'a> {
+    store: Arc<dyn Coordination>,
+    job: &'a JobRecord,
+    tables: &'a [(
+        Arc<ferry_common::schema::TableSchema>,
+        Arc<ferry_common::key::SplitKey>,
+    )],
+    executor: Arc<dyn ChunkExecutor>,
+    options: SchedulerOptions,
+    events: UnboundedSender<JobEvent>,
+    admission: Arc<dyn Admission>,
+    in_flight: Arc<AtomicU32>,
+    cancel: CancellationToken,
+}
+
+impl AttemptStarter<'_> {
+    /// Runs one attempt in its own task: assigns it (unless adopted), runs it on the
+    /// executor, and records how it ended.
+    fn spawn(
+        &self,
+        running: &mut JoinSet<Finished>,
+        record: &ChunkRecord,
+        worker: WorkerId,
+        start: Start,
+    ) {
+        let chunk_id = record.id;
+        let table_index = record.table_index;
+        let failures_before = record.failures;
+        let (table, key) = self.tables[table_index].clone();
+        let (partition, range) = (record.partition.clone(), record.range.clone());
+        let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let store = self.store.clone();
+        let job = self.job.id.clone();
+        let run_id = self.job.run_id.clone();
+        let executor = self.executor.clone();
+        let options = self.options.clone();
+        let events = self.events.clone();
+        let admission = self.admission.clone();
+        let cancel = self.cancel.child_token();
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running.spawn(async move {
+            let finished = |outcome| Finished {
+                chunk: chunk_id,
+                worker: worker.clone(),
+                rows_streamed: streamed.load(std::sync::atomic::Ordering::Relaxed),
+                outcome,
+            };
+            let attempt = match start {
+                Start::Adopted(attempt) => attempt,
+                Start::Fresh if cancel.is_cancelled() => {
+                    return finished(AttemptOutcome::NotStarted);
+                }
+                Start::Fresh => {
+                    let assigned = async {
+                        let attempt = store.assign(&job, chunk_id, &worker).await?;
+                        store
+                            .report_state(&job, chunk_id, attempt, ChunkState::Copying)
+                            .await?;
+                        Ok::<_, CoordinationError>(attempt)
+                    };
+                    match assigned.await {
+                        Ok(attempt) => attempt,
+                        Err(error) => return finished(AttemptOutcome::Store(error)),
+                    }
+                }
+            };
+            let _ = events.send(JobEvent::ChunkStarted {
+                table_index,
+                chunk: chunk_id,
+                attempt,
+            });
+            let progress_events = events.clone();
+            let progress_streamed = streamed.clone();
+            let verifying_store = store.clone();
+            let verifying_job = job.clone();
+            let task = ChunkTask {
+                job: job.clone(),
+                run_id,
+                chunk: chunk_id,
+                attempt,
+                worker: worker.clone(),
+                table,
+                key,
+                partition,
+                range,
+                verify: options.verify,
+                cancel,
+                progress: Arc::new(move |rows| {
+                    progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+                    let _ = progress_events.send(JobEvent::RowsCopied { table_index, rows });
+                }),
+                admission,
+                on_verifying: Arc::new(move || {
+                    let store = verifying_store.clone();
+                    let job = verifying_job.clone();
+                    // A late report for an attempt that already ended is refused by the
+                    // store's attempt check, so ordering does not matter.
+                    tokio::spawn(async move {
+                        let _ = store
+                            .report_state(&job, chunk_id, attempt, ChunkState::Verifying)
+                            .await;
+                    });
+                }),
+            };
+            let result = executor.execute(task).await;
+            let Some(completion) = classify(&result, failures_before, &options) else {
+                return finished(AttemptOutcome::Cancelled);
+            };
+            match store.complete(&job, chunk_id, attempt, &completion).await {
+                Ok(record) => finished(AttemptOutcome::Completed {
+                    attempt,
+                    completion,
+                    record,
+                }),
+                Err(error) => finished(AttemptOutcome::Store(error)),
+            }
+        });
+    }
 }
 
 /// Decides what an attempt's result means for the chunk; `None` when it was cancelled
@@ -428,7 +647,8 @@ fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
     });
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+/// Sleeps until `at`, or forever without one.
+pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
@@ -453,24 +673,18 @@ mod tests {
 
     #[test]
     fn the_queue_pops_the_largest_chunk_first_and_the_lowest_id_on_ties() {
-        use ferry_common::coordination::ChunkState;
         use ferry_common::key::ChunkRange;
         let model: Vec<ChunkRecord> = [5u64, 9, 9, 1]
             .iter()
             .enumerate()
-            .map(|(index, rows)| ChunkRecord {
-                id: ChunkId(index as u32),
-                table_index: 0,
-                range: ChunkRange::WholeTable,
-                estimated_rows: *rows,
-                state: ChunkState::Planned,
-                attempt: Attempt(0),
-                failures: 0,
-                mismatches: 0,
-                rows: 0,
-                checksum: None,
-                last_error: None,
-                worker: None,
+            .map(|(index, rows)| {
+                ChunkRecord::planned(
+                    ChunkId(index as u32),
+                    0,
+                    None,
+                    ChunkRange::WholeTable,
+                    *rows,
+                )
             })
             .collect();
         let mut queue: Vec<ChunkId> = (0..4).map(ChunkId).collect();

@@ -1,8 +1,9 @@
 //! ferryctl: `ferryctl local` runs a whole migration in one process (planner, scheduler
 //! and a pool of workers on the in-process coordination store); `ferryctl demo` makes a
-//! sample database and runs it. Remote commands against a coordinator come with
-//! distributed mode.
+//! sample database and runs it. The remote commands ([`remote`], [`cluster`]) drive a
+//! running ferry over its Control API.
 
+pub mod cluster;
 pub mod demo;
 pub mod demo_data;
 pub mod local;
@@ -20,6 +21,9 @@ pub mod exit_code {
     pub const INVALID_INPUT: i32 = 2;
     /// The job could not run: a database or the state file is unreachable, planning failed.
     pub const RUNTIME_ERROR: i32 = 3;
+    /// A remote command: the ferry failed while serving it, or the watched job ended
+    /// FAILED or CANCELLED (same value as [`FAILED_CHUNKS`]).
+    pub const REMOTE_FAILED: i32 = 1;
     /// Interrupted (Ctrl-C); the same command resumes.
     pub const INTERRUPTED: i32 = 130;
 }

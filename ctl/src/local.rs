@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferry_common::coordination::{
     ChunkState, Coordination, CoordinationError, JobRecord, LocalStore,
 };
 use ferry_common::execution::ChunkExecutor;
 use ferry_common::ids::JobId;
-use ferry_common::spec::{JobSpec, SpecContext, SpecErrors};
-use ferry_connectors::{ConnectorError, Sink, Source, available_kinds, open_sink, open_source};
+use ferry_common::spec::{JobSpec, SpecErrors};
+use ferry_connectors::{ConnectorError, Sink, Source, open_sink, open_source, parse_spec};
 use ferry_coordinator::pacer::{JobPacer, PacerError};
 use ferry_coordinator::plan::{PlanError, plan_job};
 use ferry_coordinator::scheduler::{
@@ -113,12 +112,7 @@ pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, 
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let base_dir = std::fs::canonicalize(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
-    let context = SpecContext {
-        base_dir: &base_dir,
-        env,
-        known_kinds: available_kinds(),
-    };
-    JobSpec::parse(&text, &context).map_err(|errors| LocalError::InvalidSpec {
+    parse_spec(&text, &base_dir, env).map_err(|errors| LocalError::InvalidSpec {
         path: path.display().to_string(),
         errors,
     })
@@ -178,12 +172,7 @@ pub async fn prepare_job(
         });
     }
     let plan = plan_job(spec, source, sink).await?;
-    let job = JobRecord {
-        id: job_id,
-        run_id: new_run_id(&spec.name),
-        fingerprint: spec.fingerprint(),
-        tables: plan.tables,
-    };
+    let job = JobRecord::new(spec, plan.tables);
     store.create_job(&job, &plan.chunks).await?;
     Ok(PreparedJob {
         job,
@@ -191,25 +180,6 @@ pub async fn prepare_job(
         rows_verified_before: 0,
         chunks_verified_before: 0,
     })
-}
-
-fn new_run_id(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    format!("{name}-{nanos:x}-{:x}", std::process::id())
-}
-
-/// Scheduler options from the spec and the command line.
-pub fn scheduler_options(spec: &JobSpec, workers: usize) -> SchedulerOptions {
-    SchedulerOptions {
-        workers,
-        max_attempts: spec.verify.max_attempts,
-        on_mismatch: spec.verify.on_mismatch,
-        verify: spec.verify.mode,
-        retry_backoff: Duration::from_millis(200),
-    }
 }
 
 /// Everything a local run needs, opened.
@@ -284,7 +254,7 @@ impl LocalJob {
     ) -> Result<RunOutcome, LocalError> {
         let executor = executor
             .unwrap_or_else(|| Arc::new(ChunkRunner::new(self.source.clone(), self.sink.clone())));
-        let options = scheduler_options(&self.spec, workers);
+        let options = SchedulerOptions::for_spec(&self.spec, workers);
         let pacing = match &pacer {
             Some(pacer) => pacer.pacing(),
             None => Pacing::fixed(self.spec.throttle.default_concurrency),

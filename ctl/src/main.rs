@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferry_ctl::cluster::{self, ChunkStateArg, RecopyTarget};
 use ferry_ctl::demo::create_demo;
 use ferry_ctl::exit_code;
 use ferry_ctl::local::{LocalJob, default_state_path, load_spec, serve_control};
@@ -42,11 +43,30 @@ enum Command {
     Resume(JobArgs),
     /// Show a running job's progress.
     Status(JobArgs),
+    /// Submit a job spec to a ferry coordinator (or plan it only, with --dry-run).
+    Submit(SubmitArgs),
+    /// List the jobs a ferry coordinator knows.
+    Jobs(ListArgs),
+    /// Follow a job on a ferry coordinator until it ends: exit 0 when DONE, 1 when
+    /// FAILED or CANCELLED. Reconnects for up to 60 s when the coordinator fails over.
+    Watch(JobArgs),
+    /// List a job's chunks, with their state, attempts, worker and last error.
+    Chunks(ChunksArgs),
+    /// Cancel a job: no chunk starts any more, running attempts roll back.
+    Cancel(JobArgs),
+    /// Copy chunks of a job again with overwrite: by id, by table or by state.
+    Recopy(RecopyArgs),
+    /// List the live workers of a ferry cluster.
+    Workers(ListArgs),
+    /// Drain a worker: it takes no new chunk, finishes or releases its chunks, then exits.
+    Drain(DrainArgs),
 }
 
 #[derive(clap::Args)]
 struct RemoteArgs {
-    /// The Control API of a running ferry (`ferryctl local` prints it at start).
+    /// The Control API of a running ferry (`ferryctl local` prints it at start), or a
+    /// comma-separated list of coordinators, tried in turn until one answers (a standby
+    /// passes writes on to the next).
     #[arg(long, env = "FERRY_ENDPOINT", default_value = "http://127.0.0.1:7878")]
     endpoint: String,
     /// Output format.
@@ -58,6 +78,67 @@ struct RemoteArgs {
 struct JobArgs {
     /// The job's name (the spec's `name`).
     job: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// The job spec (YAML). It is sent as text: `url_env` names variables of the
+    /// coordinator's and the workers' environment, and paths must make sense there.
+    spec: PathBuf,
+    /// Plan only: print the tables, chunks, estimated rows and warnings; store nothing.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
+    /// After submitting, follow the job like `ferryctl watch` (and exit as it does).
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+struct ChunksArgs {
+    /// The job's name (the spec's `name`).
+    job: String,
+    /// Only chunks in this state.
+    #[arg(long, value_enum, ignore_case = true)]
+    state: Option<ChunkStateArg>,
+    /// Only chunks of this source table (e.g. public.orders).
+    #[arg(long)]
+    table: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("selector").required(true).args(["chunk", "table", "state"])))]
+struct RecopyArgs {
+    /// The job's name (the spec's `name`).
+    job: String,
+    /// This chunk (repeat for several); ids as `ferryctl chunks` lists them.
+    #[arg(long, value_name = "ID")]
+    chunk: Vec<u32>,
+    /// Every chunk of this source table.
+    #[arg(long)]
+    table: Option<String>,
+    /// Every chunk in this state (usually failed).
+    #[arg(long, value_enum, ignore_case = true)]
+    state: Option<ChunkStateArg>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(clap::Args)]
+struct DrainArgs {
+    /// The worker's id, as `ferryctl workers` lists it.
+    worker: String,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -133,6 +214,9 @@ struct DemoArgs {
     /// Workers in the pool.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: u16,
+    /// Only make the sample database and the spec (e.g. to `ferryctl submit` it to a cluster).
+    #[arg(long)]
+    prepare_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -178,9 +262,55 @@ fn main() -> ExitCode {
             Command::Status(args) => {
                 status(&args.remote.endpoint, &args.job, args.remote.output).await
             }
+            Command::Submit(args) => {
+                cluster::submit(
+                    &args.remote.endpoint,
+                    &args.spec,
+                    args.dry_run,
+                    args.wait,
+                    args.remote.output,
+                )
+                .await
+            }
+            Command::Jobs(args) => cluster::jobs(&args.remote.endpoint, args.remote.output).await,
+            Command::Watch(args) => {
+                cluster::watch(&args.remote.endpoint, &args.job, args.remote.output).await
+            }
+            Command::Chunks(args) => {
+                cluster::chunks(
+                    &args.remote.endpoint,
+                    &args.job,
+                    args.state,
+                    args.table.as_deref(),
+                    args.remote.output,
+                )
+                .await
+            }
+            Command::Cancel(args) => {
+                cluster::cancel(&args.remote.endpoint, &args.job, args.remote.output).await
+            }
+            Command::Recopy(args) => recopy(args).await,
+            Command::Workers(args) => {
+                cluster::workers(&args.remote.endpoint, args.remote.output).await
+            }
+            Command::Drain(args) => {
+                cluster::drain(&args.remote.endpoint, &args.worker, args.remote.output).await
+            }
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn recopy(args: RecopyArgs) -> i32 {
+    // The "selector" ArgGroup lets exactly one of the three through.
+    let target = if let Some(table) = args.table {
+        RecopyTarget::Table(table)
+    } else if let Some(state) = args.state {
+        RecopyTarget::State(state)
+    } else {
+        RecopyTarget::Chunks(args.chunk)
+    };
+    cluster::recopy(&args.remote.endpoint, &args.job, target, args.remote.output).await
 }
 
 async fn throttle(command: ThrottleCommand) -> i32 {
@@ -240,6 +370,10 @@ async fn demo(args: DemoArgs) -> i32 {
             return exit_code::INVALID_INPUT;
         }
     };
+    if args.prepare_only {
+        println!("sample source and spec ready: {}", files.spec.display());
+        return exit_code::OK;
+    }
     let code = local(
         files.spec.clone(),
         args.workers.into(),

@@ -5,6 +5,8 @@ use ferry_common::proto::v1 as pb;
 use ferry_common::proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
+use ferry_coordinator::service::control::LEADER_METADATA_KEY;
+
 use crate::exit_code;
 
 /// How results are printed.
@@ -64,60 +66,259 @@ pub fn parse_instant(text: &str) -> Result<jiff::Timestamp, String> {
     })
 }
 
-/// Why a remote command failed: the ferry could not be reached (exit 3), or it refused
-/// the request (exit 2).
+/// Why a remote command failed. Each variant is one exit code, so the mapping from a
+/// gRPC status to an exit code is written once ([`status_error`]).
 #[derive(Debug)]
-enum RemoteError {
+pub(crate) enum RemoteError {
+    /// No endpoint could be reached, or the one reached could not serve now (exit 3).
     Unreachable(String),
+    /// Every endpoint that answered is a standby coordinator (exit 2): writes go to the
+    /// leader, and none of the endpoints given is (or leads to) it.
+    Standby(String),
+    /// The ferry refused the request: unknown job, invalid change, not offered (exit 2).
     Refused(String),
+    /// The ferry failed while serving the request (exit 1).
+    Failed(String),
 }
 
 impl RemoteError {
-    fn report(self) -> i32 {
-        match self {
-            RemoteError::Unreachable(message) => {
-                eprintln!("error: {message}");
-                exit_code::RUNTIME_ERROR
+    /// Prints the one-line error on stderr and returns the exit code.
+    pub(crate) fn report(self) -> i32 {
+        let (message, code) = match self {
+            RemoteError::Unreachable(message) => (message, exit_code::RUNTIME_ERROR),
+            RemoteError::Standby(message) | RemoteError::Refused(message) => {
+                (message, exit_code::INVALID_INPUT)
             }
-            RemoteError::Refused(message) => {
-                eprintln!("error: {message}");
-                exit_code::INVALID_INPUT
-            }
-        }
+            RemoteError::Failed(message) => (message, exit_code::REMOTE_FAILED),
+        };
+        eprintln!("error: {message}");
+        code
     }
 }
 
-impl From<String> for RemoteError {
-    fn from(message: String) -> Self {
-        RemoteError::Refused(message)
-    }
-}
+/// How long to wait for a TCP connection to an endpoint before trying the next one.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn connect(endpoint: &str) -> Result<ControlClient<Channel>, RemoteError> {
-    let uri = if endpoint.contains("://") {
+/// How long a unary request may wait for its answer (a stream's body is not limited).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// HTTP/2 pings on an idle connection: a watch on a coordinator that vanished without
+/// closing its connections (a host gone) notices within about twice this.
+const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `--endpoint` as a URI: a bare `host:port` means plain-text HTTP/2.
+fn endpoint_uri(endpoint: &str) -> String {
+    if endpoint.contains("://") {
         endpoint.to_string()
     } else {
         format!("http://{endpoint}")
-    };
-    let channel = Channel::from_shared(uri.clone())
-        .map_err(|error| RemoteError::Refused(format!("invalid --endpoint {endpoint:?}: {error}")))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Splits `--endpoint` (or `FERRY_ENDPOINT`) into the endpoints to try in turn: several
+/// coordinators may stand behind their own addresses rather than one Service or VIP.
+fn parse_endpoints(endpoints: &str) -> Result<Vec<String>, RemoteError> {
+    let uris: Vec<String> = endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(endpoint_uri)
+        .collect();
+    if uris.is_empty() {
+        return Err(RemoteError::Refused(
+            "--endpoint (or FERRY_ENDPOINT) is empty; give the Control API address, e.g. http://127.0.0.1:7878"
+                .to_string(),
+        ));
+    }
+    Ok(uris)
+}
+
+/// An error with its sources, one after the other: tonic's own `Display` says only
+/// "transport error".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source_opt = error.source();
+    while let Some(source) = source_opt {
+        // Wrappers often repeat their source's words ("tcp connect error: tcp connect error").
+        let source_text = source.to_string();
+        if !text.ends_with(&source_text) {
+            text.push_str(": ");
+            text.push_str(&source_text);
+        }
+        source_opt = source.source();
+    }
+    text
+}
+
+async fn connect(uri: &str) -> Result<ControlClient<Channel>, RemoteError> {
+    let channel = Channel::from_shared(uri.to_string())
+        .map_err(|error| RemoteError::Refused(format!("invalid --endpoint {uri:?}: {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_INTERVAL)
+        .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|error| {
-            RemoteError::Unreachable(format!(
-                "cannot reach ferry at {uri}: {error}; is `ferryctl local` (or the coordinator) running there?"
-            ))
-        })?;
+        .map_err(|error| RemoteError::Unreachable(error_chain(&error)))?;
     Ok(ControlClient::new(channel))
 }
 
-fn status_error(status: tonic::Status) -> String {
+/// Whether `status` is a standby coordinator's refusal (`ControlError::NotLeader`).
+fn is_standby_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && (status.metadata().contains_key(LEADER_METADATA_KEY)
+            || status.message().contains("standby"))
+}
+
+/// Maps a status from the ferry to the error (and so the exit code) it means for
+/// `ferryctl`. The server's message is already one precise line; it is kept as it is.
+pub(crate) fn status_error(endpoint: &str, status: tonic::Status) -> RemoteError {
+    use tonic::Code;
+    // A server without the method (an older ferry) answers UNIMPLEMENTED with no words.
+    let message = if status.message().is_empty() {
+        format!(
+            "ferry at {endpoint} answered {} without a message",
+            status.code()
+        )
+    } else {
+        status.message().to_string()
+    };
     match status.code() {
-        tonic::Code::InvalidArgument | tonic::Code::NotFound => status.message().to_string(),
-        _ => format!("{}: {}", status.code(), status.message()),
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::Unimplemented
+        | Code::OutOfRange => RemoteError::Refused(message),
+        Code::FailedPrecondition if is_standby_refusal(&status) => RemoteError::Standby(message),
+        Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
+            RemoteError::Refused(message)
+        }
+        Code::Unavailable | Code::DeadlineExceeded => RemoteError::Unreachable(format!(
+            "ferry at {endpoint} cannot serve the request now ({}): {message}",
+            status.code()
+        )),
+        code => RemoteError::Failed(format!("ferry at {endpoint} failed ({code}): {message}")),
     }
+}
+
+/// Sends one request to the first endpoint of `endpoints` (comma-separated) that
+/// answers, and returns that endpoint with the answer. An endpoint that cannot be
+/// reached, or that is a standby coordinator, passes the request to the next one; a
+/// standby's leader hint is tried after the listed endpoints. `call` may send several
+/// requests on the client (e.g. every page of a list), and is called once per endpoint
+/// tried.
+pub(crate) async fn request_at<T, F, Fut>(
+    endpoints: &str,
+    mut call: F,
+) -> Result<(String, T), RemoteError>
+where
+    F: FnMut(ControlClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut candidates = parse_endpoints(endpoints)?;
+    let mut unreachable: Vec<(String, String)> = Vec::new();
+    let mut standby_refusal_opt: Option<String> = None;
+    let mut index = 0;
+    while let Some(uri) = candidates.get(index).cloned() {
+        index += 1;
+        let client = match connect(&uri).await {
+            Ok(client) => client,
+            Err(RemoteError::Unreachable(reason)) => {
+                unreachable.push((uri, reason));
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        match call(client).await {
+            Ok(answer) => return Ok((uri, answer)),
+            Err(status) if is_standby_refusal(&status) => {
+                let leader_opt = status
+                    .metadata()
+                    .get(LEADER_METADATA_KEY)
+                    .and_then(|value| value.to_str().ok())
+                    .map(endpoint_uri);
+                if let Some(leader) = leader_opt
+                    && !candidates.contains(&leader)
+                {
+                    candidates.push(leader);
+                }
+                standby_refusal_opt = Some(format!("{uri}: {}", status.message()));
+            }
+            Err(status) => return Err(status_error(&uri, status)),
+        }
+    }
+    if let Some(refusal) = standby_refusal_opt {
+        let also = if unreachable.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = unreachable.iter().map(|(uri, _)| uri.as_str()).collect();
+            format!(" (unreachable: {})", names.join(", "))
+        };
+        return Err(RemoteError::Standby(format!("{refusal}{also}")));
+    }
+    let hint = "is `ferryctl local` (or the coordinator) running there?";
+    Err(RemoteError::Unreachable(match unreachable.as_slice() {
+        [(uri, reason)] => format!("cannot reach ferry at {uri}: {reason}; {hint}"),
+        _ => {
+            let uris: Vec<&str> = unreachable.iter().map(|(uri, _)| uri.as_str()).collect();
+            let reasons: Vec<String> = unreachable
+                .iter()
+                .map(|(uri, reason)| format!("{uri}: {reason}"))
+                .collect();
+            format!(
+                "cannot reach ferry at any of {} ({}); {hint}",
+                uris.join(", "),
+                reasons.join("; ")
+            )
+        }
+    }))
+}
+
+/// [`request_at`] without the endpoint that answered.
+pub(crate) async fn request<T, F, Fut>(endpoints: &str, call: F) -> Result<T, RemoteError>
+where
+    F: FnMut(ControlClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    request_at(endpoints, call).await.map(|(_, answer)| answer)
+}
+
+/// A job state's name as ferryctl prints it (`RUNNING`, `DONE`, ...).
+pub(crate) fn job_state_name(state: i32) -> &'static str {
+    pb::JobState::try_from(state)
+        .unwrap_or(pb::JobState::Unspecified)
+        .as_str_name()
+        .trim_start_matches("JOB_STATE_")
+}
+
+/// `ferryctl status`'s line for a job snapshot (also one `ferryctl watch` line).
+pub(crate) fn job_status_line(response: &pb::GetJobResponse) -> String {
+    format!(
+        "job {}: {}, {} rows verified ({} streamed this run), chunks {}/{} verified, {} failed, {} running",
+        response.job_id,
+        job_state_name(response.state),
+        response.rows_verified,
+        response.rows_streamed,
+        response.chunks_verified,
+        response.chunks_total,
+        response.chunks_failed,
+        response.chunks_running
+    )
+}
+
+/// `ferryctl status -o json`'s object for a job snapshot.
+pub(crate) fn job_status_json(response: &pb::GetJobResponse) -> serde_json::Value {
+    serde_json::json!({
+        "job": response.job_id,
+        "state": job_state_name(response.state),
+        "rows_verified": response.rows_verified,
+        "rows_streamed": response.rows_streamed,
+        "chunks_total": response.chunks_total,
+        "chunks_verified": response.chunks_verified,
+        "chunks_failed": response.chunks_failed,
+        "chunks_running": response.chunks_running,
+    })
 }
 
 fn print_effective(
@@ -183,15 +384,17 @@ async fn throttle_inner(
     args: ThrottleArgs,
     format: OutputFormat,
 ) -> Result<(), RemoteError> {
-    let mut client = connect(endpoint).await?;
     if args.history {
-        let response = client
-            .list_throttle_history(pb::ListThrottleHistoryRequest {
-                job_id: job.to_string(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let response = request(endpoint, |mut client| {
+            let job_id = job.to_string();
+            async move {
+                client
+                    .list_throttle_history(pb::ListThrottleHistoryRequest { job_id })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await?;
         if format == OutputFormat::Json {
             let changes: Vec<serde_json::Value> = response
                 .changes
@@ -210,20 +413,26 @@ async fn throttle_inner(
         return Ok(());
     }
     if args.changes_something() {
-        let response = client
-            .update_throttle(pb::UpdateThrottleRequest {
-                job_id: job.to_string(),
-                max_concurrency: args.max_concurrency,
-                clear_override: args.clear_override,
-                rows_per_sec: args.rows_per_sec,
-                bytes_per_sec: args.bytes_per_sec,
-                load_max: args.load_max,
-                load_critical: args.load_critical,
-                schedule_yaml: args.schedule_yaml,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let update = pb::UpdateThrottleRequest {
+            job_id: job.to_string(),
+            max_concurrency: args.max_concurrency,
+            clear_override: args.clear_override,
+            rows_per_sec: args.rows_per_sec,
+            bytes_per_sec: args.bytes_per_sec,
+            load_max: args.load_max,
+            load_critical: args.load_critical,
+            schedule_yaml: args.schedule_yaml,
+        };
+        let response = request(endpoint, |mut client| {
+            let update = update.clone();
+            async move {
+                client
+                    .update_throttle(update)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await?;
         print_effective(
             &response.effective.unwrap_or_default(),
             format,
@@ -231,14 +440,19 @@ async fn throttle_inner(
         );
         return Ok(());
     }
-    let response = client
-        .get_throttle(pb::GetThrottleRequest {
+    let response = request(endpoint, |mut client| {
+        let get = pb::GetThrottleRequest {
             job_id: job.to_string(),
             at_unix_ms: args.at.map(|t| t.as_millisecond()),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+        };
+        async move {
+            client
+                .get_throttle(get)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    })
+    .await?;
     print_effective(
         &response.effective.unwrap_or_default(),
         format,
@@ -249,66 +463,49 @@ async fn throttle_inner(
 
 /// `ferryctl pause JOB` / `ferryctl resume JOB`.
 pub async fn pause_or_resume(endpoint: &str, job: &str, pause: bool, format: OutputFormat) -> i32 {
-    let outcome = async {
-        let mut client = connect(endpoint).await?;
-        let effective = if pause {
-            client
-                .pause_job(pb::PauseJobRequest {
-                    job_id: job.to_string(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .effective
-        } else {
-            client
-                .resume_job(pb::ResumeJobRequest {
-                    job_id: job.to_string(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .effective
-        };
-        print_effective(&effective.unwrap_or_default(), format, None);
-        Ok::<(), RemoteError>(())
-    }
+    let outcome = request(endpoint, |mut client| {
+        let job_id = job.to_string();
+        async move {
+            if pause {
+                let response = client.pause_job(pb::PauseJobRequest { job_id }).await?;
+                Ok(response.into_inner().effective)
+            } else {
+                let response = client.resume_job(pb::ResumeJobRequest { job_id }).await?;
+                Ok(response.into_inner().effective)
+            }
+        }
+    })
     .await;
     match outcome {
-        Ok(()) => exit_code::OK,
+        Ok(effective) => {
+            print_effective(&effective.unwrap_or_default(), format, None);
+            exit_code::OK
+        }
         Err(error) => error.report(),
     }
 }
 
 /// `ferryctl status JOB`.
 pub async fn status(endpoint: &str, job: &str, format: OutputFormat) -> i32 {
-    let outcome = async {
-        let mut client = connect(endpoint).await?;
-        let response = client.get_job(pb::GetJobRequest { job_id: job.to_string() }).await.map_err(status_error)?.into_inner();
-        let state = pb::JobState::try_from(response.state).unwrap_or(pb::JobState::Unspecified);
-        let state_name = state.as_str_name().trim_start_matches("JOB_STATE_");
-        if format == OutputFormat::Json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "job": response.job_id, "state": state_name, "rows_verified": response.rows_verified,
-                    "rows_streamed": response.rows_streamed, "chunks_total": response.chunks_total,
-                    "chunks_verified": response.chunks_verified, "chunks_failed": response.chunks_failed,
-                    "chunks_running": response.chunks_running,
-                })
-            );
-        } else {
-            println!(
-                "job {}: {state_name}, {} rows verified ({} streamed this run), chunks {}/{} verified, {} failed, {} running",
-                response.job_id, response.rows_verified, response.rows_streamed, response.chunks_verified,
-                response.chunks_total, response.chunks_failed, response.chunks_running
-            );
+    let outcome = request(endpoint, |mut client| {
+        let job_id = job.to_string();
+        async move {
+            client
+                .get_job(pb::GetJobRequest { job_id })
+                .await
+                .map(tonic::Response::into_inner)
         }
-        Ok::<(), RemoteError>(())
-    }
+    })
     .await;
     match outcome {
-        Ok(()) => exit_code::OK,
+        Ok(response) if format == OutputFormat::Json => {
+            println!("{}", job_status_json(&response));
+            exit_code::OK
+        }
+        Ok(response) => {
+            println!("{}", job_status_line(&response));
+            exit_code::OK
+        }
         Err(error) => error.report(),
     }
 }

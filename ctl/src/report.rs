@@ -73,6 +73,9 @@ pub struct FailedChunk {
     pub table: String,
     /// Its id.
     pub chunk: u32,
+    /// Its leaf partition, when its table is planned by partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     /// The rows it owns.
     pub range: String,
     /// Attempts made.
@@ -125,6 +128,7 @@ impl JobReport {
                     failed_chunks.push(FailedChunk {
                         table: table.table.clone(),
                         chunk: chunk.id.0,
+                        partition: chunk.partition.clone(),
                         range: chunk.range.to_string(),
                         attempts: chunk.attempt.0,
                         reason: chunk.last_error.clone().unwrap_or_default(),
@@ -228,8 +232,17 @@ impl JobReport {
         for failed in &self.failed_chunks {
             let _ = writeln!(
                 out,
-                "FAILED chunk {} of {} {} after {} attempts: {}",
-                failed.chunk, failed.table, failed.range, failed.attempts, failed.reason
+                "FAILED chunk {} of {}{} {} after {} attempts: {}",
+                failed.chunk,
+                failed.table,
+                failed
+                    .partition
+                    .as_ref()
+                    .map(|partition| format!(" partition {partition}"))
+                    .unwrap_or_default(),
+                failed.range,
+                failed.attempts,
+                failed.reason
             );
         }
         out

@@ -439,3 +439,453 @@ fn throttle_changes_survive_a_restart_and_are_in_the_history() {
     );
     assert_eq!(count_rows(&dir.path().join("target.db")), 100_000);
 }
+
+#[test]
+fn recopy_needs_exactly_one_selector() {
+    let (code, _, stderr) = run(ferryctl().args(["recopy", "job"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("required arguments were not provided")
+            && stderr.contains("--chunk <ID>|--table <TABLE>|--state <STATE>"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        run(ferryctl().args(["recopy", "job", "--chunk", "3", "--state", "failed"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("the argument '--chunk <ID>' cannot be used with '--state <STATE>'"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(ferryctl().args(["recopy", "job", "--state", "broken"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid value 'broken'"), "{stderr}");
+}
+
+#[test]
+fn cluster_commands_exit_3_when_no_endpoint_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(dir.path(), SPEC);
+    let spec = spec.to_str().expect("utf-8 path");
+    // Reserved port 9 on loopback: nothing listens there.
+    for args in [
+        vec!["submit", spec],
+        vec!["jobs"],
+        vec!["chunks", "cli"],
+        vec!["workers"],
+        vec!["watch", "cli"],
+    ] {
+        let (code, stdout, stderr) = run(ferryctl()
+            .args(&args)
+            .env("FERRY_ENDPOINT", "http://127.0.0.1:9"));
+        assert_eq!(code, 3, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains("cannot reach ferry at http://127.0.0.1:9"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A list: each endpoint is tried, and the error names them all.
+    let (code, _, stderr) =
+        run(ferryctl().args(["jobs", "--endpoint", "http://127.0.0.1:9,127.0.0.1:9"]));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach ferry at any of http://127.0.0.1:9, http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn submit_of_a_missing_spec_file_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.yaml");
+    let (code, stdout, stderr) = run(ferryctl()
+        .arg("submit")
+        .arg(&missing)
+        .args(["--endpoint", "http://127.0.0.1:9"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains(&format!("cannot read the job spec {}", missing.display())),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(ferryctl().args(["submit", "x.yaml", "--dry-run", "--wait"]));
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn local_refuses_cluster_commands_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_source(&dir.path().join("source.db"), 50_000);
+    // Slow enough to still run while the commands below ask.
+    let spec = write_spec(
+        dir.path(),
+        &format!("{SPEC}throttle: {{ default_concurrency: 1, rate: {{ rows_per_sec: 2000 }} }}\n"),
+    );
+    let (child, endpoint, _lines) = start_local(&spec);
+    let spec_text = spec.to_str().expect("utf-8 path");
+    for (args, rpc) in [
+        (vec!["submit", spec_text], "SubmitJob"),
+        (vec!["submit", spec_text, "--dry-run"], "SubmitJob"),
+        (vec!["jobs"], "ListJobs"),
+        (vec!["watch", "cli"], "WatchJob"),
+        (vec!["chunks", "cli", "--state", "FAILED"], "ListChunks"),
+        (vec!["cancel", "cli"], "CancelJob"),
+        (vec!["recopy", "cli", "--chunk", "1"], "RecopyChunks"),
+        (vec!["workers", "-o", "json"], "ListWorkers"),
+        (vec!["drain", "worker-1"], "DrainWorker"),
+    ] {
+        let (code, stdout, stderr) = run(ferryctl().args(&args).args(["--endpoint", &endpoint]));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "only a ferry coordinator offers {rpc}; `ferryctl local` does not"
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    // An endpoint list: the unreachable first one is skipped.
+    let (code, stdout, stderr) = run(ferryctl().args([
+        "status",
+        "cli",
+        "--endpoint",
+        &format!("http://127.0.0.1:9,{endpoint}"),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("job cli: "), "{stdout}");
+
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130));
+}
+
+/// A coordinator's Control API in this test process, over fake domains: enough to drive
+/// the cluster commands end to end without etcd, workers or a coordinator binary.
+mod fake_coordinator {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use ferry_common::coordination::PolicyChange;
+    use ferry_coordinator::control::{
+        ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl,
+        JobStateView, JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector,
+        ThrottleUpdate, WorkerView,
+    };
+    use ferry_coordinator::service::control::ControlService;
+
+    /// Job `orders`: each status read verifies one more of its 4 chunks, so a watch sees
+    /// it progress and end DONE. After `leads_for` reads it answers as a standby.
+    pub struct FakeJob {
+        pub reads: AtomicUsize,
+        pub leads_for: usize,
+    }
+
+    #[tonic::async_trait]
+    impl JobControl for FakeJob {
+        async fn job_status(&self, job: &str) -> Result<JobStatusView, ControlError> {
+            if job != "orders" {
+                return Err(ControlError::UnknownJob(job.to_owned()));
+            }
+            let read = self.reads.fetch_add(1, Ordering::SeqCst);
+            if read >= self.leads_for {
+                return Err(ControlError::NotLeader(None));
+            }
+            let chunks_verified = read.min(4) as u32;
+            Ok(JobStatusView {
+                state: if chunks_verified == 4 {
+                    JobStateView::Done
+                } else {
+                    JobStateView::Running
+                },
+                rows_verified: u64::from(chunks_verified) * 100,
+                chunks_total: 4,
+                chunks_verified,
+                ..Default::default()
+            })
+        }
+        async fn pause(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+            Err(ControlError::Unsupported("not in this fake".into()))
+        }
+        async fn resume(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+            Err(ControlError::Unsupported("not in this fake".into()))
+        }
+        async fn update_throttle(
+            &self,
+            _job: &str,
+            _update: ThrottleUpdate,
+        ) -> Result<(String, EffectiveView), ControlError> {
+            Err(ControlError::Unsupported("not in this fake".into()))
+        }
+        async fn throttle(
+            &self,
+            _job: &str,
+            _at: Option<jiff::Timestamp>,
+        ) -> Result<(String, EffectiveView), ControlError> {
+            Err(ControlError::Unsupported("not in this fake".into()))
+        }
+        async fn throttle_history(&self, _job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// 2,500 chunks of `orders` (ids 0..2500, every 1000th FAILED), two workers.
+    #[derive(Default)]
+    pub struct FakeCluster {
+        pub recopied: Mutex<Vec<RecopySelector>>,
+    }
+
+    pub const NUM_CHUNKS: u32 = 2500;
+
+    #[tonic::async_trait]
+    impl ClusterControl for FakeCluster {
+        async fn submit(&self, _spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError> {
+            Ok(PlanView {
+                job: "orders".into(),
+                tables: vec![PlannedTableView {
+                    source: "public.orders".into(),
+                    target: "orders".into(),
+                    chunks: 4,
+                    estimated_rows: 400,
+                    warnings: vec!["copied as one chunk: no integer key".into()],
+                }],
+                submitted: !dry_run,
+            })
+        }
+        async fn list_jobs(&self) -> Result<Vec<JobSummaryView>, ControlError> {
+            Ok(vec![JobSummaryView {
+                job: "orders".into(),
+                state: JobStateView::Cancelled,
+                reason: "cancelled by an operator".into(),
+                submitted_at_unix_ms: 1_700_000_000_000,
+            }])
+        }
+        async fn list_chunks(
+            &self,
+            _job: &str,
+            filter: &ChunkFilter,
+            offset: usize,
+            limit: usize,
+        ) -> Result<(Vec<ChunkView>, bool), ControlError> {
+            let matching: Vec<ChunkView> = (0..NUM_CHUNKS)
+                .map(|id| ChunkView {
+                    id,
+                    table: "public.orders".into(),
+                    range: format!("[{id}, {})", id + 1),
+                    state: if id % 1000 == 0 { "FAILED" } else { "VERIFIED" }.into(),
+                    ..Default::default()
+                })
+                .filter(|chunk| {
+                    filter
+                        .state
+                        .as_deref()
+                        .is_none_or(|state| state == chunk.state)
+                })
+                .collect();
+            let page: Vec<ChunkView> = matching.iter().skip(offset).take(limit).cloned().collect();
+            let more = offset + page.len() < matching.len();
+            Ok((page, more))
+        }
+        async fn cancel(&self, _job: &str) -> Result<(), ControlError> {
+            Ok(())
+        }
+        async fn recopy(
+            &self,
+            _job: &str,
+            selector: RecopySelector,
+        ) -> Result<Vec<u32>, ControlError> {
+            self.recopied.lock().expect("recopied").push(selector);
+            Ok(vec![0, 1000, 2000])
+        }
+        async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
+            Ok(vec![WorkerView {
+                id: "worker-a".into(),
+                slots: 4,
+                busy: 1,
+                host: "node-1".into(),
+                pid: 42,
+                ..Default::default()
+            }])
+        }
+        async fn drain(&self, worker: &str) -> Result<(), ControlError> {
+            Err(ControlError::Invalid(vec![format!(
+                "no live worker {worker}"
+            )]))
+        }
+    }
+
+    /// Serves `job` and `cluster` on a free loopback port; returns its endpoint.
+    pub fn serve(
+        runtime: &tokio::runtime::Runtime,
+        job: Arc<FakeJob>,
+        cluster: Arc<FakeCluster>,
+    ) -> String {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = ControlService::with_cluster(job, cluster).into_server();
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+}
+
+#[test]
+fn cluster_commands_against_a_fake_coordinator() {
+    use fake_coordinator::{FakeCluster, FakeJob, NUM_CHUNKS, serve};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let cluster = Arc::new(FakeCluster::default());
+    let leader = serve(
+        &runtime,
+        Arc::new(FakeJob {
+            reads: AtomicUsize::new(0),
+            leads_for: usize::MAX,
+        }),
+        cluster.clone(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(dir.path(), SPEC);
+
+    let (code, stdout, stderr) =
+        run(ferryctl()
+            .arg("submit")
+            .arg(&spec)
+            .args(["--dry-run", "--endpoint", &leader]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("plan of job orders (dry run"), "{stdout}");
+    assert!(stdout.contains("public.orders"), "{stdout}");
+    assert!(
+        stdout.contains("total: 1 tables, 4 chunks, ~400 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: table public.orders: copied as one chunk"),
+        "{stdout}"
+    );
+
+    // Pages of 1000: all 2500 chunks arrive, in order.
+    let (code, stdout, stderr) =
+        run(ferryctl().args(["chunks", "orders", "-o", "json", "--endpoint", &leader]));
+    assert_eq!(code, 0, "{stderr}");
+    let chunks: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON array");
+    let ids: Vec<u64> = chunks
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|chunk| chunk["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(ids, (0..u64::from(NUM_CHUNKS)).collect::<Vec<_>>());
+    let (code, stdout, _) = run(ferryctl().args([
+        "chunks",
+        "orders",
+        "--state",
+        "failed",
+        "--endpoint",
+        &leader,
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.lines().count(),
+        4,
+        "header and 3 FAILED chunks: {stdout}"
+    );
+    assert!(stdout.starts_with("ID"), "{stdout}");
+
+    let (code, stdout, _) = run(ferryctl().args(["jobs", "--endpoint", &leader]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("orders")
+            && stdout.contains("CANCELLED")
+            && stdout.contains("2023-11-14T22:13:20Z"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(ferryctl().args(["workers", "-o", "json", "--endpoint", &leader]));
+    assert_eq!(code, 0);
+    let workers: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(workers[0]["id"], "worker-a");
+    let (code, stdout, _) = run(ferryctl().args([
+        "recopy",
+        "orders",
+        "--state",
+        "failed",
+        "--endpoint",
+        &leader,
+    ]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("copying 3 chunks again with overwrite: 0, 1000, 2000"),
+        "{stdout}"
+    );
+    assert_eq!(
+        *cluster.recopied.lock().expect("recopied"),
+        vec![ferry_coordinator::control::RecopySelector::State(
+            "FAILED".into()
+        )]
+    );
+    let (code, _, stderr) = run(ferryctl().args(["drain", "worker-z", "--endpoint", &leader]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no live worker worker-z"), "{stderr}");
+    let (code, _, stderr) = run(ferryctl().args(["watch", "nope", "--endpoint", &leader]));
+    assert_eq!(code, 2, "an unknown job is refused: {stderr}");
+    assert!(stderr.contains("\"nope\" is not known"), "{stderr}");
+}
+
+#[test]
+fn watch_follows_the_job_to_a_new_leader_after_a_failover() {
+    use fake_coordinator::{FakeCluster, FakeJob, serve};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // The first coordinator answers twice, then steps down; the second leads throughout.
+    let old_leader = serve(
+        &runtime,
+        Arc::new(FakeJob {
+            reads: AtomicUsize::new(0),
+            leads_for: 2,
+        }),
+        Arc::new(FakeCluster::default()),
+    );
+    let new_leader = serve(
+        &runtime,
+        Arc::new(FakeJob {
+            reads: AtomicUsize::new(0),
+            leads_for: usize::MAX,
+        }),
+        Arc::new(FakeCluster::default()),
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = run(ferryctl().args([
+        "watch",
+        "orders",
+        "--endpoint",
+        &format!("{old_leader},{new_leader}"),
+    ]));
+    assert_eq!(code, 0, "DONE: stdout {stdout} stderr {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(stderr.contains("lost the watch"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 3, "a line per snapshot: {stdout}");
+    assert!(
+        lines.last().expect("lines").contains("DONE")
+            && lines.last().expect("lines").contains("chunks 4/4 verified"),
+        "{stdout}"
+    );
+    // JSON: one object per snapshot, the last DONE.
+    let (code, stdout, stderr) =
+        run(ferryctl().args(["watch", "orders", "-o", "json", "--endpoint", &new_leader]));
+    assert_eq!(code, 0, "{stderr}");
+    let last: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["state"], "DONE");
+}

@@ -399,37 +399,51 @@ pub fn with_database(url: &str, database: &str) -> String {
 /// Runs SQL through `psql` (independent of ferry and of its driver); returns the
 /// unaligned (`|`-separated), tuples-only output, trimmed.
 pub fn psql(url: &str, sql: &str) -> String {
+    let mut command = Command::new("psql");
+    command.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        url,
+        "-f",
+        "-",
+    ]);
+    run_shell(command, sql).trim().to_string()
+}
+
+/// Runs a database shell (`psql`, `mariadb`, `sqlite3`) with `input` on its standard
+/// input and returns its standard output as is. Panics naming the shell, with its error
+/// and the start of the input, when it cannot start or fails.
+pub fn run_shell(mut command: Command, input: &str) -> String {
     use std::io::Write as _;
-    let mut child = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-f",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    use std::process::Stdio;
+    let shell = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("the psql shell must be installed (scripts/services.sh installs it)");
+        .unwrap_or_else(|error| {
+            panic!("cannot start {shell} (scripts/services.sh installs it): {error}")
+        });
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(sql.as_bytes())
-        .expect("write SQL to psql");
-    let output = child.wait_with_output().expect("psql output");
+        .write_all(input.as_bytes())
+        .unwrap_or_else(|error| panic!("cannot write to {shell}: {error}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{shell} did not finish: {error}"));
     assert!(
         output.status.success(),
-        "psql failed: {}\nSQL: {}",
+        "{shell} failed: {}\n--- input (first 2000 characters) ---\n{}",
         String::from_utf8_lossy(&output.stderr),
-        sql.chars().take(2000).collect::<String>()
+        input.chars().take(2000).collect::<String>()
     );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -4,36 +4,14 @@
 //! form computed in its own SQL, and the two sets must be equal.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ferry_common::coordination::ChunkState;
-use ferry_tests::{env_url, psql, run_local_with_env, unique_suffix, with_database, write_spec};
+use ferry_tests::{
+    env_url, psql, run_local_with_env, run_shell, unique_suffix, with_database, write_spec,
+};
 use tokio_util::sync::CancellationToken;
-
-fn run_shell(mut command: Command, input: &str) -> String {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("database shell installed");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write sql");
-    let output = child.wait_with_output().expect("shell output");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        input.chars().take(400).collect::<String>(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Runs SQL with the `mariadb` shell against the database of a `mysql://root@host:port/db` URL.
 fn mariadb(url: &str, sql: &str) -> String {
@@ -432,4 +410,77 @@ async fn a_postgres_type_ferry_cannot_carry_is_refused_before_anything_is_create
         "nothing created"
     );
     psql(&pg, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_postgres_table_goes_to_mysql_through_its_parent_with_a_warning() {
+    let pg = env_url("FERRY_TEST_PG_URL");
+    let my = env_url("FERRY_TEST_MYSQL_URL");
+    let id = unique_suffix();
+    let schema = format!("cross_part_{id}");
+    psql(
+        &pg,
+        &format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.events (id bigint PRIMARY KEY, at date NOT NULL, v text)
+                 PARTITION BY RANGE (id);
+             CREATE TABLE {schema}.low PARTITION OF {schema}.events
+                 FOR VALUES FROM (MINVALUE) TO (500);
+             CREATE TABLE {schema}.rest PARTITION OF {schema}.events DEFAULT;
+             INSERT INTO {schema}.events
+                 SELECT i, date '2022-07-01' + i, 'v' || i FROM generate_series(1, 900) AS i;"
+        ),
+    );
+    let my_target = format!("cross_part_{id}");
+    mariadb(
+        &my,
+        &format!("CREATE DATABASE {my_target} CHARACTER SET utf8mb4"),
+    );
+    let my_target_url = with_database(&my, &my_target);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = HashMap::from([
+        ("SRC".to_string(), pg.clone()),
+        ("DST".to_string(), my_target_url.clone()),
+    ]);
+    let spec_path = write_spec(
+        dir.path(),
+        &format!(
+            "name: cross-part\nsource: {{ kind: postgres, url_env: SRC }}\n\
+             target: {{ kind: mysql, url_env: DST }}\n\
+             tables: {{ include: [\"{schema}.events\"] }}\nchunking: {{ target_rows: 200 }}\n"
+        ),
+    );
+    let (prepared, outcome, _) = run_local_with_env(
+        &spec_path,
+        &dir.path().join("state.db"),
+        2,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+        assert_eq!(
+            chunk.partition, None,
+            "planned through the parent: {chunk:?}"
+        );
+    }
+    // Split on the (integer) key of the parent, across its partitions.
+    assert!(outcome.chunks.len() >= 4, "{} chunks", outcome.chunks.len());
+    let warnings = &prepared.job.tables[0].warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("has 2 partitions") && w.contains("through the table itself")),
+        "{warnings:?}"
+    );
+    let row = "SELECT id, at, v FROM";
+    assert_same_rows(
+        &sorted_lines(&mariadb(&my_target_url, &format!("{row} events"))),
+        &sorted_lines(&psql(&pg, &format!("{row} {schema}.events"))),
+        "mysql target",
+    );
+    psql(&pg, &format!("DROP SCHEMA {schema} CASCADE"));
+    mariadb(&my, &format!("DROP DATABASE {my_target}"));
 }

@@ -10,8 +10,7 @@
 //! (`EXCEPT ALL` both ways on an exact text of every column), not ferry's checksum.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ferry_common::coordination::ChunkState;
 use ferry_common::key::{ChunkRange, KeyBound, KeyValue};
@@ -21,8 +20,8 @@ use ferry_connectors::conformance::{
     check_split_covers_table, primary_key_of,
 };
 use ferry_connectors::{ConnectorError, PrepareOptions};
-use ferry_ctl::local::load_spec;
-use ferry_tests::{run_local_with_env, unique_suffix, write_spec};
+use ferry_ctl::local::{LocalJob, load_spec};
+use ferry_tests::{run_local_with_env, run_shell, unique_suffix, write_spec};
 use tokio_util::sync::CancellationToken;
 
 const SOURCE_VAR: &str = "FERRY_E2E_MYSQL_SOURCE";
@@ -100,26 +99,7 @@ impl Server {
         if let Some(password) = &self.password {
             command.env("MYSQL_PWD", password);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the mariadb shell");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(sql.as_bytes())
-            .expect("write sql");
-        let output = child.wait_with_output().expect("mariadb runs");
-        assert!(
-            output.status.success(),
-            "mariadb failed: {}\n--- sql (first 2000 bytes) ---\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            &sql[..sql.len().min(2000)]
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        run_shell(command, sql).trim().to_string()
     }
 }
 
@@ -890,5 +870,199 @@ async fn types_mysql_cannot_hold_are_refused_at_plan_time_naming_the_override() 
             message.contains(expected),
             "{expected:?} missing from {message}"
         );
+    }
+}
+
+/// The partitions of `database.table` as `information_schema.PARTITIONS` lists them:
+/// partition, subpartition, method and bound, one line each.
+fn partition_layout(server: &Server, database: &str, table: &str) -> String {
+    server.sql(&format!(
+        "SELECT PARTITION_NAME, COALESCE(SUBPARTITION_NAME, '-'), PARTITION_METHOD, \
+                COALESCE(SUBPARTITION_METHOD, '-'), COALESCE(PARTITION_DESCRIPTION, '-') \
+         FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = '{database}' AND TABLE_NAME = '{table}' \
+         ORDER BY PARTITION_ORDINAL_POSITION, SUBPARTITION_ORDINAL_POSITION"
+    ))
+}
+
+/// Rows per partition of `database.table`, counted with `PARTITION (p)`.
+fn partition_count(server: &Server, database: &str, table: &str, partition: &str) -> String {
+    server.sql(&format!(
+        "SELECT COUNT(*) FROM {}.{} PARTITION ({})",
+        quote_ident(database),
+        quote_ident(table),
+        quote_ident(partition)
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_partitioned_table_is_planned_copied_and_repaired_partition_by_partition() {
+    let _load_data = LOCAL_INFILE.read().await;
+    let fixture = Fixture::new("");
+    // p2023 is cut into key sub-ranges, p2025 stays empty, pmax takes the rest; `sub` is
+    // subpartitioned, so its leaves are the subpartitions.
+    fixture.source_sql(
+        "CREATE TABLE events (id INT NOT NULL, at DATE NOT NULL, v VARCHAR(20), PRIMARY KEY (id, at))
+             PARTITION BY RANGE (YEAR(at)) (
+                 PARTITION p2023 VALUES LESS THAN (2024),
+                 PARTITION p2024 VALUES LESS THAN (2025),
+                 PARTITION p2025 VALUES LESS THAN (2026),
+                 PARTITION pmax VALUES LESS THAN MAXVALUE);
+         INSERT INTO events SELECT i, DATE '2023-01-01' + INTERVAL (i % 365) DAY, CONCAT('a', i)
+             FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) SELECT i FROM n) AS numbers;
+         INSERT INTO events SELECT i, DATE '2024-01-01' + INTERVAL (i % 366) DAY, CONCAT('b', i)
+             FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) SELECT i FROM n) AS numbers;
+         INSERT INTO events SELECT i, DATE '2030-06-01' + INTERVAL i DAY, NULL
+             FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) SELECT i FROM n) AS numbers;
+         CREATE TABLE sub (id INT NOT NULL PRIMARY KEY, v INT)
+             PARTITION BY RANGE (id) SUBPARTITION BY HASH (id) SUBPARTITIONS 2 (
+                 PARTITION lo VALUES LESS THAN (100),
+                 PARTITION hi VALUES LESS THAN MAXVALUE);
+         INSERT INTO sub SELECT i, i * 2
+             FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150) SELECT i FROM n) AS numbers;",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(
+        dir.path(),
+        &fixture.spec("chunking: { target_rows: 100 }\n"),
+    );
+    let state = dir.path().join("state.db");
+    let (prepared, outcome, _) = run_local_with_env(
+        &spec_path,
+        &state,
+        3,
+        vec![],
+        CancellationToken::new(),
+        &fixture.env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+        assert!(
+            chunk.partition.is_some(),
+            "chunk {chunk:?} names its partition"
+        );
+    }
+    for table in &prepared.job.tables {
+        assert!(table.warnings.is_empty(), "{:?}", table.warnings);
+    }
+
+    // Chunks per partition, from the state file: p2023 sub-split, the others one chunk
+    // each (the empty one too); `sub` by its four subpartitions.
+    let per_partition: HashMap<String, u64> = ferry_tests::sqlite3(
+        &state,
+        "SELECT partition_name || '|' || count(*) FROM chunks GROUP BY partition_name",
+    )
+    .lines()
+    .filter_map(|line| {
+        let (name, count) = line.split_once('|')?;
+        Some((name.to_string(), count.parse().ok()?))
+    })
+    .collect();
+    assert!(per_partition["p2023"] >= 5, "{per_partition:?}");
+    for single in ["p2024", "p2025", "pmax", "losp0", "losp1", "hisp0", "hisp1"] {
+        assert_eq!(per_partition[single], 1, "{single} in {per_partition:?}");
+    }
+    assert_eq!(per_partition.len(), 8, "{per_partition:?}");
+
+    // The target is partitioned the same way and each partition holds the source's
+    // rows: counted with PARTITION (p), the content compared with EXCEPT ALL, and the
+    // DDL compared by assert_same_table.
+    for table in ["events", "sub"] {
+        assert_eq!(
+            partition_layout(&fixture.server, &fixture.source, table),
+            partition_layout(&fixture.server, &fixture.target, table)
+        );
+        assert_same_table(&fixture, table);
+    }
+    for (partition, rows) in [
+        ("p2023", "500"),
+        ("p2024", "60"),
+        ("p2025", "0"),
+        ("pmax", "40"),
+    ] {
+        assert_eq!(
+            partition_count(&fixture.server, &fixture.source, "events", partition),
+            rows
+        );
+        assert_eq!(
+            partition_count(&fixture.server, &fixture.target, "events", partition),
+            rows
+        );
+    }
+    for partition in ["losp0", "losp1", "hisp0", "hisp1"] {
+        assert_eq!(
+            partition_count(&fixture.server, &fixture.target, "sub", partition),
+            partition_count(&fixture.server, &fixture.source, "sub", partition),
+        );
+    }
+
+    // Re-copy only p2024's chunk (as a resume does with chunks that are not VERIFIED):
+    // its corrupted and deleted rows are repaired, while a changed row of pmax inside the
+    // key range of p2024's unbounded chunk is left alone.
+    let target = quote_ident(&fixture.target);
+    fixture.server.sql(&format!(
+        "UPDATE {target}.events PARTITION (p2024) SET v = 'corrupt' WHERE id = 7;
+         DELETE FROM {target}.events PARTITION (p2024) WHERE id = 8;
+         UPDATE {target}.events PARTITION (pmax) SET v = 'marker' WHERE id = 5;"
+    ));
+    ferry_tests::sqlite3(
+        &state,
+        "UPDATE chunks SET state = 'PLANNED' WHERE partition_name = 'p2024'",
+    );
+    let (_, again, again_sink) = run_local_with_env(
+        &spec_path,
+        &state,
+        2,
+        vec![],
+        CancellationToken::new(),
+        &fixture.env,
+    )
+    .await;
+    assert_eq!(
+        again_sink.committed_writes(),
+        1,
+        "only p2024's chunk was copied"
+    );
+    for chunk in &again.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    assert_eq!(
+        fixture.server.sql(&format!(
+            "SELECT COUNT(*), SUM(v = 'corrupt') FROM {target}.events PARTITION (p2024)"
+        )),
+        "60\t0"
+    );
+    assert_eq!(
+        fixture.server.sql(&format!(
+            "SELECT v FROM {target}.events PARTITION (pmax) WHERE id = 5"
+        )),
+        "marker",
+        "pmax was not touched"
+    );
+    assert_eq!(
+        partition_count(&fixture.server, &fixture.target, "events", "pmax"),
+        "40"
+    );
+
+    // An existing target whose partitions differ is refused at plan time, naming the
+    // table and the partition.
+    fixture
+        .server
+        .sql(&format!("ALTER TABLE {target}.events DROP PARTITION p2025"));
+    let existing = write_spec(
+        dir.path(),
+        &fixture.spec("chunking: { target_rows: 100 }\nschema: require_existing\n"),
+    );
+    let spec = load_spec(&existing, &fixture.env).expect("spec");
+    let job = LocalJob::open(spec, &dir.path().join("state-existing.db"))
+        .await
+        .expect("open job");
+    let Err(error) = job.prepare().await else {
+        panic!("different partitions are refused");
+    };
+    let error = error.to_string();
+    for needle in ["events", "p2025", "missing"] {
+        assert!(error.contains(needle), "{needle} missing from: {error}");
     }
 }

@@ -2,4 +2,5 @@
 //! verifies it. `ferryctl local` runs a pool of them in one process; in distributed mode
 //! the same runner runs in each worker process.
 
+pub mod agent;
 pub mod runner;

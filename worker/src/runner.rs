@@ -14,6 +14,11 @@
 //!   ([`NativeRead::checksum`]) and the sink hashes the range read back in the same
 //!   format ([`Sink::native_checksum`]).
 //!
+//! A chunk of a table planned by native partitions names its partition
+//! ([`ChunkTask::partition`]); the runner hands the connectors the table restricted to it
+//! ([`ferry_common::schema::TableSchema::for_partition`]), so the source read, the
+//! target's delete and write, and both checksums cover that partition's rows of the range.
+//!
 //! Checksums computed inside the databases (`md5` over each row's text in SQL) are not
 //! used: measured, they cost more than reading the target back and hashing it here.
 
@@ -296,7 +301,14 @@ fn log_written(summary: &WriteSummary, message: &'static str) {
 #[async_trait]
 impl ChunkExecutor for ChunkRunner {
     async fn execute(&self, task: ChunkTask) -> ChunkResult {
-        let span = tracing::info_span!("chunk", job = %task.job, chunk = %task.chunk, attempt = %task.attempt, table = %task.table.name);
+        let span = tracing::info_span!("chunk", job = %task.job, chunk = %task.chunk, attempt = %task.attempt, table = %task.table.name, partition = task.partition.as_deref());
+        // A partition chunk reads, writes and checksums its partition only, on both sides
+        // (and through the native passthrough alike): every call below sees the table
+        // restricted to it.
+        let task = ChunkTask {
+            table: task.chunk_table(),
+            ..task
+        };
         match self.run(&task).instrument(span).await {
             Ok(result) => result,
             Err(error) if error.kind() == ErrorKind::Cancelled => ChunkResult::Cancelled,

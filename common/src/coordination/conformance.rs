@@ -76,6 +76,8 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
             native_ddl: Some(format!(
                 "CREATE TABLE {name} (id BIGINT PRIMARY KEY, note TEXT)"
             )),
+            partitioning: None,
+            partition: None,
         },
         key,
         warnings: vec![format!("{name}: a planning remark")],
@@ -120,20 +122,14 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
                     upper: None,
                 },
             };
-            ChunkRecord {
-                id: ChunkId(index),
-                table_index: (index % 2) as usize,
+            ChunkRecord::planned(
+                ChunkId(index),
+                (index % 2) as usize,
+                // Some chunks name a partition, so both stores must keep it.
+                (index % 3 == 1).then(|| format!("part_{index}")),
                 range,
-                estimated_rows: 1_000 + u64::from(index),
-                state: ChunkState::Planned,
-                attempt: Attempt(0),
-                failures: 0,
-                mismatches: 0,
-                rows: 0,
-                checksum: None,
-                last_error: None,
-                worker: None,
-            }
+                1_000 + u64::from(index),
+            )
         })
         .collect();
     (record, chunks)

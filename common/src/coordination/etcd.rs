@@ -141,9 +141,9 @@ struct LeaderFence {
 /// A coordination store in etcd. Cheap to clone (the connection is shared).
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
-    keys: KeyLayout,
-    options: EtcdStoreOptions,
+    pub(super) client: Client,
+    pub(super) keys: KeyLayout,
+    pub(super) options: EtcdStoreOptions,
     fence: Option<LeaderFence>,
 }
 
@@ -167,7 +167,7 @@ impl fmt::Debug for EtcdStore {
 
 /// What a txn did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TxnOutcome {
+pub(super) enum TxnOutcome {
     /// Every compare held; every operation was applied.
     Applied,
     /// A compare (other than the leader fence) failed; nothing was written.
@@ -222,6 +222,28 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// [`EtcdStore::connect`], retrying up to `attempts` times while etcd is unreachable
+    /// (backoff from 200 ms to 2 s): a process may start before etcd does.
+    pub async fn connect_retrying(
+        endpoints: &[String],
+        prefix: String,
+        options: EtcdStoreOptions,
+        attempts: u32,
+    ) -> Result<Self> {
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200));
+        let mut tries = 1;
+        loop {
+            match Self::connect(endpoints, prefix.clone(), options.clone()).await {
+                Err(error) if error.is_retryable() && tries < attempts => {
+                    tracing::warn!(%error, "etcd not reachable yet; retrying");
+                }
+                other => return other,
+            }
+            tries += 1;
+            tokio::time::sleep(backoff.next_pause()).await;
+        }
+    }
+
     /// Returns a store on the same connection whose every write also requires that
     /// `leader_key` still has `leader_create_revision` (the coordinator's term); a write
     /// after the term ended fails with [`CoordinationError::NotLeader`] and writes nothing.
@@ -261,13 +283,45 @@ impl EtcdStore {
         Ok(response.deleted())
     }
 
+    /// Puts the chunks that `select` picks among the ended ones (VERIFIED or FAILED) back
+    /// to PLANNED, their failure count reset, so the next run copies them again with
+    /// overwrite under a higher attempt. Chunks in flight are left alone. Returns the
+    /// changed ids.
+    pub async fn recopy_chunks(
+        &self,
+        job: &JobId,
+        select: impl Fn(&ChunkRecord) -> bool,
+    ) -> Result<Vec<ChunkId>> {
+        let operation = format!("re-queue chunks of job {job} for a re-copy");
+        self.update_chunks(&operation, job, |record| {
+            let ended = matches!(record.state, ChunkState::Verified | ChunkState::Failed);
+            (ended && select(record)).then(|| ChunkRecord {
+                state: ChunkState::Planned,
+                failures: 0,
+                rows: 0,
+                checksum: None,
+                ..record.clone()
+            })
+        })
+        .await
+    }
+
+    /// The size of the etcd member's database file in bytes (for capacity figures).
+    pub async fn db_size(&self) -> Result<i64> {
+        let mut maintenance = self.client.maintenance_client();
+        let status = self
+            .call("read the etcd status", maintenance.status())
+            .await?;
+        Ok(status.db_size())
+    }
+
     /// The underlying client, for the etcd-only conformance checks.
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
     /// Awaits one request under the request timeout.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         operation: &str,
         request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -327,7 +381,7 @@ impl EtcdStore {
     }
 
     /// Runs one txn: `compares` (plus the leader fence) then `operations`.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         operation: &str,
         mut compares: Vec<Compare>,
@@ -369,7 +423,7 @@ impl EtcdStore {
         })
     }
 
-    fn contention(&self, operation: &str) -> CoordinationError {
+    pub(super) fn contention(&self, operation: &str) -> CoordinationError {
         CoordinationError::Etcd {
             operation: operation.to_owned(),
             source: EtcdFailure::CompareFailed {
@@ -388,6 +442,20 @@ impl EtcdStore {
         chunk: ChunkId,
         transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
     ) -> Result<Option<T>> {
+        self.update_chunk_and(operation, job, chunk, transition, |_| Vec::new())
+            .await
+    }
+
+    /// [`EtcdStore::update_chunk`], writing in the same txn the operations `also` gives
+    /// for the record as read.
+    async fn update_chunk_and<T>(
+        &self,
+        operation: &str,
+        job: &JobId,
+        chunk: ChunkId,
+        transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
+        also: impl Fn(&ChunkRecord) -> Vec<TxnOp>,
+    ) -> Result<Option<T>> {
         let key = self.keys.chunk(job, chunk);
         for _ in 0..=self.options.max_compare_retries {
             let (entry, _) = self.get(operation, key.clone()).await?;
@@ -397,10 +465,12 @@ impl EtcdStore {
                 });
             };
             let current = decode_chunk(&entry)?;
+            let mut operations = also(&current);
             let Some((next, answer)) = transition(current)? else {
                 return Ok(None);
             };
             let value = encode_chunk(&key, &next)?;
+            operations.push(TxnOp::put(key.clone(), value, None));
             let outcome = self
                 .commit(
                     operation,
@@ -409,7 +479,7 @@ impl EtcdStore {
                         CompareOp::Equal,
                         entry.mod_revision(),
                     )],
-                    vec![TxnOp::put(key.clone(), value, None)],
+                    operations,
                 )
                 .await?;
             if outcome == TxnOutcome::Applied {
@@ -596,6 +666,7 @@ impl Coordination for EtcdStore {
         let value = pb::WorkerRecordValue {
             id: worker.0.clone(),
             registered_at_unix_ms: now_unix_ms(),
+            ..Default::default()
         }
         .encode_to_vec();
         let put = TxnOp::put(self.keys.worker(worker), value, None);
@@ -651,11 +722,22 @@ impl Coordination for EtcdStore {
         completion: &ChunkCompletion,
     ) -> Result<ChunkRecord> {
         let operation = format!("complete attempt {attempt} of chunk {chunk} of job {job}");
+        // In the same txn, the attempt's assignment is withdrawn (a late result of it is
+        // refused from then on) and what it left is cleared.
         let completed = self
-            .update_chunk(&operation, job, chunk, |record| {
-                let next = complete_transition(record, attempt, completion)?;
-                Ok(Some((next.clone(), next)))
-            })
+            .update_chunk_and(
+                &operation,
+                job,
+                chunk,
+                |record| {
+                    let next = complete_transition(record, attempt, completion)?;
+                    Ok(Some((next.clone(), next)))
+                },
+                |current| match &current.worker {
+                    Some(worker) => self.attempt_cleanup(worker, job, chunk, attempt),
+                    None => Vec::new(),
+                },
+            )
             .await?;
         completed.ok_or_else(|| self.contention(&operation))
     }
@@ -670,14 +752,6 @@ impl Coordination for EtcdStore {
             })
         })
         .await
-    }
-
-    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>> {
-        Ok(self
-            .load_job(job)
-            .await?
-            .map(|(_, chunks)| chunks)
-            .unwrap_or_default())
     }
 
     async fn save_policy(
@@ -751,7 +825,7 @@ impl Coordination for EtcdStore {
 }
 
 /// Awaits `request` for at most `limit`, mapping both failures to [`CoordinationError::Etcd`].
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     operation: &str,
     limit: Duration,
     request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -794,7 +868,7 @@ fn batches<T>(
     all
 }
 
-fn now_unix_ms() -> i64 {
+pub(super) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -802,14 +876,14 @@ fn now_unix_ms() -> i64 {
         })
 }
 
-fn key_text(key: &[u8]) -> String {
+pub(super) fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
 // ------------------------------------------------------------------ values
 // Domain records <-> `ferry.v1` values.
 
-fn decode<M: Message + Default>(entry: &KeyValue) -> Result<M> {
+pub(super) fn decode<M: Message + Default>(entry: &KeyValue) -> Result<M> {
     M::decode(entry.value()).map_err(|error| CoordinationError::CorruptValue {
         key: key_text(entry.key()),
         detail: error.to_string(),
@@ -869,6 +943,7 @@ fn encode_chunk(key: &[u8], record: &ChunkRecord) -> Result<Vec<u8>> {
         checksum: record.checksum.map(checksum_to_proto),
         last_error: record.last_error.clone(),
         worker: record.worker.as_ref().map(|worker| worker.0.clone()),
+        partition: record.partition.clone(),
     }
     .encode_to_vec())
 }
@@ -899,6 +974,7 @@ fn chunk_from_proto(value: pb::ChunkRecordValue) -> std::result::Result<ChunkRec
         checksum: value.checksum.map(checksum_from_proto),
         last_error: value.last_error,
         worker: value.worker.map(WorkerId),
+        partition: value.partition,
     })
 }
 
@@ -925,7 +1001,7 @@ fn state_from_proto(raw: i32) -> std::result::Result<ChunkState, String> {
     }
 }
 
-fn checksum_to_proto(checksum: RangeChecksum) -> pb::RangeChecksumValue {
+pub(super) fn checksum_to_proto(checksum: RangeChecksum) -> pb::RangeChecksumValue {
     pb::RangeChecksumValue {
         rows: checksum.rows,
         sum_high: (checksum.sum >> 64) as u64,
@@ -933,7 +1009,7 @@ fn checksum_to_proto(checksum: RangeChecksum) -> pb::RangeChecksumValue {
     }
 }
 
-fn checksum_from_proto(value: pb::RangeChecksumValue) -> RangeChecksum {
+pub(super) fn checksum_from_proto(value: pb::RangeChecksumValue) -> RangeChecksum {
     RangeChecksum {
         rows: value.rows,
         sum: (u128::from(value.sum_high) << 64) | u128::from(value.sum_low),
@@ -965,6 +1041,7 @@ mod tests {
             }),
             last_error: Some("checksum mismatch".into()),
             worker: Some(WorkerId("w-1".into())),
+            partition: Some("events_2024".into()),
         }
     }
 

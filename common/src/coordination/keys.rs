@@ -4,10 +4,17 @@
 //! ```text
 //! {prefix}                                   default /ferry/{cluster}/v1
 //! ├── election                               reserved: coordinator leader election
-//! ├── workers/{worker}                       WorkerRecordValue (a plain put for now; attached
-//! │                                          to the worker's lease with the worker protocol)
+//! ├── election                               LeaderValue on the leader's lease
+//! ├── workers/{worker}                       WorkerRecordValue on the worker's lease
+//! ├── drain/{worker}/request                 DrainValue: an operator asked it to drain
+//! ├── job_states/{job}                       JobStateValue (cluster jobs)
+//! ├── assign/{worker}/{job}/{idx:08}         AssignmentValue, written by the leader
+//! ├── claims/{job}/{idx:08}                  the worker holding it, on the worker's lease
+//! ├── progress/{job}/{idx:08}                ProgressValue, on the worker's lease
+//! ├── results/{job}/{idx:08}/{attempt:08}    ResultValue, guarded by the assignment
 //! └── jobs/{job}/
 //!     ├── record                             JobRecordValue, written LAST by create_job
+//!     ├── spec                               JobSpecValue (cluster jobs)
 //!     ├── chunks/{idx:08}                    ChunkRecordValue, one per chunk
 //!     ├── policy                             PolicyValue (policy JSON + newest history seq)
 //!     └── policy_history/{seq:08}            PolicyChangeValue, seq from 1, oldest first
@@ -69,6 +76,95 @@ impl KeyLayout {
     /// Returns `{prefix}/workers/{worker}`.
     pub fn worker(&self, worker: &WorkerId) -> Vec<u8> {
         format!("{}/workers/{}", self.prefix, escape_segment(&worker.0)).into_bytes()
+    }
+
+    /// Returns `{prefix}/workers/`.
+    pub fn workers_root(&self) -> Vec<u8> {
+        format!("{}/workers/", self.prefix).into_bytes()
+    }
+
+    /// Returns `{prefix}/drain/{worker}/`, which a worker watches.
+    pub fn drain_root(&self, worker: &WorkerId) -> Vec<u8> {
+        format!("{}/drain/{}/", self.prefix, escape_segment(&worker.0)).into_bytes()
+    }
+
+    /// Returns `{prefix}/drain/{worker}/request`.
+    pub fn drain(&self, worker: &WorkerId) -> Vec<u8> {
+        let mut key = self.drain_root(worker);
+        key.extend_from_slice(b"request");
+        key
+    }
+
+    /// Returns `{prefix}/assign/{worker}/`: every assignment of the worker.
+    pub fn assignments_root(&self, worker: &WorkerId) -> Vec<u8> {
+        format!("{}/assign/{}/", self.prefix, escape_segment(&worker.0)).into_bytes()
+    }
+
+    /// Returns `{prefix}/assign/{worker}/{job}/{idx:08}`.
+    pub fn assignment(&self, worker: &WorkerId, job: &JobId, chunk: ChunkId) -> Vec<u8> {
+        let mut key = self.assignments_root(worker);
+        key.extend_from_slice(format!("{}/{:08}", escape_segment(&job.0), chunk.0).as_bytes());
+        key
+    }
+
+    /// Returns `{prefix}/claims/{job}/{idx:08}`.
+    pub fn claim(&self, job: &JobId, chunk: ChunkId) -> Vec<u8> {
+        format!(
+            "{}/claims/{}/{:08}",
+            self.prefix,
+            escape_segment(&job.0),
+            chunk.0
+        )
+        .into_bytes()
+    }
+
+    /// Returns `{prefix}/progress/`.
+    pub fn progress_root(&self) -> Vec<u8> {
+        format!("{}/progress/", self.prefix).into_bytes()
+    }
+
+    /// Returns `{prefix}/progress/{job}/{idx:08}`.
+    pub fn progress(&self, job: &JobId, chunk: ChunkId) -> Vec<u8> {
+        format!(
+            "{}/progress/{}/{:08}",
+            self.prefix,
+            escape_segment(&job.0),
+            chunk.0
+        )
+        .into_bytes()
+    }
+
+    /// Returns `{prefix}/results/`.
+    pub fn results_root(&self) -> Vec<u8> {
+        format!("{}/results/", self.prefix).into_bytes()
+    }
+
+    /// Returns `{prefix}/results/{job}/{idx:08}/{attempt:08}`.
+    pub fn result(&self, job: &JobId, chunk: ChunkId, attempt: u32) -> Vec<u8> {
+        format!(
+            "{}/results/{}/{:08}/{attempt:08}",
+            self.prefix,
+            escape_segment(&job.0),
+            chunk.0
+        )
+        .into_bytes()
+    }
+
+    /// Returns `{prefix}/job_states/`: one key per cluster job.
+    pub fn job_states_root(&self) -> Vec<u8> {
+        format!("{}/job_states/", self.prefix).into_bytes()
+    }
+
+    /// Returns `{prefix}/jobs/{job}/spec`.
+    pub fn job_spec(&self, job: &JobId) -> Vec<u8> {
+        self.job_path(job, "spec").into_bytes()
+    }
+
+    /// Returns `{prefix}/job_states/{job}`.
+    pub fn job_state(&self, job: &JobId) -> Vec<u8> {
+        let mut key = self.job_states_root();
+        key.extend_from_slice(escape_segment(&job.0).as_bytes());
+        key
     }
 
     /// Returns `{prefix}/jobs/{job}/`: every key of the job starts with it.

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     checksum TEXT,
     last_error TEXT,
     worker TEXT,
+    partition_name TEXT,
     PRIMARY KEY (job, chunk)
 );
 CREATE TABLE IF NOT EXISTS policies (
@@ -61,6 +62,20 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 ";
 
+/// Adds `chunks.partition_name` to a state file written before chunks named their
+/// partition; its chunks keep NULL there (planned as whole tables).
+fn add_partition_column(connection: &Connection) -> rusqlite::Result<()> {
+    let has_column: bool = connection.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('chunks') WHERE name = 'partition_name'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_column {
+        connection.execute_batch("ALTER TABLE chunks ADD COLUMN partition_name TEXT")?;
+    }
+    Ok(())
+}
+
 /// A coordination store in a local SQLite file.
 pub struct LocalStore {
     path: PathBuf,
@@ -80,6 +95,7 @@ impl LocalStore {
             .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(storage)?;
         connection.execute_batch(SCHEMA).map_err(storage)?;
+        add_partition_column(&connection).map_err(storage)?;
         Ok(Self {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
@@ -144,7 +160,7 @@ impl LocalStore {
 }
 
 const CHUNK_COLUMNS: &str = "chunk, table_index, range, estimated_rows, state, attempt, failures, \
-                             mismatches, rows, checksum, last_error, worker";
+                             mismatches, rows, checksum, last_error, worker, partition_name";
 
 struct RawChunk {
     chunk: i64,
@@ -159,6 +175,7 @@ struct RawChunk {
     checksum: Option<String>,
     last_error: Option<String>,
     worker: Option<String>,
+    partition: Option<String>,
 }
 
 impl RawChunk {
@@ -176,6 +193,7 @@ impl RawChunk {
             checksum: row.get(9)?,
             last_error: row.get(10)?,
             worker: row.get(11)?,
+            partition: row.get(12)?,
         })
     }
 
@@ -210,6 +228,7 @@ impl RawChunk {
             checksum,
             last_error: self.last_error,
             worker: self.worker.map(WorkerId),
+            partition: self.partition,
         })
     }
 }
@@ -277,7 +296,8 @@ impl Coordination for LocalStore {
             let mut insert = transaction
                 .prepare(
                     "INSERT INTO chunks (job, chunk, table_index, range, estimated_rows, state, \
-                     attempt, failures, mismatches, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0)",
+                     attempt, failures, mismatches, rows, partition_name) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, ?8)",
                 )
                 .map_err(self.storage())?;
             for chunk in chunks {
@@ -290,6 +310,7 @@ impl Coordination for LocalStore {
                         chunk.estimated_rows as i64,
                         chunk.state.as_str(),
                         chunk.attempt.0,
+                        chunk.partition,
                     ])
                     .map_err(self.storage())?;
             }
@@ -409,14 +430,6 @@ impl Coordination for LocalStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.storage())?;
         Ok(ids.into_iter().map(ChunkId).collect())
-    }
-
-    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>> {
-        Ok(self
-            .load_job(job)
-            .await?
-            .map(|(_, chunks)| chunks)
-            .unwrap_or_default())
     }
 
     async fn save_policy(

@@ -15,6 +15,7 @@
 //! `PLANNED` (attempt + 1 at the next assignment) on a failed copy, a mismatch or a lost
 //! worker, and `FAILED` after the last allowed attempt.
 
+pub mod cluster;
 pub mod conformance;
 mod etcd;
 pub mod keys;
@@ -112,6 +113,11 @@ pub struct ChunkRecord {
     pub id: ChunkId,
     /// Index of its table in [`JobRecord::tables`].
     pub table_index: usize,
+    /// The leaf partition it belongs to ([`crate::schema::Partitioning`]), when its table
+    /// is planned by native partitions: the chunk then owns the rows of `range` in that
+    /// partition only. `None` for a table planned as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     /// The rows it owns.
     pub range: ChunkRange,
     /// Rows expected, for scheduling (largest first) and progress.
@@ -134,6 +140,33 @@ pub struct ChunkRecord {
     pub worker: Option<WorkerId>,
 }
 
+impl ChunkRecord {
+    /// A chunk as planned: PLANNED, no attempt yet, nothing copied.
+    pub fn planned(
+        id: ChunkId,
+        table_index: usize,
+        partition: Option<String>,
+        range: ChunkRange,
+        estimated_rows: u64,
+    ) -> Self {
+        Self {
+            id,
+            table_index,
+            partition,
+            range,
+            estimated_rows,
+            state: ChunkState::Planned,
+            attempt: Attempt(0),
+            failures: 0,
+            mismatches: 0,
+            rows: 0,
+            checksum: None,
+            last_error: None,
+            worker: None,
+        }
+    }
+}
+
 /// A job as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -145,6 +178,23 @@ pub struct JobRecord {
     pub fingerprint: String,
     /// The tables, in plan order.
     pub tables: Vec<TableRecord>,
+}
+
+impl JobRecord {
+    /// A new job planned from `spec` into `tables`, with a fresh run id (the target's
+    /// fence is keyed by it, so each creation of a job is told apart).
+    pub fn new(spec: &crate::spec::JobSpec, tables: Vec<TableRecord>) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default();
+        Self {
+            id: JobId(spec.name.clone()),
+            run_id: format!("{}-{nanos:x}-{:x}", spec.name, std::process::id()),
+            fingerprint: spec.fingerprint(),
+            tables,
+        }
+    }
 }
 
 /// How an attempt ended, as the scheduler records it.
@@ -335,8 +385,14 @@ pub trait Coordination: Send + Sync {
     /// count reset, so an operator can retry them.
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>>;
 
-    /// Lists a job's chunks in id order.
-    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>>;
+    /// Lists a job's chunks in id order (none for an unknown job).
+    async fn list_chunks(&self, job: &JobId) -> Result<Vec<ChunkRecord>> {
+        Ok(self
+            .load_job(job)
+            .await?
+            .map(|(_, chunks)| chunks)
+            .unwrap_or_default())
+    }
 
     /// Stores the job's throttle policy (JSON of `ThrottlePolicy`) and records the change
     /// in its history, atomically.

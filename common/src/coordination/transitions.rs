@@ -19,13 +19,15 @@ pub(super) fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()
 /// A chunk as `create_job` stores it: its plan only (as LocalStore does).
 pub(super) fn planned(chunk: &ChunkRecord) -> ChunkRecord {
     ChunkRecord {
-        failures: 0,
-        mismatches: 0,
-        rows: 0,
-        checksum: None,
-        last_error: None,
-        worker: None,
-        ..chunk.clone()
+        state: chunk.state,
+        attempt: chunk.attempt,
+        ..ChunkRecord::planned(
+            chunk.id,
+            chunk.table_index,
+            chunk.partition.clone(),
+            chunk.range.clone(),
+            chunk.estimated_rows,
+        )
     }
 }
 

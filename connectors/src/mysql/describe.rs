@@ -6,7 +6,9 @@
 //! them back through the source's own `CREATE TABLE` (`native_ddl`); another target does
 //! not get them at all.
 
-use ferry_common::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+use ferry_common::schema::{
+    ColumnSchema, ColumnType, Partitioning, TableName, TablePartition, TableSchema,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
@@ -244,6 +246,7 @@ pub async fn describe(
         .await
         .map_err(&on_error)?;
     let native_ddl = create.and_then(|(_, ddl)| text_of(ddl));
+    let partitioning = describe_partitions(conn, database, name, &table).await?;
 
     Ok(Some(TableSchema {
         name: table,
@@ -252,7 +255,88 @@ pub async fn describe(
         has_rowid: false,
         source_kind: KIND.to_string(),
         native_ddl,
+        partitioning,
+        partition: None,
     }))
+}
+
+/// Reads a table's partitions from `information_schema.PARTITIONS`: each partition, and
+/// under a subpartitioned one its subpartitions (then the leaves). `None` for a table
+/// without partitions, and for MariaDB `PARTITION BY SYSTEM_TIME`, whose history
+/// partitions hold old versions of rows that a `PARTITION (p)` read would return as if
+/// they were current: such a table is read through the table itself.
+async fn describe_partitions(
+    conn: &mut Conn,
+    database: &str,
+    name: &str,
+    table: &TableName,
+) -> Result<Option<Partitioning>> {
+    let rows: Vec<(Value, Value, Value, Value, Value)> = conn
+        .exec(
+            format!(
+                "{STATEMENT_TAG}SELECT PARTITION_NAME, SUBPARTITION_NAME, PARTITION_METHOD, \
+                        SUBPARTITION_METHOD, PARTITION_DESCRIPTION \
+                 FROM information_schema.PARTITIONS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL \
+                 ORDER BY PARTITION_ORDINAL_POSITION, SUBPARTITION_ORDINAL_POSITION"
+            ),
+            (database, name),
+        )
+        .await
+        .map_err(query_error("describe partitions", table))?;
+    let mut method: Option<String> = None;
+    let mut partitions: Vec<TablePartition> = Vec::new();
+    for (partition_name, subpartition_name, partition_method, subpartition_method, description) in
+        rows
+    {
+        let Some(partition_name) = text_of(partition_name) else {
+            continue;
+        };
+        let partition_method = text_of(partition_method).unwrap_or_default();
+        let subpartition_method = text_of(subpartition_method);
+        if partition_method
+            .to_ascii_uppercase()
+            .contains("SYSTEM_TIME")
+        {
+            return Ok(None);
+        }
+        method.get_or_insert_with(|| match &subpartition_method {
+            Some(sub) => format!("{partition_method}/{sub}"),
+            None => partition_method.clone(),
+        });
+        let bound = text_of(description).unwrap_or_default();
+        match text_of(subpartition_name) {
+            None => partitions.push(TablePartition {
+                name: partition_name,
+                schema: None,
+                parent: None,
+                bound,
+                sub_method: None,
+                leaf: true,
+            }),
+            Some(subpartition) => {
+                if !partitions.iter().any(|known| known.name == partition_name) {
+                    partitions.push(TablePartition {
+                        name: partition_name.clone(),
+                        schema: None,
+                        parent: None,
+                        bound,
+                        sub_method: subpartition_method.clone(),
+                        leaf: false,
+                    });
+                }
+                partitions.push(TablePartition {
+                    name: subpartition,
+                    schema: None,
+                    parent: Some(partition_name),
+                    bound: String::new(),
+                    sub_method: None,
+                    leaf: true,
+                });
+            }
+        }
+    }
+    Ok(method.map(|method| Partitioning { method, partitions }))
 }
 
 /// MariaDB stores `JSON` as `LONGTEXT` with a `CHECK (json_valid(col))` named after the

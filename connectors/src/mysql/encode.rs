@@ -409,6 +409,8 @@ mod tests {
             has_rowid: false,
             source_kind: "test".into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 

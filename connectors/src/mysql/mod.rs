@@ -12,10 +12,12 @@
 //! Every statement starts with [`sql::STATEMENT_TAG`], so [`Source::probe_load`] can
 //! subtract ferry's own running statements from `Threads_running`.
 //!
-//! Not done: native partitions (`information_schema.PARTITIONS`) are not planned
-//! separately, since the planner has no partition concept yet; a partitioned table is
-//! split on its primary key like any other, and a MySQL target gets the same
-//! partitioning through the source's DDL.
+//! Partitions: a table is described with its partitions from
+//! `information_schema.PARTITIONS` (subpartitions, when present, are the leaves). A chunk
+//! restricted to one ([`TableSchema::partition`]) names the table as `` `db`.`t` PARTITION
+//! (`p`) `` in every data statement (`SELECT`, `DELETE`, `LOAD DATA ... INTO TABLE`,
+//! `INSERT`), on both sides; a MySQL target gets the same partitioning through the
+//! source's DDL.
 
 pub mod config;
 mod describe;

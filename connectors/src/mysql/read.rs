@@ -15,7 +15,7 @@ use mysql_async::Value;
 
 use super::config::ZeroDates;
 use super::sql::{
-    STATEMENT_TAG, key_columns, key_value_from_mysql, quote_ident, quote_table, range_predicate,
+    STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, quote_ident, range_predicate,
 };
 use super::values::{
     bits_value, days_of, format_date, format_datetime, format_time_of_day_or_span, is_zero_date,
@@ -50,7 +50,7 @@ pub fn select_range(
         } else {
             select_list.join(", ")
         },
-        quote_table(database, &table.name.name)
+        data_table(database, table)
     );
     if !columns.is_empty() {
         let order: Vec<&str> = columns

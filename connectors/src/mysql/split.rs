@@ -6,7 +6,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::query_error;
-use super::sql::{STATEMENT_TAG, key_columns, key_value_from_mysql, quote_table, range_predicate};
+use super::sql::{STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, range_predicate};
 use crate::error::{ConnectorError, Result};
 
 fn count_of(value: Option<Value>) -> u64 {
@@ -46,17 +46,36 @@ pub async fn key_stats(
     key: &SplitKey,
 ) -> Result<KeyStats> {
     let on_error = query_error("read key statistics", &table.name);
-    let quoted_table = quote_table(database, &table.name.name);
-    let estimate: Option<Value> = conn
-        .exec_first(
-            format!(
-                "{STATEMENT_TAG}SELECT TABLE_ROWS FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
-            ),
-            (database, table.name.name.as_str()),
-        )
-        .await
-        .map_err(&on_error)?;
+    let quoted_table = data_table(database, table);
+    let estimate: Option<Value> = match &table.partition {
+        Some(partition) => conn
+            .exec_first(
+                format!(
+                    "{STATEMENT_TAG}SELECT TABLE_ROWS FROM information_schema.PARTITIONS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                       AND ((PARTITION_NAME = ? AND SUBPARTITION_NAME IS NULL) \
+                            OR SUBPARTITION_NAME = ?)"
+                ),
+                (
+                    database,
+                    table.name.name.as_str(),
+                    partition.as_str(),
+                    partition.as_str(),
+                ),
+            )
+            .await
+            .map_err(&on_error)?,
+        None => conn
+            .exec_first(
+                format!(
+                    "{STATEMENT_TAG}SELECT TABLE_ROWS FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+                ),
+                (database, table.name.name.as_str()),
+            )
+            .await
+            .map_err(&on_error)?,
+    };
     let rows = match count_of(estimate) {
         estimate if estimate >= EXACT_COUNT_BELOW => estimate,
         _ => {
@@ -137,7 +156,7 @@ pub async fn key_boundaries(
     let sql = format!(
         "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} ORDER BY {}",
         select_list.join(", "),
-        quote_table(database, &table.name.name),
+        data_table(database, table),
         not_null.join(" AND "),
         order.join(", ")
     );
@@ -188,7 +207,7 @@ pub async fn count_range(
         .exec_first(
             format!(
                 "{STATEMENT_TAG}SELECT COUNT(*) FROM {} WHERE {predicate}",
-                quote_table(database, &table.name.name)
+                data_table(database, table)
             ),
             params,
         )

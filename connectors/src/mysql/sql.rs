@@ -29,6 +29,18 @@ pub fn quote_table(database: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(database), quote_ident(table))
 }
 
+/// The table a data statement (SELECT, DELETE, LOAD DATA, INSERT) names: `db`.`t`, with
+/// `PARTITION (p)` when the schema is restricted to one partition or subpartition, so the
+/// statement sees and touches that partition's rows only (rows that belong elsewhere are
+/// refused on insert).
+pub fn data_table(database: &str, table: &TableSchema) -> String {
+    let quoted = quote_table(database, &table.name.name);
+    match &table.partition {
+        Some(partition) => format!("{quoted} PARTITION ({})", quote_ident(partition)),
+        None => quoted,
+    }
+}
+
 /// Quotes a string literal for a session without `NO_BACKSLASH_ESCAPES` (ferry sets the
 /// session's `sql_mode` itself).
 pub fn quote_string(text: &str) -> String {
@@ -333,6 +345,8 @@ mod tests {
             has_rowid: false,
             source_kind: "mysql".into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 

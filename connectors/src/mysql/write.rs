@@ -34,9 +34,10 @@ use super::config::WriteMethod;
 use super::describe::describe;
 use super::encode::{BatchColumns, load_data_columns};
 use super::sql::{
-    STATEMENT_TAG, key_columns, quote_ident, quote_string, quote_table, range_predicate,
+    STATEMENT_TAG, data_table, key_columns, quote_ident, quote_string, quote_table, range_predicate,
 };
 use super::{FENCE_TABLE, KIND, Shared, query_error};
+use crate::compat::{Differences, column_type_difference};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, WriteSummary};
 
@@ -310,6 +311,22 @@ pub async fn prepare_table(
         }
         (_, Some(existing)) => {
             check_compatible(table, &existing, key, &options.type_overrides)?;
+            // Partition chunks write with `PARTITION (p)`: the target must have the
+            // source's partitions, or a chunk would fail, or miss rows of its range.
+            if let Some(partitioning) = &table.partitioning {
+                let differences = partitioning.differences(existing.partitioning.as_ref());
+                if !differences.is_empty() {
+                    return Err(ConnectorError::SchemaMismatch {
+                        table: table.name.clone(),
+                        detail: format!(
+                            "its partitions differ from the source's: {}; ferry copies a \
+                             partitioned table partition by partition, so fix the target's \
+                             partitions or set `schema: recreate`",
+                            differences.join("; ")
+                        ),
+                    });
+                }
+            }
             Ok(PrepareOutcome::Existing)
         }
     }
@@ -349,51 +366,32 @@ fn check_compatible(
     key: &SplitKey,
     type_overrides: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let mut differences = Vec::new();
+    let mut differences = Differences::default();
     let source_names: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
     let target_names: Vec<&str> = target.columns.iter().map(|c| c.name.as_str()).collect();
-    if source_names != target_names {
-        differences.push(format!(
-            "columns are [{}] in the source but [{}] in the target (generated columns not counted)",
-            source_names.join(", "),
-            target_names.join(", ")
-        ));
-    } else {
-        for (source_column, target_column) in source.columns.iter().zip(&target.columns) {
-            if type_overrides.contains_key(&source_column.name) {
-                continue;
-            }
-            let expected = created_type(&source_column.column_type);
-            if target_column.column_type != source_column.column_type
-                && target_column.column_type != expected
-            {
-                differences.push(format!(
-                    "column {} is {} in the source but {} in the target",
-                    source_column.name, source_column.declared_type, target_column.declared_type
-                ));
-            }
-        }
-    }
-    if source.primary_key != target.primary_key {
-        differences.push(format!(
-            "primary key is ({}) in the source but ({}) in the target",
-            source.primary_key.join(", "),
-            target.primary_key.join(", ")
-        ));
-    }
+    differences.columns(
+        &source_names,
+        &target_names,
+        " (generated columns not counted)",
+        |index| {
+            let (source_column, target_column) = (&source.columns[index], &target.columns[index]);
+            let fits = type_overrides.contains_key(&source_column.name)
+                || target_column.column_type == source_column.column_type
+                || target_column.column_type == created_type(&source_column.column_type);
+            (!fits).then(|| {
+                column_type_difference(
+                    &source_column.name,
+                    &source_column.declared_type,
+                    &target_column.declared_type,
+                )
+            })
+        },
+    );
+    differences.primary_key(&source.primary_key, &target.primary_key);
     if matches!(key, SplitKey::Rowid) {
-        differences.push("the source is split on a SQLite rowid, which MySQL cannot hold".into());
+        differences.push("the source is split on a SQLite rowid, which MySQL cannot hold");
     }
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(ConnectorError::SchemaMismatch {
-        table: source.name.clone(),
-        detail: format!(
-            "{}; fix the target table or set `schema: recreate`",
-            differences.join("; ")
-        ),
-    })
+    differences.into_result(&source.name)
 }
 
 async fn next_batch(
@@ -506,7 +504,7 @@ async fn write_in_transaction(
     conn.exec_drop(
         format!(
             "{STATEMENT_TAG}DELETE FROM {} WHERE {predicate}",
-            quote_table(database, &table.name.name)
+            data_table(database, table)
         ),
         params,
     )
@@ -622,7 +620,7 @@ async fn load_data(
     let statement = format!(
         "{STATEMENT_TAG}LOAD DATA LOCAL INFILE 'ferry-chunk' INTO TABLE {} CHARACTER SET utf8mb4 \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' {}",
-        quote_table(database, &table.name.name),
+        data_table(database, table),
         load_data_columns(table)
     );
     let outcome = conn.query_drop(statement).await;
@@ -767,7 +765,7 @@ async fn insert_rows(
     let column_list: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let head = format!(
         "{STATEMENT_TAG}INSERT INTO {} ({}) VALUES ",
-        quote_table(&shared.config.database, &table.name.name),
+        data_table(&shared.config.database, table),
         column_list.join(", ")
     );
     let limit = shared
@@ -858,6 +856,8 @@ mod tests {
             has_rowid: false,
             source_kind: "postgres".into(),
             native_ddl: Some("CREATE TABLE t (...)".into()),
+            partitioning: None,
+            partition: None,
         }
     }
 

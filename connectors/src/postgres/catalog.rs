@@ -1,7 +1,8 @@
 //! Reading `pg_catalog`: user tables, a table's columns (in `attnum` order, dropped
-//! columns skipped) with their types, enum labels and collations, and its primary key.
+//! columns skipped) with their types, enum labels and collations, its primary key, and
+//! the tree of its declarative partitions.
 
-use ferry_common::schema::{ColumnSchema, TableName, TableSchema};
+use ferry_common::schema::{ColumnSchema, Partitioning, TableName, TablePartition, TableSchema};
 use tokio_postgres::Client;
 
 use super::FENCE_TABLE;
@@ -85,6 +86,8 @@ impl CatalogTable {
             has_rowid: false,
             source_kind: source_kind.to_string(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 }
@@ -273,4 +276,86 @@ pub async fn load_columns(
         });
     }
     Ok(columns)
+}
+
+/// What [`load_partitioning`] found wrong with a partition tree ferry cannot plan by.
+#[derive(Debug)]
+pub enum PartitionTreeProblem {
+    /// Two partitions of the table share a name (in different schemas): a chunk names
+    /// its partition by name.
+    DuplicateName(String),
+    /// A partition ferry cannot read or write as a table (a foreign table).
+    NotATable(String),
+}
+
+/// Loads the declarative partitions of `table` (every level, parents before their
+/// children), or `None` when it is not a partitioned table.
+pub async fn load_partitioning(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<Result<Partitioning, PartitionTreeProblem>>, tokio_postgres::Error> {
+    let schema = table.schema.clone().unwrap_or_else(|| "public".to_string());
+    let Some(root) = client
+        .query_opt(
+            "SELECT c.oid, pg_catalog.pg_get_partkeydef(c.oid) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'p'",
+            &[&schema, &table.name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let root_oid: u32 = root.try_get(0)?;
+    let method: String = root.try_get(1)?;
+    let rows = client
+        .query(
+            "SELECT c.relname::text, n.nspname::text, \
+                    CASE WHEN t.parentrelid = $1 THEN NULL ELSE pc.relname::text END, \
+                    pg_catalog.pg_get_expr(c.relpartbound, c.oid), c.relkind::text, \
+                    CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END \
+             FROM pg_catalog.pg_partition_tree($1::oid::regclass) t \
+             JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_class pc ON pc.oid = t.parentrelid \
+             WHERE t.level > 0 \
+             ORDER BY t.level, c.relname",
+            &[&root_oid],
+        )
+        .await?;
+    let mut partitions: Vec<TablePartition> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let relkind: String = row.try_get(4)?;
+        if partitions.iter().any(|known| known.name == name) {
+            return Ok(Some(Err(PartitionTreeProblem::DuplicateName(name))));
+        }
+        if relkind != "r" && relkind != "p" {
+            return Ok(Some(Err(PartitionTreeProblem::NotATable(name))));
+        }
+        partitions.push(TablePartition {
+            name,
+            schema: Some(row.try_get(1)?),
+            parent: row.try_get(2)?,
+            bound: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
+            sub_method: row.try_get(5)?,
+            leaf: relkind == "r",
+        });
+    }
+    Ok(Some(Ok(Partitioning { method, partitions })))
+}
+
+/// The table a chunk of `table` reads or writes in a database whose schema names are
+/// those of the source: its partition table when the schema is restricted to one.
+pub fn partition_relation(table: &TableSchema) -> TableName {
+    match table.scoped_partition() {
+        Some(partition) => TableName {
+            schema: partition
+                .schema
+                .clone()
+                .or_else(|| table.name.schema.clone()),
+            name: partition.name.clone(),
+        },
+        None => table.name.clone(),
+    }
 }

@@ -11,8 +11,11 @@
 //! PostgreSQL tables of the same column types the binary COPY bytes pass through
 //! undecoded, verified by hashing them on both sides ([`native`]).
 //!
-//! Tables are `schema.name`; declarative partitioned tables are listed and read through
-//! their parent. Tables have no rowid, so a table without a primary key is one chunk.
+//! Tables are `schema.name`; declarative partitioned tables are listed by their parent,
+//! described with their partition tree (`pg_partition_tree`, bounds from
+//! `pg_get_expr(relpartbound)`), and a chunk restricted to one leaf partition
+//! ([`TableSchema::partition`]) reads, writes and checksums that partition table directly,
+//! on both sides. Tables have no rowid, so a table without a primary key is one chunk.
 
 mod array;
 mod binary;
@@ -38,9 +41,9 @@ pub use connect::{APPLICATION_NAME, redacted_label};
 pub use native::{BINARY_COPY_FORMAT, CHECKSUM_METHOD};
 pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 pub use sql::{quote_ident, quote_table};
-pub use write::target_name;
+pub use write::{target_name, target_relation};
 
-use catalog::{CatalogTable, load_table};
+use catalog::{CatalogTable, load_table, partition_relation};
 use connect::{Endpoint, query_error};
 use read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
 use split::{key_columns, predicate};
@@ -141,12 +144,35 @@ impl Source for PostgresSource {
                 ),
             });
         }
-        Ok(catalog.to_schema(KIND))
+        let mut schema = catalog.to_schema(KIND);
+        schema.partitioning = match catalog::load_partitioning(&client, &catalog.name)
+            .await
+            .map_err(query_error("describe partitions", &catalog.name))?
+        {
+            None => None,
+            Some(Ok(partitioning)) => Some(partitioning),
+            Some(Err(problem)) => {
+                return Err(ConnectorError::Unsupported {
+                    table: catalog.name.clone(),
+                    detail: match problem {
+                        catalog::PartitionTreeProblem::DuplicateName(name) => format!(
+                            "two of its partitions are named {name} (in different schemas), \
+                             and ferry names a partition by its name; rename one"
+                        ),
+                        catalog::PartitionTreeProblem::NotATable(name) => format!(
+                            "its partition {name} is not a table (a foreign table?), which \
+                             ferry cannot copy; exclude the table and copy it another way"
+                        ),
+                    },
+                });
+            }
+        };
+        Ok(schema)
     }
 
     async fn key_stats(&self, table: &TableSchema, key: &SplitKey) -> Result<KeyStats> {
         let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
         split::key_stats(&client, &catalog, key).await
     }
 
@@ -157,7 +183,7 @@ impl Source for PostgresSource {
         every_rows: u64,
     ) -> Result<Vec<KeyBound>> {
         let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
         split::key_boundaries(&client, &catalog, key, every_rows).await
     }
 
@@ -168,7 +194,7 @@ impl Source for PostgresSource {
         range: &ChunkRange,
     ) -> Result<BatchStream> {
         let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
         let mut reader = read_range(&client, table, &catalog, key, range, "source", true).await?;
         // Two batches in flight: the reader stays one ahead of the writer, no more.
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
@@ -214,7 +240,7 @@ impl Source for PostgresSource {
             return Ok(None);
         }
         let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
         // The bytes are only meaningful for the types the sink checked against: a source
         // table altered since planning goes the Arrow way, which checks every column.
         if !native::same_column_types(table, &catalog) {
@@ -249,7 +275,8 @@ impl Source for PostgresSource {
         let active: i64 = client
             .query_one(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                 WHERE state = 'active' AND application_name <> $1",
+                 WHERE state = 'active' AND application_name <> $1 \
+                 AND application_name NOT LIKE $1 || ':%'",
                 &[&APPLICATION_NAME],
             )
             .await
@@ -416,7 +443,7 @@ impl Sink for PostgresSink {
             return Ok(None);
         }
         let client = self.endpoint.connect().await?;
-        let target = target_name(table);
+        let target = target_relation(table);
         let catalog = require_table(&client, &target, "target").await?;
         // The same values are the same bytes only when the column types are the same.
         if !native::same_column_types(table, &catalog) {
@@ -434,7 +461,7 @@ impl Sink for PostgresSink {
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
         let client = self.endpoint.connect().await?;
-        let target = target_name(table);
+        let target = target_relation(table);
         let catalog = require_table(&client, &target, "target").await?;
         client
             .batch_execute(split::PREFER_KEY_INDEX)
@@ -457,7 +484,7 @@ impl Sink for PostgresSink {
         range: &ChunkRange,
     ) -> Result<u64> {
         let client = self.endpoint.connect().await?;
-        let target = target_name(table);
+        let target = target_relation(table);
         let catalog = require_table(&client, &target, "target").await?;
         split::count_range(&client, &catalog, key, range).await
     }

@@ -406,6 +406,8 @@ mod tests {
             has_rowid: false,
             source_kind: KIND.into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 

@@ -613,6 +613,8 @@ mod tests {
             has_rowid: false,
             source_kind: "postgres".into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         }
     }
 

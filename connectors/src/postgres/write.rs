@@ -5,15 +5,15 @@
 use bytes::{Bytes, BytesMut};
 use ferry_common::ids::Attempt;
 use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{ColumnType, TableName, TableSchema};
+use ferry_common::schema::{ColumnType, Partitioning, TableName, TableSchema};
 use ferry_common::spec::SchemaMode;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
-use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_table};
-use super::connect::{describe_error, query_error};
+use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_partitioning, load_table};
+use super::connect::{APPLICATION_NAME, describe_error, query_error};
 use super::encode::{ColumnWriter, Encoder, encoder_for, push_header, push_trailer};
 use super::native::BINARY_COPY_FORMAT;
 use super::read::read_column;
@@ -21,6 +21,7 @@ use super::split::{PREFER_KEY_INDEX_LOCAL, key_columns, predicate};
 use super::sql::{quote_ident, quote_literal, quote_table};
 use super::types::target_type_for;
 use super::{FENCE_TABLE, KIND};
+use crate::compat::Differences;
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
     BatchStream, Fence, NativeStream, PrepareOptions, PrepareOutcome, WriteSummary,
@@ -49,6 +50,67 @@ pub fn target_name(table: &TableSchema) -> TableName {
             name: table.name.name.clone(),
         }
     }
+}
+
+/// Where a chunk of `table` is written and read back: the target's partition table of the
+/// same name and schema when the schema is restricted to a partition (ferry created the
+/// target's partitions as the source's, or checked them), else [`target_name`].
+pub fn target_relation(table: &TableSchema) -> TableName {
+    match table.scoped_partition() {
+        Some(partition) => TableName {
+            schema: Some(
+                partition
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| schema_of(&target_name(table)).to_string()),
+            ),
+            name: partition.name.clone(),
+        },
+        None => target_name(table),
+    }
+}
+
+/// The qualified target name of a partition, or of the table itself when `name` is `None`.
+fn partition_target(
+    table_target: &TableName,
+    partitioning: &Partitioning,
+    name: Option<&str>,
+) -> TableName {
+    match name.and_then(|name| partitioning.partition(name)) {
+        Some(partition) => TableName {
+            schema: Some(
+                partition
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| schema_of(table_target).to_string()),
+            ),
+            name: partition.name.clone(),
+        },
+        None => table_target.clone(),
+    }
+}
+
+/// The statements that create the target's partitions like the source's, parents
+/// before their children: `CREATE TABLE leaf PARTITION OF parent FOR VALUES ...`.
+fn create_partitions_sql(target: &TableName, partitioning: &Partitioning) -> Vec<String> {
+    partitioning
+        .partitions
+        .iter()
+        .map(|partition| {
+            let own = partition_target(target, partitioning, Some(&partition.name));
+            let parent = partition_target(target, partitioning, partition.parent.as_deref());
+            let mut statement = format!(
+                "CREATE TABLE {} PARTITION OF {} {}",
+                quote_table(&own),
+                quote_table(&parent),
+                partition.bound
+            );
+            if let Some(sub_method) = &partition.sub_method {
+                statement.push_str(&format!(" PARTITION BY {sub_method}"));
+            }
+            statement
+        })
+        .collect()
 }
 
 fn schema_of(table: &TableName) -> &str {
@@ -326,8 +388,17 @@ pub async fn prepare_table(
         });
     }
 
+    // Partitions only between two PostgreSQL databases: the bounds are PostgreSQL's.
+    let partitioning = table.partitioning.as_ref().filter(|_| same_engine);
+
     // 2. The schema and enum types the columns need.
     ensure_schema(client, &target).await?;
+    if let Some(partitioning) = partitioning {
+        for partition in &partitioning.partitions {
+            let partition_table = partition_target(&target, partitioning, Some(&partition.name));
+            ensure_schema(client, &partition_table).await?;
+        }
+    }
     for (column, type_name, labels) in &enums {
         ensure_enum(client, &target, column, type_name, labels).await?;
     }
@@ -364,7 +435,16 @@ pub async fn prepare_table(
     let existing = load_table(client, &target)
         .await
         .map_err(query_error("describe target table", &target))?;
-    let create_sql = create_table_sql(&target, &planned, &table.primary_key);
+    let mut create_sql = create_table_sql(&target, &planned, &table.primary_key);
+    if let Some(partitioning) = partitioning {
+        // One multi-statement string runs as one implicit transaction: the parent and
+        // its partitions are created together or not at all.
+        create_sql.push_str(&format!(" PARTITION BY {}", partitioning.method));
+        for statement in create_partitions_sql(&target, partitioning) {
+            create_sql.push_str("; ");
+            create_sql.push_str(&statement);
+        }
+    }
     let outcome = match (options.mode, existing) {
         (SchemaMode::Recreate, existing) => {
             let transaction = client
@@ -405,6 +485,36 @@ pub async fn prepare_table(
         }
         (_, Some(existing)) => {
             check_compatible(&target, &planned, &resolved, &existing, &table.primary_key)?;
+            if let Some(partitioning) = partitioning {
+                let existing_partitioning = match load_partitioning(client, &target)
+                    .await
+                    .map_err(query_error("describe target partitions", &target))?
+                {
+                    None => None,
+                    Some(Ok(found)) => Some(found),
+                    Some(Err(problem)) => {
+                        return Err(ConnectorError::SchemaMismatch {
+                            table: target,
+                            detail: format!(
+                                "its partitions cannot be checked ({problem:?}); fix the \
+                                 target's partitions or set `schema: recreate`"
+                            ),
+                        });
+                    }
+                };
+                let differences = partitioning.differences(existing_partitioning.as_ref());
+                if !differences.is_empty() {
+                    return Err(ConnectorError::SchemaMismatch {
+                        table: target,
+                        detail: format!(
+                            "its partitions differ from the source's: {}; ferry copies a \
+                             partitioned table partition by partition, so fix the target's \
+                             partitions or set `schema: recreate`",
+                            differences.join("; ")
+                        ),
+                    });
+                }
+            }
             PrepareOutcome::Existing
         }
     };
@@ -445,42 +555,20 @@ fn check_compatible(
     existing: &CatalogTable,
     primary_key: &[String],
 ) -> Result<()> {
-    let mut differences = Vec::new();
+    let mut differences = Differences::default();
     let wanted_names: Vec<&str> = planned.iter().map(|c| c.name.as_str()).collect();
     let existing_names: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
-    if wanted_names != existing_names {
-        differences.push(format!(
-            "columns are [{}] in the source but [{}] in the target",
-            wanted_names.join(", "),
-            existing_names.join(", ")
-        ));
-    } else {
-        for (wanted, existing_column) in resolved.iter().zip(&existing.columns) {
-            if wanted.declared_type != existing_column.declared_type {
-                differences.push(format!(
-                    "column {} should be {} but is {}",
-                    existing_column.name, wanted.declared_type, existing_column.declared_type
-                ));
-            }
-        }
-    }
-    if primary_key != existing.primary_key.as_slice() {
-        differences.push(format!(
-            "primary key is ({}) in the source but ({}) in the target",
-            primary_key.join(", "),
-            existing.primary_key.join(", ")
-        ));
-    }
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(ConnectorError::SchemaMismatch {
-        table: target.clone(),
-        detail: format!(
-            "{}; fix the target table or set `schema: recreate`",
-            differences.join("; ")
-        ),
-    })
+    differences.columns(&wanted_names, &existing_names, "", |index| {
+        let (wanted, existing_column) = (&resolved[index], &existing.columns[index]);
+        (wanted.declared_type != existing_column.declared_type).then(|| {
+            format!(
+                "column {} should be {} but is {}",
+                existing_column.name, wanted.declared_type, existing_column.declared_type
+            )
+        })
+    });
+    differences.primary_key(primary_key, &existing.primary_key);
+    differences.into_result(target)
 }
 
 /// The fence table in `target`'s schema.
@@ -599,6 +687,52 @@ async fn next_bytes(
     }
 }
 
+/// Names this session after the attempt (`ferry:{run}:{chunk}:{attempt}`) and ends the
+/// sessions of older attempts of the same chunk. An older attempt still connected is a
+/// worker that was cut off or stopped mid-chunk: its open transaction holds the fence
+/// row's lock and would block this attempt until its TCP connection times out (hours).
+/// Ended, it rolls back and can no longer commit. Best effort: without the privilege to
+/// signal other sessions (`pg_signal_backend`) this attempt waits as before.
+async fn end_older_attempts(client: &Client, fence: &Fence) {
+    let run = fence
+        .run_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let prefix = format!("{APPLICATION_NAME}:{:08x}:{}:", run as u32, fence.chunk.0);
+    let tag = format!("{prefix}{}", fence.attempt.0);
+    if let Err(error) = client
+        .batch_execute(&format!("SET application_name = '{tag}'"))
+        .await
+    {
+        tracing::warn!(%error, "cannot name the session after the attempt");
+        return;
+    }
+    if fence.attempt.0 <= 1 {
+        return;
+    }
+    let ended = client
+        .query(
+            "WITH older AS MATERIALIZED (SELECT pid FROM pg_catalog.pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND application_name LIKE $1 || '%' \
+             AND split_part(application_name, ':', 4)::bigint < $2) \
+             SELECT pid FROM older WHERE pg_terminate_backend(pid)",
+            &[&prefix, &i64::from(fence.attempt.0)],
+        )
+        .await;
+    match ended {
+        Ok(rows) if !rows.is_empty() => tracing::warn!(
+            chunk = %fence.chunk,
+            attempt = %fence.attempt,
+            sessions = rows.len(),
+            "ended the target sessions of older attempts of this chunk"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot end older attempts' sessions"),
+    }
+}
+
 /// Writes one chunk: fence, delete the range, COPY the rows in, record the fence,
 /// commit. Any error or a cancellation drops the transaction, which rolls back.
 pub async fn write_chunk(
@@ -610,8 +744,19 @@ pub async fn write_chunk(
     cancel: &CancellationToken,
     mut input: ChunkInput,
 ) -> Result<WriteSummary> {
-    let target = target_name(table);
+    // Rows go to the chunk's partition table directly when it has one, so the delete
+    // below can only reach that partition's rows; the fence stays with the table.
+    let target = target_relation(table);
+    let table_target = target_name(table);
     let on_error = query_error("write chunk", &target);
+    if table.partition.is_some() && table.source_kind != KIND {
+        return Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: "a partition of another engine's table cannot be written as a \
+                     PostgreSQL partition"
+                .to_string(),
+        });
+    }
     if let ChunkInput::Native(stream) = &input
         && stream.format != BINARY_COPY_FORMAT
     {
@@ -637,8 +782,8 @@ pub async fn write_chunk(
     };
     let keys = key_columns(&catalog, key)?;
     let condition = predicate(&target, &keys, key, range)?;
-    ensure_fence_table(client, &target).await?;
-    let fence_name = quote_table(&fence_table(&target));
+    ensure_fence_table(client, &table_target).await?;
+    let fence_name = quote_table(&fence_table(&table_target));
     let chunk_number = i64::from(fence.chunk.0);
     let attempt_number = i64::from(fence.attempt.0);
     let table_label = table.name.to_string();
@@ -649,6 +794,7 @@ pub async fn write_chunk(
         ChunkInput::Native(stream) => FirstPiece::Bytes(next_bytes(stream, cancel).await?),
     };
 
+    end_older_attempts(client, fence).await;
     let transaction = client.transaction().await.map_err(&on_error)?;
     // Take the fence row's lock first (inserting it when this is the chunk's first
     // attempt): a concurrent attempt of the same chunk waits here until this one ends,
@@ -828,6 +974,8 @@ mod tests {
             has_rowid: false,
             source_kind: KIND.into(),
             native_ddl: None,
+            partitioning: None,
+            partition: None,
         };
         assert_eq!(target_name(&table).schema.as_deref(), Some("sales"));
         table.source_kind = "mysql".into();

@@ -212,6 +212,8 @@ fn describe(connection: &Connection, table: &TableName) -> Result<Option<TableSc
         has_rowid,
         source_kind: KIND.to_string(),
         native_ddl: Some(ddl),
+        partitioning: None,
+        partition: None,
     }))
 }
 

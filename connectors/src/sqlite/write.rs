@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sql::{key_exprs, quote_ident, quote_table, range_predicate, rowid_alias};
 use super::{FENCE_TABLE, KIND, describe, query_error};
+use crate::compat::{Differences, column_type_difference};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{BatchStream, Fence, PrepareOptions, PrepareOutcome, WriteSummary};
 
@@ -148,50 +149,29 @@ pub fn sqlite_type_for(column_type: &ColumnType) -> &'static str {
 }
 
 fn check_compatible(source: &TableSchema, target: &TableSchema, key: &SplitKey) -> Result<()> {
-    let mut differences = Vec::new();
+    let mut differences = Differences::default();
     let source_names: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
     let target_names: Vec<&str> = target.columns.iter().map(|c| c.name.as_str()).collect();
-    if source_names != target_names {
-        differences.push(format!(
-            "columns are [{}] in the source but [{}] in the target",
-            source_names.join(", "),
-            target_names.join(", ")
-        ));
-    } else {
-        for (source_column, target_column) in source.columns.iter().zip(&target.columns) {
-            let expected = if source.source_kind == KIND {
-                source_column.column_type.clone()
-            } else {
-                super::column_type_for(sqlite_type_for(&source_column.column_type))
-            };
-            if expected != target_column.column_type {
-                differences.push(format!(
-                    "column {} is {} in the source but {} in the target",
-                    source_column.name, source_column.declared_type, target_column.declared_type
-                ));
-            }
-        }
-    }
-    if source.primary_key != target.primary_key {
-        differences.push(format!(
-            "primary key is ({}) in the source but ({}) in the target",
-            source.primary_key.join(", "),
-            target.primary_key.join(", ")
-        ));
-    }
+    differences.columns(&source_names, &target_names, "", |index| {
+        let (source_column, target_column) = (&source.columns[index], &target.columns[index]);
+        let expected = if source.source_kind == KIND {
+            source_column.column_type.clone()
+        } else {
+            super::column_type_for(sqlite_type_for(&source_column.column_type))
+        };
+        (expected != target_column.column_type).then(|| {
+            column_type_difference(
+                &source_column.name,
+                &source_column.declared_type,
+                &target_column.declared_type,
+            )
+        })
+    });
+    differences.primary_key(&source.primary_key, &target.primary_key);
     if matches!(key, SplitKey::Rowid) && !target.has_rowid {
-        differences.push("the source is split on its rowid but the target has none".to_string());
+        differences.push("the source is split on its rowid but the target has none");
     }
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(ConnectorError::SchemaMismatch {
-        table: source.name.clone(),
-        detail: format!(
-            "{}; fix the target table or set `schema: recreate`",
-            differences.join("; ")
-        ),
-    })
+    differences.into_result(&source.name)
 }
 
 /// Writes one chunk: delete the range, insert the batches, check and record the fence,

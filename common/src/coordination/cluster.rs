@@ -1,0 +1,1021 @@
+//! Distributed mode on etcd: what the coordinator and the workers say to each other
+//! through the store, at the level of the domain (leases, leadership, assignments,
+//! progress, results, job specs and states). Keys stay in [`super::keys`].
+//!
+//! The protocol (DESIGN §3–4):
+//! - a worker holds an etcd lease with keep-alive; its `workers/{id}` record, its claims
+//!   and its progress hang on the lease and vanish with it;
+//! - the leader (one coordinator, elected on `election`) writes an assignment per
+//!   attempt; every leader write is fenced by the election key's create revision;
+//! - the worker writes its result with a compare on the assignment's create revision:
+//!   once the leader withdrew an assignment (worker lost, attempt re-queued), a late
+//!   result of that attempt is refused;
+//! - a worker that cannot renew its lease stops writing before the lease can expire
+//!   ([`LeaseSession::alive`] turns false), and the leader waits the lease's TTL plus a
+//!   grace before it withdraws the assignments of a vanished worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, TxnOp, WatchOptions,
+};
+use prost::Message;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::etcd::{
+    TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text, now_unix_ms,
+};
+use super::keys::prefix_range_end;
+use super::{CoordinationError, EtcdStore, Result};
+use crate::backoff::Backoff;
+use crate::checksum::RangeChecksum;
+use crate::execution::ChunkResult;
+use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
+use crate::proto::v1 as pb;
+
+/// A live worker as registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its name.
+    pub id: WorkerId,
+    /// Chunks it runs at once.
+    pub slots: u32,
+    /// Takes nothing new.
+    pub draining: bool,
+    /// Host name, for operators.
+    pub host: String,
+    /// Process id, for operators.
+    pub pid: u32,
+    /// When it registered, in milliseconds since the Unix epoch.
+    pub registered_at_unix_ms: i64,
+}
+
+/// One attempt of one chunk given to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The job.
+    pub job: JobId,
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The assignment's create revision: the worker's result counts only while the
+    /// assignment still has it.
+    pub revision: i64,
+    /// This attempt's share of the job's rate limits, rows per second (0 = none).
+    pub rows_per_sec: u64,
+    /// This attempt's share of the job's rate limits, bytes per second (0 = none).
+    pub bytes_per_sec: u64,
+}
+
+/// A running attempt's progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkProgress {
+    /// The job.
+    pub job: JobId,
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// Rows streamed into the target so far.
+    pub rows: u64,
+    /// Committed; being verified.
+    pub verifying: bool,
+}
+
+/// A worker's outcome of one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptResult {
+    /// The job.
+    pub job: JobId,
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The worker that ran it.
+    pub worker: WorkerId,
+    /// How it ended.
+    pub result: ChunkResult,
+}
+
+/// A cluster job's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Submitted and not ended: the leader runs it.
+    Running,
+    /// Every chunk verified.
+    Done,
+    /// Ended with failed chunks.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl JobPhase {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Running => "RUNNING",
+            JobPhase::Done => "DONE",
+            JobPhase::Failed => "FAILED",
+            JobPhase::Cancelled => "CANCELLED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            JobPhase::Running,
+            JobPhase::Done,
+            JobPhase::Failed,
+            JobPhase::Cancelled,
+        ]
+        .into_iter()
+        .find(|phase| phase.as_str() == text)
+    }
+}
+
+/// A cluster job as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterJob {
+    /// The job.
+    pub id: JobId,
+    /// Its state.
+    pub phase: JobPhase,
+    /// Why it ended, when not DONE.
+    pub reason: String,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub submitted_at_unix_ms: i64,
+}
+
+/// The coordinator that leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// Its name.
+    pub id: String,
+    /// Where its Control API listens.
+    pub address: String,
+}
+
+/// A won election: every write of the term is fenced by it
+/// ([`EtcdStore::fenced_by`]`(term.key, term.create_revision)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderTerm {
+    /// The election key.
+    pub key: Vec<u8>,
+    /// Its create revision in this term.
+    pub create_revision: i64,
+}
+
+/// An etcd lease kept alive in the background.
+#[derive(Clone)]
+pub struct LeaseSession {
+    /// The lease.
+    pub id: i64,
+    /// Its time to live.
+    pub ttl: Duration,
+    alive: watch::Receiver<bool>,
+    stop: CancellationToken,
+}
+
+impl LeaseSession {
+    /// True while the lease was renewed recently enough that it cannot have expired
+    /// (renewed within `ttl - margin`); false when the holder must stop writing. Turns
+    /// false for good once etcd says the lease expired.
+    pub fn alive(&self) -> watch::Receiver<bool> {
+        self.alive.clone()
+    }
+
+    /// Whether the lease is alive now.
+    pub fn is_alive(&self) -> bool {
+        *self.alive.borrow()
+    }
+
+    /// Stops keeping the lease alive (it then expires after its TTL unless revoked).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// A mirror of every key under a prefix, kept current by a watch that reconnects (with
+/// a fresh read) whenever it breaks.
+pub type Mirror<T> = watch::Receiver<Arc<BTreeMap<Vec<u8>, T>>>;
+
+impl EtcdStore {
+    // ------------------------------------------------------------ leases
+
+    /// Grants a lease of `ttl` and keeps it alive until `cancel` (or
+    /// [`LeaseSession::stop`]). Renewals run every `ttl / 3`; when none succeeded for
+    /// `ttl * 2 / 3` the session reports not alive (self-fencing margin: a third of the
+    /// TTL), and alive again if a renewal later succeeds before the lease expired.
+    pub async fn start_lease(
+        &self,
+        ttl: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<LeaseSession> {
+        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let operation = format!("grant a {ttl_secs} s lease");
+        let mut lease = self.client.lease_client();
+        let granted = self.call(&operation, lease.grant(ttl_secs, None)).await?;
+        let id = granted.id();
+        let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
+        let (alive_tx, alive) = watch::channel(true);
+        let stop = cancel.child_token();
+        let store = self.clone();
+        let task_stop = stop.clone();
+        tokio::spawn(async move {
+            keep_lease_alive(store, id, ttl, alive_tx, task_stop).await;
+        });
+        Ok(LeaseSession {
+            id,
+            ttl,
+            alive,
+            stop,
+        })
+    }
+
+    /// [`EtcdStore::start_lease`], retrying while etcd is unavailable; `None` when
+    /// `cancel` fired first.
+    pub async fn start_lease_retrying(
+        &self,
+        ttl: Duration,
+        cancel: &CancellationToken,
+    ) -> Option<LeaseSession> {
+        let mut backoff = Backoff::new(Duration::from_millis(200));
+        loop {
+            match self.start_lease(ttl, cancel).await {
+                Ok(lease) => return Some(lease),
+                Err(error) => tracing::warn!(%error, "cannot get a lease from etcd; retrying"),
+            }
+            if !backoff.wait(cancel).await {
+                return None;
+            }
+        }
+    }
+
+    /// Revokes a lease: every key on it is deleted now.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<()> {
+        let mut client = self.client.lease_client();
+        self.call("revoke a lease", client.revoke(lease)).await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ workers
+
+    /// Puts the worker's record on its lease (registering, or re-registering with
+    /// `draining`).
+    pub async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {
+        let operation = format!("register worker {}", worker.id);
+        let value = pb::WorkerRecordValue {
+            id: worker.id.0.clone(),
+            registered_at_unix_ms: worker.registered_at_unix_ms,
+            slots: worker.slots,
+            draining: worker.draining,
+            host: worker.host.clone(),
+            pid: worker.pid,
+            lease_id: lease,
+        }
+        .encode_to_vec();
+        let mut kv = self.client.kv_client();
+        let options = PutOptions::new().with_lease(lease);
+        self.call(
+            &operation,
+            kv.put(self.keys.worker(&worker.id), value, Some(options)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Mirrors the live workers.
+    pub fn watch_workers(&self, cancel: &CancellationToken) -> Mirror<WorkerInfo> {
+        self.mirror(self.keys.workers_root(), decode_worker, cancel)
+    }
+
+    /// Lists the live workers now.
+    pub async fn live_workers(&self) -> Result<Vec<WorkerInfo>> {
+        let entries = self
+            .list("list workers", &self.keys.workers_root(), 0)
+            .await?;
+        Ok(entries.iter().filter_map(decode_worker).collect())
+    }
+
+    /// Asks a worker to drain (it takes nothing new, finishes or releases its chunks,
+    /// and exits). Fenced when the store is.
+    pub async fn request_drain(&self, worker: &WorkerId) -> Result<()> {
+        let operation = format!("ask worker {worker} to drain");
+        let value = pb::DrainValue {
+            requested_at_unix_ms: now_unix_ms(),
+        }
+        .encode_to_vec();
+        let put = TxnOp::put(self.keys.drain(worker), value, None);
+        match self.commit(&operation, Vec::new(), vec![put]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    /// Mirrors the worker's drain requests (empty while none is pending).
+    pub fn watch_drain_requests(
+        &self,
+        worker: &WorkerId,
+        cancel: &CancellationToken,
+    ) -> Mirror<()> {
+        self.mirror(self.keys.drain_root(worker), |_| Some(()), cancel)
+    }
+
+    /// Whether an operator asked the worker to drain; the request is consumed.
+    pub async fn take_drain_request(&self, worker: &WorkerId) -> Result<bool> {
+        let operation = format!("read the drain request of worker {worker}");
+        let mut kv = self.client.kv_client();
+        let deleted = self
+            .call(&operation, kv.delete(self.keys.drain(worker), None))
+            .await?;
+        Ok(deleted.deleted() > 0)
+    }
+
+    // ------------------------------------------------------------ election
+
+    /// Campaigns for leadership until won (or `cancel`): the election key is created on
+    /// `lease` if absent; otherwise waits for it to vanish. Returns `None` when
+    /// cancelled.
+    pub async fn campaign(
+        &self,
+        leader: &LeaderInfo,
+        lease: &LeaseSession,
+        cancel: &CancellationToken,
+    ) -> Result<Option<LeaderTerm>> {
+        let key = self.keys.election();
+        let value = pb::LeaderValue {
+            id: leader.id.clone(),
+            address: leader.address.clone(),
+            elected_at_unix_ms: now_unix_ms(),
+        }
+        .encode_to_vec();
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(None);
+            }
+            if lease.is_alive() {
+                let txn = etcd_client::Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(
+                        key.clone(),
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(lease.id)),
+                    )]);
+                let mut kv = self.client.kv_client();
+                match self.call("campaign for leadership", kv.txn(txn)).await {
+                    Ok(response) if response.succeeded() => {
+                        let create_revision =
+                            response.header().map_or(0, |header| header.revision());
+                        return Ok(Some(LeaderTerm {
+                            key,
+                            create_revision,
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "campaign: etcd unavailable; retrying");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(None),
+                () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    }
+
+    /// Whether `term` still holds (the election key has its create revision).
+    pub async fn holds(&self, term: &LeaderTerm) -> Result<bool> {
+        let (entry, _) = self.get("check leadership", term.key.clone()).await?;
+        Ok(entry.is_some_and(|entry| entry.create_revision() == term.create_revision))
+    }
+
+    /// Gives up leadership (deletes the election key if it is still this term's).
+    pub async fn resign(&self, term: &LeaderTerm) -> Result<()> {
+        let txn = etcd_client::Txn::new()
+            .when(vec![Compare::create_revision(
+                term.key.clone(),
+                CompareOp::Equal,
+                term.create_revision,
+            )])
+            .and_then(vec![TxnOp::delete(term.key.clone(), None)]);
+        let mut kv = self.client.kv_client();
+        self.call("resign leadership", kv.txn(txn)).await?;
+        Ok(())
+    }
+
+    /// The coordinator that leads now, if any.
+    pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        let (entry, _) = self.get("read the leader", self.keys.election()).await?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let value: pb::LeaderValue = decode(&entry)?;
+        Ok(Some(LeaderInfo {
+            id: value.id,
+            address: value.address,
+        }))
+    }
+
+    // ------------------------------------------------------------ jobs
+
+    /// Stores a submitted job's spec and marks it RUNNING (refused when the job exists).
+    pub async fn submit_job_spec(&self, job: &JobId, spec_yaml: &str) -> Result<()> {
+        let operation = format!("submit job {job}");
+        let submitted_at_unix_ms = now_unix_ms();
+        let spec = pb::JobSpecValue {
+            spec_yaml: spec_yaml.to_owned(),
+            submitted_at_unix_ms,
+        }
+        .encode_to_vec();
+        let state_key = self.keys.job_state(job);
+        let state = ClusterJob {
+            id: job.clone(),
+            phase: JobPhase::Running,
+            reason: String::new(),
+            submitted_at_unix_ms,
+        };
+        let compares = vec![Compare::create_revision(
+            state_key.clone(),
+            CompareOp::Equal,
+            0,
+        )];
+        let puts = vec![
+            TxnOp::put(self.keys.job_spec(job), spec, None),
+            TxnOp::put(state_key, state_value(&state), None),
+        ];
+        match self.commit(&operation, compares, puts).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(CoordinationError::AlreadyExists {
+                what: format!("job {job}"),
+            }),
+        }
+    }
+
+    /// The job's spec as submitted.
+    pub async fn job_spec(&self, job: &JobId) -> Result<Option<String>> {
+        let (entry, _) = self
+            .get(
+                &format!("read the spec of job {job}"),
+                self.keys.job_spec(job),
+            )
+            .await?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let value: pb::JobSpecValue = decode(&entry)?;
+        Ok(Some(value.spec_yaml))
+    }
+
+    /// A cluster job's state, if it was submitted.
+    pub async fn cluster_job(&self, job: &JobId) -> Result<Option<ClusterJob>> {
+        let operation = format!("read the state of job {job}");
+        let (entry, _) = self.get(&operation, self.keys.job_state(job)).await?;
+        entry.map(|entry| decode_job_state(&entry)).transpose()
+    }
+
+    /// Sets a cluster job's state.
+    pub async fn set_job_phase(&self, job: &JobId, phase: JobPhase, reason: &str) -> Result<()> {
+        let operation = format!("mark job {job} {}", phase.as_str());
+        let current = self
+            .cluster_job(job)
+            .await?
+            .ok_or_else(|| CoordinationError::NotFound {
+                what: format!("job {job}"),
+            })?;
+        let next = ClusterJob {
+            phase,
+            reason: reason.to_owned(),
+            ..current
+        };
+        let put = TxnOp::put(self.keys.job_state(job), state_value(&next), None);
+        match self.commit(&operation, Vec::new(), vec![put]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    /// Every cluster job, by name.
+    pub async fn list_cluster_jobs(&self) -> Result<Vec<ClusterJob>> {
+        let entries = self
+            .list("list jobs", &self.keys.job_states_root(), 0)
+            .await?;
+        entries.iter().map(decode_job_state).collect()
+    }
+
+    // ------------------------------------------------------------ assignments
+
+    /// Makes sure `worker` holds the assignment of this attempt (leader; fenced): writes
+    /// it, or adopts it when it stands already (a new leader taking over chunks in
+    /// flight). An assignment of another attempt left behind is replaced. One txn in the
+    /// common case.
+    pub async fn put_assignment(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        rate: (u64, u64),
+    ) -> Result<()> {
+        let operation =
+            format!("assign attempt {attempt} of chunk {chunk} of job {job} to {worker}");
+        let key = self.keys.assignment(worker, job, chunk);
+        let value = pb::AssignmentValue {
+            job: job.0.clone(),
+            chunk: chunk.0,
+            attempt: attempt.0,
+            rows_per_sec: rate.0,
+            bytes_per_sec: rate.1,
+        }
+        .encode_to_vec();
+        for _ in 0..=self.options.max_compare_retries {
+            let absent = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+            // A stale result of an earlier run of this attempt must not count.
+            let writes = vec![
+                TxnOp::put(key.clone(), value.clone(), None),
+                TxnOp::delete(self.keys.result(job, chunk, attempt.0), None),
+            ];
+            if self.commit(&operation, absent, writes).await? == TxnOutcome::Applied {
+                return Ok(());
+            }
+            let (entry, _) = self.get(&operation, key.clone()).await?;
+            let Some(entry) = entry else { continue };
+            let standing: pb::AssignmentValue = decode(&entry)?;
+            if standing.attempt == attempt.0 {
+                return Ok(());
+            }
+            let stale = vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                entry.mod_revision(),
+            )];
+            self.commit(&operation, stale, vec![TxnOp::delete(key.clone(), None)])
+                .await?;
+        }
+        Err(self.contention(&operation))
+    }
+
+    /// Withdraws an assignment and clears what its attempt left (result, progress,
+    /// claim). A late result of the attempt is refused from now on. Fenced.
+    pub async fn withdraw_assignment(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+    ) -> Result<()> {
+        let operation = format!("withdraw attempt {attempt} of chunk {chunk} of job {job}");
+        let deletes = self.attempt_cleanup(worker, job, chunk, attempt);
+        match self.commit(&operation, Vec::new(), deletes).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    /// The deletes that withdraw an attempt: its assignment, result, progress and claim.
+    pub(super) fn attempt_cleanup(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+    ) -> Vec<TxnOp> {
+        vec![
+            TxnOp::delete(self.keys.assignment(worker, job, chunk), None),
+            TxnOp::delete(self.keys.result(job, chunk, attempt.0), None),
+            TxnOp::delete(self.keys.progress(job, chunk), None),
+            TxnOp::delete(self.keys.claim(job, chunk), None),
+        ]
+    }
+
+    /// Mirrors a worker's assignments.
+    pub fn watch_assignments(
+        &self,
+        worker: &WorkerId,
+        cancel: &CancellationToken,
+    ) -> Mirror<Assignment> {
+        let owner = worker.clone();
+        self.mirror(
+            self.keys.assignments_root(worker),
+            move |entry| decode_assignment(&owner, entry),
+            cancel,
+        )
+    }
+
+    /// Claims an assignment for the worker (on its lease). False when the assignment
+    /// was withdrawn meanwhile.
+    pub async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool> {
+        let operation = format!("claim chunk {} of job {}", assignment.chunk, assignment.job);
+        let claim = TxnOp::put(
+            self.keys.claim(&assignment.job, assignment.chunk),
+            assignment.worker.0.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        self.while_assigned(&operation, assignment, claim).await
+    }
+
+    /// Applies `operation` only while `assignment` stands with the create revision the
+    /// worker saw; false when it was withdrawn (or replaced) meanwhile.
+    async fn while_assigned(
+        &self,
+        operation: &str,
+        assignment: &Assignment,
+        write: TxnOp,
+    ) -> Result<bool> {
+        let assign_key =
+            self.keys
+                .assignment(&assignment.worker, &assignment.job, assignment.chunk);
+        let txn = etcd_client::Txn::new()
+            .when(vec![Compare::create_revision(
+                assign_key,
+                CompareOp::Equal,
+                assignment.revision,
+            )])
+            .and_then(vec![write]);
+        let mut kv = self.client.kv_client();
+        let response = self.call(operation, kv.txn(txn)).await?;
+        Ok(response.succeeded())
+    }
+
+    /// Writes a running attempt's progress (on the worker's lease).
+    pub async fn put_progress(&self, progress: &ChunkProgress, lease: i64) -> Result<()> {
+        let operation = format!("report progress of chunk {}", progress.chunk);
+        let value = pb::ProgressValue {
+            attempt: progress.attempt.0,
+            worker: progress.worker.0.clone(),
+            rows: progress.rows,
+            verifying: progress.verifying,
+            job: progress.job.0.clone(),
+            chunk: progress.chunk.0,
+        }
+        .encode_to_vec();
+        let mut kv = self.client.kv_client();
+        self.call(
+            &operation,
+            kv.put(
+                self.keys.progress(&progress.job, progress.chunk),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Mirrors the progress of every running attempt.
+    pub fn watch_progress(&self, cancel: &CancellationToken) -> Mirror<ChunkProgress> {
+        self.mirror(self.keys.progress_root(), decode_progress, cancel)
+    }
+
+    /// Writes a worker's result, only while its assignment stands. False when the
+    /// assignment was withdrawn (the result is then dropped: a newer attempt owns the
+    /// chunk).
+    pub async fn put_result(&self, assignment: &Assignment, result: &ChunkResult) -> Result<bool> {
+        let operation = format!(
+            "report the result of attempt {} of chunk {} of job {}",
+            assignment.attempt, assignment.chunk, assignment.job
+        );
+        let put = TxnOp::put(
+            self.keys
+                .result(&assignment.job, assignment.chunk, assignment.attempt.0),
+            result_value(assignment, result).encode_to_vec(),
+            None,
+        );
+        self.while_assigned(&operation, assignment, put).await
+    }
+
+    /// Mirrors the results not yet consumed by the leader.
+    pub fn watch_results(&self, cancel: &CancellationToken) -> Mirror<AttemptResult> {
+        self.mirror(self.keys.results_root(), decode_result, cancel)
+    }
+
+    // ------------------------------------------------------------ mirrors
+
+    /// Mirrors every key under `prefix` decoded by `decode` (undecodable values are
+    /// logged and left out).
+    pub fn mirror<T, F>(&self, prefix: Vec<u8>, decode: F, cancel: &CancellationToken) -> Mirror<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(&KeyValue) -> Option<T> + Send + Sync + 'static,
+    {
+        let (sender, receiver) = watch::channel(Arc::new(BTreeMap::new()));
+        let store = self.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100));
+            loop {
+                let outcome = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    outcome = store.mirror_once(&prefix, &decode, &sender) => outcome,
+                };
+                if sender.is_closed() {
+                    return;
+                }
+                match outcome {
+                    Ok(()) => backoff.reset(),
+                    Err(error) => {
+                        tracing::warn!(prefix = %key_text(&prefix), %error, "watch broke; re-reading");
+                    }
+                }
+                if !backoff.wait(&cancel).await {
+                    return;
+                }
+            }
+        });
+        receiver
+    }
+
+    /// Reads the prefix, publishes it, then applies watch events until the watch ends.
+    async fn mirror_once<T, F>(
+        &self,
+        prefix: &[u8],
+        decode: &F,
+        sender: &watch::Sender<Arc<BTreeMap<Vec<u8>, T>>>,
+    ) -> Result<()>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(&KeyValue) -> Option<T> + Send + Sync + 'static,
+    {
+        let operation = format!("watch {}", key_text(prefix));
+        let end = prefix_range_end(prefix);
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call(
+                &operation,
+                kv.get(
+                    prefix.to_vec(),
+                    Some(GetOptions::new().with_range(end.clone())),
+                ),
+            )
+            .await?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        let mut map = BTreeMap::new();
+        for entry in response.kvs() {
+            if let Some(value) = decode(entry) {
+                map.insert(entry.key().to_vec(), value);
+            }
+        }
+        sender.send_replace(Arc::new(map));
+        let mut watcher = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(revision + 1);
+        let mut stream = self
+            .call(&operation, watcher.watch(prefix.to_vec(), Some(options)))
+            .await?;
+        loop {
+            let message = stream
+                .message()
+                .await
+                .map_err(|error| CoordinationError::Etcd {
+                    operation: operation.clone(),
+                    source: error.into(),
+                })?;
+            let Some(message) = message else {
+                return Ok(());
+            };
+            if message.canceled() {
+                return Ok(());
+            }
+            if message.events().is_empty() {
+                continue;
+            }
+            // One publication per message, changed in place: the map is copied only
+            // while a reader still holds the previous snapshot.
+            sender.send_modify(|snapshot| {
+                let map = Arc::make_mut(snapshot);
+                for event in message.events() {
+                    let Some(entry) = event.kv() else { continue };
+                    let value = match event.event_type() {
+                        EventType::Put => decode(entry),
+                        EventType::Delete => None,
+                    };
+                    match value {
+                        Some(value) => map.insert(entry.key().to_vec(), value),
+                        None => map.remove(entry.key()),
+                    };
+                }
+            });
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL; publishes whether it is safe to write.
+async fn keep_lease_alive(
+    store: EtcdStore,
+    id: i64,
+    ttl: Duration,
+    alive: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let every = ttl / 3;
+    let safe_for = ttl * 2 / 3;
+    let mut last_renewed = Instant::now();
+    let mut keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+    loop {
+        if keeper.is_none() {
+            let mut client = store.client.lease_client();
+            match bounded(
+                "keep a lease alive",
+                store.options.request_timeout,
+                client.keep_alive(id),
+            )
+            .await
+            {
+                Ok(pair) => keeper = Some(pair),
+                Err(error) => tracing::warn!(lease = id, %error, "cannot open lease keep-alive"),
+            }
+        }
+        if let Some((sender, stream)) = keeper.as_mut() {
+            let renewed = async {
+                sender.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(every.max(Duration::from_millis(500)), renewed).await {
+                Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                    last_renewed = Instant::now();
+                    alive.send_if_modified(|value| !std::mem::replace(value, true));
+                }
+                Ok(Ok(Some(_))) => {
+                    tracing::error!(lease = id, "lease expired");
+                    alive.send_replace(false);
+                    return;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    keeper = None;
+                }
+            }
+        }
+        if last_renewed.elapsed() >= safe_for && *alive.borrow() {
+            tracing::error!(
+                lease = id,
+                "lease not renewed in time: stopping writes (self-fencing)"
+            );
+            alive.send_replace(false);
+        }
+        let pause = if keeper.is_some() {
+            every
+        } else {
+            Duration::from_millis(300)
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+fn state_value(job: &ClusterJob) -> Vec<u8> {
+    pb::JobStateValue {
+        state: job.phase.as_str().to_owned(),
+        reason: job.reason.clone(),
+        updated_at_unix_ms: now_unix_ms(),
+        submitted_at_unix_ms: job.submitted_at_unix_ms,
+        job: job.id.0.clone(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_job_state(entry: &KeyValue) -> Result<ClusterJob> {
+    let value: pb::JobStateValue = decode(entry)?;
+    let phase = JobPhase::parse(&value.state).ok_or_else(|| CoordinationError::CorruptValue {
+        key: key_text(entry.key()),
+        detail: format!("unknown job state {:?}", value.state),
+    })?;
+    Ok(ClusterJob {
+        id: JobId(value.job),
+        phase,
+        reason: value.reason,
+        submitted_at_unix_ms: value.submitted_at_unix_ms,
+    })
+}
+
+fn decode_logged<M: Message + Default>(entry: &KeyValue) -> Option<M> {
+    match decode::<M>(entry) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(%error, "skipping an undecodable value");
+            None
+        }
+    }
+}
+
+fn decode_worker(entry: &KeyValue) -> Option<WorkerInfo> {
+    let value: pb::WorkerRecordValue = decode_logged(entry)?;
+    Some(WorkerInfo {
+        id: WorkerId(value.id),
+        slots: value.slots,
+        draining: value.draining,
+        host: value.host,
+        pid: value.pid,
+        registered_at_unix_ms: value.registered_at_unix_ms,
+    })
+}
+
+fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> {
+    let value: pb::AssignmentValue = decode_logged(entry)?;
+    Some(Assignment {
+        worker: worker.clone(),
+        job: JobId(value.job),
+        chunk: ChunkId(value.chunk),
+        attempt: Attempt(value.attempt),
+        revision: entry.create_revision(),
+        rows_per_sec: value.rows_per_sec,
+        bytes_per_sec: value.bytes_per_sec,
+    })
+}
+
+fn decode_progress(entry: &KeyValue) -> Option<ChunkProgress> {
+    let value: pb::ProgressValue = decode_logged(entry)?;
+    Some(ChunkProgress {
+        job: JobId(value.job),
+        chunk: ChunkId(value.chunk),
+        attempt: Attempt(value.attempt),
+        worker: WorkerId(value.worker),
+        rows: value.rows,
+        verifying: value.verifying,
+    })
+}
+
+fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValue {
+    let mut value = pb::ResultValue {
+        attempt: assignment.attempt.0,
+        worker: assignment.worker.0.clone(),
+        job: assignment.job.0.clone(),
+        chunk: assignment.chunk.0,
+        ..Default::default()
+    };
+    match result {
+        ChunkResult::Verified { rows, checksum } => {
+            value.kind = pb::OutcomeKind::Verified as i32;
+            value.rows = *rows;
+            value.checksum = Some(checksum_to_proto(*checksum));
+        }
+        ChunkResult::Mismatch { source, target } => {
+            value.kind = pb::OutcomeKind::Mismatch as i32;
+            value.checksum = Some(checksum_to_proto(*source));
+            value.target_checksum = Some(checksum_to_proto(*target));
+        }
+        ChunkResult::Error { message, retryable } => {
+            value.kind = pb::OutcomeKind::Error as i32;
+            value.message = message.clone();
+            value.retryable = *retryable;
+        }
+        ChunkResult::Requeued { reason } => {
+            value.kind = pb::OutcomeKind::Requeued as i32;
+            value.message = reason.clone();
+        }
+        ChunkResult::Cancelled => {
+            value.kind = pb::OutcomeKind::Requeued as i32;
+            value.message = format!("worker {} stopped the attempt", assignment.worker);
+        }
+    }
+    value
+}
+
+fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
+    let value: pb::ResultValue = decode_logged(entry)?;
+    let empty = RangeChecksum { rows: 0, sum: 0 };
+    let checksum = value.checksum.map_or(empty, checksum_from_proto);
+    let result = match pb::OutcomeKind::try_from(value.kind) {
+        Ok(pb::OutcomeKind::Verified) => ChunkResult::Verified {
+            rows: value.rows,
+            checksum,
+        },
+        Ok(pb::OutcomeKind::Mismatch) => ChunkResult::Mismatch {
+            source: checksum,
+            target: value.target_checksum.map_or(empty, checksum_from_proto),
+        },
+        Ok(pb::OutcomeKind::Error) => ChunkResult::Error {
+            message: value.message,
+            retryable: value.retryable,
+        },
+        Ok(pb::OutcomeKind::Requeued) => ChunkResult::Requeued {
+            reason: value.message,
+        },
+        Ok(pb::OutcomeKind::Unspecified) | Err(_) => {
+            tracing::error!(key = %key_text(entry.key()), "result without an outcome");
+            return None;
+        }
+    };
+    Some(AttemptResult {
+        job: JobId(value.job),
+        chunk: ChunkId(value.chunk),
+        attempt: Attempt(value.attempt),
+        worker: WorkerId(value.worker),
+        result,
+    })
+}

@@ -1,0 +1,9 @@
+//! Distributed mode: the coordinator's side. [`runtime::ClusterRuntime`] campaigns for
+//! leadership and, while it leads, runs each job with the same scheduler as
+//! `ferryctl local` ([`crate::scheduler::run_job_on`]) over the etcd store, with
+//! [`remote::RemoteExecutor`] handing attempts to workers and [`pool::ClusterPool`]
+//! giving out the live workers' slots.
+
+pub mod pool;
+pub mod remote;
+pub mod runtime;

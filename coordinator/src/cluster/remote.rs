@@ -1,0 +1,298 @@
+//! Runs chunk attempts on remote workers: the leader's side of the assignment protocol.
+//!
+//! An attempt is an assignment key the worker watches; its end is the worker's result
+//! key, or the worker being gone: its lease vanished and stayed gone for the grace
+//! period. A worker never seen since the attempt started (a new leader adopting chunks
+//! in flight) gets its full lease TTL on top. The scheduler then records the end, and the
+//! etcd store withdraws the assignment in that same write (`EtcdStore`'s `complete`),
+//! so a late result of the attempt is refused from then on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferry_common::backoff::Backoff;
+use ferry_common::coordination::EtcdStore;
+use ferry_common::coordination::cluster::{AttemptResult, ChunkProgress, Mirror, WorkerInfo};
+use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::scheduler::sleep_until_opt;
+
+/// Routes changes of the results and progress mirrors to the one attempt waiting on each
+/// key: a change wakes that attempt's executor, not every executor in flight (with
+/// hundreds in flight, waking all of them on every result cost a core).
+pub struct AttemptRouter {
+    results: Mirror<AttemptResult>,
+    progress: Mirror<ChunkProgress>,
+    waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
+}
+
+impl AttemptRouter {
+    /// Routes the changes of `results` and `progress` until `cancel`.
+    pub fn start(
+        results: Mirror<AttemptResult>,
+        progress: Mirror<ChunkProgress>,
+        cancel: &CancellationToken,
+    ) -> Arc<Self> {
+        let router = Arc::new(Self {
+            results: results.clone(),
+            progress: progress.clone(),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let routing = router.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let (mut results, mut progress) = (results, progress);
+            let mut seen_results = results.borrow_and_update().clone();
+            let mut seen_progress = progress.borrow_and_update().clone();
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = results.changed() => {
+                        if changed.is_err() { return; }
+                        let now = results.borrow_and_update().clone();
+                        routing.wake_changed(&seen_results, &now);
+                        seen_results = now;
+                    }
+                    changed = progress.changed() => {
+                        if changed.is_err() { return; }
+                        let now = progress.borrow_and_update().clone();
+                        routing.wake_changed(&seen_progress, &now);
+                        seen_progress = now;
+                    }
+                }
+            }
+        });
+        router
+    }
+
+    /// Wakes the waiter of every key that is new or changed in `now`.
+    fn wake_changed<T: PartialEq>(
+        &self,
+        before: &BTreeMap<Vec<u8>, T>,
+        now: &BTreeMap<Vec<u8>, T>,
+    ) {
+        let waiters = self.lock();
+        for (key, value) in now {
+            if before.get(key) != Some(value)
+                && let Some(waiter) = waiters.get(key)
+            {
+                // A permit is kept when the attempt is not waiting yet: no change is lost.
+                waiter.notify_one();
+            }
+        }
+    }
+
+    /// One wake-up for changes of any of `keys` (an attempt's result and progress).
+    fn register(&self, keys: &[&Vec<u8>]) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        let mut waiters = self.lock();
+        for key in keys {
+            waiters.insert((*key).clone(), notify.clone());
+        }
+        notify
+    }
+
+    fn unregister(&self, keys: &[&Vec<u8>]) {
+        let mut waiters = self.lock();
+        for key in keys {
+            waiters.remove(*key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The leader's executor: assigns attempts to workers and waits for their results.
+pub struct RemoteExecutor {
+    /// The leader's fenced store.
+    pub store: EtcdStore,
+    /// Live workers.
+    pub workers: Mirror<WorkerInfo>,
+    /// Results and progress, routed to the attempt waiting for each.
+    pub router: Arc<AttemptRouter>,
+    /// The workers' lease TTL.
+    pub worker_ttl: Duration,
+    /// Wait after a worker's lease vanished before its chunks are reassigned.
+    pub grace: Duration,
+    /// Fired when an operator cancels the job: running attempts are then withdrawn
+    /// (otherwise a cancelled attempt is the leader stepping down, and the assignment
+    /// stays for the next leader to adopt).
+    pub job_cancelled: CancellationToken,
+    /// The job's pacer: each attempt carries its share of the rate limits.
+    pub pacer: Option<std::sync::Arc<crate::pacer::JobPacer>>,
+}
+
+impl RemoteExecutor {
+    /// Retries a store call while it fails with a retryable error (etcd restarting),
+    /// until `cancel`.
+    async fn retrying<T, F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        mut call: F,
+    ) -> Option<Result<T, String>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ferry_common::coordination::Result<T>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100));
+        loop {
+            match call().await {
+                Ok(value) => return Some(Ok(value)),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "etcd unavailable; retrying");
+                }
+                Err(error) => return Some(Err(error.to_string())),
+            }
+            if !backoff.wait(cancel).await {
+                return None;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChunkExecutor for RemoteExecutor {
+    async fn execute(&self, task: ChunkTask) -> ChunkResult {
+        let cancel = task.cancel.clone();
+        let (job, chunk, attempt, worker) = (
+            task.job.clone(),
+            task.chunk,
+            task.attempt,
+            task.worker.clone(),
+        );
+        // Write the assignment, or adopt it when it stands already.
+        let share = self
+            .pacer
+            .as_ref()
+            .map_or((0, 0), |pacer| pacer.attempt_share());
+        match self
+            .retrying(&cancel, || {
+                self.store
+                    .put_assignment(&worker, &job, chunk, attempt, share)
+            })
+            .await
+        {
+            None => return ChunkResult::Cancelled,
+            Some(Err(message)) => return store_failure(message),
+            Some(Ok(())) => {}
+        }
+        tracing::debug!(%job, %chunk, %attempt, %worker, "attempt assigned");
+
+        let keys = self.store.keys();
+        let result_key = keys.result(&job, chunk, attempt.0);
+        let progress_key = keys.progress(&job, chunk);
+        let worker_key = keys.worker(&worker);
+        let keys = [&result_key, &progress_key];
+        let wake = self.router.register(&keys);
+        let outcome = self
+            .wait(&task, &result_key, &progress_key, &worker_key, &wake)
+            .await;
+        self.router.unregister(&keys);
+        outcome
+    }
+}
+
+impl RemoteExecutor {
+    /// Waits for the attempt's result (forwarding its progress), or for its worker to be
+    /// lost, or for cancellation.
+    async fn wait(
+        &self,
+        task: &ChunkTask,
+        result_key: &Vec<u8>,
+        progress_key: &Vec<u8>,
+        worker_key: &Vec<u8>,
+        wake: &Notify,
+    ) -> ChunkResult {
+        let (job, chunk, attempt, worker) = (&task.job, task.chunk, task.attempt, &task.worker);
+        let cancel = &task.cancel;
+        let mut workers = self.workers.clone();
+        let started = Instant::now();
+        let mut seen_worker = false;
+        let mut absent_since: Option<Instant> = None;
+        let mut rows_reported = 0u64;
+        let mut verifying_reported = false;
+        loop {
+            let outcome = self
+                .router
+                .results
+                .borrow()
+                .get(result_key)
+                .map(|result| result.result.clone());
+            if let Some(outcome) = outcome {
+                // The scheduler records it; the store withdraws the assignment in the
+                // same write, so a late duplicate of this result is refused.
+                return outcome;
+            }
+            let running = self
+                .router
+                .progress
+                .borrow()
+                .get(progress_key)
+                .filter(|running| running.attempt == attempt)
+                .cloned();
+            if let Some(running) = running {
+                if running.rows > rows_reported {
+                    (task.progress)(running.rows - rows_reported);
+                    rows_reported = running.rows;
+                }
+                if running.verifying && !verifying_reported {
+                    verifying_reported = true;
+                    (task.on_verifying)();
+                }
+            }
+            let present = workers.borrow_and_update().contains_key(worker_key);
+            // When the worker is absent: the instant it counts as lost. A worker not
+            // seen since we started waiting (a new leader adopting the chunk) gets its
+            // full lease on top of the grace.
+            let lost_at = if present {
+                seen_worker = true;
+                absent_since = None;
+                None
+            } else {
+                let since = *absent_since.get_or_insert_with(Instant::now);
+                Some(if seen_worker {
+                    since + self.grace
+                } else {
+                    started + self.worker_ttl + self.grace
+                })
+            };
+            if lost_at.is_some_and(|at| Instant::now() >= at) {
+                tracing::warn!(%job, %chunk, %attempt, %worker, "worker lost; re-copying its chunk with overwrite");
+                return ChunkResult::Error {
+                    message: format!(
+                        "worker {worker} was lost (its lease expired) during attempt {attempt}"
+                    ),
+                    retryable: true,
+                };
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    if self.job_cancelled.is_cancelled() {
+                        // Best effort: the worker stops when its assignment vanishes.
+                        let _ = self
+                            .store
+                            .withdraw_assignment(worker, job, chunk, attempt)
+                            .await;
+                    }
+                    return ChunkResult::Cancelled;
+                }
+                () = wake.notified() => {}
+                _ = workers.changed() => {}
+                () = sleep_until_opt(lost_at) => {}
+            }
+        }
+    }
+}
+
+fn store_failure(message: String) -> ChunkResult {
+    // Leadership lost or a corrupt store: the attempt never started; leave the chunk in
+    // flight for whoever leads next.
+    tracing::error!(%message, "cannot assign a chunk");
+    ChunkResult::Cancelled
+}

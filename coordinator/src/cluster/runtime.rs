@@ -1,0 +1,777 @@
+//! A coordinator in a cluster: campaigns for leadership; while it leads, runs every
+//! RUNNING job with the shared scheduler over etcd and remote workers; always answers
+//! the read operations from etcd, and points writers to the leader when it is a standby.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_common::coordination::cluster::{
+    JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
+};
+use ferry_common::coordination::{
+    ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdStore, JobRecord, PolicyChange,
+};
+use ferry_common::ids::{JobId, WorkerId};
+use ferry_common::spec::JobSpec;
+use ferry_connectors::{open_sink, open_source};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::pool::SlotBoard;
+use super::remote::{AttemptRouter, RemoteExecutor};
+use crate::control::{
+    ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl, JobStateView,
+    JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector, ThrottleUpdate,
+    WorkerView,
+};
+use crate::pacer::JobPacer;
+use crate::plan::plan_job_with;
+use crate::scheduler::{JobEvent, SchedulerOptions, run_job_on};
+
+/// How a coordinator runs.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// This coordinator's name.
+    pub id: String,
+    /// Where its Control API listens (host:port), published when it leads.
+    pub address: String,
+    /// TTL of the coordinator's own lease (leadership is lost this long after it dies).
+    pub lease_ttl: Duration,
+    /// The workers' lease TTL (what a new leader gives chunks in flight before reaping).
+    pub worker_ttl: Duration,
+    /// Extra wait after a worker's lease vanished before its chunks are reassigned.
+    pub grace: Duration,
+    /// The environment `url_env` names are looked up in.
+    pub env: HashMap<String, String>,
+    /// Folder relative paths in specs are joined to.
+    pub base_dir: PathBuf,
+}
+
+/// A coordinator: the Control API's domain in distributed mode.
+pub struct ClusterRuntime {
+    store: EtcdStore,
+    options: ClusterOptions,
+    leading: Mutex<Option<Arc<Leadership>>>,
+}
+
+/// What a coordinator holds while it leads.
+struct Leadership {
+    /// Fenced by the term: every write fails once another coordinator leads.
+    store: EtcdStore,
+    board: Arc<SlotBoard>,
+    workers: Mirror<WorkerInfo>,
+    router: Arc<AttemptRouter>,
+    jobs: Mutex<HashMap<JobId, Arc<RunningJob>>>,
+    wake: Notify,
+    cancel: CancellationToken,
+}
+
+/// A job this leader runs.
+struct RunningJob {
+    pacer: Mutex<Option<Arc<JobPacer>>>,
+    stop: CancellationToken,
+    operator_cancel: CancellationToken,
+    rows_streamed: AtomicU64,
+    finished: CancellationToken,
+}
+
+impl ClusterRuntime {
+    /// A coordinator over `store` (not fenced: the runtime fences its own writes).
+    pub fn new(store: EtcdStore, options: ClusterOptions) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            options,
+            leading: Mutex::new(None),
+        })
+    }
+
+    /// Campaigns, leads while it can, campaigns again when it loses the lead; returns
+    /// on `shutdown` after resigning (the standbys take over at once).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let info = LeaderInfo {
+            id: self.options.id.clone(),
+            address: self.options.address.clone(),
+        };
+        while !shutdown.is_cancelled() {
+            let Some(lease) = self
+                .store
+                .start_lease_retrying(self.options.lease_ttl, &shutdown)
+                .await
+            else {
+                break;
+            };
+            let term = match self.store.campaign(&info, &lease, &shutdown).await {
+                Ok(Some(term)) => term,
+                Ok(None) => {
+                    let _ = self.store.revoke_lease(lease.id).await;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "campaign failed; retrying");
+                    lease.stop();
+                    continue;
+                }
+            };
+            tracing::info!(coordinator = %info.id, revision = term.create_revision, "leading");
+            metrics::gauge!("ferry_coordinator_leader").set(1.0);
+            let leadership = self.start_leading(&term);
+            *lock(&self.leading) = Some(leadership.clone());
+            self.lead(&leadership, &lease, &term, &shutdown).await;
+            *lock(&self.leading) = None;
+            leadership.cancel.cancel();
+            // Let the jobs' schedulers wind down (attempts stay in flight for the next
+            // leader, which adopts them).
+            let running: Vec<_> = lock(&leadership.jobs).values().cloned().collect();
+            for job in running {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), job.finished.cancelled()).await;
+            }
+            metrics::gauge!("ferry_coordinator_leader").set(0.0);
+            if shutdown.is_cancelled() {
+                if let Err(error) = self.store.resign(&term).await {
+                    tracing::warn!(%error, "cannot resign; the lease will expire instead");
+                }
+                let _ = self.store.revoke_lease(lease.id).await;
+                tracing::info!("resigned");
+                break;
+            }
+            tracing::warn!("lost the lead; campaigning again");
+            lease.stop();
+        }
+    }
+
+    fn start_leading(&self, term: &LeaderTerm) -> Arc<Leadership> {
+        let cancel = CancellationToken::new();
+        let workers = self.store.watch_workers(&cancel);
+        Arc::new(Leadership {
+            store: self.store.fenced_by(term.key.clone(), term.create_revision),
+            board: SlotBoard::new(workers.clone()),
+            router: AttemptRouter::start(
+                self.store.watch_results(&cancel),
+                self.store.watch_progress(&cancel),
+                &cancel,
+            ),
+            workers,
+            jobs: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            cancel,
+        })
+    }
+
+    /// Starts the RUNNING jobs and watches the term until it ends.
+    async fn lead(
+        self: &Arc<Self>,
+        leadership: &Arc<Leadership>,
+        lease: &LeaseSession,
+        term: &LeaderTerm,
+        shutdown: &CancellationToken,
+    ) {
+        let mut alive = lease.alive();
+        loop {
+            if !*alive.borrow_and_update() {
+                tracing::error!("the coordinator's lease is not renewed: stepping down");
+                return;
+            }
+            match self.store.holds(term).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("another coordinator leads now: stepping down");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "cannot check leadership (etcd unavailable?)"),
+            }
+            match self.store.list_cluster_jobs().await {
+                Ok(jobs) => {
+                    for job in jobs
+                        .into_iter()
+                        .filter(|job| job.phase == JobPhase::Running)
+                    {
+                        let fresh = !lock(&leadership.jobs).contains_key(&job.id);
+                        if fresh {
+                            self.spawn_job(leadership, job.id);
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot list jobs (etcd unavailable?)"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = alive.changed() => {}
+                () = leadership.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn spawn_job(self: &Arc<Self>, leadership: &Arc<Leadership>, job: JobId) {
+        let running = Arc::new(RunningJob {
+            pacer: Mutex::new(None),
+            stop: leadership.cancel.child_token(),
+            operator_cancel: CancellationToken::new(),
+            rows_streamed: AtomicU64::new(0),
+            finished: CancellationToken::new(),
+        });
+        lock(&leadership.jobs).insert(job.clone(), running.clone());
+        let runtime = self.clone();
+        let leadership = leadership.clone();
+        tokio::spawn(async move {
+            let outcome = runtime.run_job(&leadership, &job, &running).await;
+            match outcome {
+                Ok(Some(phase)) => {
+                    tracing::info!(%job, phase = phase.as_str(), "job ended");
+                    let reason = if phase == JobPhase::Failed {
+                        "some chunks FAILED: see `ferryctl chunks JOB --state FAILED`"
+                    } else {
+                        ""
+                    };
+                    if let Err(error) = leadership.store.set_job_phase(&job, phase, reason).await {
+                        tracing::error!(%job, %error, "cannot record the job's end");
+                    }
+                }
+                Ok(None) => {}
+                Err(JobRunError::Retry(message)) => {
+                    tracing::warn!(%job, %message, "job interrupted; it will be resumed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(JobRunError::Fatal(message)) => {
+                    tracing::error!(%job, %message, "job failed");
+                    let _ = leadership
+                        .store
+                        .set_job_phase(&job, JobPhase::Failed, &message)
+                        .await;
+                }
+            }
+            running.finished.cancel();
+            lock(&leadership.jobs).remove(&job);
+            leadership.wake.notify_one();
+        });
+    }
+
+    /// Runs one job until it ends (`Some(phase)`), or until stopped (`None`).
+    async fn run_job(
+        &self,
+        leadership: &Arc<Leadership>,
+        job: &JobId,
+        running: &Arc<RunningJob>,
+    ) -> Result<Option<JobPhase>, JobRunError> {
+        let spec_yaml = self
+            .store
+            .job_spec(job)
+            .await
+            .map_err(JobRunError::from_store)?
+            .ok_or_else(|| JobRunError::Fatal(format!("job {job} has no spec")))?;
+        let spec = self
+            .parse_spec(&spec_yaml)
+            .map_err(|errors| JobRunError::Fatal(errors.join("; ")))?;
+        let source = open_source(&spec.source)
+            .await
+            .map_err(|error| JobRunError::Retry(error.to_string()))?;
+        let sink = open_sink(&spec.target)
+            .await
+            .map_err(|error| JobRunError::Retry(error.to_string()))?;
+        let record = match leadership
+            .store
+            .load_job(job)
+            .await
+            .map_err(JobRunError::from_store)?
+        {
+            Some((record, _)) => record,
+            None => {
+                // Submitted, but the plan was not stored (the leader stopped in between).
+                let plan = plan_job_with(&spec, source.as_ref(), sink.as_ref(), true)
+                    .await
+                    .map_err(|error| JobRunError::Fatal(error.to_string()))?;
+                let record = JobRecord::new(&spec, plan.tables);
+                leadership
+                    .store
+                    .create_job(&record, &plan.chunks)
+                    .await
+                    .map_err(JobRunError::from_store)?;
+                record
+            }
+        };
+        let store: Arc<dyn Coordination> = Arc::new(leadership.store.clone());
+        let pacer = JobPacer::start(
+            job.clone(),
+            spec.throttle.clone(),
+            store.clone(),
+            source.clone(),
+            running.stop.clone(),
+        )
+        .await
+        .map_err(|error| JobRunError::Fatal(error.to_string()))?;
+        *lock(&running.pacer) = Some(pacer.clone());
+        let executor = Arc::new(RemoteExecutor {
+            store: leadership.store.clone(),
+            workers: leadership.workers.clone(),
+            router: leadership.router.clone(),
+            worker_ttl: self.options.worker_ttl,
+            grace: self.options.grace,
+            job_cancelled: running.operator_cancel.clone(),
+            pacer: Some(pacer.clone()),
+        });
+        let options = SchedulerOptions::for_spec(&spec, usize::MAX);
+        let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let counter = running.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if let JobEvent::RowsCopied { rows, .. } = event {
+                    counter.rows_streamed.fetch_add(rows, Ordering::Relaxed);
+                }
+            }
+        });
+        let mut pool = leadership.board.pool();
+        let outcome = run_job_on(
+            store,
+            &record,
+            executor,
+            &options,
+            &mut pool,
+            pacer.pacing(),
+            events,
+            running.stop.clone(),
+        )
+        .await
+        .map_err(|error| match error {
+            crate::scheduler::SchedulerError::Store(error) => JobRunError::from_store(error),
+        })?;
+        pacer.finish();
+        if running.operator_cancel.is_cancelled() {
+            return Ok(Some(JobPhase::Cancelled));
+        }
+        if outcome.interrupted {
+            return Ok(None);
+        }
+        let failed = outcome
+            .chunks
+            .iter()
+            .any(|chunk| chunk.state == ChunkState::Failed);
+        Ok(Some(if failed {
+            JobPhase::Failed
+        } else {
+            JobPhase::Done
+        }))
+    }
+
+    fn parse_spec(&self, text: &str) -> Result<JobSpec, Vec<String>> {
+        ferry_connectors::parse_spec(text, &self.options.base_dir, &self.options.env)
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+    }
+
+    /// The leadership, or the error that sends writers to the leader.
+    async fn require_leader(&self) -> Result<Arc<Leadership>, ControlError> {
+        if let Some(leadership) = lock(&self.leading).clone() {
+            return Ok(leadership);
+        }
+        let leader = self.store.leader().await.ok().flatten();
+        Err(ControlError::NotLeader(leader.map(|leader| leader.address)))
+    }
+
+    fn running_job(&self, job: &JobId) -> Option<Arc<RunningJob>> {
+        let leadership = lock(&self.leading).clone()?;
+        lock(&leadership.jobs).get(job).cloned()
+    }
+
+    async fn pacer_of(&self, job: &str) -> Result<Arc<JobPacer>, ControlError> {
+        let leadership = self.require_leader().await?;
+        let id = JobId(job.to_owned());
+        let running = lock(&leadership.jobs).get(&id).cloned();
+        let pacer = running.and_then(|running| lock(&running.pacer).clone());
+        match pacer {
+            Some(pacer) => Ok(pacer),
+            None => {
+                self.load(&id).await?;
+                Err(ControlError::Unsupported(format!(
+                    "job {job} is not running (it ended, or is still starting): its throttle \
+                     cannot change now"
+                )))
+            }
+        }
+    }
+
+    async fn load(&self, job: &JobId) -> Result<(JobRecord, Vec<ChunkRecord>), ControlError> {
+        self.store
+            .load_job(job)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ControlError::UnknownJob(job.0.clone()))
+    }
+
+    async fn phase(&self, job: &JobId) -> Result<Option<(JobPhase, String)>, ControlError> {
+        let state = self.store.cluster_job(job).await.map_err(store_error)?;
+        Ok(state.map(|state| (state.phase, state.reason)))
+    }
+
+    /// Stops a running job's scheduler and waits until it is gone.
+    async fn stop_job(&self, leadership: &Leadership, job: &JobId, operator: bool) {
+        let running = lock(&leadership.jobs).get(job).cloned();
+        if let Some(running) = running {
+            if operator {
+                running.operator_cancel.cancel();
+            }
+            running.stop.cancel();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), running.finished.cancelled()).await;
+        }
+    }
+}
+
+enum JobRunError {
+    /// Try again later (etcd or a database unavailable).
+    Retry(String),
+    /// The job cannot run: it is marked FAILED with this reason.
+    Fatal(String),
+}
+
+impl JobRunError {
+    fn from_store(error: CoordinationError) -> Self {
+        if error.is_retryable() || matches!(error, CoordinationError::NotLeader { .. }) {
+            JobRunError::Retry(error.to_string())
+        } else {
+            JobRunError::Fatal(error.to_string())
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn store_error(error: CoordinationError) -> ControlError {
+    if error.is_retryable() {
+        ControlError::Unavailable(error.to_string())
+    } else {
+        ControlError::Internal(error.to_string())
+    }
+}
+
+fn phase_view(phase: JobPhase) -> JobStateView {
+    match phase {
+        JobPhase::Running => JobStateView::Running,
+        JobPhase::Done => JobStateView::Done,
+        JobPhase::Failed => JobStateView::Failed,
+        JobPhase::Cancelled => JobStateView::Cancelled,
+    }
+}
+
+fn table_name(record: &JobRecord, chunk: &ChunkRecord) -> String {
+    record
+        .tables
+        .get(chunk.table_index)
+        .map(|table| table.schema.name.to_string())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ClusterControl for ClusterRuntime {
+    async fn submit(&self, spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError> {
+        let spec = self.parse_spec(spec_yaml).map_err(ControlError::Invalid)?;
+        let leadership = if dry_run {
+            None
+        } else {
+            Some(self.require_leader().await?)
+        };
+        let job = JobId(spec.name.clone());
+        if let Some((phase, _)) = self.phase(&job).await? {
+            return Err(ControlError::AlreadyExists(format!(
+                "job {job} exists already ({}): give the spec another `name`, or act on the \
+                 existing job (`ferryctl status|recopy|cancel {job}`)",
+                phase.as_str()
+            )));
+        }
+        let invalid =
+            |error: &dyn std::fmt::Display| ControlError::Invalid(vec![error.to_string()]);
+        let source = open_source(&spec.source).await.map_err(|e| invalid(&e))?;
+        let sink = open_sink(&spec.target).await.map_err(|e| invalid(&e))?;
+        let plan = plan_job_with(&spec, source.as_ref(), sink.as_ref(), !dry_run)
+            .await
+            .map_err(|e| invalid(&e))?;
+        let tables = plan
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(index, table)| {
+                let chunks: Vec<_> = plan
+                    .chunks
+                    .iter()
+                    .filter(|chunk| chunk.table_index == index)
+                    .collect();
+                PlannedTableView {
+                    source: table.schema.name.to_string(),
+                    target: sink.target_table(&table.schema).to_string(),
+                    chunks: chunks.len() as u32,
+                    estimated_rows: chunks.iter().map(|chunk| chunk.estimated_rows).sum(),
+                    warnings: table.warnings.clone(),
+                }
+            })
+            .collect();
+        let Some(leadership) = leadership else {
+            return Ok(PlanView {
+                job: job.0,
+                tables,
+                submitted: false,
+            });
+        };
+        leadership
+            .store
+            .submit_job_spec(&job, spec_yaml)
+            .await
+            .map_err(|error| match error {
+                CoordinationError::AlreadyExists { what } => {
+                    ControlError::AlreadyExists(format!("{what}: give the spec another `name`"))
+                }
+                other => store_error(other),
+            })?;
+        let record = JobRecord::new(&spec, plan.tables);
+        leadership
+            .store
+            .create_job(&record, &plan.chunks)
+            .await
+            .map_err(store_error)?;
+        leadership.wake.notify_one();
+        tracing::info!(%job, chunks = plan.chunks.len(), "job submitted");
+        Ok(PlanView {
+            job: job.0,
+            tables,
+            submitted: true,
+        })
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<JobSummaryView>, ControlError> {
+        let jobs = self.store.list_cluster_jobs().await.map_err(store_error)?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobSummaryView {
+                job: job.id.0,
+                state: phase_view(job.phase),
+                reason: job.reason,
+                submitted_at_unix_ms: job.submitted_at_unix_ms,
+            })
+            .collect())
+    }
+
+    async fn list_chunks(
+        &self,
+        job: &str,
+        filter: &ChunkFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ChunkView>, bool), ControlError> {
+        let (record, chunks) = self.load(&JobId(job.to_owned())).await?;
+        if let Some(state) = &filter.state
+            && ChunkState::parse(state).is_none()
+        {
+            return Err(ControlError::Invalid(vec![format!(
+                "unknown chunk state {state:?}: use PLANNED, ASSIGNED, COPYING, VERIFYING, \
+                 VERIFIED or FAILED"
+            )]));
+        }
+        let selected: Vec<ChunkView> = chunks
+            .iter()
+            .filter(|chunk| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|state| chunk.state.as_str() == state)
+            })
+            .filter(|chunk| {
+                filter
+                    .table
+                    .as_ref()
+                    .is_none_or(|table| &table_name(&record, chunk) == table)
+            })
+            .skip(offset)
+            .take(limit + 1)
+            .map(|chunk| ChunkView {
+                id: chunk.id.0,
+                table: table_name(&record, chunk),
+                range: chunk.range.to_string(),
+                state: chunk.state.as_str().to_owned(),
+                attempt: chunk.attempt.0,
+                failures: chunk.failures,
+                estimated_rows: chunk.estimated_rows,
+                rows: chunk.rows,
+                worker: chunk
+                    .worker
+                    .as_ref()
+                    .map(|w| w.0.clone())
+                    .unwrap_or_default(),
+                last_error: chunk.last_error.clone().unwrap_or_default(),
+            })
+            .collect();
+        let more = selected.len() > limit;
+        Ok((selected.into_iter().take(limit).collect(), more))
+    }
+
+    async fn cancel(&self, job: &str) -> Result<(), ControlError> {
+        let leadership = self.require_leader().await?;
+        let id = JobId(job.to_owned());
+        match self.phase(&id).await? {
+            None => return Err(ControlError::UnknownJob(job.to_owned())),
+            Some((JobPhase::Running, _)) => {}
+            Some((phase, _)) => {
+                return Err(ControlError::Unsupported(format!(
+                    "job {job} has ended ({}); nothing to cancel",
+                    phase.as_str()
+                )));
+            }
+        }
+        leadership
+            .store
+            .set_job_phase(&id, JobPhase::Cancelled, "cancelled by an operator")
+            .await
+            .map_err(store_error)?;
+        self.stop_job(&leadership, &id, true).await;
+        Ok(())
+    }
+
+    async fn recopy(&self, job: &str, selector: RecopySelector) -> Result<Vec<u32>, ControlError> {
+        let leadership = self.require_leader().await?;
+        let id = JobId(job.to_owned());
+        let (record, _) = self.load(&id).await?;
+        if let RecopySelector::State(state) = &selector
+            && !matches!(state.as_str(), "VERIFIED" | "FAILED")
+        {
+            return Err(ControlError::Invalid(vec![format!(
+                "--state {state}: only VERIFIED or FAILED chunks can be re-copied"
+            )]));
+        }
+        if let RecopySelector::Table(table) = &selector
+            && !record
+                .tables
+                .iter()
+                .any(|t| &t.schema.name.to_string() == table)
+        {
+            return Err(ControlError::Invalid(vec![format!(
+                "job {job} has no table {table}; `ferryctl chunks {job}` lists its tables"
+            )]));
+        }
+        self.stop_job(&leadership, &id, false).await;
+        let changed = leadership
+            .store
+            .recopy_chunks(&id, |chunk| match &selector {
+                RecopySelector::Ids(ids) => ids.contains(&chunk.id.0),
+                RecopySelector::Table(table) => &table_name(&record, chunk) == table,
+                RecopySelector::State(state) => chunk.state.as_str() == state,
+            })
+            .await
+            .map_err(store_error)?;
+        leadership
+            .store
+            .set_job_phase(&id, JobPhase::Running, "")
+            .await
+            .map_err(store_error)?;
+        leadership.wake.notify_one();
+        Ok(changed.into_iter().map(|chunk| chunk.0).collect())
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
+        let workers = self.store.live_workers().await.map_err(store_error)?;
+        let board = lock(&self.leading).as_ref().map(|l| l.board.clone());
+        Ok(workers
+            .into_iter()
+            .map(|worker| WorkerView {
+                busy: board.as_ref().map_or(0, |board| board.busy(&worker.id)),
+                id: worker.id.0,
+                slots: worker.slots,
+                draining: worker.draining,
+                host: worker.host,
+                pid: worker.pid,
+                registered_at_unix_ms: worker.registered_at_unix_ms,
+            })
+            .collect())
+    }
+
+    async fn drain(&self, worker: &str) -> Result<(), ControlError> {
+        let leadership = self.require_leader().await?;
+        let id = WorkerId(worker.to_owned());
+        let live = self.store.live_workers().await.map_err(store_error)?;
+        if !live.iter().any(|live| live.id == id) {
+            return Err(ControlError::UnknownJob(format!(
+                "worker {worker} (not live; `ferryctl workers` lists them)"
+            )));
+        }
+        leadership
+            .store
+            .request_drain(&id)
+            .await
+            .map_err(store_error)
+    }
+}
+
+#[async_trait]
+impl JobControl for ClusterRuntime {
+    async fn job_status(&self, job: &str) -> Result<JobStatusView, ControlError> {
+        let id = JobId(job.to_owned());
+        let (phase, _) = self
+            .phase(&id)
+            .await?
+            .ok_or_else(|| ControlError::UnknownJob(job.to_owned()))?;
+        let chunks = self.store.list_chunks(&id).await.map_err(store_error)?;
+        let verified: Vec<_> = chunks
+            .iter()
+            .filter(|chunk| chunk.state == ChunkState::Verified)
+            .collect();
+        let rows_verified = verified.iter().map(|chunk| chunk.rows).sum();
+        let running = self.running_job(&id);
+        let paused = running
+            .as_ref()
+            .and_then(|running| lock(&running.pacer).clone())
+            .is_some_and(|pacer| pacer.is_paused());
+        let state = match phase_view(phase) {
+            JobStateView::Running if paused => JobStateView::Paused,
+            other => other,
+        };
+        Ok(JobStatusView {
+            state,
+            rows_verified,
+            rows_streamed: running.map_or(rows_verified, |running| {
+                running.rows_streamed.load(Ordering::Relaxed)
+            }),
+            chunks_total: chunks.len() as u32,
+            chunks_verified: verified.len() as u32,
+            chunks_failed: chunks
+                .iter()
+                .filter(|chunk| chunk.state == ChunkState::Failed)
+                .count() as u32,
+            chunks_running: chunks
+                .iter()
+                .filter(|chunk| chunk.state.in_flight())
+                .count() as u32,
+        })
+    }
+
+    async fn pause(&self, job: &str) -> Result<EffectiveView, ControlError> {
+        self.pacer_of(job).await?.pause(job).await
+    }
+
+    async fn resume(&self, job: &str) -> Result<EffectiveView, ControlError> {
+        self.pacer_of(job).await?.resume(job).await
+    }
+
+    async fn update_throttle(
+        &self,
+        job: &str,
+        update: ThrottleUpdate,
+    ) -> Result<(String, EffectiveView), ControlError> {
+        self.pacer_of(job).await?.update_throttle(job, update).await
+    }
+
+    async fn throttle(
+        &self,
+        job: &str,
+        at: Option<jiff::Timestamp>,
+    ) -> Result<(String, EffectiveView), ControlError> {
+        self.pacer_of(job).await?.throttle(job, at).await
+    }
+
+    async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+        let id = JobId(job.to_owned());
+        self.load(&id).await?;
+        self.store.policy_history(&id).await.map_err(store_error)
+    }
+}

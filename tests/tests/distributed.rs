@@ -1,0 +1,827 @@
+//! Distributed mode with real processes: `ferry-coordinator` and `ferry-worker` started
+//! as children, the etcd of `scripts/services.sh` (each test in a cluster prefix of its
+//! own), and PostgreSQL databases of their own. Every test ends with an independent
+//! comparison of source and target through `psql` (row counts and an md5 over every
+//! row's text, in key order), not ferry's checksum.
+//!
+//! Chunks are slowed to a known pace with the job's rate limit (each attempt carries its
+//! share), so that a process can be killed while it holds a chunk.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_common::proto::v1 as pb;
+use ferry_common::proto::v1::control_client::ControlClient;
+use ferry_tests::{psql, unique_suffix, with_database};
+
+const SOURCE_VAR: &str = "FERRY_DIST_SOURCE";
+const TARGET_VAR: &str = "FERRY_DIST_TARGET";
+/// Lease TTL of workers and coordinators in these tests (seconds).
+const TTL: u64 = 3;
+
+fn env_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: start the test services with \
+             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// A binary of the workspace, next to this test's executable.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; `make test` does it)",
+        path.display()
+    );
+    path
+}
+
+/// A source and a target database and a cluster prefix, with the processes started
+/// in it; everything is stopped and dropped on drop.
+struct Cluster {
+    name: String,
+    etcd: String,
+    server: String,
+    source_db: String,
+    target_db: String,
+    dir: tempfile::TempDir,
+    coordinators: Vec<(String, Child, String)>,
+    workers: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    fn new(tables: &[(&str, u64)]) -> Cluster {
+        Cluster::with_etcd(tables, env_var("FERRY_TEST_ETCD_ENDPOINTS"))
+    }
+
+    fn with_etcd(tables: &[(&str, u64)], etcd: String) -> Cluster {
+        let server = env_var("FERRY_TEST_PG_URL");
+        let suffix = unique_suffix();
+        let source_db = format!("ferry_dsrc_{suffix}");
+        let target_db = format!("ferry_ddst_{suffix}");
+        psql(&server, &format!("CREATE DATABASE {source_db}"));
+        psql(&server, &format!("CREATE DATABASE {target_db}"));
+        let cluster = Cluster {
+            name: format!("test-{suffix}"),
+            etcd,
+            source_db,
+            target_db,
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+        };
+        for (table, rows) in tables {
+            psql(
+                &cluster.source_url(),
+                &format!(
+                    "CREATE TABLE {table} (id bigint PRIMARY KEY, n int, amount numeric(12,2), \
+                     note text, at timestamptz);
+                     INSERT INTO {table} SELECT g, g % 1000, g * 1.25, 'row ' || g || repeat('x', g % 50), \
+                     timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second' \
+                     FROM generate_series(1, {rows}) g;
+                     ANALYZE {table};"
+                ),
+            );
+        }
+        cluster
+    }
+
+    fn source_url(&self) -> String {
+        with_database(&self.server, &self.source_db)
+    }
+
+    fn target_url(&self) -> String {
+        with_database(&self.server, &self.target_db)
+    }
+
+    fn envs(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (SOURCE_VAR.to_owned(), self.source_url()),
+            (TARGET_VAR.to_owned(), self.target_url()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ])
+    }
+
+    fn log(&self, process: &str) -> PathBuf {
+        self.dir.path().join(format!("{process}.log"))
+    }
+
+    /// Starts a coordinator; returns its Control API address once it listens.
+    fn start_coordinator(&mut self, name: &str) -> String {
+        let log = std::fs::File::create(self.log(name)).expect("log file");
+        let mut child = Command::new(binary("ferry-coordinator"))
+            .args([
+                "--etcd-endpoints",
+                &self.etcd,
+                "--cluster",
+                &self.name,
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                name,
+                "--lease-ttl",
+                &TTL.to_string(),
+                "--worker-ttl",
+                &TTL.to_string(),
+                "--grace",
+                "1",
+            ])
+            .envs(self.envs())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry-coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the coordinator's address");
+        let address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            address.contains(':'),
+            "coordinator {name} did not print its address: {line:?}; log:\n{}",
+            self.read_log(name)
+        );
+        self.coordinators
+            .push((name.to_owned(), child, address.clone()));
+        address
+    }
+
+    fn start_worker(&mut self, name: &str, slots: u32) {
+        let log = std::fs::File::create(self.log(name)).expect("log file");
+        let child = Command::new(binary("ferry-worker"))
+            .args([
+                "--etcd-endpoints",
+                &self.etcd,
+                "--cluster",
+                &self.name,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+                "--ttl",
+                &TTL.to_string(),
+                "--drain-timeout",
+                "30",
+            ])
+            .envs(self.envs())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry-worker");
+        self.workers.push((name.to_owned(), child));
+    }
+
+    fn read_log(&self, process: &str) -> String {
+        std::fs::read_to_string(self.log(process)).unwrap_or_default()
+    }
+
+    fn pid(&self, process: &str) -> u32 {
+        self.workers
+            .iter()
+            .map(|(name, child)| (name, child))
+            .chain(
+                self.coordinators
+                    .iter()
+                    .map(|(name, child, _)| (name, child)),
+            )
+            .find(|(name, _)| name.as_str() == process)
+            .map(|(_, child)| child.id())
+            .unwrap_or_else(|| panic!("no process {process}"))
+    }
+
+    fn signal(&self, process: &str, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid(process).to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {process}");
+    }
+
+    /// Waits for a process to exit; returns its exit code.
+    fn wait_exit(&mut self, process: &str, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self
+            .workers
+            .iter_mut()
+            .map(|(name, child)| (name, child))
+            .chain(
+                self.coordinators
+                    .iter_mut()
+                    .map(|(name, child, _)| (name, child)),
+            )
+            .find(|(name, _)| name.as_str() == process)
+            .map(|(_, child)| child)
+            .unwrap_or_else(|| panic!("no process {process}"));
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{process} did not exit within {limit:?}");
+    }
+
+    fn spec(&self, job: &str, target_rows: u64, rows_per_sec: u64, concurrency: u32) -> String {
+        format!(
+            "name: {job}\n\
+             source: {{ kind: postgres, url_env: {SOURCE_VAR} }}\n\
+             target: {{ kind: postgres, url_env: {TARGET_VAR} }}\n\
+             tables: {{ include: [\"public.*\"] }}\n\
+             chunking: {{ target_rows: {target_rows} }}\n\
+             throttle: {{ default_concurrency: {concurrency}, rate: {{ rows_per_sec: {rows_per_sec} }} }}\n"
+        )
+    }
+
+    /// Source and target hold the same rows, compared by `psql`.
+    fn assert_same(&self, tables: &[&str]) {
+        for table in tables {
+            let query = format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY id)), '') FROM {table} t"
+            );
+            let source = psql(&self.source_url(), &query);
+            let target = psql(&self.target_url(), &query);
+            assert_eq!(source, target, "table {table}: source and target differ");
+            assert!(!source.starts_with("0|"), "table {table} is empty");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for (_, child, _) in &mut self.coordinators {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, ..) in &self.coordinators {
+                eprintln!("---- {name} ----\n{}", tail(&self.read_log(name)));
+            }
+            for (name, _) in &self.workers {
+                eprintln!("---- {name} ----\n{}", tail(&self.read_log(name)));
+            }
+        }
+        psql(
+            &self.server,
+            &format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.source_db, self.target_db
+            ),
+        );
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+async fn client(address: &str) -> ControlClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ControlClient::connect(format!("http://{address}")).await {
+            Ok(client) => return client,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot reach coordinator at {address}: {error}"),
+        }
+    }
+}
+
+/// Submits a spec, retrying while no coordinator leads yet.
+async fn submit(address: &str, spec: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut control = client(address).await;
+    loop {
+        let request = pb::SubmitJobRequest {
+            spec_yaml: spec.to_owned(),
+            dry_run: false,
+        };
+        match control.submit_job(request).await {
+            Ok(response) => {
+                assert!(response.into_inner().submitted);
+                return;
+            }
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("submit refused: {status}"),
+        }
+    }
+}
+
+async fn status(address: &str, job: &str) -> Option<pb::GetJobResponse> {
+    let mut control = ControlClient::connect(format!("http://{address}"))
+        .await
+        .ok()?;
+    let request = pb::GetJobRequest {
+        job_id: job.to_owned(),
+    };
+    control.get_job(request).await.ok().map(|r| r.into_inner())
+}
+
+async fn chunks(address: &str, job: &str) -> Vec<pb::ChunkInfo> {
+    let mut control = client(address).await;
+    let request = pb::ListChunksRequest {
+        job_id: job.to_owned(),
+        page_size: 10_000,
+        ..Default::default()
+    };
+    control
+        .list_chunks(request)
+        .await
+        .expect("list chunks")
+        .into_inner()
+        .chunks
+}
+
+/// Waits until the job ends; returns its final state.
+async fn wait_done(address: &str, job: &str, limit: Duration) -> pb::GetJobResponse {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = status(address, job).await {
+            let state = pb::JobState::try_from(status.state).unwrap_or(pb::JobState::Unspecified);
+            if matches!(
+                state,
+                pb::JobState::Done | pb::JobState::Failed | pb::JobState::Cancelled
+            ) {
+                return status;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not end within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until some chunk is COPYING on `worker` with rows already streamed; returns its id.
+async fn wait_copying_on(address: &str, job: &str, worker: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copying = chunks(address, job)
+            .await
+            .into_iter()
+            .find(|chunk| chunk.worker == worker && chunk.state == "COPYING");
+        if let Some(chunk) = copying {
+            return chunk.id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no chunk ran on {worker} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_done(status: &pb::GetJobResponse) {
+    assert_eq!(
+        pb::JobState::try_from(status.state),
+        Ok(pb::JobState::Done),
+        "job ended {status:?}"
+    );
+    assert_eq!(status.chunks_verified, status.chunks_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_and_three_workers_copy_a_multi_table_job() {
+    let tables = [
+        ("orders", 120_000),
+        ("customers", 40_000),
+        ("events", 20_000),
+    ];
+    let mut cluster = Cluster::new(&tables);
+    let address = cluster.start_coordinator("coord-a");
+    for worker in ["w1", "w2", "w3"] {
+        cluster.start_worker(worker, 2);
+    }
+    let job = "dist-a";
+    submit(&address, &cluster.spec(job, 10_000, 60_000, 6)).await;
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    assert!(status.chunks_total >= 18, "planned {status:?}");
+    cluster.assert_same(&["orders", "customers", "events"]);
+    // Every worker took part.
+    for worker in ["w1", "w2", "w3"] {
+        assert!(
+            cluster.read_log(worker).contains("copying"),
+            "worker {worker} copied nothing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_a_worker_killed_mid_chunk_has_its_chunk_recopied_by_another() {
+    let mut cluster = Cluster::new(&[("orders", 80_000)]);
+    let address = cluster.start_coordinator("coord-b");
+    cluster.start_worker("victim", 1);
+    let job = "dist-b";
+    // One chunk at a time at 5,000 rows/s: a 10,000-row chunk takes 2 s.
+    submit(&address, &cluster.spec(job, 10_000, 5_000, 1)).await;
+    let chunk = wait_copying_on(&address, job, "victim").await;
+    cluster.start_worker("survivor", 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.signal("victim", "KILL");
+    // Speed up the rest once the kill is done.
+    let mut control = client(&address).await;
+    control
+        .update_throttle(pb::UpdateThrottleRequest {
+            job_id: job.to_owned(),
+            rows_per_sec: Some(0),
+            max_concurrency: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("lift the rate limit");
+    let status = wait_done(&address, job, Duration::from_secs(90)).await;
+    assert_done(&status);
+    let record = chunks(&address, job)
+        .await
+        .into_iter()
+        .find(|c| c.id == chunk)
+        .expect("the killed chunk");
+    assert!(
+        record.attempt >= 2,
+        "the killed chunk was not re-copied: {record:?}"
+    );
+    assert!(
+        record.last_error.contains("victim") && record.last_error.contains("lost"),
+        "the report does not say why: {record:?}"
+    );
+    cluster.assert_same(&["orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_a_worker_added_mid_job_gets_chunks_and_a_drained_worker_exits_cleanly() {
+    let mut cluster = Cluster::new(&[("orders", 60_000)]);
+    let address = cluster.start_coordinator("coord-e");
+    cluster.start_worker("first", 1);
+    let job = "dist-e";
+    submit(&address, &cluster.spec(job, 6_000, 6_000, 2)).await;
+    let held = wait_copying_on(&address, job, "first").await;
+    cluster.start_worker("late", 1);
+    wait_copying_on(&address, job, "late").await;
+    // SIGTERM: drain. The chunk `first` holds is finished (or handed back), not lost.
+    cluster.signal("first", "TERM");
+    let code = cluster.wait_exit("first", Duration::from_secs(40));
+    assert_eq!(code, Some(0), "a drained worker exits 0");
+    let log = cluster.read_log("first");
+    assert!(log.contains("draining"), "no drain in the log:\n{log}");
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    let record = chunks(&address, job)
+        .await
+        .into_iter()
+        .find(|c| c.id == held)
+        .expect("the drained chunk");
+    assert_eq!(record.state, "VERIFIED");
+    cluster.assert_same(&["orders"]);
+    // An operator's drain request (`ferryctl drain`) reaches an idle worker too.
+    client(&address)
+        .await
+        .drain_worker(pb::DrainWorkerRequest {
+            worker_id: "late".to_owned(),
+        })
+        .await
+        .expect("drain the late worker");
+    let code = cluster.wait_exit("late", Duration::from_secs(20));
+    assert_eq!(code, Some(0), "a drained worker exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_every_coordinator_stopped_then_one_started_resumes_without_recopying() {
+    let mut cluster = Cluster::new(&[("orders", 60_000)]);
+    let address = cluster.start_coordinator("coord-g1");
+    cluster.start_worker("w1", 2);
+    let job = "dist-g";
+    submit(&address, &cluster.spec(job, 5_000, 10_000, 2)).await;
+    // Let a few chunks verify, then stop the only coordinator.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let verified_before = loop {
+        let verified: Vec<_> = chunks(&address, job)
+            .await
+            .into_iter()
+            .filter(|c| c.state == "VERIFIED")
+            .collect();
+        if verified.len() >= 2 {
+            break verified;
+        }
+        assert!(Instant::now() < deadline, "no chunk verified in 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    cluster.signal("coord-g1", "KILL");
+    cluster.wait_exit("coord-g1", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let address = cluster.start_coordinator("coord-g2");
+    let mut control = client(&address).await;
+    // Faster from here on (the policy is kept in etcd; an operator lifts the limit).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lifted = control
+            .update_throttle(pb::UpdateThrottleRequest {
+                job_id: job.to_owned(),
+                rows_per_sec: Some(0),
+                ..Default::default()
+            })
+            .await;
+        if lifted.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new coordinator never led: {lifted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    let after = chunks(&address, job).await;
+    for before in &verified_before {
+        let now = after.iter().find(|c| c.id == before.id).expect("chunk");
+        assert_eq!(
+            now.attempt, before.attempt,
+            "chunk {} was VERIFIED before the restart and copied again",
+            before.id
+        );
+    }
+    cluster.assert_same(&["orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_the_standby_takes_over_when_the_leader_is_killed() {
+    let mut cluster = Cluster::new(&[("orders", 60_000)]);
+    let leader = cluster.start_coordinator("coord-c1");
+    // Let the first one win the election before the standby starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.read_log("coord-c1").contains("leading") {
+        assert!(Instant::now() < deadline, "coord-c1 never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let standby = cluster.start_coordinator("coord-c2");
+    cluster.start_worker("w1", 2);
+    let job = "dist-c";
+    submit(&leader, &cluster.spec(job, 5_000, 8_000, 2)).await;
+    wait_copying_on(&leader, job, "w1").await;
+    // A standby answers reads, and refuses writes naming the leader.
+    assert!(
+        status(&standby, job).await.is_some(),
+        "the standby answers GetJob"
+    );
+    let mut control = client(&standby).await;
+    let refused = control
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .expect_err("a standby refuses writes");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains(&leader), "{refused:?}");
+
+    let killed = Instant::now();
+    cluster.signal("coord-c1", "KILL");
+    let deadline = killed + Duration::from_secs(2 * TTL + 2);
+    while !cluster.read_log("coord-c2").contains("leading") {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not lead in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took_over = killed.elapsed();
+    assert!(
+        took_over <= Duration::from_secs(2 * TTL),
+        "the standby led {took_over:?} after the kill (limit 2 x TTL)"
+    );
+    let status = wait_done(&standby, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    cluster.assert_same(&["orders"]);
+}
+
+/// An etcd of the test's own (so it can be stopped without disturbing other tests), on
+/// free loopback ports, restartable on the same data directory.
+struct PrivateEtcd {
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+impl PrivateEtcd {
+    fn start() -> PrivateEtcd {
+        let mut etcd = PrivateEtcd {
+            dir: tempfile::tempdir().expect("tempdir"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        };
+        etcd.restart();
+        etcd
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn restart(&mut self) {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "ferry-test",
+                "--data-dir",
+                &self.dir.path().join("data").display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("ferry-test={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (Debian package etcd-server; scripts/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateEtcd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
+    let mut etcd = PrivateEtcd::start();
+    let mut cluster = Cluster::with_etcd(&[("orders", 60_000)], etcd.endpoint());
+    let address = cluster.start_coordinator("coord-f");
+    cluster.start_worker("w1", 2);
+    cluster.start_worker("w2", 2);
+    let job = "dist-f";
+    submit(&address, &cluster.spec(job, 5_000, 10_000, 4)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let verified = chunks(&address, job)
+            .await
+            .into_iter()
+            .filter(|c| c.state == "VERIFIED")
+            .count();
+        if verified >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk verified in 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Longer than the self-fencing margin (2/3 of the TTL): workers stop their attempts,
+    // the coordinator steps down; all of them must come back on their own.
+    etcd.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    etcd.restart();
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    // Every process went through the outage and came back by itself: the workers
+    // stopped writing (self-fencing) and the coordinator stepped down, then led again.
+    for worker in ["w1", "w2"] {
+        let log = cluster.read_log(worker);
+        assert!(
+            log.contains("self-fencing"),
+            "{worker} did not fence itself during the outage:\n{}",
+            tail(&log)
+        );
+    }
+    let log = cluster.read_log("coord-f");
+    assert!(
+        log.contains("stepping down") && log.matches(" leading").count() >= 2,
+        "the coordinator did not step down and lead again:\n{}",
+        tail(&log)
+    );
+    cluster.assert_same(&["orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused() {
+    let mut cluster = Cluster::new(&[("orders", 40_000)]);
+    let address = cluster.start_coordinator("coord-d");
+    cluster.start_worker("zombie", 1);
+    let job = "dist-d";
+    // 20,000-row chunks at 4,000 rows/s: 5 s each, one at a time.
+    submit(&address, &cluster.spec(job, 20_000, 4_000, 1)).await;
+    let chunk = wait_copying_on(&address, job, "zombie").await;
+    // Stopped inside its target transaction (holding the chunk's fence row): once it
+    // has reported rows streamed into the target.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&address, job)
+        .await
+        .is_none_or(|s| s.rows_streamed == 0)
+    {
+        assert!(Instant::now() < deadline, "the zombie streamed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.signal("zombie", "STOP");
+    cluster.start_worker("healthy", 1);
+    // Reassigned after TTL + grace, and finished while the zombie is still stopped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replaced = loop {
+        let record = chunks(&address, job)
+            .await
+            .into_iter()
+            .find(|c| c.id == chunk)
+            .expect("chunk");
+        if record.state == "VERIFIED" {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped worker's chunk was not finished by another: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(replaced.attempt >= 2, "{replaced:?}");
+    cluster.signal("zombie", "CONT");
+    let status = wait_done(&address, job, Duration::from_secs(90)).await;
+    assert_done(&status);
+    // The zombie's late write went nowhere: its target session was ended by the new
+    // attempt, and it stopped itself when it found its lease gone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = cluster.read_log("zombie");
+    assert!(
+        log.contains("self-fencing") || log.contains("result refused"),
+        "the zombie did not notice it was replaced:\n{}",
+        tail(&log)
+    );
+    let healthy = cluster.read_log("healthy");
+    assert!(
+        healthy.contains("ended the target sessions of older attempts"),
+        "the new attempt did not end the zombie's session:\n{}",
+        tail(&healthy)
+    );
+    let final_record = chunks(&address, job)
+        .await
+        .into_iter()
+        .find(|c| c.id == chunk)
+        .expect("chunk");
+    assert_eq!(
+        final_record.attempt, replaced.attempt,
+        "the zombie changed the chunk"
+    );
+    cluster.assert_same(&["orders"]);
+}

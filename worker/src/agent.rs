@@ -1,0 +1,542 @@
+//! A worker process in a cluster: registers under its own etcd lease, watches its
+//! assignments, claims and runs them with [`ChunkRunner`], reports progress and results.
+//!
+//! Self-fencing: when the lease cannot be renewed in time every running attempt is
+//! cancelled (its target transaction rolls back) and nothing more is written; the
+//! worker then registers again under a new lease. A leader that reassigned the chunk
+//! meanwhile withdrew the old assignment, so a late result is refused by etcd, and the
+//! target's fence refuses a late commit.
+//!
+//! Draining (SIGTERM or `ferryctl drain`): takes nothing new, lets running attempts
+//! finish within `drain_timeout`, else cancels them and reports them re-queued, then
+//! revokes its lease and returns.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_common::backoff::Backoff;
+use ferry_common::coordination::cluster::{Assignment, ChunkProgress, LeaseSession, WorkerInfo};
+use ferry_common::coordination::{Coordination, EtcdStore};
+use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
+use ferry_common::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_common::key::{ChunkRange, SplitKey};
+use ferry_common::schema::TableSchema;
+use ferry_common::spec::VerifyMode;
+use ferry_connectors::{open_sink, open_source, parse_spec};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::ChunkRunner;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Its name (unique in the cluster).
+    pub id: WorkerId,
+    /// Chunks at once.
+    pub slots: u32,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// How long a drain lets running chunks finish.
+    pub drain_timeout: Duration,
+    /// The environment `url_env` names are looked up in.
+    pub env: HashMap<String, String>,
+    /// Folder relative paths in specs are joined to.
+    pub base_dir: PathBuf,
+    /// Host name, for operators.
+    pub host: String,
+}
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// etcd refused something for good.
+    #[error(transparent)]
+    Store(#[from] ferry_common::coordination::CoordinationError),
+}
+
+/// One job's context on this worker.
+struct JobContext {
+    run_id: String,
+    tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
+    chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>)>,
+    verify: VerifyMode,
+    runner: Arc<ChunkRunner>,
+}
+
+struct Running {
+    attempt: Attempt,
+    cancel: CancellationToken,
+}
+
+/// Runs the worker until it has drained (after `drain` fires) or `kill` fires.
+pub async fn run_agent(
+    store: EtcdStore,
+    options: AgentOptions,
+    drain: CancellationToken,
+    kill: CancellationToken,
+) -> Result<(), AgentError> {
+    let contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>> = Arc::default();
+    loop {
+        if kill.is_cancelled() {
+            return Ok(());
+        }
+        let session = kill.child_token();
+        let Some(lease) = store.start_lease_retrying(options.ttl, &session).await else {
+            return Ok(());
+        };
+        let drained = run_session(&store, &options, &lease, &contexts, &drain, &session).await;
+        session.cancel();
+        match drained {
+            Ok(true) => {
+                if let Err(error) = store.revoke_lease(lease.id).await {
+                    tracing::warn!(%error, "cannot revoke the lease; it expires by itself");
+                }
+                tracing::info!(worker = %options.id, "drained; leaving");
+                return Ok(());
+            }
+            Ok(false) => {
+                tracing::warn!(worker = %options.id, "lease lost; registering again");
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "etcd unavailable; registering again");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// One lease's life. `Ok(true)` when drained, `Ok(false)` when the lease was lost.
+async fn run_session(
+    store: &EtcdStore,
+    options: &AgentOptions,
+    lease: &LeaseSession,
+    contexts: &Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
+    drain: &CancellationToken,
+    session: &CancellationToken,
+) -> ferry_common::coordination::Result<bool> {
+    let mut info = WorkerInfo {
+        id: options.id.clone(),
+        slots: options.slots,
+        draining: drain.is_cancelled(),
+        host: options.host.clone(),
+        pid: std::process::id(),
+        registered_at_unix_ms: jiff::Timestamp::now().as_millisecond(),
+    };
+    store.put_live_worker(&info, lease.id).await?;
+    tracing::info!(worker = %options.id, lease = lease.id, slots = options.slots, "registered");
+    let mut assignments = store.watch_assignments(&options.id, session);
+    let mut alive = lease.alive();
+    let mut running: HashMap<(JobId, ChunkId), Running> = HashMap::new();
+    let mut tasks: JoinSet<(JobId, ChunkId, Attempt)> = JoinSet::new();
+    // Attempts this session ran to the end: their assignment stands until the leader
+    // has read the result, and must not start them again meanwhile.
+    let mut finished: std::collections::HashSet<(JobId, ChunkId, Attempt)> = Default::default();
+    let draining = Arc::new(AtomicBool::new(info.draining));
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut drain_requests = store.watch_drain_requests(&options.id, session);
+    loop {
+        if !*alive.borrow_and_update() {
+            // Self-fencing: stop every attempt before the lease can expire.
+            for entry in running.values() {
+                entry.cancel.cancel();
+            }
+            while tasks.join_next().await.is_some() {}
+            return Ok(false);
+        }
+        let draining_now = draining.load(Ordering::Relaxed);
+        if draining_now && running.is_empty() {
+            return Ok(true);
+        }
+        let current = assignments.borrow_and_update().clone();
+        // Withdrawn assignments: stop their attempts.
+        for ((job, chunk), entry) in &running {
+            let stands = current.values().any(|assignment| {
+                &assignment.job == job
+                    && assignment.chunk == *chunk
+                    && assignment.attempt == entry.attempt
+            });
+            if !stands {
+                entry.cancel.cancel();
+            }
+        }
+        finished.retain(|(job, chunk, attempt)| {
+            current.values().any(|assignment| {
+                &assignment.job == job
+                    && assignment.chunk == *chunk
+                    && assignment.attempt == *attempt
+            })
+        });
+        for assignment in current.values() {
+            let key = (assignment.job.clone(), assignment.chunk);
+            if running.contains_key(&key)
+                || finished.contains(&(key.0.clone(), key.1, assignment.attempt))
+            {
+                continue;
+            }
+            if draining_now {
+                // Give it straight back: the leader re-queues it for another worker.
+                let result = ChunkResult::Requeued {
+                    reason: format!("worker {} is draining", options.id),
+                };
+                if let Err(error) = store.put_result(assignment, &result).await {
+                    tracing::warn!(%error, "cannot hand back an assignment");
+                }
+                continue;
+            }
+            let cancel = session.child_token();
+            running.insert(
+                key.clone(),
+                Running {
+                    attempt: assignment.attempt,
+                    cancel: cancel.clone(),
+                },
+            );
+            let attempt = AttemptRun {
+                store: store.clone(),
+                assignment: assignment.clone(),
+                lease: lease.clone(),
+                contexts: contexts.clone(),
+                options: options.clone(),
+                cancel,
+                draining: draining.clone(),
+            };
+            let attempt_number = assignment.attempt;
+            tasks.spawn(async move {
+                attempt.run().await;
+                (key.0, key.1, attempt_number)
+            });
+        }
+        let deadline = drain_deadline;
+        tokio::select! {
+            biased;
+            () = session.cancelled() => {
+                // Stopped at once (a second signal): running attempts roll back and are
+                // reported re-queued when draining; leave like a drained worker.
+                for entry in running.values() {
+                    entry.cancel.cancel();
+                }
+                while tasks.join_next().await.is_some() {}
+                return Ok(true);
+            }
+            _ = assignments.changed() => {}
+            _ = alive.changed() => {}
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((job, chunk, attempt)) = joined {
+                    running.remove(&(job.clone(), chunk));
+                    finished.insert((job, chunk, attempt));
+                }
+            }
+            () = drain.cancelled(), if !draining_now => {
+                start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options).await;
+            }
+            _ = drain_requests.changed(), if !draining_now => {
+                let requested = !drain_requests.borrow_and_update().is_empty();
+                // Consumed, so that a worker started later under this name does not drain.
+                if requested && store.take_drain_request(&options.id).await.unwrap_or(false) {
+                    start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options).await;
+                }
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                tracing::warn!(worker = %options.id, "drain timeout: releasing the chunks still running");
+                for entry in running.values() {
+                    entry.cancel.cancel();
+                }
+                drain_deadline = None;
+            }
+        }
+    }
+}
+
+async fn start_drain(
+    store: &EtcdStore,
+    info: &mut WorkerInfo,
+    lease: &LeaseSession,
+    draining: &AtomicBool,
+    deadline: &mut Option<tokio::time::Instant>,
+    options: &AgentOptions,
+) {
+    tracing::info!(worker = %options.id, timeout = ?options.drain_timeout, "draining");
+    draining.store(true, Ordering::Relaxed);
+    info.draining = true;
+    *deadline = Some(tokio::time::Instant::now() + options.drain_timeout);
+    if let Err(error) = store.put_live_worker(info, lease.id).await {
+        tracing::warn!(%error, "cannot mark the worker draining");
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt on this worker.
+struct AttemptRun {
+    store: EtcdStore,
+    assignment: Assignment,
+    lease: LeaseSession,
+    contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
+    options: AgentOptions,
+    cancel: CancellationToken,
+    draining: Arc<AtomicBool>,
+}
+
+impl AttemptRun {
+    async fn run(self) {
+        let assignment = &self.assignment;
+        match self.store.claim(assignment, self.lease.id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(%error, chunk = %assignment.chunk, "cannot claim; leaving it to the leader");
+                return;
+            }
+        }
+        let context = match self.context().await {
+            Ok(context) => context,
+            Err(message) => {
+                self.report(&ChunkResult::Error {
+                    message,
+                    retryable: true,
+                })
+                .await;
+                return;
+            }
+        };
+        let Some((table_index, range, partition)) = context.chunks.get(&assignment.chunk).cloned()
+        else {
+            self.report(&ChunkResult::Error {
+                message: format!("job {} has no chunk {}", assignment.job, assignment.chunk),
+                retryable: false,
+            })
+            .await;
+            return;
+        };
+        let Some((table, key)) = context.tables.get(table_index).cloned() else {
+            return;
+        };
+        let rows = Arc::new(AtomicU64::new(0));
+        let verifying = Arc::new(AtomicBool::new(false));
+        let task = ChunkTask {
+            job: assignment.job.clone(),
+            run_id: context.run_id.clone(),
+            chunk: assignment.chunk,
+            attempt: assignment.attempt,
+            worker: assignment.worker.clone(),
+            table,
+            key,
+            partition,
+            range,
+            verify: context.verify,
+            cancel: self.cancel.clone(),
+            progress: {
+                let rows = rows.clone();
+                Arc::new(move |added| {
+                    rows.fetch_add(added, Ordering::Relaxed);
+                })
+            },
+            on_verifying: {
+                let verifying = verifying.clone();
+                Arc::new(move || verifying.store(true, Ordering::Relaxed))
+            },
+            admission: if assignment.rows_per_sec == 0 && assignment.bytes_per_sec == 0 {
+                Arc::new(Unthrottled)
+            } else {
+                Arc::new(AttemptRate::new(
+                    assignment.rows_per_sec,
+                    assignment.bytes_per_sec,
+                ))
+            },
+        };
+        let reporter = self.report_progress(rows, verifying);
+        tracing::info!(job = %assignment.job, chunk = %assignment.chunk, attempt = %assignment.attempt, "copying");
+        let result = context.runner.execute(task).await;
+        reporter.cancel();
+        let result = match result {
+            ChunkResult::Cancelled if self.draining.load(Ordering::Relaxed) => {
+                ChunkResult::Requeued {
+                    reason: format!(
+                        "worker {} drained before the chunk ended",
+                        assignment.worker
+                    ),
+                }
+            }
+            // Withdrawn or self-fenced: nothing to say.
+            ChunkResult::Cancelled => return,
+            other => other,
+        };
+        self.report(&result).await;
+    }
+
+    /// Writes progress at most once a second while the attempt runs.
+    fn report_progress(
+        &self,
+        rows: Arc<AtomicU64>,
+        verifying: Arc<AtomicBool>,
+    ) -> CancellationToken {
+        let stop = self.cancel.child_token();
+        let store = self.store.clone();
+        let lease = self.lease.clone();
+        let assignment = self.assignment.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let mut last = (u64::MAX, false);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let now = (
+                    rows.load(Ordering::Relaxed),
+                    verifying.load(Ordering::Relaxed),
+                );
+                if now == last || !lease.is_alive() {
+                    continue;
+                }
+                last = now;
+                let progress = ChunkProgress {
+                    job: assignment.job.clone(),
+                    chunk: assignment.chunk,
+                    attempt: assignment.attempt,
+                    worker: assignment.worker.clone(),
+                    rows: now.0,
+                    verifying: now.1,
+                };
+                if let Err(error) = store.put_progress(&progress, lease.id).await {
+                    tracing::debug!(%error, "cannot report progress");
+                }
+            }
+        });
+        stop
+    }
+
+    /// Writes the result while the lease is alive, retrying while etcd is unavailable.
+    async fn report(&self, result: &ChunkResult) {
+        let assignment = &self.assignment;
+        let mut backoff = Backoff::new(Duration::from_millis(100));
+        loop {
+            if !self.lease.is_alive() {
+                tracing::warn!(chunk = %assignment.chunk, "lease not alive: the result is not reported (self-fencing)");
+                return;
+            }
+            match self.store.put_result(assignment, result).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(job = %assignment.job, chunk = %assignment.chunk, attempt = %assignment.attempt, "result refused: the assignment was withdrawn");
+                    return;
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "cannot report a result yet; retrying");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot report a result");
+                    return;
+                }
+            }
+            tokio::time::sleep(backoff.next_pause()).await;
+        }
+    }
+
+    /// The job's context, loaded once per job.
+    async fn context(&self) -> Result<Arc<JobContext>, String> {
+        let job = &self.assignment.job;
+        let mut contexts = self.contexts.lock().await;
+        if let Some(context) = contexts.get(job) {
+            return Ok(context.clone());
+        }
+        let spec_yaml = self
+            .store
+            .job_spec(job)
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("job {job} has no spec in etcd"))?;
+        let spec = parse_spec(&spec_yaml, &self.options.base_dir, &self.options.env).map_err(
+            |errors| {
+                format!(
+                    "worker {}: the spec of job {job} is invalid here (is every url_env variable \
+                 set in the worker's environment?): {errors}",
+                    self.options.id
+                )
+            },
+        )?;
+        let (record, chunks) = self
+            .store
+            .load_job(job)
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("job {job} has no plan in etcd"))?;
+        let source = open_source(&spec.source).await.map_err(|e| e.to_string())?;
+        let sink = open_sink(&spec.target).await.map_err(|e| e.to_string())?;
+        let loaded = Arc::new(JobContext {
+            run_id: record.run_id.clone(),
+            tables: record
+                .tables
+                .iter()
+                .map(|table| (Arc::new(table.schema.clone()), Arc::new(table.key.clone())))
+                .collect(),
+            chunks: chunks
+                .into_iter()
+                .map(|chunk| (chunk.id, (chunk.table_index, chunk.range, chunk.partition)))
+                .collect(),
+            verify: spec.verify.mode,
+            runner: Arc::new(ChunkRunner::new(source, sink)),
+        });
+        contexts.insert(job.clone(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// Paces one attempt at its share of the job's rate limits: admits a batch once the
+/// rows and bytes admitted so far fit the rates over the time since the attempt began.
+struct AttemptRate {
+    rows_per_sec: u64,
+    bytes_per_sec: u64,
+    started: tokio::time::Instant,
+    admitted: std::sync::Mutex<(u64, u64)>,
+}
+
+impl AttemptRate {
+    fn new(rows_per_sec: u64, bytes_per_sec: u64) -> Self {
+        Self {
+            rows_per_sec,
+            bytes_per_sec,
+            started: tokio::time::Instant::now(),
+            admitted: std::sync::Mutex::new((0, 0)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ferry_common::execution::Admission for AttemptRate {
+    async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
+        let (total_rows, total_bytes) = {
+            let mut admitted = self
+                .admitted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            admitted.0 += rows;
+            admitted.1 += bytes;
+            *admitted
+        };
+        let due = |total: u64, rate: u64| {
+            if rate == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(total as f64 / rate as f64)
+            }
+        };
+        let wait_until = self.started
+            + due(total_rows, self.rows_per_sec).max(due(total_bytes, self.bytes_per_sec));
+        tokio::time::sleep_until(wait_until).await;
+        Ok(())
+    }
+
+    fn limits_rows(&self) -> bool {
+        self.rows_per_sec > 0
+    }
+}
