@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use ferry_common::coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
-    check_create_load_round_trip, check_etcd_corrupt_value_is_an_error,
+    check_create_load_round_trip, check_etcd_batch_with_a_failed_compare_applies_the_rest,
+    check_etcd_concurrent_changes_share_txns, check_etcd_corrupt_value_is_an_error,
     check_etcd_fenced_store_refuses_writes_after_leader_loss,
     check_etcd_interrupted_create_is_invisible, check_etcd_large_job_is_split_into_txns,
     check_policy_history_is_ordered, check_requeue_in_flight_and_reset_failed,
@@ -116,6 +117,22 @@ async fn etcd_create_job_with_1000_chunks_is_split_into_txns_and_paged() {
     };
     with_etcd_store(options, |store| async move {
         check_etcd_large_job_is_split_into_txns(&store, 1_000).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_concurrent_chunk_changes_share_txns_and_a_stale_cache_is_not_trusted() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        let other = EtcdStore::connect(
+            &etcd_endpoints(),
+            store.keys().prefix().to_owned(),
+            EtcdStoreOptions::default(),
+        )
+        .await
+        .expect("a second store on the same prefix");
+        check_etcd_concurrent_changes_share_txns(&store, &other).await;
+        check_etcd_batch_with_a_failed_compare_applies_the_rest(&store).await;
     })
     .await;
 }

@@ -25,6 +25,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::{Guard, SmallTxn, Write};
 use super::etcd::{
     TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text, now_unix_ms,
 };
@@ -542,13 +543,15 @@ impl EtcdStore {
         }
         .encode_to_vec();
         for _ in 0..=self.options.max_compare_retries {
-            let absent = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
-            // A stale result of an earlier run of this attempt must not count.
-            let writes = vec![
-                TxnOp::put(key.clone(), value.clone(), None),
-                TxnOp::delete(self.keys.result(job, chunk, attempt.0), None),
-            ];
-            if self.commit(&operation, absent, writes).await? == TxnOutcome::Applied {
+            // Absent, and a stale result of an earlier run of this attempt must not count.
+            let txn = SmallTxn {
+                guards: vec![Guard::CreateRevision(key.clone(), 0)],
+                writes: vec![
+                    Write::Put(key.clone(), value.clone()),
+                    Write::Delete(self.keys.result(job, chunk, attempt.0)),
+                ],
+            };
+            if self.commit_coalesced(&operation, txn).await?.0 == TxnOutcome::Applied {
                 return Ok(());
             }
             let (entry, _) = self.get(&operation, key.clone()).await?;
@@ -578,7 +581,11 @@ impl EtcdStore {
         attempt: Attempt,
     ) -> Result<()> {
         let operation = format!("withdraw attempt {attempt} of chunk {chunk} of job {job}");
-        let deletes = self.attempt_cleanup(worker, job, chunk, attempt);
+        let deletes = self
+            .attempt_cleanup(worker, job, chunk, attempt)
+            .iter()
+            .map(Write::to_op)
+            .collect();
         match self.commit(&operation, Vec::new(), deletes).await? {
             TxnOutcome::Applied => Ok(()),
             TxnOutcome::CompareFailed => Err(self.contention(&operation)),
@@ -592,12 +599,12 @@ impl EtcdStore {
         job: &JobId,
         chunk: ChunkId,
         attempt: Attempt,
-    ) -> Vec<TxnOp> {
+    ) -> Vec<Write> {
         vec![
-            TxnOp::delete(self.keys.assignment(worker, job, chunk), None),
-            TxnOp::delete(self.keys.result(job, chunk, attempt.0), None),
-            TxnOp::delete(self.keys.progress(job, chunk), None),
-            TxnOp::delete(self.keys.claim(job, chunk), None),
+            Write::Delete(self.keys.assignment(worker, job, chunk)),
+            Write::Delete(self.keys.result(job, chunk, attempt.0)),
+            Write::Delete(self.keys.progress(job, chunk)),
+            Write::Delete(self.keys.claim(job, chunk)),
         ]
     }
 

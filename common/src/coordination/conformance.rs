@@ -950,3 +950,171 @@ pub async fn check_etcd_corrupt_value_is_an_error(store: &EtcdStore) {
         Attempt(1)
     );
 }
+
+/// Concurrent changes of different chunks share txns (the group commit), and every one
+/// of them is applied exactly once; a record cached by this store but changed by
+/// another writer is read again, not trusted.
+pub async fn check_etcd_concurrent_changes_share_txns(store: &EtcdStore, other: &EtcdStore) {
+    const CHUNKS: u32 = 200;
+    let job = create_sample(store, "coalesce", CHUNKS).await;
+    let before = store_revision(store).await;
+    let assigned = futures_all((0..CHUNKS).map(|index| {
+        let store = store.clone();
+        let job = job.clone();
+        async move { store.assign(&job, ChunkId(index), &worker("w-a")).await }
+    }))
+    .await;
+    for (index, attempt) in assigned.into_iter().enumerate() {
+        assert_eq!(
+            attempt.unwrap_or_else(|error| panic!("assign chunk {index}: {error}")),
+            Attempt(1)
+        );
+    }
+    let txns = store_revision(store).await - before;
+    assert!(
+        txns < i64::from(CHUNKS) / 2,
+        "{CHUNKS} concurrent assigns took {txns} txns: the group commit did not batch them"
+    );
+    let chunks = store.list_chunks(&job).await.expect("list");
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk.state == ChunkState::Assigned && chunk.attempt == Attempt(1)),
+        "every chunk assigned exactly once"
+    );
+
+    // Another writer (a store with its own cache) sends every chunk back to PLANNED.
+    let requeued = other.requeue_in_flight(&job).await.expect("requeue");
+    assert_eq!(requeued.len(), CHUNKS as usize);
+    // This store's cache still says ASSIGNED at attempt 1: reporting COPYING on it must
+    // be refused (the chunk is PLANNED now), and assigning again must give attempt 2.
+    let report = store
+        .report_state(&job, ChunkId(0), Attempt(1), ChunkState::Copying)
+        .await;
+    assert!(
+        matches!(report, Err(CoordinationError::StaleAttempt { .. })),
+        "a stale cached record must not decide: {report:?}"
+    );
+    assert_eq!(
+        store
+            .assign(&job, ChunkId(1), &worker("w-b"))
+            .await
+            .expect("assign through a stale cache"),
+        Attempt(2)
+    );
+}
+
+/// In one batch of the group commit, a txn whose compare fails is refused alone: the
+/// others are applied.
+pub async fn check_etcd_batch_with_a_failed_compare_applies_the_rest(store: &EtcdStore) {
+    use super::coalesce::{Guard, SmallTxn, Write};
+    use super::etcd::TxnOutcome;
+    const TXNS: usize = 60;
+    let root = [store.keys().root(), b"coalesce-test/".to_vec()].concat();
+    let key = |index: usize| [root.clone(), format!("{index:03}").into_bytes()].concat();
+    let fails = |index: usize| index % 5 == 2;
+    let before = store_revision(store).await;
+    let outcomes = futures_all((0..TXNS).map(|index| {
+        let store = store.clone();
+        let key = key(index);
+        async move {
+            // Every fifth txn requires its key to exist already: it does not.
+            let guard = if fails(index) {
+                Guard::CreateRevision(key.clone(), 1)
+            } else {
+                Guard::CreateRevision(key.clone(), 0)
+            };
+            let txn = SmallTxn {
+                guards: vec![guard],
+                writes: vec![Write::Put(key, b"written".to_vec())],
+            };
+            store.commit_coalesced("test write", txn).await
+        }
+    }))
+    .await;
+    let txns = store_revision(store).await - before;
+    let applied = (0..TXNS).filter(|index| !fails(*index)).count();
+    assert!(
+        txns < i64::try_from(applied).unwrap_or(i64::MAX),
+        "{applied} txns applied in {txns} revisions: they were not batched"
+    );
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        let (outcome, _) = outcome.unwrap_or_else(|error| panic!("txn {index}: {error}"));
+        let expected = if fails(index) {
+            TxnOutcome::CompareFailed
+        } else {
+            TxnOutcome::Applied
+        };
+        assert_eq!(outcome, expected, "txn {index}");
+    }
+    let mut client = store.client().clone();
+    for index in 0..TXNS {
+        let found = client
+            .get(key(index), None)
+            .await
+            .expect("read back")
+            .kvs()
+            .len();
+        assert_eq!(found, usize::from(!fails(index)), "key {index}");
+    }
+
+    // A store fenced by a term that is over: every txn of a batch is refused NotLeader
+    // and nothing is written.
+    let fenced = store.fenced_by([root.clone(), b"no-such-leader".to_vec()].concat(), 12345);
+    let refused = futures_all((0..20).map(|index| {
+        let fenced = fenced.clone();
+        let key = [root.clone(), format!("fenced-{index:02}").into_bytes()].concat();
+        async move {
+            let txn = SmallTxn {
+                guards: vec![Guard::CreateRevision(key.clone(), 0)],
+                writes: vec![Write::Put(key, b"written".to_vec())],
+            };
+            fenced.commit_coalesced("fenced write", txn).await
+        }
+    }))
+    .await;
+    for outcome in refused {
+        assert!(
+            matches!(outcome, Err(CoordinationError::NotLeader { .. })),
+            "a write after the term must be NotLeader: {outcome:?}"
+        );
+    }
+    let fenced_root = [root.clone(), b"fenced-".to_vec()].concat();
+    let written = client
+        .get(
+            fenced_root.clone(),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count")
+        .count();
+    assert_eq!(written, 0, "nothing written after the term");
+}
+
+async fn store_revision(store: &EtcdStore) -> i64 {
+    let mut client = store.client().clone();
+    client
+        .get(store.keys().root(), None)
+        .await
+        .expect("read the revision")
+        .header()
+        .map_or(0, |header| header.revision())
+}
+
+/// Runs the futures concurrently (each on its own task) and returns their outputs in order.
+async fn futures_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
+}

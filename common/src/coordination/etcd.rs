@@ -12,6 +12,12 @@
 //! PLANNED chunk therefore give exactly one winner; the other sees ASSIGNED and gets
 //! [`CoordinationError::InvalidTransition`].
 //!
+//! Two things keep a busy leader cheap for etcd: the read is skipped when this store
+//! wrote the chunk last (a chunk cache keyed by `mod_revision`: the compare still
+//! guards, and any refusal is decided again on a fresh read), and the single-chunk txns
+//! of concurrent attempts go out together through a group commit
+//! ([`super::coalesce`]), only ever mixing txns on disjoint keys.
+//!
 //! Methods over many chunks cannot be one txn (etcd's `--max-txn-ops` is 128):
 //! - `create_job` clears leftovers of an interrupted creation, writes the chunks in txns
 //!   of at most [`EtcdStoreOptions::max_txn_ops`] puts, and writes the job record LAST.
@@ -35,9 +41,10 @@
 //! Reads are linearizable. Multi-page reads are pinned to the revision of their first
 //! page, so a job and its chunks are read as one snapshot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -46,6 +53,7 @@ use etcd_client::{
 };
 use prost::Message;
 
+use super::coalesce::{Coalescer, Committed, Guard, SmallTxn, Write};
 use super::keys::{KeyLayout, key_after, prefix_range_end};
 use super::transitions::{assign_transition, complete_transition, planned, report_transition};
 use super::{
@@ -145,7 +153,17 @@ pub struct EtcdStore {
     pub(super) keys: KeyLayout,
     pub(super) options: EtcdStoreOptions,
     fence: Option<LeaderFence>,
+    /// Group commit of this store's small txns, started on first use.
+    committer: Arc<OnceLock<Coalescer>>,
+    /// Chunk records this store wrote last, with their `mod_revision`: the next change
+    /// of a chunk in flight compares against it instead of reading it first. Terminal
+    /// chunks are dropped; bulk changes clear it. A stale entry only costs a failed
+    /// compare and a read.
+    chunk_cache: Arc<Mutex<ChunkCache>>,
 }
+
+/// Chunk key → the record as last written by this store and its `mod_revision`.
+type ChunkCache = HashMap<Vec<u8>, (ChunkRecord, i64)>;
 
 impl fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -212,6 +230,8 @@ impl EtcdStore {
             keys,
             options,
             fence: None,
+            committer: Arc::default(),
+            chunk_cache: Arc::default(),
         };
         let root = store.keys.root();
         let probe = GetOptions::new()
@@ -253,6 +273,8 @@ impl EtcdStore {
                 key: leader_key,
                 create_revision: leader_create_revision,
             }),
+            committer: Arc::default(),
+            chunk_cache: Arc::default(),
             ..self.clone()
         }
     }
@@ -384,9 +406,19 @@ impl EtcdStore {
     pub(super) async fn commit(
         &self,
         operation: &str,
-        mut compares: Vec<Compare>,
+        compares: Vec<Compare>,
         operations: Vec<TxnOp>,
     ) -> Result<TxnOutcome> {
+        Ok(self.commit_raw(operation, compares, operations).await?.0)
+    }
+
+    /// [`EtcdStore::commit`], also returning the revision an applied txn wrote at.
+    pub(super) async fn commit_raw(
+        &self,
+        operation: &str,
+        mut compares: Vec<Compare>,
+        operations: Vec<TxnOp>,
+    ) -> Result<Committed> {
         if let Some(fence) = &self.fence {
             compares.push(Compare::create_revision(
                 fence.key.clone(),
@@ -400,10 +432,40 @@ impl EtcdStore {
         let mut kv = self.client.kv_client();
         let response = self.call(operation, kv.txn(txn)).await?;
         if response.succeeded() {
-            return Ok(TxnOutcome::Applied);
+            let revision = response.header().map_or(0, |header| header.revision());
+            return Ok((TxnOutcome::Applied, revision));
         }
         self.check_fence(operation).await?;
-        Ok(TxnOutcome::CompareFailed)
+        Ok((TxnOutcome::CompareFailed, 0))
+    }
+
+    /// The leader fence as a guard, for txns built outside [`EtcdStore::commit_raw`].
+    pub(super) fn fence_guard(&self) -> Option<Guard> {
+        self.fence
+            .as_ref()
+            .map(|fence| Guard::CreateRevision(fence.key.clone(), fence.create_revision))
+    }
+
+    /// Runs a [`SmallTxn`] alone.
+    pub(super) async fn commit_small(&self, operation: &str, txn: &SmallTxn) -> Result<Committed> {
+        self.commit_raw(operation, txn.compares(), txn.ops()).await
+    }
+
+    /// Runs a [`SmallTxn`] through this store's group commit (see [`super::coalesce`]).
+    pub(super) async fn commit_coalesced(
+        &self,
+        operation: &str,
+        txn: SmallTxn,
+    ) -> Result<Committed> {
+        let committer = self.committer.get_or_init(|| {
+            // The committer's own store has no committer: it must not keep its own
+            // channel open (the task ends when this store's clones are all dropped).
+            Coalescer::start(Self {
+                committer: Arc::default(),
+                ..self.clone()
+            })
+        });
+        committer.commit(self, operation, txn).await
     }
 
     /// After a failed txn: whether the fence is what failed. Sound after the fact
@@ -446,47 +508,85 @@ impl EtcdStore {
             .await
     }
 
-    /// [`EtcdStore::update_chunk`], writing in the same txn the operations `also` gives
-    /// for the record as read.
+    /// [`EtcdStore::update_chunk`], writing in the same txn the writes `also` gives for
+    /// the record as read. The record comes from the chunk cache when this store wrote
+    /// it last; anything but an applied txn on a cached record is decided again on a
+    /// fresh read. The txn goes through the group commit.
     async fn update_chunk_and<T>(
         &self,
         operation: &str,
         job: &JobId,
         chunk: ChunkId,
         transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
-        also: impl Fn(&ChunkRecord) -> Vec<TxnOp>,
+        also: impl Fn(&ChunkRecord) -> Vec<Write>,
     ) -> Result<Option<T>> {
         let key = self.keys.chunk(job, chunk);
+        let mut cached = self.cached_chunk(&key);
         for _ in 0..=self.options.max_compare_retries {
-            let (entry, _) = self.get(operation, key.clone()).await?;
-            let Some(entry) = entry else {
-                return Err(CoordinationError::NotFound {
-                    what: format!("chunk {chunk} of job {job}"),
-                });
+            let from_cache = cached.is_some();
+            let (current, revision) = match cached.take() {
+                Some(hit) => hit,
+                None => {
+                    let (entry, _) = self.get(operation, key.clone()).await?;
+                    let Some(entry) = entry else {
+                        return Err(CoordinationError::NotFound {
+                            what: format!("chunk {chunk} of job {job}"),
+                        });
+                    };
+                    (decode_chunk(&entry)?, entry.mod_revision())
+                }
             };
-            let current = decode_chunk(&entry)?;
-            let mut operations = also(&current);
-            let Some((next, answer)) = transition(current)? else {
-                return Ok(None);
+            let mut writes = also(&current);
+            let decided = transition(current);
+            let (next, answer) = match decided {
+                Ok(Some(change)) => change,
+                // The cache may be behind another writer: decide on what etcd holds.
+                _ if from_cache => {
+                    self.forget_chunk(&key);
+                    continue;
+                }
+                Ok(None) => return Ok(None),
+                Err(error) => return Err(error),
             };
             let value = encode_chunk(&key, &next)?;
-            operations.push(TxnOp::put(key.clone(), value, None));
-            let outcome = self
-                .commit(
-                    operation,
-                    vec![Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        entry.mod_revision(),
-                    )],
-                    operations,
-                )
-                .await?;
+            writes.push(Write::Put(key.clone(), value));
+            let txn = SmallTxn {
+                guards: vec![Guard::ModRevision(key.clone(), revision)],
+                writes,
+            };
+            let (outcome, written_at) = self.commit_coalesced(operation, txn).await?;
             if outcome == TxnOutcome::Applied {
+                self.remember_chunk(key, next, written_at);
                 return Ok(Some(answer));
             }
+            self.forget_chunk(&key);
         }
         Err(self.contention(operation))
+    }
+
+    fn chunk_cache(&self) -> std::sync::MutexGuard<'_, ChunkCache> {
+        self.chunk_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cached_chunk(&self, key: &[u8]) -> Option<(ChunkRecord, i64)> {
+        self.chunk_cache().get(key).cloned()
+    }
+
+    fn forget_chunk(&self, key: &[u8]) {
+        self.chunk_cache().remove(key);
+    }
+
+    /// Keeps a chunk this store just wrote, until it ends (VERIFIED or FAILED).
+    fn remember_chunk(&self, key: Vec<u8>, record: ChunkRecord, revision: i64) {
+        let mut cache = self.chunk_cache();
+        let ended = matches!(record.state, ChunkState::Verified | ChunkState::Failed);
+        if !ended && revision > 0 {
+            cache.insert(key, (record, revision));
+        } else {
+            cache.remove(&key);
+        }
     }
 
     /// Applies `transition` to every chunk of the job it selects (returns `Some` for),
@@ -497,6 +597,8 @@ impl EtcdStore {
         job: &JobId,
         transition: impl Fn(&ChunkRecord) -> Option<ChunkRecord>,
     ) -> Result<Vec<ChunkId>> {
+        // The bulk change bypasses the cache; forget it rather than track each key.
+        self.chunk_cache().clear();
         let Some((_, chunks)) = self.load_entries(operation, job).await? else {
             return Ok(Vec::new());
         };
@@ -609,8 +711,9 @@ impl Coordination for EtcdStore {
         let mut puts = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let key = self.keys.chunk(&job.id, chunk.id);
-            let value = encode_chunk(&key, &planned(chunk))?;
-            puts.push((key, value));
+            let record = planned(chunk);
+            let value = encode_chunk(&key, &record)?;
+            puts.push((key, value, record));
         }
         let record_absent = || Compare::create_revision(record_key.clone(), CompareOp::Equal, 0);
         let already_exists = || CoordinationError::AlreadyExists {
@@ -635,18 +738,21 @@ impl Coordination for EtcdStore {
             puts,
             self.options.max_txn_ops.max(1),
             self.options.max_txn_bytes,
-            |(key, value)| key.len() + value.len(),
+            |(key, value, _)| key.len() + value.len(),
         ) {
             let operations = batch
-                .into_iter()
-                .map(|(key, value)| TxnOp::put(key, value, None))
+                .iter()
+                .map(|(key, value, _)| TxnOp::put(key.clone(), value.clone(), None))
                 .collect();
-            if self
-                .commit(&operation, vec![record_absent()], operations)
-                .await?
-                == TxnOutcome::CompareFailed
-            {
+            let (outcome, revision) = self
+                .commit_raw(&operation, vec![record_absent()], operations)
+                .await?;
+            if outcome == TxnOutcome::CompareFailed {
                 return Err(already_exists());
+            }
+            // The first assignment of each chunk then needs no read.
+            for (key, _, record) in batch {
+                self.remember_chunk(key, record, revision);
             }
         }
         // 3. The record, last: from now on the job exists, complete.

@@ -16,6 +16,7 @@
 //! worker, and `FAILED` after the last allowed attempt.
 
 pub mod cluster;
+mod coalesce;
 pub mod conformance;
 mod etcd;
 pub mod keys;
