@@ -59,6 +59,29 @@ pub struct Fence {
     pub attempt: Attempt,
 }
 
+impl Fence {
+    /// What a target session of an attempt of this chunk is tagged with, up to the
+    /// attempt number: `ferry:{run}:{chunk}:`, the run id hashed (the low 32 bits of its
+    /// 64-bit FNV-1a, 8 hex digits) to keep the tag short. PostgreSQL names its sessions
+    /// with it (`application_name`), MySQL takes named locks (`GET_LOCK`).
+    pub fn chunk_tag(&self) -> String {
+        let run = self
+            .run_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("ferry:{:08x}:{}:", run as u32, self.chunk.0)
+    }
+
+    /// The tag of `attempt` of this chunk: [`Fence::chunk_tag`] followed by the attempt.
+    /// At most 36 characters, within the 63 of a PostgreSQL `application_name` and the
+    /// 64 of a MySQL lock name.
+    pub fn attempt_tag(&self, attempt: Attempt) -> String {
+        format!("{}{}", self.chunk_tag(), attempt.0)
+    }
+}
+
 /// One chunk to write with overwrite.
 #[derive(Clone, Debug)]
 pub struct ChunkWrite<'a> {
@@ -254,5 +277,57 @@ pub trait Sink: Send + Sync {
         _range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_tags_are_short_stable_and_distinct() {
+        let fence = Fence {
+            run_id: "orders-2024-06-01T12:00:00Z-0f3a9c".into(),
+            chunk: ChunkId(42),
+            attempt: Attempt(3),
+        };
+        // Pinned: workers of different builds must find each other's sessions and locks.
+        assert_eq!(fence.chunk_tag(), "ferry:a093e004:42:");
+        assert_eq!(fence.attempt_tag(Attempt(3)), "ferry:a093e004:42:3");
+        let longest = Fence {
+            run_id: "r".repeat(4096),
+            chunk: ChunkId(u32::MAX),
+            attempt: Attempt(u32::MAX),
+        };
+        let tag = longest.attempt_tag(Attempt(u32::MAX));
+        assert_eq!(tag.len(), 36, "{tag}");
+        assert!(
+            tag.len() <= 63,
+            "fits a PostgreSQL application_name and a MySQL lock name"
+        );
+        // Another run, chunk or attempt gives another tag; a chunk's tag never is a prefix
+        // of another chunk's (`:7:` vs `:71:`).
+        let other_run = Fence {
+            run_id: "orders-2024-06-01T12:00:00Z-0f3a9d".into(),
+            ..fence.clone()
+        };
+        assert_ne!(other_run.chunk_tag(), fence.chunk_tag());
+        let chunk_7 = Fence {
+            chunk: ChunkId(7),
+            ..fence.clone()
+        };
+        let chunk_71 = Fence {
+            chunk: ChunkId(71),
+            ..fence.clone()
+        };
+        assert!(
+            !chunk_71
+                .attempt_tag(Attempt(1))
+                .starts_with(&chunk_7.chunk_tag())
+        );
+        assert_ne!(
+            fence.attempt_tag(Attempt(1)),
+            fence.attempt_tag(Attempt(11))
+        );
     }
 }

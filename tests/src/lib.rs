@@ -15,7 +15,7 @@ use ferry_common::ids::ChunkId;
 use ferry_common::key::{ChunkRange, SplitKey};
 use ferry_common::schema::TableSchema;
 use ferry_connectors::{
-    BatchStream, ChunkWrite, ConnectorError, NativeChecksum, NativeStream, PrepareOptions,
+    BatchStream, ChunkWrite, ConnectorError, Fence, NativeChecksum, NativeStream, PrepareOptions,
     PrepareOutcome, Sink, WriteSummary,
 };
 use ferry_coordinator::scheduler::RunOutcome;
@@ -222,6 +222,27 @@ impl Sink for FaultySink {
     ) -> Result<Option<NativeChecksum>, ConnectorError> {
         self.inner.native_checksum(table, key, range).await
     }
+}
+
+/// Writes one chunk through `sink` ([`Sink::write_chunk`] with the chunk's parts), never
+/// cancelled.
+pub async fn write_chunk(
+    sink: &dyn Sink,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    fence: &Fence,
+    batches: BatchStream,
+) -> Result<WriteSummary, ConnectorError> {
+    let cancel = CancellationToken::new();
+    let chunk = ChunkWrite {
+        table,
+        key,
+        range,
+        fence,
+        cancel: &cancel,
+    };
+    sink.write_chunk(chunk, batches).await
 }
 
 /// Writes `spec_yaml` to `dir/job.yaml` and returns its path.

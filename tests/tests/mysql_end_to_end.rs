@@ -2,8 +2,9 @@
 //! `scripts/services.sh` (`FERRY_TEST_MYSQL_URL`): every supported type with its edge
 //! values, every key shape (composite under a case-insensitive collation, skewed,
 //! unsigned beyond i64, decimal, enum, datetime, none), awkward identifiers and a
-//! generated column; the same with the INSERT fallback; the fence, zero dates, and the
-//! connector conformance suite.
+//! generated column; the same with the INSERT fallback; the fence, zero dates, the
+//! connector conformance suite, and a new attempt ending the session of a stopped older
+//! attempt of its chunk (and of no other chunk or run).
 //!
 //! Each test copies between two databases of its own on the same server, with random
 //! names, dropped at the end. The final comparison goes through the `mariadb` shell
@@ -11,17 +12,24 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use ferry_common::coordination::ChunkState;
-use ferry_common::key::{ChunkRange, KeyBound, KeyValue};
-use ferry_common::schema::{ColumnType, TableName};
+use ferry_common::ids::{Attempt, ChunkId};
+use ferry_common::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_common::schema::{ColumnType, TableName, TableSchema};
 use ferry_connectors::conformance::{
     check_failed_write_commits_nothing, check_overwrite_is_idempotent_and_fenced,
     check_split_covers_table, primary_key_of,
 };
-use ferry_connectors::{ConnectorError, PrepareOptions};
+use ferry_connectors::{
+    BatchStream, ConnectorError, Fence, PrepareOptions, Sink, Source, WriteSummary,
+};
 use ferry_ctl::local::{LocalJob, load_spec};
-use ferry_tests::{run_local_with_env, run_shell, unique_suffix, write_spec};
+use ferry_tests::{run_local_with_env, run_shell, unique_suffix, write_chunk, write_spec};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 const SOURCE_VAR: &str = "FERRY_E2E_MYSQL_SOURCE";
@@ -1065,4 +1073,386 @@ async fn range_partitioned_table_is_planned_copied_and_repaired_partition_by_par
     for needle in ["events", "p2025", "missing"] {
         assert!(error.contains(needle), "{needle} missing from: {error}");
     }
+}
+
+/// How long a new attempt may take to replace a stopped one (the zombie's session must
+/// be ended, not waited for: `innodb_lock_wait_timeout` is checked to be longer).
+const REPLACE_BOUND: Duration = Duration::from_secs(20);
+
+/// Runs `sink.write_chunk` in its own task.
+fn spawn_write(
+    sink: &Arc<dyn Sink>,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    fence: Fence,
+    batches: BatchStream,
+) -> tokio::task::JoinHandle<Result<WriteSummary, ConnectorError>> {
+    let (sink, table, key, range) = (sink.clone(), table.clone(), key.clone(), range.clone());
+    tokio::spawn(
+        async move { write_chunk(sink.as_ref(), &table, &key, &range, &fence, batches).await },
+    )
+}
+
+/// An attempt whose input yielded one batch and holds the rest back: its transaction
+/// stays open in the middle of the load, as a worker stopped there leaves it.
+struct StalledWrite {
+    feed: futures::channel::mpsc::UnboundedSender<Result<RecordBatch, ConnectorError>>,
+    rest: Vec<RecordBatch>,
+    task: tokio::task::JoinHandle<Result<WriteSummary, ConnectorError>>,
+    lock: String,
+}
+
+impl StalledWrite {
+    async fn start(
+        source: &dyn Source,
+        sink: &Arc<dyn Sink>,
+        table: &TableSchema,
+        range: &ChunkRange,
+        fence: Fence,
+    ) -> StalledWrite {
+        let key = primary_key_of(table);
+        let mut rest: Vec<RecordBatch> = source
+            .read_chunk(table, &key, range)
+            .await
+            .expect("read_chunk")
+            .map(|batch| batch.expect("batch"))
+            .collect()
+            .await;
+        assert!(rest.len() >= 2, "the chunk has more than one batch");
+        let (feed, input) = futures::channel::mpsc::unbounded();
+        feed.unbounded_send(Ok(rest.remove(0))).expect("feed");
+        let lock = fence.attempt_tag(fence.attempt);
+        let task = spawn_write(sink, table, &key, range, fence, input.boxed());
+        StalledWrite {
+            feed,
+            rest,
+            task,
+            lock,
+        }
+    }
+
+    /// Waits until the attempt's session (found by its lock) has rows in an open
+    /// transaction.
+    async fn wait_loading(&self, server: &Server) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock_holder_is_loading(server, &self.lock) {
+            assert!(!self.task.is_finished(), "{} ended early", self.lock);
+            assert!(
+                Instant::now() < deadline,
+                "{} never started loading",
+                self.lock
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Hands over the rest of the rows and ends the input; returns the write's outcome.
+    async fn finish(self) -> Result<WriteSummary, ConnectorError> {
+        for batch in self.rest {
+            self.feed.unbounded_send(Ok(batch)).expect("feed");
+        }
+        drop(self.feed);
+        tokio::time::timeout(REPLACE_BOUND, self.task)
+            .await
+            .expect("the write ends once its input does")
+            .expect("write task")
+    }
+
+    /// Ends the input after the one batch; returns the write's outcome.
+    async fn abandon(self) -> Result<WriteSummary, ConnectorError> {
+        drop(self.feed);
+        tokio::time::timeout(REPLACE_BOUND, self.task)
+            .await
+            .expect("the write ends once its input does")
+            .expect("write task")
+    }
+}
+
+/// Whether the session holding the named lock `lock` is in the middle of a chunk's load:
+/// its InnoDB transaction holds locks (the fence row's at least) and has written rows
+/// (`LOAD DATA` inserts them as they arrive) or waits for the client between statements
+/// (the INSERT fallback sends a statement once it has gathered enough rows).
+fn lock_holder_is_loading(server: &Server, lock: &str) -> bool {
+    server.sql(&format!(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+         WHERE trx_mysql_thread_id = IS_USED_LOCK('{lock}') AND trx_rows_locked > 0 \
+         AND (trx_rows_modified > 0 OR trx_query IS NULL)"
+    )) == "1"
+}
+
+/// Rows of `table` in `where_clause` in the source and the target (counts, then rows in
+/// one and not the other, both ways), compared through the shell.
+fn assert_same_rows(fixture: &Fixture, table: &str, where_clause: &str, rows: u64) {
+    let (source, target) = (quote_ident(&fixture.source), quote_ident(&fixture.target));
+    let select =
+        |database: &str| format!("SELECT id, v FROM {database}.{table} WHERE {where_clause}");
+    assert_eq!(
+        fixture.server.sql(&format!(
+            "SELECT (SELECT COUNT(*) FROM {source}.{table} WHERE {where_clause}), \
+                    (SELECT COUNT(*) FROM {target}.{table} WHERE {where_clause}), \
+                    (SELECT COUNT(*) FROM ({} EXCEPT ALL {}) AS missing), \
+                    (SELECT COUNT(*) FROM ({} EXCEPT ALL {}) AS extra)",
+            select(&source),
+            select(&target),
+            select(&target),
+            select(&source)
+        )),
+        format!("{rows}\t{rows}\t0\t0"),
+        "{table} where {where_clause}: source rows, target rows, missing, extra"
+    );
+}
+
+/// The attempt recorded in the target's fence for `(run, chunk)`.
+fn fenced_attempt(fixture: &Fixture, run: &str, chunk: u32) -> String {
+    fixture.server.sql(&format!(
+        "SELECT attempt FROM {}._ferry_fence WHERE run_id = '{run}' AND chunk = {chunk}",
+        quote_ident(&fixture.target)
+    ))
+}
+
+/// A sink on the fixture's target database through `url` (another user's, say).
+async fn open_target(fixture: &Fixture, dir: &std::path::Path, url: String) -> Arc<dyn Sink> {
+    let mut env = fixture.env.clone();
+    env.insert(TARGET_VAR.to_string(), url);
+    let spec_path = write_spec(dir, &fixture.spec(""));
+    let spec = load_spec(&spec_path, &env).expect("spec");
+    ferry_connectors::open_sink(&spec.target)
+        .await
+        .expect("sink")
+}
+
+/// The source tables of the zombie tests, described and prepared in the target through
+/// `sink`: `t` (ids 1 to 20,000), `u` and `w` (ids 1 to 10,000).
+async fn zombie_tables(
+    fixture: &Fixture,
+    dir: &std::path::Path,
+    sink: &Arc<dyn Sink>,
+) -> (Arc<dyn Source>, [TableSchema; 3]) {
+    let lock_wait: u64 = fixture
+        .server
+        .sql("SELECT @@GLOBAL.innodb_lock_wait_timeout")
+        .parse()
+        .expect("innodb_lock_wait_timeout");
+    assert!(
+        Duration::from_secs(lock_wait) >= 2 * REPLACE_BOUND,
+        "innodb_lock_wait_timeout = {lock_wait} s: a new attempt waiting for the zombie \
+         would fail only after it, so it must be well above the {REPLACE_BOUND:?} bound"
+    );
+    fixture.source_sql(
+        "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40) NOT NULL);
+         INSERT INTO t SELECT i, CONCAT('t-', i, '-', MD5(i))
+         FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) SELECT i FROM n) AS numbers;
+         CREATE TABLE u (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40) NOT NULL);
+         INSERT INTO u SELECT id, CONCAT('u-', id) FROM t WHERE id <= 10000;
+         CREATE TABLE w LIKE u;
+         INSERT INTO w SELECT id, CONCAT('w-', id) FROM t WHERE id <= 10000;",
+    );
+    let spec = load_spec(&write_spec(dir, &fixture.spec("")), &fixture.env).expect("spec");
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("source");
+    let mut tables = Vec::new();
+    for name in ["t", "u", "w"] {
+        let name = TableName {
+            schema: Some(fixture.source.clone()),
+            name: name.into(),
+        };
+        let table = source.describe_table(&name).await.expect("describe");
+        sink.prepare_table(&table, &primary_key_of(&table), &PrepareOptions::default())
+            .await
+            .expect("prepare");
+        tables.push(table);
+    }
+    let tables = tables.try_into().expect("three tables");
+    (source, tables)
+}
+
+/// Attempt `attempt` of `chunk` of `run`.
+fn attempt_of(run: &str, chunk: u32, attempt: u32) -> Fence {
+    Fence {
+        run_id: run.into(),
+        chunk: ChunkId(chunk),
+        attempt: Attempt(attempt),
+    }
+}
+
+/// The keys below `upper`, or every key.
+fn keys_below(upper: Option<i64>) -> ChunkRange {
+    ChunkRange::Interval {
+        lower: None,
+        upper: upper.map(|upper| KeyBound(vec![KeyValue::Int(upper)])),
+    }
+}
+
+/// A worker stopped in the middle of chunk 5 (attempt 1) holds the fence row; attempt 2
+/// of the chunk ends that session and commits at once, the zombie cannot commit after
+/// it, and in-flight attempts of another chunk or another run are left alone.
+async fn new_attempt_ends_the_stopped_attempt_of_its_chunk_only(target_parameters: &str) {
+    let fixture = Fixture::new(target_parameters);
+    let server = &fixture.server;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = open_target(&fixture, dir.path(), fixture.env[TARGET_VAR].clone()).await;
+    let (source, [t, u, w]) = zombie_tables(&fixture, dir.path(), &sink).await;
+    let key = primary_key_of(&t);
+    let (low, whole) = (keys_below(Some(10001)), keys_below(None));
+    // Named locks are server-wide: runs of their own, as every job run has.
+    let (run_a, run_b) = (
+        format!("a-{}", unique_suffix()),
+        format!("b-{}", unique_suffix()),
+    );
+    let (run_a, run_b) = (run_a.as_str(), run_b.as_str());
+
+    // In flight at once: the zombie (run a, chunk 5, attempt 1), another chunk of the
+    // same run, and the same chunk number of another run. (Those two write other tables:
+    // an uncommitted row just past chunk 5's range, as another chunk of `t` would insert,
+    // blocks chunk 5's DELETE of its range until that chunk commits.)
+    let source = source.as_ref();
+    let zombie = StalledWrite::start(source, &sink, &t, &low, attempt_of(run_a, 5, 1)).await;
+    let neighbour = StalledWrite::start(source, &sink, &w, &whole, attempt_of(run_a, 6, 1)).await;
+    let other_run = StalledWrite::start(source, &sink, &u, &whole, attempt_of(run_b, 5, 1)).await;
+    for stalled in [&zombie, &neighbour, &other_run] {
+        stalled.wait_loading(server).await;
+    }
+
+    // Attempt 2 of chunk 5 writes the whole range, within the bound.
+    let started = Instant::now();
+    let batches = source.read_chunk(&t, &key, &low).await.expect("read");
+    let replacing = spawn_write(&sink, &t, &key, &low, attempt_of(run_a, 5, 2), batches);
+    let replaced = tokio::time::timeout(REPLACE_BOUND, replacing)
+        .await
+        .expect("attempt 2 waited for the stopped attempt 1 instead of ending its session")
+        .expect("write task")
+        .expect("attempt 2 commits");
+    eprintln!(
+        "attempt 2 replaced the stopped attempt 1 in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(replaced.rows_written, 10000);
+    assert_same_rows(&fixture, "t", "id < 10001", 10000);
+    assert_eq!(fenced_attempt(&fixture, run_a, 5), "2");
+    let replacing_lock = attempt_of(run_a, 5, 2).attempt_tag(Attempt(2));
+    assert_eq!(
+        server.sql(&format!(
+            "SELECT CONCAT_WS(',', IS_USED_LOCK('{}'), IS_USED_LOCK('{replacing_lock}'))",
+            zombie.lock
+        )),
+        "",
+        "the zombie's session is gone and attempt 2 released its lock"
+    );
+    for alive in [&neighbour, &other_run] {
+        assert!(
+            lock_holder_is_loading(server, &alive.lock),
+            "{} was ended too",
+            alive.lock
+        );
+    }
+
+    // The zombie wakes up and ends its input: its session is gone, nothing commits.
+    let late = zombie.abandon().await;
+    assert!(late.is_err(), "the stopped attempt committed: {late:?}");
+    eprintln!("the stopped attempt 1 ended with: {late:?}");
+    assert_same_rows(&fixture, "t", "id < 10001", 10000);
+    assert_eq!(fenced_attempt(&fixture, run_a, 5), "2");
+
+    // The other chunk and the other run were not touched: they finish and commit.
+    for (stalled, table, run, chunk) in [(neighbour, "w", run_a, 6), (other_run, "u", run_b, 5)] {
+        let lock = stalled.lock.clone();
+        let summary = stalled
+            .finish()
+            .await
+            .unwrap_or_else(|error| panic!("{lock} failed: {error}"));
+        assert_eq!(summary.rows_written, 10000, "{lock}");
+        assert_same_rows(&fixture, table, "TRUE", 10000);
+        assert_eq!(fenced_attempt(&fixture, run, chunk), "1");
+        assert_eq!(
+            server.sql(&format!("SELECT IS_USED_LOCK('{lock}') IS NULL")),
+            "1",
+            "{lock} was released"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_attempt_ends_the_stopped_older_attempt_in_the_middle_of_load_data() {
+    let _load_data = LOCAL_INFILE.read().await;
+    new_attempt_ends_the_stopped_attempt_of_its_chunk_only("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_attempt_ends_the_stopped_older_attempt_between_inserts() {
+    new_attempt_ends_the_stopped_attempt_of_its_chunk_only("?ferry_write_method=insert").await;
+}
+
+/// Two accounts of the server, dropped on drop.
+struct Accounts<'a> {
+    server: &'a Server,
+    names: Vec<String>,
+}
+
+impl Drop for Accounts<'_> {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for name in &self.names {
+                self.server
+                    .sql(&format!("DROP USER IF EXISTS '{name}'@'%'"));
+            }
+        }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_privilege_to_kill_a_new_attempt_waits_for_the_older_one_as_before() {
+    let _load_data = LOCAL_INFILE.read().await;
+    let fixture = Fixture::new("");
+    let server = &fixture.server;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The zombie writes as one account, the new attempt as another without CONNECTION
+    // ADMIN or SUPER: its KILL is refused (1095, not owner of the thread).
+    let suffix = unique_suffix();
+    let accounts = Accounts {
+        server,
+        names: vec![format!("ferry_a_{suffix}"), format!("ferry_b_{suffix}")],
+    };
+    let mut sinks = Vec::new();
+    for name in &accounts.names {
+        server.sql(&format!(
+            "CREATE USER '{name}'@'%' IDENTIFIED BY 'pw-{suffix}'; \
+             GRANT ALL ON {}.* TO '{name}'@'%';",
+            quote_ident(&fixture.target)
+        ));
+        let url = format!(
+            "mysql://{name}:pw-{suffix}@{}:{}/{}",
+            server.host, server.port, fixture.target
+        );
+        sinks.push(open_target(&fixture, dir.path(), url).await);
+    }
+    let (source, [t, _, _]) = zombie_tables(&fixture, dir.path(), &sinks[0]).await;
+    let key = primary_key_of(&t);
+    let low = keys_below(Some(10001));
+    let run = format!("p-{suffix}");
+    let run = run.as_str();
+    let zombie =
+        StalledWrite::start(source.as_ref(), &sinks[0], &t, &low, attempt_of(run, 5, 1)).await;
+    zombie.wait_loading(server).await;
+
+    let batches = source.read_chunk(&t, &key, &low).await.expect("read");
+    let replacing = spawn_write(&sinks[1], &t, &key, &low, attempt_of(run, 5, 2), batches);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!replacing.is_finished(), "attempt 2 did not wait");
+    assert!(
+        lock_holder_is_loading(server, &zombie.lock),
+        "an account without the privilege ended another account's session"
+    );
+    // The older attempt goes on and commits; the new one then overwrites the range.
+    let older = zombie.finish().await.expect("attempt 1 commits");
+    assert_eq!(older.rows_written, 10000);
+    let newer = tokio::time::timeout(REPLACE_BOUND, replacing)
+        .await
+        .expect("attempt 2 goes on once attempt 1 commits")
+        .expect("write task")
+        .expect("attempt 2 commits");
+    assert_eq!(newer.rows_deleted, 10000);
+    assert_same_rows(&fixture, "t", "id < 10001", 10000);
+    assert_eq!(fenced_attempt(&fixture, run, 5), "2");
 }

@@ -438,7 +438,7 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
     use std::collections::HashMap;
 
     use ferry_common::ids::Attempt;
-    use ferry_connectors::{ChunkWrite, ConnectorError, Fence, PrepareOptions};
+    use ferry_connectors::{ConnectorError, Fence, PrepareOptions};
     use futures::StreamExt;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -467,7 +467,6 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
         lower: None,
         upper: None,
     };
-    let cancel = CancellationToken::new();
     let write = |attempt: u32| {
         let fence = Fence {
             run_id: "run-1".into(),
@@ -479,7 +478,6 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
         let table = table.clone();
         let key = key.clone();
         let range = range.clone();
-        let cancel = cancel.clone();
         async move {
             let batches = source.read_chunk(&table, &key, &range).await.expect("read");
             // A later attempt of the zombie writes only its first batch: any commit of it
@@ -489,14 +487,7 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
             } else {
                 batches
             };
-            let chunk = ChunkWrite {
-                table: &table,
-                key: &key,
-                range: &range,
-                fence: &fence,
-                cancel: &cancel,
-            };
-            sink.write_chunk(chunk, batches).await
+            ferry_tests::write_chunk(sink.as_ref(), &table, &key, &range, &fence, batches).await
         }
     };
     let newer = write(2).await.expect("attempt 2 commits");

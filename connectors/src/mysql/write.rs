@@ -1,15 +1,26 @@
 //! Creates target tables and writes chunks with overwrite, fenced, in one transaction.
 //!
 //! A chunk is written in one InnoDB transaction:
-//! 1. (outside it, once per sink) `CREATE TABLE IF NOT EXISTS _ferry_fence`, and a
-//!    placeholder fence row `(run_id, chunk, attempt 0)` so the lock below is a record
-//!    lock rather than a gap lock two attempts could both take;
+//! 1. before it, on the write connection: once per sink `CREATE TABLE IF NOT EXISTS
+//!    _ferry_fence`; the attempt's named lock `GET_LOCK('ferry:{run}:{chunk}:{attempt}',
+//!    0)` (see [`Fence::attempt_tag`]); `KILL CONNECTION` of every session holding the
+//!    lock of an older attempt of the same run and chunk (found with `IS_USED_LOCK` in
+//!    one statement): a worker stopped or cut off mid-chunk, whose open transaction holds
+//!    the fence row and would block this attempt until its TCP connection times out.
+//!    Best effort: killing another user's session needs `CONNECTION ADMIN` (MySQL:
+//!    `CONNECTION_ADMIN`) or `SUPER`, the same user needs nothing; without it this
+//!    attempt logs a warning and waits as before. Then a placeholder
+//!    fence row `(run_id, chunk, attempt 0)` so the lock below is a record lock rather
+//!    than a gap lock two attempts could both take;
 //! 2. `SELECT attempt ... FOR UPDATE`: a higher committed attempt refuses this one;
 //! 3. `DELETE` the chunk's range;
 //! 4. `LOAD DATA LOCAL INFILE` fed from the batch stream through an infile handler (no
 //!    temporary file), or multi-row INSERTs under `max_allowed_packet` when LOCAL INFILE
 //!    is refused (or `ferry_write_method=insert`);
-//! 5. record the attempt in the fence row, check for cancellation, `COMMIT`.
+//! 5. record the attempt in the fence row, check for cancellation, `COMMIT`;
+//! 6. (after `COMMIT` or `ROLLBACK`) `RELEASE_LOCK` of the attempt's lock: named locks
+//!    belong to the session, not the transaction, and the connection goes back to the
+//!    pool.
 //!
 //! `LOAD DATA LOCAL` turns data errors into warnings and skips duplicate keys (the
 //! server cannot stop the client's stream half-way), so any warning, or fewer rows loaded
@@ -31,7 +42,7 @@ use mysql_async::{Conn, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::config::WriteMethod;
-use super::describe::describe;
+use super::describe::{self, describe};
 use super::encode::{BatchColumns, load_data_columns};
 use super::sql::{
     STATEMENT_TAG, data_table, key_columns, quote_ident, quote_string, quote_table, range_predicate,
@@ -39,10 +50,12 @@ use super::sql::{
 use super::{FENCE_TABLE, KIND, Shared, query_error};
 use crate::compat::{Differences, column_type_difference};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, WriteSummary};
+use crate::traits::{BatchStream, ChunkWrite, Fence, PrepareOptions, PrepareOutcome, WriteSummary};
 
 /// The most an index key may hold in InnoDB (DYNAMIC rows), in bytes.
 const MAX_KEY_BYTES: u32 = 3072;
+/// `ER_NO_SUCH_THREAD`: `KILL` of a connection that is gone.
+const ER_NO_SUCH_THREAD: u16 = 1094;
 /// Bytes per character of utf8mb4.
 const UTF8MB4_BYTES: u32 = 4;
 /// Cap on one INSERT statement of the fallback, below `max_allowed_packet`.
@@ -430,37 +443,166 @@ pub async fn write_chunk(
         .map_err(&on_error)?;
         shared.fence_ready.store(true, Ordering::Release);
     }
-    let fence = chunk.fence;
-    conn.exec_drop(
-        format!(
-            "{STATEMENT_TAG}INSERT INTO {fence_table} (run_id, chunk, table_name, attempt, committed_at) \
-             VALUES (?, ?, ?, 0, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE run_id = run_id"
-        ),
-        (fence.run_id.as_str(), fence.chunk.0, table.name.to_string()),
-    )
-    .await
-    .map_err(&on_error)?;
-    if shared.read_committed {
-        conn.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .map_err(&on_error)?;
-    }
-    conn.query_drop("START TRANSACTION")
+    // Before touching the fence row, which a stopped older attempt may hold locked.
+    let lock = AttemptLock::take(&mut conn, chunk.fence).await;
+    let outcome: Result<WriteSummary> = async {
+        let fence = chunk.fence;
+        conn.exec_drop(
+            format!(
+                "{STATEMENT_TAG}INSERT INTO {fence_table} (run_id, chunk, table_name, attempt, committed_at) \
+                 VALUES (?, ?, ?, 0, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE run_id = run_id"
+            ),
+            (fence.run_id.as_str(), fence.chunk.0, table.name.to_string()),
+        )
         .await
         .map_err(&on_error)?;
-    let outcome = write_in_transaction(shared, &mut conn, &chunk, first, batches).await;
-    match outcome {
-        Ok(summary) => {
-            conn.query_drop("COMMIT").await.map_err(&on_error)?;
-            Ok(summary)
+        if shared.read_committed {
+            conn.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(&on_error)?;
         }
-        Err(error) => {
-            // A broken connection rolls back by itself; the pool discards it.
-            if let Err(rollback_error) = conn.query_drop("ROLLBACK").await {
-                tracing::debug!(error = %rollback_error, "rollback after a failed write failed");
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(&on_error)?;
+        let outcome = write_in_transaction(shared, &mut conn, &chunk, first, batches).await;
+        match outcome {
+            Ok(summary) => {
+                conn.query_drop("COMMIT").await.map_err(&on_error)?;
+                Ok(summary)
             }
-            Err(error)
+            Err(error) => {
+                // A broken connection rolls back by itself; the pool discards it.
+                if let Err(rollback_error) = conn.query_drop("ROLLBACK").await {
+                    tracing::debug!(error = %rollback_error, "rollback after a failed write failed");
+                }
+                Err(error)
+            }
         }
+    }
+    .await;
+    // Named locks outlive transactions: a pooled connection that kept it would be killed
+    // by a later attempt of this chunk while writing another one. (The pool's
+    // COM_RESET_CONNECTION releases it too, but only once the connection is back.)
+    lock.release(&mut conn).await;
+    outcome
+}
+
+/// The named lock (`GET_LOCK`) an attempt holds on its write connection from before it
+/// touches the fence row until after its `COMMIT` or `ROLLBACK`, so that a newer attempt
+/// of the chunk can find the session by the lock's name ([`Fence::attempt_tag`]) and end
+/// it. An older attempt still connected is a worker that was cut off or stopped
+/// mid-chunk: its open transaction holds the fence row's lock and would block the newer
+/// attempt (`innodb_lock_wait_timeout`, then a retry that waits again) until its TCP
+/// connection times out (hours). Killed, its transaction rolls back and can no longer
+/// commit.
+struct AttemptLock {
+    /// The lock's name, when this session holds it.
+    held: Option<String>,
+}
+
+impl AttemptLock {
+    /// Takes this attempt's lock, then kills the sessions holding an older attempt's
+    /// lock of the same run and chunk. Best effort: without the privilege to kill
+    /// another user's session (MariaDB `CONNECTION ADMIN`, MySQL `CONNECTION_ADMIN`, or
+    /// `SUPER`) this attempt waits as before, with a warning.
+    async fn take(conn: &mut Conn, fence: &Fence) -> Self {
+        let name = fence.attempt_tag(fence.attempt);
+        let taken: std::result::Result<Option<Value>, _> = conn
+            .query_first(format!(
+                "{STATEMENT_TAG}SELECT GET_LOCK({}, 0)",
+                quote_string(&name)
+            ))
+            .await;
+        let held = match taken.map(|value| value.and_then(describe::text_of)) {
+            Ok(Some(answer)) if answer == "1" => Some(name),
+            Ok(_) => {
+                // Only another session of this very attempt could hold it.
+                tracing::debug!(lock = %name, "the attempt's lock is held by another session");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the attempt's lock");
+                None
+            }
+        };
+        if let Some(statement) = older_sessions_sql(fence) {
+            end_older_attempts(conn, fence, &statement).await;
+        }
+        Self { held }
+    }
+
+    /// Releases the lock; a broken connection has lost it already.
+    async fn release(self, conn: &mut Conn) {
+        if let Some(name) = self.held
+            && let Err(error) = conn
+                .query_drop(format!(
+                    "{STATEMENT_TAG}DO RELEASE_LOCK({})",
+                    quote_string(&name)
+                ))
+                .await
+        {
+            tracing::debug!(%error, lock = %name, "releasing the attempt's lock failed");
+        }
+    }
+}
+
+/// One statement listing the connection ids holding the lock of an older attempt of
+/// `fence`'s chunk (other than this session), or `None` for a first attempt.
+fn older_sessions_sql(fence: &Fence) -> Option<String> {
+    let holders: Vec<String> = (1..fence.attempt.0)
+        .map(|older| {
+            format!(
+                "SELECT IS_USED_LOCK({}) AS id",
+                quote_string(&fence.attempt_tag(Attempt(older)))
+            )
+        })
+        .collect();
+    if holders.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{STATEMENT_TAG}SELECT DISTINCT id FROM ({}) AS older \
+         WHERE id IS NOT NULL AND id <> CONNECTION_ID()",
+        holders.join(" UNION ALL ")
+    ))
+}
+
+/// Kills the sessions `statement` lists (see [`AttemptLock::take`]).
+async fn end_older_attempts(conn: &mut Conn, fence: &Fence, statement: &str) {
+    let holders: Vec<u64> = match conn.query::<Value, _>(statement).await {
+        Ok(values) => values
+            .into_iter()
+            .filter_map(|value| describe::text_of(value)?.parse().ok())
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot find older attempts' sessions");
+            return;
+        }
+    };
+    let mut ended = 0_usize;
+    for id in holders {
+        match conn
+            .query_drop(format!("{STATEMENT_TAG}KILL CONNECTION {id}"))
+            .await
+        {
+            Ok(()) => ended += 1,
+            // Gone meanwhile.
+            Err(mysql_async::Error::Server(error)) if error.code == ER_NO_SUCH_THREAD => {}
+            Err(error) => tracing::warn!(
+                %error,
+                connection = id,
+                "cannot end an older attempt's session (killing another user's session \
+                 needs CONNECTION ADMIN, CONNECTION_ADMIN on MySQL, or SUPER): waiting for it"
+            ),
+        }
+    }
+    if ended > 0 {
+        tracing::warn!(
+            chunk = %fence.chunk,
+            attempt = %fence.attempt,
+            sessions = ended,
+            "ended the target sessions of older attempts of this chunk"
+        );
     }
 }
 
@@ -954,5 +1096,27 @@ mod tests {
         assert!(is_local_infile_refusal(3948));
         assert!(is_local_infile_refusal(4166));
         assert!(!is_local_infile_refusal(1062));
+    }
+
+    #[test]
+    fn only_older_attempts_of_the_same_run_and_chunk_are_looked_up() {
+        let fence = |attempt| Fence {
+            run_id: "run-a".into(),
+            chunk: ferry_common::ids::ChunkId(7),
+            attempt: Attempt(attempt),
+        };
+        assert_eq!(older_sessions_sql(&fence(1)), None);
+        let Some(statement) = older_sessions_sql(&fence(3)) else {
+            panic!("attempt 3 has older attempts");
+        };
+        let tag = fence(3).chunk_tag();
+        for older in [1, 2] {
+            assert!(
+                statement.contains(&format!("IS_USED_LOCK('{tag}{older}')")),
+                "{statement}"
+            );
+        }
+        assert_eq!(statement.matches("IS_USED_LOCK(").count(), 2, "{statement}");
+        assert!(statement.contains("id <> CONNECTION_ID()"), "{statement}");
     }
 }

@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_partitioning, load_table};
-use super::connect::{APPLICATION_NAME, describe_error, query_error};
+use super::connect::{describe_error, query_error};
 use super::encode::{ColumnWriter, Encoder, encoder_for, push_header, push_trailer};
 use super::native::BINARY_COPY_FORMAT;
 use super::read::read_column;
@@ -694,14 +694,8 @@ async fn next_bytes(
 /// Ended, it rolls back and can no longer commit. Best effort: without the privilege to
 /// signal other sessions (`pg_signal_backend`) this attempt waits as before.
 async fn end_older_attempts(client: &Client, fence: &Fence) {
-    let run = fence
-        .run_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-    let prefix = format!("{APPLICATION_NAME}:{:08x}:{}:", run as u32, fence.chunk.0);
-    let tag = format!("{prefix}{}", fence.attempt.0);
+    let prefix = fence.chunk_tag();
+    let tag = fence.attempt_tag(fence.attempt);
     if let Err(error) = client
         .batch_execute(&format!("SET application_name = '{tag}'"))
         .await
