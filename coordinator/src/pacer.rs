@@ -570,20 +570,24 @@ impl Admission for JobPacer {
 }
 
 impl JobPacer {
-    async fn wait_while_paused(&self) -> Result<(), String> {
-        let mut gate = self.gate_tx.subscribe();
-        if !gate.borrow_and_update().paused {
-            return Ok(());
-        }
-        let timeout = self
-            .lock()
+    /// How long an attempt may wait paused before it gives its chunk back.
+    pub fn pause_timeout(&self) -> Duration {
+        self.lock()
             .throttle
             .policy()
             .load
             .as_ref()
             .map_or(DEFAULT_PAUSE_TIMEOUT, |load| {
                 Duration::from_millis(load.pause_timeout_ms)
-            });
+            })
+    }
+
+    async fn wait_while_paused(&self) -> Result<(), String> {
+        let mut gate = self.gate_tx.subscribe();
+        if !gate.borrow_and_update().paused {
+            return Ok(());
+        }
+        let timeout = self.pause_timeout();
         match tokio::time::timeout(timeout, gate.wait_for(|gate| !gate.paused)).await {
             Ok(_) => Ok(()),
             Err(_) => Err(format!(

@@ -825,3 +825,79 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
     );
     cluster.assert_same(&["orders"]);
 }
+
+/// Rows streamed so far by the job's running attempts, as the leader reports them.
+async fn rows_streamed(address: &str, job: &str) -> u64 {
+    status(address, job)
+        .await
+        .map_or(0, |status| status.rows_streamed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_a_pause_reaches_the_chunk_running_on_a_worker_and_resume_finishes_it() {
+    let mut cluster = Cluster::new(&[("orders", 40_000)]);
+    let address = cluster.start_coordinator("coord-h");
+    cluster.start_worker("solo", 1);
+    let job = "dist-h";
+    // One 40,000-row chunk at 4,000 rows/s: about 10 s when nothing stops it.
+    submit(&address, &cluster.spec(job, 40_000, 4_000, 1)).await;
+    let chunk = wait_copying_on(&address, job, "solo").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rows_streamed(&address, job).await == 0 {
+        assert!(Instant::now() < deadline, "no rows streamed within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut control = client(&address).await;
+    control
+        .pause_job(pb::PauseJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .expect("pause");
+    // The batch already admitted and the last progress report (once a second) settle.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let paused_at = rows_streamed(&address, job).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = rows_streamed(&address, job).await;
+    assert_eq!(
+        paused_at, later,
+        "the running chunk kept streaming while the job was paused"
+    );
+    assert!(
+        paused_at < 40_000,
+        "the chunk was not mid-way when paused ({paused_at} rows)"
+    );
+    // A new limit reaches the running attempt too: lift it, then resume.
+    control
+        .update_throttle(pb::UpdateThrottleRequest {
+            job_id: job.to_owned(),
+            rows_per_sec: Some(0),
+            ..Default::default()
+        })
+        .await
+        .expect("lift the rate limit");
+    let resumed = Instant::now();
+    control
+        .resume_job(pb::ResumeJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .expect("resume");
+    let status = wait_done(&address, job, Duration::from_secs(60)).await;
+    assert_done(&status);
+    assert!(
+        resumed.elapsed() < Duration::from_secs(8),
+        "the rest of the chunk ran at the old limit: {:?} after resume",
+        resumed.elapsed()
+    );
+    let record = chunks(&address, job)
+        .await
+        .into_iter()
+        .find(|c| c.id == chunk)
+        .expect("the paused chunk");
+    assert_eq!(
+        record.attempt, 1,
+        "the paused chunk was re-copied: {record:?}"
+    );
+    cluster.assert_same(&["orders"]);
+}

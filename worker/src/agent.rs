@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_common::backoff::Backoff;
-use ferry_common::coordination::cluster::{Assignment, ChunkProgress, LeaseSession, WorkerInfo};
+use ferry_common::coordination::cluster::{
+    Assignment, ChunkProgress, JobPace, LeaseSession, Mirror, WorkerInfo,
+};
 use ferry_common::coordination::{Coordination, EtcdStore};
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
+use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
 use ferry_common::ids::{Attempt, ChunkId, JobId, WorkerId};
 use ferry_common::key::{ChunkRange, SplitKey};
 use ferry_common::schema::TableSchema;
@@ -138,6 +140,7 @@ async fn run_session(
     let draining = Arc::new(AtomicBool::new(info.draining));
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut drain_requests = store.watch_drain_requests(&options.id, session);
+    let pace = store.watch_pace(session);
     loop {
         if !*alive.borrow_and_update() {
             // Self-fencing: stop every attempt before the lease can expire.
@@ -203,6 +206,7 @@ async fn run_session(
                 options: options.clone(),
                 cancel,
                 draining: draining.clone(),
+                pace: pace.clone(),
             };
             let attempt_number = assignment.attempt;
             tasks.spawn(async move {
@@ -284,6 +288,8 @@ struct AttemptRun {
     options: AgentOptions,
     cancel: CancellationToken,
     draining: Arc<AtomicBool>,
+    /// Every job's live pace.
+    pace: Mirror<JobPace>,
 }
 
 impl AttemptRun {
@@ -344,14 +350,11 @@ impl AttemptRun {
                 let verifying = verifying.clone();
                 Arc::new(move || verifying.store(true, Ordering::Relaxed))
             },
-            admission: if assignment.rows_per_sec == 0 && assignment.bytes_per_sec == 0 {
-                Arc::new(Unthrottled)
-            } else {
-                Arc::new(AttemptRate::new(
-                    assignment.rows_per_sec,
-                    assignment.bytes_per_sec,
-                ))
-            },
+            admission: Arc::new(LivePace::new(
+                self.pace.clone(),
+                self.store.keys().pace(&assignment.job),
+                (assignment.rows_per_sec, assignment.bytes_per_sec),
+            )),
         };
         let reporter = self.report_progress(rows, verifying);
         tracing::info!(job = %assignment.job, chunk = %assignment.chunk, attempt = %assignment.attempt, "copying");
@@ -491,52 +494,92 @@ impl AttemptRun {
     }
 }
 
-/// Paces one attempt at its share of the job's rate limits: admits a batch once the
-/// rows and bytes admitted so far fit the rates over the time since the attempt began.
-struct AttemptRate {
-    rows_per_sec: u64,
-    bytes_per_sec: u64,
-    started: tokio::time::Instant,
-    admitted: std::sync::Mutex<(u64, u64)>,
+/// Paces one attempt by its job's live pace (`pace/{job}`): waits while the job is
+/// paused (up to the pause timeout, then the chunk is given back) and spaces batches
+/// by the attempt's current share of the job's rate limits, so a pause, a resume or a
+/// new limit reaches attempts already running. Until the leader has published a pace,
+/// the share carried by the assignment applies.
+struct LivePace {
+    pace: Mirror<JobPace>,
+    key: Vec<u8>,
+    assigned: (u64, u64),
+    /// When the next batch may go: the previous one's slot end.
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
-impl AttemptRate {
-    fn new(rows_per_sec: u64, bytes_per_sec: u64) -> Self {
+impl LivePace {
+    fn new(pace: Mirror<JobPace>, key: Vec<u8>, assigned: (u64, u64)) -> Self {
         Self {
-            rows_per_sec,
-            bytes_per_sec,
-            started: tokio::time::Instant::now(),
-            admitted: std::sync::Mutex::new((0, 0)),
+            pace,
+            key,
+            assigned,
+            next: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> Option<JobPace> {
+        self.pace.borrow().get(&self.key).cloned()
+    }
+
+    fn rates(&self) -> (u64, u64) {
+        self.current().map_or(self.assigned, |pace| {
+            (pace.rows_per_sec, pace.bytes_per_sec)
+        })
+    }
+
+    async fn wait_while_paused(&self) -> Result<(), String> {
+        let mut pace = self.pace.clone();
+        let Some(timeout) = self
+            .current()
+            .filter(|pace| pace.paused)
+            .map(|pace| pace.pause_timeout)
+        else {
+            return Ok(());
+        };
+        tracing::info!("job paused: this attempt waits");
+        let key = self.key.clone();
+        let resumed = pace.wait_for(move |paces| !paces.get(&key).is_some_and(|pace| pace.paused));
+        match tokio::time::timeout(timeout, resumed).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
+                timeout.as_secs()
+            )),
         }
     }
 }
 
 #[async_trait::async_trait]
-impl ferry_common::execution::Admission for AttemptRate {
+impl ferry_common::execution::Admission for LivePace {
     async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
-        let (total_rows, total_bytes) = {
-            let mut admitted = self
-                .admitted
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            admitted.0 += rows;
-            admitted.1 += bytes;
-            *admitted
-        };
-        let due = |total: u64, rate: u64| {
+        self.wait_while_paused().await?;
+        let (rows_per_sec, bytes_per_sec) = self.rates();
+        let cost = |amount: u64, rate: u64| {
             if rate == 0 {
                 Duration::ZERO
             } else {
-                Duration::from_secs_f64(total as f64 / rate as f64)
+                Duration::from_secs_f64(amount as f64 / rate as f64)
             }
         };
-        let wait_until = self.started
-            + due(total_rows, self.rows_per_sec).max(due(total_bytes, self.bytes_per_sec));
-        tokio::time::sleep_until(wait_until).await;
-        Ok(())
+        let slot = cost(rows, rows_per_sec).max(cost(bytes, bytes_per_sec));
+        if !slot.is_zero() {
+            let until = {
+                let mut next = self
+                    .next
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = tokio::time::Instant::now();
+                let until = next.map_or(now, |next| next.max(now)) + slot;
+                *next = Some(until);
+                until
+            };
+            tokio::time::sleep_until(until).await;
+        }
+        // A pause may have come while the batch waited for its slot.
+        self.wait_while_paused().await
     }
 
     fn limits_rows(&self) -> bool {
-        self.rows_per_sec > 0
+        self.rates().0 > 0
     }
 }

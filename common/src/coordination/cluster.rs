@@ -91,6 +91,23 @@ pub struct ChunkProgress {
     pub verifying: bool,
 }
 
+/// How a job's running attempts go now (`pace/{job}`): the leader writes it when the
+/// job is paused or resumed or its limits change; workers apply it to the attempts
+/// they are running, not only to the next ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobPace {
+    /// The job.
+    pub job: JobId,
+    /// Paused: attempts stop admitting rows until resumed.
+    pub paused: bool,
+    /// Each attempt's share of the job's rows/s limit (0: none).
+    pub rows_per_sec: u64,
+    /// Each attempt's share of the job's bytes/s limit (0: none).
+    pub bytes_per_sec: u64,
+    /// How long an attempt may stay paused before it gives its chunk back.
+    pub pause_timeout: Duration,
+}
+
 /// A worker's outcome of one attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttemptResult {
@@ -682,6 +699,29 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Publishes a job's pace (leader; fenced).
+    pub async fn put_pace(&self, pace: &JobPace) -> Result<()> {
+        let operation = format!("publish the pace of job {}", pace.job);
+        let value = pb::PaceValue {
+            job: pace.job.0.clone(),
+            paused: pace.paused,
+            rows_per_sec: pace.rows_per_sec,
+            bytes_per_sec: pace.bytes_per_sec,
+            pause_timeout_ms: u64::try_from(pace.pause_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+        .encode_to_vec();
+        let put = TxnOp::put(self.keys.pace(&pace.job), value, None);
+        match self.commit(&operation, Vec::new(), vec![put]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    /// Mirrors the pace of every job.
+    pub fn watch_pace(&self, cancel: &CancellationToken) -> Mirror<JobPace> {
+        self.mirror(self.keys.pace_root(), decode_pace, cancel)
+    }
+
     /// Mirrors the progress of every running attempt.
     pub fn watch_progress(&self, cancel: &CancellationToken) -> Mirror<ChunkProgress> {
         self.mirror(self.keys.progress_root(), decode_progress, cancel)
@@ -942,6 +982,17 @@ fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> 
         revision: entry.create_revision(),
         rows_per_sec: value.rows_per_sec,
         bytes_per_sec: value.bytes_per_sec,
+    })
+}
+
+fn decode_pace(entry: &KeyValue) -> Option<JobPace> {
+    let value: pb::PaceValue = decode_logged(entry)?;
+    Some(JobPace {
+        job: JobId(value.job),
+        paused: value.paused,
+        rows_per_sec: value.rows_per_sec,
+        bytes_per_sec: value.bytes_per_sec,
+        pause_timeout: Duration::from_millis(value.pause_timeout_ms),
     })
 }
 

@@ -11,6 +11,7 @@
 //! ├── assign/{worker}/{job}/{idx:08}         AssignmentValue, written by the leader
 //! ├── claims/{job}/{idx:08}                  the worker holding it, on the worker's lease
 //! ├── progress/{job}/{idx:08}                ProgressValue, on the worker's lease
+//! ├── pace/{job}                             PaceValue: pause and rate shares, live
 //! ├── results/{job}/{idx:08}/{attempt:08}    ResultValue, guarded by the assignment
 //! └── jobs/{job}/
 //!     ├── record                             JobRecordValue, written LAST by create_job
@@ -116,6 +117,16 @@ impl KeyLayout {
             chunk.0
         )
         .into_bytes()
+    }
+
+    /// Returns `{prefix}/pace/`.
+    pub fn pace_root(&self) -> Vec<u8> {
+        format!("{}/pace/", self.prefix).into_bytes()
+    }
+
+    /// Returns `{prefix}/pace/{job}`: the job's live pace for running attempts.
+    pub fn pace(&self, job: &JobId) -> Vec<u8> {
+        format!("{}/pace/{}", self.prefix, escape_segment(&job.0)).into_bytes()
     }
 
     /// Returns `{prefix}/progress/`.

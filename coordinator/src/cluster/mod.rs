@@ -7,3 +7,4 @@
 pub mod pool;
 pub mod remote;
 pub mod runtime;
+pub mod tally;

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ferry_common::coordination::cluster::{
-    JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
+    JobPace, JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
 };
 use ferry_common::coordination::{
     ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdStore, JobRecord, PolicyChange,
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::SlotBoard;
 use super::remote::{AttemptRouter, RemoteExecutor};
+use super::tally::{ChunkCounts, ChunkTally};
 use crate::control::{
     ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl, JobStateView,
     JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector, ThrottleUpdate,
@@ -56,7 +57,12 @@ pub struct ClusterRuntime {
     store: EtcdStore,
     options: ClusterOptions,
     leading: Mutex<Option<Arc<Leadership>>>,
+    /// Chunk counts read from etcd lately, by job (see `stored_counts`).
+    stored_counts: Mutex<HashMap<JobId, (Instant, ChunkCounts)>>,
 }
+
+/// How long chunk counts read from etcd are reused.
+const STORED_COUNTS_FOR: Duration = Duration::from_secs(2);
 
 /// What a coordinator holds while it leads.
 struct Leadership {
@@ -77,6 +83,8 @@ struct RunningJob {
     operator_cancel: CancellationToken,
     rows_streamed: AtomicU64,
     finished: CancellationToken,
+    /// The job's chunk counts, once its run has loaded them.
+    tally: Mutex<Option<ChunkTally>>,
 }
 
 impl ClusterRuntime {
@@ -86,6 +94,7 @@ impl ClusterRuntime {
             store,
             options,
             leading: Mutex::new(None),
+            stored_counts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -214,6 +223,7 @@ impl ClusterRuntime {
             operator_cancel: CancellationToken::new(),
             rows_streamed: AtomicU64::new(0),
             finished: CancellationToken::new(),
+            tally: Mutex::new(None),
         });
         lock(&leadership.jobs).insert(job.clone(), running.clone());
         let runtime = self.clone();
@@ -314,13 +324,28 @@ impl ClusterRuntime {
             job_cancelled: running.operator_cancel.clone(),
             pacer: Some(pacer.clone()),
         });
+        tokio::spawn(publish_pace(
+            leadership.store.clone(),
+            job.clone(),
+            pacer.clone(),
+            running.stop.clone(),
+        ));
         let options = SchedulerOptions::for_spec(&spec, usize::MAX);
         let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let chunks = store
+            .list_chunks(&record.id)
+            .await
+            .map_err(JobRunError::from_store)?;
+        *lock(&running.tally) = Some(ChunkTally::new(&chunks));
+        drop(chunks);
         let counter = running.clone();
         tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
                 if let JobEvent::RowsCopied { rows, .. } = event {
                     counter.rows_streamed.fetch_add(rows, Ordering::Relaxed);
+                }
+                if let Some(tally) = lock(&counter.tally).as_mut() {
+                    tally.apply(&event);
                 }
             }
         });
@@ -401,6 +426,22 @@ impl ClusterRuntime {
             .ok_or_else(|| ControlError::UnknownJob(job.0.clone()))
     }
 
+    /// A job's chunk counts from etcd. Shared for [`STORED_COUNTS_FOR`] by every
+    /// watcher of the job: counting reads every chunk.
+    async fn stored_counts(&self, job: &JobId) -> Result<ChunkCounts, ControlError> {
+        if let Some((at, counts)) = lock(&self.stored_counts).get(job)
+            && at.elapsed() < STORED_COUNTS_FOR
+        {
+            return Ok(*counts);
+        }
+        let chunks = self.store.list_chunks(job).await.map_err(store_error)?;
+        let counts = ChunkCounts::of_records(&chunks);
+        let mut cache = lock(&self.stored_counts);
+        cache.retain(|_, (at, _)| at.elapsed() < STORED_COUNTS_FOR);
+        cache.insert(job.clone(), (Instant::now(), counts));
+        Ok(counts)
+    }
+
     async fn phase(&self, job: &JobId) -> Result<Option<(JobPhase, String)>, ControlError> {
         let state = self.store.cluster_job(job).await.map_err(store_error)?;
         Ok(state.map(|state| (state.phase, state.reason)))
@@ -446,6 +487,38 @@ fn store_error(error: CoordinationError) -> ControlError {
         ControlError::Unavailable(error.to_string())
     } else {
         ControlError::Internal(error.to_string())
+    }
+}
+
+/// How often a running job's pace is compared with what workers were last told.
+const PACE_CHECK: Duration = Duration::from_millis(250);
+
+/// Keeps `pace/{job}` equal to the pacer's pause state and rate shares while the job
+/// runs, so workers pause, resume and re-pace the attempts they are running.
+async fn publish_pace(store: EtcdStore, job: JobId, pacer: Arc<JobPacer>, stop: CancellationToken) {
+    let mut published: Option<JobPace> = None;
+    loop {
+        let (rows_per_sec, bytes_per_sec) = pacer.attempt_share();
+        let pace = JobPace {
+            job: job.clone(),
+            paused: pacer.is_paused(),
+            rows_per_sec,
+            bytes_per_sec,
+            pause_timeout: pacer.pause_timeout(),
+        };
+        if published.as_ref() != Some(&pace) {
+            match store.put_pace(&pace).await {
+                Ok(()) => {
+                    tracing::debug!(%job, paused = pace.paused, rows_per_sec, bytes_per_sec, "pace published");
+                    published = Some(pace);
+                }
+                Err(error) => tracing::warn!(%job, %error, "cannot publish the job's pace"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PACE_CHECK) => {}
+        }
     }
 }
 
@@ -711,13 +784,14 @@ impl JobControl for ClusterRuntime {
             .phase(&id)
             .await?
             .ok_or_else(|| ControlError::UnknownJob(job.to_owned()))?;
-        let chunks = self.store.list_chunks(&id).await.map_err(store_error)?;
-        let verified: Vec<_> = chunks
-            .iter()
-            .filter(|chunk| chunk.state == ChunkState::Verified)
-            .collect();
-        let rows_verified = verified.iter().map(|chunk| chunk.rows).sum();
         let running = self.running_job(&id);
+        let tallied = running
+            .as_ref()
+            .and_then(|running| lock(&running.tally).as_ref().map(ChunkTally::counts));
+        let counts = match tallied {
+            Some(counts) => counts,
+            None => self.stored_counts(&id).await?,
+        };
         let paused = running
             .as_ref()
             .and_then(|running| lock(&running.pacer).clone())
@@ -728,20 +802,14 @@ impl JobControl for ClusterRuntime {
         };
         Ok(JobStatusView {
             state,
-            rows_verified,
-            rows_streamed: running.map_or(rows_verified, |running| {
+            rows_verified: counts.rows_verified,
+            rows_streamed: running.map_or(counts.rows_verified, |running| {
                 running.rows_streamed.load(Ordering::Relaxed)
             }),
-            chunks_total: chunks.len() as u32,
-            chunks_verified: verified.len() as u32,
-            chunks_failed: chunks
-                .iter()
-                .filter(|chunk| chunk.state == ChunkState::Failed)
-                .count() as u32,
-            chunks_running: chunks
-                .iter()
-                .filter(|chunk| chunk.state.in_flight())
-                .count() as u32,
+            chunks_total: counts.total,
+            chunks_verified: counts.verified,
+            chunks_failed: counts.failed,
+            chunks_running: counts.running,
         })
     }
 

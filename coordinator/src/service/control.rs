@@ -20,7 +20,8 @@ use crate::control::{
 };
 
 /// How often WatchJob polls the job's status. The proto promises at most two snapshots
-/// a second; polling is cheap (the coordinator answers from its in-memory model).
+/// a second; polling is cheap (a leader counts a running job's chunks in memory, and
+/// counts read from etcd are shared by every watcher for two seconds).
 const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// ListChunks page size when the request says 0.
