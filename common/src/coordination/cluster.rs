@@ -717,6 +717,16 @@ impl EtcdStore {
         }
     }
 
+    /// Removes a job's pace once the job has ended (leader; fenced).
+    pub async fn delete_pace(&self, job: &JobId) -> Result<()> {
+        let operation = format!("remove the pace of job {job}");
+        let delete = TxnOp::delete(self.keys.pace(job), None);
+        match self.commit(&operation, Vec::new(), vec![delete]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
     /// Mirrors the pace of every job.
     pub fn watch_pace(&self, cancel: &CancellationToken) -> Mirror<JobPace> {
         self.mirror(self.keys.pace_root(), decode_pace, cancel)

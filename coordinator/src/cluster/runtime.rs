@@ -241,6 +241,9 @@ impl ClusterRuntime {
                     if let Err(error) = leadership.store.set_job_phase(&job, phase, reason).await {
                         tracing::error!(%job, %error, "cannot record the job's end");
                     }
+                    if let Err(error) = leadership.store.delete_pace(&job).await {
+                        tracing::warn!(%job, %error, "cannot remove the job's pace");
+                    }
                 }
                 Ok(None) => {}
                 Err(JobRunError::Retry(message)) => {
