@@ -4,10 +4,12 @@
 
 pub mod backoff;
 pub mod checksum;
+pub mod config;
 pub mod coordination;
 pub mod decimal;
 pub mod execution;
 pub mod glob;
+pub mod health;
 pub mod ids;
 pub mod key;
 pub mod process;

@@ -1,5 +1,6 @@
 //! What ferry's long-running binaries (coordinator, worker) share at their edge: how a
-//! process names itself and how it learns it should stop.
+//! process names itself, how it learns it should stop, and the setup of its `main`
+//! (logging, runtime, exit code).
 
 /// The machine's host name (Linux `/proc`), or `host` when it cannot be read.
 pub fn host_name() -> String {
@@ -29,4 +30,55 @@ pub async fn stop_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter` (`info`, `warn`).
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs usually go to files or a collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+}
+
+/// Runs a long-running binary's `main`: logs to stderr filtered by `RUST_LOG` (default
+/// `info`), runs `run` on a multi-threaded runtime, and turns its outcome into the exit
+/// code: 0, or 1 with the error (and its causes, `{:#}`) on stderr.
+pub fn run_binary<Run, Fut, E>(binary: &str, run: Run) -> std::process::ExitCode
+where
+    Run: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_logging("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{binary}: cannot start the runtime: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{binary}: {error:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Awaits a task for at most `deadline`; `None` when it was still running then (it is
+/// left to end with the runtime).
+pub async fn join_within<T>(
+    task: tokio::task::JoinHandle<T>,
+    deadline: std::time::Duration,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    tokio::time::timeout(deadline, task).await.ok()
 }

@@ -5,6 +5,7 @@
 //! [`ferry_common::coordination::Coordination`] store.
 
 pub mod cluster;
+pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod pacer;

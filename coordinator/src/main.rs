@@ -1,151 +1,109 @@
 //! `ferry-coordinator`: plans jobs and assigns their chunks to workers; one of several
 //! replicas leads (etcd election), the others stand by and answer reads. Settings come
-//! from flags, or from the environment (`FERRY_*`, named under each flag in `--help`).
+//! in layers (defaults < `--config` file < `FERRY_COORDINATOR__*` environment < flags,
+//! see `ferry_coordinator::config`). The Control API and the gRPC health service share
+//! one listener.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use ferry_common::coordination::keys::KeyLayout;
-use ferry_common::coordination::{EtcdStore, EtcdStoreOptions};
+use ferry_common::config::{self, for_log};
+use ferry_common::health::{SERVER_STOP_DEADLINE, publish_health};
 use ferry_common::process;
-use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime};
+use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime, CoordinatorRole};
+use ferry_coordinator::config::{CoordinatorArgs, CoordinatorConfig, RETIRED_ENV};
 use ferry_coordinator::service::control::ControlService;
 use tokio_util::sync::CancellationToken;
-
-/// A ferry coordinator.
-#[derive(Debug, Parser)]
-#[command(name = "ferry-coordinator", version)]
-struct Args {
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "FERRY_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    etcd_endpoints: Vec<String>,
-    /// Cluster name: the etcd prefix is /ferry/{cluster}/v1.
-    #[arg(long, env = "FERRY_CLUSTER", default_value = "default")]
-    cluster: String,
-    /// Where the Control API listens.
-    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7979")]
-    listen: String,
-    /// The address other processes reach this coordinator at (default: --listen).
-    #[arg(long, env = "FERRY_ADVERTISE")]
-    advertise: Option<String>,
-    /// This coordinator's name (default: host-pid).
-    #[arg(long, env = "FERRY_COORDINATOR_NAME")]
-    name: Option<String>,
-    /// The coordinator's lease TTL in seconds: a standby takes over this long after the
-    /// leader dies.
-    #[arg(long, env = "FERRY_LEASE_TTL", default_value_t = 10)]
-    lease_ttl: u64,
-    /// The workers' lease TTL in seconds (as given to the workers).
-    #[arg(long, env = "FERRY_WORKER_TTL", default_value_t = 10)]
-    worker_ttl: u64,
-    /// Seconds to wait after a worker's lease vanished before its chunks are reassigned.
-    #[arg(long, env = "FERRY_GRACE", default_value_t = 2)]
-    grace: u64,
-}
+use tonic::server::NamedService;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs usually go to files or a collector.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("ferry-coordinator: cannot start the runtime: {error}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ferry-coordinator: {error:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    let args = CoordinatorArgs::parse();
+    process::run_binary("ferry-coordinator", || run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    config::warn_retired_variables(&env, RETIRED_ENV);
+    let config = CoordinatorConfig::load(&args, &env)?;
+    tracing::debug!(config = %for_log(&config), "effective configuration");
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
-    let advertise = args.advertise.unwrap_or_else(|| local.to_string());
-    let name = args.name.unwrap_or_else(process::default_process_name);
-    let store = connect(&args.etcd_endpoints, &args.cluster).await?;
+    let advertise = config
+        .server
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local.to_string());
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(process::default_process_name);
+    let store = config.etcd.connect().await?;
     let runtime = ClusterRuntime::new(
         store,
         ClusterOptions {
             id: name.clone(),
             address: advertise.clone(),
-            lease_ttl: Duration::from_secs(args.lease_ttl.max(2)),
-            worker_ttl: Duration::from_secs(args.worker_ttl.max(2)),
-            grace: Duration::from_secs(args.grace),
-            env: std::env::vars().collect(),
+            lease_ttl: config.lease.ttl,
+            worker_ttl: config.lease.worker_ttl,
+            grace: config.lease.grace,
+            env,
             base_dir: std::env::current_dir().context("cannot read the current directory")?,
         },
     );
+    let control =
+        ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>).into_server();
+    // Ready while the coordinator holds its etcd lease, as leader or standby (a standby
+    // answers reads and points writers to the leader).
+    let (health, health_service) = publish_health(
+        <ferry_common::proto::v1::control_server::ControlServer<ControlService> as NamedService>::NAME,
+        runtime.watch_role(),
+        |role| matches!(role, CoordinatorRole::Standby | CoordinatorRole::Leading),
+    )
+    .await;
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             process::stop_signal().await;
             tracing::info!("signal received: resigning and stopping");
+            // Probes see NOT_SERVING before anything stops.
+            health.stop_serving().await;
             shutdown.cancel();
         });
     }
-    let service =
-        ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>).into_server();
-    let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
-            .await
-    });
+    // The server outlives the resignation, so that clients are answered (and pointed to
+    // the new leader) until this coordinator is out of the election.
+    let server_stop = CancellationToken::new();
+    let server = {
+        let server_stop = server_stop.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(control)
+                .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+                .await
+        })
+    };
     tracing::info!(coordinator = %name, listen = %local, advertise = %advertise, "Control API listening");
     // Printed for scripts and tests that start a coordinator on port 0.
     println!("ferry-coordinator {name} listening on {local}");
     runtime.run(shutdown.clone()).await;
     shutdown.cancel();
-    match server.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error).context("the Control API failed"),
-        Err(error) => Err(error).context("the Control API task failed"),
+    server_stop.cancel();
+    match process::join_within(server, SERVER_STOP_DEADLINE).await {
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(error))) => Err(error).context("the Control API failed"),
+        Some(Err(error)) => Err(error).context("the Control API task failed"),
+        None => {
+            tracing::warn!("calls still open after {SERVER_STOP_DEADLINE:?}; leaving them");
+            Ok(())
+        }
     }
-}
-
-/// Connects to etcd, waiting up to about a minute for it to come up.
-async fn connect(endpoints: &[String], cluster: &str) -> anyhow::Result<EtcdStore> {
-    EtcdStore::connect_retrying(
-        endpoints,
-        KeyLayout::default_prefix(cluster),
-        EtcdStoreOptions::default(),
-        30,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot reach etcd at {} (check --etcd-endpoints / FERRY_ETCD_ENDPOINTS)",
-            endpoints.join(",")
-        )
-    })
 }

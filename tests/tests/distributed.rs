@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ferry_common::proto::v1 as pb;
 use ferry_common::proto::v1::control_client::ControlClient;
 use ferry_tests::{psql, unique_suffix, with_database};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const SOURCE_VAR: &str = "FERRY_DIST_SOURCE";
 const TARGET_VAR: &str = "FERRY_DIST_TARGET";
@@ -129,11 +130,11 @@ impl Cluster {
                 "--name",
                 name,
                 "--lease-ttl",
-                &TTL.to_string(),
+                &format!("{TTL}s"),
                 "--worker-ttl",
-                &TTL.to_string(),
+                &format!("{TTL}s"),
                 "--grace",
-                "1",
+                "1s",
             ])
             .envs(self.envs())
             .stdout(Stdio::piped())
@@ -162,6 +163,11 @@ impl Cluster {
     }
 
     fn start_worker(&mut self, name: &str, slots: u32) {
+        self.start_worker_with(name, slots, &[]);
+    }
+
+    /// Starts a worker with more flags after the usual ones.
+    fn start_worker_with(&mut self, name: &str, slots: u32, extra: &[&str]) {
         let log = std::fs::File::create(self.log(name)).expect("log file");
         let child = Command::new(binary("ferry-worker"))
             .args([
@@ -174,10 +180,11 @@ impl Cluster {
                 "--slots",
                 &slots.to_string(),
                 "--ttl",
-                &TTL.to_string(),
+                &format!("{TTL}s"),
                 "--drain-timeout",
-                "30",
+                "30s",
             ])
+            .args(extra)
             .envs(self.envs())
             .stdout(Stdio::null())
             .stderr(log)
@@ -900,4 +907,107 @@ async fn h_a_pause_reaches_the_chunk_running_on_a_worker_and_resume_finishes_it(
         "the paused chunk was re-copied: {record:?}"
     );
     cluster.assert_same(&["orders"]);
+}
+
+type HealthClient = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
+
+async fn health_client(address: &str) -> HealthClient {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{address}")).expect("a URI");
+        match endpoint.connect().await {
+            Ok(channel) => return HealthClient::new(channel),
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "cannot reach the health service at {address}: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `grpc.health.v1.Health/Check` of `service`; `None` while it is not registered.
+async fn health_status(client: &mut HealthClient, service: &str) -> Option<ServingStatus> {
+    let response = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await;
+    match response {
+        Ok(response) => Some(
+            ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown),
+        ),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => panic!("health check of {service:?} failed: {status}"),
+    }
+}
+
+async fn wait_health(client: &mut HealthClient, service: &str, wanted: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = health_status(client, service).await;
+        if status == Some(wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service:?} is {status:?}, not {wanted:?}, after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_stops_it() {
+    let mut cluster = Cluster::new(&[]);
+    let address = cluster.start_coordinator("coord-h");
+    let mut health = health_client(&address).await;
+    // Liveness, and readiness: the coordinator holds its etcd lease (it leads here).
+    wait_health(&mut health, "", ServingStatus::Serving).await;
+    wait_health(&mut health, "ferry.v1.Control", ServingStatus::Serving).await;
+    assert_eq!(
+        health_status(&mut health, "no.such.Service").await,
+        None,
+        "an unknown service is NOT_FOUND"
+    );
+    // A worker serves the same health service on its own port when asked to.
+    let worker_health = format!("127.0.0.1:{}", free_port());
+    cluster.start_worker_with("w-h", 1, &["--health-listen", &worker_health]);
+    let mut worker = health_client(&worker_health).await;
+    wait_health(&mut worker, "", ServingStatus::Serving).await;
+    wait_health(&mut worker, "ferry.v1.Worker", ServingStatus::Serving).await;
+
+    // The coordinator's statuses turn NOT_SERVING when shutdown begins, seen on a Watch
+    // opened before the signal; then it resigns and exits 0.
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "ferry.v1.Control".to_owned(),
+        })
+        .await
+        .expect("watch the readiness")
+        .into_inner();
+    let first = watch.message().await.expect("a first status");
+    assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
+    cluster.signal("coord-h", "TERM");
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a status change within 10 s")
+        .expect("the watch stream stays open")
+        .expect("a status before the server stops");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    // Closed by the client: the server's graceful stop does not wait for it.
+    drop(watch);
+    let code = cluster.wait_exit("coord-h", Duration::from_secs(20));
+    assert_eq!(code, Some(0), "a coordinator stopped by SIGTERM exits 0");
+    assert!(
+        cluster.read_log("coord-h").contains("resigned"),
+        "no resignation in the log:\n{}",
+        tail(&cluster.read_log("coord-h"))
+    );
+
+    // The worker drains (it is idle) and exits 0.
+    cluster.signal("w-h", "TERM");
+    let code = cluster.wait_exit("w-h", Duration::from_secs(40));
+    assert_eq!(code, Some(0), "a drained worker exits 0");
 }

@@ -28,6 +28,7 @@ use ferry_common::key::{ChunkRange, SplitKey};
 use ferry_common::schema::TableSchema;
 use ferry_common::spec::VerifyMode;
 use ferry_connectors::{open_sink, open_source, parse_spec};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,17 @@ pub struct AgentOptions {
     pub host: String,
 }
 
+/// Where a worker stands (what its readiness reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Getting a lease and registering: at start, and after a lease was lost.
+    Registering,
+    /// Registered under a live lease, taking chunks.
+    Ready,
+    /// Draining: takes nothing new.
+    Draining,
+}
+
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -74,23 +86,31 @@ struct Running {
     cancel: CancellationToken,
 }
 
-/// Runs the worker until it has drained (after `drain` fires) or `kill` fires.
+/// Runs the worker until it has drained (after `drain` fires) or `kill` fires; keeps
+/// `state` current.
 pub async fn run_agent(
     store: EtcdStore,
     options: AgentOptions,
     drain: CancellationToken,
     kill: CancellationToken,
+    state: watch::Sender<WorkerState>,
 ) -> Result<(), AgentError> {
     let contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>> = Arc::default();
     loop {
         if kill.is_cancelled() {
             return Ok(());
         }
+        if !drain.is_cancelled() {
+            state.send_replace(WorkerState::Registering);
+        }
         let session = kill.child_token();
         let Some(lease) = store.start_lease_retrying(options.ttl, &session).await else {
             return Ok(());
         };
-        let drained = run_session(&store, &options, &lease, &contexts, &drain, &session).await;
+        let drained = run_session(
+            &store, &options, &lease, &contexts, &drain, &session, &state,
+        )
+        .await;
         session.cancel();
         match drained {
             Ok(true) => {
@@ -119,6 +139,7 @@ async fn run_session(
     contexts: &Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
     drain: &CancellationToken,
     session: &CancellationToken,
+    state: &watch::Sender<WorkerState>,
 ) -> ferry_common::coordination::Result<bool> {
     let mut info = WorkerInfo {
         id: options.id.clone(),
@@ -130,6 +151,11 @@ async fn run_session(
     };
     store.put_live_worker(&info, lease.id).await?;
     tracing::info!(worker = %options.id, lease = lease.id, slots = options.slots, "registered");
+    state.send_replace(if info.draining {
+        WorkerState::Draining
+    } else {
+        WorkerState::Ready
+    });
     let mut assignments = store.watch_assignments(&options.id, session);
     let mut alive = lease.alive();
     let mut running: HashMap<(JobId, ChunkId), Running> = HashMap::new();
@@ -235,13 +261,13 @@ async fn run_session(
                 }
             }
             () = drain.cancelled(), if !draining_now => {
-                start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options).await;
+                start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options, state).await;
             }
             _ = drain_requests.changed(), if !draining_now => {
                 let requested = !drain_requests.borrow_and_update().is_empty();
                 // Consumed, so that a worker started later under this name does not drain.
                 if requested && store.take_drain_request(&options.id).await.unwrap_or(false) {
-                    start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options).await;
+                    start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options, state).await;
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => {
@@ -262,8 +288,10 @@ async fn start_drain(
     draining: &AtomicBool,
     deadline: &mut Option<tokio::time::Instant>,
     options: &AgentOptions,
+    state: &watch::Sender<WorkerState>,
 ) {
     tracing::info!(worker = %options.id, timeout = ?options.drain_timeout, "draining");
+    state.send_replace(WorkerState::Draining);
     draining.store(true, Ordering::Relaxed);
     info.draining = true;
     *deadline = Some(tokio::time::Instant::now() + options.drain_timeout);

@@ -3,4 +3,5 @@
 //! the same runner runs in each worker process.
 
 pub mod agent;
+pub mod config;
 pub mod runner;

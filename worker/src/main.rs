@@ -1,80 +1,43 @@
-//! `ferry-worker`: a stateless worker of a ferry cluster. Settings come from flags, or
-//! from the environment (`FERRY_*`, named under each flag in `--help`).
+//! `ferry-worker`: a stateless worker of a ferry cluster. Settings come in layers
+//! (defaults < `--config` file < `FERRY_WORKER__*` environment < flags, see
+//! `ferry_worker::config`). With `health.listen` set it serves the gRPC health service.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::Parser;
-use ferry_common::coordination::keys::KeyLayout;
-use ferry_common::coordination::{EtcdStore, EtcdStoreOptions};
+use ferry_common::config::{self, for_log};
+use ferry_common::health::{
+    HealthPublisher, SERVER_STOP_DEADLINE, WORKER_READINESS, publish_health,
+};
 use ferry_common::ids::WorkerId;
 use ferry_common::process;
-use ferry_worker::agent::{AgentOptions, run_agent};
+use ferry_worker::agent::{AgentOptions, WorkerState, run_agent};
+use ferry_worker::config::{RETIRED_ENV, WorkerArgs, WorkerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A ferry worker: takes chunks assigned through etcd, copies and verifies them.
-#[derive(Debug, Parser)]
-#[command(name = "ferry-worker", version)]
-struct Args {
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "FERRY_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    etcd_endpoints: Vec<String>,
-    /// Cluster name: the etcd prefix is /ferry/{cluster}/v1.
-    #[arg(long, env = "FERRY_CLUSTER", default_value = "default")]
-    cluster: String,
-    /// This worker's name, unique in the cluster (default: host-pid).
-    #[arg(long, env = "FERRY_WORKER_NAME")]
-    name: Option<String>,
-    /// Chunks copied at once.
-    #[arg(long, env = "FERRY_WORKER_SLOTS", default_value_t = 2)]
-    slots: u32,
-    /// Lease TTL in seconds: the leader reassigns this worker's chunks this long (plus
-    /// its grace) after the worker stops renewing.
-    #[arg(long, env = "FERRY_WORKER_TTL", default_value_t = 10)]
-    ttl: u64,
-    /// Seconds a drain (SIGTERM, `ferryctl drain`) lets running chunks finish.
-    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value_t = 60)]
-    drain_timeout: u64,
-}
-
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs usually go to files or a collector.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("ferry-worker: cannot start the runtime: {error}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ferry-worker: {error:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    let args = WorkerArgs::parse();
+    process::run_binary("ferry-worker", || run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(process::default_process_name);
-    let store = connect(&args.etcd_endpoints, &args.cluster).await?;
+async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    config::warn_retired_variables(&env, RETIRED_ENV);
+    let config = WorkerConfig::load(&args, &env)?;
+    tracing::debug!(config = %for_log(&config), "effective configuration");
+    let (state_tx, state_rx) = watch::channel(WorkerState::Registering);
+    let health = match &config.health.listen {
+        Some(listen) => Some(HealthServer::start(listen, state_rx).await?),
+        None => None,
+    };
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(process::default_process_name);
+    let store = config.etcd.connect().await?;
     let drain = CancellationToken::new();
     let kill = CancellationToken::new();
     {
@@ -90,30 +53,72 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let options = AgentOptions {
         id: WorkerId(name),
-        slots: args.slots.max(1),
-        ttl: Duration::from_secs(args.ttl.max(2)),
-        drain_timeout: Duration::from_secs(args.drain_timeout),
-        env: std::env::vars().collect(),
+        slots: config.slots,
+        ttl: config.lease.ttl,
+        drain_timeout: config.drain_timeout,
+        env,
         base_dir: std::env::current_dir().context("cannot read the current directory")?,
         host: process::host_name(),
     };
-    run_agent(store, options, drain, kill).await?;
+    let outcome = run_agent(store, options, drain, kill, state_tx).await;
+    if let Some(health) = health {
+        health.stop().await;
+    }
+    outcome?;
     Ok(())
 }
 
-/// Connects to etcd, waiting up to about a minute for it to come up.
-async fn connect(endpoints: &[String], cluster: &str) -> anyhow::Result<EtcdStore> {
-    EtcdStore::connect_retrying(
-        endpoints,
-        KeyLayout::default_prefix(cluster),
-        EtcdStoreOptions::default(),
-        30,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot reach etcd at {} (check --etcd-endpoints / FERRY_ETCD_ENDPOINTS)",
-            endpoints.join(",")
-        )
-    })
+/// The worker's gRPC health service on its own listener: `""` SERVING until the worker
+/// exits (a draining worker is alive: a liveness probe must not kill it mid-drain),
+/// [`WORKER_READINESS`] while registered and not draining.
+struct HealthServer {
+    publisher: HealthPublisher,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl HealthServer {
+    async fn start(listen: &str, state: watch::Receiver<WorkerState>) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (health.listen)"))?;
+        let local = listener
+            .local_addr()
+            .context("cannot read the health listen address")?;
+        let (publisher, service) = publish_health(WORKER_READINESS, state, |state| {
+            *state == WorkerState::Ready
+        })
+        .await;
+        let stop = CancellationToken::new();
+        let server = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await
+            })
+        };
+        tracing::info!(listen = %local, "health service listening");
+        Ok(HealthServer {
+            publisher,
+            stop,
+            server,
+        })
+    }
+
+    /// NOT_SERVING first, then the server stops.
+    async fn stop(self) {
+        self.publisher.stop_serving().await;
+        self.stop.cancel();
+        match process::join_within(self.server, SERVER_STOP_DEADLINE).await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(error))) => tracing::warn!(%error, "the health service failed"),
+            Some(Err(error)) => tracing::warn!(%error, "the health service task failed"),
+            None => tracing::warn!("health calls still open at exit; leaving them"),
+        }
+    }
 }

@@ -18,7 +18,7 @@ use ferry_common::coordination::{
 use ferry_common::ids::{JobId, WorkerId};
 use ferry_common::spec::JobSpec;
 use ferry_connectors::{open_sink, open_source};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::pool::SlotBoard;
@@ -52,6 +52,17 @@ pub struct ClusterOptions {
     pub base_dir: PathBuf,
 }
 
+/// Where a coordinator stands in its cluster (what its readiness reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinatorRole {
+    /// Without a live etcd lease: starting, or etcd was lost and it reconnects.
+    Connecting,
+    /// Holding a lease and campaigning: answers reads, points writers to the leader.
+    Standby,
+    /// Leading.
+    Leading,
+}
+
 /// A coordinator: the Control API's domain in distributed mode.
 pub struct ClusterRuntime {
     store: EtcdStore,
@@ -59,6 +70,7 @@ pub struct ClusterRuntime {
     leading: Mutex<Option<Arc<Leadership>>>,
     /// Chunk counts read from etcd lately, by job (see `stored_counts`).
     stored_counts: Mutex<HashMap<JobId, (Instant, ChunkCounts)>>,
+    role: watch::Sender<CoordinatorRole>,
 }
 
 /// How long chunk counts read from etcd are reused.
@@ -95,7 +107,13 @@ impl ClusterRuntime {
             options,
             leading: Mutex::new(None),
             stored_counts: Mutex::new(HashMap::new()),
+            role: watch::Sender::new(CoordinatorRole::Connecting),
         })
+    }
+
+    /// Follows this coordinator's role as [`ClusterRuntime::run`] changes it.
+    pub fn watch_role(&self) -> watch::Receiver<CoordinatorRole> {
+        self.role.subscribe()
     }
 
     /// Campaigns, leads while it can, campaigns again when it loses the lead; returns
@@ -106,6 +124,7 @@ impl ClusterRuntime {
             address: self.options.address.clone(),
         };
         while !shutdown.is_cancelled() {
+            self.role.send_replace(CoordinatorRole::Connecting);
             let Some(lease) = self
                 .store
                 .start_lease_retrying(self.options.lease_ttl, &shutdown)
@@ -113,7 +132,18 @@ impl ClusterRuntime {
             else {
                 break;
             };
-            let term = match self.store.campaign(&info, &lease, &shutdown).await {
+            let Some(campaign) = self.stand_by(&info, &lease, &shutdown).await else {
+                if shutdown.is_cancelled() {
+                    let _ = self.store.revoke_lease(lease.id).await;
+                    break;
+                }
+                tracing::warn!(
+                    "the coordinator's lease expired while standing by; taking a new one"
+                );
+                lease.stop();
+                continue;
+            };
+            let term = match campaign {
                 Ok(Some(term)) => term,
                 Ok(None) => {
                     let _ = self.store.revoke_lease(lease.id).await;
@@ -129,6 +159,7 @@ impl ClusterRuntime {
             metrics::gauge!("ferry_coordinator_leader").set(1.0);
             let leadership = self.start_leading(&term);
             *lock(&self.leading) = Some(leadership.clone());
+            self.role.send_replace(CoordinatorRole::Leading);
             self.lead(&leadership, &lease, &term, &shutdown).await;
             *lock(&self.leading) = None;
             leadership.cancel.cancel();
@@ -150,6 +181,36 @@ impl ClusterRuntime {
             }
             tracing::warn!("lost the lead; campaigning again");
             lease.stop();
+        }
+    }
+
+    /// Campaigns while keeping the role in step with the lease (a standby whose lease is
+    /// not renewed is not ready). `None` when the lease ended for good (it expired while
+    /// etcd was away, or shutdown stopped its keep-alive): a new one is needed.
+    async fn stand_by(
+        &self,
+        info: &LeaderInfo,
+        lease: &LeaseSession,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Option<LeaderTerm>, CoordinationError>> {
+        let campaign = self.store.campaign(info, lease, shutdown);
+        tokio::pin!(campaign);
+        let mut alive = lease.alive();
+        loop {
+            let role = if *alive.borrow_and_update() {
+                CoordinatorRole::Standby
+            } else {
+                CoordinatorRole::Connecting
+            };
+            self.role.send_replace(role);
+            tokio::select! {
+                outcome = &mut campaign => return Some(outcome),
+                changed = alive.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,400 @@
+//! `ferry-coordinator`'s configuration: [`CoordinatorConfig`], loaded in layers by
+//! [`CoordinatorConfig::load`]: defaults < TOML file (`--config`) < environment
+//! (`FERRY_COORDINATOR__SECTION__KEY`) < flags ([`CoordinatorArgs`]), then validated with
+//! every problem reported at once. `coordinator/config.example.toml` shows every key
+//! with its default; a test keeps it equal to [`CoordinatorConfig::default`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ferry_common::config::{
+    self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, Problems, SharedArgs,
+};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the coordinator's environment variables: `FERRY_COORDINATOR__LEASE__TTL=10s`.
+pub const ENV_PREFIX: &str = "FERRY_COORDINATOR";
+
+/// Older flat names no longer read, and what replaces each (the binary warns when one
+/// is set).
+pub const RETIRED_ENV: &[(&str, &str)] = &[
+    ("FERRY_LISTEN", "FERRY_COORDINATOR__SERVER__LISTEN"),
+    ("FERRY_ADVERTISE", "FERRY_COORDINATOR__SERVER__ADVERTISE"),
+    ("FERRY_COORDINATOR_NAME", "FERRY_COORDINATOR__NAME"),
+    ("FERRY_LEASE_TTL", "FERRY_COORDINATOR__LEASE__TTL"),
+    ("FERRY_WORKER_TTL", "FERRY_COORDINATOR__LEASE__WORKER_TTL"),
+    ("FERRY_GRACE", "FERRY_COORDINATOR__LEASE__GRACE"),
+];
+
+/// A coordinator's settings. Every key is optional in a file; the defaults are those
+/// of [`Default`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// This coordinator's name, unique in the cluster. Default: `{host}-{pid}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The etcd that holds the cluster's state.
+    pub etcd: EtcdConfig,
+    /// The Control API (and the gRPC health service on the same port).
+    pub server: ServerConfig,
+    /// Lease timings.
+    pub lease: LeaseConfig,
+}
+
+/// Where the Control API listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` the Control API and the health service listen on (port 0: any free
+    /// port, printed on stdout). Default `127.0.0.1:7979`.
+    pub listen: String,
+    /// `host:port` other processes reach this coordinator at; the leader publishes it
+    /// so that standbys can point clients to it. Default: the bound listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7979".to_owned(),
+            advertise: None,
+        }
+    }
+}
+
+/// Lease timings of the coordinator and of the workers it watches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// TTL of the coordinator's own etcd lease: a standby takes over about this long
+    /// after the leader dies. At least 2s, whole seconds. Default `10s`.
+    #[serde(with = "config::duration")]
+    pub ttl: Duration,
+    /// The workers' lease TTL (must match the workers' `lease.ttl`): a new leader gives
+    /// chunks in flight this long before it reaps them. At least 2s, whole seconds.
+    /// Default `10s`.
+    #[serde(with = "config::duration")]
+    pub worker_ttl: Duration,
+    /// Extra wait after a worker's lease vanished before its chunks are reassigned.
+    /// Workers stop writing at 2/3 of their TTL, before etcd drops the lease, so any
+    /// value is safe; the grace absorbs a commit still in flight. Default `2s`.
+    #[serde(with = "config::duration")]
+    pub grace: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            ttl: Duration::from_secs(10),
+            worker_ttl: Duration::from_secs(10),
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `ferry-coordinator`'s command line. Every flag but `--config` overrides one key of
+/// the configuration when given.
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "ferry-coordinator",
+    version,
+    about = "A ferry coordinator: plans jobs and assigns their chunks to workers; one of several replicas leads (etcd election), the others stand by and answer reads.",
+    after_help = "Settings come from defaults < the --config file < FERRY_COORDINATOR__SECTION__KEY \
+                  environment variables (e.g. FERRY_COORDINATOR__ETCD__ENDPOINTS) < these flags. \
+                  See coordinator/config.example.toml for every key."
+)]
+pub struct CoordinatorArgs {
+    /// `--config`, `--etcd-endpoints`, `--cluster`, `--name`.
+    #[command(flatten)]
+    pub shared: SharedArgs,
+    /// Where the Control API and the health service listen, host:port [server.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The address other processes reach this coordinator at [server.advertise].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// The coordinator's lease TTL, e.g. 10s (a bare number is seconds) [lease.ttl].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
+    pub lease_ttl: Option<Duration>,
+    /// The workers' lease TTL, e.g. 10s [lease.worker_ttl].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
+    pub worker_ttl: Option<Duration>,
+    /// Wait after a worker's lease vanished before its chunks are reassigned, e.g. 2s
+    /// [lease.grace].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
+    pub grace: Option<Duration>,
+}
+
+impl CoordinatorArgs {
+    /// Overrides the keys whose flags were given.
+    fn apply_to(&self, config: &mut CoordinatorConfig) {
+        self.shared.apply_to(&mut config.etcd, &mut config.name);
+        if let Some(listen) = &self.listen {
+            config.server.listen.clone_from(listen);
+        }
+        if let Some(advertise) = &self.advertise {
+            config.server.advertise = Some(advertise.clone());
+        }
+        if let Some(ttl) = self.lease_ttl {
+            config.lease.ttl = ttl;
+        }
+        if let Some(worker_ttl) = self.worker_ttl {
+            config.lease.worker_ttl = worker_ttl;
+        }
+        if let Some(grace) = self.grace {
+            config.lease.grace = grace;
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Loads the layers (defaults, `args.config`, `env`, `args`) and validates the
+    /// result.
+    pub fn load(
+        args: &CoordinatorArgs,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        config::load(args.shared.config.as_deref(), env, |merged| {
+            args.apply_to(merged)
+        })
+    }
+}
+
+impl LayeredConfig for CoordinatorConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const ENV_ALIASES: &'static [EnvAlias] = ETCD_ENV_ALIASES;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        problems.check_name("name", self.name.as_deref());
+        self.etcd.check(&mut problems);
+        problems.check_address("server.listen", &self.server.listen);
+        if let Some(advertise) = &self.server.advertise {
+            problems.check_address("server.advertise", advertise);
+            if advertise.ends_with(":0") {
+                problems.push(
+                    "server.advertise",
+                    "port 0 cannot be reached; give the real port",
+                );
+            }
+        }
+        problems.check_lease_ttl("lease.ttl", self.lease.ttl);
+        problems.check_lease_ttl("lease.worker_ttl", self.lease.worker_ttl);
+        problems.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    use ferry_common::config::env_from_pairs as env;
+
+    fn parse(flags: &[&str]) -> Result<CoordinatorArgs, clap::Error> {
+        CoordinatorArgs::try_parse_from(
+            std::iter::once("ferry-coordinator").chain(flags.iter().copied()),
+        )
+    }
+
+    fn args(flags: &[&str]) -> CoordinatorArgs {
+        parse(flags).expect("flags parse")
+    }
+
+    #[test]
+    fn the_example_file_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let example: CoordinatorConfig = config::read_file(&path).expect("the example parses");
+        assert_eq!(example, CoordinatorConfig::default());
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_values() {
+        let defaults = CoordinatorConfig::default();
+        assert_eq!(defaults.etcd.cluster, "default");
+        assert!(defaults.etcd.endpoints.is_empty());
+        assert_eq!(defaults.server.listen, "127.0.0.1:7979");
+        assert_eq!(defaults.lease.ttl, Duration::from_secs(10));
+        assert_eq!(defaults.lease.worker_ttl, Duration::from_secs(10));
+        assert_eq!(defaults.lease.grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\n\
+             [etcd]\nendpoints = [\"http://file:2379\"]\ncluster = \"file\"\n\
+             [server]\nlisten = \"0.0.0.0:1111\"\n\
+             [lease]\nttl = \"3s\"\nworker_ttl = \"4s\"\ngrace = \"5s\"\n",
+        )
+        .expect("write the file");
+        let path_text = path.display().to_string();
+        let loaded = CoordinatorConfig::load(
+            &args(&[
+                "--config",
+                &path_text,
+                "--lease-ttl",
+                "7",
+                "--listen",
+                "0.0.0.0:3333",
+            ]),
+            &env(&[
+                ("FERRY_COORDINATOR__LEASE__TTL", "6s"),
+                ("FERRY_COORDINATOR__LEASE__WORKER_TTL", "8s"),
+                ("FERRY_COORDINATOR__SERVER__LISTEN", "0.0.0.0:2222"),
+                (
+                    "FERRY_COORDINATOR__ETCD__ENDPOINTS",
+                    "http://env-a:2379,http://env-b:2379",
+                ),
+            ]),
+        )
+        .expect("loads");
+        // Flag over environment over file.
+        assert_eq!(loaded.lease.ttl, Duration::from_secs(7));
+        assert_eq!(loaded.server.listen, "0.0.0.0:3333");
+        // Environment over file.
+        assert_eq!(loaded.lease.worker_ttl, Duration::from_secs(8));
+        assert_eq!(
+            loaded.etcd.endpoints,
+            ["http://env-a:2379", "http://env-b:2379"]
+        );
+        // File over defaults.
+        assert_eq!(loaded.lease.grace, Duration::from_secs(5));
+        assert_eq!(loaded.etcd.cluster, "file");
+        assert_eq!(loaded.name.as_deref(), Some("from-file"));
+        assert_eq!(loaded.server.advertise, None);
+    }
+
+    #[test]
+    fn the_old_flat_names_still_set_etcd_but_the_new_ones_win() {
+        let loaded = CoordinatorConfig::load(
+            &args(&[]),
+            &env(&[
+                ("FERRY_ETCD_ENDPOINTS", "http://old:2379"),
+                ("FERRY_CLUSTER", "old"),
+                ("FERRY_COORDINATOR__ETCD__CLUSTER", "new"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(loaded.etcd.endpoints, ["http://old:2379"]);
+        assert_eq!(loaded.etcd.cluster, "new");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_with_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("typo.toml");
+        std::fs::write(&path, "[lease]\nttl = \"10s\"\ngrace_period = \"1s\"\n").expect("write");
+        let error = CoordinatorConfig::load(
+            &args(&[
+                "--config",
+                &path.display().to_string(),
+                "--etcd-endpoints",
+                "http://e:1",
+            ]),
+            &HashMap::new(),
+        )
+        .expect_err("an unknown key");
+        let text = error.to_string();
+        assert!(
+            text.contains("typo.toml") && text.contains("lease.grace_period"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_the_key_or_the_variable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[lease]\nworker_ttl = \"ten seconds\"\n").expect("write");
+        let from_file = CoordinatorConfig::load(
+            &args(&["--config", &path.display().to_string()]),
+            &HashMap::new(),
+        )
+        .expect_err("a bad duration in the file");
+        assert!(
+            from_file.to_string().contains("lease.worker_ttl"),
+            "{from_file}"
+        );
+        let from_env = CoordinatorConfig::load(
+            &args(&["--etcd-endpoints", "http://e:1"]),
+            &env(&[("FERRY_COORDINATOR__LEASE__GRACE", "2 fortnights and a bit")]),
+        )
+        .expect_err("a bad duration in the environment");
+        assert!(
+            from_env
+                .to_string()
+                .contains("FERRY_COORDINATOR__LEASE__GRACE: invalid duration"),
+            "{from_env}"
+        );
+        let from_flag = parse(&["--grace", "soon"]).expect_err("a bad duration flag");
+        assert!(
+            from_flag.to_string().contains("invalid duration"),
+            "{from_flag}"
+        );
+    }
+
+    #[test]
+    fn validate_lists_every_problem_at_once() {
+        let config = CoordinatorConfig {
+            name: Some(String::new()),
+            etcd: EtcdConfig {
+                endpoints: Vec::new(),
+                cluster: String::new(),
+            },
+            server: ServerConfig {
+                listen: "localhost".to_owned(),
+                advertise: Some("10.0.0.1:0".to_owned()),
+            },
+            lease: LeaseConfig {
+                ttl: Duration::from_secs(1),
+                worker_ttl: Duration::from_millis(2500),
+                grace: Duration::ZERO,
+            },
+        };
+        let Err(ConfigError::Invalid { problems }) = config.validate() else {
+            panic!("invalid");
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|problem| problem.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "etcd.endpoints",
+                "etcd.cluster",
+                "server.listen",
+                "server.advertise",
+                "lease.ttl",
+                "lease.worker_ttl"
+            ]
+        );
+        let text = ConfigError::Invalid { problems }.to_string();
+        assert!(text.contains("etcd.endpoints: must not be empty"), "{text}");
+        assert!(text.contains("lease.ttl: must be at least 2s"), "{text}");
+    }
+
+    #[test]
+    fn the_defaults_need_only_etcd_endpoints() {
+        let missing =
+            CoordinatorConfig::load(&args(&[]), &HashMap::new()).expect_err("no endpoints");
+        assert_eq!(
+            missing.to_string(),
+            "invalid configuration: etcd.endpoints: must not be empty"
+        );
+        let loaded =
+            CoordinatorConfig::load(&args(&["--etcd-endpoints", "http://e:1"]), &HashMap::new())
+                .expect("loads");
+        assert_eq!(loaded.etcd.endpoints, ["http://e:1"]);
+    }
+}
