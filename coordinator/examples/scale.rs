@@ -11,7 +11,9 @@
 //! Prints assignments per second, the process's peak RSS (simulated workers included)
 //! and, for etcd, how much the database file grew during the run. Usage:
 //! `cargo run --release -p ferry-coordinator --example scale -- --store etcd
-//! --etcd http://127.0.0.1:52379 [--chunks 100000] [--workers 200] [--slots 2]`
+//! --etcd http://127.0.0.1:52379 [--chunks 100000] [--workers 200] [--slots 2]
+//! [--compact-every 30]` (seconds between compactions of etcd's history, as the leader
+//! does by default; 0 for none).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +41,9 @@ struct Args {
     chunks: u32,
     workers: u32,
     slots: u32,
+    /// Seconds between compactions of etcd's history, as the leader does by default
+    /// (`history.compact_interval`); 0: none.
+    compact_every: u32,
 }
 
 fn args() -> Result<Args, String> {
@@ -48,6 +53,7 @@ fn args() -> Result<Args, String> {
         chunks: 100_000,
         workers: 200,
         slots: 2,
+        compact_every: 30,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -59,6 +65,7 @@ fn args() -> Result<Args, String> {
             "--chunks" => parsed.chunks = number()?,
             "--workers" => parsed.workers = number()?,
             "--slots" => parsed.slots = number()?,
+            "--compact-every" => parsed.compact_every = number()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -155,6 +162,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     cancel.clone(),
                 ));
             }
+            if args.compact_every > 0 {
+                // What the leader does by default (history.compact_interval = 30s,
+                // keep_revisions = 100000).
+                let store = store.clone();
+                let cancel = cancel.clone();
+                let every = Duration::from_secs(u64::from(args.compact_every));
+                // The first one at once: history left by earlier runs goes too.
+                tokio::spawn(async move {
+                    loop {
+                        let _ = store.compact_history(100_000).await;
+                        if tokio::time::timeout(every, cancel.cancelled())
+                            .await
+                            .is_ok()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
             let db_before = store.db_size().await?;
             let started = Instant::now();
             store.create_job(&record, &chunks).await?;
@@ -211,12 +237,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     cancel.cancel();
     println!(
-        "store={} chunks={} workers={} slots={} create_job_s={:.2} run_s={:.2} \
+        "store={} chunks={} workers={} slots={} compact_every_s={} create_job_s={:.2} run_s={:.2} \
          assignments_per_s={:.0} peak_rss_mb={:.0} etcd_db_growth_mb={}",
         args.store,
         chunks.len(),
         args.workers,
         args.slots,
+        args.compact_every,
         planned.as_secs_f64(),
         ran.as_secs_f64(),
         chunks.len() as f64 / ran.as_secs_f64(),

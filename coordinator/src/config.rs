@@ -40,6 +40,31 @@ pub struct CoordinatorConfig {
     pub server: ServerConfig,
     /// Lease timings.
     pub lease: LeaseConfig,
+    /// Compaction of etcd's history by the leader.
+    pub history: HistoryConfig,
+}
+
+/// etcd keeps every revision of every key until it is compacted; a job writes about ten
+/// per chunk, and an uncompacted history slows etcd down several times over a big job.
+/// The leader compacts it regularly, keeping the newest revisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// How often the leader compacts; `0s` turns it off (e.g. when etcd compacts by
+    /// itself with `--auto-compaction-*`). Default `30s`.
+    #[serde(with = "config::duration")]
+    pub compact_interval: Duration,
+    /// Revisions kept behind the newest one at each compaction. Default `100000`.
+    pub keep_revisions: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            compact_interval: Duration::from_secs(30),
+            keep_revisions: 100_000,
+        }
+    }
 }
 
 /// Where the Control API listens.
@@ -182,6 +207,12 @@ impl LayeredConfig for CoordinatorConfig {
         }
         problems.check_lease_ttl("lease.ttl", self.lease.ttl);
         problems.check_lease_ttl("lease.worker_ttl", self.lease.worker_ttl);
+        if !self.history.compact_interval.is_zero() && self.history.keep_revisions < 1_000 {
+            problems.push(
+                "history.keep_revisions",
+                "keep at least 1000 revisions, or turn compaction off with compact_interval = \"0s\"",
+            );
+        }
         problems.into_result()
     }
 }
@@ -359,6 +390,10 @@ mod tests {
                 worker_ttl: Duration::from_millis(2500),
                 grace: Duration::ZERO,
             },
+            history: HistoryConfig {
+                compact_interval: Duration::from_secs(30),
+                keep_revisions: 10,
+            },
         };
         let Err(ConfigError::Invalid { problems }) = config.validate() else {
             panic!("invalid");
@@ -376,7 +411,8 @@ mod tests {
                 "server.listen",
                 "server.advertise",
                 "lease.ttl",
-                "lease.worker_ttl"
+                "lease.worker_ttl",
+                "history.keep_revisions"
             ]
         );
         let text = ConfigError::Invalid { problems }.to_string();

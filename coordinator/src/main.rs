@@ -52,6 +52,8 @@ async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             lease_ttl: config.lease.ttl,
             worker_ttl: config.lease.worker_ttl,
             grace: config.lease.grace,
+            compact_interval: config.history.compact_interval,
+            keep_revisions: config.history.keep_revisions,
             env,
             base_dir: std::env::current_dir().context("cannot read the current directory")?,
         },

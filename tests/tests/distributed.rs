@@ -137,6 +137,10 @@ impl Cluster {
                 "1s",
             ])
             .envs(self.envs())
+            // Compact etcd's history all the time (the etcd is shared by the tests that
+            // run at once): watches must survive compactions, as they must in a long job.
+            .env("FERRY_COORDINATOR__HISTORY__COMPACT_INTERVAL", "1s")
+            .env("FERRY_COORDINATOR__HISTORY__KEEP_REVISIONS", "1000")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

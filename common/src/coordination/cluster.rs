@@ -717,6 +717,30 @@ impl EtcdStore {
         }
     }
 
+    /// Compacts etcd's history up to `keep` revisions behind the newest one; returns the
+    /// revision compacted to (`None`: nothing old enough). etcd keeps every revision of
+    /// every key until compacted, and a job writes about ten per chunk: without this, a
+    /// big job's history fills the database and slows every request down. Watches that
+    /// are current are not affected; a mirror that fell further behind reads again.
+    pub async fn compact_history(&self, keep: u64) -> Result<Option<i64>> {
+        let operation = "compact the etcd history";
+        let (_, newest) = self.get(operation, self.keys.root()).await?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let Some(to) = newest.checked_sub(keep).filter(|to| *to > 0) else {
+            return Ok(None);
+        };
+        let mut kv = self.client.kv_client();
+        match self.call(operation, kv.compact(to, None)).await {
+            Ok(_) => Ok(Some(to)),
+            // Someone compacted further already (etcd's own auto-compaction).
+            Err(CoordinationError::Etcd {
+                source: super::etcd::EtcdFailure::Client(etcd_client::Error::GRpcStatus(status)),
+                ..
+            }) if status.message().contains("compacted") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Removes a job's pace once the job has ended (leader; fenced).
     pub async fn delete_pace(&self, job: &JobId) -> Result<()> {
         let operation = format!("remove the pace of job {job}");

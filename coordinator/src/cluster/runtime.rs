@@ -46,6 +46,10 @@ pub struct ClusterOptions {
     pub worker_ttl: Duration,
     /// Extra wait after a worker's lease vanished before its chunks are reassigned.
     pub grace: Duration,
+    /// How often the leader compacts etcd's history (zero: never).
+    pub compact_interval: Duration,
+    /// Revisions kept behind the newest one when compacting.
+    pub keep_revisions: u64,
     /// The environment `url_env` names are looked up in.
     pub env: HashMap<String, String>,
     /// Folder relative paths in specs are joined to.
@@ -217,6 +221,14 @@ impl ClusterRuntime {
     fn start_leading(&self, term: &LeaderTerm) -> Arc<Leadership> {
         let cancel = CancellationToken::new();
         let workers = self.store.watch_workers(&cancel);
+        if !self.options.compact_interval.is_zero() {
+            tokio::spawn(compact_history(
+                self.store.clone(),
+                self.options.compact_interval,
+                self.options.keep_revisions,
+                cancel.clone(),
+            ));
+        }
         Arc::new(Leadership {
             store: self.store.fenced_by(term.key.clone(), term.create_revision),
             board: SlotBoard::new(workers.clone()),
@@ -551,6 +563,26 @@ fn store_error(error: CoordinationError) -> ControlError {
         ControlError::Unavailable(error.to_string())
     } else {
         ControlError::Internal(error.to_string())
+    }
+}
+
+/// While leading: compacts etcd's history every `interval`, keeping `keep` revisions.
+async fn compact_history(
+    store: EtcdStore,
+    interval: Duration,
+    keep: u64,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match store.compact_history(keep).await {
+            Ok(Some(revision)) => tracing::debug!(revision, "etcd history compacted"),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot compact the etcd history"),
+        }
     }
 }
 
