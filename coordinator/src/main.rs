@@ -73,10 +73,17 @@ async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             process::stop_signal().await;
-            tracing::info!("signal received: resigning and stopping");
+            tracing::info!(
+                "signal received: resigning and stopping (a second signal exits at once)"
+            );
             // Probes see NOT_SERVING before anything stops.
             health.stop_serving().await;
             shutdown.cancel();
+            // A second signal: leave without waiting for the resignation or open calls
+            // (the lease then expires by itself and a standby takes over after its TTL).
+            process::stop_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
         });
     }
     // The server outlives the resignation, so that clients are answered (and pointed to

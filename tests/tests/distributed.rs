@@ -1015,3 +1015,39 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
     let code = cluster.wait_exit("w-h", Duration::from_secs(40));
     assert_eq!(code, Some(0), "a drained worker exits 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j_a_second_signal_stops_a_coordinator_at_once() {
+    let mut cluster = Cluster::new(&[("orders", 40_000)]);
+    let address = cluster.start_coordinator("coord-j");
+    cluster.start_worker("w-j", 1);
+    let job = "dist-j";
+    submit(&address, &cluster.spec(job, 40_000, 2_000, 1)).await;
+    // An open WatchJob stream keeps a gracefully stopping server busy for its whole
+    // stop deadline (5 s).
+    let mut control = client(&address).await;
+    let mut watch = control
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("a first snapshot");
+    cluster.signal("coord-j", "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = Instant::now();
+    cluster.signal("coord-j", "TERM");
+    let code = cluster.wait_exit("coord-j", Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(130),
+        "a second signal must stop the coordinator at once (log:\n{})",
+        tail(&cluster.read_log("coord-j"))
+    );
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "the second signal took {:?}",
+        second.elapsed()
+    );
+}
