@@ -1285,6 +1285,65 @@ fn keys_below(upper: Option<i64>) -> ChunkRange {
     }
 }
 
+/// The keys from `lower` on.
+fn keys_from(lower: i64) -> ChunkRange {
+    ChunkRange::Interval {
+        lower: Some(KeyBound(vec![KeyValue::Int(lower)])),
+        upper: None,
+    }
+}
+
+/// Two chunks of one table copied at once into an empty target: the lower one must not
+/// wait for the upper one's uncommitted rows just past its range (a range DELETE there
+/// would, as InnoDB locks the first row after the range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_on_an_empty_range_does_not_wait_for_its_neighbours_uncommitted_rows() {
+    let _load_data = LOCAL_INFILE.read().await;
+    let fixture = Fixture::new("");
+    let server = &fixture.server;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = open_target(&fixture, dir.path(), fixture.env[TARGET_VAR].clone()).await;
+    let (source, [t, _, _]) = zombie_tables(&fixture, dir.path(), &sink).await;
+    let key = primary_key_of(&t);
+    let run = format!("n-{}", unique_suffix());
+    let (lower, upper) = (keys_below(Some(10001)), keys_from(10001));
+    // Chunk 2 holds uncommitted rows from 10001 on, right past chunk 1's range.
+    let neighbour =
+        StalledWrite::start(source.as_ref(), &sink, &t, &upper, attempt_of(&run, 2, 1)).await;
+    neighbour.wait_loading(server).await;
+    let started = Instant::now();
+    let batches = source.read_chunk(&t, &key, &lower).await.expect("read");
+    let first = spawn_write(&sink, &t, &key, &lower, attempt_of(&run, 1, 1), batches);
+    let written = tokio::time::timeout(REPLACE_BOUND, first)
+        .await
+        .expect("chunk 1 waited for chunk 2 to commit")
+        .expect("write task")
+        .expect("chunk 1 commits");
+    eprintln!(
+        "chunk 1 committed in {:?} beside the open chunk 2",
+        started.elapsed()
+    );
+    assert_eq!((written.rows_written, written.rows_deleted), (10000, 0));
+    let summary = neighbour.finish().await.expect("chunk 2 commits");
+    assert_eq!(summary.rows_written, 10000);
+    assert_same_rows(&fixture, "t", "TRUE", 20000);
+
+    // A re-copy of chunk 1 still clears its range first (the rows are there now).
+    let batches = source.read_chunk(&t, &key, &lower).await.expect("read");
+    let again = write_chunk(
+        sink.as_ref(),
+        &t,
+        &key,
+        &lower,
+        &attempt_of(&run, 1, 2),
+        batches,
+    )
+    .await
+    .expect("re-copy");
+    assert_eq!((again.rows_written, again.rows_deleted), (10000, 10000));
+    assert_same_rows(&fixture, "t", "TRUE", 20000);
+}
+
 /// A worker stopped in the middle of chunk 5 (attempt 1) holds the fence row; attempt 2
 /// of the chunk ends that session and commits at once, the zombie cannot commit after
 /// it, and in-flight attempts of another chunk or another run are left alone.

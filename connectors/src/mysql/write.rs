@@ -13,7 +13,8 @@
 //!    fence row `(run_id, chunk, attempt 0)` so the lock below is a record lock rather
 //!    than a gap lock two attempts could both take;
 //! 2. `SELECT attempt ... FOR UPDATE`: a higher committed attempt refuses this one;
-//! 3. `DELETE` the chunk's range;
+//! 3. `DELETE` the chunk's range, when a consistent read finds a row in it (on an empty
+//!    range a DELETE would only wait for a neighbouring chunk's uncommitted rows);
 //! 4. `LOAD DATA LOCAL INFILE` fed from the batch stream through an infile handler (no
 //!    temporary file), or multi-row INSERTs under `max_allowed_packet` when LOCAL INFILE
 //!    is refused (or `ferry_write_method=insert`);
@@ -643,16 +644,35 @@ async fn write_in_transaction(
     let database = shared.config.database.as_str();
     let key_columns = key_columns(table, chunk.key)?;
     let (predicate, params) = range_predicate(table, &key_columns, chunk.key, chunk.range)?;
-    conn.exec_drop(
-        format!(
-            "{STATEMENT_TAG}DELETE FROM {} WHERE {predicate}",
-            data_table(database, table)
-        ),
-        params,
-    )
-    .await
-    .map_err(&on_error)?;
-    let rows_deleted = conn.affected_rows();
+    // A consistent (non-locking) read first: it waits for no one, and sees every
+    // committed earlier attempt (its snapshot starts after the fence lock above). When
+    // the range holds nothing, the DELETE is skipped: InnoDB's range DELETE locks the
+    // first row past the range even at READ COMMITTED, so on an empty range it would
+    // only wait for the neighbouring chunk's uncommitted rows.
+    let occupied: Option<u8> = conn
+        .exec_first(
+            format!(
+                "{STATEMENT_TAG}SELECT 1 FROM {} WHERE {predicate} LIMIT 1",
+                data_table(database, table)
+            ),
+            params.clone(),
+        )
+        .await
+        .map_err(&on_error)?;
+    let rows_deleted = if occupied.is_some() {
+        conn.exec_drop(
+            format!(
+                "{STATEMENT_TAG}DELETE FROM {} WHERE {predicate}",
+                data_table(database, table)
+            ),
+            params,
+        )
+        .await
+        .map_err(&on_error)?;
+        conn.affected_rows()
+    } else {
+        0
+    };
 
     let use_load_data = shared.config.write_method == WriteMethod::Auto
         && !shared.local_infile_refused.load(Ordering::Acquire);
