@@ -267,7 +267,9 @@ async fn run_session(
                 let requested = !drain_requests.borrow_and_update().is_empty();
                 // Consumed, so that a worker started later under this name does not drain.
                 if requested && store.take_drain_request(&options.id).await.unwrap_or(false) {
-                    start_drain(store, &mut info, lease, &draining, &mut drain_deadline, options, state).await;
+                    // Through the worker-wide token, as a signal does: the drain then
+                    // outlives a lost lease (the next registration is draining too).
+                    drain.cancel();
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => {
