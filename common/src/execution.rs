@@ -110,6 +110,21 @@ pub trait Admission: Send + Sync {
     }
 }
 
+/// Waits for `resumed` (a paused job resuming) at most `timeout`; past it, the error
+/// every [`Admission`] gives, so the chunk is handed back and re-copied later.
+pub async fn wait_out_pause(
+    timeout: std::time::Duration,
+    resumed: impl std::future::Future,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, resumed).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
+            timeout.as_secs()
+        )),
+    }
+}
+
 /// Admits everything at once (no throttle).
 pub struct Unthrottled;
 

@@ -32,6 +32,7 @@ use ferry_common::ids::{JobId, WorkerId};
 use ferry_common::spec::{OnMismatch, VerifyMode};
 use ferry_coordinator::cluster::pool::SlotBoard;
 use ferry_coordinator::cluster::remote::{AttemptRouter, RemoteExecutor};
+use ferry_coordinator::cluster::runtime::compact_history;
 use ferry_coordinator::scheduler::{Pacing, SchedulerOptions, run_job, run_job_on};
 use tokio_util::sync::CancellationToken;
 
@@ -165,21 +166,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if args.compact_every > 0 {
                 // What the leader does by default (history.compact_interval = 30s,
                 // keep_revisions = 100000).
-                let store = store.clone();
-                let cancel = cancel.clone();
-                let every = Duration::from_secs(u64::from(args.compact_every));
-                // The first one at once: history left by earlier runs goes too.
-                tokio::spawn(async move {
-                    loop {
-                        let _ = store.compact_history(100_000).await;
-                        if tokio::time::timeout(every, cancel.cancelled())
-                            .await
-                            .is_ok()
-                        {
-                            return;
-                        }
-                    }
-                });
+                tokio::spawn(compact_history(
+                    store.clone(),
+                    Duration::from_secs(u64::from(args.compact_every)),
+                    100_000,
+                    cancel.clone(),
+                ));
             }
             let db_before = store.db_size().await?;
             let started = Instant::now();

@@ -3,7 +3,7 @@
 //! scheduler and the throttle ([`crate::pacer::JobPacer`] for `ferryctl local`).
 
 use async_trait::async_trait;
-use ferry_common::coordination::PolicyChange;
+use ferry_common::coordination::{ChunkRecord, ChunkState, PolicyChange};
 
 /// Why an operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,46 @@ pub struct JobStatusView {
     pub chunks_failed: u32,
     /// Chunks running.
     pub chunks_running: u32,
+}
+
+/// Counts of a job's chunks by state (what [`JobStatusView`] reports of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkCounts {
+    /// Chunks planned.
+    pub total: u32,
+    /// Chunks VERIFIED.
+    pub verified: u32,
+    /// Chunks FAILED.
+    pub failed: u32,
+    /// Chunks held by a worker.
+    pub running: u32,
+    /// Rows in VERIFIED chunks.
+    pub rows_verified: u64,
+}
+
+impl ChunkCounts {
+    /// Counts `(state, rows)` pairs.
+    pub fn of(chunks: impl Iterator<Item = (ChunkState, u64)>) -> Self {
+        let mut counts = Self::default();
+        for (state, rows) in chunks {
+            counts.total += 1;
+            match state {
+                ChunkState::Verified => {
+                    counts.verified += 1;
+                    counts.rows_verified += rows;
+                }
+                ChunkState::Failed => counts.failed += 1,
+                state if state.in_flight() => counts.running += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    /// Counts stored records.
+    pub fn of_records(chunks: &[ChunkRecord]) -> Self {
+        Self::of(chunks.iter().map(|chunk| (chunk.state, chunk.rows)))
+    }
 }
 
 /// A job's state.

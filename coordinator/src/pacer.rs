@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_common::coordination::{ChunkState, Coordination, PolicyChange};
+use ferry_common::coordination::{Coordination, PolicyChange};
 use ferry_common::execution::Admission;
 use ferry_common::ids::JobId;
 use ferry_common::spec::parse_throttle_schedule;
@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{
-    ControlError, EffectiveView, JobControl, JobStateView, JobStatusView, ThrottleUpdate,
+    ChunkCounts, ControlError, EffectiveView, JobControl, JobStateView, JobStatusView,
+    ThrottleUpdate,
 };
 use crate::metrics;
 use crate::scheduler::{Gate, Pacing};
@@ -588,13 +589,7 @@ impl JobPacer {
             return Ok(());
         }
         let timeout = self.pause_timeout();
-        match tokio::time::timeout(timeout, gate.wait_for(|gate| !gate.paused)).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format!(
-                "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
-                timeout.as_secs()
-            )),
-        }
+        ferry_common::execution::wait_out_pause(timeout, gate.wait_for(|gate| !gate.paused)).await
     }
 }
 
@@ -607,17 +602,10 @@ impl JobControl for JobPacer {
             .list_chunks(&self.job)
             .await
             .map_err(|error| ControlError::Internal(error.to_string()))?;
-        let verified: Vec<_> = chunks
-            .iter()
-            .filter(|chunk| chunk.state == ChunkState::Verified)
-            .collect();
-        let failed = chunks
-            .iter()
-            .filter(|chunk| chunk.state == ChunkState::Failed)
-            .count() as u32;
+        let counts = ChunkCounts::of_records(&chunks);
         let paused = self.lock().effective.paused;
         let done = self.done.load(Ordering::Relaxed);
-        let state = match (done, failed > 0, paused) {
+        let state = match (done, counts.failed > 0, paused) {
             (true, true, _) => JobStateView::Failed,
             (true, false, _) => JobStateView::Done,
             (false, _, true) => JobStateView::Paused,
@@ -625,11 +613,11 @@ impl JobControl for JobPacer {
         };
         Ok(JobStatusView {
             state,
-            rows_verified: verified.iter().map(|chunk| chunk.rows).sum(),
+            rows_verified: counts.rows_verified,
             rows_streamed: self.rows_streamed.load(Ordering::Relaxed),
-            chunks_total: chunks.len() as u32,
-            chunks_verified: verified.len() as u32,
-            chunks_failed: failed,
+            chunks_total: counts.total,
+            chunks_verified: counts.verified,
+            chunks_failed: counts.failed,
             chunks_running: self.in_flight.load(Ordering::Relaxed),
         })
     }

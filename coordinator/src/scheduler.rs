@@ -156,6 +156,12 @@ impl WorkerPool for FixedPool {
 /// What happened, for progress display.
 #[derive(Clone, Debug)]
 pub enum JobEvent {
+    /// The run loaded the job's chunks (before any attempt starts): each chunk's id,
+    /// state and verified rows, for consumers that keep counts.
+    Loaded {
+        /// Every chunk as stored when the run began.
+        chunks: Vec<(ChunkId, ChunkState, u64)>,
+    },
     /// An attempt started.
     ChunkStarted {
         /// The chunk's table.
@@ -287,6 +293,12 @@ pub async fn run_job_on(
         tracing::warn!(job = %job.id, chunks = ?requeued, "re-copying chunks left in flight by an earlier run, with overwrite");
     }
     let mut model = store.list_chunks(&job.id).await?;
+    let _ = events.send(JobEvent::Loaded {
+        chunks: model
+            .iter()
+            .map(|chunk| (chunk.id, chunk.state, chunk.rows))
+            .collect(),
+    });
     let tables: Vec<_> = job
         .tables
         .iter()

@@ -148,7 +148,7 @@ fn line(table: &TableProgress) -> String {
 
 fn apply(tables: &mut [TableProgress], event: JobEvent) {
     match event {
-        JobEvent::ChunkStarted { .. } => {}
+        JobEvent::Loaded { .. } | JobEvent::ChunkStarted { .. } => {}
         JobEvent::RowsCopied { table_index, rows } => {
             if let Some(table) = tables.get_mut(table_index) {
                 table.rows += rows;

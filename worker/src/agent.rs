@@ -569,13 +569,7 @@ impl LivePace {
         tracing::info!("job paused: this attempt waits");
         let key = self.key.clone();
         let resumed = pace.wait_for(move |paces| !paces.get(&key).is_some_and(|pace| pace.paused));
-        match tokio::time::timeout(timeout, resumed).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format!(
-                "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
-                timeout.as_secs()
-            )),
-        }
+        ferry_common::execution::wait_out_pause(timeout, resumed).await
     }
 }
 

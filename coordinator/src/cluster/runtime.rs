@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::SlotBoard;
 use super::remote::{AttemptRouter, RemoteExecutor};
-use super::tally::{ChunkCounts, ChunkTally};
+use super::tally::ChunkTally;
 use crate::control::{
-    ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl, JobStateView,
-    JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector, ThrottleUpdate,
-    WorkerView,
+    ChunkCounts, ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl,
+    JobStateView, JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector,
+    ThrottleUpdate, WorkerView,
 };
 use crate::pacer::JobPacer;
 use crate::plan::plan_job_with;
@@ -408,20 +408,18 @@ impl ClusterRuntime {
         ));
         let options = SchedulerOptions::for_spec(&spec, usize::MAX);
         let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-        let chunks = store
-            .list_chunks(&record.id)
-            .await
-            .map_err(JobRunError::from_store)?;
-        *lock(&running.tally) = Some(ChunkTally::new(&chunks));
-        drop(chunks);
         let counter = running.clone();
         tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
                 if let JobEvent::RowsCopied { rows, .. } = event {
                     counter.rows_streamed.fetch_add(rows, Ordering::Relaxed);
                 }
-                if let Some(tally) = lock(&counter.tally).as_mut() {
-                    tally.apply(&event);
+                let mut tally = lock(&counter.tally);
+                match (&event, tally.as_mut()) {
+                    // The scheduler's own load seeds the counts: no second read.
+                    (JobEvent::Loaded { chunks }, _) => *tally = Some(ChunkTally::new(chunks)),
+                    (_, Some(tally)) => tally.apply(&event),
+                    (_, None) => {}
                 }
             }
         });
@@ -566,22 +564,23 @@ fn store_error(error: CoordinationError) -> ControlError {
     }
 }
 
-/// While leading: compacts etcd's history every `interval`, keeping `keep` revisions.
-async fn compact_history(
+/// While leading: compacts etcd's history at once (what earlier runs left goes too) and
+/// then every `interval`, keeping `keep` revisions, until `cancel`.
+pub async fn compact_history(
     store: EtcdStore,
     interval: Duration,
     keep: u64,
     cancel: CancellationToken,
 ) {
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
         match store.compact_history(keep).await {
             Ok(Some(revision)) => tracing::debug!(revision, "etcd history compacted"),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot compact the etcd history"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

@@ -1,53 +1,14 @@
-//! Chunk counts of a job for GetJob/WatchJob. A leader keeps them in memory for the
+//! A running job's chunk counts for GetJob/WatchJob. A leader keeps them in memory for the
 //! jobs it runs (from the scheduler's events), so watchers never make it read every
 //! chunk of a big job from etcd; other reads count a snapshot from etcd.
 
 use std::collections::HashMap;
 
-use ferry_common::coordination::{ChunkRecord, ChunkState};
+use ferry_common::coordination::ChunkState;
 use ferry_common::ids::ChunkId;
 
+use crate::control::ChunkCounts;
 use crate::scheduler::JobEvent;
-
-/// Counts of a job's chunks by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChunkCounts {
-    /// Chunks planned.
-    pub total: u32,
-    /// Chunks VERIFIED.
-    pub verified: u32,
-    /// Chunks FAILED.
-    pub failed: u32,
-    /// Chunks held by a worker.
-    pub running: u32,
-    /// Rows in VERIFIED chunks.
-    pub rows_verified: u64,
-}
-
-impl ChunkCounts {
-    /// Counts `(state, rows)` pairs.
-    pub fn of(chunks: impl Iterator<Item = (ChunkState, u64)>) -> Self {
-        let mut counts = Self::default();
-        for (state, rows) in chunks {
-            counts.total += 1;
-            match state {
-                ChunkState::Verified => {
-                    counts.verified += 1;
-                    counts.rows_verified += rows;
-                }
-                ChunkState::Failed => counts.failed += 1,
-                state if state.in_flight() => counts.running += 1,
-                _ => {}
-            }
-        }
-        counts
-    }
-
-    /// Counts stored records.
-    pub fn of_records(chunks: &[ChunkRecord]) -> Self {
-        Self::of(chunks.iter().map(|chunk| (chunk.state, chunk.rows)))
-    }
-}
 
 /// A running job's chunks as the leader's scheduler reports them.
 #[derive(Debug, Default)]
@@ -56,12 +17,12 @@ pub struct ChunkTally {
 }
 
 impl ChunkTally {
-    /// Starts from the stored records.
-    pub fn new(chunks: &[ChunkRecord]) -> Self {
+    /// Starts from the chunks as the run loaded them ([`JobEvent::Loaded`]).
+    pub fn new(chunks: &[(ChunkId, ChunkState, u64)]) -> Self {
         Self {
             chunks: chunks
                 .iter()
-                .map(|chunk| (chunk.id, (chunk.state, chunk.rows)))
+                .map(|(id, state, rows)| (*id, (*state, *rows)))
                 .collect(),
         }
     }
@@ -81,7 +42,9 @@ impl ChunkTally {
                 self.chunks.insert(record.id, (record.state, record.rows));
             }
             // A cancelled attempt leaves its chunk in flight.
-            JobEvent::ChunkFinished { record: None, .. } | JobEvent::RowsCopied { .. } => {}
+            JobEvent::ChunkFinished { record: None, .. }
+            | JobEvent::RowsCopied { .. }
+            | JobEvent::Loaded { .. } => {}
         }
     }
 
@@ -102,7 +65,11 @@ mod tests {
         let (_, mut chunks) = sample_job(&JobId("tally".into()), 4);
         chunks[3].state = ChunkState::Verified;
         chunks[3].rows = 7;
-        let mut tally = ChunkTally::new(&chunks);
+        let loaded: Vec<_> = chunks
+            .iter()
+            .map(|chunk| (chunk.id, chunk.state, chunk.rows))
+            .collect();
+        let mut tally = ChunkTally::new(&loaded);
         assert_eq!(
             tally.counts(),
             ChunkCounts {
