@@ -11,7 +11,7 @@ use arrow_array::builder::{
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
     UInt32Builder, UInt64Builder,
 };
-use ferry_common::schema::ColumnType;
+use ferry_model::schema::ColumnType;
 
 /// One column of a batch being built, typed by its carrier.
 pub enum CarrierBuilder {

@@ -2,7 +2,7 @@
 //! columns in the same order, each of an acceptable type (the engine decides), and the
 //! same primary key. Every difference is collected, so the user fixes them in one go.
 
-use ferry_common::schema::TableName;
+use ferry_model::schema::TableName;
 
 use crate::error::{ConnectorError, Result};
 

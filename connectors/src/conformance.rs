@@ -3,10 +3,10 @@
 //! Each check panics with a message naming the broken rule; `tests/tests/conformance.rs`
 //! runs them for every engine.
 
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::TableSchema;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::TableSchema;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ pub fn primary_key_of(table: &TableSchema) -> SplitKey {
 }
 
 /// The intervals between boundaries, plus the NULL-key chunk when keys may be NULL.
-fn ranges_from(boundaries: &[ferry_common::key::KeyBound], key: &SplitKey) -> Vec<ChunkRange> {
+fn ranges_from(boundaries: &[ferry_model::key::KeyBound], key: &SplitKey) -> Vec<ChunkRange> {
     let mut ranges = Vec::new();
     let mut lower = None;
     for bound in boundaries {

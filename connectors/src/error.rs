@@ -1,7 +1,7 @@
 //! Connector errors, classified so the scheduler knows whether a retry can help.
 
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::schema::TableName;
+use ferry_model::ids::{Attempt, ChunkId};
+use ferry_model::schema::TableName;
 
 /// A boxed engine error kept as the source of a [`ConnectorError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

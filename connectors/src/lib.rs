@@ -7,10 +7,11 @@
 //!   order; dropping a batch stream cancels the read and releases its connection;
 //! - a sink writes a chunk as one transaction: delete the chunk's range, insert the rows,
 //!   check the fence, commit; a failure leaves the target as it was;
-//! - source and sink checksums of the same rows are equal ([`ferry_common::checksum`]).
+//! - source and sink checksums of the same rows are equal ([`ferry_model::checksum`]).
 
 pub mod carrier;
 mod compat;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;
 #[cfg(feature = "mysql")]

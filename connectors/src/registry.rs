@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_common::spec::{EndpointSpec, JobSpec, Location, SpecContext, SpecErrors};
+use ferry_model::spec::{EndpointSpec, JobSpec, Location, SpecContext, SpecErrors};
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Sink, Source};
@@ -52,8 +52,8 @@ pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
         #[cfg(feature = "mysql")]
         "mysql" => {
             let zero_dates = endpoint.zero_dates.map(|mode| match mode {
-                ferry_common::spec::ZeroDates::Error => crate::mysql::ZeroDates::Error,
-                ferry_common::spec::ZeroDates::Null => crate::mysql::ZeroDates::Null,
+                ferry_model::spec::ZeroDates::Error => crate::mysql::ZeroDates::Error,
+                ferry_model::spec::ZeroDates::Null => crate::mysql::ZeroDates::Null,
             });
             let source =
                 crate::mysql::MysqlSource::open_with_zero_dates(&endpoint.location, zero_dates)

@@ -3,11 +3,11 @@
 
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
-use ferry_common::schema::{TableName, TableSchema};
-use ferry_common::spec::SchemaMode;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId};
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::schema::{TableName, TableSchema};
+use ferry_model::spec::SchemaMode;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;

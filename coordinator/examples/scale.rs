@@ -20,20 +20,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::coordination::cluster::WorkerInfo;
-use ferry_common::coordination::conformance::sample_job;
-use ferry_common::coordination::keys::KeyLayout;
-use ferry_common::coordination::{
-    ChunkState, Coordination, EtcdStore, EtcdStoreOptions, LocalStore,
+use ferry_coordination::cluster::WorkerInfo;
+use ferry_coordination::conformance::sample_job;
+use ferry_coordination::keys::KeyLayout;
+use ferry_coordination::{
+    ChunkState, ClusterRef, Coordination, EtcdStore, EtcdStoreOptions, LocalStore,
 };
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
-use ferry_common::ids::{JobId, WorkerId};
-use ferry_common::spec::{OnMismatch, VerifyMode};
 use ferry_coordinator::cluster::pool::SlotBoard;
 use ferry_coordinator::cluster::remote::{AttemptRouter, RemoteExecutor};
 use ferry_coordinator::cluster::runtime::compact_history;
 use ferry_coordinator::scheduler::{Pacing, SchedulerOptions, run_job, run_job_on};
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::ids::{JobId, WorkerId};
+use ferry_model::spec::{OnMismatch, VerifyMode};
 use tokio_util::sync::CancellationToken;
 
 struct Args {
@@ -143,7 +143,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd" => {
             let endpoints = vec![args.etcd.clone()];
             let prefix = KeyLayout::default_prefix(&format!("scale-{}", std::process::id()));
-            let store = EtcdStore::connect(&endpoints, prefix, EtcdStoreOptions::default()).await?;
+            let etcd = EtcdStore::connect(&endpoints, prefix, EtcdStoreOptions::default()).await?;
+            let store: ClusterRef = Arc::new(etcd.clone());
             let lease = store.start_lease(Duration::from_secs(30), &cancel).await?;
             for index in 0..args.workers {
                 let worker = WorkerId(format!("sim-{index:03}"));
@@ -173,7 +174,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     cancel.clone(),
                 ));
             }
-            let db_before = store.db_size().await?;
+            let db_before = etcd.db_size().await?;
             let started = Instant::now();
             store.create_job(&record, &chunks).await?;
             let planned = started.elapsed();
@@ -197,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut pool = board.pool();
             let started = Instant::now();
             let outcome = run_job_on(
-                Arc::new(store.clone()),
+                store.clone(),
                 &record,
                 executor,
                 &SchedulerOptions {
@@ -213,8 +214,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ran = started.elapsed();
             // Growth of the database file during this run (etcd keeps every revision
             // until compacted, so this is what the job's history costs).
-            let db_size = store.db_size().await? - db_before;
-            store.delete_prefix().await?;
+            let db_size = etcd.db_size().await? - db_before;
+            etcd.delete_prefix().await?;
             (planned, ran, outcome, Some(db_size))
         }
         other => return Err(format!("--store {other}: use local or etcd").into()),
@@ -251,7 +252,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Does what `ferry-worker` does with an assignment, minus the copy: claim it on the
 /// lease, report it verified.
 async fn simulated_worker(
-    store: EtcdStore,
+    store: ClusterRef,
     worker: WorkerId,
     lease: i64,
     cancel: CancellationToken,

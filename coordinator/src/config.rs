@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferry_common::config::{
+use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, Problems, SharedArgs,
 };
 use serde::{Deserialize, Serialize};
@@ -225,7 +225,7 @@ mod tests {
 
     use super::*;
 
-    use ferry_common::config::env_from_pairs as env;
+    use ferry_server::config::env_from_pairs as env;
 
     fn parse(flags: &[&str]) -> Result<CoordinatorArgs, clap::Error> {
         CoordinatorArgs::try_parse_from(

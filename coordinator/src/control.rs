@@ -3,7 +3,7 @@
 //! scheduler and the throttle ([`crate::pacer::JobPacer`] for `ferryctl local`).
 
 use async_trait::async_trait;
-use ferry_common::coordination::{ChunkRecord, ChunkState, PolicyChange};
+use ferry_coordination::{ChunkRecord, ChunkState, PolicyChange};
 
 /// Why an operation was refused.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! The planner's decisions are pure functions ([`planner`]); [`plan`] runs them against
 //! the connectors; [`scheduler`] drives chunks through their life on a
-//! [`ferry_common::coordination::Coordination`] store.
+//! [`ferry_coordination::Coordination`] store.
 
 pub mod cluster;
 pub mod config;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use ferry_common::config::{self, for_log};
-use ferry_common::health::{SERVER_STOP_DEADLINE, publish_health};
-use ferry_common::process;
 use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime, CoordinatorRole};
 use ferry_coordinator::config::{CoordinatorArgs, CoordinatorConfig, RETIRED_ENV};
 use ferry_coordinator::service::control::ControlService;
+use ferry_server::config::{self, for_log};
+use ferry_server::health::{SERVER_STOP_DEADLINE, publish_health};
+use ferry_server::process;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -43,7 +43,7 @@ async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(process::default_process_name);
-    let store = config.etcd.connect().await?;
+    let store: ferry_coordination::ClusterRef = std::sync::Arc::new(config.etcd.connect().await?);
     let runtime = ClusterRuntime::new(
         store,
         ClusterOptions {
@@ -63,7 +63,7 @@ async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     // Ready while the coordinator holds its etcd lease, as leader or standby (a standby
     // answers reads and points writers to the leader).
     let (health, health_service) = publish_health(
-        <ferry_common::proto::v1::control_server::ControlServer<ControlService> as NamedService>::NAME,
+        <ferry_proto::v1::control_server::ControlServer<ControlService> as NamedService>::NAME,
         runtime.watch_role(),
         |role| matches!(role, CoordinatorRole::Standby | CoordinatorRole::Leading),
     )

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_common::coordination::{Coordination, PolicyChange};
-use ferry_common::execution::Admission;
-use ferry_common::ids::JobId;
-use ferry_common::spec::parse_throttle_schedule;
-use ferry_common::throttle::{LoadProbe, ThrottlePolicy};
 use ferry_connectors::Source;
+use ferry_coordination::{Coordination, PolicyChange};
+use ferry_model::execution::Admission;
+use ferry_model::ids::JobId;
+use ferry_model::spec::parse_throttle_schedule;
+use ferry_model::throttle::{LoadProbe, ThrottlePolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -173,7 +173,7 @@ fn policy_json(policy: &ThrottlePolicy) -> String {
 pub enum PacerError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] ferry_common::coordination::CoordinationError),
+    Store(#[from] ferry_coordination::CoordinationError),
     /// The stored policy does not decode.
     #[error("stored throttle policy of job {job} is unreadable: {detail}")]
     CorruptPolicy {
@@ -589,7 +589,7 @@ impl JobPacer {
             return Ok(());
         }
         let timeout = self.pause_timeout();
-        ferry_common::execution::wait_out_pause(timeout, gate.wait_for(|gate| !gate.paused)).await
+        ferry_model::execution::wait_out_pause(timeout, gate.wait_for(|gate| !gate.paused)).await
     }
 }
 
@@ -698,7 +698,7 @@ impl JobControl for JobPacer {
             let windows = parse_throttle_schedule(&yaml).map_err(|errors| {
                 ControlError::Invalid(errors.0.iter().map(ToString::to_string).collect())
             })?;
-            let describe = |windows: &[ferry_common::throttle::ScheduleWindow]| {
+            let describe = |windows: &[ferry_model::throttle::ScheduleWindow]| {
                 windows
                     .iter()
                     .map(|w| format!("{w} → {}", w.max_concurrency))

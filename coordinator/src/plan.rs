@@ -2,11 +2,11 @@
 //! chunks with the pure decisions of [`crate::planner`]: a partitioned table (same engine
 //! on both sides) partition by partition, each leaf cut on its key like a table of its own.
 
-use ferry_common::coordination::{ChunkRecord, TableRecord};
-use ferry_common::ids::ChunkId;
-use ferry_common::schema::{TableName, TableSchema};
-use ferry_common::spec::JobSpec;
 use ferry_connectors::{ConnectorError, PrepareOptions, PrepareOutcome, Sink, Source};
+use ferry_coordination::{ChunkRecord, TableRecord};
+use ferry_model::ids::ChunkId;
+use ferry_model::schema::{TableName, TableSchema};
+use ferry_model::spec::JobSpec;
 
 use crate::planner::{SplitChoice, choose_plan_units, choose_split, choose_split_key, plan_table};
 

@@ -5,8 +5,8 @@
 //! Intervals are half-open and the outer ones unbounded, so even rows inserted outside
 //! the planned min/max belong to a chunk; rows with a NULL key get a chunk of their own.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
-use ferry_common::schema::TableSchema;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
+use ferry_model::schema::TableSchema;
 
 /// A single integer key counts as dense when its span is at most this many times its
 /// row count: even cuts by arithmetic then give chunks within 2× of the target.
@@ -253,7 +253,7 @@ pub fn plan_table(
 mod tests {
     use std::cmp::Ordering;
 
-    use ferry_common::schema::{ColumnSchema, ColumnType, TableName};
+    use ferry_model::schema::{ColumnSchema, ColumnType, TableName};
     use proptest::prelude::*;
 
     use super::*;
@@ -466,7 +466,7 @@ mod tests {
     }
 
     fn partitioned_table() -> TableSchema {
-        use ferry_common::schema::{Partitioning, TablePartition};
+        use ferry_model::schema::{Partitioning, TablePartition};
         let partition = |name: &str, leaf: bool| TablePartition {
             name: name.to_string(),
             schema: Some("public".to_string()),

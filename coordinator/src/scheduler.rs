@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_common::coordination::{
+use ferry_coordination::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
 };
 use std::sync::atomic::AtomicU32;
 
-use ferry_common::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
-use ferry_common::ids::{Attempt, ChunkId, WorkerId};
-use ferry_common::spec::{OnMismatch, VerifyMode};
+use ferry_model::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
+use ferry_model::ids::{Attempt, ChunkId, WorkerId};
+use ferry_model::spec::{OnMismatch, VerifyMode};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -42,7 +42,7 @@ pub struct SchedulerOptions {
 impl SchedulerOptions {
     /// The options a spec asks for, with `workers` slots (`usize::MAX` when the pool
     /// decides, as in distributed mode).
-    pub fn for_spec(spec: &ferry_common::spec::JobSpec, workers: usize) -> Self {
+    pub fn for_spec(spec: &ferry_model::spec::JobSpec, workers: usize) -> Self {
         Self {
             workers,
             max_attempts: spec.verify.max_attempts,
@@ -484,8 +484,8 @@ struct AttemptStarter<'a> {
     store: Arc<dyn Coordination>,
     job: &'a JobRecord,
     tables: &'a [(
-        Arc<ferry_common::schema::TableSchema>,
-        Arc<ferry_common::key::SplitKey>,
+        Arc<ferry_model::schema::TableSchema>,
+        Arc<ferry_model::key::SplitKey>,
     )],
     executor: Arc<dyn ChunkExecutor>,
     options: SchedulerOptions,
@@ -669,7 +669,7 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use ferry_common::checksum::RangeChecksum;
+    use ferry_model::checksum::RangeChecksum;
 
     use super::*;
 
@@ -685,7 +685,7 @@ mod tests {
 
     #[test]
     fn the_queue_pops_the_largest_chunk_first_and_the_lowest_id_on_ties() {
-        use ferry_common::key::ChunkRange;
+        use ferry_model::key::ChunkRange;
         let model: Vec<ChunkRecord> = [5u64, 9, 9, 1]
             .iter()
             .enumerate()

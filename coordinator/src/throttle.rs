@@ -17,7 +17,7 @@
 //! pause ends. A failed probe counts as `load == max`: when the database cannot answer, we
 //! back off rather than push on.
 
-use ferry_common::throttle::{LoadPolicy, ScheduleLimit, ThrottlePolicy};
+use ferry_model::throttle::{LoadPolicy, ScheduleLimit, ThrottlePolicy};
 use jiff::Timestamp;
 
 /// Tracks the load-based concurrency limit of one job across probe readings.
@@ -389,13 +389,13 @@ impl Throttle {
 /// Load does not limit anything before its first reading: the controller starts at the
 /// largest concurrency, and every reading first lowers it to the actual ceiling.
 fn new_load_controller() -> LoadController {
-    LoadController::new(ferry_common::spec::MAX_CONCURRENCY)
+    LoadController::new(ferry_model::spec::MAX_CONCURRENCY)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
-    use ferry_common::throttle::{
+    use ferry_model::throttle::{
         DEFAULT_PAUSE_TIMEOUT_MS, DaySet, LoadProbe, ScheduleWindow, parse_clock_minute,
     };
 

@@ -5,18 +5,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_common::coordination::{
-    ChunkState, Coordination, CoordinationError, JobRecord, LocalStore,
-};
-use ferry_common::execution::ChunkExecutor;
-use ferry_common::ids::JobId;
-use ferry_common::spec::{JobSpec, SpecErrors};
 use ferry_connectors::{ConnectorError, Sink, Source, open_sink, open_source, parse_spec};
+use ferry_coordination::{ChunkState, Coordination, CoordinationError, JobRecord, LocalStore};
 use ferry_coordinator::pacer::{JobPacer, PacerError};
 use ferry_coordinator::plan::{PlanError, plan_job};
 use ferry_coordinator::scheduler::{
     JobEvent, Pacing, RunOutcome, SchedulerError, SchedulerOptions, run_job,
 };
+use ferry_model::execution::ChunkExecutor;
+use ferry_model::ids::JobId;
+use ferry_model::spec::{JobSpec, SpecErrors};
 use ferry_worker::runner::ChunkRunner;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use ferry_common::coordination::{ChunkRecord, ChunkState, JobRecord};
+use ferry_coordination::{ChunkRecord, ChunkState, JobRecord};
 use ferry_coordinator::scheduler::JobEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -1,8 +1,8 @@
 //! Commands that talk to a running ferry over the Control API: the `ferryctl local`
 //! process (it prints its endpoint) or, with distributed mode, the coordinator.
 
-use ferry_common::proto::v1 as pb;
-use ferry_common::proto::v1::control_client::ControlClient;
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use ferry_coordinator::service::control::LEADER_METADATA_KEY;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use ferry_common::coordination::{ChunkState, JobRecord};
+use ferry_coordination::{ChunkState, JobRecord};
 use ferry_coordinator::scheduler::RunOutcome;
 use serde::Serialize;
 
@@ -249,8 +249,8 @@ impl JobReport {
     }
 }
 
-fn describe_key(key: &ferry_common::key::SplitKey) -> String {
-    use ferry_common::key::SplitKey;
+fn describe_key(key: &ferry_model::key::SplitKey) -> String {
+    use ferry_model::key::SplitKey;
     match key {
         SplitKey::Columns { names, .. } => names.join(", "),
         SplitKey::Rowid => "rowid".to_string(),

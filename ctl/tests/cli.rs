@@ -569,7 +569,7 @@ mod fake_coordinator {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use ferry_common::coordination::PolicyChange;
+    use ferry_coordination::PolicyChange;
     use ferry_coordinator::control::{
         ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl,
         JobStateView, JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector,

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::coordination::ChunkRecord;
-use ferry_common::ids::ChunkId;
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::TableSchema;
 use ferry_connectors::{
     BatchStream, ChunkWrite, ConnectorError, Fence, NativeChecksum, NativeStream, PrepareOptions,
     PrepareOutcome, Sink, WriteSummary,
 };
+use ferry_coordination::ChunkRecord;
 use ferry_coordinator::scheduler::RunOutcome;
 use ferry_ctl::local::{LocalJob, PreparedJob, load_spec};
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::ChunkId;
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::TableSchema;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use ferry_common::schema::TableName;
 use ferry_connectors::conformance::{
     check_failed_write_commits_nothing, check_overwrite_is_idempotent_and_fenced,
     check_split_covers_table,
 };
+use ferry_model::schema::TableName;
 use ferry_tests::write_spec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The coordination store conformance suite (`ferry_common::coordination::conformance`)
+//! The coordination store conformance suite (`ferry_coordination::conformance`)
 //! against `LocalStore` (in memory and on a file) and `EtcdStore` on a real etcd.
 //!
 //! The etcd tests need `FERRY_TEST_ETCD_ENDPOINTS` and fail without it:
@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::coordination::conformance::{
+use ferry_coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
     check_create_load_round_trip, check_etcd_batch_with_a_failed_compare_applies_the_rest,
     check_etcd_concurrent_changes_share_txns, check_etcd_corrupt_value_is_an_error,
@@ -20,7 +20,7 @@ use ferry_common::coordination::conformance::{
     check_policy_history_is_ordered, check_requeue_in_flight_and_reset_failed,
     check_stale_attempt_cannot_complete, measure_sequential_assign_rate, unique_suffix,
 };
-use ferry_common::coordination::{
+use ferry_coordination::{
     Coordination, CoordinationError, EtcdStore, EtcdStoreOptions, LocalStore,
 };
 use futures::FutureExt;

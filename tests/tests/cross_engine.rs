@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use ferry_common::coordination::ChunkState;
+use ferry_coordination::ChunkState;
 use ferry_tests::{
     env_url, psql, run_local_with_env, run_shell, unique_suffix, with_database, write_spec,
 };

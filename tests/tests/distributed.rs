@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_common::proto::v1 as pb;
-use ferry_common::proto::v1::control_client::ControlClient;
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::control_client::ControlClient;
 use ferry_tests::{psql, unique_suffix, with_database};
 use tonic_health::pb::health_check_response::ServingStatus;
 

@@ -16,10 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use ferry_common::coordination::ChunkState;
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
-use ferry_common::schema::{ColumnType, TableName, TableSchema};
 use ferry_connectors::conformance::{
     check_failed_write_commits_nothing, check_overwrite_is_idempotent_and_fenced,
     check_split_covers_table, primary_key_of,
@@ -27,7 +23,11 @@ use ferry_connectors::conformance::{
 use ferry_connectors::{
     BatchStream, ConnectorError, Fence, PrepareOptions, Sink, Source, WriteSummary,
 };
+use ferry_coordination::ChunkState;
 use ferry_ctl::local::{LocalJob, load_spec};
+use ferry_model::ids::{Attempt, ChunkId};
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use ferry_tests::{run_local_with_env, run_shell, unique_suffix, write_chunk, write_spec};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;

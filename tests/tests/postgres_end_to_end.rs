@@ -11,16 +11,16 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use ferry_common::coordination::ChunkState;
-use ferry_common::ids::{Attempt, ChunkId};
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::TableName;
 use ferry_connectors::conformance::{
     check_failed_write_commits_nothing, check_overwrite_is_idempotent_and_fenced,
     check_split_covers_table, primary_key_of,
 };
 use ferry_connectors::{ChunkWrite, ConnectorError, Fence, PrepareOptions};
+use ferry_coordination::ChunkState;
 use ferry_ctl::local::{LocalJob, load_spec};
+use ferry_model::ids::{Attempt, ChunkId};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::TableName;
 use ferry_tests::{Fault, psql, run_local_with_env, unique_suffix, with_database, write_spec};
 use tokio_util::sync::CancellationToken;
 

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use ferry_common::coordination::ChunkState;
-use ferry_common::ids::ChunkId;
-use ferry_common::key::ChunkRange;
+use ferry_coordination::ChunkState;
+use ferry_model::ids::ChunkId;
+use ferry_model::key::ChunkRange;
 use ferry_tests::{Fault, assert_same_table, run_local, sqlite3, write_spec};
 use tokio_util::sync::CancellationToken;
 
@@ -437,8 +437,8 @@ async fn chunk_that_keeps_failing_ends_failed_with_its_reason() {
 async fn stale_attempt_cannot_commit_over_a_newer_one() {
     use std::collections::HashMap;
 
-    use ferry_common::ids::Attempt;
     use ferry_connectors::{ConnectorError, Fence, PrepareOptions};
+    use ferry_model::ids::Attempt;
     use futures::StreamExt;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -452,10 +452,10 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
         .await
         .expect("sink");
     let table = source
-        .describe_table(&ferry_common::schema::TableName::bare("sparse"))
+        .describe_table(&ferry_model::schema::TableName::bare("sparse"))
         .await
         .expect("describe");
-    let key = ferry_common::key::SplitKey::Columns {
+    let key = ferry_model::key::SplitKey::Columns {
         names: vec!["id".into()],
         nullable: false,
         single_integer: true,

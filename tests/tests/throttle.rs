@@ -215,7 +215,7 @@ async fn pause_stops_copying_and_resume_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_sql_probe_pauses_the_job_and_chunks_paused_too_long_are_requeued() {
-    use ferry_common::coordination::ChunkState;
+    use ferry_coordination::ChunkState;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("source.db");

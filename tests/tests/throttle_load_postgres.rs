@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_common::coordination::{Coordination, LocalStore};
-use ferry_common::execution::Admission;
-use ferry_common::ids::JobId;
-use ferry_common::spec::{EndpointSpec, Location, Secret};
-use ferry_common::throttle::{LoadPolicy, LoadProbe, ThrottlePolicy};
+use ferry_coordination::{Coordination, LocalStore};
 use ferry_coordinator::pacer::JobPacer;
 use ferry_coordinator::scheduler::Gate;
+use ferry_model::execution::Admission;
+use ferry_model::ids::JobId;
+use ferry_model::spec::{EndpointSpec, Location, Secret};
+use ferry_model::throttle::{LoadPolicy, LoadProbe, ThrottlePolicy};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -17,17 +17,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_common::backoff::Backoff;
-use ferry_common::coordination::cluster::{
+use ferry_connectors::{open_sink, open_source, parse_spec};
+use ferry_coordination::ClusterRef;
+use ferry_coordination::cluster::{
     Assignment, ChunkProgress, JobPace, LeaseSession, Mirror, WorkerInfo,
 };
-use ferry_common::coordination::{Coordination, EtcdStore};
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
-use ferry_common::ids::{Attempt, ChunkId, JobId, WorkerId};
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::TableSchema;
-use ferry_common::spec::VerifyMode;
-use ferry_connectors::{open_sink, open_source, parse_spec};
+use ferry_model::backoff::Backoff;
+use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::TableSchema;
+use ferry_model::spec::VerifyMode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -69,7 +69,7 @@ pub enum WorkerState {
 pub enum AgentError {
     /// etcd refused something for good.
     #[error(transparent)]
-    Store(#[from] ferry_common::coordination::CoordinationError),
+    Store(#[from] ferry_coordination::CoordinationError),
 }
 
 /// One job's context on this worker.
@@ -89,7 +89,7 @@ struct Running {
 /// Runs the worker until it has drained (after `drain` fires) or `kill` fires; keeps
 /// `state` current.
 pub async fn run_agent(
-    store: EtcdStore,
+    store: ClusterRef,
     options: AgentOptions,
     drain: CancellationToken,
     kill: CancellationToken,
@@ -133,14 +133,14 @@ pub async fn run_agent(
 
 /// One lease's life. `Ok(true)` when drained, `Ok(false)` when the lease was lost.
 async fn run_session(
-    store: &EtcdStore,
+    store: &ClusterRef,
     options: &AgentOptions,
     lease: &LeaseSession,
     contexts: &Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
     drain: &CancellationToken,
     session: &CancellationToken,
     state: &watch::Sender<WorkerState>,
-) -> ferry_common::coordination::Result<bool> {
+) -> ferry_coordination::Result<bool> {
     let mut info = WorkerInfo {
         id: options.id.clone(),
         slots: options.slots,
@@ -284,7 +284,7 @@ async fn run_session(
 }
 
 async fn start_drain(
-    store: &EtcdStore,
+    store: &ClusterRef,
     info: &mut WorkerInfo,
     lease: &LeaseSession,
     draining: &AtomicBool,
@@ -311,7 +311,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// One attempt on this worker.
 struct AttemptRun {
-    store: EtcdStore,
+    store: ClusterRef,
     assignment: Assignment,
     lease: LeaseSession,
     contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
@@ -569,12 +569,12 @@ impl LivePace {
         tracing::info!("job paused: this attempt waits");
         let key = self.key.clone();
         let resumed = pace.wait_for(move |paces| !paces.get(&key).is_some_and(|pace| pace.paused));
-        ferry_common::execution::wait_out_pause(timeout, resumed).await
+        ferry_model::execution::wait_out_pause(timeout, resumed).await
     }
 }
 
 #[async_trait::async_trait]
-impl ferry_common::execution::Admission for LivePace {
+impl ferry_model::execution::Admission for LivePace {
     async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
         self.wait_while_paused().await?;
         let (rows_per_sec, bytes_per_sec) = self.rates();

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferry_common::config::{
+use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, Problems, SharedArgs,
 };
 use serde::{Deserialize, Serialize};
@@ -175,7 +175,7 @@ mod tests {
 
     use super::*;
 
-    use ferry_common::config::env_from_pairs as env;
+    use ferry_server::config::env_from_pairs as env;
 
     fn args(flags: &[&str]) -> WorkerArgs {
         WorkerArgs::try_parse_from(std::iter::once("ferry-worker").chain(flags.iter().copied()))

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::Parser;
-use ferry_common::config::{self, for_log};
-use ferry_common::health::{
+use ferry_model::ids::WorkerId;
+use ferry_server::config::{self, for_log};
+use ferry_server::health::{
     HealthPublisher, SERVER_STOP_DEADLINE, WORKER_READINESS, publish_health,
 };
-use ferry_common::ids::WorkerId;
-use ferry_common::process;
+use ferry_server::process;
 use ferry_worker::agent::{AgentOptions, WorkerState, run_agent};
 use ferry_worker::config::{RETIRED_ENV, WorkerArgs, WorkerConfig};
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(process::default_process_name);
-    let store = config.etcd.connect().await?;
+    let store: ferry_coordination::ClusterRef = std::sync::Arc::new(config.etcd.connect().await?);
     let drain = CancellationToken::new();
     let kill = CancellationToken::new();
     {

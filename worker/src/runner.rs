@@ -16,7 +16,7 @@
 //!
 //! A chunk of a table planned by native partitions names its partition
 //! ([`ChunkTask::partition`]); the runner hands the connectors the table restricted to it
-//! ([`ferry_common::schema::TableSchema::for_partition`]), so the source read, the
+//! ([`ferry_model::schema::TableSchema::for_partition`]), so the source read, the
 //! target's delete and write, and both checksums cover that partition's rows of the range.
 //!
 //! Checksums computed inside the databases (`md5` over each row's text in SQL) are not
@@ -25,12 +25,12 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
-use ferry_common::spec::VerifyMode;
 use ferry_connectors::{
     ChunkWrite, ConnectorError, ErrorKind, Fence, NativeRead, Sink, Source, WriteSummary,
 };
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::spec::VerifyMode;
 use futures::StreamExt;
 use tracing::Instrument;
 

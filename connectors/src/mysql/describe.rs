@@ -6,7 +6,7 @@
 //! them back through the source's own `CREATE TABLE` (`native_ddl`); another target does
 //! not get them at all.
 
-use ferry_common::schema::{
+use ferry_model::schema::{
     ColumnSchema, ColumnType, Partitioning, TableName, TablePartition, TableSchema,
 };
 use mysql_async::prelude::Queryable;

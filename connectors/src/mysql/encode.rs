@@ -17,8 +17,8 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use ferry_common::schema::{ColumnType, TableSchema, VARIANT_METADATA_KEY};
-use ferry_common::temporal::{push_date, push_time, push_timestamp};
+use ferry_model::schema::{ColumnType, TableSchema, VARIANT_METADATA_KEY};
+use ferry_model::temporal::{push_date, push_time, push_timestamp};
 
 use super::sql::quote_ident;
 use super::values::{format_f64, push_hex};
@@ -389,7 +389,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{BinaryArray, Float32Array, StringArray, UInt64Array};
-    use ferry_common::schema::{ColumnSchema, TableName};
+    use ferry_model::schema::{ColumnSchema, TableName};
 
     use super::*;
 

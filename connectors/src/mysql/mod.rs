@@ -32,10 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
-use ferry_common::schema::{TableName, TableSchema};
-use ferry_common::spec::Location;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::schema::{TableName, TableSchema};
+use ferry_model::spec::Location;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Value};
 

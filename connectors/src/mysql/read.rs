@@ -9,8 +9,8 @@
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use ferry_common::key::{ChunkRange, KeyBound, SplitKey};
-use ferry_common::schema::{ColumnType, TableSchema};
+use ferry_model::key::{ChunkRange, KeyBound, SplitKey};
+use ferry_model::schema::{ColumnType, TableSchema};
 use mysql_async::Value;
 
 use super::config::ZeroDates;
@@ -193,7 +193,7 @@ impl ColumnBuilder {
                 };
                 if matches!(carrier, ColumnType::Decimal { .. }) {
                     scratch.clear();
-                    ferry_common::decimal::normalize_into(text, scratch).map_err(|_| {
+                    ferry_model::decimal::normalize_into(text, scratch).map_err(|_| {
                         Problem::Other(format!("holds {text:?}, which is not a decimal number"))
                     })?;
                     builder.append_value(&*scratch);

@@ -8,8 +8,8 @@
 //! BY` uses), unsigned 64-bit values beyond `i64` as unsigned integers. Text is bound as
 //! text, so the column's collation decides, as it does for `ORDER BY`.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
-use ferry_common::schema::{ColumnType, TableSchema};
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_model::schema::{ColumnType, TableSchema};
 use mysql_async::Value;
 
 use super::values::{canonical_decimal, format_date, format_datetime, format_time_of_day_or_span};
@@ -319,7 +319,7 @@ pub fn key_value_from_mysql(
 
 #[cfg(test)]
 mod tests {
-    use ferry_common::schema::{ColumnSchema, TableName};
+    use ferry_model::schema::{ColumnSchema, TableName};
 
     use super::*;
 

@@ -1,15 +1,15 @@
 //! Pure conversions between MySQL's binary-protocol values and ferry's carriers, and the
 //! text forms ferry writes MySQL values in.
 
-use ferry_common::temporal::days_from_civil;
+use ferry_model::temporal::days_from_civil;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
-/// The canonical text of a decimal (see [`ferry_common::decimal`]); `None` when `text` is
+/// The canonical text of a decimal (see [`ferry_model::decimal`]); `None` when `text` is
 /// not a decimal.
 pub fn canonical_decimal(text: &str) -> Option<String> {
-    ferry_common::decimal::normalize(text).ok()
+    ferry_model::decimal::normalize(text).ok()
 }
 
 /// `YYYY-MM-DD` from MySQL date parts.

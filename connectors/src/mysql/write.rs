@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
-use ferry_common::ids::Attempt;
-use ferry_common::key::SplitKey;
-use ferry_common::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
-use ferry_common::spec::SchemaMode;
+use ferry_model::ids::Attempt;
+use ferry_model::key::SplitKey;
+use ferry_model::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+use ferry_model::spec::SchemaMode;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
@@ -1122,7 +1122,7 @@ mod tests {
     fn only_older_attempts_of_the_same_run_and_chunk_are_looked_up() {
         let fence = |attempt| Fence {
             run_id: "run-a".into(),
-            chunk: ferry_common::ids::ChunkId(7),
+            chunk: ferry_model::ids::ChunkId(7),
             attempt: Attempt(attempt),
         };
         assert_eq!(older_sessions_sql(&fence(1)), None);

@@ -18,7 +18,7 @@ use super::binary::{
 };
 use super::json::{self, JsonValue};
 use super::types::Scalar;
-use ferry_common::temporal;
+use ferry_model::temporal;
 
 /// PostgreSQL's limit on array dimensions (`MAXDIM`).
 const MAX_DIMENSIONS: usize = 6;

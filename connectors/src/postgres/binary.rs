@@ -358,7 +358,7 @@ pub fn format_timetz(micros: i64, zone_seconds_west: i32) -> String {
 /// Parses the carrier text of a `timetz` into `(micros, zone seconds west of UTC)`.
 pub fn parse_timetz(text: &str) -> Option<(i64, i32)> {
     let split_at = text.rfind(['+', '-'])?;
-    let micros = ferry_common::temporal::parse_time(&text[..split_at])?;
+    let micros = ferry_model::temporal::parse_time(&text[..split_at])?;
     let negative = text.as_bytes()[split_at] == b'-';
     let mut parts = text[split_at + 1..].split(':');
     let hours: i64 = parts.next()?.parse().ok()?;

@@ -2,7 +2,7 @@
 //! columns skipped) with their types, enum labels and collations, its primary key, and
 //! the tree of its declarative partitions.
 
-use ferry_common::schema::{ColumnSchema, Partitioning, TableName, TablePartition, TableSchema};
+use ferry_model::schema::{ColumnSchema, Partitioning, TableName, TablePartition, TableSchema};
 use tokio_postgres::Client;
 
 use super::FENCE_TABLE;

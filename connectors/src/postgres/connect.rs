@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ferry_common::schema::TableName;
-use ferry_common::spec::Location;
+use ferry_model::schema::TableName;
+use ferry_model::spec::Location;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -210,7 +210,7 @@ pub fn query_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_common::spec::Secret;
+    use ferry_model::spec::Secret;
 
     #[test]
     fn labels_never_show_the_password() {

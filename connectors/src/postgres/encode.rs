@@ -11,7 +11,7 @@ use arrow_array::types::{
 use arrow_array::{Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, StringArray};
 use arrow_schema::{DataType, TimeUnit};
 use bytes::{BufMut, BytesMut};
-use ferry_common::schema::ColumnType;
+use ferry_model::schema::ColumnType;
 
 use super::array::json_to_array;
 use super::binary::{
@@ -290,7 +290,7 @@ impl<'a> ColumnWriter<'a> {
                 if *target == Scalar::Numeric {
                     text_to_numeric(text, scratch)?;
                 } else {
-                    let integer: i128 = ferry_common::decimal::normalize(text)
+                    let integer: i128 = ferry_model::decimal::normalize(text)
                         .ok()
                         .and_then(|canonical| canonical.parse().ok())
                         .ok_or_else(|| {

@@ -31,10 +31,10 @@ mod types;
 mod write;
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
-use ferry_common::schema::{TableName, TableSchema};
-use ferry_common::spec::Location;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::schema::{TableName, TableSchema};
+use ferry_model::spec::Location;
 use tokio_postgres::{Client, NoTls};
 
 pub use connect::{APPLICATION_NAME, redacted_label};

@@ -14,9 +14,9 @@
 //! an array of enums (enum types get their own OID in each database), is hashed as zero.
 
 use bytes::{Bytes, BytesMut};
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{ColumnType, TableName, TableSchema};
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::StreamExt;
 use tokio_postgres::Client;
 use xxhash_rust::xxh3::xxh3_128;
@@ -385,7 +385,7 @@ impl TupleHasher {
 
 #[cfg(test)]
 mod tests {
-    use ferry_common::schema::ColumnSchema;
+    use ferry_model::schema::ColumnSchema;
 
     use super::*;
 

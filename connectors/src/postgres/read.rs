@@ -12,7 +12,7 @@ use std::pin::Pin;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use bytes::{Buf, BytesMut};
-use ferry_common::schema::{ColumnType, TableName, TableSchema};
+use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::StreamExt;
 use tokio_postgres::{Client, CopyOutStream};
 
@@ -595,7 +595,7 @@ mod tests {
     use crate::postgres::types::oid;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int32Type, UInt64Type};
-    use ferry_common::schema::ColumnSchema;
+    use ferry_model::schema::ColumnSchema;
 
     fn table(columns: Vec<(&str, ColumnType)>) -> TableSchema {
         TableSchema {

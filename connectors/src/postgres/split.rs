@@ -1,7 +1,7 @@
 //! Key statistics and boundaries for planning, and range counts.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
-use ferry_common::schema::TableName;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
+use ferry_model::schema::TableName;
 use tokio_postgres::Client;
 
 use super::catalog::CatalogTable;

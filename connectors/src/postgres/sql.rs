@@ -12,8 +12,8 @@
 //! ordered `COLLATE "C"` on both sides, so a range selects the same rows in the source
 //! and in a target whose default collation differs.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyValue};
-use ferry_common::schema::TableName;
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue};
+use ferry_model::schema::TableName;
 
 /// Quotes an identifier: double quotes, inner quotes doubled.
 pub fn quote_ident(name: &str) -> String {

@@ -3,7 +3,7 @@
 //! becomes in a target, and which conversions the reader and writer can make between a
 //! carrier and a PostgreSQL binary format.
 
-use ferry_common::schema::ColumnType;
+use ferry_model::schema::ColumnType;
 
 /// Built-in type OIDs (stable across PostgreSQL versions, `pg_type.dat`).
 pub mod oid {

@@ -3,10 +3,10 @@
 //! upsert, commit.
 
 use bytes::{Bytes, BytesMut};
-use ferry_common::ids::Attempt;
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{ColumnType, Partitioning, TableName, TableSchema};
-use ferry_common::spec::SchemaMode;
+use ferry_model::ids::Attempt;
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::{ColumnType, Partitioning, TableName, TableSchema};
+use ferry_model::spec::SchemaMode;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;

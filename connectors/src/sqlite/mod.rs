@@ -13,9 +13,9 @@ mod write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use ferry_common::checksum::RangeChecksum;
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
-use ferry_common::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};

@@ -9,10 +9,10 @@ use arrow_array::builder::{
     UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use ferry_common::checksum::{VariantValue, encode_variant};
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{ColumnType, TableSchema};
-use ferry_common::temporal;
+use ferry_model::checksum::{VariantValue, encode_variant};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::{ColumnType, TableSchema};
+use ferry_model::temporal;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
@@ -225,7 +225,7 @@ impl ColumnBuilder {
                 builder.append_value(narrow);
             }
             (ColumnBuilder::Decimal(builder), ValueRef::Text(bytes)) => {
-                let canonical = ferry_common::decimal::normalize(utf8(bytes)?)
+                let canonical = ferry_model::decimal::normalize(utf8(bytes)?)
                     .map_err(|error| error.to_string())?;
                 builder.append_value(canonical);
                 return Ok(bytes.len());

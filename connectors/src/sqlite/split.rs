@@ -1,7 +1,7 @@
 //! Key statistics and boundaries for planning, and range counts.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
-use ferry_common::schema::TableSchema;
+use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::schema::TableSchema;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 

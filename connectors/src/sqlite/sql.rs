@@ -1,7 +1,7 @@
 //! SQL text for SQLite: identifier quoting, key expressions and range predicates.
 
-use ferry_common::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
-use ferry_common::schema::{TableName, TableSchema};
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_model::schema::{TableName, TableSchema};
 use rusqlite::types::Value;
 
 use crate::error::{ConnectorError, Result};

@@ -4,12 +4,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use ferry_common::checksum::{VariantValue, decode_variant};
-use ferry_common::ids::Attempt;
-use ferry_common::key::{ChunkRange, SplitKey};
-use ferry_common::schema::{ColumnType, LOGICAL_METADATA_KEY, TableSchema, VARIANT_METADATA_KEY};
-use ferry_common::spec::SchemaMode;
-use ferry_common::temporal;
+use ferry_model::checksum::{VariantValue, decode_variant};
+use ferry_model::ids::Attempt;
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::{ColumnType, LOGICAL_METADATA_KEY, TableSchema, VARIANT_METADATA_KEY};
+use ferry_model::spec::SchemaMode;
+use ferry_model::temporal;
 use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio_util::sync::CancellationToken;
@@ -431,7 +431,7 @@ fn insert_batch(
                 }
                 ColumnValues::Text(array) => insert.raw_bind_parameter(parameter, array.value(row)),
                 ColumnValues::Decimal(array) => {
-                    let canonical = ferry_common::decimal::normalize(array.value(row))
+                    let canonical = ferry_model::decimal::normalize(array.value(row))
                         .map_err(|error| value_error(index, error.to_string()))?;
                     insert.raw_bind_parameter(parameter, canonical)
                 }

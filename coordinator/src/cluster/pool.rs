@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferry_common::coordination::cluster::{Mirror, WorkerInfo};
-use ferry_common::ids::WorkerId;
+use ferry_coordination::cluster::{Mirror, WorkerInfo};
+use ferry_model::ids::WorkerId;
 use tokio::sync::watch;
 
 use crate::scheduler::WorkerPool;

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_common::backoff::Backoff;
-use ferry_common::coordination::EtcdStore;
-use ferry_common::coordination::cluster::{AttemptResult, ChunkProgress, Mirror, WorkerInfo};
-use ferry_common::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_coordination::ClusterRef;
+use ferry_coordination::cluster::{AttemptResult, ChunkProgress, Mirror, WorkerInfo};
+use ferry_model::backoff::Backoff;
+use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +111,7 @@ impl AttemptRouter {
 /// The leader's executor: assigns attempts to workers and waits for their results.
 pub struct RemoteExecutor {
     /// The leader's fenced store.
-    pub store: EtcdStore,
+    pub store: ClusterRef,
     /// Live workers.
     pub workers: Mirror<WorkerInfo>,
     /// Results and progress, routed to the attempt waiting for each.
@@ -138,7 +138,7 @@ impl RemoteExecutor {
     ) -> Option<Result<T, String>>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = ferry_common::coordination::Result<T>>,
+        Fut: std::future::Future<Output = ferry_coordination::Result<T>>,
     {
         let mut backoff = Backoff::new(Duration::from_millis(100));
         loop {

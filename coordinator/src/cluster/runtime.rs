@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_common::coordination::cluster::{
+use ferry_connectors::{open_sink, open_source};
+use ferry_coordination::cluster::{
     JobPace, JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
 };
-use ferry_common::coordination::{
-    ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdStore, JobRecord, PolicyChange,
+use ferry_coordination::{
+    ChunkRecord, ChunkState, ClusterRef, Coordination, CoordinationError, JobRecord, PolicyChange,
 };
-use ferry_common::ids::{JobId, WorkerId};
-use ferry_common::spec::JobSpec;
-use ferry_connectors::{open_sink, open_source};
+use ferry_model::ids::{ChunkId, JobId, WorkerId};
+use ferry_model::spec::JobSpec;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,7 @@ pub enum CoordinatorRole {
 
 /// A coordinator: the Control API's domain in distributed mode.
 pub struct ClusterRuntime {
-    store: EtcdStore,
+    store: ClusterRef,
     options: ClusterOptions,
     leading: Mutex<Option<Arc<Leadership>>>,
     /// Chunk counts read from etcd lately, by job (see `stored_counts`).
@@ -83,7 +83,7 @@ const STORED_COUNTS_FOR: Duration = Duration::from_secs(2);
 /// What a coordinator holds while it leads.
 struct Leadership {
     /// Fenced by the term: every write fails once another coordinator leads.
-    store: EtcdStore,
+    store: ClusterRef,
     board: Arc<SlotBoard>,
     workers: Mirror<WorkerInfo>,
     router: Arc<AttemptRouter>,
@@ -105,7 +105,7 @@ struct RunningJob {
 
 impl ClusterRuntime {
     /// A coordinator over `store` (not fenced: the runtime fences its own writes).
-    pub fn new(store: EtcdStore, options: ClusterOptions) -> Arc<Self> {
+    pub fn new(store: ClusterRef, options: ClusterOptions) -> Arc<Self> {
         Arc::new(Self {
             store,
             options,
@@ -230,7 +230,7 @@ impl ClusterRuntime {
             ));
         }
         Arc::new(Leadership {
-            store: self.store.fenced_by(term.key.clone(), term.create_revision),
+            store: self.store.fenced(term),
             board: SlotBoard::new(workers.clone()),
             router: AttemptRouter::start(
                 self.store.watch_results(&cancel),
@@ -380,7 +380,7 @@ impl ClusterRuntime {
                 record
             }
         };
-        let store: Arc<dyn Coordination> = Arc::new(leadership.store.clone());
+        let store: Arc<dyn Coordination> = leadership.store.clone();
         let pacer = JobPacer::start(
             job.clone(),
             spec.throttle.clone(),
@@ -567,7 +567,7 @@ fn store_error(error: CoordinationError) -> ControlError {
 /// While leading: compacts etcd's history at once (what earlier runs left goes too) and
 /// then every `interval`, keeping `keep` revisions, until `cancel`.
 pub async fn compact_history(
-    store: EtcdStore,
+    store: ClusterRef,
     interval: Duration,
     keep: u64,
     cancel: CancellationToken,
@@ -590,7 +590,12 @@ const PACE_CHECK: Duration = Duration::from_millis(250);
 
 /// Keeps `pace/{job}` equal to the pacer's pause state and rate shares while the job
 /// runs, so workers pause, resume and re-pace the attempts they are running.
-async fn publish_pace(store: EtcdStore, job: JobId, pacer: Arc<JobPacer>, stop: CancellationToken) {
+async fn publish_pace(
+    store: ClusterRef,
+    job: JobId,
+    pacer: Arc<JobPacer>,
+    stop: CancellationToken,
+) {
     let mut published: Option<JobPace> = None;
     loop {
         let (rows_per_sec, bytes_per_sec) = pacer.attempt_share();
@@ -800,7 +805,7 @@ impl ClusterControl for ClusterRuntime {
     async fn recopy(&self, job: &str, selector: RecopySelector) -> Result<Vec<u32>, ControlError> {
         let leadership = self.require_leader().await?;
         let id = JobId(job.to_owned());
-        let (record, _) = self.load(&id).await?;
+        let (record, chunks) = self.load(&id).await?;
         if let RecopySelector::State(state) = &selector
             && !matches!(state.as_str(), "VERIFIED" | "FAILED")
         {
@@ -819,13 +824,18 @@ impl ClusterControl for ClusterRuntime {
             )]));
         }
         self.stop_job(&leadership, &id, false).await;
-        let changed = leadership
-            .store
-            .recopy_chunks(&id, |chunk| match &selector {
+        let selected: Vec<ChunkId> = chunks
+            .iter()
+            .filter(|chunk| match &selector {
                 RecopySelector::Ids(ids) => ids.contains(&chunk.id.0),
                 RecopySelector::Table(table) => &table_name(&record, chunk) == table,
                 RecopySelector::State(state) => chunk.state.as_str() == state,
             })
+            .map(|chunk| chunk.id)
+            .collect();
+        let changed = leadership
+            .store
+            .recopy_chunks(&id, &selected)
             .await
             .map_err(store_error)?;
         leadership

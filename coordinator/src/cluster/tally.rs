@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use ferry_common::coordination::ChunkState;
-use ferry_common::ids::ChunkId;
+use ferry_coordination::ChunkState;
+use ferry_model::ids::ChunkId;
 
 use crate::control::ChunkCounts;
 use crate::scheduler::JobEvent;
@@ -57,8 +57,8 @@ impl ChunkTally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_common::coordination::conformance::sample_job;
-    use ferry_common::ids::{Attempt, JobId};
+    use ferry_coordination::conformance::sample_job;
+    use ferry_model::ids::{Attempt, JobId};
 
     #[test]
     fn the_tally_follows_starts_and_ends_of_attempts() {

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::proto::v1 as pb;
-use ferry_common::proto::v1::control_server::Control;
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::control_server::Control;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -489,7 +489,7 @@ impl Control for ControlService {
 mod tests {
     use std::sync::Mutex;
 
-    use ferry_common::coordination::PolicyChange;
+    use ferry_coordination::PolicyChange;
 
     use super::*;
 

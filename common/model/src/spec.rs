@@ -462,7 +462,7 @@ struct EndpointFingerprintView<'a> {
 
 /// A location value with the password of a URL's userinfo removed
 /// (`postgres://u:secret@h/db` → `postgres://u@h/db`); other values unchanged.
-pub(crate) fn without_password(value: &str) -> String {
+pub fn without_password(value: &str) -> String {
     let Some(scheme_end) = value.find("://").map(|at| at + 3) else {
         return value.to_string();
     };

@@ -9,15 +9,16 @@ use async_trait::async_trait;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::cluster::{ClusterJob, JobPhase};
 use super::transitions::{assign_transition, complete_transition, report_transition};
 use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
     PolicyChange, Result,
 };
-use crate::checksum::RangeChecksum;
-use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
-use crate::key::ChunkRange;
-use crate::proto::v1 as pb;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::ChunkRange;
+use ferry_proto::v1 as pb;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,6 +56,13 @@ CREATE TABLE IF NOT EXISTS policy_history (
     origin TEXT NOT NULL,
     summary TEXT NOT NULL,
     PRIMARY KEY (job, seq)
+);
+CREATE TABLE IF NOT EXISTS submitted_jobs (
+    id TEXT PRIMARY KEY,
+    spec_yaml TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    submitted_at_unix_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
@@ -156,6 +164,154 @@ impl LocalStore {
                 what: format!("chunk {chunk} of job {job}"),
             })?;
         raw.decode().map_err(|detail| self.corrupt(detail))
+    }
+}
+
+/// Submitted jobs (the cluster protocol's job specs and states, persisted for
+/// [`crate::InProcessCluster`]) and the bulk re-copy.
+impl LocalStore {
+    /// Stores a submitted job's spec and marks it RUNNING; `AlreadyExists` when the job
+    /// was submitted before.
+    pub(crate) fn submit_job_spec(
+        &self,
+        job: &JobId,
+        spec_yaml: &str,
+        at_unix_ms: i64,
+    ) -> Result<()> {
+        let inserted = self
+            .lock()
+            .execute(
+                "INSERT INTO submitted_jobs (id, spec_yaml, state, reason, submitted_at_unix_ms) \
+                 VALUES (?1, ?2, ?3, '', ?4) ON CONFLICT (id) DO NOTHING",
+                params![job.0, spec_yaml, JobPhase::Running.as_str(), at_unix_ms],
+            )
+            .map_err(self.storage())?;
+        if inserted == 0 {
+            return Err(CoordinationError::AlreadyExists {
+                what: format!("job {job}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The spec a job was submitted with.
+    pub(crate) fn job_spec(&self, job: &JobId) -> Result<Option<String>> {
+        self.lock()
+            .query_row(
+                "SELECT spec_yaml FROM submitted_jobs WHERE id = ?1",
+                [&job.0],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.storage())
+    }
+
+    /// Every submitted job, or the one named `only`, by name.
+    pub(crate) fn submitted_jobs(&self, only: Option<&JobId>) -> Result<Vec<ClusterJob>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT id, state, reason, submitted_at_unix_ms FROM submitted_jobs \
+                 WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
+            )
+            .map_err(self.storage())?;
+        let rows = statement
+            .query_map([only.map(|job| job.0.clone())], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(self.storage())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.storage())?;
+        rows.into_iter()
+            .map(|(id, state, reason, submitted_at_unix_ms)| {
+                let phase = JobPhase::parse(&state).ok_or_else(|| {
+                    self.corrupt(format!("job {id}: unknown job state {state:?}"))
+                })?;
+                Ok(ClusterJob {
+                    id: JobId(id),
+                    phase,
+                    reason,
+                    submitted_at_unix_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a submitted job's state; `NotFound` for a job never submitted.
+    pub(crate) fn set_job_phase(&self, job: &JobId, phase: JobPhase, reason: &str) -> Result<()> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE submitted_jobs SET state = ?2, reason = ?3 WHERE id = ?1",
+                params![job.0, phase.as_str(), reason],
+            )
+            .map_err(self.storage())?;
+        if changed == 0 {
+            return Err(CoordinationError::NotFound {
+                what: format!("job {job}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts the given chunks that have ended (VERIFIED or FAILED) back to PLANNED
+    /// with their failure count, rows and checksum reset, in one transaction.
+    pub(crate) fn recopy_chunks(&self, job: &JobId, chunks: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(self.storage())?;
+        let ended = {
+            let mut statement = transaction
+                .prepare(&format!(
+                    "SELECT {CHUNK_COLUMNS} FROM chunks WHERE job = ?1 \
+                     AND state IN ('VERIFIED', 'FAILED') ORDER BY chunk"
+                ))
+                .map_err(self.storage())?;
+            statement
+                .query_map([&job.0], RawChunk::from_row)
+                .map_err(self.storage())?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self.storage())?
+        };
+        let mut changed = Vec::new();
+        for raw in ended {
+            let record = raw.decode().map_err(|detail| self.corrupt(detail))?;
+            if !chunks.contains(&record.id) {
+                continue;
+            }
+            transaction
+                .execute(
+                    "UPDATE chunks SET state = 'PLANNED', failures = 0, rows = 0, \
+                     checksum = NULL WHERE job = ?1 AND chunk = ?2",
+                    params![job.0, record.id.0],
+                )
+                .map_err(self.storage())?;
+            changed.push(record.id);
+        }
+        transaction.commit().map_err(self.storage())?;
+        Ok(changed)
+    }
+
+    /// Returns the in-flight chunks of every job to PLANNED (see
+    /// [`Coordination::requeue_in_flight`]); by job.
+    pub(crate) fn requeue_all_in_flight(&self) -> Result<Vec<(JobId, ChunkId)>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "UPDATE chunks SET state = 'PLANNED', worker = NULL \
+                 WHERE state IN ('ASSIGNED', 'COPYING', 'VERIFYING') RETURNING job, chunk",
+            )
+            .map_err(self.storage())?;
+        let rows = statement
+            .query_map([], |row| Ok((JobId(row.get(0)?), ChunkId(row.get(1)?))))
+            .map_err(self.storage())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.storage())?;
+        Ok(rows)
     }
 }
 

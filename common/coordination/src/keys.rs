@@ -35,7 +35,7 @@
 
 use std::fmt::Write as _;
 
-use crate::ids::{ChunkId, JobId, WorkerId};
+use ferry_model::ids::{ChunkId, JobId, WorkerId};
 
 /// Builds the keys of one coordination store under its prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]

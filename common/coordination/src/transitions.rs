@@ -3,7 +3,7 @@
 //! record, applies one transition, and writes the result atomically.
 
 use super::{ChunkCompletion, ChunkRecord, ChunkState, CoordinationError, Result};
-use crate::ids::{Attempt, WorkerId};
+use ferry_model::ids::{Attempt, WorkerId};
 
 pub(super) fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
     if record.attempt != attempt || !record.state.in_flight() {

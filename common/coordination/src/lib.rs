@@ -17,8 +17,11 @@
 
 pub mod cluster;
 mod coalesce;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod etcd;
+mod etcd_cluster;
+mod in_process;
 pub mod keys;
 mod local;
 mod transitions;
@@ -28,12 +31,14 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::RangeChecksum;
-use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
-use crate::key::{ChunkRange, SplitKey};
-use crate::schema::TableSchema;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::TableSchema;
 
+pub use cluster::{ClusterProtocol, ClusterRef};
 pub use etcd::{EtcdFailure, EtcdStore, EtcdStoreOptions};
+pub use in_process::InProcessCluster;
 pub use local::LocalStore;
 
 /// Where a chunk is in its life.
@@ -114,7 +119,7 @@ pub struct ChunkRecord {
     pub id: ChunkId,
     /// Index of its table in [`JobRecord::tables`].
     pub table_index: usize,
-    /// The leaf partition it belongs to ([`crate::schema::Partitioning`]), when its table
+    /// The leaf partition it belongs to ([`ferry_model::schema::Partitioning`]), when its table
     /// is planned by native partitions: the chunk then owns the rows of `range` in that
     /// partition only. `None` for a table planned as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,7 +189,7 @@ pub struct JobRecord {
 impl JobRecord {
     /// A new job planned from `spec` into `tables`, with a fresh run id (the target's
     /// fence is keyed by it, so each creation of a job is told apart).
-    pub fn new(spec: &crate::spec::JobSpec, tables: Vec<TableRecord>) -> Self {
+    pub fn new(spec: &ferry_model::spec::JobSpec, tables: Vec<TableRecord>) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos())

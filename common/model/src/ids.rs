@@ -1,7 +1,7 @@
 //! Identifier newtypes. They cannot be mixed up:
 //!
 //! ```compile_fail
-//! use ferry_common::ids::{ChunkId, Attempt};
+//! use ferry_model::ids::{ChunkId, Attempt};
 //! fn takes_chunk(_: ChunkId) {}
 //! takes_chunk(Attempt(1));
 //! ```

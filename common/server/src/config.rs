@@ -472,7 +472,7 @@ impl EtcdConfig {
     pub fn endpoints_for_log(&self) -> String {
         self.endpoints
             .iter()
-            .map(|endpoint| crate::spec::without_password(endpoint))
+            .map(|endpoint| ferry_model::spec::without_password(endpoint))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -519,17 +519,17 @@ pub struct EtcdConnectError {
     pub endpoints: String,
     /// The last failure.
     #[source]
-    pub source: crate::coordination::CoordinationError,
+    pub source: ferry_coordination::CoordinationError,
 }
 
 impl EtcdConfig {
     /// Connects to this etcd under the cluster's prefix, retrying for about a minute
     /// while it is unreachable (a process may start before etcd does).
-    pub async fn connect(&self) -> Result<crate::coordination::EtcdStore, EtcdConnectError> {
-        crate::coordination::EtcdStore::connect_retrying(
+    pub async fn connect(&self) -> Result<ferry_coordination::EtcdStore, EtcdConnectError> {
+        ferry_coordination::EtcdStore::connect_retrying(
             &self.endpoints,
-            crate::coordination::keys::KeyLayout::default_prefix(&self.cluster),
-            crate::coordination::EtcdStoreOptions::default(),
+            ferry_coordination::keys::KeyLayout::default_prefix(&self.cluster),
+            ferry_coordination::EtcdStoreOptions::default(),
             30,
         )
         .await
@@ -560,7 +560,7 @@ pub fn warn_retired_variables(env: &HashMap<String, String>, retired: &[(&str, &
 pub fn for_log<C: Serialize>(config: &C) -> String {
     fn redact(value: &mut serde_json::Value) {
         match value {
-            serde_json::Value::String(text) => *text = crate::spec::without_password(text),
+            serde_json::Value::String(text) => *text = ferry_model::spec::without_password(text),
             serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
             serde_json::Value::Object(fields) => fields.values_mut().for_each(redact),
             _ => {}
@@ -598,7 +598,7 @@ pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Serde for a [`Duration`] written as a humantime string:
-/// `#[serde(with = "ferry_common::config::duration")]`.
+/// `#[serde(with = "ferry_server::config::duration")]`.
 pub mod duration {
     use std::time::Duration;
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let proto_root = PathBuf::from("../proto");
-    println!("cargo:rerun-if-changed=../proto");
+    let proto_root = PathBuf::from("../../proto");
+    println!("cargo:rerun-if-changed=../../proto");
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
         println!(
             "cargo:warning=protoc not found: install it with `apt-get install protobuf-compiler` \

@@ -60,10 +60,10 @@ use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
     PolicyChange, Result, TableRecord,
 };
-use crate::checksum::RangeChecksum;
-use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
-use crate::key::ChunkRange;
-use crate::proto::v1 as pb;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::ChunkRange;
+use ferry_proto::v1 as pb;
 
 /// How an [`EtcdStore`] talks to etcd.
 #[derive(Clone, Debug)]
@@ -250,7 +250,7 @@ impl EtcdStore {
         options: EtcdStoreOptions,
         attempts: u32,
     ) -> Result<Self> {
-        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200));
+        let mut backoff = ferry_model::backoff::Backoff::new(Duration::from_millis(200));
         let mut tries = 1;
         loop {
             match Self::connect(endpoints, prefix.clone(), options.clone()).await {
@@ -1125,7 +1125,7 @@ pub(super) fn checksum_from_proto(value: pb::RangeChecksumValue) -> RangeChecksu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{KeyBound, KeyValue as Bound};
+    use ferry_model::key::{KeyBound, KeyValue as Bound};
 
     fn sample_chunk() -> ChunkRecord {
         ChunkRecord {

@@ -1,23 +1,19 @@
-//! Distributed mode on etcd: what the coordinator and the workers say to each other
-//! through the store, at the level of the domain (leases, leadership, assignments,
-//! progress, results, job specs and states). Keys stay in [`super::keys`].
+//! The cluster protocol on etcd ([`ClusterProtocol`] for [`EtcdStore`]); keys stay in
+//! [`crate::keys`], values are `ferry.v1` protobuf messages.
 //!
-//! The protocol (DESIGN §3–4):
-//! - a worker holds an etcd lease with keep-alive; its `workers/{id}` record, its claims
-//!   and its progress hang on the lease and vanish with it;
-//! - the leader (one coordinator, elected on `election`) writes an assignment per
-//!   attempt; every leader write is fenced by the election key's create revision;
-//! - the worker writes its result with a compare on the assignment's create revision:
-//!   once the leader withdrew an assignment (worker lost, attempt re-queued), a late
-//!   result of that attempt is refused;
-//! - a worker that cannot renew its lease stops writing before the lease can expire
-//!   ([`LeaseSession::alive`] turns false), and the leader waits the lease's TTL plus a
-//!   grace before it withdraws the assignments of a vanished worker.
+//! - a worker's lease is an etcd lease with keep-alive; its `workers/{id}` record, its
+//!   claims and its progress are put on the lease and vanish with it;
+//! - the election is the `election` key, created on the candidate's lease by a txn
+//!   comparing its create revision with 0; a term is that create revision, and every
+//!   write of a fenced store compares it ([`EtcdStore::fenced_by`]);
+//! - a result is written by a txn comparing the assignment key's create revision with
+//!   the one the worker saw, so a withdrawn (or replaced) assignment refuses it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, TxnOp, WatchOptions,
 };
@@ -25,218 +21,37 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::coalesce::{Guard, SmallTxn, Write};
-use super::etcd::{
+use crate::cluster::{
+    Assignment, AttemptResult, ChunkProgress, ClusterJob, ClusterProtocol, JobPace, JobPhase,
+    LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
+};
+use crate::coalesce::{Guard, SmallTxn, Write};
+use crate::etcd::{
     TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text, now_unix_ms,
 };
-use super::keys::prefix_range_end;
-use super::{CoordinationError, EtcdStore, Result};
-use crate::backoff::Backoff;
-use crate::checksum::RangeChecksum;
-use crate::execution::ChunkResult;
-use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
-use crate::proto::v1 as pb;
+use crate::keys::{KeyLayout, prefix_range_end};
+use crate::{CoordinationError, EtcdStore, Result};
+use ferry_model::backoff::Backoff;
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::execution::ChunkResult;
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_proto::v1 as pb;
 
-/// A live worker as registered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// Its name.
-    pub id: WorkerId,
-    /// Chunks it runs at once.
-    pub slots: u32,
-    /// Takes nothing new.
-    pub draining: bool,
-    /// Host name, for operators.
-    pub host: String,
-    /// Process id, for operators.
-    pub pid: u32,
-    /// When it registered, in milliseconds since the Unix epoch.
-    pub registered_at_unix_ms: i64,
-}
-
-/// One attempt of one chunk given to a worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Assignment {
-    /// The worker.
-    pub worker: WorkerId,
-    /// The job.
-    pub job: JobId,
-    /// The chunk.
-    pub chunk: ChunkId,
-    /// The attempt.
-    pub attempt: Attempt,
-    /// The assignment's create revision: the worker's result counts only while the
-    /// assignment still has it.
-    pub revision: i64,
-    /// This attempt's share of the job's rate limits, rows per second (0 = none).
-    pub rows_per_sec: u64,
-    /// This attempt's share of the job's rate limits, bytes per second (0 = none).
-    pub bytes_per_sec: u64,
-}
-
-/// A running attempt's progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChunkProgress {
-    /// The job.
-    pub job: JobId,
-    /// The chunk.
-    pub chunk: ChunkId,
-    /// The attempt.
-    pub attempt: Attempt,
-    /// The worker running it.
-    pub worker: WorkerId,
-    /// Rows streamed into the target so far.
-    pub rows: u64,
-    /// Committed; being verified.
-    pub verifying: bool,
-}
-
-/// How a job's running attempts go now (`pace/{job}`): the leader writes it when the
-/// job is paused or resumed or its limits change; workers apply it to the attempts
-/// they are running, not only to the next ones.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobPace {
-    /// The job.
-    pub job: JobId,
-    /// Paused: attempts stop admitting rows until resumed.
-    pub paused: bool,
-    /// Each attempt's share of the job's rows/s limit (0: none).
-    pub rows_per_sec: u64,
-    /// Each attempt's share of the job's bytes/s limit (0: none).
-    pub bytes_per_sec: u64,
-    /// How long an attempt may stay paused before it gives its chunk back.
-    pub pause_timeout: Duration,
-}
-
-/// A worker's outcome of one attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttemptResult {
-    /// The job.
-    pub job: JobId,
-    /// The chunk.
-    pub chunk: ChunkId,
-    /// The attempt.
-    pub attempt: Attempt,
-    /// The worker that ran it.
-    pub worker: WorkerId,
-    /// How it ended.
-    pub result: ChunkResult,
-}
-
-/// A cluster job's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobPhase {
-    /// Submitted and not ended: the leader runs it.
-    Running,
-    /// Every chunk verified.
-    Done,
-    /// Ended with failed chunks.
-    Failed,
-    /// Cancelled by an operator.
-    Cancelled,
-}
-
-impl JobPhase {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobPhase::Running => "RUNNING",
-            JobPhase::Done => "DONE",
-            JobPhase::Failed => "FAILED",
-            JobPhase::Cancelled => "CANCELLED",
-        }
+#[async_trait]
+impl ClusterProtocol for EtcdStore {
+    fn keys(&self) -> &KeyLayout {
+        EtcdStore::keys(self)
     }
 
-    fn parse(text: &str) -> Option<Self> {
-        [
-            JobPhase::Running,
-            JobPhase::Done,
-            JobPhase::Failed,
-            JobPhase::Cancelled,
-        ]
-        .into_iter()
-        .find(|phase| phase.as_str() == text)
-    }
-}
-
-/// A cluster job as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterJob {
-    /// The job.
-    pub id: JobId,
-    /// Its state.
-    pub phase: JobPhase,
-    /// Why it ended, when not DONE.
-    pub reason: String,
-    /// When it was submitted, in milliseconds since the Unix epoch.
-    pub submitted_at_unix_ms: i64,
-}
-
-/// The coordinator that leads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderInfo {
-    /// Its name.
-    pub id: String,
-    /// Where its Control API listens.
-    pub address: String,
-}
-
-/// A won election: every write of the term is fenced by it
-/// ([`EtcdStore::fenced_by`]`(term.key, term.create_revision)`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderTerm {
-    /// The election key.
-    pub key: Vec<u8>,
-    /// Its create revision in this term.
-    pub create_revision: i64,
-}
-
-/// An etcd lease kept alive in the background.
-#[derive(Clone)]
-pub struct LeaseSession {
-    /// The lease.
-    pub id: i64,
-    /// Its time to live.
-    pub ttl: Duration,
-    alive: watch::Receiver<bool>,
-    stop: CancellationToken,
-}
-
-impl LeaseSession {
-    /// True while the lease was renewed recently enough that it cannot have expired
-    /// (renewed within `ttl - margin`); false when the holder must stop writing. Turns
-    /// false for good once etcd says the lease expired.
-    pub fn alive(&self) -> watch::Receiver<bool> {
-        self.alive.clone()
+    fn fenced(&self, term: &LeaderTerm) -> Arc<dyn ClusterProtocol> {
+        Arc::new(self.fenced_by(term.key.clone(), term.create_revision))
     }
 
-    /// Whether the lease is alive now.
-    pub fn is_alive(&self) -> bool {
-        *self.alive.borrow()
+    async fn recopy_chunks(&self, job: &JobId, chunks: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        EtcdStore::recopy_chunks(self, job, |record| chunks.contains(&record.id)).await
     }
 
-    /// Stops keeping the lease alive (it then expires after its TTL unless revoked).
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-}
-
-/// A mirror of every key under a prefix, kept current by a watch that reconnects (with
-/// a fresh read) whenever it breaks.
-pub type Mirror<T> = watch::Receiver<Arc<BTreeMap<Vec<u8>, T>>>;
-
-impl EtcdStore {
-    // ------------------------------------------------------------ leases
-
-    /// Grants a lease of `ttl` and keeps it alive until `cancel` (or
-    /// [`LeaseSession::stop`]). Renewals run every `ttl / 3`; when none succeeded for
-    /// `ttl * 2 / 3` the session reports not alive (self-fencing margin: a third of the
-    /// TTL), and alive again if a renewal later succeeds before the lease expired.
-    pub async fn start_lease(
-        &self,
-        ttl: Duration,
-        cancel: &CancellationToken,
-    ) -> Result<LeaseSession> {
+    async fn start_lease(&self, ttl: Duration, cancel: &CancellationToken) -> Result<LeaseSession> {
         let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let operation = format!("grant a {ttl_secs} s lease");
         let mut lease = self.client.lease_client();
@@ -250,45 +65,16 @@ impl EtcdStore {
         tokio::spawn(async move {
             keep_lease_alive(store, id, ttl, alive_tx, task_stop).await;
         });
-        Ok(LeaseSession {
-            id,
-            ttl,
-            alive,
-            stop,
-        })
+        Ok(LeaseSession::new(id, ttl, alive, stop))
     }
 
-    /// [`EtcdStore::start_lease`], retrying while etcd is unavailable; `None` when
-    /// `cancel` fired first.
-    pub async fn start_lease_retrying(
-        &self,
-        ttl: Duration,
-        cancel: &CancellationToken,
-    ) -> Option<LeaseSession> {
-        let mut backoff = Backoff::new(Duration::from_millis(200));
-        loop {
-            match self.start_lease(ttl, cancel).await {
-                Ok(lease) => return Some(lease),
-                Err(error) => tracing::warn!(%error, "cannot get a lease from etcd; retrying"),
-            }
-            if !backoff.wait(cancel).await {
-                return None;
-            }
-        }
-    }
-
-    /// Revokes a lease: every key on it is deleted now.
-    pub async fn revoke_lease(&self, lease: i64) -> Result<()> {
+    async fn revoke_lease(&self, lease: i64) -> Result<()> {
         let mut client = self.client.lease_client();
         self.call("revoke a lease", client.revoke(lease)).await?;
         Ok(())
     }
 
-    // ------------------------------------------------------------ workers
-
-    /// Puts the worker's record on its lease (registering, or re-registering with
-    /// `draining`).
-    pub async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {
+    async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {
         let operation = format!("register worker {}", worker.id);
         let value = pb::WorkerRecordValue {
             id: worker.id.0.clone(),
@@ -310,22 +96,18 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Mirrors the live workers.
-    pub fn watch_workers(&self, cancel: &CancellationToken) -> Mirror<WorkerInfo> {
+    fn watch_workers(&self, cancel: &CancellationToken) -> Mirror<WorkerInfo> {
         self.mirror(self.keys.workers_root(), decode_worker, cancel)
     }
 
-    /// Lists the live workers now.
-    pub async fn live_workers(&self) -> Result<Vec<WorkerInfo>> {
+    async fn live_workers(&self) -> Result<Vec<WorkerInfo>> {
         let entries = self
             .list("list workers", &self.keys.workers_root(), 0)
             .await?;
         Ok(entries.iter().filter_map(decode_worker).collect())
     }
 
-    /// Asks a worker to drain (it takes nothing new, finishes or releases its chunks,
-    /// and exits). Fenced when the store is.
-    pub async fn request_drain(&self, worker: &WorkerId) -> Result<()> {
+    async fn request_drain(&self, worker: &WorkerId) -> Result<()> {
         let operation = format!("ask worker {worker} to drain");
         let value = pb::DrainValue {
             requested_at_unix_ms: now_unix_ms(),
@@ -338,17 +120,11 @@ impl EtcdStore {
         }
     }
 
-    /// Mirrors the worker's drain requests (empty while none is pending).
-    pub fn watch_drain_requests(
-        &self,
-        worker: &WorkerId,
-        cancel: &CancellationToken,
-    ) -> Mirror<()> {
+    fn watch_drain_requests(&self, worker: &WorkerId, cancel: &CancellationToken) -> Mirror<()> {
         self.mirror(self.keys.drain_root(worker), |_| Some(()), cancel)
     }
 
-    /// Whether an operator asked the worker to drain; the request is consumed.
-    pub async fn take_drain_request(&self, worker: &WorkerId) -> Result<bool> {
+    async fn take_drain_request(&self, worker: &WorkerId) -> Result<bool> {
         let operation = format!("read the drain request of worker {worker}");
         let mut kv = self.client.kv_client();
         let deleted = self
@@ -357,12 +133,7 @@ impl EtcdStore {
         Ok(deleted.deleted() > 0)
     }
 
-    // ------------------------------------------------------------ election
-
-    /// Campaigns for leadership until won (or `cancel`): the election key is created on
-    /// `lease` if absent; otherwise waits for it to vanish. Returns `None` when
-    /// cancelled.
-    pub async fn campaign(
+    async fn campaign(
         &self,
         leader: &LeaderInfo,
         lease: &LeaseSession,
@@ -415,14 +186,12 @@ impl EtcdStore {
         }
     }
 
-    /// Whether `term` still holds (the election key has its create revision).
-    pub async fn holds(&self, term: &LeaderTerm) -> Result<bool> {
+    async fn holds(&self, term: &LeaderTerm) -> Result<bool> {
         let (entry, _) = self.get("check leadership", term.key.clone()).await?;
         Ok(entry.is_some_and(|entry| entry.create_revision() == term.create_revision))
     }
 
-    /// Gives up leadership (deletes the election key if it is still this term's).
-    pub async fn resign(&self, term: &LeaderTerm) -> Result<()> {
+    async fn resign(&self, term: &LeaderTerm) -> Result<()> {
         let txn = etcd_client::Txn::new()
             .when(vec![Compare::create_revision(
                 term.key.clone(),
@@ -435,8 +204,7 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// The coordinator that leads now, if any.
-    pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let (entry, _) = self.get("read the leader", self.keys.election()).await?;
         let Some(entry) = entry else {
             return Ok(None);
@@ -448,10 +216,7 @@ impl EtcdStore {
         }))
     }
 
-    // ------------------------------------------------------------ jobs
-
-    /// Stores a submitted job's spec and marks it RUNNING (refused when the job exists).
-    pub async fn submit_job_spec(&self, job: &JobId, spec_yaml: &str) -> Result<()> {
+    async fn submit_job_spec(&self, job: &JobId, spec_yaml: &str) -> Result<()> {
         let operation = format!("submit job {job}");
         let submitted_at_unix_ms = now_unix_ms();
         let spec = pb::JobSpecValue {
@@ -483,8 +248,7 @@ impl EtcdStore {
         }
     }
 
-    /// The job's spec as submitted.
-    pub async fn job_spec(&self, job: &JobId) -> Result<Option<String>> {
+    async fn job_spec(&self, job: &JobId) -> Result<Option<String>> {
         let (entry, _) = self
             .get(
                 &format!("read the spec of job {job}"),
@@ -498,15 +262,13 @@ impl EtcdStore {
         Ok(Some(value.spec_yaml))
     }
 
-    /// A cluster job's state, if it was submitted.
-    pub async fn cluster_job(&self, job: &JobId) -> Result<Option<ClusterJob>> {
+    async fn cluster_job(&self, job: &JobId) -> Result<Option<ClusterJob>> {
         let operation = format!("read the state of job {job}");
         let (entry, _) = self.get(&operation, self.keys.job_state(job)).await?;
         entry.map(|entry| decode_job_state(&entry)).transpose()
     }
 
-    /// Sets a cluster job's state.
-    pub async fn set_job_phase(&self, job: &JobId, phase: JobPhase, reason: &str) -> Result<()> {
+    async fn set_job_phase(&self, job: &JobId, phase: JobPhase, reason: &str) -> Result<()> {
         let operation = format!("mark job {job} {}", phase.as_str());
         let current = self
             .cluster_job(job)
@@ -526,21 +288,14 @@ impl EtcdStore {
         }
     }
 
-    /// Every cluster job, by name.
-    pub async fn list_cluster_jobs(&self) -> Result<Vec<ClusterJob>> {
+    async fn list_cluster_jobs(&self) -> Result<Vec<ClusterJob>> {
         let entries = self
             .list("list jobs", &self.keys.job_states_root(), 0)
             .await?;
         entries.iter().map(decode_job_state).collect()
     }
 
-    // ------------------------------------------------------------ assignments
-
-    /// Makes sure `worker` holds the assignment of this attempt (leader; fenced): writes
-    /// it, or adopts it when it stands already (a new leader taking over chunks in
-    /// flight). An assignment of another attempt left behind is replaced. One txn in the
-    /// common case.
-    pub async fn put_assignment(
+    async fn put_assignment(
         &self,
         worker: &WorkerId,
         job: &JobId,
@@ -588,9 +343,7 @@ impl EtcdStore {
         Err(self.contention(&operation))
     }
 
-    /// Withdraws an assignment and clears what its attempt left (result, progress,
-    /// claim). A late result of the attempt is refused from now on. Fenced.
-    pub async fn withdraw_assignment(
+    async fn withdraw_assignment(
         &self,
         worker: &WorkerId,
         job: &JobId,
@@ -609,6 +362,126 @@ impl EtcdStore {
         }
     }
 
+    fn watch_assignments(
+        &self,
+        worker: &WorkerId,
+        cancel: &CancellationToken,
+    ) -> Mirror<Assignment> {
+        let owner = worker.clone();
+        self.mirror(
+            self.keys.assignments_root(worker),
+            move |entry| decode_assignment(&owner, entry),
+            cancel,
+        )
+    }
+
+    async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool> {
+        let operation = format!("claim chunk {} of job {}", assignment.chunk, assignment.job);
+        let claim = TxnOp::put(
+            self.keys.claim(&assignment.job, assignment.chunk),
+            assignment.worker.0.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        self.while_assigned(&operation, assignment, claim).await
+    }
+
+    async fn put_progress(&self, progress: &ChunkProgress, lease: i64) -> Result<()> {
+        let operation = format!("report progress of chunk {}", progress.chunk);
+        let value = pb::ProgressValue {
+            attempt: progress.attempt.0,
+            worker: progress.worker.0.clone(),
+            rows: progress.rows,
+            verifying: progress.verifying,
+            job: progress.job.0.clone(),
+            chunk: progress.chunk.0,
+        }
+        .encode_to_vec();
+        let mut kv = self.client.kv_client();
+        self.call(
+            &operation,
+            kv.put(
+                self.keys.progress(&progress.job, progress.chunk),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_pace(&self, pace: &JobPace) -> Result<()> {
+        let operation = format!("publish the pace of job {}", pace.job);
+        let value = pb::PaceValue {
+            job: pace.job.0.clone(),
+            paused: pace.paused,
+            rows_per_sec: pace.rows_per_sec,
+            bytes_per_sec: pace.bytes_per_sec,
+            pause_timeout_ms: u64::try_from(pace.pause_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+        .encode_to_vec();
+        let put = TxnOp::put(self.keys.pace(&pace.job), value, None);
+        match self.commit(&operation, Vec::new(), vec![put]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    async fn compact_history(&self, keep: u64) -> Result<Option<i64>> {
+        let operation = "compact the etcd history";
+        let (_, newest) = self.get(operation, self.keys.root()).await?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let Some(to) = newest.checked_sub(keep).filter(|to| *to > 0) else {
+            return Ok(None);
+        };
+        let mut kv = self.client.kv_client();
+        match self.call(operation, kv.compact(to, None)).await {
+            Ok(_) => Ok(Some(to)),
+            // Someone compacted further already (etcd's own auto-compaction).
+            Err(CoordinationError::Etcd {
+                source: crate::etcd::EtcdFailure::Client(etcd_client::Error::GRpcStatus(status)),
+                ..
+            }) if status.message().contains("compacted") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn delete_pace(&self, job: &JobId) -> Result<()> {
+        let operation = format!("remove the pace of job {job}");
+        let delete = TxnOp::delete(self.keys.pace(job), None);
+        match self.commit(&operation, Vec::new(), vec![delete]).await? {
+            TxnOutcome::Applied => Ok(()),
+            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
+        }
+    }
+
+    fn watch_pace(&self, cancel: &CancellationToken) -> Mirror<JobPace> {
+        self.mirror(self.keys.pace_root(), decode_pace, cancel)
+    }
+
+    fn watch_progress(&self, cancel: &CancellationToken) -> Mirror<ChunkProgress> {
+        self.mirror(self.keys.progress_root(), decode_progress, cancel)
+    }
+
+    async fn put_result(&self, assignment: &Assignment, result: &ChunkResult) -> Result<bool> {
+        let operation = format!(
+            "report the result of attempt {} of chunk {} of job {}",
+            assignment.attempt, assignment.chunk, assignment.job
+        );
+        let put = TxnOp::put(
+            self.keys
+                .result(&assignment.job, assignment.chunk, assignment.attempt.0),
+            result_value(assignment, result).encode_to_vec(),
+            None,
+        );
+        self.while_assigned(&operation, assignment, put).await
+    }
+
+    fn watch_results(&self, cancel: &CancellationToken) -> Mirror<AttemptResult> {
+        self.mirror(self.keys.results_root(), decode_result, cancel)
+    }
+}
+
+impl EtcdStore {
     /// The deletes that withdraw an attempt: its assignment, result, progress and claim.
     pub(super) fn attempt_cleanup(
         &self,
@@ -623,32 +496,6 @@ impl EtcdStore {
             Write::Delete(self.keys.progress(job, chunk)),
             Write::Delete(self.keys.claim(job, chunk)),
         ]
-    }
-
-    /// Mirrors a worker's assignments.
-    pub fn watch_assignments(
-        &self,
-        worker: &WorkerId,
-        cancel: &CancellationToken,
-    ) -> Mirror<Assignment> {
-        let owner = worker.clone();
-        self.mirror(
-            self.keys.assignments_root(worker),
-            move |entry| decode_assignment(&owner, entry),
-            cancel,
-        )
-    }
-
-    /// Claims an assignment for the worker (on its lease). False when the assignment
-    /// was withdrawn meanwhile.
-    pub async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool> {
-        let operation = format!("claim chunk {} of job {}", assignment.chunk, assignment.job);
-        let claim = TxnOp::put(
-            self.keys.claim(&assignment.job, assignment.chunk),
-            assignment.worker.0.clone(),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        self.while_assigned(&operation, assignment, claim).await
     }
 
     /// Applies `operation` only while `assignment` stands with the create revision the
@@ -673,117 +520,6 @@ impl EtcdStore {
         let response = self.call(operation, kv.txn(txn)).await?;
         Ok(response.succeeded())
     }
-
-    /// Writes a running attempt's progress (on the worker's lease).
-    pub async fn put_progress(&self, progress: &ChunkProgress, lease: i64) -> Result<()> {
-        let operation = format!("report progress of chunk {}", progress.chunk);
-        let value = pb::ProgressValue {
-            attempt: progress.attempt.0,
-            worker: progress.worker.0.clone(),
-            rows: progress.rows,
-            verifying: progress.verifying,
-            job: progress.job.0.clone(),
-            chunk: progress.chunk.0,
-        }
-        .encode_to_vec();
-        let mut kv = self.client.kv_client();
-        self.call(
-            &operation,
-            kv.put(
-                self.keys.progress(&progress.job, progress.chunk),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Publishes a job's pace (leader; fenced).
-    pub async fn put_pace(&self, pace: &JobPace) -> Result<()> {
-        let operation = format!("publish the pace of job {}", pace.job);
-        let value = pb::PaceValue {
-            job: pace.job.0.clone(),
-            paused: pace.paused,
-            rows_per_sec: pace.rows_per_sec,
-            bytes_per_sec: pace.bytes_per_sec,
-            pause_timeout_ms: u64::try_from(pace.pause_timeout.as_millis()).unwrap_or(u64::MAX),
-        }
-        .encode_to_vec();
-        let put = TxnOp::put(self.keys.pace(&pace.job), value, None);
-        match self.commit(&operation, Vec::new(), vec![put]).await? {
-            TxnOutcome::Applied => Ok(()),
-            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
-        }
-    }
-
-    /// Compacts etcd's history up to `keep` revisions behind the newest one; returns the
-    /// revision compacted to (`None`: nothing old enough). etcd keeps every revision of
-    /// every key until compacted, and a job writes about ten per chunk: without this, a
-    /// big job's history fills the database and slows every request down. Watches that
-    /// are current are not affected; a mirror that fell further behind reads again.
-    pub async fn compact_history(&self, keep: u64) -> Result<Option<i64>> {
-        let operation = "compact the etcd history";
-        let (_, newest) = self.get(operation, self.keys.root()).await?;
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let Some(to) = newest.checked_sub(keep).filter(|to| *to > 0) else {
-            return Ok(None);
-        };
-        let mut kv = self.client.kv_client();
-        match self.call(operation, kv.compact(to, None)).await {
-            Ok(_) => Ok(Some(to)),
-            // Someone compacted further already (etcd's own auto-compaction).
-            Err(CoordinationError::Etcd {
-                source: super::etcd::EtcdFailure::Client(etcd_client::Error::GRpcStatus(status)),
-                ..
-            }) if status.message().contains("compacted") => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Removes a job's pace once the job has ended (leader; fenced).
-    pub async fn delete_pace(&self, job: &JobId) -> Result<()> {
-        let operation = format!("remove the pace of job {job}");
-        let delete = TxnOp::delete(self.keys.pace(job), None);
-        match self.commit(&operation, Vec::new(), vec![delete]).await? {
-            TxnOutcome::Applied => Ok(()),
-            TxnOutcome::CompareFailed => Err(self.contention(&operation)),
-        }
-    }
-
-    /// Mirrors the pace of every job.
-    pub fn watch_pace(&self, cancel: &CancellationToken) -> Mirror<JobPace> {
-        self.mirror(self.keys.pace_root(), decode_pace, cancel)
-    }
-
-    /// Mirrors the progress of every running attempt.
-    pub fn watch_progress(&self, cancel: &CancellationToken) -> Mirror<ChunkProgress> {
-        self.mirror(self.keys.progress_root(), decode_progress, cancel)
-    }
-
-    /// Writes a worker's result, only while its assignment stands. False when the
-    /// assignment was withdrawn (the result is then dropped: a newer attempt owns the
-    /// chunk).
-    pub async fn put_result(&self, assignment: &Assignment, result: &ChunkResult) -> Result<bool> {
-        let operation = format!(
-            "report the result of attempt {} of chunk {} of job {}",
-            assignment.attempt, assignment.chunk, assignment.job
-        );
-        let put = TxnOp::put(
-            self.keys
-                .result(&assignment.job, assignment.chunk, assignment.attempt.0),
-            result_value(assignment, result).encode_to_vec(),
-            None,
-        );
-        self.while_assigned(&operation, assignment, put).await
-    }
-
-    /// Mirrors the results not yet consumed by the leader.
-    pub fn watch_results(&self, cancel: &CancellationToken) -> Mirror<AttemptResult> {
-        self.mirror(self.keys.results_root(), decode_result, cancel)
-    }
-
-    // ------------------------------------------------------------ mirrors
 
     /// Mirrors every key under `prefix` decoded by `decode` (undecodable values are
     /// logged and left out).

@@ -19,11 +19,11 @@ use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdStore,
     JobRecord, PolicyChange, TableRecord,
 };
-use crate::checksum::RangeChecksum;
-use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
-use crate::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
-use crate::proto::v1 as pb;
-use crate::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+use ferry_model::checksum::RangeChecksum;
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_model::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
+use ferry_proto::v1 as pb;
 
 /// Returns a string unique to this call (process, time, counter and a random seed): for
 /// job names and test prefixes such as `/ferry-test/{unique_suffix()}/v1`.

@@ -1,0 +1,16 @@
+//! ferry's model: identifiers, the job spec, table schemas and key ranges, the canonical
+//! checksum, the throttle policy and the scheduler/runner seam. No IO, no etcd, no gRPC:
+//! this is what connectors depend on.
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod checksum;
+pub mod decimal;
+pub mod execution;
+pub mod glob;
+pub mod ids;
+pub mod key;
+pub mod schema;
+pub mod spec;
+pub mod temporal;
+pub mod throttle;
