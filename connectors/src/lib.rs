@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod error;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod opener;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;
@@ -24,6 +25,7 @@ pub mod sqlite;
 pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind};
+pub use opener::{JobOpener, OpenJobError, OpenedJob, PreparedOpener, SpecOpener};
 pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{
     BatchStream, ChunkWrite, Fence, NativeChecksum, NativeRead, NativeStream, PrepareOptions,

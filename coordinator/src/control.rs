@@ -11,9 +11,21 @@ pub enum ControlError {
     /// No such job here.
     #[error("job {0:?} is not known to this ferry")]
     UnknownJob(String),
-    /// The change is invalid; the old policy stays.
+    /// No such live worker.
+    #[error("worker {0:?} is not live in this ferry; `ferryctl workers` lists the live ones")]
+    UnknownWorker(String),
+    /// A submitted spec is invalid (every problem listed), or its job cannot be planned.
+    #[error("invalid spec: {}", .0.join("; "))]
+    InvalidSpec(Vec<String>),
+    /// A throttle change is invalid; the old policy stays.
     #[error("invalid throttle change: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+    InvalidThrottle(Vec<String>),
+    /// A request's argument is invalid (a chunk state, a table, a selector).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// A ListChunks page token this ferry did not issue.
+    #[error("page_token {0:?} was not issued by ListChunks; start again with an empty page_token")]
+    BadPageToken(String),
     /// Storing or applying failed.
     #[error("{0}")]
     Internal(String),

@@ -462,7 +462,7 @@ impl JobPacer {
         policy: ThrottlePolicy,
         summary: String,
     ) -> Result<EffectiveView, ControlError> {
-        policy.validate().map_err(ControlError::Invalid)?;
+        policy.validate().map_err(ControlError::InvalidThrottle)?;
         let change = PolicyChange {
             at_unix_ms: unix_ms(),
             origin: "operator".to_string(),
@@ -678,7 +678,7 @@ impl JobControl for JobPacer {
         }
         if update.load_max.is_some() || update.load_critical.is_some() {
             let Some(load) = policy.load.as_mut() else {
-                return Err(ControlError::Invalid(vec![
+                return Err(ControlError::InvalidThrottle(vec![
                     "throttle.load: the job has no load probe; add throttle.load to the spec to use --load-max/--load-critical".to_string(),
                 ]));
             };
@@ -696,7 +696,7 @@ impl JobControl for JobPacer {
         }
         if let Some(yaml) = update.schedule_yaml {
             let windows = parse_throttle_schedule(&yaml).map_err(|errors| {
-                ControlError::Invalid(errors.0.iter().map(ToString::to_string).collect())
+                ControlError::InvalidThrottle(errors.0.iter().map(ToString::to_string).collect())
             })?;
             let describe = |windows: &[ferry_model::throttle::ScheduleWindow]| {
                 windows
@@ -713,7 +713,9 @@ impl JobControl for JobPacer {
             policy.schedule = windows;
         }
         if changes.is_empty() {
-            return Err(ControlError::Invalid(vec!["nothing to change".to_string()]));
+            return Err(ControlError::InvalidThrottle(vec![
+                "nothing to change".to_string(),
+            ]));
         }
         let view = self
             .replace_policy(policy.clone(), changes.join("; "))

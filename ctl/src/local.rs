@@ -1,22 +1,33 @@
-//! `ferryctl local`: loads or plans the job on the local state file and runs it with an
-//! in-process worker pool.
+//! `ferryctl local`: an in-process cluster. One coordinator runtime and N worker agents
+//! run in this process on the in-process coordination store ([`InProcessCluster`] over
+//! the state file), exactly the code a cluster runs; only the backend differs. The job
+//! is prepared with the shared lifecycle ([`ferry_coordinator::job`]), submitted to the
+//! store, run by the runtime's leader over the agents, and followed through
+//! [`ClusterRuntime::observe`] for the progress display and the report. The whole
+//! Control API answers on `--control-addr`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use ferry_connectors::{ConnectorError, Sink, Source, open_sink, open_source, parse_spec};
-use ferry_coordination::{ChunkState, Coordination, CoordinationError, JobRecord, LocalStore};
-use ferry_coordinator::pacer::{JobPacer, PacerError};
-use ferry_coordinator::plan::{PlanError, plan_job};
-use ferry_coordinator::scheduler::{
-    JobEvent, Pacing, RunOutcome, SchedulerError, SchedulerOptions, run_job,
+use ferry_connectors::{
+    ConnectorError, OpenedJob, PreparedOpener, Sink, Source, SpecOpener, open_sink, open_source,
+    parse_spec,
 };
-use ferry_model::execution::ChunkExecutor;
-use ferry_model::ids::JobId;
+use ferry_coordination::cluster::JobPhase;
+use ferry_coordination::{ClusterProtocol, CoordinationError, InProcessCluster};
+use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime, JobObserver};
+pub use ferry_coordinator::job::PreparedJob;
+use ferry_coordinator::job::{JobError, Resume, prepare_job};
+use ferry_coordinator::plan::PlanError;
+use ferry_coordinator::scheduler::{JobEvent, RunOutcome};
+use ferry_coordinator::service::control::ControlService;
+use ferry_model::ids::{JobId, WorkerId};
 use ferry_model::spec::{JobSpec, SpecErrors};
-use ferry_worker::runner::ChunkRunner;
-use tokio::sync::mpsc::UnboundedSender;
+use ferry_worker::agent::{AgentOptions, JobContexts, WorkerState, run_agent_with};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit_code;
@@ -62,9 +73,6 @@ pub enum LocalError {
     /// The state file failed.
     #[error(transparent)]
     Store(#[from] CoordinationError),
-    /// The throttle could not start.
-    #[error(transparent)]
-    Pacer(#[from] PacerError),
     /// The Control API could not listen.
     #[error("cannot serve the Control API on {addr}: {source}")]
     Serve {
@@ -74,9 +82,14 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
-    /// The scheduler stopped on a store failure.
-    #[error(transparent)]
-    Scheduler(#[from] SchedulerError),
+    /// The run could not go on (the job's connectors or its store failed).
+    #[error("job {job} stopped: {message}")]
+    Run {
+        /// The job.
+        job: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl LocalError {
@@ -125,73 +138,43 @@ pub fn default_state_path(spec_path: &Path, spec: &JobSpec) -> PathBuf {
     dir.join(format!("{}.ferry-state.db", spec.name))
 }
 
-/// A job ready to run: loaded from the store (resume) or planned and stored.
-pub struct PreparedJob {
-    /// The stored job.
-    pub job: JobRecord,
-    /// Whether it was found in the store (a resume).
-    pub resumed: bool,
-    /// Rows already verified before this run.
-    pub rows_verified_before: u64,
-    /// Chunks already verified before this run.
-    pub chunks_verified_before: usize,
-}
-
-/// Loads the job from the store, or plans it (preparing target tables) and stores it.
-pub async fn prepare_job(
-    spec: &JobSpec,
-    source: &dyn Source,
-    sink: &dyn Sink,
-    store: &dyn Coordination,
-    state_label: &str,
-) -> Result<PreparedJob, LocalError> {
-    let job_id = JobId(spec.name.clone());
-    if let Some((job, chunks)) = store.load_job(&job_id).await? {
-        if job.fingerprint != spec.fingerprint() {
-            return Err(LocalError::SpecChanged {
-                state: state_label.to_string(),
-                job: spec.name.clone(),
-            });
-        }
-        // Running the job again is an operator's decision to retry what failed.
-        let reset = store.reset_failed(&job.id).await?;
-        if !reset.is_empty() {
-            tracing::warn!(job = %job.id, chunks = ?reset, "retrying chunks that FAILED in an earlier run");
-        }
-        let verified: Vec<_> = chunks
-            .iter()
-            .filter(|chunk| chunk.state == ChunkState::Verified)
-            .collect();
-        return Ok(PreparedJob {
-            rows_verified_before: verified.iter().map(|chunk| chunk.rows).sum(),
-            chunks_verified_before: verified.len(),
-            job,
-            resumed: true,
-        });
-    }
-    let plan = plan_job(spec, source, sink).await?;
-    let job = JobRecord::new(spec, plan.tables);
-    store.create_job(&job, &plan.chunks).await?;
-    Ok(PreparedJob {
-        job,
-        resumed: false,
-        rows_verified_before: 0,
-        chunks_verified_before: 0,
-    })
-}
-
 /// Everything a local run needs, opened.
 pub struct LocalJob {
     /// The validated spec.
     pub spec: JobSpec,
+    /// The spec's text, stored with the job (informational: this process runs the job
+    /// with the spec and connectors opened here).
+    pub spec_text: String,
     /// The source.
     pub source: Arc<dyn Source>,
     /// The target.
     pub sink: Arc<dyn Sink>,
-    /// The state store.
-    pub store: Arc<dyn Coordination>,
+    /// The coordination store: the state file, and the cluster protocol in memory.
+    pub store: InProcessCluster,
     /// A label for the state file in messages.
     pub state_label: String,
+}
+
+/// How a local run is set up beyond its spec.
+#[derive(Clone, Debug)]
+pub struct LocalRunOptions {
+    /// Worker agents (one chunk each at a time).
+    pub workers: usize,
+    /// Where the Control API listens (`None`: not served).
+    pub control_addr: Option<String>,
+    /// How often each agent reports a running chunk's progress.
+    pub progress_interval: Duration,
+}
+
+impl LocalRunOptions {
+    /// `workers` agents, no Control API, progress five times a second.
+    pub fn workers(workers: usize) -> Self {
+        Self {
+            workers,
+            control_addr: None,
+            progress_interval: Duration::from_millis(200),
+        }
+    }
 }
 
 impl LocalJob {
@@ -199,8 +182,9 @@ impl LocalJob {
     pub async fn open(spec: JobSpec, state_path: &Path) -> Result<Self, LocalError> {
         let source = open_source(&spec.source).await?;
         let sink = open_sink(&spec.target).await?;
-        let store = Arc::new(LocalStore::open(state_path)?);
+        let store = InProcessCluster::open(state_path)?;
         Ok(Self {
+            spec_text: format!("# job {} run by ferryctl local\n", spec.name),
             spec,
             source,
             sink,
@@ -209,94 +193,289 @@ impl LocalJob {
         })
     }
 
-    /// Loads the job from the state file, or plans it and prepares the target tables.
+    /// Loads the job from the state file (retrying its FAILED chunks), or plans it and
+    /// prepares the target tables.
     pub async fn prepare(&self) -> Result<PreparedJob, LocalError> {
         prepare_job(
             &self.spec,
             self.source.as_ref(),
             self.sink.as_ref(),
-            self.store.as_ref(),
-            &self.state_label,
+            &self.store,
+            Resume::RetryFailed,
         )
         .await
+        .map_err(|error| match error {
+            JobError::SpecChanged { job } => LocalError::SpecChanged {
+                state: self.state_label.clone(),
+                job,
+            },
+            JobError::Plan(error) => LocalError::Plan(error),
+            JobError::Store(error) => LocalError::Store(error),
+        })
     }
 
-    /// Starts the job's pacer: its throttle policy (stored, or the spec's), load probes,
-    /// the gate and admission the run obeys, and the operator controls.
-    pub async fn start_pacer(
+    /// Starts the in-process cluster on a prepared job: submits it (or marks it
+    /// RUNNING again), starts the coordinator runtime, serves the Control API when
+    /// asked, and starts the worker agents. `cancel` stops the run: the agents stop
+    /// first (running chunks roll back), then the coordinator.
+    pub async fn start(
         &self,
         prepared: &PreparedJob,
+        options: &LocalRunOptions,
         cancel: CancellationToken,
-    ) -> Result<Arc<JobPacer>, LocalError> {
-        Ok(JobPacer::start(
-            prepared.job.id.clone(),
-            self.spec.throttle.clone(),
-            self.store.clone(),
-            self.source.clone(),
-            cancel,
-        )
-        .await?)
+    ) -> Result<LocalRun, LocalError> {
+        let job = prepared.job.id.clone();
+        match self.store.cluster_job(&job).await? {
+            None => self.store.submit_job_spec(&job, &self.spec_text).await?,
+            Some(_) => {
+                self.store
+                    .set_job_phase(&job, JobPhase::Running, "")
+                    .await?
+            }
+        }
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let opener = Arc::new(PreparedOpener {
+            job: job.clone(),
+            opened: OpenedJob {
+                spec: self.spec.clone(),
+                source: self.source.clone(),
+                sink: self.sink.clone(),
+            },
+            fallback: Arc::new(SpecOpener {
+                env: env.clone(),
+                base_dir: base_dir.clone(),
+            }),
+        });
+        let store: ferry_coordination::ClusterRef = Arc::new(self.store.clone());
+        let listener = match &options.control_addr {
+            Some(addr) => Some(bind_control(addr).await?),
+            None => None,
+        };
+        let control_addr = listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
+        let runtime = ClusterRuntime::with_opener(
+            store.clone(),
+            ClusterOptions {
+                id: "local".into(),
+                address: control_addr.map_or_else(|| "in-process".into(), |addr| addr.to_string()),
+                lease_ttl: LOCAL_TTL,
+                worker_ttl: LOCAL_TTL,
+                grace: LOCAL_GRACE,
+                compact_interval: Duration::ZERO,
+                keep_revisions: 0,
+                env: env.clone(),
+                base_dir: base_dir.clone(),
+            },
+            opener.clone(),
+        );
+        let observer = runtime.observe(&job);
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        {
+            let runtime = runtime.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { runtime.run(shutdown).await });
+        }
+        let server_stop = CancellationToken::new();
+        let mut server = None;
+        if let Some(listener) = listener {
+            let service = ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>)
+                .into_server();
+            let server_stop = server_stop.clone();
+            server = Some(tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(error) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(%error, "control API stopped");
+                }
+            }));
+        }
+        let drain = CancellationToken::new();
+        // A child of `cancel`: Ctrl-C reaches every running attempt at once, so none
+        // reports after the stop (an attempt that committed stays in flight and is
+        // re-copied by the next run).
+        let kill = cancel.child_token();
+        let contexts = JobContexts::default();
+        let mut agents = JoinSet::new();
+        for index in 1..=options.workers.max(1) {
+            let agent = AgentOptions {
+                id: WorkerId(format!("local-{index}")),
+                slots: 1,
+                ttl: LOCAL_TTL,
+                drain_timeout: Duration::from_secs(30),
+                env: env.clone(),
+                base_dir: base_dir.clone(),
+                host: ferry_server::process::host_name(),
+                progress_interval: options.progress_interval,
+            };
+            let (state, _) = tokio::sync::watch::channel(WorkerState::Registering);
+            agents.spawn(run_agent_with(
+                store.clone(),
+                agent,
+                opener.clone(),
+                contexts.clone(),
+                // Its own: `ferryctl drain local-2` drains that agent only.
+                drain.child_token(),
+                kill.clone(),
+                state,
+            ));
+        }
+        // Ctrl-C: the agents stop at once (running chunks roll back and stay in flight
+        // for the next run), then the coordinator ends its term; the observer then gets
+        // the interrupted run.
+        let agents_done = CancellationToken::new();
+        {
+            let agents_done = agents_done.clone();
+            tokio::spawn(async move {
+                while agents.join_next().await.is_some() {}
+                agents_done.cancel();
+            });
+        }
+        let finished = CancellationToken::new();
+        {
+            let (kill, shutdown) = (kill.clone(), shutdown.clone());
+            let (agents_done, finished) = (agents_done.clone(), finished.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = finished.cancelled() => return,
+                }
+                kill.cancel();
+                agents_done.cancelled().await;
+                shutdown.cancel();
+            });
+        }
+        Ok(LocalRun {
+            runtime,
+            control_addr,
+            job,
+            observer,
+            requeued_at_open: self.store.requeued_at_open(&prepared.job.id),
+            shutdown,
+            drain,
+            kill,
+            agents_done,
+            finished,
+            server_stop,
+            server,
+            tasks,
+        })
     }
 
-    /// Runs a prepared job with `workers` in-process workers, using `executor` to run
-    /// chunks (a [`ChunkRunner`] over this job's source and sink when `None`), paced by
-    /// `pacer` (the spec's default concurrency, unthrottled, when `None`).
+    /// Runs a prepared job to its end (or until `cancel`) with `options.workers` agents,
+    /// sending the scheduler's events to `events`.
     pub async fn run(
         &self,
         prepared: &PreparedJob,
-        workers: usize,
-        executor: Option<Arc<dyn ChunkExecutor>>,
-        pacer: Option<Arc<JobPacer>>,
+        options: &LocalRunOptions,
         events: UnboundedSender<JobEvent>,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, LocalError> {
-        let executor = executor
-            .unwrap_or_else(|| Arc::new(ChunkRunner::new(self.source.clone(), self.sink.clone())));
-        let options = SchedulerOptions::for_spec(&self.spec, workers);
-        let pacing = match &pacer {
-            Some(pacer) => pacer.pacing(),
-            None => Pacing::fixed(self.spec.throttle.default_concurrency),
-        };
-        Ok(run_job(
-            self.store.clone(),
-            &prepared.job,
-            executor,
-            &options,
-            pacing,
-            events,
-            cancel,
-        )
-        .await?)
+        let mut run = self.start(prepared, options, cancel).await?;
+        let mut receiver = run.take_events();
+        let forward = tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                let _ = events.send(event);
+            }
+        });
+        let outcome = run.finish().await;
+        forward.abort();
+        outcome
     }
 }
 
-/// Serves the Control API for `pacer` on `addr` (port 0 picks a free port) until `cancel`;
-/// returns the address it listens on.
-pub async fn serve_control(
-    addr: &str,
-    pacer: Arc<JobPacer>,
-    cancel: CancellationToken,
-) -> Result<std::net::SocketAddr, LocalError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Leases in one process are renewed by the process itself: the TTL only matters for
+/// a lease whose keep-alive stopped.
+const LOCAL_TTL: Duration = Duration::from_secs(10);
+
+/// How long the leader waits before re-copying the chunk of an agent that stopped.
+const LOCAL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the agents get to drain after the job ended before they are stopped.
+const AGENT_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A local run in progress.
+pub struct LocalRun {
+    /// The coordinator runtime: what the Control API serves (operator controls, status).
+    pub runtime: Arc<ClusterRuntime>,
+    /// Where the Control API listens, when served.
+    pub control_addr: Option<std::net::SocketAddr>,
+    job: JobId,
+    observer: JobObserver,
+    requeued_at_open: Vec<ferry_model::ids::ChunkId>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+    kill: CancellationToken,
+    /// Fired once every agent has returned.
+    agents_done: CancellationToken,
+    /// Fired when the run is over (ends the Ctrl-C watcher).
+    finished: CancellationToken,
+    server_stop: CancellationToken,
+    /// The Control API, when served.
+    server: Option<tokio::task::JoinHandle<()>>,
+    tasks: JoinSet<()>,
+}
+
+impl LocalRun {
+    /// The job's scheduler events (once; later calls get a closed channel).
+    pub fn take_events(&mut self) -> UnboundedReceiver<JobEvent> {
+        let (_, closed) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::replace(&mut self.observer.events, closed)
+    }
+
+    /// Waits for the job's end (or the interrupted run after `cancel`), then stops the
+    /// agents, the coordinator and the Control API.
+    pub async fn finish(mut self) -> Result<RunOutcome, LocalError> {
+        let outcome = (&mut self.observer.outcome).await;
+        self.finished.cancel();
+        // The agents first (nothing runs by now; a drain that hangs is cut short), then
+        // the coordinator's term, then the Control API.
+        self.drain.cancel();
+        if tokio::time::timeout(AGENT_STOP_DEADLINE, self.agents_done.cancelled())
+            .await
+            .is_err()
+        {
+            self.kill.cancel();
+            self.agents_done.cancelled().await;
+        }
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        // Open calls (a `ferryctl watch` seeing the job end) are answered first.
+        self.server_stop.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(ferry_server::health::SERVER_STOP_DEADLINE, server).await;
+        }
+        let job = self.job.0.clone();
+        let mut outcome = match outcome {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(message)) => return Err(LocalError::Run { job, message }),
+            Err(_) => {
+                return Err(LocalError::Run {
+                    job,
+                    message: "the coordinator stopped without an outcome".into(),
+                });
+            }
+        };
+        for chunk in self.requeued_at_open {
+            if !outcome.requeued.contains(&chunk) {
+                outcome.requeued.push(chunk);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Binds the Control API's listener on `addr` (port 0 picks a free port).
+async fn bind_control(addr: &str) -> Result<tokio::net::TcpListener, LocalError> {
+    tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| LocalError::Serve {
             addr: addr.to_string(),
             source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| LocalError::Serve {
-        addr: addr.to_string(),
-        source,
-    })?;
-    let service = ferry_coordinator::service::control::ControlService::new(pacer).into_server();
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(error) = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-            .await
-        {
-            tracing::error!(%error, "control API stopped");
-        }
-    });
-    Ok(local_addr)
+        })
 }

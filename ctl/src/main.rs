@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferry_coordination::Coordination;
 use ferry_ctl::cluster::{self, ChunkStateArg, RecopyTarget};
 use ferry_ctl::demo::create_demo;
 use ferry_ctl::exit_code;
-use ferry_ctl::local::{LocalJob, default_state_path, load_spec, serve_control};
+use ferry_ctl::local::{LocalJob, LocalRunOptions, default_state_path, load_spec};
 use ferry_ctl::progress::{ProgressMode, show};
 use ferry_ctl::remote::{OutputFormat, ThrottleArgs, parse_instant, pause_or_resume, status};
 use ferry_ctl::report::JobReport;
@@ -199,7 +200,7 @@ struct LocalArgs {
     json: bool,
     /// Where to serve the Control API (`ferryctl throttle`, `pause`, `resume`, `status`);
     /// port 0 picks a free one. The address is printed at start.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, default_value = DEFAULT_CONTROL_ADDR)]
     control_addr: String,
 }
 
@@ -218,6 +219,9 @@ struct DemoArgs {
     #[arg(long)]
     prepare_only: bool,
 }
+
+/// Where `ferryctl local` serves its Control API unless told otherwise.
+const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:7878";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -405,13 +409,16 @@ async fn local(
         }
     };
     let state_path = state.unwrap_or_else(|| default_state_path(&spec_path, &spec));
-    let job = match LocalJob::open(spec, &state_path).await {
+    let mut job = match LocalJob::open(spec, &state_path).await {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
             return error.exit_code();
         }
     };
+    if let Ok(text) = std::fs::read_to_string(&spec_path) {
+        job.spec_text = text;
+    }
     let prepared = match job.prepare().await {
         Ok(prepared) => prepared,
         Err(error) => {
@@ -455,50 +462,38 @@ async fn local(
         }
     });
 
-    let pacer = match job.start_pacer(&prepared, cancel.child_token()).await {
-        Ok(pacer) => pacer,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
-    };
+    let mut options = LocalRunOptions::workers(workers);
+    options.control_addr = Some(control_addr.to_owned());
     // The default port may be taken (another run): fall back to any free port.
-    let served = match serve_control(control_addr, pacer.clone(), cancel.child_token()).await {
-        Ok(addr) => Ok(addr),
-        Err(_) if control_addr == "127.0.0.1:7878" => {
-            serve_control("127.0.0.1:0", pacer.clone(), cancel.child_token()).await
+    let started = match job.start(&prepared, &options, cancel.clone()).await {
+        Err(_) if control_addr == DEFAULT_CONTROL_ADDR => {
+            options.control_addr = Some("127.0.0.1:0".to_owned());
+            job.start(&prepared, &options, cancel).await
         }
-        Err(error) => Err(error),
+        other => other,
     };
-    match served {
-        Ok(addr) => eprintln!(
-            "control API on http://{addr} (ferryctl throttle|pause|resume|status {} --endpoint http://{addr})",
-            prepared.job.id
-        ),
+    let mut run = match started {
+        Ok(run) => run,
         Err(error) => {
             eprintln!("error: {error}");
             return error.exit_code();
         }
+    };
+    // Operator controls answer once the job runs: announce the endpoint then.
+    run.runtime.wait_running(&prepared.job.id).await;
+    if let Some(addr) = run.control_addr {
+        eprintln!(
+            "control API on http://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain --endpoint http://{addr})"
+        );
     }
 
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressMode::Quiet
     } else {
         ProgressMode::detect()
     };
-    let display = tokio::spawn(show(prepared.job.clone(), chunks, mode, events_rx));
-    let outcome = job
-        .run(
-            &prepared,
-            workers,
-            None,
-            Some(pacer.clone()),
-            events_tx,
-            cancel,
-        )
-        .await;
-    pacer.finish();
+    let display = tokio::spawn(show(prepared.job.clone(), chunks, mode, run.take_events()));
+    let outcome = run.finish().await;
     let _ = display.await;
     let outcome = match outcome {
         Ok(outcome) => outcome,

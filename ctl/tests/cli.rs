@@ -512,55 +512,170 @@ fn submit_of_a_missing_spec_file_exits_2_naming_the_file() {
     assert_eq!(code, 2, "{stderr}");
 }
 
+/// Runs `ferryctl ARGS --endpoint ENDPOINT -o json` and parses its output.
+fn json_of(args: &[&str], endpoint: &str) -> serde_json::Value {
+    let (code, stdout, stderr) =
+        run(ferryctl()
+            .args(args)
+            .args(["-o", "json", "--endpoint", endpoint]));
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
+}
+
+/// Waits (up to 30 s) until `condition` holds for `ferryctl ARGS -o json`; on timeout
+/// the panic shows what the local run printed (`log`).
+fn wait_for_json(
+    args: &[&str],
+    endpoint: &str,
+    log: &std::sync::mpsc::Receiver<String>,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = json_of(args, endpoint);
+        if condition(&value) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let printed: Vec<String> = log.try_iter().collect();
+            panic!(
+                "{args:?} never satisfied: {value}\nferryctl local printed:\n{}",
+                printed.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn local_refuses_cluster_commands_with_exit_2() {
+fn cluster_commands_work_against_a_local_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     create_source(&dir.path().join("source.db"), 50_000);
     // Slow enough to still run while the commands below ask.
     let spec = write_spec(
         dir.path(),
-        &format!("{SPEC}throttle: {{ default_concurrency: 1, rate: {{ rows_per_sec: 2000 }} }}\n"),
+        &format!("{SPEC}throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 4000 }} }}\n"),
     );
-    let (child, endpoint, _lines) = start_local(&spec);
-    let spec_text = spec.to_str().expect("utf-8 path");
-    for (args, rpc) in [
-        (vec!["submit", spec_text], "SubmitJob"),
-        (vec!["submit", spec_text, "--dry-run"], "SubmitJob"),
-        (vec!["jobs"], "ListJobs"),
-        (vec!["watch", "cli"], "WatchJob"),
-        (vec!["chunks", "cli", "--state", "FAILED"], "ListChunks"),
-        (vec!["cancel", "cli"], "CancelJob"),
-        (vec!["recopy", "cli", "--chunk", "1"], "RecopyChunks"),
-        (vec!["workers", "-o", "json"], "ListWorkers"),
-        (vec!["drain", "worker-1"], "DrainWorker"),
-    ] {
-        let (code, stdout, stderr) = run(ferryctl().args(&args).args(["--endpoint", &endpoint]));
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert!(
-            stderr.contains(&format!(
-                "only a ferry coordinator offers {rpc}; `ferryctl local` does not"
-            )),
-            "{args:?}: {stderr}"
+    let (child, endpoint, lines) = start_local(&spec);
+
+    let jobs = json_of(&["jobs"], &endpoint);
+    let job = jobs
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|job| job["job"] == "cli"))
+        .unwrap_or_else(|| panic!("job cli listed: {jobs}"));
+    assert_eq!(job["state"], "RUNNING", "{jobs}");
+
+    let chunks = json_of(&["chunks", "cli"], &endpoint);
+    assert_eq!(
+        chunks.as_array().map(Vec::len),
+        Some(10),
+        "50,000 rows in chunks of 5,000: {chunks}"
+    );
+
+    // Both agents are live workers; drain the second: it takes nothing new and leaves.
+    wait_for_json(&["workers"], &endpoint, &lines, |workers| {
+        workers.as_array().is_some_and(|workers| workers.len() == 2)
+    });
+    let drained = json_of(&["drain", "local-2"], &endpoint);
+    assert_eq!(drained["draining"], true, "{drained}");
+    wait_for_json(&["workers"], &endpoint, &lines, |workers| {
+        workers
+            .as_array()
+            .is_some_and(|workers| workers.len() == 1 && workers[0]["id"] == "local-1")
+    });
+    // An unknown worker is named as such.
+    let (code, _, stderr) = run(ferryctl().args(["drain", "local-9", "--endpoint", &endpoint]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("worker \"local-9\" is not live"),
+        "{stderr}"
+    );
+
+    // Re-copy the first verified chunk: it goes back to PLANNED and is copied again.
+    wait_for_json(
+        &["chunks", "cli", "--state", "VERIFIED"],
+        &endpoint,
+        &lines,
+        |chunks| chunks.as_array().is_some_and(|chunks| !chunks.is_empty()),
+    );
+    let verified = json_of(&["chunks", "cli", "--state", "VERIFIED"], &endpoint);
+    let first = verified[0]["id"].as_u64().expect("chunk id").to_string();
+    let recopied = json_of(&["recopy", "cli", "--chunk", &first], &endpoint);
+    assert_eq!(
+        recopied["chunk_ids"][0].as_u64().map(|id| id.to_string()),
+        Some(first.clone()),
+        "{recopied}"
+    );
+
+    // A second job's plan, without submitting it.
+    let other = dir.path().join("other.yaml");
+    // Paths in a submitted spec are the coordinator's (here: the local run's working
+    // folder), so this one names its files absolutely.
+    let absolute = SPEC
+        .replace("name: cli", "name: other")
+        .replace(
+            "source.db",
+            &dir.path().join("source.db").display().to_string(),
+        )
+        .replace(
+            "target.db",
+            &dir.path().join("other.db").display().to_string(),
         );
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    }
-    // An endpoint list: the unreachable first one is skipped.
-    let (code, stdout, stderr) = run(ferryctl().args([
-        "status",
+    std::fs::write(&other, absolute).expect("write spec");
+    let (code, stdout, stderr) =
+        run(ferryctl()
+            .arg("submit")
+            .arg(&other)
+            .args(["--dry-run", "--endpoint", &endpoint]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("plan of job other (dry run"), "{stdout}");
+
+    // Lift the limit, and follow the job to its end.
+    let (code, _, stderr) = run(ferryctl().args([
+        "throttle",
         "cli",
+        "--rows-per-sec",
+        "0",
         "--endpoint",
-        &format!("http://127.0.0.1:9,{endpoint}"),
+        &endpoint,
     ]));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("job cli: "), "{stdout}");
+    let (code, _, stderr) = run(ferryctl().args(["watch", "cli", "--endpoint", &endpoint]));
+    assert_eq!(code, 0, "watch ends with the job: {stderr}");
 
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
     let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(130));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    let _ = report;
+    assert_eq!(count_rows(&dir.path().join("target.db")), 50_000);
+    let source = dir.path().join("source.db");
+    let target = dir.path().join("target.db");
+    let difference = Command::new("sqlite3")
+        .arg(&source)
+        .arg(format!(
+            "ATTACH '{}' AS t; SELECT count(*) FROM (SELECT * FROM orders EXCEPT SELECT * FROM t.orders);",
+            target.display()
+        ))
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&difference.stdout).trim(), "0");
+    // The re-copied chunk was copied twice: its attempt is 2.
+    let state = dir.path().join("cli.ferry-state.db");
+    let attempt = Command::new("sqlite3")
+        .arg(&state)
+        .arg(format!(
+            "SELECT attempt FROM chunks WHERE job = 'cli' AND chunk = {first}"
+        ))
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&attempt.stdout).trim(), "2");
 }
 
 /// A coordinator's Control API in this test process, over fake domains: enough to drive
@@ -711,9 +826,7 @@ mod fake_coordinator {
             }])
         }
         async fn drain(&self, worker: &str) -> Result<(), ControlError> {
-            Err(ControlError::Invalid(vec![format!(
-                "no live worker {worker}"
-            )]))
+            Err(ControlError::UnknownWorker(worker.to_owned()))
         }
     }
 
@@ -834,7 +947,10 @@ fn cluster_commands_against_a_fake_coordinator() {
     );
     let (code, _, stderr) = run(ferryctl().args(["drain", "worker-z", "--endpoint", &leader]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("no live worker worker-z"), "{stderr}");
+    assert!(
+        stderr.contains("worker \"worker-z\" is not live in this ferry"),
+        "{stderr}"
+    );
     let (code, _, stderr) = run(ferryctl().args(["watch", "nope", "--endpoint", &leader]));
     assert_eq!(code, 2, "an unknown job is refused: {stderr}");
     assert!(stderr.contains("\"nope\" is not known"), "{stderr}");

@@ -15,11 +15,12 @@ use ferry_connectors::{
 };
 use ferry_coordination::ChunkRecord;
 use ferry_coordinator::scheduler::RunOutcome;
-use ferry_ctl::local::{LocalJob, PreparedJob, load_spec};
+use ferry_ctl::local::{LocalJob, LocalRunOptions, PreparedJob, load_spec};
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::ids::ChunkId;
 use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::TableSchema;
+pub use ferry_model::testing::{wait_until, wait_until_async};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -291,7 +292,12 @@ pub async fn run_local_with_env(
     let drain = tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(120),
-        job.run(&prepared, workers, None, None, events_tx, cancel),
+        job.run(
+            &prepared,
+            &LocalRunOptions::workers(workers),
+            events_tx,
+            cancel,
+        ),
     )
     .await
     .expect("run finished in time")

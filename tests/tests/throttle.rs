@@ -6,8 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_coordinator::cluster::runtime::ClusterRuntime;
 use ferry_coordinator::control::{JobControl, ThrottleUpdate};
-use ferry_ctl::local::{LocalJob, load_spec};
+use ferry_ctl::local::{LocalJob, LocalRunOptions, load_spec};
+use ferry_model::ids::JobId;
 use ferry_tests::write_spec;
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +32,10 @@ async fn rows_streamed(control: &dyn JobControl) -> u64 {
         .rows_streamed
 }
 
-/// A job running in the background with its pacer, as `ferryctl local` runs it.
+/// A job running in the background, as `ferryctl local` runs it: `pacer` is the
+/// coordinator runtime's operator controls (what the Control API serves).
 struct RunningJob {
-    pacer: Arc<ferry_coordinator::pacer::JobPacer>,
+    pacer: Arc<ClusterRuntime>,
     run: tokio::task::JoinHandle<
         Result<ferry_coordinator::scheduler::RunOutcome, ferry_ctl::local::LocalError>,
     >,
@@ -43,32 +46,42 @@ struct RunningJob {
 async fn start_job(dir: &Path, spec_text: &str, workers: usize) -> RunningJob {
     let spec_path = write_spec(dir, spec_text);
     let spec = load_spec(&spec_path, &HashMap::new()).expect("spec");
-    let job = Arc::new(
-        LocalJob::open(spec, &dir.join("state.db"))
-            .await
-            .expect("open"),
-    );
-    let prepared = Arc::new(job.prepare().await.expect("prepare"));
-    let cancel = CancellationToken::new();
-    let pacer = job
-        .start_pacer(&prepared, cancel.child_token())
+    let job = LocalJob::open(spec, &dir.join("state.db"))
         .await
-        .expect("pacer");
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
-    let run = {
-        let (pacer, cancel) = (pacer.clone(), cancel.clone());
-        tokio::spawn(async move {
-            job.run(&prepared, workers, None, Some(pacer), events_tx, cancel)
-                .await
-        })
-    };
+        .expect("open");
+    let prepared = job.prepare().await.expect("prepare");
+    let cancel = CancellationToken::new();
+    let mut local = job
+        .start(
+            &prepared,
+            &LocalRunOptions::workers(workers),
+            cancel.clone(),
+        )
+        .await
+        .expect("start");
+    let mut events = local.take_events();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let pacer = local.runtime.clone();
+    let run = tokio::spawn(local.finish());
+    // Operator controls answer once the leader runs the job.
+    ferry_tests::wait_until(Duration::from_secs(10), || {
+        pacer.running_pacer(&JobId("thr".into())).is_some()
+    })
+    .await
+    .expect("the job starts");
     RunningJob { pacer, run, cancel }
+}
+
+/// The running job's pacer (its throttle gate).
+fn running_pacer(runtime: &ClusterRuntime) -> Arc<ferry_coordinator::pacer::JobPacer> {
+    runtime
+        .running_pacer(&JobId("thr".into()))
+        .expect("the job runs")
 }
 
 /// Removes the rows/s limit so the job ends quickly, and waits for it.
 async fn lift_limit_and_finish(
-    pacer: &ferry_coordinator::pacer::JobPacer,
+    pacer: &ClusterRuntime,
     run: tokio::task::JoinHandle<
         Result<ferry_coordinator::scheduler::RunOutcome, ferry_ctl::local::LocalError>,
     >,
@@ -192,7 +205,9 @@ async fn pause_stops_copying_and_resume_continues() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let effective = pacer.pause("thr").await.expect("pause");
     assert!(effective.paused);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The pause reaches the workers' running attempts through the published pace; the
+    // batch each was writing ends and its rows are reported (progress every 200 ms).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let paused_at = rows_streamed(pacer.as_ref()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -238,7 +253,7 @@ async fn a_custom_sql_probe_pauses_the_job_and_chunks_paused_too_long_are_requeu
         2,
     )
     .await;
-    let mut gate = pacer.pacing().gate;
+    let mut gate = running_pacer(&pacer).pacing().gate;
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     // The probe reads 12 >= critical 10: the job pauses within a couple of intervals.

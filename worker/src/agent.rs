@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_connectors::{open_sink, open_source, parse_spec};
+use ferry_connectors::{JobOpener, OpenedJob, SpecOpener};
 use ferry_coordination::ClusterRef;
 use ferry_coordination::cluster::{
     Assignment, ChunkProgress, JobPace, LeaseSession, Mirror, WorkerInfo,
@@ -51,6 +51,8 @@ pub struct AgentOptions {
     pub base_dir: PathBuf,
     /// Host name, for operators.
     pub host: String,
+    /// How often a running attempt's progress is written (at most).
+    pub progress_interval: Duration,
 }
 
 /// Where a worker stands (what its readiness reports).
@@ -72,6 +74,13 @@ pub enum AgentError {
     Store(#[from] ferry_coordination::CoordinationError),
 }
 
+/// What a worker shares between its sessions: the opened jobs and how to open one.
+#[derive(Clone)]
+struct Agent {
+    contexts: JobContexts,
+    opener: Arc<dyn JobOpener>,
+}
+
 /// One job's context on this worker.
 struct JobContext {
     run_id: String,
@@ -81,13 +90,19 @@ struct JobContext {
     runner: Arc<ChunkRunner>,
 }
 
+/// The jobs a worker has opened (spec, connectors, plan), loaded once per job and
+/// shared by every attempt; agents of one process may share one.
+#[derive(Clone, Default)]
+pub struct JobContexts(Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>);
+
 struct Running {
     attempt: Attempt,
     cancel: CancellationToken,
 }
 
 /// Runs the worker until it has drained (after `drain` fires) or `kill` fires; keeps
-/// `state` current.
+/// `state` current. Jobs are opened from their submitted spec, with `options.env` and
+/// `options.base_dir`.
 pub async fn run_agent(
     store: ClusterRef,
     options: AgentOptions,
@@ -95,7 +110,33 @@ pub async fn run_agent(
     kill: CancellationToken,
     state: watch::Sender<WorkerState>,
 ) -> Result<(), AgentError> {
-    let contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>> = Arc::default();
+    let opener = Arc::new(SpecOpener {
+        env: options.env.clone(),
+        base_dir: options.base_dir.clone(),
+    });
+    run_agent_with(
+        store,
+        options,
+        opener,
+        JobContexts::default(),
+        drain,
+        kill,
+        state,
+    )
+    .await
+}
+
+/// [`run_agent`] opening jobs with `opener`, caching them in `contexts`.
+pub async fn run_agent_with(
+    store: ClusterRef,
+    options: AgentOptions,
+    opener: Arc<dyn JobOpener>,
+    contexts: JobContexts,
+    drain: CancellationToken,
+    kill: CancellationToken,
+    state: watch::Sender<WorkerState>,
+) -> Result<(), AgentError> {
+    let contexts = Agent { contexts, opener };
     loop {
         if kill.is_cancelled() {
             return Ok(());
@@ -136,7 +177,7 @@ async fn run_session(
     store: &ClusterRef,
     options: &AgentOptions,
     lease: &LeaseSession,
-    contexts: &Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
+    contexts: &Agent,
     drain: &CancellationToken,
     session: &CancellationToken,
     state: &watch::Sender<WorkerState>,
@@ -314,7 +355,7 @@ struct AttemptRun {
     store: ClusterRef,
     assignment: Assignment,
     lease: LeaseSession,
-    contexts: Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>,
+    contexts: Agent,
     options: AgentOptions,
     cancel: CancellationToken,
     draining: Arc<AtomicBool>,
@@ -416,13 +457,14 @@ impl AttemptRun {
         let store = self.store.clone();
         let lease = self.lease.clone();
         let assignment = self.assignment.clone();
+        let interval = self.options.progress_interval;
         let token = stop.clone();
         tokio::spawn(async move {
             let mut last = (u64::MAX, false);
             loop {
                 tokio::select! {
                     () = token.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(interval) => {}
                 }
                 let now = (
                     rows.load(Ordering::Relaxed),
@@ -478,7 +520,7 @@ impl AttemptRun {
     /// The job's context, loaded once per job.
     async fn context(&self) -> Result<Arc<JobContext>, String> {
         let job = &self.assignment.job;
-        let mut contexts = self.contexts.lock().await;
+        let mut contexts = self.contexts.contexts.0.lock().await;
         if let Some(context) = contexts.get(job) {
             return Ok(context.clone());
         }
@@ -487,24 +529,19 @@ impl AttemptRun {
             .job_spec(job)
             .await
             .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("job {job} has no spec in etcd"))?;
-        let spec = parse_spec(&spec_yaml, &self.options.base_dir, &self.options.env).map_err(
-            |errors| {
-                format!(
-                    "worker {}: the spec of job {job} is invalid here (is every url_env variable \
-                 set in the worker's environment?): {errors}",
-                    self.options.id
-                )
-            },
-        )?;
+            .ok_or_else(|| format!("job {job} has no spec in the coordination store"))?;
+        let OpenedJob { spec, source, sink } = self
+            .contexts
+            .opener
+            .open(job, &spec_yaml)
+            .await
+            .map_err(|error| format!("worker {}: {error}", self.options.id))?;
         let (record, chunks) = self
             .store
             .load_job(job)
             .await
             .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("job {job} has no plan in etcd"))?;
-        let source = open_source(&spec.source).await.map_err(|e| e.to_string())?;
-        let sink = open_sink(&spec.target).await.map_err(|e| e.to_string())?;
+            .ok_or_else(|| format!("job {job} has no plan in the coordination store"))?;
         let loaded = Arc::new(JobContext {
             run_id: record.run_id.clone(),
             tables: record

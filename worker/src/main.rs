@@ -59,6 +59,7 @@ async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         env,
         base_dir: std::env::current_dir().context("cannot read the current directory")?,
         host: process::host_name(),
+        progress_interval: std::time::Duration::from_secs(1),
     };
     let outcome = run_agent(store, options, drain, kill, state_tx).await;
     if let Some(health) = health {

@@ -338,6 +338,7 @@ impl EtcdStore {
     }
 
     /// The underlying client, for the etcd-only conformance checks.
+    #[cfg(feature = "testing")]
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }

@@ -13,4 +13,6 @@ pub mod key;
 pub mod schema;
 pub mod spec;
 pub mod temporal;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod throttle;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_connectors::{open_sink, open_source};
+use ferry_connectors::{JobOpener, OpenedJob, SpecOpener};
 use ferry_coordination::cluster::{
     JobPace, JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
 };
@@ -18,7 +18,7 @@ use ferry_coordination::{
 };
 use ferry_model::ids::{ChunkId, JobId, WorkerId};
 use ferry_model::spec::JobSpec;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::pool::SlotBoard;
@@ -29,9 +29,10 @@ use crate::control::{
     JobStateView, JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector,
     ThrottleUpdate, WorkerView,
 };
+use crate::job::{JobError, Resume, prepare_job};
 use crate::pacer::JobPacer;
 use crate::plan::plan_job_with;
-use crate::scheduler::{JobEvent, SchedulerOptions, run_job_on};
+use crate::scheduler::{JobEvent, RunOutcome, SchedulerOptions, run_job_on};
 
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
@@ -75,6 +76,12 @@ pub struct ClusterRuntime {
     /// Chunk counts read from etcd lately, by job (see `stored_counts`).
     stored_counts: Mutex<HashMap<JobId, (Instant, ChunkCounts)>>,
     role: watch::Sender<CoordinatorRole>,
+    /// Turns a submitted job into its spec and connectors.
+    opener: Arc<dyn JobOpener>,
+    /// Who follows which job ([`ClusterRuntime::observe`]).
+    observers: Mutex<HashMap<JobId, ObserverSlot>>,
+    /// Bumped whenever a job starts running on this leader (its pacer is up).
+    jobs_started: watch::Sender<u64>,
 }
 
 /// How long chunk counts read from etcd are reused.
@@ -104,15 +111,81 @@ struct RunningJob {
 }
 
 impl ClusterRuntime {
-    /// A coordinator over `store` (not fenced: the runtime fences its own writes).
+    /// A coordinator over `store` (not fenced: the runtime fences its own writes) that
+    /// opens jobs from their submitted spec, with `options.env` and `options.base_dir`.
     pub fn new(store: ClusterRef, options: ClusterOptions) -> Arc<Self> {
+        let opener = Arc::new(SpecOpener {
+            env: options.env.clone(),
+            base_dir: options.base_dir.clone(),
+        });
+        Self::with_opener(store, options, opener)
+    }
+
+    /// A coordinator that opens jobs with `opener`.
+    pub fn with_opener(
+        store: ClusterRef,
+        options: ClusterOptions,
+        opener: Arc<dyn JobOpener>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             options,
             leading: Mutex::new(None),
             stored_counts: Mutex::new(HashMap::new()),
             role: watch::Sender::new(CoordinatorRole::Connecting),
+            opener,
+            observers: Mutex::new(HashMap::new()),
+            jobs_started: watch::Sender::new(0),
         })
+    }
+
+    /// Returns once `job` runs on this coordinator (its operator controls answer), or
+    /// is no longer RUNNING in the store (it ended, or never started).
+    pub async fn wait_running(&self, job: &JobId) {
+        let mut started = self.jobs_started.subscribe();
+        loop {
+            if self.running_pacer(job).is_some() {
+                return;
+            }
+            match self.store.cluster_job(job).await {
+                Ok(Some(state)) if state.phase == JobPhase::Running => {}
+                Ok(_) => return,
+                Err(error) => tracing::debug!(%job, %error, "cannot read the job's state"),
+            }
+            tokio::select! {
+                _ = started.changed() => {}
+                // The job may end before it is seen running.
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Follows `job`'s runs on this coordinator from now on: its scheduler events, and
+    /// its outcome once it ends (or cannot start, or this coordinator stops leading).
+    /// One observer per job; a second call replaces the first.
+    pub fn observe(&self, job: &JobId) -> JobObserver {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome) = oneshot::channel();
+        lock(&self.observers).insert(
+            job.clone(),
+            ObserverSlot {
+                events: events_tx,
+                outcome: outcome_tx,
+            },
+        );
+        JobObserver { events, outcome }
+    }
+
+    fn observer_events(&self, job: &JobId) -> Option<mpsc::UnboundedSender<JobEvent>> {
+        lock(&self.observers)
+            .get(job)
+            .map(|slot| slot.events.clone())
+    }
+
+    fn finish_observer(&self, job: &JobId, outcome: Result<RunOutcome, String>) {
+        if let Some(slot) = lock(&self.observers).remove(job) {
+            let _ = slot.outcome.send(outcome);
+        }
     }
 
     /// Follows this coordinator's role as [`ClusterRuntime::run`] changes it.
@@ -304,7 +377,10 @@ impl ClusterRuntime {
         tokio::spawn(async move {
             let outcome = runtime.run_job(&leadership, &job, &running).await;
             match outcome {
-                Ok(Some(phase)) => {
+                Ok(JobRunEnd {
+                    phase: Some(phase),
+                    outcome,
+                }) => {
                     tracing::info!(%job, phase = phase.as_str(), "job ended");
                     let reason = if phase == JobPhase::Failed {
                         "some chunks FAILED: see `ferryctl chunks JOB --state FAILED`"
@@ -317,8 +393,18 @@ impl ClusterRuntime {
                     if let Err(error) = leadership.store.delete_pace(&job).await {
                         tracing::warn!(%job, %error, "cannot remove the job's pace");
                     }
+                    runtime.finish_observer(&job, Ok(outcome));
                 }
-                Ok(None) => {}
+                Ok(JobRunEnd {
+                    phase: None,
+                    outcome,
+                }) => {
+                    // Stopped: the term ended (observers see the run interrupted), or a
+                    // re-copy restarts it (they wait for the restarted run).
+                    if leadership.cancel.is_cancelled() {
+                        runtime.finish_observer(&job, Ok(outcome));
+                    }
+                }
                 Err(JobRunError::Retry(message)) => {
                     tracing::warn!(%job, %message, "job interrupted; it will be resumed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -329,6 +415,7 @@ impl ClusterRuntime {
                         .store
                         .set_job_phase(&job, JobPhase::Failed, &message)
                         .await;
+                    runtime.finish_observer(&job, Err(message));
                 }
             }
             running.finished.cancel();
@@ -343,43 +430,36 @@ impl ClusterRuntime {
         leadership: &Arc<Leadership>,
         job: &JobId,
         running: &Arc<RunningJob>,
-    ) -> Result<Option<JobPhase>, JobRunError> {
+    ) -> Result<JobRunEnd, JobRunError> {
         let spec_yaml = self
             .store
             .job_spec(job)
             .await
             .map_err(JobRunError::from_store)?
             .ok_or_else(|| JobRunError::Fatal(format!("job {job} has no spec")))?;
-        let spec = self
-            .parse_spec(&spec_yaml)
-            .map_err(|errors| JobRunError::Fatal(errors.join("; ")))?;
-        let source = open_source(&spec.source)
-            .await
-            .map_err(|error| JobRunError::Retry(error.to_string()))?;
-        let sink = open_sink(&spec.target)
-            .await
-            .map_err(|error| JobRunError::Retry(error.to_string()))?;
-        let record = match leadership
-            .store
-            .load_job(job)
-            .await
-            .map_err(JobRunError::from_store)?
-        {
-            Some((record, _)) => record,
-            None => {
-                // Submitted, but the plan was not stored (the leader stopped in between).
-                let plan = plan_job_with(&spec, source.as_ref(), sink.as_ref(), true)
-                    .await
-                    .map_err(|error| JobRunError::Fatal(error.to_string()))?;
-                let record = JobRecord::new(&spec, plan.tables);
-                leadership
-                    .store
-                    .create_job(&record, &plan.chunks)
-                    .await
-                    .map_err(JobRunError::from_store)?;
-                record
+        let opened = self.opener.open(job, &spec_yaml).await.map_err(|error| {
+            if error.is_retryable() {
+                JobRunError::Retry(error.to_string())
+            } else {
+                JobRunError::Fatal(error.to_string())
             }
-        };
+        })?;
+        let OpenedJob { spec, source, sink } = opened;
+        // Submitted, but maybe not planned yet (the leader stopped in between): the
+        // lifecycle plans it then.
+        let record = prepare_job(
+            &spec,
+            source.as_ref(),
+            sink.as_ref(),
+            leadership.store.as_ref(),
+            Resume::AsStored,
+        )
+        .await
+        .map_err(|error| match error {
+            JobError::Store(error) => JobRunError::from_store(error),
+            other => JobRunError::Fatal(other.to_string()),
+        })?
+        .job;
         let store: Arc<dyn Coordination> = leadership.store.clone();
         let pacer = JobPacer::start(
             job.clone(),
@@ -391,6 +471,7 @@ impl ClusterRuntime {
         .await
         .map_err(|error| JobRunError::Fatal(error.to_string()))?;
         *lock(&running.pacer) = Some(pacer.clone());
+        self.jobs_started.send_modify(|count| *count += 1);
         let executor = Arc::new(RemoteExecutor {
             store: leadership.store.clone(),
             workers: leadership.workers.clone(),
@@ -407,10 +488,14 @@ impl ClusterRuntime {
             running.stop.clone(),
         ));
         let options = SchedulerOptions::for_spec(&spec, usize::MAX);
-        let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (events, mut receiver) = mpsc::unbounded_channel::<JobEvent>();
         let counter = running.clone();
+        let observer_events = self.observer_events(job);
         tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
+                if let Some(observer) = &observer_events {
+                    let _ = observer.send(event.clone());
+                }
                 if let JobEvent::RowsCopied { rows, .. } = event {
                     counter.rows_streamed.fetch_add(rows, Ordering::Relaxed);
                 }
@@ -439,21 +524,20 @@ impl ClusterRuntime {
             crate::scheduler::SchedulerError::Store(error) => JobRunError::from_store(error),
         })?;
         pacer.finish();
-        if running.operator_cancel.is_cancelled() {
-            return Ok(Some(JobPhase::Cancelled));
-        }
-        if outcome.interrupted {
-            return Ok(None);
-        }
-        let failed = outcome
+        let phase = if running.operator_cancel.is_cancelled() {
+            Some(JobPhase::Cancelled)
+        } else if outcome.interrupted {
+            None
+        } else if outcome
             .chunks
             .iter()
-            .any(|chunk| chunk.state == ChunkState::Failed);
-        Ok(Some(if failed {
-            JobPhase::Failed
+            .any(|chunk| chunk.state == ChunkState::Failed)
+        {
+            Some(JobPhase::Failed)
         } else {
-            JobPhase::Done
-        }))
+            Some(JobPhase::Done)
+        };
+        Ok(JobRunEnd { phase, outcome })
     }
 
     fn parse_spec(&self, text: &str) -> Result<JobSpec, Vec<String>> {
@@ -473,6 +557,13 @@ impl ClusterRuntime {
     fn running_job(&self, job: &JobId) -> Option<Arc<RunningJob>> {
         let leadership = lock(&self.leading).clone()?;
         lock(&leadership.jobs).get(job).cloned()
+    }
+
+    /// The pacer of a job this coordinator runs now (its throttle gate, for tests and
+    /// tools in the same process).
+    pub fn running_pacer(&self, job: &JobId) -> Option<Arc<JobPacer>> {
+        self.running_job(job)
+            .and_then(|running| lock(&running.pacer).clone())
     }
 
     async fn pacer_of(&self, job: &str) -> Result<Arc<JobPacer>, ControlError> {
@@ -533,6 +624,28 @@ impl ClusterRuntime {
                 tokio::time::timeout(Duration::from_secs(30), running.finished.cancelled()).await;
         }
     }
+}
+
+/// How a run of a job ended.
+struct JobRunEnd {
+    /// The job's end (`None`: stopped before it ended, it runs again later).
+    phase: Option<JobPhase>,
+    /// The scheduler's account of the run.
+    outcome: RunOutcome,
+}
+
+/// Follows one job's runs on this coordinator ([`ClusterRuntime::observe`]):
+/// `ferryctl local` draws its progress and writes its report from it.
+pub struct JobObserver {
+    /// The scheduler's events, from every run of the job on this coordinator.
+    pub events: mpsc::UnboundedReceiver<JobEvent>,
+    /// The last run's outcome, once the job ended, failed to start, or the term ended.
+    pub outcome: oneshot::Receiver<Result<RunOutcome, String>>,
+}
+
+struct ObserverSlot {
+    events: mpsc::UnboundedSender<JobEvent>,
+    outcome: oneshot::Sender<Result<RunOutcome, String>>,
 }
 
 enum JobRunError {
@@ -597,6 +710,7 @@ async fn publish_pace(
     stop: CancellationToken,
 ) {
     let mut published: Option<JobPace> = None;
+    let mut gate = pacer.pacing().gate;
     loop {
         let (rows_per_sec, bytes_per_sec) = pacer.attempt_share();
         let pace = JobPace {
@@ -617,6 +731,8 @@ async fn publish_pace(
         }
         tokio::select! {
             () = stop.cancelled() => return,
+            // A pause or resume goes out at once; rate shares at the next check.
+            _ = gate.changed() => {}
             () = tokio::time::sleep(PACE_CHECK) => {}
         }
     }
@@ -642,7 +758,9 @@ fn table_name(record: &JobRecord, chunk: &ChunkRecord) -> String {
 #[async_trait]
 impl ClusterControl for ClusterRuntime {
     async fn submit(&self, spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError> {
-        let spec = self.parse_spec(spec_yaml).map_err(ControlError::Invalid)?;
+        let spec = self
+            .parse_spec(spec_yaml)
+            .map_err(ControlError::InvalidSpec)?;
         let leadership = if dry_run {
             None
         } else {
@@ -657,9 +775,12 @@ impl ClusterControl for ClusterRuntime {
             )));
         }
         let invalid =
-            |error: &dyn std::fmt::Display| ControlError::Invalid(vec![error.to_string()]);
-        let source = open_source(&spec.source).await.map_err(|e| invalid(&e))?;
-        let sink = open_sink(&spec.target).await.map_err(|e| invalid(&e))?;
+            |error: &dyn std::fmt::Display| ControlError::InvalidSpec(vec![error.to_string()]);
+        let OpenedJob { source, sink, .. } = self
+            .opener
+            .open(&job, spec_yaml)
+            .await
+            .map_err(|e| invalid(&e))?;
         let plan = plan_job_with(&spec, source.as_ref(), sink.as_ref(), !dry_run)
             .await
             .map_err(|e| invalid(&e))?;
@@ -738,10 +859,10 @@ impl ClusterControl for ClusterRuntime {
         if let Some(state) = &filter.state
             && ChunkState::parse(state).is_none()
         {
-            return Err(ControlError::Invalid(vec![format!(
+            return Err(ControlError::InvalidArgument(format!(
                 "unknown chunk state {state:?}: use PLANNED, ASSIGNED, COPYING, VERIFYING, \
                  VERIFIED or FAILED"
-            )]));
+            )));
         }
         let selected: Vec<ChunkView> = chunks
             .iter()
@@ -809,9 +930,9 @@ impl ClusterControl for ClusterRuntime {
         if let RecopySelector::State(state) = &selector
             && !matches!(state.as_str(), "VERIFIED" | "FAILED")
         {
-            return Err(ControlError::Invalid(vec![format!(
+            return Err(ControlError::InvalidArgument(format!(
                 "--state {state}: only VERIFIED or FAILED chunks can be re-copied"
-            )]));
+            )));
         }
         if let RecopySelector::Table(table) = &selector
             && !record
@@ -819,9 +940,9 @@ impl ClusterControl for ClusterRuntime {
                 .iter()
                 .any(|t| &t.schema.name.to_string() == table)
         {
-            return Err(ControlError::Invalid(vec![format!(
+            return Err(ControlError::InvalidArgument(format!(
                 "job {job} has no table {table}; `ferryctl chunks {job}` lists its tables"
-            )]));
+            )));
         }
         self.stop_job(&leadership, &id, false).await;
         let selected: Vec<ChunkId> = chunks
@@ -869,9 +990,7 @@ impl ClusterControl for ClusterRuntime {
         let id = WorkerId(worker.to_owned());
         let live = self.store.live_workers().await.map_err(store_error)?;
         if !live.iter().any(|live| live.id == id) {
-            return Err(ControlError::UnknownJob(format!(
-                "worker {worker} (not live; `ferryctl workers` lists them)"
-            )));
+            return Err(ControlError::UnknownWorker(worker.to_owned()));
         }
         leadership
             .store

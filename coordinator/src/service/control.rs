@@ -78,7 +78,11 @@ impl From<ControlError> for Status {
         let message = error.to_string();
         match &error {
             ControlError::UnknownJob(_) => Status::not_found(message),
-            ControlError::Invalid(_) => Status::invalid_argument(message),
+            ControlError::UnknownWorker(_) => Status::not_found(message),
+            ControlError::InvalidSpec(_)
+            | ControlError::InvalidThrottle(_)
+            | ControlError::InvalidArgument(_)
+            | ControlError::BadPageToken(_) => Status::invalid_argument(message),
             ControlError::Internal(_) => {
                 tracing::error!(%error, "control request failed");
                 Status::internal(message)
@@ -213,11 +217,9 @@ fn chunk_page(page_token: &str, page_size: u32) -> Result<(usize, usize), Contro
     let offset = if page_token.is_empty() {
         0
     } else {
-        page_token.parse::<usize>().map_err(|_| {
-            ControlError::Invalid(vec![format!(
-                "page_token {page_token:?} was not issued by ListChunks; start again with an empty page_token"
-            )])
-        })?
+        page_token
+            .parse::<usize>()
+            .map_err(|_| ControlError::BadPageToken(page_token.to_owned()))?
     };
     let limit = match usize::try_from(page_size) {
         Ok(0) => DEFAULT_CHUNK_PAGE_SIZE,
@@ -236,9 +238,9 @@ fn recopy_selector(request: &pb::RecopyChunksRequest) -> Result<RecopySelector, 
         (true, false, false) => Ok(RecopySelector::Ids(request.chunk_ids.clone())),
         (false, true, false) => Ok(RecopySelector::Table(request.table.clone())),
         (false, false, true) => Ok(RecopySelector::State(request.state.clone())),
-        _ => Err(ControlError::Invalid(vec![
+        _ => Err(ControlError::InvalidArgument(
             "RecopyChunks needs exactly one selector: chunk_ids, table or state".to_owned(),
-        ])),
+        )),
     }
 }
 
