@@ -13,5 +13,6 @@ pub mod pacer;
 pub mod plan;
 pub mod planner;
 pub mod scheduler;
+pub mod server;
 pub mod service;
 pub mod throttle;

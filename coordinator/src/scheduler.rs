@@ -9,7 +9,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ferry_coordination::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
@@ -662,7 +664,7 @@ fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
 /// Sleeps until `at`, or forever without one.
 pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -11,6 +11,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_coordination::cluster_conformance::{
+    check_drain_pace_jobs_and_recopy, check_one_leader_and_fenced_writes,
+    check_registration_vanishes_with_its_lease, check_results_count_only_while_assigned,
+};
 use ferry_coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
     check_create_load_round_trip, check_etcd_batch_with_a_failed_compare_applies_the_rest,
@@ -18,10 +22,11 @@ use ferry_coordination::conformance::{
     check_etcd_fenced_store_refuses_writes_after_leader_loss,
     check_etcd_interrupted_create_is_invisible, check_etcd_large_job_is_split_into_txns,
     check_policy_history_is_ordered, check_requeue_in_flight_and_reset_failed,
-    check_stale_attempt_cannot_complete, measure_sequential_assign_rate, unique_suffix,
+    check_stale_attempt_cannot_complete, unique_suffix,
 };
 use ferry_coordination::{
-    Coordination, CoordinationError, EtcdStore, EtcdStoreOptions, LocalStore,
+    ClusterProtocol, Coordination, CoordinationError, EtcdStore, EtcdStoreOptions,
+    InProcessCluster, LocalStore,
 };
 use futures::FutureExt;
 
@@ -36,6 +41,14 @@ async fn check_all(store: Arc<dyn Coordination>) {
     check_requeue_in_flight_and_reset_failed(store.as_ref()).await;
     check_policy_history_is_ordered(store.as_ref()).await;
     check_concurrent_assign_gives_one_winner(store, 20).await;
+}
+
+/// Every check of the cluster protocol; the backend must have no other campaigner.
+async fn check_cluster(cluster: &dyn ClusterProtocol) {
+    check_registration_vanishes_with_its_lease(cluster).await;
+    check_one_leader_and_fenced_writes(cluster).await;
+    check_results_count_only_while_assigned(cluster).await;
+    check_drain_pace_jobs_and_recopy(cluster).await;
 }
 
 async fn bounded(body: impl Future<Output = ()>) {
@@ -109,6 +122,57 @@ async fn etcd_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_cluster_conforms_as_a_store_and_a_cluster_protocol() {
+    let cluster = InProcessCluster::in_memory().expect("in-memory cluster");
+    bounded(check_all(Arc::new(cluster.clone()))).await;
+    bounded(check_cluster(&cluster)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_cluster_on_a_file_keeps_jobs_and_requeues_what_was_in_flight() {
+    use ferry_coordination::ChunkState;
+    use ferry_coordination::conformance::sample_job;
+    use ferry_model::ids::{ChunkId, JobId, WorkerId};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let job = JobId(format!("resume-{}", unique_suffix()));
+    {
+        let cluster = InProcessCluster::open(&path).expect("open");
+        bounded(check_cluster(&cluster)).await;
+        let (record, chunks) = sample_job(&job, 3);
+        cluster.create_job(&record, &chunks).await.expect("create");
+        cluster
+            .submit_job_spec(&job, "name: resume\n")
+            .await
+            .expect("submit");
+        cluster
+            .assign(&job, ChunkId(1), &WorkerId("gone".into()))
+            .await
+            .expect("assign");
+    }
+    // A new process: the job and its spec are still there; the chunk that was in flight
+    // (its worker died with the old process) is PLANNED again, and said so.
+    let reopened = InProcessCluster::open(&path).expect("reopen");
+    assert_eq!(reopened.requeued_at_open(&job), vec![ChunkId(1)]);
+    let chunks = reopened.list_chunks(&job).await.expect("chunks");
+    assert_eq!(chunks[1].state, ChunkState::Planned);
+    assert_eq!(chunks[1].attempt.0, 1, "the next assignment is attempt 2");
+    assert_eq!(
+        reopened.job_spec(&job).await.expect("spec").as_deref(),
+        Some("name: resume\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_cluster_protocol_conforms() {
+    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
+        check_cluster(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_create_job_with_1000_chunks_is_split_into_txns_and_paged() {
     // Small pages so that listing the job takes several range requests.
     let options = EtcdStoreOptions {
@@ -157,15 +221,6 @@ async fn etcd_interrupted_create_job_is_invisible_and_replaced() {
 async fn etcd_corrupt_value_is_an_error_not_a_panic() {
     with_etcd_store(EtcdStoreOptions::default(), |store| async move {
         check_etcd_corrupt_value_is_an_error(&store).await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_sequential_assign_rate_is_measured() {
-    with_etcd_store(EtcdStoreOptions::default(), |store| async move {
-        let rate = measure_sequential_assign_rate(&store, 2_000).await;
-        println!("etcd: {rate:.0} sequential assignments/s (2,000 assign calls, one chunk each)");
     })
     .await;
 }

@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
@@ -674,22 +674,6 @@ pub async fn check_concurrent_assign_gives_one_winner(store: Arc<dyn Coordinatio
         assert_eq!(record.attempt, Attempt(1), "chunk {id} was assigned twice");
         assert_eq!(record.worker, Some(worker(winners[0])));
     }
-}
-
-/// Runs `num_assigns` sequential `assign` calls (one per chunk of a fresh job) and
-/// returns assignments per second. Measures, asserts nothing.
-pub async fn measure_sequential_assign_rate(store: &dyn Coordination, num_assigns: u32) -> f64 {
-    let job = create_sample(store, "assign-rate", num_assigns).await;
-    let worker = worker("w-rate");
-    let started = Instant::now();
-    for index in 0..num_assigns {
-        store
-            .assign(&job, ChunkId(index), &worker)
-            .await
-            .unwrap_or_else(|error| panic!("assign chunk {index}: {error}"));
-    }
-    let elapsed = started.elapsed().max(Duration::from_micros(1));
-    f64::from(num_assigns) / elapsed.as_secs_f64()
 }
 
 /// `create_job` with `num_chunks` chunks (far more than one txn holds) stores them all,

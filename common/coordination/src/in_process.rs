@@ -129,6 +129,22 @@ impl InProcessCluster {
         self.end_lease(lease);
     }
 
+    /// The lease a live worker registered on (tests: to expire it).
+    pub fn lease_of_worker(&self, worker: &WorkerId) -> Option<i64> {
+        let key = self.shared.keys.worker(worker);
+        self.lock()
+            .leases
+            .iter()
+            .find(|(_, entry)| entry.workers.contains(&key))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether a worker holds a claim on `chunk` of `job` (tests: the attempt started).
+    pub fn is_claimed(&self, job: &JobId, chunk: ChunkId) -> bool {
+        let key = self.shared.keys.claim(job, chunk);
+        self.lock().claims.contains_key(&key)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared
             .state

@@ -16,6 +16,8 @@
 //! worker, and `FAILED` after the last allowed attempt.
 
 pub mod cluster;
+#[cfg(feature = "testing")]
+pub mod cluster_conformance;
 mod coalesce;
 #[cfg(feature = "testing")]
 pub mod conformance;

@@ -2,9 +2,11 @@
 //! convert the request, call one domain method, convert the result. Errors map to status
 //! codes in one place (`From<ControlError> for Status`).
 //!
-//! `ferryctl local` serves only [`JobControl`] ([`ControlService::new`]): it runs one job
-//! in one process, so the cluster RPCs (SubmitJob, ListJobs, WatchJob, ListChunks,
-//! CancelJob, RecopyChunks, ListWorkers, DrainWorker) answer UNIMPLEMENTED there.
+//! A coordinator and `ferryctl local` serve both ([`ControlService::with_cluster`] over
+//! the same `ClusterRuntime`). A service over a [`JobControl`] alone
+//! ([`ControlService::new`], for embedders and tests) answers the cluster RPCs
+//! (SubmitJob, ListJobs, WatchJob, ListChunks, CancelJob, RecopyChunks, ListWorkers,
+//! DrainWorker) UNIMPLEMENTED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +39,12 @@ pub const LEADER_METADATA_KEY: &str = "ferry-leader";
 /// The Control service.
 pub struct ControlService {
     domain: Arc<dyn JobControl>,
-    /// `None` in `ferryctl local`: the cluster RPCs answer UNIMPLEMENTED.
+    /// `None` for a lone job domain: the cluster RPCs answer UNIMPLEMENTED.
     cluster_opt: Option<Arc<dyn ClusterControl>>,
 }
 
 impl ControlService {
-    /// Serves `domain` alone (`ferryctl local`): the cluster RPCs are refused.
+    /// Serves `domain` alone: the cluster RPCs are refused.
     pub fn new(domain: Arc<dyn JobControl>) -> Self {
         Self {
             domain,
