@@ -14,7 +14,8 @@ use ferry_coordinator::scheduler::{
 };
 use ferry_model::execution::ChunkExecutor;
 use ferry_model::ids::JobId;
-use ferry_model::spec::{JobSpec, SpecErrors};
+use ferry_model::problems::Problems;
+use ferry_model::spec::JobSpec;
 use ferry_worker::runner::ChunkRunner;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ pub enum LocalError {
         /// The spec file.
         path: String,
         /// Every problem found.
-        errors: SpecErrors,
+        errors: Problems,
     },
     /// The state file belongs to another spec.
     #[error(
