@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_model::spec::{EndpointSpec, JobSpec, Location, SpecContext, SpecErrors};
+use ferry_model::problems::Problems;
+use ferry_model::spec::{EndpointSpec, JobSpec, Location, SpecContext};
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Sink, Source};
@@ -14,7 +15,7 @@ pub fn parse_spec(
     text: &str,
     base_dir: &std::path::Path,
     env: &std::collections::HashMap<String, String>,
-) -> std::result::Result<JobSpec, SpecErrors> {
+) -> std::result::Result<JobSpec, Problems> {
     let context = SpecContext {
         base_dir,
         env,

@@ -7,8 +7,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ferry_model::duration;
+use ferry_model::problems::Problems;
 use ferry_server::config::{
-    self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, Problems, SharedArgs,
+    self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +54,7 @@ pub struct CoordinatorConfig {
 pub struct HistoryConfig {
     /// How often the leader compacts; `0s` turns it off (e.g. when etcd compacts by
     /// itself with `--auto-compaction-*`). Default `30s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub compact_interval: Duration,
     /// Revisions kept behind the newest one at each compaction. Default `100000`.
     pub keep_revisions: u64,
@@ -95,17 +97,17 @@ impl Default for ServerConfig {
 pub struct LeaseConfig {
     /// TTL of the coordinator's own etcd lease: a standby takes over about this long
     /// after the leader dies. At least 2s, whole seconds. Default `10s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub ttl: Duration,
     /// The workers' lease TTL (must match the workers' `lease.ttl`): a new leader gives
     /// chunks in flight this long before it reaps them. At least 2s, whole seconds.
     /// Default `10s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub worker_ttl: Duration,
     /// Extra wait after a worker's lease vanished before its chunks are reassigned.
     /// Workers stop writing at 2/3 of their TTL, before etcd drops the lease, so any
     /// value is safe; the grace absorbs a commit still in flight. Default `2s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub grace: Duration,
 }
 
@@ -191,13 +193,16 @@ impl LayeredConfig for CoordinatorConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const ENV_ALIASES: &'static [EnvAlias] = ETCD_ENV_ALIASES;
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Problems::default();
-        problems.check_name("name", self.name.as_deref());
+    fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::new();
+        problems.check("name", config::check_process_name(self.name.as_deref()));
         self.etcd.check(&mut problems);
-        problems.check_address("server.listen", &self.server.listen);
+        problems.check(
+            "server.listen",
+            config::check_host_port(&self.server.listen),
+        );
         if let Some(advertise) = &self.server.advertise {
-            problems.check_address("server.advertise", advertise);
+            problems.check("server.advertise", config::check_host_port(advertise));
             if advertise.ends_with(":0") {
                 problems.push(
                     "server.advertise",
@@ -205,8 +210,11 @@ impl LayeredConfig for CoordinatorConfig {
                 );
             }
         }
-        problems.check_lease_ttl("lease.ttl", self.lease.ttl);
-        problems.check_lease_ttl("lease.worker_ttl", self.lease.worker_ttl);
+        problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
+        problems.check(
+            "lease.worker_ttl",
+            config::check_lease_ttl(self.lease.worker_ttl),
+        );
         if !self.history.compact_interval.is_zero() && self.history.keep_revisions < 1_000 {
             problems.push(
                 "history.keep_revisions",
@@ -395,15 +403,11 @@ mod tests {
                 keep_revisions: 10,
             },
         };
-        let Err(ConfigError::Invalid { problems }) = config.validate() else {
+        let Err(problems) = config.validate() else {
             panic!("invalid");
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|problem| problem.key.as_str())
-            .collect();
         assert_eq!(
-            keys,
+            problems.paths(),
             [
                 "name",
                 "etcd.endpoints",
@@ -426,7 +430,7 @@ mod tests {
             CoordinatorConfig::load(&args(&[]), &HashMap::new()).expect_err("no endpoints");
         assert_eq!(
             missing.to_string(),
-            "invalid configuration: etcd.endpoints: must not be empty"
+            "invalid configuration:\netcd.endpoints: must not be empty"
         );
         let loaded =
             CoordinatorConfig::load(&args(&["--etcd-endpoints", "http://e:1"]), &HashMap::new())

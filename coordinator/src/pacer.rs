@@ -462,7 +462,9 @@ impl JobPacer {
         policy: ThrottlePolicy,
         summary: String,
     ) -> Result<EffectiveView, ControlError> {
-        policy.validate().map_err(ControlError::InvalidThrottle)?;
+        policy
+            .validate()
+            .map_err(|problems| ControlError::InvalidThrottle(problems.to_lines()))?;
         let change = PolicyChange {
             at_unix_ms: unix_ms(),
             origin: "operator".to_string(),
@@ -695,9 +697,8 @@ impl JobControl for JobPacer {
             ));
         }
         if let Some(yaml) = update.schedule_yaml {
-            let windows = parse_throttle_schedule(&yaml).map_err(|errors| {
-                ControlError::InvalidThrottle(errors.0.iter().map(ToString::to_string).collect())
-            })?;
+            let windows = parse_throttle_schedule(&yaml)
+                .map_err(|problems| ControlError::InvalidThrottle(problems.to_lines()))?;
             let describe = |windows: &[ferry_model::throttle::ScheduleWindow]| {
                 windows
                     .iter()

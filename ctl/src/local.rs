@@ -24,7 +24,8 @@ use ferry_coordinator::plan::PlanError;
 use ferry_coordinator::scheduler::{JobEvent, RunOutcome};
 use ferry_coordinator::service::control::ControlService;
 use ferry_model::ids::{JobId, WorkerId};
-use ferry_model::spec::{JobSpec, SpecErrors};
+use ferry_model::problems::Problems;
+use ferry_model::spec::JobSpec;
 use ferry_worker::agent::{AgentOptions, JobContexts, WorkerState, run_agent_with};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
@@ -50,7 +51,7 @@ pub enum LocalError {
         /// The spec file.
         path: String,
         /// Every problem found.
-        errors: SpecErrors,
+        errors: Problems,
     },
     /// The state file belongs to another spec.
     #[error(

@@ -7,8 +7,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ferry_model::duration;
+use ferry_model::problems::Problems;
 use ferry_server::config::{
-    self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, Problems, SharedArgs,
+    self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,7 @@ pub struct WorkerConfig {
     /// How long a drain (SIGTERM, `ferryctl drain`) lets running chunks finish before
     /// it hands them back. Keep Kubernetes' `terminationGracePeriodSeconds` above it.
     /// Default `60s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub drain_timeout: Duration,
     /// The etcd that holds the cluster's state.
     pub etcd: EtcdConfig,
@@ -68,7 +70,7 @@ pub struct WorkerLeaseConfig {
     /// after the worker stops renewing; the worker stops writing at 2/3 of it. Must
     /// match the coordinators' `lease.worker_ttl`. At least 2s, whole seconds.
     /// Default `10s`.
-    #[serde(with = "config::duration")]
+    #[serde(with = "duration::as_text")]
     pub ttl: Duration,
 }
 
@@ -152,16 +154,16 @@ impl LayeredConfig for WorkerConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const ENV_ALIASES: &'static [EnvAlias] = ETCD_ENV_ALIASES;
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Problems::default();
-        problems.check_name("name", self.name.as_deref());
+    fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::new();
+        problems.check("name", config::check_process_name(self.name.as_deref()));
         if self.slots == 0 {
             problems.push("slots", "must be at least 1");
         }
         self.etcd.check(&mut problems);
-        problems.check_lease_ttl("lease.ttl", self.lease.ttl);
+        problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
         if let Some(listen) = &self.health.listen {
-            problems.check_address("health.listen", listen);
+            problems.check("health.listen", config::check_host_port(listen));
         }
         problems.into_result()
     }
@@ -264,15 +266,11 @@ mod tests {
             },
             ..WorkerConfig::default()
         };
-        let Err(ConfigError::Invalid { problems }) = config.validate() else {
+        let Err(problems) = config.validate() else {
             panic!("invalid");
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|problem| problem.key.as_str())
-            .collect();
         assert_eq!(
-            keys,
+            problems.paths(),
             ["slots", "etcd.endpoints", "lease.ttl", "health.listen"]
         );
     }

@@ -23,6 +23,8 @@ use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::format_duration_ms;
+use crate::problems::Problems;
 use crate::spec::{DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
 
 /// Time zone of schedules when the spec does not name one.
@@ -65,14 +67,6 @@ pub enum ThrottleError {
     InvalidClockTime {
         /// The value as given.
         text: String,
-    },
-    /// A duration could not be read.
-    #[error("invalid duration {text:?}: {reason}")]
-    InvalidDuration {
-        /// The value as given.
-        text: String,
-        /// What is wrong with it.
-        reason: String,
     },
 }
 
@@ -337,37 +331,31 @@ pub struct ScheduleLimit {
 
 impl ThrottlePolicy {
     /// Checks the policy against the rules the spec enforces, for policies changed at
-    /// runtime. Returns every problem as `path: message`, with spec paths such as
-    /// `throttle.schedule[1].to`.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut problems: Vec<String> = Vec::new();
-        let mut check = |path: &str, outcome: Result<(), String>| {
-            if let Err(message) = outcome {
-                problems.push(format!("{path}: {message}"));
-            }
-        };
-        check(
+    /// runtime. Returns every problem, at spec paths such as `throttle.schedule[1].to`.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::new();
+        problems.check(
             "throttle.timezone",
             time_zone_named(&self.timezone)
                 .map(|_| ())
                 .map_err(|error| error.to_string()),
         );
-        check(
+        problems.check(
             "throttle.default_concurrency",
             check_concurrency(self.default_concurrency),
         );
         for (index, window) in self.schedule.iter().enumerate() {
             let window_path = format!("throttle.schedule[{index}]");
-            check(&format!("{window_path}.days"), check_days(window.days));
-            check(
+            problems.check(&format!("{window_path}.days"), check_days(window.days));
+            problems.check(
                 &format!("{window_path}.from"),
                 check_clock_minute(window.from_minute),
             );
-            check(
+            problems.check(
                 &format!("{window_path}.to"),
                 check_clock_minute(window.to_minute),
             );
-            check(
+            problems.check(
                 &format!("{window_path}.to"),
                 check_window_not_empty(
                     window.from_minute,
@@ -375,21 +363,21 @@ impl ThrottlePolicy {
                     &format!("{window_path}.from"),
                 ),
             );
-            check(
+            problems.check(
                 &format!("{window_path}.max_concurrency"),
                 check_concurrency(window.max_concurrency),
             );
         }
         if let Some(load) = &self.load {
             if let LoadProbe::Sql(query) = &load.probe {
-                check("throttle.load.probe.sql", check_sql_probe(query));
+                problems.check("throttle.load.probe.sql", check_sql_probe(query));
             }
-            check(
+            problems.check(
                 "throttle.load.interval",
                 check_load_interval(load.interval_ms),
             );
-            check("throttle.load.max", check_load_max(load.max));
-            check(
+            problems.check("throttle.load.max", check_load_max(load.max));
+            problems.check(
                 "throttle.load.critical",
                 check_load_critical(
                     check_load_max(load.max).is_ok().then_some(load.max),
@@ -397,7 +385,7 @@ impl ThrottlePolicy {
                     "throttle.load.max",
                 ),
             );
-            check(
+            problems.check(
                 "throttle.load.pause_timeout",
                 check_pause_timeout(
                     load.interval_ms,
@@ -407,22 +395,18 @@ impl ThrottlePolicy {
             );
         }
         if let Some(rows_per_sec) = self.rate.rows_per_sec {
-            check("throttle.rate.rows_per_sec", check_rate(rows_per_sec));
+            problems.check("throttle.rate.rows_per_sec", check_rate(rows_per_sec));
         }
         if let Some(bytes_per_sec) = self.rate.bytes_per_sec {
-            check("throttle.rate.bytes_per_sec", check_rate(bytes_per_sec));
+            problems.check("throttle.rate.bytes_per_sec", check_rate(bytes_per_sec));
         }
         if let Some(percent) = self.worker_cpu_max {
-            check("throttle.worker_cpu_max", check_worker_cpu_max(percent));
+            problems.check("throttle.worker_cpu_max", check_worker_cpu_max(percent));
         }
         if let Some(cap) = self.max_concurrency_override {
-            check("throttle.max_concurrency_override", check_concurrency(cap));
+            problems.check("throttle.max_concurrency_override", check_concurrency(cap));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        problems.into_result()
     }
 
     /// Returns the policy's time zone.
@@ -536,83 +520,6 @@ pub fn parse_clock_minute(text: &str) -> Result<u16, ThrottleError> {
 /// Writes minutes since midnight as `HH:MM` (1440 is `24:00`).
 pub fn format_clock_minute(minute_of_day: u16) -> String {
     format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
-}
-
-/// Reads a duration such as `500ms`, `5s`, `2m`, `1h` or `1m30s` into milliseconds. Units
-/// are `ms`, `s`, `m` and `h`, or their long forms (`sec`, `seconds`, `min`, `hours`, ...);
-/// spaces may separate numbers, units and parts (`1 min 30 s`). No fractions, no days.
-///
-/// # Errors
-/// [`ThrottleError::InvalidDuration`] when the text is empty, a number lacks its unit, a
-/// unit is unknown, or the total does not fit in a `u64` of milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, ThrottleError> {
-    let invalid = |reason: String| ThrottleError::InvalidDuration {
-        text: text.to_owned(),
-        reason,
-    };
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid(
-            "empty; write a number with a unit, such as 5s".to_owned(),
-        ));
-    }
-    let mut total_ms: u64 = 0;
-    while !rest.is_empty() {
-        let digits_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (digits, after_digits) = rest.split_at(digits_len);
-        let after_digits = after_digits.trim_start();
-        let unit_len = after_digits
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        let (unit, after_unit) = after_digits.split_at(unit_len);
-        if digits.is_empty() {
-            return Err(invalid(format!(
-                "expected a number at {rest:?}; write e.g. 500ms, 5s, 2m or 1h"
-            )));
-        }
-        let unit_ms: u64 = match unit {
-            "ms" | "msec" | "msecs" | "millis" => 1,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
-            "" => {
-                return Err(invalid(format!(
-                    "missing unit after {digits}; use ms, s, m or h"
-                )));
-            }
-            other => {
-                return Err(invalid(format!(
-                    "unknown unit {other:?}; use ms, s, m or h"
-                )));
-            }
-        };
-        let too_large = || invalid("too large".to_owned());
-        let amount: u64 = digits.parse().map_err(|_| too_large())?;
-        let part_ms = amount.checked_mul(unit_ms).ok_or_else(too_large)?;
-        total_ms = total_ms.checked_add(part_ms).ok_or_else(too_large)?;
-        rest = after_unit.trim_start();
-    }
-    Ok(total_ms)
-}
-
-/// Writes milliseconds in the shortest form [`parse_duration_ms`] reads back: `10m`, `5s`,
-/// `1m30s`, `500ms`, `0s`.
-pub fn format_duration_ms(duration_ms: u64) -> String {
-    if duration_ms == 0 {
-        return "0s".to_owned();
-    }
-    let parts = [
-        (duration_ms / 3_600_000, "h"),
-        (duration_ms / 60_000 % 60, "m"),
-        (duration_ms / 1_000 % 60, "s"),
-        (duration_ms % 1_000, "ms"),
-    ];
-    parts
-        .iter()
-        .filter(|(amount, _)| *amount > 0)
-        .map(|(amount, unit)| format!("{amount}{unit}"))
-        .collect()
 }
 
 // The rules below are shared by `ThrottlePolicy::validate` and the spec parser, so both
@@ -1018,50 +925,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_and_format_round_trip() {
-        let cases = [
-            ("500ms", 500),
-            ("5s", 5_000),
-            ("2m", 120_000),
-            ("1h", 3_600_000),
-            ("1m30s", 90_000),
-            ("1m 30s", 90_000),
-            ("1s500ms", 1_500),
-            ("5 seconds", 5_000),
-            ("1 min 30 secs", 90_000),
-            ("2 hours", 7_200_000),
-            ("0s", 0),
-        ];
-        for (text, millis) in cases {
-            assert_eq!(parse_duration_ms(text).unwrap(), millis, "{text}");
-        }
-        for millis in [0, 500, 5_000, 90_000, 600_000, 3_723_004] {
-            assert_eq!(
-                parse_duration_ms(&format_duration_ms(millis)).unwrap(),
-                millis
-            );
-        }
-        assert_eq!(format_duration_ms(600_000), "10m");
-        assert_eq!(format_duration_ms(1_500), "1s500ms");
-    }
-
-    #[test]
-    fn bad_durations_name_the_problem() {
-        let reason_of = |text: &str| match parse_duration_ms(text) {
-            Err(ThrottleError::InvalidDuration { reason, .. }) => reason,
-            other => panic!("expected an invalid duration for {text:?}, got {other:?}"),
-        };
-        assert_eq!(reason_of("5"), "missing unit after 5; use ms, s, m or h");
-        assert_eq!(reason_of("5d"), "unknown unit \"d\"; use ms, s, m or h");
-        assert!(reason_of("").starts_with("empty"));
-        assert!(reason_of("s").starts_with("expected a number"));
-        assert!(reason_of("-5s").starts_with("expected a number"));
-        assert_eq!(reason_of("1.5s"), "missing unit after 1; use ms, s, m or h");
-        assert_eq!(reason_of("99999999999999999999h"), "too large");
-        assert_eq!(reason_of("9999999999999999h"), "too large");
-    }
-
-    #[test]
     fn validate_reports_every_problem_with_its_path() {
         let broken = ThrottlePolicy {
             timezone: "Mars/Base".to_owned(),
@@ -1091,7 +954,7 @@ mod tests {
             paused: true,
         };
         assert_eq!(
-            broken.validate().unwrap_err(),
+            broken.validate().unwrap_err().to_lines(),
             [
                 "throttle.timezone: unknown time zone \"Mars/Base\"; use an IANA name such as \
                  America/New_York or UTC",

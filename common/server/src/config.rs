@@ -10,34 +10,22 @@
 //!    (Helm) win over a config file baked into an image;
 //! 4. command-line flags, applied by each binary.
 //!
-//! Then the binary's `validate()` reports every problem at once, each with its key path
-//! ([`Problems`]). The environment is an argument, so tests never set process variables.
+//! Then the binary's `validate()` reports every problem at once, each at its key path,
+//! in the [`Problems`] list job specs are checked with too (one problem per line).
+//! The environment is an argument, so tests never set process variables.
 //!
-//! Durations are humantime strings (`"10s"`, `"500ms"`, `"2m"`), see [`duration`].
+//! Durations are strings in the syntax job specs use too, described in
+//! [`ferry_model::duration`] (`"10s"`, `"500ms"`, `"2m"`, `"1h 30m"`); a struct reads them
+//! with `#[serde(with = "ferry_model::duration::as_text")]`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_model::duration::{format_duration, parse_duration};
+use ferry_model::problems::Problems;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-/// One thing wrong with a configuration: where (a key path such as `etcd.endpoints`, or
-/// an environment variable's name) and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The key path or environment variable.
-    pub key: String,
-    /// What is wrong, lowercase.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -62,30 +50,22 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    /// Environment variables with bad values or names; each problem names its variable.
-    #[error("invalid environment: {}", list(problems))]
+    /// Environment variables with bad values or names; each problem is at its variable.
+    #[error("invalid environment:\n{problems}")]
     Environment {
         /// Every bad variable.
-        problems: Vec<ConfigProblem>,
+        problems: Problems,
     },
-    /// The merged configuration breaks a rule; each problem names its key path.
-    #[error("invalid configuration: {}", list(problems))]
+    /// The merged configuration breaks a rule; each problem is at its key path.
+    #[error("invalid configuration:\n{problems}")]
     Invalid {
         /// Every broken rule.
-        problems: Vec<ConfigProblem>,
+        problems: Problems,
     },
     /// The configuration could not be turned into TOML values to apply the environment
     /// (a bug in the config struct, not in the input).
     #[error("cannot represent the configuration as TOML")]
     Represent(#[source] toml::ser::Error),
-}
-
-fn list(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// A binary's configuration struct, loadable in layers by [`load`].
@@ -95,8 +75,8 @@ pub trait LayeredConfig: Serialize + DeserializeOwned + Default {
     /// Older variable names still read; the new names win.
     const ENV_ALIASES: &'static [EnvAlias];
 
-    /// Reports every problem at once, each under its key path.
-    fn validate(&self) -> Result<(), ConfigError>;
+    /// Reports every problem at once, each at its key path.
+    fn validate(&self) -> Result<(), Problems>;
 }
 
 /// Loads a configuration: defaults < `file` < `env` < `apply_flags`, then validates it.
@@ -111,7 +91,9 @@ pub fn load<C: LayeredConfig>(
     };
     let mut merged = apply_env(&from_file, C::ENV_PREFIX, C::ENV_ALIASES, env)?;
     apply_flags(&mut merged);
-    merged.validate()?;
+    merged
+        .validate()
+        .map_err(|problems| ConfigError::Invalid { problems })?;
     Ok(merged)
 }
 
@@ -198,23 +180,20 @@ where
 {
     let base = toml::Table::try_from(config).map_err(ConfigError::Represent)?;
     let overrides = env_overrides(prefix, aliases, env);
-    let mut problems = Vec::new();
+    let mut problems = Problems::new();
     let mut merged = base.clone();
     for entry in &overrides {
-        let problem_at = |message: String| ConfigProblem {
-            key: entry.variable.to_owned(),
-            message,
-        };
         if entry.path.iter().any(String::is_empty) {
-            problems.push(problem_at(format!(
-                "not a key: use {prefix}__SECTION__KEY, one `__` between levels"
-            )));
+            problems.push(
+                entry.variable,
+                format!("not a key: use {prefix}__SECTION__KEY, one `__` between levels"),
+            );
             continue;
         }
         let value = match typed_value(lookup(&base, &entry.path), entry.raw) {
             Ok(value) => value,
             Err(message) => {
-                problems.push(problem_at(message));
+                problems.push(entry.variable, message);
                 continue;
             }
         };
@@ -226,8 +205,7 @@ where
                 .map(drop)
                 .map_err(|error| error.message().to_owned())
         });
-        if let Err(message) = checked {
-            problems.push(problem_at(message));
+        if !problems.check(entry.variable, checked) {
             continue;
         }
         // Cannot fail: the same insert succeeded on a table of the same shape.
@@ -236,18 +214,16 @@ where
     if !problems.is_empty() {
         return Err(ConfigError::Environment { problems });
     }
-    merged
-        .try_into::<C>()
-        .map_err(|error| ConfigError::Environment {
-            problems: vec![ConfigProblem {
-                key: overrides
-                    .iter()
-                    .map(|entry| entry.variable)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                message: error.message().to_owned(),
-            }],
-        })
+    merged.try_into::<C>().map_err(|error| {
+        let variables = overrides
+            .iter()
+            .map(|entry| entry.variable)
+            .collect::<Vec<_>>()
+            .join(", ");
+        ConfigError::Environment {
+            problems: Problems::single(&variables, error.message()),
+        }
+    })
 }
 
 /// The variables to apply, in order: aliases first (so a new name wins over an old
@@ -340,66 +316,32 @@ fn typed_value(current: Option<&toml::Value>, raw: &str) -> Result<toml::Value, 
     }
 }
 
-/// Collects every problem of a configuration, then answers all of them at once.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<ConfigProblem>);
+// The rules below return the message for their key; `validate()` records them with
+// `Problems::check`, as the spec reader does with the throttle rules.
 
-impl Problems {
-    /// Records that `key` is wrong.
-    pub fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            key: key.to_owned(),
-            message: message.into(),
-        });
+/// A lease TTL: etcd counts leases in whole seconds, and keep-alives run every third of
+/// the TTL, so below 2 s one late renewal loses the lease.
+pub fn check_lease_ttl(ttl: Duration) -> Result<(), String> {
+    if ttl < Duration::from_secs(2) {
+        return Err(format!("must be at least 2s, got {}", format_duration(ttl)));
     }
-
-    /// `Ok` when nothing was recorded, otherwise [`ConfigError::Invalid`] with every problem.
-    pub fn into_result(self) -> Result<(), ConfigError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid { problems: self.0 })
-        }
+    if ttl.subsec_nanos() != 0 {
+        return Err(format!(
+            "must be whole seconds (etcd leases count seconds), got {}",
+            format_duration(ttl)
+        ));
     }
-
-    /// Checks a `host:port` address (a host name, an IPv4 address or a bracketed IPv6
-    /// address). Nothing is resolved here.
-    pub fn check_address(&mut self, key: &str, address: &str) {
-        if let Err(message) = check_host_port(address) {
-            self.push(key, message);
-        }
-    }
-
-    /// Checks a lease TTL: etcd counts leases in whole seconds, and keep-alives run every
-    /// third of the TTL, so below 2 s one late renewal loses the lease.
-    pub fn check_lease_ttl(&mut self, key: &str, ttl: Duration) {
-        if ttl < Duration::from_secs(2) {
-            self.push(
-                key,
-                format!("must be at least 2s, got {}", format_duration(ttl)),
-            );
-        } else if ttl.subsec_nanos() != 0 {
-            self.push(
-                key,
-                format!(
-                    "must be whole seconds (etcd leases count seconds), got {}",
-                    format_duration(ttl)
-                ),
-            );
-        }
-    }
-
-    /// Checks an optional name (it is part of etcd keys): not empty when given.
-    pub fn check_name(&mut self, key: &str, name: Option<&str>) {
-        if let Some(name) = name
-            && let Err(message) = check_key_segment(name)
-        {
-            self.push(key, message);
-        }
-    }
+    Ok(())
 }
 
-fn check_host_port(address: &str) -> Result<(), String> {
+/// An optional process name (it is part of etcd keys): not empty when given.
+pub fn check_process_name(name: Option<&str>) -> Result<(), String> {
+    name.map_or(Ok(()), check_key_segment)
+}
+
+/// A `host:port` address (a host name, an IPv4 address or a bracketed IPv6 address).
+/// Nothing is resolved here.
+pub fn check_host_port(address: &str) -> Result<(), String> {
     let Some((host, port)) = address.rsplit_once(':') else {
         return Err(format!("expected host:port, got {address:?}"));
     };
@@ -463,9 +405,7 @@ impl EtcdConfig {
                 problems.push("etcd.endpoints", "an endpoint is empty or contains spaces");
             }
         }
-        if let Err(message) = check_key_segment(&self.cluster) {
-            problems.push("etcd.cluster", message);
-        }
+        problems.check("etcd.cluster", check_key_segment(&self.cluster));
     }
 
     /// The endpoints joined by commas, without any password (for logs and errors).
@@ -575,57 +515,13 @@ pub fn for_log<C: Serialize>(config: &C) -> String {
     }
 }
 
-/// `10s`, `1m 30s`: how durations are written in configuration.
-pub fn format_duration(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
-}
-
-/// Parses a configuration duration: a humantime string such as `10s`, `500ms`, `2m`,
-/// `1h 30m`. A bare number is refused (its unit would be a guess).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|error| {
-        format!("invalid duration {text:?} ({error}); write it like \"10s\", \"500ms\" or \"2m\"")
-    })
-}
-
-/// Parses a duration flag: [`parse_duration`], or a bare number of seconds (what the
-/// flags took before they took units, so existing scripts keep working).
+/// Parses a duration flag: a duration as in configuration files ([`parse_duration`]), or a
+/// bare number of seconds (what the flags took before they took units, so existing
+/// scripts keep working).
 pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => parse_duration(text),
-    }
-}
-
-/// Serde for a [`Duration`] written as a humantime string:
-/// `#[serde(with = "ferry_server::config::duration")]`.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer, de};
-
-    /// Writes `10s`, `1m 30s`.
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&super::format_duration(*value))
-    }
-
-    /// Reads a humantime string; refuses numbers and anything else.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_str(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl de::Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            formatter.write_str("a duration string such as \"10s\", \"500ms\" or \"2m\"")
-        }
-
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            super::parse_duration(text).map_err(E::custom)
-        }
+        Err(_) => parse_duration(text).map_err(|error| error.to_string()),
     }
 }
 
@@ -647,7 +543,7 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     struct Timing {
-        #[serde(with = "duration")]
+        #[serde(with = "ferry_model::duration::as_text")]
         ttl: Duration,
     }
 
@@ -730,9 +626,8 @@ mod tests {
         let ConfigError::Environment { problems } = &error else {
             panic!("unexpected error {error:?}");
         };
-        let named: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
-            named,
+            problems.paths(),
             [
                 "T__",
                 "T__SLOTS",
@@ -793,12 +688,48 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_humantime_and_flags_also_bare_seconds() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("10").is_err());
+    fn flags_take_durations_and_also_bare_seconds() {
         assert_eq!(parse_flag_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_flag_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(
+            parse_flag_duration("1.5s"),
+            Ok(Duration::from_millis(1_500))
+        );
+        let error = parse_flag_duration("soon").expect_err("not a duration");
+        assert!(error.starts_with("invalid duration \"soon\""), "{error}");
+    }
+
+    #[test]
+    fn a_file_takes_the_duration_forms_of_specs_and_of_humantime() {
+        let path = Path::new("/etc/ferry/sample.toml");
+        for (text, expected) in [
+            ("1m30s", Duration::from_secs(90)),
+            ("1 min 30 secs", Duration::from_secs(90)),
+            ("1h 30m", Duration::from_secs(5_400)),
+            ("0", Duration::ZERO),
+        ] {
+            let sample: Sample = parse_toml(&format!("[timing]\nttl = \"{text}\"\n"), path)
+                .expect("a valid duration");
+            assert_eq!(sample.timing.ttl, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn rules_report_at_their_key_and_problems_display_one_per_line() {
+        let mut problems = Problems::new();
+        problems.check("lease.ttl", check_lease_ttl(Duration::from_secs(1)));
+        problems.check("lease.ttl", check_lease_ttl(Duration::from_millis(2_500)));
+        problems.check("lease.ttl", check_lease_ttl(Duration::from_secs(10)));
+        problems.check("name", check_process_name(Some(" ")));
+        problems.check("name", check_process_name(None));
+        let error = ConfigError::Invalid { problems };
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration:\n\
+             lease.ttl: must be at least 2s, got 1s\n\
+             lease.ttl: must be whole seconds (etcd leases count seconds), got 2s 500ms\n\
+             name: must not be empty"
+        );
     }
 
     #[test]

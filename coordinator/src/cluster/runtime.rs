@@ -542,7 +542,7 @@ impl ClusterRuntime {
 
     fn parse_spec(&self, text: &str) -> Result<JobSpec, Vec<String>> {
         ferry_connectors::parse_spec(text, &self.options.base_dir, &self.options.env)
-            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+            .map_err(|problems| problems.to_lines())
     }
 
     /// The leadership, or the error that sends writers to the leader.

@@ -1,0 +1,194 @@
+//! The job spec's types: what a parsed and validated spec says.
+
+use crate::glob::GlobPattern;
+use crate::throttle::ThrottlePolicy;
+
+use super::endpoints::EndpointSpec;
+use super::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TARGET_ROWS};
+
+/// A parsed and validated job spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Job name: 1 to 64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit.
+    pub name: String,
+    /// Where rows are read from.
+    pub source: EndpointSpec,
+    /// Where rows are written to; never the same database as the source.
+    pub target: EndpointSpec,
+    /// Which tables are copied.
+    pub tables: TableSelection,
+    /// How target tables are prepared.
+    pub schema: SchemaMode,
+    /// How tables are cut into chunks.
+    pub chunking: ChunkingSpec,
+    /// How copied chunks are checked.
+    pub verify: VerifySpec,
+    /// How much work runs at once, and when: the job's initial throttle policy.
+    pub throttle: ThrottlePolicy,
+    /// Target column types chosen by the user, by source column: `"orders.amount"` or
+    /// `"public.orders.amount"` → the target's type, e.g. `DECIMAL(20,4)`.
+    pub columns: ColumnOverrides,
+}
+
+/// Per-column target type overrides (`columns:` in the spec).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnOverrides(pub std::collections::BTreeMap<String, String>);
+
+impl ColumnOverrides {
+    /// Returns the override for a column of a table, matched as `schema.table.column` or
+    /// `table.column`.
+    pub fn lookup(&self, qualified_table: &str, bare_table: &str, column: &str) -> Option<&str> {
+        self.0
+            .get(&format!("{qualified_table}.{column}"))
+            .or_else(|| self.0.get(&format!("{bare_table}.{column}")))
+            .map(String::as_str)
+    }
+}
+
+/// Which tables a job copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSelection {
+    /// Patterns selecting tables; at least one.
+    pub include: Vec<GlobPattern>,
+    /// Patterns removing tables from the selection.
+    pub exclude: Vec<GlobPattern>,
+}
+
+impl TableSelection {
+    /// Returns whether a table is selected: some include pattern matches it and no exclude
+    /// pattern does. A pattern containing `.` is matched against `qualified` (`main.orders`),
+    /// any other against `bare` (`orders`).
+    pub fn selects(&self, qualified: &str, bare: &str) -> bool {
+        let pattern_matches = |pattern: &GlobPattern| {
+            if pattern.as_str().contains('.') {
+                pattern.matches(qualified)
+            } else {
+                pattern.matches(bare)
+            }
+        };
+        self.include.iter().any(pattern_matches) && !self.exclude.iter().any(pattern_matches)
+    }
+}
+
+/// How target tables are prepared before copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaMode {
+    /// Creates missing tables and checks existing ones for compatibility.
+    #[default]
+    CreateIfMissing,
+    /// Fails unless every target table already exists and is compatible.
+    RequireExisting,
+    /// Drops and creates every target table.
+    Recreate,
+}
+
+impl SchemaMode {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaMode::CreateIfMissing => "create_if_missing",
+            SchemaMode::RequireExisting => "require_existing",
+            SchemaMode::Recreate => "recreate",
+        }
+    }
+}
+
+/// How tables are cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkingSpec {
+    /// Rows the planner aims for per chunk, 1 to [`MAX_TARGET_ROWS`](super::MAX_TARGET_ROWS).
+    pub target_rows: u64,
+}
+
+impl Default for ChunkingSpec {
+    fn default() -> Self {
+        ChunkingSpec {
+            target_rows: DEFAULT_TARGET_ROWS,
+        }
+    }
+}
+
+/// How a copied chunk is compared with its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyMode {
+    /// Compares row counts and order-independent row checksums.
+    #[default]
+    Checksum,
+    /// Compares row counts only.
+    Count,
+    /// Does not verify.
+    None,
+}
+
+impl VerifyMode {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Checksum => "checksum",
+            VerifyMode::Count => "count",
+            VerifyMode::None => "none",
+        }
+    }
+}
+
+/// What happens when a chunk fails verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMismatch {
+    /// Overwrites the chunk's range and copies it again, up to `max_attempts`.
+    #[default]
+    Recopy,
+    /// Fails the job.
+    Fail,
+}
+
+impl OnMismatch {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMismatch::Recopy => "recopy",
+            OnMismatch::Fail => "fail",
+        }
+    }
+}
+
+/// How copied chunks are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifySpec {
+    /// What is compared.
+    pub mode: VerifyMode,
+    /// What a mismatch leads to.
+    pub on_mismatch: OnMismatch,
+    /// Copy attempts per chunk, 1 to [`MAX_MAX_ATTEMPTS`](super::MAX_MAX_ATTEMPTS).
+    pub max_attempts: u32,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        VerifySpec {
+            mode: VerifyMode::default(),
+            on_mismatch: OnMismatch::default(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use crate::spec::test_support::*;
+
+    #[test]
+    fn selection_matches_qualified_or_bare_names() {
+        let yaml = spec_with(
+            "  include: [orders]",
+            "  include: [\"main.ord*\", \"cust*\"]\n  exclude: [\"*_tmp\", \"audit.*\"]",
+        );
+        let tables = parse(&yaml).unwrap().tables;
+        assert!(tables.selects("main.orders", "orders"));
+        assert!(!tables.selects("archive.orders", "orders"));
+        assert!(tables.selects("anything.customers", "customers"));
+        assert!(!tables.selects("main.customers_tmp", "customers_tmp"));
+        assert!(!tables.selects("audit.customers", "customers"));
+        assert!(!tables.selects("main.items", "items"));
+    }
+}
