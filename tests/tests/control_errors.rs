@@ -78,15 +78,21 @@ async fn every_refusal_names_what_is_wrong_with_its_grpc_code() {
     // An invalid spec: every problem, with its field.
     let invalid = service
         .submit_job(Request::new(pb::SubmitJobRequest {
-            spec_yaml: "name: errs\nsource: { kind: nosuch, path: a.db }\nchunking: { target_rows: 0 }\n"
-                .into(),
+            spec_yaml:
+                "name: errs\nsource: { kind: nosuch, path: a.db }\nchunking: { target_rows: 0 }\n"
+                    .into(),
             ..Default::default()
         }))
         .await;
     refused(
         invalid,
         Code::InvalidArgument,
-        &["invalid spec", "source.kind", "chunking.target_rows", "target"],
+        &[
+            "invalid spec",
+            "source.kind",
+            "chunking.target_rows",
+            "target",
+        ],
     );
 
     // A spec whose table does not exist is refused at planning, naming the table.
@@ -96,7 +102,11 @@ async fn every_refusal_names_what_is_wrong_with_its_grpc_code() {
             ..Default::default()
         }))
         .await;
-    refused(unplannable, Code::InvalidArgument, &["invalid spec", "missing"]);
+    refused(
+        unplannable,
+        Code::InvalidArgument,
+        &["invalid spec", "missing"],
+    );
 
     // Unknown job, for every job operation.
     let unknown_job = service
@@ -111,7 +121,11 @@ async fn every_refusal_names_what_is_wrong_with_its_grpc_code() {
             ..Default::default()
         }))
         .await;
-    refused(unknown_chunks, Code::NotFound, &["job \"nope\" is not known"]);
+    refused(
+        unknown_chunks,
+        Code::NotFound,
+        &["job \"nope\" is not known"],
+    );
 
     // Unknown worker.
     let unknown_worker = service
@@ -204,6 +218,10 @@ async fn every_refusal_names_what_is_wrong_with_its_grpc_code() {
             ..Default::default()
         }))
         .await;
-    refused(bad_throttle, Code::InvalidArgument, &["invalid throttle change"]);
+    refused(
+        bad_throttle,
+        Code::InvalidArgument,
+        &["invalid throttle change"],
+    );
     shutdown.cancel();
 }

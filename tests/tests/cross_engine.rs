@@ -351,7 +351,7 @@ async fn refused_postgres_to_sqlite(pg: &str, include: &str) -> (tempfile::TempD
     let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
         .await
         .expect("open");
-    let error = job.prepare().await.err().expect("refused").to_string();
+    let error = job.prepare().await.expect_err("refused").to_string();
     (dir, error)
 }
 

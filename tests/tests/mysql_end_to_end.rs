@@ -867,11 +867,7 @@ async fn types_mysql_cannot_hold_are_refused_at_plan_time_naming_the_override() 
     let job = ferry_ctl::local::LocalJob::open(spec, &dir.path().join("state.db"))
         .await
         .expect("open");
-    let error = job
-        .prepare()
-        .await
-        .err()
-        .expect("planning refuses the table");
+    let error = job.prepare().await.expect_err("planning refuses the table");
     let message = error.to_string();
     for expected in ["loose", "column anything", "mysql", "columns:"] {
         assert!(

@@ -23,6 +23,7 @@ mod coalesce;
 pub mod conformance;
 mod etcd;
 mod etcd_cluster;
+mod etcd_values;
 mod in_process;
 pub mod keys;
 mod local;
