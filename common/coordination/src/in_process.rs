@@ -205,6 +205,28 @@ impl InProcessCluster {
         }
     }
 
+    /// Puts `key` on `lease` (in the family `keys` picks), so it goes with the lease;
+    /// `NotFound` when the lease ended.
+    fn attach(
+        &self,
+        lease: i64,
+        keys: impl FnOnce(&mut LeaseEntry) -> &mut Vec<Vec<u8>>,
+        key: &[u8],
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let entry = state
+            .leases
+            .get_mut(&lease)
+            .ok_or_else(|| CoordinationError::NotFound {
+                what: format!("lease {lease}"),
+            })?;
+        let attached = keys(entry);
+        if !attached.iter().any(|existing| existing == key) {
+            attached.push(key.to_vec());
+        }
+        Ok(())
+    }
+
     fn lease_alive(&self, lease: i64) -> Result<()> {
         if self.lock().leases.contains_key(&lease) {
             Ok(())
@@ -460,19 +482,7 @@ impl ClusterProtocol for InProcessCluster {
 
     async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {
         let key = self.shared.keys.worker(&worker.id);
-        {
-            let mut state = self.lock();
-            let entry =
-                state
-                    .leases
-                    .get_mut(&lease)
-                    .ok_or_else(|| CoordinationError::NotFound {
-                        what: format!("lease {lease}"),
-                    })?;
-            if !entry.workers.contains(&key) {
-                entry.workers.push(key.clone());
-            }
-        }
+        self.attach(lease, |entry| &mut entry.workers, &key)?;
         put_key(&self.shared.workers, key, worker.clone());
         Ok(())
     }
@@ -688,19 +698,7 @@ impl ClusterProtocol for InProcessCluster {
 
     async fn put_progress(&self, progress: &ChunkProgress, lease: i64) -> Result<()> {
         let key = self.shared.keys.progress(&progress.job, progress.chunk);
-        {
-            let mut state = self.lock();
-            let entry =
-                state
-                    .leases
-                    .get_mut(&lease)
-                    .ok_or_else(|| CoordinationError::NotFound {
-                        what: format!("lease {lease}"),
-                    })?;
-            if !entry.progress.contains(&key) {
-                entry.progress.push(key.clone());
-            }
-        }
+        self.attach(lease, |entry| &mut entry.progress, &key)?;
         put_key(&self.shared.progress, key, progress.clone());
         Ok(())
     }
