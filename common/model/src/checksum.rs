@@ -90,25 +90,19 @@
 //! rows are split into batches or chunks, and lets partial checksums be merged. It is a sum and
 //! not an XOR because XOR cancels a pair of identical rows. An empty range is `(0, 0)`. The
 //! text form is `{rows} rows, {sum as 32 lowercase hex digits}`.
+//!
+//! [`LOGICAL_METADATA_KEY`]: crate::schema::LOGICAL_METADATA_KEY
+//! [`VARIANT_METADATA_KEY`]: crate::schema::VARIANT_METADATA_KEY
 
 use std::fmt;
 
-use arrow_array::types::{
-    ArrowPrimitiveType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type,
-    Decimal256Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
-use arrow_array::{
-    Array, BinaryArray, BinaryViewArray, BooleanArray, FixedSizeBinaryArray, LargeBinaryArray,
-    LargeStringArray, PrimitiveArray, RecordBatch, StringArray, StringViewArray,
-};
+use arrow_array::{Array, RecordBatch};
+use arrow_buffer::i256;
 use arrow_schema::{DataType, Field, TimeUnit};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::schema::{LOGICAL_METADATA_KEY, VARIANT_METADATA_KEY};
+use crate::column::{CellRef, ColumnMeaning, ColumnView, ColumnViewError, ColumnViewErrorKind};
 
 /// The tag bytes that open every canonical value encoding (see the module documentation).
 pub mod tag {
@@ -161,7 +155,8 @@ pub enum ChecksumError {
         /// The column's Arrow type, as Arrow displays it.
         data_type: String,
     },
-    /// A column's field carries [`VARIANT_METADATA_KEY`] but its type is not a binary type.
+    /// A column's field carries [`crate::schema::VARIANT_METADATA_KEY`] but its type is not
+    /// a binary type.
     #[error("column {column} is marked as variant but has type {data_type}, not a binary type")]
     VariantColumnNotBinary {
         /// The column's name.
@@ -204,6 +199,24 @@ pub enum ChecksumError {
         /// Why the value cannot be encoded.
         reason: &'static str,
     },
+}
+
+impl From<ColumnViewError> for ChecksumError {
+    fn from(error: ColumnViewError) -> Self {
+        let ColumnViewError {
+            column,
+            data_type,
+            kind,
+        } = error;
+        match kind {
+            ColumnViewErrorKind::UnsupportedType => {
+                ChecksumError::UnsupportedType { column, data_type }
+            }
+            ColumnViewErrorKind::ArrayTypeMismatch => {
+                ChecksumError::ArrayTypeMismatch { column, data_type }
+            }
+        }
+    }
 }
 
 /// A dynamically typed value, as stored in a column without a fixed type (SQLite's storage
@@ -367,236 +380,129 @@ impl fmt::Display for RangeChecksum {
     }
 }
 
-/// The native value type of `Decimal256` arrays (Arrow's `i256`).
-type Decimal256Native = <Decimal256Type as ArrowPrimitiveType>::Native;
-
-/// One column of a batch, downcast once so that rows are encoded without dynamic dispatch.
+/// One column of a batch: its typed view, and what its field's metadata says its values are.
 struct ColumnEncoder<'a> {
     column_name: &'a str,
-    /// The column, for its validity bitmap.
-    array: &'a dyn Array,
-    /// False when the column has no null slot, which skips the per-row validity check.
-    may_have_nulls: bool,
-    values: TypedValues<'a>,
-}
-
-/// A column's values, typed. Primitive columns are plain slices of the batch's buffers.
-enum TypedValues<'a> {
-    AllNull,
-    Boolean(&'a BooleanArray),
-    Int8(&'a [i8]),
-    Int16(&'a [i16]),
-    Int32(&'a [i32]),
-    Int64(&'a [i64]),
-    UInt8(&'a [u8]),
-    UInt16(&'a [u16]),
-    UInt32(&'a [u32]),
-    UInt64(&'a [u64]),
-    Float32(&'a [f32]),
-    Float64(&'a [f64]),
-    Utf8(&'a StringArray),
-    DecimalText(&'a StringArray),
-    JsonText(&'a StringArray),
-    LargeUtf8(&'a LargeStringArray),
-    Utf8View(&'a StringViewArray),
-    Binary(&'a BinaryArray),
-    LargeBinary(&'a LargeBinaryArray),
-    BinaryView(&'a BinaryViewArray),
-    FixedSizeBinary(&'a FixedSizeBinaryArray),
-    VariantBinary(&'a BinaryArray),
-    VariantLargeBinary(&'a LargeBinaryArray),
-    VariantBinaryView(&'a BinaryViewArray),
-    Date32(&'a [i32]),
-    Date64(&'a [i64]),
-    Timestamp {
-        values: &'a [i64],
-        nanos_per_unit: i128,
-    },
-    Time32 {
-        values: &'a [i32],
-        nanos_per_unit: i64,
-    },
-    Time64 {
-        values: &'a [i64],
-        nanos_per_unit: i64,
-    },
-    Decimal32 {
-        values: &'a [i32],
-        scale: i32,
-    },
-    Decimal64 {
-        values: &'a [i64],
-        scale: i32,
-    },
-    Decimal128 {
-        values: &'a [i128],
-        scale: i32,
-    },
-    Decimal256 {
-        values: &'a [Decimal256Native],
-        scale: i32,
-    },
+    view: ColumnView<'a>,
+    /// Checked against the column's type in [`ColumnEncoder::new`]: decimal and JSON text
+    /// are `Utf8`, variant values are `Binary`, `LargeBinary` or `BinaryView`.
+    meaning: ColumnMeaning,
 }
 
 impl<'a> ColumnEncoder<'a> {
     fn new(field: &'a Field, array: &'a dyn Array) -> Result<Self, ChecksumError> {
         let column_name = field.name().as_str();
-        let is_variant = field.metadata().contains_key(VARIANT_METADATA_KEY);
         let data_type = array.data_type();
-        let values = if is_variant {
-            match data_type {
-                DataType::Binary => TypedValues::VariantBinary(downcast(field, array)?),
-                DataType::LargeBinary => TypedValues::VariantLargeBinary(downcast(field, array)?),
-                DataType::BinaryView => TypedValues::VariantBinaryView(downcast(field, array)?),
-                _ => {
+        let meaning = ColumnMeaning::of_field(field);
+        let logical_name = match meaning {
+            ColumnMeaning::Plain => None,
+            ColumnMeaning::Variant => {
+                if !matches!(
+                    data_type,
+                    DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+                ) {
                     return Err(ChecksumError::VariantColumnNotBinary {
                         column: column_name.to_string(),
                         data_type: data_type.to_string(),
                     });
                 }
+                None
             }
-        } else {
-            match (
-                field
-                    .metadata()
-                    .get(LOGICAL_METADATA_KEY)
-                    .map(String::as_str),
-                data_type,
-            ) {
-                (Some("decimal"), DataType::Utf8) => {
-                    TypedValues::DecimalText(downcast(field, array)?)
-                }
-                (Some("json"), DataType::Utf8) => TypedValues::JsonText(downcast(field, array)?),
-                (Some(logical @ ("decimal" | "json")), _) => {
-                    return Err(ChecksumError::UnsupportedType {
-                        column: column_name.to_string(),
-                        data_type: format!("{data_type} (as {logical}, which must be Utf8)"),
-                    });
-                }
-                _ => typed_values(field, array)?,
-            }
+            ColumnMeaning::DecimalText => Some("decimal"),
+            ColumnMeaning::JsonText => Some("json"),
         };
+        if let Some(logical) = logical_name
+            && *data_type != DataType::Utf8
+        {
+            return Err(ChecksumError::UnsupportedType {
+                column: column_name.to_string(),
+                data_type: format!("{data_type} (as {logical}, which must be Utf8)"),
+            });
+        }
         Ok(Self {
             column_name,
-            array,
-            may_have_nulls: array.null_count() > 0,
-            values,
+            view: ColumnView::new(column_name, array)?,
+            meaning,
         })
     }
 
     /// Appends the canonical encoding of the value at `row` to `out`.
     fn encode(&self, row: usize, out: &mut Vec<u8>) -> Result<(), ChecksumError> {
-        if self.may_have_nulls && self.array.is_null(row) {
-            push_null(out);
-            return Ok(());
-        }
-        match &self.values {
-            TypedValues::AllNull => push_null(out),
-            TypedValues::Boolean(array) => push_bool(out, array.value(row)),
-            TypedValues::Int8(values) => push_int(out, i128::from(values[row])),
-            TypedValues::Int16(values) => push_int(out, i128::from(values[row])),
-            TypedValues::Int32(values) => push_int(out, i128::from(values[row])),
-            TypedValues::Int64(values) => push_int(out, i128::from(values[row])),
-            TypedValues::UInt8(values) => push_int(out, i128::from(values[row])),
-            TypedValues::UInt16(values) => push_int(out, i128::from(values[row])),
-            TypedValues::UInt32(values) => push_int(out, i128::from(values[row])),
-            TypedValues::UInt64(values) => push_int(out, i128::from(values[row])),
-            TypedValues::Float32(values) => push_float(out, f64::from(values[row])),
-            TypedValues::Float64(values) => push_float(out, values[row]),
-            TypedValues::Utf8(array) => {
-                push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
-            }
-            TypedValues::DecimalText(array) => {
-                let text = array.value(row);
-                // Plain text (what engines print) that fits: its value directly, as the
-                // canonical text below would give it, without building that text.
-                if let Some((coefficient, scale)) = crate::decimal::plain_coefficient_scale(text) {
-                    push_decimal(out, coefficient, scale);
-                    return Ok(());
+        match self.view.cell(row) {
+            CellRef::Null => push_null(out),
+            CellRef::Bool(value) => push_bool(out, value),
+            CellRef::Int(value) => push_int(out, i128::from(value)),
+            CellRef::UInt64(value) => push_int(out, i128::from(value)),
+            CellRef::Float(value) => push_float(out, value),
+            CellRef::Utf8(text) => match self.meaning {
+                ColumnMeaning::DecimalText => self.push_decimal_text(row, text, out)?,
+                ColumnMeaning::JsonText => {
+                    let canonical = canonical_json(text).ok_or_else(|| {
+                        self.unrepresentable(row, "text in a json column is not valid JSON")
+                    })?;
+                    push_length_prefixed(out, tag::JSON, canonical.as_bytes());
                 }
-                let canonical = crate::decimal::normalize(text).map_err(|_| {
-                    self.unrepresentable(row, "text in a decimal column is not a decimal")
-                })?;
-                match crate::decimal::to_coefficient_scale(&canonical) {
-                    Some((coefficient, scale)) => push_decimal(out, coefficient, scale),
-                    None => push_length_prefixed(out, tag::BIG_DECIMAL, canonical.as_bytes()),
+                // A variant column is binary: `new` refuses one of text.
+                ColumnMeaning::Plain | ColumnMeaning::Variant => {
+                    push_length_prefixed(out, tag::TEXT, text.as_bytes());
                 }
+            },
+            CellRef::Binary(encoded) if self.meaning == ColumnMeaning::Variant => {
+                self.push_variant(row, encoded, out)?;
             }
-            TypedValues::JsonText(array) => {
-                let canonical = canonical_json(array.value(row)).ok_or_else(|| {
-                    self.unrepresentable(row, "text in a json column is not valid JSON")
-                })?;
-                push_length_prefixed(out, tag::JSON, canonical.as_bytes());
+            CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) => {
+                push_length_prefixed(out, tag::BYTES, bytes);
             }
-            TypedValues::LargeUtf8(array) => {
-                push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
-            }
-            TypedValues::Utf8View(array) => {
-                push_length_prefixed(out, tag::TEXT, array.value(row).as_bytes());
-            }
-            TypedValues::Binary(array) => push_length_prefixed(out, tag::BYTES, array.value(row)),
-            TypedValues::LargeBinary(array) => {
-                push_length_prefixed(out, tag::BYTES, array.value(row));
-            }
-            TypedValues::BinaryView(array) => {
-                push_length_prefixed(out, tag::BYTES, array.value(row));
-            }
-            TypedValues::FixedSizeBinary(array) => {
-                push_length_prefixed(out, tag::BYTES, array.value(row));
-            }
-            TypedValues::VariantBinary(array) => self.push_variant(row, array.value(row), out)?,
-            TypedValues::VariantLargeBinary(array) => {
-                self.push_variant(row, array.value(row), out)?;
-            }
-            TypedValues::VariantBinaryView(array) => {
-                self.push_variant(row, array.value(row), out)?;
-            }
-            TypedValues::Date32(values) => push_date(out, i64::from(values[row])),
-            TypedValues::Date64(values) => {
-                let millis = values[row];
+            CellRef::Date32(days) => push_date(out, i64::from(days)),
+            CellRef::Date64(millis) => {
                 if millis % MILLISECONDS_PER_DAY != 0 {
                     return Err(self.unrepresentable(row, "date64 is not a whole number of days"));
                 }
                 push_date(out, millis / MILLISECONDS_PER_DAY);
             }
-            TypedValues::Timestamp {
-                values,
-                nanos_per_unit,
-            } => {
+            CellRef::Timestamp { value, unit, .. } => {
                 // |i64| × 10^9 < 2^93: cannot overflow i128.
-                push_timestamp(out, i128::from(values[row]) * nanos_per_unit);
+                push_timestamp(out, i128::from(value) * i128::from(nanos_per_unit(unit)));
             }
-            TypedValues::Time32 {
-                values,
-                nanos_per_unit,
-            } => {
-                // |i32| × 10^9 < 2^61: cannot overflow i64.
-                push_time(out, i64::from(values[row]) * nanos_per_unit);
-            }
-            TypedValues::Time64 {
-                values,
-                nanos_per_unit,
-            } => {
-                let Some(nanos) = values[row].checked_mul(*nanos_per_unit) else {
+            CellRef::Time { value, unit } => {
+                // A `Time32` (|i32| × 10^9 < 2^61) always fits; a `Time64` may not.
+                let Some(nanos) = value.checked_mul(nanos_per_unit(unit)) else {
                     return Err(self.unrepresentable(row, "time beyond i64 nanoseconds"));
                 };
                 push_time(out, nanos);
             }
-            TypedValues::Decimal32 { values, scale } => {
-                push_decimal(out, i128::from(values[row]), *scale);
+            CellRef::Decimal { coefficient, scale } => {
+                push_decimal(out, coefficient, i32::from(scale));
             }
-            TypedValues::Decimal64 { values, scale } => {
-                push_decimal(out, i128::from(values[row]), *scale);
-            }
-            TypedValues::Decimal128 { values, scale } => push_decimal(out, values[row], *scale),
-            TypedValues::Decimal256 { values, scale } => {
-                let Some((coefficient, normalized_scale)) =
-                    normalize_decimal256(values[row], *scale)
+            CellRef::Decimal256 { coefficient, scale } => {
+                let Some((normalized_coefficient, normalized_scale)) =
+                    normalize_decimal256(coefficient, i32::from(scale))
                 else {
                     return Err(self.unrepresentable(row, "decimal coefficient beyond i128"));
                 };
-                push_normalized_decimal(out, coefficient, normalized_scale);
+                push_normalized_decimal(out, normalized_coefficient, normalized_scale);
             }
+        }
+        Ok(())
+    }
+
+    fn push_decimal_text(
+        &self,
+        row: usize,
+        text: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChecksumError> {
+        // Plain text (what engines print) that fits: its value directly, as the canonical
+        // text below would give it, without building that text.
+        if let Some((coefficient, scale)) = crate::decimal::plain_coefficient_scale(text) {
+            push_decimal(out, coefficient, scale);
+            return Ok(());
+        }
+        let canonical = crate::decimal::normalize(text)
+            .map_err(|_| self.unrepresentable(row, "text in a decimal column is not a decimal"))?;
+        match crate::decimal::to_coefficient_scale(&canonical) {
+            Some((coefficient, scale)) => push_decimal(out, coefficient, scale),
+            None => push_length_prefixed(out, tag::BIG_DECIMAL, canonical.as_bytes()),
         }
         Ok(())
     }
@@ -632,88 +538,6 @@ impl<'a> ColumnEncoder<'a> {
     }
 }
 
-/// Downcasts a non-variant column to its typed form, or rejects its type.
-fn typed_values<'a>(field: &Field, array: &'a dyn Array) -> Result<TypedValues<'a>, ChecksumError> {
-    let typed = match array.data_type() {
-        DataType::Null => TypedValues::AllNull,
-        DataType::Boolean => TypedValues::Boolean(downcast(field, array)?),
-        DataType::Int8 => TypedValues::Int8(primitive_values::<Int8Type>(field, array)?),
-        DataType::Int16 => TypedValues::Int16(primitive_values::<Int16Type>(field, array)?),
-        DataType::Int32 => TypedValues::Int32(primitive_values::<Int32Type>(field, array)?),
-        DataType::Int64 => TypedValues::Int64(primitive_values::<Int64Type>(field, array)?),
-        DataType::UInt8 => TypedValues::UInt8(primitive_values::<UInt8Type>(field, array)?),
-        DataType::UInt16 => TypedValues::UInt16(primitive_values::<UInt16Type>(field, array)?),
-        DataType::UInt32 => TypedValues::UInt32(primitive_values::<UInt32Type>(field, array)?),
-        DataType::UInt64 => TypedValues::UInt64(primitive_values::<UInt64Type>(field, array)?),
-        DataType::Float32 => TypedValues::Float32(primitive_values::<Float32Type>(field, array)?),
-        DataType::Float64 => TypedValues::Float64(primitive_values::<Float64Type>(field, array)?),
-        DataType::Utf8 => TypedValues::Utf8(downcast(field, array)?),
-        DataType::LargeUtf8 => TypedValues::LargeUtf8(downcast(field, array)?),
-        DataType::Utf8View => TypedValues::Utf8View(downcast(field, array)?),
-        DataType::Binary => TypedValues::Binary(downcast(field, array)?),
-        DataType::LargeBinary => TypedValues::LargeBinary(downcast(field, array)?),
-        DataType::BinaryView => TypedValues::BinaryView(downcast(field, array)?),
-        DataType::FixedSizeBinary(_) => TypedValues::FixedSizeBinary(downcast(field, array)?),
-        DataType::Date32 => TypedValues::Date32(primitive_values::<Date32Type>(field, array)?),
-        DataType::Date64 => TypedValues::Date64(primitive_values::<Date64Type>(field, array)?),
-        DataType::Timestamp(unit, _time_zone) => {
-            let values = match unit {
-                TimeUnit::Second => primitive_values::<TimestampSecondType>(field, array)?,
-                TimeUnit::Millisecond => {
-                    primitive_values::<TimestampMillisecondType>(field, array)?
-                }
-                TimeUnit::Microsecond => {
-                    primitive_values::<TimestampMicrosecondType>(field, array)?
-                }
-                TimeUnit::Nanosecond => primitive_values::<TimestampNanosecondType>(field, array)?,
-            };
-            TypedValues::Timestamp {
-                values,
-                nanos_per_unit: i128::from(nanos_per_unit(*unit)),
-            }
-        }
-        DataType::Time32(unit @ TimeUnit::Second) => TypedValues::Time32 {
-            values: primitive_values::<Time32SecondType>(field, array)?,
-            nanos_per_unit: nanos_per_unit(*unit),
-        },
-        DataType::Time32(unit @ TimeUnit::Millisecond) => TypedValues::Time32 {
-            values: primitive_values::<Time32MillisecondType>(field, array)?,
-            nanos_per_unit: nanos_per_unit(*unit),
-        },
-        DataType::Time64(unit @ TimeUnit::Microsecond) => TypedValues::Time64 {
-            values: primitive_values::<Time64MicrosecondType>(field, array)?,
-            nanos_per_unit: nanos_per_unit(*unit),
-        },
-        DataType::Time64(unit @ TimeUnit::Nanosecond) => TypedValues::Time64 {
-            values: primitive_values::<Time64NanosecondType>(field, array)?,
-            nanos_per_unit: nanos_per_unit(*unit),
-        },
-        DataType::Decimal32(_precision, scale) => TypedValues::Decimal32 {
-            values: primitive_values::<Decimal32Type>(field, array)?,
-            scale: i32::from(*scale),
-        },
-        DataType::Decimal64(_precision, scale) => TypedValues::Decimal64 {
-            values: primitive_values::<Decimal64Type>(field, array)?,
-            scale: i32::from(*scale),
-        },
-        DataType::Decimal128(_precision, scale) => TypedValues::Decimal128 {
-            values: primitive_values::<Decimal128Type>(field, array)?,
-            scale: i32::from(*scale),
-        },
-        DataType::Decimal256(_precision, scale) => TypedValues::Decimal256 {
-            values: primitive_values::<Decimal256Type>(field, array)?,
-            scale: i32::from(*scale),
-        },
-        unsupported => {
-            return Err(ChecksumError::UnsupportedType {
-                column: field.name().clone(),
-                data_type: unsupported.to_string(),
-            });
-        }
-    };
-    Ok(typed)
-}
-
 fn nanos_per_unit(unit: TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => NANOS_PER_SECOND,
@@ -721,28 +545,6 @@ fn nanos_per_unit(unit: TimeUnit) -> i64 {
         TimeUnit::Microsecond => NANOS_PER_MICROSECOND,
         TimeUnit::Nanosecond => 1,
     }
-}
-
-fn downcast<'a, A: Array + 'static>(
-    field: &Field,
-    array: &'a dyn Array,
-) -> Result<&'a A, ChecksumError> {
-    array
-        .as_any()
-        .downcast_ref::<A>()
-        .ok_or_else(|| ChecksumError::ArrayTypeMismatch {
-            column: field.name().clone(),
-            data_type: array.data_type().to_string(),
-        })
-}
-
-/// Returns the values of a primitive column as a slice (already offset for sliced arrays).
-fn primitive_values<'a, T: ArrowPrimitiveType>(
-    field: &Field,
-    array: &'a dyn Array,
-) -> Result<&'a [T::Native], ChecksumError> {
-    let primitive_array: &'a PrimitiveArray<T> = downcast(field, array)?;
-    Ok(primitive_array.values())
 }
 
 /// Returns the canonical text of a JSON document (see the module documentation), or
@@ -854,17 +656,17 @@ fn normalize_decimal(coefficient: i128, scale: i32) -> (i128, i32) {
 }
 
 /// Normalizes a 256-bit decimal; `None` when the normalized coefficient exceeds `i128`.
-fn normalize_decimal256(coefficient: Decimal256Native, scale: i32) -> Option<(i128, i32)> {
+fn normalize_decimal256(coefficient: i256, scale: i32) -> Option<(i128, i32)> {
     if let Some(narrow) = coefficient.to_i128() {
         return Some(normalize_decimal(narrow, scale));
     }
     // Beyond i128, trailing zeros may still bring the coefficient into range.
-    let ten = Decimal256Native::from_i128(10);
+    let ten = i256::from_i128(10);
     let mut stripped_coefficient = coefficient;
     let mut reduced_scale = scale;
     loop {
         let (quotient, remainder) = stripped_coefficient.checked_div_rem(ten)?;
-        if remainder != Decimal256Native::ZERO {
+        if remainder != i256::ZERO {
             return None;
         }
         stripped_coefficient = quotient;
@@ -910,6 +712,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::schema::{LOGICAL_METADATA_KEY, VARIANT_METADATA_KEY};
 
     fn batch_of(columns: Vec<ArrayRef>) -> RecordBatch {
         let fields: Vec<Field> = columns
@@ -1195,7 +998,7 @@ mod tests {
 
     #[test]
     fn decimal256_is_accepted_when_its_normalized_coefficient_fits_i128() {
-        let small = Decimal256Array::from(vec![Decimal256Native::from_i128(150)])
+        let small = Decimal256Array::from(vec![i256::from_i128(150)])
             .with_precision_and_scale(40, 2)
             .unwrap();
         assert_eq!(
@@ -1204,8 +1007,8 @@ mod tests {
         );
 
         // i128::MAX × 10^2 at scale 2 is i128::MAX at scale 0.
-        let hundred = Decimal256Native::from_i128(100);
-        let large = Decimal256Native::from_i128(i128::MAX).wrapping_mul(hundred);
+        let hundred = i256::from_i128(100);
+        let large = i256::from_i128(i128::MAX).wrapping_mul(hundred);
         let large_array = Decimal256Array::from(vec![large])
             .with_precision_and_scale(76, 2)
             .unwrap();
@@ -1214,7 +1017,7 @@ mod tests {
             row_hash(vec![decimal128(i128::MAX, 38, 0)])
         );
 
-        let too_large = large.wrapping_add(Decimal256Native::ONE);
+        let too_large = large.wrapping_add(i256::ONE);
         let too_large_batch = batch_of(vec![Arc::new(
             Decimal256Array::from(vec![too_large])
                 .with_precision_and_scale(76, 2)
