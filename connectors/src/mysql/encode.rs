@@ -10,14 +10,10 @@
 //! characters into a `BIT` column. Floats are written in the shortest form that reads
 //! back to the same bits.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    Time64MicrosecondType, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::{DataType, TimeUnit};
-use ferry_model::schema::{ColumnType, TableSchema, VARIANT_METADATA_KEY};
+use ferry_model::column::{CellRef, ColumnMeaning, ColumnView};
+use ferry_model::schema::{ColumnType, TableSchema};
 use ferry_model::temporal::{push_date, push_time, push_timestamp};
 
 use super::sql::quote_ident;
@@ -70,59 +66,32 @@ pub fn load_data_columns(table: &TableSchema) -> String {
     clause
 }
 
-/// One column of a batch, downcast once.
-enum Values<'a> {
-    Bool(&'a arrow_array::BooleanArray),
-    Int8(&'a arrow_array::Int8Array),
-    Int16(&'a arrow_array::Int16Array),
-    Int32(&'a arrow_array::Int32Array),
-    Int64(&'a arrow_array::Int64Array),
-    UInt8(&'a arrow_array::UInt8Array),
-    UInt16(&'a arrow_array::UInt16Array),
-    UInt32(&'a arrow_array::UInt32Array),
-    UInt64(&'a arrow_array::UInt64Array),
-    Float32(&'a arrow_array::Float32Array),
-    Float64(&'a arrow_array::Float64Array),
-    Text(&'a arrow_array::StringArray),
-    Binary(&'a arrow_array::BinaryArray),
-    FixedBinary(&'a arrow_array::FixedSizeBinaryArray),
-    Date(&'a arrow_array::Date32Array),
-    Time(&'a arrow_array::Time64MicrosecondArray),
-    Timestamp(&'a arrow_array::TimestampMicrosecondArray),
+/// The two textual forms MySQL reads rows in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowSyntax {
+    /// A `LOAD DATA` line: `\N` for NULL, text escaped, bytes as bare hex.
+    LoadData,
+    /// SQL literals: `NULL`, text quoted, bytes as `X'…'`, dates and times quoted.
+    SqlLiterals,
 }
 
-/// A value ready to be written, borrowed from the batch where it can be.
-enum Cell<'a> {
-    Null,
-    /// A signed integer.
-    Signed(i64),
-    /// An unsigned integer.
-    Unsigned(u64),
-    /// Digits or a number: written as they are.
-    Number(String),
-    /// Text: escaped (TSV) or quoted (SQL).
-    Text(&'a str),
-    /// Text built here.
-    OwnedText(String),
-    /// A date (days since 1970-01-01), written `YYYY-MM-DD`.
-    Date(i64),
-    /// A time of day (microseconds), written `HH:MM:SS[.ffffff]`.
-    Time(i64),
-    /// A datetime (microseconds since 1970-01-01), written `YYYY-MM-DD HH:MM:SS[.ffffff]`.
-    Timestamp(i64),
-    /// Bytes: hex.
-    Bytes(&'a [u8]),
+/// One column of a batch, viewed once.
+struct BatchColumn<'a> {
+    view: ColumnView<'a>,
+    /// A YEAR carried as `Int16`: written with four digits, since `LOAD DATA` takes the
+    /// text `0` as 2000 and `0000` as year 0.
+    four_digit_year: bool,
 }
 
-/// The columns of a batch, checked against the table and downcast.
+/// The columns of a batch, checked against the table and viewed.
 pub struct BatchColumns<'a> {
     table: &'a TableSchema,
-    columns: Vec<(&'a ArrayRef, Values<'a>)>,
+    columns: Vec<BatchColumn<'a>>,
     rows: usize,
 }
 
 impl<'a> BatchColumns<'a> {
-    /// Checks that `batch` carries `table`'s columns and downcasts them.
+    /// Checks that `batch` carries `table`'s columns and views them.
     pub fn new(table: &'a TableSchema, batch: &'a RecordBatch) -> Result<Self> {
         let schema = batch.schema_ref();
         if schema.fields().len() != table.columns.len() {
@@ -140,47 +109,30 @@ impl<'a> BatchColumns<'a> {
             .zip(batch.columns())
             .zip(&table.columns)
         {
-            let unsupported = || ConnectorError::ValueType {
-                table: table.name.clone(),
-                column: column.name.clone(),
-                detail: format!(
-                    "the MySQL sink cannot store Arrow type {}{}",
-                    field.data_type(),
-                    if field.metadata().contains_key(VARIANT_METADATA_KEY) {
-                        " of dynamically typed values; choose a target type with `columns:`"
-                    } else {
-                        ""
-                    }
-                ),
-            };
-            if field.metadata().contains_key(VARIANT_METADATA_KEY) {
-                return Err(unsupported());
-            }
-            let values = match field.data_type() {
-                DataType::Boolean => Values::Bool(array.as_boolean()),
-                DataType::Int8 => Values::Int8(array.as_primitive::<Int8Type>()),
-                DataType::Int16 => Values::Int16(array.as_primitive::<Int16Type>()),
-                DataType::Int32 => Values::Int32(array.as_primitive::<Int32Type>()),
-                DataType::Int64 => Values::Int64(array.as_primitive::<Int64Type>()),
-                DataType::UInt8 => Values::UInt8(array.as_primitive::<UInt8Type>()),
-                DataType::UInt16 => Values::UInt16(array.as_primitive::<UInt16Type>()),
-                DataType::UInt32 => Values::UInt32(array.as_primitive::<UInt32Type>()),
-                DataType::UInt64 => Values::UInt64(array.as_primitive::<UInt64Type>()),
-                DataType::Float32 => Values::Float32(array.as_primitive::<Float32Type>()),
-                DataType::Float64 => Values::Float64(array.as_primitive::<Float64Type>()),
-                DataType::Utf8 => Values::Text(array.as_string::<i32>()),
-                DataType::Binary => Values::Binary(array.as_binary::<i32>()),
-                DataType::FixedSizeBinary(_) => Values::FixedBinary(array.as_fixed_size_binary()),
-                DataType::Date32 => Values::Date(array.as_primitive::<Date32Type>()),
-                DataType::Time64(TimeUnit::Microsecond) => {
-                    Values::Time(array.as_primitive::<Time64MicrosecondType>())
+            let is_variant = ColumnMeaning::of_field(field) == ColumnMeaning::Variant;
+            let view = match ColumnView::new(&column.name, array.as_ref()) {
+                Ok(view) if !is_variant => view,
+                _ => {
+                    return Err(ConnectorError::ValueType {
+                        table: table.name.clone(),
+                        column: column.name.clone(),
+                        detail: format!(
+                            "the MySQL sink cannot store Arrow type {}{}",
+                            field.data_type(),
+                            if is_variant {
+                                " of dynamically typed values; choose a target type with `columns:`"
+                            } else {
+                                ""
+                            }
+                        ),
+                    });
                 }
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    Values::Timestamp(array.as_primitive::<TimestampMicrosecondType>())
-                }
-                _ => return Err(unsupported()),
             };
-            columns.push((array, values));
+            columns.push(BatchColumn {
+                view,
+                four_digit_year: column.column_type == ColumnType::Year
+                    && *field.data_type() == DataType::Int16,
+            });
         }
         Ok(Self {
             table,
@@ -194,70 +146,13 @@ impl<'a> BatchColumns<'a> {
         self.rows
     }
 
-    fn cell(&self, index: usize, row: usize) -> Result<Cell<'a>> {
-        let (array, values) = &self.columns[index];
-        if array.is_null(row) {
-            return Ok(Cell::Null);
-        }
-        let not_finite = |value: f64| ConnectorError::ValueType {
-            table: self.table.name.clone(),
-            column: self.table.columns[index].name.clone(),
-            detail: format!(
-                "holds {value}, which MySQL cannot store in a float column; choose a target \
-                 type with `columns:` (e.g. a varchar) or fix the value"
-            ),
-        };
-        Ok(match values {
-            Values::Bool(array) => Cell::Unsigned(u64::from(array.value(row))),
-            Values::Int8(array) => Cell::Signed(i64::from(array.value(row))),
-            // A YEAR takes `0` as 2000 when it comes as text (LOAD DATA): four digits
-            // keep year 0 (`0000`) what it is.
-            Values::Int16(array) if self.table.columns[index].column_type == ColumnType::Year => {
-                Cell::OwnedText(format!("{:04}", array.value(row)))
-            }
-            Values::Int16(array) => Cell::Signed(i64::from(array.value(row))),
-            Values::Int32(array) => Cell::Signed(i64::from(array.value(row))),
-            Values::Int64(array) => Cell::Signed(array.value(row)),
-            Values::UInt8(array) => Cell::Unsigned(u64::from(array.value(row))),
-            Values::UInt16(array) => Cell::Unsigned(u64::from(array.value(row))),
-            Values::UInt32(array) => Cell::Unsigned(u64::from(array.value(row))),
-            Values::UInt64(array) => Cell::Unsigned(array.value(row)),
-            // Widened exactly, so the shortest double text reads back to the same float.
-            Values::Float32(array) => {
-                let value = f64::from(array.value(row));
-                Cell::Number(format_f64(value).ok_or_else(|| not_finite(value))?)
-            }
-            Values::Float64(array) => {
-                let value = array.value(row);
-                Cell::Number(format_f64(value).ok_or_else(|| not_finite(value))?)
-            }
-            Values::Text(array) => Cell::Text(array.value(row)),
-            Values::Binary(array) => Cell::Bytes(array.value(row)),
-            Values::FixedBinary(array) => Cell::Bytes(array.value(row)),
-            Values::Date(array) => Cell::Date(i64::from(array.value(row))),
-            Values::Time(array) => Cell::Time(array.value(row)),
-            Values::Timestamp(array) => Cell::Timestamp(array.value(row)),
-        })
-    }
-
     /// Appends row `row` as one `LOAD DATA` line (see the module documentation).
     pub fn push_tsv_row(&self, row: usize, out: &mut Vec<u8>) -> Result<()> {
         for index in 0..self.columns.len() {
             if index > 0 {
                 out.push(b'\t');
             }
-            match self.cell(index, row)? {
-                Cell::Null => out.extend_from_slice(b"\\N"),
-                Cell::Signed(value) => push_signed(value, out),
-                Cell::Unsigned(value) => push_unsigned(value, out),
-                Cell::Number(text) | Cell::OwnedText(text) => push_escaped(text.as_bytes(), out),
-                Cell::Text(text) => push_escaped(text.as_bytes(), out),
-                Cell::Bytes(bytes) => push_hex(bytes, out),
-                // Digits and separators: nothing to escape.
-                Cell::Date(days) => push_date(days, out),
-                Cell::Time(micros) => push_time(micros, out),
-                Cell::Timestamp(micros) => push_timestamp(micros, out),
-            }
+            self.push_value(index, row, RowSyntax::LoadData, out)?;
         }
         out.push(b'\n');
         Ok(())
@@ -270,37 +165,98 @@ impl<'a> BatchColumns<'a> {
             if index > 0 {
                 out.push(b',');
             }
-            match self.cell(index, row)? {
-                Cell::Null => out.extend_from_slice(b"NULL"),
-                Cell::Signed(value) => push_signed(value, out),
-                Cell::Unsigned(value) => push_unsigned(value, out),
-                Cell::Number(text) => out.extend_from_slice(text.as_bytes()),
-                Cell::Text(text) => push_quoted(text.as_bytes(), out),
-                Cell::OwnedText(text) => push_quoted(text.as_bytes(), out),
-                Cell::Date(days) => {
-                    out.push(b'\'');
-                    push_date(days, out);
-                    out.push(b'\'');
-                }
-                Cell::Time(micros) => {
-                    out.push(b'\'');
-                    push_time(micros, out);
-                    out.push(b'\'');
-                }
-                Cell::Timestamp(micros) => {
-                    out.push(b'\'');
-                    push_timestamp(micros, out);
-                    out.push(b'\'');
-                }
-                Cell::Bytes(bytes) => {
-                    out.extend_from_slice(b"X'");
-                    push_hex(bytes, out);
-                    out.push(b'\'');
-                }
-            }
+            self.push_value(index, row, RowSyntax::SqlLiterals, out)?;
         }
         out.push(b')');
         Ok(())
+    }
+
+    /// Appends the value of column `index` at `row` in `syntax`.
+    fn push_value(
+        &self,
+        index: usize,
+        row: usize,
+        syntax: RowSyntax,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let column = &self.columns[index];
+        let in_sql = syntax == RowSyntax::SqlLiterals;
+        let push_text = |text: &[u8], out: &mut Vec<u8>| {
+            if in_sql {
+                push_quoted(text, out);
+            } else {
+                push_escaped(text, out);
+            }
+        };
+        match column.view.cell(row) {
+            CellRef::Null if in_sql => out.extend_from_slice(b"NULL"),
+            CellRef::Null => out.extend_from_slice(b"\\N"),
+            CellRef::Bool(value) => push_unsigned(u64::from(value), out),
+            CellRef::Int(year) if column.four_digit_year => {
+                push_text(format!("{year:04}").as_bytes(), out);
+            }
+            CellRef::Int(value) => push_signed(value, out),
+            CellRef::UInt64(value) => push_unsigned(value, out),
+            // Widened exactly, so the shortest double text reads back to the same float;
+            // digits, point, sign and exponent: nothing to escape.
+            CellRef::Float(value) => {
+                let text = format_f64(value).ok_or_else(|| ConnectorError::ValueType {
+                    table: self.table.name.clone(),
+                    column: self.table.columns[index].name.clone(),
+                    detail: format!(
+                        "holds {value}, which MySQL cannot store in a float column; choose a \
+                         target type with `columns:` (e.g. a varchar) or fix the value"
+                    ),
+                })?;
+                out.extend_from_slice(text.as_bytes());
+            }
+            CellRef::Utf8(text) => push_text(text.as_bytes(), out),
+            CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) if in_sql => {
+                out.extend_from_slice(b"X'");
+                push_hex(bytes, out);
+                out.push(b'\'');
+            }
+            CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) => push_hex(bytes, out),
+            CellRef::Date32(days) => {
+                push_quoted_in_sql(in_sql, out, |out| push_date(i64::from(days), out));
+            }
+            CellRef::Time {
+                value: micros,
+                unit: TimeUnit::Microsecond,
+            } => push_quoted_in_sql(in_sql, out, |out| push_time(micros, out)),
+            CellRef::Timestamp {
+                value: micros,
+                unit: TimeUnit::Microsecond,
+                ..
+            } => push_quoted_in_sql(in_sql, out, |out| push_timestamp(micros, out)),
+            CellRef::Date64(_)
+            | CellRef::Time { .. }
+            | CellRef::Timestamp { .. }
+            | CellRef::Decimal { .. }
+            | CellRef::Decimal256 { .. } => {
+                return Err(ConnectorError::ValueType {
+                    table: self.table.name.clone(),
+                    column: self.table.columns[index].name.clone(),
+                    detail: format!(
+                        "the MySQL sink cannot store Arrow type {}",
+                        column.view.data_type()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends what `push` writes (a date or time: digits and separators, nothing to escape),
+/// between single quotes when `in_sql`.
+fn push_quoted_in_sql(in_sql: bool, out: &mut Vec<u8>, push: impl FnOnce(&mut Vec<u8>)) {
+    if in_sql {
+        out.push(b'\'');
+        push(out);
+        out.push(b'\'');
+    } else {
+        push(out);
     }
 }
 

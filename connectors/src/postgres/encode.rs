@@ -3,14 +3,10 @@
 //! `jsonb` with its version byte, and so on. Each carrier/target pair that works is listed
 //! once, in [`encoder_for`]; `prepare_table` refuses every other pair before a row moves.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    Time64MicrosecondType, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
-use arrow_array::{Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, StringArray};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_array::Array;
+use arrow_schema::TimeUnit;
 use bytes::{BufMut, BytesMut};
+use ferry_model::column::{CellRef, ColumnView};
 use ferry_model::schema::ColumnType;
 
 use super::array::json_to_array;
@@ -140,91 +136,29 @@ pub fn push_trailer(out: &mut BytesMut) {
     out.put_i16(-1);
 }
 
-/// A batch column, downcast once.
-enum Values<'a> {
-    Bool(&'a BooleanArray),
-    Int8(&'a [i8]),
-    Int16(&'a [i16]),
-    Int32(&'a [i32]),
-    Int64(&'a [i64]),
-    UInt8(&'a [u8]),
-    UInt16(&'a [u16]),
-    UInt32(&'a [u32]),
-    UInt64(&'a [u64]),
-    Float32(&'a [f32]),
-    Float64(&'a [f64]),
-    Utf8(&'a StringArray),
-    Binary(&'a BinaryArray),
-    Date32(&'a [i32]),
-    Time64(&'a [i64]),
-    Timestamp(&'a [i64]),
-    Fixed(&'a FixedSizeBinaryArray),
-}
-
-impl<'a> Values<'a> {
-    fn of(array: &'a dyn Array) -> Option<Values<'a>> {
-        Some(match array.data_type() {
-            DataType::Boolean => Values::Bool(array.as_boolean()),
-            DataType::Int8 => Values::Int8(array.as_primitive::<Int8Type>().values()),
-            DataType::Int16 => Values::Int16(array.as_primitive::<Int16Type>().values()),
-            DataType::Int32 => Values::Int32(array.as_primitive::<Int32Type>().values()),
-            DataType::Int64 => Values::Int64(array.as_primitive::<Int64Type>().values()),
-            DataType::UInt8 => Values::UInt8(array.as_primitive::<UInt8Type>().values()),
-            DataType::UInt16 => Values::UInt16(array.as_primitive::<UInt16Type>().values()),
-            DataType::UInt32 => Values::UInt32(array.as_primitive::<UInt32Type>().values()),
-            DataType::UInt64 => Values::UInt64(array.as_primitive::<UInt64Type>().values()),
-            DataType::Float32 => Values::Float32(array.as_primitive::<Float32Type>().values()),
-            DataType::Float64 => Values::Float64(array.as_primitive::<Float64Type>().values()),
-            DataType::Utf8 => Values::Utf8(array.as_string::<i32>()),
-            DataType::Binary => Values::Binary(array.as_binary::<i32>()),
-            DataType::Date32 => Values::Date32(array.as_primitive::<Date32Type>().values()),
-            DataType::Time64(TimeUnit::Microsecond) => {
-                Values::Time64(array.as_primitive::<Time64MicrosecondType>().values())
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                Values::Timestamp(array.as_primitive::<TimestampMicrosecondType>().values())
-            }
-            DataType::FixedSizeBinary(16) => Values::Fixed(array.as_fixed_size_binary()),
-            _ => return None,
-        })
-    }
-
-    fn integer(&self, row: usize) -> Option<i128> {
-        Some(match self {
-            Values::Int8(values) => i128::from(values[row]),
-            Values::Int16(values) => i128::from(values[row]),
-            Values::Int32(values) => i128::from(values[row]),
-            Values::Int64(values) => i128::from(values[row]),
-            Values::UInt8(values) => i128::from(values[row]),
-            Values::UInt16(values) => i128::from(values[row]),
-            Values::UInt32(values) => i128::from(values[row]),
-            Values::UInt64(values) => i128::from(values[row]),
-            _ => return None,
-        })
-    }
-}
+/// Bytes in a `uuid` value.
+const UUID_BYTES: usize = 16;
 
 /// One column of a batch with its encoder.
 pub struct ColumnWriter<'a> {
     encoder: &'a Encoder,
-    values: Values<'a>,
-    array: &'a dyn Array,
+    view: ColumnView<'a>,
 }
 
 impl<'a> ColumnWriter<'a> {
-    /// Pairs a batch column with its encoder; `Err` names the carrier that does not fit.
-    pub fn new(encoder: &'a Encoder, array: &'a dyn Array) -> Result<Self, String> {
-        let values = Values::of(array).ok_or_else(|| {
+    /// Pairs a batch column with its encoder; `Err` names the carrier that cannot be read.
+    pub fn new(
+        encoder: &'a Encoder,
+        column_name: &str,
+        array: &'a dyn Array,
+    ) -> Result<Self, String> {
+        let view = ColumnView::new(column_name, array).map_err(|_| {
             format!(
                 "the postgres sink cannot read Arrow type {}",
                 array.data_type()
             )
         })?;
-        Ok(Self {
-            encoder,
-            values,
-            array,
-        })
+        Ok(Self { encoder, view })
     }
 
     /// Appends the field (length and value) for `row`.
@@ -234,22 +168,18 @@ impl<'a> ColumnWriter<'a> {
         out: &mut BytesMut,
         scratch: &mut Vec<u8>,
     ) -> Result<(), String> {
-        if self.array.is_null(row) {
-            out.put_i32(-1);
-            return Ok(());
-        }
-        let mismatch = || {
-            format!(
-                "the carrier {} cannot be written as {:?}",
-                self.array.data_type(),
-                self.encoder
-            )
-        };
+        let cell = self.view.cell(row);
         // Bytes the carrier holds as they are sent go straight to `out`, copied once.
-        let verbatim = match (self.encoder, &self.values) {
-            (Encoder::Text, Values::Utf8(array)) => Some(array.value(row).as_bytes()),
-            (Encoder::Bytes, Values::Binary(array)) => Some(array.value(row)),
-            (Encoder::Uuid, Values::Fixed(array)) => Some(array.value(row)),
+        let verbatim = match (self.encoder, cell) {
+            (_, CellRef::Null) => {
+                out.put_i32(-1);
+                return Ok(());
+            }
+            (Encoder::Text, CellRef::Utf8(text)) => Some(text.as_bytes()),
+            (Encoder::Bytes, CellRef::Binary(bytes)) => Some(bytes),
+            (Encoder::Uuid, CellRef::FixedSizeBinary(bytes)) if bytes.len() == UUID_BYTES => {
+                Some(bytes)
+            }
             _ => None,
         };
         if let Some(bytes) = verbatim {
@@ -260,18 +190,24 @@ impl<'a> ColumnWriter<'a> {
             return Ok(());
         }
         scratch.clear();
-        match (self.encoder, &self.values) {
-            (Encoder::Bool, Values::Bool(array)) => scratch.push(u8::from(array.value(row))),
-            (Encoder::Integer(target), values) => {
-                let integer = values.integer(row).ok_or_else(mismatch)?;
-                write_integer(integer, *target, scratch)?;
+        self.encode_into(cell, scratch)?;
+        let length = i32::try_from(scratch.len()).map_err(|_| "a value above 2 GiB".to_string())?;
+        out.put_i32(length);
+        out.put_slice(scratch);
+        Ok(())
+    }
+
+    /// Writes the binary form of a value the encoder must convert.
+    fn encode_into(&self, cell: CellRef<'_>, scratch: &mut Vec<u8>) -> Result<(), String> {
+        match (self.encoder, cell) {
+            (Encoder::Bool, CellRef::Bool(value)) => scratch.push(u8::from(value)),
+            (Encoder::Integer(target), CellRef::Int(integer)) => {
+                write_integer(i128::from(integer), *target, scratch)?;
             }
-            (Encoder::Float(target), values) => {
-                let double = match values {
-                    Values::Float32(values) => f64::from(values[row]),
-                    Values::Float64(values) => values[row],
-                    _ => return Err(mismatch()),
-                };
+            (Encoder::Integer(target), CellRef::UInt64(integer)) => {
+                write_integer(i128::from(integer), *target, scratch)?;
+            }
+            (Encoder::Float(target), CellRef::Float(double)) => {
                 if *target == Scalar::Float4 {
                     let single = double as f32;
                     if f64::from(single).to_bits() != double.to_bits() && !double.is_nan() {
@@ -285,8 +221,7 @@ impl<'a> ColumnWriter<'a> {
                     scratch.extend_from_slice(&double.to_be_bytes());
                 }
             }
-            (Encoder::DecimalText(target), Values::Utf8(array)) => {
-                let text = array.value(row);
+            (Encoder::DecimalText(target), CellRef::Utf8(text)) => {
                 if *target == Scalar::Numeric {
                     text_to_numeric(text, scratch)?;
                 } else {
@@ -299,20 +234,18 @@ impl<'a> ColumnWriter<'a> {
                     write_integer(integer, *target, scratch)?;
                 }
             }
-            (Encoder::Jsonb, Values::Utf8(array)) => {
+            (Encoder::Jsonb, CellRef::Utf8(text)) => {
                 scratch.push(1);
-                scratch.extend_from_slice(array.value(row).as_bytes());
+                scratch.extend_from_slice(text.as_bytes());
             }
-            (Encoder::TimeTz, Values::Utf8(array)) => {
-                let text = array.value(row);
+            (Encoder::TimeTz, CellRef::Utf8(text)) => {
                 let (micros, zone) = parse_timetz(text).ok_or_else(|| {
                     format!("{text:?} is not a time with offset (HH:MM:SS.ffffff+HH:MM)")
                 })?;
                 scratch.extend_from_slice(&micros.to_be_bytes());
                 scratch.extend_from_slice(&zone.to_be_bytes());
             }
-            (Encoder::Interval, Values::Utf8(array)) => {
-                let text = array.value(row);
+            (Encoder::Interval, CellRef::Utf8(text)) => {
                 let (micros, days, months) = parse_interval(text).ok_or_else(|| {
                     format!("{text:?} is not an interval ({{months}} months {{days}} days {{micros}} us)")
                 })?;
@@ -325,30 +258,44 @@ impl<'a> ColumnWriter<'a> {
                     element,
                     element_oid,
                 },
-                Values::Utf8(array),
-            ) => json_to_array(array.value(row), *element, *element_oid, scratch)?,
-            (Encoder::Date, Values::Date32(values)) => {
-                let days = i64::from(values[row]) - PG_EPOCH_DAYS;
+                CellRef::Utf8(text),
+            ) => json_to_array(text, *element, *element_oid, scratch)?,
+            (Encoder::Date, CellRef::Date32(days)) => {
+                let days = i64::from(days) - PG_EPOCH_DAYS;
                 let days = i32::try_from(days).map_err(|_| "a date out of range".to_string())?;
                 scratch.extend_from_slice(&days.to_be_bytes());
             }
-            (Encoder::Time, Values::Time64(values)) => {
-                scratch.extend_from_slice(&values[row].to_be_bytes());
-            }
-            (Encoder::Timestamp, Values::Timestamp(values)) => {
-                let micros = values[row]
+            (
+                Encoder::Time,
+                CellRef::Time {
+                    value: micros,
+                    unit: TimeUnit::Microsecond,
+                },
+            ) => scratch.extend_from_slice(&micros.to_be_bytes()),
+            (
+                Encoder::Timestamp,
+                CellRef::Timestamp {
+                    value: micros,
+                    unit: TimeUnit::Microsecond,
+                    ..
+                },
+            ) => {
+                let micros = micros
                     .checked_sub(PG_EPOCH_MICROS)
                     .ok_or_else(|| "a timestamp out of range".to_string())?;
                 scratch.extend_from_slice(&micros.to_be_bytes());
             }
-            (Encoder::UuidText, Values::Fixed(array)) => {
-                scratch.extend_from_slice(format_uuid(array.value(row)).as_bytes());
+            (Encoder::UuidText, CellRef::FixedSizeBinary(bytes)) if bytes.len() == UUID_BYTES => {
+                scratch.extend_from_slice(format_uuid(bytes).as_bytes());
             }
-            _ => return Err(mismatch()),
+            _ => {
+                return Err(format!(
+                    "the carrier {} cannot be written as {:?}",
+                    self.view.data_type(),
+                    self.encoder
+                ));
+            }
         }
-        let length = i32::try_from(scratch.len()).map_err(|_| "a value above 2 GiB".to_string())?;
-        out.put_i32(length);
-        out.put_slice(scratch);
         Ok(())
     }
 }

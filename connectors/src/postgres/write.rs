@@ -915,10 +915,12 @@ fn encode_batch(
         .zip(batch.columns())
         .zip(&table.columns)
         .map(|((encoder, array), column)| {
-            ColumnWriter::new(encoder, array.as_ref()).map_err(|detail| ConnectorError::ValueType {
-                table: table.name.clone(),
-                column: column.name.clone(),
-                detail,
+            ColumnWriter::new(encoder, &column.name, array.as_ref()).map_err(|detail| {
+                ConnectorError::ValueType {
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    detail,
+                }
             })
         })
         .collect::<Result<Vec<_>>>()?;

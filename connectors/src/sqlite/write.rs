@@ -1,13 +1,12 @@
 //! Creates target tables and writes chunks with overwrite, fenced, in one transaction.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, TimeUnit};
 use ferry_model::checksum::{VariantValue, decode_variant};
+use ferry_model::column::{CellRef, ColumnMeaning, ColumnView};
 use ferry_model::ids::Attempt;
 use ferry_model::key::{ChunkRange, SplitKey};
-use ferry_model::schema::{ColumnType, LOGICAL_METADATA_KEY, TableSchema, VARIANT_METADATA_KEY};
+use ferry_model::schema::{ColumnType, TableSchema};
 use ferry_model::spec::SchemaMode;
 use ferry_model::temporal;
 use futures::StreamExt;
@@ -291,90 +290,10 @@ fn next_batch(
     }
 }
 
-/// A batch column, typed once per batch.
-enum ColumnValues<'a> {
-    Bool(&'a arrow_array::BooleanArray),
-    Int(Box<dyn Fn(usize) -> i64 + 'a>),
-    UInt64(&'a arrow_array::UInt64Array),
-    Float(Box<dyn Fn(usize) -> f64 + 'a>),
-    Text(&'a arrow_array::StringArray),
-    Decimal(&'a arrow_array::StringArray),
-    Blob(&'a arrow_array::BinaryArray),
-    FixedBlob(&'a arrow_array::FixedSizeBinaryArray),
-    Variant(&'a arrow_array::BinaryArray),
-    Date(&'a arrow_array::Date32Array),
-    Time(&'a arrow_array::Time64MicrosecondArray),
-    Timestamp(&'a arrow_array::TimestampMicrosecondArray),
-}
-
-fn column_values<'a>(
-    field: &'a arrow_schema::Field,
-    array: &'a dyn Array,
-) -> Option<ColumnValues<'a>> {
-    use arrow_array::types::{
-        Float32Type, Int8Type, Int16Type, Int32Type, UInt8Type, UInt16Type, UInt32Type,
-    };
-    use arrow_schema::TimeUnit;
-    let metadata = field.metadata();
-    Some(match array.data_type() {
-        DataType::Boolean => ColumnValues::Bool(array.as_boolean()),
-        DataType::Int8 => {
-            let typed = array.as_primitive::<Int8Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::Int16 => {
-            let typed = array.as_primitive::<Int16Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::Int32 => {
-            let typed = array.as_primitive::<Int32Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::Int64 => {
-            let typed = array.as_primitive::<Int64Type>();
-            ColumnValues::Int(Box::new(move |row| typed.value(row)))
-        }
-        DataType::UInt8 => {
-            let typed = array.as_primitive::<UInt8Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::UInt16 => {
-            let typed = array.as_primitive::<UInt16Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::UInt32 => {
-            let typed = array.as_primitive::<UInt32Type>();
-            ColumnValues::Int(Box::new(move |row| i64::from(typed.value(row))))
-        }
-        DataType::UInt64 => ColumnValues::UInt64(array.as_primitive()),
-        DataType::Float32 => {
-            let typed = array.as_primitive::<Float32Type>();
-            ColumnValues::Float(Box::new(move |row| f64::from(typed.value(row))))
-        }
-        DataType::Float64 => {
-            let typed = array.as_primitive::<Float64Type>();
-            ColumnValues::Float(Box::new(move |row| typed.value(row)))
-        }
-        DataType::Utf8
-            if metadata
-                .get(LOGICAL_METADATA_KEY)
-                .is_some_and(|l| l == "decimal") =>
-        {
-            ColumnValues::Decimal(array.as_string::<i32>())
-        }
-        DataType::Utf8 => ColumnValues::Text(array.as_string::<i32>()),
-        DataType::Binary if metadata.contains_key(VARIANT_METADATA_KEY) => {
-            ColumnValues::Variant(array.as_binary::<i32>())
-        }
-        DataType::Binary => ColumnValues::Blob(array.as_binary::<i32>()),
-        DataType::FixedSizeBinary(_) => ColumnValues::FixedBlob(array.as_fixed_size_binary()),
-        DataType::Date32 => ColumnValues::Date(array.as_primitive()),
-        DataType::Time64(TimeUnit::Microsecond) => ColumnValues::Time(array.as_primitive()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            ColumnValues::Timestamp(array.as_primitive())
-        }
-        _ => return None,
-    })
+/// One column of a batch, viewed once.
+struct BatchColumn<'a> {
+    view: ColumnView<'a>,
+    meaning: ColumnMeaning,
 }
 
 fn insert_batch(
@@ -385,17 +304,12 @@ fn insert_batch(
     let schema = batch.schema();
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, array) in schema.fields().iter().zip(batch.columns()) {
-        let Some(values) = column_values(field, array.as_ref()) else {
-            return Err(ConnectorError::ValueType {
-                table: table.name.clone(),
-                column: field.name().clone(),
-                detail: format!(
-                    "the SQLite sink cannot store Arrow type {}",
-                    field.data_type()
-                ),
-            });
-        };
-        columns.push((values, array.as_ref()));
+        let view = ColumnView::new(field.name(), array.as_ref())
+            .map_err(|_| unsupported_type(table, field.name(), field.data_type()))?;
+        columns.push(BatchColumn {
+            view,
+            meaning: ColumnMeaning::of_field(field),
+        });
     }
     let on_error = query_error("insert rows", &table.name);
     let value_error = |index: usize, detail: String| ConnectorError::ValueType {
@@ -404,43 +318,29 @@ fn insert_batch(
         detail,
     };
     for row in 0..batch.num_rows() {
-        for (index, (values, array)) in columns.iter().enumerate() {
+        for (index, column) in columns.iter().enumerate() {
             let parameter = index + 1;
-            if array.is_null(row) {
-                insert
-                    .raw_bind_parameter(parameter, rusqlite::types::Null)
-                    .map_err(&on_error)?;
-                continue;
-            }
-            let bound = match values {
-                ColumnValues::Bool(array) => {
-                    insert.raw_bind_parameter(parameter, i64::from(array.value(row)))
-                }
-                ColumnValues::Int(value) => insert.raw_bind_parameter(parameter, value(row)),
+            let bound = match column.view.cell(row) {
+                CellRef::Null => insert.raw_bind_parameter(parameter, rusqlite::types::Null),
+                CellRef::Bool(value) => insert.raw_bind_parameter(parameter, i64::from(value)),
+                CellRef::Int(value) => insert.raw_bind_parameter(parameter, value),
                 // SQLite integers are signed 64-bit: unsigned values travel as decimal text
                 // (the column is declared TEXT for them) so none is rounded.
-                ColumnValues::UInt64(array) => {
-                    insert.raw_bind_parameter(parameter, array.value(row).to_string())
-                }
-                ColumnValues::Float(value) => {
-                    let number = value(row);
+                CellRef::UInt64(value) => insert.raw_bind_parameter(parameter, value.to_string()),
+                CellRef::Float(number) => {
                     if number.is_nan() {
                         return Err(value_error(index, "holds NaN, which SQLite stores as NULL; exclude the table or map the column to TEXT".to_string()));
                     }
                     insert.raw_bind_parameter(parameter, number)
                 }
-                ColumnValues::Text(array) => insert.raw_bind_parameter(parameter, array.value(row)),
-                ColumnValues::Decimal(array) => {
-                    let canonical = ferry_model::decimal::normalize(array.value(row))
+                CellRef::Utf8(text) if column.meaning == ColumnMeaning::DecimalText => {
+                    let canonical = ferry_model::decimal::normalize(text)
                         .map_err(|error| value_error(index, error.to_string()))?;
                     insert.raw_bind_parameter(parameter, canonical)
                 }
-                ColumnValues::Blob(array) => insert.raw_bind_parameter(parameter, array.value(row)),
-                ColumnValues::FixedBlob(array) => {
-                    insert.raw_bind_parameter(parameter, array.value(row))
-                }
-                ColumnValues::Variant(array) => {
-                    let variant = decode_variant(array.value(row)).map_err(|error| {
+                CellRef::Utf8(text) => insert.raw_bind_parameter(parameter, text),
+                CellRef::Binary(encoded) if column.meaning == ColumnMeaning::Variant => {
+                    let variant = decode_variant(encoded).map_err(|error| {
                         value_error(index, format!("invalid variant value: {error}"))
                     })?;
                     match variant {
@@ -453,19 +353,41 @@ fn insert_batch(
                         VariantValue::Blob(v) => insert.raw_bind_parameter(parameter, v),
                     }
                 }
-                ColumnValues::Date(array) => insert.raw_bind_parameter(
-                    parameter,
-                    temporal::format_date(i64::from(array.value(row))),
-                ),
-                ColumnValues::Time(array) => {
-                    insert.raw_bind_parameter(parameter, temporal::format_time(array.value(row)))
+                CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) => {
+                    insert.raw_bind_parameter(parameter, bytes)
                 }
-                ColumnValues::Timestamp(array) => insert
-                    .raw_bind_parameter(parameter, temporal::format_timestamp(array.value(row))),
+                CellRef::Date32(days) => {
+                    insert.raw_bind_parameter(parameter, temporal::format_date(i64::from(days)))
+                }
+                CellRef::Time {
+                    value: micros,
+                    unit: TimeUnit::Microsecond,
+                } => insert.raw_bind_parameter(parameter, temporal::format_time(micros)),
+                CellRef::Timestamp {
+                    value: micros,
+                    unit: TimeUnit::Microsecond,
+                    ..
+                } => insert.raw_bind_parameter(parameter, temporal::format_timestamp(micros)),
+                CellRef::Date64(_)
+                | CellRef::Time { .. }
+                | CellRef::Timestamp { .. }
+                | CellRef::Decimal { .. }
+                | CellRef::Decimal256 { .. } => {
+                    let field = schema.field(index);
+                    return Err(unsupported_type(table, field.name(), field.data_type()));
+                }
             };
             bound.map_err(&on_error)?;
         }
         insert.raw_execute().map_err(&on_error)?;
     }
     Ok(batch.num_rows() as u64)
+}
+
+fn unsupported_type(table: &TableSchema, column: &str, data_type: &DataType) -> ConnectorError {
+    ConnectorError::ValueType {
+        table: table.name.clone(),
+        column: column.to_string(),
+        detail: format!("the SQLite sink cannot store Arrow type {data_type}"),
+    }
 }
