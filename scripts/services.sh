@@ -487,6 +487,39 @@ cmd_down() {
     fi
 }
 
+# kill pg|mysql: SIGKILL our server (an outage for the tests; the data stays, but these
+#   servers run with relaxed durability for speed, so their last commits may be lost).
+# stop pg|mysql: a clean shutdown (every commit kept).
+# start pg|mysql: starts it again (crash recovery included) and waits until it answers.
+cmd_outage() {
+    local action=$1 service=${2:-} pid
+    take_lock
+    case "$action:$service" in
+    kill:pg)
+        pid=$(read_pid "$PG_DATA/postmaster.pid")
+        pid_is_ours "$pid" "$PG_DATA" || die "our PostgreSQL is not running"
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        log "PostgreSQL killed (pid $pid)"
+        ;;
+    kill:mysql)
+        pid=$(read_pid "$MY_PID")
+        pid_is_ours "$pid" "$MY_DATA" || die "our MariaDB is not running"
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        log "MariaDB killed (pid $pid)"
+        ;;
+    stop:pg) pg_down ;;
+    stop:mysql) my_down ;;
+    start:pg) pg_up ;;
+    start:mysql) my_up ;;
+    *)
+        echo "usage: $0 kill|stop|start pg|mysql" >&2
+        exit 2
+        ;;
+    esac
+}
+
 cmd_env() {
     echo "export FERRY_TEST_PG_URL='$PG_URL'"
     echo "export FERRY_TEST_MYSQL_URL='$MYSQL_URL'"
@@ -523,8 +556,9 @@ up) cmd_up ;;
 down) cmd_down ;;
 env) cmd_env ;;
 status) cmd_status ;;
+kill | stop | start) cmd_outage "$1" "${2:-}" ;;
 *)
-    echo "usage: $0 up|down|env|status" >&2
+    echo "usage: $0 up|down|env|status|kill|stop|start pg|mysql" >&2
     exit 2
     ;;
 esac

@@ -3,13 +3,29 @@
 use ferry_model::ids::{Attempt, ChunkId};
 use ferry_model::schema::TableName;
 
+/// How an engine error is classified (each connector has its table, tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is away or cannot take writes: [`ErrorKind::Unavailable`].
+    Unavailable,
+    /// Trouble in this chunk that may pass: [`ErrorKind::Transient`].
+    Transient,
+    /// Retrying cannot help: [`ErrorKind::Permanent`].
+    Permanent,
+}
+
 /// A boxed engine error kept as the source of a [`ConnectorError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Whether retrying can help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The same operation may succeed later (lock timeout, lost connection).
+    /// The database does not answer, or cannot take writes (down, restarting, failing
+    /// over, too many connections, a read-only standby after a switch): the chunk waits
+    /// for it without counting an attempt.
+    Unavailable,
+    /// The same operation may succeed later in this chunk (deadlock, lock wait timeout,
+    /// serialization failure).
     Transient,
     /// Retrying cannot help (bad data, missing table).
     Permanent,
@@ -52,8 +68,8 @@ pub enum ConnectorError {
         /// The engine's error.
         #[source]
         source: BoxError,
-        /// Whether a retry can help.
-        transient: bool,
+        /// What a retry can do.
+        failure: Failure,
     },
     /// A stored value does not fit the type ferry carries its column as.
     #[error("table {table} column {column}: {detail}")]
@@ -145,14 +161,13 @@ impl ConnectorError {
     /// Classifies the error for retry decisions.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ConnectorError::Open { .. } => ErrorKind::Transient,
+            ConnectorError::Open { .. } => ErrorKind::Unavailable,
             ConnectorError::TableNotFound { .. } => ErrorKind::Permanent,
-            ConnectorError::Query {
-                transient: true, ..
-            } => ErrorKind::Transient,
-            ConnectorError::Query {
-                transient: false, ..
-            } => ErrorKind::Permanent,
+            ConnectorError::Query { failure, .. } => match failure {
+                Failure::Unavailable => ErrorKind::Unavailable,
+                Failure::Transient => ErrorKind::Transient,
+                Failure::Permanent => ErrorKind::Permanent,
+            },
             ConnectorError::ValueType { .. } | ConnectorError::Unsupported { .. } => {
                 ErrorKind::Permanent
             }
@@ -167,7 +182,10 @@ impl ConnectorError {
 
     /// Returns whether another attempt of the same chunk may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Transient | ErrorKind::Fenced)
+        matches!(
+            self.kind(),
+            ErrorKind::Unavailable | ErrorKind::Transient | ErrorKind::Fenced
+        )
     }
 }
 

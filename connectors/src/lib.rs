@@ -24,7 +24,7 @@ pub mod registry;
 pub mod sqlite;
 pub mod traits;
 
-pub use error::{ConnectorError, ErrorKind};
+pub use error::{ConnectorError, ErrorKind, Failure};
 pub use opener::{JobOpener, OpenJobError, OpenedJob, PreparedOpener, SpecOpener};
 pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{

@@ -175,6 +175,12 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Checks that the database answers (a catalog read), for a job waiting out an
+    /// outage. Errors as the read would.
+    async fn ping(&self) -> Result<()> {
+        self.list_tables().await.map(drop)
+    }
+
     /// Samples the database's load (built-in probe), or `None` when it has none.
     async fn probe_load(&self) -> Result<Option<f64>> {
         Ok(None)
@@ -221,6 +227,12 @@ pub trait Sink: Send + Sync {
         key: &SplitKey,
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome>;
+
+    /// Checks that the database answers and takes writes, for a job waiting out an
+    /// outage: a server that came back as a read-only standby is
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) until it is primary
+    /// again.
+    async fn ping(&self) -> Result<()>;
 
     /// In one transaction: deletes the chunk's range, inserts the batches, checks and
     /// records the fence, commits. On any error or cancellation nothing is committed.

@@ -67,6 +67,8 @@ pub struct JobStatusView {
     pub chunks_failed: u32,
     /// Chunks running.
     pub chunks_running: u32,
+    /// What the job waits for (an unavailable database), if anything.
+    pub waiting: Option<String>,
 }
 
 /// Counts of a job's chunks by state (what [`JobStatusView`] reports of them).

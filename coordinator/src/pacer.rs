@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ferry_connectors::Source;
+use ferry_connectors::{Sink, Source};
 use ferry_coordination::{Coordination, PolicyChange};
 use ferry_model::execution::Admission;
 use ferry_model::ids::JobId;
@@ -82,7 +82,29 @@ struct PacerState {
     next_probe: Option<Instant>,
     cpu: CpuSampler,
     cpu_busy: Option<f64>,
+    /// A database that does not answer: new chunks wait until it does.
+    outage: Option<Outage>,
 }
+
+/// A database outage the job is waiting out.
+struct Outage {
+    /// When an attempt first found a database unavailable.
+    since: Instant,
+    /// What the last check (or the failed attempt) said.
+    message: String,
+    /// The outage budget ran out and the job was paused for it.
+    paused: bool,
+}
+
+/// First pause between checks of an unavailable database; it doubles up to
+/// [`OUTAGE_CHECK_MAX`].
+const OUTAGE_CHECK_FIRST: Duration = Duration::from_millis(500);
+
+/// Longest pause between checks of an unavailable database.
+const OUTAGE_CHECK_MAX: Duration = Duration::from_secs(5);
+
+/// How long one check of a database may take before it counts as no answer.
+const OUTAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Host CPU utilisation from `/proc/stat` (Linux), sampled between two readings.
 #[derive(Default)]
@@ -129,6 +151,11 @@ pub struct JobPacer {
     job: JobId,
     store: Arc<dyn Coordination>,
     source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    /// How long an outage may last before the job pauses for it.
+    outage_timeout: Duration,
+    /// The job run's end: stops the checks of an unavailable database.
+    cancel: CancellationToken,
     state: Mutex<PacerState>,
     gate_tx: watch::Sender<Gate>,
     limiters: RwLock<Limiters>,
@@ -190,11 +217,14 @@ pub enum PacerError {
 impl JobPacer {
     /// Starts pacing `job`: its stored policy if an earlier run stored one (operator
     /// changes survive restarts), else `spec_policy`, which is stored with origin `spec`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         job: JobId,
         spec_policy: ThrottlePolicy,
         store: Arc<dyn Coordination>,
         source: Arc<dyn Source>,
+        sink: Arc<dyn Sink>,
+        outage_timeout: Duration,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, PacerError> {
         // Check the probe before anything is stored, so a refused spec leaves no trace.
@@ -265,6 +295,9 @@ impl JobPacer {
             job,
             store,
             source,
+            sink,
+            outage_timeout,
+            cancel: cancel.clone(),
             limiters: RwLock::new(Limiters {
                 rows: throttle.policy().rate.rows_per_sec.and_then(limiter),
                 bytes: throttle.policy().rate.bytes_per_sec.and_then(limiter),
@@ -276,6 +309,7 @@ impl JobPacer {
                 next_probe: Some(Instant::now()),
                 cpu: CpuSampler::default(),
                 cpu_busy: None,
+                outage: None,
             }),
             gate_tx,
             in_flight: Arc::new(AtomicU32::new(0)),
@@ -290,11 +324,118 @@ impl JobPacer {
 
     /// The pacing handles for the scheduler.
     pub fn pacing(self: &Arc<Self>) -> Pacing {
+        let pacer = self.clone();
         Pacing {
             gate: self.gate_tx.subscribe(),
             admission: self.clone(),
             in_flight: self.in_flight.clone(),
+            on_unavailable: Arc::new(move |message| pacer.report_unavailable(message)),
         }
+    }
+
+    /// An attempt found a database unavailable: new chunks wait (the gate holds them)
+    /// while the source and the target are checked with a growing pause, until both
+    /// answer; past the job's outage budget the job is paused, with the reason.
+    pub fn report_unavailable(self: &Arc<Self>, message: &str) {
+        let first = {
+            let mut state = self.lock();
+            match state.outage.as_mut() {
+                Some(outage) => {
+                    outage.message = message.to_owned();
+                    false
+                }
+                None => {
+                    state.outage = Some(Outage {
+                        since: Instant::now(),
+                        message: message.to_owned(),
+                        paused: false,
+                    });
+                    true
+                }
+            }
+        };
+        if first {
+            tracing::warn!(job = %self.job, %message, "a database is unavailable: new chunks wait until it answers");
+            tokio::spawn(self.clone().wait_out_outage());
+        }
+        self.publish();
+    }
+
+    /// What the job waits for, when a database is away ("waiting for the databases
+    /// (unavailable for 42 s): …").
+    pub fn waiting_for(&self) -> Option<String> {
+        self.lock().outage.as_ref().map(describe_outage)
+    }
+
+    /// Checks the databases until both answer; pauses the job once the outage outlasts
+    /// its budget.
+    async fn wait_out_outage(self: Arc<Self>) {
+        let mut pause = OUTAGE_CHECK_FIRST;
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(OUTAGE_CHECK_MAX);
+            let checked = self.databases_answer().await;
+            let pause_now = {
+                let mut state = self.lock();
+                let Some(outage) = state.outage.as_mut() else {
+                    return;
+                };
+                match &checked {
+                    Ok(()) => None,
+                    Err(message) => {
+                        outage.message.clone_from(message);
+                        let over_budget = outage.since.elapsed() >= self.outage_timeout;
+                        (over_budget && !std::mem::replace(&mut outage.paused, over_budget))
+                            .then(|| describe_outage(outage))
+                    }
+                }
+            };
+            if checked.is_ok() {
+                let outage = self.lock().outage.take();
+                if let Some(outage) = outage {
+                    tracing::warn!(job = %self.job, after = ?outage.since.elapsed(), "the databases answer again: chunks resume");
+                }
+                self.publish();
+                return;
+            }
+            if let Some(reason) = pause_now {
+                let mut policy = self.current_policy();
+                policy.paused = true;
+                let summary = format!(
+                    "paused: false → true (outage budget of {} used up: {reason}); resume it \
+                     once the database is back",
+                    ferry_model::duration::format_duration(self.outage_timeout)
+                );
+                tracing::error!(job = %self.job, %reason, "outage budget used up: the job is paused");
+                if let Err(error) = self.replace_policy_from(policy, summary, "outage").await {
+                    tracing::error!(job = %self.job, %error, "cannot pause the job for the outage");
+                }
+            }
+            self.publish();
+        }
+    }
+
+    /// Whether the source and the target answer (and the target takes writes).
+    async fn databases_answer(&self) -> Result<(), String> {
+        let check = |side: &'static str, result| match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("{side} database: {error}")),
+            Err(_) => Err(format!(
+                "{side} database: no answer within {}",
+                ferry_model::duration::format_duration(OUTAGE_CHECK_TIMEOUT)
+            )),
+        };
+        check(
+            "source",
+            tokio::time::timeout(OUTAGE_CHECK_TIMEOUT, self.source.ping()).await,
+        )?;
+        check(
+            "target",
+            tokio::time::timeout(OUTAGE_CHECK_TIMEOUT, self.sink.ping()).await,
+        )
     }
 
     /// One attempt's share of the job-wide rate limits (rows/s, bytes/s; 0 = none): the
@@ -403,6 +544,13 @@ impl JobPacer {
                 }
                 _ => false,
             };
+            let hold_new = match &state.outage {
+                Some(outage) => {
+                    effective.reasons.push(describe_outage(outage));
+                    true
+                }
+                None => hold_new,
+            };
             let changed = effective.concurrency != state.effective.concurrency
                 || effective.paused != state.effective.paused;
             state.effective = effective.clone();
@@ -462,12 +610,22 @@ impl JobPacer {
         policy: ThrottlePolicy,
         summary: String,
     ) -> Result<EffectiveView, ControlError> {
+        self.replace_policy_from(policy, summary, "operator").await
+    }
+
+    /// [`JobPacer::replace_policy`], recorded as a change by `origin`.
+    async fn replace_policy_from(
+        &self,
+        policy: ThrottlePolicy,
+        summary: String,
+        origin: &str,
+    ) -> Result<EffectiveView, ControlError> {
         policy
             .validate()
             .map_err(|problems| ControlError::InvalidThrottle(problems.to_lines()))?;
         let change = PolicyChange {
             at_unix_ms: unix_ms(),
-            origin: "operator".to_string(),
+            origin: origin.to_string(),
             summary,
         };
         self.store
@@ -495,6 +653,15 @@ impl JobPacer {
     fn current_policy(&self) -> ThrottlePolicy {
         self.lock().throttle.policy().clone()
     }
+}
+
+/// "waiting for the databases (unavailable for 42 s): source database: …".
+fn describe_outage(outage: &Outage) -> String {
+    format!(
+        "waiting for the databases (unavailable for {} s): {}",
+        outage.since.elapsed().as_secs(),
+        outage.message
+    )
 }
 
 /// A one-line description of a policy, for the history.
@@ -621,6 +788,7 @@ impl JobControl for JobPacer {
             chunks_verified: counts.verified,
             chunks_failed: counts.failed,
             chunks_running: self.in_flight.load(Ordering::Relaxed),
+            waiting: self.waiting_for(),
         })
     }
 

@@ -77,6 +77,9 @@ pub struct Pacing {
     pub admission: Arc<dyn Admission>,
     /// Chunks in flight, kept up to date by the scheduler.
     pub in_flight: Arc<AtomicU32>,
+    /// Told when an attempt found a database unavailable, before its chunk is
+    /// re-queued: the pacer then holds new chunks until the databases answer again.
+    pub on_unavailable: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Pacing {
@@ -91,6 +94,9 @@ impl Pacing {
             gate,
             admission: Arc::new(Unthrottled),
             in_flight: Arc::new(AtomicU32::new(0)),
+            // No pacer to hold chunks: an unavailable database's chunks are re-queued
+            // after the retry backoff only.
+            on_unavailable: Arc::new(|_| {}),
         }
     }
 }
@@ -315,6 +321,7 @@ pub async fn run_job_on(
         events: events.clone(),
         admission: pacing.admission.clone(),
         in_flight: pacing.in_flight.clone(),
+        on_unavailable: pacing.on_unavailable.clone(),
         cancel: cancel.clone(),
     };
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -494,6 +501,7 @@ struct AttemptStarter<'a> {
     events: UnboundedSender<JobEvent>,
     admission: Arc<dyn Admission>,
     in_flight: Arc<AtomicU32>,
+    on_unavailable: Arc<dyn Fn(&str) + Send + Sync>,
     cancel: CancellationToken,
 }
 
@@ -520,6 +528,7 @@ impl AttemptStarter<'_> {
         let options = self.options.clone();
         let events = self.events.clone();
         let admission = self.admission.clone();
+        let on_unavailable = self.on_unavailable.clone();
         let cancel = self.cancel.child_token();
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -588,6 +597,10 @@ impl AttemptStarter<'_> {
                 }),
             };
             let result = executor.execute(task).await;
+            if let ChunkResult::Unavailable { message } = &result {
+                // Hold new chunks before this one is re-queued.
+                (on_unavailable)(message);
+            }
             // A remote worker reports progress at intervals: a verified attempt's rows
             // not reported yet are streamed rows all the same.
             if let ChunkResult::Verified { rows, .. } = &result {
@@ -660,6 +673,10 @@ pub fn classify(
         ChunkResult::Cancelled => None,
         ChunkResult::Requeued { reason } => Some(ChunkCompletion::Requeue {
             reason: reason.clone(),
+        }),
+        // The database is away: not the chunk's fault, no attempt is counted.
+        ChunkResult::Unavailable { message } => Some(ChunkCompletion::Requeue {
+            reason: format!("database unavailable: {message}"),
         }),
     }
 }

@@ -580,8 +580,13 @@ impl WatchDisplay {
             WatchDisplay::Bar(bar) => {
                 bar.set_length(u64::from(snapshot.chunks_total));
                 bar.set_position(u64::from(snapshot.chunks_verified));
+                let waiting = if snapshot.waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", snapshot.waiting)
+                };
                 bar.set_message(format!(
-                    "{} rows verified, {} running, {} failed, {}",
+                    "{} rows verified, {} running, {} failed, {}{waiting}",
                     snapshot.rows_verified,
                     snapshot.chunks_running,
                     snapshot.chunks_failed,

@@ -294,7 +294,7 @@ pub(crate) fn job_state_name(state: i32) -> &'static str {
 
 /// `ferryctl status`'s line for a job snapshot (also one `ferryctl watch` line).
 pub(crate) fn job_status_line(response: &pb::GetJobResponse) -> String {
-    format!(
+    let line = format!(
         "job {}: {}, {} rows verified ({} streamed this run), chunks {}/{} verified, {} failed, {} running",
         response.job_id,
         job_state_name(response.state),
@@ -304,7 +304,12 @@ pub(crate) fn job_status_line(response: &pb::GetJobResponse) -> String {
         response.chunks_total,
         response.chunks_failed,
         response.chunks_running
-    )
+    );
+    if response.waiting.is_empty() {
+        line
+    } else {
+        format!("{line}; {}", response.waiting)
+    }
 }
 
 /// `ferryctl status -o json`'s object for a job snapshot.
@@ -318,6 +323,7 @@ pub(crate) fn job_status_json(response: &pb::GetJobResponse) -> serde_json::Valu
         "chunks_verified": response.chunks_verified,
         "chunks_failed": response.chunks_failed,
         "chunks_running": response.chunks_running,
+        "waiting": response.waiting,
     })
 }
 

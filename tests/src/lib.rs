@@ -100,6 +100,10 @@ impl FaultySink {
 
 #[async_trait]
 impl Sink for FaultySink {
+    async fn ping(&self) -> ferry_connectors::error::Result<()> {
+        self.inner.ping().await
+    }
+
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
@@ -473,4 +477,28 @@ pub fn run_shell(mut command: Command, input: &str) -> String {
         input.chars().take(2000).collect::<String>()
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs SQL with the `mariadb` shell against the database of a `mysql://root@host:port/db` URL.
+pub fn mariadb(url: &str, sql: &str) -> String {
+    let rest = url.trim_start_matches("mysql://");
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host_port) = authority.split_once('@').unwrap_or(("root", authority));
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
+    let mut command = Command::new("mariadb");
+    command.args([
+        "--no-defaults",
+        "-N",
+        "-B",
+        "-h",
+        host,
+        "-P",
+        port,
+        "-u",
+        user,
+    ]);
+    if !database.is_empty() {
+        command.arg(database);
+    }
+    run_shell(command, sql).replace('\t', "|")
 }

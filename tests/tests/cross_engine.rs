@@ -9,33 +9,9 @@ use std::process::Command;
 
 use ferry_coordination::ChunkState;
 use ferry_tests::{
-    env_url, psql, run_local_with_env, run_shell, unique_suffix, with_database, write_spec,
+    env_url, mariadb, psql, run_local_with_env, run_shell, unique_suffix, with_database, write_spec,
 };
 use tokio_util::sync::CancellationToken;
-
-/// Runs SQL with the `mariadb` shell against the database of a `mysql://root@host:port/db` URL.
-fn mariadb(url: &str, sql: &str) -> String {
-    let rest = url.trim_start_matches("mysql://");
-    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-    let (user, host_port) = authority.split_once('@').unwrap_or(("root", authority));
-    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
-    let mut command = Command::new("mariadb");
-    command.args([
-        "--no-defaults",
-        "-N",
-        "-B",
-        "-h",
-        host,
-        "-P",
-        port,
-        "-u",
-        user,
-    ]);
-    if !database.is_empty() {
-        command.arg(database);
-    }
-    run_shell(command, sql).replace('\t', "|")
-}
 
 fn sqlite(path: &Path, sql: &str) -> String {
     let mut command = Command::new("sqlite3");

@@ -93,9 +93,19 @@ async fn source_load_halves_concurrency_pauses_at_critical_and_recovers() {
     // Sessions of other tests may be active on the shared server; start from a quiet one.
     end_sessions(&url, &tag).await;
     let cancel = CancellationToken::new();
-    let pacer = JobPacer::start(JobId("load".into()), policy, store, source, cancel.clone())
-        .await
-        .expect("pacer");
+    // The same server as the target: only the outage checks would use it.
+    let sink = ferry_connectors::open_sink(&endpoint).await.expect("sink");
+    let pacer = JobPacer::start(
+        JobId("load".into()),
+        policy,
+        store,
+        source,
+        sink,
+        Duration::from_secs(1800),
+        cancel.clone(),
+    )
+    .await
+    .expect("pacer");
     let mut gate = pacer.pacing().gate;
     wait_for_gate(
         &mut gate,

@@ -376,12 +376,8 @@ impl AttemptRun {
         }
         let context = match self.context().await {
             Ok(context) => context,
-            Err(message) => {
-                self.report(&ChunkResult::Error {
-                    message,
-                    retryable: true,
-                })
-                .await;
+            Err(result) => {
+                self.report(&result).await;
                 return;
             }
         };
@@ -518,7 +514,13 @@ impl AttemptRun {
     }
 
     /// The job's context, loaded once per job.
-    async fn context(&self) -> Result<Arc<JobContext>, String> {
+    /// A failure is the attempt's result: a database that cannot be opened now is
+    /// unavailable (the chunk waits without counting an attempt).
+    async fn context(&self) -> Result<Arc<JobContext>, ChunkResult> {
+        let failed = |message: String| ChunkResult::Error {
+            message,
+            retryable: true,
+        };
         let job = &self.assignment.job;
         let mut contexts = self.contexts.contexts.0.lock().await;
         if let Some(context) = contexts.get(job) {
@@ -528,20 +530,27 @@ impl AttemptRun {
             .store
             .job_spec(job)
             .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("job {job} has no spec in the coordination store"))?;
+            .map_err(|error| failed(error.to_string()))?
+            .ok_or_else(|| failed(format!("job {job} has no spec in the coordination store")))?;
         let OpenedJob { spec, source, sink } = self
             .contexts
             .opener
             .open(job, &spec_yaml)
             .await
-            .map_err(|error| format!("worker {}: {error}", self.options.id))?;
+            .map_err(|error| {
+                let message = format!("worker {}: {error}", self.options.id);
+                if error.is_retryable() {
+                    ChunkResult::Unavailable { message }
+                } else {
+                    failed(message)
+                }
+            })?;
         let (record, chunks) = self
             .store
             .load_job(job)
             .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("job {job} has no plan in the coordination store"))?;
+            .map_err(|error| failed(error.to_string()))?
+            .ok_or_else(|| failed(format!("job {job} has no plan in the coordination store")))?;
         let loaded = Arc::new(JobContext {
             run_id: record.run_id.clone(),
             tables: record

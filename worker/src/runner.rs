@@ -298,6 +298,13 @@ fn log_written(summary: &WriteSummary, message: &'static str) {
     );
 }
 
+/// Pauses before running a chunk again after a transient error, within one attempt;
+/// an error that persists past them fails the attempt (which then counts).
+const TRANSIENT_RETRY_PAUSES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(1000),
+];
+
 #[async_trait]
 impl ChunkExecutor for ChunkRunner {
     async fn execute(&self, task: ChunkTask) -> ChunkResult {
@@ -309,9 +316,29 @@ impl ChunkExecutor for ChunkRunner {
             table: task.chunk_table(),
             ..task
         };
-        match self.run(&task).instrument(span).await {
+        let mut outcome = self.run(&task).instrument(span.clone()).await;
+        // Trouble in this chunk that may pass (a deadlock, a lock wait timeout, a
+        // serialization failure): the whole chunk transaction again, within the attempt.
+        // Safe: nothing of the failed run was committed, and the retry overwrites.
+        for pause in TRANSIENT_RETRY_PAUSES {
+            match &outcome {
+                Err(error) if error.kind() == ErrorKind::Transient => {
+                    tracing::warn!(parent: &span, %error, "transient error: running the chunk again within the attempt");
+                }
+                _ => break,
+            }
+            tokio::select! {
+                () = task.cancel.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            outcome = self.run(&task).instrument(span.clone()).await;
+        }
+        match outcome {
             Ok(result) => result,
             Err(error) if error.kind() == ErrorKind::Cancelled => ChunkResult::Cancelled,
+            Err(error) if error.kind() == ErrorKind::Unavailable => ChunkResult::Unavailable {
+                message: error.to_string(),
+            },
             Err(error) => ChunkResult::Error {
                 message: error.to_string(),
                 retryable: error.is_retryable(),

@@ -806,6 +806,10 @@ fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValu
             value.kind = pb::OutcomeKind::Requeued as i32;
             value.message = reason.clone();
         }
+        ChunkResult::Unavailable { message } => {
+            value.kind = pb::OutcomeKind::Unavailable as i32;
+            value.message = message.clone();
+        }
         ChunkResult::Cancelled => {
             value.kind = pb::OutcomeKind::Requeued as i32;
             value.message = format!("worker {} stopped the attempt", assignment.worker);
@@ -833,6 +837,9 @@ fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
         },
         Ok(pb::OutcomeKind::Requeued) => ChunkResult::Requeued {
             reason: value.message,
+        },
+        Ok(pb::OutcomeKind::Unavailable) => ChunkResult::Unavailable {
+            message: value.message,
         },
         Ok(pb::OutcomeKind::Unspecified) | Err(_) => {
             tracing::error!(key = %key_text(entry.key()), "result without an outcome");

@@ -85,6 +85,13 @@ pub enum ChunkResult {
         /// Whether another attempt may succeed.
         retryable: bool,
     },
+    /// A database did not answer (down, restarting, failing over, read-only after a
+    /// switch); nothing of it was committed. Not a failure of the chunk: it waits for
+    /// the database and is copied again, without counting an attempt.
+    Unavailable {
+        /// What the database said, or how the connection failed.
+        message: String,
+    },
     /// The attempt was cancelled (shutdown); nothing of it was committed.
     Cancelled,
     /// The attempt was stopped by the throttle (paused past its timeout); nothing of it

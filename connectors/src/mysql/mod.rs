@@ -43,7 +43,7 @@ pub use config::{MysqlConfig, WriteMethod, ZeroDates};
 pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 pub use sql::{quote_ident, quote_table};
 
-use crate::error::{ConnectorError, Result};
+use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{
     BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WriteSummary,
 };
@@ -63,49 +63,61 @@ const NET_TIMEOUT_SECS: u32 = 3600;
 /// How long stopping an abandoned read may wait for a connection.
 const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Returns whether a driver error may go away on retry (lost connection, deadlock, lock
-/// wait timeout, server busy or restarting).
-pub fn is_transient(error: &mysql_async::Error) -> bool {
+/// Classifies a driver error: the server away or read-only (a lost or refused
+/// connection, a shutdown, too many connections, a read-only standby), trouble in this
+/// chunk (deadlock, lock wait timeout, an interrupted statement), or permanent.
+pub fn classify(error: &mysql_async::Error) -> Failure {
     match error {
-        mysql_async::Error::Io(_) => true,
-        mysql_async::Error::Driver(driver) => matches!(
-            driver,
+        mysql_async::Error::Io(_) => Failure::Unavailable,
+        mysql_async::Error::Driver(driver) => match driver {
             mysql_async::DriverError::ConnectionClosed
-                | mysql_async::DriverError::PoolDisconnected
-                | mysql_async::DriverError::PacketOutOfOrder
-        ),
-        mysql_async::Error::Server(server) => is_transient_code(server.code),
-        mysql_async::Error::Other(_) | mysql_async::Error::Url(_) => false,
+            | mysql_async::DriverError::PoolDisconnected => Failure::Unavailable,
+            mysql_async::DriverError::PacketOutOfOrder => Failure::Transient,
+            _ => Failure::Permanent,
+        },
+        mysql_async::Error::Server(server) => classify_code(server.code),
+        mysql_async::Error::Other(_) | mysql_async::Error::Url(_) => Failure::Permanent,
     }
 }
 
-/// Server error codes worth a retry.
-pub fn is_transient_code(code: u16) -> bool {
-    matches!(
-        code,
+/// Returns whether a driver error may go away on retry (unavailable or transient).
+pub fn is_transient(error: &mysql_async::Error) -> bool {
+    classify(error) != Failure::Permanent
+}
+
+/// The server error codes that are not permanent, by what they mean.
+pub fn classify_code(code: u16) -> Failure {
+    match code {
         1040 // too many connections
-            | 1053 // server shutdown in progress
-            | 1077 // normal shutdown
-            | 1078 // got signal
-            | 1079 // shutdown complete
-            | 1152 // aborted connection
-            | 1158 // error reading communication packets
-            | 1159 // timeout reading communication packets
-            | 1160 // error writing communication packets
-            | 1161 // timeout writing communication packets
-            | 1203 // max_user_connections
-            | 1205 // lock wait timeout
-            | 1213 // deadlock
-            | 1317 // query interrupted
-            | 1614 // transaction branch rolled back: deadlock
-            | 1927 // MariaDB: connection was killed
-            | 1969 // MariaDB: max_statement_time exceeded
-            | 2006 // server has gone away
-            | 2013 // lost connection during query
-            | 3024 // MySQL: max_execution_time exceeded
-            | 3572 // MySQL: NOWAIT lock not granted
-            | 4031 // MySQL: disconnected for inactivity
-    )
+        | 1053 // server shutdown in progress
+        | 1077 // normal shutdown
+        | 1078 // got signal
+        | 1079 // shutdown complete
+        | 1152 // aborted connection
+        | 1158 // error reading communication packets
+        | 1159 // timeout reading communication packets
+        | 1160 // error writing communication packets
+        | 1161 // timeout writing communication packets
+        | 1203 // max_user_connections
+        | 1290 // --read-only (or another option) prevents this statement: a standby
+        | 1836 // running in read-only mode
+        | 2002 // cannot connect through the socket
+        | 2003 // cannot connect to the server
+        | 2006 // server has gone away
+        | 2013 // lost connection during query
+        | 4031 // MySQL: disconnected for inactivity
+        => Failure::Unavailable,
+        1205 // lock wait timeout
+        | 1213 // deadlock
+        | 1317 // query interrupted
+        | 1614 // transaction branch rolled back: deadlock
+        | 1927 // MariaDB: connection was killed (a newer attempt ending this one)
+        | 1969 // MariaDB: max_statement_time exceeded
+        | 3024 // MySQL: max_execution_time exceeded
+        | 3572 // MySQL: NOWAIT lock not granted
+        => Failure::Transient,
+        _ => Failure::Permanent,
+    }
 }
 
 /// Maps a driver error on `table` to a classified connector error.
@@ -117,7 +129,7 @@ fn query_error(
     move |source| ConnectorError::Query {
         operation,
         table: table.clone(),
-        transient: is_transient(&source),
+        failure: classify(&source),
         source: Box::new(source),
     }
 }
@@ -548,6 +560,26 @@ impl Sink for MysqlSink {
         KIND
     }
 
+    async fn ping(&self) -> Result<()> {
+        let database = TableName::bare(self.shared.config.database.as_str());
+        let mut conn = self.shared.conn("target", &database).await?;
+        let read_only: Option<i64> = conn
+            .query_first("SELECT @@global.read_only")
+            .await
+            .map_err(query_error("check the target database", &database))?;
+        if read_only.unwrap_or(0) != 0 {
+            return Err(ConnectorError::Query {
+                operation: "check the target database",
+                table: database,
+                source: "the target is read-only (read_only is on: a replica?): waiting until \
+                         it takes writes"
+                    .into(),
+                failure: Failure::Unavailable,
+            });
+        }
+        Ok(())
+    }
+
     fn can_carry_rowid(&self) -> bool {
         false
     }
@@ -601,11 +633,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_and_connection_errors_are_transient() {
-        assert!(is_transient_code(1205));
-        assert!(is_transient_code(1213));
-        assert!(is_transient_code(2013));
-        assert!(!is_transient_code(1062));
-        assert!(!is_transient_code(1406));
+    fn server_codes_are_classified_by_what_a_retry_can_do() {
+        for (code, failure) in [
+            (1040, Failure::Unavailable),
+            (1053, Failure::Unavailable),
+            (1290, Failure::Unavailable),
+            (1836, Failure::Unavailable),
+            (2003, Failure::Unavailable),
+            (2013, Failure::Unavailable),
+            (1205, Failure::Transient),
+            (1213, Failure::Transient),
+            (1927, Failure::Transient),
+            (1062, Failure::Permanent),
+            (1406, Failure::Permanent),
+            (1146, Failure::Permanent),
+            (1045, Failure::Permanent),
+        ] {
+            assert_eq!(classify_code(code), failure, "code {code}");
+        }
     }
 }

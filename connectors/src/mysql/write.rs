@@ -50,7 +50,7 @@ use super::sql::{
 };
 use super::{FENCE_TABLE, KIND, Shared, query_error};
 use crate::compat::{Differences, column_type_difference};
-use crate::error::{ConnectorError, Result};
+use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{BatchStream, ChunkWrite, Fence, PrepareOptions, PrepareOutcome, WriteSummary};
 
 /// The most an index key may hold in InnoDB (DYNAMIC rows), in bytes.
@@ -831,7 +831,7 @@ async fn load_data(
         return Err(ConnectorError::Query {
             operation: "load rows",
             table: table.name.clone(),
-            transient: false,
+            failure: Failure::Permanent,
             source: Box::new(LoadRefused(format!(
                 "the server loaded {rows_loaded} of {rows_sent} rows with {warnings} warnings \
                  (LOAD DATA LOCAL turns data errors into warnings): {}",

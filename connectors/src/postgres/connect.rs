@@ -6,10 +6,9 @@ use std::time::Duration;
 use ferry_model::schema::TableName;
 use ferry_model::spec::Location;
 use tokio_postgres::config::Host;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, Failure};
 
 /// The `application_name` of every ferry session, which the load probe leaves out.
 pub const APPLICATION_NAME: &str = "ferry";
@@ -163,21 +162,33 @@ pub fn describe_error(error: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Whether a retry may succeed: connection loss, serialization failures, deadlocks, lock
-/// and statement timeouts, shutdowns and resource exhaustion. Data errors (22xxx, 23xxx)
-/// and everything else are permanent.
-pub fn is_transient(error: &tokio_postgres::Error) -> bool {
-    let Some(db_error) = error.as_db_error() else {
-        // No server error: the connection broke, timed out or an I/O call failed.
-        return true;
+/// Classifies a driver error: the server away or read-only (no server error at all: the
+/// connection broke or was refused), trouble in this chunk, or permanent
+/// ([`classify_sqlstate`]).
+pub fn classify(error: &tokio_postgres::Error) -> Failure {
+    classify_sqlstate(error.as_db_error().map(|db_error| db_error.code().code()))
+}
+
+/// Classifies a SQLSTATE (`None`: no server error, the connection failed):
+/// - unavailable: no server error, class 08 (connection exception), 57P01–57P03
+///   (admin or crash shutdown, cannot connect now), 53300 (too many connections),
+///   25006 (read-only transaction: a standby after a switch), class 58 (system error);
+/// - transient: class 40 (serialization failure, deadlock, statement completion
+///   unknown), 55P03 (lock not available), 57014 (statement timeout or cancel), other
+///   class 53 (disk full, out of memory);
+/// - permanent: everything else (data, constraint, privilege, missing object).
+pub fn classify_sqlstate(code: Option<&str>) -> Failure {
+    let Some(code) = code else {
+        return Failure::Unavailable;
     };
-    let code = db_error.code();
-    let class = &code.code()[..2];
-    matches!(class, "08" | "53" | "57" | "58")
-        || *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || *code == SqlState::T_R_DEADLOCK_DETECTED
-        || *code == SqlState::LOCK_NOT_AVAILABLE
-        || *code == SqlState::T_R_STATEMENT_COMPLETION_UNKNOWN
+    let class = code.get(..2).unwrap_or_default();
+    match (class, code) {
+        ("08" | "58", _) | (_, "57P01" | "57P02" | "57P03" | "53300" | "25006") => {
+            Failure::Unavailable
+        }
+        ("40" | "53", _) | (_, "55P03" | "57014") => Failure::Transient,
+        _ => Failure::Permanent,
+    }
 }
 
 /// A PostgreSQL error with its full description (the driver's own `Display` leaves out
@@ -199,7 +210,7 @@ pub fn query_error(
     move |source| ConnectorError::Query {
         operation,
         table: table.clone(),
-        transient: is_transient(&source),
+        failure: classify(&source),
         source: Box::new(PgError {
             description: describe_error(&source),
             source,
@@ -211,6 +222,30 @@ pub fn query_error(
 mod tests {
     use super::*;
     use ferry_model::spec::Secret;
+
+    #[test]
+    fn sqlstates_are_classified_by_what_a_retry_can_do() {
+        for (code, failure) in [
+            (None, Failure::Unavailable),
+            (Some("08006"), Failure::Unavailable),
+            (Some("08001"), Failure::Unavailable),
+            (Some("57P01"), Failure::Unavailable),
+            (Some("57P03"), Failure::Unavailable),
+            (Some("53300"), Failure::Unavailable),
+            (Some("25006"), Failure::Unavailable),
+            (Some("40001"), Failure::Transient),
+            (Some("40P01"), Failure::Transient),
+            (Some("55P03"), Failure::Transient),
+            (Some("57014"), Failure::Transient),
+            (Some("53100"), Failure::Transient),
+            (Some("23505"), Failure::Permanent),
+            (Some("22003"), Failure::Permanent),
+            (Some("42501"), Failure::Permanent),
+            (Some("42P01"), Failure::Permanent),
+        ] {
+            assert_eq!(classify_sqlstate(code), failure, "{code:?}");
+        }
+    }
 
     #[test]
     fn labels_never_show_the_password() {

@@ -49,7 +49,7 @@ use read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
 use split::{key_columns, predicate};
 use sql::order_by;
 
-use crate::error::{ConnectorError, Result};
+use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{
     BatchStream, ChunkWrite, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
     PrepareOutcome, Sink, Source, WriteSummary,
@@ -360,6 +360,32 @@ impl PostgresSink {
 impl Sink for PostgresSink {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.endpoint.connect().await?;
+        let catalog = TableName::bare("pg_catalog");
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                &[],
+            )
+            .await
+            .map_err(query_error("check the target database", &catalog))?;
+        let read_only: bool = row
+            .try_get(0)
+            .map_err(query_error("check the target database", &catalog))?;
+        if read_only {
+            return Err(ConnectorError::Query {
+                operation: "check the target database",
+                table: catalog,
+                source: "the target is read-only (a standby, or default_transaction_read_only \
+                         is on): waiting until it takes writes"
+                    .into(),
+                failure: Failure::Unavailable,
+            });
+        }
+        Ok(())
     }
 
     fn can_carry_rowid(&self) -> bool {

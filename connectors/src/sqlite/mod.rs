@@ -69,7 +69,7 @@ fn query_error(
     move |source| ConnectorError::Query {
         operation,
         table: table.clone(),
-        transient: read::is_transient(&source),
+        failure: read::classify(&source),
         source: Box::new(source),
     }
 }
@@ -269,7 +269,7 @@ impl Source for SqliteSource {
             list_user_tables(&connection).map_err(|source| ConnectorError::Query {
                 operation: "list tables",
                 table: TableName::bare("sqlite_schema"),
-                transient: read::is_transient(&source),
+                failure: read::classify(&source),
                 source: Box::new(source),
             })
         })
@@ -317,7 +317,7 @@ impl Source for SqliteSource {
                 .map_err(|source| ConnectorError::Query {
                     operation: "run the load probe",
                     table: TableName::bare("load probe"),
-                    transient: read::is_transient(&source),
+                    failure: read::classify(&source),
                     source: Box::new(source),
                 })?;
             match value {
@@ -406,6 +406,21 @@ impl SqliteSink {
 impl Sink for SqliteSink {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let path = self.path.clone();
+        blocking(move || {
+            Connection::open(&path)
+                .and_then(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+                .map_err(|source| ConnectorError::Query {
+                    operation: "check the target database",
+                    table: TableName::bare("sqlite_schema"),
+                    failure: read::classify(&source),
+                    source: Box::new(source),
+                })
+        })
+        .await
     }
 
     fn can_carry_rowid(&self) -> bool {

@@ -17,7 +17,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use super::sql::{key_exprs, quote_ident, quote_table, range_predicate, rowid_alias};
-use crate::error::{ConnectorError, Result};
+use crate::error::{ConnectorError, Failure, Result};
 
 /// Rows per batch; a batch is also cut once its values pass [`MAX_BATCH_BYTES`].
 pub const MAX_BATCH_ROWS: usize = 8192;
@@ -340,7 +340,7 @@ pub fn read_range(
     let query_error = |source: rusqlite::Error| ConnectorError::Query {
         operation: "read chunk",
         table: table.name.clone(),
-        transient: is_transient(&source),
+        failure: classify(&source),
         source: Box::new(source),
     };
     let mut statement = connection.prepare(&sql).map_err(query_error)?;
@@ -422,10 +422,14 @@ pub fn read_range(
     Ok(())
 }
 
-/// Returns whether a SQLite error may go away on retry (busy or locked database).
-pub fn is_transient(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+/// Classifies a SQLite error: a busy or locked database may pass (transient); a file
+/// that cannot be opened is unavailable; everything else is permanent.
+pub fn classify(error: &rusqlite::Error) -> Failure {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Failure::Transient
+        }
+        Some(rusqlite::ErrorCode::CannotOpen) => Failure::Unavailable,
+        _ => Failure::Permanent,
+    }
 }

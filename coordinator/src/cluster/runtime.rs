@@ -466,6 +466,8 @@ impl ClusterRuntime {
             spec.throttle.clone(),
             store.clone(),
             source.clone(),
+            sink.clone(),
+            Duration::from_millis(spec.resilience.outage_timeout_ms),
             running.stop.clone(),
         )
         .await
@@ -1027,13 +1029,17 @@ impl JobControl for ClusterRuntime {
         Ok(JobStatusView {
             state,
             rows_verified: counts.rows_verified,
-            rows_streamed: running.map_or(counts.rows_verified, |running| {
+            rows_streamed: running.as_ref().map_or(counts.rows_verified, |running| {
                 running.rows_streamed.load(Ordering::Relaxed)
             }),
             chunks_total: counts.total,
             chunks_verified: counts.verified,
             chunks_failed: counts.failed,
             chunks_running: counts.running,
+            waiting: running
+                .as_ref()
+                .and_then(|running| lock(&running.pacer).clone())
+                .and_then(|pacer| pacer.waiting_for()),
         })
     }
 

@@ -139,6 +139,7 @@ fn job_status_to_proto(job_id: String, status: JobStatusView) -> pb::GetJobRespo
         chunks_verified: status.chunks_verified,
         chunks_failed: status.chunks_failed,
         chunks_running: status.chunks_running,
+        waiting: status.waiting.unwrap_or_default(),
     }
 }
 

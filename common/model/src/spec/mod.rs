@@ -58,8 +58,8 @@ mod throttle;
 
 pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password};
 pub use model::{
-    ChunkingSpec, ColumnOverrides, JobSpec, OnMismatch, SchemaMode, TableSelection, VerifyMode,
-    VerifySpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
+    SchemaMode, TableSelection, VerifyMode, VerifySpec,
 };
 pub use throttle::parse_throttle_schedule;
 

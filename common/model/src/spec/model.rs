@@ -23,6 +23,8 @@ pub struct JobSpec {
     pub chunking: ChunkingSpec,
     /// How copied chunks are checked.
     pub verify: VerifySpec,
+    /// How the job rides out an unavailable database.
+    pub resilience: ResilienceSpec,
     /// How much work runs at once, and when: the job's initial throttle policy.
     pub throttle: ThrottlePolicy,
     /// Target column types chosen by the user, by source column: `"orders.amount"` or
@@ -147,6 +149,26 @@ impl OnMismatch {
         match self {
             OnMismatch::Recopy => "recopy",
             OnMismatch::Fail => "fail",
+        }
+    }
+}
+
+/// How a job rides out a database that does not answer (`resilience:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResilienceSpec {
+    /// How long the job waits for an unavailable database before it pauses (not fails)
+    /// with the reason, for an operator to resume later. Milliseconds.
+    pub outage_timeout_ms: u64,
+}
+
+/// The default `resilience.outage_timeout`: 30 minutes (a managed failover takes
+/// 30–120 s, a restart or a minor upgrade a few minutes).
+pub const DEFAULT_OUTAGE_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+impl Default for ResilienceSpec {
+    fn default() -> Self {
+        Self {
+            outage_timeout_ms: DEFAULT_OUTAGE_TIMEOUT_MS,
         }
     }
 }

@@ -7,12 +7,12 @@ use serde_yaml_ng::Value;
 
 use super::endpoints::{check_distinct_databases, read_endpoint};
 use super::fields::{
-    describe, item_path, read_choice, read_mapping, read_positive_integer, read_positive_u32,
-    read_string,
+    describe, item_path, read_choice, read_duration_ms, read_mapping, read_positive_integer,
+    read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, JobSpec, OnMismatch, SchemaMode, TableSelection, VerifyMode,
-    VerifySpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
+    SchemaMode, TableSelection, VerifyMode, VerifySpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -24,12 +24,22 @@ use crate::problems::Problems;
 use crate::throttle::ThrottlePolicy;
 
 const TOP_LEVEL_FIELDS: &[&str] = &[
-    "name", "source", "target", "tables", "schema", "chunking", "verify", "throttle", "columns",
+    "name",
+    "source",
+    "target",
+    "tables",
+    "schema",
+    "chunking",
+    "verify",
+    "resilience",
+    "throttle",
+    "columns",
 ];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude"];
 const CHUNKING_FIELDS: &[&str] = &["target_rows"];
 const VERIFY_FIELDS: &[&str] = &["mode", "on_mismatch", "max_attempts"];
+const RESILIENCE_FIELDS: &[&str] = &["outage_timeout"];
 
 impl JobSpec {
     /// Parses and validates a YAML job spec. On failure returns every problem found, each
@@ -90,6 +100,10 @@ fn read_job_spec(
         Some(value) => read_verify(value, &fields.path_of("verify"), problems),
         None => Some(VerifySpec::default()),
     };
+    let resilience_opt = match fields.optional("resilience") {
+        Some(value) => read_resilience(value, &fields.path_of("resilience"), problems),
+        None => Some(ResilienceSpec::default()),
+    };
     let throttle_opt = match fields.optional("throttle") {
         Some(value) => read_throttle(value, &fields.path_of("throttle"), problems),
         None => Some(ThrottlePolicy::default()),
@@ -110,6 +124,7 @@ fn read_job_spec(
         schema: schema_opt?,
         chunking: chunking_opt?,
         verify: verify_opt?,
+        resilience: resilience_opt?,
         throttle: throttle_opt?,
         columns: columns_opt?,
     })
@@ -283,6 +298,26 @@ fn read_chunking(value: &Value, path: &str, problems: &mut Problems) -> Option<C
     Some(ChunkingSpec {
         target_rows: target_rows_opt?,
     })
+}
+
+fn read_resilience(value: &Value, path: &str, problems: &mut Problems) -> Option<ResilienceSpec> {
+    let fields = read_mapping(value, path, RESILIENCE_FIELDS, &[], problems)?;
+    let outage_timeout_ms = match fields.optional("outage_timeout") {
+        Some(timeout) => {
+            let timeout_path = fields.path_of("outage_timeout");
+            let millis = read_duration_ms(timeout, &timeout_path, problems)?;
+            if millis < 1000 {
+                problems.push(
+                    &timeout_path,
+                    "must be at least 1s (the job pauses when a database stays away this long)",
+                );
+                return None;
+            }
+            millis
+        }
+        None => DEFAULT_OUTAGE_TIMEOUT_MS,
+    };
+    Some(ResilienceSpec { outage_timeout_ms })
 }
 
 fn read_verify(value: &Value, path: &str, problems: &mut Problems) -> Option<VerifySpec> {
