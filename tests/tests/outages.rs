@@ -62,6 +62,18 @@ fn postgres_source() -> (String, String) {
     (pg, schema)
 }
 
+/// A SQLite source `source.db` in `dir` with a table `table` of 20,000 rows.
+fn sqlite_source(dir: &Path, table: &str) {
+    let connection = rusqlite::Connection::open(dir.join("source.db")).expect("source");
+    connection
+        .execute_batch(&format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO {table} SELECT i, 'value ' || i FROM n;"
+        ))
+        .expect("fill");
+}
+
 /// Runs `spec` in process with two workers: calls `during` once `ready_chunks` chunks are
 /// verified, then returns the outcome and whether the job reported waiting.
 async fn run_with_outage(
@@ -186,15 +198,7 @@ async fn a_target_mariadb_stopped_mid_job_is_waited_for_and_the_copy_is_exact() 
     let my = env_url("FERRY_TEST_MYSQL_URL");
     let table = format!("outage_{}", unique_suffix());
     let dir = tempfile::tempdir().expect("tempdir");
-    let connection = rusqlite::Connection::open(dir.path().join("source.db")).expect("source");
-    connection
-        .execute_batch(&format!(
-            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-             INSERT INTO {table} SELECT i, 'value ' || i FROM n;"
-        ))
-        .expect("fill");
-    drop(connection);
+    sqlite_source(dir.path(), &table);
     let env = HashMap::from([("DST".to_string(), my.clone())]);
     let spec = format!(
         "name: outage\nsource: {{ kind: sqlite, path: source.db }}\ntarget: {{ kind: mysql, url_env: DST }}\n\
@@ -287,15 +291,7 @@ async fn a_target_switched_to_read_only_is_waited_for_until_it_takes_writes_agai
     psql(&pg, &format!("CREATE DATABASE {database}"));
     let target = ferry_tests::with_database(&pg, &database);
     let dir = tempfile::tempdir().expect("tempdir");
-    let connection = rusqlite::Connection::open(dir.path().join("source.db")).expect("source");
-    connection
-        .execute_batch(
-            "CREATE TABLE orders (id INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-             INSERT INTO orders SELECT i, 'value ' || i FROM n;",
-        )
-        .expect("fill");
-    drop(connection);
+    sqlite_source(dir.path(), "orders");
     let env = HashMap::from([("DST".to_string(), target.clone())]);
     let spec = "name: outage\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: postgres, url_env: DST }\n\
                 tables: { include: [orders] }\nchunking: { target_rows: 1000 }\n\
@@ -323,4 +319,38 @@ async fn a_target_switched_to_read_only_is_waited_for_until_it_takes_writes_agai
         "20000|20000|200010000"
     );
     psql(&pg, &format!("DROP DATABASE {database} WITH (FORCE)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_postgres_stopped_longer_than_a_chunk_is_waited_for_and_the_copy_is_exact() {
+    let _turn = SERVERS.lock().await;
+    let pg = env_url("FERRY_TEST_PG_URL");
+    let table = format!("outage_{}", unique_suffix());
+    let dir = tempfile::tempdir().expect("tempdir");
+    sqlite_source(dir.path(), &table);
+    let env = HashMap::from([("DST".to_string(), pg.clone())]);
+    // Chunks of 1,000 rows at 2,000 rows/s each (two at once): half a second a chunk;
+    // the outage lasts 4 s.
+    let spec = format!(
+        "name: outage\nsource: {{ kind: sqlite, path: source.db }}\ntarget: {{ kind: postgres, url_env: DST }}\n\
+         tables: {{ include: [{table}] }}\nchunking: {{ target_rows: 1000 }}\n\
+         throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 4000 }} }}\n"
+    );
+    let outcome = run_with_outage(dir.path(), &spec, &env, async |runtime| {
+        let restart = Restart("pg");
+        services("stop", "pg");
+        wait_for_waiting(runtime, "target database").await;
+        tokio::time::sleep(OUTAGE).await;
+        drop(restart);
+    })
+    .await;
+    assert_exact_without_failures(&outcome);
+    assert_eq!(
+        psql(
+            &pg,
+            &format!("SELECT count(*), count(DISTINCT id), sum(id) FROM public.{table}")
+        ),
+        "20000|20000|200010000"
+    );
+    psql(&pg, &format!("DROP TABLE public.{table}"));
 }

@@ -484,6 +484,20 @@ throttle:
     }
 
     #[test]
+    fn resilience_has_a_default_and_refuses_a_budget_under_a_second() {
+        let spec = parse(&spec_with("", "")).unwrap();
+        assert_eq!(spec.resilience.outage_timeout_ms, 30 * 60 * 1000);
+        let spec = parse(&spec_with("", "resilience: { outage_timeout: 2m 30s }\n")).unwrap();
+        assert_eq!(spec.resilience.outage_timeout_ms, 150_000);
+        let (path, message) =
+            single_error(&spec_with("", "resilience: { outage_timeout: 500ms }\n"));
+        assert_eq!(path, "resilience.outage_timeout");
+        assert!(message.contains("at least 1s"), "{message}");
+        let (path, _) = single_error(&spec_with("", "resilience: { budget: 1m }\n"));
+        assert_eq!(path, "resilience.budget");
+    }
+
+    #[test]
     fn unknown_top_level_field_is_reported() {
         let yaml = spec_with("", "chunk_size: 10\n");
         assert_eq!(
@@ -491,7 +505,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, throttle, columns"
+                 chunking, verify, resilience, throttle, columns"
                     .to_owned()
             )
         );
