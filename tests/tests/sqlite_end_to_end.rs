@@ -364,20 +364,40 @@ async fn corrupted_chunk_is_detected_and_repaired_by_overwrite() {
 async fn failed_write_rolls_back_and_the_retry_is_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     create_source(&dir.path().join("source.db"));
-    // Big chunks so that chunk 0 streams several batches before the injected failure.
+    // Big chunks so that a chunk streams several batches before the injected failure.
+    // The failure is transient: chunk 0 fails once and is run again within its attempt;
+    // chunk 1 fails on every run of its first attempt (three), which then counts, and its
+    // second attempt succeeds.
     let spec_path = write_spec(dir.path(), &spec(100_000, ""));
     let (_, outcome, sink) = run_local(
         &spec_path,
         &dir.path().join("state.db"),
         2,
-        vec![Fault::FailStream {
-            chunk: ChunkId(0),
-            times: 1,
-        }],
+        vec![
+            Fault::FailStream {
+                chunk: ChunkId(0),
+                times: 1,
+            },
+            Fault::FailStream {
+                chunk: ChunkId(1),
+                times: 3,
+            },
+        ],
         CancellationToken::new(),
     )
     .await;
-    let retried = &outcome.chunks[0];
+    let retried_within = &outcome.chunks[0];
+    assert_eq!(retried_within.state, ChunkState::Verified);
+    assert_eq!(
+        (
+            retried_within.attempt.0,
+            retried_within.failures,
+            retried_within.mismatches
+        ),
+        (1, 0, 0),
+        "a transient error that passes does not count an attempt"
+    );
+    let retried = &outcome.chunks[1];
     assert_eq!(retried.state, ChunkState::Verified);
     assert_eq!(
         (retried.attempt.0, retried.failures, retried.mismatches),
@@ -389,11 +409,13 @@ async fn failed_write_rolls_back_and_the_retry_is_exact() {
             .as_deref()
             .is_some_and(|e| e.contains("injected failure"))
     );
-    assert_eq!(
-        sink.committed_by_chunk()[&ChunkId(0)],
-        1,
-        "the failed attempt committed nothing"
-    );
+    for chunk in [ChunkId(0), ChunkId(1)] {
+        assert_eq!(
+            sink.committed_by_chunk()[&chunk],
+            1,
+            "the failed runs of chunk {chunk} committed nothing"
+        );
+    }
     assert_all_tables_equal(dir.path());
 }
 
