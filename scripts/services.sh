@@ -491,24 +491,20 @@ cmd_down() {
 #   servers run with relaxed durability for speed, so their last commits may be lost).
 # stop pg|mysql: a clean shutdown (every commit kept).
 # start pg|mysql: starts it again (crash recovery included) and waits until it answers.
+kill_ours() { # pid data-dir name: SIGKILL, and wait until it is gone
+    local pid=$1
+    pid_is_ours "$pid" "$2" || die "our $3 is not running"
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    log "$3 killed (pid $pid)"
+}
+
 cmd_outage() {
-    local action=$1 service=${2:-} pid
+    local action=$1 service=${2:-}
     take_lock
     case "$action:$service" in
-    kill:pg)
-        pid=$(read_pid "$PG_DATA/postmaster.pid")
-        pid_is_ours "$pid" "$PG_DATA" || die "our PostgreSQL is not running"
-        kill -9 "$pid"
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-        log "PostgreSQL killed (pid $pid)"
-        ;;
-    kill:mysql)
-        pid=$(read_pid "$MY_PID")
-        pid_is_ours "$pid" "$MY_DATA" || die "our MariaDB is not running"
-        kill -9 "$pid"
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-        log "MariaDB killed (pid $pid)"
-        ;;
+    kill:pg) kill_ours "$(read_pid "$PG_DATA/postmaster.pid")" "$PG_DATA" PostgreSQL ;;
+    kill:mysql) kill_ours "$(read_pid "$MY_PID")" "$MY_DATA" MariaDB ;;
     stop:pg) pg_down ;;
     stop:mysql) my_down ;;
     start:pg) pg_up ;;

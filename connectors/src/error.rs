@@ -158,6 +158,18 @@ impl ConnectorError {
         }
     }
 
+    /// A target that answers but cannot take writes (a standby after a failover, a
+    /// read-only mode): unavailable until it can, `why` says which setting shows it.
+    pub fn read_only_target(table: TableName, why: &'static str) -> Self {
+        ConnectorError::Query {
+            operation: "check the target database",
+            table,
+            source: format!("the target is read-only ({why}): waiting until it takes writes")
+                .into(),
+            failure: Failure::Unavailable,
+        }
+    }
+
     /// Classifies the error for retry decisions.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -388,8 +388,12 @@ impl JobPacer {
                     Err(message) => {
                         outage.message.clone_from(message);
                         let over_budget = outage.since.elapsed() >= self.outage_timeout;
-                        (over_budget && !std::mem::replace(&mut outage.paused, over_budget))
-                            .then(|| describe_outage(outage))
+                        if over_budget && !outage.paused {
+                            outage.paused = true;
+                            Some(describe_outage(outage))
+                        } else {
+                            None
+                        }
                     }
                 }
             };

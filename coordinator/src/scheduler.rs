@@ -601,18 +601,6 @@ impl AttemptStarter<'_> {
                 // Hold new chunks before this one is re-queued.
                 (on_unavailable)(message);
             }
-            // A remote worker reports progress at intervals: a verified attempt's rows
-            // not reported yet are streamed rows all the same.
-            if let ChunkResult::Verified { rows, .. } = &result {
-                let reported = streamed.load(std::sync::atomic::Ordering::Relaxed);
-                if *rows > reported {
-                    streamed.fetch_add(rows - reported, std::sync::atomic::Ordering::Relaxed);
-                    let _ = events.send(JobEvent::RowsCopied {
-                        table_index,
-                        rows: rows - reported,
-                    });
-                }
-            }
             let Some(completion) = classify(&result, failures_before, &options) else {
                 return finished(AttemptOutcome::Cancelled);
             };

@@ -502,3 +502,16 @@ pub fn mariadb(url: &str, sql: &str) -> String {
     }
     run_shell(command, sql).replace('\t', "|")
 }
+
+/// Opens a spec's source and sink (the test fails naming which could not be opened).
+pub async fn open_connectors(
+    spec: &ferry_model::spec::JobSpec,
+) -> (Arc<dyn ferry_connectors::Source>, Arc<dyn Sink>) {
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("source");
+    let sink = ferry_connectors::open_sink(&spec.target)
+        .await
+        .expect("sink");
+    (source, sink)
+}

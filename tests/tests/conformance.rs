@@ -26,12 +26,7 @@ async fn sqlite_conforms() {
         "name: c\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: sqlite, path: target.db }\ntables: { include: [t] }\n",
     );
     let spec = ferry_ctl::local::load_spec(&spec, &HashMap::new()).expect("spec");
-    let source = ferry_connectors::open_source(&spec.source)
-        .await
-        .expect("source");
-    let sink = ferry_connectors::open_sink(&spec.target)
-        .await
-        .expect("sink");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
     let table = source
         .describe_table(&TableName::bare("t"))
         .await

@@ -224,14 +224,6 @@ async fn a_new_leader_adopts_the_chunks_in_flight_instead_of_copying_them_again(
     })
     .await
     .expect("two chunks in flight");
-    let in_flight: Vec<ChunkId> = cluster
-        .list_chunks(&job())
-        .await
-        .expect("chunks")
-        .iter()
-        .filter(|chunk| chunk.state.in_flight())
-        .map(|chunk| chunk.id)
-        .collect();
 
     first.shutdown.cancel();
     first.task.await.expect("first stops");
@@ -253,7 +245,6 @@ async fn a_new_leader_adopts_the_chunks_in_flight_instead_of_copying_them_again(
             chunk.id
         );
     }
-    assert_eq!(in_flight.len(), 2);
     second.shutdown.cancel();
     worker.stop.cancel();
 }
@@ -340,12 +331,7 @@ async fn assign(cluster: &InProcessCluster, worker: &str, chunk: u32) -> Attempt
 async fn plan(cluster: &InProcessCluster, dir: &Path) {
     let spec = ferry_ctl::local::load_spec(&ferry_tests::write_spec(dir, SPEC), &HashMap::new())
         .expect("spec");
-    let source = ferry_connectors::open_source(&spec.source)
-        .await
-        .expect("source");
-    let sink = ferry_connectors::open_sink(&spec.target)
-        .await
-        .expect("sink");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
     prepare_job(
         &spec,
         source.as_ref(),

@@ -644,12 +644,7 @@ async fn stale_attempt_is_fenced_and_the_connector_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(dir.path(), &fixture.spec(""));
     let spec = load_spec(&spec_path, &fixture.env).expect("spec");
-    let source = ferry_connectors::open_source(&spec.source)
-        .await
-        .expect("source");
-    let sink = ferry_connectors::open_sink(&spec.target)
-        .await
-        .expect("sink");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
     let table = source
         .describe_table(&TableName {
             schema: Some(fixture.source.clone()),

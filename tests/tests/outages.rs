@@ -132,6 +132,49 @@ async fn wait_for_waiting(
     .unwrap_or_else(|_| panic!("the job never said it waits for the {side}"));
 }
 
+/// Waits until the job no longer waits for a database; returns how long that took.
+async fn wait_until_back(
+    runtime: &ferry_coordinator::cluster::runtime::ClusterRuntime,
+) -> Duration {
+    let since = Instant::now();
+    wait_until_async(Duration::from_secs(60), || async {
+        runtime
+            .job_status("outage")
+            .await
+            .is_ok_and(|status| status.waiting.is_none())
+    })
+    .await
+    .expect("the job notices the database is back");
+    since.elapsed()
+}
+
+/// Copies a SQLite table `table` of 20,000 rows to a `kind` target at `url` while
+/// `service` (the target's server) is stopped cleanly for [`OUTAGE`] mid-job.
+async fn copy_while_the_target_stops(
+    kind: &str,
+    url: &str,
+    service: &'static str,
+    table: &str,
+) -> ferry_coordinator::scheduler::RunOutcome {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sqlite_source(dir.path(), table);
+    let env = HashMap::from([("DST".to_string(), url.to_string())]);
+    // Chunks of 1,000 rows at 2,000 rows/s each (two at once): half a second a chunk.
+    let spec = format!(
+        "name: outage\nsource: {{ kind: sqlite, path: source.db }}\ntarget: {{ kind: {kind}, url_env: DST }}\n\
+         tables: {{ include: [{table}] }}\nchunking: {{ target_rows: 1000 }}\n\
+         throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 4000 }} }}\n"
+    );
+    run_with_outage(dir.path(), &spec, &env, async |runtime| {
+        let restart = Restart(service);
+        services("stop", service);
+        wait_for_waiting(runtime, "target database").await;
+        tokio::time::sleep(OUTAGE).await;
+        drop(restart);
+    })
+    .await
+}
+
 fn assert_exact_without_failures(outcome: &ferry_coordinator::scheduler::RunOutcome) {
     assert!(!outcome.interrupted);
     for chunk in &outcome.chunks {
@@ -162,16 +205,7 @@ async fn a_source_postgres_killed_mid_job_is_waited_for_and_the_copy_is_exact() 
         wait_for_waiting(runtime, "source database").await;
         tokio::time::sleep(OUTAGE).await;
         drop(restart);
-        let back = Instant::now();
-        wait_until_async(Duration::from_secs(60), || async {
-            runtime
-                .job_status("outage")
-                .await
-                .is_ok_and(|status| status.waiting.is_none())
-        })
-        .await
-        .expect("the job notices the source is back");
-        noticed_after = back.elapsed();
+        noticed_after = wait_until_back(runtime).await;
     })
     .await;
     println!("source outage {OUTAGE:?}; noticed the source back after {noticed_after:?}");
@@ -197,22 +231,7 @@ async fn a_target_mariadb_stopped_mid_job_is_waited_for_and_the_copy_is_exact() 
     let _turn = SERVERS.lock().await;
     let my = env_url("FERRY_TEST_MYSQL_URL");
     let table = format!("outage_{}", unique_suffix());
-    let dir = tempfile::tempdir().expect("tempdir");
-    sqlite_source(dir.path(), &table);
-    let env = HashMap::from([("DST".to_string(), my.clone())]);
-    let spec = format!(
-        "name: outage\nsource: {{ kind: sqlite, path: source.db }}\ntarget: {{ kind: mysql, url_env: DST }}\n\
-         tables: {{ include: [{table}] }}\nchunking: {{ target_rows: 1000 }}\n\
-         throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 4000 }} }}\n"
-    );
-    let outcome = run_with_outage(dir.path(), &spec, &env, async |runtime| {
-        let restart = Restart("mysql");
-        services("stop", "mysql");
-        wait_for_waiting(runtime, "target database").await;
-        tokio::time::sleep(OUTAGE).await;
-        drop(restart);
-    })
-    .await;
+    let outcome = copy_while_the_target_stops("mysql", &my, "mysql", &table).await;
     assert_exact_without_failures(&outcome);
     assert_eq!(
         mariadb(
@@ -259,14 +278,7 @@ async fn past_the_outage_budget_the_job_pauses_and_an_operator_resumes_it() {
         );
         drop(restart);
         // The database is back, but the job stays paused until an operator resumes it.
-        wait_until_async(Duration::from_secs(60), || async {
-            runtime
-                .job_status("outage")
-                .await
-                .is_ok_and(|status| status.waiting.is_none())
-        })
-        .await
-        .expect("the job notices the source is back");
+        wait_until_back(runtime).await;
         let status = runtime.job_status("outage").await.expect("status");
         assert_eq!(status.state, JobStateView::Paused);
         runtime.resume("outage").await.expect("resume");
@@ -326,24 +338,7 @@ async fn a_target_postgres_stopped_longer_than_a_chunk_is_waited_for_and_the_cop
     let _turn = SERVERS.lock().await;
     let pg = env_url("FERRY_TEST_PG_URL");
     let table = format!("outage_{}", unique_suffix());
-    let dir = tempfile::tempdir().expect("tempdir");
-    sqlite_source(dir.path(), &table);
-    let env = HashMap::from([("DST".to_string(), pg.clone())]);
-    // Chunks of 1,000 rows at 2,000 rows/s each (two at once): half a second a chunk;
-    // the outage lasts 4 s.
-    let spec = format!(
-        "name: outage\nsource: {{ kind: sqlite, path: source.db }}\ntarget: {{ kind: postgres, url_env: DST }}\n\
-         tables: {{ include: [{table}] }}\nchunking: {{ target_rows: 1000 }}\n\
-         throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 4000 }} }}\n"
-    );
-    let outcome = run_with_outage(dir.path(), &spec, &env, async |runtime| {
-        let restart = Restart("pg");
-        services("stop", "pg");
-        wait_for_waiting(runtime, "target database").await;
-        tokio::time::sleep(OUTAGE).await;
-        drop(restart);
-    })
-    .await;
+    let outcome = copy_while_the_target_stops("postgres", &pg, "pg", &table).await;
     assert_exact_without_failures(&outcome);
     assert_eq!(
         psql(

@@ -467,12 +467,7 @@ async fn stale_attempt_cannot_commit_over_a_newer_one() {
     create_source(&dir.path().join("source.db"));
     let spec_path = write_spec(dir.path(), &spec(1000, ""));
     let spec = ferry_ctl::local::load_spec(&spec_path, &HashMap::new()).expect("spec");
-    let source = ferry_connectors::open_source(&spec.source)
-        .await
-        .expect("source");
-    let sink = ferry_connectors::open_sink(&spec.target)
-        .await
-        .expect("sink");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
     let table = source
         .describe_table(&ferry_model::schema::TableName::bare("sparse"))
         .await

@@ -136,7 +136,7 @@ pub async fn run_agent_with(
     kill: CancellationToken,
     state: watch::Sender<WorkerState>,
 ) -> Result<(), AgentError> {
-    let contexts = Agent { contexts, opener };
+    let agent = Agent { contexts, opener };
     loop {
         if kill.is_cancelled() {
             return Ok(());
@@ -148,10 +148,7 @@ pub async fn run_agent_with(
         let Some(lease) = store.start_lease_retrying(options.ttl, &session).await else {
             return Ok(());
         };
-        let drained = run_session(
-            &store, &options, &lease, &contexts, &drain, &session, &state,
-        )
-        .await;
+        let drained = run_session(&store, &options, &lease, &agent, &drain, &session, &state).await;
         session.cancel();
         match drained {
             Ok(true) => {
@@ -177,7 +174,7 @@ async fn run_session(
     store: &ClusterRef,
     options: &AgentOptions,
     lease: &LeaseSession,
-    contexts: &Agent,
+    agent: &Agent,
     drain: &CancellationToken,
     session: &CancellationToken,
     state: &watch::Sender<WorkerState>,
@@ -269,7 +266,7 @@ async fn run_session(
                 store: store.clone(),
                 assignment: assignment.clone(),
                 lease: lease.clone(),
-                contexts: contexts.clone(),
+                agent: agent.clone(),
                 options: options.clone(),
                 cancel,
                 draining: draining.clone(),
@@ -355,7 +352,7 @@ struct AttemptRun {
     store: ClusterRef,
     assignment: Assignment,
     lease: LeaseSession,
-    contexts: Agent,
+    agent: Agent,
     options: AgentOptions,
     cancel: CancellationToken,
     draining: Arc<AtomicBool>,
@@ -522,7 +519,7 @@ impl AttemptRun {
             retryable: true,
         };
         let job = &self.assignment.job;
-        let mut contexts = self.contexts.contexts.0.lock().await;
+        let mut contexts = self.agent.contexts.0.lock().await;
         if let Some(context) = contexts.get(job) {
             return Ok(context.clone());
         }
@@ -533,7 +530,7 @@ impl AttemptRun {
             .map_err(|error| failed(error.to_string()))?
             .ok_or_else(|| failed(format!("job {job} has no spec in the coordination store")))?;
         let OpenedJob { spec, source, sink } = self
-            .contexts
+            .agent
             .opener
             .open(job, &spec_yaml)
             .await

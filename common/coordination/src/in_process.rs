@@ -173,7 +173,7 @@ impl InProcessCluster {
     }
 
     fn end_lease(&self, lease: i64) {
-        let (entry, lost_election, claims) = {
+        let (entry, lost_election) = {
             let mut state = self.lock();
             let entry = state.leases.remove(&lease);
             let lost_election = state
@@ -183,18 +183,9 @@ impl InProcessCluster {
             if lost_election {
                 state.leader = None;
             }
-            let claims: Vec<Vec<u8>> = state
-                .claims
-                .iter()
-                .filter(|(_, holder)| **holder == lease)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in &claims {
-                state.claims.remove(key);
-            }
-            (entry, lost_election, claims)
+            state.claims.retain(|_, holder| *holder != lease);
+            (entry, lost_election)
         };
-        drop(claims);
         if let Some(entry) = entry {
             entry.alive.send_replace(false);
             remove_keys(&self.shared.workers, &entry.workers);
@@ -256,25 +247,29 @@ impl InProcessCluster {
         state.revision
     }
 
-    /// Deletes what an attempt of `chunk` left: its assignment (whoever holds it), its
-    /// result, progress and claim.
-    fn clear_attempt(&self, job: &JobId, chunk: ChunkId, attempt: Attempt) {
+    /// Deletes what an attempt of `chunk` left: its assignment (`worker`'s, or whoever
+    /// holds it when `None`), its result, progress and claim.
+    fn clear_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        worker: Option<&WorkerId>,
+    ) {
         let keys = &self.shared.keys;
-        self.shared.assignments.send_if_modified(|map| {
-            let stale: Vec<Vec<u8>> = map
-                .iter()
-                .filter(|(_, standing)| &standing.job == job && standing.chunk == chunk)
-                .map(|(key, _)| key.clone())
-                .collect();
-            if stale.is_empty() {
-                return false;
-            }
-            let map = Arc::make_mut(map);
-            for key in stale {
-                map.remove(&key);
-            }
-            true
-        });
+        let stale: Vec<Vec<u8>> = self
+            .shared
+            .assignments
+            .borrow()
+            .iter()
+            .filter(|(_, standing)| {
+                &standing.job == job
+                    && standing.chunk == chunk
+                    && worker.is_none_or(|worker| &standing.worker == worker)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        remove_keys(&self.shared.assignments, &stale);
         remove_keys(&self.shared.results, &[keys.result(job, chunk, attempt.0)]);
         remove_keys(&self.shared.progress, &[keys.progress(job, chunk)]);
         self.lock().claims.remove(&keys.claim(job, chunk));
@@ -402,7 +397,7 @@ impl Coordination for InProcessCluster {
             .await?;
         // As on etcd: the end of an attempt withdraws its assignment in the same step,
         // so a late duplicate of its result is refused.
-        self.clear_attempt(job, chunk, attempt);
+        self.clear_attempt(job, chunk, attempt, None);
         Ok(record)
     }
 
@@ -663,14 +658,7 @@ impl ClusterProtocol for InProcessCluster {
         attempt: Attempt,
     ) -> Result<()> {
         self.check_fence()?;
-        let keys = &self.shared.keys;
-        remove_keys(
-            &self.shared.assignments,
-            &[keys.assignment(worker, job, chunk)],
-        );
-        remove_keys(&self.shared.results, &[keys.result(job, chunk, attempt.0)]);
-        remove_keys(&self.shared.progress, &[keys.progress(job, chunk)]);
-        self.lock().claims.remove(&keys.claim(job, chunk));
+        self.clear_attempt(job, chunk, attempt, Some(worker));
         Ok(())
     }
 

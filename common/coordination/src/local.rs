@@ -264,53 +264,55 @@ impl LocalStore {
     pub(crate) fn recopy_chunks(&self, job: &JobId, chunks: &[ChunkId]) -> Result<Vec<ChunkId>> {
         let mut connection = self.lock();
         let transaction = connection.transaction().map_err(self.storage())?;
-        let ended = {
-            let mut statement = transaction
-                .prepare(&format!(
-                    "SELECT {CHUNK_COLUMNS} FROM chunks WHERE job = ?1 \
-                     AND state IN ('VERIFIED', 'FAILED') ORDER BY chunk"
-                ))
-                .map_err(self.storage())?;
-            statement
-                .query_map([&job.0], RawChunk::from_row)
-                .map_err(self.storage())?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(self.storage())?
-        };
         let mut changed = Vec::new();
-        for raw in ended {
-            let record = raw.decode().map_err(|detail| self.corrupt(detail))?;
-            if !chunks.contains(&record.id) {
-                continue;
-            }
-            transaction
-                .execute(
-                    "UPDATE chunks SET state = 'PLANNED', failures = 0, rows = 0, \
-                     checksum = NULL WHERE job = ?1 AND chunk = ?2",
-                    params![job.0, record.id.0],
+        {
+            let mut reset = transaction
+                .prepare(
+                    "UPDATE chunks SET state = 'PLANNED', failures = 0, rows = 0, checksum = NULL \
+                     WHERE job = ?1 AND chunk = ?2 AND state IN ('VERIFIED', 'FAILED')",
                 )
                 .map_err(self.storage())?;
-            changed.push(record.id);
+            for chunk in chunks {
+                if reset
+                    .execute(params![job.0, chunk.0])
+                    .map_err(self.storage())?
+                    > 0
+                {
+                    changed.push(*chunk);
+                }
+            }
         }
         transaction.commit().map_err(self.storage())?;
+        changed.sort();
+        changed.dedup();
         Ok(changed)
     }
 
     /// Returns the in-flight chunks of every job to PLANNED (see
     /// [`Coordination::requeue_in_flight`]); by job.
     pub(crate) fn requeue_all_in_flight(&self) -> Result<Vec<(JobId, ChunkId)>> {
+        self.requeue(None)
+    }
+
+    /// Returns the in-flight chunks of `job` (of every job: `None`) to PLANNED, in one
+    /// statement.
+    fn requeue(&self, job: Option<&JobId>) -> Result<Vec<(JobId, ChunkId)>> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(
                 "UPDATE chunks SET state = 'PLANNED', worker = NULL \
-                 WHERE state IN ('ASSIGNED', 'COPYING', 'VERIFYING') RETURNING job, chunk",
+                 WHERE (?1 IS NULL OR job = ?1) AND state IN ('ASSIGNED', 'COPYING', 'VERIFYING') \
+                 RETURNING job, chunk",
             )
             .map_err(self.storage())?;
-        let rows = statement
-            .query_map([], |row| Ok((JobId(row.get(0)?), ChunkId(row.get(1)?))))
+        let mut rows = statement
+            .query_map([job.map(|job| job.0.as_str())], |row| {
+                Ok((JobId(row.get(0)?), ChunkId(row.get(1)?)))
+            })
             .map_err(self.storage())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.storage())?;
+        rows.sort_by_key(|(_, chunk)| *chunk);
         Ok(rows)
     }
 }
@@ -486,23 +488,11 @@ impl Coordination for LocalStore {
     }
 
     async fn requeue_in_flight(&self, job: &JobId) -> Result<Vec<ChunkId>> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(self.storage())?;
-        let ids = {
-            let mut statement = transaction
-                .prepare(
-                    "UPDATE chunks SET state = 'PLANNED', worker = NULL WHERE job = ?1 \
-                     AND state IN ('ASSIGNED', 'COPYING', 'VERIFYING') RETURNING chunk",
-                )
-                .map_err(self.storage())?;
-            statement
-                .query_map([&job.0], |row| row.get::<_, u32>(0))
-                .map_err(self.storage())?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(self.storage())?
-        };
-        transaction.commit().map_err(self.storage())?;
-        Ok(ids.into_iter().map(ChunkId).collect())
+        Ok(self
+            .requeue(Some(job))?
+            .into_iter()
+            .map(|(_, chunk)| chunk)
+            .collect())
     }
 
     async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt> {

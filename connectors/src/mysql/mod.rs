@@ -568,14 +568,10 @@ impl Sink for MysqlSink {
             .await
             .map_err(query_error("check the target database", &database))?;
         if read_only.unwrap_or(0) != 0 {
-            return Err(ConnectorError::Query {
-                operation: "check the target database",
-                table: database,
-                source: "the target is read-only (read_only is on: a replica?): waiting until \
-                         it takes writes"
-                    .into(),
-                failure: Failure::Unavailable,
-            });
+            return Err(ConnectorError::read_only_target(
+                database,
+                "read_only is on: a replica?",
+            ));
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ use read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
 use split::{key_columns, predicate};
 use sql::order_by;
 
-use crate::error::{ConnectorError, Failure, Result};
+use crate::error::{ConnectorError, Result};
 use crate::traits::{
     BatchStream, ChunkWrite, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
     PrepareOutcome, Sink, Source, WriteSummary,
@@ -376,14 +376,10 @@ impl Sink for PostgresSink {
             .try_get(0)
             .map_err(query_error("check the target database", &catalog))?;
         if read_only {
-            return Err(ConnectorError::Query {
-                operation: "check the target database",
-                table: catalog,
-                source: "the target is read-only (a standby, or default_transaction_read_only \
-                         is on): waiting until it takes writes"
-                    .into(),
-                failure: Failure::Unavailable,
-            });
+            return Err(ConnectorError::read_only_target(
+                catalog,
+                "a standby, or default_transaction_read_only is on",
+            ));
         }
         Ok(())
     }

@@ -227,6 +227,13 @@ impl RemoteExecutor {
                 .get(result_key)
                 .map(|result| result.result.clone());
             if let Some(outcome) = outcome {
+                // Progress comes at intervals: a verified attempt's rows not reported yet
+                // were streamed all the same.
+                if let ChunkResult::Verified { rows, .. } = &outcome
+                    && *rows > rows_reported
+                {
+                    (task.progress)(rows - rows_reported);
+                }
                 // The scheduler records it; the store withdraws the assignment in the
                 // same write, so a late duplicate of this result is refused.
                 return outcome;

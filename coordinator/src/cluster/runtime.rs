@@ -569,11 +569,9 @@ impl ClusterRuntime {
     }
 
     async fn pacer_of(&self, job: &str) -> Result<Arc<JobPacer>, ControlError> {
-        let leadership = self.require_leader().await?;
+        self.require_leader().await?;
         let id = JobId(job.to_owned());
-        let running = lock(&leadership.jobs).get(&id).cloned();
-        let pacer = running.and_then(|running| lock(&running.pacer).clone());
-        match pacer {
+        match self.running_pacer(&id) {
             Some(pacer) => Ok(pacer),
             None => {
                 self.load(&id).await?;
@@ -1018,10 +1016,10 @@ impl JobControl for ClusterRuntime {
             Some(counts) => counts,
             None => self.stored_counts(&id).await?,
         };
-        let paused = running
+        let pacer = running
             .as_ref()
-            .and_then(|running| lock(&running.pacer).clone())
-            .is_some_and(|pacer| pacer.is_paused());
+            .and_then(|running| lock(&running.pacer).clone());
+        let paused = pacer.as_ref().is_some_and(|pacer| pacer.is_paused());
         let state = match phase_view(phase) {
             JobStateView::Running if paused => JobStateView::Paused,
             other => other,
@@ -1036,10 +1034,7 @@ impl JobControl for ClusterRuntime {
             chunks_verified: counts.verified,
             chunks_failed: counts.failed,
             chunks_running: counts.running,
-            waiting: running
-                .as_ref()
-                .and_then(|running| lock(&running.pacer).clone())
-                .and_then(|pacer| pacer.waiting_for()),
+            waiting: pacer.and_then(|pacer| pacer.waiting_for()),
         })
     }
 
