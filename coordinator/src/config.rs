@@ -5,6 +5,7 @@
 //! with its default; a test keeps it equal to [`CoordinatorConfig::default`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_model::duration;
@@ -13,6 +14,8 @@ use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::security::{ControlSecurity, Role};
 
 /// Prefix of the coordinator's environment variables: `FERRY_COORDINATOR__LEASE__TTL=10s`.
 pub const ENV_PREFIX: &str = "FERRY_COORDINATOR";
@@ -80,6 +83,24 @@ pub struct ServerConfig {
     /// so that standbys can point clients to it. Default: the bound listen address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// The server's certificate (PEM): serve the Control API over TLS. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM), with `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// A CA (PEM): require client certificates signed by it (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// `viewer` or `operator`: the role of a caller known by its client certificate when
+    /// no tokens are checked. Default `operator`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_role: Option<String>,
+    /// A file of `NAME ROLE TOKEN` lines: callers must send one of these bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address. Default `false`.
+    pub insecure: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +108,26 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7979".to_owned(),
             advertise: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            client_cert_role: None,
+            tokens_file: None,
+            insecure: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The Control API's security settings.
+    pub fn security(&self) -> ControlSecurity {
+        ControlSecurity {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_cert_role: self.client_cert_role.as_deref().and_then(Role::parse),
+            tokens_file: self.tokens_file.clone(),
+            insecure: self.insecure,
         }
     }
 }
@@ -142,6 +183,22 @@ pub struct CoordinatorArgs {
     /// The address other processes reach this coordinator at [server.advertise].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// The Control API's TLS certificate, PEM [server.tls_cert].
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The Control API's TLS private key, PEM [server.tls_key].
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA, PEM (mutual TLS) [server.client_ca].
+    #[arg(long, value_name = "PATH")]
+    pub client_ca: Option<PathBuf>,
+    /// Bearer tokens, one `NAME ROLE TOKEN` line each (ROLE viewer or operator)
+    /// [server.tokens_file].
+    #[arg(long, value_name = "PATH")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address [server.insecure].
+    #[arg(long)]
+    pub insecure: bool,
     /// The coordinator's lease TTL, e.g. 10s (a bare number is seconds) [lease.ttl].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
     pub lease_ttl: Option<Duration>,
@@ -163,6 +220,21 @@ impl CoordinatorArgs {
         }
         if let Some(advertise) = &self.advertise {
             config.server.advertise = Some(advertise.clone());
+        }
+        if let Some(path) = &self.tls_cert {
+            config.server.tls_cert = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_key {
+            config.server.tls_key = Some(path.clone());
+        }
+        if let Some(path) = &self.client_ca {
+            config.server.client_ca = Some(path.clone());
+        }
+        if let Some(path) = &self.tokens_file {
+            config.server.tokens_file = Some(path.clone());
+        }
+        if self.insecure {
+            config.server.insecure = true;
         }
         if let Some(ttl) = self.lease_ttl {
             config.lease.ttl = ttl;
@@ -210,6 +282,15 @@ impl LayeredConfig for CoordinatorConfig {
                 );
             }
         }
+        if let Some(role) = &self.server.client_cert_role
+            && Role::parse(role).is_none()
+        {
+            problems.push(
+                "server.client_cert_role",
+                format!("unknown role {role:?}: use viewer or operator"),
+            );
+        }
+        self.server.security().check(&mut problems);
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
         problems.check(
             "lease.worker_ttl",
@@ -392,6 +473,7 @@ mod tests {
             server: ServerConfig {
                 listen: "localhost".to_owned(),
                 advertise: Some("10.0.0.1:0".to_owned()),
+                ..ServerConfig::default()
             },
             lease: LeaseConfig {
                 ttl: Duration::from_secs(1),

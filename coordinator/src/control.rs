@@ -170,15 +170,17 @@ pub struct ThrottleUpdate {
 pub trait JobControl: Send + Sync {
     /// The job's progress.
     async fn job_status(&self, job: &str) -> Result<JobStatusView, ControlError>;
-    /// Pauses the job (stored, so it stays paused across restarts).
-    async fn pause(&self, job: &str) -> Result<EffectiveView, ControlError>;
+    /// Pauses the job (stored, so it stays paused across restarts). `actor`, here and in
+    /// every other change, is the caller's identity recorded in the job's history.
+    async fn pause(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError>;
     /// Resumes a paused job.
-    async fn resume(&self, job: &str) -> Result<EffectiveView, ControlError>;
+    async fn resume(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError>;
     /// Validates, stores and applies a throttle change; returns the new policy (JSON).
     async fn update_throttle(
         &self,
         job: &str,
         update: ThrottleUpdate,
+        actor: &str,
     ) -> Result<(String, EffectiveView), ControlError>;
     /// The policy (JSON) and what it gives now, or at `at` (schedule only).
     async fn throttle(
@@ -186,8 +188,8 @@ pub trait JobControl: Send + Sync {
         job: &str,
         at: Option<jiff::Timestamp>,
     ) -> Result<(String, EffectiveView), ControlError>;
-    /// Every policy change, oldest first.
-    async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError>;
+    /// The job's history, oldest first: every policy change and every operator action.
+    async fn history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError>;
 }
 
 /// A planned table, as a dry run shows it.
@@ -298,7 +300,12 @@ pub struct WorkerView {
 #[async_trait]
 pub trait ClusterControl: Send + Sync {
     /// Validates and plans `spec_yaml`; unless `dry_run`, stores the job and starts it.
-    async fn submit(&self, spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError>;
+    async fn submit(
+        &self,
+        spec_yaml: &str,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<PlanView, ControlError>;
     /// Every job.
     async fn list_jobs(&self) -> Result<Vec<JobSummaryView>, ControlError>;
     /// A job's chunks, in id order, from index `offset`, at most `limit`; also returns
@@ -311,11 +318,16 @@ pub trait ClusterControl: Send + Sync {
         limit: usize,
     ) -> Result<(Vec<ChunkView>, bool), ControlError>;
     /// Cancels a job.
-    async fn cancel(&self, job: &str) -> Result<(), ControlError>;
+    async fn cancel(&self, job: &str, actor: &str) -> Result<(), ControlError>;
     /// Copies chunks again with overwrite; returns their ids.
-    async fn recopy(&self, job: &str, selector: RecopySelector) -> Result<Vec<u32>, ControlError>;
+    async fn recopy(
+        &self,
+        job: &str,
+        selector: RecopySelector,
+        actor: &str,
+    ) -> Result<Vec<u32>, ControlError>;
     /// The live workers.
     async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError>;
     /// Asks a worker to drain.
-    async fn drain(&self, worker: &str) -> Result<(), ControlError>;
+    async fn drain(&self, worker: &str, actor: &str) -> Result<(), ControlError>;
 }

@@ -13,6 +13,7 @@ pub mod pacer;
 pub mod plan;
 pub mod planner;
 pub mod scheduler;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod throttle;

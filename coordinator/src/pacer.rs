@@ -171,7 +171,7 @@ fn now_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     Timestamp::now().as_millisecond()
 }
 
@@ -256,26 +256,28 @@ impl JobPacer {
                 let mut policy = spec_policy.clone();
                 policy.max_concurrency_override = stored.effective.max_concurrency_override;
                 policy.paused = stored.effective.paused;
-                let change = PolicyChange {
-                    at_unix_ms: unix_ms(),
-                    origin: "spec".to_string(),
-                    summary: format!(
+                let change = PolicyChange::throttle(
+                    unix_ms(),
+                    "spec",
+                    "",
+                    format!(
                         "the spec's throttle changed: {} → {} (operator cap and pause kept)",
                         summarize(&stored.spec),
                         summarize(&spec_policy)
                     ),
-                };
+                );
                 store
                     .save_policy(&job, &stored_json(&policy, &spec_policy), &change)
                     .await?;
                 policy
             }
             None => {
-                let change = PolicyChange {
-                    at_unix_ms: unix_ms(),
-                    origin: "spec".to_string(),
-                    summary: format!("initial policy from the spec: {}", summarize(&spec_policy)),
-                };
+                let change = PolicyChange::throttle(
+                    unix_ms(),
+                    "spec",
+                    "",
+                    format!("initial policy from the spec: {}", summarize(&spec_policy)),
+                );
                 store
                     .save_policy(&job, &stored_json(&spec_policy, &spec_policy), &change)
                     .await?;
@@ -414,7 +416,10 @@ impl JobPacer {
                     ferry_model::duration::format_duration(self.outage_timeout)
                 );
                 tracing::error!(job = %self.job, %reason, "outage budget used up: the job is paused");
-                if let Err(error) = self.replace_policy_from(policy, summary, "outage").await {
+                if let Err(error) = self
+                    .replace_policy_from(policy, summary, "outage", "")
+                    .await
+                {
                     tracing::error!(job = %self.job, %error, "cannot pause the job for the outage");
                 }
             }
@@ -613,25 +618,24 @@ impl JobPacer {
         &self,
         policy: ThrottlePolicy,
         summary: String,
+        actor: &str,
     ) -> Result<EffectiveView, ControlError> {
-        self.replace_policy_from(policy, summary, "operator").await
+        self.replace_policy_from(policy, summary, "operator", actor)
+            .await
     }
 
-    /// [`JobPacer::replace_policy`], recorded as a change by `origin`.
+    /// [`JobPacer::replace_policy`], recorded as a change by `origin` (`actor`: who).
     async fn replace_policy_from(
         &self,
         policy: ThrottlePolicy,
         summary: String,
         origin: &str,
+        actor: &str,
     ) -> Result<EffectiveView, ControlError> {
         policy
             .validate()
             .map_err(|problems| ControlError::InvalidThrottle(problems.to_lines()))?;
-        let change = PolicyChange {
-            at_unix_ms: unix_ms(),
-            origin: origin.to_string(),
-            summary,
-        };
+        let change = PolicyChange::throttle(unix_ms(), origin, actor, summary);
         self.store
             .save_policy(&self.job, &stored_json(&policy, &self.spec_policy), &change)
             .await
@@ -796,19 +800,19 @@ impl JobControl for JobPacer {
         })
     }
 
-    async fn pause(&self, job: &str) -> Result<EffectiveView, ControlError> {
+    async fn pause(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError> {
         self.check_job(job)?;
         let mut policy = self.current_policy();
         policy.paused = true;
-        self.replace_policy(policy, "paused: false → true".to_string())
+        self.replace_policy(policy, "paused: false → true".to_string(), actor)
             .await
     }
 
-    async fn resume(&self, job: &str) -> Result<EffectiveView, ControlError> {
+    async fn resume(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError> {
         self.check_job(job)?;
         let mut policy = self.current_policy();
         policy.paused = false;
-        self.replace_policy(policy, "paused: true → false".to_string())
+        self.replace_policy(policy, "paused: true → false".to_string(), actor)
             .await
     }
 
@@ -816,6 +820,7 @@ impl JobControl for JobPacer {
         &self,
         job: &str,
         update: ThrottleUpdate,
+        actor: &str,
     ) -> Result<(String, EffectiveView), ControlError> {
         self.check_job(job)?;
         let old = self.current_policy();
@@ -891,7 +896,7 @@ impl JobControl for JobPacer {
             ]));
         }
         let view = self
-            .replace_policy(policy.clone(), changes.join("; "))
+            .replace_policy(policy.clone(), changes.join("; "), actor)
             .await?;
         Ok((policy_json(&policy), view))
     }
@@ -913,7 +918,7 @@ impl JobControl for JobPacer {
         Ok((policy_json(&policy), view))
     }
 
-    async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+    async fn history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
         self.check_job(job)?;
         self.store
             .policy_history(&self.job)

@@ -38,6 +38,9 @@ pub enum ServeError {
     /// etcd could not be reached at startup.
     #[error(transparent)]
     Etcd(#[from] EtcdConnectError),
+    /// The Control API's security settings could not be used.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// The Control API failed.
     #[error("the Control API failed: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -62,6 +65,8 @@ pub async fn serve(
         .await
         .map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
+    let mut secured = config.server.security().prepare(local)?;
+    let mut builder = secured.server_builder()?;
     let advertise = config
         .server
         .advertise
@@ -86,8 +91,9 @@ pub async fn serve(
             base_dir,
         },
     );
-    let control =
-        ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>).into_server();
+    let control = ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>)
+        .with_access(secured.access)
+        .into_server();
     // Ready while the coordinator holds its etcd lease, as leader or standby (a standby
     // answers reads and points writers to the leader).
     let (health, health_service) = publish_health(
@@ -113,14 +119,14 @@ pub async fn serve(
         let server_stop = server_stop.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tonic::transport::Server::builder()
+            builder
                 .add_service(health_service)
                 .add_service(control)
                 .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
                 .await
         })
     };
-    tracing::info!(coordinator = %name, listen = %local, advertise = %advertise, "Control API listening");
+    tracing::info!(coordinator = %name, listen = %local, advertise = %advertise, "{}", secured.description);
     on_listening(&name, local);
     runtime.run(resign.clone()).await;
     resign.cancel();

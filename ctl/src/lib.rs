@@ -3,6 +3,7 @@
 //! sample database and runs it. The remote commands ([`remote`], [`cluster`]) drive a
 //! running ferry over its Control API.
 
+pub mod client_security;
 pub mod cluster;
 pub mod demo;
 pub mod demo_data;

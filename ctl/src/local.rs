@@ -22,6 +22,7 @@ pub use ferry_coordinator::job::PreparedJob;
 use ferry_coordinator::job::{JobError, Resume, prepare_job};
 use ferry_coordinator::plan::PlanError;
 use ferry_coordinator::scheduler::{JobEvent, RunOutcome};
+use ferry_coordinator::security::ControlSecurity;
 use ferry_coordinator::service::control::ControlService;
 use ferry_model::ids::{JobId, WorkerId};
 use ferry_model::problems::Problems;
@@ -83,6 +84,9 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The Control API's security settings could not be used (exit 2).
+    #[error(transparent)]
+    Security(#[from] ferry_coordinator::security::SecurityError),
     /// The run could not go on (the job's connectors or its store failed).
     #[error("job {job} stopped: {message}")]
     Run {
@@ -99,7 +103,8 @@ impl LocalError {
         match self {
             LocalError::ReadSpec { .. }
             | LocalError::InvalidSpec { .. }
-            | LocalError::SpecChanged { .. } => exit_code::INVALID_INPUT,
+            | LocalError::SpecChanged { .. }
+            | LocalError::Security(_) => exit_code::INVALID_INPUT,
             LocalError::Plan(
                 PlanError::TableNotFound { .. }
                 | PlanError::NoTables { .. }
@@ -163,6 +168,8 @@ pub struct LocalRunOptions {
     pub workers: usize,
     /// Where the Control API listens (`None`: not served).
     pub control_addr: Option<String>,
+    /// Who may reach and call the Control API (default: loopback only, no authentication).
+    pub security: ControlSecurity,
     /// How often each agent reports a running chunk's progress.
     pub progress_interval: Duration,
 }
@@ -173,6 +180,7 @@ impl LocalRunOptions {
         Self {
             workers,
             control_addr: None,
+            security: ControlSecurity::default(),
             progress_interval: Duration::from_millis(200),
         }
     }
@@ -256,6 +264,14 @@ impl LocalJob {
         let control_addr = listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
+        let mut secured_opt = match control_addr {
+            Some(addr) => {
+                let mut secured = options.security.prepare(addr)?;
+                let builder = secured.server_builder()?;
+                Some((builder, secured))
+            }
+            None => None,
+        };
         let runtime = ClusterRuntime::with_opener(
             store.clone(),
             ClusterOptions {
@@ -281,13 +297,15 @@ impl LocalJob {
         }
         let server_stop = CancellationToken::new();
         let mut server = None;
-        if let Some(listener) = listener {
+        if let (Some(listener), Some((mut builder, secured))) = (listener, secured_opt.take()) {
+            tracing::info!("{}", secured.description);
             let service = ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>)
+                .with_access(secured.access)
                 .into_server();
             let server_stop = server_stop.clone();
             server = Some(tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                if let Err(error) = tonic::transport::Server::builder()
+                if let Err(error) = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
                     .await

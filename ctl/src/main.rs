@@ -6,12 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry_coordination::Coordination;
+use ferry_coordinator::security::ControlSecurity;
+use ferry_ctl::client_security::{ClientSecurity, ClientSecurityArgs};
 use ferry_ctl::cluster::{self, ChunkStateArg, RecopyTarget};
 use ferry_ctl::demo::create_demo;
 use ferry_ctl::exit_code;
 use ferry_ctl::local::{LocalJob, LocalRunOptions, default_state_path, load_spec};
 use ferry_ctl::progress::{ProgressMode, show};
-use ferry_ctl::remote::{OutputFormat, ThrottleArgs, parse_instant, pause_or_resume, status};
+use ferry_ctl::remote::{
+    OutputFormat, ThrottleArgs, history, parse_instant, pause_or_resume, status,
+};
 use ferry_ctl::report::JobReport;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +65,30 @@ enum Command {
     Workers(ListArgs),
     /// Drain a worker: it takes no new chunk, finishes or releases its chunks, then exits.
     Drain(DrainArgs),
+    /// A job's history: every throttle change, pause, resume, submit, cancel, re-copy and
+    /// drain, with when, who (token:NAME, cert:SUBJECT or anonymous) and what.
+    History(JobArgs),
+}
+
+impl Command {
+    /// The Control API flags of a remote command.
+    fn remote(&self) -> Option<&RemoteArgs> {
+        match self {
+            Command::Local(_) | Command::Demo(_) | Command::Validate { .. } => None,
+            Command::Throttle(command) => Some(&command.remote),
+            Command::Pause(args)
+            | Command::Resume(args)
+            | Command::Status(args)
+            | Command::Watch(args)
+            | Command::Cancel(args)
+            | Command::History(args) => Some(&args.remote),
+            Command::Submit(args) => Some(&args.remote),
+            Command::Jobs(args) | Command::Workers(args) => Some(&args.remote),
+            Command::Chunks(args) => Some(&args.remote),
+            Command::Recopy(args) => Some(&args.remote),
+            Command::Drain(args) => Some(&args.remote),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -73,6 +101,33 @@ struct RemoteArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: OutputFormat,
+    /// The CA (PEM) that signed the server's certificate: connect over TLS.
+    #[arg(long, env = "FERRY_CA", value_name = "PATH")]
+    ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a server that requires mutual TLS.
+    #[arg(long, env = "FERRY_CERT", value_name = "PATH", requires = "key")]
+    cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "FERRY_KEY", value_name = "PATH", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when not the endpoint's host.
+    #[arg(long, env = "FERRY_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// A file holding the bearer token (the token alone, e.g. a mounted Secret).
+    #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    fn security(&self) -> ClientSecurityArgs {
+        ClientSecurityArgs {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.tls_server_name.clone(),
+            token_file: self.token_file.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -202,6 +257,34 @@ struct LocalArgs {
     /// port 0 picks a free one. The address is printed at start.
     #[arg(long, default_value = DEFAULT_CONTROL_ADDR)]
     control_addr: String,
+    /// The Control API's TLS certificate (PEM): serve TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The Control API's TLS private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Bearer tokens, one `NAME ROLE TOKEN` line each (ROLE viewer or operator).
+    #[arg(long, value_name = "PATH")]
+    tokens_file: Option<PathBuf>,
+    /// Serve the Control API without authentication on a non-loopback --control-addr.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl LocalArgs {
+    fn security(&self) -> ControlSecurity {
+        ControlSecurity {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_cert_role: None,
+            tokens_file: self.tokens_file.clone(),
+            insecure: self.insecure,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -236,15 +319,26 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::RUNTIME_ERROR as u8);
         }
     };
+    if let Some(remote) = cli.command.remote() {
+        match ClientSecurity::load(&remote.security()) {
+            Ok(security) => security.install(),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(exit_code::INVALID_INPUT as u8);
+            }
+        }
+    }
     let code = runtime.block_on(async {
         match cli.command {
             Command::Local(args) => {
+                let security = args.security();
                 local(
                     args.spec,
                     args.workers.into(),
                     args.state,
                     args.json,
                     &args.control_addr,
+                    security,
                 )
                 .await
             }
@@ -293,6 +387,9 @@ fn main() -> ExitCode {
             }
             Command::Drain(args) => {
                 cluster::drain(&args.remote.endpoint, &args.worker, args.remote.output).await
+            }
+            Command::History(args) => {
+                history(&args.remote.endpoint, &args.job, args.remote.output).await
             }
         }
     });
@@ -378,6 +475,7 @@ async fn demo(args: DemoArgs) -> i32 {
         None,
         false,
         "127.0.0.1:0",
+        ControlSecurity::default(),
     )
     .await;
     println!(
@@ -400,6 +498,7 @@ async fn local(
     state: Option<PathBuf>,
     json: bool,
     control_addr: &str,
+    security: ControlSecurity,
 ) -> i32 {
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) => spec,
@@ -464,6 +563,12 @@ async fn local(
 
     let mut options = LocalRunOptions::workers(workers);
     options.control_addr = Some(control_addr.to_owned());
+    let scheme = if security.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    options.security = security;
     // The default port may be taken (another run): fall back to any free port.
     let started = match job.start(&prepared, &options, cancel.clone()).await {
         Err(_) if control_addr == DEFAULT_CONTROL_ADDR => {
@@ -483,7 +588,7 @@ async fn local(
     run.runtime.wait_running(&prepared.job.id).await;
     if let Some(addr) = run.control_addr {
         eprintln!(
-            "control API on http://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain --endpoint http://{addr})"
+            "control API on {scheme}://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain|history --endpoint {scheme}://{addr})"
         );
     }
 

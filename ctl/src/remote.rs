@@ -3,11 +3,16 @@
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::control_client::ControlClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use ferry_coordinator::service::control::LEADER_METADATA_KEY;
 
+use crate::client_security::{BearerToken, ClientSecurity};
 use crate::exit_code;
+
+/// A Control API client with this process's bearer token.
+pub(crate) type Client = ControlClient<InterceptedService<Channel, BearerToken>>;
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -106,12 +111,15 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// closing its connections (a host gone) notices within about twice this.
 const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `--endpoint` as a URI: a bare `host:port` means plain-text HTTP/2.
+/// `--endpoint` as a URI: a bare `host:port` means plain-text HTTP/2, or TLS when
+/// `--ca`/`--cert` are given (which also turn `http://` into `https://`).
 fn endpoint_uri(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
+    let tls = ClientSecurity::current().tls().is_some();
+    match endpoint.split_once("://") {
+        Some(("http", rest)) if tls => format!("https://{rest}"),
+        Some(_) => endpoint.to_string(),
+        None if tls => format!("https://{endpoint}"),
+        None => format!("http://{endpoint}"),
     }
 }
 
@@ -150,9 +158,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-async fn connect(uri: &str) -> Result<ControlClient<Channel>, RemoteError> {
-    let channel = Channel::from_shared(uri.to_string())
-        .map_err(|error| RemoteError::Refused(format!("invalid --endpoint {uri:?}: {error}")))?
+async fn connect(uri: &str) -> Result<Client, RemoteError> {
+    let security = ClientSecurity::current();
+    let mut endpoint = Channel::from_shared(uri.to_string())
+        .map_err(|error| RemoteError::Refused(format!("invalid --endpoint {uri:?}: {error}")))?;
+    match security.tls() {
+        Some(tls) => {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|error| {
+                RemoteError::Refused(format!("TLS settings for {uri}: {}", error_chain(&error)))
+            })?;
+        }
+        None if uri.starts_with("https://") => {
+            return Err(RemoteError::Refused(format!(
+                "{uri} is a TLS endpoint: give --ca FILE (the CA that signed the server's \
+                 certificate; or FERRY_CA)"
+            )));
+        }
+        None => {}
+    }
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -160,8 +184,23 @@ async fn connect(uri: &str) -> Result<ControlClient<Channel>, RemoteError> {
         .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|error| RemoteError::Unreachable(error_chain(&error)))?;
-    Ok(ControlClient::new(channel))
+        .map_err(|error| RemoteError::Unreachable(connect_error_text(&error)))?;
+    Ok(ControlClient::with_interceptor(channel, security.bearer()))
+}
+
+/// Why a connection failed, with what to check when TLS was the reason.
+fn connect_error_text(error: &tonic::transport::Error) -> String {
+    let text = error_chain(error);
+    let lower = text.to_lowercase();
+    if lower.contains("certificate") || lower.contains("handshake") || lower.contains("tls") {
+        format!(
+            "{text} (TLS: check --ca, the CA that signed the server's certificate, \
+             --tls-server-name when the certificate names another host, and --cert/--key \
+             when the server requires a client certificate)"
+        )
+    } else {
+        text
+    }
 }
 
 /// Whether `status` is a standby coordinator's refusal (`ControlError::NotLeader`).
@@ -213,7 +252,7 @@ pub(crate) async fn request_at<T, F, Fut>(
     mut call: F,
 ) -> Result<(String, T), RemoteError>
 where
-    F: FnMut(ControlClient<Channel>) -> Fut,
+    F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut candidates = parse_endpoints(endpoints)?;
@@ -278,7 +317,7 @@ where
 /// [`request_at`] without the endpoint that answered.
 pub(crate) async fn request<T, F, Fut>(endpoints: &str, call: F) -> Result<T, RemoteError>
 where
-    F: FnMut(ControlClient<Channel>) -> Fut,
+    F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     request_at(endpoints, call).await.map(|(_, answer)| answer)
@@ -405,15 +444,18 @@ async fn throttle_inner(
             let changes: Vec<serde_json::Value> = response
                 .changes
                 .iter()
-                .map(|c| serde_json::json!({"at_unix_ms": c.at_unix_ms, "origin": c.origin, "summary": c.summary}))
+                .map(|c| serde_json::json!({"at_unix_ms": c.at_unix_ms, "origin": c.origin, "actor": c.actor, "summary": c.summary}))
                 .collect();
             println!("{}", serde_json::Value::Array(changes));
         } else {
             for change in &response.changes {
-                let at = jiff::Timestamp::from_millisecond(change.at_unix_ms)
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|_| change.at_unix_ms.to_string());
-                println!("{at}  {:<10}  {}", change.origin, change.summary);
+                println!(
+                    "{}  {:<10}  {:<16}  {}",
+                    history_time(change.at_unix_ms),
+                    change.origin,
+                    or_dash(&change.actor),
+                    change.summary
+                );
             }
         }
         return Ok(());
@@ -514,4 +556,62 @@ pub async fn status(endpoint: &str, job: &str, format: OutputFormat) -> i32 {
         }
         Err(error) => error.report(),
     }
+}
+
+/// An entry's time as ferryctl prints it.
+fn history_time(at_unix_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(at_unix_ms)
+        .map(|instant| instant.to_string())
+        .unwrap_or_else(|_| at_unix_ms.to_string())
+}
+
+/// `-` for an empty field (ferry's own changes have no actor).
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+/// `ferryctl history JOB`: the job's history, oldest first.
+pub async fn history(endpoint: &str, job: &str, format: OutputFormat) -> i32 {
+    let response = request(endpoint, |mut client| {
+        let job_id = job.to_string();
+        async move {
+            client
+                .list_job_history(pb::ListJobHistoryRequest { job_id })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    })
+    .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => return error.report(),
+    };
+    if format == OutputFormat::Json {
+        let entries: Vec<serde_json::Value> = response
+            .entries
+            .iter()
+            .map(|entry| {
+                serde_json::json!({
+                    "at_unix_ms": entry.at_unix_ms,
+                    "origin": entry.origin,
+                    "actor": entry.actor,
+                    "action": entry.action,
+                    "summary": entry.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(entries));
+    } else {
+        for entry in &response.entries {
+            println!(
+                "{}  {:<8}  {:<10}  {:<16}  {}",
+                history_time(entry.at_unix_ms),
+                entry.action,
+                entry.origin,
+                or_dash(&entry.actor),
+                entry.summary
+            );
+        }
+    }
+    exit_code::OK
 }

@@ -724,16 +724,17 @@ mod fake_coordinator {
                 ..Default::default()
             })
         }
-        async fn pause(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+        async fn pause(&self, _job: &str, _actor: &str) -> Result<EffectiveView, ControlError> {
             Err(ControlError::Unsupported("not in this fake".into()))
         }
-        async fn resume(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+        async fn resume(&self, _job: &str, _actor: &str) -> Result<EffectiveView, ControlError> {
             Err(ControlError::Unsupported("not in this fake".into()))
         }
         async fn update_throttle(
             &self,
             _job: &str,
             _update: ThrottleUpdate,
+            _actor: &str,
         ) -> Result<(String, EffectiveView), ControlError> {
             Err(ControlError::Unsupported("not in this fake".into()))
         }
@@ -744,7 +745,7 @@ mod fake_coordinator {
         ) -> Result<(String, EffectiveView), ControlError> {
             Err(ControlError::Unsupported("not in this fake".into()))
         }
-        async fn throttle_history(&self, _job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+        async fn history(&self, _job: &str) -> Result<Vec<PolicyChange>, ControlError> {
             Ok(Vec::new())
         }
     }
@@ -759,7 +760,12 @@ mod fake_coordinator {
 
     #[tonic::async_trait]
     impl ClusterControl for FakeCluster {
-        async fn submit(&self, _spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError> {
+        async fn submit(
+            &self,
+            _spec_yaml: &str,
+            dry_run: bool,
+            _actor: &str,
+        ) -> Result<PlanView, ControlError> {
             Ok(PlanView {
                 job: "orders".into(),
                 tables: vec![PlannedTableView {
@@ -806,13 +812,14 @@ mod fake_coordinator {
             let more = offset + page.len() < matching.len();
             Ok((page, more))
         }
-        async fn cancel(&self, _job: &str) -> Result<(), ControlError> {
+        async fn cancel(&self, _job: &str, _actor: &str) -> Result<(), ControlError> {
             Ok(())
         }
         async fn recopy(
             &self,
             _job: &str,
             selector: RecopySelector,
+            _actor: &str,
         ) -> Result<Vec<u32>, ControlError> {
             self.recopied.lock().expect("recopied").push(selector);
             Ok(vec![0, 1000, 2000])
@@ -827,7 +834,7 @@ mod fake_coordinator {
                 ..Default::default()
             }])
         }
-        async fn drain(&self, worker: &str) -> Result<(), ControlError> {
+        async fn drain(&self, worker: &str, _actor: &str) -> Result<(), ControlError> {
             Err(ControlError::UnknownWorker(worker.to_owned()))
         }
     }

@@ -185,7 +185,7 @@ async fn a_standby_leads_once_the_leader_resigns() {
     let second = start_coordinator(&cluster, "second", dir.path());
     wait_for_role(&second, CoordinatorRole::Standby).await;
     // A standby points writers to the leader.
-    let refused = second.runtime.cancel("rt").await;
+    let refused = second.runtime.cancel("rt", "test").await;
     assert!(
         refused
             .as_ref()
@@ -212,7 +212,11 @@ async fn a_new_leader_adopts_the_chunks_in_flight_instead_of_copying_them_again(
     let second = start_coordinator(&cluster, "second", dir.path());
     wait_for_role(&second, CoordinatorRole::Standby).await;
     let worker = simulated_worker(&cluster, "w1", 2, true).await;
-    first.runtime.submit(SPEC, false).await.expect("submit");
+    first
+        .runtime
+        .submit(SPEC, false, "test")
+        .await
+        .expect("submit");
     // Two chunks assigned and claimed, held by the worker.
     wait_until_async(WAIT, || async {
         chunk_states(&cluster)
@@ -257,7 +261,11 @@ async fn a_lost_workers_chunk_is_copied_again_by_another_after_the_grace() {
     let leader = start_coordinator(&cluster, "leader", dir.path());
     wait_for_role(&leader, CoordinatorRole::Leading).await;
     let lost = simulated_worker(&cluster, "lost", 1, true).await;
-    leader.runtime.submit(SPEC, false).await.expect("submit");
+    leader
+        .runtime
+        .submit(SPEC, false, "test")
+        .await
+        .expect("submit");
     wait_until_async(WAIT, || async {
         chunk_states(&cluster)
             .await

@@ -267,7 +267,7 @@ async fn past_the_outage_budget_the_job_pauses_and_an_operator_resumes_it() {
         })
         .await
         .expect("paused past the outage budget");
-        let history = runtime.throttle_history("outage").await.expect("history");
+        let history = runtime.history("outage").await.expect("history");
         let last = history.last().expect("a change");
         assert_eq!(last.origin, "outage");
         assert!(
@@ -281,7 +281,7 @@ async fn past_the_outage_budget_the_job_pauses_and_an_operator_resumes_it() {
         wait_until_back(runtime).await;
         let status = runtime.job_status("outage").await.expect("status");
         assert_eq!(status.state, JobStateView::Paused);
-        runtime.resume("outage").await.expect("resume");
+        runtime.resume("outage", "test").await.expect("resume");
     })
     .await;
     assert_exact_without_failures(&outcome);

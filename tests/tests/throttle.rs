@@ -93,6 +93,7 @@ async fn lift_limit_and_finish(
                 rows_per_sec: Some(0),
                 ..ThrottleUpdate::default()
             },
+            "test",
         )
         .await
         .expect("lift the limit");
@@ -125,6 +126,7 @@ async fn a_rate_change_applies_to_the_running_job() {
                 rows_per_sec: Some(limit),
                 ..ThrottleUpdate::default()
             },
+            "test",
         )
         .await
         .expect("valid change");
@@ -153,6 +155,7 @@ async fn a_rate_change_applies_to_the_running_job() {
                 load_critical: Some(1.0),
                 ..ThrottleUpdate::default()
             },
+            "test",
         )
         .await;
     assert!(refused.is_err());
@@ -169,7 +172,7 @@ async fn a_rate_change_applies_to_the_running_job() {
         "orders",
         false,
     );
-    let history = pacer.throttle_history("thr").await.expect("history");
+    let history = pacer.history("thr").await.expect("history");
     let summaries: Vec<&str> = history
         .iter()
         .map(|change| change.summary.as_str())
@@ -203,7 +206,7 @@ async fn pause_stops_copying_and_resume_continues() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let effective = pacer.pause("thr").await.expect("pause");
+    let effective = pacer.pause("thr", "test").await.expect("pause");
     assert!(effective.paused);
     // The pause reaches the workers' running attempts through the published pace; the
     // batch each was writing ends and its rows are reported (progress every 200 ms).
@@ -216,7 +219,7 @@ async fn pause_stops_copying_and_resume_continues() {
         "no rows move while paused"
     );
     assert!(paused_at < 200_000, "paused before the end");
-    pacer.resume("thr").await.expect("resume");
+    pacer.resume("thr", "test").await.expect("resume");
     let outcome = lift_limit_and_finish(&pacer, run).await;
     assert!(!outcome.interrupted);
     ferry_tests::assert_same_table(

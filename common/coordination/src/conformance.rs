@@ -598,21 +598,37 @@ pub async fn check_policy_history_is_ordered(store: &dyn Coordination) {
     let mut expected = Vec::new();
     for index in 0..12_i64 {
         let policy = format!("{{\"max_concurrency\":{index}}}");
-        let change = PolicyChange {
-            at_unix_ms: 1_700_000_000_000 + index * 1_000,
-            origin: if index % 2 == 0 {
-                "operator"
-            } else {
-                "controller"
-            }
-            .into(),
-            summary: format!("max_concurrency {} → {index}", index - 1),
+        let (origin, actor) = if index % 2 == 0 {
+            ("operator", "token:alice")
+        } else {
+            ("controller", "")
         };
+        let change = PolicyChange::throttle(
+            1_700_000_000_000 + index * 1_000,
+            origin,
+            actor,
+            format!("max_concurrency {} → {index}", index - 1),
+        );
         store
             .save_policy(&job, &policy, &change)
             .await
             .expect("save policy");
         expected.push(change);
+        // An operator's action between policy changes: in the history, policy untouched.
+        if index % 3 == 0 {
+            let event = PolicyChange::operator_action(
+                1_700_000_000_500 + index * 1_000,
+                "recopy",
+                "cert:CN=ops",
+                format!("re-copy table t{index}: 2 chunks"),
+            );
+            store
+                .record_event(&job, &event)
+                .await
+                .expect("record event");
+            assert!(!event.is_throttle());
+            expected.push(event);
+        }
         assert_eq!(
             store.load_policy(&job).await.expect("load").as_deref(),
             Some(policy.as_str())
@@ -620,11 +636,18 @@ pub async fn check_policy_history_is_ordered(store: &dyn Coordination) {
     }
     assert_eq!(store.policy_history(&job).await.expect("history"), expected);
 
-    let other_change = PolicyChange {
-        at_unix_ms: 1,
-        origin: "spec".into(),
-        summary: "initial".into(),
-    };
+    // An event before any policy: the job still has no policy.
+    let early = JobId("no-policy-yet".into());
+    let submitted =
+        PolicyChange::operator_action(5, "submit", "token:bob", "submitted: 1 tables".into());
+    store.record_event(&early, &submitted).await.expect("event");
+    assert_eq!(store.load_policy(&early).await.expect("load"), None);
+    assert_eq!(
+        store.policy_history(&early).await.expect("history"),
+        vec![submitted]
+    );
+
+    let other_change = PolicyChange::throttle(1, "spec", "", "initial".into());
     store
         .save_policy(&other, "{}", &other_change)
         .await
@@ -749,11 +772,7 @@ pub async fn check_etcd_fenced_store_refuses_writes_after_leader_loss(store: &Et
         .save_policy(
             &job,
             "{}",
-            &PolicyChange {
-                at_unix_ms: 1,
-                origin: "spec".into(),
-                summary: "initial".into(),
-            },
+            &PolicyChange::throttle(1, "spec", "", "initial".into()),
         )
         .await
         .expect("fenced save policy");
@@ -843,14 +862,19 @@ async fn assert_refused_after_leader_loss(fenced: &EtcdStore, job: &JobId, attem
             .save_policy(
                 job,
                 "{\"max_concurrency\":1}",
-                &PolicyChange {
-                    at_unix_ms: 2,
-                    origin: "operator".into(),
-                    summary: "late".into(),
-                },
+                &PolicyChange::throttle(2, "operator", "anonymous", "late".into()),
             )
             .await,
         "save_policy",
+    );
+    expect_not_leader(
+        fenced
+            .record_event(
+                job,
+                &PolicyChange::operator_action(3, "cancel", "anonymous", "late".into()),
+            )
+            .await,
+        "record_event",
     );
     // Reads need no term.
     assert!(fenced.load_job(job).await.expect("fenced read").is_some());

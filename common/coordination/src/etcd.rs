@@ -871,49 +871,18 @@ impl Coordination for EtcdStore {
         change: &PolicyChange,
     ) -> Result<()> {
         let operation = format!("save the throttle policy of job {job}");
-        let policy_key = self.keys.policy(job);
-        for _ in 0..=self.options.max_compare_retries {
-            let (entry, _) = self.get(&operation, policy_key.clone()).await?;
-            let (last_seq, revision) = match &entry {
-                Some(entry) => (
-                    decode::<pb::PolicyValue>(entry)?.last_history_seq,
-                    entry.mod_revision(),
-                ),
-                // A key that does not exist has mod_revision 0.
-                None => (0, 0),
-            };
-            let seq = last_seq + 1;
-            let history_key = self.keys.policy_history_entry(job, seq);
-            let policy = pb::PolicyValue {
-                policy_json: policy_json.to_owned(),
-                last_history_seq: seq,
-            };
-            let history = pb::PolicyChangeValue {
-                at_unix_ms: change.at_unix_ms,
-                origin: change.origin.clone(),
-                summary: change.summary.clone(),
-            };
-            let compares = vec![
-                Compare::mod_revision(policy_key.clone(), CompareOp::Equal, revision),
-                Compare::create_revision(history_key.clone(), CompareOp::Equal, 0),
-            ];
-            let puts = vec![
-                TxnOp::put(policy_key.clone(), policy.encode_to_vec(), None),
-                TxnOp::put(history_key, history.encode_to_vec(), None),
-            ];
-            if self.commit(&operation, compares, puts).await? == TxnOutcome::Applied {
-                return Ok(());
-            }
-        }
-        Err(self.contention(&operation))
+        self.append_history(&operation, job, Some(policy_json), change)
+            .await
     }
 
     async fn load_policy(&self, job: &JobId) -> Result<Option<String>> {
         let operation = format!("load the throttle policy of job {job}");
         let (entry, _) = self.get(&operation, self.keys.policy(job)).await?;
-        entry
+        let policy_opt = entry
             .map(|entry| decode::<pb::PolicyValue>(&entry).map(|policy| policy.policy_json))
-            .transpose()
+            .transpose()?;
+        // A job whose history got an entry before any policy was stored holds "".
+        Ok(policy_opt.filter(|policy_json| !policy_json.is_empty()))
     }
 
     async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>> {
@@ -928,9 +897,75 @@ impl Coordination for EtcdStore {
                     at_unix_ms: change.at_unix_ms,
                     origin: change.origin,
                     summary: change.summary,
+                    actor: change.actor,
+                    action: if change.action.is_empty() {
+                        crate::THROTTLE_ACTION.to_owned()
+                    } else {
+                        change.action
+                    },
                 })
             })
             .collect()
+    }
+
+    async fn record_event(&self, job: &JobId, event: &PolicyChange) -> Result<()> {
+        let operation = format!("record {} in the history of job {job}", event.action);
+        self.append_history(&operation, job, None, event).await
+    }
+}
+
+impl EtcdStore {
+    /// Appends `change` to the job's history under the next sequence number, storing
+    /// `policy_json` as the job's policy (`None`: the stored one stays), in one
+    /// transaction that another writer's append makes fail and retry.
+    async fn append_history(
+        &self,
+        operation: &str,
+        job: &JobId,
+        policy_json: Option<&str>,
+        change: &PolicyChange,
+    ) -> Result<()> {
+        let policy_key = self.keys.policy(job);
+        for _ in 0..=self.options.max_compare_retries {
+            let (entry, _) = self.get(operation, policy_key.clone()).await?;
+            let (stored, revision) = match &entry {
+                Some(entry) => (
+                    Some(decode::<pb::PolicyValue>(entry)?),
+                    entry.mod_revision(),
+                ),
+                // A key that does not exist has mod_revision 0.
+                None => (None, 0),
+            };
+            let last_seq = stored.as_ref().map_or(0, |policy| policy.last_history_seq);
+            let seq = last_seq + 1;
+            let history_key = self.keys.policy_history_entry(job, seq);
+            let policy = pb::PolicyValue {
+                policy_json: match policy_json {
+                    Some(json) => json.to_owned(),
+                    None => stored.map(|policy| policy.policy_json).unwrap_or_default(),
+                },
+                last_history_seq: seq,
+            };
+            let history = pb::PolicyChangeValue {
+                at_unix_ms: change.at_unix_ms,
+                origin: change.origin.clone(),
+                summary: change.summary.clone(),
+                actor: change.actor.clone(),
+                action: change.action.clone(),
+            };
+            let compares = vec![
+                Compare::mod_revision(policy_key.clone(), CompareOp::Equal, revision),
+                Compare::create_revision(history_key.clone(), CompareOp::Equal, 0),
+            ];
+            let puts = vec![
+                TxnOp::put(policy_key.clone(), policy.encode_to_vec(), None),
+                TxnOp::put(history_key, history.encode_to_vec(), None),
+            ];
+            if self.commit(operation, compares, puts).await? == TxnOutcome::Applied {
+                return Ok(());
+            }
+        }
+        Err(self.contention(operation))
     }
 }
 

@@ -426,6 +426,11 @@ impl Coordination for InProcessCluster {
     async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>> {
         self.shared.store.policy_history(job).await
     }
+
+    async fn record_event(&self, job: &JobId, event: &PolicyChange) -> Result<()> {
+        self.check_fence()?;
+        self.shared.store.record_event(job, event).await
+    }
 }
 
 #[async_trait]

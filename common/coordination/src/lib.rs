@@ -417,15 +417,66 @@ pub trait Coordination: Send + Sync {
 
     /// Every recorded policy change of the job, oldest first.
     async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>>;
+
+    /// Appends an entry to the job's history without changing its policy (an operator's
+    /// cancel, re-copy, submit or drain), atomically with respect to [`Self::save_policy`].
+    async fn record_event(&self, job: &JobId, event: &PolicyChange) -> Result<()>;
 }
 
-/// One change of a job's throttle policy.
+/// One entry of a job's history: a change of its throttle policy, or another action on
+/// the job (see [`PolicyChange::action`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyChange {
     /// When, in milliseconds since the Unix epoch.
     pub at_unix_ms: i64,
-    /// `spec`, `operator` or `controller`.
+    /// `spec`, `operator`, `controller` or `outage`.
     pub origin: String,
     /// What changed, old → new, in words.
     pub summary: String,
+    /// Who: for an operator's call the caller's identity (`token:NAME`, `cert:SUBJECT`,
+    /// `local:USER` or `anonymous`); empty for ferry's own changes and for entries
+    /// written before identities were recorded.
+    #[serde(default)]
+    pub actor: String,
+    /// What kind of entry: [`THROTTLE_ACTION`] for a policy change (pause and resume
+    /// included), otherwise the operator's verb (`submit`, `cancel`, `recopy`, `drain`).
+    #[serde(default = "throttle_action")]
+    pub action: String,
+}
+
+/// [`PolicyChange::action`] of a change to the throttle policy; entries stored before
+/// actions were recorded read as this.
+pub const THROTTLE_ACTION: &str = "throttle";
+
+fn throttle_action() -> String {
+    THROTTLE_ACTION.to_owned()
+}
+
+impl PolicyChange {
+    /// A change of the throttle policy made by `origin` (`actor`: who, for an operator).
+    pub fn throttle(at_unix_ms: i64, origin: &str, actor: &str, summary: String) -> Self {
+        PolicyChange {
+            at_unix_ms,
+            origin: origin.to_owned(),
+            summary,
+            actor: actor.to_owned(),
+            action: THROTTLE_ACTION.to_owned(),
+        }
+    }
+
+    /// An operator's `action` on the job (`submit`, `cancel`, `recopy`, `drain`) by `actor`.
+    pub fn operator_action(at_unix_ms: i64, action: &str, actor: &str, summary: String) -> Self {
+        PolicyChange {
+            at_unix_ms,
+            origin: "operator".to_owned(),
+            summary,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+        }
+    }
+
+    /// Whether this entry changed the throttle policy (the throttle history shows only these).
+    pub fn is_throttle(&self) -> bool {
+        self.action.is_empty() || self.action == THROTTLE_ACTION
+    }
 }

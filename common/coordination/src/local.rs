@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS policy_history (
     at_unix_ms INTEGER NOT NULL,
     origin TEXT NOT NULL,
     summary TEXT NOT NULL,
+    actor TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT 'throttle',
     PRIMARY KEY (job, seq)
 );
 CREATE TABLE IF NOT EXISTS submitted_jobs (
@@ -84,6 +86,27 @@ fn add_partition_column(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Adds `policy_history.actor` and `.action` to a state file written before the history
+/// recorded who did what; its entries read as throttle changes by no one in particular.
+fn add_history_columns(connection: &Connection) -> rusqlite::Result<()> {
+    for (column, definition) in [
+        ("actor", "TEXT NOT NULL DEFAULT ''"),
+        ("action", "TEXT NOT NULL DEFAULT 'throttle'"),
+    ] {
+        let has_column: bool = connection.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('policy_history') WHERE name = ?1",
+            [column],
+            |row| row.get(0),
+        )?;
+        if !has_column {
+            connection.execute_batch(&format!(
+                "ALTER TABLE policy_history ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 /// A coordination store in a local SQLite file.
 pub struct LocalStore {
     path: PathBuf,
@@ -104,6 +127,7 @@ impl LocalStore {
             .map_err(storage)?;
         connection.execute_batch(SCHEMA).map_err(storage)?;
         add_partition_column(&connection).map_err(storage)?;
+        add_history_columns(&connection).map_err(storage)?;
         Ok(Self {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
@@ -593,14 +617,12 @@ impl Coordination for LocalStore {
                 params![job.0, policy_json],
             )
             .map_err(self.storage())?;
-        transaction
-            .execute(
-                "INSERT INTO policy_history (job, seq, at_unix_ms, origin, summary) VALUES \
-                 (?1, (SELECT coalesce(max(seq), 0) + 1 FROM policy_history WHERE job = ?1), ?2, ?3, ?4)",
-                params![job.0, change.at_unix_ms, change.origin, change.summary],
-            )
-            .map_err(self.storage())?;
+        insert_history(&transaction, job, change).map_err(self.storage())?;
         transaction.commit().map_err(self.storage())
+    }
+
+    async fn record_event(&self, job: &JobId, event: &PolicyChange) -> Result<()> {
+        insert_history(&self.lock(), job, event).map_err(self.storage())
     }
 
     async fn load_policy(&self, job: &JobId) -> Result<Option<String>> {
@@ -617,7 +639,10 @@ impl Coordination for LocalStore {
     async fn policy_history(&self, job: &JobId) -> Result<Vec<PolicyChange>> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT at_unix_ms, origin, summary FROM policy_history WHERE job = ?1 ORDER BY seq")
+            .prepare(
+                "SELECT at_unix_ms, origin, summary, actor, action FROM policy_history \
+                 WHERE job = ?1 ORDER BY seq",
+            )
             .map_err(self.storage())?;
         let changes = statement
             .query_map([&job.0], |row| {
@@ -625,6 +650,8 @@ impl Coordination for LocalStore {
                     at_unix_ms: row.get(0)?,
                     origin: row.get(1)?,
                     summary: row.get(2)?,
+                    actor: row.get(3)?,
+                    action: row.get(4)?,
                 })
             })
             .map_err(self.storage())?
@@ -632,4 +659,25 @@ impl Coordination for LocalStore {
             .map_err(self.storage())?;
         Ok(changes)
     }
+}
+
+/// Appends `change` to the job's history under its next sequence number.
+fn insert_history(
+    connection: &Connection,
+    job: &JobId,
+    change: &PolicyChange,
+) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO policy_history (job, seq, at_unix_ms, origin, summary, actor, action) VALUES \
+         (?1, (SELECT coalesce(max(seq), 0) + 1 FROM policy_history WHERE job = ?1), ?2, ?3, ?4, ?5, ?6)",
+        params![
+            job.0,
+            change.at_unix_ms,
+            change.origin,
+            change.summary,
+            change.actor,
+            change.action
+        ],
+    )?;
+    Ok(())
 }

@@ -20,6 +20,7 @@ use crate::control::{
     ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl, JobStateView,
     JobStatusView, JobSummaryView, PlanView, RecopySelector, ThrottleUpdate, WorkerView,
 };
+use crate::security::{Caller, ControlAccess, Role};
 
 /// How often WatchJob polls the job's status. The proto promises at most two snapshots
 /// a second; polling is cheap (a leader counts a running job's chunks in memory, and
@@ -41,6 +42,8 @@ pub struct ControlService {
     domain: Arc<dyn JobControl>,
     /// `None` for a lone job domain: the cluster RPCs answer UNIMPLEMENTED.
     cluster_opt: Option<Arc<dyn ClusterControl>>,
+    /// Who may call what.
+    access: ControlAccess,
 }
 
 impl ControlService {
@@ -49,6 +52,7 @@ impl ControlService {
         Self {
             domain,
             cluster_opt: None,
+            access: ControlAccess::open(),
         }
     }
 
@@ -57,7 +61,23 @@ impl ControlService {
         Self {
             domain,
             cluster_opt: Some(cluster),
+            access: ControlAccess::open(),
         }
+    }
+
+    /// Authenticates callers with `access` (default: open, for a loopback server).
+    pub fn with_access(mut self, access: ControlAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The caller of a read (`viewer`) or a change (`operator`) named `rpc`.
+    fn caller<T>(&self, request: &Request<T>, rpc: &str, needed: Role) -> Result<Caller, Status> {
+        let caller = self.access.authorize(request, rpc, needed)?;
+        if needed == Role::Operator {
+            tracing::info!(rpc, caller = %caller.identity, "control change");
+        }
+        Ok(caller)
     }
 
     /// The tonic server for this service.
@@ -295,6 +315,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
+        self.caller(&request, "GetJob", Role::Viewer)?;
         let request = request.into_inner();
         let status = self.domain.job_status(&request.job_id).await?;
         Ok(Response::new(job_status_to_proto(request.job_id, status)))
@@ -304,7 +325,11 @@ impl Control for ControlService {
         &self,
         request: Request<pb::PauseJobRequest>,
     ) -> Result<Response<pb::PauseJobResponse>, Status> {
-        let effective = self.domain.pause(&request.into_inner().job_id).await?;
+        let caller = self.caller(&request, "PauseJob", Role::Operator)?;
+        let effective = self
+            .domain
+            .pause(&request.into_inner().job_id, &caller.identity)
+            .await?;
         Ok(Response::new(pb::PauseJobResponse {
             effective: Some(effective_to_proto(effective)),
         }))
@@ -314,7 +339,11 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ResumeJobRequest>,
     ) -> Result<Response<pb::ResumeJobResponse>, Status> {
-        let effective = self.domain.resume(&request.into_inner().job_id).await?;
+        let caller = self.caller(&request, "ResumeJob", Role::Operator)?;
+        let effective = self
+            .domain
+            .resume(&request.into_inner().job_id, &caller.identity)
+            .await?;
         Ok(Response::new(pb::ResumeJobResponse {
             effective: Some(effective_to_proto(effective)),
         }))
@@ -324,6 +353,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::UpdateThrottleRequest>,
     ) -> Result<Response<pb::UpdateThrottleResponse>, Status> {
+        let caller = self.caller(&request, "UpdateThrottle", Role::Operator)?;
         let request = request.into_inner();
         let update = ThrottleUpdate {
             max_concurrency: request.max_concurrency,
@@ -334,7 +364,10 @@ impl Control for ControlService {
             load_critical: request.load_critical,
             schedule_yaml: request.schedule_yaml,
         };
-        let (policy_json, effective) = self.domain.update_throttle(&request.job_id, update).await?;
+        let (policy_json, effective) = self
+            .domain
+            .update_throttle(&request.job_id, update, &caller.identity)
+            .await?;
         Ok(Response::new(pb::UpdateThrottleResponse {
             policy_json,
             effective: Some(effective_to_proto(effective)),
@@ -345,6 +378,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::GetThrottleRequest>,
     ) -> Result<Response<pb::GetThrottleResponse>, Status> {
+        self.caller(&request, "GetThrottle", Role::Viewer)?;
         let request = request.into_inner();
         let at = match request.at_unix_ms {
             Some(millis) => Some(
@@ -364,17 +398,37 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ListThrottleHistoryRequest>,
     ) -> Result<Response<pb::ListThrottleHistoryResponse>, Status> {
-        let changes = self
-            .domain
-            .throttle_history(&request.into_inner().job_id)
-            .await?;
+        self.caller(&request, "ListThrottleHistory", Role::Viewer)?;
+        let changes = self.domain.history(&request.into_inner().job_id).await?;
         Ok(Response::new(pb::ListThrottleHistoryResponse {
             changes: changes
                 .into_iter()
+                .filter(|change| change.is_throttle())
                 .map(|change| pb::ThrottleChange {
                     at_unix_ms: change.at_unix_ms,
                     origin: change.origin,
                     summary: change.summary,
+                    actor: change.actor,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_job_history(
+        &self,
+        request: Request<pb::ListJobHistoryRequest>,
+    ) -> Result<Response<pb::ListJobHistoryResponse>, Status> {
+        self.caller(&request, "ListJobHistory", Role::Viewer)?;
+        let entries = self.domain.history(&request.into_inner().job_id).await?;
+        Ok(Response::new(pb::ListJobHistoryResponse {
+            entries: entries
+                .into_iter()
+                .map(|entry| pb::HistoryEntry {
+                    at_unix_ms: entry.at_unix_ms,
+                    origin: entry.origin,
+                    actor: entry.actor,
+                    action: entry.action,
+                    summary: entry.summary,
                 })
                 .collect(),
         }))
@@ -384,16 +438,26 @@ impl Control for ControlService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        // A dry run changes nothing: a viewer may plan.
+        let needed = if request.get_ref().dry_run {
+            Role::Viewer
+        } else {
+            Role::Operator
+        };
+        let caller = self.caller(&request, "SubmitJob", needed)?;
         let cluster = self.cluster("SubmitJob")?;
         let request = request.into_inner();
-        let plan = cluster.submit(&request.spec_yaml, request.dry_run).await?;
+        let plan = cluster
+            .submit(&request.spec_yaml, request.dry_run, &caller.identity)
+            .await?;
         Ok(Response::new(plan_to_proto(plan)))
     }
 
     async fn list_jobs(
         &self,
-        _request: Request<pb::ListJobsRequest>,
+        request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.caller(&request, "ListJobs", Role::Viewer)?;
         let jobs = self.cluster("ListJobs")?.list_jobs().await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.into_iter().map(job_summary_to_proto).collect(),
@@ -406,6 +470,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.caller(&request, "WatchJob", Role::Viewer)?;
         // Only a coordinator outlives its jobs; `ferryctl local` exits when its job ends,
         // which would break every watch at the moment it matters.
         self.cluster("WatchJob")?;
@@ -429,6 +494,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ListChunksRequest>,
     ) -> Result<Response<pb::ListChunksResponse>, Status> {
+        self.caller(&request, "ListChunks", Role::Viewer)?;
         let cluster = self.cluster("ListChunks")?;
         let request = request.into_inner();
         let (offset, limit) = chunk_page(&request.page_token, request.page_size)?;
@@ -454,8 +520,11 @@ impl Control for ControlService {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = self.caller(&request, "CancelJob", Role::Operator)?;
         let cluster = self.cluster("CancelJob")?;
-        cluster.cancel(&request.into_inner().job_id).await?;
+        cluster
+            .cancel(&request.into_inner().job_id, &caller.identity)
+            .await?;
         Ok(Response::new(pb::CancelJobResponse {}))
     }
 
@@ -463,17 +532,21 @@ impl Control for ControlService {
         &self,
         request: Request<pb::RecopyChunksRequest>,
     ) -> Result<Response<pb::RecopyChunksResponse>, Status> {
+        let caller = self.caller(&request, "RecopyChunks", Role::Operator)?;
         let cluster = self.cluster("RecopyChunks")?;
         let request = request.into_inner();
         let selector = recopy_selector(&request)?;
-        let chunk_ids = cluster.recopy(&request.job_id, selector).await?;
+        let chunk_ids = cluster
+            .recopy(&request.job_id, selector, &caller.identity)
+            .await?;
         Ok(Response::new(pb::RecopyChunksResponse { chunk_ids }))
     }
 
     async fn list_workers(
         &self,
-        _request: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.caller(&request, "ListWorkers", Role::Viewer)?;
         let workers = self.cluster("ListWorkers")?.list_workers().await?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers.into_iter().map(worker_to_proto).collect(),
@@ -484,8 +557,11 @@ impl Control for ControlService {
         &self,
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let caller = self.caller(&request, "DrainWorker", Role::Operator)?;
         let cluster = self.cluster("DrainWorker")?;
-        cluster.drain(&request.into_inner().worker_id).await?;
+        cluster
+            .drain(&request.into_inner().worker_id, &caller.identity)
+            .await?;
         Ok(Response::new(pb::DrainWorkerResponse {}))
     }
 }
@@ -526,16 +602,17 @@ mod tests {
                 Ok(statuses.last().cloned().unwrap_or_default())
             }
         }
-        async fn pause(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+        async fn pause(&self, _job: &str, _actor: &str) -> Result<EffectiveView, ControlError> {
             Ok(EffectiveView::default())
         }
-        async fn resume(&self, _job: &str) -> Result<EffectiveView, ControlError> {
+        async fn resume(&self, _job: &str, _actor: &str) -> Result<EffectiveView, ControlError> {
             Ok(EffectiveView::default())
         }
         async fn update_throttle(
             &self,
             _job: &str,
             _update: ThrottleUpdate,
+            _actor: &str,
         ) -> Result<(String, EffectiveView), ControlError> {
             Ok((String::new(), EffectiveView::default()))
         }
@@ -546,7 +623,7 @@ mod tests {
         ) -> Result<(String, EffectiveView), ControlError> {
             Ok((String::new(), EffectiveView::default()))
         }
-        async fn throttle_history(&self, _job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+        async fn history(&self, _job: &str) -> Result<Vec<PolicyChange>, ControlError> {
             Ok(Vec::new())
         }
     }
@@ -563,7 +640,12 @@ mod tests {
 
     #[tonic::async_trait]
     impl ClusterControl for RecordingCluster {
-        async fn submit(&self, _spec_yaml: &str, dry_run: bool) -> Result<PlanView, ControlError> {
+        async fn submit(
+            &self,
+            _spec_yaml: &str,
+            dry_run: bool,
+            _actor: &str,
+        ) -> Result<PlanView, ControlError> {
             if self.standby {
                 return Err(ControlError::NotLeader(Some("http://10.0.0.7:7878".into())));
             }
@@ -607,13 +689,14 @@ mod tests {
                 .collect();
             Ok((chunks, end < NUM_CHUNKS))
         }
-        async fn cancel(&self, _job: &str) -> Result<(), ControlError> {
+        async fn cancel(&self, _job: &str, _actor: &str) -> Result<(), ControlError> {
             Ok(())
         }
         async fn recopy(
             &self,
             _job: &str,
             selector: RecopySelector,
+            _actor: &str,
         ) -> Result<Vec<u32>, ControlError> {
             self.recopied.lock().expect("recopied").push(selector);
             Ok(vec![1])
@@ -621,7 +704,7 @@ mod tests {
         async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
             Ok(Vec::new())
         }
-        async fn drain(&self, _worker: &str) -> Result<(), ControlError> {
+        async fn drain(&self, _worker: &str, _actor: &str) -> Result<(), ControlError> {
             Ok(())
         }
     }
@@ -865,18 +948,19 @@ mod tests {
             }
             self.inner.job_status(job).await
         }
-        async fn pause(&self, job: &str) -> Result<EffectiveView, ControlError> {
-            self.inner.pause(job).await
+        async fn pause(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError> {
+            self.inner.pause(job, actor).await
         }
-        async fn resume(&self, job: &str) -> Result<EffectiveView, ControlError> {
-            self.inner.resume(job).await
+        async fn resume(&self, job: &str, actor: &str) -> Result<EffectiveView, ControlError> {
+            self.inner.resume(job, actor).await
         }
         async fn update_throttle(
             &self,
             job: &str,
             update: ThrottleUpdate,
+            actor: &str,
         ) -> Result<(String, EffectiveView), ControlError> {
-            self.inner.update_throttle(job, update).await
+            self.inner.update_throttle(job, update, actor).await
         }
         async fn throttle(
             &self,
@@ -885,8 +969,8 @@ mod tests {
         ) -> Result<(String, EffectiveView), ControlError> {
             self.inner.throttle(job, at).await
         }
-        async fn throttle_history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
-            self.inner.throttle_history(job).await
+        async fn history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
+            self.inner.history(job).await
         }
     }
 
