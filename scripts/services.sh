@@ -14,6 +14,7 @@
 #   FERRY_MYSQL_PORT        MariaDB port                (default 53306)
 #   FERRY_ETCD_PORT         etcd client port            (default 52379)
 #   FERRY_ETCD_PEER_PORT    etcd peer port              (default 52380)
+#   FERRY_ETCD_TLS_PORT     TLS + authentication etcd   (default 52389; peer port +1)
 #   FERRY_SERVICES_TIMEOUT  seconds for each wait       (default 60)
 #
 # A system PostgreSQL (5432) or MariaDB (3306) that may run on the machine is never
@@ -26,6 +27,8 @@ PG_PORT=${FERRY_PG_PORT:-55432}
 MYSQL_PORT=${FERRY_MYSQL_PORT:-53306}
 ETCD_PORT=${FERRY_ETCD_PORT:-52379}
 ETCD_PEER_PORT=${FERRY_ETCD_PEER_PORT:-52380}
+ETCD_TLS_PORT=${FERRY_ETCD_TLS_PORT:-52389}
+ETCD_TLS_PEER_PORT=$((ETCD_TLS_PORT + 1))
 TIMEOUT=${FERRY_SERVICES_TIMEOUT:-60}
 HOST=127.0.0.1
 DB=ferry_test
@@ -47,6 +50,15 @@ ETCD_DIR=$STATE_DIR/etcd
 ETCD_DATA=$ETCD_DIR/data
 ETCD_PID=$ETCD_DIR/etcd.pid
 ETCD_LOG=$ETCD_DIR/etcd.log
+
+# A second etcd with client-certificate TLS and authentication (user ferry, whose role
+# may read and write /ferry/), for the security tests. Certificates by openssl.
+ETCD_TLS_DIR=$STATE_DIR/etcd-tls
+ETCD_TLS_DATA=$ETCD_TLS_DIR/data
+ETCD_TLS_PID=$ETCD_TLS_DIR/etcd.pid
+ETCD_TLS_LOG=$ETCD_TLS_DIR/etcd.log
+ETCD_TLS_CERTS=$ETCD_TLS_DIR/certs
+ETCD_TLS_ENDPOINTS="https://localhost:$ETCD_TLS_PORT"
 
 PG_URL="postgres://postgres@$HOST:$PG_PORT/$DB"
 MYSQL_URL="mysql://root@$HOST:$MYSQL_PORT/$DB"
@@ -161,6 +173,7 @@ ensure_packages() {
     find_cmd etcd >/dev/null || missing+=(etcd-server)
     find_cmd etcdctl >/dev/null || missing+=(etcd-client)
     find_cmd curl >/dev/null || missing+=(curl)
+    find_cmd openssl >/dev/null || missing+=(openssl)
     find_cmd runuser >/dev/null || missing+=(util-linux)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
@@ -397,45 +410,148 @@ etcd_healthy() {
     fi
 }
 
-etcd_up() {
+etcd_tools() {
     ETCD_BIN=$(find_cmd etcd) || die "etcd not found"
     ETCDCTL_BIN=$(find_cmd etcdctl || true)
+}
+
+# etcd_launch NAME DATA PIDFILE LOG CLIENT_URL PEER_URL [extra etcd flags...]: starts one
+# etcd of ours in the background.
+etcd_launch() {
+    local name=$1 data=$2 pidfile=$3 logfile=$4 client=$5 peer=$6
+    shift 6
+    mkdir -p "$data"
+    chmod 700 "$data"
+    local extra=()
+    if "$ETCD_BIN" --help 2>&1 | grep -q -- '--unsafe-no-fsync'; then
+        extra+=(--unsafe-no-fsync)
+    fi
+    rm -f "$pidfile"
+    # ETCD_* variables from the caller's environment would override our flags' defaults
+    local unset_env=() v
+    for v in $(compgen -e | grep '^ETCD_' || true); do unset_env+=(-u "$v"); done
+    # shellcheck disable=SC2016
+    setsid env "${unset_env[@]}" bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$pidfile" \
+        "$ETCD_BIN" --name "$name" --data-dir "$data" \
+        --listen-client-urls "$client" --advertise-client-urls "$client" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$name=$peer" --initial-cluster-state new \
+        --initial-cluster-token "$name" "${extra[@]}" "$@" \
+        </dev/null >>"$logfile" 2>&1 &
+}
+
+# etcd_wait PIDFILE LOG WHAT CHECK...: waits until CHECK succeeds, or the process died.
+etcd_wait() {
+    local pidfile=$1 logfile=$2 what=$3
+    shift 3
+    local deadline=$((SECONDS + TIMEOUT)) pid
+    while ! "$@" >/dev/null 2>&1; do
+        pid=$(read_pid "$pidfile")
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            die_log "$logfile" "$what exited during startup"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$logfile" "$what not healthy within ${TIMEOUT}s"
+        sleep 0.2
+    done
+}
+
+etcd_up() {
+    etcd_tools
     if etcd_running; then
         wait_until "$TIMEOUT" "etcd on $ETCD_ENDPOINTS" etcd_healthy ||
             die_log "$ETCD_LOG" "our etcd runs but is not healthy on $ETCD_ENDPOINTS"
         return 0
     fi
-    mkdir -p "$ETCD_DATA"
-    chmod 700 "$ETCD_DATA"
     port_open "$ETCD_PORT" && die "port $ETCD_PORT is already in use by something else (set FERRY_ETCD_PORT)"
     port_open "$ETCD_PEER_PORT" && die "port $ETCD_PEER_PORT is already in use by something else (set FERRY_ETCD_PEER_PORT)"
-    local extra=()
-    if "$ETCD_BIN" --help 2>&1 | grep -q -- '--unsafe-no-fsync'; then
-        extra+=(--unsafe-no-fsync)
-    fi
     log "starting etcd on $ETCD_ENDPOINTS"
-    rm -f "$ETCD_PID"
-    # ETCD_* variables from the caller's environment would override our flags' defaults
-    local unset_env=() v
-    for v in $(compgen -e | grep '^ETCD_' || true); do unset_env+=(-u "$v"); done
-    # shellcheck disable=SC2016
-    setsid env "${unset_env[@]}" bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$ETCD_PID" \
-        "$ETCD_BIN" --name ferry-test --data-dir "$ETCD_DATA" \
-        --listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
-        --listen-peer-urls "http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$ETCD_PEER_PORT" \
-        --initial-cluster "ferry-test=http://$HOST:$ETCD_PEER_PORT" --initial-cluster-state new \
-        --initial-cluster-token ferry-test "${extra[@]}" \
-        </dev/null >>"$ETCD_LOG" 2>&1 &
-    local deadline=$((SECONDS + TIMEOUT)) pid
-    while ! etcd_healthy >/dev/null 2>&1; do
-        pid=$(read_pid "$ETCD_PID")
-        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-            die_log "$ETCD_LOG" "etcd exited during startup"
-        fi
-        [ "$SECONDS" -lt "$deadline" ] || die_log "$ETCD_LOG" "etcd not healthy on $ETCD_ENDPOINTS within ${TIMEOUT}s"
-        sleep 0.2
-    done
+    etcd_launch ferry-test "$ETCD_DATA" "$ETCD_PID" "$ETCD_LOG" \
+        "http://$HOST:$ETCD_PORT" "http://$HOST:$ETCD_PEER_PORT"
+    etcd_wait "$ETCD_PID" "$ETCD_LOG" "etcd on $ETCD_ENDPOINTS" etcd_healthy
     log "etcd on $ETCD_ENDPOINTS ready"
+}
+
+# ---------------------------------------------------------------- etcd with TLS and auth
+
+etcd_tls_running() { pid_is_ours "$(read_pid "$ETCD_TLS_PID")" "$ETCD_TLS_DATA"; }
+
+etcdctl_tls() { # etcdctl against the TLS etcd, as root (after auth is on) or by certificate
+    local c=$ETCD_TLS_CERTS
+    ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$ETCD_TLS_ENDPOINTS" --dial-timeout=2s \
+        --cacert "$c/ca.crt" --cert "$c/client.crt" --key "$c/client.key" "$@"
+}
+
+etcd_tls_healthy() {
+    local c=$ETCD_TLS_CERTS
+    curl -fsS --max-time 2 --cacert "$c/ca.crt" --cert "$c/client.crt" --key "$c/client.key" \
+        "$ETCD_TLS_ENDPOINTS/health" | grep -q '"health" *: *"true"'
+}
+
+# A CA, a server certificate for localhost/127.0.0.1 and a client certificate (CN ferry),
+# each valid for 10 days; passwords for root and ferry.
+etcd_tls_certs() {
+    local c=$ETCD_TLS_CERTS
+    [ -f "$c/ferry.password" ] && return 0
+    command -v openssl >/dev/null 2>&1 || die "openssl not found (Debian package openssl)"
+    mkdir -p "$c"
+    chmod 700 "$c"
+    (
+        cd "$c"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 10 \
+            -subj "/CN=ferry test etcd CA" -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+            -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 10 \
+            -extfile server.ext -out server.crt 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ferry" \
+            -keyout client.key -out client.csr 2>/dev/null
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 10 \
+            -extfile client.ext -out client.crt 2>/dev/null
+        openssl rand -hex 16 >root.password
+        openssl rand -hex 16 >ferry.password.new
+        mv ferry.password.new ferry.password
+    ) || die "could not make the test certificates in $c"
+}
+
+etcd_tls_up() {
+    etcd_tools
+    if etcd_tls_running; then
+        wait_until "$TIMEOUT" "etcd on $ETCD_TLS_ENDPOINTS" etcd_tls_healthy ||
+            die_log "$ETCD_TLS_LOG" "our TLS etcd runs but is not healthy on $ETCD_TLS_ENDPOINTS"
+        return 0
+    fi
+    [ -n "$ETCDCTL_BIN" ] || die "etcdctl not found (Debian package etcd-client)"
+    port_open "$ETCD_TLS_PORT" && die "port $ETCD_TLS_PORT is already in use by something else (set FERRY_ETCD_TLS_PORT)"
+    port_open "$ETCD_TLS_PEER_PORT" && die "port $ETCD_TLS_PEER_PORT is already in use by something else (set FERRY_ETCD_TLS_PORT)"
+    etcd_tls_certs
+    local c=$ETCD_TLS_CERTS
+    log "starting etcd with TLS and authentication on $ETCD_TLS_ENDPOINTS"
+    etcd_launch ferry-test-tls "$ETCD_TLS_DATA" "$ETCD_TLS_PID" "$ETCD_TLS_LOG" \
+        "https://$HOST:$ETCD_TLS_PORT" "http://$HOST:$ETCD_TLS_PEER_PORT" \
+        --cert-file "$c/server.crt" --key-file "$c/server.key" \
+        --trusted-ca-file "$c/ca.crt" --client-cert-auth
+    etcd_wait "$ETCD_TLS_PID" "$ETCD_TLS_LOG" "etcd on $ETCD_TLS_ENDPOINTS" etcd_tls_healthy
+    if [ ! -f "$ETCD_TLS_DIR/auth-enabled" ]; then
+        {
+            etcdctl_tls user add "root:$(cat "$c/root.password")" &&
+                etcdctl_tls user add "ferry:$(cat "$c/ferry.password")" &&
+                etcdctl_tls role add ferry-rw &&
+                etcdctl_tls role grant-permission ferry-rw --prefix=true readwrite /ferry/ &&
+                etcdctl_tls user grant-role ferry ferry-rw &&
+                etcdctl_tls auth enable
+        } >>"$ETCD_TLS_LOG" 2>&1 || die_log "$ETCD_TLS_LOG" "could not enable authentication on the TLS etcd"
+        touch "$ETCD_TLS_DIR/auth-enabled"
+    fi
+    log "etcd on $ETCD_TLS_ENDPOINTS ready (TLS, client certificates, user ferry)"
+}
+
+etcd_tls_down() {
+    local pid
+    pid=$(read_pid "$ETCD_TLS_PID")
+    [ -n "$pid" ] || return 0
+    stop_pid "$pid" "$ETCD_TLS_DATA" etcd-tls
 }
 
 etcd_down() {
@@ -468,15 +584,18 @@ cmd_up() {
     pg_up
     my_up
     etcd_up
+    etcd_tls_up
     log "all up in $((SECONDS - t0))s (state in $STATE_DIR)"
     log "  FERRY_TEST_PG_URL=$PG_URL"
     log "  FERRY_TEST_MYSQL_URL=$MYSQL_URL"
     log "  FERRY_TEST_ETCD_ENDPOINTS=$ETCD_ENDPOINTS"
+    log "  FERRY_TEST_ETCD_TLS_ENDPOINTS=$ETCD_TLS_ENDPOINTS (certificates in $ETCD_TLS_CERTS)"
 }
 
 cmd_down() {
     take_lock
     if [ -d "$STATE_DIR" ]; then
+        etcd_tls_down
         etcd_down
         my_down
         pg_down
@@ -520,6 +639,8 @@ cmd_env() {
     echo "export FERRY_TEST_PG_URL='$PG_URL'"
     echo "export FERRY_TEST_MYSQL_URL='$MYSQL_URL'"
     echo "export FERRY_TEST_ETCD_ENDPOINTS='$ETCD_ENDPOINTS'"
+    echo "export FERRY_TEST_ETCD_TLS_ENDPOINTS='$ETCD_TLS_ENDPOINTS'"
+    echo "export FERRY_TEST_ETCD_TLS_DIR='$ETCD_TLS_CERTS'"
 }
 
 cmd_status() {
@@ -541,6 +662,12 @@ cmd_status() {
         echo "etcd:       running (pid $pid) $ETCD_ENDPOINTS"
     else
         echo "etcd:       stopped"
+        ok=1
+    fi
+    if etcd_tls_running; then
+        echo "etcd (TLS): running (pid $(read_pid "$ETCD_TLS_PID")) $ETCD_TLS_ENDPOINTS"
+    else
+        echo "etcd (TLS): stopped"
         ok=1
     fi
     echo "state dir:  $STATE_DIR"

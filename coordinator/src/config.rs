@@ -469,6 +469,7 @@ mod tests {
             etcd: EtcdConfig {
                 endpoints: Vec::new(),
                 cluster: String::new(),
+                ..EtcdConfig::default()
             },
             server: ServerConfig {
                 listen: "localhost".to_owned(),

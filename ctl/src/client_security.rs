@@ -16,6 +16,8 @@ use ferry_coordinator::security::tls::read_pem;
 #[derive(Clone, Debug, Default)]
 pub struct ClientSecurity {
     tls: Option<ClientTlsConfig>,
+    /// Whether a client certificate is presented.
+    identity: bool,
     token: Option<MetadataValue<Ascii>>,
 }
 
@@ -69,7 +71,11 @@ impl ClientSecurity {
         } else {
             None
         };
-        Ok(ClientSecurity { tls, token })
+        Ok(ClientSecurity {
+            tls,
+            identity: args.cert.is_some(),
+            token,
+        })
     }
 
     /// Makes these the settings of every connection this process opens. The first call
@@ -86,6 +92,11 @@ impl ClientSecurity {
     /// The TLS settings, when connections use TLS.
     pub(crate) fn tls(&self) -> Option<&ClientTlsConfig> {
         self.tls.as_ref()
+    }
+
+    /// Whether a client certificate is presented (mutual TLS).
+    pub(crate) fn has_identity(&self) -> bool {
+        self.identity
     }
 
     /// The interceptor that adds the bearer token to every request.

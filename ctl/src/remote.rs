@@ -188,16 +188,17 @@ async fn connect(uri: &str) -> Result<Client, RemoteError> {
     Ok(ControlClient::with_interceptor(channel, security.bearer()))
 }
 
+/// What to check when TLS refused a connection.
+const TLS_HINT: &str = "(TLS: check --ca, the CA that signed the server's certificate, \
+                        --tls-server-name when the certificate names another host, and \
+                        --cert/--key when the server requires a client certificate)";
+
 /// Why a connection failed, with what to check when TLS was the reason.
 fn connect_error_text(error: &tonic::transport::Error) -> String {
     let text = error_chain(error);
     let lower = text.to_lowercase();
     if lower.contains("certificate") || lower.contains("handshake") || lower.contains("tls") {
-        format!(
-            "{text} (TLS: check --ca, the CA that signed the server's certificate, \
-             --tls-server-name when the certificate names another host, and --cert/--key \
-             when the server requires a client certificate)"
-        )
+        format!("{text} {TLS_HINT}")
     } else {
         text
     }
@@ -223,6 +224,34 @@ pub(crate) fn status_error(endpoint: &str, status: tonic::Status) -> RemoteError
     } else {
         status.message().to_string()
     };
+    // A TLS refusal after the handshake (a missing client certificate under TLS 1.3)
+    // arrives as a cancelled or unknown call whose source says why.
+    let detail = std::error::Error::source(&status)
+        .map(|source| error_chain(source))
+        .unwrap_or_default();
+    if matches!(
+        status.code(),
+        Code::Cancelled | Code::Unknown | Code::Unavailable
+    ) && detail.to_lowercase().contains("certificate")
+    {
+        return RemoteError::Unreachable(format!(
+            "ferry at {endpoint} refused the TLS connection: {detail} {TLS_HINT}"
+        ));
+    }
+    // rustls does not pass the server's alert on: a TLS connection closed under the first
+    // call, by a client without a certificate, is most likely a mutual-TLS refusal.
+    let security = ClientSecurity::current();
+    if status.code() == Code::Cancelled
+        && detail.contains("connection closed")
+        && security.tls().is_some()
+        && !security.has_identity()
+    {
+        return RemoteError::Unreachable(format!(
+            "ferry at {endpoint} closed the TLS connection at the first call: a server that \
+             requires client certificates (mutual TLS) does this when none is given; pass \
+             --cert and --key {TLS_HINT}"
+        ));
+    }
     match status.code() {
         Code::InvalidArgument
         | Code::NotFound

@@ -2,6 +2,9 @@
 //! sink, an independent comparison through the `sqlite3` command-line shell, and a
 //! one-call local run.
 
+pub mod cluster;
+pub mod pki;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

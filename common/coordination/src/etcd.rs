@@ -86,6 +86,28 @@ pub struct EtcdStoreOptions {
     /// Bytes of keys and values per bulk txn, below etcd's `--max-request-bytes`
     /// (1.5 MiB by default). Default 1 MiB.
     pub max_txn_bytes: usize,
+    /// TLS and the etcd user. Default: plaintext, no user.
+    pub access: EtcdAccess,
+}
+
+/// How ferry proves itself to etcd: TLS (the CA that signed etcd's certificate, and a
+/// client certificate when etcd runs with `--client-cert-auth`) and an etcd user (RBAC).
+#[derive(Clone, Default)]
+pub struct EtcdAccess {
+    /// TLS settings; endpoints must then be `https://`.
+    pub tls: Option<etcd_client::TlsOptions>,
+    /// The etcd user and its password.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("EtcdAccess")
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 impl Default for EtcdStoreOptions {
@@ -97,6 +119,7 @@ impl Default for EtcdStoreOptions {
             list_page_size: 1000,
             max_txn_ops: 128,
             max_txn_bytes: 1024 * 1024,
+            access: EtcdAccess::default(),
         }
     }
 }
@@ -128,7 +151,9 @@ impl EtcdFailure {
             EtcdFailure::Timeout(_) => true,
             EtcdFailure::CompareFailed { .. } => false,
             EtcdFailure::Client(error) => match error {
-                Error::TransportError(_) | Error::IoError(_) => true,
+                // A certificate etcd or we refused does not get better by waiting.
+                Error::TransportError(transport) => !mentions_certificate(transport),
+                Error::IoError(_) => true,
                 Error::GRpcStatus(status) => matches!(
                     status.code(),
                     tonic::Code::Unavailable
@@ -140,6 +165,18 @@ impl EtcdFailure {
             },
         }
     }
+}
+
+/// Whether a transport error (or one of its sources) is about a TLS certificate.
+fn mentions_certificate(error: &dyn std::error::Error) -> bool {
+    let mut source_opt: Option<&dyn std::error::Error> = Some(error);
+    while let Some(source) = source_opt {
+        if source.to_string().to_lowercase().contains("certificate") {
+            return true;
+        }
+        source_opt = source.source();
+    }
+    false
 }
 
 /// The leader term a fenced store writes for.
@@ -217,11 +254,17 @@ impl EtcdStore {
                 )),
             });
         }
-        let connect_options = ConnectOptions::new()
+        let mut connect_options = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), options.request_timeout)
             .with_require_leader(true);
+        if let Some(tls) = &options.access.tls {
+            connect_options = connect_options.with_tls(tls.clone());
+        }
+        if let Some((user, password)) = &options.access.user {
+            connect_options = connect_options.with_user(user.clone(), password.clone());
+        }
         let client = bounded(
             &operation,
             options.request_timeout + options.connect_timeout,

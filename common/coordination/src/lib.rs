@@ -40,7 +40,7 @@ use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::TableSchema;
 
 pub use cluster::{ClusterProtocol, ClusterRef};
-pub use etcd::{EtcdFailure, EtcdStore, EtcdStoreOptions};
+pub use etcd::{EtcdAccess, EtcdFailure, EtcdStore, EtcdStoreOptions};
 pub use in_process::InProcessCluster;
 pub use local::LocalStore;
 

@@ -383,6 +383,23 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// The cluster's name: its keys live under `/ferry/{cluster}/v1`. Default `default`.
     pub cluster: String,
+    /// The CA (PEM) that signed etcd's certificate: connect over TLS (`https://`
+    /// endpoints). Default: none (plaintext).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), for an etcd started with `--client-cert-auth`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// The etcd user (etcd RBAC), with `password_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A file holding the etcd user's password (e.g. a mounted Secret); never the
+    /// password itself in the configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -390,6 +407,11 @@ impl Default for EtcdConfig {
         EtcdConfig {
             endpoints: Vec::new(),
             cluster: "default".to_owned(),
+            ca: None,
+            cert: None,
+            key: None,
+            user: None,
+            password_file: None,
         }
     }
 }
@@ -406,6 +428,76 @@ impl EtcdConfig {
             }
         }
         problems.check("etcd.cluster", check_key_segment(&self.cluster));
+        let tls = self.ca.is_some() || self.cert.is_some();
+        for endpoint in &self.endpoints {
+            if tls && endpoint.starts_with("http://") {
+                problems.push(
+                    "etcd.endpoints",
+                    format!(
+                        "{} is plaintext but etcd.ca/etcd.cert ask for TLS: write https://",
+                        ferry_model::spec::without_password(endpoint)
+                    ),
+                );
+            }
+            if !tls && endpoint.starts_with("https://") {
+                problems.push(
+                    "etcd.ca",
+                    "an https:// endpoint needs the CA that signed etcd's certificate: set \
+                     etcd.ca (flag --etcd-ca)",
+                );
+            }
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            problems.push(
+                "etcd.cert",
+                "etcd.cert and etcd.key go together: give both or neither",
+            );
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            problems.push(
+                "etcd.user",
+                "etcd.user and etcd.password_file go together: give both or neither",
+            );
+        }
+    }
+
+    /// Reads the TLS material and the password the settings name.
+    pub fn access(&self) -> Result<ferry_coordination::EtcdAccess, String> {
+        let read = |path: &Path, key: &str| {
+            std::fs::read(path)
+                .map_err(|error| format!("cannot read {key} {}: {error}", path.display()))
+        };
+        let tls = if self.ca.is_some() || self.cert.is_some() {
+            let mut options = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &self.ca {
+                options = options.ca_certificate(tonic::transport::Certificate::from_pem(read(
+                    ca, "etcd.ca",
+                )?));
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                options = options.identity(tonic::transport::Identity::from_pem(
+                    read(cert, "etcd.cert")?,
+                    read(key, "etcd.key")?,
+                ));
+            }
+            Some(options)
+        } else {
+            None
+        };
+        let user = match (&self.user, &self.password_file) {
+            (Some(user), Some(path)) => {
+                let bytes = read(path, "etcd.password_file")?;
+                let password = String::from_utf8(bytes).map_err(|_| {
+                    format!("etcd.password_file {} is not UTF-8 text", path.display())
+                })?;
+                Some((
+                    user.clone(),
+                    password.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(ferry_coordination::EtcdAccess { tls, user })
     }
 
     /// The endpoints joined by commas, without any password (for logs and errors).
@@ -434,6 +526,21 @@ pub struct SharedArgs {
     /// This process's name, unique in the cluster (default: host-pid) [name].
     #[arg(long)]
     pub name: Option<String>,
+    /// The CA (PEM) that signed etcd's certificate: TLS to etcd [etcd.ca].
+    #[arg(long, value_name = "PATH")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd [etcd.cert].
+    #[arg(long, value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM) [etcd.key].
+    #[arg(long, value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
+    /// The etcd user (etcd RBAC) [etcd.user].
+    #[arg(long, value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password [etcd.password_file].
+    #[arg(long, value_name = "PATH")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl SharedArgs {
@@ -448,36 +555,122 @@ impl SharedArgs {
         if let Some(flag_name) = &self.name {
             *name = Some(flag_name.clone());
         }
+        if let Some(path) = &self.etcd_ca {
+            etcd.ca = Some(path.clone());
+        }
+        if let Some(path) = &self.etcd_cert {
+            etcd.cert = Some(path.clone());
+        }
+        if let Some(path) = &self.etcd_key {
+            etcd.key = Some(path.clone());
+        }
+        if let Some(user) = &self.etcd_user {
+            etcd.user = Some(user.clone());
+        }
+        if let Some(path) = &self.etcd_password_file {
+            etcd.password_file = Some(path.clone());
+        }
     }
 }
 
-/// etcd could not be reached at startup.
+/// etcd could not be reached, or refused us, at startup.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach etcd at {endpoints} (etcd.endpoints)")]
-pub struct EtcdConnectError {
-    /// The endpoints tried, without passwords.
-    pub endpoints: String,
-    /// The last failure.
-    #[source]
-    pub source: ferry_coordination::CoordinationError,
+pub enum EtcdConnectError {
+    /// No answer from any endpoint.
+    #[error("cannot reach etcd at {endpoints} (etcd.endpoints)")]
+    Unreachable {
+        /// The endpoints tried, without passwords.
+        endpoints: String,
+        /// The last failure.
+        #[source]
+        source: ferry_coordination::CoordinationError,
+    },
+    /// etcd answered but refused the user or the certificate.
+    #[error("etcd at {endpoints} refused {what}: {fix}")]
+    Refused {
+        /// The endpoints tried, without passwords.
+        endpoints: String,
+        /// What was refused.
+        what: String,
+        /// What to check.
+        fix: &'static str,
+        /// The failure.
+        #[source]
+        source: ferry_coordination::CoordinationError,
+    },
+    /// The TLS material or the password file could not be read.
+    #[error("etcd settings: {0}")]
+    Settings(String),
 }
 
 impl EtcdConfig {
     /// Connects to this etcd under the cluster's prefix, retrying for about a minute
     /// while it is unreachable (a process may start before etcd does).
     pub async fn connect(&self) -> Result<ferry_coordination::EtcdStore, EtcdConnectError> {
+        let options = ferry_coordination::EtcdStoreOptions {
+            access: self.access().map_err(EtcdConnectError::Settings)?,
+            ..ferry_coordination::EtcdStoreOptions::default()
+        };
         ferry_coordination::EtcdStore::connect_retrying(
             &self.endpoints,
             ferry_coordination::keys::KeyLayout::default_prefix(&self.cluster),
-            ferry_coordination::EtcdStoreOptions::default(),
+            options,
             30,
         )
         .await
-        .map_err(|source| EtcdConnectError {
-            endpoints: self.endpoints_for_log(),
-            source,
-        })
+        .map_err(|source| self.connect_error(source))
     }
+
+    /// Names what etcd refused (the user, a certificate) and what to check, when the
+    /// failure says so; otherwise "cannot reach".
+    fn connect_error(&self, source: ferry_coordination::CoordinationError) -> EtcdConnectError {
+        let endpoints = self.endpoints_for_log();
+        let text = error_chain(&source).to_lowercase();
+        let refused = if text.contains("authentication failed")
+            || text.contains("invalid user id or password")
+        {
+            Some((
+                format!("the user {}", self.user.as_deref().unwrap_or("(none)")),
+                "check etcd.user and the password in etcd.password_file",
+            ))
+        } else if text.contains("user name is empty")
+            || text.contains("token") && text.contains("auth")
+        {
+            Some((
+                "an anonymous client (etcd has authentication enabled)".to_owned(),
+                "set etcd.user and etcd.password_file (flags --etcd-user, --etcd-password-file)",
+            ))
+        } else if text.contains("certificate") {
+            Some((
+                "the TLS handshake".to_owned(),
+                "check etcd.ca (the CA that signed etcd's certificate; the endpoint's host must \
+                 be a name in it) and etcd.cert/etcd.key when etcd runs with --client-cert-auth",
+            ))
+        } else {
+            None
+        };
+        match refused {
+            Some((what, fix)) => EtcdConnectError::Refused {
+                endpoints,
+                what,
+                fix,
+                source,
+            },
+            None => EtcdConnectError::Unreachable { endpoints, source },
+        }
+    }
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source_opt = error.source();
+    while let Some(source) = source_opt {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        source_opt = source.source();
+    }
+    text
 }
 
 /// Logs a warning for each retired environment variable that is still set, naming the
