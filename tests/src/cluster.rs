@@ -54,6 +54,8 @@ pub struct Cluster {
     pub workers: Vec<(String, Child)>,
     /// Flags every process gets after the usual ones (etcd TLS and user, say).
     pub etcd_args: Vec<String>,
+    /// Environment every process gets on top of the usual (RUST_LOG overrides `info`).
+    pub extra_env: HashMap<String, String>,
 }
 
 impl Cluster {
@@ -78,6 +80,7 @@ impl Cluster {
             coordinators: Vec::new(),
             workers: Vec::new(),
             etcd_args: Vec::new(),
+            extra_env: HashMap::new(),
         };
         for (table, rows) in tables {
             psql(
@@ -104,11 +107,13 @@ impl Cluster {
     }
 
     pub fn envs(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut envs = HashMap::from([
             (SOURCE_VAR.to_owned(), self.source_url()),
             (TARGET_VAR.to_owned(), self.target_url()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
-        ])
+        ]);
+        envs.extend(self.extra_env.clone());
+        envs
     }
 
     pub fn log(&self, process: &str) -> PathBuf {

@@ -154,13 +154,16 @@ impl EtcdFailure {
                 // A certificate etcd or we refused does not get better by waiting.
                 Error::TransportError(transport) => !mentions_certificate(transport),
                 Error::IoError(_) => true,
-                Error::GRpcStatus(status) => matches!(
-                    status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::ResourceExhausted
-                        | tonic::Code::Aborted
-                ),
+                Error::GRpcStatus(status) => {
+                    matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::Aborted
+                    ) && !status.message().to_lowercase().contains("certificate")
+                        && !mentions_certificate(status)
+                }
                 _ => false,
             },
         }

@@ -68,7 +68,7 @@ pub struct ClusterRuntime {
     options: ClusterOptions,
     leading: Mutex<Option<Arc<Leadership>>>,
     /// Chunk counts read from etcd lately, by job (see `stored_counts`).
-    stored_counts: Mutex<HashMap<JobId, (Instant, ChunkCounts)>>,
+    stored_counts: Mutex<HashMap<JobId, (Instant, JobPhase, ChunkCounts)>>,
     role: watch::Sender<CoordinatorRole>,
     /// Turns a submitted job into its spec and connectors.
     opener: Arc<dyn JobOpener>,
@@ -587,17 +587,24 @@ impl ClusterRuntime {
 
     /// A job's chunk counts from etcd. Shared for [`STORED_COUNTS_FOR`] by every
     /// watcher of the job: counting reads every chunk.
-    async fn stored_counts(&self, job: &JobId) -> Result<ChunkCounts, ControlError> {
-        if let Some((at, counts)) = lock(&self.stored_counts).get(job)
+    async fn stored_counts(
+        &self,
+        job: &JobId,
+        phase: JobPhase,
+    ) -> Result<ChunkCounts, ControlError> {
+        // Counts read while the job was in another phase are stale: a job that ended
+        // within the caching time would otherwise report its counts from before.
+        if let Some((at, cached_phase, counts)) = lock(&self.stored_counts).get(job)
             && at.elapsed() < STORED_COUNTS_FOR
+            && *cached_phase == phase
         {
             return Ok(*counts);
         }
         let chunks = self.store.list_chunks(job).await.map_err(store_error)?;
         let counts = ChunkCounts::of_records(&chunks);
         let mut cache = lock(&self.stored_counts);
-        cache.retain(|_, (at, _)| at.elapsed() < STORED_COUNTS_FOR);
-        cache.insert(job.clone(), (Instant::now(), counts));
+        cache.retain(|_, (at, _, _)| at.elapsed() < STORED_COUNTS_FOR);
+        cache.insert(job.clone(), (Instant::now(), phase, counts));
         Ok(counts)
     }
 

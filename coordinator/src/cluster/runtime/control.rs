@@ -351,7 +351,7 @@ impl JobControl for ClusterRuntime {
             .and_then(|running| lock(&running.tally).as_ref().map(ChunkTally::counts));
         let counts = match tallied {
             Some(counts) => counts,
-            None => self.stored_counts(&id).await?,
+            None => self.stored_counts(&id, phase).await?,
         };
         let pacer = running
             .as_ref()
