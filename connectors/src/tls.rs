@@ -342,7 +342,11 @@ pub(crate) fn describe_handshake_failure(
             let names = if presented.is_empty() {
                 "no name at all".to_string()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             format!(
                 "the server certificate of {endpoint} is for {names}, not for {} (the host in \
@@ -379,9 +383,43 @@ pub(crate) fn describe_handshake_failure(
     }
 }
 
+/// When the handshake failed only because the certificate names another host (its chain
+/// is verified first): the first name it is for.
+pub(crate) fn other_name_in_certificate(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<String> {
+    match find_rustls_error(error)? {
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            presented,
+            ..
+        }) => presented.first().map(|name| plain_name(name).to_string()),
+        _ => None,
+    }
+}
+
+/// `localhost` from webpki's `DnsName("localhost")`, `10.0.0.1` from `IpAddress(10.0.0.1)`.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presented_names_are_shown_plain() {
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("DirectoryName"), "DirectoryName");
+    }
 
     #[test]
     fn unreadable_and_wrong_files_are_named() {

@@ -179,7 +179,7 @@ impl Shared {
         let constraints = PoolConstraints::new(0, MAX_CONNECTIONS)
             .ok_or_else(|| ConnectorError::Task("invalid pool constraints".to_string()))?;
         let opts = OptsBuilder::from_opts(opts)
-            .ssl_opts(ssl)
+            .ssl_opts(ssl.clone())
             .setup(setup)
             .connect_attribute("program_name", "ferry")
             .pool_opts(
@@ -189,16 +189,31 @@ impl Shared {
             );
         let mut pool = Pool::new(opts.clone());
         let mut first = pool.get_conn().await;
-        if config.tls.mode == config::SslMode::Preferred
-            && let Err(error) = &first
-            && tls::is_no_tls_from_server(error)
-        {
+        let retry = match &first {
             // PREFERRED: the server offers no TLS, so plaintext, as the mysql client does
-            let tls_pool = std::mem::replace(&mut pool, Pool::new(opts.ssl_opts(None)));
-            let _ = tls_pool.disconnect().await;
+            Err(error)
+                if config.tls.mode == config::SslMode::Preferred
+                    && tls::is_no_tls_from_server(error) =>
+            {
+                Some(None)
+            }
+            Err(error) => tls::verify_ca_retry(&config.tls, ssl.as_ref(), error).map(Some),
+            Ok(_) => None,
+        };
+        if let Some(ssl) = retry {
+            let old = std::mem::replace(&mut pool, Pool::new(opts.clone().ssl_opts(ssl)));
+            let _ = old.disconnect().await;
             first = pool.get_conn().await;
         }
-        let mut conn = first.map_err(|error| tls::open_error(role, &config, &error))?;
+        let mut conn = match first {
+            Ok(conn) => conn,
+            Err(error) => {
+                let plaintext_refused = config.tls.mode == config::SslMode::Disabled
+                    && matches!(&error, mysql_async::Error::Server(server) if server.code == 1045);
+                let needs_tls = plaintext_refused && tls::login_needs_tls(&opts).await;
+                return Err(tls::open_error(role, &config, &error, needs_tls));
+            }
+        };
         let probe: Option<(Value, Value, Value, Value)> = conn
             .query_first("SELECT VERSION(), @@max_allowed_packet, @@log_bin, @@binlog_format")
             .await

@@ -39,9 +39,38 @@ pub(crate) fn ssl_opts(options: &MysqlTls) -> Result<Option<SslOpts>, String> {
     }
     Ok(Some(match options.verify() {
         Verify::Nothing => ssl.with_danger_accept_invalid_certs(true),
-        Verify::Chain => ssl.with_danger_skip_domain_validation(true),
-        Verify::Full => ssl,
+        // The driver's own "skip domain validation" looks for a rustls error text that
+        // rustls no longer writes; VERIFY_CA is done by [`verify_ca_retry`] instead.
+        Verify::Chain | Verify::Full => ssl,
     }))
+}
+
+/// VERIFY_CA: when the first handshake failed only on the name (the chain, checked
+/// first, is good), the options that verify the certificate against the name it does
+/// carry, so the chain is still verified on every connection.
+pub(crate) fn verify_ca_retry(
+    options: &MysqlTls,
+    ssl: Option<&SslOpts>,
+    error: &mysql_async::Error,
+) -> Option<SslOpts> {
+    if options.mode != SslMode::VerifyCa {
+        return None;
+    }
+    let name = tls::other_name_in_certificate(error)?;
+    Some(ssl?.clone().with_danger_tls_hostname_override(Some(name)))
+}
+
+/// After a plaintext login was refused (1045): whether the same login over TLS is
+/// accepted, i.e. the server requires TLS (MariaDB answers plaintext under
+/// `require_secure_transport` with "access denied", not with an error of its own).
+pub(crate) async fn login_needs_tls(opts: &mysql_async::OptsBuilder) -> bool {
+    let probe = mysql_async::Pool::new(
+        opts.clone()
+            .ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(true)),
+    );
+    let accepted = probe.get_conn().await.is_ok();
+    let _ = probe.disconnect().await;
+    accepted
 }
 
 /// Whether the server said it cannot do TLS (PREFERRED then goes on in plaintext).
@@ -59,6 +88,7 @@ pub(crate) fn open_error(
     role: &'static str,
     config: &MysqlConfig,
     error: &mysql_async::Error,
+    needs_tls: bool,
 ) -> ConnectorError {
     let address = address(&config.label);
     let refused = |reason: String| ConnectorError::OpenRefused {
@@ -80,12 +110,13 @@ pub(crate) fn open_error(
                 "database {} does not exist; create it first, or fix the URL",
                 config.database
             )),
-            // ER_SECURE_TRANSPORT_REQUIRED (MySQL 3159, MariaDB 4036 in 10.5+)
-            3159 | 4036 => refused(format!(
-                "the server requires TLS ({}): add ssl-mode=REQUIRED to the URL (or \
-                 ssl-mode=VERIFY_IDENTITY with ssl-ca=<the server's CA file>)",
+            // MySQL's ER_SECURE_TRANSPORT_REQUIRED, or MariaDB's access denied that the
+            // same login over TLS does not get
+            3159 => refused(requires_tls(&server.message)),
+            1045 if needs_tls => refused(requires_tls(&format!(
+                "{}, and the same login over TLS is accepted",
                 server.message
-            )),
+            ))),
             1045 if config.tls.mode != SslMode::Disabled && config.tls.cert.is_none() => {
                 refused(format!(
                     "{}; check the user and password in the URL, and if the account requires \
@@ -130,6 +161,13 @@ pub(crate) fn open_error(
             reason: error.to_string(),
         },
     }
+}
+
+fn requires_tls(why: &str) -> String {
+    format!(
+        "the server requires TLS ({why}): add ssl-mode=REQUIRED to the URL (or \
+         ssl-mode=VERIFY_IDENTITY with ssl-ca=<the server's CA file>)"
+    )
 }
 
 /// `host:port` of a `mysql://user@host:port/database` label.
