@@ -200,6 +200,7 @@ impl Shared {
             Err(error) => tls::verify_ca_retry(&config.tls, ssl.as_ref(), error).map(Some),
             Ok(_) => None,
         };
+        let plaintext = config.tls.mode == config::SslMode::Disabled || retry == Some(None);
         if let Some(ssl) = retry {
             let old = std::mem::replace(&mut pool, Pool::new(opts.clone().ssl_opts(ssl)));
             let _ = old.disconnect().await;
@@ -211,7 +212,7 @@ impl Shared {
                 let plaintext_refused = config.tls.mode == config::SslMode::Disabled
                     && matches!(&error, mysql_async::Error::Server(server) if server.code == 1045);
                 let needs_tls = plaintext_refused && tls::login_needs_tls(&opts).await;
-                return Err(tls::open_error(role, &config, &error, needs_tls));
+                return Err(tls::open_error(role, &config, &error, plaintext, needs_tls));
             }
         };
         let probe: Option<(Value, Value, Value, Value)> = conn

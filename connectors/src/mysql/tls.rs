@@ -83,11 +83,13 @@ pub(crate) fn is_no_tls_from_server(error: &mysql_async::Error) -> bool {
 
 /// Why the first connection of an endpoint failed, with the fix: TLS and authentication
 /// problems are permanent ([`ConnectorError::OpenRefused`]), a refused or lost
-/// connection may pass ([`ConnectorError::Open`]).
+/// connection may pass ([`ConnectorError::Open`]). `plaintext`: the login went without
+/// TLS; `needs_tls`: the login refused in plaintext is accepted over TLS.
 pub(crate) fn open_error(
     role: &'static str,
     config: &MysqlConfig,
     error: &mysql_async::Error,
+    plaintext: bool,
     needs_tls: bool,
 ) -> ConnectorError {
     let address = address(&config.label);
@@ -117,14 +119,12 @@ pub(crate) fn open_error(
                 "{}, and the same login over TLS is accepted",
                 server.message
             ))),
-            1045 if config.tls.mode != SslMode::Disabled && config.tls.cert.is_none() => {
-                refused(format!(
-                    "{}; check the user and password in the URL, and if the account requires \
+            1045 if !plaintext && config.tls.cert.is_none() => refused(format!(
+                "{}; check the user and password in the URL, and if the account requires \
                      a client certificate (REQUIRE X509 or SUBJECT), add ssl-cert=<certificate \
                      file>&ssl-key=<key file>",
-                    server.message
-                ))
-            }
+                server.message
+            )),
             1045 => refused(format!(
                 "{}; check the user and password in the URL",
                 server.message
