@@ -273,6 +273,20 @@ async fn refused(spec_yaml: &str, source_url: String, target_url: String) -> (St
     }
 }
 
+/// Opens the job (both connectors) and expects it to open.
+async fn opens(spec_yaml: &str, source_url: String, target_url: String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), spec_yaml);
+    let env = HashMap::from([
+        ("SRC".to_string(), source_url),
+        ("DST".to_string(), target_url),
+    ]);
+    let spec = load_spec(&spec_path, &env).expect("valid spec");
+    if let Err(error) = LocalJob::open(spec, &dir.path().join("state.db")).await {
+        panic!("the job did not open: {error}");
+    }
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -428,6 +442,41 @@ async fn postgres_refusals_name_the_endpoint_and_the_fix_before_any_row_moves() 
     );
     assert_eq!(kind, ErrorKind::Unavailable);
 
+    // A server without TLS (the plain test server) when TLS is required.
+    let plain = env_url("FERRY_TEST_PG_URL");
+    let plain_label = plain.split('?').next().unwrap_or(&plain).to_string();
+    let plain_address = plain_label
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(address, _)| address.to_string())
+        .expect("host:port in FERRY_TEST_PG_URL");
+    let (text, kind) = refused(
+        &spec("postgres", "postgres", &table),
+        source.clone(),
+        format!("{plain_label}?sslmode=require"),
+    )
+    .await;
+    assert_eq!(
+        text,
+        format!(
+            "cannot open target database {plain_label}: the server at {plain_address} does not \
+             accept TLS, and sslmode=require requires it: enable ssl on the server, or set \
+             sslmode=prefer"
+        )
+    );
+    assert_eq!(kind, ErrorKind::Permanent);
+
+    // Encryption without verification opens at 127.0.0.1 too: libpq's default (prefer)
+    // and require without sslrootcert.
+    for parameters in ["", "sslmode=require"] {
+        opens(
+            &spec("postgres", "postgres", &table),
+            source.clone(),
+            pg_url("postgres", "127.0.0.1", &database, parameters),
+        )
+        .await;
+    }
+
     // verify-ca checks the CA only: the same 127.0.0.1 connection copies.
     copy(
         &spec("postgres", "postgres", &table),
@@ -571,6 +620,41 @@ async fn mysql_refusals_name_the_endpoint_and_the_fix_before_any_row_moves() {
         )
     );
     assert_eq!(kind, ErrorKind::Unavailable);
+
+    // A server without TLS (the plain test server) when TLS is required.
+    let plain = env_url("FERRY_TEST_MYSQL_URL");
+    let plain_label = plain.split('?').next().unwrap_or(&plain).to_string();
+    let plain_address = plain_label
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(address, _)| address.to_string())
+        .expect("host:port in FERRY_TEST_MYSQL_URL");
+    let (text, kind) = refused(
+        &spec("mysql", "mysql", &table),
+        source.clone(),
+        format!("{plain_label}?ssl-mode=REQUIRED"),
+    )
+    .await;
+    assert_eq!(
+        text,
+        format!(
+            "cannot open target database {plain_label}: the server at {plain_address} does not \
+             offer TLS, and ssl-mode=REQUIRED requires it: enable TLS on the server (ssl-cert, \
+             ssl-key), or set ssl-mode=PREFERRED"
+        )
+    );
+    assert_eq!(kind, ErrorKind::Permanent);
+
+    // Encryption without verification opens at 127.0.0.1 too: the mysql client's default
+    // (PREFERRED) and REQUIRED.
+    for parameters in ["", "ssl-mode=REQUIRED"] {
+        opens(
+            &spec("mysql", "mysql", &table),
+            source.clone(),
+            my_url("root", "127.0.0.1", &database, parameters),
+        )
+        .await;
+    }
 
     // VERIFY_CA checks the CA only: the same 127.0.0.1 connection copies.
     copy(

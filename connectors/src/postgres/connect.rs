@@ -262,10 +262,17 @@ pub fn redacted_label(config: &Config) -> String {
 }
 
 /// The message of a PostgreSQL error with its SQLSTATE, detail, hint and context (which
-/// names the COPY line and column of a bad value).
+/// names the COPY line and column of a bad value); a driver error with its causes (the
+/// driver's own text, "error connecting to server", leaves them out).
 pub fn describe_error(error: &tokio_postgres::Error) -> String {
     let Some(db_error) = error.as_db_error() else {
-        return error.to_string();
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            text.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+        return text;
     };
     let mut text = format!(
         "{} (SQLSTATE {})",
