@@ -16,7 +16,9 @@ use std::process::Command;
 use ferry_connectors::ErrorKind;
 use ferry_coordination::ChunkState;
 use ferry_ctl::local::{LocalError, LocalJob, load_spec};
-use ferry_tests::{env_url, psql, run_local_with_env, run_shell, unique_suffix, write_spec};
+use ferry_tests::{
+    env_url, psql, run_local_with_env, run_shell, unique_suffix, wait_until_async, write_spec,
+};
 use tokio_util::sync::CancellationToken;
 
 const ROWS: i64 = 1500;
@@ -287,6 +289,35 @@ async fn opens(spec_yaml: &str, source_url: String, target_url: String) {
     }
 }
 
+/// Like [`refused`], against one of the shared plain test servers, which an outage test
+/// of another run may have stopped for a few seconds: waits until the refusal is not
+/// an unavailable server.
+async fn refused_by_plain_server(
+    spec_yaml: &str,
+    source_url: String,
+    target_url: String,
+) -> (String, ErrorKind) {
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(None));
+    wait_until_async(std::time::Duration::from_secs(60), || {
+        let (spec_yaml, source_url, target_url) = (
+            spec_yaml.to_string(),
+            source_url.clone(),
+            target_url.clone(),
+        );
+        let answer = answer.clone();
+        async move {
+            let refusal = refused(&spec_yaml, source_url, target_url).await;
+            let done = refusal.1 != ErrorKind::Unavailable;
+            *answer.lock().expect("lock") = Some(refusal);
+            done
+        }
+    })
+    .await
+    .expect("the plain test server answers within 60 s");
+    let refusal = answer.lock().expect("lock").take();
+    refusal.expect("an answer")
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -450,7 +481,7 @@ async fn postgres_refusals_name_the_endpoint_and_the_fix_before_any_row_moves() 
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(address, _)| address.to_string())
         .expect("host:port in FERRY_TEST_PG_URL");
-    let (text, kind) = refused(
+    let (text, kind) = refused_by_plain_server(
         &spec("postgres", "postgres", &table),
         source.clone(),
         format!("{plain_label}?sslmode=require"),
@@ -629,7 +660,7 @@ async fn mysql_refusals_name_the_endpoint_and_the_fix_before_any_row_moves() {
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(address, _)| address.to_string())
         .expect("host:port in FERRY_TEST_MYSQL_URL");
-    let (text, kind) = refused(
+    let (text, kind) = refused_by_plain_server(
         &spec("mysql", "mysql", &table),
         source.clone(),
         format!("{plain_label}?ssl-mode=REQUIRED"),
