@@ -34,7 +34,8 @@ demo: release
 
 # Every test: unit, property, end to end. The CLI tests drive the ferryctl binary,
 # and the end-to-end tests compare source and target independently with sqlite3.
-# Real PostgreSQL, MariaDB and etcd run on loopback for them (scripts/services.sh).
+# Real PostgreSQL, MariaDB (each also TLS-only) and etcd run on loopback for them
+# (scripts/services.sh).
 # The distributed tests start ferry-coordinator and ferry-worker as child processes;
 # `cargo test` builds another package's binaries only as test harnesses, so build them first.
 test: deps
@@ -49,9 +50,11 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-# Our own PostgreSQL (55432), MariaDB (53306) and etcd (52379) on 127.0.0.1, state in
-# $${FERRY_SERVICES_DIR:-/tmp/ferry-services}; `eval "$$(make -s services-env)"` exports
-# FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL and FERRY_TEST_ETCD_ENDPOINTS.
+# Our own PostgreSQL (55432), MariaDB (53306), TLS-only PostgreSQL (55442) and MariaDB
+# (53316), and etcd (52379) on 127.0.0.1, state in $${FERRY_SERVICES_DIR:-/tmp/ferry-services};
+# `eval "$$(make -s services-env)"` exports FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL,
+# FERRY_TEST_PG_TLS_URL, FERRY_TEST_MYSQL_TLS_URL, FERRY_TEST_TLS_DIR and
+# FERRY_TEST_ETCD_ENDPOINTS.
 services-up:
 	$(SERVICES) up
 

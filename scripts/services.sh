@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Real, hermetic database services for the tests, on loopback only:
-# PostgreSQL, MariaDB and etcd, each our own instance in a throwaway state directory.
+# PostgreSQL, MariaDB and etcd, each our own instance in a throwaway state directory,
+# plus a TLS-only PostgreSQL and a TLS-only MariaDB (certificates from a test CA made
+# here with openssl, in $STATE_DIR/tls).
 #
-#   scripts/services.sh up       install what is missing (Debian packages), start all three
-#                                (a no-op for what already runs), create database ferry_test
+#   scripts/services.sh up       install what is missing (Debian packages), start all five
+#                                in parallel (a no-op for what already runs), create
+#                                database ferry_test
 #   scripts/services.sh down     stop only what we started (by our pid files), remove the state dir
 #   scripts/services.sh env      print shell exports: eval "$(scripts/services.sh env)"
-#   scripts/services.sh status   say what runs (exit 0 only when all three do)
+#   scripts/services.sh status   say what runs (exit 0 only when all five do)
+#
+# The TLS instances refuse plaintext (PostgreSQL: `hostnossl ... reject`; MariaDB:
+# require_secure_transport), serve a certificate that names only `localhost` (so a client
+# dialling 127.0.0.1 with full verification sees a certificate for another name), and
+# have a user ferry_cert that must present a client certificate. $STATE_DIR/tls holds
+# ca.crt (the CA that signed the servers' and the client's certificates), other-ca.crt
+# (an unrelated CA), server.crt/.key, client.crt/.key (CN ferry_cert).
 #
 # Environment (all optional):
 #   FERRY_SERVICES_DIR      state dir                   (default /tmp/ferry-services)
 #   FERRY_PG_PORT           PostgreSQL port             (default 55432)
+#   FERRY_PG_TLS_PORT       TLS-only PostgreSQL port    (default 55442)
 #   FERRY_MYSQL_PORT        MariaDB port                (default 53306)
+#   FERRY_MYSQL_TLS_PORT    TLS-only MariaDB port       (default 53316)
 #   FERRY_ETCD_PORT         etcd client port            (default 52379)
 #   FERRY_ETCD_PEER_PORT    etcd peer port              (default 52380)
 #   FERRY_ETCD_TLS_PORT     TLS + authentication etcd   (default 52389; peer port +1)
@@ -23,8 +35,10 @@
 set -euo pipefail
 
 STATE_DIR=${FERRY_SERVICES_DIR:-/tmp/ferry-services}
-PG_PORT=${FERRY_PG_PORT:-55432}
-MYSQL_PORT=${FERRY_MYSQL_PORT:-53306}
+PG_PLAIN_PORT=${FERRY_PG_PORT:-55432}
+PG_TLS_PORT=${FERRY_PG_TLS_PORT:-55442}
+MYSQL_PLAIN_PORT=${FERRY_MYSQL_PORT:-53306}
+MYSQL_TLS_PORT=${FERRY_MYSQL_TLS_PORT:-53316}
 ETCD_PORT=${FERRY_ETCD_PORT:-52379}
 ETCD_PEER_PORT=${FERRY_ETCD_PEER_PORT:-52380}
 ETCD_TLS_PORT=${FERRY_ETCD_TLS_PORT:-52389}
@@ -33,18 +47,36 @@ TIMEOUT=${FERRY_SERVICES_TIMEOUT:-60}
 HOST=127.0.0.1
 DB=ferry_test
 
-PG_DIR=$STATE_DIR/pg
-PG_DATA=$PG_DIR/data
-PG_SOCK=$PG_DIR/run
-PG_LOG=$PG_DIR/postgres.log
+TLS_DIR=$STATE_DIR/tls
+TLS_USER=ferry_cert # the user that must present a client certificate
+TLS_HOST=localhost  # the only name in the TLS servers' certificate
 
-MY_DIR=$STATE_DIR/mariadb
-MY_DATA=$MY_DIR/data
-MY_SOCK=$MY_DIR/mariadb.sock
-MY_PID=$MY_DIR/mariadb.pid      # written by our launcher (same pid as mariadbd's own)
-MY_SRV_PID=$MY_DIR/mariadbd.pid # written by mariadbd
-MY_LOG=$MY_DIR/mariadb.log
-MY_INSTALL_LOG=$MY_DIR/install-db.log
+# Each PostgreSQL and MariaDB function works on the instance chosen last by pg_instance
+# or my_instance (plain or tls): its dir, port and name.
+pg_instance() {
+    case $1 in
+    plain) PG_DIR=$STATE_DIR/pg PG_PORT=$PG_PLAIN_PORT PG_PORT_VAR=FERRY_PG_PORT PG_TLS=0 PG_NAME=PostgreSQL ;;
+    tls) PG_DIR=$STATE_DIR/pg-tls PG_PORT=$PG_TLS_PORT PG_PORT_VAR=FERRY_PG_TLS_PORT PG_TLS=1 PG_NAME="PostgreSQL (TLS)" ;;
+    esac
+    PG_DATA=$PG_DIR/data
+    PG_SOCK=$PG_DIR/run
+    PG_LOG=$PG_DIR/postgres.log
+}
+
+my_instance() {
+    case $1 in
+    plain) MY_DIR=$STATE_DIR/mariadb MYSQL_PORT=$MYSQL_PLAIN_PORT MY_PORT_VAR=FERRY_MYSQL_PORT MY_TLS=0 MY_NAME=MariaDB ;;
+    tls) MY_DIR=$STATE_DIR/mariadb-tls MYSQL_PORT=$MYSQL_TLS_PORT MY_PORT_VAR=FERRY_MYSQL_TLS_PORT MY_TLS=1 MY_NAME="MariaDB (TLS)" ;;
+    esac
+    MY_DATA=$MY_DIR/data
+    MY_SOCK=$MY_DIR/mariadb.sock
+    MY_PID=$MY_DIR/mariadb.pid      # written by our launcher (same pid as mariadbd's own)
+    MY_SRV_PID=$MY_DIR/mariadbd.pid # written by mariadbd
+    MY_LOG=$MY_DIR/mariadb.log
+    MY_INSTALL_LOG=$MY_DIR/install-db.log
+}
+pg_instance plain
+my_instance plain
 
 ETCD_DIR=$STATE_DIR/etcd
 ETCD_DATA=$ETCD_DIR/data
@@ -60,8 +92,10 @@ ETCD_TLS_LOG=$ETCD_TLS_DIR/etcd.log
 ETCD_TLS_CERTS=$ETCD_TLS_DIR/certs
 ETCD_TLS_ENDPOINTS="https://localhost:$ETCD_TLS_PORT"
 
-PG_URL="postgres://postgres@$HOST:$PG_PORT/$DB"
-MYSQL_URL="mysql://root@$HOST:$MYSQL_PORT/$DB"
+PG_URL="postgres://postgres@$HOST:$PG_PLAIN_PORT/$DB"
+MYSQL_URL="mysql://root@$HOST:$MYSQL_PLAIN_PORT/$DB"
+PG_TLS_URL="postgres://postgres@$TLS_HOST:$PG_TLS_PORT/$DB"
+MYSQL_TLS_URL="mysql://root@$TLS_HOST:$MYSQL_TLS_PORT/$DB"
 ETCD_ENDPOINTS="http://$HOST:$ETCD_PORT"
 
 log() { echo "services: $*" >&2; }
@@ -175,6 +209,7 @@ ensure_packages() {
     find_cmd curl >/dev/null || missing+=(curl)
     find_cmd openssl >/dev/null || missing+=(openssl)
     find_cmd runuser >/dev/null || missing+=(util-linux)
+    find_cmd openssl >/dev/null || missing+=(openssl)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
     local sudo=()
@@ -194,6 +229,46 @@ ensure_packages() {
     fi
     rm -f "$apt_log"
     [ -n "$(find_pg_bin)" ] || die "postgresql installed but no initdb/pg_ctl under /usr/lib/postgresql/*/bin"
+}
+
+# ---------------------------------------------------------------- test certificates
+
+# tls_cert NAME SUBJECT EXTENSIONS [CA]: an EC P-256 key and a certificate, self-signed
+# (a CA) without CA, else signed by CA; 10 years.
+tls_cert() {
+    local name=$1 subject=$2 ext=$3 ca=${4:-}
+    local key=$TLS_DIR/$name.key crt=$TLS_DIR/$name.crt
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key" 2>>"$TLS_DIR/openssl.log"
+    chmod 600 "$key"
+    printf '%b\n' "$ext" >"$TLS_DIR/$name.ext"
+    if [ -z "$ca" ]; then
+        openssl req -x509 -new -key "$key" -subj "$subject" -days 3650 -sha256 \
+            -extensions v3 -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[v3]\n%b\n' "$ext") \
+            -out "$crt" 2>>"$TLS_DIR/openssl.log"
+    else
+        openssl req -new -key "$key" -subj "$subject" -out "$TLS_DIR/$name.csr" 2>>"$TLS_DIR/openssl.log" &&
+            openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/$ca.crt" -CAkey "$TLS_DIR/$ca.key" \
+                -CAcreateserial -days 3650 -sha256 -extfile "$TLS_DIR/$name.ext" -out "$crt" 2>>"$TLS_DIR/openssl.log"
+    fi
+}
+
+# The test CA, an unrelated CA, the servers' certificate (localhost only) and the
+# client certificate of TLS_USER; made once per state dir.
+tls_certs() {
+    [ -f "$TLS_DIR/.done" ] && return 0
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    local ca='basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign'
+    local leaf='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature'
+    { tls_cert ca "/CN=ferry test CA" "$ca" &&
+        tls_cert other-ca "/CN=ferry unrelated test CA" "$ca" &&
+        tls_cert server "/CN=$TLS_HOST" "$leaf\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:$TLS_HOST" ca &&
+        tls_cert client "/CN=$TLS_USER" "$leaf\nextendedKeyUsage=clientAuth" ca; } ||
+        die_log "$TLS_DIR/openssl.log" "openssl could not make the test certificates in $TLS_DIR"
+    chmod 755 "$TLS_DIR"
+    chmod 644 "$TLS_DIR"/*.crt
+    touch "$TLS_DIR/.done"
+    log "test CA and certificates in $TLS_DIR"
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -224,8 +299,8 @@ pg_locale() {
     fi
 }
 
-pg_up() {
-    PG_BIN=$(find_pg_bin)
+# the user that owns and runs our clusters (root: the system user postgres, made here)
+pg_owner() {
     if is_root; then
         if ! id postgres >/dev/null 2>&1; then
             log "creating system user postgres"
@@ -236,10 +311,32 @@ pg_up() {
     else
         PG_OWNER=$(id -un)
     fi
+}
+
+# The TLS instance's certificate files (the key readable by the cluster's owner only)
+# and its pg_hba.conf: plaintext refused, TLS_USER by client certificate, others trusted.
+pg_tls_setup() {
+    cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$TLS_DIR/ca.crt" "$PG_DIR/"
+    chmod 600 "$PG_DIR/server.key"
+    [ "$PG_OWNER" = postgres ] && is_root && chown postgres: "$PG_DIR/server.crt" "$PG_DIR/server.key" "$PG_DIR/ca.crt"
+    cat >"$PG_DATA/pg_hba.conf" <<HBA
+local     all  all                       trust
+hostnossl all  all           0.0.0.0/0   reject
+hostnossl all  all           ::/0        reject
+hostssl   all  $TLS_USER     127.0.0.1/32 cert
+hostssl   all  $TLS_USER     ::1/128     cert
+hostssl   all  all           127.0.0.1/32 trust
+hostssl   all  all           ::1/128     trust
+HBA
+}
+
+pg_up() {
+    PG_BIN=$(find_pg_bin)
+    pg_owner
 
     if pg_running; then
-        wait_until "$TIMEOUT" "PostgreSQL on $HOST:$PG_PORT" pg_ready ||
-            die_log "$PG_LOG" "our PostgreSQL runs but does not accept connections on $HOST:$PG_PORT"
+        wait_until "$TIMEOUT" "$PG_NAME on $HOST:$PG_PORT" pg_ready ||
+            die_log "$PG_LOG" "our $PG_NAME runs but does not accept connections on $HOST:$PG_PORT"
         pg_create_db
         return 0
     fi
@@ -260,23 +357,28 @@ pg_up() {
             --locale="$loc" --no-sync >"$PG_DIR/initdb.log" 2>&1; then
             die_log "$PG_DIR/initdb.log" "initdb failed"
         fi
+        [ "$PG_TLS" = 1 ] && pg_tls_setup
         touch "$PG_DIR/.initialized"
     fi
 
-    port_open "$PG_PORT" && die "port $PG_PORT is already in use by something else (set FERRY_PG_PORT)"
-    log "starting PostgreSQL on $HOST:$PG_PORT"
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" \
-        -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=$HOST -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    port_open "$PG_PORT" && die "port $PG_PORT is already in use by something else (set $PG_PORT_VAR)"
+    local options="-p $PG_PORT -k $PG_SOCK -c listen_addresses=$HOST -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    if [ "$PG_TLS" = 1 ]; then
+        options+=" -c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key -c ssl_ca_file=$PG_DIR/ca.crt"
+    fi
+    log "starting $PG_NAME on $HOST:$PG_PORT"
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -o "$options" \
         -l "$PG_LOG" -w -t "$TIMEOUT" start >"$PG_DIR/pg_ctl.log" 2>&1; then
         cat "$PG_DIR/pg_ctl.log" >&2 || true
-        die_log "$PG_LOG" "PostgreSQL did not start within ${TIMEOUT}s"
+        die_log "$PG_LOG" "$PG_NAME did not start within ${TIMEOUT}s"
     fi
-    wait_until "$TIMEOUT" "PostgreSQL on $HOST:$PG_PORT" pg_ready ||
-        die_log "$PG_LOG" "PostgreSQL does not accept connections on $HOST:$PG_PORT"
+    wait_until "$TIMEOUT" "$PG_NAME on $HOST:$PG_PORT" pg_ready ||
+        die_log "$PG_LOG" "$PG_NAME does not accept connections on $HOST:$PG_PORT"
     pg_create_db
 }
 
-pg_psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$PG_PORT" -U postgres "$@"; }
+# over the unix socket: the TLS instance refuses plaintext TCP
+pg_psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres "$@"; }
 
 pg_create_db() {
     local have
@@ -284,7 +386,12 @@ pg_create_db() {
         die_log "$PG_LOG" "cannot query our PostgreSQL"
     if [ "$have" != 1 ]; then
         pg_psql -d postgres -c "CREATE DATABASE $DB ENCODING 'UTF8' TEMPLATE template0" ||
-            die_log "$PG_LOG" "CREATE DATABASE $DB failed on PostgreSQL"
+            die_log "$PG_LOG" "CREATE DATABASE $DB failed on $PG_NAME"
+    fi
+    if [ "$PG_TLS" = 1 ]; then
+        pg_psql -d "$DB" -c "DO \$\$ BEGIN CREATE ROLE $TLS_USER LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;
+GRANT ALL ON DATABASE $DB TO $TLS_USER; GRANT ALL ON SCHEMA public TO $TLS_USER;" ||
+            die_log "$PG_LOG" "creating user $TLS_USER failed on $PG_NAME"
     fi
 }
 
@@ -296,9 +403,9 @@ pg_down() {
     pid=$(read_pid "$PG_DATA/postmaster.pid")
     pid_is_ours "$pid" "$PG_DATA" || return 0
     if [ -n "$PG_BIN" ] && as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t "$TIMEOUT" stop >/dev/null 2>&1; then
-        log "PostgreSQL stopped"
+        log "$PG_NAME stopped"
     else
-        stop_pid "$pid" "$PG_DATA" PostgreSQL
+        stop_pid "$pid" "$PG_DATA" "$PG_NAME"
     fi
 }
 
@@ -315,15 +422,22 @@ my_bins() {
 
 my_running() { pid_is_ours "$(read_pid "$MY_PID")" "$MY_DATA"; }
 
-my_ping() { "$MY_ADMIN" --no-defaults --protocol=tcp -h"$HOST" -P"$MYSQL_PORT" -uroot --connect-timeout=2 ping; }
+# client arguments for TCP: the TLS instance takes TLS connections only
+my_tcp_args() {
+    echo "--protocol=tcp -h$HOST -P$MYSQL_PORT"
+    [ "$MY_TLS" = 1 ] && echo "--ssl --ssl-ca=$TLS_DIR/ca.crt" || true
+}
+
+# shellcheck disable=SC2046
+my_ping() { "$MY_ADMIN" --no-defaults $(my_tcp_args) -uroot --connect-timeout=2 ping; }
 
 my_user_args() { is_root && echo "--user=root" || true; }
 
 my_up() {
     my_bins
     if my_running; then
-        wait_until "$TIMEOUT" "MariaDB on $HOST:$MYSQL_PORT" my_ping ||
-            die_log "$MY_LOG" "our MariaDB runs but does not answer on $HOST:$MYSQL_PORT"
+        wait_until "$TIMEOUT" "$MY_NAME on $HOST:$MYSQL_PORT" my_ping ||
+            die_log "$MY_LOG" "our $MY_NAME runs but does not answer on $HOST:$MYSQL_PORT"
         my_setup
         return 0
     fi
@@ -340,8 +454,13 @@ my_up() {
         touch "$MY_DIR/.initialized"
     fi
 
-    port_open "$MYSQL_PORT" && die "port $MYSQL_PORT is already in use by something else (set FERRY_MYSQL_PORT)"
-    log "starting MariaDB on $HOST:$MYSQL_PORT"
+    port_open "$MYSQL_PORT" && die "port $MYSQL_PORT is already in use by something else (set $MY_PORT_VAR)"
+    local tls=()
+    if [ "$MY_TLS" = 1 ]; then
+        tls=(--ssl-cert="$TLS_DIR/server.crt" --ssl-key="$TLS_DIR/server.key" --ssl-ca="$TLS_DIR/ca.crt"
+            --require-secure-transport=ON)
+    fi
+    log "starting $MY_NAME on $HOST:$MYSQL_PORT"
     rm -f "$MY_PID" "$MY_SRV_PID" "$MY_SOCK"
     # Detached in its own session, every fd away from our caller's pipes; the launcher
     # records its pid and then becomes mariadbd, so the pid is the server's.
@@ -351,18 +470,18 @@ my_up() {
         --socket="$MY_SOCK" --pid-file="$MY_SRV_PID" $(my_user_args) \
         --local-infile=1 --max-allowed-packet=256M --innodb-flush-log-at-trx-commit=0 \
         --innodb-buffer-pool-size=512M --skip-log-bin --skip-name-resolve \
-        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci "${tls[@]}" \
         --log-error="$MY_LOG" </dev/null >>"$MY_LOG" 2>&1 &
     local deadline=$((SECONDS + TIMEOUT)) pid
     while ! my_ping >/dev/null 2>&1; do
         pid=$(read_pid "$MY_PID")
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-            die_log "$MY_LOG" "MariaDB exited during startup"
+            die_log "$MY_LOG" "$MY_NAME exited during startup"
         fi
-        [ "$SECONDS" -lt "$deadline" ] || die_log "$MY_LOG" "MariaDB did not answer on $HOST:$MYSQL_PORT within ${TIMEOUT}s"
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$MY_LOG" "$MY_NAME did not answer on $HOST:$MYSQL_PORT within ${TIMEOUT}s"
         sleep 0.2
     done
-    log "MariaDB on $HOST:$MYSQL_PORT ready"
+    log "$MY_NAME on $HOST:$MYSQL_PORT ready"
     my_setup
 }
 
@@ -377,14 +496,24 @@ GRANT ALL PRIVILEGES ON *.* TO 'root'@'localhost' WITH GRANT OPTION;
 CREATE USER IF NOT EXISTS 'root'@'::1' IDENTIFIED BY '';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'::1' WITH GRANT OPTION;
 DROP USER IF EXISTS ''@'localhost';
-DROP USER IF EXISTS ''@'$(hostname 2>/dev/null || echo localhost)';
+DROP USER IF EXISTS ''@'$(hostname 2>/dev/null || echo localhost)';"
+    if [ "$MY_TLS" = 1 ]; then
+        sql+="
+CREATE USER IF NOT EXISTS '$TLS_USER'@'127.0.0.1' REQUIRE X509;
+GRANT ALL PRIVILEGES ON *.* TO '$TLS_USER'@'127.0.0.1';
+CREATE USER IF NOT EXISTS '$TLS_USER'@'::1' REQUIRE X509;
+GRANT ALL PRIVILEGES ON *.* TO '$TLS_USER'@'::1';"
+    fi
+    sql+="
 FLUSH PRIVILEGES;"
     if ! "$MY_CLIENT" --no-defaults -S "$MY_SOCK" -uroot -e "$sql" >>"$MY_DIR/setup.log" 2>&1; then
         # the socket may be refused if root@localhost is socket-auth only; try TCP
-        "$MY_CLIENT" --no-defaults --protocol=tcp -h"$HOST" -P"$MYSQL_PORT" -uroot -e "$sql" \
-            >>"$MY_DIR/setup.log" 2>&1 || die_log "$MY_DIR/setup.log" "MariaDB setup (database $DB, root@$HOST) failed"
+        # shellcheck disable=SC2046
+        "$MY_CLIENT" --no-defaults $(my_tcp_args) -uroot -e "$sql" \
+            >>"$MY_DIR/setup.log" 2>&1 || die_log "$MY_DIR/setup.log" "$MY_NAME setup (database $DB, root@$HOST) failed"
     fi
-    "$MY_CLIENT" --no-defaults --protocol=tcp -h"$HOST" -P"$MYSQL_PORT" -uroot "$DB" -e 'SELECT 1' >/dev/null 2>&1 ||
+    # shellcheck disable=SC2046
+    "$MY_CLIENT" --no-defaults $(my_tcp_args) -uroot "$DB" -e 'SELECT 1' >/dev/null 2>&1 ||
         die_log "$MY_DIR/setup.log" "root cannot log in over TCP to $HOST:$MYSQL_PORT/$DB with an empty password"
 }
 
@@ -393,7 +522,7 @@ my_down() {
     pid=$(read_pid "$MY_PID")
     [ -n "$pid" ] || pid=$(read_pid "$MY_SRV_PID")
     [ -n "$pid" ] || return 0
-    stop_pid "$pid" "$MY_DATA" MariaDB
+    stop_pid "$pid" "$MY_DATA" "$MY_NAME"
 }
 
 # ---------------------------------------------------------------- etcd
@@ -581,13 +710,33 @@ cmd_up() {
     mkdir -p "$STATE_DIR"
     chmod 755 "$STATE_DIR"
     local t0=$SECONDS
-    pg_up
-    my_up
-    etcd_up
-    etcd_tls_up
+    tls_certs
+    pg_owner
+    my_bins
+    # every service in its own subshell, all at once; each dies on its own
+    local pids=() names=() failed=() i
+    (pg_instance plain; pg_up) &
+    pids+=($!) names+=(postgresql)
+    (pg_instance tls; pg_up) &
+    pids+=($!) names+=(postgresql-tls)
+    (my_instance plain; my_up) &
+    pids+=($!) names+=(mariadb)
+    (my_instance tls; my_up) &
+    pids+=($!) names+=(mariadb-tls)
+    etcd_up &
+    pids+=($!) names+=(etcd)
+    etcd_tls_up &
+    pids+=($!) names+=(etcd-tls)
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || failed+=("${names[$i]}")
+    done
+    [ "${#failed[@]}" -eq 0 ] || die "could not start: ${failed[*]} (see the messages above)"
     log "all up in $((SECONDS - t0))s (state in $STATE_DIR)"
     log "  FERRY_TEST_PG_URL=$PG_URL"
     log "  FERRY_TEST_MYSQL_URL=$MYSQL_URL"
+    log "  FERRY_TEST_PG_TLS_URL=$PG_TLS_URL"
+    log "  FERRY_TEST_MYSQL_TLS_URL=$MYSQL_TLS_URL"
+    log "  FERRY_TEST_TLS_DIR=$TLS_DIR"
     log "  FERRY_TEST_ETCD_ENDPOINTS=$ETCD_ENDPOINTS"
     log "  FERRY_TEST_ETCD_TLS_ENDPOINTS=$ETCD_TLS_ENDPOINTS (certificates in $ETCD_TLS_CERTS)"
 }
@@ -597,8 +746,10 @@ cmd_down() {
     if [ -d "$STATE_DIR" ]; then
         etcd_tls_down
         etcd_down
-        my_down
-        pg_down
+        my_instance tls && my_down
+        my_instance plain && my_down
+        pg_instance tls && pg_down
+        pg_instance plain && pg_down
         rm -rf "$STATE_DIR"
         log "removed $STATE_DIR"
     else
@@ -638,39 +789,54 @@ cmd_outage() {
 cmd_env() {
     echo "export FERRY_TEST_PG_URL='$PG_URL'"
     echo "export FERRY_TEST_MYSQL_URL='$MYSQL_URL'"
+    echo "export FERRY_TEST_PG_TLS_URL='$PG_TLS_URL'"
+    echo "export FERRY_TEST_MYSQL_TLS_URL='$MYSQL_TLS_URL'"
+    echo "export FERRY_TEST_TLS_DIR='$TLS_DIR'"
     echo "export FERRY_TEST_ETCD_ENDPOINTS='$ETCD_ENDPOINTS'"
     echo "export FERRY_TEST_ETCD_TLS_ENDPOINTS='$ETCD_TLS_ENDPOINTS'"
     echo "export FERRY_TEST_ETCD_TLS_DIR='$ETCD_TLS_CERTS'"
 }
 
 cmd_status() {
-    local ok=0 pid
-    if pg_running; then
-        echo "postgresql: running (pid $(read_pid "$PG_DATA/postmaster.pid")) $PG_URL"
-    else
-        echo "postgresql: stopped"
-        ok=1
-    fi
-    if my_running; then
-        echo "mariadb:    running (pid $(read_pid "$MY_PID")) $MYSQL_URL"
-    else
-        echo "mariadb:    stopped"
-        ok=1
-    fi
+    local ok=0 pid name
+    local instance url
+    for instance in plain tls; do
+        pg_instance "$instance"
+        url=$PG_URL name=postgresql:
+        [ "$instance" = tls ] && url=$PG_TLS_URL name=postgresql-tls:
+        if pg_running; then
+            printf '%-16s running (pid %s) %s\n' "$name" "$(read_pid "$PG_DATA/postmaster.pid")" "$url"
+        else
+            printf '%-16s stopped\n' "$name"
+            ok=1
+        fi
+    done
+    for instance in plain tls; do
+        my_instance "$instance"
+        url=$MYSQL_URL name=mariadb:
+        [ "$instance" = tls ] && url=$MYSQL_TLS_URL name=mariadb-tls:
+        if my_running; then
+            printf '%-16s running (pid %s) %s\n' "$name" "$(read_pid "$MY_PID")" "$url"
+        else
+            printf '%-16s stopped\n' "$name"
+            ok=1
+        fi
+    done
     if etcd_running; then
         pid=$(read_pid "$ETCD_PID")
-        echo "etcd:       running (pid $pid) $ETCD_ENDPOINTS"
+        printf '%-16s running (pid %s) %s\n' etcd: "$pid" "$ETCD_ENDPOINTS"
     else
-        echo "etcd:       stopped"
+        printf '%-16s stopped\n' etcd:
         ok=1
     fi
     if etcd_tls_running; then
-        echo "etcd (TLS): running (pid $(read_pid "$ETCD_TLS_PID")) $ETCD_TLS_ENDPOINTS"
+        printf '%-16s running (pid %s) %s\n' "etcd-tls:" "$(read_pid "$ETCD_TLS_PID")" "$ETCD_TLS_ENDPOINTS"
     else
-        echo "etcd (TLS): stopped"
+        printf '%-16s stopped\n' "etcd-tls:"
         ok=1
     fi
-    echo "state dir:  $STATE_DIR"
+    printf '%-16s %s\n' "tls dir:" "$TLS_DIR"
+    printf '%-16s %s\n' "state dir:" "$STATE_DIR"
     return "$ok"
 }
 

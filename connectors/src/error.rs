@@ -50,6 +50,17 @@ pub enum ConnectorError {
         /// Why, with the fix where known.
         reason: String,
     },
+    /// The database could not be opened and retrying cannot help: TLS or authentication
+    /// refused, a certificate file unreadable.
+    #[error("cannot open {role} database {location}: {reason}")]
+    OpenRefused {
+        /// `source` or `target`.
+        role: &'static str,
+        /// A display form of the location with any credentials removed.
+        location: String,
+        /// Why, with the fix.
+        reason: String,
+    },
     /// A table named in the job does not exist.
     #[error("table {table} not found in the {role} database")]
     TableNotFound {
@@ -174,7 +185,9 @@ impl ConnectorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectorError::Open { .. } => ErrorKind::Unavailable,
-            ConnectorError::TableNotFound { .. } => ErrorKind::Permanent,
+            ConnectorError::OpenRefused { .. } | ConnectorError::TableNotFound { .. } => {
+                ErrorKind::Permanent
+            }
             ConnectorError::Query { failure, .. } => match failure {
                 Failure::Unavailable => ErrorKind::Unavailable,
                 Failure::Transient => ErrorKind::Transient,

@@ -22,6 +22,8 @@ pub mod postgres;
 pub mod registry;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod tls;
 pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind, Failure};

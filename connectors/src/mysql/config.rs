@@ -6,11 +6,79 @@
 //! ```
 //!
 //! `ferry_*` parameters are removed before the URL reaches the driver, which refuses
-//! parameters it does not know. Every other parameter is passed through untouched.
+//! parameters it does not know, and so are the mysql client's TLS options: `ssl-mode`
+//! (`DISABLED`, `PREFERRED` (the default), `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`),
+//! `ssl-ca`, `ssl-cert`, `ssl-key` (or `ssl_mode`, `ssl_ca`, ...). Every other parameter
+//! is passed through untouched.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::error::ConnectorError;
+use crate::tls::{FileOption, Verify};
+
+/// The mysql client's `--ssl-mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disabled,
+    /// TLS when the server offers it, without verification; else plaintext (the mysql
+    /// client's default).
+    #[default]
+    Preferred,
+    /// TLS, without verification.
+    Required,
+    /// TLS, the certificate chained to the CA in `ssl-ca`, the name not checked.
+    VerifyCa,
+    /// TLS, the chain and the host name checked.
+    VerifyIdentity,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value.to_ascii_uppercase().as_str() {
+            "DISABLED" => SslMode::Disabled,
+            "PREFERRED" => SslMode::Preferred,
+            "REQUIRED" => SslMode::Required,
+            "VERIFY_CA" => SslMode::VerifyCa,
+            "VERIFY_IDENTITY" => SslMode::VerifyIdentity,
+            _ => return None,
+        })
+    }
+
+    /// The mysql client's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disabled => "DISABLED",
+            SslMode::Preferred => "PREFERRED",
+            SslMode::Required => "REQUIRED",
+            SslMode::VerifyCa => "VERIFY_CA",
+            SslMode::VerifyIdentity => "VERIFY_IDENTITY",
+        }
+    }
+}
+
+/// The TLS options of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MysqlTls {
+    /// `ssl-mode`; without it, `VERIFY_CA` when `ssl-ca` is given (as the mysql client
+    /// does), else `PREFERRED`.
+    pub mode: SslMode,
+    pub(crate) ca: Option<FileOption>,
+    pub(crate) cert: Option<FileOption>,
+    pub(crate) key: Option<FileOption>,
+}
+
+impl MysqlTls {
+    /// How much of the server's certificate is checked.
+    pub(crate) fn verify(&self) -> Verify {
+        match self.mode {
+            SslMode::Disabled | SslMode::Preferred | SslMode::Required => Verify::Nothing,
+            SslMode::VerifyCa => Verify::Chain,
+            SslMode::VerifyIdentity => Verify::Full,
+        }
+    }
+}
 
 /// How the sink inserts rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +116,8 @@ pub struct MysqlConfig {
     pub write_method: WriteMethod,
     /// What the source does with zero dates.
     pub zero_dates: ZeroDates,
+    /// TLS.
+    pub tls: MysqlTls,
 }
 
 impl fmt::Debug for MysqlConfig {
@@ -58,6 +128,7 @@ impl fmt::Debug for MysqlConfig {
             .field("database", &self.database)
             .field("write_method", &self.write_method)
             .field("zero_dates", &self.zero_dates)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -115,6 +186,8 @@ impl MysqlConfig {
 
         let mut write_method = WriteMethod::default();
         let mut zero_dates = ZeroDates::default();
+        let mut tls = MysqlTls::default();
+        let mut mode = None;
         let mut driver_params = Vec::new();
         for pair in query_opt
             .unwrap_or("")
@@ -122,6 +195,47 @@ impl MysqlConfig {
             .filter(|pair| !pair.is_empty())
         {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let file = |name: &'static str| {
+                let path = percent_decode(value);
+                if path.is_empty() {
+                    Err(invalid(format!("{name} is empty: give the path of a file")))
+                } else {
+                    Ok(Some(FileOption {
+                        name,
+                        path: PathBuf::from(path),
+                    }))
+                }
+            };
+            match name.replace('_', "-").as_str() {
+                "ssl-mode" => {
+                    mode = Some(SslMode::parse(&percent_decode(value)).ok_or_else(|| {
+                        invalid(format!(
+                            "ssl-mode={value:?} is not one of DISABLED, PREFERRED, REQUIRED, \
+                             VERIFY_CA, VERIFY_IDENTITY"
+                        ))
+                    })?);
+                    continue;
+                }
+                "ssl-ca" => {
+                    tls.ca = file("ssl-ca")?;
+                    continue;
+                }
+                "ssl-cert" => {
+                    tls.cert = file("ssl-cert")?;
+                    continue;
+                }
+                "ssl-key" => {
+                    tls.key = file("ssl-key")?;
+                    continue;
+                }
+                "require-ssl" | "verify-ca" | "verify-identity" | "built-in-roots" => {
+                    return Err(invalid(format!(
+                        "{name} is the driver's own TLS parameter; use ssl-mode (DISABLED, \
+                         PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY) and ssl-ca instead"
+                    )));
+                }
+                _ => {}
+            }
             match name {
                 "ferry_write_method" => {
                     write_method = match value {
@@ -153,6 +267,23 @@ impl MysqlConfig {
                 _ => driver_params.push(pair),
             }
         }
+        tls.mode = mode.unwrap_or(if tls.ca.is_some() {
+            SslMode::VerifyCa
+        } else {
+            SslMode::Preferred
+        });
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(invalid(
+                "ssl-cert and ssl-key go together: give both files (the client certificate and its private key)"
+                    .to_string(),
+            ));
+        }
+        if tls.ca.is_none() && matches!(tls.mode, SslMode::VerifyCa | SslMode::VerifyIdentity) {
+            return Err(invalid(format!(
+                "ssl-mode={} needs ssl-ca=<the file of the CA that signed the server's certificate>",
+                tls.mode.as_str()
+            )));
+        }
         let mut driver_url = format!("mysql://{before_query}");
         if !driver_params.is_empty() {
             driver_url.push('?');
@@ -164,6 +295,7 @@ impl MysqlConfig {
             database,
             write_method,
             zero_dates,
+            tls,
         })
     }
 
@@ -224,6 +356,62 @@ mod tests {
         assert_eq!(config.label, "mysql://root@localhost:3306/db x");
         assert_eq!(config.write_method, WriteMethod::Auto);
         assert_eq!(config.zero_dates, ZeroDates::Error);
+    }
+
+    #[test]
+    fn tls_options_are_taken_out_in_both_spellings() {
+        let config = MysqlConfig::parse(
+            "source",
+            "mysql://app:s3cret@db:3307/shop?ssl-mode=verify_identity&ssl_ca=%2Fca.pem&ssl-cert=/c.pem&ssl_key=/k.pem&prefer_socket=false",
+        )
+        .expect("valid");
+        assert_eq!(config.tls.mode, SslMode::VerifyIdentity);
+        assert_eq!(config.tls.verify(), Verify::Full);
+        let path = |option: &Option<FileOption>| option.as_ref().map(|file| file.to_string());
+        assert_eq!(path(&config.tls.ca).as_deref(), Some("ssl-ca=/ca.pem"));
+        assert_eq!(path(&config.tls.cert).as_deref(), Some("ssl-cert=/c.pem"));
+        assert_eq!(path(&config.tls.key).as_deref(), Some("ssl-key=/k.pem"));
+        assert_eq!(
+            config.driver_url(),
+            "mysql://app:s3cret@db:3307/shop?prefer_socket=false"
+        );
+        assert_eq!(config.label, "mysql://app@db:3307/shop");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        // the defaults of the mysql client
+        let plain = MysqlConfig::parse("source", "mysql://app@db/shop").expect("valid");
+        assert_eq!(plain.tls.mode, SslMode::Preferred);
+        let with_ca =
+            MysqlConfig::parse("source", "mysql://app@db/shop?ssl-ca=/ca.pem").expect("ok");
+        assert_eq!(with_ca.tls.mode, SslMode::VerifyCa);
+    }
+
+    #[test]
+    fn tls_mistakes_are_refused_with_the_fix() {
+        for (url, message) in [
+            (
+                "mysql://u:pw@h/db?ssl-mode=sometimes",
+                "ssl-mode=\"sometimes\" is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY",
+            ),
+            (
+                "mysql://u:pw@h/db?ssl-mode=VERIFY_IDENTITY",
+                "ssl-mode=VERIFY_IDENTITY needs ssl-ca=<the file of the CA that signed the server's certificate>",
+            ),
+            (
+                "mysql://u:pw@h/db?ssl-key=/k.pem",
+                "ssl-cert and ssl-key go together: give both files (the client certificate and its private key)",
+            ),
+            (
+                "mysql://u:pw@h/db?require_ssl=true",
+                "require_ssl is the driver's own TLS parameter; use ssl-mode (DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY) and ssl-ca instead",
+            ),
+        ] {
+            let error = MysqlConfig::parse("source", url).expect_err(url);
+            assert_eq!(
+                error.to_string(),
+                format!("cannot open source database mysql://(not shown): {message}")
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod encode;
 mod read;
 mod split;
 mod sql;
+mod tls;
 mod values;
 mod write;
 
@@ -161,6 +162,11 @@ impl Shared {
         };
         let opts = Opts::from_url(config.driver_url())
             .map_err(|error| open_error(format!("invalid connection URL: {error}")))?;
+        let ssl = tls::ssl_opts(&config.tls).map_err(|reason| ConnectorError::OpenRefused {
+            role,
+            location: config.label.clone(),
+            reason,
+        })?;
         let session = format!(
             "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = '{SESSION_SQL_MODE}', \
              net_read_timeout = {NET_TIMEOUT_SECS}, net_write_timeout = {NET_TIMEOUT_SECS}, \
@@ -173,6 +179,7 @@ impl Shared {
         let constraints = PoolConstraints::new(0, MAX_CONNECTIONS)
             .ok_or_else(|| ConnectorError::Task("invalid pool constraints".to_string()))?;
         let opts = OptsBuilder::from_opts(opts)
+            .ssl_opts(ssl.clone())
             .setup(setup)
             .connect_attribute("program_name", "ferry")
             .pool_opts(
@@ -180,19 +187,34 @@ impl Shared {
                     .with_constraints(constraints)
                     .with_inactive_connection_ttl(std::time::Duration::from_secs(30)),
             );
-        let pool = Pool::new(opts);
-        let mut conn = pool.get_conn().await.map_err(|error| {
-            open_error(match &error {
-                mysql_async::Error::Server(server) if server.code == 1049 => format!(
-                    "database {} does not exist; create it first, or fix the URL",
-                    config.database
-                ),
-                mysql_async::Error::Server(server) if server.code == 1045 => {
-                    format!("{}; check the user and password in the URL", server.message)
-                }
-                _ => error.to_string(),
-            })
-        })?;
+        let mut pool = Pool::new(opts.clone());
+        let mut first = pool.get_conn().await;
+        let retry = match &first {
+            // PREFERRED: the server offers no TLS, so plaintext, as the mysql client does
+            Err(error)
+                if config.tls.mode == config::SslMode::Preferred
+                    && tls::is_no_tls_from_server(error) =>
+            {
+                Some(None)
+            }
+            Err(error) => tls::verify_ca_retry(&config.tls, ssl.as_ref(), error).map(Some),
+            Ok(_) => None,
+        };
+        let plaintext = config.tls.mode == config::SslMode::Disabled || retry == Some(None);
+        if let Some(ssl) = retry {
+            let old = std::mem::replace(&mut pool, Pool::new(opts.clone().ssl_opts(ssl)));
+            let _ = old.disconnect().await;
+            first = pool.get_conn().await;
+        }
+        let mut conn = match first {
+            Ok(conn) => conn,
+            Err(error) => {
+                let plaintext_refused = config.tls.mode == config::SslMode::Disabled
+                    && matches!(&error, mysql_async::Error::Server(server) if server.code == 1045);
+                let needs_tls = plaintext_refused && tls::login_needs_tls(&opts).await;
+                return Err(tls::open_error(role, &config, &error, plaintext, needs_tls));
+            }
+        };
         let probe: Option<(Value, Value, Value, Value)> = conn
             .query_first("SELECT VERSION(), @@max_allowed_packet, @@log_bin, @@binlog_format")
             .await

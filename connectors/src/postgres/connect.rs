@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use ferry_model::schema::TableName;
 use ferry_model::spec::Location;
-use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::{Host, SslMode as DriverSslMode};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::ssl::{SslMode, SslOptions, split_ssl_options};
 use crate::error::{ConnectorError, Failure};
+use crate::tls::{self, TlsSettings, Verify, Wording};
 
 /// The `application_name` of every ferry session, which the load probe leaves out.
 pub const APPLICATION_NAME: &str = "ferry";
@@ -23,10 +26,20 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres \
      -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on";
 
+/// How libpq's options are named in messages about a failed handshake.
+const WORDING: Wording = Wording {
+    root_option: "sslrootcert",
+    chain_only: "sslmode=verify-ca",
+    encrypt_only: "sslmode=require without sslrootcert",
+};
+
 /// A PostgreSQL database ferry connects to, with a printable label.
 #[derive(Clone)]
 pub struct Endpoint {
     config: Config,
+    /// The TLS connector built from the endpoint's `ssl*` options.
+    tls: MakeRustlsConnect,
+    ssl: SslOptions,
     /// `postgres://user@host:port/db`, never with a password.
     pub label: String,
     /// `source` or `target`.
@@ -54,13 +67,20 @@ impl Endpoint {
                 });
             }
         };
-        let mut config: Config =
-            url.parse()
-                .map_err(|error: tokio_postgres::Error| ConnectorError::Open {
-                    role,
-                    location: format!("(the URL in ${var})"),
-                    reason: format!("it is not a PostgreSQL connection URL: {error}"),
-                })?;
+        let not_a_url = |reason: String| ConnectorError::Open {
+            role,
+            location: format!("(the URL in ${var})"),
+            reason: format!("it is not a PostgreSQL connection URL: {reason}"),
+        };
+        let (ssl, rest) = split_ssl_options(url).map_err(not_a_url)?;
+        let mut config: Config = rest
+            .parse()
+            .map_err(|error: tokio_postgres::Error| not_a_url(error.to_string()))?;
+        config.ssl_mode(match ssl.mode {
+            SslMode::Disable => DriverSslMode::Disable,
+            SslMode::Prefer => DriverSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverSslMode::Require,
+        });
         config.application_name(APPLICATION_NAME);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -75,30 +95,135 @@ impl Endpoint {
         }
         config.options(options);
         let label = redacted_label(&config);
+        let refused = |reason: String| ConnectorError::OpenRefused {
+            role,
+            location: label.clone(),
+            reason,
+        };
+        let client_config = if ssl.mode == SslMode::Disable {
+            tls::client_config(&TlsSettings {
+                verify: Verify::Nothing,
+                root: None,
+                identity: None,
+            })
+        } else {
+            ssl.settings()
+                .and_then(|settings| tls::client_config(&settings))
+        }
+        .map_err(refused)?;
         Ok(Self {
             config,
+            tls: MakeRustlsConnect::new(client_config),
+            ssl,
             label,
             role,
         })
     }
 
+    /// The TLS connector of this endpoint (for cancel requests).
+    pub fn tls(&self) -> MakeRustlsConnect {
+        self.tls.clone()
+    }
+
     /// Opens a connection; its driver task ends when the returned client is dropped.
     pub async fn connect(&self) -> Result<Client, ConnectorError> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|error| ConnectorError::Open {
-                    role: self.role,
-                    location: self.label.clone(),
-                    reason: describe_error(&error),
-                })?;
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|error| self.open_error(&error))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %describe_error(&error), "postgres connection ended");
             }
         });
         Ok(client)
+    }
+}
+
+impl Endpoint {
+    /// `host:port` (or a list of them) of the endpoint, for messages.
+    fn address(&self) -> String {
+        let label = self.label.trim_start_matches("postgres://");
+        let hosts = label.split_once('/').map_or(label, |(hosts, _)| hosts);
+        hosts
+            .rsplit_once('@')
+            .map_or(hosts, |(_, hosts)| hosts)
+            .to_string()
+    }
+
+    /// Says why a connection could not be opened and what to fix: TLS and
+    /// authentication problems are permanent, a refused or broken connection may pass.
+    fn open_error(&self, error: &tokio_postgres::Error) -> ConnectorError {
+        let address = self.address();
+        let user = self.config.get_user().unwrap_or("");
+        let refused = |reason: String| ConnectorError::OpenRefused {
+            role: self.role,
+            location: self.label.clone(),
+            reason,
+        };
+        if let Some(tls_error) = tls::find_rustls_error(error) {
+            return refused(tls::describe_handshake_failure(
+                tls_error,
+                &address,
+                self.ssl.root_cert.as_ref(),
+                &WORDING,
+            ));
+        }
+        if let Some(db_error) = error.as_db_error() {
+            let message = db_error.message();
+            let code = db_error.code().code();
+            if code == "28000" && message.contains("no encryption") {
+                return refused(format!(
+                    "the server requires TLS ({message}): add sslmode=require to the URL \
+                     (or sslmode=verify-full with sslrootcert=<the server's CA file>)"
+                ));
+            }
+            if message.contains("requires a valid client certificate") {
+                return refused(format!(
+                    "the server requires a client certificate for user {user} ({message}): \
+                     add sslcert=<certificate file> and sslkey=<key file> to the URL"
+                ));
+            }
+            if message.contains("certificate authentication failed") {
+                return refused(format!(
+                    "the server refused the client certificate for user {user} ({message}): \
+                     its common name (CN) must be the user name, or the server's pg_ident map \
+                     must allow it"
+                ));
+            }
+            if code == "28P01" || code == "28000" {
+                return refused(format!(
+                    "{}; check the user and password in the URL",
+                    describe_error(error)
+                ));
+            }
+            if classify_sqlstate(Some(code)) == Failure::Permanent {
+                return refused(describe_error(error));
+            }
+        }
+        if tls::is_connection_refused(error) {
+            return ConnectorError::Open {
+                role: self.role,
+                location: self.label.clone(),
+                reason: format!(
+                    "connection refused at {address}: is the server running and listening there?"
+                ),
+            };
+        }
+        let text = describe_error(error);
+        if text.contains("server does not support TLS") {
+            return refused(format!(
+                "the server at {address} does not accept TLS, and sslmode={} requires it: \
+                 enable ssl on the server, or set sslmode=prefer",
+                self.ssl.mode.as_str()
+            ));
+        }
+        ConnectorError::Open {
+            role: self.role,
+            location: self.label.clone(),
+            reason: text,
+        }
     }
 }
 
@@ -137,10 +262,17 @@ pub fn redacted_label(config: &Config) -> String {
 }
 
 /// The message of a PostgreSQL error with its SQLSTATE, detail, hint and context (which
-/// names the COPY line and column of a bad value).
+/// names the COPY line and column of a bad value); a driver error with its causes (the
+/// driver's own text, "error connecting to server", leaves them out).
 pub fn describe_error(error: &tokio_postgres::Error) -> String {
     let Some(db_error) = error.as_db_error() else {
-        return error.to_string();
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            text.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+        return text;
     };
     let mut text = format!(
         "{} (SQLSTATE {})",
@@ -256,6 +388,47 @@ mod tests {
         let endpoint = Endpoint::new("target", &location, false).expect("valid");
         assert_eq!(endpoint.label, "postgres://alice@db.internal:6543/orders");
         assert!(!endpoint.label.contains("hunter2"));
+
+        // with TLS options, in both forms: the label has neither password nor key path
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        for url in [
+            format!(
+                "postgres://alice:hunter2@db.internal:6543/orders?sslmode=prefer&sslkey={}",
+                key.display()
+            ),
+            format!(
+                "host=db.internal port=6543 user=alice password=hunter2 dbname=orders sslkey={}",
+                key.display()
+            ),
+        ] {
+            let location = Location::Env {
+                var: "DST".into(),
+                value: Secret::new(url),
+            };
+            let error = Endpoint::new("target", &location, false)
+                .err()
+                .expect("sslkey without sslcert is refused");
+            let text = error.to_string();
+            assert_eq!(
+                text,
+                format!(
+                    "cannot open target database postgres://alice@db.internal:6543/orders: \
+                     sslkey={} is given without sslcert: add sslcert=<the file of the client \
+                     certificate>",
+                    key.display()
+                )
+            );
+            assert!(
+                !text.contains("hunter2") && !text.contains("not a key"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

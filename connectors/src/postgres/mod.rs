@@ -27,6 +27,7 @@ mod native;
 mod read;
 mod split;
 mod sql;
+mod ssl;
 mod types;
 mod write;
 
@@ -35,7 +36,7 @@ use ferry_model::checksum::RangeChecksum;
 use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::Location;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub use connect::{APPLICATION_NAME, redacted_label};
 pub use native::{BINARY_COPY_FORMAT, CHECKSUM_METHOD};
@@ -198,13 +199,14 @@ impl Source for PostgresSource {
         let mut reader = read_range(&client, table, &catalog, key, range, "source", true).await?;
         // Two batches in flight: the reader stays one ahead of the writer, no more.
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        let tls = self.endpoint.tls();
         tokio::spawn(async move {
             let cancel_token = client.cancel_token();
             loop {
                 let next = tokio::select! {
                     // The stream was dropped: cancel the query and release the connection.
                     () = batch_tx.closed() => {
-                        let _ = cancel_token.cancel_query(NoTls).await;
+                        let _ = cancel_token.cancel_query(tls.clone()).await;
                         return;
                     }
                     next = reader.next() => next,
@@ -212,7 +214,7 @@ impl Source for PostgresSource {
                 match next {
                     Ok(Some(batch)) => {
                         if batch_tx.send(Ok(batch)).await.is_err() {
-                            let _ = cancel_token.cancel_query(NoTls).await;
+                            let _ = cancel_token.cancel_query(tls.clone()).await;
                             return;
                         }
                     }
@@ -246,7 +248,7 @@ impl Source for PostgresSource {
         if !native::same_column_types(table, &catalog) {
             return Ok(None);
         }
-        native::read_native(client, table, &catalog, key, range)
+        native::read_native(client, self.endpoint.tls(), table, &catalog, key, range)
             .await
             .map(Some)
     }

@@ -19,6 +19,7 @@ use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::StreamExt;
 use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::KIND;
@@ -104,6 +105,7 @@ fn copy_out_sql(
 /// connection lives as long as the stream.
 pub async fn read_native(
     client: Client,
+    tls: MakeRustlsConnect,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
@@ -128,7 +130,7 @@ pub async fn read_native(
                 biased;
                 next = copy_out.next() => next,
                 () = bytes_tx.closed() => {
-                    let _ = cancel_token.cancel_query(tokio_postgres::NoTls).await;
+                    let _ = cancel_token.cancel_query(tls.clone()).await;
                     return;
                 }
             };
@@ -136,14 +138,14 @@ pub async fn read_native(
                 Some(Ok(data)) => {
                     if let Err(detail) = hasher.push(&data) {
                         let _ = bytes_tx.send(Err(malformed(&name, &detail))).await;
-                        let _ = cancel_token.cancel_query(tokio_postgres::NoTls).await;
+                        let _ = cancel_token.cancel_query(tls.clone()).await;
                         return;
                     }
                     piece.extend_from_slice(&data);
                     if piece.len() >= PIECE_BYTES
                         && bytes_tx.send(Ok(piece.split().freeze())).await.is_err()
                     {
-                        let _ = cancel_token.cancel_query(tokio_postgres::NoTls).await;
+                        let _ = cancel_token.cancel_query(tls.clone()).await;
                         return;
                     }
                 }
