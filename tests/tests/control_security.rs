@@ -435,7 +435,7 @@ async fn mutual_tls_admits_certificates_of_its_ca_and_records_their_subject() {
     assert!(stdout.contains(&format!("job {JOB}")), "{stdout}");
     let (code, _, stderr) = ferryctl(&["status", JOB, "--endpoint", &endpoint, "--ca", &ca]);
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("pass --cert and --key"), "{stderr}");
+    assert!(stderr.contains("requires a client certificate"), "{stderr}");
 
     let outcome = tokio::time::timeout(Duration::from_secs(60), run.finish())
         .await
