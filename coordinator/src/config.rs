@@ -101,6 +101,11 @@ pub struct ServerConfig {
     pub tokens_file: Option<PathBuf>,
     /// Serve without authentication on a non-loopback address. Default `false`.
     pub insecure: bool,
+    /// A second, plaintext `host:port` serving only the gRPC health service, for probes
+    /// that speak no TLS (Kubernetes' `grpc` probes) when the Control API serves TLS.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +119,7 @@ impl Default for ServerConfig {
             client_cert_role: None,
             tokens_file: None,
             insecure: false,
+            health_listen: None,
         }
     }
 }
@@ -199,6 +205,10 @@ pub struct CoordinatorArgs {
     /// Serve without authentication on a non-loopback address [server.insecure].
     #[arg(long)]
     pub insecure: bool,
+    /// A plaintext port serving only the gRPC health service, host:port
+    /// [server.health_listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_listen: Option<String>,
     /// The coordinator's lease TTL, e.g. 10s (a bare number is seconds) [lease.ttl].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
     pub lease_ttl: Option<Duration>,
@@ -235,6 +245,9 @@ impl CoordinatorArgs {
         }
         if self.insecure {
             config.server.insecure = true;
+        }
+        if let Some(health_listen) = &self.health_listen {
+            config.server.health_listen = Some(health_listen.clone());
         }
         if let Some(ttl) = self.lease_ttl {
             config.lease.ttl = ttl;
@@ -291,6 +304,12 @@ impl LayeredConfig for CoordinatorConfig {
             );
         }
         self.server.security().check(&mut problems);
+        if let Some(health_listen) = &self.server.health_listen {
+            problems.check(
+                "server.health_listen",
+                config::check_host_port(health_listen),
+            );
+        }
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
         problems.check(
             "lease.worker_ttl",

@@ -27,8 +27,10 @@ use crate::service::control::ControlService;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The Control API's listener could not be opened.
-    #[error("cannot listen on {addr} (server.listen): {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Listen {
+        /// The setting that names it.
+        key: &'static str,
         /// The address.
         addr: String,
         /// Why.
@@ -58,6 +60,7 @@ pub async fn serve(
     on_listening: impl FnOnce(&str, SocketAddr),
 ) -> Result<(), ServeError> {
     let listen_error = |source| ServeError::Listen {
+        key: "server.listen",
         addr: config.server.listen.clone(),
         source,
     };
@@ -67,6 +70,21 @@ pub async fn serve(
     let local = listener.local_addr().map_err(listen_error)?;
     let mut secured = config.server.security().prepare(local)?;
     let mut builder = secured.server_builder()?;
+    let health_listener_opt = match &config.server.health_listen {
+        Some(addr) => {
+            let health_error = |source| ServeError::Listen {
+                key: "server.health_listen",
+                addr: addr.clone(),
+                source,
+            };
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(health_error)?,
+            )
+        }
+        None => None,
+    };
     let advertise = config
         .server
         .advertise
@@ -115,6 +133,22 @@ pub async fn serve(
     // The server outlives the resignation, so that clients are answered (and pointed to
     // the new leader) until this coordinator is out of the election.
     let server_stop = CancellationToken::new();
+    // Probes that speak no TLS (Kubernetes' gRPC probes) ask a plaintext port that
+    // serves the health service alone.
+    if let Some(health_listener) = health_listener_opt {
+        let health_service = health_service.clone();
+        let server_stop = server_stop.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(health_listener);
+            if let Err(error) = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(%error, "the health port stopped");
+            }
+        });
+    }
     let server = {
         let server_stop = server_stop.clone();
         tokio::spawn(async move {

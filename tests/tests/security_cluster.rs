@@ -411,3 +411,69 @@ async fn no_secret_appears_in_any_log_output_report_state_or_answer() {
     etcdctl(&["user", "delete", &user]);
     assert_no_marker(&places);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_serving_tls_answers_plaintext_probes_on_its_health_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port");
+    let mut cluster = Cluster::new(&[]);
+    let address = cluster.start_coordinator_with(
+        "coord-probed",
+        &[
+            "--tls-cert",
+            &pki.server_cert.display().to_string(),
+            "--tls-key",
+            &pki.server_key.display().to_string(),
+            "--client-ca",
+            &pki.ca.display().to_string(),
+            "--health-listen",
+            &format!("127.0.0.1:{health_port}"),
+        ],
+    );
+    // The probe's view: plaintext, no certificate, the readiness name SERVING once the
+    // coordinator holds its lease.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = async {
+            let channel = Channel::from_shared(format!("http://127.0.0.1:{health_port}"))
+                .expect("uri")
+                .connect()
+                .await
+                .ok()?;
+            let response = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "ferry.v1.Control".into(),
+                })
+                .await
+                .ok()?;
+            Some(response.into_inner().status)
+        }
+        .await;
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not SERVING on the health port: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The Control API itself takes no plaintext.
+    let plaintext = async {
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .expect("uri")
+            .connect()
+            .await
+            .map_err(|error| error.to_string())?;
+        ControlClient::new(channel)
+            .list_jobs(pb::ListJobsRequest {})
+            .await
+            .map_err(|status| status.to_string())
+    }
+    .await;
+    assert!(plaintext.is_err(), "the Control API answered plaintext");
+}
