@@ -13,6 +13,7 @@ use ferry_model::problems::Problems;
 use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
+use ferry_server::metrics_http::MetricsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::security::{ControlSecurity, Role};
@@ -47,6 +48,8 @@ pub struct CoordinatorConfig {
     pub lease: LeaseConfig,
     /// Compaction of etcd's history by the leader.
     pub history: HistoryConfig,
+    /// Prometheus metrics over HTTP.
+    pub metrics: MetricsConfig,
 }
 
 /// etcd keeps every revision of every key until it is compacted; a job writes about ten
@@ -209,6 +212,9 @@ pub struct CoordinatorArgs {
     /// [server.health_listen].
     #[arg(long, value_name = "HOST:PORT")]
     pub health_listen: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics [metrics.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// The coordinator's lease TTL, e.g. 10s (a bare number is seconds) [lease.ttl].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
     pub lease_ttl: Option<Duration>,
@@ -248,6 +254,9 @@ impl CoordinatorArgs {
         }
         if let Some(health_listen) = &self.health_listen {
             config.server.health_listen = Some(health_listen.clone());
+        }
+        if let Some(listen) = &self.metrics_listen {
+            config.metrics.listen = Some(listen.clone());
         }
         if let Some(ttl) = self.lease_ttl {
             config.lease.ttl = ttl;
@@ -309,6 +318,9 @@ impl LayeredConfig for CoordinatorConfig {
                 "server.health_listen",
                 config::check_host_port(health_listen),
             );
+        }
+        if let Some(listen) = &self.metrics.listen {
+            problems.check("metrics.listen", config::check_host_port(listen));
         }
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
         problems.check(
@@ -504,6 +516,9 @@ mod tests {
                 compact_interval: Duration::from_secs(30),
                 keep_revisions: 10,
             },
+            metrics: MetricsConfig {
+                listen: Some("nowhere".to_owned()),
+            },
         };
         let Err(problems) = config.validate() else {
             panic!("invalid");
@@ -516,6 +531,7 @@ mod tests {
                 "etcd.cluster",
                 "server.listen",
                 "server.advertise",
+                "metrics.listen",
                 "lease.ttl",
                 "lease.worker_ttl",
                 "history.keep_revisions"

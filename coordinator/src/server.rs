@@ -43,6 +43,9 @@ pub enum ServeError {
     /// The Control API's security settings could not be used.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// The metrics port could not be opened.
+    #[error(transparent)]
+    Metrics(#[from] ferry_server::metrics_http::MetricsError),
     /// The Control API failed.
     #[error("the Control API failed: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -133,6 +136,9 @@ pub async fn serve(
     // The server outlives the resignation, so that clients are answered (and pointed to
     // the new leader) until this coordinator is out of the election.
     let server_stop = CancellationToken::new();
+    if let Some(listen) = &config.metrics.listen {
+        ferry_server::metrics_http::serve_metrics(listen, server_stop.clone()).await?;
+    }
     // Probes that speak no TLS (Kubernetes' gRPC probes) ask a plaintext port that
     // serves the health service alone.
     if let Some(health_listener) = health_listener_opt {

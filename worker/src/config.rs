@@ -12,6 +12,7 @@ use ferry_model::problems::Problems;
 use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
+use ferry_server::metrics_http::MetricsConfig;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the worker's environment variables: `FERRY_WORKER__SLOTS=4`.
@@ -47,6 +48,8 @@ pub struct WorkerConfig {
     pub lease: WorkerLeaseConfig,
     /// The gRPC health service.
     pub health: HealthConfig,
+    /// Prometheus metrics over HTTP.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +61,7 @@ impl Default for WorkerConfig {
             etcd: EtcdConfig::default(),
             lease: WorkerLeaseConfig::default(),
             health: HealthConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct WorkerArgs {
     /// Serve the gRPC health service on host:port [health.listen].
     #[arg(long, value_name = "HOST:PORT")]
     pub health_listen: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics [metrics.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 impl WorkerArgs {
@@ -136,6 +143,9 @@ impl WorkerArgs {
         }
         if let Some(listen) = &self.health_listen {
             config.health.listen = Some(listen.clone());
+        }
+        if let Some(listen) = &self.metrics_listen {
+            config.metrics.listen = Some(listen.clone());
         }
     }
 }
@@ -162,6 +172,9 @@ impl LayeredConfig for WorkerConfig {
         }
         self.etcd.check(&mut problems);
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
+        if let Some(listen) = &self.metrics.listen {
+            problems.check("metrics.listen", config::check_host_port(listen));
+        }
         if let Some(listen) = &self.health.listen {
             problems.check("health.listen", config::check_host_port(listen));
         }

@@ -37,6 +37,9 @@ pub enum ServeError {
     /// etcd could not be reached at startup.
     #[error(transparent)]
     Etcd(#[from] EtcdConnectError),
+    /// The metrics port could not be opened.
+    #[error(transparent)]
+    Metrics(#[from] ferry_server::metrics_http::MetricsError),
     /// The agent stopped on an error etcd gave for good.
     #[error(transparent)]
     Agent(#[from] AgentError),
@@ -53,6 +56,11 @@ pub async fn serve(
     kill: CancellationToken,
 ) -> Result<(), ServeError> {
     let (state_tx, state_rx) = watch::channel(WorkerState::Registering);
+    let metrics_stop = CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(listen) = &config.metrics.listen {
+        ferry_server::metrics_http::serve_metrics(listen, metrics_stop.clone()).await?;
+    }
     let health = match &config.health.listen {
         Some(listen) => Some(HealthServer::start(listen, state_rx).await?),
         None => None,
