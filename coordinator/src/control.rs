@@ -69,6 +69,9 @@ pub struct JobStatusView {
     pub chunks_running: u32,
     /// What the job waits for (an unavailable database), if anything.
     pub waiting: Option<String>,
+    /// Estimated time until every chunk is verified, at this run's pace (the value of
+    /// the `ferry_job_eta_seconds` metric); `None` until the run verified a chunk.
+    pub eta: Option<std::time::Duration>,
 }
 
 /// Counts of a job's chunks by state (what [`JobStatusView`] reports of them).

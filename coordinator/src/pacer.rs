@@ -521,12 +521,12 @@ impl JobPacer {
             }
         };
         if value.is_none() {
-            ::metrics::counter!(metrics::PROBE_FAILURES).increment(1);
+            ::metrics::counter!(metrics::PROBE_FAILURES, "job" => self.job.0.clone()).increment(1);
         }
         let mut state = self.lock();
         state.last_load = value;
         if let Some(load) = value {
-            ::metrics::gauge!(metrics::SOURCE_LOAD).set(load);
+            ::metrics::gauge!(metrics::SOURCE_LOAD, "job" => self.job.0.clone()).set(load);
         }
         let now = now_ms(self.started);
         if let Some(decision) = state.throttle.on_load_reading(value, Timestamp::now(), now) {
@@ -565,10 +565,7 @@ impl JobPacer {
             state.effective = effective.clone();
             (effective, changed, hold_new)
         };
-        ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY).set(f64::from(effective.concurrency));
-        ::metrics::gauge!(metrics::THROTTLE_PAUSED).set(if effective.paused { 1.0 } else { 0.0 });
-        ::metrics::gauge!(metrics::CHUNKS_IN_FLIGHT)
-            .set(f64::from(self.in_flight.load(Ordering::Relaxed)));
+        self.publish_metrics(&effective);
         let gate = Gate {
             concurrency: effective.concurrency,
             paused: effective.paused,
@@ -582,6 +579,27 @@ impl JobPacer {
         if changed {
             tracing::info!(job = %self.job, concurrency = effective.concurrency, paused = effective.paused, reasons = ?effective.reasons, "throttle changed");
         }
+    }
+
+    /// The throttle's gauges for this job.
+    fn publish_metrics(&self, effective: &Effective) {
+        let job = self.job.0.clone();
+        ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY, "job" => job.clone())
+            .set(f64::from(effective.concurrency));
+        ::metrics::gauge!(metrics::THROTTLE_PAUSED, "job" => job.clone())
+            .set(if effective.paused { 1.0 } else { 0.0 });
+        ::metrics::gauge!(metrics::CHUNKS_IN_FLIGHT, "job" => job.clone())
+            .set(f64::from(self.in_flight.load(Ordering::Relaxed)));
+        let limiting = metrics::limiting_reason(&effective.reasons);
+        for reason in metrics::THROTTLE_REASONS {
+            ::metrics::gauge!(metrics::THROTTLE_LIMITED_BY, "job" => job.clone(), "reason" => reason)
+                .set(if reason == limiting { 1.0 } else { 0.0 });
+        }
+        let rate = self.lock().throttle.policy().rate.clone();
+        ::metrics::gauge!(metrics::THROTTLE_ROWS_PER_SEC, "job" => job.clone())
+            .set(rate.rows_per_sec.unwrap_or(0) as f64);
+        ::metrics::gauge!(metrics::THROTTLE_BYTES_PER_SEC, "job" => job)
+            .set(rate.bytes_per_sec.unwrap_or(0) as f64);
     }
 
     fn view(&self, effective: &Effective, with_load: bool) -> EffectiveView {
@@ -797,6 +815,7 @@ impl JobControl for JobPacer {
             chunks_failed: counts.failed,
             chunks_running: self.in_flight.load(Ordering::Relaxed),
             waiting: self.waiting_for(),
+            eta: None,
         })
     }
 

@@ -373,10 +373,27 @@ pub(crate) fn job_status_line(response: &pb::GetJobResponse) -> String {
         response.chunks_failed,
         response.chunks_running
     );
+    let line = match response.eta_seconds {
+        Some(eta) if response.state == pb::JobState::Running as i32 => {
+            format!("{line}, ETA {}", describe_eta(eta))
+        }
+        _ => line,
+    };
     if response.waiting.is_empty() {
         line
     } else {
         format!("{line}; {}", response.waiting)
+    }
+}
+
+/// An ETA in seconds as `1h 5m`, `3m 20s` or `12s`.
+pub(crate) fn describe_eta(seconds: f64) -> String {
+    let total = seconds.max(0.0).round() as u64;
+    let (hours, minutes, secs) = (total / 3600, total % 3600 / 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{secs}s"),
+        (0, _) => format!("{minutes}m {secs}s"),
+        _ => format!("{hours}h {minutes}m"),
     }
 }
 
@@ -392,6 +409,7 @@ pub(crate) fn job_status_json(response: &pb::GetJobResponse) -> serde_json::Valu
         "chunks_failed": response.chunks_failed,
         "chunks_running": response.chunks_running,
         "waiting": response.waiting,
+        "eta_seconds": response.eta_seconds,
     })
 }
 

@@ -25,6 +25,7 @@ use super::remote::{AttemptRouter, RemoteExecutor};
 use super::tally::ChunkTally;
 use crate::control::{ChunkCounts, ControlError};
 use crate::job::{JobError, Resume, prepare_job};
+use crate::metrics::JobMetrics;
 use crate::pacer::JobPacer;
 use crate::scheduler::{JobEvent, RunOutcome, SchedulerOptions, run_job_on};
 
@@ -227,7 +228,7 @@ impl ClusterRuntime {
                 }
             };
             tracing::info!(coordinator = %info.id, revision = term.create_revision, "leading");
-            metrics::gauge!("ferry_coordinator_leader").set(1.0);
+            metrics::gauge!(crate::metrics::LEADER).set(1.0);
             let leadership = self.start_leading(&term);
             *lock(&self.leading) = Some(leadership.clone());
             self.role.send_replace(CoordinatorRole::Leading);
@@ -241,7 +242,7 @@ impl ClusterRuntime {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(5), job.finished.cancelled()).await;
             }
-            metrics::gauge!("ferry_coordinator_leader").set(0.0);
+            metrics::gauge!(crate::metrics::LEADER).set(0.0);
             if shutdown.is_cancelled() {
                 if let Err(error) = self.store.resign(&term).await {
                     tracing::warn!(%error, "cannot resign; the lease will expire instead");
@@ -487,6 +488,14 @@ impl ClusterRuntime {
         let (events, mut receiver) = mpsc::unbounded_channel::<JobEvent>();
         let counter = running.clone();
         let observer_events = self.observer_events(job);
+        let mut job_metrics = JobMetrics::new(
+            &job.0,
+            record
+                .tables
+                .iter()
+                .map(|table| table.schema.name.to_string())
+                .collect(),
+        );
         tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
                 if let Some(observer) = &observer_events {
@@ -501,6 +510,9 @@ impl ClusterRuntime {
                     (JobEvent::Loaded { chunks }, _) => *tally = Some(ChunkTally::new(chunks)),
                     (_, Some(tally)) => tally.apply(&event),
                     (_, None) => {}
+                }
+                if let Some(tally) = tally.as_ref() {
+                    job_metrics.observe(&event, tally);
                 }
             }
         });

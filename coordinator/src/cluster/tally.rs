@@ -3,6 +3,7 @@
 //! chunk of a big job from etcd; other reads count a snapshot from etcd.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use ferry_coordination::ChunkState;
 use ferry_model::ids::ChunkId;
@@ -11,20 +12,55 @@ use crate::control::ChunkCounts;
 use crate::scheduler::JobEvent;
 
 /// A running job's chunks as the leader's scheduler reports them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChunkTally {
     chunks: HashMap<ChunkId, (ChunkState, u64)>,
+    /// When this run loaded the chunks, and how many were verified then: the pace of
+    /// this run gives the ETA.
+    started: Instant,
+    verified_at_start: u32,
 }
 
 impl ChunkTally {
     /// Starts from the chunks as the run loaded them ([`JobEvent::Loaded`]).
     pub fn new(chunks: &[(ChunkId, ChunkState, u64)]) -> Self {
+        Self::new_at(chunks, Instant::now())
+    }
+
+    /// [`ChunkTally::new`] with the run's start given (tests).
+    pub fn new_at(chunks: &[(ChunkId, ChunkState, u64)], started: Instant) -> Self {
+        let chunks: HashMap<ChunkId, (ChunkState, u64)> = chunks
+            .iter()
+            .map(|(id, state, rows)| (*id, (*state, *rows)))
+            .collect();
+        let verified_at_start = ChunkCounts::of(chunks.values().copied()).verified;
         Self {
-            chunks: chunks
-                .iter()
-                .map(|(id, state, rows)| (*id, (*state, *rows)))
-                .collect(),
+            chunks,
+            started,
+            verified_at_start,
         }
+    }
+
+    /// Estimated time until every chunk is verified, at the pace this run verified
+    /// chunks so far (time since start per chunk verified, times the chunks left, those
+    /// running included); `None` before the run verified a chunk.
+    pub fn eta(&self) -> Option<Duration> {
+        self.eta_at(Instant::now())
+    }
+
+    /// [`ChunkTally::eta`] at `now`.
+    pub fn eta_at(&self, now: Instant) -> Option<Duration> {
+        let counts = self.counts();
+        let done_this_run = counts.verified.saturating_sub(self.verified_at_start);
+        let left = counts.total.saturating_sub(counts.verified + counts.failed);
+        if left == 0 {
+            return Some(Duration::ZERO);
+        }
+        if done_this_run == 0 {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.started);
+        Some(elapsed.mul_f64(f64::from(left) / f64::from(done_this_run)))
     }
 
     /// Follows one scheduler event.
@@ -57,6 +93,46 @@ impl ChunkTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_eta_is_this_runs_pace_times_the_chunks_left() {
+        let start = Instant::now();
+        let loaded: Vec<_> = (0..10)
+            .map(|id| {
+                let state = if id < 2 {
+                    ChunkState::Verified
+                } else {
+                    ChunkState::Planned
+                };
+                (ChunkId(id), state, 0)
+            })
+            .collect();
+        let mut tally = ChunkTally::new_at(&loaded, start);
+        assert_eq!(
+            tally.eta_at(start + Duration::from_secs(5)),
+            None,
+            "nothing verified yet"
+        );
+        for id in 2..4 {
+            let mut record = ferry_coordination::conformance::sample_job(
+                &ferry_model::ids::JobId("eta".into()),
+                10,
+            )
+            .1
+            .remove(id as usize);
+            record.state = ChunkState::Verified;
+            tally.apply(&JobEvent::ChunkFinished {
+                record: Some(Box::new(record)),
+                table_index: 0,
+                rows_streamed: 0,
+            });
+        }
+        // 2 chunks in 10 s this run, 6 left: 30 s.
+        assert_eq!(
+            tally.eta_at(start + Duration::from_secs(10)),
+            Some(Duration::from_secs(30))
+        );
+    }
     use ferry_coordination::conformance::sample_job;
     use ferry_model::ids::{Attempt, JobId};
 

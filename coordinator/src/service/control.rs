@@ -160,6 +160,7 @@ fn job_status_to_proto(job_id: String, status: JobStatusView) -> pb::GetJobRespo
         chunks_failed: status.chunks_failed,
         chunks_running: status.chunks_running,
         waiting: status.waiting.unwrap_or_default(),
+        eta_seconds: status.eta.map(|eta| eta.as_secs_f64()),
     }
 }
 

@@ -12,7 +12,6 @@ use ferry_coordination::{ChunkRecord, ChunkState, CoordinationError, JobRecord, 
 use ferry_model::ids::{ChunkId, JobId, WorkerId};
 
 use super::{ClusterRuntime, lock, store_error};
-use crate::cluster::tally::ChunkTally;
 use crate::control::{
     ChunkFilter, ChunkView, ClusterControl, ControlError, EffectiveView, JobControl, JobStateView,
     JobStatusView, JobSummaryView, PlanView, PlannedTableView, RecopySelector, ThrottleUpdate,
@@ -346,9 +345,13 @@ impl JobControl for ClusterRuntime {
             .await?
             .ok_or_else(|| ControlError::UnknownJob(job.to_owned()))?;
         let running = self.running_job(&id);
-        let tallied = running
-            .as_ref()
-            .and_then(|running| lock(&running.tally).as_ref().map(ChunkTally::counts));
+        let tallied = running.as_ref().and_then(|running| {
+            lock(&running.tally)
+                .as_ref()
+                .map(|tally| (tally.counts(), tally.eta()))
+        });
+        let eta = tallied.and_then(|(_, eta)| eta);
+        let tallied = tallied.map(|(counts, _)| counts);
         let counts = match tallied {
             Some(counts) => counts,
             None => self.stored_counts(&id, phase).await?,
@@ -372,6 +375,10 @@ impl JobControl for ClusterRuntime {
             chunks_failed: counts.failed,
             chunks_running: counts.running,
             waiting: pacer.and_then(|pacer| pacer.waiting_for()),
+            eta: match phase {
+                JobPhase::Running => eta,
+                _ => None,
+            },
         })
     }
 
