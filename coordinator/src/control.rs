@@ -24,7 +24,10 @@ pub enum ControlError {
     #[error("invalid request: {0}")]
     InvalidArgument(String),
     /// A ListChunks page token this ferry did not issue.
-    #[error("page_token {0:?} was not issued by ListChunks; start again with an empty page_token")]
+    #[error(
+        "page_token {} was not issued by ListChunks; start again with an empty page_token",
+        ferry_model::spec::clipped(.0)
+    )]
     BadPageToken(String),
     /// Storing or applying failed.
     #[error("{0}")]
