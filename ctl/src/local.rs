@@ -97,6 +97,9 @@ pub enum LocalError {
     /// The state file failed.
     #[error(transparent)]
     Store(#[from] CoordinationError),
+    /// A stored job cannot go on: its source changed, or cannot be checked now.
+    #[error("{0}")]
+    Prepare(String),
     /// The Control API could not listen.
     #[error("cannot serve the Control API on {addr}: {source}")]
     Serve {
@@ -249,6 +252,9 @@ impl LocalJob {
             },
             JobError::Plan(error) => LocalError::Plan(error),
             JobError::Store(error) => LocalError::Store(error),
+            other @ (JobError::SourceChanged { .. }
+            | JobError::TargetChanged { .. }
+            | JobError::SourceUnavailable { .. }) => LocalError::Prepare(other.to_string()),
         })
     }
 

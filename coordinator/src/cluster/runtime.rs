@@ -457,6 +457,7 @@ impl ClusterRuntime {
         .await
         .map_err(|error| match error {
             JobError::Store(error) => JobRunError::from_store(error),
+            JobError::SourceUnavailable { .. } => JobRunError::Retry(error.to_string()),
             other => JobRunError::Fatal(other.to_string()),
         })?
         .job;

@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod control;
+mod databases;
 mod etcd;
 mod spec;
 mod state_file;
