@@ -203,6 +203,7 @@ fn command_line_misuse_exits_with_its_code_naming_the_argument() {
     let mut failures = Failures::default();
     for case in &cases {
         let (code, stdout, stderr) = run(ferryctl().args(&case.args));
+        crate::common::show(case.name, code, &format!("{stdout}{stderr}"));
         failures.check(case.name, code == case.code, || {
             format!(
                 "exit {code}, expected {}; stderr: {}",

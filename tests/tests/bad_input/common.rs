@@ -93,6 +93,14 @@ pub fn target_is_empty(path: &Path) -> bool {
     sqlite_fingerprint(path, "orders").is_none_or(|(rows, _)| rows == 0)
 }
 
+/// Prints a case's outcome on one line (`cargo test -- --nocapture` shows the whole
+/// catalogue, as docs/errors.md lists it).
+pub fn show(case: &str, code: impl std::fmt::Display, message: &str) {
+    let one_line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clipped: String = one_line.chars().take(600).collect();
+    println!("CATALOGUE|{case}|{code}|{clipped}");
+}
+
 /// Collects the failures of a table of cases; [`Failures::finish`] panics listing all.
 #[derive(Default)]
 pub struct Failures(Vec<String>);

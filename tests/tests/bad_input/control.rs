@@ -83,6 +83,7 @@ fn expect<T: std::fmt::Debug>(
             format!("accepted: {}", clip(&format!("{answer:?}")))
         }),
         Err(status) => {
+            crate::common::show(name, format!("{:?}", status.code()), status.message());
             failures.check(name, status.code() == code, || {
                 format!(
                     "code {:?}, expected {code:?}: {}",

@@ -417,6 +417,7 @@ async fn run_case(case: &Case, failures: &mut Failures) {
     };
     let (code, stdout, stderr) = run(&mut local(&bad_env));
     let output = format!("{stdout}{stderr}");
+    crate::common::show(case.name, code, &output);
     failures.check(case.name, code == case.code, || {
         format!("exit {code}, expected {}: {}", case.code, clip(&output))
     });
@@ -513,4 +514,66 @@ async fn mariadb_tables_changed_or_refused_under_a_job_are_named_and_nothing_is_
         run_case(case, &mut failures).await;
     }
     failures.finish(cases.len());
+}
+
+/// Two source tables that would land in one target table (PostgreSQL schemas `a` and `b`
+/// into one MariaDB database): refused at planning, exit 2, nothing written; excluding
+/// one (the fix the message names) runs.
+#[test]
+fn two_source_tables_into_one_target_table_are_refused_before_anything_is_written() {
+    let source = Databases::new(Engine::Postgres);
+    let target = Databases::new(Engine::Mariadb);
+    source.sql(
+        &source.source,
+        "CREATE SCHEMA a; CREATE SCHEMA b;
+         CREATE TABLE a.orders (id bigint PRIMARY KEY, v text); INSERT INTO a.orders VALUES (1, 'a');
+         CREATE TABLE b.orders (id bigint PRIMARY KEY, v text); INSERT INTO b.orders VALUES (1, 'b');",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("job.yaml");
+    let body = |exclude: &str| {
+        format!(
+            "name: collide\nsource: {{ kind: postgres, url_env: {SOURCE_VAR} }}\ntarget: {{ kind: mysql, url_env: {TARGET_VAR} }}\n\
+             tables: {{ include: [\"a.*\", \"b.*\"]{exclude} }}\n"
+        )
+    };
+    std::fs::write(&spec, body("")).expect("spec");
+    let env = HashMap::from([
+        (SOURCE_VAR.to_owned(), source.url(&source.source)),
+        (TARGET_VAR.to_owned(), target.url(&target.target)),
+    ]);
+    let local = || {
+        let mut command = ferryctl();
+        command
+            .arg("local")
+            .arg(&spec)
+            .args(["--control-addr", "127.0.0.1:0"])
+            .envs(&env);
+        command
+    };
+    let mut failures = Failures::default();
+    let case = "two source tables into one target table";
+    let (code, _, stderr) = run(&mut local());
+    crate::common::show(case, code, &stderr);
+    failures.check(case, code == 2, || format!("exit {code}: {stderr}"));
+    failures.contains(
+        case,
+        "stderr",
+        &stderr,
+        &[
+            "tables a.orders and b.orders would both be written to target table",
+            "tables.exclude",
+        ],
+    );
+    failures.check(
+        case,
+        target.fingerprint(&target.target, "orders").is_none(),
+        || "a target table was created".into(),
+    );
+    std::fs::write(&spec, body(", exclude: [\"b.*\"]")).expect("spec");
+    let (code, _, stderr) = run(&mut local());
+    failures.check(case, code == 0, || {
+        format!("with b.* excluded: exit {code}: {stderr}")
+    });
+    failures.finish(1);
 }

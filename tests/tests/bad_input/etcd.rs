@@ -330,6 +330,7 @@ async fn garbage_under_the_etcd_prefix_is_named_and_the_cluster_keeps_working() 
                         failures.check(case, false, || format!("job {id} not listed: {jobs:?}"))
                     }
                     Some(job) => {
+                        crate::common::show(case, "FAILED", &job.reason);
                         failures.check(case, job.state == pb::JobState::Failed as i32, || {
                             format!("{job:?}")
                         });
@@ -420,6 +421,11 @@ fn a_second_worker_of_one_name_refuses_to_start_while_the_first_lives() {
         .output()
         .expect("run the second worker");
     let log = cluster.read_log("second");
+    crate::common::show(
+        "second worker of one name",
+        format!("{:?}", second.status.code()),
+        &log,
+    );
     let mut failures = Failures::default();
     failures.check(
         "second worker of one name",

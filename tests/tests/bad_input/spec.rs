@@ -201,11 +201,6 @@ fn cases() -> Vec<Case> {
             &["tables.include[0]"],
         ),
         text(
-            "duplicate tables",
-            edited("include: [orders]", "include: [orders, orders]"),
-            &["tables.include[1]", "orders", "tables.include[0]"],
-        ),
-        text(
             "pattern selects no table",
             edited("include: [orders]", "include: [\"zz*\"]"),
             &["select no table", "orders"],
@@ -345,6 +340,7 @@ fn malformed_and_hostile_specs_exit_2_naming_the_field_and_leave_everything_unto
             .arg(&state)
             .args(["--control-addr", "127.0.0.1:0"])
             .env_remove("FERRY_BAD_INPUT_UNSET"));
+        crate::common::show(case.name, code, &stderr);
         failures.check(case.name, code == case.code, || {
             format!(
                 "exit {code}, expected {}; stderr: {}",

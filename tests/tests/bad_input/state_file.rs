@@ -144,6 +144,7 @@ fn a_damaged_state_file_is_named_and_a_fresh_one_completes_the_job() {
         let target_before = sqlite_fingerprint(&target, "orders");
         (case.damage)(&state);
         let (code, stdout, stderr) = run(&mut local());
+        crate::common::show(case.name, code, &stderr);
         failures.check(case.name, code == case.code, || {
             format!(
                 "exit {code}, expected {}; stdout {} stderr: {}",

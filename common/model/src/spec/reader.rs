@@ -312,20 +312,6 @@ fn read_patterns(
             all_valid = false;
             continue;
         };
-        if let Some(first) = items[..index]
-            .iter()
-            .position(|earlier| earlier.as_str() == Some(text))
-        {
-            all_valid = false;
-            problems.push(
-                &pattern_path,
-                format!(
-                    "{text:?} repeats {}: list each pattern once",
-                    item_path(path, first)
-                ),
-            );
-            continue;
-        }
         match GlobPattern::parse(text) {
             Ok(pattern) => patterns.push(pattern),
             Err(glob_error) => {
