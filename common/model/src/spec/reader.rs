@@ -93,6 +93,12 @@ pub(crate) fn describe_yaml_error(text: &str, yaml_error: &serde_yaml_ng::Error)
              is this the right file?"
         );
     }
+    if message.contains("as u128") || message.contains("as i128") {
+        return format!(
+            "a number is too large ({message}): ferry's numbers go up to \
+             18446744073709551615, and every field has its own, smaller limit"
+        );
+    }
     let tab_at_error = yaml_error.location().is_some_and(|location| {
         text.lines()
             .nth(location.line().saturating_sub(1))
