@@ -139,8 +139,9 @@ impl LocalError {
     }
 }
 
-/// Reads and validates a spec file; relative paths in it are relative to its folder.
-pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, LocalError> {
+/// Reads a spec file's text: refused when larger than any spec
+/// ([`ferry_model::spec::MAX_SPEC_BYTES`], checked before reading) or not UTF-8.
+pub fn read_spec_text(path: &Path) -> Result<String, LocalError> {
     let read_error = |source| LocalError::ReadSpec {
         path: path.display().to_string(),
         source,
@@ -153,10 +154,15 @@ pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, 
         });
     }
     let raw = std::fs::read(path).map_err(read_error)?;
-    let text = String::from_utf8(raw).map_err(|error| LocalError::SpecNotText {
+    String::from_utf8(raw).map_err(|error| LocalError::SpecNotText {
         path: path.display().to_string(),
         offset: error.utf8_error().valid_up_to(),
-    })?;
+    })
+}
+
+/// Reads and validates a spec file; relative paths in it are relative to its folder.
+pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, LocalError> {
+    let text = read_spec_text(path)?;
     // Resolve the spec's folder to an absolute path, so that relative paths in the spec
     // mean the same files (and give the same fingerprint) whatever the current directory.
     let spec_dir = path

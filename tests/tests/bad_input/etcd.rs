@@ -382,6 +382,60 @@ async fn garbage_under_the_etcd_prefix_is_named_and_the_cluster_keeps_working() 
             format!("{status:?}")
         }),
     }
+    // A 10 MB spec over the wire: refused by ferryctl before sending, and by the
+    // coordinator if sent anyway (tonic's 4 MiB message limit).
+    let huge = dir.join("huge.yaml");
+    std::fs::write(
+        &huge,
+        format!("{}# {}\n", sqlite_spec("huge", &dir), "x".repeat(10 << 20)),
+    )
+    .expect("spec");
+    let (code, _, stderr) = crate::common::run(
+        crate::common::ferryctl()
+            .arg("submit")
+            .arg(&huge)
+            .args(["--endpoint", &endpoint]),
+    );
+    cases += 1;
+    crate::common::show("ferryctl submit of a 10 MB spec", code, &stderr);
+    failures.check("ferryctl submit of a 10 MB spec", code == 2, || {
+        format!("exit {code}: {stderr}")
+    });
+    failures.contains(
+        "ferryctl submit of a 10 MB spec",
+        "stderr",
+        &stderr,
+        &["at most 1048576 bytes"],
+    );
+    cases += 1;
+    let oversized = client
+        .submit_job(pb::SubmitJobRequest {
+            spec_yaml: "x".repeat(10 << 20),
+            dry_run: true,
+        })
+        .await;
+    match oversized {
+        Ok(answer) => failures.check("SubmitJob of 10 MB over the wire", false, || {
+            format!("accepted: {:?}", answer.get_ref().job_id)
+        }),
+        Err(status) => {
+            crate::common::show(
+                "SubmitJob of 10 MB over the wire",
+                format!("{:?}", status.code()),
+                status.message(),
+            );
+            failures.check(
+                "SubmitJob of 10 MB over the wire",
+                matches!(
+                    status.code(),
+                    tonic::Code::OutOfRange
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::InvalidArgument
+                ),
+                || format!("{status:?}"),
+            );
+        }
+    }
     let log = cluster.read_log("coordinator");
     failures.contains(
         "coordinator log",
