@@ -534,3 +534,86 @@ fn a_second_worker_of_one_name_refuses_to_start_while_the_first_lives() {
     });
     failures.finish(2);
 }
+
+/// A worker whose own earlier registration (a lease it lost, from this very process)
+/// still stands waits for it to expire instead of refusing itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_its_own_stale_registration_instead_of_refusing() {
+    use ferry_coordination::{
+        ClusterProtocol, ClusterRef, EtcdStore, EtcdStoreOptions, cluster::WorkerInfo,
+    };
+    use ferry_model::ids::WorkerId;
+    use ferry_worker::agent::{AgentOptions, WorkerState, run_agent};
+
+    let endpoints = vec![env_url("FERRY_TEST_ETCD_ENDPOINTS")];
+    let prefix = format!("/ferry/bad-self-{}/v1", unique_suffix());
+    let store = EtcdStore::connect(&endpoints, prefix.clone(), EtcdStoreOptions::default())
+        .await
+        .expect("etcd");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stale = store
+        .start_lease(Duration::from_secs(10), &cancel)
+        .await
+        .expect("lease");
+    let me = WorkerInfo {
+        id: WorkerId("self".into()),
+        slots: 1,
+        draining: false,
+        host: "this-host".into(),
+        pid: std::process::id(),
+        registered_at_unix_ms: 1,
+    };
+    store
+        .put_live_worker(&me, stale.id)
+        .await
+        .expect("the stale registration");
+    let store: ClusterRef = std::sync::Arc::new(store);
+    let options = AgentOptions {
+        id: me.id.clone(),
+        slots: 1,
+        ttl: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(1),
+        env: std::collections::HashMap::new(),
+        base_dir: std::env::temp_dir(),
+        host: "this-host".into(),
+        progress_interval: Duration::from_secs(1),
+    };
+    let (state_tx, mut state_rx) = tokio::sync::watch::channel(WorkerState::Registering);
+    let kill = cancel.child_token();
+    let agent = tokio::spawn(run_agent(
+        store.clone(),
+        options,
+        cancel.child_token(),
+        kill.clone(),
+        state_tx,
+    ));
+    let early = tokio::time::timeout(
+        Duration::from_secs(2),
+        state_rx.wait_for(|state| *state == WorkerState::Ready),
+    )
+    .await
+    .map(|ready| ready.is_ok());
+    assert!(early.is_err(), "registered over its own live registration");
+    assert!(
+        !agent.is_finished(),
+        "the agent refused its own stale registration"
+    );
+    store
+        .revoke_lease(stale.id)
+        .await
+        .expect("the stale lease ends");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state_rx.wait_for(|state| *state == WorkerState::Ready),
+    )
+    .await
+    .expect("registered once its stale registration expired")
+    .expect("agent alive");
+    kill.cancel();
+    cancel.cancel();
+    let _ = agent.await;
+    let _ = Command::new("etcdctl")
+        .arg(format!("--endpoints={}", endpoints[0]))
+        .args(["del", "--prefix", &prefix])
+        .output();
+}
