@@ -29,6 +29,9 @@ pub enum ControlError {
         ferry_model::spec::clipped(.0)
     )]
     BadPageToken(String),
+    /// A stored record cannot be read: garbage, or written by a newer ferry.
+    #[error("{0}")]
+    CorruptRecord(String),
     /// Storing or applying failed.
     #[error("{0}")]
     Internal(String),

@@ -360,7 +360,10 @@ pub enum CoordinationError {
         registered_at: String,
     },
     /// A value stored in etcd could not be decoded (or a record could not be encoded).
-    #[error("etcd key {key}: corrupt value: {detail}")]
+    #[error(
+        "etcd key {key}: corrupt value: {detail} (written by another program or a newer \
+         ferry?)"
+    )]
     CorruptValue {
         /// The key, as text.
         key: String,

@@ -671,6 +671,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn store_error(error: CoordinationError) -> ControlError {
+    if matches!(
+        error,
+        CoordinationError::CorruptValue { .. }
+            | CoordinationError::Corrupt { .. }
+            | CoordinationError::StateFileDamaged { .. }
+            | CoordinationError::StateFileTooNew { .. }
+    ) {
+        return ControlError::CorruptRecord(error.to_string());
+    }
     if error.is_retryable() {
         ControlError::Unavailable(error.to_string())
     } else {

@@ -86,6 +86,10 @@ impl From<ControlError> for Status {
             | ControlError::InvalidThrottle(_)
             | ControlError::InvalidArgument(_)
             | ControlError::BadPageToken(_) => Status::invalid_argument(message),
+            ControlError::CorruptRecord(_) => {
+                tracing::error!(%error, "a stored record cannot be read");
+                Status::data_loss(message)
+            }
             ControlError::Internal(_) => {
                 tracing::error!(%error, "control request failed");
                 Status::internal(message)
