@@ -127,6 +127,7 @@ impl Failures {
 
     /// Panics listing every failure, if any.
     pub fn finish(self, cases: usize) {
+        println!("CASES|{cases}");
         assert!(
             self.0.is_empty(),
             "{} of {cases} cases failed:\n{}",
