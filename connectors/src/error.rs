@@ -70,7 +70,10 @@ pub enum ConnectorError {
         table: TableName,
     },
     /// A statement failed.
-    #[error("failed to {operation} on table {table}: {source}")]
+    #[error(
+        "failed to {operation} on table {table}: {source}{}",
+        privilege_hint(source)
+    )]
     Query {
         /// What ferry was doing, e.g. `read chunk`.
         operation: &'static str,
@@ -216,3 +219,16 @@ impl ConnectorError {
 
 /// Shorthand for connector results.
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+/// What to do about a statement the account may not run (PostgreSQL SQLSTATE 42501,
+/// MySQL/MariaDB errors 1142 to 1144: "... command denied to user"); empty otherwise.
+fn privilege_hint(source: &BoxError) -> &'static str {
+    let text = source.to_string();
+    if text.contains("SQLSTATE 42501") || text.contains("command denied to user") {
+        "; grant ferry's account the privileges it needs (source: SELECT; target: SELECT, \
+         INSERT, DELETE, and CREATE for new tables), then run the job again: chunks already \
+         copied stay"
+    } else {
+        ""
+    }
+}

@@ -24,8 +24,14 @@ pub enum ControlError {
     #[error("invalid request: {0}")]
     InvalidArgument(String),
     /// A ListChunks page token this ferry did not issue.
-    #[error("page_token {0:?} was not issued by ListChunks; start again with an empty page_token")]
+    #[error(
+        "page_token {} was not issued by ListChunks; start again with an empty page_token",
+        ferry_model::spec::clipped(.0)
+    )]
     BadPageToken(String),
+    /// A stored record cannot be read: garbage, or written by a newer ferry.
+    #[error("{0}")]
+    CorruptRecord(String),
     /// Storing or applying failed.
     #[error("{0}")]
     Internal(String),

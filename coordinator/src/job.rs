@@ -24,6 +24,51 @@ pub enum JobError {
         /// The job.
         job: String,
     },
+    /// A source table of a stored job is gone or has other columns than when the job
+    /// was planned: copying on would drop or mangle the new columns' values.
+    #[error(
+        "source table {table} changed since job {job} was planned ({changes}): the chunks \
+         copied so far hold the planned columns; restore the table as it was, or start the \
+         job over (another --state or job name, with the target table dropped or \
+         `schema: recreate`)"
+    )]
+    SourceChanged {
+        /// The job.
+        job: String,
+        /// The table.
+        table: String,
+        /// What differs, e.g. "column note added".
+        changes: String,
+    },
+    /// A target table of a stored job is gone or cannot take the rest of the job: the
+    /// chunks recorded as copied are not (all) there any more.
+    #[error(
+        "target table {table} of job {job} {problem}, yet {verified} of its chunks are \
+         recorded as copied: if it was dropped or replaced, start the job over with another \
+         --state (or job name) so that every chunk is copied again; otherwise restore it"
+    )]
+    TargetChanged {
+        /// The job.
+        job: String,
+        /// The target table.
+        table: String,
+        /// What is wrong with it.
+        problem: String,
+        /// Its chunks recorded VERIFIED.
+        verified: usize,
+    },
+    /// The source or target could not be reached to check a stored job's tables
+    /// (retryable).
+    #[error("cannot check the {side} tables of job {job}: {source}")]
+    SourceUnavailable {
+        /// The job.
+        job: String,
+        /// `source` or `target`.
+        side: &'static str,
+        /// Why.
+        #[source]
+        source: ferry_connectors::ConnectorError,
+    },
     /// Planning failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -78,6 +123,8 @@ pub async fn prepare_job(
                 tracing::warn!(job = %job.id, chunks = ?reset, "retrying chunks that FAILED in an earlier run");
             }
         }
+        check_source_unchanged(&job, &chunks, source).await?;
+        check_targets_present(spec, &job, &chunks, sink).await?;
         let verified: Vec<_> = chunks
             .iter()
             .filter(|chunk| chunk.state == ChunkState::Verified)
@@ -98,4 +145,134 @@ pub async fn prepare_job(
         rows_verified_before: 0,
         chunks_verified_before: 0,
     })
+}
+
+/// Refuses to go on with a stored job whose source tables (those with chunks still to
+/// copy) are gone or have other columns than planned.
+async fn check_source_unchanged(
+    job: &JobRecord,
+    chunks: &[ferry_coordination::ChunkRecord],
+    source: &dyn Source,
+) -> Result<(), JobError> {
+    for (index, table) in job.tables.iter().enumerate() {
+        let unfinished = chunks
+            .iter()
+            .any(|chunk| chunk.table_index == index && chunk.state != ChunkState::Verified);
+        if !unfinished {
+            continue;
+        }
+        let changed = |changes: String| JobError::SourceChanged {
+            job: job.id.0.clone(),
+            table: table.schema.name.to_string(),
+            changes,
+        };
+        let described = match source.describe_table(&table.schema.name).await {
+            Ok(described) => described,
+            Err(error @ ferry_connectors::ConnectorError::TableNotFound { .. }) => {
+                return Err(changed(format!("{error}: dropped or renamed")));
+            }
+            Err(error) if error.kind() == ferry_connectors::ErrorKind::Unavailable => {
+                return Err(JobError::SourceUnavailable {
+                    job: job.id.0.clone(),
+                    side: "source",
+                    source: error,
+                });
+            }
+            Err(error) => return Err(changed(format!("it cannot be described: {error}"))),
+        };
+        let changes = column_changes(&table.schema.columns, &described.columns);
+        if !changes.is_empty() {
+            return Err(changed(changes.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// What differs between the planned and the current columns, in words.
+fn column_changes(
+    planned: &[ferry_model::schema::ColumnSchema],
+    current: &[ferry_model::schema::ColumnSchema],
+) -> Vec<String> {
+    let mut changes = Vec::new();
+    for column in planned {
+        match current.iter().find(|now| now.name == column.name) {
+            None => changes.push(format!("column {} removed", column.name)),
+            Some(now)
+                if now.column_type != column.column_type
+                    || !now
+                        .declared_type
+                        .eq_ignore_ascii_case(&column.declared_type) =>
+            {
+                changes.push(format!(
+                    "column {}: type {}, was {}",
+                    column.name, now.declared_type, column.declared_type
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for now in current {
+        if !planned.iter().any(|column| column.name == now.name) {
+            changes.push(format!("column {} added", now.name));
+        }
+    }
+    changes
+}
+
+/// Refuses to go on with a stored job whose target tables (those with chunks still to
+/// copy) are gone or no longer match: the chunks recorded as copied would be missing.
+async fn check_targets_present(
+    spec: &JobSpec,
+    job: &JobRecord,
+    chunks: &[ferry_coordination::ChunkRecord],
+    sink: &dyn Sink,
+) -> Result<(), JobError> {
+    for (index, table) in job.tables.iter().enumerate() {
+        let of_table = || chunks.iter().filter(|chunk| chunk.table_index == index);
+        if of_table().all(|chunk| chunk.state == ChunkState::Verified) {
+            continue;
+        }
+        let name = &table.schema.name;
+        let options = ferry_connectors::PrepareOptions {
+            mode: ferry_model::spec::SchemaMode::RequireExisting,
+            type_overrides: table
+                .schema
+                .columns
+                .iter()
+                .filter_map(|column| {
+                    spec.columns
+                        .lookup(&name.to_string(), &name.name, &column.name)
+                        .map(|target_type| (column.name.clone(), target_type.to_string()))
+                })
+                .collect(),
+        };
+        let problem = match sink
+            .prepare_table(&table.schema, &table.key, &options)
+            .await
+        {
+            Ok(_) => continue,
+            Err(error) if error.kind() == ferry_connectors::ErrorKind::Unavailable => {
+                return Err(JobError::SourceUnavailable {
+                    job: job.id.0.clone(),
+                    side: "target",
+                    source: error,
+                });
+            }
+            Err(ferry_connectors::ConnectorError::SchemaMismatch { detail, .. })
+                if detail.starts_with("it does not exist") =>
+            {
+                "does not exist any more".to_owned()
+            }
+            Err(error) => format!("cannot take the rest of the job ({error})"),
+        };
+        return Err(JobError::TargetChanged {
+            job: job.id.0.clone(),
+            table: sink.target_table(&table.schema).to_string(),
+            problem,
+            verified: of_table()
+                .filter(|chunk| chunk.state == ChunkState::Verified)
+                .count(),
+        });
+    }
+    Ok(())
 }

@@ -136,14 +136,11 @@ pub async fn submit(
     wait: bool,
     format: OutputFormat,
 ) -> i32 {
-    let spec_yaml = match std::fs::read_to_string(spec_path) {
+    let spec_yaml = match crate::local::read_spec_text(spec_path) {
         Ok(text) => text,
         Err(error) => {
-            eprintln!(
-                "error: cannot read the job spec {}: {error}; pass the path of a YAML job spec",
-                spec_path.display()
-            );
-            return exit_code::INVALID_INPUT;
+            eprintln!("error: {error}");
+            return error.exit_code();
         }
     };
     let outcome = request(endpoints, |mut client| {

@@ -46,6 +46,29 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The spec file is larger than any spec (a wrong file, or a hostile one).
+    #[error(
+        "spec {path} is {bytes} bytes; ferry reads specs of at most {max} bytes \
+         (name tables by patterns in tables.include): is this the right file?",
+        max = ferry_model::spec::MAX_SPEC_BYTES
+    )]
+    SpecTooLarge {
+        /// The spec file.
+        path: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The spec file is not UTF-8 text.
+    #[error(
+        "spec {path} is not UTF-8 text (invalid byte at offset {offset}): a job spec is a \
+         YAML text file; is this the right file?"
+    )]
+    SpecNotText {
+        /// The spec file.
+        path: String,
+        /// Where the first invalid byte is.
+        offset: usize,
+    },
     /// The spec is invalid.
     #[error("invalid spec {path}:\n{errors}")]
     InvalidSpec {
@@ -75,6 +98,9 @@ pub enum LocalError {
     /// The state file failed.
     #[error(transparent)]
     Store(#[from] CoordinationError),
+    /// A stored job cannot go on: its source changed, or cannot be checked now.
+    #[error("{0}")]
+    Prepare(String),
     /// The Control API could not listen.
     #[error("cannot serve the Control API on {addr}: {source}")]
     Serve {
@@ -102,6 +128,8 @@ impl LocalError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LocalError::ReadSpec { .. }
+            | LocalError::SpecTooLarge { .. }
+            | LocalError::SpecNotText { .. }
             | LocalError::InvalidSpec { .. }
             | LocalError::SpecChanged { .. }
             | LocalError::Security(_) => exit_code::INVALID_INPUT,
@@ -116,12 +144,30 @@ impl LocalError {
     }
 }
 
-/// Reads and validates a spec file; relative paths in it are relative to its folder.
-pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LocalError::ReadSpec {
+/// Reads a spec file's text: refused when larger than any spec
+/// ([`ferry_model::spec::MAX_SPEC_BYTES`], checked before reading) or not UTF-8.
+pub fn read_spec_text(path: &Path) -> Result<String, LocalError> {
+    let read_error = |source| LocalError::ReadSpec {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
+    if bytes > ferry_model::spec::MAX_SPEC_BYTES as u64 {
+        return Err(LocalError::SpecTooLarge {
+            path: path.display().to_string(),
+            bytes,
+        });
+    }
+    let raw = std::fs::read(path).map_err(read_error)?;
+    String::from_utf8(raw).map_err(|error| LocalError::SpecNotText {
+        path: path.display().to_string(),
+        offset: error.utf8_error().valid_up_to(),
+    })
+}
+
+/// Reads and validates a spec file; relative paths in it are relative to its folder.
+pub fn load_spec(path: &Path, env: &HashMap<String, String>) -> Result<JobSpec, LocalError> {
+    let text = read_spec_text(path)?;
     // Resolve the spec's folder to an absolute path, so that relative paths in the spec
     // mean the same files (and give the same fingerprint) whatever the current directory.
     let spec_dir = path
@@ -220,6 +266,9 @@ impl LocalJob {
             },
             JobError::Plan(error) => LocalError::Plan(error),
             JobError::Store(error) => LocalError::Store(error),
+            other @ (JobError::SourceChanged { .. }
+            | JobError::TargetChanged { .. }
+            | JobError::SourceUnavailable { .. }) => LocalError::Prepare(other.to_string()),
         })
     }
 

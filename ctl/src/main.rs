@@ -179,7 +179,7 @@ struct RecopyArgs {
     /// The job's name (the spec's `name`).
     job: String,
     /// This chunk (repeat for several); ids as `ferryctl chunks` lists them.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, allow_negative_numbers = true, value_name = "ID")]
     chunk: Vec<u32>,
     /// Every chunk of this source table.
     #[arg(long)]
@@ -213,10 +213,10 @@ struct ThrottleCommand {
     #[arg(long)]
     clear_override: bool,
     /// Job-wide rows per second (0 removes the limit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rows_per_sec: Option<u64>,
     /// Job-wide bytes per second (0 removes the limit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     bytes_per_sec: Option<u64>,
     /// Load above which concurrency halves.
     #[arg(long, requires = "load_critical")]
@@ -255,7 +255,7 @@ struct LocalArgs {
     json: bool,
     /// Where to serve the Control API (`ferryctl throttle`, `pause`, `resume`, `status`);
     /// port 0 picks a free one. The address is printed at start.
-    #[arg(long, default_value = DEFAULT_CONTROL_ADDR)]
+    #[arg(long, default_value = DEFAULT_CONTROL_ADDR, value_parser = parse_listen_address)]
     control_addr: String,
     /// The Control API's TLS certificate (PEM): serve TLS.
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -290,7 +290,7 @@ impl LocalArgs {
 #[derive(clap::Args)]
 struct DemoArgs {
     /// Rows in the largest sample table.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     rows: u64,
     /// Folder for the sample source, the target, the spec and the state file.
     #[arg(long, default_value = "demo")]
@@ -301,6 +301,21 @@ struct DemoArgs {
     /// Only make the sample database and the spec (e.g. to `ferryctl submit` it to a cluster).
     #[arg(long)]
     prepare_only: bool,
+}
+
+/// Checks `--control-addr` before anything runs: `HOST:PORT` (a name or an IP, IPv6 in
+/// brackets), port 0 to 65535.
+fn parse_listen_address(text: &str) -> Result<String, String> {
+    let well_formed = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+    });
+    if well_formed {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not HOST:PORT; give e.g. {DEFAULT_CONTROL_ADDR} (port 0 picks a free one)"
+        ))
+    }
 }
 
 /// Where `ferryctl local` serves its Control API unless told otherwise.

@@ -138,6 +138,15 @@ fn parse_endpoints(endpoints: &str) -> Result<Vec<String>, RemoteError> {
                 .to_string(),
         ));
     }
+    if let Some(foreign) = uris
+        .iter()
+        .find(|uri| !uri.starts_with("http://") && !uri.starts_with("https://"))
+    {
+        return Err(RemoteError::Refused(format!(
+            "--endpoint {foreign}: the Control API speaks gRPC over http:// (or https://); \
+             give e.g. http://127.0.0.1:7878"
+        )));
+    }
     Ok(uris)
 }
 

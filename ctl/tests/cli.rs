@@ -505,7 +505,7 @@ fn submit_of_a_missing_spec_file_exits_2_naming_the_file() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.is_empty());
     assert!(
-        stderr.contains(&format!("cannot read the job spec {}", missing.display())),
+        stderr.contains(&format!("cannot read spec {}", missing.display())),
         "{stderr}"
     );
     let (code, _, stderr) = run(ferryctl().args(["submit", "x.yaml", "--dry-run", "--wait"]));

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_coordination::cluster_conformance::{
-    check_drain_pace_jobs_and_recopy, check_one_leader_and_fenced_writes,
-    check_registration_vanishes_with_its_lease, check_results_count_only_while_assigned,
+    check_a_live_worker_name_is_not_taken_over, check_drain_pace_jobs_and_recopy,
+    check_one_leader_and_fenced_writes, check_registration_vanishes_with_its_lease,
+    check_results_count_only_while_assigned,
 };
 use ferry_coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
@@ -46,6 +47,7 @@ async fn check_all(store: Arc<dyn Coordination>) {
 /// Every check of the cluster protocol; the backend must have no other campaigner.
 async fn check_cluster(cluster: &dyn ClusterProtocol) {
     check_registration_vanishes_with_its_lease(cluster).await;
+    check_a_live_worker_name_is_not_taken_over(cluster).await;
     check_one_leader_and_fenced_writes(cluster).await;
     check_results_count_only_while_assigned(cluster).await;
     check_drain_pace_jobs_and_recopy(cluster).await;

@@ -164,7 +164,26 @@ pub async fn run_agent_with(
             Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, "etcd unavailable; registering again");
             }
-            Err(error) => return Err(error.into()),
+            Err(ferry_coordination::CoordinationError::WorkerNameTaken { pid, host, .. })
+                if pid == std::process::id() && host == options.host =>
+            {
+                // This process's own registration, on the lease it lost: etcd frees
+                // the name when that lease expires (at most one TTL).
+                tracing::warn!(worker = %options.id, "the registration of the lost lease still stands; registering again once it expires");
+                if let Err(error) = store.revoke_lease(lease.id).await {
+                    tracing::debug!(%error, "cannot revoke the unused lease; it expires by itself");
+                }
+                tokio::select! {
+                    () = kill.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(options.ttl / 4) => {}
+                }
+            }
+            Err(error) => {
+                if let Err(revoke_error) = store.revoke_lease(lease.id).await {
+                    tracing::debug!(error = %revoke_error, "cannot revoke the lease; it expires by itself");
+                }
+                return Err(error.into());
+            }
         }
     }
 }

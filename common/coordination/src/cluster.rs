@@ -58,6 +58,23 @@ pub struct WorkerInfo {
     pub registered_at_unix_ms: i64,
 }
 
+impl WorkerInfo {
+    /// The refusal a worker gets when it registers under this live worker's name.
+    pub fn name_taken(&self) -> crate::CoordinationError {
+        let registered_at = jiff::Timestamp::from_millisecond(self.registered_at_unix_ms)
+            .map_or_else(
+                |_| format!("{} ms since the epoch", self.registered_at_unix_ms),
+                |at| at.to_string(),
+            );
+        crate::CoordinationError::WorkerNameTaken {
+            worker: self.id.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+            registered_at,
+        }
+    }
+}
+
 /// One attempt of one chunk given to a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
@@ -294,7 +311,9 @@ pub trait ClusterProtocol: Coordination {
     // ------------------------------------------------------------ workers
 
     /// Puts the worker's record on its lease (registering, or re-registering with
-    /// `draining`).
+    /// `draining`). Refused with [`CoordinationError::WorkerNameTaken`](crate::CoordinationError::WorkerNameTaken)
+    /// while a record of that name hangs on another live lease: a second worker of one
+    /// name never replaces the first.
     async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()>;
 
     /// Mirrors the live workers.

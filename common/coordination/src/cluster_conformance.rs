@@ -83,6 +83,81 @@ pub async fn check_registration_vanishes_with_its_lease(cluster: &dyn ClusterPro
     cancel.cancel();
 }
 
+/// A name belongs to one live worker: a second registration of it on another lease is
+/// refused naming the holder, and changes nothing; the holder may re-register on its own
+/// lease (draining); once the holder's lease is revoked, the name is free.
+pub async fn check_a_live_worker_name_is_not_taken_over(cluster: &dyn ClusterProtocol) {
+    let cancel = CancellationToken::new();
+    let id = WorkerId(unique("one-name"));
+    let first_lease = cluster
+        .start_lease(Duration::from_secs(10), &cancel)
+        .await
+        .expect("lease");
+    let second_lease = cluster
+        .start_lease(Duration::from_secs(10), &cancel)
+        .await
+        .expect("lease");
+    let first = WorkerInfo {
+        host: "first-host".into(),
+        pid: 111,
+        ..worker_info(&id)
+    };
+    let second = WorkerInfo {
+        host: "second-host".into(),
+        pid: 222,
+        slots: 7,
+        ..worker_info(&id)
+    };
+    cluster
+        .put_live_worker(&first, first_lease.id)
+        .await
+        .expect("register the first");
+    let refused = cluster.put_live_worker(&second, second_lease.id).await;
+    match &refused {
+        Err(
+            error @ CoordinationError::WorkerNameTaken {
+                worker, host, pid, ..
+            },
+        ) => {
+            assert_eq!((worker, host.as_str(), *pid), (&id, "first-host", 111));
+            let message = error.to_string();
+            assert!(
+                message.contains("pid 111 on host first-host") && message.contains("--name"),
+                "{message}"
+            );
+            assert!(!error.is_retryable());
+        }
+        other => panic!("a second worker of one name must be refused: {other:?}"),
+    }
+    let live = cluster.live_workers().await.expect("list");
+    let holder = live
+        .iter()
+        .find(|info| info.id == id)
+        .expect("the first stays");
+    assert_eq!((holder.host.as_str(), holder.slots), ("first-host", 2));
+    // The holder re-registers on its own lease (e.g. draining).
+    cluster
+        .put_live_worker(
+            &WorkerInfo {
+                draining: true,
+                ..first.clone()
+            },
+            first_lease.id,
+        )
+        .await
+        .expect("the holder re-registers");
+    cluster.revoke_lease(first_lease.id).await.expect("revoke");
+    cluster
+        .put_live_worker(&second, second_lease.id)
+        .await
+        .expect("the name is free once the holder's lease ended");
+    let live = cluster.live_workers().await.expect("list");
+    let holder = live.iter().find(|info| info.id == id).expect("the second");
+    assert_eq!(holder.host, "second-host");
+    cluster.revoke_lease(second_lease.id).await.expect("revoke");
+    cancel.cancel();
+}
+
 /// One leader at a time: the first campaign wins, a second waits until the first
 /// resigns; the first term's fenced store is refused (`NotLeader`) from then on, and
 /// the second term's is not.

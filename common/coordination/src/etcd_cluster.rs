@@ -86,14 +86,58 @@ impl ClusterProtocol for EtcdStore {
             lease_id: lease,
         }
         .encode_to_vec();
+        let key = self.keys.worker(&worker.id);
+        let put = TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        );
         let mut kv = self.client.kv_client();
-        let options = PutOptions::new().with_lease(lease);
-        self.call(
-            &operation,
-            kv.put(self.keys.worker(&worker.id), value, Some(options)),
-        )
-        .await?;
-        Ok(())
+        const ROUNDS: u32 = 3;
+        for _ in 0..ROUNDS {
+            // Put when the name is free; otherwise read the holder.
+            let txn = etcd_client::Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![put.clone()])
+                .or_else(vec![TxnOp::get(key.clone(), None)]);
+            let response = self.call(&operation, kv.txn(txn)).await?;
+            if response.succeeded() {
+                return Ok(());
+            }
+            let holder = response.op_responses().into_iter().find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            });
+            let Some(holder) = holder else {
+                continue; // deleted in between: the name is free now
+            };
+            if holder.lease() != lease {
+                let info = decode_worker(&holder).unwrap_or_else(|| WorkerInfo {
+                    id: worker.id.clone(),
+                    slots: 0,
+                    draining: false,
+                    host: "(an unreadable registration)".to_owned(),
+                    pid: 0,
+                    registered_at_unix_ms: 0,
+                });
+                return Err(info.name_taken());
+            }
+            // Ours already (same lease): a re-registration, e.g. draining.
+            let txn = etcd_client::Txn::new()
+                .when(vec![Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                .and_then(vec![put.clone()]);
+            if self.call(&operation, kv.txn(txn)).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(CoordinationError::Etcd {
+            operation,
+            source: crate::EtcdFailure::CompareFailed { attempts: ROUNDS },
+        })
     }
 
     fn watch_workers(&self, cancel: &CancellationToken) -> Mirror<WorkerInfo> {
@@ -265,7 +309,7 @@ impl ClusterProtocol for EtcdStore {
     async fn cluster_job(&self, job: &JobId) -> Result<Option<ClusterJob>> {
         let operation = format!("read the state of job {job}");
         let (entry, _) = self.get(&operation, self.keys.job_state(job)).await?;
-        entry.map(|entry| decode_job_state(&entry)).transpose()
+        Ok(entry.map(|entry| decode_job_state_or_failed(&entry)))
     }
 
     async fn set_job_phase(&self, job: &JobId, phase: JobPhase, reason: &str) -> Result<()> {
@@ -292,7 +336,9 @@ impl ClusterProtocol for EtcdStore {
         let entries = self
             .list("list jobs", &self.keys.job_states_root(), 0)
             .await?;
-        entries.iter().map(decode_job_state).collect()
+        // One unreadable job must not hide (or stop) the others: it is listed FAILED,
+        // with the key and what to do.
+        Ok(entries.iter().map(decode_job_state_or_failed).collect())
     }
 
     async fn put_assignment(
@@ -706,11 +752,38 @@ fn state_value(job: &ClusterJob) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A job state as stored, or, when it cannot be read, the job as FAILED with the key
+/// and the fix in its reason (its id from the key).
+fn decode_job_state_or_failed(entry: &KeyValue) -> ClusterJob {
+    decode_job_state(entry).unwrap_or_else(|error| {
+        let key = key_text(entry.key());
+        let id = key
+            .rsplit('/')
+            .next()
+            .map(crate::keys::unescape_segment)
+            .unwrap_or_default();
+        tracing::debug!(%error, "a job state cannot be read");
+        ClusterJob {
+            id: JobId(id),
+            phase: JobPhase::Failed,
+            reason: format!(
+                "its state cannot be read ({error}): it was written by another program or a \
+                 newer ferry; run that ferry, or remove the job with `etcdctl del {key}` and \
+                 submit it again"
+            ),
+            submitted_at_unix_ms: 0,
+        }
+    })
+}
+
 fn decode_job_state(entry: &KeyValue) -> Result<ClusterJob> {
     let value: pb::JobStateValue = decode(entry)?;
     let phase = JobPhase::parse(&value.state).ok_or_else(|| CoordinationError::CorruptValue {
         key: key_text(entry.key()),
-        detail: format!("unknown job state {:?}", value.state),
+        detail: format!(
+            "unknown job state {:?} (written by a newer ferry?)",
+            value.state
+        ),
     })?;
     Ok(ClusterJob {
         id: JobId(value.job),
@@ -724,7 +797,11 @@ fn decode_logged<M: Message + Default>(entry: &KeyValue) -> Option<M> {
     match decode::<M>(entry) {
         Ok(value) => Some(value),
         Err(error) => {
-            tracing::error!(%error, "skipping an undecodable value");
+            tracing::error!(
+                %error,
+                "skipping an undecodable value: written by another program or a newer ferry \
+                 (if it is garbage, remove it with `etcdctl del KEY`)"
+            );
             None
         }
     }

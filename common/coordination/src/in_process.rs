@@ -482,7 +482,27 @@ impl ClusterProtocol for InProcessCluster {
 
     async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {
         let key = self.shared.keys.worker(&worker.id);
-        self.attach(lease, |entry| &mut entry.workers, &key)?;
+        {
+            // Checked and attached under one lock: two workers of one name cannot both pass.
+            let mut state = self.lock();
+            let held_elsewhere = state
+                .leases
+                .iter()
+                .any(|(id, entry)| *id != lease && entry.workers.contains(&key));
+            if held_elsewhere && let Some(holder) = self.shared.workers.borrow().get(&key) {
+                return Err(holder.name_taken());
+            }
+            let entry =
+                state
+                    .leases
+                    .get_mut(&lease)
+                    .ok_or_else(|| CoordinationError::NotFound {
+                        what: format!("lease {lease}"),
+                    })?;
+            if !entry.workers.contains(&key) {
+                entry.workers.push(key.clone());
+            }
+        }
         put_key(&self.shared.workers, key, worker.clone());
         Ok(())
     }

@@ -256,9 +256,41 @@ pub fn escape_segment(segment: &str) -> String {
     escaped
 }
 
+/// Reverses [`escape_segment`]; a malformed escape stays as written.
+pub fn unescape_segment(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| segment.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_reverses_escape() {
+        for name in ["orders", "a/chunks", "100%", "émile", "%zz"] {
+            assert_eq!(unescape_segment(&escape_segment(name)), name);
+        }
+        assert_eq!(unescape_segment("%zz"), "%zz");
+    }
 
     #[test]
     fn keys_follow_the_documented_tree() {

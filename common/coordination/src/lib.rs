@@ -251,8 +251,49 @@ pub enum CoordinationError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The state file cannot be opened at all (a folder, a missing folder, no permission).
+    #[error(
+        "cannot open state file {path}: {source}; choose another --state (a file in a \
+         folder that exists and is writable)"
+    )]
+    OpenStateFile {
+        /// The state file.
+        path: String,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state file is not a SQLite database, or SQLite found it damaged.
+    #[error(
+        "state file {path} is damaged or not a ferry state file ({detail}): move it away \
+         (or pass another --state) and run again to start over; chunks already in the target \
+         are copied again with overwrite"
+    )]
+    StateFileDamaged {
+        /// The state file.
+        path: String,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The state file was written by a newer ferry, in a format this one cannot read.
+    #[error(
+        "state file {path} has format version {found}; this ferry reads version {supported}: \
+         run the newer ferryctl that wrote it, or pass another --state to start over"
+    )]
+    StateFileTooNew {
+        /// The state file.
+        path: String,
+        /// Its format version.
+        found: i64,
+        /// The newest this ferry reads.
+        supported: i64,
+    },
     /// A stored value could not be decoded.
-    #[error("state file {path}: corrupt record: {detail}")]
+    #[error(
+        "state file {path}: corrupt record: {detail}; move the file away (or pass another \
+         --state) and run again to start over; chunks already in the target are copied again \
+         with overwrite"
+    )]
     Corrupt {
         /// The state file.
         path: String,
@@ -301,8 +342,28 @@ pub enum CoordinationError {
         #[source]
         source: EtcdFailure,
     },
+    /// A worker tried to register under a name that a live worker holds (on another
+    /// lease): two workers of one name would take each other's assignments.
+    #[error(
+        "worker name {worker} is taken: a live worker holds it (pid {pid} on host {host}, \
+         registered at {registered_at}); give this worker another --name, or stop that one \
+         (its name is free once its lease ends)"
+    )]
+    WorkerNameTaken {
+        /// The name.
+        worker: WorkerId,
+        /// The holder's host.
+        host: String,
+        /// The holder's process id.
+        pid: u32,
+        /// When the holder registered (RFC 3339, UTC).
+        registered_at: String,
+    },
     /// A value stored in etcd could not be decoded (or a record could not be encoded).
-    #[error("etcd key {key}: corrupt value: {detail}")]
+    #[error(
+        "etcd key {key}: corrupt value: {detail} (written by another program or a newer \
+         ferry?)"
+    )]
     CorruptValue {
         /// The key, as text.
         key: String,
@@ -339,10 +400,14 @@ impl CoordinationError {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             CoordinationError::Corrupt { .. }
+            | CoordinationError::OpenStateFile { .. }
+            | CoordinationError::StateFileDamaged { .. }
+            | CoordinationError::StateFileTooNew { .. }
             | CoordinationError::NotFound { .. }
             | CoordinationError::StaleAttempt { .. }
             | CoordinationError::InvalidTransition { .. }
             | CoordinationError::AlreadyExists { .. }
+            | CoordinationError::WorkerNameTaken { .. }
             | CoordinationError::CorruptValue { .. }
             | CoordinationError::NotLeader { .. } => false,
         }

@@ -107,6 +107,28 @@ fn add_history_columns(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The state file's format version (`PRAGMA user_version`); a file of a newer version
+/// is refused, never half-read. Files written before versions existed read as 0 and
+/// are version 1.
+pub const STATE_FORMAT_VERSION: i64 = 1;
+
+/// A SQLite error on the state file `path`: a damaged or foreign file is named as such
+/// (what to do differs from a busy or full disk).
+fn storage_error(path: &str, source: rusqlite::Error) -> CoordinationError {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            CoordinationError::StateFileDamaged {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            }
+        }
+        _ => CoordinationError::Storage {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
 /// A coordination store in a local SQLite file.
 pub struct LocalStore {
     path: PathBuf,
@@ -117,17 +139,43 @@ impl LocalStore {
     /// Opens or creates the state file.
     pub fn open(path: &Path) -> Result<Self> {
         let display = path.display().to_string();
-        let storage = |source| CoordinationError::Storage {
-            path: display.clone(),
-            source,
-        };
-        let connection = Connection::open(path).map_err(storage)?;
+        let storage = |source| storage_error(&display, source);
+        let connection =
+            Connection::open(path).map_err(|source| match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+                    CoordinationError::OpenStateFile {
+                        path: display.clone(),
+                        source,
+                    }
+                }
+                _ => storage(source),
+            })?;
+        // The first read of the file: a foreign or damaged file fails here.
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(storage)?;
+        if version > STATE_FORMAT_VERSION {
+            return Err(CoordinationError::StateFileTooNew {
+                path: display,
+                found: version,
+                supported: STATE_FORMAT_VERSION,
+            });
+        }
         connection
             .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(storage)?;
+            .map_err(|source| match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::CannotOpen) => CoordinationError::OpenStateFile {
+                    path: display.clone(),
+                    source,
+                },
+                _ => storage(source),
+            })?;
         connection.execute_batch(SCHEMA).map_err(storage)?;
         add_partition_column(&connection).map_err(storage)?;
         add_history_columns(&connection).map_err(storage)?;
+        connection
+            .pragma_update(None, "user_version", STATE_FORMAT_VERSION)
+            .map_err(storage)?;
         Ok(Self {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
@@ -157,10 +205,7 @@ impl LocalStore {
     }
 
     fn storage(&self) -> impl Fn(rusqlite::Error) -> CoordinationError + '_ {
-        move |source| CoordinationError::Storage {
-            path: self.path.display().to_string(),
-            source,
-        }
+        move |source| storage_error(&self.path.display().to_string(), source)
     }
 
     fn corrupt(&self, detail: String) -> CoordinationError {

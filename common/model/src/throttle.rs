@@ -624,9 +624,19 @@ pub(crate) fn check_pause_timeout(
     Ok(())
 }
 
+/// The largest rate limit, per second: no database moves more rows or bytes, so a larger
+/// value is a typo (or an attempt to overflow the pacer's arithmetic).
+pub const MAX_RATE_PER_SEC: u64 = 1_000_000_000_000;
+
 pub(crate) fn check_rate(per_sec: u64) -> Result<(), String> {
     if per_sec < 1 {
         return Err("must be at least 1".to_owned());
+    }
+    if per_sec > MAX_RATE_PER_SEC {
+        return Err(format!(
+            "{per_sec} is above any real rate: must be at most {MAX_RATE_PER_SEC}; to remove \
+             the limit, leave it out (`ferryctl throttle`: 0)"
+        ));
     }
     Ok(())
 }

@@ -452,6 +452,7 @@ impl ClusterRuntime {
         .await
         .map_err(|error| match error {
             JobError::Store(error) => JobRunError::from_store(error),
+            JobError::SourceUnavailable { .. } => JobRunError::Retry(error.to_string()),
             other => JobRunError::Fatal(other.to_string()),
         })?
         .job;
@@ -683,6 +684,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn store_error(error: CoordinationError) -> ControlError {
+    if matches!(
+        error,
+        CoordinationError::CorruptValue { .. }
+            | CoordinationError::Corrupt { .. }
+            | CoordinationError::StateFileDamaged { .. }
+            | CoordinationError::StateFileTooNew { .. }
+    ) {
+        return ControlError::CorruptRecord(error.to_string());
+    }
     if error.is_retryable() {
         ControlError::Unavailable(error.to_string())
     } else {

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_model::spec::MAX_JOB_NAME_CHARS;
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::control_server::Control;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,6 +106,10 @@ impl From<ControlError> for Status {
             | ControlError::InvalidThrottle(_)
             | ControlError::InvalidArgument(_)
             | ControlError::BadPageToken(_) => Status::invalid_argument(message),
+            ControlError::CorruptRecord(_) => {
+                tracing::error!(%error, "a stored record cannot be read");
+                Status::data_loss(message)
+            }
             ControlError::Internal(_) => {
                 tracing::error!(%error, "control request failed");
                 Status::internal(message)
@@ -230,6 +235,54 @@ fn worker_to_proto(worker: WorkerView) -> pb::WorkerInfo {
     }
 }
 
+/// The longest worker name a request may carry (a host name is at most 253).
+const MAX_WORKER_ID_CHARS: usize = 256;
+
+/// A request's `job_id`, refused when it cannot name a job (empty, or longer than any
+/// job name): the message says so without echoing a huge value back.
+fn checked_job_id(job_id: &str) -> Result<&str, ControlError> {
+    checked_name(
+        "job_id",
+        job_id,
+        MAX_JOB_NAME_CHARS,
+        "job names",
+        "ferryctl jobs",
+    )
+}
+
+/// A request's `worker_id`, refused like [`checked_job_id`].
+fn checked_worker_id(worker_id: &str) -> Result<&str, ControlError> {
+    checked_name(
+        "worker_id",
+        worker_id,
+        MAX_WORKER_ID_CHARS,
+        "worker names",
+        "ferryctl workers",
+    )
+}
+
+fn checked_name<'a>(
+    field: &str,
+    value: &'a str,
+    max_chars: usize,
+    what: &str,
+    lister: &str,
+) -> Result<&'a str, ControlError> {
+    if value.is_empty() {
+        return Err(ControlError::InvalidArgument(format!(
+            "{field} is empty: give one (`{lister}` lists them)"
+        )));
+    }
+    let num_chars = value.chars().count();
+    if num_chars > max_chars {
+        return Err(ControlError::InvalidArgument(format!(
+            "{field} is {num_chars} characters long; {what} have at most {max_chars} \
+             (`{lister}` lists them)"
+        )));
+    }
+    Ok(value)
+}
+
 /// An empty proto string means "no filter".
 fn non_empty(text: String) -> Option<String> {
     if text.is_empty() { None } else { Some(text) }
@@ -318,7 +371,10 @@ impl Control for ControlService {
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         self.caller(&request, "GetJob", Role::Viewer)?;
         let request = request.into_inner();
-        let status = self.domain.job_status(&request.job_id).await?;
+        let status = self
+            .domain
+            .job_status(checked_job_id(&request.job_id)?)
+            .await?;
         Ok(Response::new(job_status_to_proto(request.job_id, status)))
     }
 
@@ -329,7 +385,10 @@ impl Control for ControlService {
         let caller = self.caller(&request, "PauseJob", Role::Operator)?;
         let effective = self
             .domain
-            .pause(&request.into_inner().job_id, &caller.identity)
+            .pause(
+                checked_job_id(&request.into_inner().job_id)?,
+                &caller.identity,
+            )
             .await?;
         Ok(Response::new(pb::PauseJobResponse {
             effective: Some(effective_to_proto(effective)),
@@ -343,7 +402,10 @@ impl Control for ControlService {
         let caller = self.caller(&request, "ResumeJob", Role::Operator)?;
         let effective = self
             .domain
-            .resume(&request.into_inner().job_id, &caller.identity)
+            .resume(
+                checked_job_id(&request.into_inner().job_id)?,
+                &caller.identity,
+            )
             .await?;
         Ok(Response::new(pb::ResumeJobResponse {
             effective: Some(effective_to_proto(effective)),
@@ -367,7 +429,7 @@ impl Control for ControlService {
         };
         let (policy_json, effective) = self
             .domain
-            .update_throttle(&request.job_id, update, &caller.identity)
+            .update_throttle(checked_job_id(&request.job_id)?, update, &caller.identity)
             .await?;
         Ok(Response::new(pb::UpdateThrottleResponse {
             policy_json,
@@ -388,7 +450,10 @@ impl Control for ControlService {
             ),
             None => None,
         };
-        let (policy_json, effective) = self.domain.throttle(&request.job_id, at).await?;
+        let (policy_json, effective) = self
+            .domain
+            .throttle(checked_job_id(&request.job_id)?, at)
+            .await?;
         Ok(Response::new(pb::GetThrottleResponse {
             policy_json,
             effective: Some(effective_to_proto(effective)),
@@ -400,7 +465,10 @@ impl Control for ControlService {
         request: Request<pb::ListThrottleHistoryRequest>,
     ) -> Result<Response<pb::ListThrottleHistoryResponse>, Status> {
         self.caller(&request, "ListThrottleHistory", Role::Viewer)?;
-        let changes = self.domain.history(&request.into_inner().job_id).await?;
+        let changes = self
+            .domain
+            .history(checked_job_id(&request.into_inner().job_id)?)
+            .await?;
         Ok(Response::new(pb::ListThrottleHistoryResponse {
             changes: changes
                 .into_iter()
@@ -420,7 +488,10 @@ impl Control for ControlService {
         request: Request<pb::ListJobHistoryRequest>,
     ) -> Result<Response<pb::ListJobHistoryResponse>, Status> {
         self.caller(&request, "ListJobHistory", Role::Viewer)?;
-        let entries = self.domain.history(&request.into_inner().job_id).await?;
+        let entries = self
+            .domain
+            .history(checked_job_id(&request.into_inner().job_id)?)
+            .await?;
         Ok(Response::new(pb::ListJobHistoryResponse {
             entries: entries
                 .into_iter()
@@ -476,6 +547,7 @@ impl Control for ControlService {
         // which would break every watch at the moment it matters.
         self.cluster("WatchJob")?;
         let job_id = request.into_inner().job_id;
+        checked_job_id(&job_id)?;
         // Read once before answering, so an unknown job or a standby refuses the RPC
         // itself (and a client moves on to another coordinator) instead of opening a
         // stream that fails at once.
@@ -504,8 +576,14 @@ impl Control for ControlService {
             table: non_empty(request.table),
         };
         let (chunks, more) = cluster
-            .list_chunks(&request.job_id, &filter, offset, limit)
+            .list_chunks(checked_job_id(&request.job_id)?, &filter, offset, limit)
             .await?;
+        let unfiltered = filter.state.is_none() && filter.table.is_none();
+        if offset > 0 && chunks.is_empty() && unfiltered {
+            // An issued token always has a chunk after it (chunks are never removed; a
+            // filtered page may empty as chunks change state).
+            return Err(ControlError::BadPageToken(request.page_token).into());
+        }
         let next_page_token = if more {
             (offset + chunks.len()).to_string()
         } else {
@@ -524,7 +602,10 @@ impl Control for ControlService {
         let caller = self.caller(&request, "CancelJob", Role::Operator)?;
         let cluster = self.cluster("CancelJob")?;
         cluster
-            .cancel(&request.into_inner().job_id, &caller.identity)
+            .cancel(
+                checked_job_id(&request.into_inner().job_id)?,
+                &caller.identity,
+            )
             .await?;
         Ok(Response::new(pb::CancelJobResponse {}))
     }
@@ -538,7 +619,7 @@ impl Control for ControlService {
         let request = request.into_inner();
         let selector = recopy_selector(&request)?;
         let chunk_ids = cluster
-            .recopy(&request.job_id, selector, &caller.identity)
+            .recopy(checked_job_id(&request.job_id)?, selector, &caller.identity)
             .await?;
         Ok(Response::new(pb::RecopyChunksResponse { chunk_ids }))
     }
@@ -561,7 +642,10 @@ impl Control for ControlService {
         let caller = self.caller(&request, "DrainWorker", Role::Operator)?;
         let cluster = self.cluster("DrainWorker")?;
         cluster
-            .drain(&request.into_inner().worker_id, &caller.identity)
+            .drain(
+                checked_worker_id(&request.into_inner().worker_id)?,
+                &caller.identity,
+            )
             .await?;
         Ok(Response::new(pb::DrainWorkerResponse {}))
     }

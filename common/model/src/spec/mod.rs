@@ -61,6 +61,7 @@ pub use model::{
     ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
     SchemaMode, TableSelection, VerifyMode, VerifySpec,
 };
+pub use reader::clipped;
 pub use throttle::parse_throttle_schedule;
 
 /// Rows per chunk when the spec does not say.
@@ -77,6 +78,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 4;
 pub const MAX_CONCURRENCY: u32 = 1024;
 /// Longest accepted job name, in characters.
 pub const MAX_JOB_NAME_CHARS: usize = 64;
+/// The largest spec ferry reads, in bytes: a spec names tables by patterns, so even a
+/// job of thousands of tables fits in a few kilobytes; anything larger is a wrong file.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
 
 /// What a spec is checked against: where relative paths start, which environment
 /// variables exist, and which connector kinds this build offers.

@@ -17,7 +17,7 @@ use super::model::{
 use super::throttle::read_throttle;
 use super::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TARGET_ROWS, MAX_JOB_NAME_CHARS, MAX_MAX_ATTEMPTS,
-    MAX_TARGET_ROWS, SpecContext,
+    MAX_SPEC_BYTES, MAX_TARGET_ROWS, SpecContext,
 };
 use crate::glob::GlobPattern;
 use crate::problems::Problems;
@@ -45,8 +45,25 @@ impl JobSpec {
     /// Parses and validates a YAML job spec. On failure returns every problem found, each
     /// at its field path; a YAML syntax error is reported alone, with an empty path.
     pub fn parse(text: &str, context: &SpecContext<'_>) -> Result<JobSpec, Problems> {
+        if text.len() > MAX_SPEC_BYTES {
+            return Err(Problems::single(
+                "",
+                format!(
+                    "the spec is {} bytes; ferry reads specs of at most {MAX_SPEC_BYTES} bytes \
+                     (name tables by patterns in tables.include): is this the right file?",
+                    text.len()
+                ),
+            ));
+        }
         let root = serde_yaml_ng::from_str::<Value>(text)
-            .map_err(|yaml_error| Problems::single("", yaml_error.to_string()))?;
+            .map_err(|yaml_error| Problems::single("", describe_yaml_error(text, &yaml_error)))?;
+        if root.is_null() {
+            return Err(Problems::single(
+                "",
+                "the spec is empty: a job spec is a YAML mapping with at least name, source, \
+                 target and tables (see `ferryctl validate` and the README's spec reference)",
+            ));
+        }
         let mut problems = Problems::new();
         let spec_opt = read_job_spec(&root, context, &mut problems);
         match spec_opt {
@@ -63,6 +80,46 @@ impl JobSpec {
             }
         }
     }
+}
+
+/// A YAML error in words a spec author can act on: the parser's message, plus what it
+/// means for the two cases it words badly (a tab used for indentation, nesting deeper
+/// than the parser allows).
+pub(crate) fn describe_yaml_error(text: &str, yaml_error: &serde_yaml_ng::Error) -> String {
+    let message = yaml_error.to_string();
+    if message.contains("recursion limit exceeded") {
+        return format!(
+            "the YAML is nested too deeply ({message}): a job spec is a few levels deep; \
+             is this the right file?"
+        );
+    }
+    if message.contains("as u128") || message.contains("as i128") {
+        return format!(
+            "a number is too large ({message}): ferry's numbers go up to \
+             18446744073709551615, and every field has its own, smaller limit"
+        );
+    }
+    let tab_at_error = yaml_error.location().is_some_and(|location| {
+        text.lines()
+            .nth(location.line().saturating_sub(1))
+            .and_then(|line| line.chars().nth(location.column().saturating_sub(1)))
+            == Some('\t')
+    });
+    if tab_at_error {
+        return format!("{message} (a tab: YAML indents with spaces only)");
+    }
+    message
+}
+
+/// A user's text for a message, quoted: whole when short, else its start and its length
+/// (a 100 kB value is never echoed back).
+pub fn clipped(text: &str) -> String {
+    const SHOWN: usize = 40;
+    if text.chars().count() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let start: String = text.chars().take(SHOWN).collect();
+    format!("{start:?}… ({} characters)", text.chars().count())
 }
 
 fn read_job_spec(
@@ -207,8 +264,9 @@ fn read_job_name(value: &Value, path: &str, problems: &mut Problems) -> Option<S
         problems.push(
             path,
             format!(
-                "{name:?} is not a valid job name; use 1 to {MAX_JOB_NAME_CHARS} characters \
-                 among A-Z a-z 0-9 . _ -, starting with a letter or digit"
+                "{} is not a valid job name; use 1 to {MAX_JOB_NAME_CHARS} characters \
+                 among A-Z a-z 0-9 . _ -, starting with a letter or digit",
+                clipped(name)
             ),
         );
         return None;

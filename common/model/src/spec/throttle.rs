@@ -33,8 +33,9 @@ const RATE_FIELDS: &[&str] = &["rows_per_sec", "bytes_per_sec"];
 /// runtime changes of the schedule. On failure returns every problem, with paths such as
 /// `throttle.schedule[1].days`; a YAML syntax error is reported alone, with an empty path.
 pub fn parse_throttle_schedule(text: &str) -> Result<Vec<ScheduleWindow>, Problems> {
-    let root = serde_yaml_ng::from_str::<Value>(text)
-        .map_err(|yaml_error| Problems::single("", yaml_error.to_string()))?;
+    let root = serde_yaml_ng::from_str::<Value>(text).map_err(|yaml_error| {
+        Problems::single("", super::reader::describe_yaml_error(text, &yaml_error))
+    })?;
     let mut problems = Problems::new();
     let schedule_opt = read_schedule(&root, "throttle.schedule", &mut problems);
     match schedule_opt {

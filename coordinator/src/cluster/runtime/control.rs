@@ -257,7 +257,17 @@ impl ClusterControl for ClusterRuntime {
                 "job {job} has no table {table}; `ferryctl chunks {job}` lists its tables"
             )));
         }
-        self.stop_job(&leadership, &id, false).await;
+        if let RecopySelector::Ids(ids) = &selector
+            && let Some(unknown) = ids
+                .iter()
+                .find(|id| !chunks.iter().any(|chunk| chunk.id.0 == **id))
+        {
+            return Err(ControlError::InvalidArgument(unknown_chunk_message(
+                job,
+                *unknown,
+                chunks.len(),
+            )));
+        }
         let selected: Vec<ChunkId> = chunks
             .iter()
             .filter(|chunk| match &selector {
@@ -267,6 +277,11 @@ impl ClusterControl for ClusterRuntime {
             })
             .map(|chunk| chunk.id)
             .collect();
+        if selected.is_empty() {
+            // Nothing to re-copy: the running job is left alone.
+            return Ok(Vec::new());
+        }
+        self.stop_job(&leadership, &id, false).await;
         let changed = leadership
             .store
             .recopy_chunks(&id, &selected)
@@ -436,4 +451,14 @@ fn describe_selector(selector: &RecopySelector) -> String {
         RecopySelector::Table(table) => format!("table {table}"),
         RecopySelector::State(state) => format!("{state} chunks"),
     }
+}
+
+/// A re-copy's refusal of a chunk id the job does not have.
+fn unknown_chunk_message(job: &str, unknown: u32, num_chunks: usize) -> String {
+    let range = match num_chunks {
+        0 => "it has no chunks".to_owned(),
+        1 => "its only chunk is 0".to_owned(),
+        _ => format!("its chunks are 0 to {}", num_chunks - 1),
+    };
+    format!("job {job} has no chunk {unknown}: {range}; `ferryctl chunks {job}` lists them")
 }
