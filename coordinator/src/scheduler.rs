@@ -25,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How the scheduler runs a job.
 #[derive(Clone, Debug)]
@@ -596,7 +597,24 @@ impl AttemptStarter<'_> {
                     });
                 }),
             };
-            let result = executor.execute(task).await;
+            // The same fields as the worker's span of this attempt.
+            let span = tracing::info_span!(
+                "chunk_attempt",
+                job = %task.job,
+                table = %task.table.name,
+                partition = task.partition.as_deref().unwrap_or(""),
+                chunk = %task.chunk,
+                attempt = %task.attempt,
+                worker = %task.worker,
+            );
+            let result = async {
+                tracing::info!("assigned");
+                let result = executor.execute(task).await;
+                tracing::info!(outcome = result.kind(), "attempt ended");
+                result
+            }
+            .instrument(span)
+            .await;
             if let ChunkResult::Unavailable { message } = &result {
                 // Hold new chunks before this one is re-queued.
                 (on_unavailable)(message);

@@ -31,6 +31,7 @@ use ferry_model::spec::VerifyMode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::runner::ChunkRunner;
 
@@ -208,6 +209,8 @@ async fn run_session(
     };
     store.put_live_worker(&info, lease.id).await?;
     tracing::info!(worker = %options.id, lease = lease.id, slots = options.slots, "registered");
+    crate::metrics::describe();
+    metrics::gauge!(crate::metrics::SLOTS).set(f64::from(options.slots));
     state.send_replace(if info.draining {
         WorkerState::Draining
     } else {
@@ -427,6 +430,7 @@ impl AttemptRun {
                 let rows = rows.clone();
                 Arc::new(move |added| {
                     rows.fetch_add(added, Ordering::Relaxed);
+                    metrics::counter!(crate::metrics::ROWS).increment(added);
                 })
             },
             on_verifying: {
@@ -440,8 +444,27 @@ impl AttemptRun {
             )),
         };
         let reporter = self.report_progress(rows, verifying);
-        tracing::info!(job = %assignment.job, chunk = %assignment.chunk, attempt = %assignment.attempt, "copying");
-        let result = context.runner.execute(task).await;
+        // One span per attempt, with the fields the leader's span of the same attempt
+        // carries: one chunk's life can be followed across both processes' logs.
+        let span = tracing::info_span!(
+            "chunk_attempt",
+            job = %assignment.job,
+            table = %task.table.name,
+            partition = task.partition.as_deref().unwrap_or(""),
+            chunk = %assignment.chunk,
+            attempt = %assignment.attempt,
+        );
+        let started = std::time::Instant::now();
+        metrics::gauge!(crate::metrics::SLOTS_BUSY).increment(1.0);
+        let result = async {
+            tracing::info!("copying");
+            context.runner.execute(task).await
+        }
+        .instrument(span)
+        .await;
+        metrics::gauge!(crate::metrics::SLOTS_BUSY).decrement(1.0);
+        metrics::histogram!(crate::metrics::CHUNK_SECONDS, "outcome" => result.kind())
+            .record(started.elapsed().as_secs_f64());
         reporter.cancel();
         let result = match result {
             ChunkResult::Cancelled if self.draining.load(Ordering::Relaxed) => {

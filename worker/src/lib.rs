@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod config;
+pub mod metrics;
 pub mod runner;
 pub mod server;

@@ -102,6 +102,21 @@ pub enum ChunkResult {
     },
 }
 
+impl ChunkResult {
+    /// The result's kind in one word (`verified`, `mismatch`, `error`, `unavailable`,
+    /// `cancelled`, `requeued`), for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChunkResult::Verified { .. } => "verified",
+            ChunkResult::Mismatch { .. } => "mismatch",
+            ChunkResult::Error { .. } => "error",
+            ChunkResult::Unavailable { .. } => "unavailable",
+            ChunkResult::Cancelled => "cancelled",
+            ChunkResult::Requeued { .. } => "requeued",
+        }
+    }
+}
+
 /// Admits rows into the target at the pace the job's throttle allows: waits while the job
 /// is paused and while the job-wide rate limits are spent.
 #[async_trait]
