@@ -14,6 +14,7 @@ use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
 use ferry_server::metrics_http::MetricsConfig;
+use ferry_server::process::LogConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::security::{ControlSecurity, Role};
@@ -50,6 +51,8 @@ pub struct CoordinatorConfig {
     pub history: HistoryConfig,
     /// Prometheus metrics over HTTP.
     pub metrics: MetricsConfig,
+    /// How logs are written.
+    pub log: LogConfig,
 }
 
 /// etcd keeps every revision of every key until it is compacted; a job writes about ten
@@ -257,6 +260,9 @@ impl CoordinatorArgs {
         }
         if let Some(listen) = &self.metrics_listen {
             config.metrics.listen = Some(listen.clone());
+        }
+        if let Some(format) = self.shared.log_format {
+            config.log.format = format;
         }
         if let Some(ttl) = self.lease_ttl {
             config.lease.ttl = ttl;
@@ -519,6 +525,7 @@ mod tests {
             metrics: MetricsConfig {
                 listen: Some("nowhere".to_owned()),
             },
+            log: LogConfig::default(),
         };
         let Err(problems) = config.validate() else {
             panic!("invalid");

@@ -15,13 +15,23 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
     let args = CoordinatorArgs::parse();
-    process::run_binary("ferry-coordinator", || run(args))
+    let env: HashMap<String, String> = std::env::vars().collect();
+    // Loaded before logging starts, for its log format; an error is reported once the
+    // logger runs.
+    let loaded = CoordinatorConfig::load(&args, &env);
+    let format = loaded
+        .as_ref()
+        .map(|config| config.log.format)
+        .unwrap_or_default();
+    process::run_binary("ferry-coordinator", format, || run(loaded, env))
 }
 
-async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+async fn run(
+    loaded: Result<CoordinatorConfig, config::ConfigError>,
+    env: HashMap<String, String>,
+) -> anyhow::Result<()> {
     config::warn_retired_variables(&env, RETIRED_ENV);
-    let config = CoordinatorConfig::load(&args, &env)?;
+    let config = loaded?;
     tracing::debug!(config = %for_log(&config), "effective configuration");
     let shutdown = CancellationToken::new();
     {

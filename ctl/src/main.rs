@@ -25,6 +25,15 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text, or json (one object per line) for collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FERRY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: ferry_server::process::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -323,7 +332,7 @@ const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:7878";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferry_server::process::init_logging("warn");
+    ferry_server::process::init_logging("warn", cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

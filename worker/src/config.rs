@@ -13,6 +13,7 @@ use ferry_server::config::{
     self, ConfigError, ETCD_ENV_ALIASES, EnvAlias, EtcdConfig, LayeredConfig, SharedArgs,
 };
 use ferry_server::metrics_http::MetricsConfig;
+use ferry_server::process::LogConfig;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the worker's environment variables: `FERRY_WORKER__SLOTS=4`.
@@ -50,6 +51,8 @@ pub struct WorkerConfig {
     pub health: HealthConfig,
     /// Prometheus metrics over HTTP.
     pub metrics: MetricsConfig,
+    /// How logs are written.
+    pub log: LogConfig,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             lease: WorkerLeaseConfig::default(),
             health: HealthConfig::default(),
             metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -146,6 +150,9 @@ impl WorkerArgs {
         }
         if let Some(listen) = &self.metrics_listen {
             config.metrics.listen = Some(listen.clone());
+        }
+        if let Some(format) = self.shared.log_format {
+            config.log.format = format;
         }
     }
 }

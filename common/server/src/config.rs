@@ -541,6 +541,9 @@ pub struct SharedArgs {
     /// A file holding the etcd user's password [etcd.password_file].
     #[arg(long, value_name = "PATH")]
     pub etcd_password_file: Option<PathBuf>,
+    /// Log format: text, or json (one object per line) for collectors [log.format].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::process::LogFormat>,
 }
 
 impl SharedArgs {

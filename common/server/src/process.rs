@@ -33,28 +33,67 @@ pub async fn stop_signal() {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter` (`info`, `warn`).
-pub fn init_logging(default_filter: &str) {
-    tracing_subscriber::fmt()
+pub fn init_logging(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
         // Colours only on a terminal: logs usually go to files or a collector.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object per line, with the fields of every enclosing span (a chunk
+        // attempt's job, table, partition, chunk and attempt) for log collectors.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
+/// How logs are written: `text` for people, `json` (one object per line) for
+/// collectors. The `[log] format` key, `--log-format`, `FERRY_*__LOG__FORMAT`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[log]` section of a configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
 }
 
 /// Runs a long-running binary's `main`: logs to stderr filtered by `RUST_LOG` (default
 /// `info`), runs `run` on a multi-threaded runtime, and turns its outcome into the exit
 /// code: 0, or 1 with the error (and its causes, `{:#}`) on stderr.
-pub fn run_binary<Run, Fut, E>(binary: &str, run: Run) -> std::process::ExitCode
+pub fn run_binary<Run, Fut, E>(binary: &str, format: LogFormat, run: Run) -> std::process::ExitCode
 where
     Run: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    init_logging("info");
+    init_logging("info", format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
