@@ -127,6 +127,12 @@ impl JobMetrics {
         let job = self.job.clone();
         match event {
             JobEvent::Loaded { chunks } => {
+                // Every failure kind exists from the start (at 0), so dashboards and
+                // alerts see a series before the first failure.
+                for kind in ["mismatch", "error"] {
+                    metrics::counter!(ATTEMPT_FAILURES, "ferry_job" => job.clone(), "kind" => kind)
+                        .increment(0);
+                }
                 let mut verified_rows: HashMap<usize, u64> = HashMap::new();
                 for (_, state, rows) in chunks {
                     if *state == ChunkState::Verified {
@@ -136,16 +142,16 @@ impl JobMetrics {
                     }
                 }
                 if let Some(rows) = verified_rows.get(&usize::MAX) {
-                    metrics::counter!(ROWS_VERIFIED, "job" => job.clone(), "table" => "*")
+                    metrics::counter!(ROWS_VERIFIED, "ferry_job" => job.clone(), "table" => "*")
                         .absolute(*rows);
                 }
             }
             JobEvent::ChunkStarted { table_index, .. } => {
-                metrics::counter!(ATTEMPTS, "job" => job.clone(), "table" => self.table(*table_index))
+                metrics::counter!(ATTEMPTS, "ferry_job" => job.clone(), "table" => self.table(*table_index))
                     .increment(1);
             }
             JobEvent::RowsCopied { table_index, rows } => {
-                metrics::counter!(ROWS_COPIED, "job" => job.clone(), "table" => self.table(*table_index))
+                metrics::counter!(ROWS_COPIED, "ferry_job" => job.clone(), "table" => self.table(*table_index))
                     .increment(*rows);
             }
             JobEvent::ChunkFinished {
@@ -160,15 +166,15 @@ impl JobMetrics {
                 self.seen
                     .insert(record.id, (record.mismatches, record.failures));
                 if new_mismatches > 0 {
-                    metrics::counter!(ATTEMPT_FAILURES, "job" => job.clone(), "kind" => "mismatch")
+                    metrics::counter!(ATTEMPT_FAILURES, "ferry_job" => job.clone(), "kind" => "mismatch")
                         .increment(u64::from(new_mismatches));
                 }
                 if new_failures > new_mismatches {
-                    metrics::counter!(ATTEMPT_FAILURES, "job" => job.clone(), "kind" => "error")
+                    metrics::counter!(ATTEMPT_FAILURES, "ferry_job" => job.clone(), "kind" => "error")
                         .increment(u64::from(new_failures - new_mismatches));
                 }
                 if record.state == ChunkState::Verified {
-                    metrics::counter!(ROWS_VERIFIED, "job" => job.clone(), "table" => self.table(*table_index))
+                    metrics::counter!(ROWS_VERIFIED, "ferry_job" => job.clone(), "table" => self.table(*table_index))
                         .increment(record.rows);
                 }
             }
@@ -190,14 +196,14 @@ impl JobMetrics {
             ("verified", counts.verified),
             ("failed", counts.failed),
         ] {
-            metrics::gauge!(JOB_CHUNKS, "job" => job.clone(), "state" => state)
+            metrics::gauge!(JOB_CHUNKS, "ferry_job" => job.clone(), "state" => state)
                 .set(f64::from(value));
         }
-        metrics::gauge!(CHUNKS_PENDING, "job" => job.clone()).set(f64::from(planned));
+        metrics::gauge!(CHUNKS_PENDING, "ferry_job" => job.clone()).set(f64::from(planned));
         match tally.eta() {
-            Some(eta) => metrics::gauge!(ETA_SECONDS, "job" => job).set(eta.as_secs_f64()),
+            Some(eta) => metrics::gauge!(ETA_SECONDS, "ferry_job" => job).set(eta.as_secs_f64()),
             None if planned + counts.running == 0 => {
-                metrics::gauge!(ETA_SECONDS, "job" => job).set(0.0);
+                metrics::gauge!(ETA_SECONDS, "ferry_job" => job).set(0.0);
             }
             None => {}
         }

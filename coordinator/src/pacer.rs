@@ -521,12 +521,13 @@ impl JobPacer {
             }
         };
         if value.is_none() {
-            ::metrics::counter!(metrics::PROBE_FAILURES, "job" => self.job.0.clone()).increment(1);
+            ::metrics::counter!(metrics::PROBE_FAILURES, "ferry_job" => self.job.0.clone())
+                .increment(1);
         }
         let mut state = self.lock();
         state.last_load = value;
         if let Some(load) = value {
-            ::metrics::gauge!(metrics::SOURCE_LOAD, "job" => self.job.0.clone()).set(load);
+            ::metrics::gauge!(metrics::SOURCE_LOAD, "ferry_job" => self.job.0.clone()).set(load);
         }
         let now = now_ms(self.started);
         if let Some(decision) = state.throttle.on_load_reading(value, Timestamp::now(), now) {
@@ -584,21 +585,21 @@ impl JobPacer {
     /// The throttle's gauges for this job.
     fn publish_metrics(&self, effective: &Effective) {
         let job = self.job.0.clone();
-        ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY, "job" => job.clone())
+        ::metrics::gauge!(metrics::THROTTLE_CONCURRENCY, "ferry_job" => job.clone())
             .set(f64::from(effective.concurrency));
-        ::metrics::gauge!(metrics::THROTTLE_PAUSED, "job" => job.clone())
+        ::metrics::gauge!(metrics::THROTTLE_PAUSED, "ferry_job" => job.clone())
             .set(if effective.paused { 1.0 } else { 0.0 });
-        ::metrics::gauge!(metrics::CHUNKS_IN_FLIGHT, "job" => job.clone())
+        ::metrics::gauge!(metrics::CHUNKS_IN_FLIGHT, "ferry_job" => job.clone())
             .set(f64::from(self.in_flight.load(Ordering::Relaxed)));
         let limiting = metrics::limiting_reason(&effective.reasons);
         for reason in metrics::THROTTLE_REASONS {
-            ::metrics::gauge!(metrics::THROTTLE_LIMITED_BY, "job" => job.clone(), "reason" => reason)
+            ::metrics::gauge!(metrics::THROTTLE_LIMITED_BY, "ferry_job" => job.clone(), "reason" => reason)
                 .set(if reason == limiting { 1.0 } else { 0.0 });
         }
         let rate = self.lock().throttle.policy().rate.clone();
-        ::metrics::gauge!(metrics::THROTTLE_ROWS_PER_SEC, "job" => job.clone())
+        ::metrics::gauge!(metrics::THROTTLE_ROWS_PER_SEC, "ferry_job" => job.clone())
             .set(rate.rows_per_sec.unwrap_or(0) as f64);
-        ::metrics::gauge!(metrics::THROTTLE_BYTES_PER_SEC, "job" => job)
+        ::metrics::gauge!(metrics::THROTTLE_BYTES_PER_SEC, "ferry_job" => job)
             .set(rate.bytes_per_sec.unwrap_or(0) as f64);
     }
 

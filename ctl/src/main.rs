@@ -281,6 +281,10 @@ struct LocalArgs {
     /// Serve the Control API without authentication on a non-loopback --control-addr.
     #[arg(long)]
     insecure: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port; the
+    /// address is printed at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl LocalArgs {
@@ -356,6 +360,17 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Local(args) => {
                 let security = args.security();
+                if let Some(addr) = &args.metrics_addr {
+                    match ferry_server::metrics_http::serve_metrics(addr, CancellationToken::new())
+                        .await
+                    {
+                        Ok(bound) => eprintln!("metrics on http://{bound}/metrics"),
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            return exit_code::INVALID_INPUT;
+                        }
+                    }
+                }
                 local(
                     args.spec,
                     args.workers.into(),

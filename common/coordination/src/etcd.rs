@@ -1021,11 +1021,15 @@ pub(super) async fn bounded<T>(
     limit: Duration,
     request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
-    let failure = match tokio::time::timeout(limit, request).await {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(limit, request).await;
+    metrics::histogram!("ferry_etcd_request_seconds").record(started.elapsed().as_secs_f64());
+    let failure = match outcome {
         Ok(Ok(answer)) => return Ok(answer),
         Ok(Err(error)) => EtcdFailure::Client(error),
         Err(_elapsed) => EtcdFailure::Timeout(limit),
     };
+    metrics::counter!("ferry_etcd_request_errors_total").increment(1);
     Err(CoordinationError::Etcd {
         operation: operation.to_owned(),
         source: failure,

@@ -481,7 +481,10 @@ impl ClusterProtocol for EtcdStore {
         };
         let mut kv = self.client.kv_client();
         match self.call(operation, kv.compact(to, None)).await {
-            Ok(_) => Ok(Some(to)),
+            Ok(_) => {
+                metrics::counter!("ferry_etcd_compactions_total").increment(1);
+                Ok(Some(to))
+            }
             // Someone compacted further already (etcd's own auto-compaction).
             Err(CoordinationError::Etcd {
                 source: crate::etcd::EtcdFailure::Client(etcd_client::Error::GRpcStatus(status)),
