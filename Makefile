@@ -49,9 +49,11 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-# Our own PostgreSQL (55432), MariaDB (53306) and etcd (52379) on 127.0.0.1, state in
+# Our own PostgreSQL (55432), MariaDB (53306), etcd (52379), two ClickHouse servers (HTTP
+# 58123/58124) and ZooKeeper (52181) on 127.0.0.1, state in
 # $${FERRY_SERVICES_DIR:-/tmp/ferry-services}; `eval "$$(make -s services-env)"` exports
-# FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL and FERRY_TEST_ETCD_ENDPOINTS.
+# FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL, FERRY_TEST_ETCD_ENDPOINTS,
+# FERRY_TEST_CLICKHOUSE_URL and FERRY_TEST_CLICKHOUSE_URL_2.
 services-up:
 	$(SERVICES) up
 

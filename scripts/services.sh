@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Real, hermetic database services for the tests, on loopback only:
-# PostgreSQL, MariaDB and etcd, each our own instance in a throwaway state directory.
+# PostgreSQL, MariaDB, etcd, two ClickHouse servers (replicas of one shard, cluster
+# ferry_test) and the ZooKeeper they replicate through, each our own instance in a
+# throwaway state directory.
 #
-#   scripts/services.sh up       install what is missing (Debian packages), start all three
-#                                (a no-op for what already runs), create database ferry_test
+#   scripts/services.sh up       install what is missing (Debian packages), start them all
+#                                in parallel (a no-op for what already runs), create
+#                                database ferry_test
 #   scripts/services.sh down     stop only what we started (by our pid files), remove the state dir
 #   scripts/services.sh env      print shell exports: eval "$(scripts/services.sh env)"
 #   scripts/services.sh status   say what runs (exit 0 only when all three do)
@@ -14,6 +17,10 @@
 #   FERRY_MYSQL_PORT        MariaDB port                (default 53306)
 #   FERRY_ETCD_PORT         etcd client port            (default 52379)
 #   FERRY_ETCD_PEER_PORT    etcd peer port              (default 52380)
+#   FERRY_CH_HTTP_PORT      ClickHouse 1 HTTP port      (default 58123; TCP 59000, interserver 59009)
+#   FERRY_CH2_HTTP_PORT     ClickHouse 2 HTTP port      (default 58124; TCP 59001, interserver 59010)
+#   FERRY_CH_TCP_PORT, FERRY_CH2_TCP_PORT, FERRY_CH_INTERSERVER_PORT, FERRY_CH2_INTERSERVER_PORT
+#   FERRY_ZK_PORT           ZooKeeper client port       (default 52181)
 #   FERRY_SERVICES_TIMEOUT  seconds for each wait       (default 60)
 #
 # A system PostgreSQL (5432) or MariaDB (3306) that may run on the machine is never
@@ -27,6 +34,13 @@ MYSQL_PORT=${FERRY_MYSQL_PORT:-53306}
 ETCD_PORT=${FERRY_ETCD_PORT:-52379}
 ETCD_PEER_PORT=${FERRY_ETCD_PEER_PORT:-52380}
 TIMEOUT=${FERRY_SERVICES_TIMEOUT:-60}
+CH1_HTTP_PORT=${FERRY_CH_HTTP_PORT:-58123}
+CH2_HTTP_PORT=${FERRY_CH2_HTTP_PORT:-58124}
+CH1_TCP_PORT=${FERRY_CH_TCP_PORT:-59000}
+CH2_TCP_PORT=${FERRY_CH2_TCP_PORT:-59001}
+CH1_INTER_PORT=${FERRY_CH_INTERSERVER_PORT:-59009}
+CH2_INTER_PORT=${FERRY_CH2_INTERSERVER_PORT:-59010}
+ZK_PORT=${FERRY_ZK_PORT:-52181}
 HOST=127.0.0.1
 DB=ferry_test
 
@@ -51,6 +65,8 @@ ETCD_LOG=$ETCD_DIR/etcd.log
 PG_URL="postgres://postgres@$HOST:$PG_PORT/$DB"
 MYSQL_URL="mysql://root@$HOST:$MYSQL_PORT/$DB"
 ETCD_ENDPOINTS="http://$HOST:$ETCD_PORT"
+CH1_URL="http://default@$HOST:$CH1_HTTP_PORT/$DB"
+CH2_URL="http://default@$HOST:$CH2_HTTP_PORT/$DB"
 
 log() { echo "services: $*" >&2; }
 die() {
@@ -161,6 +177,7 @@ ensure_packages() {
     find_cmd etcd >/dev/null || missing+=(etcd-server)
     find_cmd etcdctl >/dev/null || missing+=(etcd-client)
     find_cmd curl >/dev/null || missing+=(curl)
+    ch_missing_packages
     find_cmd runuser >/dev/null || missing+=(util-linux)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
@@ -445,6 +462,224 @@ etcd_down() {
     stop_pid "$pid" "$ETCD_DATA" etcd
 }
 
+# ---------------------------------------------------------------- ClickHouse and ZooKeeper
+# Two Debian clickhouse-server processes, each from a copy of the packaged config.xml and
+# users.xml with our paths and ports in config.d/ferry.xml, replicas of one shard in the
+# cluster ferry_test (macros {shard}/{replica}), replicating through our ZooKeeper.
+
+ZK_DIR=$STATE_DIR/zookeeper
+ZK_PID=$ZK_DIR/zookeeper.pid
+ZK_LOG=$ZK_DIR/zookeeper.log
+ZK_JAR=/usr/share/java/zookeeper.jar
+
+ch_dir() { echo "$STATE_DIR/clickhouse-$1"; }
+ch_http_port() { if [ "$1" = 1 ]; then echo "$CH1_HTTP_PORT"; else echo "$CH2_HTTP_PORT"; fi; }
+ch_tcp_port() { if [ "$1" = 1 ]; then echo "$CH1_TCP_PORT"; else echo "$CH2_TCP_PORT"; fi; }
+ch_inter_port() { if [ "$1" = 1 ]; then echo "$CH1_INTER_PORT"; else echo "$CH2_INTER_PORT"; fi; }
+
+# appends to ensure_packages' `missing`
+ch_missing_packages() {
+    find_cmd clickhouse-server >/dev/null || missing+=(clickhouse-server)
+    find_cmd clickhouse-client >/dev/null || missing+=(clickhouse-client)
+    { [ -f "$ZK_JAR" ] && find_cmd java >/dev/null; } || missing+=(zookeeper)
+}
+
+zk_running() { pid_is_ours "$(read_pid "$ZK_PID")" "$ZK_DIR"; }
+
+zk_ok() { [ "$( (exec 3<>"/dev/tcp/$HOST/$ZK_PORT" && printf ruok >&3 && cat <&3) 2>/dev/null)" = imok ]; }
+
+zk_up() {
+    if zk_running; then
+        wait_until "$TIMEOUT" "ZooKeeper on $HOST:$ZK_PORT" zk_ok ||
+            die_log "$ZK_LOG" "our ZooKeeper runs but does not answer on $HOST:$ZK_PORT"
+        return 0
+    fi
+    local java
+    java=$(find_cmd java) || die "java not found (Debian package default-jre-headless)"
+    mkdir -p "$ZK_DIR/data"
+    port_open "$ZK_PORT" && die "port $ZK_PORT is already in use by something else (set FERRY_ZK_PORT)"
+    cat >"$ZK_DIR/zoo.cfg" <<CFG
+tickTime=500
+initLimit=10
+syncLimit=5
+dataDir=$ZK_DIR/data
+clientPort=$ZK_PORT
+clientPortAddress=$HOST
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+forceSync=no
+CFG
+    log "starting ZooKeeper on $HOST:$ZK_PORT"
+    rm -f "$ZK_PID"
+    # shellcheck disable=SC2016
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$ZK_PID" \
+        "$java" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.log.dir="$ZK_DIR" \
+        -Dzookeeper.root.logger=WARN,CONSOLE -Dlog4j.configuration=file:/etc/zookeeper/conf/log4j.properties \
+        -cp "/etc/zookeeper/conf:$ZK_JAR:/usr/share/java/log4j-1.2.jar:/usr/share/java/slf4j-log4j12.jar" \
+        org.apache.zookeeper.server.ZooKeeperServerMain "$ZK_DIR/zoo.cfg" \
+        </dev/null >>"$ZK_LOG" 2>&1 &
+    local deadline=$((SECONDS + TIMEOUT)) pid
+    while ! zk_ok; do
+        pid=$(read_pid "$ZK_PID")
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            die_log "$ZK_LOG" "ZooKeeper exited during startup"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$ZK_LOG" "ZooKeeper did not answer on $HOST:$ZK_PORT within ${TIMEOUT}s"
+        sleep 0.1
+    done
+    log "ZooKeeper on $HOST:$ZK_PORT ready"
+}
+
+zk_down() {
+    local pid
+    pid=$(read_pid "$ZK_PID")
+    [ -n "$pid" ] || return 0
+    stop_pid "$pid" "$ZK_DIR" ZooKeeper
+}
+
+ch_running() { pid_is_ours "$(read_pid "$(ch_dir "$1")/clickhouse.pid")" "$(ch_dir "$1")"; }
+
+ch_ping() { curl -fsS --max-time 2 "http://$HOST:$(ch_http_port "$1")/ping" | grep -q '^Ok'; }
+
+ch_query() { # N SQL: runs SQL on server N over HTTP
+    curl -fsS --max-time "$TIMEOUT" --data-binary "$2" "http://$HOST:$(ch_http_port "$1")/"
+}
+
+ch_write_config() { # N: config.xml and users.xml copied, our settings in config.d/ferry.xml
+    local n=$1 dir
+    dir=$(ch_dir "$n")
+    mkdir -p "$dir/data" "$dir/config.d"
+    cp /etc/clickhouse-server/config.xml /etc/clickhouse-server/users.xml "$dir/"
+    cat >"$dir/config.d/ferry.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger replace="replace">
+        <level>warning</level>
+        <log>$dir/clickhouse-server.log</log>
+        <errorlog>$dir/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>1</count>
+    </logger>
+    <http_port>$(ch_http_port "$n")</http_port>
+    <tcp_port>$(ch_tcp_port "$n")</tcp_port>
+    <interserver_http_port>$(ch_inter_port "$n")</interserver_http_port>
+    <interserver_http_host>$HOST</interserver_http_host>
+    <listen_host replace="replace">$HOST</listen_host>
+    <path>$dir/data/</path>
+    <tmp_path>$dir/data/tmp/</tmp_path>
+    <user_files_path>$dir/data/user_files/</user_files_path>
+    <format_schema_path>$dir/data/format_schemas/</format_schema_path>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <remote_servers replace="replace">
+        <ferry_test>
+            <shard>
+                <internal_replication>true</internal_replication>
+                <replica><host>$HOST</host><port>$CH1_TCP_PORT</port></replica>
+                <replica><host>$HOST</host><port>$CH2_TCP_PORT</port></replica>
+            </shard>
+        </ferry_test>
+    </remote_servers>
+    <zookeeper replace="replace">
+        <node><host>$HOST</host><port>$ZK_PORT</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <macros replace="replace">
+        <shard>01</shard>
+        <replica>ch$n</replica>
+    </macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+XML
+}
+
+ch_up() { # N
+    local n=$1 dir server pid http
+    dir=$(ch_dir "$n")
+    http=$(ch_http_port "$n")
+    if ch_running "$n"; then
+        wait_until "$TIMEOUT" "ClickHouse $n on $HOST:$http" ch_ping "$n" ||
+            die_log "$dir/clickhouse-server.err.log" "our ClickHouse $n runs but does not answer on $HOST:$http"
+        ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null
+        return 0
+    fi
+    server=$(find_cmd clickhouse-server) || die "clickhouse-server not found"
+    local port
+    for port in "$http" "$(ch_tcp_port "$n")" "$(ch_inter_port "$n")"; do
+        port_open "$port" && die "port $port is already in use by something else (see FERRY_CH*_PORT)"
+    done
+    ch_write_config "$n"
+    log "starting ClickHouse $n on $HOST:$http"
+    rm -f "$dir/clickhouse.pid"
+    # shellcheck disable=SC2016
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; cd "$1" && shift && exec "$@"' "$dir/clickhouse.pid" "$dir" \
+        "$server" --config-file="$dir/config.xml" </dev/null >>"$dir/stdout.log" 2>&1 &
+    local deadline=$((SECONDS + TIMEOUT))
+    while ! ch_ping "$n" >/dev/null 2>&1; do
+        pid=$(read_pid "$dir/clickhouse.pid")
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            die_log "$dir/clickhouse-server.err.log" "ClickHouse $n exited during startup (see also $dir/stdout.log)"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$dir/clickhouse-server.err.log" "ClickHouse $n did not answer on $HOST:$http within ${TIMEOUT}s"
+        sleep 0.1
+    done
+    ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null ||
+        die_log "$dir/clickhouse-server.err.log" "CREATE DATABASE $DB failed on ClickHouse $n"
+    log "ClickHouse $n on $HOST:$http ready"
+}
+
+ch_down() { # N
+    local dir pid
+    dir=$(ch_dir "$1")
+    pid=$(read_pid "$dir/clickhouse.pid")
+    [ -n "$pid" ] || return 0
+    stop_pid "$pid" "$dir" "ClickHouse $1"
+}
+
+# The ClickHouse side of `up`: ZooKeeper and both servers at once.
+clickhouse_up() {
+    local pids=() pid failed=0
+    zk_up &
+    pids+=($!)
+    ch_up 1 &
+    pids+=($!)
+    ch_up 2 &
+    pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || die "ClickHouse or ZooKeeper did not start (see above)"
+}
+
+clickhouse_down() {
+    ch_down 2 &
+    ch_down 1 &
+    wait
+    zk_down
+}
+
+clickhouse_env() {
+    echo "export FERRY_TEST_CLICKHOUSE_URL='$CH1_URL'"
+    echo "export FERRY_TEST_CLICKHOUSE_URL_2='$CH2_URL'"
+}
+
+clickhouse_status() { # returns 1 when one is stopped
+    local ok=0 n
+    for n in 1 2; do
+        if ch_running "$n"; then
+            echo "clickhouse-$n: running (pid $(read_pid "$(ch_dir "$n")/clickhouse.pid")) http://$HOST:$(ch_http_port "$n")"
+        else
+            echo "clickhouse-$n: stopped"
+            ok=1
+        fi
+    done
+    if zk_running; then
+        echo "zookeeper:  running (pid $(read_pid "$ZK_PID")) $HOST:$ZK_PORT"
+    else
+        echo "zookeeper:  stopped"
+        ok=1
+    fi
+    return "$ok"
+}
+
 # ---------------------------------------------------------------- commands
 
 # one up/down at a time (make test and make bench may race); the lock lives beside the dir
@@ -464,19 +699,30 @@ cmd_up() {
     ensure_packages
     mkdir -p "$STATE_DIR"
     chmod 755 "$STATE_DIR"
-    local t0=$SECONDS
-    pg_up
-    my_up
-    etcd_up
+    local t0=$SECONDS pids=() pid failed=0
+    # each in its own subshell, all at once: a failure dies there and is collected here
+    pg_up &
+    pids+=($!)
+    my_up &
+    pids+=($!)
+    etcd_up &
+    pids+=($!)
+    clickhouse_up &
+    pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || die "a service did not start (see above)"
     log "all up in $((SECONDS - t0))s (state in $STATE_DIR)"
     log "  FERRY_TEST_PG_URL=$PG_URL"
     log "  FERRY_TEST_MYSQL_URL=$MYSQL_URL"
     log "  FERRY_TEST_ETCD_ENDPOINTS=$ETCD_ENDPOINTS"
+    log "  FERRY_TEST_CLICKHOUSE_URL=$CH1_URL"
+    log "  FERRY_TEST_CLICKHOUSE_URL_2=$CH2_URL"
 }
 
 cmd_down() {
     take_lock
     if [ -d "$STATE_DIR" ]; then
+        clickhouse_down
         etcd_down
         my_down
         pg_down
@@ -520,6 +766,7 @@ cmd_env() {
     echo "export FERRY_TEST_PG_URL='$PG_URL'"
     echo "export FERRY_TEST_MYSQL_URL='$MYSQL_URL'"
     echo "export FERRY_TEST_ETCD_ENDPOINTS='$ETCD_ENDPOINTS'"
+    clickhouse_env
 }
 
 cmd_status() {
@@ -543,6 +790,7 @@ cmd_status() {
         echo "etcd:       stopped"
         ok=1
     fi
+    clickhouse_status || ok=1
     echo "state dir:  $STATE_DIR"
     return "$ok"
 }
