@@ -6,7 +6,6 @@
 //! `String` holding a `json`) is read back into the source's carrier for verification.
 
 use ferry_model::column::CellRef;
-use ferry_model::schema::ColumnType;
 
 use super::types::ChType;
 use crate::carrier::CarrierBuilder;
@@ -365,13 +364,8 @@ pub fn append(builder: &mut CarrierBuilder, value: Value<'_>) -> Result<(), Stri
     Ok(())
 }
 
-/// Writes one value of `ch` from `cell`, the Arrow carrier of `column_type`.
-pub fn encode(
-    ch: &ChType,
-    column_type: &ColumnType,
-    cell: CellRef<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
+/// Writes one value of `ch` from `cell`, read from the column's Arrow carrier.
+pub fn encode(ch: &ChType, cell: CellRef<'_>, out: &mut Vec<u8>) -> Result<(), String> {
     fn int(cell: &CellRef<'_>) -> Result<i128, String> {
         match cell {
             CellRef::Int(v) => Ok(i128::from(*v)),
@@ -409,9 +403,9 @@ pub fn encode(
                 return Ok(());
             }
             out.push(0);
-            return encode(inner, column_type, cell, out);
+            return encode(inner, cell, out);
         }
-        ChType::LowCardinality(inner) => return encode(inner, column_type, cell, out),
+        ChType::LowCardinality(inner) => return encode(inner, cell, out),
         _ if matches!(cell, CellRef::Null) => {
             return Err("NULL into a column that is not Nullable".into());
         }
@@ -551,6 +545,7 @@ pub fn encode(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use super::*;
 
@@ -569,20 +564,8 @@ mod tests {
             ChType::Array(Box::new(ChType::UInt8)),
         ];
         let mut row = Vec::new();
-        encode(
-            &columns[0],
-            &ColumnType::Text,
-            CellRef::Utf8("hé"),
-            &mut row,
-        )
-        .unwrap_or_default();
-        encode(
-            &columns[1],
-            &ColumnType::Text,
-            CellRef::Utf8("-1.5"),
-            &mut row,
-        )
-        .unwrap_or_default();
+        encode(&columns[0], CellRef::Utf8("hé"), &mut row).expect("encodes");
+        encode(&columns[1], CellRef::Utf8("-1.5"), &mut row).expect("encodes");
         row.extend_from_slice(&[2, 7, 8]);
         assert_eq!(row_len(&columns, &row), Some(row.len()));
         assert_eq!(row_len(&columns, &row[..row.len() - 1]), None);

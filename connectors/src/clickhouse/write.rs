@@ -833,15 +833,13 @@ impl Sink for ClickhouseSink {
                     .map_err(|error| Box::new(error) as BoxError)?;
                 for row in 0..batch.num_rows() {
                     for ((view, column), ch) in views.iter().zip(&table.columns).zip(&types) {
-                        encode(ch, &column.column_type, view.cell(row), &mut out).map_err(
-                            |detail| {
-                                Box::new(ConnectorError::ValueType {
-                                    table: table.name.clone(),
-                                    column: column.name.clone(),
-                                    detail,
-                                }) as BoxError
-                            },
-                        )?;
+                        encode(ch, view.cell(row), &mut out).map_err(|detail| {
+                            Box::new(ConnectorError::ValueType {
+                                table: table.name.clone(),
+                                column: column.name.clone(),
+                                detail,
+                            }) as BoxError
+                        })?;
                     }
                 }
                 Ok(Bytes::from(out))

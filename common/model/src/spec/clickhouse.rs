@@ -256,7 +256,10 @@ mod tests {
 
     #[test]
     fn refuses_rules_that_cannot_apply() {
-        let (options, problems) = read("engines: {Log: ReplicatedMergeTree('/t', 'r')}", "target");
+        let (options, problems) = read(
+            "engines: {Log: \"ReplicatedMergeTree('/t', 'r')\"}",
+            "target",
+        );
         assert!(options.is_none());
         assert!(
             problems.to_string().contains("MergeTree family"),
