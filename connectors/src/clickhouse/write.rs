@@ -162,6 +162,7 @@ impl ClickhouseSink {
         for column in &table.columns {
             let declared = match options.type_overrides.get(&column.name) {
                 Some(chosen) => chosen.clone(),
+                None if table.source_kind == KIND => column.declared_type.clone(),
                 None => target_type(&column.column_type, column.nullable, self.shared.features)
                     .map_err(|why| {
                         ConnectorError::type_mapping(
