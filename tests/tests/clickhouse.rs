@@ -504,3 +504,135 @@ async fn postgres_to_clickhouse_and_back_and_mysql_to_clickhouse() {
         &format!("DROP DATABASE {pg_src}; DROP DATABASE {pg_back}"),
     );
 }
+
+/// Holds `count` queries busy on the server (`sleep` once per one-row block: no CPU).
+fn busy_queries(url: &str, count: usize, tag: &str) -> Vec<std::process::Child> {
+    (0..count)
+        .map(|_| {
+            Command::new("clickhouse-client")
+                .args([
+                    "--port",
+                    &native_port(url).to_string(),
+                    "--max_block_size",
+                    "1",
+                    "--query",
+                    &format!(
+                        "SELECT sleep(1) /* {tag} */ FROM system.numbers LIMIT 60 FORMAT Null"
+                    ),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("clickhouse-client")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_load_probe_and_a_rate_limit_on_a_clickhouse_source() {
+    use ferry_coordinator::pacer::JobPacer;
+    use ferry_model::throttle::{LoadPolicy, LoadProbe, ThrottlePolicy};
+    use std::time::{Duration, Instant};
+    let url = env_url("FERRY_TEST_CLICKHOUSE_URL");
+    let suffix = unique_suffix();
+    let tag = format!("ferry_ch_load_{suffix}");
+    let source: std::sync::Arc<dyn Source> = std::sync::Arc::new(
+        ferry_connectors::clickhouse::ClickhouseSource::open(&location(url.clone()), None)
+            .await
+            .expect("source"),
+    );
+    let quiet = source
+        .probe_load()
+        .await
+        .expect("probe")
+        .expect("a builtin probe");
+    let mut busy = busy_queries(&url, 4, &tag);
+    let counted = ferry_model::testing::wait_until_async(Duration::from_secs(10), || {
+        let source = source.clone();
+        async move {
+            source
+                .probe_load()
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|load| load >= quiet + 4.0)
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the probe counts the running queries");
+    let sink: std::sync::Arc<dyn Sink> = std::sync::Arc::new(
+        ferry_connectors::clickhouse::ClickhouseSink::open(&location(url.clone()), None)
+            .await
+            .expect("sink"),
+    );
+    let store: std::sync::Arc<dyn ferry_coordination::Coordination> =
+        std::sync::Arc::new(ferry_coordination::LocalStore::in_memory().expect("store"));
+    let interval = Duration::from_millis(300);
+    let cancel = CancellationToken::new();
+    let policy = ThrottlePolicy {
+        default_concurrency: 8,
+        load: Some(LoadPolicy {
+            probe: LoadProbe::Builtin,
+            interval_ms: interval.as_millis() as u64,
+            max: quiet + 1.0,
+            critical: quiet + 3.0,
+            pause_timeout_ms: 60_000,
+        }),
+        ..ThrottlePolicy::default()
+    };
+    let pacer = JobPacer::start(
+        ferry_model::ids::JobId("chload".into()),
+        policy,
+        store,
+        source.clone(),
+        sink,
+        Duration::from_secs(1800),
+        cancel.clone(),
+    )
+    .await
+    .expect("pacer");
+    let mut gate = pacer.pacing().gate;
+    tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.paused))
+        .await
+        .expect("paused above critical")
+        .expect("pacer alive");
+    ch(&url, &format!("KILL QUERY WHERE query LIKE '%{tag}%' SYNC"));
+    for child in &mut busy {
+        let _ = child.wait();
+    }
+    tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| !g.paused))
+        .await
+        .expect("resumes once the queries end")
+        .expect("pacer alive");
+    cancel.cancel();
+
+    // A rows/s limit paces a ClickHouse -> ClickHouse job (rows then travel as batches).
+    let (src, dst) = (format!("srcr_{suffix}"), format!("dstr_{suffix}"));
+    ch(
+        &url,
+        &format!(
+            "CREATE DATABASE {src}; CREATE DATABASE {dst};
+             CREATE TABLE {src}.t (id UInt64, s String) ENGINE = MergeTree PARTITION BY id % 4 ORDER BY id;
+             INSERT INTO {src}.t SELECT number, toString(number) FROM system.numbers LIMIT 40000;"
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = env_of(&[
+        ("SRC", with_database(&url, &src)),
+        ("DST", with_database(&url, &dst)),
+    ]);
+    let started = Instant::now();
+    run(
+        dir.path(),
+        "name: chrate\nsource: {kind: clickhouse, url_env: SRC}\ntarget: {kind: clickhouse, url_env: DST}\ntables: {include: [t]}\nthrottle: {default_concurrency: 4, rate: {rows_per_sec: 20000}}\n",
+        &env,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "40,000 rows at 20,000 rows/s took {took:?}"
+    );
+    assert_eq!(ch(&url, &format!("SELECT count() FROM {dst}.t")), "40000");
+    ch(&url, &format!("DROP DATABASE {src}; DROP DATABASE {dst}"));
+}
