@@ -636,3 +636,47 @@ async fn the_builtin_load_probe_and_a_rate_limit_on_a_clickhouse_source() {
     assert_eq!(ch(&url, &format!("SELECT count() FROM {dst}.t")), "40000");
     ch(&url, &format!("DROP DATABASE {src}; DROP DATABASE {dst}"));
 }
+
+/// `read_replica`: the catalog comes from the URL's server, every chunk read from the
+/// replica named. The two servers hold different rows under one name here, so the
+/// target shows which one was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_are_read_from_the_read_replica() {
+    let url = env_url("FERRY_TEST_CLICKHOUSE_URL");
+    let url2 = env_url("FERRY_TEST_CLICKHOUSE_URL_2");
+    let suffix = unique_suffix();
+    let (src, dst) = (format!("srcrr_{suffix}"), format!("dstrr_{suffix}"));
+    for (server, label) in [(&url, "one"), (&url2, "two")] {
+        ch(
+            server,
+            &format!(
+                "CREATE DATABASE {src}; CREATE TABLE {src}.t (id UInt64, s String) ENGINE = MergeTree PARTITION BY id % 2 ORDER BY id;
+                 INSERT INTO {src}.t SELECT number, '{label}' FROM system.numbers LIMIT 100;"
+            ),
+        );
+    }
+    ch(&url, &format!("CREATE DATABASE {dst}"));
+    let replica = url2
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = env_of(&[
+        ("SRC", with_database(&url, &src)),
+        ("DST", with_database(&url, &dst)),
+    ]);
+    run(
+        dir.path(),
+        &format!(
+            "name: chrr\nsource: {{kind: clickhouse, url_env: SRC, clickhouse: {{read_replica: \"{replica}\", max_execution_time: 60}}}}\ntarget: {{kind: clickhouse, url_env: DST}}\ntables: {{include: [t]}}\n"
+        ),
+        &env,
+    )
+    .await;
+    assert_eq!(ch(&url, &format!("SELECT DISTINCT s FROM {dst}.t")), "two");
+    assert_eq!(ch(&url, &format!("SELECT count() FROM {dst}.t")), "100");
+    ch(&url, &format!("DROP DATABASE {src}; DROP DATABASE {dst}"));
+    ch(&url2, &format!("DROP DATABASE {src}"));
+}

@@ -643,14 +643,28 @@ impl Source for ClickhouseSource {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.shared.ping().await
+        self.shared.ping().await?;
+        if self.reads.address != self.shared.endpoint.address {
+            self.reads
+                .query_text("SELECT 1 FORMAT TSVRaw")
+                .await
+                .map_err(|error| ConnectorError::Query {
+                    operation: "check the read replica",
+                    table: TableName::bare(self.reads.address.clone()),
+                    failure: match error.failure() {
+                        Failure::Permanent => Failure::Unavailable,
+                        other => other,
+                    },
+                    source: Box::new(error),
+                })?;
+        }
+        Ok(())
     }
 
     async fn probe_load(&self) -> Result<Option<f64>> {
-        // Queries running on the server, ours (this probe) excluded.
+        // Queries running on the server chunks are read from, ours (this probe) excluded.
         let text = self
-            .shared
-            .endpoint
+            .reads
             .query_text("SELECT value FROM system.metrics WHERE metric = 'Query' FORMAT TSVRaw")
             .await
             .map_err(query_error(
@@ -682,8 +696,7 @@ impl Source for ClickhouseSource {
 
     async fn probe_load_sql(&self, sql_text: &str) -> Result<Option<f64>> {
         let text = self
-            .shared
-            .endpoint
+            .reads
             .stream(
                 &format!("{sql_text} FORMAT TSVRaw"),
                 &[
