@@ -221,7 +221,15 @@ impl Endpoint {
         let body = Full::new(Bytes::from(sql.to_string()))
             .map_err(|never| match never {})
             .boxed_unsync();
-        self.send(None, settings, body).await
+        let started = std::time::Instant::now();
+        let answer = self.send(None, settings, body).await;
+        tracing::trace!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answer.is_ok(),
+            sql,
+            "ClickHouse answered"
+        );
+        answer
     }
 
     /// Runs `sql` and returns its whole output; an error in the middle of the output
@@ -264,10 +272,16 @@ impl Endpoint {
         rows: BoxStream<'static, Result<Bytes, BoxError>>,
     ) -> Result<(), HttpError> {
         let body = BodyExt::boxed_unsync(StreamBody::new(rows.map(|item| item.map(Frame::data))));
+        let started = std::time::Instant::now();
         let mut stream = self.send(Some(statement), settings, body).await?;
         while let Some(piece) = stream.next().await {
             piece?;
         }
+        tracing::trace!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            statement,
+            "ClickHouse insert done"
+        );
         Ok(())
     }
 }

@@ -437,6 +437,29 @@ impl Source for ClickhouseSource {
 
     async fn key_stats(&self, table: &TableSchema, key: &SplitKey) -> Result<KeyStats> {
         let on_error = query_error("count rows", &table.name);
+        if !key.nullable() && !key.single_integer() {
+            // Only the row count is needed: the active parts know it without a scan.
+            let partition = table
+                .partition
+                .as_ref()
+                .map(|p| format!(" AND partition_id = {}", literal(p)))
+                .unwrap_or_default();
+            let rows = self
+                .shared
+                .endpoint
+                .query_text(&format!(
+                    "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {}                      AND active{partition} FORMAT TSVRaw",
+                    literal(self.shared.database()),
+                    literal(&table.name.name)
+                ))
+                .await
+                .map_err(&on_error)?;
+            return Ok(KeyStats {
+                rows: rows.trim().parse().unwrap_or(0),
+                null_key_rows: 0,
+                int_min_max: None,
+            });
+        }
         let target = qualified(self.shared.database(), &table.name.name);
         let scope = sql::chunk_where(table, &SplitKey::None, &ChunkRange::WholeTable, None);
         let expressions = sql::key_expressions(table, key);
@@ -465,7 +488,7 @@ impl Source for ClickhouseSource {
                 sql::reads_a_column(table)
             ))
             .await
-            .map_err(on_error)?;
+            .map_err(&on_error)?;
         let row = rows.into_iter().next().unwrap_or_default();
         let number = |index: usize| {
             row.get(index)

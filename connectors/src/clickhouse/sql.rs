@@ -83,6 +83,20 @@ pub fn range_predicate(
     target_columns: Option<&[(String, String)]>,
 ) -> Option<String> {
     let names = match key {
+        // An unbounded interval of a key without NULLs is every row: the chunk owns whole
+        // partitions, and is swapped in without rebuilding them.
+        SplitKey::Columns {
+            nullable: false, ..
+        } if matches!(
+            range,
+            ChunkRange::Interval {
+                lower: None,
+                upper: None
+            }
+        ) =>
+        {
+            return None;
+        }
         SplitKey::Columns { names, .. } => names.clone(),
         _ => return None,
     };
@@ -301,6 +315,48 @@ mod tests {
         );
         let log = "CREATE TABLE src.l ( a UInt8) ENGINE = Log";
         assert!(rewrite_ddl(log, "dst", "l", None, &[]).is_err());
+    }
+
+    #[test]
+    fn an_unbounded_range_of_a_key_without_nulls_is_every_row() {
+        let table = TableSchema {
+            name: ferry_model::schema::TableName::bare("t"),
+            columns: vec![ferry_model::schema::ColumnSchema {
+                name: "id".into(),
+                declared_type: "UInt64".into(),
+                column_type: ferry_model::schema::ColumnType::UInt64,
+                nullable: false,
+            }],
+            primary_key: Vec::new(),
+            has_rowid: false,
+            source_kind: "clickhouse".into(),
+            native_ddl: None,
+            partitioning: None,
+            partition: None,
+            split_columns: vec!["id".into()],
+        };
+        let key = |nullable| SplitKey::Columns {
+            names: vec!["id".into()],
+            nullable,
+            single_integer: false,
+        };
+        let all = ChunkRange::Interval {
+            lower: None,
+            upper: None,
+        };
+        assert_eq!(range_predicate(&table, &key(false), &all, None), None);
+        assert_eq!(
+            range_predicate(&table, &key(true), &all, None).as_deref(),
+            Some("ifNull(isNotNull(`id`), 0)")
+        );
+        let upper = ChunkRange::Interval {
+            lower: None,
+            upper: Some(KeyBound(vec![KeyValue::Int(5)])),
+        };
+        assert_eq!(
+            range_predicate(&table, &key(false), &upper, None).as_deref(),
+            Some("ifNull(isNotNull(`id`) AND `id` < 5, 0)")
+        );
     }
 
     #[test]
