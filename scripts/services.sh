@@ -591,6 +591,15 @@ ch_write_config() { # N: config.xml and users.xml copied, our settings in config
     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
 </yandex>
 XML
+    # 18.16: LowCardinality is experimental, and ON CLUSTER DDL runs on the other hosts
+    # with their profile's settings, not the query's.
+    mkdir -p "$dir/users.d"
+    cat >"$dir/users.d/ferry.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+</yandex>
+XML
 }
 
 ch_up() { # N
@@ -598,6 +607,7 @@ ch_up() { # N
     dir=$(ch_dir "$n")
     http=$(ch_http_port "$n")
     if ch_running "$n"; then
+        ch_write_config "$n" # the server reloads it
         wait_until "$TIMEOUT" "ClickHouse $n on $HOST:$http" ch_ping "$n" ||
             die_log "$dir/clickhouse-server.err.log" "our ClickHouse $n runs but does not answer on $HOST:$http"
         ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null

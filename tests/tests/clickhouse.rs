@@ -27,6 +27,8 @@ fn ch(url: &str, sql: &str) -> String {
         "127.0.0.1",
         "--port",
         &port.to_string(),
+        "--allow_experimental_low_cardinality_type",
+        "1",
         "--multiquery",
         "--query",
         sql,
@@ -78,7 +80,7 @@ async fn run(
 
 const EVENTS: &str = "(id UInt64, d Date, at DateTime('Europe/Berlin'), n Nullable(Int32), amount Decimal(18, 4),
     big Decimal(38, 10), f Float64, s String, fs FixedString(4), u UUID, e Enum8('a' = 1, 'b' = -2, 'c''q' = 3),
-    tags Array(UInt16), ns Nullable(String))";
+    tags Array(UInt16), ns Nullable(String), lc LowCardinality(String))";
 
 fn fill_events(url: &str, database: &str) {
     ch(
@@ -90,12 +92,13 @@ fn fill_events(url: &str, database: &str) {
                if(number % 7 = 0, NULL, toInt32(number) - 1000), toDecimal64(number, 4) / 3,
                toDecimal128(number, 10) * 1000000, number / 7, if(number % 5 = 0, '', concat('naïve ✓ ', toString(number))),
                toFixedString(substring(reinterpretAsString(number), 1, 4), 4), generateUUIDv4(),
-               ['a', 'b', 'c\\'q'][number % 3 + 1], range(number % 4), if(number % 3 = 0, NULL, unhex('00ff80'))
+               ['a', 'b', 'c\\'q'][number % 3 + 1], range(number % 4), if(number % 3 = 0, NULL, unhex('00ff80')),
+               toString(number % 5)
              FROM system.numbers LIMIT 3000;
              INSERT INTO {database}.events SELECT 100000 + number, toDate('2024-02-01') + number % 28 + 31 * intDiv(number, 100),
                toDateTime('2024-03-31 02:30:00', 'Europe/Berlin') + number, NULL, toDecimal64('-99999999999999.9999', 4),
                toDecimal128('9999999999999999999999999999.9999999999', 10), -0.0, unhex('00c328ff'), '\\0\\0\\0\\0',
-               toUUID('00000000-0000-0000-0000-000000000000'), 'b', [65535, 0], ''
+               toUUID('00000000-0000-0000-0000-000000000000'), 'b', [65535, 0], '', ''
              FROM system.numbers LIMIT 300;"
         ),
     );
@@ -415,11 +418,12 @@ async fn postgres_to_clickhouse_and_back_and_mysql_to_clickhouse() {
     psql(
         &pg_src_url,
         "CREATE TABLE items (id bigint PRIMARY KEY, i integer, s smallint, amount numeric(20, 4), name text,
-           d date, u uuid, f double precision, r real, b boolean);
+           d date, u uuid, f double precision, r real, b boolean, ts timestamptz);
          INSERT INTO items SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE g * 7919 % 100000 - 50000 END, (g % 200)::smallint,
            g / 3.0, CASE g % 5 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE 'naïve ✓ 名前 ' || g END,
-           DATE '1970-01-01' + g * 3, md5(g::text)::uuid, g / 7.0, g / 8.0, g % 2 = 0 FROM generate_series(1, 2400) g;
-         INSERT INTO items VALUES (-9223372036854775808, -2147483648, -32768, -9999999999999999.9999, 'é''\"\\', '2149-06-06', NULL, -0.0, 'Infinity', NULL);",
+           DATE '1970-01-01' + g * 3, md5(g::text)::uuid, g / 7.0, g / 8.0, g % 2 = 0,
+           TIMESTAMPTZ '1970-01-01 00:00:00+00' + g * INTERVAL '1 day 1 hour 1 second' FROM generate_series(1, 2400) g;
+         INSERT INTO items VALUES (-9223372036854775808, -2147483648, -32768, -9999999999999999.9999, 'é''\"\\', '2149-06-06', NULL, -0.0, 'Infinity', NULL, NULL);",
     );
     ch(&url, &format!("CREATE DATABASE {chdb}"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -430,7 +434,8 @@ async fn postgres_to_clickhouse_and_back_and_mysql_to_clickhouse() {
     ]);
     let outcome = run(
         dir.path(),
-        "name: pgch\nsource: {kind: postgres, url_env: PG_SRC}\ntarget: {kind: clickhouse, url_env: CH}\ntables: {include: [items]}\nchunking: {target_rows: 500}\n",
+        // 18.16 has no DateTime64: whole seconds kept by choice (the 18.16 fallback).
+        "name: pgch\nsource: {kind: postgres, url_env: PG_SRC}\ntarget: {kind: clickhouse, url_env: CH}\ntables: {include: [items]}\nchunking: {target_rows: 500}\ncolumns: {\"items.ts\": \"Nullable(DateTime)\"}\n",
         &env,
     )
     .await;
@@ -456,7 +461,7 @@ async fn postgres_to_clickhouse_and_back_and_mysql_to_clickhouse() {
     )
     .await;
     let canonical =
-        "SELECT id, i, s, amount::numeric, name, d, u, f, r, b::int FROM items ORDER BY id";
+        "SELECT id, i, s, amount::numeric, name, d, u, f, r, b::int, ts FROM items ORDER BY id";
     let back_url = with_database(&pg, &pg_back);
     let back = psql(
         &back_url,

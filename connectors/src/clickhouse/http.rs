@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub authorization: Option<String>,
     /// The database statements run in.
     pub database: String,
+    /// Settings sent with every statement (those a server version needs).
+    pub settings: Vec<(&'static str, String)>,
 }
 
 /// An error of a statement: the server's (with its code), or the connection's.
@@ -163,7 +165,7 @@ impl Endpoint {
             uri.push_str("&query=");
             uri.push_str(&encode(query));
         }
-        for (name, value) in settings {
+        for (name, value) in self.settings.iter().chain(settings) {
             uri.push('&');
             uri.push_str(name);
             uri.push('=');

@@ -82,6 +82,7 @@ impl Config {
                 address: address.to_string(),
                 authorization,
                 database: database.to_string(),
+                settings: Vec::new(),
             },
             label: format!("http://{address}/{database}"),
         })
@@ -153,9 +154,18 @@ impl Shared {
                 ),
             });
         }
+        let features = ServerFeatures::from_version(&version);
+        let mut endpoint = config.endpoint;
+        if features.version < (19, 0) {
+            // LowCardinality is experimental before 19.0: without this a staging table
+            // of a table that has such a column cannot be created.
+            endpoint
+                .settings
+                .push(("allow_experimental_low_cardinality_type", "1".to_string()));
+        }
         Ok(Self {
-            features: ServerFeatures::from_version(&version),
-            endpoint: config.endpoint,
+            features,
+            endpoint,
             options,
             label: config.label,
         })
@@ -215,11 +225,11 @@ impl ClickhouseSource {
     pub async fn open(location: &Location, options: Option<&ClickhouseOptions>) -> Result<Self> {
         let config = Config::from_location(location, "source")?;
         let options = options.cloned().unwrap_or_default();
-        let mut reads = config.endpoint.clone();
-        if let Some(replica) = &options.read_replica {
+        let shared = Shared::open(config, options, "source").await?;
+        let mut reads = shared.endpoint.clone();
+        if let Some(replica) = &shared.options.read_replica {
             reads.address = replica.clone();
         }
-        let shared = Shared::open(config, options, "source").await?;
         Ok(Self { shared, reads })
     }
 
