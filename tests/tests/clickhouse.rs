@@ -80,7 +80,8 @@ async fn run(
 
 const EVENTS: &str = "(id UInt64, d Date, at DateTime('Europe/Berlin'), n Nullable(Int32), amount Decimal(18, 4),
     big Decimal(38, 10), f Float64, s String, fs FixedString(4), u UUID, e Enum8('a' = 1, 'b' = -2, 'c''q' = 3),
-    tags Array(UInt16), ns Nullable(String), lc LowCardinality(String))";
+    tags Array(UInt16), ns Nullable(String), lc LowCardinality(String),
+    tp Tuple(UInt8, String))";
 
 fn fill_events(url: &str, database: &str) {
     ch(
@@ -93,12 +94,12 @@ fn fill_events(url: &str, database: &str) {
                toDecimal128(number, 10) * 1000000, number / 7, if(number % 5 = 0, '', concat('naïve ✓ ', toString(number))),
                toFixedString(substring(reinterpretAsString(number), 1, 4), 4), generateUUIDv4(),
                ['a', 'b', 'c\\'q'][number % 3 + 1], range(number % 4), if(number % 3 = 0, NULL, unhex('00ff80')),
-               toString(number % 5)
+               toString(number % 5), (toUInt8(number % 200), toString(number))
              FROM system.numbers LIMIT 3000;
              INSERT INTO {database}.events SELECT 100000 + number, toDate('2024-02-01') + number % 28 + 31 * intDiv(number, 100),
                toDateTime('2024-03-31 02:30:00', 'Europe/Berlin') + number, NULL, toDecimal64('-99999999999999.9999', 4),
                toDecimal128('9999999999999999999999999999.9999999999', 10), -0.0, unhex('00c328ff'), '\\0\\0\\0\\0',
-               toUUID('00000000-0000-0000-0000-000000000000'), 'b', [65535, 0], '', ''
+               toUUID('00000000-0000-0000-0000-000000000000'), 'b', [65535, 0], '', '', (255, '')
              FROM system.numbers LIMIT 300;"
         ),
     );

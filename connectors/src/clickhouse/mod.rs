@@ -711,8 +711,10 @@ impl Source for ClickhouseSource {
     async fn check_readable(&self, table: &TableSchema, target_kind: &'static str) -> Result<()> {
         for column in &table.columns {
             let readable = ChType::parse(&column.declared_type).is_some_and(|parsed| {
-                !matches!(parsed.base().0, ChType::Array(_))
-                    && !matches!(parsed.base().0, ChType::DateTime64(p) if *p > 6)
+                !matches!(
+                    parsed.base().0,
+                    ChType::Array(_) | ChType::Tuple(_) | ChType::Map(..) | ChType::Opaque(..)
+                ) && !matches!(parsed.base().0, ChType::DateTime64(p) if *p > 6)
             });
             if !readable {
                 return Err(ConnectorError::type_mapping(

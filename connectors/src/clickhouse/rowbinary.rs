@@ -92,6 +92,21 @@ pub fn skip(ch: &ChType, cursor: &mut &[u8]) -> Result<(), Incomplete> {
             }
             return Ok(());
         }
+        ChType::Tuple(elements) => {
+            for element in elements {
+                skip(element, cursor)?;
+            }
+            return Ok(());
+        }
+        ChType::Map(key, value) => {
+            let count = varint(cursor)?;
+            for _ in 0..count {
+                skip(key, cursor)?;
+                skip(value, cursor)?;
+            }
+            return Ok(());
+        }
+        ChType::Opaque(_, width) => *width,
     };
     take(cursor, width).map(drop)
 }
@@ -227,6 +242,11 @@ pub fn decode<'a>(ch: &'a ChType, cursor: &mut &'a [u8]) -> Result<Value<'a>, St
             }
             json.push(']');
             Value::Json(json)
+        }
+        ChType::Tuple(_) | ChType::Map(..) | ChType::Opaque(..) => {
+            return Err(format!(
+                "{ch:?} is carried between ClickHouse servers only (as RowBinary bytes)"
+            ));
         }
     })
 }
@@ -533,10 +553,10 @@ pub fn encode(ch: &ChType, cell: CellRef<'_>, out: &mut Vec<u8>) -> Result<(), S
                 out.push(value as i8 as u8);
             }
         }
-        ChType::Array(_) => {
+        ChType::Array(_) | ChType::Tuple(_) | ChType::Map(..) | ChType::Opaque(..) => {
             return Err(
-                "Array columns are copied between ClickHouse servers in RowBinary (the native \
-                 path, taken unless a rows/s limit is set)"
+                "Array, Tuple, Map and wide integer columns are copied between ClickHouse \
+                 servers in RowBinary (the native path, taken unless a rows/s limit is set)"
                     .into(),
             );
         }

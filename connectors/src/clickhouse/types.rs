@@ -51,6 +51,13 @@ pub enum ChType {
     LowCardinality(Box<ChType>),
     /// `Array(T)`.
     Array(Box<ChType>),
+    /// `Tuple(T1, T2, ...)`: passed between ClickHouse servers only.
+    Tuple(Vec<ChType>),
+    /// `Map(K, V)` (21.1+): passed between ClickHouse servers only.
+    Map(Box<ChType>, Box<ChType>),
+    /// A fixed-width type passed between ClickHouse servers only (`Int128`, `UInt256`,
+    /// `IPv4`, `IPv6`, `Date32`, `Decimal256`...): its name and width in bytes.
+    Opaque(String, usize),
 }
 
 /// Splits `a, b(c, d), 'e,f'` at its top-level commas.
@@ -124,6 +131,7 @@ impl ChType {
             ("Date", None) => ChType::Date,
             ("DateTime", _) => ChType::DateTime,
             ("DateTime64", Some(_)) => ChType::DateTime64(single(0)?),
+            ("Decimal", Some(_)) if single(0)? > 38 => ChType::Opaque(text.to_string(), 32),
             ("Decimal", Some(_)) => ChType::Decimal(single(0)?, single(1)?),
             ("Decimal32", Some(_)) => ChType::Decimal(9, single(0)?),
             ("Decimal64", Some(_)) => ChType::Decimal(18, single(0)?),
@@ -144,6 +152,23 @@ impl ChType {
                 ChType::LowCardinality(Box::new(ChType::parse(inner)?))
             }
             ("Array", Some(inner)) => ChType::Array(Box::new(ChType::parse(inner)?)),
+            ("Tuple", Some(_)) => ChType::Tuple(
+                arg_list
+                    .iter()
+                    .map(|arg| {
+                        // Named elements (`Tuple(a UInt8, b String)`): the type follows the name.
+                        ChType::parse(arg).or_else(|| ChType::parse(arg.split_once(' ')?.1))
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            ("Map", Some(_)) if arg_list.len() == 2 => ChType::Map(
+                Box::new(ChType::parse(arg_list[0])?),
+                Box::new(ChType::parse(arg_list[1])?),
+            ),
+            ("Int128" | "UInt128" | "IPv6", None) => ChType::Opaque(name.to_string(), 16),
+            ("Int256" | "UInt256", None) => ChType::Opaque(name.to_string(), 32),
+            ("IPv4" | "Date32", None) => ChType::Opaque(name.to_string(), 4),
+            ("Decimal256", Some(_)) => ChType::Opaque(text.to_string(), 32),
             _ => return None,
         })
     }
@@ -186,6 +211,8 @@ impl ChType {
             ChType::Array(element) => ColumnType::Array {
                 element: Box::new(element.column_type()),
             },
+            // Carried to no other engine (check_readable refuses them): a placeholder.
+            ChType::Tuple(_) | ChType::Map(..) | ChType::Opaque(..) => ColumnType::Blob,
             ChType::Nullable(_) | ChType::LowCardinality(_) => ColumnType::Text,
         }
     }
@@ -331,7 +358,25 @@ mod tests {
             ChType::parse("LowCardinality(Nullable(String))").map(|t| t.column_type()),
             Some(ColumnType::Text)
         );
-        assert_eq!(ChType::parse("Map(String, UInt8)"), None);
+        assert_eq!(
+            ChType::parse("Map(String, UInt8)"),
+            Some(ChType::Map(
+                Box::new(ChType::String),
+                Box::new(ChType::UInt8)
+            ))
+        );
+        assert_eq!(
+            ChType::parse("Tuple(a UInt8, b Nullable(String))"),
+            Some(ChType::Tuple(vec![
+                ChType::UInt8,
+                ChType::Nullable(Box::new(ChType::String))
+            ]))
+        );
+        assert_eq!(
+            ChType::parse("Decimal(76, 2)"),
+            Some(ChType::Opaque("Decimal(76, 2)".into(), 32))
+        );
+        assert_eq!(ChType::parse("AggregateFunction(sum, UInt64)"), None);
         assert_eq!(
             ChType::parse("Array(Array(UInt8))").map(|t| t.base().1),
             Some(false)
