@@ -213,17 +213,31 @@ pub struct RowHasher {
 impl RowHasher {
     /// Hashes every whole row of `piece` (with what was pending), keeping the rest.
     pub fn feed(&mut self, columns: &[ChType], piece: &[u8]) {
+        if self.pending.is_empty() {
+            // The usual case: hash the piece in place, keep only its unfinished row.
+            let used = self.hash_rows(columns, piece);
+            self.pending.extend_from_slice(&piece[used..]);
+            return;
+        }
         self.pending.extend_from_slice(piece);
+        let pending = std::mem::take(&mut self.pending);
+        let used = self.hash_rows(columns, &pending);
+        self.pending = pending;
+        let _ = self.pending.split_to(used);
+    }
+
+    /// Hashes the whole rows at the start of `bytes`; returns how many bytes they span.
+    fn hash_rows(&mut self, columns: &[ChType], bytes: &[u8]) -> usize {
         let mut offset = 0;
-        while let Some(len) = row_len(columns, &self.pending[offset..]) {
+        while let Some(len) = row_len(columns, &bytes[offset..]) {
             self.checksum.rows += 1;
             self.checksum.sum = self
                 .checksum
                 .sum
-                .wrapping_add(xxh3_128(&self.pending[offset..offset + len]));
+                .wrapping_add(xxh3_128(&bytes[offset..offset + len]));
             offset += len;
         }
-        let _ = self.pending.split_to(offset);
+        offset
     }
 
     /// Whether bytes of an unfinished row remain.
@@ -254,4 +268,33 @@ pub async fn hash_rows(
         ));
     }
     Ok(hasher.checksum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_hash_alike_however_the_bytes_are_cut() {
+        let columns = [ChType::String, ChType::UInt16];
+        let mut bytes = Vec::new();
+        for index in 0..50u16 {
+            let text = "x".repeat(usize::from(index % 7));
+            bytes.push(text.len() as u8);
+            bytes.extend_from_slice(text.as_bytes());
+            bytes.extend_from_slice(&index.to_le_bytes());
+        }
+        let mut whole = RowHasher::default();
+        whole.feed(&columns, &bytes);
+        assert_eq!(whole.checksum.rows, 50);
+        assert!(!whole.has_partial_row());
+        for cut in [1, 2, 3, 5, 17] {
+            let mut pieces = RowHasher::default();
+            for piece in bytes.chunks(cut) {
+                pieces.feed(&columns, piece);
+            }
+            assert_eq!(pieces.checksum, whole.checksum, "pieces of {cut} bytes");
+            assert!(!pieces.has_partial_row());
+        }
+    }
 }

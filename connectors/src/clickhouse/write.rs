@@ -43,6 +43,8 @@ pub struct ClickhouseSink {
     shared: Shared,
     /// Target table → its `(name, type)` columns, as prepared.
     columns: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Target table → the key clauses of its staging tables.
+    staging_clauses: Mutex<HashMap<String, String>>,
 }
 
 impl ClickhouseSink {
@@ -53,6 +55,7 @@ impl ClickhouseSink {
         Ok(Self {
             shared,
             columns: Mutex::new(HashMap::new()),
+            staging_clauses: Mutex::new(HashMap::new()),
         })
     }
 
@@ -300,6 +303,43 @@ impl ClickhouseSink {
 
     /// A MergeTree table of the target's structure and keys, for staging.
     async fn create_staging(&self, table: &TableSchema, name: &str) -> Result<()> {
+        let cached = self
+            .staging_clauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&table.name.name)
+            .cloned();
+        let clauses = match cached {
+            Some(clauses) => clauses,
+            None => {
+                let clauses = self.staging_keys(table).await?;
+                self.staging_clauses
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(table.name.name.clone(), clauses.clone());
+                clauses
+            }
+        };
+        let statement = format!(
+            "CREATE TABLE {} AS {} ENGINE = MergeTree{clauses}",
+            qualified(self.shared.database(), name),
+            self.target(table)
+        );
+        match self.shared.endpoint.query_text(&statement).await {
+            // Left by this attempt's earlier run (a transient retry): start afresh.
+            Err(HttpError::Server { code: 57, .. }) => {
+                self.drop_table(name).await;
+                self.exec("create the staging table", &table.name, &statement)
+                    .await
+            }
+            other => other
+                .map(drop)
+                .map_err(query_error("create the staging table", &table.name)),
+        }
+    }
+
+    /// The target's partition, sorting, primary and sampling keys as clauses.
+    async fn staging_keys(&self, table: &TableSchema) -> Result<String> {
         let rows = self
             .shared
             .endpoint
@@ -338,17 +378,7 @@ impl ClickhouseSink {
         if !get(3).is_empty() {
             clauses.push_str(&format!(" SAMPLE BY {}", get(3)));
         }
-        self.drop_table(name).await;
-        self.exec(
-            "create the staging table",
-            &table.name,
-            &format!(
-                "CREATE TABLE {} AS {} ENGINE = MergeTree{clauses}",
-                qualified(self.shared.database(), name),
-                self.target(table)
-            ),
-        )
-        .await
+        Ok(clauses)
     }
 
     /// Inserts `rows` (RowBinary of the chunk's columns) into the staging table.
@@ -474,10 +504,43 @@ impl ClickhouseSink {
     }
 
     /// Swaps the staged rows in (see the module documentation).
-    async fn swap(&self, chunk: &ChunkWrite<'_>, staging: &str) -> Result<u64> {
+    async fn swap(&self, chunk: &ChunkWrite<'_>, staging: &str, written: u64) -> Result<u64> {
         let table = chunk.table;
         let target_columns = self.target_columns(table).await?;
         let predicate = sql::range_predicate(table, chunk.key, chunk.range, Some(&target_columns));
+        if let (None, Some(partition)) = (&predicate, &table.partition) {
+            // One whole partition (the usual chunk): staging holds it entire, or nothing.
+            let deleted = self
+                .scalar(
+                    "count the rows replaced",
+                    &table.name,
+                    &format!(
+                        "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
+                         AND active AND partition_id = {}",
+                        literal(self.shared.database()),
+                        literal(&table.name.name),
+                        literal(partition)
+                    ),
+                )
+                .await?;
+            self.check_fence(chunk).await?;
+            let target = self.target(table);
+            let statement = if written > 0 {
+                format!(
+                    "ALTER TABLE {target} REPLACE PARTITION ID {} FROM {}",
+                    literal(partition),
+                    qualified(self.shared.database(), staging)
+                )
+            } else {
+                format!(
+                    "ALTER TABLE {target} DROP PARTITION ID {}",
+                    literal(partition)
+                )
+            };
+            self.exec("swap the partition in", &table.name, &statement)
+                .await?;
+            return Ok(deleted);
+        }
         let scope = sql::chunk_where(table, chunk.key, chunk.range, Some(&target_columns));
         let deleted = self.count_target(table, &scope).await?;
         let partition_filter = table.partition.as_ref().map_or_else(
@@ -640,7 +703,7 @@ impl ClickhouseSink {
                     ),
                 )
                 .await?;
-            let deleted = self.swap(&chunk, &staging).await?;
+            let deleted = self.swap(&chunk, &staging, written).await?;
             Ok(WriteSummary {
                 rows_written: written,
                 rows_deleted: deleted,
@@ -702,6 +765,10 @@ impl Sink for ClickhouseSink {
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
         self.columns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&table.name.name);
+        self.staging_clauses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&table.name.name);
