@@ -9,7 +9,7 @@
 #                                database ferry_test
 #   scripts/services.sh down     stop only what we started (by our pid files), remove the state dir
 #   scripts/services.sh env      print shell exports: eval "$(scripts/services.sh env)"
-#   scripts/services.sh status   say what runs (exit 0 only when all three do)
+#   scripts/services.sh status   say what runs (exit 0 only when all of them do)
 #
 # Environment (all optional):
 #   FERRY_SERVICES_DIR      state dir                   (default /tmp/ferry-services)
