@@ -395,6 +395,77 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
         keys(&src),
         "per-partition counts and key multisets: no doubles"
     );
+    // A range of a partition swaps under the table's lock; a lock left by a killed older
+    // attempt of the same chunk is broken at once (not after its 10-minute lease).
+    let lock = ferry_connectors::clickhouse::lock_table_name(&dst, "events");
+    let older = Fence {
+        run_id: format!("run-{suffix}"),
+        chunk: ChunkId(0),
+        attempt: Attempt(5),
+    };
+    ch(
+        &url,
+        &format!(
+            "CREATE TABLE {dst}.{lock} (holder String) ENGINE = Memory; INSERT INTO {dst}.{lock} VALUES ('{}')",
+            older.attempt_tag(Attempt(5))
+        ),
+    );
+    let id_key = SplitKey::Columns {
+        names: vec!["id".into()],
+        nullable: false,
+        single_integer: false,
+    };
+    let first_ids = ChunkRange::Interval {
+        lower: None,
+        upper: Some(ferry_model::key::KeyBound(vec![
+            ferry_model::key::KeyValue::Int(1000),
+        ])),
+    };
+    let newer = Fence {
+        attempt: Attempt(6),
+        ..older.clone()
+    };
+    let read = source
+        .read_native(
+            &scoped,
+            &id_key,
+            &first_ids,
+            ferry_connectors::clickhouse::NATIVE_FORMAT,
+        )
+        .await
+        .expect("read")
+        .expect("native");
+    let summary = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sink.write_native(
+            ChunkWrite {
+                table: &scoped,
+                key: &id_key,
+                range: &first_ids,
+                fence: &newer,
+                cancel: &cancel,
+            },
+            read.stream,
+        ),
+    )
+    .await
+    .expect("the older attempt's lock does not hold the newer one back")
+    .expect("range written");
+    assert_eq!(summary.rows_written, 1000);
+    assert_eq!(
+        summary.rows_deleted, 1000,
+        "the range is replaced, not added to"
+    );
+    assert_eq!(
+        ch(
+            &url,
+            &format!(
+                "SELECT count() FROM system.tables WHERE database = '{dst}' AND name = '{lock}'"
+            )
+        ),
+        "0"
+    );
+    assert_eq!(keys(&dst), keys(&src), "no doubles after the range swap");
     // The load probe reads the server's running queries.
     assert!(source.probe_load().await.expect("probe").is_some());
     ch(&url, &format!("DROP DATABASE {src}; DROP DATABASE {dst}"));

@@ -26,7 +26,7 @@ pub use http::{HttpError, classify_code};
 pub use read::{CHECKSUM_METHOD, NATIVE_FORMAT};
 pub use sql::{ident, literal, qualified};
 pub use types::{ChType, ServerFeatures};
-pub use write::ClickhouseSink;
+pub use write::{ClickhouseSink, lock_table_name};
 
 use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{BatchStream, NativeChecksum, NativeRead, NativeStream, Source};

@@ -38,6 +38,14 @@ pub const FENCE_TABLE: &str = "_ferry_fence";
 /// A lock older than this is taken to be a dead writer's and broken.
 const LOCK_LEASE_SECS: u64 = 600;
 
+/// The table whose existence is the swap lock of `database.table`.
+pub fn lock_table_name(database: &str, table: &str) -> String {
+    format!(
+        "_ferry_lock_{}",
+        sql::short_hash(&qualified(database, table))
+    )
+}
+
 /// A ClickHouse database written as a target.
 pub struct ClickhouseSink {
     shared: Shared,
@@ -406,7 +414,7 @@ impl ClickhouseSink {
 
     /// Takes the table's swap lock (a table only one writer can create).
     async fn lock(&self, table: &TableSchema, chunk: &ChunkWrite<'_>) -> Result<String> {
-        let name = format!("_ferry_lock_{}", sql::short_hash(&self.target(table)));
+        let name = lock_table_name(self.shared.database(), &table.name.name);
         let statement = format!(
             "CREATE TABLE {} (holder String) ENGINE = Memory",
             qualified(self.shared.database(), &name)
@@ -417,8 +425,42 @@ impl ClickhouseSink {
                 return Err(ConnectorError::Cancelled);
             }
             match self.shared.endpoint.query_text(&statement).await {
-                Ok(_) => return Ok(name),
+                Ok(_) => {
+                    // Who holds it: a newer attempt of the same chunk may break it at once.
+                    let holder = chunk.fence.attempt_tag(chunk.fence.attempt);
+                    self.exec(
+                        "take the table's lock",
+                        &table.name,
+                        &format!(
+                            "INSERT INTO {} (holder) VALUES ({})",
+                            qualified(self.shared.database(), &name),
+                            literal(&holder)
+                        ),
+                    )
+                    .await?;
+                    return Ok(name);
+                }
                 Err(HttpError::Server { code: 57, .. }) => {
+                    let holder = self
+                        .shared
+                        .endpoint
+                        .query_text(&format!(
+                            "SELECT any(holder) FROM {} FORMAT TSVRaw",
+                            qualified(self.shared.database(), &name)
+                        ))
+                        .await
+                        .unwrap_or_default();
+                    let tag = chunk.fence.chunk_tag();
+                    let older_attempt_of_this_chunk = holder
+                        .trim()
+                        .strip_prefix(&tag)
+                        .and_then(|attempt| attempt.parse::<u32>().ok())
+                        .is_some_and(|attempt| attempt < chunk.fence.attempt.0);
+                    if older_attempt_of_this_chunk {
+                        tracing::warn!(table = %table.name, holder = holder.trim(), "breaking the swap lock of an older attempt of this chunk");
+                        self.drop_table(&name).await;
+                        continue;
+                    }
                     let age = self
                         .scalar(
                             "take the table's lock",
