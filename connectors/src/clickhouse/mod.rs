@@ -7,6 +7,7 @@
 //! the read replica. A sink writes a chunk into a staging table and swaps it in with
 //! `ALTER TABLE ... REPLACE PARTITION ... FROM` ([`write`]).
 
+mod fence;
 mod http;
 mod read;
 mod rowbinary;
@@ -22,11 +23,12 @@ use ferry_model::schema::{ColumnSchema, Partitioning, TableName, TablePartition,
 use ferry_model::spec::{ClickhouseOptions, Location};
 use futures::StreamExt;
 
+pub use fence::{FENCE_TABLE, lock_table_name};
 pub use http::{HttpError, classify_code};
 pub use read::{CHECKSUM_METHOD, NATIVE_FORMAT};
 pub use sql::{ident, literal, qualified};
 pub use types::{ChType, ServerFeatures};
-pub use write::{ClickhouseSink, lock_table_name};
+pub use write::ClickhouseSink;
 
 use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{BatchStream, NativeChecksum, NativeRead, NativeStream, Source};
