@@ -620,14 +620,21 @@ ch_up() { # N
     done
     ch_write_config "$n"
     log "starting ClickHouse $n on $HOST:$http"
-    rm -f "$dir/clickhouse.pid"
-    # shellcheck disable=SC2016
-    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; cd "$1" && shift && exec "$@"' "$dir/clickhouse.pid" "$dir" \
-        "$server" --config-file="$dir/config.xml" </dev/null >>"$dir/stdout.log" 2>&1 &
-    local deadline=$((SECONDS + TIMEOUT))
+    local deadline=$((SECONDS + TIMEOUT)) tries=0
+    ch_launch "$n" "$server"
     while ! ch_ping "$n" >/dev/null 2>&1; do
         pid=$(read_pid "$dir/clickhouse.pid")
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            # Our ports lie in Linux's ephemeral range (32768-60999): an outgoing
+            # connection may hold one for a moment. Try again rather than fail.
+            if grep -q 'Address already in use' "$dir/clickhouse-server.err.log" 2>/dev/null && [ "$tries" -lt 5 ]; then
+                tries=$((tries + 1))
+                log "ClickHouse $n: a port was taken for a moment; starting again ($tries)"
+                : >"$dir/clickhouse-server.err.log"
+                sleep 1
+                ch_launch "$n" "$server"
+                continue
+            fi
             die_log "$dir/clickhouse-server.err.log" "ClickHouse $n exited during startup (see also $dir/stdout.log)"
         fi
         [ "$SECONDS" -lt "$deadline" ] || die_log "$dir/clickhouse-server.err.log" "ClickHouse $n did not answer on $HOST:$http within ${TIMEOUT}s"
@@ -636,6 +643,15 @@ ch_up() { # N
     ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null ||
         die_log "$dir/clickhouse-server.err.log" "CREATE DATABASE $DB failed on ClickHouse $n"
     log "ClickHouse $n on $HOST:$http ready"
+}
+
+ch_launch() { # N SERVER: detached, every fd away from our caller's pipes
+    local dir
+    dir=$(ch_dir "$1")
+    rm -f "$dir/clickhouse.pid"
+    # shellcheck disable=SC2016
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; cd "$1" && shift && exec "$@"' "$dir/clickhouse.pid" "$dir" \
+        "$2" --config-file="$dir/config.xml" </dev/null >>"$dir/stdout.log" 2>&1 &
 }
 
 ch_down() { # N
@@ -704,9 +720,23 @@ take_lock() {
     fi
 }
 
+# Our ports lie in Linux's ephemeral range (32768-60999): an outgoing connection (a
+# server's ZooKeeper session, a readiness probe) may be given one of them just before its
+# server binds it, now that the servers start at once. Reserve them so the kernel does
+# not hand them out (best effort: needs root and a writable /proc/sys).
+reserve_ports() {
+    local file=/proc/sys/net/ipv4/ip_local_reserved_ports current ours
+    [ -w "$file" ] || return 0
+    ours="$PG_PORT,$MYSQL_PORT,$ETCD_PORT,$ETCD_PEER_PORT,$ZK_PORT"
+    ours="$ours,$CH1_HTTP_PORT,$CH2_HTTP_PORT,$CH1_TCP_PORT,$CH2_TCP_PORT,$CH1_INTER_PORT,$CH2_INTER_PORT"
+    current=$(cat "$file" 2>/dev/null || true)
+    echo "${current:+$current,}$ours" >"$file" 2>/dev/null || true
+}
+
 cmd_up() {
     take_lock
     ensure_packages
+    reserve_ports
     mkdir -p "$STATE_DIR"
     chmod 755 "$STATE_DIR"
     local t0=$SECONDS pids=() pid failed=0
