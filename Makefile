@@ -51,10 +51,12 @@ fmt:
 	$(CARGO) fmt --all
 
 # Our own PostgreSQL (55432), MariaDB (53306), TLS-only PostgreSQL (55442) and MariaDB
-# (53316), and etcd (52379) on 127.0.0.1, state in $${FERRY_SERVICES_DIR:-/tmp/ferry-services};
-# `eval "$$(make -s services-env)"` exports FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL,
-# FERRY_TEST_PG_TLS_URL, FERRY_TEST_MYSQL_TLS_URL, FERRY_TEST_TLS_DIR and
-# FERRY_TEST_ETCD_ENDPOINTS.
+# (53316), etcd (52379) and a TLS + authentication etcd (52389), two ClickHouse servers
+# (HTTP 58123/58124) and ZooKeeper (52181) on 127.0.0.1, state in
+# $${FERRY_SERVICES_DIR:-/tmp/ferry-services}; `eval "$$(make -s services-env)"` exports
+# FERRY_TEST_PG_URL, FERRY_TEST_MYSQL_URL, FERRY_TEST_PG_TLS_URL, FERRY_TEST_MYSQL_TLS_URL,
+# FERRY_TEST_TLS_DIR, FERRY_TEST_ETCD_ENDPOINTS, FERRY_TEST_ETCD_TLS_ENDPOINTS,
+# FERRY_TEST_ETCD_TLS_DIR, FERRY_TEST_CLICKHOUSE_URL and FERRY_TEST_CLICKHOUSE_URL_2.
 services-up:
 	$(SERVICES) up
 

@@ -183,6 +183,11 @@ results+=("| mysql → pg | ferry, verify on | $(rate $mypg_on) | pgloader | $(r
 mypg_ratio=$(ratio $mypg_on $mypg_pgloader)
 met() { python3 -c "print('met' if $1 else 'MISSED')"; }
 
+# ClickHouse -> ClickHouse against INSERT ... SELECT FROM remote() per partition.
+# shellcheck source=bench/clickhouse.sh
+source bench/clickhouse.sh
+results+=("${ch_lines[@]}")
+
 # Coordinator scale: plan and run a job of SCALE_CHUNKS chunks on 200 simulated workers
 # (2 slots each) whose chunks end at once, on the in-process store and on etcd.
 SCALE_CHUNKS=${FERRY_BENCH_SCALE_CHUNKS:-100000}
@@ -223,7 +228,8 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo "Goals: pg → pg ≥ 1.0× the COPY pipe with verification off: $(met "$pgpg_ratio >= 1.0") ($pgpg_ratio×);"
   echo "verification adds ≤ 25 % on pg → pg: $(met "$verify_cost <= 25") (${verify_cost} %);"
   echo "mysql → mysql ≥ 1.0× the LOAD DATA pipe, verification on: $(met "$mymy_ratio >= 1.0") ($mymy_ratio×);"
-  echo "mysql → pg ≥ 2.5× pgloader, verification on: $(met "$mypg_ratio >= 2.5") ($mypg_ratio×)."
+  echo "mysql → pg ≥ 2.5× pgloader, verification on: $(met "$mypg_ratio >= 2.5") ($mypg_ratio×);"
+  echo "clickhouse → clickhouse ≥ 1.0× INSERT … SELECT FROM remote() per partition, verification on: $(met "$chch_ratio >= 1.0") ($chch_ratio×; verification costs ${chch_verify_cost} %)."
   echo
   echo "## Coordinator scale"
   echo

@@ -2,14 +2,16 @@
 # Real, hermetic database services for the tests, on loopback only:
 # PostgreSQL, MariaDB and etcd, each our own instance in a throwaway state directory,
 # plus a TLS-only PostgreSQL and a TLS-only MariaDB (certificates from a test CA made
-# here with openssl, in $STATE_DIR/tls).
+# here with openssl, in $STATE_DIR/tls), an etcd with client-certificate TLS and
+# authentication, two ClickHouse servers (replicas of one shard, cluster ferry_test) and
+# the ZooKeeper they replicate through.
 #
-#   scripts/services.sh up       install what is missing (Debian packages), start all five
+#   scripts/services.sh up       install what is missing (Debian packages), start them all
 #                                in parallel (a no-op for what already runs), create
 #                                database ferry_test
 #   scripts/services.sh down     stop only what we started (by our pid files), remove the state dir
 #   scripts/services.sh env      print shell exports: eval "$(scripts/services.sh env)"
-#   scripts/services.sh status   say what runs (exit 0 only when all five do)
+#   scripts/services.sh status   say what runs (exit 0 only when all of them do)
 #
 # The TLS instances refuse plaintext (PostgreSQL: `hostnossl ... reject`; MariaDB:
 # require_secure_transport), serve a certificate that names only `localhost` (so a client
@@ -27,6 +29,10 @@
 #   FERRY_ETCD_PORT         etcd client port            (default 52379)
 #   FERRY_ETCD_PEER_PORT    etcd peer port              (default 52380)
 #   FERRY_ETCD_TLS_PORT     TLS + authentication etcd   (default 52389; peer port +1)
+#   FERRY_CH_HTTP_PORT      ClickHouse 1 HTTP port      (default 58123; TCP 59000, interserver 59009)
+#   FERRY_CH2_HTTP_PORT     ClickHouse 2 HTTP port      (default 58124; TCP 59001, interserver 59010)
+#   FERRY_CH_TCP_PORT, FERRY_CH2_TCP_PORT, FERRY_CH_INTERSERVER_PORT, FERRY_CH2_INTERSERVER_PORT
+#   FERRY_ZK_PORT           ZooKeeper client port       (default 52181)
 #   FERRY_SERVICES_TIMEOUT  seconds for each wait       (default 60)
 #
 # A system PostgreSQL (5432) or MariaDB (3306) that may run on the machine is never
@@ -44,6 +50,13 @@ ETCD_PEER_PORT=${FERRY_ETCD_PEER_PORT:-52380}
 ETCD_TLS_PORT=${FERRY_ETCD_TLS_PORT:-52389}
 ETCD_TLS_PEER_PORT=$((ETCD_TLS_PORT + 1))
 TIMEOUT=${FERRY_SERVICES_TIMEOUT:-60}
+CH1_HTTP_PORT=${FERRY_CH_HTTP_PORT:-58123}
+CH2_HTTP_PORT=${FERRY_CH2_HTTP_PORT:-58124}
+CH1_TCP_PORT=${FERRY_CH_TCP_PORT:-59000}
+CH2_TCP_PORT=${FERRY_CH2_TCP_PORT:-59001}
+CH1_INTER_PORT=${FERRY_CH_INTERSERVER_PORT:-59009}
+CH2_INTER_PORT=${FERRY_CH2_INTERSERVER_PORT:-59010}
+ZK_PORT=${FERRY_ZK_PORT:-52181}
 HOST=127.0.0.1
 DB=ferry_test
 
@@ -97,6 +110,8 @@ MYSQL_URL="mysql://root@$HOST:$MYSQL_PLAIN_PORT/$DB"
 PG_TLS_URL="postgres://postgres@$TLS_HOST:$PG_TLS_PORT/$DB"
 MYSQL_TLS_URL="mysql://root@$TLS_HOST:$MYSQL_TLS_PORT/$DB"
 ETCD_ENDPOINTS="http://$HOST:$ETCD_PORT"
+CH1_URL="http://default@$HOST:$CH1_HTTP_PORT/$DB"
+CH2_URL="http://default@$HOST:$CH2_HTTP_PORT/$DB"
 
 log() { echo "services: $*" >&2; }
 die() {
@@ -208,8 +223,9 @@ ensure_packages() {
     find_cmd etcdctl >/dev/null || missing+=(etcd-client)
     find_cmd curl >/dev/null || missing+=(curl)
     find_cmd openssl >/dev/null || missing+=(openssl)
+    find_cmd prometheus >/dev/null || missing+=(prometheus)
+    ch_missing_packages
     find_cmd runuser >/dev/null || missing+=(util-linux)
-    find_cmd openssl >/dev/null || missing+=(openssl)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
     local sudo=()
@@ -690,6 +706,250 @@ etcd_down() {
     stop_pid "$pid" "$ETCD_DATA" etcd
 }
 
+# ---------------------------------------------------------------- ClickHouse and ZooKeeper
+# Two Debian clickhouse-server processes, each from a copy of the packaged config.xml and
+# users.xml with our paths and ports in config.d/ferry.xml, replicas of one shard in the
+# cluster ferry_test (macros {shard}/{replica}), replicating through our ZooKeeper.
+
+ZK_DIR=$STATE_DIR/zookeeper
+ZK_PID=$ZK_DIR/zookeeper.pid
+ZK_LOG=$ZK_DIR/zookeeper.log
+ZK_JAR=/usr/share/java/zookeeper.jar
+
+ch_dir() { echo "$STATE_DIR/clickhouse-$1"; }
+ch_http_port() { if [ "$1" = 1 ]; then echo "$CH1_HTTP_PORT"; else echo "$CH2_HTTP_PORT"; fi; }
+ch_tcp_port() { if [ "$1" = 1 ]; then echo "$CH1_TCP_PORT"; else echo "$CH2_TCP_PORT"; fi; }
+ch_inter_port() { if [ "$1" = 1 ]; then echo "$CH1_INTER_PORT"; else echo "$CH2_INTER_PORT"; fi; }
+
+# appends to ensure_packages' `missing`
+ch_missing_packages() {
+    find_cmd clickhouse-server >/dev/null || missing+=(clickhouse-server)
+    find_cmd clickhouse-client >/dev/null || missing+=(clickhouse-client)
+    { [ -f "$ZK_JAR" ] && find_cmd java >/dev/null; } || missing+=(zookeeper)
+}
+
+zk_running() { pid_is_ours "$(read_pid "$ZK_PID")" "$ZK_DIR"; }
+
+zk_ok() { [ "$( (exec 3<>"/dev/tcp/$HOST/$ZK_PORT" && printf ruok >&3 && cat <&3) 2>/dev/null)" = imok ]; }
+
+zk_up() {
+    if zk_running; then
+        wait_until "$TIMEOUT" "ZooKeeper on $HOST:$ZK_PORT" zk_ok ||
+            die_log "$ZK_LOG" "our ZooKeeper runs but does not answer on $HOST:$ZK_PORT"
+        return 0
+    fi
+    local java
+    java=$(find_cmd java) || die "java not found (Debian package default-jre-headless)"
+    mkdir -p "$ZK_DIR/data"
+    port_open "$ZK_PORT" && die "port $ZK_PORT is already in use by something else (set FERRY_ZK_PORT)"
+    cat >"$ZK_DIR/zoo.cfg" <<CFG
+tickTime=500
+initLimit=10
+syncLimit=5
+dataDir=$ZK_DIR/data
+clientPort=$ZK_PORT
+clientPortAddress=$HOST
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+forceSync=no
+CFG
+    log "starting ZooKeeper on $HOST:$ZK_PORT"
+    rm -f "$ZK_PID"
+    # shellcheck disable=SC2016
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$ZK_PID" \
+        "$java" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.log.dir="$ZK_DIR" \
+        -Dzookeeper.root.logger=WARN,CONSOLE -Dlog4j.configuration=file:/etc/zookeeper/conf/log4j.properties \
+        -cp "/etc/zookeeper/conf:$ZK_JAR:/usr/share/java/log4j-1.2.jar:/usr/share/java/slf4j-log4j12.jar" \
+        org.apache.zookeeper.server.ZooKeeperServerMain "$ZK_DIR/zoo.cfg" \
+        </dev/null >>"$ZK_LOG" 2>&1 &
+    local deadline=$((SECONDS + TIMEOUT)) pid
+    while ! zk_ok; do
+        pid=$(read_pid "$ZK_PID")
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            die_log "$ZK_LOG" "ZooKeeper exited during startup"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$ZK_LOG" "ZooKeeper did not answer on $HOST:$ZK_PORT within ${TIMEOUT}s"
+        sleep 0.1
+    done
+    log "ZooKeeper on $HOST:$ZK_PORT ready"
+}
+
+zk_down() {
+    local pid
+    pid=$(read_pid "$ZK_PID")
+    [ -n "$pid" ] || return 0
+    stop_pid "$pid" "$ZK_DIR" ZooKeeper
+}
+
+ch_running() { pid_is_ours "$(read_pid "$(ch_dir "$1")/clickhouse.pid")" "$(ch_dir "$1")"; }
+
+ch_ping() { curl -fsS --max-time 2 "http://$HOST:$(ch_http_port "$1")/ping" | grep -q '^Ok'; }
+
+ch_query() { # N SQL: runs SQL on server N over HTTP
+    curl -fsS --max-time "$TIMEOUT" --data-binary "$2" "http://$HOST:$(ch_http_port "$1")/"
+}
+
+ch_write_config() { # N: config.xml and users.xml copied, our settings in config.d/ferry.xml
+    local n=$1 dir
+    dir=$(ch_dir "$n")
+    mkdir -p "$dir/data" "$dir/config.d"
+    cp /etc/clickhouse-server/config.xml /etc/clickhouse-server/users.xml "$dir/"
+    cat >"$dir/config.d/ferry.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger replace="replace">
+        <level>warning</level>
+        <log>$dir/clickhouse-server.log</log>
+        <errorlog>$dir/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>1</count>
+    </logger>
+    <http_port>$(ch_http_port "$n")</http_port>
+    <tcp_port>$(ch_tcp_port "$n")</tcp_port>
+    <interserver_http_port>$(ch_inter_port "$n")</interserver_http_port>
+    <interserver_http_host>$HOST</interserver_http_host>
+    <listen_host replace="replace">$HOST</listen_host>
+    <path>$dir/data/</path>
+    <tmp_path>$dir/data/tmp/</tmp_path>
+    <user_files_path>$dir/data/user_files/</user_files_path>
+    <format_schema_path>$dir/data/format_schemas/</format_schema_path>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <remote_servers replace="replace">
+        <ferry_test>
+            <shard>
+                <internal_replication>true</internal_replication>
+                <replica><host>$HOST</host><port>$CH1_TCP_PORT</port></replica>
+                <replica><host>$HOST</host><port>$CH2_TCP_PORT</port></replica>
+            </shard>
+        </ferry_test>
+    </remote_servers>
+    <zookeeper replace="replace">
+        <node><host>$HOST</host><port>$ZK_PORT</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <macros replace="replace">
+        <shard>01</shard>
+        <replica>ch$n</replica>
+    </macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+XML
+    # 18.16: LowCardinality is experimental, and ON CLUSTER DDL runs on the other hosts
+    # with their profile's settings, not the query's.
+    mkdir -p "$dir/users.d"
+    cat >"$dir/users.d/ferry.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+</yandex>
+XML
+}
+
+ch_up() { # N
+    local n=$1 dir server pid http
+    dir=$(ch_dir "$n")
+    http=$(ch_http_port "$n")
+    if ch_running "$n"; then
+        ch_write_config "$n" # the server reloads it
+        wait_until "$TIMEOUT" "ClickHouse $n on $HOST:$http" ch_ping "$n" ||
+            die_log "$dir/clickhouse-server.err.log" "our ClickHouse $n runs but does not answer on $HOST:$http"
+        ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null
+        return 0
+    fi
+    server=$(find_cmd clickhouse-server) || die "clickhouse-server not found"
+    local port
+    for port in "$http" "$(ch_tcp_port "$n")" "$(ch_inter_port "$n")"; do
+        port_open "$port" && die "port $port is already in use by something else (see FERRY_CH*_PORT)"
+    done
+    ch_write_config "$n"
+    log "starting ClickHouse $n on $HOST:$http"
+    local deadline=$((SECONDS + TIMEOUT)) tries=0
+    ch_launch "$n" "$server"
+    while ! ch_ping "$n" >/dev/null 2>&1; do
+        pid=$(read_pid "$dir/clickhouse.pid")
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            # Our ports lie in Linux's ephemeral range (32768-60999): an outgoing
+            # connection may hold one for a moment. Try again rather than fail.
+            if grep -q 'Address already in use' "$dir/clickhouse-server.err.log" 2>/dev/null && [ "$tries" -lt 5 ]; then
+                tries=$((tries + 1))
+                log "ClickHouse $n: a port was taken for a moment; starting again ($tries)"
+                : >"$dir/clickhouse-server.err.log"
+                sleep 1
+                ch_launch "$n" "$server"
+                continue
+            fi
+            die_log "$dir/clickhouse-server.err.log" "ClickHouse $n exited during startup (see also $dir/stdout.log)"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die_log "$dir/clickhouse-server.err.log" "ClickHouse $n did not answer on $HOST:$http within ${TIMEOUT}s"
+        sleep 0.1
+    done
+    ch_query "$n" "CREATE DATABASE IF NOT EXISTS $DB" >/dev/null ||
+        die_log "$dir/clickhouse-server.err.log" "CREATE DATABASE $DB failed on ClickHouse $n"
+    log "ClickHouse $n on $HOST:$http ready"
+}
+
+ch_launch() { # N SERVER: detached, every fd away from our caller's pipes
+    local dir
+    dir=$(ch_dir "$1")
+    rm -f "$dir/clickhouse.pid"
+    # shellcheck disable=SC2016
+    setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; cd "$1" && shift && exec "$@"' "$dir/clickhouse.pid" "$dir" \
+        "$2" --config-file="$dir/config.xml" </dev/null >>"$dir/stdout.log" 2>&1 &
+}
+
+ch_down() { # N
+    local dir pid
+    dir=$(ch_dir "$1")
+    pid=$(read_pid "$dir/clickhouse.pid")
+    [ -n "$pid" ] || return 0
+    stop_pid "$pid" "$dir" "ClickHouse $1"
+}
+
+# The ClickHouse side of `up`: ZooKeeper and both servers at once.
+clickhouse_up() {
+    local pids=() pid failed=0
+    zk_up &
+    pids+=($!)
+    ch_up 1 &
+    pids+=($!)
+    ch_up 2 &
+    pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || die "ClickHouse or ZooKeeper did not start (see above)"
+}
+
+clickhouse_down() {
+    ch_down 2 &
+    ch_down 1 &
+    wait
+    zk_down
+}
+
+clickhouse_env() {
+    echo "export FERRY_TEST_CLICKHOUSE_URL='$CH1_URL'"
+    echo "export FERRY_TEST_CLICKHOUSE_URL_2='$CH2_URL'"
+}
+
+clickhouse_status() { # returns 1 when one is stopped
+    local ok=0 n
+    for n in 1 2; do
+        if ch_running "$n"; then
+            echo "clickhouse-$n: running (pid $(read_pid "$(ch_dir "$n")/clickhouse.pid")) http://$HOST:$(ch_http_port "$n")"
+        else
+            echo "clickhouse-$n: stopped"
+            ok=1
+        fi
+    done
+    if zk_running; then
+        echo "zookeeper:  running (pid $(read_pid "$ZK_PID")) $HOST:$ZK_PORT"
+    else
+        echo "zookeeper:  stopped"
+        ok=1
+    fi
+    return "$ok"
+}
+
 # ---------------------------------------------------------------- commands
 
 # one up/down at a time (make test and make bench may race); the lock lives beside the dir
@@ -704,9 +964,24 @@ take_lock() {
     fi
 }
 
+# Our ports lie in Linux's ephemeral range (32768-60999): an outgoing connection (a
+# server's ZooKeeper session, a readiness probe) may be given one of them just before its
+# server binds it, now that the servers start at once. Reserve them so the kernel does
+# not hand them out (best effort: needs root and a writable /proc/sys).
+reserve_ports() {
+    local file=/proc/sys/net/ipv4/ip_local_reserved_ports current ours
+    [ -w "$file" ] || return 0
+    ours="$PG_PLAIN_PORT,$MYSQL_PLAIN_PORT,$PG_TLS_PORT,$MYSQL_TLS_PORT,$ETCD_PORT,$ETCD_PEER_PORT"
+    ours="$ours,$ETCD_TLS_PORT,$ETCD_TLS_PEER_PORT,$ZK_PORT"
+    ours="$ours,$CH1_HTTP_PORT,$CH2_HTTP_PORT,$CH1_TCP_PORT,$CH2_TCP_PORT,$CH1_INTER_PORT,$CH2_INTER_PORT"
+    current=$(cat "$file" 2>/dev/null || true)
+    echo "${current:+$current,}$ours" >"$file" 2>/dev/null || true
+}
+
 cmd_up() {
     take_lock
     ensure_packages
+    reserve_ports
     mkdir -p "$STATE_DIR"
     chmod 755 "$STATE_DIR"
     local t0=$SECONDS
@@ -727,6 +1002,8 @@ cmd_up() {
     pids+=($!) names+=(etcd)
     etcd_tls_up &
     pids+=($!) names+=(etcd-tls)
+    clickhouse_up &
+    pids+=($!) names+=(clickhouse)
     for i in "${!pids[@]}"; do
         wait "${pids[$i]}" || failed+=("${names[$i]}")
     done
@@ -739,12 +1016,15 @@ cmd_up() {
     log "  FERRY_TEST_TLS_DIR=$TLS_DIR"
     log "  FERRY_TEST_ETCD_ENDPOINTS=$ETCD_ENDPOINTS"
     log "  FERRY_TEST_ETCD_TLS_ENDPOINTS=$ETCD_TLS_ENDPOINTS (certificates in $ETCD_TLS_CERTS)"
+    log "  FERRY_TEST_CLICKHOUSE_URL=$CH1_URL"
+    log "  FERRY_TEST_CLICKHOUSE_URL_2=$CH2_URL"
 }
 
 cmd_down() {
     take_lock
     if [ -d "$STATE_DIR" ]; then
         etcd_tls_down
+        clickhouse_down
         etcd_down
         my_instance tls && my_down
         my_instance plain && my_down
@@ -795,6 +1075,7 @@ cmd_env() {
     echo "export FERRY_TEST_ETCD_ENDPOINTS='$ETCD_ENDPOINTS'"
     echo "export FERRY_TEST_ETCD_TLS_ENDPOINTS='$ETCD_TLS_ENDPOINTS'"
     echo "export FERRY_TEST_ETCD_TLS_DIR='$ETCD_TLS_CERTS'"
+    clickhouse_env
 }
 
 cmd_status() {
@@ -835,6 +1116,7 @@ cmd_status() {
         printf '%-16s stopped\n' "etcd-tls:"
         ok=1
     fi
+    clickhouse_status || ok=1
     printf '%-16s %s\n' "tls dir:" "$TLS_DIR"
     printf '%-16s %s\n' "state dir:" "$STATE_DIR"
     return "$ok"

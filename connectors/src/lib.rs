@@ -10,6 +10,8 @@
 //! - source and sink checksums of the same rows are equal ([`ferry_model::checksum`]).
 
 pub mod carrier;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 mod compat;
 #[cfg(feature = "testing")]
 pub mod conformance;

@@ -33,6 +33,8 @@ pub fn available_kinds() -> &'static [&'static str] {
         "mysql",
         #[cfg(feature = "postgres")]
         "postgres",
+        #[cfg(feature = "clickhouse")]
+        "clickhouse",
     ]
 }
 
@@ -61,6 +63,15 @@ pub async fn open_source(endpoint: &EndpointSpec) -> Result<Arc<dyn Source>> {
                     .await?;
             Ok(Arc::new(source))
         }
+        #[cfg(feature = "clickhouse")]
+        "clickhouse" => {
+            let source = crate::clickhouse::ClickhouseSource::open(
+                &endpoint.location,
+                endpoint.clickhouse.as_ref(),
+            )
+            .await?;
+            Ok(Arc::new(source))
+        }
         other => Err(unknown_kind("source", other)),
     }
 }
@@ -82,6 +93,15 @@ pub async fn open_sink(endpoint: &EndpointSpec) -> Result<Arc<dyn Sink>> {
         #[cfg(feature = "mysql")]
         "mysql" => {
             let sink = crate::mysql::MysqlSink::open(&endpoint.location).await?;
+            Ok(Arc::new(sink))
+        }
+        #[cfg(feature = "clickhouse")]
+        "clickhouse" => {
+            let sink = crate::clickhouse::ClickhouseSink::open(
+                &endpoint.location,
+                endpoint.clickhouse.as_ref(),
+            )
+            .await?;
             Ok(Arc::new(sink))
         }
         other => Err(unknown_kind("target", other)),

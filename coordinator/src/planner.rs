@@ -72,6 +72,26 @@ pub fn choose_split_key(
     if let Some(key) = table.primary_split_key() {
         return (key, None);
     }
+    // No unique key, but a column the source sorts by (ClickHouse): ranges over it still
+    // hold every row once, and between two databases of its engine they select alike.
+    if same_engine && !table.split_columns.is_empty() {
+        let columns: Vec<_> = table
+            .split_columns
+            .iter()
+            .filter_map(|name| table.column(name))
+            .collect();
+        if columns.len() == table.split_columns.len() {
+            return (
+                SplitKey::Columns {
+                    names: table.split_columns.clone(),
+                    nullable: columns.iter().any(|column| column.nullable),
+                    single_integer: columns.len() == 1
+                        && columns[0].column_type.is_signed_integer(),
+                },
+                None,
+            );
+        }
+    }
     if table.has_rowid && sink_carries_rowid {
         return (SplitKey::Rowid, None);
     }
@@ -558,6 +578,7 @@ mod tests {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 

@@ -72,6 +72,7 @@ async fn source_load_halves_concurrency_pauses_at_critical_and_recovers() {
             value: Secret::new(url.clone()),
         },
         zero_dates: None,
+        clickhouse: None,
     };
     let source = ferry_connectors::open_source(&endpoint)
         .await

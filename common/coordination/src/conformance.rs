@@ -78,6 +78,7 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
             )),
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         },
         key,
         warnings: vec![format!("{name}: a planning remark")],

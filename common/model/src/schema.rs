@@ -259,6 +259,12 @@ pub struct TableSchema {
     /// for one chunk, never in a described or stored schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
+    /// Columns a source suggests cutting a table without a primary key on (ClickHouse:
+    /// the sorting key's first column, or the spec's `split_column`). They are not unique:
+    /// a range over them still selects every row once, since a row's key decides its
+    /// range. Used only between two databases of the same engine, where they sort alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_columns: Vec<String>,
 }
 
 /// How a table is divided into native partitions.

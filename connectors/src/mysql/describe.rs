@@ -257,6 +257,7 @@ pub async fn describe(
         native_ddl,
         partitioning,
         partition: None,
+        split_columns: Vec::new(),
     }))
 }
 

@@ -347,6 +347,7 @@ mod tests {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 

@@ -1020,6 +1020,7 @@ mod tests {
             native_ddl: Some("CREATE TABLE t (...)".into()),
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 

@@ -88,6 +88,7 @@ impl CatalogTable {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 }

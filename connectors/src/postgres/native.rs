@@ -410,6 +410,7 @@ mod tests {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 

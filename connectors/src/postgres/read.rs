@@ -615,6 +615,7 @@ mod tests {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         }
     }
 

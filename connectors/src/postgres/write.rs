@@ -972,6 +972,7 @@ mod tests {
             native_ddl: None,
             partitioning: None,
             partition: None,
+            split_columns: Vec::new(),
         };
         assert_eq!(target_name(&table).schema.as_deref(), Some("sales"));
         table.source_kind = "mysql".into();

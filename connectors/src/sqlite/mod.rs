@@ -214,6 +214,7 @@ fn describe(connection: &Connection, table: &TableName) -> Result<Option<TableSc
         native_ddl: Some(ddl),
         partitioning: None,
         partition: None,
+        split_columns: Vec::new(),
     }))
 }
 

@@ -12,7 +12,7 @@ use super::SpecContext;
 use super::fields::{describe, describe_without_text, read_mapping, read_string};
 use crate::problems::Problems;
 
-const ENDPOINT_FIELDS: &[&str] = &["kind", "path", "url_env", "zero_dates"];
+const ENDPOINT_FIELDS: &[&str] = &["kind", "path", "url_env", "zero_dates", "clickhouse"];
 
 /// One side of a migration: a connector kind and where its database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct EndpointSpec {
     /// MySQL sources: what a zero date (`0000-00-00`, `2024-00-10`) becomes: an error
     /// naming table, column and key (the default), or NULL. Never a silent change.
     pub zero_dates: Option<ZeroDates>,
+    /// ClickHouse endpoints: read replica, split columns, engine rewrite rules, cluster.
+    pub clickhouse: Option<super::clickhouse::ClickhouseOptions>,
 }
 
 /// What a MySQL zero date becomes when read (`source.zero_dates`).
@@ -168,10 +170,26 @@ pub(super) fn read_endpoint(
             }
         }
     };
+    let clickhouse_opt = match fields.optional("clickhouse") {
+        None => Some(None),
+        Some(section) => {
+            let section_path = fields.path_of("clickhouse");
+            if kind_opt.is_some() && kind_opt.as_deref() != Some("clickhouse") {
+                problems.push(
+                    &section_path,
+                    "only applies to an endpoint of kind clickhouse",
+                );
+                None
+            } else {
+                super::clickhouse::read_clickhouse(section, &section_path, path, problems).map(Some)
+            }
+        }
+    };
     Some(EndpointSpec {
         kind: kind_opt?,
         location: location_opt?,
         zero_dates: zero_dates_opt?,
+        clickhouse: clickhouse_opt?,
     })
 }
 

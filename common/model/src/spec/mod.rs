@@ -47,6 +47,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
+mod clickhouse;
 mod endpoints;
 mod fields;
 mod fingerprint;
@@ -56,6 +57,7 @@ mod reader;
 mod test_support;
 mod throttle;
 
+pub use clickhouse::{ClickhouseOptions, EngineRule, engine_name};
 pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password};
 pub use model::{
     ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
