@@ -22,9 +22,9 @@ pub const THROTTLE_PAUSED: &str = "ferry_throttle_paused";
 /// 1 for the reason that limits the job's concurrency now, 0 for the others.
 pub const THROTTLE_LIMITED_BY: &str = "ferry_throttle_limited_by";
 /// The job-wide rate limits in force (0: none).
-pub const THROTTLE_ROWS_PER_SEC: &str = "ferry_throttle_rows_per_sec_limit";
+pub const THROTTLE_ROWS_PER_SEC: &str = "ferry_throttle_rows_per_second_limit";
 /// The job-wide byte rate limit in force (0: none).
-pub const THROTTLE_BYTES_PER_SEC: &str = "ferry_throttle_bytes_per_sec_limit";
+pub const THROTTLE_BYTES_PER_SEC: &str = "ferry_throttle_bytes_per_second_limit";
 /// Load probes that failed (counted as high load).
 pub const PROBE_FAILURES: &str = "ferry_throttle_probe_failures_total";
 /// 1 while this coordinator leads.

@@ -596,7 +596,7 @@ impl JobPacer {
             ::metrics::gauge!(metrics::THROTTLE_LIMITED_BY, "ferry_job" => job.clone(), "reason" => reason)
                 .set(if reason == limiting { 1.0 } else { 0.0 });
         }
-        let rate = self.lock().throttle.policy().rate.clone();
+        let rate = self.lock().throttle.policy().rate;
         ::metrics::gauge!(metrics::THROTTLE_ROWS_PER_SEC, "ferry_job" => job.clone())
             .set(rate.rows_per_sec.unwrap_or(0) as f64);
         ::metrics::gauge!(metrics::THROTTLE_BYTES_PER_SEC, "ferry_job" => job)

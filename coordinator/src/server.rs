@@ -97,6 +97,12 @@ pub async fn serve(
         .name
         .clone()
         .unwrap_or_else(process::default_process_name);
+    // Metrics first: what is described while connecting (etcd's) needs the recorder.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(listen) = &config.metrics.listen {
+        ferry_server::metrics_http::serve_metrics(listen, metrics_stop.clone()).await?;
+    }
     let store: ClusterRef = Arc::new(config.etcd.connect().await?);
     let runtime = ClusterRuntime::new(
         store,
@@ -136,9 +142,6 @@ pub async fn serve(
     // The server outlives the resignation, so that clients are answered (and pointed to
     // the new leader) until this coordinator is out of the election.
     let server_stop = CancellationToken::new();
-    if let Some(listen) = &config.metrics.listen {
-        ferry_server::metrics_http::serve_metrics(listen, server_stop.clone()).await?;
-    }
     // Probes that speak no TLS (Kubernetes' gRPC probes) ask a plaintext port that
     // serves the health service alone.
     if let Some(health_listener) = health_listener_opt {

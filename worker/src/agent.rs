@@ -209,8 +209,8 @@ async fn run_session(
     };
     store.put_live_worker(&info, lease.id).await?;
     tracing::info!(worker = %options.id, lease = lease.id, slots = options.slots, "registered");
-    crate::metrics::describe();
-    metrics::gauge!(crate::metrics::SLOTS).set(f64::from(options.slots));
+    // Counted while this session lives: agents of one process (ferryctl local) add up.
+    let _slots = crate::metrics::SlotsGauge::register(options.slots);
     state.send_replace(if info.draining {
         WorkerState::Draining
     } else {

@@ -21,3 +21,22 @@ pub fn describe() {
     );
     metrics::describe_counter!(ROWS, "rows streamed into targets");
 }
+
+/// This agent's slots in [`SLOTS`] while it lives (registered and not yet gone).
+pub struct SlotsGauge(f64);
+
+impl SlotsGauge {
+    /// Adds `slots` to the gauge until dropped.
+    pub fn register(slots: u32) -> SlotsGauge {
+        describe();
+        let slots = f64::from(slots);
+        metrics::gauge!(SLOTS).increment(slots);
+        SlotsGauge(slots)
+    }
+}
+
+impl Drop for SlotsGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(SLOTS).decrement(self.0);
+    }
+}

@@ -170,6 +170,23 @@ impl EtcdFailure {
     }
 }
 
+/// Help texts of the etcd metrics (`docs/metrics.md`).
+fn describe_metrics() {
+    metrics::describe_histogram!(
+        "ferry_etcd_request_seconds",
+        metrics::Unit::Seconds,
+        "time of each etcd request, answered or not"
+    );
+    metrics::describe_counter!(
+        "ferry_etcd_request_errors_total",
+        "etcd requests that failed or timed out"
+    );
+    metrics::describe_counter!(
+        "ferry_etcd_compactions_total",
+        "compactions of etcd's history by the leader"
+    );
+}
+
 /// Whether a transport error (or one of its sources) is about a TLS certificate.
 fn mentions_certificate(error: &dyn std::error::Error) -> bool {
     let mut source_opt: Option<&dyn std::error::Error> = Some(error);
@@ -257,6 +274,7 @@ impl EtcdStore {
                 )),
             });
         }
+        describe_metrics();
         let mut connect_options = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
