@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_DIR ?= demo
 SERVICES := bash scripts/services.sh
 
-.PHONY: all deps build release demo test lint fmt clean bench services-up services-down services-env
+.PHONY: all deps tools build release demo test lint fmt clean bench services-up services-down services-env
 
 all: build
 
@@ -20,6 +20,11 @@ deps:
 	@command -v sqlite3 >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sqlite3 >/dev/null; }
+
+# helm (v4) and kubectl in .tools/bin (git-ignored), for the chart tests
+# (tests/tests/helm_chart.rs); does nothing when they are installed already.
+tools:
+	bash scripts/tools.sh
 
 build: deps
 	$(CARGO) build --workspace
@@ -38,7 +43,7 @@ demo: release
 # (scripts/services.sh).
 # The distributed tests start ferry-coordinator and ferry-worker as child processes;
 # `cargo test` builds another package's binaries only as test harnesses, so build them first.
-test: deps
+test: deps tools
 	$(SERVICES) up
 	$(CARGO) build --workspace --bins
 	eval "$$($(SERVICES) env)" && $(CARGO) test --workspace --all-targets
