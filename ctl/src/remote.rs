@@ -227,7 +227,7 @@ pub(crate) fn status_error(endpoint: &str, status: tonic::Status) -> RemoteError
     // A TLS refusal after the handshake (a missing client certificate under TLS 1.3)
     // arrives as a cancelled or unknown call whose source says why.
     let detail = std::error::Error::source(&status)
-        .map(|source| error_chain(source))
+        .map(error_chain)
         .unwrap_or_default();
     if matches!(
         status.code(),
