@@ -341,17 +341,28 @@ fn materialise(
                 std::fs::write(dir.join(key), map_paths(text)).expect("write config");
             }
         } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
-            let items = volume["secret"]["items"]
-                .as_array()
-                .expect("the chart mounts chosen keys of a Secret (items)");
-            for item in items {
-                let key = item["key"].as_str().expect("key").to_owned();
-                let content = world
+            if let Some(items) = volume["secret"]["items"].as_array() {
+                for item in items {
+                    let key = item["key"].as_str().expect("key").to_owned();
+                    let content = world
+                        .secrets
+                        .get(&(secret.to_owned(), key.clone()))
+                        .unwrap_or_else(|| panic!("the pod mounts Secret {secret} key {key}"));
+                    std::fs::write(dir.join(item["path"].as_str().expect("path")), content)
+                        .expect("write secret");
+                }
+            } else {
+                // Every key of the Secret, as a file of its name.
+                let keys: Vec<(&String, &String)> = world
                     .secrets
-                    .get(&(secret.to_owned(), key.clone()))
-                    .unwrap_or_else(|| panic!("the pod mounts Secret {secret} key {key}"));
-                std::fs::write(dir.join(item["path"].as_str().expect("path")), content)
-                    .expect("write secret");
+                    .iter()
+                    .filter(|((name, _), _)| name == secret)
+                    .map(|((_, key), content)| (key, content))
+                    .collect();
+                assert!(!keys.is_empty(), "the pod mounts Secret {secret}");
+                for (key, content) in keys {
+                    std::fs::write(dir.join(key), content).expect("write secret");
+                }
             }
         } else {
             assert!(volume["emptyDir"].is_object(), "unexpected volume {volume}");
@@ -542,12 +553,15 @@ type AuthedClient = ControlClient<
     >,
 >;
 
-async fn authed_client(port: u16, token: &str) -> AuthedClient {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+async fn plaintext_channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("uri")
         .connect()
         .await
-        .expect("connect to the coordinator");
+        .expect("connect to the coordinator")
+}
+
+fn authed_client(channel: Channel, token: &str) -> AuthedClient {
     let header: tonic::metadata::MetadataValue<_> =
         format!("Bearer {token}").parse().expect("ascii");
     let interceptor: Box<
@@ -572,6 +586,32 @@ async fn list_chunks(client: &mut AuthedClient, job: &str) -> Vec<pb::ChunkInfo>
         .expect("list chunks")
         .into_inner()
         .chunks
+}
+
+/// Waits until the job ends; returns its final state.
+async fn wait_job_end(client: &mut AuthedClient, job: &str) -> pb::GetJobResponse {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = client
+            .get_job(pb::GetJobRequest {
+                job_id: job.to_owned(),
+            })
+            .await
+            .expect("get job")
+            .into_inner();
+        let state = pb::JobState::try_from(status.state).unwrap_or(pb::JobState::Unspecified);
+        if matches!(
+            state,
+            pb::JobState::Done | pb::JobState::Failed | pb::JobState::Cancelled
+        ) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not end: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,7 +763,7 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
     assert_metrics(container_port(worker, "metrics"));
 
     // A job, slowed down so that chunks are in flight when the worker is told to stop.
-    let mut client = authed_client(control, &token).await;
+    let mut client = authed_client(plaintext_channel(control).await, &token);
     let spec = cluster.spec("helm-contract", 1_000, 1_000, 2);
     client
         .submit_job(pb::SubmitJobRequest {
@@ -767,25 +807,7 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
     let second = worker_process("ferry-worker-b");
     let child = second.spawn(&cluster.log("ferry-worker-b"));
     cluster.workers.push(("ferry-worker-b".to_owned(), child));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        let status = client
-            .get_job(pb::GetJobRequest {
-                job_id: "helm-contract".to_owned(),
-            })
-            .await
-            .expect("get job")
-            .into_inner();
-        let state = pb::JobState::try_from(status.state).unwrap_or(pb::JobState::Unspecified);
-        if matches!(
-            state,
-            pb::JobState::Done | pb::JobState::Failed | pb::JobState::Cancelled
-        ) {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the job did not end: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = wait_job_end(&mut client, "helm-contract").await;
     ferry_tests::cluster::assert_done(&status);
     let drained = list_chunks(&mut client, "helm-contract")
         .await
@@ -815,4 +837,157 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
         )
     });
     assert_eq!(code, Some(0), "a coordinator stopped by SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_tls_values_serve_mutual_tls_and_reach_etcd_over_tls_as_a_user() {
+    let etcd_certs = PathBuf::from(ferry_tests::cluster::env_var("FERRY_TEST_ETCD_TLS_DIR"));
+    let mut cluster = Cluster::with_etcd(
+        &[("orders", 3_000)],
+        ferry_tests::cluster::env_var("FERRY_TEST_ETCD_TLS_ENDPOINTS"),
+    );
+    let pki = ferry_tests::pki::TestPki::new(cluster.dir.path());
+    let token = format!("helm-tls-{}", ferry_tests::unique_suffix());
+    let [control, coordinator_health, worker_health] = [free_port(), free_port(), free_port()];
+    let endpoints: Vec<String> = cluster.etcd.split(',').map(str::to_owned).collect();
+    // ci/tls-values.yaml, with this machine's ports and etcd on top.
+    let values = json!({
+        "etcd": { "endpoints": endpoints, "cluster": cluster.name },
+        "coordinator": { "config": {
+            "server": {
+                "listen": format!("0.0.0.0:{control}"),
+                "health_listen": format!("0.0.0.0:{coordinator_health}"),
+            },
+            "lease": { "ttl": "3s", "worker_ttl": "3s", "grace": "1s" },
+            "metrics": null,
+        }},
+        "worker": { "config": {
+            "lease": { "ttl": "3s" },
+            "health": { "listen": format!("0.0.0.0:{worker_health}") },
+            "metrics": null,
+        }},
+    });
+    let values_path = cluster.dir.path().join("values.json");
+    std::fs::write(&values_path, values.to_string()).expect("write values");
+    let rendered = render(&[&ci_values("tls-values.yaml"), &values_path])
+        .unwrap_or_else(|output| panic!("{output}"));
+    let objects = objects(&rendered);
+    let coordinator = find(&objects, "Deployment", "ferry-coordinator");
+    let worker = find(&objects, "Deployment", "ferry-worker");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+    };
+    let secret =
+        |name: &str, key: &str, content: String| ((name.to_owned(), key.to_owned()), content);
+    let secrets = HashMap::from([
+        secret(
+            "ferry-tokens",
+            "tokens",
+            format!("helm-test operator {token}\n"),
+        ),
+        secret("ferry-control-tls", "tls.crt", read(&pki.server_cert)),
+        secret("ferry-control-tls", "tls.key", read(&pki.server_key)),
+        secret("ferry-control-tls", "ca.crt", read(&pki.ca)),
+        secret("ferry-etcd-tls", "ca.crt", read(&etcd_certs.join("ca.crt"))),
+        secret(
+            "ferry-etcd-tls",
+            "tls.crt",
+            read(&etcd_certs.join("client.crt")),
+        ),
+        secret(
+            "ferry-etcd-tls",
+            "tls.key",
+            read(&etcd_certs.join("client.key")),
+        ),
+        secret(
+            "ferry-etcd-password",
+            "password",
+            read(&etcd_certs.join("ferry.password")),
+        ),
+        secret("ferry-databases", "source-url", cluster.source_url()),
+        secret("ferry-databases", "target-url", cluster.target_url()),
+    ]);
+    let pod_world = |pod_name: &str| PodWorld {
+        secrets: secrets.clone(),
+        pod_name: pod_name.to_owned(),
+        pod_ip: "127.0.0.1".to_owned(),
+    };
+    let pods_dir = cluster.dir.path().to_owned();
+
+    let process = materialise(
+        &objects,
+        coordinator,
+        &pod_world("ferry-coordinator-tls"),
+        &pods_dir.join("ferry-coordinator-tls"),
+    );
+    let child = process.spawn(&cluster.log("ferry-coordinator-tls"));
+    cluster.coordinators.push((
+        "ferry-coordinator-tls".to_owned(),
+        child,
+        format!("127.0.0.1:{control}"),
+    ));
+    // The probes speak plaintext gRPC to the health-only port while the Control API
+    // serves TLS.
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let (port, service) = grpc_probe(coordinator, probe);
+        wait_serving(
+            &mut cluster,
+            "ferry-coordinator-tls",
+            port,
+            &service,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let process = materialise(
+        &objects,
+        worker,
+        &pod_world("ferry-worker-tls"),
+        &pods_dir.join("ferry-worker-tls"),
+    );
+    let child = process.spawn(&cluster.log("ferry-worker-tls"));
+    cluster.workers.push(("ferry-worker-tls".to_owned(), child));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let (port, service) = grpc_probe(worker, probe);
+        wait_serving(
+            &mut cluster,
+            "ferry-worker-tls",
+            port,
+            &service,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    // The Control API: TLS with the client certificate, and the token.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&pki.ca)))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&pki.client_cert),
+            read(&pki.client_key),
+        ));
+    let channel = Channel::from_shared(format!("https://localhost:{control}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("the rendered Control API serves TLS to a client certificate of its CA");
+    let mut client = authed_client(channel, &token);
+    let spec = "name: helm-tls\n\
+                source: { kind: postgres, url_env: FERRY_SOURCE_URL }\n\
+                target: { kind: postgres, url_env: FERRY_TARGET_URL }\n\
+                tables: { include: [\"public.*\"] }\n\
+                chunking: { target_rows: 1000 }\n";
+    client
+        .submit_job(pb::SubmitJobRequest {
+            spec_yaml: spec.to_owned(),
+            dry_run: false,
+        })
+        .await
+        .expect("submit over TLS with the token");
+    let status = wait_job_end(&mut client, "helm-tls").await;
+    ferry_tests::cluster::assert_done(&status);
+    cluster.assert_same(&["orders"]);
 }
