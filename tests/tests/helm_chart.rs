@@ -175,6 +175,28 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
                 .as_str()
                 .expect("coordinator.toml")
                 .to_owned();
+        // Every dashboards/*.json of the chart, shipped in one ConfigMap.
+        let dashboards: Vec<String> = std::fs::read_dir(chart_dir().join("dashboards"))
+            .expect("helm/ferry/dashboards")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".json"))
+            .collect();
+        if dashboards.is_empty() {
+            assert!(
+                !objects
+                    .iter()
+                    .any(|object| object["metadata"]["name"] == "ferry-dashboards")
+            );
+        } else {
+            let config_map = find(&objects, "ConfigMap", "ferry-dashboards");
+            for dashboard in &dashboards {
+                let text = config_map["data"][dashboard.as_str()]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{dashboard} is not in ferry-dashboards"));
+                serde_json::from_str::<Value>(text)
+                    .unwrap_or_else(|error| panic!("{dashboard} is not JSON: {error}"));
+            }
+        }
         match file {
             None => {
                 assert_eq!(coordinator["spec"]["replicas"], 2);
