@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_DIR ?= demo
 SERVICES := bash scripts/services.sh
 
-.PHONY: all deps build release demo test lint fmt clean bench services-up services-down services-env
+.PHONY: all deps tools build release release-bins image image-test demo test lint fmt clean bench services-up services-down services-env
 
 all: build
 
@@ -21,11 +21,31 @@ deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sqlite3 >/dev/null; }
 
+# helm (v4) and kubectl in .tools/bin (git-ignored), for the chart tests
+# (tests/tests/helm_chart.rs); does nothing when they are installed already.
+tools:
+	bash scripts/tools.sh
+
 build: deps
 	$(CARGO) build --workspace
 
 release: deps
 	$(CARGO) build --release -p ferry-ctl
+
+# The three binaries the image holds.
+release-bins: deps
+	$(CARGO) build --release -p ferry-ctl -p ferry-coordinator -p ferry-worker --bins
+
+# The container image the Helm chart runs (Containerfile), FROM scratch with buildah
+# (installed with apt when missing; needs root). IMAGE=... names it (default
+# localhost/ferry:VERSION). Not part of `make test`: see image-test.
+image: release-bins
+	bash scripts/image.sh build
+
+# Mounts the built image and runs each binary's --version (and the coordinator's and
+# worker's --help) inside it with chroot; checks the chart's commands are in it.
+image-test: image
+	bash scripts/image.sh test
 
 # Runs a 1,000,000-row sample migration on the embedded default (SQLite → SQLite).
 demo: release
@@ -38,7 +58,7 @@ demo: release
 # (scripts/services.sh).
 # The distributed tests start ferry-coordinator and ferry-worker as child processes;
 # `cargo test` builds another package's binaries only as test harnesses, so build them first.
-test: deps
+test: deps tools
 	$(SERVICES) up
 	$(CARGO) build --workspace --bins
 	eval "$$($(SERVICES) env)" && $(CARGO) test --workspace --all-targets

@@ -3,6 +3,7 @@
 //! one-call local run.
 
 pub mod cluster;
+pub mod helm;
 pub mod pki;
 
 use std::collections::HashMap;
