@@ -109,17 +109,23 @@ impl ClickhouseSink {
                 Ok(_) => {
                     // Who holds it: a newer attempt of the same chunk may break it at once.
                     let holder = chunk.fence.attempt_tag(chunk.fence.attempt);
-                    self.exec(
-                        "take the table's lock",
-                        &table.name,
-                        &format!(
+                    let recorded = self
+                        .shared
+                        .endpoint
+                        .query_text(&format!(
                             "INSERT INTO {} (holder) VALUES ({})",
                             qualified(self.shared.database(), &name),
                             literal(&holder)
-                        ),
-                    )
-                    .await?;
-                    return Ok(name);
+                        ))
+                        .await;
+                    match recorded {
+                        Ok(_) => return Ok(name),
+                        // Broken by another writer before we wrote our name: take it again.
+                        Err(HttpError::Server { code: 60, .. }) => continue,
+                        Err(error) => {
+                            return Err(query_error("take the table's lock", &table.name)(error));
+                        }
+                    }
                 }
                 Err(HttpError::Server { code: 57, .. }) => {
                     let holder = self
