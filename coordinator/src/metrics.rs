@@ -29,6 +29,8 @@ pub const THROTTLE_BYTES_PER_SEC: &str = "ferry_throttle_bytes_per_second_limit"
 pub const PROBE_FAILURES: &str = "ferry_throttle_probe_failures_total";
 /// 1 while this coordinator leads.
 pub const LEADER: &str = "ferry_coordinator_leader";
+/// From writing an assignment to the worker's first sign of running it.
+pub const ASSIGNMENT_SECONDS: &str = "ferry_coordinator_assignment_seconds";
 /// Chunks waiting for a worker, per job: what a worker autoscaler scales on.
 pub const CHUNKS_PENDING: &str = "ferry_coordinator_chunks_pending";
 /// Chunks of a job by state.
@@ -65,6 +67,11 @@ pub fn describe() {
     );
     metrics::describe_gauge!(LEADER, "1 while this coordinator leads the cluster");
     metrics::describe_gauge!(CHUNKS_PENDING, "chunks waiting for a worker");
+    metrics::describe_histogram!(
+        ASSIGNMENT_SECONDS,
+        metrics::Unit::Seconds,
+        "from writing an assignment to the worker's first progress or result"
+    );
     metrics::describe_gauge!(JOB_CHUNKS, "chunks of a job by state");
     metrics::describe_counter!(ROWS_COPIED, "rows streamed into the target by attempts");
     metrics::describe_counter!(ROWS_VERIFIED, "rows of verified chunks");

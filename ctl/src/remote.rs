@@ -250,8 +250,14 @@ pub(crate) fn status_error(endpoint: &str, status: tonic::Status) -> RemoteError
     // rustls does not pass the server's alert on: a TLS connection closed under the first
     // call, by a client without a certificate, is most likely a mutual-TLS refusal.
     let security = ClientSecurity::current();
-    if status.code() == Code::Cancelled
-        && detail.contains("connection closed")
+    // The failure shows as "operation was canceled", "connection closed" or a bare
+    // "transport error", depending on when the server's refusal arrives.
+    let transport_failure = std::error::Error::source(&status).is_some()
+        || status.message().contains("transport error");
+    if matches!(
+        status.code(),
+        Code::Cancelled | Code::Unknown | Code::Unavailable
+    ) && transport_failure
         && security.tls().is_some()
         && !security.has_identity()
     {

@@ -41,16 +41,20 @@ impl Prometheus {
     fn start(dir: &Path, targets: &[String]) -> Prometheus {
         let port = free_port();
         let config = dir.join("prometheus.yml");
-        let list = targets
+        // Each target with a `pod` label, as Kubernetes service discovery gives it (the
+        // chart's KEDA query joins on it).
+        let static_configs: String = targets
             .iter()
-            .map(|target| format!("'{target}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .enumerate()
+            .map(|(index, target)| {
+                format!("      - {{ targets: ['{target}'], labels: {{ pod: 'ferry-{index}' }} }}\n")
+            })
+            .collect();
         std::fs::write(
             &config,
             format!(
                 "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-                 scrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: [{list}]\n"
+                 scrape_configs:\n  - job_name: ferry\n    static_configs:\n{static_configs}"
             ),
         )
         .expect("config");
@@ -284,12 +288,28 @@ async fn prometheus_scrapes_a_cluster_and_a_local_run_and_the_dashboard_has_data
         "max(max_over_time(ferry_job_attempts_total{ferry_job=\"obs-local\"}[5m]))",
         |value| value > 0.0,
     );
-    // The worker autoscaler's metric.
+    // The worker autoscaler's metric, and the chart's KEDA query (its selector aside).
     assert!(
         !prometheus
             .query("sum(ferry_coordinator_chunks_pending)")
             .is_empty()
     );
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/ferry/templates/worker.yaml"),
+    )
+    .expect("worker template");
+    let keda_template = "sum(sum by (pod) (ferry_coordinator_chunks_pending{%s}) * on (pod) \
+                         max by (pod) (ferry_coordinator_leader{%s}))";
+    assert!(
+        template.contains(keda_template),
+        "the chart's KEDA query changed: update this test"
+    );
+    let keda = keda_template.replace("%s", "");
+    assert!(!prometheus.query(&keda).is_empty(), "{keda} has no data");
+    // Assignment latency was measured for every attempt.
+    prometheus.value_when("sum(ferry_coordinator_assignment_seconds_count)", |count| {
+        count >= f64::from(final_status.chunks_total)
+    });
     // Every dashboard expression returns data.
     let mut empty = Vec::new();
     for expr in dashboard_expressions() {

@@ -93,6 +93,29 @@ impl ClickhouseSink {
         Ok(())
     }
 
+    /// Releases the table's swap lock if this attempt still holds it: a lock broken and
+    /// taken by another writer meanwhile is left to that writer.
+    pub(super) async fn unlock(&self, name: &str, chunk: &ChunkWrite<'_>) {
+        let holder = self
+            .shared
+            .endpoint
+            .query_text(&format!(
+                "SELECT any(holder) FROM {} FORMAT TSVRaw",
+                qualified(self.shared.database(), name)
+            ))
+            .await
+            .unwrap_or_default();
+        if holder.trim() == chunk.fence.attempt_tag(chunk.fence.attempt) {
+            self.drop_table(name).await;
+        } else {
+            tracing::warn!(
+                lock = name,
+                holder = holder.trim(),
+                "the swap lock was taken over meanwhile; left to its holder"
+            );
+        }
+    }
+
     /// Takes the table's swap lock (a table only one writer can create).
     pub(super) async fn lock(&self, table: &TableSchema, chunk: &ChunkWrite<'_>) -> Result<String> {
         let name = lock_table_name(self.shared.database(), &table.name.name);

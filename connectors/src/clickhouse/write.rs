@@ -533,7 +533,7 @@ impl ClickhouseSink {
                 }
                 .await;
                 self.drop_table(&format!("{staging}_swap")).await;
-                self.drop_table(&lock).await;
+                self.unlock(&lock, chunk).await;
                 result?;
             }
         }

@@ -173,6 +173,7 @@ impl ChunkExecutor for RemoteExecutor {
             .pacer
             .as_ref()
             .map_or((0, 0), |pacer| pacer.attempt_share());
+        let assigned_at = Instant::now();
         match self
             .retrying(&cancel, || {
                 self.store
@@ -193,7 +194,14 @@ impl ChunkExecutor for RemoteExecutor {
         let keys = [&result_key, &progress_key];
         let wake = self.router.register(&keys);
         let outcome = self
-            .wait(&task, &result_key, &progress_key, &worker_key, &wake)
+            .wait(
+                &task,
+                &result_key,
+                &progress_key,
+                &worker_key,
+                &wake,
+                assigned_at,
+            )
             .await;
         self.router.unregister(&keys);
         outcome
@@ -210,7 +218,18 @@ impl RemoteExecutor {
         progress_key: &Vec<u8>,
         worker_key: &Vec<u8>,
         wake: &Notify,
+        assigned_at: Instant,
     ) -> ChunkResult {
+        // Assignment latency: from writing the assignment to the first sign of the
+        // worker running it (its first progress, or its result).
+        let mut latency_recorded = false;
+        let mut record_latency = || {
+            if !latency_recorded {
+                latency_recorded = true;
+                metrics::histogram!(crate::metrics::ASSIGNMENT_SECONDS)
+                    .record(assigned_at.elapsed().as_secs_f64());
+            }
+        };
         let (job, chunk, attempt, worker) = (&task.job, task.chunk, task.attempt, &task.worker);
         let cancel = &task.cancel;
         let mut workers = self.workers.clone();
@@ -227,6 +246,7 @@ impl RemoteExecutor {
                 .get(result_key)
                 .map(|result| result.result.clone());
             if let Some(outcome) = outcome {
+                record_latency();
                 // Progress comes at intervals: a verified attempt's rows not reported yet
                 // were streamed all the same.
                 if let ChunkResult::Verified { rows, .. } = &outcome
@@ -246,6 +266,7 @@ impl RemoteExecutor {
                 .filter(|running| running.attempt == attempt)
                 .cloned();
             if let Some(running) = running {
+                record_latency();
                 if running.rows > rows_reported {
                     (task.progress)(running.rows - rows_reported);
                     rows_reported = running.rows;
