@@ -223,7 +223,7 @@ async fn prometheus_scrapes_a_cluster_and_a_local_run_and_the_dashboard_has_data
     );
 
     // A cluster job with a load probe, slowed to a few seconds so it is scraped running.
-    let spec = cluster.spec("obs", 5_000, 10_000, 2).replace(
+    let spec = cluster.spec("obs", 5_000, 6_000, 2).replace(
         "throttle: {",
         "throttle: { load: { probe: builtin, interval: 1s, max: 1000, critical: 2000 },",
     );
@@ -262,6 +262,20 @@ async fn prometheus_scrapes_a_cluster_and_a_local_run_and_the_dashboard_has_data
         .spawn()
         .expect("ferryctl local");
 
+    // While it runs, once a chunk is verified, the status carries the ETA the metric has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let eta = loop {
+        let running = status(&address, "obs").await;
+        if let Some(eta) = running.as_ref().and_then(|status| status.eta_seconds) {
+            break eta;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ETA while running: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(eta >= 0.0 && eta < 600.0, "ETA {eta} s");
     let final_status = wait_done(&address, "obs", Duration::from_secs(90)).await;
     assert_done(&final_status);
     cluster.assert_same(&["orders"]);
