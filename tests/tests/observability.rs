@@ -275,7 +275,7 @@ async fn prometheus_scrapes_a_cluster_and_a_local_run_and_the_dashboard_has_data
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(eta >= 0.0 && eta < 600.0, "ETA {eta} s");
+    assert!((0.0..600.0).contains(&eta), "ETA {eta} s");
     let final_status = wait_done(&address, "obs", Duration::from_secs(90)).await;
     assert_done(&final_status);
     cluster.assert_same(&["orders"]);
