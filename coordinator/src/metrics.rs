@@ -106,27 +106,39 @@ pub const THROTTLE_REASONS: [&str; 4] = ["schedule", "load", "operator", "defaul
 /// One running job's progress metrics, fed by its scheduler's events.
 pub struct JobMetrics {
     job: String,
-    tables: Vec<String>,
+    /// Per table (by index), its counters, looked up once: `RowsCopied` comes per batch.
+    tables: Vec<TableCounters>,
     /// The attempt failures each chunk had when last seen (to count new ones).
     seen: HashMap<ChunkId, (u32, u32)>,
+}
+
+/// One table's counters.
+struct TableCounters {
+    copied: metrics::Counter,
+    verified: metrics::Counter,
+    attempts: metrics::Counter,
 }
 
 impl JobMetrics {
     /// Metrics for `job`, whose tables (by index) are `tables`.
     pub fn new(job: &str, tables: Vec<String>) -> Self {
         describe();
+        let tables = tables
+            .into_iter()
+            .map(|table| {
+                let labels = [("ferry_job", job.to_owned()), ("table", table)];
+                TableCounters {
+                    copied: metrics::counter!(ROWS_COPIED, &labels),
+                    verified: metrics::counter!(ROWS_VERIFIED, &labels),
+                    attempts: metrics::counter!(ATTEMPTS, &labels),
+                }
+            })
+            .collect();
         JobMetrics {
             job: job.to_owned(),
             tables,
             seen: HashMap::new(),
         }
-    }
-
-    fn table(&self, index: usize) -> String {
-        self.tables
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| format!("table-{index}"))
     }
 
     /// Follows one event; `tally` is the job's counts after it.
@@ -154,12 +166,16 @@ impl JobMetrics {
                 }
             }
             JobEvent::ChunkStarted { table_index, .. } => {
-                metrics::counter!(ATTEMPTS, "ferry_job" => job.clone(), "table" => self.table(*table_index))
-                    .increment(1);
+                if let Some(table) = self.tables.get(*table_index) {
+                    table.attempts.increment(1);
+                }
             }
             JobEvent::RowsCopied { table_index, rows } => {
-                metrics::counter!(ROWS_COPIED, "ferry_job" => job.clone(), "table" => self.table(*table_index))
-                    .increment(*rows);
+                if let Some(table) = self.tables.get(*table_index) {
+                    table.copied.increment(*rows);
+                }
+                // Per batch: the chunk counts did not change.
+                return;
             }
             JobEvent::ChunkFinished {
                 record: Some(record),
@@ -180,9 +196,10 @@ impl JobMetrics {
                     metrics::counter!(ATTEMPT_FAILURES, "ferry_job" => job.clone(), "kind" => "error")
                         .increment(u64::from(new_failures - new_mismatches));
                 }
-                if record.state == ChunkState::Verified {
-                    metrics::counter!(ROWS_VERIFIED, "ferry_job" => job.clone(), "table" => self.table(*table_index))
-                        .increment(record.rows);
+                if record.state == ChunkState::Verified
+                    && let Some(table) = self.tables.get(*table_index)
+                {
+                    table.verified.increment(record.rows);
                 }
             }
             JobEvent::ChunkFinished { record: None, .. } => {}

@@ -10,6 +10,7 @@ use ferry_coordinator::service::control::LEADER_METADATA_KEY;
 
 use crate::client_security::{BearerToken, ClientSecurity};
 use crate::exit_code;
+use ferry_server::error_chain;
 
 /// A Control API client with this process's bearer token.
 pub(crate) type Client = ControlClient<InterceptedService<Channel, BearerToken>>;
@@ -148,23 +149,6 @@ fn parse_endpoints(endpoints: &str) -> Result<Vec<String>, RemoteError> {
         )));
     }
     Ok(uris)
-}
-
-/// An error with its sources, one after the other: tonic's own `Display` says only
-/// "transport error".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source_opt = error.source();
-    while let Some(source) = source_opt {
-        // Wrappers often repeat their source's words ("tcp connect error: tcp connect error").
-        let source_text = source.to_string();
-        if !text.ends_with(&source_text) {
-            text.push_str(": ");
-            text.push_str(&source_text);
-        }
-        source_opt = source.source();
-    }
-    text
 }
 
 async fn connect(uri: &str) -> Result<Client, RemoteError> {

@@ -346,9 +346,12 @@ pub async fn submit(address: &str, spec: &str) {
                 assert!(response.into_inner().submitted);
                 return;
             }
+            // No leader yet, or a coordinator that cannot serve this moment.
             Err(status)
-                if status.code() == tonic::Code::FailedPrecondition
-                    && Instant::now() < deadline =>
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+                ) && Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -428,9 +428,11 @@ impl AttemptRun {
             cancel: self.cancel.clone(),
             progress: {
                 let rows = rows.clone();
+                // Looked up once per attempt; the callback runs per batch.
+                let rows_counter = metrics::counter!(crate::metrics::ROWS);
                 Arc::new(move |added| {
                     rows.fetch_add(added, Ordering::Relaxed);
-                    metrics::counter!(crate::metrics::ROWS).increment(added);
+                    rows_counter.increment(added);
                 })
             },
             on_verifying: {

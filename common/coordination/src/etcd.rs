@@ -147,6 +147,9 @@ impl EtcdFailure {
     /// errors and the like are final.
     pub fn is_retryable(&self) -> bool {
         use etcd_client::Error;
+        if self.is_auth_revision_old() {
+            return true;
+        }
         match self {
             EtcdFailure::Timeout(_) => true,
             EtcdFailure::CompareFailed { .. } => false,
@@ -197,6 +200,18 @@ fn mentions_certificate(error: &dyn std::error::Error) -> bool {
         source_opt = source.source();
     }
     false
+}
+
+impl EtcdFailure {
+    /// Whether etcd refused the request's token as older than its users and roles
+    /// (`ErrAuthOldRevision`): a new token makes the same request go through.
+    pub fn is_auth_revision_old(&self) -> bool {
+        matches!(
+            self,
+            EtcdFailure::Client(etcd_client::Error::GRpcStatus(status))
+                if status.message().contains("revision of auth store is old")
+        )
+    }
 }
 
 /// The leader term a fenced store writes for.
@@ -416,7 +431,18 @@ impl EtcdStore {
         operation: &str,
         request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        bounded(operation, self.options.request_timeout, request).await
+        let outcome = bounded(operation, self.options.request_timeout, request).await;
+        if let Err(CoordinationError::Etcd { source, .. }) = &outcome
+            && source.is_auth_revision_old()
+        {
+            // etcd refuses a token issued before its users or roles changed; the client
+            // renews a token only when it is invalid, so renew it here: the caller's retry
+            // (the error is retryable) then goes through.
+            if let Err(error) = self.client.refresh_token().await {
+                tracing::warn!(%error, "cannot renew the etcd authentication token");
+            }
+        }
+        outcome
     }
 
     /// Reads one key; also returns the store revision the read saw.

@@ -18,6 +18,7 @@
 //! [`ferry_model::duration`] (`"10s"`, `"500ms"`, `"2m"`, `"1h 30m"`); a struct reads them
 //! with `#[serde(with = "ferry_model::duration::as_text")]`.
 
+use crate::error_chain;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -662,18 +663,6 @@ impl EtcdConfig {
             None => EtcdConnectError::Unreachable { endpoints, source },
         }
     }
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source_opt = error.source();
-    while let Some(source) = source_opt {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        source_opt = source.source();
-    }
-    text
 }
 
 /// Logs a warning for each retired environment variable that is still set, naming the

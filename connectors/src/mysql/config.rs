@@ -11,6 +11,7 @@
 //! `ssl-ca`, `ssl-cert`, `ssl-key` (or `ssl_mode`, `ssl_ca`, ...). Every other parameter
 //! is passed through untouched.
 
+use crate::tls::percent_decode;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -303,29 +304,6 @@ impl MysqlConfig {
     pub fn driver_url(&self) -> &str {
         &self.driver_url
     }
-}
-
-/// Decodes `%XX` escapes; anything malformed is kept as it is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && index + 2 < bytes.len()
-            && let (Some(high), Some(low)) = (
-                (bytes[index + 1] as char).to_digit(16),
-                (bytes[index + 2] as char).to_digit(16),
-            )
-        {
-            decoded.push((high * 16 + low) as u8);
-            index += 3;
-            continue;
-        }
-        decoded.push(bytes[index]);
-        index += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

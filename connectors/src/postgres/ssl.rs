@@ -4,6 +4,7 @@
 //! (`postgres://host/db?sslmode=verify-full&sslrootcert=/ca.pem`) and in `key=value`
 //! form (`host=db sslmode=verify-full sslrootcert=/ca.pem`).
 
+use crate::tls::percent_decode;
 use std::path::PathBuf;
 
 use crate::tls::{FileOption, TlsSettings, Verify};
@@ -219,29 +220,6 @@ fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         pairs.push((name, value));
     }
-}
-
-/// Decodes `%XX` escapes; anything malformed is kept as it is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && index + 2 < bytes.len()
-            && let (Some(high), Some(low)) = (
-                (bytes[index + 1] as char).to_digit(16),
-                (bytes[index + 2] as char).to_digit(16),
-            )
-        {
-            decoded.push((high * 16 + low) as u8);
-            index += 3;
-            continue;
-        }
-        decoded.push(bytes[index]);
-        index += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod access;
 pub mod tls;
 pub mod tokens;
 
+use ferry_server::error_chain;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -85,18 +86,6 @@ impl SecuredControl {
             None => Ok(builder),
         }
     }
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source_opt = error.source();
-    while let Some(source) = source_opt {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        source_opt = source.source();
-    }
-    text
 }
 
 impl ControlSecurity {

@@ -116,15 +116,12 @@ impl ClusterControl for ClusterRuntime {
         record_event(
             leadership.store.as_ref(),
             &job,
-            PolicyChange::operator_action(
-                unix_ms(),
-                "submit",
-                actor,
-                format!(
-                    "submitted: {} tables, {} chunks",
-                    tables.len(),
-                    plan.chunks.len()
-                ),
+            "submit",
+            actor,
+            format!(
+                "submitted: {} tables, {} chunks",
+                tables.len(),
+                plan.chunks.len(),
             ),
         )
         .await?;
@@ -224,7 +221,9 @@ impl ClusterControl for ClusterRuntime {
         record_event(
             leadership.store.as_ref(),
             &id,
-            PolicyChange::operator_action(unix_ms(), "cancel", actor, "cancelled".to_owned()),
+            "cancel",
+            actor,
+            "cancelled".to_owned(),
         )
         .await?;
         self.stop_job(&leadership, &id, true).await;
@@ -292,12 +291,7 @@ impl ClusterControl for ClusterRuntime {
             describe_selector(&selector),
             changed.len()
         );
-        record_event(
-            leadership.store.as_ref(),
-            &id,
-            PolicyChange::operator_action(unix_ms(), "recopy", actor, summary),
-        )
-        .await?;
+        record_event(leadership.store.as_ref(), &id, "recopy", actor, summary).await?;
         leadership
             .store
             .set_job_phase(&id, JobPhase::Running, "")
@@ -343,7 +337,9 @@ impl ClusterControl for ClusterRuntime {
             record_event(
                 leadership.store.as_ref(),
                 &running.id,
-                PolicyChange::operator_action(unix_ms(), "drain", actor, summary),
+                "drain",
+                actor,
+                summary,
             )
             .await?;
         }
@@ -432,12 +428,15 @@ impl JobControl for ClusterRuntime {
     }
 }
 
-/// Appends an operator's action to the job's history.
+/// Appends an operator's `action` by `actor` to the job's history, stamped now.
 async fn record_event(
     store: &dyn ClusterProtocol,
     job: &JobId,
-    event: PolicyChange,
+    action: &str,
+    actor: &str,
+    summary: String,
 ) -> Result<(), ControlError> {
+    let event = PolicyChange::operator_action(unix_ms(), action, actor, summary);
     store.record_event(job, &event).await.map_err(store_error)
 }
 
