@@ -632,7 +632,9 @@ async fn the_builtin_load_probe_and_a_rate_limit_on_a_clickhouse_source() {
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|load| load >= quiet + 4.0)
+                // Our four queries at least: the quiet reading may have counted queries
+                // of this file's other tests, which run at the same time and end.
+                .is_some_and(|load| load >= 4.0)
         }
     })
     .await;
