@@ -871,9 +871,11 @@ ch_up() { # N
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
             # Our ports lie in Linux's ephemeral range (32768-60999): an outgoing
             # connection may hold one for a moment. Try again rather than fail.
-            if grep -q 'Address already in use' "$dir/clickhouse-server.err.log" 2>/dev/null && [ "$tries" -lt 5 ]; then
+            # A ZooKeeper session that failed while the server loaded its Replicated
+            # tables is worth another try too (ZooKeeper answered ruok a moment before).
+            if grep -q 'Address already in use\|Coordination::Exception\|ZooKeeper' "$dir/clickhouse-server.err.log" 2>/dev/null && [ "$tries" -lt 5 ]; then
                 tries=$((tries + 1))
-                log "ClickHouse $n: a port was taken for a moment; starting again ($tries)"
+                log "ClickHouse $n: a port was taken or ZooKeeper was not reachable for a moment; starting again ($tries)"
                 : >"$dir/clickhouse-server.err.log"
                 sleep 1
                 ch_launch "$n" "$server"
@@ -907,16 +909,17 @@ ch_down() { # N
 }
 
 # The ClickHouse side of `up`: ZooKeeper and both servers at once.
+# ZooKeeper first: a server whose state dir holds Replicated tables from an earlier run
+# (a kept /tmp) looks them up in ZooKeeper while it starts, and 18.16 exits if it can't.
 clickhouse_up() {
     local pids=() pid failed=0
-    zk_up &
-    pids+=($!)
+    zk_up || die "ZooKeeper did not start (see above)"
     ch_up 1 &
     pids+=($!)
     ch_up 2 &
     pids+=($!)
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    [ "$failed" = 0 ] || die "ClickHouse or ZooKeeper did not start (see above)"
+    [ "$failed" = 0 ] || die "ClickHouse did not start (see above)"
 }
 
 clickhouse_down() {
