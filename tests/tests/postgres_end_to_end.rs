@@ -963,3 +963,135 @@ async fn range_partitioned_table_is_planned_copied_and_repaired_partition_by_par
         assert!(error.contains(needle), "{needle} missing from: {error}");
     }
 }
+
+/// Connections are reused across chunks: after several chunks read, written and
+/// verified through one source and one sink, each database holds one idle ferry
+/// session (not one per operation), and it carries ferry's own name again, not the
+/// last attempt's (which a later attempt's clean-up would otherwise end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_across_chunks_with_their_settings_reset() {
+    use ferry_connectors::Sink;
+    use ferry_model::spec::{Location, Secret};
+
+    let server = server_url();
+    let suffix = unique_suffix();
+    let (src, dst) = (
+        format!("ferry_poolsrc_{suffix}"),
+        format!("ferry_pooldst_{suffix}"),
+    );
+    psql(&server, &format!("CREATE DATABASE {src}"));
+    psql(&server, &format!("CREATE DATABASE {dst}"));
+    psql(
+        &with_database(&server, &src),
+        "CREATE TABLE t (id bigint PRIMARY KEY, note text);
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    );
+    let location = |database: &str| Location::Env {
+        var: "POOL_TEST".into(),
+        value: Secret::new(with_database(&server, database)),
+    };
+    let source = ferry_connectors::postgres::PostgresSource::open(&location(&src))
+        .await
+        .expect("open source");
+    let sink = ferry_connectors::postgres::PostgresSink::open(&location(&dst))
+        .await
+        .expect("open sink");
+    let table = ferry_connectors::Source::describe_table(
+        &source,
+        &TableName {
+            schema: Some("public".into()),
+            name: "t".into(),
+        },
+    )
+    .await
+    .expect("describe");
+    let key = primary_key_of(&table);
+    sink.prepare_table(&table, &key, &PrepareOptions::default())
+        .await
+        .expect("prepare");
+    let format = sink
+        .native_format(&table)
+        .await
+        .expect("native format")
+        .expect("same types: binary COPY passes through");
+    let cancel = CancellationToken::new();
+    for (index, bounds) in [(None, Some(250)), (Some(250), Some(700)), (Some(700), None)]
+        .into_iter()
+        .enumerate()
+    {
+        let bound = |value: Option<i64>| {
+            value.map(|v| ferry_model::key::KeyBound(vec![ferry_model::key::KeyValue::Int(v)]))
+        };
+        let range = ChunkRange::Interval {
+            lower: bound(bounds.0),
+            upper: bound(bounds.1),
+        };
+        let fence = Fence {
+            run_id: format!("run-{suffix}"),
+            chunk: ChunkId(index as u32),
+            attempt: Attempt(2),
+        };
+        let read = ferry_connectors::Source::read_native(&source, &table, &key, &range, format)
+            .await
+            .expect("read")
+            .expect("native read");
+        let written = sink
+            .write_native(
+                ChunkWrite {
+                    table: &table,
+                    key: &key,
+                    range: &range,
+                    fence: &fence,
+                    cancel: &cancel,
+                },
+                read.stream,
+            )
+            .await
+            .expect("write");
+        let expected = read.checksum.await.expect("source checksum");
+        let actual = sink
+            .native_checksum(&table, &key, &range)
+            .await
+            .expect("target checksum")
+            .expect("native checksum");
+        assert_eq!(actual, expected, "chunk {index}");
+        assert_eq!(
+            sink.count_chunk(&table, &key, &range).await.expect("count"),
+            written.rows_written
+        );
+    }
+    let sessions = |database: &str| {
+        psql(
+            &server,
+            &format!(
+                "SELECT application_name, count(*) FROM pg_stat_activity \
+                 WHERE datname = '{database}' GROUP BY 1 ORDER BY 1"
+            ),
+        )
+    };
+    assert_eq!(
+        sessions(&dst).trim(),
+        "ferry|1",
+        "one reused target session"
+    );
+    assert_eq!(
+        sessions(&src).trim(),
+        "ferry|1",
+        "one reused source session"
+    );
+    assert_eq!(
+        psql(
+            &with_database(&server, &dst),
+            "SELECT count(*), sum(id) FROM public.t"
+        )
+        .trim(),
+        "1000|500500"
+    );
+    drop((source, sink));
+    tests_drop_database(&server, &src);
+    tests_drop_database(&server, &dst);
+}
+
+fn tests_drop_database(server: &str, database: &str) {
+    psql(server, &format!("DROP DATABASE {database} WITH (FORCE)"));
+}

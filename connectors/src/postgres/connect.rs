@@ -9,6 +9,7 @@ use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::pool::{Idle, Session};
 use super::ssl::{SslMode, SslOptions, split_ssl_options};
 use crate::error::{ConnectorError, Failure};
 use crate::tls::{self, TlsSettings, Verify, Wording};
@@ -44,6 +45,8 @@ pub struct Endpoint {
     pub label: String,
     /// `source` or `target`.
     pub role: &'static str,
+    /// Connections released for reuse ([`Endpoint::session`]).
+    idle: Idle,
 }
 
 impl Endpoint {
@@ -117,6 +120,7 @@ impl Endpoint {
             ssl,
             label,
             role,
+            idle: Idle::default(),
         })
     }
 
@@ -125,7 +129,17 @@ impl Endpoint {
         self.tls.clone()
     }
 
-    /// Opens a connection; its driver task ends when the returned client is dropped.
+    /// A connection for one operation: an idle one released by an earlier operation, or
+    /// a new one. Release it ([`Session::release`]) when the operation ended cleanly.
+    pub async fn session(&self) -> Result<Session, ConnectorError> {
+        let client = match self.idle.take() {
+            Some(client) => client,
+            None => self.connect().await?,
+        };
+        Ok(Session::new(client, self.idle.clone()))
+    }
+
+    /// Opens a new connection; its driver task ends when the returned client is dropped.
     pub async fn connect(&self) -> Result<Client, ConnectorError> {
         let (client, connection) = self
             .config

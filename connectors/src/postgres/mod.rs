@@ -24,6 +24,7 @@ mod connect;
 mod encode;
 mod json;
 mod native;
+mod pool;
 mod read;
 mod split;
 mod sql;
@@ -194,14 +195,14 @@ impl Source for PostgresSource {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<BatchStream> {
-        let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &partition_relation(table), "source").await?;
-        let mut reader = read_range(&client, table, &catalog, key, range, "source", true).await?;
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let mut reader = read_range(&session, table, &catalog, key, range, "source", true).await?;
         // Two batches in flight: the reader stays one ahead of the writer, no more.
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
         let tls = self.endpoint.tls();
         tokio::spawn(async move {
-            let cancel_token = client.cancel_token();
+            let cancel_token = session.cancel_token();
             loop {
                 let next = tokio::select! {
                     // The stream was dropped: cancel the query and release the connection.
@@ -218,7 +219,11 @@ impl Source for PostgresSource {
                             return;
                         }
                     }
-                    Ok(None) => return,
+                    Ok(None) => {
+                        drop(reader);
+                        session.release().await;
+                        return;
+                    }
                     Err(error) => {
                         let _ = batch_tx.send(Err(error)).await;
                         return;
@@ -241,14 +246,15 @@ impl Source for PostgresSource {
         if format != BINARY_COPY_FORMAT || table.source_kind != KIND {
             return Ok(None);
         }
-        let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &partition_relation(table), "source").await?;
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
         // The bytes are only meaningful for the types the sink checked against: a source
         // table altered since planning goes the Arrow way, which checks every column.
         if !native::same_column_types(table, &catalog) {
+            session.release().await;
             return Ok(None);
         }
-        native::read_native(client, self.endpoint.tls(), table, &catalog, key, range)
+        native::read_native(session, self.endpoint.tls(), table, &catalog, key, range)
             .await
             .map(Some)
     }
@@ -410,9 +416,9 @@ impl Sink for PostgresSink {
         chunk: ChunkWrite<'_>,
         batches: BatchStream,
     ) -> Result<WriteSummary> {
-        let mut client = self.endpoint.connect().await?;
-        write::write_chunk(
-            &mut client,
+        let mut session = self.endpoint.session().await?;
+        let written = write::write_chunk(
+            &mut session,
             chunk.table,
             chunk.key,
             chunk.range,
@@ -420,7 +426,9 @@ impl Sink for PostgresSink {
             chunk.cancel,
             write::ChunkInput::Batches(batches),
         )
-        .await
+        .await?;
+        session.release().await;
+        Ok(written)
     }
 
     async fn native_format(&self, table: &TableSchema) -> Result<Option<&'static str>> {
@@ -444,9 +452,9 @@ impl Sink for PostgresSink {
         chunk: ChunkWrite<'_>,
         stream: NativeStream,
     ) -> Result<WriteSummary> {
-        let mut client = self.endpoint.connect().await?;
-        write::write_chunk(
-            &mut client,
+        let mut session = self.endpoint.session().await?;
+        let written = write::write_chunk(
+            &mut session,
             chunk.table,
             chunk.key,
             chunk.range,
@@ -454,7 +462,9 @@ impl Sink for PostgresSink {
             chunk.cancel,
             write::ChunkInput::Native(stream),
         )
-        .await
+        .await?;
+        session.release().await;
+        Ok(written)
     }
 
     async fn native_checksum(
@@ -466,16 +476,17 @@ impl Sink for PostgresSink {
         if table.source_kind != KIND {
             return Ok(None);
         }
-        let client = self.endpoint.connect().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
-        let catalog = require_table(&client, &target, "target").await?;
+        let catalog = require_table(&session, &target, "target").await?;
         // The same values are the same bytes only when the column types are the same.
         if !native::same_column_types(table, &catalog) {
+            session.release().await;
             return Ok(None);
         }
-        native::checksum_range(&client, table, &catalog, key, range)
-            .await
-            .map(Some)
+        let checksum = native::checksum_range(&session, table, &catalog, key, range).await?;
+        session.release().await;
+        Ok(Some(checksum))
     }
 
     async fn checksum_chunk(
@@ -484,20 +495,22 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let client = self.endpoint.connect().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
-        let catalog = require_table(&client, &target, "target").await?;
-        client
+        let catalog = require_table(&session, &target, "target").await?;
+        session
             .batch_execute(split::PREFER_KEY_INDEX)
             .await
             .map_err(query_error("checksum chunk", &target))?;
-        let mut reader = read_range(&client, table, &catalog, key, range, "target", false).await?;
+        let mut reader = read_range(&session, table, &catalog, key, range, "target", false).await?;
         let mut checksum = RangeChecksum::default();
         while let Some(batch) = reader.next().await? {
             checksum.add_batch(&batch).map_err(|error| {
                 ConnectorError::Task(format!("failed to checksum table {target}: {error}"))
             })?;
         }
+        drop(reader);
+        session.release().await;
         Ok(checksum)
     }
 
@@ -507,9 +520,11 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<u64> {
-        let client = self.endpoint.connect().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
-        let catalog = require_table(&client, &target, "target").await?;
-        split::count_range(&client, &catalog, key, range).await
+        let catalog = require_table(&session, &target, "target").await?;
+        let count = split::count_range(&session, &catalog, key, range).await?;
+        session.release().await;
+        Ok(count)
     }
 }

@@ -25,6 +25,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::KIND;
 use super::catalog::CatalogTable;
 use super::connect::query_error;
+use super::pool::Session;
 use super::read::COPY_SIGNATURE;
 use super::split::{PREFER_KEY_INDEX, key_columns, predicate};
 use super::sql::{order_by, quote_ident, quote_table};
@@ -104,7 +105,7 @@ fn copy_out_sql(
 /// Starts the raw binary COPY of a range, hashing its tuples as they pass; the
 /// connection lives as long as the stream.
 pub async fn read_native(
-    client: Client,
+    client: Session,
     tls: MakeRustlsConnect,
     table: &TableSchema,
     catalog: &CatalogTable,
@@ -166,8 +167,9 @@ pub async fn read_native(
                     if !piece.is_empty() {
                         let _ = bytes_tx.send(Ok(piece.freeze())).await;
                     }
-                    // The client (and with it the connection) ends here.
-                    drop(client);
+                    // Every row is read: the connection is free for the next chunk.
+                    drop(copy_out);
+                    client.release().await;
                     return;
                 }
             }
