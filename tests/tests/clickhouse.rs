@@ -856,3 +856,139 @@ async fn a_worker_process_killed_mid_partition_leaves_no_doubles_and_no_staging(
     ch(&src_url, &format!("DROP DATABASE {src}"));
     ch(&dst_url, &format!("DROP DATABASE {dst}"));
 }
+
+/// Between two servers a table whose columns all have a version-stable form is checked
+/// inside the servers (`count()` and `sum(cityHash64(...))` on each side): equal after
+/// the copy, and different when one Decimal's last digit or one NULL (made 0) changed in
+/// the target with the row count unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_server_checksum_agrees_after_a_copy_and_sees_a_one_digit_change() {
+    let (src_url, dst_url) = (
+        env_url("FERRY_TEST_CLICKHOUSE_URL"),
+        env_url("FERRY_TEST_CLICKHOUSE_URL_2"),
+    );
+    let suffix = unique_suffix();
+    let (src, dst) = (format!("srcs_{suffix}"), format!("dsts_{suffix}"));
+    ch(&src_url, &format!("CREATE DATABASE {src}"));
+    ch(&dst_url, &format!("CREATE DATABASE {dst}"));
+    ch(
+        &src_url,
+        &format!(
+            "CREATE TABLE {src}.plain (id UInt64, d Date, amount Decimal(12, 2), n Nullable(Int32),
+               s String, u UUID, e Enum8('a' = 1, 'b' = -2), lc LowCardinality(String), tags Array(UInt16))
+               ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY id;
+             INSERT INTO {src}.plain SELECT number, toDate('2024-01-01') + number % 75, toDecimal64(number, 2) / 7,
+               if(number % 4 = 0, NULL, toInt32(number)), concat('s', toString(number)), generateUUIDv4(),
+               ['a', 'b'][number % 2 + 1], toString(number % 3), range(number % 5)
+             FROM system.numbers LIMIT 5000"
+        ),
+    );
+    let source = ferry_connectors::clickhouse::ClickhouseSource::open(
+        &location(with_database(&src_url, &src)),
+        None,
+    )
+    .await
+    .expect("open source");
+    let sink = ferry_connectors::clickhouse::ClickhouseSink::open(
+        &location(with_database(&dst_url, &dst)),
+        Some(&ClickhouseOptions::default()),
+    )
+    .await
+    .expect("open sink");
+    let table = source
+        .describe_table(&ferry_model::schema::TableName::bare("plain"))
+        .await
+        .expect("describe");
+    sink.prepare_table(&table, &SplitKey::None, &Default::default())
+        .await
+        .expect("prepare");
+    let cancel = CancellationToken::new();
+    let range = ChunkRange::WholeTable;
+    let mut copied = Vec::new();
+    for (index, partition) in ["202401", "202402", "202403"].into_iter().enumerate() {
+        let scoped = table.for_partition(partition);
+        let read = source
+            .read_native(
+                &scoped,
+                &SplitKey::None,
+                &range,
+                ferry_connectors::clickhouse::NATIVE_FORMAT,
+            )
+            .await
+            .expect("read")
+            .expect("native");
+        let fence = Fence {
+            run_id: format!("run-{suffix}"),
+            chunk: ChunkId(index as u32),
+            attempt: Attempt(1),
+        };
+        sink.write_native(
+            ChunkWrite {
+                table: &scoped,
+                key: &SplitKey::None,
+                range: &range,
+                fence: &fence,
+                cancel: &cancel,
+            },
+            read.stream,
+        )
+        .await
+        .expect("write");
+        let expected = read.checksum.await.expect("source checksum");
+        assert_eq!(
+            expected.method,
+            ferry_connectors::clickhouse::SQL_CHECKSUM_METHOD
+        );
+        let actual = sink
+            .native_checksum(&scoped, &SplitKey::None, &range)
+            .await
+            .expect("target checksum")
+            .expect("native checksum");
+        assert_eq!(
+            actual, expected,
+            "partition {partition} agrees after the copy"
+        );
+        copied.push((partition, expected));
+    }
+    // Rebuild a partition in the target with one value changed, same row count.
+    let corrupt = |partition: &str, change: &str| {
+        ch(
+            &dst_url,
+            &format!(
+                "DROP TABLE IF EXISTS {dst}.tmp; CREATE TABLE {dst}.tmp AS {dst}.plain;
+                 INSERT INTO {dst}.tmp SELECT id, d, {change}, s, u, e, lc, tags FROM {dst}.plain
+                   WHERE toYYYYMM(d) = {partition};
+                 ALTER TABLE {dst}.plain REPLACE PARTITION {partition} FROM {dst}.tmp;
+                 DROP TABLE {dst}.tmp"
+            ),
+        );
+    };
+    corrupt(
+        "202401",
+        "if(id = 7, amount + toDecimal64(0.01, 2), amount), n",
+    );
+    corrupt("202402", "amount, if(id = 32, 0, n)");
+    assert_eq!(
+        ch(&dst_url, &format!("SELECT count() FROM {dst}.plain")),
+        "5000",
+        "the row count is unchanged"
+    );
+    for (partition, expected) in &copied {
+        let actual = sink
+            .native_checksum(&table.for_partition(partition), &SplitKey::None, &range)
+            .await
+            .expect("target checksum")
+            .expect("native checksum");
+        assert_eq!(actual.checksum.rows, expected.checksum.rows);
+        if *partition == "202403" {
+            assert_eq!(actual, *expected, "the untouched partition still agrees");
+        } else {
+            assert_ne!(
+                actual.checksum.sum, expected.checksum.sum,
+                "the change in {partition} is seen"
+            );
+        }
+    }
+    ch(&src_url, &format!("DROP DATABASE {src}"));
+    ch(&dst_url, &format!("DROP DATABASE {dst}"));
+}

@@ -7,6 +7,7 @@
 //! the read replica. A sink writes a chunk into a staging table and swaps it in with
 //! `ALTER TABLE ... REPLACE PARTITION ... FROM` ([`write`]).
 
+mod checksum;
 mod fence;
 mod http;
 mod read;
@@ -23,6 +24,7 @@ use ferry_model::schema::{ColumnSchema, Partitioning, TableName, TablePartition,
 use ferry_model::spec::{ClickhouseOptions, Location};
 use futures::StreamExt;
 
+pub use checksum::SQL_CHECKSUM_METHOD;
 pub use fence::{FENCE_TABLE, lock_table_name};
 pub use http::{HttpError, classify_code};
 pub use read::{CHECKSUM_METHOD, NATIVE_FORMAT};
@@ -612,6 +614,24 @@ impl Source for ClickhouseSource {
             return Ok(None);
         }
         let columns = Self::parsed_columns(table)?;
+        // Counted and hashed by the server after the read when every column has a
+        // version-stable form (the sink does the same), else hashed here as it passes.
+        let in_server = checksum::row_hash_arguments(
+            &table
+                .columns
+                .iter()
+                .zip(&columns)
+                .map(|(column, column_type)| (column.name.as_str(), column_type))
+                .collect::<Vec<_>>(),
+        )
+        .map(|arguments| {
+            format!(
+                "SELECT {} FROM {} WHERE {} FORMAT TSV",
+                checksum::aggregate(&arguments),
+                qualified(self.shared.database(), &table.name.name),
+                sql::chunk_where(table, key, range, None)
+            )
+        });
         let mut bytes = self
             .reads
             .stream(&self.select(table, key, range), &self.settings())
@@ -620,6 +640,7 @@ impl Source for ClickhouseSource {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(4);
         let (checksum_tx, checksum_rx) = tokio::sync::oneshot::channel();
         let name = table.name.clone();
+        let hash_here = in_server.is_none();
         tokio::spawn(async move {
             let mut hasher = read::RowHasher::default();
             loop {
@@ -629,7 +650,9 @@ impl Source for ClickhouseSource {
                 };
                 match piece {
                     Some(Ok(piece)) => {
-                        hasher.feed(&columns, &piece);
+                        if hash_here {
+                            hasher.feed(&columns, &piece);
+                        }
                         if tx.send(Ok(piece)).await.is_err() {
                             return;
                         }
@@ -640,7 +663,7 @@ impl Source for ClickhouseSource {
                         return;
                     }
                     None => {
-                        if hasher.has_partial_row() {
+                        if hash_here && hasher.has_partial_row() {
                             let _ = tx
                                 .send(Err(read::read_error(
                                     &name,
@@ -657,6 +680,7 @@ impl Source for ClickhouseSource {
             }
         });
         let table_name = table.name.clone();
+        let reads = self.reads.clone();
         Ok(Some(NativeRead {
             stream: NativeStream {
                 format: NATIVE_FORMAT,
@@ -665,14 +689,20 @@ impl Source for ClickhouseSource {
             checksum: Box::pin(async move {
                 let checksum = checksum_rx.await.map_err(|_| ConnectorError::Query {
                     operation: "read chunk",
-                    table: table_name,
+                    table: table_name.clone(),
                     source: "the read ended before its last row".into(),
                     failure: Failure::Transient,
                 })?;
-                Ok(NativeChecksum {
-                    method: CHECKSUM_METHOD,
-                    checksum,
-                })
+                match in_server {
+                    None => Ok(NativeChecksum {
+                        method: CHECKSUM_METHOD,
+                        checksum,
+                    }),
+                    Some(statement) => Ok(NativeChecksum {
+                        method: SQL_CHECKSUM_METHOD,
+                        checksum: checksum::query(&reads, &statement, &table_name).await?,
+                    }),
+                }
             }),
         }))
     }

@@ -20,6 +20,7 @@ use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::{ClickhouseOptions, Location, SchemaMode};
 use futures::StreamExt;
 
+use super::checksum::{self, SQL_CHECKSUM_METHOD};
 use super::fence::FENCE_TABLE;
 use super::http::HttpError;
 use super::read::{self, CHECKSUM_METHOD, NATIVE_FORMAT};
@@ -894,6 +895,34 @@ impl Sink for ClickhouseSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
+        // The same choice as the source's `read_native`: in the server when every
+        // column has a version-stable form.
+        let types = self.ordered_target_types(table).await?;
+        let columns: Vec<(&str, &ChType)> = table
+            .columns
+            .iter()
+            .map(|column| column.name.as_str())
+            .zip(&types)
+            .collect();
+        if let Some(arguments) = checksum::row_hash_arguments(&columns) {
+            if !self.has_parts(table, &table.name.name).await? {
+                return Ok(Some(NativeChecksum {
+                    method: SQL_CHECKSUM_METHOD,
+                    checksum: RangeChecksum::default(),
+                }));
+            }
+            let target_columns = self.target_columns(table).await?;
+            let statement = format!(
+                "SELECT {} FROM {} WHERE {} FORMAT TSV",
+                checksum::aggregate(&arguments),
+                self.target(table),
+                sql::chunk_where(table, key, range, Some(&target_columns))
+            );
+            return Ok(Some(NativeChecksum {
+                method: SQL_CHECKSUM_METHOD,
+                checksum: checksum::query(&self.shared.endpoint, &statement, &table.name).await?,
+            }));
+        }
         let (types, bytes) = self.read_target(table, key, range).await?;
         let checksum = read::hash_rows(&table.name, &types, bytes).await?;
         Ok(Some(NativeChecksum {
