@@ -88,8 +88,8 @@ ch_lines=(
 )
 chch_ratio=$(ratio "$chch_on" "$chch_peer")
 chch_verify_cost=$(python3 -c "print(f'{($chch_on / $chch_off - 1) * 100:.0f}')")
-ch2 "DROP DATABASE IF EXISTS bench_ch_dst; DROP DATABASE IF EXISTS bench_ch_peer"
-ch1 "DROP DATABASE IF EXISTS bench_ch_src"
+[ -n "${FERRY_BENCH_KEEP:-}" ] || ch2 "DROP DATABASE IF EXISTS bench_ch_dst; DROP DATABASE IF EXISTS bench_ch_peer"
+[ -n "${FERRY_BENCH_KEEP:-}" ] || ch1 "DROP DATABASE IF EXISTS bench_ch_src"
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   printf '%s\n' "${ch_lines[@]}"
   echo "verification costs ${chch_verify_cost}% on clickhouse → clickhouse; ferry verify on / peer: ${chch_ratio}×"

@@ -638,9 +638,10 @@ impl Source for ClickhouseSource {
             .await
             .map_err(query_error("read chunk", &table.name))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(4);
-        let (checksum_tx, checksum_rx) = tokio::sync::oneshot::channel();
+        let (mut checksum_tx, checksum_rx) = tokio::sync::oneshot::channel();
         let name = table.name.clone();
         let hash_here = in_server.is_none();
+        let reads = self.reads.clone();
         tokio::spawn(async move {
             let mut hasher = read::RowHasher::default();
             loop {
@@ -673,36 +674,42 @@ impl Source for ClickhouseSource {
                                 .await;
                             return;
                         }
-                        let _ = checksum_tx.send(hasher.checksum);
+                        // The server's checksum starts as soon as the read ends, while
+                        // the target still takes the last rows in.
+                        let result = match &in_server {
+                            None => Ok(NativeChecksum {
+                                method: CHECKSUM_METHOD,
+                                checksum: hasher.checksum,
+                            }),
+                            Some(statement) => tokio::select! {
+                                checksum = checksum::query(&reads, statement, &name) => {
+                                    checksum.map(|checksum| NativeChecksum {
+                                        method: SQL_CHECKSUM_METHOD,
+                                        checksum,
+                                    })
+                                }
+                                () = checksum_tx.closed() => return,
+                            },
+                        };
+                        let _ = checksum_tx.send(result);
                         return;
                     }
                 }
             }
         });
         let table_name = table.name.clone();
-        let reads = self.reads.clone();
         Ok(Some(NativeRead {
             stream: NativeStream {
                 format: NATIVE_FORMAT,
                 bytes: tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
             },
             checksum: Box::pin(async move {
-                let checksum = checksum_rx.await.map_err(|_| ConnectorError::Query {
+                checksum_rx.await.map_err(|_| ConnectorError::Query {
                     operation: "read chunk",
-                    table: table_name.clone(),
+                    table: table_name,
                     source: "the read ended before its last row".into(),
                     failure: Failure::Transient,
-                })?;
-                match in_server {
-                    None => Ok(NativeChecksum {
-                        method: CHECKSUM_METHOD,
-                        checksum,
-                    }),
-                    Some(statement) => Ok(NativeChecksum {
-                        method: SQL_CHECKSUM_METHOD,
-                        checksum: checksum::query(&reads, &statement, &table_name).await?,
-                    }),
-                }
+                })?
             }),
         }))
     }
