@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicU32;
 
 use ferry_model::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
 use ferry_model::ids::{Attempt, ChunkId, WorkerId};
-use ferry_model::spec::{OnMismatch, VerifyMode};
+use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -40,6 +40,8 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
+    /// Copy, or verify only (a mismatch is then a finding, never re-copied).
+    pub mode: JobMode,
 }
 
 impl SchedulerOptions {
@@ -52,6 +54,7 @@ impl SchedulerOptions {
             on_mismatch: spec.verify.on_mismatch,
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
+            mode: spec.mode,
         }
     }
 }
@@ -455,6 +458,9 @@ pub async fn run_job_on(
             ChunkCompletion::Failed { reason, .. } => {
                 tracing::error!(chunk = %chunk_id, %attempt, %reason, "chunk failed for good");
             }
+            ChunkCompletion::Differs { source, target } => {
+                tracing::warn!(chunk = %chunk_id, %source, %target, "source and target differ");
+            }
             ChunkCompletion::Verified { .. } => {}
         }
         model[chunk_id.0 as usize] = record.clone();
@@ -579,6 +585,7 @@ impl AttemptStarter<'_> {
                 partition,
                 range,
                 verify: options.verify,
+                mode: options.mode,
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -647,6 +654,14 @@ pub fn classify(
             rows: *rows,
             checksum: *checksum,
         }),
+        ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
+            // A verify-only job writes nothing: a difference is its finding, recorded
+            // at once with both sides (no attempt could change it).
+            Some(ChunkCompletion::Differs {
+                source: *source,
+                target: *target,
+            })
+        }
         ChunkResult::Mismatch { source, target } => {
             let reason = format!("checksum mismatch: source has {source}, target has {target}");
             let give_up = out_of_attempts || options.on_mismatch == OnMismatch::Fail;
@@ -717,6 +732,7 @@ mod tests {
             on_mismatch,
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
+            mode: JobMode::Copy,
         }
     }
 
