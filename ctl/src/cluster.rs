@@ -207,7 +207,13 @@ fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
         .get("name")
         .and_then(serde_yaml_ng::Value::as_str)
         .ok_or("name: missing required field")?;
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
+    let now = jiff::Timestamp::now();
+    // To the millisecond: two submissions in one second are two jobs.
+    let stamp = format!(
+        "{}{:03}",
+        now.strftime("%Y%m%dT%H%M%S"),
+        now.as_millisecond().rem_euclid(1000)
+    );
     let suffix = format!("-verify-{stamp}");
     let keep = name.len().min(64usize.saturating_sub(suffix.len()));
     let base: String = name.chars().take(keep).collect();
