@@ -64,6 +64,25 @@ fn diff_lines(path: &Path) -> (BTreeSet<(String, String, String, String)>, Vec<s
     (keys, lines)
 }
 
+/// The fields of one CSV line (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("field").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().expect("field").push(c),
+        }
+    }
+    fields
+}
+
 fn expected(rows: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, String)> {
     rows.iter()
         .map(|(table, key, kind, columns)| {
@@ -337,7 +356,7 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
     let header: Vec<&str> = rows.next().expect("header").split(',').collect();
     let column = |name: &str| header.iter().position(|c| *c == name).expect(name);
     let records: Vec<Vec<String>> = rows
-        .map(|line| line.split(',').map(str::to_owned).collect())
+        .map(csv_fields)
         .collect();
     assert!(records.len() >= 7, "every chunk: {}", csv.1);
     for record in &records {
