@@ -257,7 +257,10 @@ mod tests {
         probes: AtomicUsize,
     }
 
-    fn side(rows: &BTreeMap<i64, u64>, range: IntRange) -> (RangeChecksum, Option<i64>, Option<i64>) {
+    fn side(
+        rows: &BTreeMap<i64, u64>,
+        range: IntRange,
+    ) -> (RangeChecksum, Option<i64>, Option<i64>) {
         let inside: Vec<(&i64, &u64)> = rows
             .iter()
             .filter(|(key, _)| {
@@ -334,7 +337,10 @@ mod tests {
         let mut holding = BTreeSet::new();
         for (range, sides) in &found.differing {
             assert!(!sides.agree());
-            assert!(sides.source.rows.max(sides.target.rows) <= 200, "{range:?} {sides:?}");
+            assert!(
+                sides.source.rows.max(sides.target.rows) <= 200,
+                "{range:?} {sides:?}"
+            );
             for key in [17, 250_000, 50_000, -5] {
                 if range.lower.is_none_or(|lower| key >= lower)
                     && range.upper.is_none_or(|upper| key < upper)
@@ -343,7 +349,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(holding.len(), 4, "every differing key is in a range: {found:?}");
+        assert_eq!(
+            holding.len(),
+            4,
+            "every differing key is in a range: {found:?}"
+        );
         assert!(found.differing.len() <= 4);
         // Logarithmic: about two probes per halving per difference, not one per row.
         assert!(found.probes < 4 * 2 * 20, "{} probes", found.probes);

@@ -246,7 +246,7 @@ enum AttemptOutcome {
     Completed {
         attempt: Attempt,
         completion: ChunkCompletion,
-        record: ChunkRecord,
+        record: Box<ChunkRecord>,
     },
     /// The store failed; the run stops (the job stays resumable).
     Store(CoordinationError),
@@ -425,7 +425,7 @@ pub async fn run_job_on(
                 attempt,
                 completion,
                 record,
-            } => (attempt, completion, record),
+            } => (attempt, completion, *record),
             AttemptOutcome::NotStarted => {
                 model[chunk_id.0 as usize].state = ChunkState::Planned;
                 queue.push(chunk_id);
@@ -633,7 +633,7 @@ impl AttemptStarter<'_> {
                 Ok(record) => finished(AttemptOutcome::Completed {
                     attempt,
                     completion,
-                    record,
+                    record: Box::new(record),
                 }),
                 Err(error) => finished(AttemptOutcome::Store(error)),
             }
@@ -781,6 +781,32 @@ mod tests {
         assert!(matches!(
             classify(&mismatch, 0, &fail_fast),
             Some(ChunkCompletion::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_verify_only_mismatch_is_a_final_finding_with_both_sides() {
+        let source = RangeChecksum { rows: 2, sum: 1 };
+        let target = RangeChecksum { rows: 1, sum: 2 };
+        let opts = SchedulerOptions {
+            mode: JobMode::Verify,
+            ..options(3, OnMismatch::Recopy)
+        };
+        assert_eq!(
+            classify(&ChunkResult::Mismatch { source, target }, 0, &opts),
+            Some(ChunkCompletion::Differs { source, target })
+        );
+        // Errors are retried as in a copy: a verify that could not compare has no finding.
+        let transient = ChunkResult::Error {
+            message: "busy".into(),
+            retryable: true,
+        };
+        assert!(matches!(
+            classify(&transient, 0, &opts),
+            Some(ChunkCompletion::Retry {
+                mismatch: false,
+                ..
+            })
         ));
     }
 

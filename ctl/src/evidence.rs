@@ -85,11 +85,17 @@ pub fn evidence_lines(job: &JobRecord, chunks: &[ChunkRecord]) -> Vec<ChunkEvide
                 range: chunk.range.to_string(),
                 state,
                 source_rows: chunk.checksum.map(|checksum| checksum.rows),
-                source_checksum: chunk.checksum.map(|checksum| format!("{:032x}", checksum.sum)),
+                source_checksum: chunk
+                    .checksum
+                    .map(|checksum| format!("{:032x}", checksum.sum)),
                 target_rows: target.map(|checksum| checksum.rows),
                 target_checksum: target.map(|checksum| format!("{:032x}", checksum.sum)),
                 attempts: chunk.attempt.0,
-                worker: chunk.evidence.worker.as_ref().map(|worker| worker.0.clone()),
+                worker: chunk
+                    .evidence
+                    .worker
+                    .as_ref()
+                    .map(|worker| worker.0.clone()),
                 started_at: rfc3339(chunk.evidence.started_at_unix_ms),
                 ended_at: rfc3339(chunk.evidence.ended_at_unix_ms),
                 verified_at: (chunk.state == ChunkState::Verified)

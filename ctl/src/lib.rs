@@ -7,11 +7,11 @@ pub mod client_security;
 pub mod cluster;
 pub mod demo;
 pub mod demo_data;
+pub mod evidence;
 pub mod local;
 pub mod progress;
 pub mod remote;
 pub mod report;
-pub mod evidence;
 pub mod verify;
 
 /// Process exit codes, documented in the README.

@@ -359,9 +359,8 @@ struct ReportArgs {
 }
 
 fn parse_recheck_after(text: &str) -> Result<std::time::Duration, String> {
-    ferry_model::duration::parse_duration(text).map_err(|error| {
-        format!("{text:?} is not a duration ({error}); give e.g. 30s, 2m or 0s")
-    })
+    ferry_model::duration::parse_duration(text)
+        .map_err(|error| format!("{text:?} is not a duration ({error}); give e.g. 30s, 2m or 0s"))
 }
 
 #[derive(clap::Args)]

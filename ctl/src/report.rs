@@ -379,7 +379,11 @@ impl JobReport {
             let _ = writeln!(
                 out,
                 "{} chunk {} of {}{} {}: {}",
-                if failed.differs { "DIFFERING" } else { "FAILED" },
+                if failed.differs {
+                    "DIFFERING"
+                } else {
+                    "FAILED"
+                },
                 failed.chunk,
                 failed.table,
                 failed

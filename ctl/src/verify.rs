@@ -85,11 +85,9 @@ pub fn start_over_if_finished(state: &Path) -> Result<bool, String> {
     if !state.exists() {
         return Ok(false);
     }
-    let connection = rusqlite::Connection::open_with_flags(
-        state,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .map_err(|error| format!("state file {}: {error}", state.display()))?;
+    let connection =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|error| format!("state file {}: {error}", state.display()))?;
     let counts: rusqlite::Result<(i64, i64)> = connection.query_row(
         "SELECT count(*), count(*) FILTER (WHERE state NOT IN ('VERIFIED', 'FAILED')) FROM chunks",
         [],
@@ -259,10 +257,14 @@ impl ConnectorProbe<'_> {
             .connectors
             .source
             .read_chunk(&self.table, &self.key, range);
-        let target = self.connectors.sink.read_back(&self.table, &self.key, range);
+        let target = self
+            .connectors
+            .sink
+            .read_back(&self.table, &self.key, range);
         let (source, target) = tokio::try_join!(source, target)?;
         let column = self.key_column.as_deref();
-        let (source, target) = tokio::try_join!(hash_side(source, column), hash_side(target, column))?;
+        let (source, target) =
+            tokio::try_join!(hash_side(source, column), hash_side(target, column))?;
         Ok(Sides {
             source: source.0,
             target: target.0,
@@ -399,8 +401,10 @@ async fn localise_chunk(
             .sink
             .read_back(&probe.table, &probe.key, &range)
             .await?;
-        let (source, target) =
-            tokio::try_join!(rows_by_key(source, &key_names), rows_by_key(target, &key_names))?;
+        let (source, target) = tokio::try_join!(
+            rows_by_key(source, &key_names),
+            rows_by_key(target, &key_names)
+        )?;
         ranges.push(DifferingRange {
             table: table.schema.name.to_string(),
             partition: chunk.partition.clone(),
@@ -450,7 +454,10 @@ fn add_rows(
     for (row, row_cells) in cells.into_iter().enumerate() {
         let values: Vec<serde_json::Value> = views
             .iter()
-            .map(|view| view.as_ref().map_or(serde_json::Value::Null, |view| json_of(view.cell(row))))
+            .map(|view| {
+                view.as_ref()
+                    .map_or(serde_json::Value::Null, |view| json_of(view.cell(row)))
+            })
             .collect();
         let key_columns: Vec<usize> = if key_indexes.is_empty() {
             (0..row_cells.len()).collect()
@@ -463,7 +470,9 @@ fn add_rows(
             .collect();
         let key = match key_columns.as_slice() {
             [only] => values[*only].clone(),
-            many => serde_json::Value::Array(many.iter().map(|index| values[*index].clone()).collect()),
+            many => {
+                serde_json::Value::Array(many.iter().map(|index| values[*index].clone()).collect())
+            }
         };
         rows.insert(
             key_bytes,
@@ -490,7 +499,10 @@ fn json_of(cell: CellRef<'_>) -> serde_json::Value {
         CellRef::Utf8(text) => Value::String(text.to_owned()),
         CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) => Value::String(format!(
             "x'{}'",
-            bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>()
+            bytes
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
         )),
         other => Value::String(format!("{other:?}")),
     }
@@ -498,7 +510,9 @@ fn json_of(cell: CellRef<'_>) -> serde_json::Value {
 
 fn differing_columns<'a>(difference: &RowDifference, columns: &'a [String]) -> Vec<&'a str> {
     match difference {
-        RowDifference::Changed { columns: changed, .. } => changed
+        RowDifference::Changed {
+            columns: changed, ..
+        } => changed
             .iter()
             .filter_map(|index| columns.get(*index).map(String::as_str))
             .collect(),
@@ -523,11 +537,21 @@ fn print_diff(localised: &Localised, show_values: bool) {
         localised.probes,
         localised.elapsed.as_secs_f64()
     );
-    println!("{:<24}  {:<12}  {:>6}  {:<20}  {:<8}  columns", "table", "partition", "chunk", "key", "kind");
+    println!(
+        "{:<24}  {:<12}  {:>6}  {:<20}  {:<8}  columns",
+        "table", "partition", "chunk", "key", "kind"
+    );
     for range in &localised.ranges {
         for difference in &range.rows {
             let mut columns = differing_columns(difference, &range.columns).join(",");
-            if show_values && let RowDifference::Changed { columns: changed, source, target, .. } = difference {
+            if show_values
+                && let RowDifference::Changed {
+                    columns: changed,
+                    source,
+                    target,
+                    ..
+                } = difference
+            {
                 let values: Vec<String> = changed
                     .iter()
                     .map(|index| {
@@ -699,7 +723,8 @@ mod tests {
 
     #[test]
     fn submitted_verify_spec_names_the_mode_and_the_job() {
-        let yaml = "name: orders\nsource: {kind: sqlite, path: a.db}\n# note\ntables: {include: ['*']}\n";
+        let yaml =
+            "name: orders\nsource: {kind: sqlite, path: a.db}\n# note\ntables: {include: ['*']}\n";
         let rewritten = verify_spec_yaml(yaml, "orders-verify").expect("rewritten");
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&rewritten).expect("yaml");
         assert_eq!(value["mode"].as_str(), Some("verify"));

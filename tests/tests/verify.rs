@@ -15,6 +15,9 @@ use ferry_tests::{env_url, mariadb, psql, sqlite3, unique_suffix, with_database}
 /// Exit code of a verify that found differences (README "Exit codes").
 const DIFFERENCES: i32 = 4;
 
+/// `(table, key, kind, columns)` of one differing key.
+type DiffKey = (String, String, String, String);
+
 /// Runs `ferryctl` with `env`; returns its exit code, stdout and stderr.
 fn ferryctl(args: &[&str], env: &HashMap<String, String>) -> (i32, String, String) {
     let output = Command::new(binary("ferryctl"))
@@ -40,7 +43,7 @@ fn expect_code(what: &str, run: &(i32, String, String), code: i32) {
 }
 
 /// `(table, key, kind, columns)` of every line of a `--output` file.
-fn diff_lines(path: &Path) -> (BTreeSet<(String, String, String, String)>, Vec<serde_json::Value>) {
+fn diff_lines(path: &Path) -> (BTreeSet<DiffKey>, Vec<serde_json::Value>) {
     let text = std::fs::read_to_string(path).expect("diff file");
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -83,7 +86,7 @@ fn csv_fields(line: &str) -> Vec<String> {
     fields
 }
 
-fn expected(rows: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, String)> {
+fn expected(rows: &[(&str, &str, &str, &str)]) -> BTreeSet<DiffKey> {
     rows.iter()
         .map(|(table, key, kind, columns)| {
             (
@@ -99,7 +102,9 @@ fn expected(rows: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, Stri
 fn pg_fingerprint(url: &str, table: &str) -> String {
     psql(
         url,
-        &format!("SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {table} t"),
+        &format!(
+            "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {table} t"
+        ),
     )
 }
 
@@ -187,7 +192,14 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
     let state = |name: &str| dir.path().join(name).display().to_string();
     let copy_state = state("copy.db");
     let copied = ferryctl(
-        &["local", &spec, "--state", &copy_state, "--control-addr", "127.0.0.1:0"],
+        &[
+            "local",
+            &spec,
+            "--state",
+            &copy_state,
+            "--control-addr",
+            "127.0.0.1:0",
+        ],
         &env,
     );
     expect_code("copy", &copied, 0);
@@ -206,7 +218,10 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
          UPDATE v_events SET v = -1 WHERE id = 7777;",
     );
     assert_eq!(
-        psql(&pair.target(), "SELECT price = 0.1::float8, price > 0.1::float8 FROM v_items WHERE id = 4004"),
+        psql(
+            &pair.target(),
+            "SELECT price = 0.1::float8, price > 0.1::float8 FROM v_items WHERE id = 4004"
+        ),
         "f|t",
         "the target's float differs from the source's in its last bit only"
     );
@@ -230,7 +245,10 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
         "64",
     ];
 
-    let found = ferryctl(&[&common[..], &["--json", "--output", &diff_text]].concat(), &env);
+    let found = ferryctl(
+        &[&common[..], &["--json", "--output", &diff_text]].concat(),
+        &env,
+    );
     expect_code("verify of the damaged target", &found, DIFFERENCES);
     let (keys, lines) = diff_lines(&diff);
     assert_eq!(
@@ -279,14 +297,23 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
         .iter()
         .map(|table| pg_fingerprint(&pair.target(), table))
         .collect();
-    assert_eq!(after_verify, target_before, "a verify writes nothing to the target");
+    assert_eq!(
+        after_verify, target_before,
+        "a verify writes nothing to the target"
+    );
 
     // --repair --dry-run lists, changes nothing; --show-values shows the values.
     let diff_values = dir.path().join("values.jsonl");
     let dry = ferryctl(
         &[
             &common[..],
-            &["--repair", "--dry-run", "--show-values", "--output", &diff_values.display().to_string()],
+            &[
+                "--repair",
+                "--dry-run",
+                "--show-values",
+                "--output",
+                &diff_values.display().to_string(),
+            ],
         ]
         .concat(),
         &env,
@@ -350,18 +377,29 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
     expect_code("verify after repair", &again, 0);
 
     // The evidence record of that last verify: every chunk, both sides, who and when.
-    let csv = ferryctl(&["report", "pgv-verify", "--state", &verify_state, "--format", "csv"], &env);
+    let csv = ferryctl(
+        &[
+            "report",
+            "pgv-verify",
+            "--state",
+            &verify_state,
+            "--format",
+            "csv",
+        ],
+        &env,
+    );
     expect_code("report csv", &csv, 0);
     let mut rows = csv.1.lines();
     let header: Vec<&str> = rows.next().expect("header").split(',').collect();
     let column = |name: &str| header.iter().position(|c| *c == name).expect(name);
-    let records: Vec<Vec<String>> = rows
-        .map(csv_fields)
-        .collect();
+    let records: Vec<Vec<String>> = rows.map(csv_fields).collect();
     assert!(records.len() >= 7, "every chunk: {}", csv.1);
     for record in &records {
         assert_eq!(record[column("state")], "VERIFIED");
-        assert_eq!(record[column("source_checksum")], record[column("target_checksum")]);
+        assert_eq!(
+            record[column("source_checksum")],
+            record[column("target_checksum")]
+        );
         assert_eq!(record[column("source_rows")], record[column("target_rows")]);
         assert!(record[column("worker")].starts_with("local-"));
         assert!(!record[column("verified_at")].is_empty());
@@ -387,7 +425,10 @@ fn postgres_to_mariadb_verify_across_engines_finds_and_repairs() {
     let pair = PgPair::new();
     let server = env_url("FERRY_TEST_MYSQL_URL");
     let target_db = format!("ferry_vmy_{}", unique_suffix());
-    mariadb(&server, &format!("CREATE DATABASE {target_db} CHARACTER SET utf8mb4"));
+    mariadb(
+        &server,
+        &format!("CREATE DATABASE {target_db} CHARACTER SET utf8mb4"),
+    );
     let target_url = with_database(&server, &target_db);
     psql(
         &pair.source(),
@@ -414,7 +455,14 @@ fn postgres_to_mariadb_verify_across_engines_finds_and_repairs() {
     let spec = spec.display().to_string();
     let copy_state = dir.path().join("copy.db").display().to_string();
     let copied = ferryctl(
-        &["local", &spec, "--state", &copy_state, "--control-addr", "127.0.0.1:0"],
+        &[
+            "local",
+            &spec,
+            "--state",
+            &copy_state,
+            "--control-addr",
+            "127.0.0.1:0",
+        ],
         &env,
     );
     expect_code("copy", &copied, 0);
@@ -437,7 +485,10 @@ fn postgres_to_mariadb_verify_across_engines_finds_and_repairs() {
         "--recheck-after",
         "0s",
     ];
-    let found = ferryctl(&[&common[..], &["--output", &diff.display().to_string()]].concat(), &env);
+    let found = ferryctl(
+        &[&common[..], &["--output", &diff.display().to_string()]].concat(),
+        &env,
+    );
     expect_code("verify", &found, DIFFERENCES);
     assert_eq!(
         diff_lines(&diff).0,
@@ -489,11 +540,20 @@ fn sqlite_verify_tells_null_from_empty_and_a_float_by_its_last_bit() {
         0,
     );
     let fingerprint = |path: &Path| {
-        sqlite3(path, "SELECT count(*), group_concat(quote(id) || quote(note) || quote(price), ',') FROM (SELECT * FROM items ORDER BY id)")
+        sqlite3(
+            path,
+            "SELECT count(*), group_concat(quote(id) || quote(note) || quote(price), ',') FROM (SELECT * FROM items ORDER BY id)",
+        )
     };
     let source_before = fingerprint(&source);
     // 0.30000000000000004 is 3 * 0.1's double; its neighbour below is 0.3.
-    assert_eq!(sqlite3(&source, "SELECT price = 0.30000000000000004 FROM items WHERE id = 3"), "1");
+    assert_eq!(
+        sqlite3(
+            &source,
+            "SELECT price = 0.30000000000000004 FROM items WHERE id = 3"
+        ),
+        "1"
+    );
     sqlite3(
         &target,
         "UPDATE items SET note = '' WHERE id = 10;
@@ -501,8 +561,18 @@ fn sqlite_verify_tells_null_from_empty_and_a_float_by_its_last_bit() {
          INSERT INTO items VALUES (2500000, 'extra', 1.0);",
     );
     let diff = dir.path().join("diff.jsonl");
-    let common = ["verify", spec.as_str(), "--control-addr", "127.0.0.1:0", "--recheck-after", "0s"];
-    let found = ferryctl(&[&common[..], &["--output", &diff.display().to_string()]].concat(), &env);
+    let common = [
+        "verify",
+        spec.as_str(),
+        "--control-addr",
+        "127.0.0.1:0",
+        "--recheck-after",
+        "0s",
+    ];
+    let found = ferryctl(
+        &[&common[..], &["--output", &diff.display().to_string()]].concat(),
+        &env,
+    );
     expect_code("verify", &found, DIFFERENCES);
     assert_eq!(
         diff_lines(&diff).0,
@@ -512,7 +582,11 @@ fn sqlite_verify_tells_null_from_empty_and_a_float_by_its_last_bit() {
             ("items", "3", "changed", "price"),
         ])
     );
-    expect_code("repair", &ferryctl(&[&common[..], &["--repair"]].concat(), &env), 0);
+    expect_code(
+        "repair",
+        &ferryctl(&[&common[..], &["--repair"]].concat(), &env),
+        0,
+    );
     assert_eq!(fingerprint(&target), source_before, "target repaired");
     assert_eq!(fingerprint(&source), source_before, "source untouched");
     expect_code("verify after repair", &ferryctl(&common, &env), 0);
@@ -532,7 +606,10 @@ fn a_verify_only_job_on_a_cluster_completes_with_the_right_answer() {
         ferry_tests::cluster::assert_done(&status);
     });
     cluster.assert_same(&["orders"]);
-    psql(&cluster.target_url(), "UPDATE orders SET note = 'drifted' WHERE id = 4321");
+    psql(
+        &cluster.target_url(),
+        "UPDATE orders SET note = 'drifted' WHERE id = 4321",
+    );
     let target_before = pg_fingerprint(&cluster.target_url(), "orders");
     let spec = cluster.dir.path().join("job.yaml");
     std::fs::write(&spec, &spec_text).expect("spec");
@@ -541,7 +618,16 @@ fn a_verify_only_job_on_a_cluster_completes_with_the_right_answer() {
     let env: HashMap<String, String> = cluster.envs();
     let verify = |what: &str, code: i32| {
         let run = ferryctl(
-            &["submit", &spec, "--verify-only", "--wait", "--endpoint", &endpoint, "-o", "json"],
+            &[
+                "submit",
+                &spec,
+                "--verify-only",
+                "--wait",
+                "--endpoint",
+                &endpoint,
+                "-o",
+                "json",
+            ],
             &env,
         );
         expect_code(what, &run, code);
@@ -552,7 +638,10 @@ fn a_verify_only_job_on_a_cluster_completes_with_the_right_answer() {
         target_before,
         "a verify-only job writes nothing to the target"
     );
-    let note = psql(&cluster.source_url(), "SELECT note FROM orders WHERE id = 4321");
+    let note = psql(
+        &cluster.source_url(),
+        "SELECT note FROM orders WHERE id = 4321",
+    );
     psql(
         &cluster.target_url(),
         &format!("UPDATE orders SET note = '{note}' WHERE id = 4321"),

@@ -930,7 +930,8 @@ impl Coordination for EtcdStore {
                 job,
                 chunk,
                 |record| {
-                    let next = complete_transition(record, attempt, completion, crate::now_unix_ms())?;
+                    let next =
+                        complete_transition(record, attempt, completion, crate::now_unix_ms())?;
                     Ok(Some((next.clone(), next)))
                 },
                 |current| match &current.worker {

@@ -2,9 +2,7 @@
 //! (LocalStore and EtcdStore; the conformance suite holds both to it): a store reads a
 //! record, applies one transition, and writes the result atomically.
 
-use super::{
-    ChunkCompletion, ChunkEvidence, ChunkRecord, ChunkState, CoordinationError, Result,
-};
+use super::{ChunkCompletion, ChunkEvidence, ChunkRecord, ChunkState, CoordinationError, Result};
 use ferry_model::ids::{Attempt, WorkerId};
 
 pub(super) fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {

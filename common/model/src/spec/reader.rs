@@ -11,8 +11,8 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
-    JobMode, SchemaMode, TableSelection, VerifyMode, VerifySpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobMode, JobSpec, OnMismatch,
+    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -757,6 +757,22 @@ throttle:
                     "unknown value \"retry\"; expected one of: recopy, fail".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn mode_is_copy_by_default_and_verify_makes_another_job() {
+        let copy = parse(&spec_with("", "")).expect("valid");
+        assert_eq!(copy.mode, JobMode::Copy);
+        let verify = parse(&spec_with("", "mode: verify\n")).expect("valid");
+        assert_eq!(verify.mode, JobMode::Verify);
+        assert_ne!(copy.fingerprint(), verify.fingerprint());
+        assert_eq!(
+            single_error(&spec_with("", "mode: sync\n")),
+            (
+                "mode".to_owned(),
+                "unknown value \"sync\"; expected one of: copy, verify".to_owned()
+            )
         );
     }
 
