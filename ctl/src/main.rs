@@ -642,7 +642,7 @@ async fn local(
     };
     let state_path = state.unwrap_or_else(|| default_state_path(&spec_path, &spec));
     if verify.is_some() {
-        match ferry_ctl::verify::start_over_if_finished(&state_path) {
+        match ferry_ctl::verify::start_over_if_finished(&state_path, &spec.name) {
             Ok(true) => eprintln!(
                 "verifying again from the start (the last verify in {} had ended)",
                 state_path.display()

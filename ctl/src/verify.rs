@@ -79,22 +79,26 @@ pub fn verify_spec_yaml(spec_yaml: &str, name: &str) -> Result<String, String> {
     serde_yaml_ng::to_string(&document).map_err(|error| error.to_string())
 }
 
-/// A verify state file left by a finished run is removed, so that each `ferryctl verify`
-/// compares everything again; one left by an interrupted run is kept and resumed.
-pub fn start_over_if_finished(state: &Path) -> Result<bool, String> {
+/// A verify state file left by a finished run of `job` is removed, so that each
+/// `ferryctl verify` compares everything again; one left by an interrupted run is kept
+/// and resumed, and a file that holds any other job (a copy's state file given as
+/// `--state`) is never removed.
+pub fn start_over_if_finished(state: &Path, job: &str) -> Result<bool, String> {
     if !state.exists() {
         return Ok(false);
     }
     let connection =
         rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|error| format!("state file {}: {error}", state.display()))?;
-    let counts: rusqlite::Result<(i64, i64)> = connection.query_row(
-        "SELECT count(*), count(*) FILTER (WHERE state NOT IN ('VERIFIED', 'FAILED')) FROM chunks",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+    let counts: rusqlite::Result<(i64, i64, i64)> = connection.query_row(
+        "SELECT (SELECT count(*) FROM jobs WHERE id <> ?1), count(*), \
+                count(*) FILTER (WHERE state NOT IN ('VERIFIED', 'FAILED')) \
+         FROM chunks WHERE job = ?1",
+        [job],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     );
     drop(connection);
-    let finished = matches!(counts, Ok((total, open)) if total > 0 && open == 0);
+    let finished = matches!(counts, Ok((other_jobs, total, open)) if other_jobs == 0 && total > 0 && open == 0);
     if finished {
         for suffix in ["", "-wal", "-shm"] {
             let mut path = state.as_os_str().to_owned();
@@ -178,7 +182,6 @@ pub async fn after_run(
     connectors: &JobConnectors,
     options: &VerifyOptions,
 ) -> (Localised, i32) {
-    let started = Instant::now();
     let mut localised = Localised::default();
     let differing: Vec<&ChunkRecord> = chunks.iter().filter(|chunk| chunk.differs()).collect();
     if differing.is_empty() {
@@ -192,6 +195,7 @@ pub async fn after_run(
         );
         tokio::time::sleep(options.recheck_after).await;
     }
+    let started = Instant::now();
     let mut failed = false;
     for chunk in differing {
         let Some(table) = job.tables.get(chunk.table_index) else {
@@ -731,6 +735,44 @@ mod tests {
         assert_eq!(value["name"].as_str(), Some("orders-verify"));
         assert_eq!(value["source"]["kind"].as_str(), Some("sqlite"));
         assert!(verify_spec_yaml("- a\n- b\n", "x").is_err());
+    }
+
+    #[test]
+    fn only_a_finished_verify_of_its_own_file_starts_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("v.db");
+        let make = |jobs: &[&str], states: &[&str]| {
+            let _ = std::fs::remove_file(&state);
+            let connection = rusqlite::Connection::open(&state).expect("open");
+            connection
+                .execute_batch(
+                    "CREATE TABLE jobs (id TEXT); CREATE TABLE chunks (job TEXT, state TEXT);",
+                )
+                .expect("schema");
+            for job in jobs {
+                connection
+                    .execute("INSERT INTO jobs VALUES (?1)", [job])
+                    .expect("job");
+            }
+            for chunk_state in states {
+                connection
+                    .execute("INSERT INTO chunks VALUES ('a-verify', ?1)", [chunk_state])
+                    .expect("chunk");
+            }
+        };
+        make(&["a-verify"], &["VERIFIED", "FAILED"]);
+        assert_eq!(start_over_if_finished(&state, "a-verify"), Ok(true));
+        assert!(!state.exists());
+        make(&["a-verify"], &["VERIFIED", "PLANNED"]);
+        assert_eq!(start_over_if_finished(&state, "a-verify"), Ok(false), "resumed");
+        assert!(state.exists());
+        make(&["a", "a-verify"], &["VERIFIED"]);
+        assert_eq!(
+            start_over_if_finished(&state, "a-verify"),
+            Ok(false),
+            "a copy's state file is never removed"
+        );
+        assert!(state.exists());
     }
 
     #[test]
