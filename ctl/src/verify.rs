@@ -764,7 +764,11 @@ mod tests {
         assert_eq!(start_over_if_finished(&state, "a-verify"), Ok(true));
         assert!(!state.exists());
         make(&["a-verify"], &["VERIFIED", "PLANNED"]);
-        assert_eq!(start_over_if_finished(&state, "a-verify"), Ok(false), "resumed");
+        assert_eq!(
+            start_over_if_finished(&state, "a-verify"),
+            Ok(false),
+            "resumed"
+        );
         assert!(state.exists());
         make(&["a", "a-verify"], &["VERIFIED"]);
         assert_eq!(
