@@ -96,9 +96,11 @@ pub async fn bisect<P: RangeProbe + ?Sized>(
             lower: Some(middle),
             upper: range.upper,
         };
-        for half in [upper_half, lower_half] {
-            let half_sides = probe.probe(half).await?;
-            found.probes += 1;
+        // Both halves at once: each reads its range on both sides.
+        let (upper_sides, lower_sides) =
+            futures::future::try_join(probe.probe(upper_half), probe.probe(lower_half)).await?;
+        found.probes += 2;
+        for (half, half_sides) in [(upper_half, upper_sides), (lower_half, lower_sides)] {
             if !half_sides.agree() {
                 pending.push((half, half_sides));
             }
