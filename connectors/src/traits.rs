@@ -250,6 +250,24 @@ pub trait Sink: Send + Sync {
         range: &ChunkRange,
     ) -> Result<RangeChecksum>;
 
+    /// Streams the target rows of a range in key order, as batches of the same form as
+    /// [`Source::read_chunk`] gives for `table` (so the canonical checksum and a row by
+    /// row comparison treat both sides alike), for localising a difference. Reads only.
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!(
+                "the {} target cannot be read back row by row to localise a difference",
+                self.kind()
+            ),
+        })
+    }
+
     /// Counts the target rows of a range.
     async fn count_chunk(
         &self,

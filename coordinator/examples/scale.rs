@@ -115,6 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         on_mismatch: OnMismatch::Recopy,
         verify: VerifyMode::Checksum,
         retry_backoff: Duration::from_millis(10),
+        mode: ferry_model::spec::JobMode::Copy,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();

@@ -8,9 +8,9 @@
 use ferry_connectors::{Sink, Source};
 use ferry_coordination::{ChunkState, Coordination, CoordinationError, JobRecord};
 use ferry_model::ids::JobId;
-use ferry_model::spec::JobSpec;
+use ferry_model::spec::{JobMode, JobSpec};
 
-use crate::plan::{PlanError, plan_job};
+use crate::plan::{PlanError, plan_job_with};
 
 /// Why a job could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,11 @@ pub async fn prepare_job(
             }
         }
         check_source_unchanged(&job, &chunks, source).await?;
-        check_targets_present(spec, &job, &chunks, sink).await?;
+        // A verify-only job touches nothing in the target, not even to check its tables
+        // (preparing one writes the fence table): a missing table fails its chunks.
+        if spec.mode == JobMode::Copy {
+            check_targets_present(spec, &job, &chunks, sink).await?;
+        }
         let verified: Vec<_> = chunks
             .iter()
             .filter(|chunk| chunk.state == ChunkState::Verified)
@@ -136,7 +140,7 @@ pub async fn prepare_job(
             resumed: true,
         });
     }
-    let plan = plan_job(spec, source, sink).await?;
+    let plan = plan_job_with(spec, source, sink, spec.mode == JobMode::Copy).await?;
     let job = JobRecord::new(spec, plan.tables);
     store.create_job(&job, &plan.chunks).await?;
     Ok(PreparedJob {

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod diff;
 pub mod job;
 pub mod metrics;
 pub mod pacer;

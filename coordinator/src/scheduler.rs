@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicU32;
 
 use ferry_model::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
 use ferry_model::ids::{Attempt, ChunkId, WorkerId};
-use ferry_model::spec::{OnMismatch, VerifyMode};
+use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -40,6 +40,8 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
+    /// Copy, or verify only (a mismatch is then a finding, never re-copied).
+    pub mode: JobMode,
 }
 
 impl SchedulerOptions {
@@ -52,6 +54,7 @@ impl SchedulerOptions {
             on_mismatch: spec.verify.on_mismatch,
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
+            mode: spec.mode,
         }
     }
 }
@@ -243,7 +246,7 @@ enum AttemptOutcome {
     Completed {
         attempt: Attempt,
         completion: ChunkCompletion,
-        record: ChunkRecord,
+        record: Box<ChunkRecord>,
     },
     /// The store failed; the run stops (the job stays resumable).
     Store(CoordinationError),
@@ -422,7 +425,7 @@ pub async fn run_job_on(
                 attempt,
                 completion,
                 record,
-            } => (attempt, completion, record),
+            } => (attempt, completion, *record),
             AttemptOutcome::NotStarted => {
                 model[chunk_id.0 as usize].state = ChunkState::Planned;
                 queue.push(chunk_id);
@@ -454,6 +457,9 @@ pub async fn run_job_on(
             }
             ChunkCompletion::Failed { reason, .. } => {
                 tracing::error!(chunk = %chunk_id, %attempt, %reason, "chunk failed for good");
+            }
+            ChunkCompletion::Differs { source, target } => {
+                tracing::warn!(chunk = %chunk_id, %source, %target, "source and target differ");
             }
             ChunkCompletion::Verified { .. } => {}
         }
@@ -579,6 +585,7 @@ impl AttemptStarter<'_> {
                 partition,
                 range,
                 verify: options.verify,
+                mode: options.mode,
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -626,7 +633,7 @@ impl AttemptStarter<'_> {
                 Ok(record) => finished(AttemptOutcome::Completed {
                     attempt,
                     completion,
-                    record,
+                    record: Box::new(record),
                 }),
                 Err(error) => finished(AttemptOutcome::Store(error)),
             }
@@ -647,6 +654,14 @@ pub fn classify(
             rows: *rows,
             checksum: *checksum,
         }),
+        ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
+            // A verify-only job writes nothing: a difference is its finding, recorded
+            // at once with both sides (no attempt could change it).
+            Some(ChunkCompletion::Differs {
+                source: *source,
+                target: *target,
+            })
+        }
         ChunkResult::Mismatch { source, target } => {
             let reason = format!("checksum mismatch: source has {source}, target has {target}");
             let give_up = out_of_attempts || options.on_mismatch == OnMismatch::Fail;
@@ -717,6 +732,7 @@ mod tests {
             on_mismatch,
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
+            mode: JobMode::Copy,
         }
     }
 
@@ -765,6 +781,32 @@ mod tests {
         assert!(matches!(
             classify(&mismatch, 0, &fail_fast),
             Some(ChunkCompletion::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_verify_only_mismatch_is_a_final_finding_with_both_sides() {
+        let source = RangeChecksum { rows: 2, sum: 1 };
+        let target = RangeChecksum { rows: 1, sum: 2 };
+        let opts = SchedulerOptions {
+            mode: JobMode::Verify,
+            ..options(3, OnMismatch::Recopy)
+        };
+        assert_eq!(
+            classify(&ChunkResult::Mismatch { source, target }, 0, &opts),
+            Some(ChunkCompletion::Differs { source, target })
+        );
+        // Errors are retried as in a copy: a verify that could not compare has no finding.
+        let transient = ChunkResult::Error {
+            message: "busy".into(),
+            retryable: true,
+        };
+        assert!(matches!(
+            classify(&transient, 0, &opts),
+            Some(ChunkCompletion::Retry {
+                mismatch: false,
+                ..
+            })
         ));
     }
 

@@ -128,21 +128,52 @@ fn finish(outcome: Result<(), RemoteError>) -> i32 {
     }
 }
 
-/// `ferryctl submit SPEC [--dry-run] [--wait]`.
+/// How `ferryctl submit` submits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubmitOptions {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Follow the job to its end.
+    pub wait: bool,
+    /// Submit the spec as a verify-only job.
+    pub verify_only: bool,
+}
+
+/// `ferryctl submit SPEC [--dry-run] [--wait] [--verify-only]`.
 pub async fn submit(
     endpoints: &str,
     spec_path: &Path,
-    dry_run: bool,
-    wait: bool,
+    options: SubmitOptions,
     format: OutputFormat,
 ) -> i32 {
-    let spec_yaml = match crate::local::read_spec_text(spec_path) {
+    let SubmitOptions {
+        dry_run,
+        wait,
+        verify_only,
+    } = options;
+    let mut spec_yaml = match crate::local::read_spec_text(spec_path) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("error: {error}");
             return error.exit_code();
         }
     };
+    if verify_only {
+        let name = match verify_job_name(&spec_yaml) {
+            Ok(name) => name,
+            Err(message) => {
+                eprintln!("error: invalid spec {}: {message}", spec_path.display());
+                return exit_code::INVALID_INPUT;
+            }
+        };
+        spec_yaml = match crate::verify::verify_spec_yaml(&spec_yaml, &name) {
+            Ok(text) => text,
+            Err(message) => {
+                eprintln!("error: invalid spec {}: {message}", spec_path.display());
+                return exit_code::INVALID_INPUT;
+            }
+        };
+    }
     let outcome = request(endpoints, |mut client| {
         let submission = pb::SubmitJobRequest {
             spec_yaml: spec_yaml.clone(),
@@ -165,6 +196,28 @@ pub async fn submit(
         return watch(endpoints, &plan.job_id, format).await;
     }
     exit_code::OK
+}
+
+/// The name of a spec's verify-only job in a cluster: `<name>-verify-<UTC time>`, a new
+/// job at each submission (the name is at most 64 characters).
+fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
+    let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(spec_yaml)
+        .map_err(|error| format!("the spec is not YAML: {error}"))?;
+    let name = document
+        .get("name")
+        .and_then(serde_yaml_ng::Value::as_str)
+        .ok_or("name: missing required field")?;
+    let now = jiff::Timestamp::now();
+    // To the millisecond: two submissions in one second are two jobs.
+    let stamp = format!(
+        "{}{:03}",
+        now.strftime("%Y%m%dT%H%M%S"),
+        now.as_millisecond().rem_euclid(1000)
+    );
+    let suffix = format!("-verify-{stamp}");
+    let keep = name.len().min(64usize.saturating_sub(suffix.len()));
+    let base: String = name.chars().take(keep).collect();
+    Ok(format!("{base}{suffix}"))
 }
 
 fn print_plan(plan: &pb::SubmitJobResponse, format: OutputFormat) {
@@ -527,6 +580,26 @@ pub async fn watch(endpoints: &str, job: &str, format: OutputFormat) -> i32 {
     }
 }
 
+/// Whether a FAILED job is a verify-only job that found differences and nothing else
+/// (its stored reason says so).
+async fn found_differences(endpoints: &str, job: &str) -> bool {
+    let listed = request(endpoints, |mut client| async move {
+        client
+            .list_jobs(pb::ListJobsRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    })
+    .await;
+    listed.is_ok_and(|listed| {
+        listed.jobs.iter().any(|summary| {
+            summary.job_id == job
+                && summary
+                    .reason
+                    .starts_with(ferry_coordinator::cluster::runtime::DIFFERENCES_FOUND)
+        })
+    })
+}
+
 /// The exit code of a job that ended in `state`, or `None` while it runs.
 fn final_exit_code(state: i32) -> Option<i32> {
     match pb::JobState::try_from(state) {
@@ -650,6 +723,11 @@ async fn follow_job(endpoints: &str, job: &str, format: OutputFormat) -> i32 {
                         if let Some(code) = ended_opt {
                             display.finish(last_snapshot_opt.as_ref());
                             report_end(job, last_snapshot_opt.as_ref());
+                            if code == exit_code::REMOTE_FAILED
+                                && found_differences(endpoints, job).await
+                            {
+                                return exit_code::DIFFERENCES;
+                            }
                             return code;
                         }
                     }

@@ -7,10 +7,12 @@ pub mod client_security;
 pub mod cluster;
 pub mod demo;
 pub mod demo_data;
+pub mod evidence;
 pub mod local;
 pub mod progress;
 pub mod remote;
 pub mod report;
+pub mod verify;
 
 /// Process exit codes, documented in the README.
 pub mod exit_code {
@@ -25,6 +27,10 @@ pub mod exit_code {
     /// A remote command: the ferry failed while serving it, or the watched job ended
     /// FAILED or CANCELLED (same value as [`FAILED_CHUNKS`]).
     pub const REMOTE_FAILED: i32 = 1;
+    /// A verify-only job (`ferryctl verify`, `watch` of a `submit --verify-only` job)
+    /// found source and target different, and nothing else went wrong. Not an error:
+    /// the report (and `--output`) names what differs.
+    pub const DIFFERENCES: i32 = 4;
     /// Interrupted (Ctrl-C); the same command resumes.
     pub const INTERRUPTED: i32 = 130;
 }

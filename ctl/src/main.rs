@@ -41,6 +41,16 @@ enum Command {
     /// Run a job spec in this process: plan, copy in chunks with a pool of workers,
     /// verify every chunk. Interrupt with Ctrl-C; the same command resumes.
     Local(LocalArgs),
+    /// Compare a copied job's source and target without writing anything: the spec's
+    /// job planned again as a verify-only job `<name>-verify`, each chunk counted and
+    /// checksummed on both sides by the same runtime and workers as `local`; differing
+    /// chunks are bisected to ranges and compared row by row. Exit 0: both sides agree;
+    /// 4: differences found (listed, and in --output).
+    Verify(VerifyArgs),
+    /// Print a job's evidence record from its state file: every chunk with its table,
+    /// partition, range, rows and checksum on each side, attempts, worker, start, end
+    /// and verification time.
+    Report(ReportArgs),
     /// Make a sample SQLite database and a spec for it, then run it like `local`.
     Demo(DemoArgs),
     /// Validate a job spec and print every problem found.
@@ -83,7 +93,11 @@ impl Command {
     /// The Control API flags of a remote command.
     fn remote(&self) -> Option<&RemoteArgs> {
         match self {
-            Command::Local(_) | Command::Demo(_) | Command::Validate { .. } => None,
+            Command::Local(_)
+            | Command::Verify(_)
+            | Command::Report(_)
+            | Command::Demo(_)
+            | Command::Validate { .. } => None,
             Command::Throttle(command) => Some(&command.remote),
             Command::Pause(args)
             | Command::Resume(args)
@@ -161,6 +175,11 @@ struct SubmitArgs {
     /// Plan only: print the tables, chunks, estimated rows and warnings; store nothing.
     #[arg(long, conflicts_with = "wait")]
     dry_run: bool,
+    /// Submit the spec as a verify-only job `<name>-verify-<time>`: every chunk counted
+    /// and checksummed on both sides, nothing written to the target. `--wait` exits 4
+    /// when source and target differ.
+    #[arg(long)]
+    verify_only: bool,
     /// After submitting, follow the job like `ferryctl watch` (and exit as it does).
     #[arg(long)]
     wait: bool,
@@ -301,6 +320,50 @@ impl LocalArgs {
 }
 
 #[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Bisect a differing chunk down to ranges of at most this many rows, then compare
+    /// them row by row.
+    #[arg(long, default_value_t = ferry_ctl::verify::DEFAULT_LEAF_ROWS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    leaf_rows: u64,
+    /// Write one JSON line per differing key to this file.
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Show column values in the diff and --output (they may be personal data).
+    #[arg(long)]
+    show_values: bool,
+    /// Re-copy only the differing ranges (overwrite in one transaction each, then
+    /// verified); target rows outside them are not touched.
+    #[arg(long)]
+    repair: bool,
+    /// With --repair: list the ranges that would be re-copied, change nothing.
+    #[arg(long, requires = "repair")]
+    dry_run: bool,
+    /// Check a differing chunk again after this long before reporting or repairing it
+    /// (a live source settles), e.g. 30s, 2m, 0s.
+    #[arg(long, default_value = "30s", value_parser = parse_recheck_after)]
+    recheck_after: std::time::Duration,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The job's name (the spec's `name`; `<name>-verify` for `ferryctl verify`).
+    job: String,
+    /// The job's state file (`ferryctl local` or `ferryctl verify` printed it).
+    #[arg(long)]
+    state: PathBuf,
+    /// json (one object per chunk, one per line) or csv.
+    #[arg(long, value_enum, default_value = "json")]
+    format: ferry_ctl::evidence::EvidenceFormat,
+}
+
+fn parse_recheck_after(text: &str) -> Result<std::time::Duration, String> {
+    ferry_model::duration::parse_duration(text)
+        .map_err(|error| format!("{text:?} is not a duration ({error}); give e.g. 30s, 2m or 0s"))
+}
+
+#[derive(clap::Args)]
 struct DemoArgs {
     /// Rows in the largest sample table.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -378,8 +441,33 @@ fn main() -> ExitCode {
                     args.json,
                     &args.control_addr,
                     security,
+                    None,
                 )
                 .await
+            }
+            Command::Verify(args) => {
+                let security = args.local.security();
+                let options = ferry_ctl::verify::VerifyOptions {
+                    leaf_rows: args.leaf_rows,
+                    show_values: args.show_values,
+                    output: args.output,
+                    repair: args.repair,
+                    dry_run: args.dry_run,
+                    recheck_after: args.recheck_after,
+                };
+                local(
+                    args.local.spec,
+                    args.local.workers.into(),
+                    args.local.state,
+                    args.local.json,
+                    &args.local.control_addr,
+                    security,
+                    Some(options),
+                )
+                .await
+            }
+            Command::Report(args) => {
+                ferry_ctl::evidence::print_report(&args.state, &args.job, args.format).await
             }
             Command::Demo(args) => demo(args).await,
             Command::Validate { spec } => validate(spec),
@@ -397,8 +485,11 @@ fn main() -> ExitCode {
                 cluster::submit(
                     &args.remote.endpoint,
                     &args.spec,
-                    args.dry_run,
-                    args.wait,
+                    cluster::SubmitOptions {
+                        dry_run: args.dry_run,
+                        wait: args.wait,
+                        verify_only: args.verify_only,
+                    },
                     args.remote.output,
                 )
                 .await
@@ -515,6 +606,7 @@ async fn demo(args: DemoArgs) -> i32 {
         false,
         "127.0.0.1:0",
         ControlSecurity::default(),
+        None,
     )
     .await;
     println!(
@@ -538,8 +630,10 @@ async fn local(
     json: bool,
     control_addr: &str,
     security: ControlSecurity,
+    verify: Option<ferry_ctl::verify::VerifyOptions>,
 ) -> i32 {
     let spec = match load_spec(&spec_path, &environment()) {
+        Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
         Ok(spec) => spec,
         Err(error) => {
             eprintln!("error: {error}");
@@ -547,6 +641,19 @@ async fn local(
         }
     };
     let state_path = state.unwrap_or_else(|| default_state_path(&spec_path, &spec));
+    if verify.is_some() {
+        match ferry_ctl::verify::start_over_if_finished(&state_path, &spec.name) {
+            Ok(true) => eprintln!(
+                "verifying again from the start (the last verify in {} had ended)",
+                state_path.display()
+            ),
+            Ok(false) => {}
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit_code::RUNTIME_ERROR;
+            }
+        }
+    }
     let mut job = match LocalJob::open(spec, &state_path).await {
         Ok(job) => job,
         Err(error) => {
@@ -554,7 +661,9 @@ async fn local(
             return error.exit_code();
         }
     };
-    if let Ok(text) = std::fs::read_to_string(&spec_path) {
+    if let Ok(text) = std::fs::read_to_string(&spec_path)
+        && verify.is_none()
+    {
         job.spec_text = text;
     }
     let prepared = match job.prepare().await {
@@ -646,7 +755,8 @@ async fn local(
             return error.exit_code();
         }
     };
-    let report = JobReport::new(&prepared.job, &prepared, &outcome);
+    let mut report = JobReport::new(&prepared.job, &prepared, &outcome);
+    report.verify_only = verify.is_some();
     if json {
         match serde_json::to_string(&report) {
             Ok(text) => println!("{text}"),
@@ -655,5 +765,22 @@ async fn local(
     } else {
         print!("{}", report.render());
     }
-    report.exit_code()
+    match verify {
+        Some(options) if report.only_differences() && !report.interrupted => {
+            let connectors = ferry_ctl::verify::JobConnectors {
+                source: job.source.clone(),
+                sink: job.sink.clone(),
+            };
+            let (_, code) = ferry_ctl::verify::after_run(
+                &job.spec,
+                &prepared.job,
+                &outcome.chunks,
+                &connectors,
+                &options,
+            )
+            .await;
+            code
+        }
+        _ => report.exit_code(),
+    }
 }

@@ -35,6 +35,9 @@ pub struct JobReport {
     pub tables: Vec<TableReport>,
     /// Chunks that ended FAILED, with their reasons.
     pub failed_chunks: Vec<FailedChunk>,
+    /// Whether the job was verify-only (`ferryctl verify`): nothing was copied, and
+    /// `rows` counts rows found alike on both sides.
+    pub verify_only: bool,
 }
 
 /// One table's part of the report.
@@ -64,6 +67,28 @@ pub struct TableReport {
     pub split_key: String,
     /// Planning remarks.
     pub warnings: Vec<String>,
+    /// Chunks whose source and target differ (a verify-only job).
+    pub differing: usize,
+    /// Per leaf partition, for a table planned by partition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// One leaf partition's part of a table's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionReport {
+    /// The partition.
+    pub partition: String,
+    /// Rows verified (copied, or found alike on both sides).
+    pub rows: u64,
+    /// Chunks planned.
+    pub chunks: usize,
+    /// Chunks VERIFIED.
+    pub verified: usize,
+    /// Chunks whose source and target differ (a verify-only job).
+    pub differing: usize,
+    /// Chunks FAILED on an error.
+    pub errors: usize,
 }
 
 /// A chunk that ended FAILED.
@@ -82,6 +107,8 @@ pub struct FailedChunk {
     pub attempts: u32,
     /// The last failure.
     pub reason: String,
+    /// Source and target differ (a verify-only job's finding), rather than an error.
+    pub differs: bool,
 }
 
 impl JobReport {
@@ -107,6 +134,8 @@ impl JobReport {
                     .map_or(0.0, |d| d.as_secs_f64()),
                 split_key: describe_key(&table.key),
                 warnings: table.warnings.clone(),
+                differing: 0,
+                partitions: Vec::new(),
             })
             .collect();
         let mut failed_chunks = Vec::new();
@@ -116,6 +145,37 @@ impl JobReport {
             };
             table.chunks += 1;
             table.attempts += u64::from(chunk.attempt.0);
+            if let Some(partition) = &chunk.partition {
+                let index = match table
+                    .partitions
+                    .iter()
+                    .position(|known| &known.partition == partition)
+                {
+                    Some(index) => index,
+                    None => {
+                        table.partitions.push(PartitionReport {
+                            partition: partition.clone(),
+                            rows: 0,
+                            chunks: 0,
+                            verified: 0,
+                            differing: 0,
+                            errors: 0,
+                        });
+                        table.partitions.len() - 1
+                    }
+                };
+                let part = &mut table.partitions[index];
+                part.chunks += 1;
+                match chunk.state {
+                    ChunkState::Verified => {
+                        part.verified += 1;
+                        part.rows += chunk.rows;
+                    }
+                    ChunkState::Failed if chunk.differs() => part.differing += 1,
+                    ChunkState::Failed => part.errors += 1,
+                    _ => {}
+                }
+            }
             match chunk.state {
                 ChunkState::Verified => {
                     table.verified += 1;
@@ -125,6 +185,7 @@ impl JobReport {
                 }
                 ChunkState::Failed => {
                     table.failed += 1;
+                    table.differing += usize::from(chunk.differs());
                     failed_chunks.push(FailedChunk {
                         table: table.table.clone(),
                         chunk: chunk.id.0,
@@ -132,6 +193,7 @@ impl JobReport {
                         range: chunk.range.to_string(),
                         attempts: chunk.attempt.0,
                         reason: chunk.last_error.clone().unwrap_or_default(),
+                        differs: chunk.differs(),
                     });
                 }
                 _ => table.pending += 1,
@@ -156,12 +218,21 @@ impl JobReport {
             requeued_chunks: outcome.requeued.len(),
             tables,
             failed_chunks,
+            verify_only: false,
         }
+    }
+
+    /// Whether the run found differences and nothing else went wrong: every FAILED
+    /// chunk differs (a verify-only job), none failed on an error.
+    pub fn only_differences(&self) -> bool {
+        !self.failed_chunks.is_empty() && self.failed_chunks.iter().all(|chunk| chunk.differs)
     }
 
     /// The exit code this run deserves.
     pub fn exit_code(&self) -> i32 {
-        if !self.failed_chunks.is_empty() {
+        if self.only_differences() && !self.interrupted {
+            exit_code::DIFFERENCES
+        } else if !self.failed_chunks.is_empty() {
             exit_code::FAILED_CHUNKS
         } else if self.interrupted {
             exit_code::INTERRUPTED
@@ -208,6 +279,10 @@ impl JobReport {
                 let _ = writeln!(out, "  warning: {warning}");
             }
         }
+        if self.verify_only {
+            self.render_verify(&mut out);
+            return out;
+        }
         let _ = writeln!(
             out,
             "(mismatches and errors: failed attempts that a re-copy with overwrite repaired)"
@@ -246,6 +321,80 @@ impl JobReport {
             );
         }
         out
+    }
+}
+
+impl JobReport {
+    /// The verify-only part of [`JobReport::render`]: per table and partition, whether
+    /// both sides agree, then each differing or failed chunk.
+    fn render_verify(&self, out: &mut String) {
+        let _ = writeln!(out, "verify-only: nothing was written to the target");
+        for table in &self.tables {
+            let verdict = if table.differing > 0 {
+                format!("{} chunks DIFFER", table.differing)
+            } else if table.failed > 0 {
+                format!("{} chunks failed", table.failed)
+            } else if table.pending > 0 {
+                "not finished".to_owned()
+            } else {
+                "source and target agree".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {} rows alike in {}/{} chunks: {verdict}",
+                table.table, table.rows, table.verified, table.chunks
+            );
+            for part in &table.partitions {
+                let verdict = if part.differing > 0 {
+                    format!("{} chunks DIFFER", part.differing)
+                } else if part.errors > 0 {
+                    format!("{} chunks failed", part.errors)
+                } else if part.verified < part.chunks {
+                    "not finished".to_owned()
+                } else {
+                    "agree".to_owned()
+                };
+                let _ = writeln!(
+                    out,
+                    "    partition {}: {} rows alike in {}/{} chunks: {verdict}",
+                    part.partition, part.rows, part.verified, part.chunks
+                );
+            }
+        }
+        let status = if self.ok {
+            "source and target agree"
+        } else if self.only_differences() {
+            "DIFFERENCES found"
+        } else if !self.failed_chunks.is_empty() {
+            "FAILED chunks"
+        } else {
+            "interrupted; run the same command again to resume"
+        };
+        let _ = writeln!(
+            out,
+            "job {}: {} rows compared alike in {:.1} s ({:.0} rows/s): {status}",
+            self.job, self.rows, self.duration_secs, self.rows_per_sec,
+        );
+        for failed in &self.failed_chunks {
+            let _ = writeln!(
+                out,
+                "{} chunk {} of {}{} {}: {}",
+                if failed.differs {
+                    "DIFFERING"
+                } else {
+                    "FAILED"
+                },
+                failed.chunk,
+                failed.table,
+                failed
+                    .partition
+                    .as_ref()
+                    .map(|partition| format!(" partition {partition}"))
+                    .unwrap_or_default(),
+                failed.range,
+                failed.reason
+            );
+        }
     }
 }
 

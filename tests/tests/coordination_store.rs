@@ -259,3 +259,57 @@ async fn etcd_unreachable_is_a_retryable_error_within_the_timeout() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A state file written before chunks kept their evidence (no `chunks.evidence` column)
+/// opens, gains the column, and its chunks read with no evidence; new attempts keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_from_before_chunk_evidence_opens_and_keeps_it_from_then_on() {
+    use ferry_coordination::conformance::sample_job;
+    use ferry_coordination::{ChunkCompletion, ChunkEvidence};
+    use ferry_model::checksum::RangeChecksum;
+    use ferry_model::ids::{ChunkId, JobId, WorkerId};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let job = JobId("before-evidence".into());
+    {
+        let store = LocalStore::open(&path).expect("file store");
+        let (record, chunks) = sample_job(&job, 2);
+        store.create_job(&record, &chunks).await.expect("create");
+    }
+    // What an older ferry left: the table without the column (sqlite3, not ferry).
+    let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    connection
+        .execute_batch("ALTER TABLE chunks DROP COLUMN evidence")
+        .expect("drop the column");
+    drop(connection);
+    let store = LocalStore::open(&path).expect("an older state file opens");
+    let (_, chunks) = store.load_job(&job).await.expect("load").expect("job");
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk.evidence == ChunkEvidence::default())
+    );
+    let worker = WorkerId("w-old".into());
+    let attempt = store
+        .assign(&job, ChunkId(0), &worker)
+        .await
+        .expect("assign");
+    let checksum = RangeChecksum { rows: 3, sum: 7 };
+    let record = store
+        .complete(
+            &job,
+            ChunkId(0),
+            attempt,
+            &ChunkCompletion::Differs {
+                source: checksum,
+                target: RangeChecksum { rows: 2, sum: 5 },
+            },
+        )
+        .await
+        .expect("complete");
+    assert!(record.differs());
+    assert_eq!(record.evidence.worker, Some(worker));
+    let (_, reread) = store.load_job(&job).await.expect("load").expect("job");
+    assert_eq!(reread[0], record, "kept in the state file");
+}

@@ -88,6 +88,8 @@ struct JobContext {
     tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
     chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>)>,
     verify: VerifyMode,
+    /// Copy, or verify only: from the job's spec, so every worker runs the job alike.
+    mode: ferry_model::spec::JobMode,
     runner: Arc<ChunkRunner>,
 }
 
@@ -425,6 +427,7 @@ impl AttemptRun {
             partition,
             range,
             verify: context.verify,
+            mode: context.mode,
             cancel: self.cancel.clone(),
             progress: {
                 let rows = rows.clone();
@@ -604,6 +607,7 @@ impl AttemptRun {
                 .map(|chunk| (chunk.id, (chunk.table_index, chunk.range, chunk.partition)))
                 .collect(),
             verify: spec.verify.mode,
+            mode: spec.mode,
             runner: Arc::new(ChunkRunner::new(source, sink)),
         });
         contexts.insert(job.clone(), loaded.clone());

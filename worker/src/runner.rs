@@ -19,6 +19,9 @@
 //! ([`ferry_model::schema::TableSchema::for_partition`]), so the source read, the
 //! target's delete and write, and both checksums cover that partition's rows of the range.
 //!
+//! A chunk of a verify-only job ([`JobMode::Verify`]) is not copied: both sides are
+//! counted and checksummed with the canonical checksum at once, and nothing is written.
+//!
 //! Checksums computed inside the databases (`md5` over each row's text in SQL) are not
 //! used: measured, they cost more than reading the target back and hashing it here.
 
@@ -30,7 +33,7 @@ use ferry_connectors::{
 };
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
-use ferry_model::spec::VerifyMode;
+use ferry_model::spec::{JobMode, VerifyMode};
 use futures::StreamExt;
 use tracing::Instrument;
 
@@ -97,6 +100,9 @@ impl ChunkRunner {
     }
 
     async fn run(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+        if task.mode == JobMode::Verify {
+            return self.verify_only(task).await;
+        }
         let copied = match self.copy_native(task).await? {
             Some(copied) => copied,
             None => self.copy_batches(task).await?,
@@ -161,6 +167,56 @@ impl ChunkRunner {
                 source: source_seen,
                 target,
             });
+        }
+        Ok(ChunkResult::Verified {
+            rows: source.rows,
+            checksum: source,
+        })
+    }
+
+    /// A verify-only attempt: counts and checksums the range on both sides at once with
+    /// the canonical checksum (streamed: the source's batches are hashed as they are
+    /// read, through the throttle's admission like a copy's), and writes nothing.
+    async fn verify_only(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+        let source = async {
+            let mut batches = self
+                .source
+                .read_chunk(&task.table, &task.key, &task.range)
+                .await?;
+            let mut checksum = RangeChecksum::default();
+            while let Some(batch) = batches.next().await {
+                let batch = batch?;
+                let bytes = batch.get_array_memory_size() as u64;
+                if let Err(reason) = task.admission.admit(batch.num_rows() as u64, bytes).await {
+                    return Ok(Err(reason));
+                }
+                if task.cancel.is_cancelled() {
+                    return Err(ConnectorError::Cancelled);
+                }
+                checksum.add_batch(&batch).map_err(|error| {
+                    ConnectorError::Task(format!(
+                        "failed to checksum rows of table {}: {error}",
+                        task.table.name
+                    ))
+                })?;
+                (task.progress)(batch.num_rows() as u64);
+            }
+            Ok(Ok(checksum))
+        };
+        let target = self
+            .sink
+            .checksum_chunk(&task.table, &task.key, &task.range);
+        let (source, target) = tokio::try_join!(source, target)?;
+        let source = match source {
+            Ok(source) => source,
+            Err(reason) => return Ok(ChunkResult::Requeued { reason }),
+        };
+        if task.cancel.is_cancelled() {
+            return Err(ConnectorError::Cancelled);
+        }
+        (task.on_verifying)();
+        if source != target {
+            return Ok(ChunkResult::Mismatch { source, target });
         }
         Ok(ChunkResult::Verified {
             rows: source.rows,

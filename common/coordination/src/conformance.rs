@@ -339,6 +339,16 @@ pub async fn check_assign_bumps_attempt_and_refuses_non_planned(store: &dyn Coor
     assert_eq!(verified.rows, 1_234);
     assert_eq!(verified.checksum, Some(checksum));
     assert_eq!(verified.worker, None);
+    // The evidence of the attempt stays: who ran it, when, and the target's side.
+    assert!(
+        verified.evidence.worker.is_some(),
+        "{:?}",
+        verified.evidence
+    );
+    let started = verified.evidence.started_at_unix_ms.expect("start kept");
+    let ended = verified.evidence.ended_at_unix_ms.expect("end kept");
+    assert!(started > 0 && ended >= started, "{:?}", verified.evidence);
+    assert_eq!(verified.evidence.target_checksum, Some(checksum));
     assert_eq!(chunk(store, &job, ChunkId(1)).await, verified);
     match store.assign(&job, ChunkId(1), &worker("w-a")).await {
         Err(CoordinationError::InvalidTransition {

@@ -893,7 +893,7 @@ impl Coordination for EtcdStore {
         let operation = format!("assign chunk {chunk} of job {job} to worker {worker}");
         let assigned = self
             .update_chunk(&operation, job, chunk, |record| {
-                assign_transition(record, worker).map(Some)
+                assign_transition(record, worker, crate::now_unix_ms()).map(Some)
             })
             .await?;
         assigned.ok_or_else(|| self.contention(&operation))
@@ -930,7 +930,8 @@ impl Coordination for EtcdStore {
                 job,
                 chunk,
                 |record| {
-                    let next = complete_transition(record, attempt, completion)?;
+                    let next =
+                        complete_transition(record, attempt, completion, crate::now_unix_ms())?;
                     Ok(Some((next.clone(), next)))
                 },
                 |current| match &current.worker {
@@ -1136,7 +1137,33 @@ mod tests {
             last_error: Some("checksum mismatch".into()),
             worker: Some(WorkerId("w-1".into())),
             partition: Some("events_2024".into()),
+            evidence: crate::ChunkEvidence {
+                worker: Some(WorkerId("w-0".into())),
+                started_at_unix_ms: Some(1_700_000_000_000),
+                ended_at_unix_ms: Some(1_700_000_001_500),
+                target_checksum: Some(RangeChecksum {
+                    rows: 12_000,
+                    sum: u128::MAX - 12_345,
+                }),
+            },
         }
+    }
+
+    #[test]
+    fn a_chunk_value_written_before_evidence_reads_with_none() {
+        let mut old = pb::ChunkRecordValue::decode(
+            encode_chunk(b"k", &sample_chunk())
+                .expect("encodes")
+                .as_slice(),
+        )
+        .expect("decodes");
+        old.last_worker = None;
+        old.started_at_unix_ms = None;
+        old.ended_at_unix_ms = None;
+        old.target_checksum = None;
+        let record = chunk_from_proto(old).expect("valid");
+        assert_eq!(record.evidence, crate::ChunkEvidence::default());
+        assert_eq!(record.rows, 12_000);
     }
 
     #[test]
@@ -1217,8 +1244,10 @@ mod tests {
             ..sample_chunk()
         };
         let (assigned, attempt) =
-            assign_transition(assigned, &WorkerId("w".into())).expect("planned");
+            assign_transition(assigned, &WorkerId("w".into()), 1_000).expect("planned");
         assert_eq!(attempt, Attempt(1));
+        assert_eq!(assigned.evidence.started_at_unix_ms, Some(1_000));
+        assert_eq!(assigned.evidence.worker, Some(WorkerId("w".into())));
         let retried = complete_transition(
             assigned.clone(),
             attempt,
@@ -1226,8 +1255,10 @@ mod tests {
                 reason: "boom".into(),
                 mismatch: true,
             },
+            2_000,
         )
         .expect("in flight");
+        assert_eq!(retried.evidence.ended_at_unix_ms, Some(2_000));
         assert_eq!(retried.state, ChunkState::Planned);
         assert_eq!((retried.failures, retried.mismatches), (1, 1));
         assert_eq!(retried.worker, None);
@@ -1235,7 +1266,8 @@ mod tests {
             complete_transition(
                 retried,
                 attempt,
-                &ChunkCompletion::Requeue { reason: "x".into() }
+                &ChunkCompletion::Requeue { reason: "x".into() },
+                3_000,
             ),
             Err(CoordinationError::StaleAttempt { .. })
         ));

@@ -89,6 +89,14 @@ pub(crate) fn encode_chunk(key: &[u8], record: &ChunkRecord) -> Result<Vec<u8>> 
         last_error: record.last_error.clone(),
         worker: record.worker.as_ref().map(|worker| worker.0.clone()),
         partition: record.partition.clone(),
+        last_worker: record
+            .evidence
+            .worker
+            .as_ref()
+            .map(|worker| worker.0.clone()),
+        started_at_unix_ms: record.evidence.started_at_unix_ms,
+        ended_at_unix_ms: record.evidence.ended_at_unix_ms,
+        target_checksum: record.evidence.target_checksum.map(checksum_to_proto),
     }
     .encode_to_vec())
 }
@@ -122,6 +130,13 @@ pub(crate) fn chunk_from_proto(
         last_error: value.last_error,
         worker: value.worker.map(WorkerId),
         partition: value.partition,
+        // Absent in values written before ferry kept evidence: read as none.
+        evidence: crate::ChunkEvidence {
+            worker: value.last_worker.map(WorkerId),
+            started_at_unix_ms: value.started_at_unix_ms,
+            ended_at_unix_ms: value.ended_at_unix_ms,
+            target_checksum: value.target_checksum.map(checksum_from_proto),
+        },
     })
 }
 

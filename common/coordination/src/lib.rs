@@ -147,9 +147,40 @@ pub struct ChunkRecord {
     pub last_error: Option<String>,
     /// The worker holding it, while in flight.
     pub worker: Option<WorkerId>,
+    /// What the last attempt did, kept after it ended: for the evidence report.
+    #[serde(default)]
+    pub evidence: ChunkEvidence,
+}
+
+/// A chunk's last attempt as evidence for sign-off (`ferryctl report`): who ran it, when,
+/// and what the target held. Absent in records stored before ferry kept it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkEvidence {
+    /// The worker that ran the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerId>,
+    /// When the last attempt was assigned, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_unix_ms: Option<i64>,
+    /// When the last attempt ended, in milliseconds since the Unix epoch (the
+    /// verification time of a VERIFIED chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_unix_ms: Option<i64>,
+    /// The target side of the last comparison: equal to `checksum` when VERIFIED, what
+    /// the target held when a verify-only job found the chunk different.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_checksum: Option<RangeChecksum>,
 }
 
 impl ChunkRecord {
+    /// Whether a verify-only job found this chunk's source and target different (as
+    /// opposed to FAILED on an error).
+    pub fn differs(&self) -> bool {
+        self.state == ChunkState::Failed
+            && self.evidence.target_checksum.is_some()
+            && self.checksum != self.evidence.target_checksum
+    }
+
     /// A chunk as planned: PLANNED, no attempt yet, nothing copied.
     pub fn planned(
         id: ChunkId,
@@ -172,8 +203,17 @@ impl ChunkRecord {
             checksum: None,
             last_error: None,
             worker: None,
+            evidence: ChunkEvidence::default(),
         }
     }
+}
+
+/// Now, in milliseconds since the Unix epoch, as the stores stamp attempts.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// A job as stored.
@@ -236,6 +276,14 @@ pub enum ChunkCompletion {
         reason: String,
         /// Whether it failed on a checksum mismatch.
         mismatch: bool,
+    },
+    /// A verify-only job compared both sides and they differ: final (FAILED, with both
+    /// checksums kept).
+    Differs {
+        /// What the source range holds.
+        source: RangeChecksum,
+        /// What the target range holds.
+        target: RangeChecksum,
     },
 }
 

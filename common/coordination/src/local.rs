@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_error TEXT,
     worker TEXT,
     partition_name TEXT,
+    evidence TEXT,
     PRIMARY KEY (job, chunk)
 );
 CREATE TABLE IF NOT EXISTS policies (
@@ -82,6 +83,20 @@ fn add_partition_column(connection: &Connection) -> rusqlite::Result<()> {
     )?;
     if !has_column {
         connection.execute_batch("ALTER TABLE chunks ADD COLUMN partition_name TEXT")?;
+    }
+    Ok(())
+}
+
+/// Adds `chunks.evidence` (JSON of [`super::ChunkEvidence`]) to a state file written
+/// before ferry kept each attempt's evidence; its chunks read with none.
+fn add_evidence_column(connection: &Connection) -> rusqlite::Result<()> {
+    let has_column: bool = connection.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('chunks') WHERE name = 'evidence'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_column {
+        connection.execute_batch("ALTER TABLE chunks ADD COLUMN evidence TEXT")?;
     }
     Ok(())
 }
@@ -172,6 +187,7 @@ impl LocalStore {
             })?;
         connection.execute_batch(SCHEMA).map_err(storage)?;
         add_partition_column(&connection).map_err(storage)?;
+        add_evidence_column(&connection).map_err(storage)?;
         add_history_columns(&connection).map_err(storage)?;
         connection
             .pragma_update(None, "user_version", STATE_FORMAT_VERSION)
@@ -213,6 +229,11 @@ impl LocalStore {
             path: self.path.display().to_string(),
             detail,
         }
+    }
+
+    fn evidence_json(&self, chunk: ChunkId, evidence: &super::ChunkEvidence) -> Result<String> {
+        serde_json::to_string(evidence)
+            .map_err(|error| self.corrupt(format!("chunk {chunk}: evidence: {error}")))
     }
 
     fn read_chunk(
@@ -387,7 +408,8 @@ impl LocalStore {
 }
 
 const CHUNK_COLUMNS: &str = "chunk, table_index, range, estimated_rows, state, attempt, failures, \
-                             mismatches, rows, checksum, last_error, worker, partition_name";
+                             mismatches, rows, checksum, last_error, worker, partition_name, \
+                             evidence";
 
 struct RawChunk {
     chunk: i64,
@@ -403,6 +425,7 @@ struct RawChunk {
     last_error: Option<String>,
     worker: Option<String>,
     partition: Option<String>,
+    evidence: Option<String>,
 }
 
 impl RawChunk {
@@ -421,6 +444,7 @@ impl RawChunk {
             last_error: row.get(10)?,
             worker: row.get(11)?,
             partition: row.get(12)?,
+            evidence: row.get(13)?,
         })
     }
 
@@ -442,6 +466,12 @@ impl RawChunk {
             .map(|text| serde_json::from_str::<RangeChecksum>(&text))
             .transpose()
             .map_err(|error| format!("chunk {}: checksum: {error}", self.chunk))?;
+        let evidence = self
+            .evidence
+            .map(|text| serde_json::from_str::<super::ChunkEvidence>(&text))
+            .transpose()
+            .map_err(|error| format!("chunk {}: evidence: {error}", self.chunk))?
+            .unwrap_or_default();
         Ok(ChunkRecord {
             id: ChunkId(number(self.chunk, "id")?),
             table_index: number(self.table_index, "table index")? as usize,
@@ -456,6 +486,7 @@ impl RawChunk {
             last_error: self.last_error,
             worker: self.worker.map(WorkerId),
             partition: self.partition,
+            evidence,
         })
     }
 }
@@ -567,12 +598,13 @@ impl Coordination for LocalStore {
     async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt> {
         let connection = self.lock();
         let record = self.read_chunk(&connection, job, chunk)?;
-        let (_, attempt) = assign_transition(record, worker)?;
+        let (next, attempt) = assign_transition(record, worker, super::now_unix_ms())?;
+        let evidence = self.evidence_json(chunk, &next.evidence)?;
         connection
             .execute(
-                "UPDATE chunks SET state = 'ASSIGNED', attempt = ?3, worker = ?4 \
+                "UPDATE chunks SET state = 'ASSIGNED', attempt = ?3, worker = ?4, evidence = ?5 \
                  WHERE job = ?1 AND chunk = ?2",
-                params![job.0, chunk.0, attempt.0, worker.0],
+                params![job.0, chunk.0, attempt.0, worker.0, evidence],
             )
             .map_err(self.storage())?;
         Ok(attempt)
@@ -606,7 +638,8 @@ impl Coordination for LocalStore {
     ) -> Result<ChunkRecord> {
         let connection = self.lock();
         let record = self.read_chunk(&connection, job, chunk)?;
-        let record = complete_transition(record, attempt, completion)?;
+        let record = complete_transition(record, attempt, completion, super::now_unix_ms())?;
+        let evidence = self.evidence_json(chunk, &record.evidence)?;
         let checksum_json = record
             .checksum
             .map(|checksum| serde_json::to_string(&checksum))
@@ -615,7 +648,8 @@ impl Coordination for LocalStore {
         connection
             .execute(
                 "UPDATE chunks SET state = ?3, failures = ?4, mismatches = ?5, rows = ?6, \
-                 checksum = ?7, last_error = ?8, worker = NULL WHERE job = ?1 AND chunk = ?2",
+                 checksum = ?7, last_error = ?8, worker = NULL, evidence = ?9 \
+                 WHERE job = ?1 AND chunk = ?2",
                 params![
                     job.0,
                     chunk.0,
@@ -625,6 +659,7 @@ impl Coordination for LocalStore {
                     record.rows as i64,
                     checksum_json,
                     record.last_error,
+                    evidence,
                 ],
             )
             .map_err(self.storage())?;

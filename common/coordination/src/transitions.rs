@@ -2,7 +2,7 @@
 //! (LocalStore and EtcdStore; the conformance suite holds both to it): a store reads a
 //! record, applies one transition, and writes the result atomically.
 
-use super::{ChunkCompletion, ChunkRecord, ChunkState, CoordinationError, Result};
+use super::{ChunkCompletion, ChunkEvidence, ChunkRecord, ChunkState, CoordinationError, Result};
 use ferry_model::ids::{Attempt, WorkerId};
 
 pub(super) fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
@@ -34,6 +34,7 @@ pub(super) fn planned(chunk: &ChunkRecord) -> ChunkRecord {
 pub(super) fn assign_transition(
     record: ChunkRecord,
     worker: &WorkerId,
+    now_unix_ms: i64,
 ) -> Result<(ChunkRecord, Attempt)> {
     if record.state != ChunkState::Planned {
         return Err(CoordinationError::InvalidTransition {
@@ -43,10 +44,17 @@ pub(super) fn assign_transition(
         });
     }
     let attempt = Attempt(record.attempt.0 + 1);
+    let evidence = ChunkEvidence {
+        worker: Some(worker.clone()),
+        started_at_unix_ms: Some(now_unix_ms),
+        ended_at_unix_ms: None,
+        target_checksum: None,
+    };
     let next = ChunkRecord {
         state: ChunkState::Assigned,
         attempt,
         worker: Some(worker.clone()),
+        evidence,
         ..record
     };
     Ok((next, attempt))
@@ -72,14 +80,28 @@ pub(super) fn complete_transition(
     mut record: ChunkRecord,
     attempt: Attempt,
     completion: &ChunkCompletion,
+    now_unix_ms: i64,
 ) -> Result<ChunkRecord> {
     check_attempt(&record, attempt)?;
     record.worker = None;
+    record.evidence.ended_at_unix_ms = Some(now_unix_ms);
     match completion {
         ChunkCompletion::Verified { rows, checksum } => {
             record.state = ChunkState::Verified;
             record.rows = *rows;
             record.checksum = Some(*checksum);
+            record.evidence.target_checksum = Some(*checksum);
+        }
+        ChunkCompletion::Differs { source, target } => {
+            record.state = ChunkState::Failed;
+            record.failures += 1;
+            record.mismatches += 1;
+            record.rows = source.rows;
+            record.checksum = Some(*source);
+            record.evidence.target_checksum = Some(*target);
+            record.last_error = Some(format!(
+                "source and target differ: source has {source}, target has {target}"
+            ));
         }
         ChunkCompletion::Requeue { reason } => {
             record.state = ChunkState::Planned;

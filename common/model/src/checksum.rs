@@ -374,6 +374,31 @@ impl RangeChecksum {
     }
 }
 
+/// Every row of `batch` as its columns' canonical encodings (see the module
+/// documentation), for comparing rows column by column: a row's hash is XXH3-128 of the
+/// concatenation of its cells, exactly as [`RangeChecksum::add_batch`] computes it.
+pub fn canonical_cells(batch: &RecordBatch) -> Result<Vec<Vec<Vec<u8>>>, ChecksumError> {
+    let schema = batch.schema_ref();
+    let column_encoders = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    (0..batch.num_rows())
+        .map(|row| {
+            column_encoders
+                .iter()
+                .map(|encoder| {
+                    let mut cell = Vec::new();
+                    encoder.encode(row, &mut cell)?;
+                    Ok(cell)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 impl fmt::Display for RangeChecksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} rows, {:032x}", self.rows, self.sum)

@@ -11,7 +11,7 @@ use crate::checksum::RangeChecksum;
 use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
 use crate::key::{ChunkRange, SplitKey};
 use crate::schema::TableSchema;
-use crate::spec::VerifyMode;
+use crate::spec::{JobMode, VerifyMode};
 
 /// Receives rows-copied increments while a chunk streams, for progress display.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -40,6 +40,9 @@ pub struct ChunkTask {
     pub range: ChunkRange,
     /// How to verify.
     pub verify: VerifyMode,
+    /// Copy the chunk, or only compare both sides (a verify-only job: nothing is
+    /// written to the target).
+    pub mode: JobMode,
     /// Cancels the attempt; nothing is committed after it fires.
     pub cancel: CancellationToken,
     /// Called with each batch's row count.

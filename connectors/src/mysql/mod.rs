@@ -578,6 +578,28 @@ impl MysqlSink {
 
 #[async_trait]
 impl Sink for MysqlSink {
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        read::select_range(self.shared.database_of(table), table, key, range)?;
+        let shared = self.shared.clone();
+        let table = table.clone();
+        let key = key.clone();
+        let range = range.clone();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            if let Err(error) = shared.stream_range(&table, &key, &range, &batch_tx).await {
+                let _ = batch_tx.send(Err(error)).await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

@@ -366,6 +366,48 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        let client = self.endpoint.connect().await?;
+        let target = target_relation(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        client
+            .batch_execute(split::PREFER_KEY_INDEX)
+            .await
+            .map_err(query_error("read back chunk", &target))?;
+        let mut reader = read_range(&client, table, &catalog, key, range, "target", false).await?;
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            // Holds the connection until the range is read or the stream dropped.
+            let _client = &client;
+            loop {
+                let next = tokio::select! {
+                    () = batch_tx.closed() => return,
+                    next = reader.next() => next,
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        if batch_tx.send(Ok(batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = batch_tx.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

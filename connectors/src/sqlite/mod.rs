@@ -405,6 +405,31 @@ impl SqliteSink {
 
 #[async_trait]
 impl Sink for SqliteSink {
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+    ) -> Result<BatchStream> {
+        let connection = open_read_only("target", &self.path, &self.label)?;
+        let table = in_main(table);
+        let key = key.clone();
+        let range = range.clone();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let error_tx = batch_tx.clone();
+            let outcome = read::read_range(&connection, &table, &key, &range, |batch| {
+                batch_tx.blocking_send(Ok(batch)).is_ok()
+            });
+            if let Err(error) = outcome {
+                let _ = error_tx.blocking_send(Err(error));
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

@@ -377,12 +377,8 @@ impl ClusterRuntime {
                     outcome,
                 }) => {
                     tracing::info!(%job, phase = phase.as_str(), "job ended");
-                    let reason = if phase == JobPhase::Failed {
-                        "some chunks FAILED: see `ferryctl chunks JOB --state FAILED`"
-                    } else {
-                        ""
-                    };
-                    if let Err(error) = leadership.store.set_job_phase(&job, phase, reason).await {
+                    let reason = end_reason(phase, &outcome.chunks);
+                    if let Err(error) = leadership.store.set_job_phase(&job, phase, &reason).await {
                         tracing::error!(%job, %error, "cannot record the job's end");
                     }
                     if let Err(error) = leadership.store.delete_pace(&job).await {
@@ -762,3 +758,28 @@ async fn publish_pace(
 }
 
 mod control;
+
+/// Why a job ended as it did, for its stored state: a verify-only job whose every FAILED
+/// chunk differs (no error) says so with [`DIFFERENCES_FOUND`], which `ferryctl watch`
+/// turns into its own exit code.
+fn end_reason(phase: JobPhase, chunks: &[ferry_coordination::ChunkRecord]) -> String {
+    if phase != JobPhase::Failed {
+        return String::new();
+    }
+    let failed: Vec<_> = chunks
+        .iter()
+        .filter(|chunk| chunk.state == ChunkState::Failed)
+        .collect();
+    if !failed.is_empty() && failed.iter().all(|chunk| chunk.differs()) {
+        return format!(
+            "{DIFFERENCES_FOUND}: {} chunks differ between source and target: see \
+             `ferryctl chunks JOB --state FAILED`",
+            failed.len()
+        );
+    }
+    "some chunks FAILED: see `ferryctl chunks JOB --state FAILED`".to_owned()
+}
+
+/// How the stored reason of a verify-only job that found differences (and no error)
+/// begins.
+pub const DIFFERENCES_FOUND: &str = "differences found";

@@ -174,6 +174,32 @@ fn cases(spec: &str, dir: &str) -> Vec<Case> {
             &["state file", "no/such/folder"],
         ),
     ];
+    list.extend([
+        case(
+            "verify --dry-run without --repair",
+            &["verify", spec, "--dry-run"],
+            2,
+            &["--dry-run", "--repair"],
+        ),
+        case(
+            "verify --recheck-after not a duration",
+            &["verify", spec, "--recheck-after", "soon"],
+            2,
+            &["--recheck-after", "\"soon\" is not a duration", "30s"],
+        ),
+        case(
+            "verify --leaf-rows zero",
+            &["verify", spec, "--leaf-rows", "0"],
+            2,
+            &["--leaf-rows", "0 is not in 1..=1000000"],
+        ),
+        case(
+            "report of a state file that does not exist",
+            &["report", "cli", "--state", &missing_state_dir],
+            2,
+            &["state file", "does not exist", "--state"],
+        ),
+    ]);
     let demo_dir = format!("{dir}/demo");
     list.push(case(
         "demo with zero rows",

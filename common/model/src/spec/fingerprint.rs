@@ -30,6 +30,8 @@ impl JobSpec {
                 .map(GlobPattern::as_str)
                 .collect(),
             target_rows: self.chunking.target_rows,
+            // Absent for a copy, so copy jobs keep the fingerprints they always had.
+            mode: (self.mode != super::model::JobMode::Copy).then(|| self.mode.as_str()),
         };
         // Cannot fail: the view holds only strings, integers, options and lists of strings,
         // which serde_json always serializes.
@@ -49,6 +51,9 @@ struct PlanFingerprintView<'a> {
     include: Vec<&'a str>,
     exclude: Vec<&'a str>,
     target_rows: u64,
+    /// The job's mode when it is not `copy` (a verify-only job is another job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'a str>,
 }
 
 #[derive(Serialize)]

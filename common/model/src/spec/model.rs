@@ -30,6 +30,29 @@ pub struct JobSpec {
     /// Target column types chosen by the user, by source column: `"orders.amount"` or
     /// `"public.orders.amount"` → the target's type, e.g. `DECIMAL(20,4)`.
     pub columns: ColumnOverrides,
+    /// What the job does with each chunk: copy it (the default), or only compare both
+    /// sides (`ferryctl verify`, `ferryctl submit --verify-only`).
+    pub mode: JobMode,
+}
+
+/// What a job does with each chunk (`mode:` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobMode {
+    /// Copy with overwrite, then verify.
+    #[default]
+    Copy,
+    /// Count and checksum both sides; write nothing to the target.
+    Verify,
+}
+
+impl JobMode {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Copy => "copy",
+            JobMode::Verify => "verify",
+        }
+    }
 }
 
 /// Per-column target type overrides (`columns:` in the spec).

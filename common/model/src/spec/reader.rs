@@ -11,8 +11,8 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobSpec, OnMismatch, ResilienceSpec,
-    SchemaMode, TableSelection, VerifyMode, VerifySpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobMode, JobSpec, OnMismatch,
+    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -34,6 +34,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "resilience",
     "throttle",
     "columns",
+    "mode",
 ];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude"];
@@ -169,6 +170,10 @@ fn read_job_spec(
         Some(value) => read_column_overrides(value, &fields.path_of("columns"), problems),
         None => Some(ColumnOverrides::default()),
     };
+    let mode_opt = match fields.optional("mode") {
+        Some(value) => read_job_mode(value, &fields.path_of("mode"), problems),
+        None => Some(JobMode::default()),
+    };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
     }
@@ -184,7 +189,13 @@ fn read_job_spec(
         resilience: resilience_opt?,
         throttle: throttle_opt?,
         columns: columns_opt?,
+        mode: mode_opt?,
     })
+}
+
+fn read_job_mode(value: &Value, path: &str, problems: &mut Problems) -> Option<JobMode> {
+    let choices = [JobMode::Copy, JobMode::Verify].map(|mode| (mode.as_str(), mode));
+    read_choice(value, path, &choices, problems)
 }
 
 fn read_column_overrides(
@@ -563,7 +574,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns"
+                 chunking, verify, resilience, throttle, columns, mode"
                     .to_owned()
             )
         );
@@ -746,6 +757,22 @@ throttle:
                     "unknown value \"retry\"; expected one of: recopy, fail".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn mode_is_copy_by_default_and_verify_makes_another_job() {
+        let copy = parse(&spec_with("", "")).expect("valid");
+        assert_eq!(copy.mode, JobMode::Copy);
+        let verify = parse(&spec_with("", "mode: verify\n")).expect("valid");
+        assert_eq!(verify.mode, JobMode::Verify);
+        assert_ne!(copy.fingerprint(), verify.fingerprint());
+        assert_eq!(
+            single_error(&spec_with("", "mode: sync\n")),
+            (
+                "mode".to_owned(),
+                "unknown value \"sync\"; expected one of: copy, verify".to_owned()
+            )
         );
     }
 
