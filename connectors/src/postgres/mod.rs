@@ -1,8 +1,8 @@
 //! PostgreSQL: source and sink, over `tokio-postgres` with binary COPY both ways.
 //!
-//! Every operation opens its own connection (named `application_name = ferry`, with
-//! session settings that make text forms deterministic, see [`connect`]); source sessions
-//! are read-only. A chunk is read with one `COPY (SELECT ... ORDER BY key) TO STDOUT
+//! Every operation takes a connection of its endpoint's pool ([`pool`]; named
+//! `application_name = ferry`, with session settings that make text forms deterministic,
+//! see [`connect`]); source sessions are read-only. A chunk is read with one `COPY (SELECT ... ORDER BY key) TO STDOUT
 //! (FORMAT binary)`, decoded incrementally into Arrow batches ([`read`]), and written in
 //! one transaction: fence check, `DELETE` of the range, `COPY ... FROM STDIN (FORMAT
 //! binary)` encoded for the target columns' own types ([`encode`]), fence upsert, commit
