@@ -49,11 +49,6 @@ impl Idle {
         }
     }
 
-    /// How many connections are kept now.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.0.lock().map(|idle| idle.len()).unwrap_or_default()
-    }
 }
 
 /// A connection of an endpoint: a [`Client`] that returns to the pool on
