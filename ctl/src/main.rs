@@ -285,6 +285,13 @@ struct LocalArgs {
     /// address is printed at start).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve the web console at http://HOST:PORT (port 0: any free port; the address is
+    /// printed at start). Same tokens and roles as the Control API (--tokens-file).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_address)]
+    console_addr: Option<String>,
+    /// Keep the console open after the job ends, until Ctrl-C.
+    #[arg(long, requires = "console_addr")]
+    console_stay: bool,
 }
 
 impl LocalArgs {
@@ -371,6 +378,10 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                let console = ConsoleArgs {
+                    addr: args.console_addr,
+                    stay: args.console_stay,
+                };
                 local(
                     args.spec,
                     args.workers.into(),
@@ -378,6 +389,7 @@ fn main() -> ExitCode {
                     args.json,
                     &args.control_addr,
                     security,
+                    console,
                 )
                 .await
             }
@@ -515,6 +527,11 @@ async fn demo(args: DemoArgs) -> i32 {
         false,
         "127.0.0.1:0",
         ControlSecurity::default(),
+        // The console while the demo runs (it closes with the run).
+        ConsoleArgs {
+            addr: Some("127.0.0.1:0".to_owned()),
+            stay: false,
+        },
     )
     .await;
     println!(
@@ -531,6 +548,12 @@ async fn demo(args: DemoArgs) -> i32 {
     code
 }
 
+/// `ferryctl local`'s web console flags.
+struct ConsoleArgs {
+    addr: Option<String>,
+    stay: bool,
+}
+
 async fn local(
     spec_path: PathBuf,
     workers: usize,
@@ -538,6 +561,7 @@ async fn local(
     json: bool,
     control_addr: &str,
     security: ControlSecurity,
+    console: ConsoleArgs,
 ) -> i32 {
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) => spec,
@@ -587,6 +611,7 @@ async fn local(
     };
 
     let cancel = CancellationToken::new();
+    let cancel_after_report = cancel.clone();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -602,6 +627,8 @@ async fn local(
 
     let mut options = LocalRunOptions::workers(workers);
     options.control_addr = Some(control_addr.to_owned());
+    options.console_addr = console.addr.clone();
+    options.console_stay = console.stay;
     let scheme = if security.tls_cert.is_some() {
         "https"
     } else {
@@ -630,6 +657,9 @@ async fn local(
             "control API on {scheme}://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain|history --endpoint {scheme}://{addr})"
         );
     }
+    if let Some(addr) = run.console_addr {
+        eprintln!("console on http://{addr}");
+    }
 
     let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressMode::Quiet
@@ -654,6 +684,10 @@ async fn local(
         }
     } else {
         print!("{}", report.render());
+    }
+    if console.stay && !cancel_after_report.is_cancelled() {
+        eprintln!("the job ended; the console stays open until Ctrl-C");
+        cancel_after_report.cancelled().await;
     }
     report.exit_code()
 }
