@@ -164,7 +164,7 @@ async function showJob(job) {
   const s = data.status;
   const now = Date.now();
   let rate = null;
-  if (lastRows && now > lastRows.at) rate = ((s.rows_streamed - lastRows.rows) * 1000) / (now - lastRows.at);
+  if (s.state === 'RUNNING' && lastRows && now > lastRows.at) rate = ((s.rows_streamed - lastRows.rows) * 1000) / (now - lastRows.at);
   if (!lastRows || now - lastRows.at > 3000) lastRows = { at: now, rows: s.rows_streamed };
   $('job-state').textContent = s.state;
   $('job-state').className = 'state ' + s.state;
@@ -297,10 +297,12 @@ function renderThrottle(throttle, history) {
     ctx.stroke();
   };
   ctx.lineWidth = 2; line('concurrency', yC, '#2563eb'); ctx.lineWidth = 1; line('inFlight', yC, '#16a34a'); line('load', yL, '#a855f7');
+  let mark = 0;
   for (const h of history) {
     if (h.at_unix_ms < t0 || h.origin === 'spec') continue;
     ctx.strokeStyle = '#475569'; ctx.beginPath(); ctx.moveTo(x(h.at_unix_ms), pad); ctx.lineTo(x(h.at_unix_ms), H - pad); ctx.stroke();
-    ctx.fillStyle = '#475569'; ctx.fillText(`${h.action} by ${h.actor}`, x(h.at_unix_ms) + 3, pad + 10);
+    // Labels step down so that close changes stay readable.
+    ctx.fillStyle = '#475569'; ctx.fillText(`${h.summary.slice(0, 40)} (${h.actor})`, x(h.at_unix_ms) + 3, pad + 10 + 12 * (mark++ % 8));
   }
   ctx.fillStyle = '#0f172a';
   ctx.fillText(`allowed concurrency (blue, max ${maxC}) · in flight (green) · load (purple) · paused (shaded) · last ${duration((t1 - t0) / 1000)}`, pad, 14);

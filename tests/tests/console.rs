@@ -1,0 +1,331 @@
+//! The web console in headless Chromium (driven over WebDriver, `ferry_tests::browser`)
+//! against a real `ferryctl local` run, SQLite → SQLite, throttled so that it runs
+//! long enough to watch: the job page shows each table, progress advances, a chunk made
+//! to fail (a CHECK constraint of the target) shows its reason, pausing from the page
+//! stops rows moving (checked through the Control API with `ferryctl status`) and
+//! resuming moves them again, the chunk map ends all verified but the failed chunk, a
+//! viewer sees no action buttons and a forged action with a viewer token is refused.
+//! The browser's console must stay free of errors. Screenshots go to
+//! `target/console-screenshots/`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_tests::browser::{browser, http_request};
+use ferry_tests::cluster::binary;
+use ferry_tests::{sqlite3, wait_until};
+use serde_json::{Value, json};
+
+const OPERATOR_TOKEN: &str = "ops-token-0123456789abcdef";
+const VIEWER_TOKEN: &str = "look-token-0123456789abcdef";
+const JOB: &str = "console-local";
+
+/// A `ferryctl local` child process, killed when dropped.
+struct LocalProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalProcess {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address printed after `prefix` (`console on http://`).
+    fn address_after(&self, prefix: &str) -> Option<String> {
+        let text = self.log_text();
+        let start = text.find(prefix)? + prefix.len();
+        let address: String = text[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        Some(address)
+    }
+}
+
+/// A source of two tables, `orders` (3,000 rows, one with a negative amount) and
+/// `customers` (600 rows), and a target whose `orders` refuses negative amounts.
+fn make_databases(dir: &Path) -> (PathBuf, PathBuf) {
+    let source = dir.join("source.db");
+    let target = dir.join("target.db");
+    sqlite3(
+        &source,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO orders SELECT i, CASE WHEN i = 2345 THEN -5 ELSE i % 97 END FROM n;
+         CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+         INSERT INTO customers SELECT i, 'customer ' || i FROM n;",
+    );
+    sqlite3(
+        &target,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));",
+    );
+    (source, target)
+}
+
+fn start_local(dir: &Path) -> LocalProcess {
+    let (source, target) = make_databases(dir);
+    let spec = dir.join("job.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {JOB}\n\
+             source: {{ kind: sqlite, path: {} }}\n\
+             target: {{ kind: sqlite, path: {} }}\n\
+             tables: {{ include: [\"*\"] }}\n\
+             chunking: {{ target_rows: 100 }}\n\
+             verify: {{ mode: checksum, on_mismatch: recopy, max_attempts: 2 }}\n\
+             throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 250 }} }}\n",
+            source.display(),
+            target.display()
+        ),
+    )
+    .expect("spec");
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("ops operator {OPERATOR_TOKEN}\nlook viewer {VIEWER_TOKEN}\n"),
+    )
+    .expect("tokens");
+    std::fs::write(dir.join("ops.token"), OPERATOR_TOKEN).expect("token file");
+    let log = dir.join("ferryctl.log");
+    let child = Command::new(binary("ferryctl"))
+        .arg("local")
+        .arg(&spec)
+        .args(["--workers", "2", "--control-addr", "127.0.0.1:0"])
+        .args(["--console-addr", "127.0.0.1:0", "--console-stay"])
+        .arg("--tokens-file")
+        .arg(&tokens)
+        .arg("--state")
+        .arg(dir.join("state.db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start ferryctl local");
+    LocalProcess { child, log }
+}
+
+/// `ferryctl status JOB -o json` through the Control API, as the operator.
+fn control_status(dir: &Path, control: &str) -> Value {
+    let output = Command::new(binary("ferryctl"))
+        .args(["status", JOB, "--output", "json", "--endpoint"])
+        .arg(format!("http://{control}"))
+        .arg("--token-file")
+        .arg(dir.join("ops.token"))
+        .output()
+        .expect("ferryctl status");
+    assert!(
+        output.status.success(),
+        "ferryctl status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status JSON")
+}
+
+fn number(text: Option<String>) -> u64 {
+    text.unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Waits (at most `limit`) until `condition` holds in the browser, polling it.
+async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_until(limit, &mut condition)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn sign_in(token: &str) {
+    let page = browser();
+    page.type_into("token", token);
+    page.click("token-submit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_follows_and_controls_a_local_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = start_local(dir.path());
+    wait_until(Duration::from_secs(60), || {
+        local.address_after("console on http://").is_some()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no console address; log:\n{}", local.log_text()));
+    let console = local.address_after("console on http://").expect("console");
+    let control = local.address_after("control API on http://").expect("control API");
+    let first_render = std::time::Instant::now();
+    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    // The token is asked for once; then the job page shows each table.
+    wait_for(Duration::from_secs(20), "the sign-in form", || {
+        browser().count_visible("#token") == 1
+    })
+    .await;
+    sign_in(OPERATOR_TOKEN);
+    wait_for(Duration::from_secs(20), "both tables", || {
+        let page = browser();
+        page.text_of("table-orders").is_some() && page.text_of("table-customers").is_some()
+    })
+    .await;
+    eprintln!(
+        "job page rendered {:.2} s after opening",
+        first_render.elapsed().as_secs_f64()
+    );
+    let who = browser().text_of("who").unwrap_or_default();
+    assert_eq!(who, "token:ops (operator)");
+    // Progress advances while the job runs.
+    let streamed_before = number(browser().text_of("rows-streamed"));
+    wait_for(Duration::from_secs(30), "rows to advance on the page", || {
+        number(browser().text_of("rows-streamed")) > streamed_before
+    })
+    .await;
+    browser().screenshot("job");
+
+    // Workers page: the two local agents, busy.
+    browser().open(&format!("http://{console}/#/workers"));
+    wait_for(Duration::from_secs(20), "the workers", || {
+        browser().count_visible("tr.worker") == 2
+    })
+    .await;
+    browser().screenshot("workers");
+    browser().open(&format!("http://{console}/#/jobs"));
+    wait_for(Duration::from_secs(20), "the job list", || {
+        browser().text_of(&format!("job-{JOB}")).is_some()
+    })
+    .await;
+    browser().screenshot("jobs");
+    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    wait_for(Duration::from_secs(20), "the pause button", || {
+        browser().count_visible("#action-pause") == 1
+    })
+    .await;
+
+    // Pause from the page: confirmed, then rows stop moving (seen through the Control API).
+    browser().click("action-pause");
+    assert!(browser().dialog_open(), "pausing asks for confirmation");
+    browser().accept_dialog();
+    let dir_path = dir.path().to_path_buf();
+    wait_for(Duration::from_secs(20), "PAUSED from the Control API", || {
+        control_status(&dir_path, &control)["state"] == "PAUSED"
+    })
+    .await;
+    let paused_rows = control_status(&dir_path, &control)["rows_streamed"].clone();
+    // An observation window, not a synchronisation: nothing may move during it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        control_status(&dir_path, &control)["rows_streamed"],
+        paused_rows,
+        "rows moved while paused"
+    );
+    wait_for(Duration::from_secs(10), "the page to say PAUSED", || {
+        browser().text_of("job-state").as_deref() == Some("PAUSED")
+    })
+    .await;
+    browser().screenshot("job-paused");
+    browser().click("action-resume");
+    browser().accept_dialog();
+    wait_for(Duration::from_secs(30), "rows moving again", || {
+        control_status(&dir_path, &control)["rows_streamed"].as_u64()
+            > paused_rows.as_u64()
+    })
+    .await;
+
+    // The chunk map ends all verified but the chunk holding the negative amount.
+    wait_for(Duration::from_secs(90), "every chunk verified or failed", || {
+        let page = browser();
+        number(page.text_of("count-failed")) == 1
+            && number(page.text_of("count-planned")) == 0
+            && number(page.text_of("count-running")) == 0
+    })
+    .await;
+    let verified = number(browser().text_of("count-verified"));
+    assert_eq!(verified, 30 + 6 - 1, "verified chunks on the map");
+    let failures = browser()
+        .run(
+            "return document.getElementById('failures').textContent;",
+            json!([]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(failures.contains("CHECK constraint"), "{failures}");
+    // A click on the failed cell shows the chunk: its range, attempts and error.
+    browser().run(
+        "const canvas = document.getElementById('map');
+         const index = mapState.cells.indexOf('F');
+         const perRow = Math.floor(canvas.width / CELL);
+         const rect = canvas.getBoundingClientRect();
+         const scale = rect.width / canvas.width;
+         canvas.dispatchEvent(new MouseEvent('click', {
+           clientX: rect.left + ((index % perRow) * CELL + 3) * scale,
+           clientY: rect.top + (Math.floor(index / perRow) * CELL + 3) * scale }));",
+        json!([]),
+    );
+    wait_for(Duration::from_secs(10), "the failed chunk's details", || {
+        browser()
+            .text_of("chunk-detail")
+            .is_some_and(|text| text.contains("CHECK constraint") && text.contains("FAILED"))
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "the job to end FAILED", || {
+        browser().text_of("job-state").as_deref() == Some("FAILED")
+    })
+    .await;
+    let history = browser().text_of("history").unwrap_or_default();
+    assert!(
+        history.contains("pause") && history.contains("token:ops"),
+        "the pause is in the history with who: {history}"
+    );
+    browser().screenshot("job-done");
+    browser().assert_no_console_errors();
+    // The target holds every row but the failed chunk's, checked with sqlite3.
+    assert_eq!(
+        sqlite3(&dir.path().join("target.db"), "SELECT count(*) FROM customers"),
+        "600"
+    );
+
+    // A viewer: no buttons, and a forged action is refused.
+    browser().click("sign-out");
+    wait_for(Duration::from_secs(10), "the sign-in form", || {
+        browser().count_visible("#token") == 1
+    })
+    .await;
+    sign_in(VIEWER_TOKEN);
+    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    wait_for(Duration::from_secs(20), "the job page as a viewer", || {
+        browser().text_of("table-orders").is_some()
+    })
+    .await;
+    assert_eq!(browser().text_of("who").as_deref(), Some("token:look (viewer)"));
+    assert_eq!(browser().count_visible("button.action"), 0, "a viewer sees no action");
+    browser().screenshot("job-viewer");
+    browser().assert_no_console_errors();
+    let forged = http_request(
+        &console,
+        "POST",
+        &format!("/api/jobs/{JOB}/recopy"),
+        &[("Authorization", &format!("Bearer {VIEWER_TOKEN}"))],
+        Some(r#"{"table":"orders"}"#),
+    )
+    .expect("forged request");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(forged.body.contains("operator role"), "{}", forged.body);
+    let anonymous = http_request(&console, "POST", &format!("/api/jobs/{JOB}/pause"), &[], Some("{}"))
+        .expect("anonymous request");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let mut log = String::new();
+    let _ = std::fs::File::open(&local.log).and_then(|mut file| file.read_to_string(&mut log));
+    assert!(!log.contains(OPERATOR_TOKEN) && !log.contains(VIEWER_TOKEN), "a token in the log");
+}
