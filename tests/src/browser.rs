@@ -70,7 +70,8 @@ pub fn http_request(
     stream.write_all(request.as_bytes())?;
     // chromedriver keeps the connection open whatever the request says: read the head,
     // then as many bytes as it announces (or chunks up to the last one).
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let mut raw = Vec::new();
     let mut buffer = [0u8; 16 * 1024];
     let head_end = loop {
@@ -79,7 +80,9 @@ pub fn http_request(
         }
         let read = stream.read(&mut buffer)?;
         if read == 0 {
-            return Err(invalid("the connection closed before the end of the headers"));
+            return Err(invalid(
+                "the connection closed before the end of the headers",
+            ));
         }
         raw.extend_from_slice(&buffer[..read]);
     };
@@ -186,7 +189,12 @@ impl Browser {
             Command::new("sh")
                 .arg("-c")
                 .arg("\"$1\" --port=\"$2\" --log-path=\"$3\" 2>&1 & read _; kill -TERM 0")
-                .args(["sh", CHROMEDRIVER, &port.to_string(), &log.display().to_string()])
+                .args([
+                    "sh",
+                    CHROMEDRIVER,
+                    &port.to_string(),
+                    &log.display().to_string(),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .process_group(0)
@@ -212,7 +220,10 @@ impl Browser {
             );
         }
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|arg| (*arg).to_owned()).collect();
-        args.push(format!("--user-data-dir={}", profile.join("chromium").display()));
+        args.push(format!(
+            "--user-data-dir={}",
+            profile.join("chromium").display()
+        ));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
@@ -254,7 +265,10 @@ impl Browser {
             method,
             &format!("/session/{}{path}", self.session),
             &[],
-            Some(text.as_deref().unwrap_or(if method == "POST" { "{}" } else { "" })),
+            Some(
+                text.as_deref()
+                    .unwrap_or(if method == "POST" { "{}" } else { "" }),
+            ),
         )
         .unwrap_or_else(|error| panic!("webdriver {method} {path}: {error}"));
         let value: Value = serde_json::from_str(&answer.body)
@@ -266,6 +280,13 @@ impl Browser {
             value["value"]
         );
         value["value"].clone()
+    }
+
+    /// Leaves the last test's page (which may poll a server that is gone) for a blank
+    /// one, and forgets the console messages so far.
+    pub fn reset(&self) {
+        self.open("about:blank");
+        let _ = self.console_log();
     }
 
     /// Opens `url`.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_tests::browser::{browser, http_request};
-use ferry_tests::cluster::binary;
+use ferry_tests::browser::{Browser, browser, http_request};
+use ferry_tests::cluster::{Cluster, binary, submit};
 use ferry_tests::{sqlite3, wait_until};
 use serde_json::{Value, json};
 
@@ -149,14 +149,16 @@ async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
-fn sign_in(token: &str) {
-    let page = browser();
+fn sign_in(page: &Browser, token: &str) {
     page.type_into("token", token);
     page.click("token-submit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_follows_and_controls_a_local_run() {
+    // The browser is this test's until it ends (the tests of this binary take turns).
+    let page = browser();
+    page.reset();
     let dir = tempfile::tempdir().expect("temp dir");
     let local = start_local(dir.path());
     wait_until(Duration::from_secs(60), || {
@@ -165,17 +167,18 @@ async fn the_console_follows_and_controls_a_local_run() {
     .await
     .unwrap_or_else(|_| panic!("no console address; log:\n{}", local.log_text()));
     let console = local.address_after("console on http://").expect("console");
-    let control = local.address_after("control API on http://").expect("control API");
+    let control = local
+        .address_after("control API on http://")
+        .expect("control API");
     let first_render = std::time::Instant::now();
-    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    page.open(&format!("http://{console}/#/job/{JOB}"));
     // The token is asked for once; then the job page shows each table.
     wait_for(Duration::from_secs(20), "the sign-in form", || {
-        browser().count_visible("#token") == 1
+        page.count_visible("#token") == 1
     })
     .await;
-    sign_in(OPERATOR_TOKEN);
+    sign_in(&page, OPERATOR_TOKEN);
     wait_for(Duration::from_secs(20), "both tables", || {
-        let page = browser();
         page.text_of("table-orders").is_some() && page.text_of("table-customers").is_some()
     })
     .await;
@@ -183,43 +186,47 @@ async fn the_console_follows_and_controls_a_local_run() {
         "job page rendered {:.2} s after opening",
         first_render.elapsed().as_secs_f64()
     );
-    let who = browser().text_of("who").unwrap_or_default();
+    let who = page.text_of("who").unwrap_or_default();
     assert_eq!(who, "token:ops (operator)");
     // Progress advances while the job runs.
-    let streamed_before = number(browser().text_of("rows-streamed"));
-    wait_for(Duration::from_secs(30), "rows to advance on the page", || {
-        number(browser().text_of("rows-streamed")) > streamed_before
-    })
+    let streamed_before = number(page.text_of("rows-streamed"));
+    wait_for(
+        Duration::from_secs(30),
+        "rows to advance on the page",
+        || number(page.text_of("rows-streamed")) > streamed_before,
+    )
     .await;
-    browser().screenshot("job");
+    page.screenshot("job");
 
     // Workers page: the two local agents, busy.
-    browser().open(&format!("http://{console}/#/workers"));
+    page.open(&format!("http://{console}/#/workers"));
     wait_for(Duration::from_secs(20), "the workers", || {
-        browser().count_visible("tr.worker") == 2
+        page.count_visible("tr.worker") == 2
     })
     .await;
-    browser().screenshot("workers");
-    browser().open(&format!("http://{console}/#/jobs"));
+    page.screenshot("workers");
+    page.open(&format!("http://{console}/#/jobs"));
     wait_for(Duration::from_secs(20), "the job list", || {
-        browser().text_of(&format!("job-{JOB}")).is_some()
+        page.text_of(&format!("job-{JOB}")).is_some()
     })
     .await;
-    browser().screenshot("jobs");
-    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    page.screenshot("jobs");
+    page.open(&format!("http://{console}/#/job/{JOB}"));
     wait_for(Duration::from_secs(20), "the pause button", || {
-        browser().count_visible("#action-pause") == 1
+        page.count_visible("#action-pause") == 1
     })
     .await;
 
     // Pause from the page: confirmed, then rows stop moving (seen through the Control API).
-    browser().click("action-pause");
-    assert!(browser().dialog_open(), "pausing asks for confirmation");
-    browser().accept_dialog();
+    page.click("action-pause");
+    assert!(page.dialog_open(), "pausing asks for confirmation");
+    page.accept_dialog();
     let dir_path = dir.path().to_path_buf();
-    wait_for(Duration::from_secs(20), "PAUSED from the Control API", || {
-        control_status(&dir_path, &control)["state"] == "PAUSED"
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "PAUSED from the Control API",
+        || control_status(&dir_path, &control)["state"] == "PAUSED",
+    )
     .await;
     let paused_rows = control_status(&dir_path, &control)["rows_streamed"].clone();
     // An observation window, not a synchronisation: nothing may move during it.
@@ -230,29 +237,31 @@ async fn the_console_follows_and_controls_a_local_run() {
         "rows moved while paused"
     );
     wait_for(Duration::from_secs(10), "the page to say PAUSED", || {
-        browser().text_of("job-state").as_deref() == Some("PAUSED")
+        page.text_of("job-state").as_deref() == Some("PAUSED")
     })
     .await;
-    browser().screenshot("job-paused");
-    browser().click("action-resume");
-    browser().accept_dialog();
+    page.screenshot("job-paused");
+    page.click("action-resume");
+    page.accept_dialog();
     wait_for(Duration::from_secs(30), "rows moving again", || {
-        control_status(&dir_path, &control)["rows_streamed"].as_u64()
-            > paused_rows.as_u64()
+        control_status(&dir_path, &control)["rows_streamed"].as_u64() > paused_rows.as_u64()
     })
     .await;
 
     // The chunk map ends all verified but the chunk holding the negative amount.
-    wait_for(Duration::from_secs(90), "every chunk verified or failed", || {
-        let page = browser();
-        number(page.text_of("count-failed")) == 1
-            && number(page.text_of("count-planned")) == 0
-            && number(page.text_of("count-running")) == 0
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "every chunk verified or failed",
+        || {
+            number(page.text_of("count-failed")) == 1
+                && number(page.text_of("count-planned")) == 0
+                && number(page.text_of("count-running")) == 0
+        },
+    )
     .await;
-    let verified = number(browser().text_of("count-verified"));
+    let verified = number(page.text_of("count-verified"));
     assert_eq!(verified, 30 + 6 - 1, "verified chunks on the map");
-    let failures = browser()
+    let failures = page
         .run(
             "return document.getElementById('failures').textContent;",
             json!([]),
@@ -262,7 +271,7 @@ async fn the_console_follows_and_controls_a_local_run() {
         .to_owned();
     assert!(failures.contains("CHECK constraint"), "{failures}");
     // A click on the failed cell shows the chunk: its range, attempts and error.
-    browser().run(
+    page.run(
         "const canvas = document.getElementById('map');
          const index = mapState.cells.indexOf('F');
          const perRow = Math.floor(canvas.width / CELL);
@@ -273,45 +282,55 @@ async fn the_console_follows_and_controls_a_local_run() {
            clientY: rect.top + (Math.floor(index / perRow) * CELL + 3) * scale }));",
         json!([]),
     );
-    wait_for(Duration::from_secs(10), "the failed chunk's details", || {
-        browser()
-            .text_of("chunk-detail")
-            .is_some_and(|text| text.contains("CHECK constraint") && text.contains("FAILED"))
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the failed chunk's details",
+        || {
+            page.text_of("chunk-detail")
+                .is_some_and(|text| text.contains("CHECK constraint") && text.contains("FAILED"))
+        },
+    )
     .await;
     wait_for(Duration::from_secs(30), "the job to end FAILED", || {
-        browser().text_of("job-state").as_deref() == Some("FAILED")
+        page.text_of("job-state").as_deref() == Some("FAILED")
     })
     .await;
-    let history = browser().text_of("history").unwrap_or_default();
+    let history = page.text_of("history").unwrap_or_default();
     assert!(
         history.contains("pause") && history.contains("token:ops"),
         "the pause is in the history with who: {history}"
     );
-    browser().screenshot("job-done");
-    browser().assert_no_console_errors();
+    page.screenshot("job-done");
+    page.assert_no_console_errors();
     // The target holds every row but the failed chunk's, checked with sqlite3.
     assert_eq!(
-        sqlite3(&dir.path().join("target.db"), "SELECT count(*) FROM customers"),
+        sqlite3(
+            &dir.path().join("target.db"),
+            "SELECT count(*) FROM customers"
+        ),
         "600"
     );
 
     // A viewer: no buttons, and a forged action is refused.
-    browser().click("sign-out");
+    page.click("sign-out");
     wait_for(Duration::from_secs(10), "the sign-in form", || {
-        browser().count_visible("#token") == 1
+        page.count_visible("#token") == 1
     })
     .await;
-    sign_in(VIEWER_TOKEN);
-    browser().open(&format!("http://{console}/#/job/{JOB}"));
+    sign_in(&page, VIEWER_TOKEN);
+    page.open(&format!("http://{console}/#/job/{JOB}"));
     wait_for(Duration::from_secs(20), "the job page as a viewer", || {
-        browser().text_of("table-orders").is_some()
+        page.text_of("table-orders").is_some()
     })
     .await;
-    assert_eq!(browser().text_of("who").as_deref(), Some("token:look (viewer)"));
-    assert_eq!(browser().count_visible("button.action"), 0, "a viewer sees no action");
-    browser().screenshot("job-viewer");
-    browser().assert_no_console_errors();
+    assert_eq!(page.text_of("who").as_deref(), Some("token:look (viewer)"));
+    assert_eq!(
+        page.count_visible("button.action"),
+        0,
+        "a viewer sees no action"
+    );
+    page.screenshot("job-viewer");
+    page.assert_no_console_errors();
     let forged = http_request(
         &console,
         "POST",
@@ -322,10 +341,107 @@ async fn the_console_follows_and_controls_a_local_run() {
     .expect("forged request");
     assert_eq!(forged.status, 403, "{}", forged.body);
     assert!(forged.body.contains("operator role"), "{}", forged.body);
-    let anonymous = http_request(&console, "POST", &format!("/api/jobs/{JOB}/pause"), &[], Some("{}"))
-        .expect("anonymous request");
+    let anonymous = http_request(
+        &console,
+        "POST",
+        &format!("/api/jobs/{JOB}/pause"),
+        &[],
+        Some("{}"),
+    )
+    .expect("anonymous request");
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     let mut log = String::new();
     let _ = std::fs::File::open(&local.log).and_then(|mut file| file.read_to_string(&mut log));
-    assert!(!log.contains(OPERATOR_TOKEN) && !log.contains(VIEWER_TOKEN), "a token in the log");
+    assert!(
+        !log.contains(OPERATOR_TOKEN) && !log.contains(VIEWER_TOKEN),
+        "a token in the log"
+    );
+}
+
+/// The same page against a cluster of processes: two coordinators, each serving a
+/// console, and two workers copying PostgreSQL → PostgreSQL. The page is opened on the
+/// standby (a standby answers reads); the leader is killed mid-job, and the page goes on
+/// showing the job to its end, every chunk verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
+    let page = browser();
+    page.reset();
+    let mut cluster = Cluster::new(&[("orders", 40_000), ("items", 10_000)]);
+    let leader_console = format!("127.0.0.1:{}", free_port());
+    let standby_console = format!("127.0.0.1:{}", free_port());
+    let leader =
+        cluster.start_coordinator_with("console-c1", &["--console-listen", &leader_console]);
+    wait_until(Duration::from_secs(15), || {
+        cluster.read_log("console-c1").contains("leading")
+    })
+    .await
+    .expect("console-c1 leads");
+    cluster.start_coordinator_with("console-c2", &["--console-listen", &standby_console]);
+    cluster.start_worker("console-w1", 2);
+    cluster.start_worker("console-w2", 2);
+    let job = "console-cluster";
+    submit(&leader, &cluster.spec(job, 2_500, 6_000, 2)).await;
+
+    // The leader's console: the job and both workers, busy.
+    page.open(&format!("http://{leader_console}/#/job/{job}"));
+    wait_for(
+        Duration::from_secs(20),
+        "both tables on the leader's console",
+        || {
+            page.text_of("table-public.orders").is_some()
+                && page.text_of("table-public.items").is_some()
+        },
+    )
+    .await;
+    page.screenshot("cluster-job");
+    page.open(&format!("http://{leader_console}/#/workers"));
+    wait_for(Duration::from_secs(20), "both workers", || {
+        page.text_of("worker-console-w1").is_some() && page.text_of("worker-console-w2").is_some()
+    })
+    .await;
+    wait_for(Duration::from_secs(20), "a worker holding a chunk", || {
+        page.text_of("worker-console-w1").is_some_and(|row| {
+            row.contains("COPYING") || row.contains("VERIFYING") || row.contains("ASSIGNED")
+        }) || page.text_of("worker-console-w2").is_some_and(|row| {
+            row.contains("COPYING") || row.contains("VERIFYING") || row.contains("ASSIGNED")
+        })
+    })
+    .await;
+    page.screenshot("cluster-workers");
+    page.assert_no_console_errors();
+
+    // The standby's console, then the leader killed: the page follows the job to its end.
+    page.open(&format!("http://{standby_console}/#/job/{job}"));
+    wait_for(
+        Duration::from_secs(20),
+        "the job on the standby's console",
+        || page.text_of("table-public.orders").is_some(),
+    )
+    .await;
+    let verified_before = number(page.text_of("count-verified"));
+    cluster.signal("console-c1", "KILL");
+    wait_for(
+        Duration::from_secs(120),
+        "every chunk verified after the leader kill",
+        || {
+            let verified = number(page.text_of("count-verified"));
+            verified > verified_before
+                && number(page.text_of("count-planned")) == 0
+                && number(page.text_of("count-running")) == 0
+                && number(page.text_of("count-failed")) == 0
+                && page.text_of("job-state").as_deref() == Some("DONE")
+        },
+    )
+    .await;
+    assert_eq!(number(page.text_of("count-verified")), 16 + 4);
+    page.screenshot("cluster-done");
+    page.assert_no_console_errors();
+    cluster.assert_same(&["orders", "items"]);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }
