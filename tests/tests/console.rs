@@ -445,3 +445,99 @@ fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port")
 }
+
+/// A job of 100,000 chunks: the page loads a few tens of kilobytes (the chunk map is
+/// aggregated server-side into at most 4,096 cells drawn on a canvas, not 100,000 DOM
+/// nodes) and renders the job within seconds. Prints the page weight and the time to
+/// first render.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_100000_chunks_renders_from_a_few_kilobytes() {
+    let page = browser();
+    page.reset();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source.db");
+    sqlite3(
+        &source,
+        "CREATE TABLE wide (id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+         INSERT INTO wide SELECT i, 'v' FROM n;",
+    );
+    let spec = dir.path().join("job.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: console-100k\n\
+             source: {{ kind: sqlite, path: {} }}\n\
+             target: {{ kind: sqlite, path: {} }}\n\
+             tables: {{ include: [\"*\"] }}\n\
+             chunking: {{ target_rows: 1 }}\n\
+             throttle: {{ default_concurrency: 1, rate: {{ rows_per_sec: 10 }} }}\n",
+            source.display(),
+            dir.path().join("target.db").display()
+        ),
+    )
+    .expect("spec");
+    let log = dir.path().join("ferryctl.log");
+    let local = LocalProcess {
+        child: Command::new(binary("ferryctl"))
+            .arg("local")
+            .arg(&spec)
+            .args(["--workers", "1", "--control-addr", "127.0.0.1:0"])
+            .args(["--console-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start ferryctl local"),
+        log,
+    };
+    wait_until(Duration::from_secs(120), || {
+        local.address_after("console on http://").is_some()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no console address; log:\n{}", local.log_text()));
+    let console = local.address_after("console on http://").expect("console");
+    let mut weight = 0;
+    for path in [
+        "/",
+        "/console.js",
+        "/console.css",
+        "/api/session",
+        "/api/jobs/console-100k",
+    ] {
+        let answer = http_request(&console, "GET", path, &[], None).expect("GET");
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        weight += answer.body.len();
+    }
+    let opened = std::time::Instant::now();
+    page.open(&format!("http://{console}/#/job/console-100k"));
+    wait_for(Duration::from_secs(60), "the 100,000-chunk map", || {
+        ["planned", "running", "verified", "failed"]
+            .iter()
+            .map(|state| number(page.text_of(&format!("count-{state}"))))
+            .sum::<u64>()
+            == 100_000
+    })
+    .await;
+    let render = opened.elapsed();
+    eprintln!(
+        "100,000 chunks: page weight {:.1} KB (HTML, JS, CSS, session, job JSON), first render {:.2} s",
+        weight as f64 / 1024.0,
+        render.as_secs_f64()
+    );
+    assert!(weight < 64 * 1024, "page weight {weight} bytes");
+    assert!(
+        render < Duration::from_secs(20),
+        "first render took {render:?}"
+    );
+    let nodes = page.run(
+        "return document.getElementsByTagName('*').length;",
+        json!([]),
+    );
+    assert!(
+        nodes.as_u64().is_some_and(|n| n < 1000),
+        "{nodes} DOM nodes"
+    );
+    page.screenshot("job-100k");
+    page.assert_no_console_errors();
+}
