@@ -10,8 +10,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
+
 use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
@@ -149,12 +151,13 @@ pub struct Browser {
 
 static BROWSER: OnceLock<Mutex<Browser>> = OnceLock::new();
 
-/// The test binary's browser, started on first use; tests take turns.
-pub fn browser() -> MutexGuard<'static, Browser> {
+/// The test binary's browser, started on first use; tests take turns (a test holds it
+/// until it ends, so no other test navigates its tab).
+pub async fn browser() -> MutexGuard<'static, Browser> {
     BROWSER
         .get_or_init(|| Mutex::new(Browser::start()))
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .await
 }
 
 fn free_port() -> u16 {

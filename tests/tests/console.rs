@@ -157,7 +157,7 @@ fn sign_in(page: &Browser, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_follows_and_controls_a_local_run() {
     // The browser is this test's until it ends (the tests of this binary take turns).
-    let page = browser();
+    let page = browser().await;
     page.reset();
     let dir = tempfile::tempdir().expect("temp dir");
     let local = start_local(dir.path());
@@ -364,7 +364,7 @@ async fn the_console_follows_and_controls_a_local_run() {
 /// showing the job to its end, every chunk verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
-    let page = browser();
+    let page = browser().await;
     page.reset();
     let mut cluster = Cluster::new(&[("orders", 40_000), ("items", 10_000)]);
     let leader_console = format!("127.0.0.1:{}", free_port());
@@ -418,6 +418,17 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
         || page.text_of("table-public.orders").is_some(),
     )
     .await;
+    // A standby refuses an action, naming the leader.
+    let refused = http_request(
+        &standby_console,
+        "POST",
+        &format!("/api/jobs/{job}/pause"),
+        &[],
+        Some("{}"),
+    )
+    .expect("pause on the standby");
+    assert_eq!(refused.status, 421, "{}", refused.body);
+    assert!(refused.body.contains(&leader), "{}", refused.body);
     let verified_before = number(page.text_of("count-verified"));
     cluster.signal("console-c1", "KILL");
     wait_for(
@@ -452,7 +463,7 @@ fn free_port() -> u16 {
 /// first render.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_of_100000_chunks_renders_from_a_few_kilobytes() {
-    let page = browser();
+    let page = browser().await;
     page.reset();
     let dir = tempfile::tempdir().expect("temp dir");
     let source = dir.path().join("source.db");

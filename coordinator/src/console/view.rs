@@ -204,7 +204,7 @@ pub fn failure_groups(chunks: &[ChunkView]) -> Vec<FailureGroup> {
             group.chunk_ids.push(chunk.id);
         }
     }
-    groups.sort_by(|a, b| (b.failed + b.retrying).cmp(&(a.failed + a.retrying)));
+    groups.sort_by_key(|group| std::cmp::Reverse(group.failed + group.retrying));
     groups.truncate(MAX_FAILURE_GROUPS);
     groups
 }

@@ -263,7 +263,7 @@ function renderFailures(groups) {
 // load probe's value against max and critical (right axis), operator changes marked.
 function renderThrottle(throttle, history) {
   if (!throttle) {
-    $('throttle-now').innerHTML = '<p class="hint">The job does not run here now: no throttle to show.</p>';
+    $('throttle-now').innerHTML = '<p class="hint">No throttle here: the job is not running, or this coordinator is a standby (the leader\'s console shows it).</p>';
     return;
   }
   const e = throttle.effective;
