@@ -85,7 +85,7 @@ fn start_local(dir: &Path) -> LocalProcess {
              tables: {{ include: [\"*\"] }}\n\
              chunking: {{ target_rows: 100 }}\n\
              verify: {{ mode: checksum, on_mismatch: recopy, max_attempts: 2 }}\n\
-             throttle: {{ default_concurrency: 2, rate: {{ rows_per_sec: 250 }} }}\n",
+             throttle:\n  default_concurrency: 2\n  rate: {{ rows_per_sec: 250 }}\n  schedule:\n    - {{ days: daily, from: \"00:00\", to: \"12:00\", max_concurrency: 2 }}\n    - {{ days: daily, from: \"12:00\", to: \"00:00\", max_concurrency: 2 }}\n",
             source.display(),
             target.display()
         ),
@@ -216,6 +216,31 @@ async fn the_console_follows_and_controls_a_local_run() {
         page.count_visible("#action-pause") == 1
     })
     .await;
+
+    // The schedule's windows for the throttle chart, from the policy itself.
+    let since_ms = jiff_now_ms() - 120_000;
+    let job_json = http_request(
+        &console,
+        "GET",
+        &format!("/api/jobs/{JOB}?since={since_ms}"),
+        &[("Authorization", &format!("Bearer {VIEWER_TOKEN}"))],
+        None,
+    )
+    .expect("job JSON");
+    let job_value: Value = serde_json::from_str(&job_json.body).expect("JSON");
+    let spans = job_value["throttle"]["schedule_spans"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !spans.is_empty(),
+        "no schedule window shaded: {}",
+        job_json.body
+    );
+    assert!(
+        spans[0]["from_unix_ms"].as_i64() >= Some(since_ms),
+        "{spans:?}"
+    );
 
     // Pause from the page: confirmed, then rows stop moving (seen through the Control API).
     page.click("action-pause");
@@ -551,4 +576,10 @@ async fn a_job_of_100000_chunks_renders_from_a_few_kilobytes() {
     );
     page.screenshot("job-100k");
     page.assert_no_console_errors();
+}
+
+fn jiff_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

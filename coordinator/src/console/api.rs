@@ -7,7 +7,7 @@
 //! | `GET /`, `/console.js`, `/console.css` | none | the embedded page |
 //! | `GET /api/session` | none | who the bearer token names (200 with `ok: false` when none) |
 //! | `GET /api/jobs` | viewer | `list_jobs`, `job_status`, `history` (who submitted) |
-//! | `GET /api/jobs/{job}` | viewer | `job_status`, `list_chunks` (aggregated), `throttle`, `history` |
+//! | `GET /api/jobs/{job}?since=MS` | viewer | `job_status`, `list_chunks` (aggregated), `throttle` (with the schedule windows since `since`), `history` |
 //! | `GET /api/jobs/{job}/chunks?offset=&limit=` | viewer | `list_chunks` |
 //! | `GET /api/workers` | viewer | `list_workers`, the running jobs' in-flight chunks |
 //! | `POST /api/jobs/{job}/pause`, `/resume` | operator | `pause`, `resume` |
@@ -24,9 +24,10 @@ use serde_json::{Value, json};
 
 use super::Console;
 use super::assets;
-use super::view::{MAX_MAP_CELLS, chunk_map, failure_groups, table_progress};
+use super::view::{MAX_MAP_CELLS, chunk_map, failure_groups, schedule_spans, table_progress};
 use crate::control::{ChunkFilter, ControlError, RecopySelector, ThrottleUpdate};
 use crate::security::{AccessDenied, Caller, Role};
+use ferry_model::throttle::ThrottlePolicy;
 
 /// The largest request body accepted (an action's few fields).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -146,7 +147,7 @@ pub async fn answer(console: &Console, request: Request<Incoming>) -> Response<F
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["session"]) => Ok(call.session()),
         (&Method::GET, ["jobs"]) => call.jobs().await,
-        (&Method::GET, ["jobs", job]) => call.job(job).await,
+        (&Method::GET, ["jobs", job]) => call.job(job, &query).await,
         (&Method::GET, ["jobs", job, "chunks"]) => call.chunks(job, &query).await,
         (&Method::GET, ["workers"]) => call.workers().await,
         (&Method::POST, ["jobs", job, action]) => call.act_on_job(job, action, &body).await,
@@ -218,8 +219,13 @@ impl Call<'_> {
         Ok(json!({ "jobs": listed }))
     }
 
-    async fn job(&self, job: &str) -> Answer {
+    async fn job(&self, job: &str, query: &str) -> Answer {
         self.authorize("GetJob", Role::Viewer)?;
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        // The chart's start, for the schedule windows shaded on it.
+        let since_ms = query_value(query, "since")
+            .and_then(|text| text.parse::<i64>().ok())
+            .unwrap_or(now_ms);
         let domain = &self.console;
         let status = domain.jobs.job_status(job).await?;
         let (chunks, _) = domain
@@ -233,7 +239,11 @@ impl Call<'_> {
             .await
             .ok()
             .map(|(policy, effective)| {
+                let spans = serde_json::from_str::<ThrottlePolicy>(&policy)
+                    .map(|policy| schedule_spans(&policy, since_ms, now_ms))
+                    .unwrap_or_default();
                 json!({
+                    "schedule_spans": spans,
                     "policy": serde_json::from_str::<Value>(&policy).unwrap_or(Value::Null),
                     "effective": {
                         "concurrency": effective.concurrency,

@@ -2,6 +2,7 @@
 //! table, the chunk map (aggregated into at most [`MAX_MAP_CELLS`] cells, so a job of
 //! 100,000 chunks is drawn from a few kilobytes), and failures grouped by reason.
 
+use ferry_model::throttle::ThrottlePolicy;
 use serde::Serialize;
 
 use crate::control::ChunkView;
@@ -209,9 +210,92 @@ pub fn failure_groups(chunks: &[ChunkView]) -> Vec<FailureGroup> {
     groups
 }
 
+/// The longest stretch [`schedule_spans`] looks back over: a day of minutes.
+const MAX_SCHEDULE_LOOKBACK_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A stretch of time during which one schedule window of the policy applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScheduleSpan {
+    /// Start (Unix ms).
+    pub from_unix_ms: i64,
+    /// End (Unix ms, exclusive).
+    pub to_unix_ms: i64,
+    /// The window's index in the policy's schedule.
+    pub window: usize,
+    /// Its concurrency.
+    pub max_concurrency: u32,
+}
+
+/// When schedule windows applied between `since_unix_ms` and `until_unix_ms` (at most a
+/// day back), asking the policy itself ([`ThrottlePolicy::window_at`]) minute by minute:
+/// windows are minute-grained. Consecutive minutes of one window make one span.
+pub fn schedule_spans(
+    policy: &ThrottlePolicy,
+    since_unix_ms: i64,
+    until_unix_ms: i64,
+) -> Vec<ScheduleSpan> {
+    const MINUTE_MS: i64 = 60_000;
+    let mut spans: Vec<ScheduleSpan> = Vec::new();
+    if policy.schedule.is_empty() || until_unix_ms <= since_unix_ms {
+        return spans;
+    }
+    let start = since_unix_ms.max(until_unix_ms - MAX_SCHEDULE_LOOKBACK_MS);
+    let mut minute = start - start.rem_euclid(MINUTE_MS);
+    while minute < until_unix_ms {
+        let next = minute + MINUTE_MS;
+        let window_opt = jiff::Timestamp::from_millisecond(minute)
+            .ok()
+            .and_then(|instant| policy.window_at(instant).ok())
+            .and_then(|limit| limit.window.map(|window| (window, limit.max_concurrency)));
+        if let Some((window, max_concurrency)) = window_opt {
+            match spans.last_mut() {
+                Some(last) if last.window == window && last.to_unix_ms == minute.max(start) => {
+                    last.to_unix_ms = next.min(until_unix_ms);
+                }
+                _ => spans.push(ScheduleSpan {
+                    from_unix_ms: minute.max(start),
+                    to_unix_ms: next.min(until_unix_ms),
+                    window,
+                    max_concurrency,
+                }),
+            }
+        }
+        minute = next;
+    }
+    spans
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedule_spans_follow_the_policy_windows() {
+        use ferry_model::throttle::{DaySet, ScheduleWindow};
+        let policy = ThrottlePolicy {
+            timezone: "UTC".into(),
+            schedule: vec![ScheduleWindow {
+                days: DaySet::ALL,
+                from_minute: 10 * 60,
+                to_minute: 10 * 60 + 30,
+                max_concurrency: 3,
+            }],
+            ..ThrottlePolicy::default()
+        };
+        // 2026-01-05 09:50 to 11:00 UTC.
+        let nine_fifty = 1_767_606_600_000;
+        let spans = schedule_spans(&policy, nine_fifty, nine_fifty + 70 * 60_000);
+        assert_eq!(
+            spans,
+            vec![ScheduleSpan {
+                from_unix_ms: nine_fifty + 10 * 60_000,
+                to_unix_ms: nine_fifty + 40 * 60_000,
+                window: 0,
+                max_concurrency: 3,
+            }]
+        );
+        assert!(schedule_spans(&ThrottlePolicy::default(), 0, 60_000).is_empty());
+    }
 
     fn chunk(id: u32, table: &str, state: &str) -> ChunkView {
         ChunkView {

@@ -102,18 +102,24 @@ function progressBar(total, verified, failed) {
 
 // ---- Jobs ----------------------------------------------------------------
 
+let jobRows = {};          // job -> {at, rows}, for the job list's rows/s
+
 async function showJobs() {
   const data = await api('GET', 'jobs');
+  const now = Date.now();
   const rows = data.jobs.map((job) => {
     const s = job.status || {};
+    const last = jobRows[job.job];
+    const rate = s.state === 'RUNNING' && last && now > last.at ? ((s.rows_streamed - last.rows) * 1000) / (now - last.at) : null;
+    if (!last || now - last.at > 3000) jobRows[job.job] = { at: now, rows: s.rows_streamed };
     return `<tr id="job-${esc(job.job)}"><td><a href="#/job/${encodeURIComponent(job.job)}">${esc(job.job)}</a></td>
       <td><span class="state ${esc(s.state || job.state)}">${esc(s.state || job.state)}</span></td>
       <td>${progressBar(s.chunks_total, s.chunks_verified, s.chunks_failed)}</td>
-      <td>${fmt(s.rows_verified)}</td><td>${duration(s.eta_seconds)}</td>
-      <td>${when(job.submitted_at_unix_ms)}</td><td>${esc(job.submitted_by || '')}</td></tr>`;
+      <td>${fmt(s.rows_verified)}</td><td>${rate == null ? '–' : fmt(Math.max(0, Math.round(rate)))}</td><td>${duration(s.eta_seconds)}</td>
+      <td>${when(job.submitted_at_unix_ms)}</td><td>${esc(job.submitted_by || '–')}</td></tr>`;
   });
   $('view').innerHTML = `<h1>Jobs</h1><table><thead><tr><th>Job</th><th>State</th><th>Progress</th>
-    <th>Rows verified</th><th>ETA</th><th>Submitted</th><th>By</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="7">No jobs.</td></tr>'}</tbody></table>`;
+    <th>Rows verified</th><th>Rows/s</th><th>ETA</th><th>Submitted</th><th>By</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="8">No jobs.</td></tr>'}</tbody></table>`;
 }
 
 // ---- A job ---------------------------------------------------------------
@@ -159,7 +165,8 @@ async function act(question, path, body) {
 }
 
 async function showJob(job) {
-  const data = await api('GET', `jobs/${encodeURIComponent(job)}`);
+  const since = samples.length ? samples[0].at : Date.now();
+  const data = await api('GET', `jobs/${encodeURIComponent(job)}?since=${since}`);
   if (!$('summary')) jobSkeleton(job);
   const s = data.status;
   const now = Date.now();
@@ -284,6 +291,13 @@ function renderThrottle(throttle, history) {
   const yC = (v) => H - pad - (v / maxC) * (H - 2 * pad);
   const yL = (v) => H - pad - (v / maxL) * (H - 2 * pad);
   ctx.font = '11px sans-serif';
+  for (const span of throttle.schedule_spans || []) {
+    const from = Math.max(span.from_unix_ms, t0);
+    ctx.fillStyle = 'rgba(59, 130, 246, 0.10)';
+    ctx.fillRect(x(from), pad, Math.max(1, x(span.to_unix_ms) - x(from)), H - 2 * pad);
+    ctx.fillStyle = '#1d4ed8';
+    ctx.fillText(`schedule window ${span.window + 1}: max ${span.max_concurrency}`, x(from) + 3, H - pad - 4);
+  }
   for (const s of samples) if (s.paused) { ctx.fillStyle = '#fef3c7'; ctx.fillRect(x(s.at) - 2, pad, 4, H - 2 * pad); }
   if (load) {
     for (const [v, color, label] of [[load.max, '#f59e0b', 'max'], [load.critical, '#dc2626', 'critical']]) {
@@ -305,7 +319,7 @@ function renderThrottle(throttle, history) {
     ctx.fillStyle = '#475569'; ctx.fillText(`${h.summary.slice(0, 40)} (${h.actor})`, x(h.at_unix_ms) + 3, pad + 10 + 12 * (mark++ % 8));
   }
   ctx.fillStyle = '#0f172a';
-  ctx.fillText(`allowed concurrency (blue, max ${maxC}) · in flight (green) · load (purple) · paused (shaded) · last ${duration((t1 - t0) / 1000)}`, pad, 14);
+  ctx.fillText(`allowed concurrency (blue, max ${maxC}) · in flight (green) · load (purple) · paused (yellow) · schedule windows (blue) · last ${duration((t1 - t0) / 1000)}`, pad, 14);
 }
 
 // ---- Workers -------------------------------------------------------------
