@@ -125,11 +125,7 @@ pub async fn serve(
     let console_stop = CancellationToken::new();
     let _console_guard = console_stop.clone().drop_guard();
     if let Some(listen) = &config.console.listen {
-        let console = Console {
-            jobs: runtime.clone(),
-            cluster: runtime.clone(),
-            access: secured.access.clone(),
-        };
+        let console = Console::new(runtime.clone(), runtime.clone(), secured.access.clone());
         serve_console(
             listen,
             "console.listen",

@@ -363,11 +363,7 @@ impl LocalJob {
                     Some((_, secured)) => secured.access.clone(),
                     None => options.security.prepare(LOOPBACK_ANY_PORT)?.access,
                 };
-                let console = Console {
-                    jobs: runtime.clone(),
-                    cluster: runtime.clone(),
-                    access,
-                };
+                let console = Console::new(runtime.clone(), runtime.clone(), access);
                 let bound = serve_console(
                     addr,
                     "--console-addr",

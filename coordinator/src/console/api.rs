@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::Console;
 use super::assets;
-use super::view::{MAX_MAP_CELLS, chunk_map, failure_groups, schedule_spans, table_progress};
+use super::view::schedule_spans;
 use crate::control::{ChunkFilter, ControlError, RecopySelector, ThrottleUpdate};
 use crate::security::{AccessDenied, Caller, Role};
 use ferry_model::throttle::ThrottlePolicy;
@@ -228,10 +228,7 @@ impl Call<'_> {
             .unwrap_or(now_ms);
         let domain = &self.console;
         let status = domain.jobs.job_status(job).await?;
-        let (chunks, _) = domain
-            .cluster
-            .list_chunks(job, &ChunkFilter::default(), 0, u32::MAX as usize)
-            .await?;
+        let summary = domain.chunk_summary(job).await?;
         // A job that no longer runs here has no pacer: its throttle is not shown.
         let throttle = domain
             .jobs
@@ -274,9 +271,9 @@ impl Call<'_> {
         Ok(json!({
             "job": job,
             "status": status_json(status),
-            "tables": table_progress(&chunks),
-            "map": chunk_map(&chunks, MAX_MAP_CELLS),
-            "failures": failure_groups(&chunks),
+            "tables": summary.tables,
+            "map": summary.map,
+            "failures": summary.failures,
             "throttle": throttle,
             "history": history,
         }))

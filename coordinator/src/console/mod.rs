@@ -14,14 +14,17 @@ pub mod api;
 pub mod assets;
 pub mod view;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{ClusterControl, JobControl};
+use crate::control::{ChunkFilter, ClusterControl, ControlError, JobControl};
 use crate::security::ControlAccess;
+use view::ChunkSummary;
 
 /// Why the console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,14 @@ pub enum ConsoleError {
     },
 }
 
+/// How long a job's chunk summary is shared by every page polling it: listing a job's
+/// chunks reads every chunk record (from etcd on a coordinator), so many open pages of a
+/// big job cost one listing a second, not one each.
+const SUMMARY_TTL: Duration = Duration::from_secs(1);
+
+/// Chunk summaries by job, with when each was made.
+type Summaries = HashMap<String, (Instant, Arc<ChunkSummary>)>;
+
 /// What the console serves: the domain of the Control API and who may call it.
 #[derive(Clone)]
 pub struct Console {
@@ -59,6 +70,49 @@ pub struct Console {
     pub cluster: Arc<dyn ClusterControl>,
     /// Who may read and act (the Control API's).
     pub access: ControlAccess,
+    /// Recent chunk summaries by job.
+    summaries: Arc<Mutex<Summaries>>,
+}
+
+impl Console {
+    /// A console over the Control API's domain, callers checked by `access`.
+    pub fn new(
+        jobs: Arc<dyn JobControl>,
+        cluster: Arc<dyn ClusterControl>,
+        access: ControlAccess,
+    ) -> Self {
+        Console {
+            jobs,
+            cluster,
+            access,
+            summaries: Arc::default(),
+        }
+    }
+
+    /// A job's chunks as the job page shows them, listed at most once per
+    /// [`SUMMARY_TTL`].
+    pub async fn chunk_summary(&self, job: &str) -> Result<Arc<ChunkSummary>, ControlError> {
+        let fresh = |entry: &(Instant, Arc<ChunkSummary>)| entry.0.elapsed() < SUMMARY_TTL;
+        if let Some(entry) = self.lock_summaries().get(job).filter(|entry| fresh(entry)) {
+            return Ok(entry.1.clone());
+        }
+        let (chunks, _) = self
+            .cluster
+            .list_chunks(job, &ChunkFilter::default(), 0, u32::MAX as usize)
+            .await?;
+        let summary = Arc::new(ChunkSummary::of(&chunks));
+        let mut summaries = self.lock_summaries();
+        summaries.retain(|_, entry| fresh(entry));
+        summaries.insert(job.to_owned(), (Instant::now(), summary.clone()));
+        Ok(summary)
+    }
+
+    fn lock_summaries(&self) -> std::sync::MutexGuard<'_, Summaries> {
+        // A panic while holding it leaves a map of whole entries: still usable.
+        self.summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Binds `listen` (`key`: the setting naming it, for errors), refuses a non-loopback

@@ -76,6 +76,28 @@ pub struct FailureGroup {
     pub chunk_ids: Vec<u32>,
 }
 
+/// What the job page shows of a job's chunks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChunkSummary {
+    /// Progress per table.
+    pub tables: Vec<TableProgress>,
+    /// The chunk map.
+    pub map: ChunkMap,
+    /// Failures by reason.
+    pub failures: Vec<FailureGroup>,
+}
+
+impl ChunkSummary {
+    /// Summarises `chunks` (in id order).
+    pub fn of(chunks: &[ChunkView]) -> Self {
+        ChunkSummary {
+            tables: table_progress(chunks),
+            map: chunk_map(chunks, MAX_MAP_CELLS),
+            failures: failure_groups(chunks),
+        }
+    }
+}
+
 /// The map letter of a chunk state, and its urgency (higher shows first in a cell).
 fn letter(state: &str) -> (u8, u8) {
     match state {
