@@ -331,7 +331,7 @@ impl Browser {
         let element = self.command(
             "POST",
             "/element",
-            Some(json!({"using": "css selector", "value": format!("#{id}")})),
+            Some(json!({"using": "css selector", "value": format!("[id=\"{id}\"]")})),
         );
         let element_id = element
             .as_object()
@@ -347,7 +347,7 @@ impl Browser {
         let element = self.command(
             "POST",
             "/element",
-            Some(json!({"using": "css selector", "value": format!("#{id}")})),
+            Some(json!({"using": "css selector", "value": format!("[id=\"{id}\"]")})),
         );
         let element_id = element
             .as_object()

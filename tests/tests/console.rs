@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ferry_proto::v1 as pb;
 use ferry_tests::browser::{Browser, browser, http_request};
-use ferry_tests::cluster::{Cluster, binary, submit};
-use ferry_tests::{sqlite3, wait_until};
+use ferry_tests::cluster::{Cluster, binary, chunks, client, submit};
+use ferry_tests::{sqlite3, wait_until, wait_until_async};
 use serde_json::{Value, json};
 
 const OPERATOR_TOKEN: &str = "ops-token-0123456789abcdef";
@@ -418,6 +419,36 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
         },
     )
     .await;
+    // A throttle change from the page reaches the job's policy (read through gRPC), once
+    // the job runs on the leader (its throttle is shown).
+    wait_for(Duration::from_secs(30), "the job's throttle", || {
+        page.text_of("throttle-effective").is_some()
+    })
+    .await;
+    page.type_into("throttle-concurrency", "1");
+    page.click("action-throttle");
+    page.accept_dialog();
+    wait_for(Duration::from_secs(30), "the override on the page", || {
+        page.text_of("throttle-effective")
+            .is_some_and(|text| text.contains("operator override 1"))
+    })
+    .await;
+    let throttle = client(&leader)
+        .await
+        .get_throttle(pb::GetThrottleRequest {
+            job_id: job.to_owned(),
+            at_unix_ms: None,
+        })
+        .await
+        .expect("GetThrottle")
+        .into_inner();
+    assert!(
+        throttle
+            .policy_json
+            .contains("\"max_concurrency_override\":1"),
+        "{}",
+        throttle.policy_json
+    );
     page.screenshot("cluster-job");
     page.open(&format!("http://{leader_console}/#/workers"));
     wait_for(Duration::from_secs(20), "both workers", || {
@@ -433,6 +464,27 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
     })
     .await;
     page.screenshot("cluster-workers");
+    // Drain a worker from the page: the coordinator lists it draining (or it is gone).
+    page.click("drain-console-w2");
+    page.accept_dialog();
+    wait_until_async(Duration::from_secs(30), || {
+        let leader = leader.clone();
+        async move {
+            let workers = client(&leader)
+                .await
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .expect("ListWorkers")
+                .into_inner()
+                .workers;
+            workers
+                .iter()
+                .find(|worker| worker.id == "console-w2")
+                .is_none_or(|worker| worker.draining)
+        }
+    })
+    .await
+    .expect("console-w2 drains");
     page.assert_no_console_errors();
 
     // The standby's console, then the leader killed: the page follows the job to its end.
@@ -473,6 +525,39 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
     page.screenshot("cluster-done");
     page.assert_no_console_errors();
     cluster.assert_same(&["orders", "items"]);
+
+    // The former standby leads now: re-copy a table from its page; its chunks run again.
+    let new_leader = cluster.coordinators[1].2.clone();
+    page.click("recopy-public.items");
+    page.accept_dialog();
+    wait_until_async(Duration::from_secs(60), || {
+        let new_leader = new_leader.clone();
+        async move {
+            let listed = chunks(&new_leader, job).await;
+            let items: Vec<_> = listed
+                .iter()
+                .filter(|chunk| chunk.table == "public.items")
+                .collect();
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|chunk| chunk.attempt >= 2 && chunk.state == "VERIFIED")
+        }
+    })
+    .await
+    .expect("the re-copied table verified again");
+    wait_for(
+        Duration::from_secs(30),
+        "the re-copy in the history",
+        || {
+            page.text_of("history").is_some_and(|text| {
+                text.contains("re-copy table public.items") && text.contains("anonymous")
+            })
+        },
+    )
+    .await;
+    cluster.assert_same(&["orders", "items"]);
+    page.assert_no_console_errors();
 }
 
 fn free_port() -> u16 {

@@ -13,6 +13,7 @@ let route = null;
 let lastRows = null;       // {at, rows} for rows/s
 let samples = [];          // throttle samples of the job on screen
 let mapState = null;       // the job page's last chunk map
+let actionErrorUntil = 0;  // an action's refusal stays shown this long (ms since epoch)
 
 const $ = (id) => document.getElementById(id);
 const esc = (text) => String(text ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
@@ -77,7 +78,7 @@ async function refresh() {
       if (route.page === 'jobs') await showJobs();
       else if (route.page === 'job') await showJob(route.job);
       else await showWorkers();
-      showError('');
+      if (Date.now() > actionErrorUntil) showError('');
     }
   } catch (error) {
     showError(error.message);
@@ -157,8 +158,10 @@ async function act(question, path, body) {
   if (!isOperator() || !window.confirm(question)) return;
   try {
     await api('POST', path, body);
+    actionErrorUntil = 0;
     showError('');
   } catch (error) {
+    actionErrorUntil = Date.now() + 15000;
     showError(error.message);
   }
   refresh();
@@ -200,7 +203,7 @@ function renderTables(job, tables, status) {
   $('tables').innerHTML = tables.map((t) => {
     const left = t.chunks - t.verified - t.failed;
     const eta = pace && left > 0 ? duration(pace * left) : left > 0 ? '–' : 'done';
-    const recopy = isOperator() ? `<button class="action recopy-table" data-table="${esc(t.table)}">Re-copy</button>` : '';
+    const recopy = isOperator() ? `<button class="action recopy-table" id="recopy-${esc(t.table)}" data-table="${esc(t.table)}">Re-copy</button>` : '';
     const parts = t.partitions.map((p) => `<tr class="partition"><td>&nbsp;&nbsp;↳ ${esc(p.partition)}</td>
       <td>${progressBar(p.chunks, p.verified, 0)}</td><td>${fmt(p.verified)} / ${fmt(p.chunks)}</td>
       <td>${fmt(p.rows_verified)}</td><td>${fmt(p.rows_estimated)}</td><td></td><td></td></tr>`).join('');
@@ -332,7 +335,7 @@ async function showWorkers() {
       <td>${w.chunks.map((c) => `<a href="#/job/${encodeURIComponent(c.job)}">${esc(c.job)}</a> #${c.chunk} ${esc(c.table)} ${esc(c.state)} (attempt ${c.attempt})`).join('<br>')}</td>
       <td>${when(w.registered_at_unix_ms)} (${duration((now - w.registered_at_unix_ms) / 1000)} ago)</td><td>${esc(w.host)} pid ${w.pid}</td>
       <td>${w.draining ? 'draining' : ''}</td>
-      <td>${isOperator() && !w.draining ? `<button class="action drain" data-worker="${esc(w.id)}">Drain</button>` : ''}</td></tr>`).join('') ||
+      <td>${isOperator() && !w.draining ? `<button class="action drain" id="drain-${esc(w.id)}" data-worker="${esc(w.id)}">Drain</button>` : ''}</td></tr>`).join('') ||
       '<tr><td colspan="7">No live workers.</td></tr>') + '</tbody></table>';
   for (const button of document.querySelectorAll('.drain')) {
     button.onclick = () => act(`Drain worker ${button.dataset.worker}? It finishes its chunks and takes no more.`,
