@@ -272,6 +272,7 @@ function renderFailures(groups) {
 // The throttle over time: allowed concurrency and chunks in flight (left axis), the
 // load probe's value against max and critical (right axis), operator changes marked.
 function renderThrottle(throttle, history) {
+  $('throttle-chart').hidden = !throttle;
   if (!throttle) {
     $('throttle-now').innerHTML = '<p class="hint">No throttle here: the job is not running, or this coordinator is a standby (the leader\'s console shows it).</p>';
     return;
