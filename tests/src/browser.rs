@@ -4,7 +4,8 @@
 //!
 //! chromedriver runs in a process group of its own under a `sh` that holds a pipe from
 //! this process: when the test binary exits, the pipe closes and the shell ends the
-//! whole group (chromedriver and Chromium), so nothing outlives the tests.
+//! whole group (chromedriver and Chromium) and removes the profile folder, so nothing
+//! outlives the tests.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -191,12 +192,20 @@ impl Browser {
             use std::os::unix::process::CommandExt;
             Command::new("sh")
                 .arg("-c")
-                .arg("\"$1\" --port=\"$2\" --log-path=\"$3\" 2>&1 & read _; kill -TERM 0")
+                // After the pipe closes: end the group (not this shell, which ignores
+                // TERM from then on), then remove the profile (Chromium's processes may
+                // still be writing to it for a moment while they exit).
+                .arg(
+                    "\"$1\" --port=\"$2\" --log-path=\"$3\" 2>&1 & read _; \
+                     trap '' TERM; kill -TERM 0; wait; \
+                     for _ in 1 2 3 4 5; do rm -rf \"$4\" 2>/dev/null && break; sleep 1; done",
+                )
                 .args([
                     "sh",
                     CHROMEDRIVER,
                     &port.to_string(),
                     &log.display().to_string(),
+                    &profile.display().to_string(),
                 ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
