@@ -304,6 +304,13 @@ struct LocalArgs {
     /// address is printed at start).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve the web console at http://HOST:PORT (port 0: any free port; the address is
+    /// printed at start). Same tokens and roles as the Control API (--tokens-file).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_address)]
+    console_addr: Option<String>,
+    /// Keep the console open after the job ends, until Ctrl-C.
+    #[arg(long, requires = "console_addr")]
+    console_stay: bool,
 }
 
 impl LocalArgs {
@@ -434,6 +441,10 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                let console = ConsoleArgs {
+                    addr: args.console_addr,
+                    stay: args.console_stay,
+                };
                 local(
                     args.spec,
                     args.workers.into(),
@@ -442,6 +453,7 @@ fn main() -> ExitCode {
                     &args.control_addr,
                     security,
                     None,
+                    console,
                 )
                 .await
             }
@@ -463,6 +475,10 @@ fn main() -> ExitCode {
                     &args.local.control_addr,
                     security,
                     Some(options),
+                    ConsoleArgs {
+                        addr: args.local.console_addr,
+                        stay: args.local.console_stay,
+                    },
                 )
                 .await
             }
@@ -607,6 +623,11 @@ async fn demo(args: DemoArgs) -> i32 {
         "127.0.0.1:0",
         ControlSecurity::default(),
         None,
+        // The console while the demo runs (it closes with the run).
+        ConsoleArgs {
+            addr: Some("127.0.0.1:0".to_owned()),
+            stay: false,
+        },
     )
     .await;
     println!(
@@ -623,6 +644,12 @@ async fn demo(args: DemoArgs) -> i32 {
     code
 }
 
+/// `ferryctl local`'s web console flags.
+struct ConsoleArgs {
+    addr: Option<String>,
+    stay: bool,
+}
+
 async fn local(
     spec_path: PathBuf,
     workers: usize,
@@ -631,6 +658,7 @@ async fn local(
     control_addr: &str,
     security: ControlSecurity,
     verify: Option<ferry_ctl::verify::VerifyOptions>,
+    console: ConsoleArgs,
 ) -> i32 {
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
@@ -696,6 +724,7 @@ async fn local(
     };
 
     let cancel = CancellationToken::new();
+    let cancel_after_report = cancel.clone();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -711,6 +740,8 @@ async fn local(
 
     let mut options = LocalRunOptions::workers(workers);
     options.control_addr = Some(control_addr.to_owned());
+    options.console_addr = console.addr.clone();
+    options.console_stay = console.stay;
     let scheme = if security.tls_cert.is_some() {
         "https"
     } else {
@@ -739,6 +770,9 @@ async fn local(
             "control API on {scheme}://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain|history --endpoint {scheme}://{addr})"
         );
     }
+    if let Some(addr) = run.console_addr {
+        eprintln!("console on http://{addr}");
+    }
 
     let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressMode::Quiet
@@ -765,7 +799,7 @@ async fn local(
     } else {
         print!("{}", report.render());
     }
-    match verify {
+    let code = match verify {
         Some(options) if report.only_differences() && !report.interrupted => {
             let connectors = ferry_ctl::verify::JobConnectors {
                 source: job.source.clone(),
@@ -782,5 +816,10 @@ async fn local(
             code
         }
         _ => report.exit_code(),
+    };
+    if console.stay && !cancel_after_report.is_cancelled() {
+        eprintln!("the job ended; the console stays open until Ctrl-C");
+        cancel_after_report.cancelled().await;
     }
+    code
 }
