@@ -257,6 +257,17 @@ mod tests {
     }
 }
 
+/// A sample of a table's non-NULL keys, for planning a big table without reading every
+/// key: the planner cuts boundaries from it (`coordinator::planner::boundaries_from_sample`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeySample {
+    /// Sampled keys in the source's key order, ascending.
+    pub keys: Vec<KeyBound>,
+    /// Non-NULL-key rows the sample stands for: the source's estimate from its sampling
+    /// rate (rows sampled / fraction sampled).
+    pub rows: u64,
+}
+
 /// What a source knows about a table's split key, for the planner to choose a split.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyStats {
