@@ -10,8 +10,8 @@ use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::JobSpec;
 
 use crate::planner::{
-    SplitChoice, boundaries_from_sample, choose_plan_units, choose_split, choose_split_key,
-    plan_table,
+    HashSplitRefusal, SplitChoice, boundaries_from_sample, choose_plan_units, choose_split,
+    choose_split_key, hash_split_key, plan_table,
 };
 
 /// Why a job could not be planned.
@@ -58,6 +58,23 @@ pub enum PlanError {
     UnknownColumnOverride {
         /// The override's key.
         key: String,
+    },
+    /// A `tables.split` entry names no selected table.
+    #[error(
+        "tables.split.{key}: no selected table has this name; name a table of tables.include \
+         as \"schema.table\" or \"table\""
+    )]
+    UnknownSplitTable {
+        /// The entry's key.
+        key: String,
+    },
+    /// A `tables.split` entry cannot be used for its table.
+    #[error("tables.split.{key}: {refusal}")]
+    HashSplitRefused {
+        /// The entry's key.
+        key: String,
+        /// Why, and what to do.
+        refusal: HashSplitRefusal,
     },
     /// A connector failed.
     #[error(transparent)]
@@ -159,13 +176,36 @@ pub async fn plan_job_with(
             return Err(PlanError::UnknownColumnOverride { key: key.clone() });
         }
     }
+    for key in spec.tables.split.keys() {
+        let known = described
+            .iter()
+            .any(|table| *key == table.name.to_string() || *key == table.name.name);
+        if !known {
+            return Err(PlanError::UnknownSplitTable { key: key.clone() });
+        }
+    }
     let mut tables = Vec::with_capacity(selected.len());
     let mut chunks = Vec::new();
     let mut prepared = Vec::with_capacity(selected.len());
     for schema in described {
         let name = schema.name.clone();
         let same_engine = source.kind() == sink.kind();
-        let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid(), same_engine);
+        let (key, warning) = match spec.tables.split_of(&name.to_string(), &name.name) {
+            Some(split) => {
+                let key = hash_split_key(&schema, split, source.kind(), sink.kind()).map_err(
+                    |refusal| PlanError::HashSplitRefused {
+                        key: if spec.tables.split.contains_key(&name.to_string()) {
+                            name.to_string()
+                        } else {
+                            name.name.clone()
+                        },
+                        refusal,
+                    },
+                )?;
+                (key, None)
+            }
+            None => choose_split_key(&schema, sink.can_carry_rowid(), same_engine),
+        };
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
         let options = PrepareOptions {

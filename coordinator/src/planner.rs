@@ -8,8 +8,10 @@
 use ferry_model::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
 use ferry_model::schema::TableSchema;
 
+mod hash;
 mod sample;
 
+pub use hash::{HashSplitRefusal, hash_split_key};
 pub use sample::{
     MAX_SAMPLE_POINTS, SAMPLE_FROM_ROWS, SAMPLE_POINTS_PER_CHUNK, boundaries_from_sample,
     sample_points,
@@ -165,6 +167,14 @@ pub fn choose_plan_units(
 /// Decides how to cut a table from its key statistics.
 pub fn choose_split(key: &SplitKey, stats: &KeyStats, target_rows: u64) -> SplitChoice {
     let target_rows = target_rows.max(1);
+    if let SplitKey::Hash { buckets, .. } = key {
+        // Every row's bucket is in [0, buckets): one chunk per bucket, whatever the size.
+        return SplitChoice::Even {
+            min: 0,
+            max: i64::from(*buckets) - 1,
+            num_chunks: u64::from(*buckets),
+        };
+    }
     let keyed_rows = stats.rows.saturating_sub(stats.null_key_rows);
     if matches!(key, SplitKey::None) || keyed_rows <= target_rows {
         return SplitChoice::Single;

@@ -197,6 +197,16 @@ pub enum SplitKey {
     },
     /// SQLite's implicit rowid, carried to the target so ranges match on both sides.
     Rowid,
+    /// No usable key, but a column whose hash cuts the table into `buckets` chunks
+    /// (`tables.split`): a chunk's range is `[b, b + 1)` over the bucket number
+    /// `hash(column) mod buckets`, which source and target compute alike (same engine
+    /// only). NULL values hash as the empty text, so every row has a bucket.
+    Hash {
+        /// The column hashed.
+        column: String,
+        /// How many buckets (and chunks).
+        buckets: u32,
+    },
     /// No usable key: the table is copied as one chunk.
     None,
 }
@@ -212,7 +222,7 @@ impl SplitKey {
         match self {
             SplitKey::Columns { single_integer, .. } => *single_integer,
             SplitKey::Rowid => true,
-            SplitKey::None => false,
+            SplitKey::Hash { .. } | SplitKey::None => false,
         }
     }
 }

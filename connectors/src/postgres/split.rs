@@ -20,6 +20,20 @@ pub fn key_columns(catalog: &CatalogTable, key: &SplitKey) -> Result<Vec<KeyColu
                     detail: format!("{detail}; plan the job again, or fix the table"),
                 })
         }
+        SplitKey::Hash { column, buckets } => {
+            let mut columns =
+                catalog
+                    .key_columns(std::slice::from_ref(column))
+                    .map_err(|detail| ConnectorError::SchemaMismatch {
+                        table: catalog.name.clone(),
+                        detail: format!("{detail}; plan the job again, or fix the table"),
+                    })?;
+            Ok(columns
+                .pop()
+                .map(|column| KeyColumn::hash_bucket(column, *buckets))
+                .into_iter()
+                .collect())
+        }
         SplitKey::None => Ok(Vec::new()),
         SplitKey::Rowid => Err(ConnectorError::Unsupported {
             table: catalog.name.clone(),

@@ -1,6 +1,8 @@
 //! [`JobSpec::fingerprint`]: a stable hash of what shapes a job's copy plan, so that a
 //! resumed job is known to be the same job.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::endpoints::{EndpointSpec, Location, without_password};
@@ -30,6 +32,12 @@ impl JobSpec {
                 .map(GlobPattern::as_str)
                 .collect(),
             target_rows: self.chunking.target_rows,
+            split: self
+                .tables
+                .split
+                .iter()
+                .map(|(table, split)| (table.as_str(), (split.column.as_str(), split.buckets)))
+                .collect(),
         };
         // Cannot fail: the view holds only strings, integers, options and lists of strings,
         // which serde_json always serializes.
@@ -49,6 +57,10 @@ struct PlanFingerprintView<'a> {
     include: Vec<&'a str>,
     exclude: Vec<&'a str>,
     target_rows: u64,
+    /// `tables.split`: table → (column, buckets); absent when empty, so the fingerprints
+    /// of jobs planned before it existed stay the same.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    split: BTreeMap<&'a str, (&'a str, u32)>,
 }
 
 #[derive(Serialize)]
