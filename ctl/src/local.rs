@@ -142,7 +142,9 @@ impl LocalError {
                 PlanError::TableNotFound { .. }
                 | PlanError::NoTables { .. }
                 | PlanError::TargetCollision { .. }
-                | PlanError::UnknownColumnOverride { .. },
+                | PlanError::UnknownColumnOverride { .. }
+                | PlanError::UnknownSplitTable { .. }
+                | PlanError::HashSplitRefused { .. },
             ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }

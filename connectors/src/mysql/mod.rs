@@ -34,7 +34,7 @@ use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use ferry_model::checksum::RangeChecksum;
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::Location;
 use mysql_async::prelude::Queryable;
@@ -463,6 +463,25 @@ impl Source for MysqlSource {
             table,
             key,
             every_rows,
+        )
+        .await
+    }
+
+    async fn key_sample(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        points: u64,
+        estimated_rows: u64,
+    ) -> Result<Option<KeySample>> {
+        let mut conn = self.shared.conn("source", &table.name).await?;
+        split::key_sample(
+            &mut conn,
+            self.shared.database_of(table),
+            table,
+            key,
+            points,
+            estimated_rows,
         )
         .await
     }

@@ -34,7 +34,7 @@ mod write;
 
 use async_trait::async_trait;
 use ferry_model::checksum::RangeChecksum;
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::Location;
 use tokio_postgres::Client;
@@ -187,6 +187,18 @@ impl Source for PostgresSource {
         let client = self.endpoint.connect().await?;
         let catalog = require_table(&client, &partition_relation(table), "source").await?;
         split::key_boundaries(&client, &catalog, key, every_rows).await
+    }
+
+    async fn key_sample(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        points: u64,
+        _estimated_rows: u64,
+    ) -> Result<Option<KeySample>> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
+        split::key_sample(&client, &catalog, key, points).await
     }
 
     async fn read_chunk(
