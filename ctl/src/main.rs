@@ -452,8 +452,10 @@ fn main() -> ExitCode {
                     args.json,
                     &args.control_addr,
                     security,
-                    None,
-                    console,
+                    LocalExtras {
+                        verify: None,
+                        console,
+                    },
                 )
                 .await
             }
@@ -474,10 +476,12 @@ fn main() -> ExitCode {
                     args.local.json,
                     &args.local.control_addr,
                     security,
-                    Some(options),
-                    ConsoleArgs {
-                        addr: args.local.console_addr,
-                        stay: args.local.console_stay,
+                    LocalExtras {
+                        verify: Some(options),
+                        console: ConsoleArgs {
+                            addr: args.local.console_addr,
+                            stay: args.local.console_stay,
+                        },
                     },
                 )
                 .await
@@ -622,11 +626,13 @@ async fn demo(args: DemoArgs) -> i32 {
         false,
         "127.0.0.1:0",
         ControlSecurity::default(),
-        None,
-        // The console while the demo runs (it closes with the run).
-        ConsoleArgs {
-            addr: Some("127.0.0.1:0".to_owned()),
-            stay: false,
+        LocalExtras {
+            verify: None,
+            // The console while the demo runs (it closes with the run).
+            console: ConsoleArgs {
+                addr: Some("127.0.0.1:0".to_owned()),
+                stay: false,
+            },
         },
     )
     .await;
@@ -650,6 +656,13 @@ struct ConsoleArgs {
     stay: bool,
 }
 
+/// What a local run does besides copying: verify only (then localise and repair), and
+/// serve the console.
+struct LocalExtras {
+    verify: Option<ferry_ctl::verify::VerifyOptions>,
+    console: ConsoleArgs,
+}
+
 async fn local(
     spec_path: PathBuf,
     workers: usize,
@@ -657,9 +670,9 @@ async fn local(
     json: bool,
     control_addr: &str,
     security: ControlSecurity,
-    verify: Option<ferry_ctl::verify::VerifyOptions>,
-    console: ConsoleArgs,
+    extras: LocalExtras,
 ) -> i32 {
+    let LocalExtras { verify, console } = extras;
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
         Ok(spec) => spec,

@@ -48,7 +48,6 @@ impl Idle {
             idle.push(client);
         }
     }
-
 }
 
 /// A connection of an endpoint: a [`Client`] that returns to the pool on
