@@ -264,6 +264,25 @@ mem_pg=$(peak_rss postgres MEM_PG_DST)
 mem_my=$(peak_rss mysql MEM_MY_DST)
 "${PSQL[@]}" -d postgres -c "DROP DATABASE ferry_bench_mem" -c "DROP DATABASE ferry_bench_mem_dst"
 "${MY[@]}" -e "DROP DATABASE ferry_bench_mem_dst"
+# Many small chunks: 3,000 chunks of 100 rows pg → pg in `ferryctl local` with 16 workers,
+# verification on: chunks per second (what bounds jobs of thousands of small tables).
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ferry_bench_small" -c "CREATE DATABASE ferry_bench_small" \
+  -c "DROP DATABASE IF EXISTS ferry_bench_small_dst" -c "CREATE DATABASE ferry_bench_small_dst"
+"${PSQL[@]}" -d ferry_bench_small -c "CREATE TABLE t (id bigint PRIMARY KEY, n int, note text);
+  INSERT INTO t SELECT g, g % 1000, 'row ' || g FROM generate_series(1, 300000) g; ANALYZE t;"
+SMALL_SRC=$(sed 's#/ferry_test#/ferry_bench_small#' <<<"$FERRY_TEST_PG_URL")
+SMALL_DST=$(sed 's#/ferry_test#/ferry_bench_small_dst#' <<<"$FERRY_TEST_PG_URL")
+export SMALL_SRC SMALL_DST
+small_chunks() {
+  local dir="$WORK/small"
+  rm -rf "$dir" && mkdir -p "$dir"
+  printf 'name: small\nsource: { kind: postgres, url_env: SMALL_SRC }\ntarget: { kind: postgres, url_env: SMALL_DST }\ntables: { include: [public.t] }\nschema: recreate\nchunking: { target_rows: 100 }\nthrottle: { default_concurrency: 16 }\n' > "$dir/job.yaml"
+  quiet
+  "$FERRYCTL" local "$dir/job.yaml" --state "$dir/state.db" --workers 16 --json > "$dir/out.json" 2> "$dir/err.log"
+  python3 -c "import json; r = json.load(open('$dir/out.json')); assert r['ok'] and r['rows'] == 300000; print(round(3000 / r['duration_secs']))"
+}
+small_rate=$(small_chunks)
+"${PSQL[@]}" -d postgres -c "DROP DATABASE ferry_bench_small" -c "DROP DATABASE ferry_bench_small_dst"
 json() { python3 -c "import json, sys; value = json.loads(sys.argv[1])[sys.argv[2]]; print(round(value, 2) if isinstance(value, float) else value)" "$1" "$2"; }
 plan_line() {
   echo "| $2 | $(json "$1" estimated_rows) | $(json "$1" sample_secs) s | $(json "$1" sample_chunks) | $(json "$1" exact_secs) s | $(json "$1" exact_chunks) | $(python3 -c "print(round($(json "$1" exact_secs) / $(json "$1" sample_secs), 1))")× |"
@@ -329,6 +348,11 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo "Peak RSS of \`ferryctl local --workers 8\` copying 120 rows of 1–16 MB text values (1 GB), chunks of 15 rows,"
   echo "verification on: PostgreSQL → PostgreSQL ${mem_pg} MB, PostgreSQL → MariaDB ${mem_my} MB."
   echo "Goal: under 512 MB on every pair: $(met "$mem_pg < 512 and $mem_my < 512")."
+  echo
+  echo "## Many small chunks"
+  echo
+  echo "3,000 chunks of 100 rows, PostgreSQL → PostgreSQL, \`ferryctl local --workers 16\`, verification on:"
+  echo "${small_rate} chunks/s. Goal ≥ 1,000 chunks/s: $(met "$small_rate >= 1000")."
   if [ -n "$notes" ]; then echo; echo "$notes"; fi
 } > "$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
