@@ -520,3 +520,15 @@ pub async fn open_connectors(
         .expect("sink");
     (source, sink)
 }
+
+/// The native (TCP) port of the test ClickHouse server behind `url`: its HTTP port + 877,
+/// as `scripts/services.sh` lays them out (58123 → 59000, 58124 → 59001; keep that
+/// offset when overriding `FERRY_CH*_PORT`).
+pub fn clickhouse_native_port(url: &str) -> u16 {
+    let http: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the ClickHouse URL");
+    http + 877
+}

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `clickhouse-client` against the server of `url` (its native port is the HTTP port + 877).
 fn ch(url: &str, sql: &str) -> String {
-    let port = native_port(url);
+    let port = ferry_tests::clickhouse_native_port(url);
     let mut command = Command::new("clickhouse-client");
     command.args([
         "--host",
@@ -38,19 +38,6 @@ fn ch(url: &str, sql: &str) -> String {
         sql,
     ]);
     run_shell(command, "").trim_end().to_string()
-}
-
-fn native_port(url: &str) -> u16 {
-    let http: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|port| port.parse().ok())
-        .expect("a port in the ClickHouse URL");
-    match http {
-        58123 => 59000,
-        58124 => 59001,
-        other => other + 877,
-    }
 }
 
 fn env_of(pairs: &[(&str, String)]) -> HashMap<String, String> {
@@ -593,7 +580,7 @@ fn busy_queries(url: &str, count: usize, tag: &str) -> Vec<std::process::Child> 
             Command::new("clickhouse-client")
                 .args([
                     "--port",
-                    &native_port(url).to_string(),
+                    &ferry_tests::clickhouse_native_port(url).to_string(),
                     "--max_block_size",
                     "1",
                     "--query",

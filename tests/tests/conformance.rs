@@ -45,7 +45,8 @@ async fn clickhouse_conforms() {
     let (src, dst) = (format!("confsrc_{suffix}"), format!("confdst_{suffix}"));
     let client = |sql: &str| {
         let mut command = std::process::Command::new("clickhouse-client");
-        command.args(["--port", "59000", "--multiquery", "--query", sql]);
+        let port = ferry_tests::clickhouse_native_port(&url).to_string();
+        command.args(["--port", &port, "--multiquery", "--query", sql]);
         ferry_tests::run_shell(command, "")
     };
     client(&format!(
