@@ -12,7 +12,7 @@ use super::fields::{
 };
 use super::model::{
     ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobMode, JobSpec, OnMismatch,
-    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec,
+    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec, DEFAULT_WATERMARK_LAG_MS, WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -35,7 +35,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "throttle",
     "columns",
     "mode",
+    "watermark",
 ];
+const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude"];
 const CHUNKING_FIELDS: &[&str] = &["target_rows"];
@@ -174,6 +176,10 @@ fn read_job_spec(
         Some(value) => read_job_mode(value, &fields.path_of("mode"), problems),
         None => Some(JobMode::default()),
     };
+    let watermark_opt = match fields.optional("watermark") {
+        Some(value) => read_watermark(value, &fields.path_of("watermark"), problems).map(Some),
+        None => Some(None),
+    };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
     }
@@ -190,6 +196,31 @@ fn read_job_spec(
         throttle: throttle_opt?,
         columns: columns_opt?,
         mode: mode_opt?,
+        watermark: watermark_opt?,
+    })
+}
+
+fn read_watermark(value: &Value, path: &str, problems: &mut Problems) -> Option<WatermarkSpec> {
+    let fields = read_mapping(value, path, WATERMARK_FIELDS, &[], problems)?;
+    let column_opt = fields.required("column", problems).and_then(|column| {
+        let column_path = fields.path_of("column");
+        let name = read_string(column, &column_path, problems)?;
+        if name.trim().is_empty() {
+            problems.push(
+                &column_path,
+                "must name the timestamp column every insert and update sets, e.g. updated_at",
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    });
+    let lag_ms_opt = match fields.optional("lag") {
+        Some(lag) => read_duration_ms(lag, &fields.path_of("lag"), problems),
+        None => Some(DEFAULT_WATERMARK_LAG_MS),
+    };
+    Some(WatermarkSpec {
+        column: column_opt?,
+        lag_ms: lag_ms_opt?,
     })
 }
 
