@@ -87,18 +87,23 @@ fn upsert_tail(columns: &[String], keys: &[String], watermark: &str) -> String {
     format!(" ON DUPLICATE KEY UPDATE {}", assignments.join(", "))
 }
 
-/// Inserted and updated rows of one `INSERT ... ON DUPLICATE KEY UPDATE` from its
-/// affected rows (1 per insert, 2 per changed row, 0 per unchanged) and its info's
-/// `Duplicates:` count.
-fn split_affected(rows: u64, affected: u64, info: &str) -> (u64, u64) {
+/// Inserted and updated rows of one `INSERT ... ON DUPLICATE KEY UPDATE` of `rows` rows,
+/// from its affected rows (1 per insert, 2 per changed row, 0 per unchanged row) and its
+/// info's `Duplicates:` count, which MariaDB gives as the rows changed by the update and
+/// MySQL as every row whose key was there already.
+fn split_affected(rows: u64, affected: u64, info: &str, is_mariadb: bool) -> (u64, u64) {
     let duplicates = info
         .split("Duplicates:")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse::<u64>().ok())
         .unwrap_or(0);
-    let inserted = rows.saturating_sub(duplicates);
-    (inserted, affected.saturating_sub(inserted) / 2)
+    if is_mariadb {
+        (affected.saturating_sub(2 * duplicates), duplicates)
+    } else {
+        let inserted = rows.saturating_sub(duplicates);
+        (inserted, affected.saturating_sub(inserted) / 2)
+    }
 }
 
 /// Writes `batches` newer-wins in one transaction, with multi-row upserts.
@@ -158,7 +163,14 @@ pub async fn upsert_newer(
             batch_columns.push_sql_row(row, &mut row_text)?;
             if rows_in_statement > 0 && statement.len() + row_text.len() + tail.len() > limit {
                 statement.extend_from_slice(tail.as_bytes());
-                run_upsert(&mut transaction, &statement, rows_in_statement, &mut summary, &on_error)
+                run_upsert(
+                    &mut transaction,
+                    &statement,
+                    rows_in_statement,
+                    shared.is_mariadb,
+                    &mut summary,
+                    &on_error,
+                )
                     .await?;
                 statement.clear();
                 rows_in_statement = 0;
@@ -174,7 +186,14 @@ pub async fn upsert_newer(
     }
     if rows_in_statement > 0 {
         statement.extend_from_slice(tail.as_bytes());
-        run_upsert(&mut transaction, &statement, rows_in_statement, &mut summary, &on_error)
+        run_upsert(
+                    &mut transaction,
+                    &statement,
+                    rows_in_statement,
+                    shared.is_mariadb,
+                    &mut summary,
+                    &on_error,
+                )
             .await?;
     }
     if cancel.is_cancelled() {
@@ -188,6 +207,7 @@ async fn run_upsert(
     transaction: &mut mysql_async::Transaction<'_>,
     statement: &[u8],
     rows: u64,
+    is_mariadb: bool,
     summary: &mut UpsertSummary,
     on_error: &impl Fn(mysql_async::Error) -> ConnectorError,
 ) -> Result<()> {
@@ -196,7 +216,7 @@ async fn run_upsert(
         .map_err(|error| ConnectorError::Task(format!("an upsert is not UTF-8: {error}")))?;
     transaction.query_drop(text).await.map_err(on_error)?;
     let info = transaction.info().into_owned();
-    let (inserted, updated) = split_affected(rows, transaction.affected_rows(), &info);
+    let (inserted, updated) = split_affected(rows, transaction.affected_rows(), &info, is_mariadb);
     summary.rows_read += rows;
     summary.inserted += inserted;
     summary.updated += updated;
@@ -258,11 +278,18 @@ mod tests {
 
     #[test]
     fn affected_rows_split_into_inserted_and_updated() {
-        // 5 rows: 2 new (2), 1 changed (2), 2 unchanged (0).
+        // 5 rows: 2 new (2), 1 changed (2), 2 unchanged (0). MariaDB counts the changed
+        // duplicate (as its client shows: `Records: 3  Duplicates: 1` for one new, one
+        // changed and one unchanged row), MySQL every duplicate.
         assert_eq!(
-            split_affected(5, 4, "Records: 5  Duplicates: 3  Warnings: 0"),
+            split_affected(5, 4, "Records: 5  Duplicates: 1  Warnings: 0", true),
             (2, 1)
         );
-        assert_eq!(split_affected(3, 3, ""), (3, 0));
+        assert_eq!(split_affected(31, 0, "Records: 31  Duplicates: 0  Warnings: 0", true), (0, 0));
+        assert_eq!(
+            split_affected(5, 4, "Records: 5  Duplicates: 3  Warnings: 0", false),
+            (2, 1)
+        );
+        assert_eq!(split_affected(3, 3, "", false), (3, 0));
     }
 }
