@@ -806,6 +806,89 @@ mod tests {
         assert_eq!(gate.record(false, at(21)), Duration::ZERO);
     }
 
+    fn table(name: &str, columns: &[(&str, ColumnType)], key: SplitKey) -> TableRecord {
+        TableRecord {
+            schema: ferry_model::schema::TableSchema {
+                name: ferry_model::schema::TableName::bare(name),
+                columns: columns
+                    .iter()
+                    .map(|(column, column_type)| ferry_model::schema::ColumnSchema {
+                        name: (*column).to_owned(),
+                        declared_type: format!("{column_type:?}"),
+                        column_type: column_type.clone(),
+                        nullable: true,
+                    })
+                    .collect(),
+                primary_key: Vec::new(),
+                has_rowid: false,
+                source_kind: "postgres".into(),
+                native_ddl: None,
+                partitioning: None,
+                partition: None,
+                split_columns: Vec::new(),
+            },
+            key,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn int_key() -> SplitKey {
+        SplitKey::Columns {
+            names: vec!["id".into()],
+            nullable: false,
+            single_integer: true,
+        }
+    }
+
+    #[test]
+    fn tables_with_the_watermark_sync_by_it_and_others_by_checksum() {
+        let watermark = WatermarkSpec {
+            column: "updated_at".into(),
+            lag_ms: 30_000,
+        };
+        let with = table(
+            "a",
+            &[("id", ColumnType::Int64), ("updated_at", ColumnType::TimestampTz)],
+            int_key(),
+        );
+        let without = table("b", &[("id", ColumnType::Int64)], int_key());
+        let methods = choose_methods(&[with.clone(), without.clone()], Some(&watermark))
+            .expect("chosen");
+        assert_eq!(
+            methods,
+            vec![
+                TableMethod::Watermark {
+                    column: "updated_at".into(),
+                    key_column: "id".into()
+                },
+                TableMethod::ChecksumRepair
+            ]
+        );
+        assert_eq!(
+            choose_methods(&[with.clone()], None).expect("no watermark"),
+            vec![TableMethod::ChecksumRepair]
+        );
+        assert!(matches!(
+            choose_methods(&[without], Some(&watermark)),
+            Err(SyncError::WatermarkMissing { .. })
+        ));
+        let text = table(
+            "c",
+            &[("id", ColumnType::Int64), ("updated_at", ColumnType::Text)],
+            int_key(),
+        );
+        assert!(matches!(
+            choose_methods(&[text], Some(&watermark)),
+            Err(SyncError::WatermarkNotTimestamp { .. })
+        ));
+        let mut keyless = with;
+        keyless.key = SplitKey::None;
+        assert!(matches!(
+            choose_methods(&[keyless], Some(&watermark)),
+            Err(SyncError::NoIntegerKey { .. })
+        ));
+    }
+
     #[test]
     fn micros_format_as_utc() {
         assert_eq!(format_micros(0), "1970-01-01 00:00:00.000000 UTC");

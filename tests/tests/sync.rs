@@ -292,18 +292,20 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
              updated_at timestamp NOT NULL DEFAULT now());
          INSERT INTO s_nw (id, v, updated_at)
              SELECT g, 'v' || g, '2026-01-01 00:00:00' FROM generate_series(1, 100) g;
-         CREATE TABLE s_bad (id bigint PRIMARY KEY, updated_at text);",
+         CREATE TABLE s_bad (id bigint PRIMARY KEY, updated_at text);
+         CREATE TABLE s_nokey (v text, updated_at timestamp);",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = |tables: &str| {
+    let yaml_with = |tables: &str, column: &str| {
         format!(
             "name: pgnw\n\
              source: {{ kind: postgres, url_env: SSRC }}\n\
              target: {{ kind: postgres, url_env: SDST }}\n\
              tables: {{ include: [{tables}] }}\n\
-             watermark: {{ column: updated_at, lag: 0s }}\n"
+             watermark: {{ column: {column}, lag: 0s }}\n"
         )
     };
+    let yaml = |tables: &str| yaml_with(tables, "updated_at");
     let spec = spec_file(dir.path(), &yaml("public.s_nw"));
     let env = HashMap::from([
         ("SSRC".to_owned(), pair.source()),
@@ -362,6 +364,28 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
         refused.2.contains("public.s_bad") && refused.2.contains("not a timestamp"),
         "{}",
         refused.2
+    );
+    let no_key = spec_file(dir.path(), &yaml("public.s_nokey"));
+    let refused = ferryctl(&["sync", &no_key, "--state", &sync_state], &env);
+    expect_code("a watermark table without a key", &refused, 2);
+    assert!(
+        refused.2.contains("public.s_nokey")
+            && refused.2.contains("no single integer primary key"),
+        "{}",
+        refused.2
+    );
+    let missing = spec_file(dir.path(), &yaml_with("public.s_nw", "changed_on"));
+    let refused = ferryctl(&["sync", &missing, "--state", &sync_state], &env);
+    expect_code("a watermark column no table has", &refused, 2);
+    assert!(
+        refused.2.contains("no selected table has the watermark column changed_on"),
+        "{}",
+        refused.2
+    );
+    assert_eq!(
+        psql(&pair.target(), "SELECT v FROM s_nw WHERE id = 2"),
+        "target newer",
+        "a refused sync writes nothing"
     );
 }
 
