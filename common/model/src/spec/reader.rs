@@ -544,6 +544,23 @@ throttle:
     }
 
     #[test]
+    fn watermark_reads_its_column_and_lag() {
+        assert_eq!(parse(&spec_with("", "")).unwrap().watermark, None);
+        let spec = parse(&spec_with("", "watermark: { column: updated_at }\n")).unwrap();
+        assert_eq!(
+            spec.watermark,
+            Some(WatermarkSpec {
+                column: "updated_at".into(),
+                lag_ms: DEFAULT_WATERMARK_LAG_MS
+            })
+        );
+        let spec = parse(&spec_with("", "watermark: { column: m, lag: 2m }\n")).unwrap();
+        assert_eq!(spec.watermark.map(|watermark| watermark.lag_ms), Some(120_000));
+        let (path, message) = single_error(&spec_with("", "watermark: { lag: 5s }\n"));
+        assert_eq!((path.as_str(), message.as_str()), ("watermark.column", "missing required field"));
+    }
+
+    #[test]
     fn empty_optional_sections_get_defaults() {
         let spec = parse(&spec_with("", "chunking:\nverify: {}\nthrottle: {}\n")).unwrap();
         assert_eq!(spec.chunking, ChunkingSpec::default());
@@ -605,7 +622,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns, mode"
+                 chunking, verify, resilience, throttle, columns, mode, watermark"
                     .to_owned()
             )
         );
