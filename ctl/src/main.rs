@@ -662,7 +662,7 @@ async fn sync(args: SyncArgs) -> i32 {
             return error.exit_code();
         }
     };
-    let (tables, connectors) = match ferry_ctl::sync::open(&spec).await {
+    let (tables, chunks, connectors) = match ferry_ctl::sync::open(&spec).await {
         Ok(opened) => opened,
         Err(error) => {
             eprintln!("error: {error}");
@@ -675,6 +675,7 @@ async fn sync(args: SyncArgs) -> i32 {
     let run = ferry_ctl::sync::SyncRun {
         spec: &spec,
         tables,
+        chunks,
         connectors,
         state_path,
     };

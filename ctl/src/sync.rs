@@ -6,10 +6,9 @@
 //!    minus `watermark.lag` ([`Source::read_changed`]; every row on the first pass) and
 //!    writes them newer-wins ([`Sink::upsert_newer`]: a target row newer than the
 //!    source's is kept);
-//! 2. finds rows deleted at the source by a keyed diff: the key column alone is
-//!    checksummed on both sides over the whole key range and, when the sides differ,
-//!    bisected ([`ferry_coordinator::diff::bisect`]) to small ranges whose key sets are
-//!    compared; keys only in the target are deleted ([`Sink::delete_keys`]);
+//! 2. finds rows deleted at the source by a keyed diff: per planned chunk range, the key
+//!    column alone is read from both sides and the key sets compared; keys only in the
+//!    target are deleted ([`Sink::delete_keys`]);
 //! 3. stores the new high-water mark (the largest watermark read) in the sync state file.
 //!
 //! Tables without the column are synced by checksum-and-repair: a whole-table checksum
@@ -21,14 +20,13 @@
 //! then a full verify (every table checksummed on both sides) must agree: then the
 //! target is ready to cut over. The decisions are the pure [`QuietGate`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_connectors::{BatchStream, ConnectorError, Sink, Source};
 use ferry_coordination::{ChunkRecord, ChunkState, JobRecord, TableRecord};
-use ferry_coordinator::diff::{IntRange, bisect};
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::column::{CellRef, ColumnView};
 use ferry_model::ids::ChunkId;
@@ -39,7 +37,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::verify::{ConnectorProbe, JobConnectors, VerifyOptions, chunk_range};
+use crate::verify::{ConnectorProbe, JobConnectors, VerifyOptions};
 
 /// Passes kept in the state file's history.
 const MAX_HISTORY: usize = 1000;
@@ -312,6 +310,8 @@ pub struct SyncRun<'a> {
     pub spec: &'a JobSpec,
     /// The tables as planned (no target preparation).
     pub tables: Vec<TableRecord>,
+    /// Their chunk ranges as planned: the keyed diff compares keys range by range.
+    pub chunks: Vec<ChunkRecord>,
     /// The connectors.
     pub connectors: JobConnectors,
     /// Where the state lives.
@@ -493,7 +493,7 @@ impl SyncRun<'_> {
                         .await
                         .map_err(wrap)?;
                     summary.deleted += self
-                        .delete_missing(table, key_column, options.leaf_rows)
+                        .delete_missing(index, table, key_column)
                         .await
                         .map_err(wrap)?;
                     if let Some(newest) = newest {
@@ -542,54 +542,44 @@ impl SyncRun<'_> {
         Ok(newest)
     }
 
-    /// The keyed diff: deletes the target rows whose key the source no longer has.
+    /// The keyed diff: per planned chunk range, the key column alone is read from both
+    /// sides and compared; keys only in the target (deleted at the source) are deleted.
+    /// Memory: the keys of one chunk range (8 bytes each per side).
     async fn delete_missing(
         &self,
+        index: usize,
         table: &TableRecord,
         key_column: &str,
-        leaf_rows: u64,
     ) -> Result<u64, ConnectorError> {
         let mut keys_only = table.schema.clone();
         keys_only.columns.retain(|column| column.name == key_column);
-        let probe = ConnectorProbe {
-            connectors: &self.connectors,
-            table: keys_only,
-            key: table.key.clone(),
-            key_column: Some(key_column.to_owned()),
-        };
-        let whole_range = IntRange {
-            lower: None,
-            upper: None,
-        };
-        let whole = probe.sides_of(&chunk_range(whole_range)).await?;
-        if whole.agree() {
-            return Ok(0);
-        }
-        let found = bisect(&probe, whole_range, whole, leaf_rows).await?;
-        let mut extra = Vec::new();
-        for (range, _) in found.differing {
-            let range = chunk_range(range);
+        let mut deleted = 0;
+        for chunk in self.chunks.iter().filter(|chunk| chunk.table_index == index) {
+            let chunk_table = match &chunk.partition {
+                Some(partition) => keys_only.for_partition(partition),
+                None => keys_only.clone(),
+            };
             let source = self
                 .connectors
                 .source
-                .read_chunk(&probe.table, &probe.key, &range)
-                .await?;
+                .read_chunk(&chunk_table, &table.key, &chunk.range);
             let target = self
                 .connectors
                 .sink
-                .read_back(&probe.table, &probe.key, &range)
-                .await?;
+                .read_back(&chunk_table, &table.key, &chunk.range);
+            let (source, target) = tokio::try_join!(source, target)?;
             let (source, target) =
                 tokio::try_join!(keys_of(source, key_column), keys_of(target, key_column))?;
-            extra.extend(target.difference(&source).copied());
+            let extra = keys_only_in(&target, &source);
+            for part in extra.chunks(10_000) {
+                deleted += self
+                    .connectors
+                    .sink
+                    .delete_keys(&table.schema, &table.key, part)
+                    .await?;
+            }
         }
-        if extra.is_empty() {
-            return Ok(0);
-        }
-        self.connectors
-            .sink
-            .delete_keys(&table.schema, &table.key, &extra)
-            .await
+        Ok(deleted)
     }
 
     /// Checksums a table without a watermark on both sides and repairs what differs
@@ -712,12 +702,9 @@ fn track_newest(
     }))
 }
 
-/// The integer keys of a key-only stream.
-async fn keys_of(
-    mut batches: BatchStream,
-    key_column: &str,
-) -> Result<BTreeSet<i64>, ConnectorError> {
-    let mut keys = BTreeSet::new();
+/// The integer keys of a key-only stream, sorted.
+async fn keys_of(mut batches: BatchStream, key_column: &str) -> Result<Vec<i64>, ConnectorError> {
+    let mut keys = Vec::new();
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         let index = batch.schema().index_of(key_column).map_err(|error| {
@@ -727,11 +714,25 @@ async fn keys_of(
             .map_err(|error| ConnectorError::Task(format!("key column {key_column}: {error}")))?;
         for row in 0..batch.num_rows() {
             if let CellRef::Int(key) = view.cell(row) {
-                keys.insert(key);
+                keys.push(key);
             }
         }
     }
+    keys.sort_unstable();
     Ok(keys)
+}
+
+/// The keys of sorted `target` that sorted `source` lacks (a merge, pure).
+fn keys_only_in(target: &[i64], source: &[i64]) -> Vec<i64> {
+    let mut extra = Vec::new();
+    let mut source_keys = source.iter().peekable();
+    for key in target {
+        while source_keys.next_if(|candidate| *candidate < key).is_some() {}
+        if source_keys.peek() != Some(&key) {
+            extra.push(*key);
+        }
+    }
+    extra
 }
 
 fn unix_ms() -> i64 {
@@ -775,7 +776,9 @@ pub fn default_state_path(spec_path: &Path, spec: &JobSpec) -> PathBuf {
 
 /// Opens the connectors and plans the tables (the target is neither created nor
 /// checked: sync runs after a copy).
-pub async fn open(spec: &JobSpec) -> Result<(Vec<TableRecord>, JobConnectors), String> {
+pub async fn open(
+    spec: &JobSpec,
+) -> Result<(Vec<TableRecord>, Vec<ChunkRecord>, JobConnectors), String> {
     let source: Arc<dyn Source> = ferry_connectors::registry::open_source(&spec.source)
         .await
         .map_err(|error| error.to_string())?;
@@ -785,7 +788,7 @@ pub async fn open(spec: &JobSpec) -> Result<(Vec<TableRecord>, JobConnectors), S
     let plan = ferry_coordinator::plan::plan_job_with(spec, source.as_ref(), sink.as_ref(), false)
         .await
         .map_err(|error| error.to_string())?;
-    Ok((plan.tables, JobConnectors { source, sink }))
+    Ok((plan.tables, plan.chunks, JobConnectors { source, sink }))
 }
 
 #[cfg(test)]
@@ -887,6 +890,14 @@ mod tests {
             choose_methods(&[keyless], Some(&watermark)),
             Err(SyncError::NoIntegerKey { .. })
         ));
+    }
+
+    #[test]
+    fn keys_only_in_the_target_are_found_by_a_merge() {
+        assert_eq!(keys_only_in(&[1, 2, 5, 9, 10], &[2, 3, 9]), vec![1, 5, 10]);
+        assert_eq!(keys_only_in(&[], &[1]), Vec::<i64>::new());
+        assert_eq!(keys_only_in(&[4], &[]), vec![4]);
+        assert_eq!(keys_only_in(&[-3, 7], &[-3, 7]), Vec::<i64>::new());
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl RangeProbe for ConnectorProbe<'_> {
     }
 }
 
-pub(crate) fn chunk_range(range: IntRange) -> ChunkRange {
+fn chunk_range(range: IntRange) -> ChunkRange {
     let bound = |value: Option<i64>| value.map(|value| KeyBound(vec![KeyValue::Int(value)]));
     ChunkRange::Interval {
         lower: bound(range.lower),
