@@ -321,7 +321,12 @@ pub trait Sink: Send + Sync {
 
     /// Deletes the target rows whose single integer key is one of `keys`, in one
     /// transaction, and returns how many it deleted.
-    async fn delete_keys(&self, table: &TableSchema, _key: &SplitKey, _keys: &[i64]) -> Result<u64> {
+    async fn delete_keys(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _keys: &[i64],
+    ) -> Result<u64> {
         Err(ConnectorError::Unsupported {
             table: table.name.clone(),
             detail: format!("the {} target cannot delete rows by key", self.kind()),

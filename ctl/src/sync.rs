@@ -471,11 +471,9 @@ impl SyncRun<'_> {
         options: &SyncOptions,
         cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
-        let lag_micros = self
-            .spec
-            .watermark
-            .as_ref()
-            .map_or(0, |watermark| (watermark.lag_ms as i64).saturating_mul(1000));
+        let lag_micros = self.spec.watermark.as_ref().map_or(0, |watermark| {
+            (watermark.lag_ms as i64).saturating_mul(1000)
+        });
         for (index, (table, method)) in self.tables.iter().zip(methods).enumerate() {
             let name = table.schema.name.to_string();
             let wrap = |source| SyncError::Connector {
@@ -554,7 +552,11 @@ impl SyncRun<'_> {
         let mut keys_only = table.schema.clone();
         keys_only.columns.retain(|column| column.name == key_column);
         let mut deleted = 0;
-        for chunk in self.chunks.iter().filter(|chunk| chunk.table_index == index) {
+        for chunk in self
+            .chunks
+            .iter()
+            .filter(|chunk| chunk.table_index == index)
+        {
             let chunk_table = match &chunk.partition {
                 Some(partition) => keys_only.for_partition(partition),
                 None => keys_only.clone(),
@@ -802,7 +804,11 @@ mod tests {
         assert_eq!(gate.record(true, at(0)), Duration::ZERO);
         assert_eq!(gate.record(false, at(5)), Duration::ZERO);
         assert_eq!(gate.record(false, at(9)), at(4));
-        assert_eq!(gate.record(true, at(10)), Duration::ZERO, "found: starts over");
+        assert_eq!(
+            gate.record(true, at(10)),
+            Duration::ZERO,
+            "found: starts over"
+        );
         assert_eq!(gate.record(false, at(12)), Duration::ZERO);
         assert_eq!(gate.record(false, at(20)), at(8));
         gate.reset();
@@ -851,12 +857,15 @@ mod tests {
         };
         let with = table(
             "a",
-            &[("id", ColumnType::Int64), ("updated_at", ColumnType::TimestampTz)],
+            &[
+                ("id", ColumnType::Int64),
+                ("updated_at", ColumnType::TimestampTz),
+            ],
             int_key(),
         );
         let without = table("b", &[("id", ColumnType::Int64)], int_key());
-        let methods = choose_methods(&[with.clone(), without.clone()], Some(&watermark))
-            .expect("chosen");
+        let methods =
+            choose_methods(&[with.clone(), without.clone()], Some(&watermark)).expect("chosen");
         assert_eq!(
             methods,
             vec![

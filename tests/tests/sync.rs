@@ -241,7 +241,10 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     assert!(passes.len() >= 3, "several passes: {passes:?}");
     assert!(total(&passes, "inserted") >= 60, "every new row inserted");
     assert!(total(&passes, "updated") > 0, "updates applied");
-    assert!(total(&passes, "deleted") > 0, "deletes found by the keyed diff");
+    assert!(
+        total(&passes, "deleted") > 0,
+        "deletes found by the keyed diff"
+    );
     assert!(
         total(&passes, "ranges_repaired") > 0,
         "the table without a watermark was repaired"
@@ -258,17 +261,17 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
         );
     }
     assert_eq!(
-        psql(&pair.target(), "SELECT count(*) FROM s_items WHERE id > 1000000"),
+        psql(
+            &pair.target(),
+            "SELECT count(*) FROM s_items WHERE id > 1000000"
+        ),
         "59",
         "rows inserted during passes are in the target"
     );
 
     // A restarted sync continues from the stored high-water mark: it reads only the rows
     // within the lag of it, not the whole table.
-    let again = ferryctl(
-        &["sync", &spec, "--state", &sync_state, "--json"],
-        &env,
-    );
+    let again = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
     expect_code("one more pass", &again, 0);
     let pass: serde_json::Value =
         serde_json::from_str(again.1.lines().next().expect("a pass line")).expect("json");
@@ -342,7 +345,10 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
     let pass = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
     expect_code("one pass", &pass, 0);
     assert_eq!(
-        psql(&pair.target(), "SELECT id, v FROM s_nw WHERE id IN (2, 3, 50) ORDER BY id"),
+        psql(
+            &pair.target(),
+            "SELECT id, v FROM s_nw WHERE id IN (2, 3, 50) ORDER BY id"
+        ),
         "2|target newer\n3|source change",
         "newer wins on both sides of the comparison; the deleted row is gone"
     );
@@ -369,8 +375,7 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
     let refused = ferryctl(&["sync", &no_key, "--state", &sync_state], &env);
     expect_code("a watermark table without a key", &refused, 2);
     assert!(
-        refused.2.contains("public.s_nokey")
-            && refused.2.contains("no single integer primary key"),
+        refused.2.contains("public.s_nokey") && refused.2.contains("no single integer primary key"),
         "{}",
         refused.2
     );
@@ -378,7 +383,9 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
     let refused = ferryctl(&["sync", &missing, "--state", &sync_state], &env);
     expect_code("a watermark column no table has", &refused, 2);
     assert!(
-        refused.2.contains("no selected table has the watermark column changed_on"),
+        refused
+            .2
+            .contains("no selected table has the watermark column changed_on"),
         "{}",
         refused.2
     );
@@ -398,7 +405,10 @@ fn mariadb_rows(url: &str, table: &str) -> String {
 fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
     let server = env_url("FERRY_TEST_MYSQL_URL");
     let suffix = unique_suffix();
-    let (source_db, target_db) = (format!("ferry_ssrc_{suffix}"), format!("ferry_sdst_{suffix}"));
+    let (source_db, target_db) = (
+        format!("ferry_ssrc_{suffix}"),
+        format!("ferry_sdst_{suffix}"),
+    );
     mariadb(
         &server,
         &format!(
@@ -445,7 +455,10 @@ fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
              watermark: {{ column: updated_at, lag: 1s }}\n"
         ),
     );
-    let env = HashMap::from([("SSRC".to_owned(), source.clone()), ("SDST".to_owned(), target.clone())]);
+    let env = HashMap::from([
+        ("SSRC".to_owned(), source.clone()),
+        ("SDST".to_owned(), target.clone()),
+    ]);
     let copy_state = dir.path().join("copy.db").display().to_string();
     expect_code(
         "copy",

@@ -171,7 +171,7 @@ pub async fn upsert_newer(
                     &mut summary,
                     &on_error,
                 )
-                    .await?;
+                .await?;
                 statement.clear();
                 rows_in_statement = 0;
             }
@@ -187,14 +187,14 @@ pub async fn upsert_newer(
     if rows_in_statement > 0 {
         statement.extend_from_slice(tail.as_bytes());
         run_upsert(
-                    &mut transaction,
-                    &statement,
-                    rows_in_statement,
-                    shared.is_mariadb,
-                    &mut summary,
-                    &on_error,
-                )
-            .await?;
+            &mut transaction,
+            &statement,
+            rows_in_statement,
+            shared.is_mariadb,
+            &mut summary,
+            &on_error,
+        )
+        .await?;
     }
     if cancel.is_cancelled() {
         return Err(ConnectorError::Cancelled);
@@ -232,7 +232,15 @@ pub async fn delete_keys(
 ) -> Result<u64> {
     let on_error = query_error("delete rows by key", &table.name);
     let key_column = match key_columns(table, key)?.as_slice() {
-        [only] if matches!(key, SplitKey::Columns { single_integer: true, .. }) => {
+        [only]
+            if matches!(
+                key,
+                SplitKey::Columns {
+                    single_integer: true,
+                    ..
+                }
+            ) =>
+        {
             only.quoted.clone()
         }
         _ => {
@@ -285,7 +293,10 @@ mod tests {
             split_affected(5, 4, "Records: 5  Duplicates: 1  Warnings: 0", true),
             (2, 1)
         );
-        assert_eq!(split_affected(31, 0, "Records: 31  Duplicates: 0  Warnings: 0", true), (0, 0));
+        assert_eq!(
+            split_affected(31, 0, "Records: 31  Duplicates: 0  Warnings: 0", true),
+            (0, 0)
+        );
         assert_eq!(
             split_affected(5, 4, "Records: 5  Duplicates: 3  Warnings: 0", false),
             (2, 1)

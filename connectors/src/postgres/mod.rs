@@ -505,7 +505,16 @@ impl Sink for PostgresSink {
         let mut client = self.endpoint.connect().await?;
         let target = target_name(table);
         let catalog = require_table(&client, &target, "target").await?;
-        sync::upsert_newer(&mut client, table, &catalog, key, watermark, batches, cancel).await
+        sync::upsert_newer(
+            &mut client,
+            table,
+            &catalog,
+            key,
+            watermark,
+            batches,
+            cancel,
+        )
+        .await
     }
 
     async fn delete_keys(&self, table: &TableSchema, key: &SplitKey, keys: &[i64]) -> Result<u64> {

@@ -11,8 +11,9 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, JobMode, JobSpec, OnMismatch,
-    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec, DEFAULT_WATERMARK_LAG_MS, WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS, JobMode,
+    JobSpec, OnMismatch, ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec,
+    WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -555,9 +556,15 @@ throttle:
             })
         );
         let spec = parse(&spec_with("", "watermark: { column: m, lag: 2m }\n")).unwrap();
-        assert_eq!(spec.watermark.map(|watermark| watermark.lag_ms), Some(120_000));
+        assert_eq!(
+            spec.watermark.map(|watermark| watermark.lag_ms),
+            Some(120_000)
+        );
         let (path, message) = single_error(&spec_with("", "watermark: { lag: 5s }\n"));
-        assert_eq!((path.as_str(), message.as_str()), ("watermark.column", "missing required field"));
+        assert_eq!(
+            (path.as_str(), message.as_str()),
+            ("watermark.column", "missing required field")
+        );
     }
 
     #[test]
