@@ -90,7 +90,7 @@ pub enum SyncError {
         table: String,
         /// The error.
         #[source]
-        source: ConnectorError,
+        source: Box<ConnectorError>,
     },
 }
 
@@ -478,7 +478,7 @@ impl SyncRun<'_> {
             let name = table.schema.name.to_string();
             let wrap = |source| SyncError::Connector {
                 table: name.clone(),
-                source,
+                source: Box::new(source),
             };
             match method {
                 TableMethod::Watermark { column, key_column } => {
@@ -664,7 +664,7 @@ impl SyncRun<'_> {
                     .await
                     .map_err(|source| SyncError::Connector {
                         table: table.schema.name.to_string(),
-                        source,
+                        source: Box::new(source),
                     })?;
             if source != target {
                 eprintln!(
@@ -877,7 +877,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            choose_methods(&[with.clone()], None).expect("no watermark"),
+            choose_methods(std::slice::from_ref(&with), None).expect("no watermark"),
             vec![TableMethod::ChecksumRepair]
         );
         assert!(matches!(

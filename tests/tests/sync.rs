@@ -446,14 +446,12 @@ fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_file(
         dir.path(),
-        &format!(
-            "name: mysync\n\
-             source: {{ kind: mysql, url_env: SSRC }}\n\
-             target: {{ kind: mysql, url_env: SDST }}\n\
-             tables: {{ include: [s_items, s_plain] }}\n\
-             chunking: {{ target_rows: 1000 }}\n\
-             watermark: {{ column: updated_at, lag: 1s }}\n"
-        ),
+        "name: mysync\n\
+         source: { kind: mysql, url_env: SSRC }\n\
+         target: { kind: mysql, url_env: SDST }\n\
+         tables: { include: [s_items, s_plain] }\n\
+         chunking: { target_rows: 1000 }\n\
+         watermark: { column: updated_at, lag: 1s }\n",
     );
     let env = HashMap::from([
         ("SSRC".to_owned(), source.clone()),
