@@ -58,7 +58,8 @@ demo: release
 # Every test: unit, property, end to end. The CLI tests drive the ferryctl binary,
 # and the end-to-end tests compare source and target independently with sqlite3.
 # Real PostgreSQL, MariaDB (each also TLS-only) and etcd run on loopback for them
-# (scripts/services.sh).
+# (scripts/services.sh), which also installs the headless Chromium and chromedriver the
+# web console's tests drive (tests/tests/console.rs).
 # The distributed tests start ferry-coordinator and ferry-worker as child processes;
 # `cargo test` builds another package's binaries only as test harnesses, so build them first.
 test: deps tools

@@ -224,6 +224,9 @@ ensure_packages() {
     find_cmd curl >/dev/null || missing+=(curl)
     find_cmd openssl >/dev/null || missing+=(openssl)
     find_cmd prometheus >/dev/null || missing+=(prometheus)
+    # Headless Chromium and its WebDriver, for the web console's tests (tests/tests/console.rs).
+    find_cmd chromium >/dev/null || missing+=(chromium)
+    find_cmd chromedriver >/dev/null || missing+=(chromium-driver)
     ch_missing_packages
     find_cmd runuser >/dev/null || missing+=(util-linux)
     [ "${#missing[@]}" -eq 0 ] && return 0

@@ -5,7 +5,7 @@ use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::ids::{Attempt, ChunkId};
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::SchemaMode;
 use futures::future::BoxFuture;
@@ -163,6 +163,22 @@ pub trait Source: Send + Sync {
         key: &SplitKey,
         every_rows: u64,
     ) -> Result<Vec<KeyBound>>;
+
+    /// Samples about `points` non-NULL keys spread over the table's rows independently of
+    /// the key values (so skewed keys and gaps do not bias it), returned in key order with
+    /// the rows they stand for; `estimated_rows` is [`Source::key_stats`]'s count. Returns
+    /// `None` when this source cannot sample the table cheaply: the planner then reads
+    /// exact boundaries with [`Source::key_boundaries`]. Reads a fraction of the table,
+    /// not every key.
+    async fn key_sample(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _points: u64,
+        _estimated_rows: u64,
+    ) -> Result<Option<KeySample>> {
+        Ok(None)
+    }
 
     /// Streams the rows of a range in key order as batches matching
     /// `table.arrow_schema(key == Rowid)`.

@@ -51,8 +51,20 @@ pub struct CoordinatorConfig {
     pub history: HistoryConfig,
     /// Prometheus metrics over HTTP.
     pub metrics: MetricsConfig,
+    /// The web console over HTTP.
+    pub console: ConsoleConfig,
     /// How logs are written.
     pub log: LogConfig,
+}
+
+/// The `[console]` section: the web console (docs/console.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// `host:port` serving the web console over HTTP, with the Control API's tokens and
+    /// roles (`server.tokens_file`). Default: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// etcd keeps every revision of every key until it is compacted; a job writes about ten
@@ -218,6 +230,9 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics [metrics.listen].
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
+    /// Serve the web console at http://HOST:PORT [console.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub console_listen: Option<String>,
     /// The coordinator's lease TTL, e.g. 10s (a bare number is seconds) [lease.ttl].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
     pub lease_ttl: Option<Duration>,
@@ -260,6 +275,9 @@ impl CoordinatorArgs {
         }
         if let Some(listen) = &self.metrics_listen {
             config.metrics.listen = Some(listen.clone());
+        }
+        if let Some(listen) = &self.console_listen {
+            config.console.listen = Some(listen.clone());
         }
         if let Some(format) = self.shared.log_format {
             config.log.format = format;
@@ -327,6 +345,9 @@ impl LayeredConfig for CoordinatorConfig {
         }
         if let Some(listen) = &self.metrics.listen {
             problems.check("metrics.listen", config::check_host_port(listen));
+        }
+        if let Some(listen) = &self.console.listen {
+            problems.check("console.listen", config::check_host_port(listen));
         }
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));
         problems.check(
@@ -525,6 +546,7 @@ mod tests {
             metrics: MetricsConfig {
                 listen: Some("nowhere".to_owned()),
             },
+            console: ConsoleConfig::default(),
             log: LogConfig::default(),
         };
         let Err(problems) = config.validate() else {

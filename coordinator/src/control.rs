@@ -272,6 +272,10 @@ pub struct ChunkView {
     pub worker: String,
     /// Why the last attempt failed.
     pub last_error: String,
+    /// The leaf partition it covers, when planned by partition.
+    pub partition: String,
+    /// The verified checksum (`rows/hash`), when verified.
+    pub checksum: String,
 }
 
 /// Which chunks to copy again.

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod diff;
 pub mod job;

@@ -5,10 +5,14 @@
 use ferry_connectors::{ConnectorError, PrepareOptions, PrepareOutcome, Sink, Source};
 use ferry_coordination::{ChunkRecord, TableRecord};
 use ferry_model::ids::ChunkId;
+use ferry_model::key::{KeyBound, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::JobSpec;
 
-use crate::planner::{SplitChoice, choose_plan_units, choose_split, choose_split_key, plan_table};
+use crate::planner::{
+    HashSplitRefusal, SplitChoice, boundaries_from_sample, choose_plan_units, choose_split,
+    choose_split_key, hash_split_key, plan_table,
+};
 
 /// Why a job could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,23 @@ pub enum PlanError {
     UnknownColumnOverride {
         /// The override's key.
         key: String,
+    },
+    /// A `tables.split` entry names no selected table.
+    #[error(
+        "tables.split.{key}: no selected table has this name; name a table of tables.include \
+         as \"schema.table\" or \"table\""
+    )]
+    UnknownSplitTable {
+        /// The entry's key.
+        key: String,
+    },
+    /// A `tables.split` entry cannot be used for its table.
+    #[error("tables.split.{key}: {refusal}")]
+    HashSplitRefused {
+        /// The entry's key.
+        key: String,
+        /// Why, and what to do.
+        refusal: HashSplitRefusal,
     },
     /// A connector failed.
     #[error(transparent)]
@@ -155,13 +176,36 @@ pub async fn plan_job_with(
             return Err(PlanError::UnknownColumnOverride { key: key.clone() });
         }
     }
+    for key in spec.tables.split.keys() {
+        let known = described
+            .iter()
+            .any(|table| *key == table.name.to_string() || *key == table.name.name);
+        if !known {
+            return Err(PlanError::UnknownSplitTable { key: key.clone() });
+        }
+    }
     let mut tables = Vec::with_capacity(selected.len());
     let mut chunks = Vec::new();
     let mut prepared = Vec::with_capacity(selected.len());
     for schema in described {
         let name = schema.name.clone();
         let same_engine = source.kind() == sink.kind();
-        let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid(), same_engine);
+        let (key, warning) = match spec.tables.split_of(&name.to_string(), &name.name) {
+            Some(split) => {
+                let key = hash_split_key(&schema, split, source.kind(), sink.kind()).map_err(
+                    |refusal| PlanError::HashSplitRefused {
+                        key: if spec.tables.split.contains_key(&name.to_string()) {
+                            name.to_string()
+                        } else {
+                            name.name.clone()
+                        },
+                        refusal,
+                    },
+                )?;
+                (key, None)
+            }
+            None => choose_split_key(&schema, sink.can_carry_rowid(), same_engine),
+        };
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
         let options = PrepareOptions {
@@ -207,13 +251,8 @@ pub async fn plan_job_with(
                 None => schema.clone(),
             };
             let stats = source.key_stats(&scoped, &key).await?;
-            let choice = choose_split(&key, &stats, spec.chunking.target_rows);
-            let boundaries = match choice {
-                SplitChoice::Boundaries { every_rows } => {
-                    source.key_boundaries(&scoped, &key, every_rows).await?
-                }
-                _ => Vec::new(),
-            };
+            let (choice, boundaries) =
+                split_boundaries(source, &scoped, &key, &stats, spec.chunking.target_rows).await?;
             table_rows = table_rows.saturating_add(stats.rows);
             tracing::info!(table = %name, partition = partition.as_deref(), ?choice, rows = stats.rows, "planned");
             for planned in plan_table(&key, &stats, choice, &boundaries) {
@@ -238,4 +277,43 @@ pub async fn plan_job_with(
         chunks,
         prepared,
     })
+}
+
+/// Chooses how to cut one table (or partition) and reads the boundaries the choice needs:
+/// exact ones from a key scan, or ones cut from a sample of a big table's keys. A source
+/// that cannot sample, or whose sample came back empty, is scanned exactly.
+async fn split_boundaries(
+    source: &dyn Source,
+    table: &TableSchema,
+    key: &SplitKey,
+    stats: &KeyStats,
+    target_rows: u64,
+) -> Result<(SplitChoice, Vec<KeyBound>), PlanError> {
+    let choice = choose_split(key, stats, target_rows);
+    match choice {
+        SplitChoice::Boundaries { every_rows } => {
+            Ok((choice, source.key_boundaries(table, key, every_rows).await?))
+        }
+        SplitChoice::Sample { every_rows, points } => {
+            let keyed_rows = stats.rows.saturating_sub(stats.null_key_rows);
+            let started = std::time::Instant::now();
+            match source.key_sample(table, key, points, keyed_rows).await? {
+                Some(sample) if !sample.keys.is_empty() => {
+                    tracing::info!(
+                        table = %table.name,
+                        points = sample.keys.len(),
+                        sampled_rows = sample.rows,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "key boundaries cut from a sample"
+                    );
+                    Ok((choice, boundaries_from_sample(&sample, every_rows)))
+                }
+                _ => {
+                    let exact = SplitChoice::Boundaries { every_rows };
+                    Ok((exact, source.key_boundaries(table, key, every_rows).await?))
+                }
+            }
+        }
+        SplitChoice::Single | SplitChoice::Even { .. } => Ok((choice, Vec::new())),
+    }
 }

@@ -8,6 +8,15 @@
 use ferry_model::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
 use ferry_model::schema::TableSchema;
 
+mod hash;
+mod sample;
+
+pub use hash::{HashSplitRefusal, hash_split_key};
+pub use sample::{
+    MAX_SAMPLE_POINTS, SAMPLE_FROM_ROWS, SAMPLE_POINTS_PER_CHUNK, boundaries_from_sample,
+    sample_points,
+};
+
 /// A single integer key counts as dense when its span is at most this many times its
 /// row count: even cuts by arithmetic then give chunks within 2× of the target.
 pub const DENSE_SPAN_FACTOR: u128 = 2;
@@ -39,6 +48,15 @@ pub enum SplitChoice {
     Boundaries {
         /// Rows between boundaries.
         every_rows: u64,
+    },
+    /// Boundaries cut from a sample of `points` keys ([`boundaries_from_sample`]),
+    /// about `every_rows` rows apart; a table of at least [`SAMPLE_FROM_ROWS`] keyed
+    /// rows. When the source cannot sample, [`SplitChoice::Boundaries`] instead.
+    Sample {
+        /// Rows between boundaries.
+        every_rows: u64,
+        /// Sample points to ask the source for.
+        points: u64,
     },
 }
 
@@ -149,6 +167,14 @@ pub fn choose_plan_units(
 /// Decides how to cut a table from its key statistics.
 pub fn choose_split(key: &SplitKey, stats: &KeyStats, target_rows: u64) -> SplitChoice {
     let target_rows = target_rows.max(1);
+    if let SplitKey::Hash { buckets, .. } = key {
+        // Every row's bucket is in [0, buckets): one chunk per bucket, whatever the size.
+        return SplitChoice::Even {
+            min: 0,
+            max: i64::from(*buckets) - 1,
+            num_chunks: u64::from(*buckets),
+        };
+    }
     let keyed_rows = stats.rows.saturating_sub(stats.null_key_rows);
     if matches!(key, SplitKey::None) || keyed_rows <= target_rows {
         return SplitChoice::Single;
@@ -165,6 +191,12 @@ pub fn choose_split(key: &SplitKey, stats: &KeyStats, target_rows: u64) -> Split
                 num_chunks,
             };
         }
+    }
+    if keyed_rows >= SAMPLE_FROM_ROWS {
+        return SplitChoice::Sample {
+            every_rows: target_rows,
+            points: sample_points(keyed_rows, target_rows),
+        };
     }
     SplitChoice::Boundaries {
         every_rows: target_rows,
@@ -205,7 +237,8 @@ pub fn intervals(boundaries: &[KeyBound]) -> Vec<ChunkRange> {
 }
 
 /// Plans one table's chunks. `boundaries` are the source's answer when the choice was
-/// [`SplitChoice::Boundaries`]; they are ignored otherwise.
+/// [`SplitChoice::Boundaries`], or those cut from its sample for [`SplitChoice::Sample`];
+/// they are ignored otherwise.
 pub fn plan_table(
     key: &SplitKey,
     stats: &KeyStats,
@@ -242,7 +275,7 @@ pub fn plan_table(
                 })
                 .collect()
         }
-        SplitChoice::Boundaries { every_rows } => {
+        SplitChoice::Boundaries { every_rows } | SplitChoice::Sample { every_rows, .. } => {
             let ranges = intervals(boundaries);
             let last = ranges.len().saturating_sub(1);
             let before_last = every_rows.saturating_mul(last as u64);
@@ -561,6 +594,36 @@ mod tests {
             choose_split(&int_key(false), &stats, 100),
             SplitChoice::Boundaries { every_rows: 100 }
         );
+    }
+
+    #[test]
+    fn big_skewed_tables_are_sampled_small_ones_scanned_exactly() {
+        let stats_of = |rows| KeyStats {
+            rows,
+            null_key_rows: 0,
+            int_min_max: Some((0, i64::MAX)),
+        };
+        assert_eq!(
+            choose_split(&int_key(false), &stats_of(SAMPLE_FROM_ROWS - 1), 1000),
+            SplitChoice::Boundaries { every_rows: 1000 }
+        );
+        assert_eq!(
+            choose_split(&int_key(false), &stats_of(SAMPLE_FROM_ROWS), 100_000),
+            SplitChoice::Sample {
+                every_rows: 100_000,
+                points: 10 * SAMPLE_POINTS_PER_CHUNK
+            }
+        );
+        // A dense key is still cut by arithmetic, however big.
+        let dense = KeyStats {
+            rows: 50_000_000,
+            null_key_rows: 0,
+            int_min_max: Some((1, 50_000_000)),
+        };
+        assert!(matches!(
+            choose_split(&int_key(false), &dense, 100_000),
+            SplitChoice::Even { .. }
+        ));
     }
 
     fn table(primary_key: &[&str], has_rowid: bool) -> TableSchema {

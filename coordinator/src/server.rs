@@ -21,6 +21,7 @@ use tonic::server::NamedService;
 
 use crate::cluster::runtime::{ClusterOptions, ClusterRuntime, CoordinatorRole};
 use crate::config::CoordinatorConfig;
+use crate::console::{Console, serve_console};
 use crate::service::control::ControlService;
 
 /// Why a coordinator stopped with an error.
@@ -46,6 +47,9 @@ pub enum ServeError {
     /// The metrics port could not be opened.
     #[error(transparent)]
     Metrics(#[from] ferry_server::metrics_http::MetricsError),
+    /// The web console could not start.
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     /// The Control API failed.
     #[error("the Control API failed: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -118,6 +122,19 @@ pub async fn serve(
             base_dir,
         },
     );
+    let console_stop = CancellationToken::new();
+    let _console_guard = console_stop.clone().drop_guard();
+    if let Some(listen) = &config.console.listen {
+        let console = Console::new(runtime.clone(), runtime.clone(), secured.access.clone());
+        serve_console(
+            listen,
+            "console.listen",
+            console,
+            config.server.insecure,
+            console_stop.clone(),
+        )
+        .await?;
+    }
     let control = ControlService::with_cluster(runtime.clone(), runtime.clone() as Arc<_>)
         .with_access(secured.access)
         .into_server();

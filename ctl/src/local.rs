@@ -18,6 +18,7 @@ use ferry_connectors::{
 use ferry_coordination::cluster::JobPhase;
 use ferry_coordination::{ClusterProtocol, CoordinationError, InProcessCluster};
 use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime, JobObserver};
+use ferry_coordinator::console::{Console, serve_console};
 pub use ferry_coordinator::job::PreparedJob;
 use ferry_coordinator::job::{JobError, Resume, prepare_job};
 use ferry_coordinator::plan::PlanError;
@@ -110,6 +111,9 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The web console could not start.
+    #[error(transparent)]
+    Console(#[from] ferry_coordinator::console::ConsoleError),
     /// The Control API's security settings could not be used (exit 2).
     #[error(transparent)]
     Security(#[from] ferry_coordinator::security::SecurityError),
@@ -132,12 +136,15 @@ impl LocalError {
             | LocalError::SpecNotText { .. }
             | LocalError::InvalidSpec { .. }
             | LocalError::SpecChanged { .. }
-            | LocalError::Security(_) => exit_code::INVALID_INPUT,
+            | LocalError::Security(_)
+            | LocalError::Console(_) => exit_code::INVALID_INPUT,
             LocalError::Plan(
                 PlanError::TableNotFound { .. }
                 | PlanError::NoTables { .. }
                 | PlanError::TargetCollision { .. }
-                | PlanError::UnknownColumnOverride { .. },
+                | PlanError::UnknownColumnOverride { .. }
+                | PlanError::UnknownSplitTable { .. }
+                | PlanError::HashSplitRefused { .. },
             ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }
@@ -218,6 +225,10 @@ pub struct LocalRunOptions {
     pub security: ControlSecurity,
     /// How often each agent reports a running chunk's progress.
     pub progress_interval: Duration,
+    /// Where the web console listens (`None`: not served).
+    pub console_addr: Option<String>,
+    /// Keep the console open after the run ends (until the process ends).
+    pub console_stay: bool,
 }
 
 impl LocalRunOptions {
@@ -228,6 +239,8 @@ impl LocalRunOptions {
             control_addr: None,
             security: ControlSecurity::default(),
             progress_interval: Duration::from_millis(200),
+            console_addr: None,
+            console_stay: false,
         }
     }
 }
@@ -345,6 +358,26 @@ impl LocalJob {
             tasks.spawn(async move { runtime.run(shutdown).await });
         }
         let server_stop = CancellationToken::new();
+        let console_stop = CancellationToken::new();
+        let console_addr = match &options.console_addr {
+            Some(addr) => {
+                let access = match &secured_opt {
+                    Some((_, secured)) => secured.access.clone(),
+                    None => options.security.prepare(LOOPBACK_ANY_PORT)?.access,
+                };
+                let console = Console::new(runtime.clone(), runtime.clone(), access);
+                let bound = serve_console(
+                    addr,
+                    "--console-addr",
+                    console,
+                    options.security.insecure,
+                    console_stop.clone(),
+                )
+                .await?;
+                Some(bound)
+            }
+            None => None,
+        };
         let mut server = None;
         if let (Some(listener), Some((mut builder, secured))) = (listener, secured_opt.take()) {
             tracing::info!("{}", secured.description);
@@ -421,6 +454,8 @@ impl LocalJob {
         Ok(LocalRun {
             runtime,
             control_addr,
+            console_addr,
+            console_stop: (!options.console_stay).then_some(console_stop),
             job,
             observer,
             requeued_at_open: self.store.requeued_at_open(&prepared.job.id),
@@ -457,6 +492,11 @@ impl LocalJob {
     }
 }
 
+/// Where the tokens are loaded for a console served without a Control API (the address
+/// only decides the loopback rule, which the console checks on its own address).
+const LOOPBACK_ANY_PORT: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Leases in one process are renewed by the process itself: the TTL only matters for
 /// a lease whose keep-alive stopped.
 const LOCAL_TTL: Duration = Duration::from_secs(10);
@@ -473,6 +513,10 @@ pub struct LocalRun {
     pub runtime: Arc<ClusterRuntime>,
     /// Where the Control API listens, when served.
     pub control_addr: Option<std::net::SocketAddr>,
+    /// Where the web console listens, when served.
+    pub console_addr: Option<std::net::SocketAddr>,
+    /// Stops the console when the run is over (`None`: it stays open).
+    console_stop: Option<CancellationToken>,
     job: JobId,
     observer: JobObserver,
     requeued_at_open: Vec<ferry_model::ids::ChunkId>,
@@ -517,6 +561,9 @@ impl LocalRun {
         self.server_stop.cancel();
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(ferry_server::health::SERVER_STOP_DEADLINE, server).await;
+        }
+        if let Some(console_stop) = &self.console_stop {
+            console_stop.cancel();
         }
         let job = self.job.0.clone();
         let mut outcome = match outcome {

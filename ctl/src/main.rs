@@ -311,6 +311,13 @@ struct LocalArgs {
     /// address is printed at start).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve the web console at http://HOST:PORT (port 0: any free port; the address is
+    /// printed at start). Same tokens and roles as the Control API (--tokens-file).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_address)]
+    console_addr: Option<String>,
+    /// Keep the console open after the job ends, until Ctrl-C.
+    #[arg(long, requires = "console_addr")]
+    console_stay: bool,
 }
 
 impl LocalArgs {
@@ -464,6 +471,10 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                let console = ConsoleArgs {
+                    addr: args.console_addr,
+                    stay: args.console_stay,
+                };
                 local(
                     args.spec,
                     args.workers.into(),
@@ -471,7 +482,10 @@ fn main() -> ExitCode {
                     args.json,
                     &args.control_addr,
                     security,
-                    None,
+                    LocalExtras {
+                        verify: None,
+                        console,
+                    },
                 )
                 .await
             }
@@ -492,7 +506,13 @@ fn main() -> ExitCode {
                     args.local.json,
                     &args.local.control_addr,
                     security,
-                    Some(options),
+                    LocalExtras {
+                        verify: Some(options),
+                        console: ConsoleArgs {
+                            addr: args.local.console_addr,
+                            stay: args.local.console_stay,
+                        },
+                    },
                 )
                 .await
             }
@@ -637,7 +657,14 @@ async fn demo(args: DemoArgs) -> i32 {
         false,
         "127.0.0.1:0",
         ControlSecurity::default(),
-        None,
+        LocalExtras {
+            verify: None,
+            // The console while the demo runs (it closes with the run).
+            console: ConsoleArgs {
+                addr: Some("127.0.0.1:0".to_owned()),
+                stay: false,
+            },
+        },
     )
     .await;
     println!(
@@ -695,6 +722,19 @@ async fn sync(args: SyncArgs) -> i32 {
     run.run(&options, cancel).await
 }
 
+/// `ferryctl local`'s web console flags.
+struct ConsoleArgs {
+    addr: Option<String>,
+    stay: bool,
+}
+
+/// What a local run does besides copying: verify only (then localise and repair), and
+/// serve the console.
+struct LocalExtras {
+    verify: Option<ferry_ctl::verify::VerifyOptions>,
+    console: ConsoleArgs,
+}
+
 async fn local(
     spec_path: PathBuf,
     workers: usize,
@@ -702,8 +742,9 @@ async fn local(
     json: bool,
     control_addr: &str,
     security: ControlSecurity,
-    verify: Option<ferry_ctl::verify::VerifyOptions>,
+    extras: LocalExtras,
 ) -> i32 {
+    let LocalExtras { verify, console } = extras;
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
         Ok(spec) => spec,
@@ -768,6 +809,7 @@ async fn local(
     };
 
     let cancel = CancellationToken::new();
+    let cancel_after_report = cancel.clone();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -783,6 +825,8 @@ async fn local(
 
     let mut options = LocalRunOptions::workers(workers);
     options.control_addr = Some(control_addr.to_owned());
+    options.console_addr = console.addr.clone();
+    options.console_stay = console.stay;
     let scheme = if security.tls_cert.is_some() {
         "https"
     } else {
@@ -811,6 +855,9 @@ async fn local(
             "control API on {scheme}://{addr} (ferryctl jobs|status|watch|chunks|workers|throttle|pause|resume|recopy|drain|history --endpoint {scheme}://{addr})"
         );
     }
+    if let Some(addr) = run.console_addr {
+        eprintln!("console on http://{addr}");
+    }
 
     let mode = if json && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressMode::Quiet
@@ -837,7 +884,7 @@ async fn local(
     } else {
         print!("{}", report.render());
     }
-    match verify {
+    let code = match verify {
         Some(options) if report.only_differences() && !report.interrupted => {
             let connectors = ferry_ctl::verify::JobConnectors {
                 source: job.source.clone(),
@@ -854,5 +901,10 @@ async fn local(
             code
         }
         _ => report.exit_code(),
+    };
+    if console.stay && !cancel_after_report.is_cancelled() {
+        eprintln!("the job ended; the console stays open until Ctrl-C");
+        cancel_after_report.cancelled().await;
     }
+    code
 }

@@ -403,6 +403,7 @@ fn describe_key(key: &ferry_model::key::SplitKey) -> String {
     match key {
         SplitKey::Columns { names, .. } => names.join(", "),
         SplitKey::Rowid => "rowid".to_string(),
+        SplitKey::Hash { column, buckets } => format!("hash({column}) mod {buckets}"),
         SplitKey::None => "none".to_string(),
     }
 }

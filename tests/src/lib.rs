@@ -2,6 +2,7 @@
 //! sink, an independent comparison through the `sqlite3` command-line shell, and a
 //! one-call local run.
 
+pub mod browser;
 pub mod cluster;
 pub mod helm;
 pub mod pki;

@@ -254,6 +254,31 @@ async fn wait_serving(
     panic!("health {service:?} on port {port} not SERVING within {limit:?}: {last}");
 }
 
+/// `GET path` over HTTP/1.0 on a local port (with a bearer token): the status line and
+/// the body.
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|error| panic!("port {port}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n").as_bytes(),
+        )
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
 /// `GET /metrics` answers 200 with Prometheus text.
 fn assert_metrics(port: u16) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
@@ -351,11 +376,13 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
         free_port(),
         free_port(),
         free_port(),
+        free_port(),
     ];
     let [
         control,
         coordinator_health,
         coordinator_metrics,
+        coordinator_console,
         worker_health,
         worker_metrics,
     ] = ports;
@@ -375,6 +402,7 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
             },
             "lease": { "ttl": "3s", "worker_ttl": "3s", "grace": "1s" },
             "metrics": { "listen": format!("0.0.0.0:{coordinator_metrics}") },
+            "console": { "listen": format!("0.0.0.0:{coordinator_console}") },
         }},
         "worker": { "config": {
             "drain_timeout": "20s",
@@ -460,6 +488,24 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
     )
     .await;
     assert_metrics(container_port(coordinator, "metrics"));
+    // The console on the port the chart names: its page, and its API behind the tokens.
+    let console = container_port(coordinator, "console");
+    assert_eq!(console, coordinator_console);
+    let (status, body) = http_get(console, "/", None);
+    assert!(
+        status.contains("200") && body.contains("<title>ferry console</title>"),
+        "{status}"
+    );
+    let (status, _) = http_get(console, "/api/jobs", None);
+    assert!(
+        status.contains("401"),
+        "the console's API without a token: {status}"
+    );
+    let (status, body) = http_get(console, "/api/jobs", Some(&token));
+    assert!(
+        status.contains("200") && body.starts_with('{'),
+        "{status} {body}"
+    );
 
     // A worker, as its container runs.
     let pods_dir = cluster.dir.path().to_owned();

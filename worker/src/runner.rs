@@ -22,8 +22,10 @@
 //! A chunk of a verify-only job ([`JobMode::Verify`]) is not copied: both sides are
 //! counted and checksummed with the canonical checksum at once, and nothing is written.
 //!
-//! Checksums computed inside the databases (`md5` over each row's text in SQL) are not
-//! used: measured, they cost more than reading the target back and hashing it here.
+//! Checksums computed inside PostgreSQL and MySQL (`md5` over each row's text in SQL) are
+//! not used: measured, they cost more than reading the target back and hashing it here.
+//! Between two ClickHouse servers the native checksum is the servers' own (the
+//! connector's choice, behind the same `NativeRead::checksum` / `Sink::native_checksum`).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

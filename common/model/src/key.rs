@@ -197,6 +197,16 @@ pub enum SplitKey {
     },
     /// SQLite's implicit rowid, carried to the target so ranges match on both sides.
     Rowid,
+    /// No usable key, but a column whose hash cuts the table into `buckets` chunks
+    /// (`tables.split`): a chunk's range is `[b, b + 1)` over the bucket number
+    /// `hash(column) mod buckets`, which source and target compute alike (same engine
+    /// only). NULL values hash as the empty text, so every row has a bucket.
+    Hash {
+        /// The column hashed.
+        column: String,
+        /// How many buckets (and chunks).
+        buckets: u32,
+    },
     /// No usable key: the table is copied as one chunk.
     None,
 }
@@ -212,7 +222,7 @@ impl SplitKey {
         match self {
             SplitKey::Columns { single_integer, .. } => *single_integer,
             SplitKey::Rowid => true,
-            SplitKey::None => false,
+            SplitKey::Hash { .. } | SplitKey::None => false,
         }
     }
 }
@@ -255,6 +265,17 @@ mod tests {
             Ordering::Less
         );
     }
+}
+
+/// A sample of a table's non-NULL keys, for planning a big table without reading every
+/// key: the planner cuts boundaries from it (`coordinator::planner::boundaries_from_sample`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeySample {
+    /// Sampled keys in the source's key order, ascending.
+    pub keys: Vec<KeyBound>,
+    /// Non-NULL-key rows the sample stands for: the source's estimate from its sampling
+    /// rate (rows sampled / fraction sampled).
+    pub rows: u64,
 }
 
 /// What a source knows about a table's split key, for the planner to choose a split.

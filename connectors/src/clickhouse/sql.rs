@@ -70,7 +70,8 @@ pub fn key_expressions(table: &TableSchema, key: &SplitKey) -> Vec<String> {
                 key_expression(name, declared)
             })
             .collect(),
-        SplitKey::Rowid | SplitKey::None => Vec::new(),
+        // The planner gives a hash key only to PostgreSQL → PostgreSQL tables.
+        SplitKey::Rowid | SplitKey::Hash { .. } | SplitKey::None => Vec::new(),
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use ferry_model::checksum::RangeChecksum;
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::Location;
 use mysql_async::prelude::Queryable;
@@ -502,6 +502,25 @@ impl Source for MysqlSource {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             batch_rx,
         )))
+    }
+
+    async fn key_sample(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        points: u64,
+        estimated_rows: u64,
+    ) -> Result<Option<KeySample>> {
+        let mut conn = self.shared.conn("source", &table.name).await?;
+        split::key_sample(
+            &mut conn,
+            self.shared.database_of(table),
+            table,
+            key,
+            points,
+            estimated_rows,
+        )
+        .await
     }
 
     async fn read_chunk(

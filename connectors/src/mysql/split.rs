@@ -1,12 +1,14 @@
 //! Key statistics and boundaries for planning, and range counts.
 
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::TableSchema;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::query_error;
-use super::sql::{STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, range_predicate};
+use super::sql::{
+    KeyColumn, STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, range_predicate,
+};
 use crate::error::{ConnectorError, Result};
 
 fn count_of(value: Option<Value>) -> u64 {
@@ -165,23 +167,7 @@ pub async fn key_boundaries(
     let mut seen: u64 = 0;
     while let Some(row) = result.next().await.map_err(&on_error)? {
         if seen > 0 && seen.is_multiple_of(every_rows) {
-            let mut values = Vec::with_capacity(columns.len());
-            for (column, value) in columns.iter().zip(row.unwrap()) {
-                match key_value_from_mysql(&column.column_type, value) {
-                    Ok(Some(value)) => values.push(value),
-                    Ok(None) => {}
-                    Err(detail) => {
-                        return Err(ConnectorError::ValueType {
-                            table: table.name.clone(),
-                            column: column.name.clone(),
-                            detail: format!(
-                                "{detail}, so it cannot bound a chunk; fix the key or exclude the table"
-                            ),
-                        });
-                    }
-                }
-            }
-            let bound = KeyBound(values);
+            let bound = bound_of_row(table, &columns, row)?;
             // Keys come in the engine's order and a primary key is unique, so bounds
             // strictly increase; only a repeat (a non-unique key) is skipped.
             if boundaries.last() != Some(&bound) {
@@ -191,6 +177,92 @@ pub async fn key_boundaries(
         seen += 1;
     }
     Ok(boundaries)
+}
+
+/// The key bound a row of key columns holds.
+fn bound_of_row(
+    table: &TableSchema,
+    columns: &[KeyColumn],
+    row: mysql_async::Row,
+) -> Result<KeyBound> {
+    let mut values = Vec::with_capacity(columns.len());
+    for (column, value) in columns.iter().zip(row.unwrap()) {
+        match key_value_from_mysql(&column.column_type, value) {
+            Ok(Some(value)) => values.push(value),
+            Ok(None) => {}
+            Err(detail) => {
+                return Err(ConnectorError::ValueType {
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    detail: format!(
+                        "{detail}, so it cannot bound a chunk; fix the key or exclude the table"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(KeyBound(values))
+}
+
+/// A sample rate at or above this reads as much as the exact scan and ships about as
+/// many keys: [`key_sample`] declines and the planner scans.
+pub const SAMPLE_MAX_FRACTION: f64 = 0.2;
+
+/// Samples about `points` non-NULL keys: each row is kept with probability
+/// `points / estimated_rows` (`RAND(0)`, seeded, so a plan is reproducible), and the kept
+/// keys are sorted in the server. MySQL and MariaDB have no page sampling, so the server
+/// still reads the table once, but unordered and shipping only the sample, where the
+/// exact plan ships every key in key order. The rows the sample stands for are the kept
+/// rows over the rate, which corrects a rough `TABLE_ROWS` estimate. `None` when the rate
+/// would reach [`SAMPLE_MAX_FRACTION`] or nothing was kept.
+pub async fn key_sample(
+    conn: &mut Conn,
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+    points: u64,
+    estimated_rows: u64,
+) -> Result<Option<KeySample>> {
+    let on_error = query_error("sample keys", &table.name);
+    let columns = key_columns(table, key)?;
+    if columns.is_empty() || points == 0 || estimated_rows == 0 {
+        return Ok(None);
+    }
+    let fraction = points as f64 / estimated_rows as f64;
+    if fraction >= SAMPLE_MAX_FRACTION {
+        return Ok(None);
+    }
+    let select_list: Vec<String> = columns
+        .iter()
+        .map(|column| column.bound_select_expr())
+        .collect();
+    let not_null: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{} IS NOT NULL", column.quoted))
+        .collect();
+    let order: Vec<&str> = columns
+        .iter()
+        .map(|column| column.quoted.as_str())
+        .collect();
+    let sql = format!(
+        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} AND RAND(0) < {fraction:.12} ORDER BY {}",
+        select_list.join(", "),
+        data_table(database, table),
+        not_null.join(" AND "),
+        order.join(", ")
+    );
+    let mut result = conn.exec_iter(sql, ()).await.map_err(&on_error)?;
+    let mut keys: Vec<KeyBound> = Vec::new();
+    while let Some(row) = result.next().await.map_err(&on_error)? {
+        keys.push(bound_of_row(table, &columns, row)?);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(KeySample {
+        rows: (keys.len() as f64 / fraction) as u64,
+        keys,
+    }))
 }
 
 /// Counts the rows of a range.

@@ -105,6 +105,12 @@ pub fn key_columns(table: &TableSchema, key: &SplitKey) -> Result<Vec<KeyColumn>
                      add a primary key to the source table"
                 .to_string(),
         }),
+        SplitKey::Hash { .. } => Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: "hash buckets (tables.split) are computed by PostgreSQL only; remove the \
+                     table's tables.split entry"
+                .to_string(),
+        }),
         SplitKey::Columns { names, .. } => names
             .iter()
             .map(|name| {

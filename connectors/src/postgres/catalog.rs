@@ -62,6 +62,7 @@ impl CatalogTable {
                     cast_type: column.declared_type.clone(),
                     integer,
                     needs_c_collation: column.needs_c_collation,
+                    hash_buckets: None,
                 })
             })
             .collect()

@@ -1,8 +1,8 @@
 //! PostgreSQL: source and sink, over `tokio-postgres` with binary COPY both ways.
 //!
-//! Every operation opens its own connection (named `application_name = ferry`, with
-//! session settings that make text forms deterministic, see [`connect`]); source sessions
-//! are read-only. A chunk is read with one `COPY (SELECT ... ORDER BY key) TO STDOUT
+//! Every operation takes a connection of its endpoint's pool ([`pool`]; named
+//! `application_name = ferry`, with session settings that make text forms deterministic,
+//! see [`connect`]); source sessions are read-only. A chunk is read with one `COPY (SELECT ... ORDER BY key) TO STDOUT
 //! (FORMAT binary)`, decoded incrementally into Arrow batches ([`read`]), and written in
 //! one transaction: fence check, `DELETE` of the range, `COPY ... FROM STDIN (FORMAT
 //! binary)` encoded for the target columns' own types ([`encode`]), fence upsert, commit
@@ -35,7 +35,7 @@ mod write;
 
 use async_trait::async_trait;
 use ferry_model::checksum::RangeChecksum;
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::Location;
 use tokio_postgres::Client;
@@ -228,6 +228,18 @@ impl Source for PostgresSource {
         let catalog = require_table(&client, &table.name, "source").await?;
         let reader = sync::read_changed(&client, table, &catalog, watermark, since).await?;
         Ok(spawn_reader(client, reader))
+    }
+
+    async fn key_sample(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        points: u64,
+        _estimated_rows: u64,
+    ) -> Result<Option<KeySample>> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &partition_relation(table), "source").await?;
+        split::key_sample(&client, &catalog, key, points).await
     }
 
     async fn read_chunk(

@@ -95,9 +95,10 @@ fn copy_out_sql(
         columns.join(", "),
         quote_table(&catalog.name)
     );
-    if ordered && !keys.is_empty() {
+    let order = order_by(&keys);
+    if ordered && !order.is_empty() {
         select.push_str(" ORDER BY ");
-        select.push_str(&order_by(&keys));
+        select.push_str(&order);
     }
     Ok(format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
 }

@@ -7,9 +7,16 @@
 //! operation changed (`application_name`, `enable_seqscan`) back to the connection's
 //! own. Dropped without that, for instance when an attempt is cancelled mid-COPY or
 //! fails, the connection is closed as before.
+//!
+//! A connection serves for [`MAX_AGE`] at most: settings an operator changes for new
+//! sessions (`ALTER DATABASE ... SET default_transaction_read_only = on` when a target
+//! is switched to read-only, a new role setting) reach ferry within that time, and a
+//! busy job still opens only about one connection per slot and second (against hundreds
+//! of operations a second with small chunks).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -17,26 +24,31 @@ use tokio_postgres::Client;
 /// it a released connection is closed).
 const MAX_IDLE: usize = 32;
 
-/// An endpoint's idle connections, shared by its clones.
+/// How long a connection is used from its opening on.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// An endpoint's idle connections (each with the instant it was opened), shared by its
+/// clones.
 #[derive(Clone, Default)]
-pub struct Idle(Arc<Mutex<Vec<Client>>>);
+pub struct Idle(Arc<Mutex<Vec<(Client, Instant)>>>);
 
 impl Idle {
-    /// A live idle connection, if one is kept.
-    pub fn take(&self) -> Option<Client> {
+    /// A live idle connection younger than [`MAX_AGE`], if one is kept.
+    pub fn take(&self) -> Option<(Client, Instant)> {
         let mut idle = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(client) = idle.pop() {
-            if !client.is_closed() {
-                return Some(client);
+        while let Some((client, opened)) = idle.pop() {
+            if !client.is_closed() && opened.elapsed() < MAX_AGE {
+                return Some((client, opened));
             }
         }
         None
     }
 
-    fn give_back(&self, client: Client) {
+    /// Keeps a released connection (an old one is closed by the next [`Idle::take`]).
+    fn give_back(&self, client: Client, opened: Instant) {
         if client.is_closed() {
             return;
         }
@@ -45,14 +57,8 @@ impl Idle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
-            idle.push(client);
+            idle.push((client, opened));
         }
-    }
-
-    /// How many connections are kept now.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.0.lock().map(|idle| idle.len()).unwrap_or_default()
     }
 }
 
@@ -60,19 +66,24 @@ impl Idle {
 /// [`Session::release`] and is closed when dropped.
 pub struct Session {
     client: Client,
+    opened: Instant,
     idle: Idle,
 }
 
 impl Session {
-    pub(super) fn new(client: Client, idle: Idle) -> Self {
-        Self { client, idle }
+    pub(super) fn new(client: Client, opened: Instant, idle: Idle) -> Self {
+        Self {
+            client,
+            opened,
+            idle,
+        }
     }
 
     /// Gives the connection back for the next operation, with its settings reset. Call
     /// it only when nothing is left open on it.
     pub async fn release(self) {
         if self.client.batch_execute("RESET ALL").await.is_ok() {
-            self.idle.give_back(self.client);
+            self.idle.give_back(self.client, self.opened);
         }
     }
 }

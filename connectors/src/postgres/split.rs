@@ -1,6 +1,6 @@
 //! Key statistics and boundaries for planning, and range counts.
 
-use ferry_model::key::{ChunkRange, KeyBound, KeyStats, KeyValue, SplitKey};
+use ferry_model::key::{ChunkRange, KeyBound, KeySample, KeyStats, KeyValue, SplitKey};
 use ferry_model::schema::TableName;
 use tokio_postgres::Client;
 
@@ -19,6 +19,20 @@ pub fn key_columns(catalog: &CatalogTable, key: &SplitKey) -> Result<Vec<KeyColu
                     table: catalog.name.clone(),
                     detail: format!("{detail}; plan the job again, or fix the table"),
                 })
+        }
+        SplitKey::Hash { column, buckets } => {
+            let mut columns =
+                catalog
+                    .key_columns(std::slice::from_ref(column))
+                    .map_err(|detail| ConnectorError::SchemaMismatch {
+                        table: catalog.name.clone(),
+                        detail: format!("{detail}; plan the job again, or fix the table"),
+                    })?;
+            Ok(columns
+                .pop()
+                .map(|column| KeyColumn::hash_bucket(column, *buckets))
+                .into_iter()
+                .collect())
         }
         SplitKey::None => Ok(Vec::new()),
         SplitKey::Rowid => Err(ConnectorError::Unsupported {
@@ -180,16 +194,7 @@ pub async fn key_boundaries(
     let rows = client.query(&sql, &[]).await.map_err(&on_error)?;
     let mut boundaries: Vec<KeyBound> = Vec::with_capacity(rows.len());
     for row in rows {
-        let mut values = Vec::with_capacity(keys.len());
-        for (index, column) in keys.iter().enumerate() {
-            let value = if column.integer {
-                row.try_get::<_, i64>(index).map(KeyValue::Int)
-            } else {
-                row.try_get::<_, String>(index).map(KeyValue::Text)
-            };
-            values.push(value.map_err(&on_error)?);
-        }
-        let bound = KeyBound(values);
+        let bound = bound_of_row(&row, 0, &keys).map_err(&on_error)?;
         // The key is unique, so bounds from an ordered scan strictly increase; a repeat
         // could only come from a key that is not unique, and would make an empty range.
         if boundaries.last() != Some(&bound) {
@@ -197,6 +202,105 @@ pub async fn key_boundaries(
         }
     }
     Ok(boundaries)
+}
+
+/// The key bound in columns `first..first + keys.len()` of `row`.
+fn bound_of_row(
+    row: &tokio_postgres::Row,
+    first: usize,
+    keys: &[KeyColumn],
+) -> std::result::Result<KeyBound, tokio_postgres::Error> {
+    let mut values = Vec::with_capacity(keys.len());
+    for (index, column) in keys.iter().enumerate() {
+        let value = if column.integer {
+            row.try_get::<_, i64>(first + index).map(KeyValue::Int)?
+        } else {
+            row.try_get::<_, String>(first + index)
+                .map(KeyValue::Text)?
+        };
+        values.push(value);
+    }
+    Ok(KeyBound(values))
+}
+
+/// Above this share of a table's pages a sample reads about as much as the exact
+/// ordered scan: [`key_sample`] declines and the planner scans.
+pub const SAMPLE_MAX_PERCENT: f64 = 20.0;
+
+/// Samples about `points` non-NULL keys with `TABLESAMPLE SYSTEM`, which reads only the
+/// sampled pages: `points` pages, so that the sample holds about `points` independent
+/// places in the table even when keys follow the physical order (a page's rows then have
+/// neighbouring keys). The sampled keys are sorted in the database and thinned there to
+/// about `points`, evenly in key order, so only those cross the network. `REPEATABLE`
+/// makes a plan reproducible. The rows it stands for are the sampled rows over the
+/// sampled fraction. `None` for a table without pages of its own (a partitioned parent)
+/// or when the sample would read more than [`SAMPLE_MAX_PERCENT`] of the pages.
+pub async fn key_sample(
+    client: &Client,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    points: u64,
+) -> Result<Option<KeySample>> {
+    let on_error = query_error("sample keys", &catalog.name);
+    let keys = key_columns(catalog, key)?;
+    if keys.is_empty() || points == 0 {
+        return Ok(None);
+    }
+    let pages: Option<i64> = client
+        .query_one(
+            "SELECT pg_catalog.pg_relation_size(pg_catalog.to_regclass($1)) \
+                    / pg_catalog.current_setting('block_size')::int8",
+            &[&quote_table(&catalog.name)],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(&on_error)?;
+    let Some(pages) = pages.filter(|pages| *pages > 0) else {
+        return Ok(None);
+    };
+    let percent = points as f64 * 100.0 / pages as f64;
+    if percent > SAMPLE_MAX_PERCENT {
+        return Ok(None);
+    }
+    let points = i64::try_from(points).unwrap_or(i64::MAX);
+    let not_null: Vec<String> = keys
+        .iter()
+        .map(|column| format!("{} IS NOT NULL", quote_ident(&column.name)))
+        .collect();
+    let bound_exprs: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, column)| format!("{} AS b{index}", column.bound_expr()))
+        .collect();
+    let bound_names: Vec<String> = (0..keys.len()).map(|index| format!("b{index}")).collect();
+    // Row n of `total` sampled keys is kept when n·points/total crosses an integer:
+    // about `points` keys, evenly spread over the sorted sample (all of them when fewer).
+    let sql = format!(
+        "SELECT total, {names} FROM (SELECT {bounds}, \
+                row_number() OVER (ORDER BY {order}) AS n, count(*) OVER () AS total \
+             FROM {table} TABLESAMPLE SYSTEM ({percent}) REPEATABLE (0) WHERE {not_null}) AS keys \
+         WHERE n * {points} / total > (n - 1) * {points} / total ORDER BY n",
+        names = bound_names.join(", "),
+        bounds = bound_exprs.join(", "),
+        order = order_by(&keys),
+        table = quote_table(&catalog.name),
+        not_null = not_null.join(" AND "),
+    );
+    let rows = client.query(&sql, &[]).await.map_err(&on_error)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let sampled: i64 = first.try_get(0).map_err(&on_error)?;
+    let mut sample = KeySample {
+        keys: Vec::with_capacity(rows.len()),
+        rows: (sampled.max(0) as f64 * 100.0 / percent) as u64,
+    };
+    for row in &rows {
+        sample
+            .keys
+            .push(bound_of_row(row, 1, &keys).map_err(&on_error)?);
+    }
+    Ok(Some(sample))
 }
 
 /// Counts the rows of a range.

@@ -44,11 +44,27 @@ pub struct KeyColumn {
     pub integer: bool,
     /// Whether comparisons need `COLLATE "C"` to be bytewise.
     pub needs_c_collation: bool,
+    /// For a hash key (`SplitKey::Hash`): the number of buckets; the key is then the
+    /// column's bucket number, not the column.
+    pub hash_buckets: Option<u32>,
 }
 
 impl KeyColumn {
+    /// The hash key of `column` over `buckets`.
+    pub fn hash_bucket(column: KeyColumn, buckets: u32) -> KeyColumn {
+        KeyColumn {
+            integer: true,
+            needs_c_collation: false,
+            hash_buckets: Some(buckets),
+            ..column
+        }
+    }
+
     /// The expression that orders and compares the column.
     pub fn expr(&self) -> String {
+        if let Some(buckets) = self.hash_buckets {
+            return bucket_expr(&self.name, buckets);
+        }
         if self.needs_c_collation {
             format!("({} COLLATE \"C\")", quote_ident(&self.name))
         } else {
@@ -58,6 +74,9 @@ impl KeyColumn {
 
     /// The expression that reads a bound from the column: `int8` for integers, else text.
     pub fn bound_expr(&self) -> String {
+        if self.hash_buckets.is_some() {
+            return self.expr();
+        }
         if self.integer {
             format!("{}::int8", quote_ident(&self.name))
         } else {
@@ -80,9 +99,22 @@ impl KeyColumn {
     }
 }
 
-/// `ORDER BY` list of the key.
+/// The bucket of `column` among `buckets`: `hashtextextended` (PostgreSQL's stable hash,
+/// the one hash partitioning relies on, seed 0) of the column's text, NULL as the empty
+/// text, reduced to `0..buckets` without overflow. Source and target compute it alike for
+/// integer, text and uuid columns, whose text does not depend on session settings.
+pub fn bucket_expr(column: &str, buckets: u32) -> String {
+    format!(
+        "((pg_catalog.hashtextextended(coalesce({}::text, ''), 0) % {buckets} + {buckets}) % {buckets})",
+        quote_ident(column)
+    )
+}
+
+/// `ORDER BY` list of the key; empty for a hash key (a chunk is one bucket: sorting it by
+/// its bucket would order nothing and cost a sort).
 pub fn order_by(keys: &[KeyColumn]) -> String {
     keys.iter()
+        .filter(|key| key.hash_buckets.is_none())
         .map(KeyColumn::expr)
         .collect::<Vec<_>>()
         .join(", ")
@@ -167,6 +199,7 @@ mod tests {
             cast_type: cast_type.to_string(),
             integer,
             needs_c_collation,
+            hash_buckets: None,
         }
     }
 
@@ -179,6 +212,21 @@ mod tests {
             name: "t".into(),
         };
         assert_eq!(quote_table(&table), "\"s p\".\"t\"");
+    }
+
+    #[test]
+    fn a_hash_key_selects_one_bucket_and_orders_nothing() {
+        let keys = vec![KeyColumn::hash_bucket(key("id", "bigint", true, false), 8)];
+        let range = ChunkRange::Interval {
+            lower: Some(KeyBound(vec![KeyValue::Int(3)])),
+            upper: Some(KeyBound(vec![KeyValue::Int(4)])),
+        };
+        let bucket = "((pg_catalog.hashtextextended(coalesce(\"id\"::text, ''), 0) % 8 + 8) % 8)";
+        assert_eq!(
+            range_predicate(&keys, false, &range).unwrap(),
+            format!("{bucket} >= '3'::int8 AND {bucket} < '4'::int8")
+        );
+        assert_eq!(order_by(&keys), "");
     }
 
     #[test]

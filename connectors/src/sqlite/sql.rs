@@ -42,6 +42,12 @@ pub fn key_exprs(table: &TableSchema, key: &SplitKey) -> Result<Vec<String>> {
     match key {
         SplitKey::Columns { names, .. } => Ok(names.iter().map(|name| quote_ident(name)).collect()),
         SplitKey::Rowid => Ok(vec![rowid_alias(table)?.to_string()]),
+        SplitKey::Hash { .. } => Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: "hash buckets (tables.split) are computed by PostgreSQL only; remove the \
+                     table's tables.split entry"
+                .to_string(),
+        }),
         SplitKey::None => Ok(Vec::new()),
     }
 }

@@ -66,11 +66,34 @@ impl ControlAccess {
                 .first()
                 .and_then(|der| certificate_subject(der))
         });
-        let caller = self.identify(request.metadata(), subject_opt, rpc)?;
+        let authorization_opt = authorization_text(request.metadata());
+        self.authorize_presented(authorization_opt, subject_opt, rpc, needed)
+            .map_err(Status::from)
+    }
+
+    /// Who calls `rpc` with the `Authorization` header value `authorization_opt` (an
+    /// HTTP request of the console, which has no client certificate), if they may.
+    pub fn authorize_header(
+        &self,
+        authorization_opt: Option<&str>,
+        rpc: &str,
+        needed: Role,
+    ) -> Result<Caller, AccessDenied> {
+        self.authorize_presented(authorization_opt, None, rpc, needed)
+    }
+
+    fn authorize_presented(
+        &self,
+        authorization_opt: Option<&str>,
+        subject_opt: Option<String>,
+        rpc: &str,
+        needed: Role,
+    ) -> Result<Caller, AccessDenied> {
+        let caller = self.identify(authorization_opt, subject_opt, rpc)?;
         if caller.role.allows(needed) {
             return Ok(caller);
         }
-        Err(Status::permission_denied(format!(
+        Err(AccessDenied::PermissionDenied(format!(
             "{rpc} needs the {needed} role; {} has the {} role (ask for an operator token)",
             caller.identity, caller.role
         )))
@@ -78,29 +101,25 @@ impl ControlAccess {
 
     fn identify(
         &self,
-        metadata: &MetadataMap,
+        authorization_opt: Option<&str>,
         subject_opt: Option<String>,
         rpc: &str,
-    ) -> Result<Caller, Status> {
+    ) -> Result<Caller, AccessDenied> {
         if let Some(tokens) = &self.tokens {
-            let Some(value) = metadata.get(AUTHORIZATION_KEY) else {
-                return Err(Status::unauthenticated(format!(
+            let Some(value) = authorization_opt else {
+                return Err(AccessDenied::Unauthenticated(format!(
                     "{rpc} needs a bearer token: this server checks tokens (server.tokens_file); \
                      give ferryctl --token-file FILE (or FERRY_TOKEN_FILE)"
                 )));
             };
-            let presented = value
-                .to_str()
-                .ok()
-                .and_then(|text| text.strip_prefix("Bearer "))
-                .map(str::trim);
+            let presented = value.strip_prefix("Bearer ").map(str::trim);
             let Some(presented) = presented else {
-                return Err(Status::unauthenticated(format!(
+                return Err(AccessDenied::Unauthenticated(format!(
                     "{rpc}: the authorization metadata is not `Bearer TOKEN`"
                 )));
             };
             let Some((name, role)) = tokens.find(presented) else {
-                return Err(Status::unauthenticated(format!(
+                return Err(AccessDenied::Unauthenticated(format!(
                     "{rpc}: the bearer token is not one of this server's tokens \
                      (server.tokens_file); check the file given to --token-file"
                 )));
@@ -112,9 +131,10 @@ impl ControlAccess {
         }
         if let Some(role) = self.certificate_role {
             let Some(subject) = subject_opt else {
-                return Err(Status::unauthenticated(format!(
+                return Err(AccessDenied::Unauthenticated(format!(
                     "{rpc} needs a client certificate signed by this server's client CA \
-                     (server.client_ca): give ferryctl --cert and --key"
+                     (server.client_ca): give ferryctl --cert and --key (the web console \
+                     cannot present one: give the server a tokens file for it)"
                 )));
             };
             return Ok(Caller {
@@ -127,6 +147,34 @@ impl ControlAccess {
             role: Role::Operator,
         })
     }
+}
+
+/// Why a caller was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    /// No known token (or certificate): gRPC UNAUTHENTICATED, HTTP 401.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role is below the call's: gRPC PERMISSION_DENIED, HTTP 403.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+impl From<AccessDenied> for Status {
+    fn from(denied: AccessDenied) -> Self {
+        match denied {
+            AccessDenied::Unauthenticated(message) => Status::unauthenticated(message),
+            AccessDenied::PermissionDenied(message) => Status::permission_denied(message),
+        }
+    }
+}
+
+/// The `authorization` metadata as text; a value that is not ASCII reads as empty (and
+/// is refused as not `Bearer TOKEN`).
+fn authorization_text(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get(AUTHORIZATION_KEY)
+        .map(|value| value.to_str().unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use ferry_model::problems::Problems;
 use tonic::transport::ServerTlsConfig;
 
-pub use access::{Caller, ControlAccess};
+pub use access::{AccessDenied, Caller, ControlAccess};
 pub use tokens::{Role, Tokens, TokensError};
 
 use tls::TlsFileError;

@@ -313,6 +313,34 @@ fn cases() -> Vec<Case> {
                 "no selected table has this column",
             ],
         ),
+        text(
+            "split into one bucket",
+            edited(
+                "tables: { include: [orders] }",
+                "tables: { include: [orders], split: { orders: { column: id, buckets: 1 } } }",
+            ),
+            &["tables.split.orders.buckets", "must be at least 2"],
+        ),
+        text(
+            "split naming no table",
+            edited(
+                "tables: { include: [orders] }",
+                "tables: { include: [orders], split: { nope: { column: id, buckets: 4 } } }",
+            ),
+            &["tables.split.nope", "no selected table has this name"],
+        ),
+        text(
+            "split of a keyed table",
+            edited(
+                "tables: { include: [orders] }",
+                "tables: { include: [orders], split: { orders: { column: id, buckets: 4 } } }",
+            ),
+            &[
+                "tables.split.orders",
+                "has a primary key",
+                "remove the entry",
+            ],
+        ),
     ]
 }
 
@@ -373,7 +401,9 @@ fn malformed_and_hostile_specs_exit_2_naming_the_field_and_leave_everything_unto
                 .arg(&spec_path)
                 .env_remove("FERRY_BAD_INPUT_UNSET"));
             let planning_only = case.name == "pattern selects no table"
-                || case.name == "column override for no column";
+                || case.name == "column override for no column"
+                || case.name == "split naming no table"
+                || case.name == "split of a keyed table";
             if !planning_only {
                 failures.check(case.name, validate_code == 2, || {
                     format!(

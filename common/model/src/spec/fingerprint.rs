@@ -1,6 +1,8 @@
 //! [`JobSpec::fingerprint`]: a stable hash of what shapes a job's copy plan, so that a
 //! resumed job is known to be the same job.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::endpoints::{EndpointSpec, Location, without_password};
@@ -32,6 +34,12 @@ impl JobSpec {
             target_rows: self.chunking.target_rows,
             // Absent for a copy, so copy jobs keep the fingerprints they always had.
             mode: (self.mode != super::model::JobMode::Copy).then(|| self.mode.as_str()),
+            split: self
+                .tables
+                .split
+                .iter()
+                .map(|(table, split)| (table.as_str(), (split.column.as_str(), split.buckets)))
+                .collect(),
         };
         // Cannot fail: the view holds only strings, integers, options and lists of strings,
         // which serde_json always serializes.
@@ -54,6 +62,10 @@ struct PlanFingerprintView<'a> {
     /// The job's mode when it is not `copy` (a verify-only job is another job).
     #[serde(skip_serializing_if = "Option::is_none")]
     mode: Option<&'a str>,
+    /// `tables.split`: table → (column, buckets); absent when empty, so the fingerprints
+    /// of jobs planned before it existed stay the same.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    split: BTreeMap<&'a str, (&'a str, u32)>,
 }
 
 #[derive(Serialize)]

@@ -1,5 +1,7 @@
 //! The job spec's types: what a parsed and validated spec says.
 
+use std::collections::BTreeMap;
+
 use crate::glob::GlobPattern;
 use crate::throttle::ThrottlePolicy;
 
@@ -94,9 +96,29 @@ pub struct TableSelection {
     pub include: Vec<GlobPattern>,
     /// Patterns removing tables from the selection.
     pub exclude: Vec<GlobPattern>,
+    /// Tables without a usable key cut into hash buckets of a column (`tables.split`),
+    /// by table name as written (`schema.table` or `table`).
+    pub split: BTreeMap<String, HashSplitSpec>,
+}
+
+/// Most buckets a `tables.split` entry may ask for.
+pub const MAX_SPLIT_BUCKETS: u32 = 4096;
+
+/// One `tables.split` entry: the column whose hash cuts a keyless table into buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSplitSpec {
+    /// The column hashed.
+    pub column: String,
+    /// How many buckets (and chunks), 2 to [`MAX_SPLIT_BUCKETS`].
+    pub buckets: u32,
 }
 
 impl TableSelection {
+    /// Returns the `tables.split` entry of a table, written as `schema.table` or `table`.
+    pub fn split_of(&self, qualified: &str, bare: &str) -> Option<&HashSplitSpec> {
+        self.split.get(qualified).or_else(|| self.split.get(bare))
+    }
+
     /// Returns whether a table is selected: some include pattern matches it and no exclude
     /// pattern does. A pattern containing `.` is matched against `qualified` (`main.orders`),
     /// any other against `bare` (`orders`).

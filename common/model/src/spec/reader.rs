@@ -3,6 +3,8 @@
 //! document and the small sections (`name`, `tables`, `schema`, `chunking`, `verify`,
 //! `columns`).
 
+use std::collections::BTreeMap;
+
 use serde_yaml_ng::Value;
 
 use super::endpoints::{check_distinct_databases, read_endpoint};
@@ -11,9 +13,9 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS, JobMode,
-    JobSpec, OnMismatch, ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec,
-    WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
+    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
+    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -40,7 +42,8 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
 ];
 const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
-const TABLES_FIELDS: &[&str] = &["include", "exclude"];
+const TABLES_FIELDS: &[&str] = &["include", "exclude", "split"];
+const SPLIT_FIELDS: &[&str] = &["column", "buckets"];
 const CHUNKING_FIELDS: &[&str] = &["target_rows"];
 const VERIFY_FIELDS: &[&str] = &["mode", "on_mismatch", "max_attempts"];
 const RESILIENCE_FIELDS: &[&str] = &["outage_timeout"];
@@ -326,10 +329,82 @@ fn read_tables(value: &Value, path: &str, problems: &mut Problems) -> Option<Tab
         Some(exclude) => read_patterns(exclude, &fields.path_of("exclude"), false, problems),
         None => Some(Vec::new()),
     };
+    let split_opt = match fields.optional("split") {
+        Some(split) => read_split(split, &fields.path_of("split"), problems),
+        None => Some(BTreeMap::new()),
+    };
     Some(TableSelection {
         include: include_opt?,
         exclude: exclude_opt?,
+        split: split_opt?,
     })
+}
+
+/// Reads `tables.split`: table name → `{ column, buckets }`, every problem reported.
+fn read_split(
+    value: &Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<BTreeMap<String, HashSplitSpec>> {
+    let Value::Mapping(entries) = value else {
+        problems.push(
+            path,
+            format!(
+                "expected a mapping of table name to {{ column, buckets }}, found {}",
+                describe(value)
+            ),
+        );
+        return None;
+    };
+    let mut split = BTreeMap::new();
+    let mut all_valid = true;
+    for (table, entry) in entries {
+        let Value::String(table) = table else {
+            problems.push(
+                path,
+                format!("table names must be strings, found {}", describe(table)),
+            );
+            all_valid = false;
+            continue;
+        };
+        let entry_path = format!("{path}.{table}");
+        let Some(fields) = read_mapping(entry, &entry_path, SPLIT_FIELDS, &[], problems) else {
+            all_valid = false;
+            continue;
+        };
+        let column_opt = fields
+            .required("column", problems)
+            .and_then(|column| read_string(column, &fields.path_of("column"), problems));
+        let buckets_opt = fields.required("buckets", problems).and_then(|buckets| {
+            read_positive_u32(
+                buckets,
+                &fields.path_of("buckets"),
+                MAX_SPLIT_BUCKETS,
+                problems,
+            )
+        });
+        if buckets_opt == Some(1) {
+            problems.push(
+                &fields.path_of("buckets"),
+                "must be at least 2 (one bucket is the whole table, as without tables.split)",
+            );
+            all_valid = false;
+            continue;
+        }
+        match (column_opt, buckets_opt) {
+            (Some(column), Some(buckets)) => {
+                split.insert(
+                    table.clone(),
+                    HashSplitSpec {
+                        column: column.to_owned(),
+                        buckets,
+                    },
+                );
+            }
+            _ => all_valid = false,
+        }
+    }
+    all_valid.then_some(split)
 }
 
 /// Reads a list of glob patterns, reporting every invalid item.
@@ -464,6 +539,40 @@ mod tests {
     use super::*;
     use crate::spec::test_support::*;
     use crate::spec::{Location, Secret};
+
+    #[test]
+    fn tables_split_is_read_and_every_bad_entry_reported() {
+        let spec = parse(&spec_with(
+            "  include: [orders]",
+            "  include: [orders]\n  split: { public.log: { column: id, buckets: 16 } }",
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.tables.split_of("public.log", "log"),
+            Some(&HashSplitSpec {
+                column: "id".into(),
+                buckets: 16
+            })
+        );
+        assert!(spec.tables.split_of("other", "other").is_none());
+        // Buckets change the plan, so a resume with other buckets is another job.
+        let unsplit = parse(&spec_with("", "")).unwrap();
+        assert_ne!(spec.fingerprint(), unsplit.fingerprint());
+        let errors = errors_of(&spec_with(
+            "  include: [orders]",
+            "  include: [orders]\n  split: { a: { column: id, buckets: 1 }, b: { buckets: 5000 }, c: { column: x, buckets: 2, extra: 1 } }",
+        ));
+        let paths: Vec<&str> = errors.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tables.split.a.buckets",
+                "tables.split.b.column",
+                "tables.split.b.buckets",
+                "tables.split.c.extra"
+            ]
+        );
+    }
 
     #[test]
     fn full_spec_parses_every_field() {
@@ -642,7 +751,7 @@ throttle:
             single_error(&yaml),
             (
                 "tables.inclde".to_owned(),
-                "unknown field; expected one of: include, exclude".to_owned()
+                "unknown field; expected one of: include, exclude, split".to_owned()
             )
         );
     }

@@ -196,6 +196,12 @@ impl ClusterControl for ClusterRuntime {
                     .map(|w| w.0.clone())
                     .unwrap_or_default(),
                 last_error: chunk.last_error.clone().unwrap_or_default(),
+                partition: chunk.partition.clone().unwrap_or_default(),
+                checksum: chunk
+                    .checksum
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             })
             .collect();
         let more = selected.len() > limit;

@@ -1,0 +1,244 @@
+//! `tables.split`: a table without a usable key cut into hash buckets of a column.
+//!
+//! A chunk is the bucket range `[b, b + 1)` of `hash(column) mod buckets`; the target
+//! must compute the same bucket of a row, or a re-copy would delete other rows than it
+//! rewrites. So buckets exist only between two PostgreSQL databases (`hashtextextended`,
+//! the stable hash hash partitioning relies on) and only on columns whose text form does
+//! not depend on session settings.
+
+use ferry_model::key::SplitKey;
+use ferry_model::schema::{ColumnType, TableSchema};
+use ferry_model::spec::HashSplitSpec;
+
+/// Why a `tables.split` entry cannot cut its table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HashSplitRefusal {
+    /// The table has a key to split on.
+    #[error("table {table} has a primary key ({key}), which splits it already; remove the entry")]
+    HasKey {
+        /// The table.
+        table: String,
+        /// Its key columns.
+        key: String,
+    },
+    /// The pair of engines cannot compute the same buckets.
+    #[error(
+        "hash buckets need a postgres source and a postgres target (both sides must compute \
+         the same bucket of a row, so that a re-copy deletes exactly the rows it rewrites), \
+         not {source_kind} → {target_kind}; remove the entry (the table is then one chunk)"
+    )]
+    EnginePair {
+        /// The source's kind.
+        source_kind: String,
+        /// The target's kind.
+        target_kind: String,
+    },
+    /// The column does not exist.
+    #[error("table {table} has no column {column}; name one of: {available}")]
+    NoSuchColumn {
+        /// The table.
+        table: String,
+        /// The column asked for.
+        column: String,
+        /// The table's columns.
+        available: String,
+    },
+    /// The column's type has no text form that is the same in every session.
+    #[error(
+        "column {column} of table {table} is {column_type}; hash buckets need an integer, \
+         text or uuid column (other types print differently with session settings such as \
+         TimeZone or DateStyle, so source and target could bucket a row differently)"
+    )]
+    ColumnType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type, as described.
+        column_type: String,
+    },
+}
+
+/// Checks a `tables.split` entry against its table and the engine pair, and returns the
+/// hash key it cuts the table on. Only for tables without a primary key, only PostgreSQL
+/// to PostgreSQL (both compute `hashtextextended` of the column's text alike), and only
+/// on integer, text and uuid columns, whose text form does not depend on the session.
+pub fn hash_split_key(
+    table: &TableSchema,
+    split: &HashSplitSpec,
+    source_kind: &str,
+    target_kind: &str,
+) -> Result<SplitKey, HashSplitRefusal> {
+    if !table.primary_key.is_empty() {
+        return Err(HashSplitRefusal::HasKey {
+            table: table.name.to_string(),
+            key: table.primary_key.join(", "),
+        });
+    }
+    if source_kind != "postgres" || target_kind != "postgres" {
+        return Err(HashSplitRefusal::EnginePair {
+            source_kind: source_kind.to_string(),
+            target_kind: target_kind.to_string(),
+        });
+    }
+    let Some(column) = table.column(&split.column) else {
+        return Err(HashSplitRefusal::NoSuchColumn {
+            table: table.name.to_string(),
+            column: split.column.clone(),
+            available: table
+                .columns
+                .iter()
+                .map(|column| column.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let hashable = matches!(
+        column.column_type,
+        ColumnType::Int8
+            | ColumnType::Int16
+            | ColumnType::Int32
+            | ColumnType::Int64
+            | ColumnType::UInt8
+            | ColumnType::UInt16
+            | ColumnType::UInt32
+            | ColumnType::UInt64
+            | ColumnType::Text
+            | ColumnType::Uuid
+    );
+    if !hashable {
+        return Err(HashSplitRefusal::ColumnType {
+            table: table.name.to_string(),
+            column: split.column.clone(),
+            column_type: format!("{:?}", column.column_type),
+        });
+    }
+    Ok(SplitKey::Hash {
+        column: split.column.clone(),
+        buckets: split.buckets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_model::key::KeyStats;
+    use ferry_model::schema::{ColumnSchema, TableName};
+
+    use super::*;
+    use crate::planner::{SplitChoice, choose_split, plan_table};
+
+    fn keyless(column_type: ColumnType) -> TableSchema {
+        TableSchema {
+            name: TableName::bare("logs"),
+            columns: vec![ColumnSchema {
+                name: "id".into(),
+                declared_type: "x".into(),
+                column_type,
+                nullable: true,
+            }],
+            primary_key: Vec::new(),
+            has_rowid: false,
+            source_kind: "postgres".into(),
+            native_ddl: None,
+            partitioning: None,
+            partition: None,
+            split_columns: Vec::new(),
+        }
+    }
+
+    fn split(column: &str) -> HashSplitSpec {
+        HashSplitSpec {
+            column: column.into(),
+            buckets: 16,
+        }
+    }
+
+    #[test]
+    fn a_keyless_postgres_table_gets_one_chunk_per_bucket() {
+        let key = hash_split_key(
+            &keyless(ColumnType::Int64),
+            &split("id"),
+            "postgres",
+            "postgres",
+        )
+        .unwrap();
+        assert_eq!(
+            key,
+            SplitKey::Hash {
+                column: "id".into(),
+                buckets: 16
+            }
+        );
+        let stats = KeyStats {
+            rows: 10,
+            ..KeyStats::default()
+        };
+        let choice = choose_split(&key, &stats, 1_000_000);
+        assert_eq!(
+            choice,
+            SplitChoice::Even {
+                min: 0,
+                max: 15,
+                num_chunks: 16
+            }
+        );
+        let chunks = plan_table(&key, &stats, choice, &[]);
+        assert_eq!(chunks.len(), 16);
+        // Bucket b is [b, b + 1); the outer chunks are unbounded, as every plan's.
+        for bucket in 0..16i64 {
+            let owners = chunks
+                .iter()
+                .filter(|chunk| {
+                    chunk
+                        .range
+                        .contains(&[Some(ferry_model::key::KeyValue::Int(bucket))])
+                })
+                .count();
+            assert_eq!(owners, 1, "bucket {bucket}");
+        }
+    }
+
+    #[test]
+    fn text_and_uuid_columns_hash_temporal_ones_are_refused() {
+        for column_type in [ColumnType::Text, ColumnType::Uuid, ColumnType::Int16] {
+            assert!(
+                hash_split_key(&keyless(column_type), &split("id"), "postgres", "postgres").is_ok()
+            );
+        }
+        let refusal = hash_split_key(
+            &keyless(ColumnType::TimestampTz),
+            &split("id"),
+            "postgres",
+            "postgres",
+        )
+        .unwrap_err();
+        assert!(matches!(refusal, HashSplitRefusal::ColumnType { .. }));
+        assert!(refusal.to_string().contains("TimeZone"), "{refusal}");
+    }
+
+    #[test]
+    fn other_engines_keyed_tables_and_missing_columns_are_refused() {
+        let table = keyless(ColumnType::Int64);
+        assert!(matches!(
+            hash_split_key(&table, &split("id"), "postgres", "mysql"),
+            Err(HashSplitRefusal::EnginePair { .. })
+        ));
+        assert!(matches!(
+            hash_split_key(&table, &split("id"), "mysql", "mysql"),
+            Err(HashSplitRefusal::EnginePair { .. })
+        ));
+        let missing = hash_split_key(&table, &split("nope"), "postgres", "postgres").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "table logs has no column nope; name one of: id"
+        );
+        let keyed = TableSchema {
+            primary_key: vec!["id".into()],
+            ..table
+        };
+        assert!(matches!(
+            hash_split_key(&keyed, &split("id"), "postgres", "postgres"),
+            Err(HashSplitRefusal::HasKey { .. })
+        ));
+    }
+}

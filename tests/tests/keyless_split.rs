@@ -1,0 +1,225 @@
+//! PostgreSQL → PostgreSQL tables without a primary key, cut into hash buckets of a
+//! column (`tables.split`), against the real server of `scripts/services.sh`: the table
+//! is copied in one chunk per bucket, and re-copying one chunk rewrites exactly the rows
+//! of its bucket in the target: nothing doubled, nothing lost, the other buckets left
+//! alone. Rows are compared with psql (counts and the md5 of every row as multisets,
+//! duplicates included: a keyless table may hold identical rows).
+
+use std::collections::HashMap;
+
+use ferry_coordination::ChunkState;
+use ferry_tests::{Fault, psql, run_local_with_env, unique_suffix, with_database, write_spec};
+use tokio_util::sync::CancellationToken;
+
+const BUCKETS: u32 = 8;
+const ROWS: u64 = 20_000;
+
+fn server_url() -> String {
+    std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "FERRY_TEST_PG_URL is not set: start the test services with \
+             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// The bucket of a row, computed by the test as the documented formula, not by ferry.
+fn bucket_of(column: &str) -> String {
+    format!(
+        "((hashtextextended(coalesce({column}::text, ''), 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})"
+    )
+}
+
+/// The multiset of a table's rows (md5 of each row's text), sorted.
+fn rows_of(url: &str, table: &str) -> Vec<String> {
+    psql(
+        url,
+        &format!("SELECT md5(t::text) FROM {table} AS t ORDER BY 1"),
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+/// Rows only in `left` and only in `right`, duplicates counted (EXCEPT ALL both ways).
+fn multiset_difference(left: &[String], right: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut right_rest: HashMap<&str, i64> = HashMap::new();
+    for row in right {
+        *right_rest.entry(row.as_str()).or_default() += 1;
+    }
+    let mut left_only = Vec::new();
+    for row in left {
+        match right_rest.get_mut(row.as_str()) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => left_only.push(row.clone()),
+        }
+    }
+    let right_only = right_rest
+        .into_iter()
+        .flat_map(|(row, count)| std::iter::repeat_n(row.to_string(), count.max(0) as usize))
+        .collect();
+    (left_only, right_only)
+}
+
+struct Cleanup {
+    url: String,
+    schema: String,
+    target_database: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-X", "-q", "-d", &self.url, "-c"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .output();
+        let _ = std::process::Command::new("psql")
+            .args(["-X", "-q", "-d", &self.url, "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.target_database
+            ))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_and_loses_nothing() {
+    let url = server_url();
+    let suffix = unique_suffix();
+    let schema = format!("scale_ks_{suffix}");
+    let target_database = format!("scale_ks_dst_{suffix}");
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        schema: schema.clone(),
+        target_database: target_database.clone(),
+    };
+    let table = format!("{schema}.logs");
+    // No key; duplicate rows (ids repeat, some rows exactly), NULL ids, text payloads.
+    psql(
+        &url,
+        &format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {table} (id bigint, kind text, note text);
+             INSERT INTO {table}
+                 SELECT CASE WHEN i % 97 = 0 THEN NULL ELSE i % 15000 END,
+                        'k' || (i % 7), CASE WHEN i % 5 = 0 THEN 'same' ELSE 'n' || i END
+                 FROM generate_series(1, {ROWS}) AS i;
+             INSERT INTO {table} VALUES (1, 'k1', 'same'), (1, 'k1', 'same');
+             CREATE DATABASE {target_database};"
+        ),
+    );
+    let source_rows = rows_of(&url, &table);
+    assert_eq!(source_rows.len() as u64, ROWS + 2);
+    let target_url = with_database(&url, &target_database);
+    let env = HashMap::from([
+        ("SRC".to_string(), url.clone()),
+        ("DST".to_string(), target_url.clone()),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(
+        dir.path(),
+        &format!(
+            "name: keyless\nsource: {{ kind: postgres, url_env: SRC }}\n\
+             target: {{ kind: postgres, url_env: DST }}\n\
+             tables:\n  include: [\"{table}\"]\n  split: {{ \"{table}\": {{ column: id, buckets: {BUCKETS} }} }}\n\
+             chunking: {{ target_rows: 1000 }}\n"
+        ),
+    );
+    let state = dir.path().join("state.db");
+    let (prepared, outcome, _) = run_local_with_env(
+        &spec_path,
+        &state,
+        3,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    assert!(
+        prepared.job.tables[0].warnings.is_empty(),
+        "{:?}",
+        prepared.job.tables[0].warnings
+    );
+    assert_eq!(
+        outcome.chunks.len(),
+        BUCKETS as usize,
+        "one chunk per bucket"
+    );
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    // Each chunk copied exactly its bucket's rows, as psql counts them.
+    let per_bucket: Vec<u64> = psql(
+        &url,
+        &format!(
+            "SELECT count(*) FROM generate_series(0, {}) AS b LEFT JOIN {table} ON {} = b \
+             GROUP BY b ORDER BY b",
+            BUCKETS - 1,
+            bucket_of("id")
+        ),
+    )
+    .lines()
+    .map(|line| line.parse().expect("a count"))
+    .collect();
+    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
+    assert_eq!(copied, per_bucket);
+    let (source_only, target_only) =
+        multiset_difference(&source_rows, &rows_of(&target_url, &table));
+    assert_eq!((source_only.len(), target_only.len()), (0, 0));
+
+    // Damage bucket 3 in the target (rows lost, rows doubled, a row changed) and mark
+    // bucket 5 with an extra row; then re-copy chunk 3 only (as `ferryctl recopy` does:
+    // the chunk back to PLANNED, copied again with overwrite).
+    let in_bucket = |bucket: u32| format!("{} = {bucket}", bucket_of("id"));
+    psql(
+        &target_url,
+        &format!(
+            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {b3} LIMIT 5);
+             INSERT INTO {table} SELECT * FROM {table} WHERE {b3} LIMIT 4;
+             UPDATE {table} SET note = 'corrupt' WHERE ctid IN (SELECT ctid FROM {table} WHERE {b3} LIMIT 1);
+             INSERT INTO {table} SELECT id, 'marker', 'bucket 5' FROM {table} WHERE {b5} LIMIT 1;",
+            b3 = in_bucket(3),
+            b5 = in_bucket(5),
+        ),
+    );
+    ferry_tests::sqlite3(
+        &state,
+        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
+    );
+    let (_, again, again_sink) = run_local_with_env(
+        &spec_path,
+        &state,
+        2,
+        vec![Fault::ArrowOnly],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert_eq!(
+        again_sink.committed_writes(),
+        1,
+        "only chunk 3 was copied again"
+    );
+    for chunk in &again.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    // Bucket 3 holds the source's rows again; the marker in bucket 5 was not touched.
+    let (source_only, target_only) =
+        multiset_difference(&source_rows, &rows_of(&target_url, &table));
+    assert!(source_only.is_empty(), "rows lost: {source_only:?}");
+    let marker = psql(
+        &target_url,
+        &format!("SELECT md5(t::text) FROM {table} AS t WHERE kind = 'marker'"),
+    );
+    assert_eq!(
+        target_only,
+        vec![marker],
+        "only the bucket-5 marker is extra"
+    );
+    assert_eq!(
+        psql(&target_url, &format!("SELECT count(*) FROM {table}")),
+        (ROWS + 3).to_string()
+    );
+}
