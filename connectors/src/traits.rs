@@ -106,6 +106,17 @@ pub struct WriteSummary {
     pub rows_deleted: u64,
 }
 
+/// What a newer-wins upsert ([`Sink::upsert_newer`]) changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpsertSummary {
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows whose key was not in the target.
+    pub inserted: u64,
+    /// Target rows replaced by a different row with a newer or equal watermark.
+    pub updated: u64,
+}
+
 /// How to prepare one target table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrepareOptions {
@@ -210,6 +221,27 @@ pub trait Source: Send + Sync {
         Ok(())
     }
 
+    /// Streams the rows whose `watermark` column (a timestamp) is at or past `since`
+    /// (microseconds since 1970-01-01 UTC; a zone-less timestamp's wall time read as UTC),
+    /// or every row when `since` is `None`, as batches like [`Source::read_chunk`]'s (in
+    /// no particular order), for `ferryctl sync`. Rows whose watermark is NULL are read
+    /// only when `since` is `None`.
+    async fn read_changed(
+        &self,
+        table: &TableSchema,
+        _watermark: &str,
+        _since: Option<i64>,
+    ) -> Result<BatchStream> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!(
+                "the {} source cannot read rows by a watermark column; leave out `watermark:` \
+                 to sync by checksum-and-repair passes",
+                self.kind()
+            ),
+        })
+    }
+
     /// Runs a user's load probe: `sql` returns one number. Runs read-only with a statement
     /// timeout; `None` when this source cannot run SQL probes.
     async fn probe_load_sql(&self, _sql: &str) -> Result<Option<f64>> {
@@ -281,6 +313,39 @@ pub trait Sink: Send + Sync {
                 "the {} target cannot be read back row by row to localise a difference",
                 self.kind()
             ),
+        })
+    }
+
+    /// Writes `batches` newer-wins, in one transaction: a row whose key is not in the
+    /// target is inserted; a target row is replaced only when the incoming row's
+    /// `watermark` is newer than or equal to its own, so a target row newer than the
+    /// source's is kept. Rows equal to the target's count as neither inserted nor
+    /// updated. On any error or cancellation nothing is committed.
+    async fn upsert_newer(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _watermark: &str,
+        _batches: BatchStream,
+        _cancel: &CancellationToken,
+    ) -> Result<UpsertSummary> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!("the {} target cannot take newer-wins upserts", self.kind()),
+        })
+    }
+
+    /// Deletes the target rows whose single integer key is one of `keys`, in one
+    /// transaction, and returns how many it deleted.
+    async fn delete_keys(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _keys: &[i64],
+    ) -> Result<u64> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!("the {} target cannot delete rows by key", self.kind()),
         })
     }
 

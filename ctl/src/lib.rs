@@ -12,6 +12,7 @@ pub mod local;
 pub mod progress;
 pub mod remote;
 pub mod report;
+pub mod sync;
 pub mod verify;
 
 /// Process exit codes, documented in the README.

@@ -47,6 +47,12 @@ enum Command {
     /// chunks are bisected to ranges and compared row by row. Exit 0: both sides agree;
     /// 4: differences found (listed, and in --output).
     Verify(VerifyArgs),
+    /// Catch the target up with a live source after a copy: each pass copies the rows
+    /// whose watermark (spec `watermark:`) moved, newer-wins, and deletes rows deleted at
+    /// the source (keyed diff); tables without the watermark column are checksummed and
+    /// repaired. With --until-quiet D, passes repeat until they found nothing for D and a
+    /// full verify agrees: exit 0 "ready to cut over".
+    Sync(SyncArgs),
     /// Print a job's evidence record from its state file: every chunk with its table,
     /// partition, range, rows and checksum on each side, attempts, worker, start, end
     /// and verification time.
@@ -95,6 +101,7 @@ impl Command {
         match self {
             Command::Local(_)
             | Command::Verify(_)
+            | Command::Sync(_)
             | Command::Report(_)
             | Command::Demo(_)
             | Command::Validate { .. } => None,
@@ -354,6 +361,29 @@ struct VerifyArgs {
 }
 
 #[derive(clap::Args)]
+struct SyncArgs {
+    /// The job spec (YAML) of the copy to keep in sync.
+    spec: PathBuf,
+    /// Repeat passes until they have found nothing to change for this long, then run a
+    /// full verify; exit 0 with "ready to cut over" when it agrees (e.g. 10m). Without
+    /// it, one pass.
+    #[arg(long, value_parser = parse_recheck_after)]
+    until_quiet: Option<std::time::Duration>,
+    /// Pause between passes.
+    #[arg(long, default_value = "5s", value_parser = parse_recheck_after)]
+    pass_interval: std::time::Duration,
+    /// Sync state file (high-water marks, pass history) [default: <spec folder>/<job name>.ferry-sync.json].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Bisect a differing key range down to ranges of at most this many rows.
+    #[arg(long, default_value_t = ferry_ctl::verify::DEFAULT_LEAF_ROWS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    leaf_rows: u64,
+    /// One JSON object per pass on stdout (and a final verdict object).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct ReportArgs {
     /// The job's name (the spec's `name`; `<name>-verify` for `ferryctl verify`).
     job: String,
@@ -486,6 +516,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Sync(args) => sync(args).await,
             Command::Report(args) => {
                 ferry_ctl::evidence::print_report(&args.state, &args.job, args.format).await
             }
@@ -648,6 +679,47 @@ async fn demo(args: DemoArgs) -> i32 {
         files.target.display(),
     );
     code
+}
+
+async fn sync(args: SyncArgs) -> i32 {
+    let spec = match load_spec(&args.spec, &environment()) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let (tables, chunks, connectors) = match ferry_ctl::sync::open(&spec).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code::RUNTIME_ERROR;
+        }
+    };
+    let state_path = args
+        .state
+        .unwrap_or_else(|| ferry_ctl::sync::default_state_path(&args.spec, &spec));
+    let run = ferry_ctl::sync::SyncRun {
+        spec: &spec,
+        tables,
+        chunks,
+        connectors,
+        state_path,
+    };
+    let options = ferry_ctl::sync::SyncOptions {
+        until_quiet: args.until_quiet,
+        pass_interval: args.pass_interval,
+        leaf_rows: args.leaf_rows,
+        json: args.json,
+    };
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            signal_cancel.cancel();
+        }
+    });
+    run.run(&options, cancel).await
 }
 
 /// `ferryctl local`'s web console flags.

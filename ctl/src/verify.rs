@@ -247,16 +247,16 @@ fn chunk_table(table: &TableRecord, chunk: &ChunkRecord) -> TableSchema {
 }
 
 /// Probes ranges of one chunk's table on both sides.
-struct ConnectorProbe<'a> {
-    connectors: &'a JobConnectors,
-    table: TableSchema,
-    key: SplitKey,
+pub(crate) struct ConnectorProbe<'a> {
+    pub(crate) connectors: &'a JobConnectors,
+    pub(crate) table: TableSchema,
+    pub(crate) key: SplitKey,
     /// The integer key column, when the key is one.
-    key_column: Option<String>,
+    pub(crate) key_column: Option<String>,
 }
 
 impl ConnectorProbe<'_> {
-    async fn sides_of(&self, range: &ChunkRange) -> Result<Sides, ConnectorError> {
+    pub(crate) async fn sides_of(&self, range: &ChunkRange) -> Result<Sides, ConnectorError> {
         let source = self
             .connectors
             .source

@@ -25,6 +25,7 @@ mod encode;
 mod read;
 mod split;
 mod sql;
+mod sync;
 mod tls;
 mod values;
 mod write;
@@ -290,8 +291,20 @@ impl Shared {
         range: &ChunkRange,
         batch_tx: &tokio::sync::mpsc::Sender<Result<arrow_array::RecordBatch>>,
     ) -> Result<()> {
-        let on_error = query_error("read chunk", &table.name);
         let (sql, params) = read::select_range(self.database_of(table), table, key, range)?;
+        self.stream_select(table, key, sql, params, batch_tx).await
+    }
+
+    /// Streams the rows a `SELECT` of `table`'s columns returns, as batches.
+    async fn stream_select(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        sql: String,
+        params: Vec<mysql_async::Value>,
+        batch_tx: &tokio::sync::mpsc::Sender<Result<arrow_array::RecordBatch>>,
+    ) -> Result<()> {
+        let on_error = query_error("read chunk", &table.name);
         let mut builder = read::BatchBuilder::new(table, key, self.config.zero_dates)?;
         let mut conn = self.conn(self.role, &table.name).await?;
         let connection_id = conn.id();
@@ -465,6 +478,30 @@ impl Source for MysqlSource {
             every_rows,
         )
         .await
+    }
+
+    async fn read_changed(
+        &self,
+        table: &TableSchema,
+        watermark: &str,
+        since: Option<i64>,
+    ) -> Result<BatchStream> {
+        let (sql, params) =
+            sync::select_changed(self.shared.database_of(table), table, watermark, since)?;
+        let shared = self.shared.clone();
+        let table = table.clone();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            if let Err(error) = shared
+                .stream_select(&table, &SplitKey::None, sql, params, &batch_tx)
+                .await
+            {
+                let _ = batch_tx.send(Err(error)).await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            batch_rx,
+        )))
     }
 
     async fn key_sample(
@@ -657,6 +694,21 @@ impl Sink for MysqlSink {
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
         write::prepare_table(&self.shared, table, key, options).await
+    }
+
+    async fn upsert_newer(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        watermark: &str,
+        batches: BatchStream,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<crate::traits::UpsertSummary> {
+        sync::upsert_newer(&self.shared, table, key, watermark, batches, cancel).await
+    }
+
+    async fn delete_keys(&self, table: &TableSchema, key: &SplitKey, keys: &[i64]) -> Result<u64> {
+        sync::delete_keys(&self.shared, table, key, keys).await
     }
 
     async fn write_chunk(

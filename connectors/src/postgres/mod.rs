@@ -29,6 +29,7 @@ mod read;
 mod split;
 mod sql;
 mod ssl;
+mod sync;
 mod types;
 mod write;
 
@@ -97,6 +98,34 @@ async fn read_range(
     let sql = copy_out_sql(&catalog.name, &columns, &condition, order.as_deref());
     let decoder = CopyDecoder::new(&catalog.name, &columns, schema.arrow_schema(false))?;
     CopyReader::start(client, &sql, decoder, &catalog.name, "read chunk").await
+}
+
+/// Streams `reader`'s batches (two in flight), holding `client` until the read ends or
+/// the stream is dropped.
+fn spawn_reader(client: Client, mut reader: CopyReader) -> BatchStream {
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let _client = &client;
+        loop {
+            let next = tokio::select! {
+                () = batch_tx.closed() => return,
+                next = reader.next() => next,
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    if batch_tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    let _ = batch_tx.send(Err(error)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(batch_rx))
 }
 
 /// A PostgreSQL database read as a source. Sessions are read-only.
@@ -187,6 +216,18 @@ impl Source for PostgresSource {
         let client = self.endpoint.connect().await?;
         let catalog = require_table(&client, &partition_relation(table), "source").await?;
         split::key_boundaries(&client, &catalog, key, every_rows).await
+    }
+
+    async fn read_changed(
+        &self,
+        table: &TableSchema,
+        watermark: &str,
+        since: Option<i64>,
+    ) -> Result<BatchStream> {
+        let client = self.endpoint.connect().await?;
+        let catalog = require_table(&client, &table.name, "source").await?;
+        let reader = sync::read_changed(&client, table, &catalog, watermark, since).await?;
+        Ok(spawn_reader(client, reader))
     }
 
     async fn key_sample(
@@ -463,6 +504,36 @@ impl Sink for PostgresSink {
         self.known_native_formats().remove(&table.name);
         let mut client = self.endpoint.connect().await?;
         write::prepare_table(&mut client, table, key, options).await
+    }
+
+    async fn upsert_newer(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        watermark: &str,
+        batches: BatchStream,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<crate::traits::UpsertSummary> {
+        let mut client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        sync::upsert_newer(
+            &mut client,
+            table,
+            &catalog,
+            key,
+            watermark,
+            batches,
+            cancel,
+        )
+        .await
+    }
+
+    async fn delete_keys(&self, table: &TableSchema, key: &SplitKey, keys: &[i64]) -> Result<u64> {
+        let client = self.endpoint.connect().await?;
+        let target = target_name(table);
+        let catalog = require_table(&client, &target, "target").await?;
+        sync::delete_keys(&client, &catalog, key, keys).await
     }
 
     async fn write_chunk(

@@ -617,7 +617,7 @@ pub async fn ensure_fence_table(client: &Client, target: &TableName) -> Result<(
 }
 
 /// Waits for the next batch, or for cancellation.
-async fn next_batch(
+pub(super) async fn next_batch(
     batches: &mut BatchStream,
     cancel: &CancellationToken,
 ) -> Result<Option<arrow_array::RecordBatch>> {
@@ -629,7 +629,7 @@ async fn next_batch(
 }
 
 /// The encoders for `table`'s columns into the target table `catalog`.
-fn encoders(table: &TableSchema, catalog: &CatalogTable) -> Result<Vec<Encoder>> {
+pub(super) fn encoders(table: &TableSchema, catalog: &CatalogTable) -> Result<Vec<Encoder>> {
     table
         .columns
         .iter()
@@ -895,7 +895,7 @@ pub async fn write_chunk(
 }
 
 /// Appends the COPY tuples of one batch to `buffer`.
-fn encode_batch(
+pub(super) fn encode_batch(
     table: &TableSchema,
     column_encoders: &[Encoder],
     batch: &arrow_array::RecordBatch,

@@ -35,7 +35,24 @@ pub struct JobSpec {
     /// What the job does with each chunk: copy it (the default), or only compare both
     /// sides (`ferryctl verify`, `ferryctl submit --verify-only`).
     pub mode: JobMode,
+    /// The watermark column `ferryctl sync` catches up by (`watermark:` in the spec);
+    /// `None`: every table is synced by checksum-and-repair passes.
+    pub watermark: Option<WatermarkSpec>,
 }
+
+/// `watermark: { column: updated_at, lag: 30s }`: the column (a timestamp, set by every
+/// insert and update) that `ferryctl sync` reads changed rows by, in every table that has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// The column's name.
+    pub column: String,
+    /// How far behind the last pass's high-water mark each pass reads again, for
+    /// transactions that commit late and for clock skew between writers.
+    pub lag_ms: u64,
+}
+
+/// The default `watermark.lag`.
+pub const DEFAULT_WATERMARK_LAG_MS: u64 = 30_000;
 
 /// What a job does with each chunk (`mode:` in the spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,9 +13,9 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, HashSplitSpec, JobMode, JobSpec,
-    MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode, TableSelection, VerifyMode,
-    VerifySpec,
+    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
+    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
+    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -38,7 +38,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "throttle",
     "columns",
     "mode",
+    "watermark",
 ];
+const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude", "split"];
 const SPLIT_FIELDS: &[&str] = &["column", "buckets"];
@@ -178,6 +180,10 @@ fn read_job_spec(
         Some(value) => read_job_mode(value, &fields.path_of("mode"), problems),
         None => Some(JobMode::default()),
     };
+    let watermark_opt = match fields.optional("watermark") {
+        Some(value) => read_watermark(value, &fields.path_of("watermark"), problems).map(Some),
+        None => Some(None),
+    };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
     }
@@ -194,6 +200,31 @@ fn read_job_spec(
         throttle: throttle_opt?,
         columns: columns_opt?,
         mode: mode_opt?,
+        watermark: watermark_opt?,
+    })
+}
+
+fn read_watermark(value: &Value, path: &str, problems: &mut Problems) -> Option<WatermarkSpec> {
+    let fields = read_mapping(value, path, WATERMARK_FIELDS, &[], problems)?;
+    let column_opt = fields.required("column", problems).and_then(|column| {
+        let column_path = fields.path_of("column");
+        let name = read_string(column, &column_path, problems)?;
+        if name.trim().is_empty() {
+            problems.push(
+                &column_path,
+                "must name the timestamp column every insert and update sets, e.g. updated_at",
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    });
+    let lag_ms_opt = match fields.optional("lag") {
+        Some(lag) => read_duration_ms(lag, &fields.path_of("lag"), problems),
+        None => Some(DEFAULT_WATERMARK_LAG_MS),
+    };
+    Some(WatermarkSpec {
+        column: column_opt?,
+        lag_ms: lag_ms_opt?,
     })
 }
 
@@ -623,6 +654,29 @@ throttle:
     }
 
     #[test]
+    fn watermark_reads_its_column_and_lag() {
+        assert_eq!(parse(&spec_with("", "")).unwrap().watermark, None);
+        let spec = parse(&spec_with("", "watermark: { column: updated_at }\n")).unwrap();
+        assert_eq!(
+            spec.watermark,
+            Some(WatermarkSpec {
+                column: "updated_at".into(),
+                lag_ms: DEFAULT_WATERMARK_LAG_MS
+            })
+        );
+        let spec = parse(&spec_with("", "watermark: { column: m, lag: 2m }\n")).unwrap();
+        assert_eq!(
+            spec.watermark.map(|watermark| watermark.lag_ms),
+            Some(120_000)
+        );
+        let (path, message) = single_error(&spec_with("", "watermark: { lag: 5s }\n"));
+        assert_eq!(
+            (path.as_str(), message.as_str()),
+            ("watermark.column", "missing required field")
+        );
+    }
+
+    #[test]
     fn empty_optional_sections_get_defaults() {
         let spec = parse(&spec_with("", "chunking:\nverify: {}\nthrottle: {}\n")).unwrap();
         assert_eq!(spec.chunking, ChunkingSpec::default());
@@ -684,7 +738,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns, mode"
+                 chunking, verify, resilience, throttle, columns, mode, watermark"
                     .to_owned()
             )
         );
