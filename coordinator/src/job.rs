@@ -236,20 +236,7 @@ async fn check_targets_present(
         if of_table().all(|chunk| chunk.state == ChunkState::Verified) {
             continue;
         }
-        let name = &table.schema.name;
-        let options = ferry_connectors::PrepareOptions {
-            mode: ferry_model::spec::SchemaMode::RequireExisting,
-            type_overrides: table
-                .schema
-                .columns
-                .iter()
-                .filter_map(|column| {
-                    spec.columns
-                        .lookup(&name.to_string(), &name.name, &column.name)
-                        .map(|target_type| (column.name.clone(), target_type.to_string()))
-                })
-                .collect(),
-        };
+        let options = require_existing_options(spec, table);
         let problem = match sink
             .prepare_table(&table.schema, &table.key, &options)
             .await
@@ -279,4 +266,26 @@ async fn check_targets_present(
         });
     }
     Ok(())
+}
+
+/// How a stored table's target is checked again (resume, verify): it must exist as
+/// planned, with the spec's `columns:` overrides for its columns.
+pub fn require_existing_options(
+    spec: &ferry_model::spec::JobSpec,
+    table: &ferry_coordination::TableRecord,
+) -> ferry_connectors::PrepareOptions {
+    let name = &table.schema.name;
+    ferry_connectors::PrepareOptions {
+        mode: ferry_model::spec::SchemaMode::RequireExisting,
+        type_overrides: table
+            .schema
+            .columns
+            .iter()
+            .filter_map(|column| {
+                spec.columns
+                    .lookup(&name.to_string(), &name.name, &column.name)
+                    .map(|target_type| (column.name.clone(), target_type.to_string()))
+            })
+            .collect(),
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
-use ferry_connectors::{ConnectorError, PrepareOptions, Sink, Source};
+use ferry_connectors::{ConnectorError, Sink, Source};
 use ferry_coordination::{ChunkRecord, JobRecord, TableRecord};
 use ferry_coordinator::diff::{
     IntRange, RangeProbe, RowDifference, SideRow, Sides, bisect, compare_rows,
@@ -26,7 +26,7 @@ use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask, Unthrottled}
 use ferry_model::ids::{Attempt, WorkerId};
 use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
 use ferry_model::schema::TableSchema;
-use ferry_model::spec::{JobMode, JobSpec, SchemaMode, VerifyMode};
+use ferry_model::spec::{JobMode, JobSpec, VerifyMode};
 use ferry_worker::runner::ChunkRunner;
 use futures::StreamExt;
 use serde::Serialize;
@@ -659,7 +659,11 @@ async fn repair(
         if prepared_tables.insert(chunk.table_index)
             && let Err(error) = connectors
                 .sink
-                .prepare_table(&table.schema, &table.key, &existing_options(spec, table))
+                .prepare_table(
+                    &table.schema,
+                    &table.key,
+                    &ferry_coordinator::job::require_existing_options(spec, table),
+                )
                 .await
         {
             localised
@@ -701,23 +705,6 @@ async fn repair(
     }
     for failure in &localised.repair_failures {
         eprintln!("error: repair failed: {failure}");
-    }
-}
-
-fn existing_options(spec: &JobSpec, table: &TableRecord) -> PrepareOptions {
-    let name = &table.schema.name;
-    PrepareOptions {
-        mode: SchemaMode::RequireExisting,
-        type_overrides: table
-            .schema
-            .columns
-            .iter()
-            .filter_map(|column| {
-                spec.columns
-                    .lookup(&name.to_string(), &name.name, &column.name)
-                    .map(|target_type| (column.name.clone(), target_type.to_string()))
-            })
-            .collect(),
     }
 }
 

@@ -19,4 +19,5 @@ pub mod spec;
 pub mod temporal;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 pub mod throttle;

@@ -72,6 +72,26 @@ pub async fn serve_metrics(
         .map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
     let handle = recorder();
+    spawn_http(listener, stop, "metrics", move |request| {
+        let handle = handle.clone();
+        async move { answer(&request, handle.as_ref()) }
+    });
+    tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    Ok(bound)
+}
+
+/// Serves HTTP/1 on `listener` until `stop` (open connections end with it), each request
+/// answered by `handler`; `what` names the server in connection errors. The one accept
+/// loop of ferry's HTTP servers (metrics, the web console).
+pub fn spawn_http<H, F>(
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+    what: &'static str,
+    handler: H,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -79,24 +99,27 @@ pub async fn serve_metrics(
                 accepted = listener.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let handle = handle.clone();
+            let handler = handler.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let handle = handle.clone();
-                    async move { Ok::<_, Infallible>(answer(&request, handle.as_ref())) }
+                    let answered = handler(request);
+                    async move { Ok::<_, Infallible>(answered.await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(%error, "metrics connection ended");
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                tokio::select! {
+                    result = connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, server = what, "connection ended");
+                        }
+                    }
+                    () = stop.cancelled() => {}
                 }
             });
         }
     });
-    tracing::info!(%bound, "metrics on http://{bound}/metrics");
-    Ok(bound)
 }
 
 fn answer<B>(request: &Request<B>, handle: Option<&PrometheusHandle>) -> Response<Full<Bytes>> {

@@ -37,12 +37,15 @@ pub fn row_hash_arguments(columns: &[(&str, &ChType)]) -> Option<String> {
     (!arguments.is_empty()).then(|| arguments.join(", "))
 }
 
-/// `count()` and the wrapping sum of the row hashes, as one `SELECT` list.
-pub fn aggregate(arguments: &str) -> String {
-    format!("count(), sum(cityHash64({arguments}))")
+/// `count()` and the wrapping sum of the row hashes over the rows of `table` (qualified)
+/// that `condition` keeps, answered as TSV.
+pub fn statement(arguments: &str, table: &str, condition: &str) -> String {
+    format!(
+        "SELECT count(), sum(cityHash64({arguments})) FROM {table} WHERE {condition} FORMAT TSV"
+    )
 }
 
-/// Runs a statement built with [`aggregate`] and reads its answer.
+/// Runs a [`statement`] and reads its answer.
 pub async fn query(
     endpoint: &Endpoint,
     statement: &str,
@@ -68,21 +71,8 @@ pub async fn query(
 
 fn column_arguments(expression: &str, column_type: &ChType) -> Option<Vec<String>> {
     Some(match column_type {
-        ChType::UInt8
-        | ChType::UInt16
-        | ChType::UInt32
-        | ChType::UInt64
-        | ChType::Int8
-        | ChType::Int16
-        | ChType::Int32
-        | ChType::Int64
-        | ChType::Float32
-        | ChType::Float64
-        | ChType::String
-        | ChType::FixedString(_)
-        | ChType::Date
-        | ChType::DateTime
-        | ChType::DateTime64(_) => vec![expression.to_string()],
+        plain if is_plain(plain) => vec![expression.to_string()],
+        ChType::FixedString(_) | ChType::DateTime64(_) => vec![expression.to_string()],
         ChType::Bool => vec![format!("toUInt8({expression})")],
         ChType::Uuid => vec![format!("toString({expression})")],
         ChType::Enum(_, wide) => vec![format!(
@@ -116,7 +106,7 @@ fn column_arguments(expression: &str, column_type: &ChType) -> Option<Vec<String
     })
 }
 
-/// A type hashed as it is inside an array.
+/// A type hashed as it is, alone or inside an array.
 fn is_plain(column_type: &ChType) -> bool {
     matches!(
         column_type,
@@ -188,8 +178,12 @@ mod tests {
         let (id, tuple) = (parsed("UInt64"), parsed("Tuple(UInt8, String)"));
         assert_eq!(row_hash_arguments(&[("id", &id), ("t", &tuple)]), None);
         assert_eq!(
-            aggregate(&row_hash_arguments(&[("id", &id)]).expect("plain")),
-            "count(), sum(cityHash64(`id`))"
+            statement(
+                &row_hash_arguments(&[("id", &id)]).expect("plain"),
+                "`d`.`t`",
+                "1"
+            ),
+            "SELECT count(), sum(cityHash64(`id`)) FROM `d`.`t` WHERE 1 FORMAT TSV"
         );
     }
 }

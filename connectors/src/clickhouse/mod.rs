@@ -625,11 +625,10 @@ impl Source for ClickhouseSource {
                 .collect::<Vec<_>>(),
         )
         .map(|arguments| {
-            format!(
-                "SELECT {} FROM {} WHERE {} FORMAT TSV",
-                checksum::aggregate(&arguments),
-                qualified(self.shared.database(), &table.name.name),
-                sql::chunk_where(table, key, range, None)
+            checksum::statement(
+                &arguments,
+                &qualified(self.shared.database(), &table.name.name),
+                &sql::chunk_where(table, key, range, None),
             )
         });
         let mut bytes = self

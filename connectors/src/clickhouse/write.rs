@@ -912,11 +912,10 @@ impl Sink for ClickhouseSink {
                 }));
             }
             let target_columns = self.target_columns(table).await?;
-            let statement = format!(
-                "SELECT {} FROM {} WHERE {} FORMAT TSV",
-                checksum::aggregate(&arguments),
-                self.target(table),
-                sql::chunk_where(table, key, range, Some(&target_columns))
+            let statement = checksum::statement(
+                &arguments,
+                &self.target(table),
+                &sql::chunk_where(table, key, range, Some(&target_columns)),
             );
             return Ok(Some(NativeChecksum {
                 method: SQL_CHECKSUM_METHOD,

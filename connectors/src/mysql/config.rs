@@ -11,7 +11,7 @@
 //! `ssl-ca`, `ssl-cert`, `ssl-key` (or `ssl_mode`, `ssl_ca`, ...). Every other parameter
 //! is passed through untouched.
 
-use crate::tls::percent_decode;
+use ferry_model::text::percent_decode;
 use std::fmt;
 use std::path::PathBuf;
 

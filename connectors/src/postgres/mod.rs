@@ -48,9 +48,11 @@ pub use write::{target_name, target_relation};
 
 use catalog::{CatalogTable, load_table, partition_relation};
 use connect::{Endpoint, query_error};
+use pool::Session;
 use read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
 use split::{key_columns, predicate};
 use sql::order_by;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
@@ -100,24 +102,33 @@ async fn read_range(
     CopyReader::start(client, &sql, decoder, &catalog.name, "read chunk").await
 }
 
-/// Streams `reader`'s batches (two in flight), holding `client` until the read ends or
-/// the stream is dropped.
-fn spawn_reader(client: Client, mut reader: CopyReader) -> BatchStream {
+/// Streams `reader`'s batches, two in flight (the reader stays one ahead of the writer,
+/// no more). A dropped stream cancels the query; a read to its end gives the connection
+/// back to the pool.
+fn spawn_reader(session: Session, mut reader: CopyReader, tls: MakeRustlsConnect) -> BatchStream {
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
-        let _client = &client;
+        let cancel_token = session.cancel_token();
         loop {
             let next = tokio::select! {
-                () = batch_tx.closed() => return,
+                () = batch_tx.closed() => {
+                    let _ = cancel_token.cancel_query(tls.clone()).await;
+                    return;
+                }
                 next = reader.next() => next,
             };
             match next {
                 Ok(Some(batch)) => {
                     if batch_tx.send(Ok(batch)).await.is_err() {
+                        let _ = cancel_token.cancel_query(tls.clone()).await;
                         return;
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    drop(reader);
+                    session.release().await;
+                    return;
+                }
                 Err(error) => {
                     let _ = batch_tx.send(Err(error)).await;
                     return;
@@ -224,10 +235,10 @@ impl Source for PostgresSource {
         watermark: &str,
         since: Option<i64>,
     ) -> Result<BatchStream> {
-        let client = self.endpoint.connect().await?;
-        let catalog = require_table(&client, &table.name, "source").await?;
-        let reader = sync::read_changed(&client, table, &catalog, watermark, since).await?;
-        Ok(spawn_reader(client, reader))
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &table.name, "source").await?;
+        let reader = sync::read_changed(&session, table, &catalog, watermark, since).await?;
+        Ok(spawn_reader(session, reader, self.endpoint.tls()))
     }
 
     async fn key_sample(
@@ -250,43 +261,8 @@ impl Source for PostgresSource {
     ) -> Result<BatchStream> {
         let session = self.endpoint.session().await?;
         let catalog = require_table(&session, &partition_relation(table), "source").await?;
-        let mut reader = read_range(&session, table, &catalog, key, range, "source", true).await?;
-        // Two batches in flight: the reader stays one ahead of the writer, no more.
-        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
-        let tls = self.endpoint.tls();
-        tokio::spawn(async move {
-            let cancel_token = session.cancel_token();
-            loop {
-                let next = tokio::select! {
-                    // The stream was dropped: cancel the query and release the connection.
-                    () = batch_tx.closed() => {
-                        let _ = cancel_token.cancel_query(tls.clone()).await;
-                        return;
-                    }
-                    next = reader.next() => next,
-                };
-                match next {
-                    Ok(Some(batch)) => {
-                        if batch_tx.send(Ok(batch)).await.is_err() {
-                            let _ = cancel_token.cancel_query(tls.clone()).await;
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        drop(reader);
-                        session.release().await;
-                        return;
-                    }
-                    Err(error) => {
-                        let _ = batch_tx.send(Err(error)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-            batch_rx,
-        )))
+        let reader = read_range(&session, table, &catalog, key, range, "source", true).await?;
+        Ok(spawn_reader(session, reader, self.endpoint.tls()))
     }
 
     async fn read_native(
@@ -425,40 +401,15 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<BatchStream> {
-        let client = self.endpoint.connect().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
-        let catalog = require_table(&client, &target, "target").await?;
-        client
+        let catalog = require_table(&session, &target, "target").await?;
+        session
             .batch_execute(split::PREFER_KEY_INDEX)
             .await
             .map_err(query_error("read back chunk", &target))?;
-        let mut reader = read_range(&client, table, &catalog, key, range, "target", false).await?;
-        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            // Holds the connection until the range is read or the stream dropped.
-            let _client = &client;
-            loop {
-                let next = tokio::select! {
-                    () = batch_tx.closed() => return,
-                    next = reader.next() => next,
-                };
-                match next {
-                    Ok(Some(batch)) => {
-                        if batch_tx.send(Ok(batch)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(error) => {
-                        let _ = batch_tx.send(Err(error)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-            batch_rx,
-        )))
+        let reader = read_range(&session, table, &catalog, key, range, "target", false).await?;
+        Ok(spawn_reader(session, reader, self.endpoint.tls()))
     }
 
     fn kind(&self) -> &'static str {

@@ -4,7 +4,7 @@
 //! (`postgres://host/db?sslmode=verify-full&sslrootcert=/ca.pem`) and in `key=value`
 //! form (`host=db sslmode=verify-full sslrootcert=/ca.pem`).
 
-use crate::tls::percent_decode;
+use ferry_model::text::percent_decode;
 use std::path::PathBuf;
 
 use crate::tls::{FileOption, TlsSettings, Verify};

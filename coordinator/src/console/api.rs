@@ -116,7 +116,10 @@ pub async fn answer(console: &Console, request: Request<Incoming>) -> Response<F
             Bytes::from(format!("no page {path}: the console is at /\n")),
         );
     };
-    let segments: Vec<String> = api_path.split('/').map(percent_decode).collect();
+    let segments: Vec<String> = api_path
+        .split('/')
+        .map(ferry_model::text::percent_decode)
+        .collect();
     let query = request.uri().query().unwrap_or("").to_owned();
     let authorization = request
         .headers()
@@ -532,40 +535,9 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
         .map(|(_, value)| value)
 }
 
-/// Decodes `%XX` escapes in a path segment (job and worker names); a bad escape stays
-/// as it is.
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && index + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[index + 1..index + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            decoded.push(byte);
-            index += 3;
-            continue;
-        }
-        decoded.push(bytes[index]);
-        index += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn path_segments_are_percent_decoded() {
-        assert_eq!(percent_decode("orders%2Dcopy"), "orders-copy");
-        assert_eq!(percent_decode("a%20b"), "a b");
-        assert_eq!(percent_decode("bad%zz"), "bad%zz");
-        assert_eq!(percent_decode("end%2"), "end%2");
-    }
 
     #[test]
     fn query_values_are_found_by_name() {

@@ -15,7 +15,6 @@ pub mod assets;
 pub mod view;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,33 +137,9 @@ pub async fn serve_console(
         return Err(ConsoleError::Unauthenticated { addr: bound });
     }
     let console = Arc::new(console);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((stream, _)) = accepted else { continue };
-            let console = console.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let console = console.clone();
-                    async move { Ok::<_, Infallible>(api::answer(&console, request).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let connection =
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-                tokio::select! {
-                    result = connection => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "console connection ended");
-                        }
-                    }
-                    () = stop.cancelled() => {}
-                }
-            });
-        }
+    ferry_server::metrics_http::spawn_http(listener, stop, "console", move |request| {
+        let console = console.clone();
+        async move { api::answer(&console, request).await }
     });
     tracing::info!(%bound, "console on http://{bound}");
     Ok(bound)
