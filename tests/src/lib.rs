@@ -532,3 +532,46 @@ pub fn clickhouse_native_port(url: &str) -> u16 {
         .expect("a port in the ClickHouse URL");
     http + 877
 }
+
+/// A source and a target database on the test PostgreSQL server
+/// (`ferry_{tag}src_*`, `ferry_{tag}dst_*`), dropped on drop.
+pub struct PgPair {
+    pub server: String,
+    pub source_db: String,
+    pub target_db: String,
+}
+
+impl PgPair {
+    pub fn new(tag: &str) -> PgPair {
+        let server = env_url("FERRY_TEST_PG_URL");
+        let suffix = unique_suffix();
+        let pair = PgPair {
+            source_db: format!("ferry_{tag}src_{suffix}"),
+            target_db: format!("ferry_{tag}dst_{suffix}"),
+            server,
+        };
+        psql(&pair.server, &format!("CREATE DATABASE {}", pair.source_db));
+        psql(&pair.server, &format!("CREATE DATABASE {}", pair.target_db));
+        pair
+    }
+
+    pub fn source(&self) -> String {
+        with_database(&self.server, &self.source_db)
+    }
+
+    pub fn target(&self) -> String {
+        with_database(&self.server, &self.target_db)
+    }
+}
+
+impl Drop for PgPair {
+    fn drop(&mut self) {
+        psql(
+            &self.server,
+            &format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.source_db, self.target_db
+            ),
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry_tests::cluster::binary;
-use ferry_tests::{env_url, mariadb, psql, unique_suffix, with_database};
+use ferry_tests::{PgPair, env_url, mariadb, psql, unique_suffix, with_database};
 
 /// Runs `ferryctl` with `env`; returns its exit code, stdout and stderr.
 fn ferryctl(args: &[&str], env: &HashMap<String, String>) -> (i32, String, String) {
@@ -109,45 +109,6 @@ fn start_writer(
     })
 }
 
-struct PgPair {
-    server: String,
-    source_db: String,
-    target_db: String,
-}
-
-impl PgPair {
-    fn new() -> PgPair {
-        let server = env_url("FERRY_TEST_PG_URL");
-        let suffix = unique_suffix();
-        let pair = PgPair {
-            source_db: format!("ferry_ssrc_{suffix}"),
-            target_db: format!("ferry_sdst_{suffix}"),
-            server,
-        };
-        psql(&pair.server, &format!("CREATE DATABASE {}", pair.source_db));
-        psql(&pair.server, &format!("CREATE DATABASE {}", pair.target_db));
-        pair
-    }
-    fn source(&self) -> String {
-        with_database(&self.server, &self.source_db)
-    }
-    fn target(&self) -> String {
-        with_database(&self.server, &self.target_db)
-    }
-}
-
-impl Drop for PgPair {
-    fn drop(&mut self) {
-        psql(
-            &self.server,
-            &format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.source_db, self.target_db
-            ),
-        );
-    }
-}
-
 /// A table's every row in key order, as `psql` prints it: comparing two of these is an
 /// `EXCEPT ALL` both ways (the databases differ, so one query cannot see both).
 fn pg_rows(url: &str, table: &str) -> String {
@@ -162,7 +123,7 @@ fn spec_file(dir: &std::path::Path, yaml: &str) -> String {
 
 #[test]
 fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
-    let pair = PgPair::new();
+    let pair = PgPair::new("s");
     let rows = 5000;
     psql(
         &pair.source(),
@@ -288,7 +249,7 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
 
 #[test]
 fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
-    let pair = PgPair::new();
+    let pair = PgPair::new("s");
     psql(
         &pair.source(),
         "CREATE TABLE s_nw (id bigint PRIMARY KEY, v text,

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_tests::cluster::{Cluster, binary, submit, wait_done};
-use ferry_tests::{env_url, mariadb, psql, sqlite3, unique_suffix, with_database};
+use ferry_tests::{PgPair, env_url, mariadb, psql, sqlite3, unique_suffix, with_database};
 
 /// Exit code of a verify that found differences (README "Exit codes").
 const DIFFERENCES: i32 = 4;
@@ -108,48 +108,9 @@ fn pg_fingerprint(url: &str, table: &str) -> String {
     )
 }
 
-struct PgPair {
-    server: String,
-    source_db: String,
-    target_db: String,
-}
-
-impl PgPair {
-    fn new() -> PgPair {
-        let server = env_url("FERRY_TEST_PG_URL");
-        let suffix = unique_suffix();
-        let pair = PgPair {
-            source_db: format!("ferry_vsrc_{suffix}"),
-            target_db: format!("ferry_vdst_{suffix}"),
-            server,
-        };
-        psql(&pair.server, &format!("CREATE DATABASE {}", pair.source_db));
-        psql(&pair.server, &format!("CREATE DATABASE {}", pair.target_db));
-        pair
-    }
-    fn source(&self) -> String {
-        with_database(&self.server, &self.source_db)
-    }
-    fn target(&self) -> String {
-        with_database(&self.server, &self.target_db)
-    }
-}
-
-impl Drop for PgPair {
-    fn drop(&mut self) {
-        psql(
-            &self.server,
-            &format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.source_db, self.target_db
-            ),
-        );
-    }
-}
-
 #[test]
 fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_them() {
-    let pair = PgPair::new();
+    let pair = PgPair::new("v");
     psql(
         &pair.source(),
         "CREATE TABLE v_items (id bigint PRIMARY KEY, name text, note text, price double precision);
@@ -422,7 +383,7 @@ fn postgres_verify_finds_exactly_the_injected_differences_and_repair_fixes_only_
 
 #[test]
 fn postgres_to_mariadb_verify_across_engines_finds_and_repairs() {
-    let pair = PgPair::new();
+    let pair = PgPair::new("v");
     let server = env_url("FERRY_TEST_MYSQL_URL");
     let target_db = format!("ferry_vmy_{}", unique_suffix());
     mariadb(
