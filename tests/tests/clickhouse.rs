@@ -176,6 +176,29 @@ async fn clickhouse_to_replicated_clickhouse_on_cluster_with_a_split_partition()
     );
 }
 
+/// A ClickHouse source and sink (default options) on the databases of two URLs.
+async fn open_pair(
+    source_url: &str,
+    target_url: &str,
+) -> (
+    ferry_connectors::clickhouse::ClickhouseSource,
+    ferry_connectors::clickhouse::ClickhouseSink,
+) {
+    let source = ferry_connectors::clickhouse::ClickhouseSource::open(
+        &location(source_url.to_owned()),
+        None,
+    )
+    .await
+    .expect("open source");
+    let sink = ferry_connectors::clickhouse::ClickhouseSink::open(
+        &location(target_url.to_owned()),
+        Some(&ClickhouseOptions::default()),
+    )
+    .await
+    .expect("open sink");
+    (source, sink)
+}
+
 fn location(url: String) -> Location {
     Location::Env {
         var: "CH".into(),
@@ -193,18 +216,7 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
         &format!("CREATE DATABASE {src}; CREATE DATABASE {dst}"),
     );
     fill_events(&url, &src);
-    let source = ferry_connectors::clickhouse::ClickhouseSource::open(
-        &location(with_database(&url, &src)),
-        None,
-    )
-    .await
-    .expect("open source");
-    let sink = ferry_connectors::clickhouse::ClickhouseSink::open(
-        &location(with_database(&url, &dst)),
-        Some(&ClickhouseOptions::default()),
-    )
-    .await
-    .expect("open sink");
+    let (source, sink) = open_pair(&with_database(&url, &src), &with_database(&url, &dst)).await;
     let table = source
         .describe_table(&ferry_model::schema::TableName::bare("events"))
         .await
@@ -870,18 +882,11 @@ async fn the_in_server_checksum_agrees_after_a_copy_and_sees_a_one_digit_change(
              FROM system.numbers LIMIT 5000"
         ),
     );
-    let source = ferry_connectors::clickhouse::ClickhouseSource::open(
-        &location(with_database(&src_url, &src)),
-        None,
+    let (source, sink) = open_pair(
+        &with_database(&src_url, &src),
+        &with_database(&dst_url, &dst),
     )
-    .await
-    .expect("open source");
-    let sink = ferry_connectors::clickhouse::ClickhouseSink::open(
-        &location(with_database(&dst_url, &dst)),
-        Some(&ClickhouseOptions::default()),
-    )
-    .await
-    .expect("open sink");
+    .await;
     let table = source
         .describe_table(&ferry_model::schema::TableName::bare("plain"))
         .await
