@@ -764,6 +764,14 @@ impl Admission for JobPacer {
             .rows
             .is_some()
     }
+
+    fn limits_bytes(&self) -> bool {
+        self.limiters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes
+            .is_some()
+    }
 }
 
 impl JobPacer {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ferry_connectors::{
     BatchStream, ChunkWrite, ConnectorError, Fence, NativeChecksum, NativeStream, PrepareOptions,
-    PrepareOutcome, Sink, WriteSummary,
+    PrepareOutcome, PullSource, Sink, WriteSummary,
 };
 use ferry_coordination::ChunkRecord;
 use ferry_coordinator::scheduler::RunOutcome;
@@ -72,6 +72,7 @@ pub struct FaultySink {
     committed_by_chunk: Mutex<HashMap<ChunkId, u32>>,
     committed_writes: AtomicU64,
     native_writes: AtomicU64,
+    pulled_writes: AtomicU64,
 }
 
 impl FaultySink {
@@ -84,6 +85,7 @@ impl FaultySink {
             committed_by_chunk: Mutex::new(HashMap::new()),
             committed_writes: AtomicU64::new(0),
             native_writes: AtomicU64::new(0),
+            pulled_writes: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +97,11 @@ impl FaultySink {
     /// Committed writes in all.
     pub fn committed_writes(&self) -> u64 {
         self.committed_writes.load(Ordering::SeqCst)
+    }
+
+    /// Committed writes the target's servers pulled from the source's themselves.
+    pub fn pulled_writes(&self) -> u64 {
+        self.pulled_writes.load(Ordering::SeqCst)
     }
 
     /// Committed writes that took the native (same-engine passthrough) path.
@@ -231,6 +238,29 @@ impl Sink for FaultySink {
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>, ConnectorError> {
         self.inner.native_checksum(table, key, range).await
+    }
+
+    async fn write_pulled(
+        &self,
+        chunk: ChunkWrite<'_>,
+        pull: &PullSource,
+    ) -> Result<Option<WriteSummary>, ConnectorError> {
+        if !self.faults.is_empty() {
+            return Ok(None);
+        }
+        let chunk_id = chunk.fence.chunk;
+        let summary = self.inner.write_pulled(chunk, pull).await?;
+        if summary.is_some() {
+            *self
+                .committed_by_chunk
+                .lock()
+                .expect("lock")
+                .entry(chunk_id)
+                .or_insert(0) += 1;
+            self.committed_writes.fetch_add(1, Ordering::SeqCst);
+            self.pulled_writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(summary)
     }
 }
 

@@ -33,7 +33,9 @@ pub use types::{ChType, ServerFeatures};
 pub use write::ClickhouseSink;
 
 use crate::error::{ConnectorError, Failure, Result};
-use crate::traits::{BatchStream, NativeChecksum, NativeRead, NativeStream, Source};
+use crate::traits::{
+    BatchStream, NativeChecksum, NativeRead, NativeStream, PullRead, PullSource, Source,
+};
 
 /// The connector kind in specs.
 pub const KIND: &str = "clickhouse";
@@ -43,6 +45,8 @@ pub const KIND: &str = "clickhouse";
 pub struct Config {
     endpoint: http::Endpoint,
     label: String,
+    /// The URL's user and password, for a target pulling from this source (`remote()`).
+    credentials: Option<(String, String)>,
 }
 
 impl Config {
@@ -74,8 +78,11 @@ impl Config {
         if !address.contains(':') {
             return Err(invalid("no port (the HTTP interface's, 8123 by default)"));
         }
-        let authorization = user_info.map(|user_info| {
+        let credentials = user_info.map(|user_info| {
             let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+            (user.to_string(), password.to_string())
+        });
+        let authorization = credentials.as_ref().map(|(user, password)| {
             format!(
                 "Basic {}",
                 http::base64(format!("{user}:{password}").as_bytes())
@@ -89,6 +96,7 @@ impl Config {
                 settings: Vec::new(),
             },
             label: format!("http://{address}/{database}"),
+            credentials,
         })
     }
 
@@ -120,6 +128,7 @@ fn query_error(
 /// What both sides share: the server, its version, the options.
 pub(crate) struct Shared {
     endpoint: http::Endpoint,
+    credentials: Option<(String, String)>,
     features: ServerFeatures,
     options: ClickhouseOptions,
     label: String,
@@ -170,6 +179,7 @@ impl Shared {
         Ok(Self {
             features,
             endpoint,
+            credentials: config.credentials,
             options,
             label: config.label,
         })
@@ -709,6 +719,84 @@ impl Source for ClickhouseSource {
                     source: "the read ended before its last row".into(),
                     failure: Failure::Transient,
                 })?
+            }),
+        }))
+    }
+
+    async fn pull(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        target_kind: &'static str,
+    ) -> Result<Option<PullRead>> {
+        if target_kind != KIND {
+            return Ok(None);
+        }
+        let options = &self.shared.options;
+        let database = self.shared.database();
+        let (from, secret) = match (&options.pull_address, &options.pull_cluster) {
+            (Some(address), _) => {
+                let (user, password) = self
+                    .shared
+                    .credentials
+                    .clone()
+                    .unwrap_or_else(|| ("default".to_string(), String::new()));
+                (
+                    format!(
+                        "remote({}, {}, {}, {}, {})",
+                        literal(address),
+                        ident(database),
+                        ident(&table.name.name),
+                        literal(&user),
+                        literal(&password)
+                    ),
+                    (!password.is_empty()).then_some(password),
+                )
+            }
+            (None, Some(cluster)) => (
+                format!(
+                    "cluster({}, {}, {})",
+                    ident(cluster),
+                    ident(database),
+                    ident(&table.name.name)
+                ),
+                None,
+            ),
+            (None, None) => return Ok(None),
+        };
+        // Only with the checksum inside the servers: a pulled chunk passes no row through
+        // ferry to hash.
+        let columns = Self::parsed_columns(table)?;
+        let Some(arguments) = checksum::row_hash_arguments(
+            &table
+                .columns
+                .iter()
+                .zip(&columns)
+                .map(|(column, column_type)| (column.name.as_str(), column_type))
+                .collect::<Vec<_>>(),
+        ) else {
+            return Ok(None);
+        };
+        let filter = sql::chunk_where(table, key, range, None);
+        let statement =
+            checksum::statement(&arguments, &qualified(database, &table.name.name), &filter);
+        let reads = self.reads.clone();
+        let name = table.name.clone();
+        Ok(Some(PullRead {
+            source: PullSource {
+                kind: KIND,
+                from,
+                filter,
+                secret,
+            },
+            checksum: Box::pin(async move {
+                checksum::query(&reads, &statement, &name)
+                    .await
+                    .map(|checksum| NativeChecksum {
+                        method: SQL_CHECKSUM_METHOD,
+                        checksum,
+                    })
             }),
         }))
     }

@@ -30,9 +30,17 @@ use super::types::{ChType, target_type};
 use super::{Config, KIND, Shared, query_error};
 use crate::error::{BoxError, ConnectorError, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome, Sink,
-    WriteSummary,
+    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome,
+    PullSource, Sink, WriteSummary,
 };
+
+/// Where a chunk's staged rows come from.
+enum Staged<'a> {
+    /// `RowBinary` bytes streamed through ferry.
+    Streamed(futures::stream::BoxStream<'static, Result<Bytes, BoxError>>),
+    /// Fetched by the target's server from the source's.
+    Pulled(&'a PullSource),
+}
 
 /// A ClickHouse database written as a target.
 pub struct ClickhouseSink {
@@ -518,6 +526,7 @@ impl ClickhouseSink {
                             .scalar("rebuild the partition", &table.name, &format!("SELECT count() FROM {}", qualified(database, &swap)))
                             .await?;
                         self.check_fence(chunk).await?;
+                        self.check_lock(&lock, chunk).await?;
                         let statement = if rows > 0 {
                             format!(
                                 "ALTER TABLE {target} REPLACE PARTITION ID {} FROM {}",
@@ -541,13 +550,28 @@ impl ClickhouseSink {
         Ok(deleted)
     }
 
-    /// Stages `rows`, swaps them in, and cleans up; the staging table is dropped on
-    /// every path.
-    async fn write_staged(
-        &self,
-        chunk: ChunkWrite<'_>,
-        rows: futures::stream::BoxStream<'static, Result<Bytes, BoxError>>,
-    ) -> Result<WriteSummary> {
+    /// Stages the rows (streamed through ferry, or pulled by this server from the
+    /// source's), swaps them in, and cleans up; the staging table is dropped on every
+    /// path.
+    async fn write_staged(&self, chunk: ChunkWrite<'_>, rows: Staged<'_>) -> Result<WriteSummary> {
+        let rows = match rows {
+            Staged::Streamed(rows) => rows,
+            Staged::Pulled(pull) => {
+                let staging = self.start_attempt(&chunk).await?;
+                let result = async {
+                    self.create_staging(chunk.table, &staging).await?;
+                    let cancel = chunk.cancel.clone();
+                    tokio::select! {
+                        pulled = self.pull_into(chunk.table, &staging, pull) => pulled?,
+                        () = cancel.cancelled() => return Err(ConnectorError::Cancelled),
+                    }
+                    self.finish_staged(&chunk, &staging).await
+                }
+                .await;
+                self.drop_table(&staging).await;
+                return result;
+            }
+        };
         let staging = self.start_attempt(&chunk).await?;
         // The rows' own error (a value that does not fit, a failed source read): hyper
         // reports only that the body failed, so the error is kept here.
@@ -585,25 +609,85 @@ impl ClickhouseSink {
                     None => error,
                 });
             }
-            let written = self
-                .scalar(
-                    "count staged rows",
-                    &chunk.table.name,
-                    &format!(
-                        "SELECT count() FROM {}",
-                        qualified(self.shared.database(), &staging)
-                    ),
-                )
-                .await?;
-            let deleted = self.swap(&chunk, &staging, written).await?;
-            Ok(WriteSummary {
-                rows_written: written,
-                rows_deleted: deleted,
-            })
+            self.finish_staged(&chunk, &staging).await
         }
         .await;
         self.drop_table(&staging).await;
         result
+    }
+
+    /// Counts what staging holds and swaps it in.
+    async fn finish_staged(&self, chunk: &ChunkWrite<'_>, staging: &str) -> Result<WriteSummary> {
+        let written = self
+            .scalar(
+                "count staged rows",
+                &chunk.table.name,
+                &format!(
+                    "SELECT count() FROM {}",
+                    qualified(self.shared.database(), staging)
+                ),
+            )
+            .await?;
+        let deleted = self.swap(chunk, staging, written).await?;
+        Ok(WriteSummary {
+            rows_written: written,
+            rows_deleted: deleted,
+        })
+    }
+
+    /// `INSERT INTO staging SELECT … FROM <the source's servers>`: this server fetches the
+    /// chunk's rows itself. The source's password, which the statement holds, is cut out
+    /// of any error.
+    async fn pull_into(&self, table: &TableSchema, staging: &str, pull: &PullSource) -> Result<()> {
+        let columns = Self::column_list(table);
+        let statement = format!(
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM {} WHERE {}",
+            qualified(self.shared.database(), staging),
+            pull.from,
+            pull.filter
+        );
+        let mut settings = Vec::new();
+        if self.shared.features.version >= (19, 5) {
+            settings.push(("max_partitions_per_insert_block", "0".to_string()));
+        }
+        if let Some(seconds) = self.shared.options.max_execution_time {
+            settings.push(("max_execution_time", seconds.to_string()));
+        }
+        let error = match self
+            .shared
+            .endpoint
+            .execute_secret(&statement, &settings, pull.secret.as_deref())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        Err(match &error {
+            // The target's servers did not reach the source's: unavailable, so the runner
+            // checks whether the source answers ferry (then the address is wrong).
+            HttpError::Server {
+                code: 209 | 210 | 279,
+                ..
+            } => ConnectorError::Query {
+                operation: "pull chunk from the source",
+                table: table.name.clone(),
+                source: Box::new(error),
+                failure: crate::error::Failure::Unavailable,
+            },
+            // Unknown user, wrong password, authentication failed.
+            HttpError::Server {
+                code: 192 | 193 | 516,
+                ..
+            } => ConnectorError::Unsupported {
+                table: table.name.clone(),
+                detail: format!(
+                    "the source refused the target's servers the source URL's user when they pulled the chunk ({error}): \
+                     with pull_address the target logs in with the source URL's user and password; \
+                     with pull_cluster with the user in the target's remote_servers"
+                ),
+            },
+            _ => query_error("pull chunk from the source", &table.name)(error),
+        })
     }
 
     async fn read_target(
@@ -805,7 +889,7 @@ impl Sink for ClickhouseSink {
                 Ok(Bytes::from(out))
             })
             .boxed();
-        self.write_staged(chunk, rows).await
+        self.write_staged(chunk, Staged::Streamed(rows)).await
     }
 
     async fn checksum_chunk(
@@ -886,7 +970,21 @@ impl Sink for ClickhouseSink {
             .bytes
             .map(|item| item.map_err(|error| Box::new(error) as BoxError))
             .boxed();
-        self.write_staged(chunk, rows).await
+        self.write_staged(chunk, Staged::Streamed(rows)).await
+    }
+
+    async fn write_pulled(
+        &self,
+        chunk: ChunkWrite<'_>,
+        pull: &PullSource,
+    ) -> Result<Option<WriteSummary>> {
+        // The same condition as the pass-through: the target's columns are the source's.
+        if pull.kind != KIND || self.native_format(chunk.table).await?.is_none() {
+            return Ok(None);
+        }
+        self.write_staged(chunk, Staged::Pulled(pull))
+            .await
+            .map(Some)
     }
 
     async fn native_checksum(
