@@ -1,7 +1,8 @@
-//! ClickHouse → ClickHouse with the target pulling each chunk itself (`pull_address`,
-//! `pull_cluster`): the rows never pass through ferry, the fenced staging/swap and the
-//! in-server checksums stay. Two real 18.16 servers (scripts/services.sh); every check reads
-//! the servers independently with `clickhouse-client`.
+//! ClickHouse → ClickHouse writes: the target pulling each chunk itself (`pull_address`,
+//! `pull_cluster`: the rows never pass through ferry, the fenced staging/swap and the
+//! in-server checksums stay), and a split partition swapped in once. Two real 18.16
+//! servers (scripts/services.sh); every check reads the servers independently with
+//! `clickhouse-client`, the swaps counted in the target's own `system.query_log`.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -55,17 +56,93 @@ fn per_partition(url: &str, database: &str) -> String {
     )
 }
 
+/// The password of the `ferry_pull` user (on both servers; its queries are logged).
+fn pull_password(pull_url: &str) -> String {
+    pull_url
+        .split_once("ferry_pull:")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(password, _)| password.to_string())
+        .expect("a password in FERRY_TEST_CLICKHOUSE_PULL_URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_partition_is_swapped_in_once_after_all_its_ranges_are_staged() {
+    let url = env_url("FERRY_TEST_CLICKHOUSE_URL");
+    let url2 = env_url("FERRY_TEST_CLICKHOUSE_URL_2");
+    let password = pull_password(&env_url("FERRY_TEST_CLICKHOUSE_PULL_URL"));
+    let port2 = url2
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(port, _)| port.to_string())
+        .expect("the second server's port");
+    let suffix = unique_suffix();
+    let (src, dst) = (format!("once_src_{suffix}"), format!("once_dst_{suffix}"));
+    ch(&url, &format!("CREATE DATABASE {src}"));
+    ch(&url2, &format!("CREATE DATABASE {dst}"));
+    fill_orders(&url, &src);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: HashMap<String, String> = [
+        ("SRC".to_string(), with_database(&url, &src)),
+        // Written as ferry_pull, whose statements the target logs.
+        (
+            "DST".to_string(),
+            format!("http://ferry_pull:{password}@127.0.0.1:{port2}/{dst}"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let path = write_spec(
+        dir.path(),
+        "name: once\nsource: {kind: clickhouse, url_env: SRC}\ntarget: {kind: clickhouse, url_env: DST}\ntables: {include: [orders]}\nchunking: {target_rows: 600}\n",
+    );
+    let (_, outcome, _) = run_local_with_env(
+        &path,
+        &dir.path().join("state.db"),
+        3,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+    }
+    let january = outcome
+        .chunks
+        .iter()
+        .filter(|c| c.partition.as_deref() == Some("202401"))
+        .count();
+    assert!(january >= 4, "January is cut into ranges: {january}");
+    assert_eq!(per_partition(&url2, &dst), per_partition(&url, &src));
+    ch(&url2, "SYSTEM FLUSH LOGS");
+    // Swaps into the target table, per partition: one each, the split one included.
+    let swaps = ch(
+        &url2,
+        &format!(
+            "SELECT extract(query, 'PARTITION ID \\'([0-9]+)\\'') AS p, count() FROM system.query_log
+             WHERE user = 'ferry_pull' AND type = 2 AND query LIKE 'ALTER TABLE `{dst}`.`orders` REPLACE PARTITION%'
+             GROUP BY p ORDER BY p FORMAT TSV"
+        ),
+    );
+    assert_eq!(swaps, "202401\t1\n202402\t1\n202403\t1", "{swaps}");
+    let leftovers = ch(
+        &url2,
+        &format!(
+            "SELECT count() FROM system.tables WHERE database = '{dst}' AND name LIKE '\\_ferry\\_stg%'"
+        ),
+    );
+    assert_eq!(leftovers, "0", "no staging table left");
+    ch(&url, &format!("DROP DATABASE {src}"));
+    ch(&url2, &format!("DROP DATABASE {dst}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_target_pulls_each_chunk_and_both_servers_checksum_it() {
     let url = env_url("FERRY_TEST_CLICKHOUSE_URL");
     let url2 = env_url("FERRY_TEST_CLICKHOUSE_URL_2");
     // A user with a password on both servers, whose queries the servers log.
     let pull_url = env_url("FERRY_TEST_CLICKHOUSE_PULL_URL");
-    let password = pull_url
-        .split_once("ferry_pull:")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .map(|(password, _)| password.to_string())
-        .expect("a password in FERRY_TEST_CLICKHOUSE_PULL_URL");
+    let password = pull_password(&pull_url);
     let native = format!("127.0.0.1:{}", ferry_tests::clickhouse_native_port(&url));
     let suffix = unique_suffix();
     let (src, dst, dst2, dst3) = (

@@ -7,6 +7,7 @@
 //! the read replica. A sink writes a chunk into a staging table and swaps it in with
 //! `ALTER TABLE ... REPLACE PARTITION ... FROM` ([`write`]).
 
+mod assemble;
 mod checksum;
 mod fence;
 mod http;
@@ -14,6 +15,7 @@ mod read;
 mod rowbinary;
 mod sql;
 mod types;
+mod verified;
 mod write;
 
 use std::sync::Arc;

@@ -20,10 +20,10 @@ use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::{ClickhouseOptions, Location, SchemaMode};
 use futures::StreamExt;
 
-use super::checksum::{self, SQL_CHECKSUM_METHOD};
+use super::assemble::StagedRange;
 use super::fence::FENCE_TABLE;
 use super::http::HttpError;
-use super::read::{self, CHECKSUM_METHOD, NATIVE_FORMAT};
+use super::read::NATIVE_FORMAT;
 use super::rowbinary::encode;
 use super::sql::{self, ident, literal, qualified};
 use super::types::{ChType, target_type};
@@ -49,6 +49,10 @@ pub struct ClickhouseSink {
     columns: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// Target table → the key clauses of its staging tables.
     staging_clauses: Mutex<HashMap<String, String>>,
+    /// Ranges of split partitions this sink staged and left waiting for their partition's
+    /// other ranges: (table, range) → (run, staging table), so verification reads them
+    /// where they are.
+    pub(super) waiting: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl ClickhouseSink {
@@ -60,6 +64,7 @@ impl ClickhouseSink {
             shared,
             columns: Mutex::new(HashMap::new()),
             staging_clauses: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
         })
     }
 
@@ -96,7 +101,10 @@ impl ClickhouseSink {
         Ok(text.trim().parse().unwrap_or(0))
     }
 
-    async fn target_columns(&self, table: &TableSchema) -> Result<Vec<(String, String)>> {
+    pub(super) async fn target_columns(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Vec<(String, String)>> {
         if let Some(columns) = self
             .columns
             .lock()
@@ -124,7 +132,7 @@ impl ClickhouseSink {
     }
 
     /// The target's type of each source column, in the source's order.
-    async fn ordered_target_types(&self, table: &TableSchema) -> Result<Vec<ChType>> {
+    pub(super) async fn ordered_target_types(&self, table: &TableSchema) -> Result<Vec<ChType>> {
         let columns = self.target_columns(table).await?;
         table
             .columns
@@ -149,7 +157,7 @@ impl ClickhouseSink {
             .collect()
     }
 
-    fn column_list(table: &TableSchema) -> String {
+    pub(super) fn column_list(table: &TableSchema) -> String {
         table
             .columns
             .iter()
@@ -371,7 +379,7 @@ impl ClickhouseSink {
 
     /// Whether `name` has active parts: ClickHouse 18.16 knows no `_partition_id` in a
     /// table without any, so a query using it would fail instead of finding nothing.
-    async fn has_parts(&self, table: &TableSchema, name: &str) -> Result<bool> {
+    pub(super) async fn has_parts(&self, table: &TableSchema, name: &str) -> Result<bool> {
         let parts = self
             .scalar(
                 "list parts",
@@ -388,19 +396,7 @@ impl ClickhouseSink {
 
     /// Counts the target's rows `WHERE condition` (0 without parts).
     async fn count_target(&self, table: &TableSchema, condition: &str) -> Result<u64> {
-        if !self.has_parts(table, &table.name.name).await? {
-            return Ok(0);
-        }
-        self.scalar(
-            "count chunk",
-            &table.name,
-            &format!(
-                "SELECT count() FROM {} WHERE {condition} AND {}",
-                self.target(table),
-                sql::reads_a_column(table)
-            ),
-        )
-        .await
+        self.count_in(table, &table.name.name, condition).await
     }
 
     /// Swaps the staged rows in (see the module documentation).
@@ -568,8 +564,7 @@ impl ClickhouseSink {
                     self.finish_staged(&chunk, &staging).await
                 }
                 .await;
-                self.drop_table(&staging).await;
-                return result;
+                return self.end_staged(&staging, result).await;
             }
         };
         let staging = self.start_attempt(&chunk).await?;
@@ -612,12 +607,31 @@ impl ClickhouseSink {
             self.finish_staged(&chunk, &staging).await
         }
         .await;
-        self.drop_table(&staging).await;
-        result
+        self.end_staged(&staging, result).await
     }
 
-    /// Counts what staging holds and swaps it in.
-    async fn finish_staged(&self, chunk: &ChunkWrite<'_>, staging: &str) -> Result<WriteSummary> {
+    /// Drops the staging table, unless its range waits in it for its partition's other
+    /// ranges.
+    async fn end_staged(
+        &self,
+        staging: &str,
+        result: Result<(WriteSummary, bool)>,
+    ) -> Result<WriteSummary> {
+        let keep = matches!(result, Ok((_, true)));
+        if !keep {
+            self.drop_table(staging).await;
+        }
+        result.map(|(summary, _)| summary)
+    }
+
+    /// Counts what staging holds and swaps it in; a range of a split partition waits in
+    /// staging until its partition's ranges are all staged, then the partition is swapped
+    /// in once (`assemble.rs`). True when the staging table is to be kept.
+    async fn finish_staged(
+        &self,
+        chunk: &ChunkWrite<'_>,
+        staging: &str,
+    ) -> Result<(WriteSummary, bool)> {
         let written = self
             .scalar(
                 "count staged rows",
@@ -628,11 +642,31 @@ impl ClickhouseSink {
                 ),
             )
             .await?;
-        let deleted = self.swap(chunk, staging, written).await?;
-        Ok(WriteSummary {
+        let summary = |deleted| WriteSummary {
             rows_written: written,
             rows_deleted: deleted,
-        })
+        };
+        if let Some(partition) = &chunk.table.partition
+            && sql::range_predicate(chunk.table, chunk.key, chunk.range, None).is_some()
+        {
+            match self.stage_range(chunk, partition, staging, written).await? {
+                StagedRange::Waiting => {
+                    self.waiting
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            Self::waiting_key(chunk.table, chunk.range),
+                            (chunk.fence.run_id.clone(), staging.to_string()),
+                        );
+                    return Ok((summary(0), true));
+                }
+                StagedRange::Swapped { deleted } => return Ok((summary(deleted), false)),
+                StagedRange::TakenIn => return Ok((summary(0), false)),
+                StagedRange::Rebuild => {}
+            }
+        }
+        let deleted = self.swap(chunk, staging, written).await?;
+        Ok((summary(deleted), false))
     }
 
     /// `INSERT INTO staging SELECT … FROM <the source's servers>`: this server fetches the
@@ -689,32 +723,6 @@ impl ClickhouseSink {
             _ => query_error("pull chunk from the source", &table.name)(error),
         })
     }
-
-    async fn read_target(
-        &self,
-        table: &TableSchema,
-        key: &SplitKey,
-        range: &ChunkRange,
-    ) -> Result<(Vec<ChType>, super::http::ByteStream)> {
-        let types = self.ordered_target_types(table).await?;
-        if !self.has_parts(table, &table.name.name).await? {
-            return Ok((types, futures::stream::empty().boxed()));
-        }
-        let target_columns = self.target_columns(table).await?;
-        let statement = format!(
-            "SELECT {} FROM {} WHERE {} FORMAT RowBinary",
-            Self::column_list(table),
-            self.target(table),
-            sql::chunk_where(table, key, range, Some(&target_columns))
-        );
-        let bytes = self
-            .shared
-            .endpoint
-            .stream(&statement, &[])
-            .await
-            .map_err(query_error("checksum chunk", &table.name))?;
-        Ok((types, bytes))
-    }
 }
 
 #[async_trait]
@@ -759,6 +767,7 @@ impl Sink for ClickhouseSink {
             ),
         )
         .await?;
+        self.create_assembly_tables(table).await?;
         let ddl = if table.source_kind == KIND && options.type_overrides.is_empty() {
             let native = table.native_ddl.as_deref().unwrap_or_default();
             sql::rewrite_ddl(
@@ -898,26 +907,10 @@ impl Sink for ClickhouseSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let (types, bytes) = self.read_target(table, key, range).await?;
-        let mut stream = read::batches(
-            table.name.clone(),
-            table.columns.iter().map(|c| c.name.clone()).collect(),
-            types,
-            table
-                .columns
-                .iter()
-                .map(|c| c.column_type.clone())
-                .collect(),
-            table.arrow_schema(false),
-            bytes,
-        );
-        let mut checksum = RangeChecksum::default();
-        while let Some(batch) = stream.next().await {
-            checksum.add_batch(&batch?).map_err(|error| {
-                ConnectorError::Task(format!("checksum of {}: {error}", table.name))
-            })?;
-        }
-        Ok(checksum)
+        self.on_verified(table, range, |name| {
+            self.checksum_in(table, name, key, range)
+        })
+        .await
     }
 
     async fn count_chunk(
@@ -927,10 +920,11 @@ impl Sink for ClickhouseSink {
         range: &ChunkRange,
     ) -> Result<u64> {
         let target_columns = self.target_columns(table).await?;
-        self.count_target(
-            table,
-            &sql::chunk_where(table, key, range, Some(&target_columns)),
-        )
+        let condition = sql::chunk_where(table, key, range, Some(&target_columns));
+        self.on_verified(table, range, |name| {
+            let condition = condition.clone();
+            async move { self.count_in(table, &name, &condition).await }
+        })
         .await
     }
 
@@ -993,38 +987,9 @@ impl Sink for ClickhouseSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
-        // The same choice as the source's `read_native`: in the server when every
-        // column has a version-stable form.
-        let types = self.ordered_target_types(table).await?;
-        let columns: Vec<(&str, &ChType)> = table
-            .columns
-            .iter()
-            .map(|column| column.name.as_str())
-            .zip(&types)
-            .collect();
-        if let Some(arguments) = checksum::row_hash_arguments(&columns) {
-            if !self.has_parts(table, &table.name.name).await? {
-                return Ok(Some(NativeChecksum {
-                    method: SQL_CHECKSUM_METHOD,
-                    checksum: RangeChecksum::default(),
-                }));
-            }
-            let target_columns = self.target_columns(table).await?;
-            let statement = checksum::statement(
-                &arguments,
-                &self.target(table),
-                &sql::chunk_where(table, key, range, Some(&target_columns)),
-            );
-            return Ok(Some(NativeChecksum {
-                method: SQL_CHECKSUM_METHOD,
-                checksum: checksum::query(&self.shared.endpoint, &statement, &table.name).await?,
-            }));
-        }
-        let (types, bytes) = self.read_target(table, key, range).await?;
-        let checksum = read::hash_rows(&table.name, &types, bytes).await?;
-        Ok(Some(NativeChecksum {
-            method: CHECKSUM_METHOD,
-            checksum,
-        }))
+        self.on_verified(table, range, |name| {
+            self.native_checksum_in(table, name, key, range)
+        })
+        .await
     }
 }
