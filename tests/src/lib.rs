@@ -89,6 +89,18 @@ impl FaultySink {
         }
     }
 
+    /// Counts a committed write of `chunk` that took the path `path` counts.
+    fn committed(&self, chunk: ChunkId, path: &AtomicU64) {
+        *self
+            .committed_by_chunk
+            .lock()
+            .expect("lock")
+            .entry(chunk)
+            .or_insert(0) += 1;
+        self.committed_writes.fetch_add(1, Ordering::SeqCst);
+        path.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Committed writes per chunk.
     pub fn committed_by_chunk(&self) -> HashMap<ChunkId, u32> {
         self.committed_by_chunk.lock().expect("lock").clone()
@@ -220,14 +232,7 @@ impl Sink for FaultySink {
     ) -> Result<WriteSummary, ConnectorError> {
         let chunk_id = chunk.fence.chunk;
         let summary = self.inner.write_native(chunk, stream).await?;
-        *self
-            .committed_by_chunk
-            .lock()
-            .expect("lock")
-            .entry(chunk_id)
-            .or_insert(0) += 1;
-        self.committed_writes.fetch_add(1, Ordering::SeqCst);
-        self.native_writes.fetch_add(1, Ordering::SeqCst);
+        self.committed(chunk_id, &self.native_writes);
         Ok(summary)
     }
 
@@ -251,14 +256,7 @@ impl Sink for FaultySink {
         let chunk_id = chunk.fence.chunk;
         let summary = self.inner.write_pulled(chunk, pull).await?;
         if summary.is_some() {
-            *self
-                .committed_by_chunk
-                .lock()
-                .expect("lock")
-                .entry(chunk_id)
-                .or_insert(0) += 1;
-            self.committed_writes.fetch_add(1, Ordering::SeqCst);
-            self.pulled_writes.fetch_add(1, Ordering::SeqCst);
+            self.committed(chunk_id, &self.pulled_writes);
         }
         Ok(summary)
     }
@@ -554,6 +552,26 @@ pub async fn open_connectors(
 /// The native (TCP) port of the test ClickHouse server behind `url`: its HTTP port + 877,
 /// as `scripts/services.sh` lays them out (58123 → 59000, 58124 → 59001; keep that
 /// offset when overriding `FERRY_CH*_PORT`).
+/// `clickhouse-client` against the server of `url` (its native port, see
+/// [`clickhouse_native_port`]), running `sql` (several statements allowed); its output
+/// without the trailing newline.
+pub fn clickhouse(url: &str, sql: &str) -> String {
+    let port = clickhouse_native_port(url);
+    let mut command = std::process::Command::new("clickhouse-client");
+    command.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--allow_experimental_low_cardinality_type",
+        "1",
+        "--multiquery",
+        "--query",
+        sql,
+    ]);
+    run_shell(command, "").trim_end().to_string()
+}
+
 pub fn clickhouse_native_port(url: &str) -> u16 {
     let http: u16 = url
         .rsplit_once(':')

@@ -16,29 +16,13 @@ use ferry_model::spec::{ClickhouseOptions, Location, Secret};
 use ferry_proto::v1 as pb;
 use ferry_tests::cluster::{Cluster, assert_done, chunks, client, submit, wait_done};
 use ferry_tests::{
-    env_url, mariadb, psql, run_local_with_env, run_shell, unique_suffix, wait_until,
-    with_database, write_spec,
+    env_url, mariadb, psql, run_local_with_env, unique_suffix, wait_until, with_database,
+    write_spec,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// `clickhouse-client` against the server of `url` (its native port is the HTTP port + 877).
-fn ch(url: &str, sql: &str) -> String {
-    let port = ferry_tests::clickhouse_native_port(url);
-    let mut command = Command::new("clickhouse-client");
-    command.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--allow_experimental_low_cardinality_type",
-        "1",
-        "--multiquery",
-        "--query",
-        sql,
-    ]);
-    run_shell(command, "").trim_end().to_string()
-}
+use ferry_tests::clickhouse as ch;
 
 fn env_of(pairs: &[(&str, String)]) -> HashMap<String, String> {
     pairs

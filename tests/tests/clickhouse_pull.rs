@@ -5,28 +5,12 @@
 //! `clickhouse-client`, the swaps counted in the target's own `system.query_log`.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use ferry_coordination::ChunkState;
-use ferry_tests::{
-    env_url, run_local_with_env, run_shell, unique_suffix, with_database, write_spec,
-};
+use ferry_tests::{env_url, run_local_with_env, unique_suffix, with_database, write_spec};
 use tokio_util::sync::CancellationToken;
 
-fn ch(url: &str, sql: &str) -> String {
-    let port = ferry_tests::clickhouse_native_port(url);
-    let mut command = Command::new("clickhouse-client");
-    command.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--multiquery",
-        "--query",
-        sql,
-    ]);
-    run_shell(command, "").trim_end().to_string()
-}
+use ferry_tests::clickhouse as ch;
 
 /// Three monthly partitions; January (3,000 rows) is bigger than the chunk target and is
 /// cut into ranges.

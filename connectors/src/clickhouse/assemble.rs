@@ -311,19 +311,7 @@ impl ClickhouseSink {
                 failure: crate::error::Failure::Transient,
             });
         }
-        let deleted = self
-            .scalar(
-                "count the rows replaced",
-                &table.name,
-                &format!(
-                    "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
-                     AND active AND partition_id = {}",
-                    literal(database),
-                    literal(&table.name.name),
-                    literal(partition)
-                ),
-            )
-            .await?;
+        let deleted = self.partition_rows(table, partition).await?;
         self.check_fence(chunk).await?;
         self.check_lock(lock, chunk).await?;
         let statement = if assembled > 0 {

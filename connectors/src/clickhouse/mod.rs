@@ -273,6 +273,19 @@ impl ClickhouseSource {
             .collect()
     }
 
+    /// The in-server checksum's arguments over the table's columns, when every column has
+    /// a version-stable form.
+    fn row_hash_arguments(table: &TableSchema, columns: &[ChType]) -> Option<String> {
+        checksum::row_hash_arguments(
+            &table
+                .columns
+                .iter()
+                .zip(columns)
+                .map(|(column, column_type)| (column.name.as_str(), column_type))
+                .collect::<Vec<_>>(),
+        )
+    }
+
     fn select(&self, table: &TableSchema, key: &SplitKey, range: &ChunkRange) -> String {
         let columns: Vec<String> = table
             .columns
@@ -601,18 +614,7 @@ impl Source for ClickhouseSource {
             .stream(&self.select(table, key, range), &self.settings())
             .await
             .map_err(query_error("read chunk", &table.name))?;
-        Ok(read::batches(
-            table.name.clone(),
-            table.columns.iter().map(|c| c.name.clone()).collect(),
-            columns,
-            table
-                .columns
-                .iter()
-                .map(|c| c.column_type.clone())
-                .collect(),
-            table.arrow_schema(false),
-            bytes,
-        ))
+        Ok(read::table_batches(table, columns, bytes))
     }
 
     async fn read_native(
@@ -628,15 +630,7 @@ impl Source for ClickhouseSource {
         let columns = Self::parsed_columns(table)?;
         // Counted and hashed by the server after the read when every column has a
         // version-stable form (the sink does the same), else hashed here as it passes.
-        let in_server = checksum::row_hash_arguments(
-            &table
-                .columns
-                .iter()
-                .zip(&columns)
-                .map(|(column, column_type)| (column.name.as_str(), column_type))
-                .collect::<Vec<_>>(),
-        )
-        .map(|arguments| {
+        let in_server = Self::row_hash_arguments(table, &columns).map(|arguments| {
             checksum::statement(
                 &arguments,
                 &qualified(self.shared.database(), &table.name.name),
@@ -769,15 +763,7 @@ impl Source for ClickhouseSource {
         };
         // Only with the checksum inside the servers: a pulled chunk passes no row through
         // ferry to hash.
-        let columns = Self::parsed_columns(table)?;
-        let Some(arguments) = checksum::row_hash_arguments(
-            &table
-                .columns
-                .iter()
-                .zip(&columns)
-                .map(|(column, column_type)| (column.name.as_str(), column_type))
-                .collect::<Vec<_>>(),
-        ) else {
+        let Some(arguments) = Self::row_hash_arguments(table, &Self::parsed_columns(table)?) else {
             return Ok(None);
         };
         let filter = sql::chunk_where(table, key, range, None);

@@ -127,18 +127,7 @@ impl ClickhouseSink {
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
         let (types, bytes) = self.read_target(table, &name, key, range).await?;
-        let mut stream = read::batches(
-            table.name.clone(),
-            table.columns.iter().map(|c| c.name.clone()).collect(),
-            types,
-            table
-                .columns
-                .iter()
-                .map(|c| c.column_type.clone())
-                .collect(),
-            table.arrow_schema(false),
-            bytes,
-        );
+        let mut stream = read::table_batches(table, types, bytes);
         let mut checksum = RangeChecksum::default();
         while let Some(batch) = stream.next().await {
             checksum.add_batch(&batch?).map_err(|error| {

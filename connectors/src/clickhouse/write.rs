@@ -394,6 +394,22 @@ impl ClickhouseSink {
         Ok(parts > 0)
     }
 
+    /// The rows the target's active parts of `partition` hold.
+    pub(super) async fn partition_rows(&self, table: &TableSchema, partition: &str) -> Result<u64> {
+        self.scalar(
+            "count the rows replaced",
+            &table.name,
+            &format!(
+                "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
+                 AND active AND partition_id = {}",
+                literal(self.shared.database()),
+                literal(&table.name.name),
+                literal(partition)
+            ),
+        )
+        .await
+    }
+
     /// Counts the target's rows `WHERE condition` (0 without parts).
     async fn count_target(&self, table: &TableSchema, condition: &str) -> Result<u64> {
         self.count_in(table, &table.name.name, condition).await
@@ -406,19 +422,7 @@ impl ClickhouseSink {
         let predicate = sql::range_predicate(table, chunk.key, chunk.range, Some(&target_columns));
         if let (None, Some(partition)) = (&predicate, &table.partition) {
             // One whole partition (the usual chunk): staging holds it entire, or nothing.
-            let deleted = self
-                .scalar(
-                    "count the rows replaced",
-                    &table.name,
-                    &format!(
-                        "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
-                         AND active AND partition_id = {}",
-                        literal(self.shared.database()),
-                        literal(&table.name.name),
-                        literal(partition)
-                    ),
-                )
-                .await?;
+            let deleted = self.partition_rows(table, partition).await?;
             self.check_fence(chunk).await?;
             let target = self.target(table);
             let statement = if written > 0 {
