@@ -346,6 +346,7 @@ impl LocalJob {
                 keep_revisions: 0,
                 env: env.clone(),
                 base_dir: base_dir.clone(),
+                database_caps: Default::default(),
             },
             opener.clone(),
         );

@@ -263,15 +263,20 @@ struct ThrottleCommand {
     /// throttle.schedule).
     #[arg(long)]
     schedule: Option<PathBuf>,
+    /// The job's weight when it shares the cluster's worker slots with other jobs (as the
+    /// spec's `priority`): each running job's share of busy slots tends to its weight over
+    /// the sum of the running jobs' weights.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    priority: Option<u32>,
     /// Show the effective policy and why (the default when nothing is changed).
-    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "history"])]
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "priority", "history"])]
     show: bool,
     /// With --show: what the schedule gives at this instant (RFC 3339, or
     /// 2026-11-21T23:00[Asia/Shanghai]).
     #[arg(long, requires = "show", value_parser = parse_instant)]
     at: Option<jiff::Timestamp>,
     /// Every change of the policy, with time, origin and old → new.
-    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule"])]
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "priority"])]
     history: bool,
 }
 
@@ -608,6 +613,7 @@ async fn throttle(command: ThrottleCommand) -> i32 {
         load_max: command.load_max,
         load_critical: command.load_critical,
         schedule_yaml,
+        priority: command.priority,
         show: command.show,
         at: command.at,
         history: command.history,

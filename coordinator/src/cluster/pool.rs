@@ -1,90 +1,263 @@
-//! The slots of the live workers, shared by every job the leader runs.
+//! The slots of the live workers, shared by every job the leader runs: by weight
+//! (`priority`) and under per-database caps, as decided by [`super::share`].
+//!
+//! Each job's scheduler says how many more slots it would take now
+//! ([`WorkerPool::want`]) before it asks for one ([`WorkerPool::acquire`]); a free slot is
+//! given only to the job [`share::next_job`] picks. A job refused in favour of another
+//! wakes that one (through the same signal as a released slot), and is woken itself when
+//! a slot frees or another job's wants change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use ferry_coordination::cluster::{Mirror, WorkerInfo};
-use ferry_model::ids::WorkerId;
+use ferry_model::ids::{JobId, WorkerId};
 use tokio::sync::watch;
 
-use crate::scheduler::WorkerPool;
+use super::share::{self, DatabaseUse, JobShare};
+use crate::scheduler::{Gate, WorkerPool};
 
-/// How many chunks each worker holds now, across jobs.
+/// A job's entry on the board.
+struct JobEntry {
+    share: JobShare,
+    /// Another job was refused a slot in this job's favour and this job was woken for
+    /// it; not woken again for that until it asks or declares its wants.
+    woken_for_slot: bool,
+}
+
+/// Everything the board keeps, under one lock.
+struct BoardState {
+    busy_by_worker: HashMap<WorkerId, u32>,
+    /// Ordered by id, so ties between jobs go the same way every time.
+    jobs: BTreeMap<JobId, JobEntry>,
+    /// When the jobs' virtual times were last advanced.
+    accounted_at: Instant,
+}
+
+impl BoardState {
+    /// Brings every job's virtual time up to now.
+    fn advance(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.accounted_at);
+        self.accounted_at = now;
+        let mut shares: Vec<JobShare> = self.jobs.values().map(|job| job.share.clone()).collect();
+        share::advance(&mut shares, elapsed.as_secs_f64());
+        for (entry, advanced) in self.jobs.values_mut().zip(shares) {
+            entry.share.virtual_secs = advanced.virtual_secs;
+        }
+    }
+
+    fn shares(&self) -> Vec<JobShare> {
+        self.jobs.values().map(|job| job.share.clone()).collect()
+    }
+
+    /// Whether any job but `job` wants slots.
+    fn others_want(&self, job: &JobId) -> bool {
+        self.jobs
+            .iter()
+            .any(|(other, entry)| other != job && entry.share.wanted > 0)
+    }
+}
+
+/// How many chunks each worker holds now, across jobs, and how the jobs share them.
 pub struct SlotBoard {
-    busy: Mutex<HashMap<WorkerId, u32>>,
+    state: Mutex<BoardState>,
     released: watch::Sender<u64>,
     workers: Mirror<WorkerInfo>,
+    /// The cluster's caps on chunks in flight per database identity (`endpoints` in the
+    /// coordinator's configuration).
+    database_caps: HashMap<String, u32>,
 }
 
 impl SlotBoard {
-    /// A board over the mirror of live workers.
+    /// A board over the mirror of live workers, with no configured database caps.
     pub fn new(workers: Mirror<WorkerInfo>) -> Arc<Self> {
+        Self::with_database_caps(workers, HashMap::new())
+    }
+
+    /// A board over the mirror of live workers; `database_caps` maps a database
+    /// identity (`host:port/database`) to the most chunks in flight on it across jobs.
+    pub fn with_database_caps(
+        workers: Mirror<WorkerInfo>,
+        database_caps: HashMap<String, u32>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            busy: Mutex::new(HashMap::new()),
+            state: Mutex::new(BoardState {
+                busy_by_worker: HashMap::new(),
+                jobs: BTreeMap::new(),
+                accounted_at: Instant::now(),
+            }),
             released: watch::channel(0).0,
             workers,
+            database_caps,
         })
     }
 
     /// Chunks held by `worker` now.
     pub fn busy(&self, worker: &WorkerId) -> u32 {
-        self.lock().get(worker).copied().unwrap_or(0)
+        self.lock()
+            .busy_by_worker
+            .get(worker)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// A pool for one job's scheduler.
-    pub fn pool(self: &Arc<Self>) -> ClusterPool {
+    /// A pool for the scheduler of `job`, which reads and writes `databases` (their
+    /// identities; jobs touching the same one share its cap). The job counts on the
+    /// board until the pool is dropped.
+    pub fn pool(self: &Arc<Self>, job: JobId, databases: Vec<String>) -> ClusterPool {
+        self.lock().jobs.insert(
+            job.clone(),
+            JobEntry {
+                share: JobShare::new(1, databases),
+                woken_for_slot: false,
+            },
+        );
         ClusterPool {
             board: self.clone(),
+            job,
             workers: self.workers.clone(),
             released: self.released.subscribe(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, u32>> {
-        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Each running job's slots held and weight, and the databases shared under caps
+    /// (chunks in flight and cap), for status displays.
+    pub fn sharing(&self) -> (BTreeMap<JobId, (u32, u32)>, BTreeMap<String, DatabaseUse>) {
+        let state = self.lock();
+        let jobs = state
+            .jobs
+            .iter()
+            .map(|(job, entry)| (job.clone(), (entry.share.busy, entry.share.weight)))
+            .collect();
+        let databases = share::database_use(
+            state.jobs.values().map(|entry| &entry.share),
+            &self.database_caps,
+        );
+        (jobs, databases)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoardState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every job's scheduler to look at the slots again.
+    fn wake_all(&self) {
+        self.released.send_modify(|version| *version += 1);
     }
 }
 
 /// One job's view of the shared slots.
 pub struct ClusterPool {
     board: Arc<SlotBoard>,
+    job: JobId,
     workers: Mirror<WorkerInfo>,
     released: watch::Receiver<u64>,
 }
 
 impl WorkerPool for ClusterPool {
+    fn want(&mut self, slots: usize, gate: &Gate) {
+        let wake_others = {
+            let mut state = self.board.lock();
+            state.advance();
+            let others_want = state.others_want(&self.job);
+            let Some(index) = state.jobs.keys().position(|job| *job == self.job) else {
+                return;
+            };
+            let mut shares = state.shares();
+            let before = shares[index].clone();
+            let rejoining = !before.active() && slots > 0;
+            shares[index].wanted = u32::try_from(slots).unwrap_or(u32::MAX);
+            shares[index].weight = gate.priority.max(1);
+            shares[index].concurrency = gate.concurrency.max(1);
+            if rejoining {
+                share::rejoin(&mut shares, index);
+            }
+            let after = shares[index].clone();
+            if let Some(entry) = state.jobs.get_mut(&self.job) {
+                entry.share = after.clone();
+                entry.woken_for_slot = false;
+            }
+            // Fewer wants, another weight or another concurrency (a shared database's
+            // default cap) may let another job take a slot now.
+            others_want
+                && (after.wanted < before.wanted
+                    || after.weight != before.weight
+                    || after.concurrency != before.concurrency)
+        };
+        if wake_others {
+            self.board.wake_all();
+        }
+    }
+
     fn acquire(&mut self) -> Option<WorkerId> {
         let workers = self.workers.borrow_and_update().clone();
-        let mut busy = self.board.lock();
+        let mut state = self.board.lock();
         // The least loaded live worker with a free slot (ties: the first by name).
         let chosen = workers
             .values()
             .filter(|worker| !worker.draining)
             .filter_map(|worker| {
-                let used = busy.get(&worker.id).copied().unwrap_or(0);
+                let used = state.busy_by_worker.get(&worker.id).copied().unwrap_or(0);
                 (used < worker.slots).then_some((worker.slots - used, &worker.id))
             })
             .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
             .map(|(_, id)| id.clone())?;
-        *busy.entry(chosen.clone()).or_insert(0) += 1;
-        Some(chosen)
+        state.advance();
+        let shares = state.shares();
+        let picked = share::next_job(&shares, &self.board.database_caps)
+            .and_then(|index| state.jobs.keys().nth(index).cloned());
+        match picked {
+            Some(job) if job == self.job => {
+                *state.busy_by_worker.entry(chosen.clone()).or_insert(0) += 1;
+                if let Some(entry) = state.jobs.get_mut(&self.job) {
+                    entry.share.busy += 1;
+                    entry.share.wanted = entry.share.wanted.saturating_sub(1);
+                    entry.woken_for_slot = false;
+                }
+                Some(chosen)
+            }
+            Some(other) => {
+                // The slot is another job's: wake it (once) to take it.
+                let wake = state
+                    .jobs
+                    .get_mut(&other)
+                    .is_some_and(|entry| !std::mem::replace(&mut entry.woken_for_slot, true));
+                drop(state);
+                if wake {
+                    self.board.wake_all();
+                }
+                None
+            }
+            None => None,
+        }
     }
 
     fn adopt(&mut self, worker: &WorkerId) {
-        *self.board.lock().entry(worker.clone()).or_insert(0) += 1;
+        let mut state = self.board.lock();
+        state.advance();
+        *state.busy_by_worker.entry(worker.clone()).or_insert(0) += 1;
+        if let Some(entry) = state.jobs.get_mut(&self.job) {
+            entry.share.busy += 1;
+        }
     }
 
     fn release(&mut self, worker: &WorkerId) {
         {
-            let mut busy = self.board.lock();
-            if let Some(used) = busy.get_mut(worker) {
+            let mut state = self.board.lock();
+            state.advance();
+            if let Some(used) = state.busy_by_worker.get_mut(worker) {
                 *used = used.saturating_sub(1);
                 if *used == 0 {
-                    busy.remove(worker);
+                    state.busy_by_worker.remove(worker);
                 }
             }
+            if let Some(entry) = state.jobs.get_mut(&self.job) {
+                entry.share.busy = entry.share.busy.saturating_sub(1);
+            }
         }
-        self.board.released.send_modify(|version| *version += 1);
+        self.board.wake_all();
     }
 
     fn changed(&mut self) -> futures::future::BoxFuture<'_, ()> {
@@ -106,5 +279,14 @@ impl WorkerPool for ClusterPool {
 
     fn adopts_in_flight(&self) -> bool {
         true
+    }
+}
+
+impl Drop for ClusterPool {
+    /// The job leaves the board: its share and database use go; the others may take
+    /// what it held or was owed.
+    fn drop(&mut self) {
+        self.board.lock().jobs.remove(&self.job);
+        self.board.wake_all();
     }
 }
