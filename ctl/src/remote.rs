@@ -459,6 +459,13 @@ fn print_effective(
         limit(effective.rows_per_sec),
         limit(effective.bytes_per_sec)
     );
+    // The job's weight among the cluster's jobs, from the policy in force.
+    let priority = policy_json
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|policy| policy.get("priority").and_then(serde_json::Value::as_u64));
+    if let Some(priority) = priority {
+        println!("priority {priority} (weight among the cluster's jobs)");
+    }
     for reason in &effective.reasons {
         println!("  {reason}");
     }

@@ -15,7 +15,7 @@ use ferry_coordination::cluster::{Mirror, WorkerInfo};
 use ferry_model::ids::{JobId, WorkerId};
 use tokio::sync::watch;
 
-use super::share::{self, DatabaseUse, JobShare};
+use super::share::{self, JobShare};
 use crate::scheduler::{Gate, WorkerPool};
 
 /// A job's entry on the board.
@@ -120,22 +120,6 @@ impl SlotBoard {
             workers: self.workers.clone(),
             released: self.released.subscribe(),
         }
-    }
-
-    /// Each running job's slots held and weight, and the databases shared under caps
-    /// (chunks in flight and cap), for status displays.
-    pub fn sharing(&self) -> (BTreeMap<JobId, (u32, u32)>, BTreeMap<String, DatabaseUse>) {
-        let state = self.lock();
-        let jobs = state
-            .jobs
-            .iter()
-            .map(|(job, entry)| (job.clone(), (entry.share.busy, entry.share.weight)))
-            .collect();
-        let databases = share::database_use(
-            state.jobs.values().map(|entry| &entry.share),
-            &self.database_caps,
-        );
-        (jobs, databases)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BoardState> {
