@@ -406,10 +406,7 @@ impl LayeredConfig for CoordinatorConfig {
                 ),
             }
             if entry.max_concurrency == 0 || entry.max_concurrency > 1024 {
-                problems.push(
-                    &format!("{path}.max_concurrency"),
-                    "must be from 1 to 1024",
-                );
+                problems.push(&format!("{path}.max_concurrency"), "must be from 1 to 1024");
             }
         }
         if !self.history.compact_interval.is_zero() && self.history.keep_revisions < 1_000 {

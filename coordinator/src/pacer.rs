@@ -565,7 +565,12 @@ impl JobPacer {
             let changed = effective.concurrency != state.effective.concurrency
                 || effective.paused != state.effective.paused;
             state.effective = effective.clone();
-            (effective, changed, hold_new, state.throttle.policy().priority)
+            (
+                effective,
+                changed,
+                hold_new,
+                state.throttle.policy().priority,
+            )
         };
         self.publish_metrics(&effective);
         let gate = Gate {

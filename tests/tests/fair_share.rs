@@ -152,9 +152,8 @@ fn create_table(url: &str, table: &str, rows: u64) {
 
 /// Source and target hold the same rows, compared by `psql`.
 fn assert_same(source: &str, target: &str, table: &str) {
-    let query = format!(
-        "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t"
-    );
+    let query =
+        format!("SELECT count(*), md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t");
     assert_eq!(
         psql(source, &query),
         psql(target, &query),
@@ -202,7 +201,9 @@ fn first_job_share(samples: &[Sample]) -> (f64, usize) {
         .collect();
     let total: f64 = competing
         .iter()
-        .map(|sample| f64::from(sample.in_flight.0) / f64::from(sample.in_flight.0 + sample.in_flight.1))
+        .map(|sample| {
+            f64::from(sample.in_flight.0) / f64::from(sample.in_flight.0 + sample.in_flight.1)
+        })
         .sum();
     (total / competing.len().max(1) as f64, competing.len())
 }
@@ -272,7 +273,10 @@ async fn busy_slots_split_by_priority_while_two_jobs_run_and_follow_a_priority_c
                 watch.lock().expect("watch").changed_at = Some(Instant::now());
             }
             let ended = |phase: Option<JobPhase>| {
-                matches!(phase, Some(JobPhase::Done | JobPhase::Failed | JobPhase::Cancelled))
+                matches!(
+                    phase,
+                    Some(JobPhase::Done | JobPhase::Failed | JobPhase::Cancelled)
+                )
             };
             ended(cluster_ref.phase("fair-heavy").await)
                 && ended(cluster_ref.phase("fair-light").await)
@@ -323,7 +327,10 @@ async fn busy_slots_split_by_priority_while_two_jobs_run_and_follow_a_priority_c
         .map(|sample| f64::from(sample.in_flight.0 + sample.in_flight.1))
         .sum::<f64>()
         / before.len().max(1) as f64;
-    assert!(busy_mean >= 6.0, "slots sat idle: {busy_mean:.2} of 8 busy on average");
+    assert!(
+        busy_mean >= 6.0,
+        "slots sat idle: {busy_mean:.2} of 8 busy on average"
+    );
 
     let history = cluster
         .runtime
@@ -346,8 +353,8 @@ async fn busy_slots_split_by_priority_while_two_jobs_run_and_follow_a_priority_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     let (shared, other) = (PgPair::new("faircap"), PgPair::new("faircap"));
-    create_table(&shared.source(), "left_side", 12_000);
-    create_table(&shared.source(), "right_side", 12_000);
+    create_table(&shared.source(), "left_side", 6_000);
+    create_table(&shared.source(), "right_side", 6_000);
     // The two jobs name the same database through different variables.
     let env = HashMap::from([
         ("FAIR_SRC_ONE".to_owned(), shared.source()),
@@ -370,10 +377,22 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     const CAP: u32 = 3;
     let cluster = TestCluster::start(env, HashMap::from([(source_identity, CAP)])).await;
     cluster
-        .submit(&spec("fair-left", 1, "FAIR_SRC_ONE", "FAIR_DST_ONE", "left_side"))
+        .submit(&spec(
+            "fair-left",
+            1,
+            "FAIR_SRC_ONE",
+            "FAIR_DST_ONE",
+            "left_side",
+        ))
         .await;
     cluster
-        .submit(&spec("fair-right", 1, "FAIR_SRC_TWO", "FAIR_DST_TWO", "right_side"))
+        .submit(&spec(
+            "fair-right",
+            1,
+            "FAIR_SRC_TWO",
+            "FAIR_DST_TWO",
+            "right_side",
+        ))
         .await;
 
     // Chunks in flight on the shared database at most, and whether both jobs had some.
@@ -402,7 +421,10 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
         most_in_flight <= CAP,
         "{most_in_flight} chunks were in flight on a database capped at {CAP}"
     );
-    assert_eq!(most_in_flight, CAP, "the cap was never reached: the test proves nothing");
+    assert_eq!(
+        most_in_flight, CAP,
+        "the cap was never reached: the test proves nothing"
+    );
     assert!(both_in_flight, "the jobs never ran at the same time");
     cluster.stop().await;
     assert_same(&shared.source(), &shared.target(), "left_side");

@@ -96,11 +96,7 @@ impl SlotBoard {
 
     /// Chunks held by `worker` now.
     pub fn busy(&self, worker: &WorkerId) -> u32 {
-        self.lock()
-            .busy_by_worker
-            .get(worker)
-            .copied()
-            .unwrap_or(0)
+        self.lock().busy_by_worker.get(worker).copied().unwrap_or(0)
     }
 
     /// A pool for the scheduler of `job`, which reads and writes `databases` (their

@@ -393,7 +393,7 @@ mod tests {
         // The targets are not shared: each is capped by its own job only.
         assert!(peak["t2:5432/b"] >= 1);
         // A job alone on a database: its own concurrency, nothing stricter.
-        let alone = vec![JobShare {
+        let alone = [JobShare {
             wanted: 1,
             concurrency: 6,
             ..JobShare::new(1, vec![shared.clone()])
