@@ -323,6 +323,12 @@ struct LocalArgs {
     /// Keep the console open after the job ends, until Ctrl-C.
     #[arg(long, requires = "console_addr")]
     console_stay: bool,
+    /// At most N chunks in flight on the database HOST:PORT/DB, summed over this job and
+    /// any job submitted to this process's Control API (repeatable; as the coordinator's
+    /// `[[endpoints]]`). Without it, jobs sharing a database share the smallest
+    /// concurrency among them.
+    #[arg(long, value_name = "HOST:PORT/DB=N", value_parser = parse_endpoint_cap)]
+    endpoint_cap: Vec<(String, u32)>,
 }
 
 impl LocalArgs {
@@ -436,6 +442,22 @@ fn parse_listen_address(text: &str) -> Result<String, String> {
     }
 }
 
+/// Parses `--endpoint-cap HOST:PORT/DB=N` into the database's identity and its cap.
+fn parse_endpoint_cap(text: &str) -> Result<(String, u32), String> {
+    let (database, cap_text) = text.rsplit_once('=').ok_or_else(|| {
+        format!("{text:?} is not HOST:PORT/DB=N; give e.g. db.example.com:5432/orders=8")
+    })?;
+    let identity = ferry_model::spec::normalize_database_identity(database).ok_or_else(|| {
+        format!("{database:?} is not HOST:PORT/DB (the port written out) nor file:/path")
+    })?;
+    match cap_text.parse::<u32>() {
+        Ok(cap) if (1..=1024).contains(&cap) => Ok((identity, cap)),
+        _ => Err(format!(
+            "{cap_text:?}: the cap must be a number from 1 to 1024"
+        )),
+    }
+}
+
 /// Where `ferryctl local` serves its Control API unless told otherwise.
 const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:7878";
 
@@ -480,6 +502,7 @@ fn main() -> ExitCode {
                     addr: args.console_addr,
                     stay: args.console_stay,
                 };
+                let database_caps = args.endpoint_cap.into_iter().collect();
                 local(
                     args.spec,
                     args.workers.into(),
@@ -490,6 +513,7 @@ fn main() -> ExitCode {
                     LocalExtras {
                         verify: None,
                         console,
+                        database_caps,
                     },
                 )
                 .await
@@ -517,6 +541,7 @@ fn main() -> ExitCode {
                             addr: args.local.console_addr,
                             stay: args.local.console_stay,
                         },
+                        database_caps: args.local.endpoint_cap.into_iter().collect(),
                     },
                 )
                 .await
@@ -670,6 +695,7 @@ async fn demo(args: DemoArgs) -> i32 {
                 addr: Some("127.0.0.1:0".to_owned()),
                 stay: false,
             },
+            database_caps: HashMap::new(),
         },
     )
     .await;
@@ -739,6 +765,8 @@ struct ConsoleArgs {
 struct LocalExtras {
     verify: Option<ferry_ctl::verify::VerifyOptions>,
     console: ConsoleArgs,
+    /// `--endpoint-cap`: chunks in flight at most per database identity.
+    database_caps: HashMap<String, u32>,
 }
 
 async fn local(
@@ -750,7 +778,11 @@ async fn local(
     security: ControlSecurity,
     extras: LocalExtras,
 ) -> i32 {
-    let LocalExtras { verify, console } = extras;
+    let LocalExtras {
+        verify,
+        console,
+        database_caps,
+    } = extras;
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
         Ok(spec) => spec,
@@ -833,6 +865,7 @@ async fn local(
     options.control_addr = Some(control_addr.to_owned());
     options.console_addr = console.addr.clone();
     options.console_stay = console.stay;
+    options.database_caps = database_caps;
     let scheme = if security.tls_cert.is_some() {
         "https"
     } else {
@@ -913,4 +946,21 @@ async fn local(
         cancel_after_report.cancelled().await;
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint_cap;
+
+    #[test]
+    fn an_endpoint_cap_names_a_normalised_database_and_a_cap_from_1_to_1024() {
+        assert_eq!(
+            parse_endpoint_cap("DB.example.com:5432/orders=8"),
+            Ok(("db.example.com:5432/orders".to_owned(), 8))
+        );
+        assert!(parse_endpoint_cap("db.example.com:5432/orders").is_err());
+        assert!(parse_endpoint_cap("db.example.com/orders=8").is_err());
+        assert!(parse_endpoint_cap("db:5432/orders=0").is_err());
+        assert!(parse_endpoint_cap("db:5432/orders=1025").is_err());
+    }
 }
