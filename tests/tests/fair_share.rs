@@ -4,7 +4,9 @@
 //! (`list_chunks`, as `ferryctl chunks` reads them) while both run: busy slots split by
 //! the jobs' priorities, an operator's priority change applies at once and is recorded
 //! in the job's history, and two jobs reading one database never have more chunks in
-//! flight than its cap. Each test ends by comparing source and target with `psql`.
+//! flight than its cap. The last test does the same with a `ferry-coordinator` process
+//! (cap from its configuration file) and `ferry-worker` processes over etcd, sampling
+//! through gRPC. Each test ends by comparing source and target with `psql`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -441,4 +443,97 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     cluster.stop().await;
     assert_same(&shared.source(), &shared.target(), "left_side");
     assert_same(&shared.source(), &other.target(), "right_side");
+}
+
+/// Chunks of `job` in flight (id and attempt) as the coordinator's Control API lists them.
+async fn remote_in_flight(address: &str, job: &str) -> BTreeSet<(u32, u32)> {
+    ferry_tests::cluster::chunks(address, job)
+        .await
+        .into_iter()
+        .filter(|chunk| ["ASSIGNED", "COPYING", "VERIFYING"].contains(&chunk.state.as_str()))
+        .map(|chunk| (chunk.id, chunk.attempt))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_process_holds_two_jobs_on_one_database_under_its_configured_cap() {
+    use ferry_tests::cluster::{Cluster, SOURCE_VAR, TARGET_VAR, submit, wait_done};
+
+    let mut cluster = Cluster::new(&[("left_side", 4_000), ("right_side", 4_000)]);
+    let source_identity = EndpointSpec {
+        kind: "postgres".into(),
+        location: Location::Env {
+            var: SOURCE_VAR.into(),
+            value: Secret::new(cluster.source_url()),
+        },
+        zero_dates: None,
+        clickhouse: None,
+    }
+    .database_identity()
+    .expect("the source's identity");
+    const CAP: u32 = 2;
+    // The cap comes from the coordinator's configuration file, as an operator sets it.
+    let config = cluster.dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!("[[endpoints]]\nmatch = \"{source_identity}\"\nmax_concurrency = {CAP}\n"),
+    )
+    .expect("write the configuration");
+    let config_path = config.display().to_string();
+    let address = cluster.start_coordinator_with("coord-fair", &["--config", &config_path]);
+    for worker in ["wf1", "wf2"] {
+        cluster.start_worker(worker, 3);
+    }
+    let spec = |job: &str, table: &str| {
+        format!(
+            "name: {job}\n\
+             source: {{ kind: postgres, url_env: {SOURCE_VAR} }}\n\
+             target: {{ kind: postgres, url_env: {TARGET_VAR} }}\n\
+             tables: {{ include: [\"public.{table}\"] }}\n\
+             chunking: {{ target_rows: 200 }}\n\
+             throttle: {{ default_concurrency: 6, rate: {{ rows_per_sec: 1200 }} }}\n"
+        )
+    };
+    submit(&address, &spec("fair-left", "left_side")).await;
+    submit(&address, &spec("fair-right", "right_side")).await;
+
+    let seen: Arc<Mutex<(u32, bool)>> = Arc::default();
+    let address_ref = address.as_str();
+    wait_until_async(JOBS_END_WITHIN, || {
+        let seen = seen.clone();
+        async move {
+            // Consistent samples only, as in the in-process test.
+            let left_before = remote_in_flight(address_ref, "fair-left").await;
+            let right = remote_in_flight(address_ref, "fair-right").await;
+            let left_after = remote_in_flight(address_ref, "fair-left").await;
+            if left_before == left_after {
+                let mut seen = seen.lock().expect("seen");
+                seen.0 = seen.0.max((left_after.len() + right.len()) as u32);
+                seen.1 |= !left_after.is_empty() && !right.is_empty();
+            }
+            let ended = |status: Option<ferry_proto::v1::GetJobResponse>| {
+                status.is_some_and(|status| status.state == ferry_proto::v1::JobState::Done as i32)
+            };
+            ended(ferry_tests::cluster::status(address_ref, "fair-left").await)
+                && ended(ferry_tests::cluster::status(address_ref, "fair-right").await)
+        }
+    })
+    .await
+    .expect("both jobs end");
+    let (most_in_flight, both_in_flight) = *seen.lock().expect("seen");
+    eprintln!("most chunks in flight on the shared database: {most_in_flight} (cap {CAP})");
+    assert!(
+        most_in_flight <= CAP,
+        "{most_in_flight} chunks were in flight on a database capped at {CAP}"
+    );
+    assert_eq!(
+        most_in_flight, CAP,
+        "the cap was never reached: the test proves nothing"
+    );
+    assert!(both_in_flight, "the jobs never ran at the same time");
+    for job in ["fair-left", "fair-right"] {
+        let status = wait_done(&address, job, Duration::from_secs(10)).await;
+        ferry_tests::cluster::assert_done(&status);
+    }
+    cluster.assert_same(&["left_side", "right_side"]);
 }
