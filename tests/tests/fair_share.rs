@@ -383,7 +383,7 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     .expect("the source's identity");
     assert!(!source_identity.contains('@'), "{source_identity}");
     const CAP: u32 = 3;
-    let cluster = TestCluster::start(env, HashMap::from([(source_identity, CAP)])).await;
+    let cluster = TestCluster::start(env, HashMap::from([(source_identity.clone(), CAP)])).await;
     cluster
         .submit(&spec(
             "fair-left",
@@ -405,9 +405,12 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
 
     // Chunks in flight on the shared database at most, and whether both jobs had some.
     let seen: Arc<Mutex<(u32, bool)>> = Arc::default();
+    // What `ferryctl throttle fair-left` says while both jobs run.
+    let explained: Arc<Mutex<Vec<String>>> = Arc::default();
     let cluster_ref = &cluster;
     wait_until_async(JOBS_END_WITHIN, || {
         let seen = seen.clone();
+        let explained = explained.clone();
         async move {
             // The two jobs are listed one after the other: a sample counts only when the
             // first job's chunks in flight did not change meanwhile (else a chunk of one
@@ -420,6 +423,14 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
                 let mut seen = seen.lock().expect("seen");
                 seen.0 = seen.0.max(left + right);
                 seen.1 |= left > 0 && right > 0;
+            }
+            if left > 0 && right > 0 && explained.lock().expect("explained").is_empty() {
+                let (_, view) = cluster_ref
+                    .runtime
+                    .throttle("fair-left", None)
+                    .await
+                    .expect("throttle view");
+                *explained.lock().expect("explained") = view.reasons;
             }
             let ended = |phase: Option<JobPhase>| matches!(phase, Some(JobPhase::Done));
             ended(cluster_ref.phase("fair-left").await)
@@ -440,6 +451,23 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
         "the cap was never reached: the test proves nothing"
     );
     assert!(both_in_flight, "the jobs never ran at the same time");
+    let explained = explained.lock().expect("explained").clone();
+    assert!(
+        explained.iter().any(|line| {
+            line.starts_with("shares the workers' slots with 1 other job: priority 1 of 2")
+        }),
+        "{explained:?}"
+    );
+    let cap_line = format!("database {source_identity}: ");
+    assert!(
+        explained.iter().any(|line| line.starts_with(&cap_line)
+            && line.ends_with(&format!("cap {CAP} (the cluster's [[endpoints]] cap)"))),
+        "{explained:?}"
+    );
+    assert!(
+        !explained.iter().any(|line| line.contains('@')),
+        "{explained:?}"
+    );
     cluster.stop().await;
     assert_same(&shared.source(), &shared.target(), "left_side");
     assert_same(&shared.source(), &other.target(), "right_side");

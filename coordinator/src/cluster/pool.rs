@@ -118,6 +118,61 @@ impl SlotBoard {
         }
     }
 
+    /// How `job` shares the cluster now, one line each (for `ferryctl throttle`): its
+    /// weight among the jobs that hold or want slots, and each database it touches that
+    /// another active job touches too or that has a configured cap.
+    pub fn sharing_lines(&self, job: &JobId) -> Vec<String> {
+        let state = self.lock();
+        let Some(own) = state.jobs.get(job).map(|entry| &entry.share) else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        let others: Vec<&JobShare> = state
+            .jobs
+            .iter()
+            .filter(|(other, entry)| *other != job && entry.share.active())
+            .map(|(_, entry)| &entry.share)
+            .collect();
+        if !others.is_empty() {
+            let total_weight: u32 =
+                others.iter().map(|other| other.weight).sum::<u32>() + own.weight;
+            lines.push(format!(
+                "shares the workers' slots with {} other job{}: priority {} of {total_weight}, {} slot{} held",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                own.weight,
+                own.busy,
+                if own.busy == 1 { "" } else { "s" },
+            ));
+        }
+        let uses = share::database_use(
+            state.jobs.values().map(|entry| &entry.share),
+            &self.database_caps,
+        );
+        for database in &own.databases {
+            let sharing = others
+                .iter()
+                .filter(|other| other.databases.contains(database))
+                .count();
+            let Some(database_use) = uses.get(database) else {
+                continue;
+            };
+            if sharing == 0 && !database_use.configured {
+                continue;
+            }
+            let origin = if database_use.configured {
+                "the cluster's [[endpoints]] cap".to_owned()
+            } else {
+                format!("the smallest concurrency of the {} jobs on it", sharing + 1)
+            };
+            lines.push(format!(
+                "database {database}: {} in flight across jobs, cap {} ({origin})",
+                database_use.busy, database_use.cap
+            ));
+        }
+        lines
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BoardState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
