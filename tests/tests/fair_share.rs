@@ -452,6 +452,7 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     );
     assert!(both_in_flight, "the jobs never ran at the same time");
     let explained = explained.lock().expect("explained").clone();
+    eprintln!("ferryctl throttle fair-left while both ran: {explained:#?}");
     assert!(
         explained.iter().any(|line| {
             line.starts_with("shares the workers' slots with 1 other job: priority 1 of 2")
