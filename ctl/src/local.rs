@@ -230,7 +230,7 @@ pub struct LocalRunOptions {
     /// Keep the console open after the run ends (until the process ends).
     pub console_stay: bool,
     /// Chunks in flight at most per database identity (`host:port/database`), across
-    /// this job and any job submitted to the Control API (`--endpoint-cap`).
+    /// the jobs the runtime runs (`--endpoint-cap`).
     pub database_caps: HashMap<String, u32>,
 }
 

@@ -323,10 +323,9 @@ struct LocalArgs {
     /// Keep the console open after the job ends, until Ctrl-C.
     #[arg(long, requires = "console_addr")]
     console_stay: bool,
-    /// At most N chunks in flight on the database HOST:PORT/DB, summed over this job and
-    /// any job submitted to this process's Control API (repeatable; as the coordinator's
-    /// `[[endpoints]]`). Without it, jobs sharing a database share the smallest
-    /// concurrency among them.
+    /// At most N chunks in flight on the database HOST:PORT/DB, summed over the jobs this
+    /// process runs (repeatable; as the coordinator's `[[endpoints]]`). Without it, jobs
+    /// sharing a database share the smallest concurrency among them.
     #[arg(long, value_name = "HOST:PORT/DB=N", value_parser = parse_endpoint_cap)]
     endpoint_cap: Vec<(String, u32)>,
 }
