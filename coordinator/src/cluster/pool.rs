@@ -21,6 +21,12 @@ use crate::scheduler::{Gate, WorkerPool};
 /// A job's entry on the board.
 struct JobEntry {
     share: JobShare,
+    /// Which pool registered it: a pool dropped late (a run of the job that ended after
+    /// the next one started) leaves its successor's entry alone.
+    registration: u64,
+    /// The slots it holds, by worker: given back when its pool is dropped (chunks still
+    /// in flight then are adopted, and counted again, by the job's next run).
+    held: HashMap<WorkerId, u32>,
     /// Another job was refused a slot in this job's favour and this job was woken for
     /// it; not woken again for that until it asks or declares its wants.
     woken_for_slot: bool,
@@ -33,6 +39,8 @@ struct BoardState {
     jobs: BTreeMap<JobId, JobEntry>,
     /// When the jobs' virtual times were last advanced.
     accounted_at: Instant,
+    /// The last pool registration handed out.
+    registrations: u64,
 }
 
 impl BoardState {
@@ -87,6 +95,7 @@ impl SlotBoard {
                 busy_by_worker: HashMap::new(),
                 jobs: BTreeMap::new(),
                 accounted_at: Instant::now(),
+                registrations: 0,
             }),
             released: watch::channel(0).0,
             workers,
@@ -103,16 +112,25 @@ impl SlotBoard {
     /// identities; jobs touching the same one share its cap). The job counts on the
     /// board until the pool is dropped.
     pub fn pool(self: &Arc<Self>, job: JobId, databases: Vec<String>) -> ClusterPool {
-        self.lock().jobs.insert(
-            job.clone(),
-            JobEntry {
-                share: JobShare::new(1, databases),
-                woken_for_slot: false,
-            },
-        );
+        let registration = {
+            let mut state = self.lock();
+            state.registrations += 1;
+            let registration = state.registrations;
+            state.jobs.insert(
+                job.clone(),
+                JobEntry {
+                    share: JobShare::new(1, databases),
+                    registration,
+                    held: HashMap::new(),
+                    woken_for_slot: false,
+                },
+            );
+            registration
+        };
         ClusterPool {
             board: self.clone(),
             job,
+            registration,
             workers: self.workers.clone(),
             released: self.released.subscribe(),
         }
@@ -187,6 +205,7 @@ impl SlotBoard {
 pub struct ClusterPool {
     board: Arc<SlotBoard>,
     job: JobId,
+    registration: u64,
     workers: Mirror<WorkerInfo>,
     released: watch::Receiver<u64>,
 }
@@ -249,6 +268,7 @@ impl WorkerPool for ClusterPool {
                 if let Some(entry) = state.jobs.get_mut(&self.job) {
                     entry.share.busy += 1;
                     entry.share.wanted = entry.share.wanted.saturating_sub(1);
+                    *entry.held.entry(chosen.clone()).or_insert(0) += 1;
                     entry.woken_for_slot = false;
                 }
                 Some(chosen)
@@ -275,6 +295,7 @@ impl WorkerPool for ClusterPool {
         *state.busy_by_worker.entry(worker.clone()).or_insert(0) += 1;
         if let Some(entry) = state.jobs.get_mut(&self.job) {
             entry.share.busy += 1;
+            *entry.held.entry(worker.clone()).or_insert(0) += 1;
         }
     }
 
@@ -282,14 +303,10 @@ impl WorkerPool for ClusterPool {
         {
             let mut state = self.board.lock();
             state.advance();
-            if let Some(used) = state.busy_by_worker.get_mut(worker) {
-                *used = used.saturating_sub(1);
-                if *used == 0 {
-                    state.busy_by_worker.remove(worker);
-                }
-            }
+            take_back(&mut state.busy_by_worker, worker, 1);
             if let Some(entry) = state.jobs.get_mut(&self.job) {
                 entry.share.busy = entry.share.busy.saturating_sub(1);
+                take_back(&mut entry.held, worker, 1);
             }
         }
         self.board.wake_all();
@@ -317,11 +334,152 @@ impl WorkerPool for ClusterPool {
     }
 }
 
+/// Lowers `worker`'s count in `counts` by `count`, dropping it at zero.
+fn take_back(counts: &mut HashMap<WorkerId, u32>, worker: &WorkerId, count: u32) {
+    if let Some(used) = counts.get_mut(worker) {
+        *used = used.saturating_sub(count);
+        if *used == 0 {
+            counts.remove(worker);
+        }
+    }
+}
+
 impl Drop for ClusterPool {
     /// The job leaves the board: its share and database use go; the others may take
     /// what it held or was owed.
     fn drop(&mut self) {
-        self.board.lock().jobs.remove(&self.job);
+        {
+            let mut state = self.board.lock();
+            if state
+                .jobs
+                .get(&self.job)
+                .is_some_and(|entry| entry.registration == self.registration)
+                && let Some(entry) = state.jobs.remove(&self.job)
+            {
+                for (worker, count) in entry.held {
+                    take_back(&mut state.busy_by_worker, &worker, count);
+                }
+            }
+        }
         self.board.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_coordination::cluster::WorkerInfo;
+
+    use super::*;
+
+    fn board_with_slots(slots: u32, caps: HashMap<String, u32>) -> Arc<SlotBoard> {
+        let worker = WorkerInfo {
+            id: WorkerId("w1".into()),
+            slots,
+            draining: false,
+            host: "test".into(),
+            pid: 1,
+            registered_at_unix_ms: 0,
+        };
+        let workers = BTreeMap::from([(b"w1".to_vec(), worker)]);
+        let (sender, mirror) = watch::channel(Arc::new(workers));
+        // The mirror stays readable after the sender is gone.
+        drop(sender);
+        SlotBoard::with_database_caps(mirror, caps)
+    }
+
+    fn gate(priority: u32, concurrency: u32) -> Gate {
+        Gate {
+            concurrency,
+            paused: false,
+            hold_new: false,
+            priority,
+        }
+    }
+
+    /// Lets `pools` take slots in turn (each as its scheduler would: declare, then take
+    /// until refused) until none takes one; returns the slots each took.
+    fn fill(pools: &mut [(&mut ClusterPool, Gate)]) -> Vec<u32> {
+        let mut taken = vec![0; pools.len()];
+        loop {
+            let mut progressed = false;
+            for (index, (pool, gate)) in pools.iter_mut().enumerate() {
+                pool.want(8, gate);
+                while pool.acquire().is_some() {
+                    taken[index] += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return taken;
+            }
+        }
+    }
+
+    #[test]
+    fn two_jobs_taking_turns_get_the_slots_by_weight_and_a_refusal_wakes_the_other() {
+        let board = board_with_slots(8, HashMap::new());
+        let mut heavy = board.pool(JobId("heavy".into()), vec!["a:1/x".into()]);
+        let mut light = board.pool(JobId("light".into()), vec!["b:1/x".into()]);
+        light.want(8, &gate(1, 8));
+        // The light job declared first, yet it may not take the heavy job's share.
+        heavy.want(8, &gate(3, 8));
+        let mut woken = light.released.clone();
+        woken.mark_unchanged();
+        assert!(
+            light.acquire().is_none(),
+            "the first slot is the heavy job's"
+        );
+        // The heavy job, whose turn it is, was woken to take it.
+        assert!(woken.has_changed().unwrap_or(false));
+        let taken = fill(&mut [(&mut heavy, gate(3, 8)), (&mut light, gate(1, 8))]);
+        assert_eq!(taken, vec![6, 2]);
+        // A released slot of the light job goes to it again (it is below its share).
+        light.release(&WorkerId("w1".into()));
+        heavy.want(8, &gate(3, 8));
+        assert!(heavy.acquire().is_none());
+        light.want(8, &gate(1, 8));
+        assert!(light.acquire().is_some());
+    }
+
+    #[test]
+    fn a_job_that_wants_nothing_leaves_every_slot_and_a_dropped_pool_leaves_the_board() {
+        let board = board_with_slots(4, HashMap::new());
+        let mut heavy = board.pool(JobId("heavy".into()), Vec::new());
+        let mut light = board.pool(JobId("light".into()), Vec::new());
+        heavy.want(0, &gate(3, 8));
+        let taken = fill(&mut [(&mut light, gate(1, 8))]);
+        assert_eq!(taken, vec![4]);
+        drop(light);
+        // The light job's slots left with it (a next run of it adopts what still runs).
+        assert_eq!(board.busy(&WorkerId("w1".into())), 0);
+        assert!(board.sharing_lines(&JobId("light".into())).is_empty());
+        let taken = fill(&mut [(&mut heavy, gate(3, 8))]);
+        assert_eq!(taken, vec![4]);
+    }
+
+    #[test]
+    fn jobs_on_one_database_stay_under_its_cap_and_say_so() {
+        let shared = "db:5432/orders".to_owned();
+        let board = board_with_slots(8, HashMap::from([(shared.clone(), 3)]));
+        let mut left = board.pool(JobId("left".into()), vec![shared.clone(), "t:1/a".into()]);
+        let mut right = board.pool(JobId("right".into()), vec![shared.clone(), "t:1/b".into()]);
+        let taken = fill(&mut [(&mut left, gate(1, 8)), (&mut right, gate(1, 8))]);
+        assert_eq!(taken.iter().sum::<u32>(), 3);
+        let lines = board.sharing_lines(&JobId("left".into()));
+        assert_eq!(
+            lines,
+            vec![
+                format!(
+                    "shares the workers' slots with 1 other job: priority 1 of 2, {} slot{} held",
+                    taken[0],
+                    if taken[0] == 1 { "" } else { "s" }
+                ),
+                "database db:5432/orders: 3 in flight across jobs, cap 3 (the cluster's \
+                 [[endpoints]] cap)"
+                    .to_owned(),
+            ]
+        );
     }
 }
