@@ -4,10 +4,10 @@
 //! largest planned one. Before taking slots the scheduler tells its pool how many it
 //! wants ([`WorkerPool::want`]): a pool shared by several jobs (a cluster's) hands its
 //! free slots out by the jobs' weights and per-database caps. A copy error or a checksum
-//! mismatch sends the chunk back to PLANNED for another attempt with overwrite (after a short backoff), until
-//! `max_attempts` failures make it FAILED with its reason kept. Cancelling stops new
-//! assignments and cancels running attempts, which commit nothing; their chunks stay in
-//! flight in the store and are re-copied when the job resumes.
+//! mismatch sends the chunk back to PLANNED for another attempt with overwrite (after a
+//! short backoff), until `max_attempts` failures make it FAILED with its reason kept.
+//! Cancelling stops new assignments and cancels running attempts, which commit nothing;
+//! their chunks stay in flight in the store and are re-copied when the job resumes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
