@@ -216,6 +216,65 @@ fn first_job_share(samples: &[Sample]) -> (f64, usize) {
     (total / competing.len().max(1) as f64, competing.len())
 }
 
+/// The identity of a PostgreSQL database reached through `url` (as the coordinator
+/// computes it from a spec's `url_env`).
+fn postgres_identity(var: &str, url: String) -> String {
+    EndpointSpec {
+        kind: "postgres".into(),
+        location: Location::Env {
+            var: var.into(),
+            value: Secret::new(url),
+        },
+        zero_dates: None,
+        clickhouse: None,
+    }
+    .database_identity()
+    .expect("the database's identity")
+}
+
+/// The most chunks two jobs had in flight on their shared database, from consistent
+/// samples, and whether both ever had some at once.
+#[derive(Default)]
+struct CapWatch {
+    most_in_flight: u32,
+    both_in_flight: bool,
+}
+
+impl CapWatch {
+    /// Counts one sample. The two jobs are listed one after the other: the sample counts
+    /// only when the first job's chunks in flight did not change meanwhile (else a chunk
+    /// of one ending and one of the other starting in between would be counted twice).
+    fn record(
+        &mut self,
+        first_before: &BTreeSet<(u32, u32)>,
+        second: &BTreeSet<(u32, u32)>,
+        first_after: &BTreeSet<(u32, u32)>,
+    ) {
+        if first_before != first_after {
+            return;
+        }
+        self.most_in_flight = self
+            .most_in_flight
+            .max((first_after.len() + second.len()) as u32);
+        self.both_in_flight |= !first_after.is_empty() && !second.is_empty();
+    }
+
+    /// The cap held, was reached (else the test proves nothing), and both jobs ran at once.
+    fn assert_held(&self, cap: u32) {
+        let most_in_flight = self.most_in_flight;
+        eprintln!("most chunks in flight on the shared database: {most_in_flight} (cap {cap})");
+        assert!(
+            most_in_flight <= cap,
+            "{most_in_flight} chunks were in flight on a database capped at {cap}"
+        );
+        assert_eq!(
+            most_in_flight, cap,
+            "the cap was never reached: the test proves nothing"
+        );
+        assert!(self.both_in_flight, "the jobs never ran at the same time");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_slots_split_by_priority_while_two_jobs_run_and_follow_a_priority_change() {
     let (first, second) = (PgPair::new("fairw"), PgPair::new("fairw"));
@@ -370,17 +429,7 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
         ("FAIR_DST_ONE".to_owned(), shared.target()),
         ("FAIR_DST_TWO".to_owned(), other.target()),
     ]);
-    let source_identity = EndpointSpec {
-        kind: "postgres".into(),
-        location: Location::Env {
-            var: "FAIR_SRC_ONE".into(),
-            value: Secret::new(shared.source()),
-        },
-        zero_dates: None,
-        clickhouse: None,
-    }
-    .database_identity()
-    .expect("the source's identity");
+    let source_identity = postgres_identity("FAIR_SRC_ONE", shared.source());
     assert!(!source_identity.contains('@'), "{source_identity}");
     const CAP: u32 = 3;
     let cluster = TestCluster::start(env, HashMap::from([(source_identity.clone(), CAP)])).await;
@@ -403,8 +452,7 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
         ))
         .await;
 
-    // Chunks in flight on the shared database at most, and whether both jobs had some.
-    let seen: Arc<Mutex<(u32, bool)>> = Arc::default();
+    let seen: Arc<Mutex<CapWatch>> = Arc::default();
     // What `ferryctl throttle fair-left` says while both jobs run.
     let explained: Arc<Mutex<Vec<String>>> = Arc::default();
     let cluster_ref = &cluster;
@@ -412,19 +460,14 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
         let seen = seen.clone();
         let explained = explained.clone();
         async move {
-            // The two jobs are listed one after the other: a sample counts only when the
-            // first job's chunks in flight did not change meanwhile (else a chunk of one
-            // ending and one of the other starting in between would be counted twice).
             let (left_before, _) = cluster_ref.chunk_states("fair-left").await;
-            let (right_chunks, _) = cluster_ref.chunk_states("fair-right").await;
+            let (right, _) = cluster_ref.chunk_states("fair-right").await;
             let (left_after, _) = cluster_ref.chunk_states("fair-left").await;
-            let (left, right) = (left_after.len() as u32, right_chunks.len() as u32);
-            if left_before == left_after {
-                let mut seen = seen.lock().expect("seen");
-                seen.0 = seen.0.max(left + right);
-                seen.1 |= left > 0 && right > 0;
-            }
-            if left > 0 && right > 0 && explained.lock().expect("explained").is_empty() {
+            seen.lock()
+                .expect("seen")
+                .record(&left_before, &right, &left_after);
+            let both_run = !left_after.is_empty() && !right.is_empty();
+            if both_run && explained.lock().expect("explained").is_empty() {
                 let (_, view) = cluster_ref
                     .runtime
                     .throttle("fair-left", None)
@@ -439,18 +482,7 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     })
     .await
     .expect("both jobs end");
-    let (most_in_flight, both_in_flight) = *seen.lock().expect("seen");
-    eprintln!("most chunks in flight on the shared database: {most_in_flight} (cap {CAP})");
-
-    assert!(
-        most_in_flight <= CAP,
-        "{most_in_flight} chunks were in flight on a database capped at {CAP}"
-    );
-    assert_eq!(
-        most_in_flight, CAP,
-        "the cap was never reached: the test proves nothing"
-    );
-    assert!(both_in_flight, "the jobs never ran at the same time");
+    seen.lock().expect("seen").assert_held(CAP);
     let explained = explained.lock().expect("explained").clone();
     eprintln!("ferryctl throttle fair-left while both ran: {explained:#?}");
     assert!(
@@ -489,17 +521,7 @@ async fn a_coordinator_process_holds_two_jobs_on_one_database_under_its_configur
     use ferry_tests::cluster::{Cluster, SOURCE_VAR, TARGET_VAR, submit, wait_done};
 
     let mut cluster = Cluster::new(&[("left_side", 4_000), ("right_side", 4_000)]);
-    let source_identity = EndpointSpec {
-        kind: "postgres".into(),
-        location: Location::Env {
-            var: SOURCE_VAR.into(),
-            value: Secret::new(cluster.source_url()),
-        },
-        zero_dates: None,
-        clickhouse: None,
-    }
-    .database_identity()
-    .expect("the source's identity");
+    let source_identity = postgres_identity(SOURCE_VAR, cluster.source_url());
     const CAP: u32 = 2;
     // The cap comes from the coordinator's configuration file, as an operator sets it.
     let config = cluster.dir.path().join("coordinator.toml");
@@ -526,20 +548,17 @@ async fn a_coordinator_process_holds_two_jobs_on_one_database_under_its_configur
     submit(&address, &spec("fair-left", "left_side")).await;
     submit(&address, &spec("fair-right", "right_side")).await;
 
-    let seen: Arc<Mutex<(u32, bool)>> = Arc::default();
+    let seen: Arc<Mutex<CapWatch>> = Arc::default();
     let address_ref = address.as_str();
     wait_until_async(JOBS_END_WITHIN, || {
         let seen = seen.clone();
         async move {
-            // Consistent samples only, as in the in-process test.
             let left_before = remote_in_flight(address_ref, "fair-left").await;
             let right = remote_in_flight(address_ref, "fair-right").await;
             let left_after = remote_in_flight(address_ref, "fair-left").await;
-            if left_before == left_after {
-                let mut seen = seen.lock().expect("seen");
-                seen.0 = seen.0.max((left_after.len() + right.len()) as u32);
-                seen.1 |= !left_after.is_empty() && !right.is_empty();
-            }
+            seen.lock()
+                .expect("seen")
+                .record(&left_before, &right, &left_after);
             let ended = |status: Option<ferry_proto::v1::GetJobResponse>| {
                 status.is_some_and(|status| status.state == ferry_proto::v1::JobState::Done as i32)
             };
@@ -549,17 +568,7 @@ async fn a_coordinator_process_holds_two_jobs_on_one_database_under_its_configur
     })
     .await
     .expect("both jobs end");
-    let (most_in_flight, both_in_flight) = *seen.lock().expect("seen");
-    eprintln!("most chunks in flight on the shared database: {most_in_flight} (cap {CAP})");
-    assert!(
-        most_in_flight <= CAP,
-        "{most_in_flight} chunks were in flight on a database capped at {CAP}"
-    );
-    assert_eq!(
-        most_in_flight, CAP,
-        "the cap was never reached: the test proves nothing"
-    );
-    assert!(both_in_flight, "the jobs never ran at the same time");
+    seen.lock().expect("seen").assert_held(CAP);
     for job in ["fair-left", "fair-right"] {
         let status = wait_done(&address, job, Duration::from_secs(10)).await;
         ferry_tests::cluster::assert_done(&status);
