@@ -76,6 +76,10 @@ pub enum PlanError {
         /// Why, and what to do.
         refusal: HashSplitRefusal,
     },
+    /// `consistency: job_snapshot` cannot be used with this source (a standby that
+    /// cannot export snapshots, or a source without them).
+    #[error("consistency: job_snapshot: {0}")]
+    Snapshot(#[source] ConnectorError),
     /// A connector failed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -150,6 +154,16 @@ pub async fn plan_job_with(
     prepare_targets: bool,
 ) -> Result<JobPlan, PlanError> {
     let selected = select_tables(spec, source).await?;
+    if spec.consistency == ferry_model::spec::Consistency::JobSnapshot {
+        // Refused now rather than when the run starts: a snapshot is exported and let go.
+        match source.export_snapshot().await {
+            Ok(probe) => drop(probe),
+            Err(error) if error.kind() == ferry_connectors::ErrorKind::Unavailable => {
+                return Err(PlanError::Connector(error));
+            }
+            Err(error) => return Err(PlanError::Snapshot(error)),
+        }
+    }
     let mut described = Vec::with_capacity(selected.len());
     let mut targets: std::collections::HashMap<TableName, TableName> =
         std::collections::HashMap::new();

@@ -42,6 +42,9 @@ pub struct SchedulerOptions {
     pub retry_backoff: Duration,
     /// Copy, or verify only (a mismatch is then a finding, never re-copied).
     pub mode: JobMode,
+    /// The exported source snapshot every attempt reads in (`consistency:
+    /// job_snapshot`), set by the run that holds it.
+    pub source_snapshot: Option<String>,
 }
 
 impl SchedulerOptions {
@@ -55,6 +58,7 @@ impl SchedulerOptions {
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
             mode: spec.mode,
+            source_snapshot: None,
         }
     }
 }
@@ -586,6 +590,7 @@ impl AttemptStarter<'_> {
                 range,
                 verify: options.verify,
                 mode: options.mode,
+                source_snapshot: options.source_snapshot.clone(),
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -733,6 +738,7 @@ mod tests {
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
             mode: JobMode::Copy,
+            source_snapshot: None,
         }
     }
 

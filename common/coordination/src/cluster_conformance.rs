@@ -254,12 +254,12 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let chunk = ChunkId(0);
     let attempt = cluster.assign(&job, chunk, &id).await.expect("assign");
     cluster
-        .put_assignment(&id, &job, chunk, attempt, (100, 0))
+        .put_assignment(&id, &job, chunk, attempt, (100, 0), None)
         .await
         .expect("put assignment");
     // The same attempt again is adopted, not written anew.
     cluster
-        .put_assignment(&id, &job, chunk, attempt, (100, 0))
+        .put_assignment(&id, &job, chunk, attempt, (100, 0), None)
         .await
         .expect("adopt assignment");
     let key = cluster.keys().assignment(&id, &job, chunk);
@@ -313,7 +313,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let other = ChunkId(1);
     let next = cluster.assign(&job, other, &id).await.expect("assign");
     cluster
-        .put_assignment(&id, &job, other, next, (0, 0))
+        .put_assignment(&id, &job, other, next, (0, 0), None)
         .await
         .expect("put assignment");
     let other_key = cluster.keys().assignment(&id, &job, other);

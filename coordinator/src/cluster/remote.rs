@@ -177,7 +177,14 @@ impl ChunkExecutor for RemoteExecutor {
         match self
             .retrying(&cancel, || {
                 self.store
-                    .put_assignment(&worker, &job, chunk, attempt, share)
+                    .put_assignment(
+                        &worker,
+                        &job,
+                        chunk,
+                        attempt,
+                        share,
+                        task.source_snapshot.as_deref(),
+                    )
             })
             .await
         {
