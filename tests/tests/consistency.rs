@@ -1,0 +1,252 @@
+//! `consistency: chunk | job_snapshot` (issue 12): with `job_snapshot` a PostgreSQL
+//! source is read at one point in time, however long the job runs and whatever is
+//! written meanwhile; with `chunk` (the default) each chunk is read when its turn comes,
+//! so rows changed before a chunk is read are copied as changed. Each job is run by the
+//! `ferryctl` binary (`ferryctl local`), slowed by a rows/s throttle, while `psql`
+//! inserts, updates and deletes rows of the range the job has not read yet; the target
+//! is then compared with `psql` against the source as it was when the job started (a
+//! copy taken before it) and as it is now.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_tests::cluster::binary;
+use ferry_tests::{PgPair, env_url, psql, wait_until};
+
+/// Rows of the table: ids 2, 4, …, 2 × ROWS (odd ids are free for inserts).
+const ROWS: u64 = 4000;
+/// The writes all touch ids past this one: the last quarter of the table's chunks.
+const CHANGED_FROM: u64 = 6000;
+
+fn spec_yaml(consistency: &str) -> String {
+    format!(
+        "name: snapjob\n\
+         source: {{ kind: postgres, url_env: CSRC }}\n\
+         target: {{ kind: postgres, url_env: CDST }}\n\
+         tables: {{ include: [public.items] }}\n\
+         chunking: {{ target_rows: 400 }}\n\
+         consistency: {consistency}\n\
+         throttle: {{ default_concurrency: 1, rate: {{ rows_per_sec: 1000 }} }}\n"
+    )
+}
+
+/// Creates the source table (and its copy `items_at_start`, the source as it is before
+/// the job starts) and the same table, empty, in the target (so its rows can be counted
+/// from the first moment).
+fn make_tables(pair: &PgPair) {
+    let ddl = "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL, n int NOT NULL);";
+    psql(
+        &pair.source(),
+        &format!(
+            "{ddl}
+             INSERT INTO items SELECT 2 * g, 'v' || g, g FROM generate_series(1, {ROWS}) g;
+             CREATE TABLE items_at_start AS SELECT * FROM items;"
+        ),
+    );
+    psql(&pair.target(), ddl);
+}
+
+/// Inserts, updates and deletes rows past [`CHANGED_FROM`] at the source.
+fn write_changes(source: &str) {
+    psql(
+        source,
+        &format!(
+            "INSERT INTO items SELECT g, 'inserted ' || g, -1
+                 FROM generate_series({first_odd}, {first_odd} + 38, 2) g;
+             UPDATE items SET v = 'updated', n = n + 1000 WHERE id BETWEEN {from} AND {from} + 100;
+             DELETE FROM items WHERE id BETWEEN 7002 AND 7040;",
+            first_odd = CHANGED_FROM + 1,
+            from = CHANGED_FROM + 2,
+        ),
+    );
+}
+
+fn rows_of(url: &str, table: &str) -> String {
+    psql(url, &format!("SELECT id, v, n FROM {table} ORDER BY id"))
+}
+
+fn count(url: &str, sql: &str) -> u64 {
+    psql(url, sql).parse().expect("a count")
+}
+
+struct Run {
+    env: HashMap<String, String>,
+    spec: String,
+    state: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn new(pair: &PgPair, consistency: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = dir.path().join("job.yaml");
+        std::fs::write(&spec, spec_yaml(consistency)).expect("spec");
+        Self {
+            env: HashMap::from([
+                ("CSRC".to_owned(), pair.source()),
+                ("CDST".to_owned(), pair.target()),
+            ]),
+            spec: spec.display().to_string(),
+            state: dir.path().join("state.db").display().to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn set_consistency(&self, consistency: &str) {
+        std::fs::write(&self.spec, spec_yaml(consistency)).expect("spec");
+    }
+
+    fn start(&self) -> Child {
+        Command::new(binary("ferryctl"))
+            .args(["local", &self.spec, "--state", &self.state])
+            .envs(&self.env)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferryctl local")
+    }
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let output = child.wait_with_output().expect("ferryctl ends");
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Starts the job, waits until it has copied its first chunk, then writes the changes
+/// and checks that the job has not read the changed range yet; returns the running job.
+async fn start_then_change(pair: &PgPair, run: &Run) -> Child {
+    let child = run.start();
+    let target = pair.target();
+    wait_until(Duration::from_secs(60), || {
+        count(&target, "SELECT count(*) FROM items") > 0
+    })
+    .await
+    .expect("the job copies its first chunk");
+    write_changes(&pair.source());
+    assert_eq!(
+        count(
+            &target,
+            &format!("SELECT count(*) FROM items WHERE id > {CHANGED_FROM}")
+        ),
+        0,
+        "the changes were written before the job read their range (else this test \
+         shows nothing: slow the job down)"
+    );
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_snapshot_copies_the_source_as_it_was_when_the_job_started() {
+    let pair = PgPair::new("cs");
+    make_tables(&pair);
+    let run = Run::new(&pair, "job_snapshot");
+    let child = start_then_change(&pair, &run).await;
+    let (code, output) = finish(child);
+    assert_eq!(code, 0, "the job succeeds\n{output}");
+
+    let at_start = rows_of(&pair.source(), "items_at_start");
+    let now = rows_of(&pair.source(), "items");
+    assert_ne!(at_start, now, "the source changed while the job ran");
+    assert_eq!(
+        rows_of(&pair.target(), "items"),
+        at_start,
+        "the target holds the source as of the job's start, not the later changes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunk_consistency_copies_rows_changed_before_their_chunk_is_read() {
+    let pair = PgPair::new("cc");
+    make_tables(&pair);
+    let run = Run::new(&pair, "chunk");
+    let child = start_then_change(&pair, &run).await;
+    let (code, output) = finish(child);
+    assert_eq!(code, 0, "the job succeeds\n{output}");
+
+    let at_start = rows_of(&pair.source(), "items_at_start");
+    let now = rows_of(&pair.source(), "items");
+    let copied = rows_of(&pair.target(), "items");
+    assert_ne!(copied, at_start, "the later changes were copied");
+    assert_eq!(
+        copied, now,
+        "every change was in a chunk read after it was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_snapshot_job_killed_midway_is_refused_on_resume_with_the_fix() {
+    let pair = PgPair::new("ck");
+    make_tables(&pair);
+    let run = Run::new(&pair, "job_snapshot");
+    let mut child = run.start();
+    let target = pair.target();
+    wait_until(Duration::from_secs(60), || {
+        count(&target, "SELECT count(*) FROM items") > 0
+    })
+    .await
+    .expect("the job copies its first chunk");
+    child.kill().expect("kill ferryctl local");
+    let _ = child.wait();
+    assert!(
+        count(&target, "SELECT count(*) FROM items") < ROWS,
+        "killed before the end"
+    );
+
+    // The snapshot died with the process: the rest cannot be read at the same point.
+    let (code, output) = finish(run.start());
+    assert_ne!(code, 0, "a resumed job_snapshot job is refused\n{output}");
+    assert!(
+        output.contains("consistency: job_snapshot")
+            && output.contains("Start the job over")
+            && output.contains("consistency: chunk"),
+        "the refusal names the fixes\n{output}"
+    );
+
+    // One fix: finish the remaining chunks at their own time.
+    run.set_consistency("chunk");
+    let (code, output) = finish(run.start());
+    assert_eq!(code, 0, "resumed with consistency: chunk\n{output}");
+    assert_eq!(
+        rows_of(&pair.target(), "items"),
+        rows_of(&pair.source(), "items")
+    );
+}
+
+#[test]
+fn job_snapshot_on_a_mysql_source_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("job.yaml");
+    std::fs::write(
+        &spec,
+        "name: mysnap\n\
+         source: { kind: mysql, url_env: MSRC }\n\
+         target: { kind: postgres, url_env: MDST }\n\
+         tables: { include: [items] }\n\
+         consistency: job_snapshot\n",
+    )
+    .expect("spec");
+    let output = Command::new(binary("ferryctl"))
+        .args(["local", &spec.display().to_string()])
+        .env("MSRC", env_url("FERRY_TEST_MYSQL_URL"))
+        .env("MDST", env_url("FERRY_TEST_PG_URL"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ferryctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "invalid input\n{stderr}");
+    assert!(
+        stderr.contains("consistency")
+            && stderr.contains("job_snapshot needs a PostgreSQL source")
+            && stderr.contains("source.kind is mysql"),
+        "{stderr}"
+    );
+}
