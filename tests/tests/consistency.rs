@@ -221,6 +221,107 @@ async fn a_job_snapshot_job_killed_midway_is_refused_on_resume_with_the_fix() {
     );
 }
 
+/// Rows of a chunk read's stream.
+async fn rows_read(stream: ferry_connectors::BatchStream) -> usize {
+    use futures::StreamExt;
+    let batches: Vec<_> = stream.collect().await;
+    batches
+        .into_iter()
+        .map(|batch| batch.expect("a batch").num_rows())
+        .sum()
+}
+
+/// The PostgreSQL connector itself: a read in the exported snapshot does not see a row
+/// inserted after the export, its pooled connection goes back idle (not inside the
+/// snapshot's transaction: the next read on it sees the new row), and once the holder
+/// is dropped a read in that snapshot fails with the error naming the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_read_sees_the_export_point_and_leaves_no_transaction_in_the_pool() {
+    use ferry_model::key::{ChunkRange, SplitKey};
+    let pair = PgPair::new("cp");
+    make_tables(&pair);
+    let env = HashMap::from([
+        ("CSRC".to_owned(), pair.source()),
+        ("CDST".to_owned(), pair.target()),
+    ]);
+    let spec = ferry_connectors::parse_spec(
+        &spec_yaml("job_snapshot"),
+        std::path::Path::new("."),
+        &env,
+    )
+    .expect("valid spec");
+    let source = ferry_connectors::open_source(&spec.source)
+        .await
+        .expect("open the source");
+    let name = source
+        .list_tables()
+        .await
+        .expect("tables")
+        .into_iter()
+        .find(|table| table.name == "items")
+        .expect("items");
+    let table = source.describe_table(&name).await.expect("describe");
+    let key = SplitKey::Columns {
+        names: vec!["id".into()],
+        nullable: false,
+        single_integer: true,
+    };
+    let every_row = ChunkRange::Interval {
+        lower: None,
+        upper: None,
+    };
+    let in_transaction = || {
+        count(
+            &pair.server,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+                 AND state = 'idle in transaction'",
+                pair.source_db
+            ),
+        )
+    };
+
+    let snapshot = source.export_snapshot().await.expect("export a snapshot");
+    assert_eq!(in_transaction(), 1, "the holder's transaction is open");
+    psql(&pair.source(), "INSERT INTO items VALUES (1, 'after the export', 0)");
+    let in_snapshot = source.in_snapshot(&snapshot.id).expect("a snapshot reader");
+    let seen = rows_read(
+        in_snapshot
+            .read_chunk(&table, &key, &every_row)
+            .await
+            .expect("read in the snapshot"),
+    )
+    .await;
+    assert_eq!(seen as u64, ROWS, "the row inserted after the export is not seen");
+    assert_eq!(
+        in_transaction(),
+        1,
+        "only the holder: the read's pooled connection went back without its transaction"
+    );
+    let seen_now = rows_read(
+        source
+            .read_chunk(&table, &key, &every_row)
+            .await
+            .expect("read outside the snapshot"),
+    )
+    .await;
+    assert_eq!(seen_now as u64, ROWS + 1, "a plain read sees the new row");
+
+    drop(snapshot);
+    wait_until(Duration::from_secs(10), || in_transaction() == 0)
+        .await
+        .expect("dropping the snapshot ends its transaction");
+    let Err(error) = in_snapshot.read_chunk(&table, &key, &every_row).await else {
+        panic!("a read in a snapshot whose holder ended must fail");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("is gone") && message.contains("consistency: chunk"),
+        "{message}"
+    );
+    assert_eq!(error.kind(), ferry_connectors::ErrorKind::Permanent);
+}
+
 #[test]
 fn job_snapshot_on_a_mysql_source_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
