@@ -244,12 +244,9 @@ async fn a_snapshot_read_sees_the_export_point_and_leaves_no_transaction_in_the_
         ("CSRC".to_owned(), pair.source()),
         ("CDST".to_owned(), pair.target()),
     ]);
-    let spec = ferry_connectors::parse_spec(
-        &spec_yaml("job_snapshot"),
-        std::path::Path::new("."),
-        &env,
-    )
-    .expect("valid spec");
+    let spec =
+        ferry_connectors::parse_spec(&spec_yaml("job_snapshot"), std::path::Path::new("."), &env)
+            .expect("valid spec");
     let source = ferry_connectors::open_source(&spec.source)
         .await
         .expect("open the source");
@@ -283,7 +280,10 @@ async fn a_snapshot_read_sees_the_export_point_and_leaves_no_transaction_in_the_
 
     let snapshot = source.export_snapshot().await.expect("export a snapshot");
     assert_eq!(in_transaction(), 1, "the holder's transaction is open");
-    psql(&pair.source(), "INSERT INTO items VALUES (1, 'after the export', 0)");
+    psql(
+        &pair.source(),
+        "INSERT INTO items VALUES (1, 'after the export', 0)",
+    );
     let in_snapshot = source.in_snapshot(&snapshot.id).expect("a snapshot reader");
     let seen = rows_read(
         in_snapshot
@@ -292,7 +292,10 @@ async fn a_snapshot_read_sees_the_export_point_and_leaves_no_transaction_in_the_
             .expect("read in the snapshot"),
     )
     .await;
-    assert_eq!(seen as u64, ROWS, "the row inserted after the export is not seen");
+    assert_eq!(
+        seen as u64, ROWS,
+        "the row inserted after the export is not seen"
+    );
     assert_eq!(
         in_transaction(),
         1,

@@ -539,7 +539,10 @@ fn postgres_sync_reverse_carries_rows_written_to_the_new_side_back_to_the_old_on
 
     let old = pair.source();
     assert_eq!(
-        psql(&old, "SELECT v FROM s_rv WHERE id IN (5, 9, 101) ORDER BY id"),
+        psql(
+            &old,
+            "SELECT v FROM s_rv WHERE id IN (5, 9, 101) ORDER BY id"
+        ),
         "new side\nold newer\nwritten after the switch",
         "the new side's rows are back in the old one; the old side's newer row 9 is kept"
     );
@@ -553,7 +556,11 @@ fn postgres_sync_reverse_carries_rows_written_to_the_new_side_back_to_the_old_on
         "CREATE TABLE s_rv_new (id bigint PRIMARY KEY, updated_at timestamp NOT NULL);",
     );
     let refused = ferryctl(&["sync", &spec, "--reverse"], &env);
-    expect_code("sync --reverse with a table missing on the old side", &refused, 2);
+    expect_code(
+        "sync --reverse with a table missing on the old side",
+        &refused,
+        2,
+    );
     assert!(
         refused.2.contains("table public.s_rv_new")
             && refused.2.contains("does not exist there")

@@ -61,9 +61,9 @@ mod throttle;
 pub use clickhouse::{ClickhouseOptions, EngineRule, engine_name};
 pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password};
 pub use model::{
-    ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
-    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
-    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
+    DEFAULT_WATERMARK_LAG_MS, HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch,
+    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
 };
 pub use reader::clipped;
 pub use throttle::parse_throttle_schedule;
