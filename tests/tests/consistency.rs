@@ -5,7 +5,10 @@
 //! `ferryctl` binary (`ferryctl local`), slowed by a rows/s throttle, while `psql`
 //! inserts, updates and deletes rows of the range the job has not read yet; the target
 //! is then compared with `psql` against the source as it was when the job started (a
-//! copy taken before it) and as it is now.
+//! copy taken before it) and as it is now. The same on a cluster (coordinators and a
+//! worker as processes over etcd), where a leader failover ends the snapshot's holder
+//! and the job fails naming the fix; a killed `ferryctl local` likewise; and the
+//! connector itself: a snapshot read leaves no transaction on its pooled connection.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -352,5 +355,93 @@ fn job_snapshot_on_a_mysql_source_is_refused_naming_the_field() {
             && stderr.contains("job_snapshot needs a PostgreSQL source")
             && stderr.contains("source.kind is mysql"),
         "{stderr}"
+    );
+}
+
+/// Waits until `process`'s log says it leads.
+async fn wait_leading(cluster: &ferry_tests::cluster::Cluster, process: &str) {
+    wait_until(Duration::from_secs(20), || {
+        cluster.read_log(process).contains("leading")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{process} never led"));
+}
+
+/// A cluster (coordinators and a worker as processes over etcd): the leader holds the
+/// snapshot and its id reaches the worker through etcd; the copy is the source as of the
+/// job's start although rows changed while it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_leader_holds_the_snapshot_and_workers_read_in_it() {
+    use ferry_tests::cluster::{Cluster, assert_done, submit, wait_copying_on, wait_done};
+    let mut cluster = Cluster::new(&[("orders", 20_000)]);
+    psql(
+        &cluster.source_url(),
+        "CREATE TABLE orders_at_start AS SELECT * FROM orders",
+    );
+    let leader = cluster.start_coordinator("coord-s1");
+    wait_leading(&cluster, "coord-s1").await;
+    cluster.start_worker("w1", 1);
+    let job = "snap-cluster";
+    let spec = format!(
+        "{}consistency: job_snapshot\n",
+        cluster.spec(job, 2_000, 8_000, 1)
+    );
+    submit(&leader, &spec).await;
+    wait_copying_on(&leader, job, "w1").await;
+    psql(
+        &cluster.source_url(),
+        "UPDATE orders SET note = 'changed' WHERE id > 15000;
+         DELETE FROM orders WHERE id BETWEEN 19000 AND 19100;",
+    );
+    assert_eq!(
+        count(
+            &cluster.target_url(),
+            "SELECT count(*) FROM orders WHERE id > 15000"
+        ),
+        0,
+        "the changes were written before the job read their range"
+    );
+    let status = wait_done(&leader, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    let rows = |url: &str, table: &str| psql(url, &format!("SELECT * FROM {table} ORDER BY id"));
+    let at_start = rows(&cluster.source_url(), "orders_at_start");
+    assert_ne!(at_start, rows(&cluster.source_url(), "orders"));
+    assert_eq!(
+        rows(&cluster.target_url(), "orders"),
+        at_start,
+        "the worker read every chunk in the leader's snapshot"
+    );
+}
+
+/// A leader failover ends the snapshot's holder: the new leader refuses to go on at
+/// another point in time, and the job FAILS naming the fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_failover_fails_a_job_snapshot_job_naming_the_fix() {
+    use ferry_tests::cluster::{Cluster, submit, wait_copying_on, wait_done};
+    let mut cluster = Cluster::new(&[("orders", 20_000)]);
+    let leader = cluster.start_coordinator("coord-f1");
+    wait_leading(&cluster, "coord-f1").await;
+    let standby = cluster.start_coordinator("coord-f2");
+    cluster.start_worker("w1", 1);
+    let job = "snap-failover";
+    let spec = format!(
+        "{}consistency: job_snapshot\n",
+        cluster.spec(job, 2_000, 4_000, 1)
+    );
+    submit(&leader, &spec).await;
+    wait_copying_on(&leader, job, "w1").await;
+    cluster.signal("coord-f1", "KILL");
+    wait_leading(&cluster, "coord-f2").await;
+    let status = wait_done(&standby, job, Duration::from_secs(60)).await;
+    assert_eq!(
+        ferry_proto::v1::JobState::try_from(status.state),
+        Ok(ferry_proto::v1::JobState::Failed),
+        "{status:?}"
+    );
+    let log = cluster.read_log("coord-f2");
+    assert!(
+        log.contains("consistency: job_snapshot") && log.contains("Start the job over"),
+        "the new leader names the fix:\n{}",
+        ferry_tests::cluster::tail(&log)
     );
 }
