@@ -206,7 +206,7 @@ async fn a_job_snapshot_job_killed_midway_is_refused_on_resume_with_the_fix() {
 
     // The snapshot died with the process: the rest cannot be read at the same point.
     let (code, output) = finish(run.start());
-    assert_ne!(code, 0, "a resumed job_snapshot job is refused\n{output}");
+    assert_eq!(code, 3, "a resumed job_snapshot job is refused\n{output}");
     assert!(
         output.contains("consistency: job_snapshot")
             && output.contains("Start the job over")
