@@ -19,19 +19,8 @@ CH2_TCP=${FERRY_CH2_TCP_PORT:-59001}
 ch1() { clickhouse-client --host 127.0.0.1 --port "$CH1_TCP" --multiquery --query "$1"; }
 ch2() { clickhouse-client --host 127.0.0.1 --port "$CH2_TCP" --multiquery --query "$1"; }
 if ! declare -F timed >/dev/null; then # standalone: no quiet-machine wait
-  now() { date +%s.%N; }
-  timed() {
-    local times=() i s e
-    for ((i = 0; i < RUNS; i++)); do
-      $1 >&2
-      s=$(now); $2 >&2; e=$(now)
-      times+=("$(python3 -c "print($e - $s)")")
-    done
-    python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}"
-  }
-  nothing() { :; }
-  rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
-  ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }
+  # shellcheck source=bench/standalone.sh
+  source bench/standalone.sh
 fi
 
 echo "== clickhouse -> clickhouse ($ROWS rows)" >&2

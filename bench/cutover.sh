@@ -21,19 +21,8 @@ eval "$(bash scripts/services.sh env)"
 PG_PORT=${FERRY_PG_PORT:-55432}
 if ! declare -F timed >/dev/null; then # standalone: no quiet-machine wait
   PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres)
-  now() { date +%s.%N; }
-  timed() {
-    local times=() i s e
-    for ((i = 0; i < RUNS; i++)); do
-      $1 >&2
-      s=$(now); $2 >&2; e=$(now)
-      times+=("$(python3 -c "print($e - $s)")")
-    done
-    python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}"
-  }
-  nothing() { :; }
-  rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
-  ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }
+  # shellcheck source=bench/standalone.sh
+  source bench/standalone.sh
   export SRC_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_src" DST_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_dst"
   echo "== standalone: loading $ROWS orders rows and copying them" >&2
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ferry_bench_src" -c "DROP DATABASE IF EXISTS ferry_bench_dst" \

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferry_tests::cluster::binary;
-use ferry_tests::{PgPair, env_url, psql, wait_until};
+use ferry_tests::{PgPair, env_url, psql, wait_until, write_spec};
 
 /// Rows of the table: ids 2, 4, …, 2 × ROWS (odd ids are free for inserts).
 const ROWS: u64 = 4000;
@@ -83,8 +83,7 @@ struct Run {
 impl Run {
     fn new(pair: &PgPair, consistency: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = dir.path().join("job.yaml");
-        std::fs::write(&spec, spec_yaml(consistency)).expect("spec");
+        let spec = write_spec(dir.path(), &spec_yaml(consistency));
         Self {
             env: HashMap::from([
                 ("CSRC".to_owned(), pair.source()),
@@ -331,16 +330,14 @@ async fn a_snapshot_read_sees_the_export_point_and_leaves_no_transaction_in_the_
 #[test]
 fn job_snapshot_on_a_mysql_source_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("job.yaml");
-    std::fs::write(
-        &spec,
+    let spec = write_spec(
+        dir.path(),
         "name: mysnap\n\
          source: { kind: mysql, url_env: MSRC }\n\
          target: { kind: postgres, url_env: MDST }\n\
          tables: { include: [items] }\n\
          consistency: job_snapshot\n",
-    )
-    .expect("spec");
+    );
     let output = Command::new(binary("ferryctl"))
         .args(["local", &spec.display().to_string()])
         .env("MSRC", env_url("FERRY_TEST_MYSQL_URL"))
