@@ -11,18 +11,15 @@
 #   FERRY_BENCH_ROWS=200000 FERRY_BENCH_RUNS=1 bash bench/cutover.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROWS=${ROWS:-${FERRY_BENCH_ROWS:-2000000}}
-RUNS=${RUNS:-${FERRY_BENCH_RUNS:-3}}
-WORK=${WORK:-${FERRY_BENCH_DIR:-/tmp/ferry-bench}}
-FERRYCTL=${FERRYCTL:-${FERRY_BENCH_FERRYCTL:-./target/release/ferryctl}}
-CONCURRENCY=${CONCURRENCY:-${FERRY_BENCH_CONCURRENCY:-2}}
+# Run alone: loads the table first (run.sh has loaded and copied it).
+[ "${BASH_SOURCE[0]}" = "$0" ] && standalone=1 || standalone=""
+# shellcheck source=bench/helpers.sh
+source bench/helpers.sh
 mkdir -p "$WORK"
 eval "$(bash scripts/services.sh env)"
 PG_PORT=${FERRY_PG_PORT:-55432}
-if ! declare -F timed >/dev/null; then # standalone: no quiet-machine wait
+if [ -n "$standalone" ]; then
   PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres)
-  # shellcheck source=bench/standalone.sh
-  source bench/standalone.sh
   export SRC_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_src" DST_PG="postgres://postgres@127.0.0.1:$PG_PORT/ferry_bench_dst"
   echo "== standalone: loading $ROWS orders rows and copying them" >&2
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ferry_bench_src" -c "DROP DATABASE IF EXISTS ferry_bench_dst" \

@@ -18,7 +18,6 @@ MY=(mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u root --local-infile=1)
 command -v pgloader >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgloader >/dev/null; }
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-now() { date +%s.%N; }
 # Percent of CPU time busy on the whole machine over the next 3 seconds.
 busy() {
   python3 - <<'PY'
@@ -44,21 +43,9 @@ quiet() {
     waited=$((waited + 3))
   done
 }
-RUNS=${FERRY_BENCH_RUNS:-3}
-# timed SETUP RUN: runs SETUP (untimed), waits for a quiet machine and times RUN, RUNS
-# times; prints the median seconds.
-timed() {
-  local times=() i s e
-  for ((i = 0; i < RUNS; i++)); do
-    $1 >&2
-    quiet; s=$(now); $2 >&2; e=$(now)
-    times+=("$(python3 -c "print($e - $s)")")
-  done
-  python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}"
-}
-nothing() { :; }
-rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
-ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }   # ferry seconds, peer seconds: peer time / ferry time
+# timed, rate, ratio (timed waits for a quiet machine before each timing).
+# shellcheck source=bench/helpers.sh
+source bench/helpers.sh
 
 echo "== generating $ROWS orders rows"
 python3 - "$ROWS" > "$WORK/orders.tsv" <<'PY'
