@@ -146,40 +146,51 @@ async fn start_then_change(pair: &PgPair, run: &Run) -> Child {
     child
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_job_snapshot_copies_the_source_as_it_was_when_the_job_started() {
-    let pair = PgPair::new("cs");
+/// The source's rows in three states after a job of `consistency` ran while the source
+/// changed: as the job started, as they are now, and as copied into the target.
+struct Outcome {
+    at_start: String,
+    now: String,
+    copied: String,
+}
+
+async fn copy_while_changing(tag: &str, consistency: &str) -> Outcome {
+    let pair = PgPair::new(tag);
     make_tables(&pair);
-    let run = Run::new(&pair, "job_snapshot");
+    let run = Run::new(&pair, consistency);
     let child = start_then_change(&pair, &run).await;
     let (code, output) = finish(child);
     assert_eq!(code, 0, "the job succeeds\n{output}");
+    let outcome = Outcome {
+        at_start: rows_of(&pair.source(), "items_at_start"),
+        now: rows_of(&pair.source(), "items"),
+        copied: rows_of(&pair.target(), "items"),
+    };
+    assert_ne!(
+        outcome.at_start, outcome.now,
+        "the source changed while the job ran"
+    );
+    outcome
+}
 
-    let at_start = rows_of(&pair.source(), "items_at_start");
-    let now = rows_of(&pair.source(), "items");
-    assert_ne!(at_start, now, "the source changed while the job ran");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_snapshot_copies_the_source_as_it_was_when_the_job_started() {
+    let outcome = copy_while_changing("cs", "job_snapshot").await;
     assert_eq!(
-        rows_of(&pair.target(), "items"),
-        at_start,
+        outcome.copied, outcome.at_start,
         "the target holds the source as of the job's start, not the later changes"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunk_consistency_copies_rows_changed_before_their_chunk_is_read() {
-    let pair = PgPair::new("cc");
-    make_tables(&pair);
-    let run = Run::new(&pair, "chunk");
-    let child = start_then_change(&pair, &run).await;
-    let (code, output) = finish(child);
-    assert_eq!(code, 0, "the job succeeds\n{output}");
-
-    let at_start = rows_of(&pair.source(), "items_at_start");
-    let now = rows_of(&pair.source(), "items");
-    let copied = rows_of(&pair.target(), "items");
-    assert_ne!(copied, at_start, "the later changes were copied");
+    let outcome = copy_while_changing("cc", "chunk").await;
+    assert_ne!(
+        outcome.copied, outcome.at_start,
+        "the later changes were copied"
+    );
     assert_eq!(
-        copied, now,
+        outcome.copied, outcome.now,
         "every change was in a chunk read after it was written"
     );
 }

@@ -254,29 +254,20 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let chunk = ChunkId(0);
     let attempt = cluster.assign(&job, chunk, &id).await.expect("assign");
     // The job's source snapshot (`consistency: job_snapshot`) travels with the attempt.
-    cluster
-        .put_assignment(
-            &id,
-            &job,
-            chunk,
-            attempt,
-            (100, 0),
-            Some("00000003-0000001B-1"),
-        )
-        .await
-        .expect("put assignment");
-    // The same attempt again is adopted, not written anew.
-    cluster
-        .put_assignment(
-            &id,
-            &job,
-            chunk,
-            attempt,
-            (100, 0),
-            Some("00000003-0000001B-1"),
-        )
-        .await
-        .expect("adopt assignment");
+    // Written, then the same attempt again: adopted, not written anew.
+    for what in ["put assignment", "adopt assignment"] {
+        cluster
+            .put_assignment(
+                &id,
+                &job,
+                chunk,
+                attempt,
+                (100, 0),
+                Some("00000003-0000001B-1"),
+            )
+            .await
+            .expect(what);
+    }
     let key = cluster.keys().assignment(&id, &job, chunk);
     wait_for(&assignments, "assignment seen by its worker", |map| {
         map.get(&key).is_some_and(|assignment| {
