@@ -316,7 +316,8 @@ pub trait Source: Send + Sync {
         Err(ConnectorError::Unsupported {
             table: TableName::bare("(job)"),
             detail: format!(
-                "the {} source cannot export a snapshot; use consistency: chunk",
+                "consistency: job_snapshot: the {} source cannot export a snapshot; use \
+                 consistency: chunk",
                 self.kind()
             ),
         })
@@ -331,7 +332,8 @@ pub trait Source: Send + Sync {
         Err(ConnectorError::Unsupported {
             table: TableName::bare("(job)"),
             detail: format!(
-                "the {} source cannot read in an exported snapshot; use consistency: chunk",
+                "consistency: job_snapshot: the {} source cannot read in an exported \
+                 snapshot; use consistency: chunk",
                 self.kind()
             ),
         })

@@ -78,8 +78,11 @@ pub enum PlanError {
     },
     /// `consistency: job_snapshot` cannot be used with this source (a standby that
     /// cannot export snapshots, or a source without them).
-    #[error("consistency: job_snapshot: {0}")]
-    Snapshot(#[source] ConnectorError),
+    #[error("{detail}")]
+    Snapshot {
+        /// Why, and what to do.
+        detail: String,
+    },
     /// A connector failed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -161,7 +164,17 @@ pub async fn plan_job_with(
             Err(error) if error.kind() == ferry_connectors::ErrorKind::Unavailable => {
                 return Err(PlanError::Connector(error));
             }
-            Err(error) => return Err(PlanError::Snapshot(error)),
+            Err(ConnectorError::Unsupported { detail, .. }) => {
+                return Err(PlanError::Snapshot { detail });
+            }
+            Err(error) => {
+                return Err(PlanError::Snapshot {
+                    detail: format!(
+                        "consistency: job_snapshot: cannot export a snapshot of the source \
+                         ({error}); use consistency: chunk if it cannot be fixed"
+                    ),
+                });
+            }
         }
     }
     let mut described = Vec::with_capacity(selected.len());

@@ -145,7 +145,7 @@ impl LocalError {
                 | PlanError::UnknownColumnOverride { .. }
                 | PlanError::UnknownSplitTable { .. }
                 | PlanError::HashSplitRefused { .. }
-                | PlanError::Snapshot(_),
+                | PlanError::Snapshot { .. },
             ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }
