@@ -83,6 +83,25 @@ impl std::fmt::Debug for PullSource {
     }
 }
 
+/// One snapshot of a whole source database, exported for `consistency: job_snapshot`
+/// ([`Source::export_snapshot`]): it stays importable while this value lives (its
+/// transaction is held open on a connection of its own) and ends when it is dropped.
+pub struct ExportedSnapshot {
+    /// The identifier readers import ([`Source::in_snapshot`]).
+    pub id: String,
+    /// Ends the holder (its task and connection) when dropped.
+    pub(crate) _holder: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for ExportedSnapshot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ExportedSnapshot")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Identifies one attempt of one chunk, for the target's fence table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
@@ -285,6 +304,36 @@ pub trait Source: Send + Sync {
             detail: format!(
                 "the {} source cannot read rows by a watermark column; leave out `watermark:` \
                  to sync by checksum-and-repair passes",
+                self.kind()
+            ),
+        })
+    }
+
+    /// Exports one snapshot of the whole database for `consistency: job_snapshot`, held
+    /// until the returned value is dropped. Errors with [`ConnectorError::Unsupported`]
+    /// when this source cannot (the default).
+    async fn export_snapshot(&self) -> Result<ExportedSnapshot> {
+        Err(ConnectorError::Unsupported {
+            table: TableName::bare("(job)"),
+            detail: format!(
+                "consistency: job_snapshot: the {} source cannot export a snapshot; use \
+                 consistency: chunk",
+                self.kind()
+            ),
+        })
+    }
+
+    /// This source with every chunk read ([`Source::read_chunk`], [`Source::read_native`])
+    /// importing the exported snapshot `snapshot_id`, so all of them see one point in
+    /// time. A read whose snapshot is gone (its holder ended) fails with a permanent
+    /// error naming the fix. Errors when this source cannot import snapshots.
+    fn in_snapshot(&self, snapshot_id: &str) -> Result<std::sync::Arc<dyn Source>> {
+        let _ = snapshot_id;
+        Err(ConnectorError::Unsupported {
+            table: TableName::bare("(job)"),
+            detail: format!(
+                "consistency: job_snapshot: the {} source cannot read in an exported \
+                 snapshot; use consistency: chunk",
                 self.kind()
             ),
         })

@@ -116,6 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         verify: VerifyMode::Checksum,
         retry_backoff: Duration::from_millis(10),
         mode: ferry_model::spec::JobMode::Copy,
+        source_snapshot: None,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();
@@ -204,7 +205,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 executor,
                 &SchedulerOptions {
                     workers: usize::MAX,
-                    ..options
+                    ..options.clone()
                 },
                 &mut pool,
                 pacing,

@@ -18,4 +18,5 @@ pub mod scheduler;
 pub mod security;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod throttle;

@@ -44,6 +44,9 @@ pub struct SchedulerOptions {
     pub retry_backoff: Duration,
     /// Copy, or verify only (a mismatch is then a finding, never re-copied).
     pub mode: JobMode,
+    /// The exported source snapshot every attempt reads in (`consistency:
+    /// job_snapshot`), set by the run that holds it.
+    pub source_snapshot: Option<String>,
 }
 
 impl SchedulerOptions {
@@ -57,6 +60,7 @@ impl SchedulerOptions {
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
             mode: spec.mode,
+            source_snapshot: None,
         }
     }
 }
@@ -599,6 +603,7 @@ impl AttemptStarter<'_> {
                 range,
                 verify: options.verify,
                 mode: options.mode,
+                source_snapshot: options.source_snapshot.clone(),
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -746,6 +751,7 @@ mod tests {
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
             mode: JobMode::Copy,
+            source_snapshot: None,
         }
     }
 

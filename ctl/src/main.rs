@@ -391,6 +391,11 @@ struct SyncArgs {
     /// One JSON object per pass on stdout (and a final verdict object).
     #[arg(long)]
     json: bool,
+    /// Sync the other way, new → old (the spec's target into its source), after the
+    /// switch: the old database stays a fallback. A job of its own, `<name>-reverse`,
+    /// with its own state file [default: <spec folder>/<name>-reverse.ferry-sync.json].
+    #[arg(long)]
+    reverse: bool,
 }
 
 #[derive(clap::Args)]
@@ -714,6 +719,7 @@ async fn demo(args: DemoArgs) -> i32 {
 
 async fn sync(args: SyncArgs) -> i32 {
     let spec = match load_spec(&args.spec, &environment()) {
+        Ok(spec) if args.reverse => ferry_ctl::sync_reverse::reverse_spec(spec),
         Ok(spec) => spec,
         Err(error) => {
             eprintln!("error: {error}");
@@ -727,6 +733,22 @@ async fn sync(args: SyncArgs) -> i32 {
             return exit_code::RUNTIME_ERROR;
         }
     };
+    if args.reverse
+        && let Err(error) = ferry_ctl::sync_reverse::require_old_side_tables(
+            &spec,
+            &tables,
+            connectors.source.kind(),
+            connectors.sink.as_ref(),
+        )
+        .await
+    {
+        eprintln!("error: {error}");
+        return if error.unavailable {
+            exit_code::RUNTIME_ERROR
+        } else {
+            exit_code::INVALID_INPUT
+        };
+    }
     let state_path = args
         .state
         .unwrap_or_else(|| ferry_ctl::sync::default_state_path(&args.spec, &spec));

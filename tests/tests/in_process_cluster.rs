@@ -331,7 +331,7 @@ async fn assign(cluster: &InProcessCluster, worker: &str, chunk: u32) -> Attempt
         .await
         .expect("assign");
     cluster
-        .put_assignment(&id, &job(), ChunkId(chunk), attempt, (0, 0))
+        .put_assignment(&id, &job(), ChunkId(chunk), attempt, (0, 0), None)
         .await
         .expect("put assignment");
     attempt

@@ -428,6 +428,7 @@ impl AttemptRun {
             range,
             verify: context.verify,
             mode: context.mode,
+            source_snapshot: assignment.source_snapshot.clone(),
             cancel: self.cancel.clone(),
             progress: {
                 let rows = rows.clone();

@@ -102,14 +102,20 @@ impl ChunkRunner {
     }
 
     async fn run(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+        // `consistency: job_snapshot`: every read of the attempt imports the job's snapshot.
+        let source = match &task.source_snapshot {
+            Some(snapshot_id) => self.source.in_snapshot(snapshot_id)?,
+            None => self.source.clone(),
+        };
+        let source = source.as_ref();
         if task.mode == JobMode::Verify {
-            return self.verify_only(task).await;
+            return self.verify_only(task, source).await;
         }
-        let copied = match self.copy_pulled(task).await? {
+        let copied = match self.copy_pulled(task, source).await? {
             Some(copied) => copied,
-            None => match self.copy_native(task).await? {
+            None => match self.copy_native(task, source).await? {
                 Some(copied) => copied,
-                None => self.copy_batches(task).await?,
+                None => self.copy_batches(task, source).await?,
             },
         };
         let (source, rows_written, native_method) = match copied {
@@ -182,10 +188,13 @@ impl ChunkRunner {
     /// A verify-only attempt: counts and checksums the range on both sides at once with
     /// the canonical checksum (streamed: the source's batches are hashed as they are
     /// read, through the throttle's admission like a copy's), and writes nothing.
-    async fn verify_only(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+    async fn verify_only(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<ChunkResult, ConnectorError> {
         let source = async {
-            let mut batches = self
-                .source
+            let mut batches = source
                 .read_chunk(&task.table, &task.key, &task.range)
                 .await?;
             let mut checksum = RangeChecksum::default();
@@ -231,9 +240,12 @@ impl ChunkRunner {
 
     /// Copies the chunk as Arrow batches, hashing them (or only counting their rows) as
     /// they pass to the sink.
-    async fn copy_batches(&self, task: &ChunkTask) -> Result<Copied, ConnectorError> {
-        let batches = self
-            .source
+    async fn copy_batches(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<Copied, ConnectorError> {
+        let batches = source
             .read_chunk(&task.table, &task.key, &task.range)
             .await?;
         let streamed = Arc::new(Mutex::new(RangeChecksum::default()));
@@ -300,12 +312,15 @@ impl ChunkRunner {
     /// Nothing passes through ferry to pace, so while a rows/s or bytes/s limit is in
     /// force the chunk takes a path that does; a pause holds the chunk before it starts
     /// (a pull that is running finishes).
-    async fn copy_pulled(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+    async fn copy_pulled(
+        &self,
+        task: &ChunkTask,
+        reader: &dyn Source,
+    ) -> Result<Option<Copied>, ConnectorError> {
         if task.admission.limits_rows() || task.admission.limits_bytes() {
             return Ok(None);
         }
-        let Some(PullRead { source, checksum }) = self
-            .source
+        let Some(PullRead { source, checksum }) = reader
             .pull(&task.table, &task.key, &task.range, self.sink.kind())
             .await?
         else {
@@ -325,7 +340,7 @@ impl ChunkRunner {
             // for "the databases" would wait for ever; say what to fix.
             Err(error)
                 if error.kind() == ErrorKind::Unavailable
-                    && self.source.ping().await.is_ok()
+                    && reader.ping().await.is_ok()
                     && self.sink.ping().await.is_ok() =>
             {
                 return Err(ConnectorError::Unsupported {
@@ -363,7 +378,11 @@ impl ChunkRunner {
     /// The throttle paces the bytes as they pass (pause and bytes/s). Native bytes are not
     /// counted in rows, so while a rows/s limit is in force the chunk takes the Arrow path,
     /// where every batch's rows are admitted.
-    async fn copy_native(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+    async fn copy_native(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<Option<Copied>, ConnectorError> {
         if task.admission.limits_rows() {
             return Ok(None);
         }
@@ -373,8 +392,7 @@ impl ChunkRunner {
         let Some(NativeRead {
             mut stream,
             checksum,
-        }) = self
-            .source
+        }) = source
             .read_native(&task.table, &task.key, &task.range, format)
             .await?
         else {

@@ -348,6 +348,7 @@ impl ClusterProtocol for EtcdStore {
         chunk: ChunkId,
         attempt: Attempt,
         rate: (u64, u64),
+        source_snapshot: Option<&str>,
     ) -> Result<()> {
         let operation =
             format!("assign attempt {attempt} of chunk {chunk} of job {job} to {worker}");
@@ -358,6 +359,7 @@ impl ClusterProtocol for EtcdStore {
             attempt: attempt.0,
             rows_per_sec: rate.0,
             bytes_per_sec: rate.1,
+            source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
         }
         .encode_to_vec();
         for _ in 0..=self.options.max_compare_retries {
@@ -832,6 +834,7 @@ fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> 
         revision: entry.create_revision(),
         rows_per_sec: value.rows_per_sec,
         bytes_per_sec: value.bytes_per_sec,
+        source_snapshot: (!value.source_snapshot.is_empty()).then_some(value.source_snapshot),
     })
 }
 

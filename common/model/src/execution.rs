@@ -43,6 +43,9 @@ pub struct ChunkTask {
     /// Copy the chunk, or only compare both sides (a verify-only job: nothing is
     /// written to the target).
     pub mode: JobMode,
+    /// The exported source snapshot every read of the attempt imports
+    /// (`consistency: job_snapshot`); `None`: the chunk is read in a snapshot of its own.
+    pub source_snapshot: Option<String>,
     /// Cancels the attempt; nothing is committed after it fires.
     pub cancel: CancellationToken,
     /// Called with each batch's row count.

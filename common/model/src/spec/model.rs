@@ -38,6 +38,30 @@ pub struct JobSpec {
     /// The watermark column `ferryctl sync` catches up by (`watermark:` in the spec);
     /// `None`: every table is synced by checksum-and-repair passes.
     pub watermark: Option<WatermarkSpec>,
+    /// Which point in time of the source the job's chunks read (`consistency:`).
+    pub consistency: Consistency,
+}
+
+/// Which point in time of the source a job reads (`consistency:` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Each chunk is read in one consistent snapshot of its own (one statement): rows
+    /// written while the job runs are in the chunks read after them.
+    #[default]
+    Chunk,
+    /// The whole job reads one snapshot of the source, exported when its run starts and
+    /// imported by every chunk read (PostgreSQL sources only).
+    JobSnapshot,
+}
+
+impl Consistency {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Chunk => "chunk",
+            Consistency::JobSnapshot => "job_snapshot",
+        }
+    }
 }
 
 /// `watermark: { column: updated_at, lag: 30s }`: the column (a timestamp, set by every

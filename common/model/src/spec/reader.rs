@@ -13,9 +13,9 @@ use super::fields::{
     read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
-    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
-    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
+    DEFAULT_WATERMARK_LAG_MS, HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch,
+    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -40,6 +40,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "mode",
     "watermark",
     "priority",
+    "consistency",
 ];
 const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
@@ -194,6 +195,15 @@ fn read_job_spec(
         Some(value) => read_watermark(value, &fields.path_of("watermark"), problems).map(Some),
         None => Some(None),
     };
+    let consistency_opt = match fields.optional("consistency") {
+        Some(value) => read_consistency(
+            value,
+            &fields.path_of("consistency"),
+            source_opt.as_ref(),
+            problems,
+        ),
+        None => Some(Consistency::default()),
+    };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
     }
@@ -214,7 +224,39 @@ fn read_job_spec(
         columns: columns_opt?,
         mode: mode_opt?,
         watermark: watermark_opt?,
+        consistency: consistency_opt?,
     })
+}
+
+/// The connector kind whose sources can export a snapshot for `consistency: job_snapshot`.
+const SNAPSHOT_SOURCE_KIND: &str = "postgres";
+
+fn read_consistency(
+    value: &Value,
+    path: &str,
+    source_opt: Option<&super::endpoints::EndpointSpec>,
+    problems: &mut Problems,
+) -> Option<Consistency> {
+    let choices =
+        [Consistency::Chunk, Consistency::JobSnapshot].map(|choice| (choice.as_str(), choice));
+    let consistency = read_choice(value, path, &choices, problems)?;
+    if consistency == Consistency::JobSnapshot
+        && let Some(source) = source_opt
+        && source.kind != SNAPSHOT_SOURCE_KIND
+    {
+        problems.push(
+            path,
+            format!(
+                "job_snapshot needs a PostgreSQL source (one snapshot exported with \
+                 pg_export_snapshot() and imported by every chunk read), but source.kind is \
+                 {}; use consistency: chunk (each chunk read in a snapshot of its own), or \
+                 stop the writers while the job runs",
+                source.kind
+            ),
+        );
+        return None;
+    }
+    Some(consistency)
 }
 
 fn read_watermark(value: &Value, path: &str, problems: &mut Problems) -> Option<WatermarkSpec> {
@@ -771,7 +813,8 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns, mode, watermark, priority"
+                 chunking, verify, resilience, throttle, columns, mode, watermark, \
+                 priority, consistency"
                     .to_owned()
             )
         );
@@ -971,6 +1014,28 @@ throttle:
                 "unknown value \"sync\"; expected one of: copy, verify".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn consistency_is_chunk_by_default_and_job_snapshot_needs_a_postgres_source() {
+        use super::Consistency;
+        assert_eq!(
+            parse(&spec_with("", "")).unwrap().consistency,
+            Consistency::Chunk
+        );
+        let chunk = parse(&spec_with("", "consistency: chunk\n")).unwrap();
+        assert_eq!(chunk.consistency, Consistency::Chunk);
+        let (path, message) = single_error(&spec_with("", "consistency: job_snapshot\n"));
+        assert_eq!(path, "consistency");
+        assert!(
+            message.contains("needs a PostgreSQL source")
+                && message.contains("source.kind is sqlite")
+                && message.contains("consistency: chunk"),
+            "{message}"
+        );
+        let (path, message) = single_error(&spec_with("", "consistency: snapshot\n"));
+        assert_eq!(path, "consistency");
+        assert!(message.contains("chunk, job_snapshot"), "{message}");
     }
 
     #[test]
