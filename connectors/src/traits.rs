@@ -106,6 +106,15 @@ pub struct WriteSummary {
     pub rows_deleted: u64,
 }
 
+/// A range's row count and largest watermark ([`Source::watermark_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkStats {
+    /// Rows in the range.
+    pub rows: u64,
+    /// Their largest watermark, in microseconds since the epoch.
+    pub newest: Option<i64>,
+}
+
 /// What a newer-wins upsert ([`Sink::upsert_newer`]) changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpsertSummary {
@@ -221,14 +230,16 @@ pub trait Source: Send + Sync {
         Ok(())
     }
 
-    /// Streams the rows whose `watermark` column (a timestamp) is at or past `since`
-    /// (microseconds since 1970-01-01 UTC; a zone-less timestamp's wall time read as UTC),
-    /// or every row when `since` is `None`, as batches like [`Source::read_chunk`]'s (in
-    /// no particular order), for `ferryctl sync`. Rows whose watermark is NULL are read
-    /// only when `since` is `None`.
+    /// Streams the rows of a range whose `watermark` column (a timestamp) is at or past
+    /// `since` (microseconds since 1970-01-01 UTC; a zone-less timestamp's wall time read
+    /// as UTC), or every row of the range when `since` is `None`, as batches like
+    /// [`Source::read_chunk`]'s (in no particular order), for a sync pass. Rows whose
+    /// watermark is NULL are read only when `since` is `None`.
     async fn read_changed(
         &self,
         table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
         _watermark: &str,
         _since: Option<i64>,
     ) -> Result<BatchStream> {
@@ -237,6 +248,27 @@ pub trait Source: Send + Sync {
             detail: format!(
                 "the {} source cannot read rows by a watermark column; leave out `watermark:` \
                  to sync by checksum-and-repair passes",
+                self.kind()
+            ),
+        })
+    }
+
+    /// Counts the rows of a range and reads their largest `watermark` (a timestamp, in
+    /// microseconds since 1970-01-01 UTC like [`Source::read_changed`]'s `since`; `None`
+    /// when the range is empty or every watermark is NULL), in one statement: what a sync
+    /// pass compares to skip work (and, over the whole table, its next high-water mark).
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+        _watermark: &str,
+    ) -> Result<WatermarkStats> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!(
+                "the {} source cannot read a watermark column's extent; leave out \
+                 `watermark:` to sync by checksum-and-repair passes",
                 self.kind()
             ),
         })

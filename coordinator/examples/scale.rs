@@ -87,6 +87,7 @@ fn verified() -> ChunkResult {
     ChunkResult::Verified {
         rows: 1,
         checksum: RangeChecksum { rows: 1, sum: 1 },
+        sync: None,
     }
 }
 
@@ -116,6 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         verify: VerifyMode::Checksum,
         retry_backoff: Duration::from_millis(10),
         mode: ferry_model::spec::JobMode::Copy,
+        sync: None,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();

@@ -40,8 +40,10 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
-    /// Copy, or verify only (a mismatch is then a finding, never re-copied).
+    /// Copy, verify only (a mismatch is then a finding, never re-copied), or a sync pass.
     pub mode: JobMode,
+    /// What a sync pass reads by; `None` unless `mode` is [`JobMode::Sync`].
+    pub sync: Option<std::sync::Arc<ferry_model::execution::SyncPass>>,
 }
 
 impl SchedulerOptions {
@@ -55,6 +57,7 @@ impl SchedulerOptions {
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
             mode: spec.mode,
+            sync: ferry_model::execution::SyncPass::of(spec),
         }
     }
 }
@@ -586,6 +589,7 @@ impl AttemptStarter<'_> {
                 range,
                 verify: options.verify,
                 mode: options.mode,
+                sync: options.sync.clone(),
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -650,9 +654,14 @@ pub fn classify(
 ) -> Option<ChunkCompletion> {
     let out_of_attempts = failures_before + 1 >= options.max_attempts;
     match result {
-        ChunkResult::Verified { rows, checksum } => Some(ChunkCompletion::Verified {
+        ChunkResult::Verified {
+            rows,
+            checksum,
+            sync,
+        } => Some(ChunkCompletion::Verified {
             rows: *rows,
             checksum: *checksum,
+            sync: *sync,
         }),
         ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
             // A verify-only job writes nothing: a difference is its finding, recorded
@@ -733,6 +742,7 @@ mod tests {
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
             mode: JobMode::Copy,
+            sync: None,
         }
     }
 
@@ -790,6 +800,7 @@ mod tests {
         let target = RangeChecksum { rows: 1, sum: 2 };
         let opts = SchedulerOptions {
             mode: JobMode::Verify,
+            sync: None,
             ..options(3, OnMismatch::Recopy)
         };
         assert_eq!(

@@ -684,6 +684,7 @@ async fn repair(
             range: range.range.clone(),
             verify: VerifyMode::Checksum,
             mode: JobMode::Copy,
+            sync: None,
             cancel: CancellationToken::new(),
             progress: Arc::new(|_| {}),
             on_verifying: Arc::new(|| {}),

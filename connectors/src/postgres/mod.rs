@@ -57,7 +57,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
     BatchStream, ChunkWrite, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
-    PrepareOutcome, Sink, Source, WriteSummary,
+    PrepareOutcome, Sink, Source, WatermarkStats, WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -232,13 +232,31 @@ impl Source for PostgresSource {
     async fn read_changed(
         &self,
         table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
         watermark: &str,
         since: Option<i64>,
     ) -> Result<BatchStream> {
         let session = self.endpoint.session().await?;
-        let catalog = require_table(&session, &table.name, "source").await?;
-        let reader = sync::read_changed(&session, table, &catalog, watermark, since).await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let reader =
+            sync::read_changed(&session, table, &catalog, key, range, watermark, since).await?;
         Ok(spawn_reader(session, reader, self.endpoint.tls()))
+    }
+
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        watermark: &str,
+    ) -> Result<WatermarkStats> {
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let stats =
+            sync::watermark_stats(&session, table, &catalog, key, range, watermark).await?;
+        session.release().await;
+        Ok(stats)
     }
 
     async fn key_sample(

@@ -62,7 +62,7 @@ pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password}
 pub use model::{
     ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
     HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
-    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    SyncPassSpec, TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
 };
 pub use reader::clipped;
 pub use throttle::parse_throttle_schedule;
