@@ -207,6 +207,12 @@ fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
         .get("name")
         .and_then(serde_yaml_ng::Value::as_str)
         .ok_or("name: missing required field")?;
+    Ok(stamped_job_name(name, "verify"))
+}
+
+/// The name of a job of `kind` (`verify`, `sync`) of the job `name` in a cluster:
+/// `<name>-<kind>-<UTC time>`, a new job at each submission (at most 64 characters).
+pub fn stamped_job_name(name: &str, kind: &str) -> String {
     let now = jiff::Timestamp::now();
     // To the millisecond: two submissions in one second are two jobs.
     let stamp = format!(
@@ -214,10 +220,7 @@ fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
         now.strftime("%Y%m%dT%H%M%S"),
         now.as_millisecond().rem_euclid(1000)
     );
-    let suffix = format!("-verify-{stamp}");
-    let keep = name.len().min(64usize.saturating_sub(suffix.len()));
-    let base: String = name.chars().take(keep).collect();
-    Ok(format!("{base}{suffix}"))
+    crate::verify::suffixed_name(name, &format!("-{kind}-{stamp}"))
 }
 
 fn print_plan(plan: &pb::SubmitJobResponse, format: OutputFormat) {
@@ -582,7 +585,7 @@ pub async fn watch(endpoints: &str, job: &str, format: OutputFormat) -> i32 {
 
 /// Whether a FAILED job is a verify-only job that found differences and nothing else
 /// (its stored reason says so).
-async fn found_differences(endpoints: &str, job: &str) -> bool {
+pub(crate) async fn found_differences(endpoints: &str, job: &str) -> bool {
     let listed = request(endpoints, |mut client| async move {
         client
             .list_jobs(pb::ListJobsRequest {})

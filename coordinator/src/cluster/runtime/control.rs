@@ -203,6 +203,7 @@ impl ClusterControl for ClusterRuntime {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
+                sync: chunk.evidence.sync,
             })
             .collect();
         let more = selected.len() > limit;
