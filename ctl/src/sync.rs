@@ -298,7 +298,9 @@ impl SyncRun<'_> {
             };
             if let Err(error) = self.pass(&methods, &mut state, &mut summary).await {
                 if cancel.is_cancelled() {
-                    eprintln!("stopped: run the same command to continue from the stored high-water marks");
+                    eprintln!(
+                        "stopped: run the same command to continue from the stored high-water marks"
+                    );
                     return crate::exit_code::INTERRUPTED;
                 }
                 eprintln!("error: pass {} failed: {error}", summary.pass);
@@ -438,8 +440,8 @@ impl SyncRun<'_> {
         }
         let name = self.jobs.job_name(self.spec, "sync");
         let spec = pass_spec(self.spec, &name, &since);
-        let yaml = job_spec_yaml(&self.spec_yaml, &name, JobMode::Sync, &since)
-            .map_err(SyncError::Job)?;
+        let yaml =
+            job_spec_yaml(&self.spec_yaml, &name, JobMode::Sync, &since).map_err(SyncError::Job)?;
         let chunks = self
             .jobs
             .run_job(&spec, &yaml)

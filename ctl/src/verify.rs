@@ -67,7 +67,10 @@ pub fn verify_spec(mut spec: JobSpec) -> JobSpec {
 /// `name` followed by `suffix`, the name cut so that the whole stays within a job name's
 /// 64 characters.
 pub fn suffixed_name(name: &str, suffix: &str) -> String {
-    let keep = name.chars().count().min(64usize.saturating_sub(suffix.len()));
+    let keep = name
+        .chars()
+        .count()
+        .min(64usize.saturating_sub(suffix.len()));
     let base: String = name.chars().take(keep).collect();
     format!("{base}{suffix}")
 }

@@ -190,7 +190,10 @@ impl ChunkRunner {
     /// A verify-only attempt: counts and checksums the range on both sides at once with
     /// the canonical checksum (streamed: the source's batches are hashed as they are
     /// read, through the throttle's admission like a copy's), and writes nothing.
-    pub(crate) async fn verify_only(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+    pub(crate) async fn verify_only(
+        &self,
+        task: &ChunkTask,
+    ) -> Result<ChunkResult, ConnectorError> {
         let source = async {
             let mut batches = self
                 .source

@@ -146,10 +146,7 @@ impl ChunkRunner {
             if task.cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
-            deleted += self
-                .sink
-                .delete_keys(&task.table, &task.key, part)
-                .await?;
+            deleted += self.sink.delete_keys(&task.table, &task.key, part).await?;
         }
         Ok(Ok(deleted))
     }

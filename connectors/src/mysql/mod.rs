@@ -47,7 +47,8 @@ pub use sql::{quote_ident, quote_table};
 
 use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WatermarkStats, WriteSummary,
+    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WatermarkStats,
+    WriteSummary,
 };
 
 /// The connector kind in specs.

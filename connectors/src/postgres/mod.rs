@@ -253,8 +253,7 @@ impl Source for PostgresSource {
     ) -> Result<WatermarkStats> {
         let session = self.endpoint.session().await?;
         let catalog = require_table(&session, &partition_relation(table), "source").await?;
-        let stats =
-            sync::watermark_stats(&session, table, &catalog, key, range, watermark).await?;
+        let stats = sync::watermark_stats(&session, table, &catalog, key, range, watermark).await?;
         session.release().await;
         Ok(stats)
     }

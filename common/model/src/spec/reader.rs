@@ -995,7 +995,10 @@ throttle:
             "mode: sync\nsync: { since: { public.orders: 1765045200000000, items: -5 } }\n",
         ))
         .expect("valid");
-        assert_eq!(later.sync.since.get("public.orders"), Some(&1_765_045_200_000_000));
+        assert_eq!(
+            later.sync.since.get("public.orders"),
+            Some(&1_765_045_200_000_000)
+        );
         assert_eq!(later.sync.since.get("items"), Some(&-5));
         assert_eq!(first.fingerprint(), later.fingerprint());
         let (path, message) = single_error(&spec_with("", "sync: { since: { t: soon } }\n"));
