@@ -338,7 +338,20 @@ pub async fn chunks(
 ) -> i32 {
     let state = state_opt.map(ChunkStateArg::api_name).unwrap_or_default();
     let table = table_opt.unwrap_or_default();
-    let outcome = request(endpoints, |mut client| {
+    let outcome = list_all_chunks(endpoints, job, state, table)
+        .await
+        .map(|chunks| print_chunks(&chunks, format));
+    finish(outcome)
+}
+
+/// Every chunk of `job` in `state` of `table` (empty: any), page after page.
+pub(crate) async fn list_all_chunks(
+    endpoints: &str,
+    job: &str,
+    state: &str,
+    table: &str,
+) -> Result<Vec<pb::ChunkInfo>, RemoteError> {
+    request(endpoints, |mut client| {
         let job_id = job.to_string();
         async move {
             let mut chunks = Vec::new();
@@ -363,8 +376,6 @@ pub async fn chunks(
         }
     })
     .await
-    .map(|chunks| print_chunks(&chunks, format));
-    finish(outcome)
 }
 
 fn print_chunks(chunks: &[pb::ChunkInfo], format: OutputFormat) {

@@ -202,32 +202,9 @@ impl SyncJobs for ClusterJobs {
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
-        let chunks = request(&self.endpoints, |mut client| {
-            let job_id = job.clone();
-            async move {
-                let mut chunks = Vec::new();
-                let mut page_token = String::new();
-                loop {
-                    let page = client
-                        .list_chunks(pb::ListChunksRequest {
-                            job_id: job_id.clone(),
-                            state: String::new(),
-                            table: String::new(),
-                            page_size: 1000,
-                            page_token,
-                        })
-                        .await?
-                        .into_inner();
-                    chunks.extend(page.chunks);
-                    if page.next_page_token.is_empty() {
-                        return Ok(chunks);
-                    }
-                    page_token = page.next_page_token;
-                }
-            }
-        })
-        .await
-        .map_err(|error| format!("listing the chunks of job {job}: {error}"))?;
+        let chunks = crate::cluster::list_all_chunks(&self.endpoints, &job, "", "")
+            .await
+            .map_err(|error| format!("listing the chunks of job {job}: {error}"))?;
         let differences_only = crate::cluster::found_differences(&self.endpoints, &job).await;
         Ok(chunks
             .into_iter()
@@ -238,15 +215,7 @@ impl SyncJobs for ClusterJobs {
                     verified,
                     differs: !verified && differences_only,
                     error: chunk.last_error,
-                    sync: chunk.sync.map(|changes| SyncChanges {
-                        rows_read: changes.rows_read,
-                        inserted: changes.inserted,
-                        updated: changes.updated,
-                        deleted: changes.deleted,
-                        recopied_rows: changes.recopied_rows,
-                        repaired: changes.repaired,
-                        keys_compared: changes.keys_compared,
-                    }),
+                    sync: chunk.sync.map(SyncChanges::from),
                 }
             })
             .collect())

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_proto::v1 as pb;
-use ferry_tests::cluster::{Cluster, assert_done, binary, chunks, client, submit, wait_done};
+use ferry_tests::cluster::{
+    Cluster, assert_done, assert_rerun_after_loss, binary, chunks, client, lift_rate_limit, submit,
+    wait_done,
+};
 use ferry_tests::{psql, wait_until_async};
 
 /// The rows of `table` on one side, as `psql` prints them: id, n, note, at.
@@ -72,38 +75,6 @@ async fn chunk_held_by(address: &str, job: &str, worker: &str) -> u32 {
     .unwrap_or_else(|_| panic!("{worker} held no chunk of {job} within 60 s"));
     let chunk = *held.lock().expect("held");
     chunk.expect("held")
-}
-
-/// Lifts the job's rate limit (the kill is done; the rest may go fast).
-async fn lift_rate_limit(address: &str, job: &str) {
-    client(address)
-        .await
-        .update_throttle(pb::UpdateThrottleRequest {
-            job_id: job.to_owned(),
-            rows_per_sec: Some(0),
-            max_concurrency: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("lift the rate limit");
-}
-
-/// Checks the chunk a killed worker held was run again by the other, saying why.
-async fn assert_rerun_after_loss(address: &str, job: &str, chunk: u32) {
-    let record = chunks(address, job)
-        .await
-        .into_iter()
-        .find(|record| record.id == chunk)
-        .expect("the killed worker's chunk");
-    assert!(
-        record.attempt >= 2,
-        "the killed worker's chunk was not run again: {record:?}"
-    );
-    assert!(
-        record.last_error.contains("victim") && record.last_error.contains("lost"),
-        "the chunk does not say why it ran again: {record:?}"
-    );
-    assert_ne!(record.worker, "victim", "{record:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +149,7 @@ async fn a_sync_pass_on_a_cluster_survives_a_worker_killed_mid_pass() {
         "{summary}"
     );
     assert_done(&wait_done(&address, &pass, Duration::from_secs(10)).await);
-    assert_rerun_after_loss(&address, &pass, held).await;
+    assert_rerun_after_loss(&address, &pass, held, "victim").await;
 
     // Equal row for row, by psql on both sides; nothing doubled.
     assert_eq!(
@@ -200,6 +171,44 @@ async fn a_sync_pass_on_a_cluster_survives_a_worker_killed_mid_pass() {
         psql(&cluster.target_url(), "SELECT count(*) FROM orders"),
         expected_rows
     );
+
+    // The cutover gate on the cluster: passes that find nothing, then a verify-only job
+    // of the cluster that agrees.
+    lift_rate_limit_in_spec(&spec_path);
+    let gate = Command::new(binary("ferryctl"))
+        .arg("sync")
+        .arg(&spec_path)
+        .arg("--state")
+        .arg(&state)
+        .args(["--endpoint", &address, "--json"])
+        .args(["--until-quiet", "1s", "--pass-interval", "200ms"])
+        .envs(cluster.envs())
+        .env_remove("RUST_LOG")
+        .env_remove("FERRY_ENDPOINT")
+        .output()
+        .expect("ferryctl sync --until-quiet");
+    let stdout = String::from_utf8_lossy(&gate.stdout).into_owned();
+    assert_eq!(
+        gate.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&gate.stderr)
+    );
+    let verdict: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a verdict")).expect("json");
+    assert_eq!(verdict["ready_to_cut_over"], true, "{verdict}");
+    let verify = job_named(&address, "csync-verify-").await;
+    assert_done(&wait_done(&address, &verify, Duration::from_secs(10)).await);
+}
+
+/// Rewrites the spec's rate limit to one no chunk reaches.
+fn lift_rate_limit_in_spec(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).expect("spec");
+    std::fs::write(
+        path,
+        text.replace("rows_per_sec: 4000", "rows_per_sec: 10000000"),
+    )
+    .expect("spec");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +244,7 @@ async fn a_verify_only_job_on_a_cluster_survives_a_worker_killed_mid_pass() {
         Ok(pb::JobState::Failed),
         "a verify-only job that found a difference ends FAILED with the finding: {status:?}"
     );
-    assert_rerun_after_loss(&address, verify, held).await;
+    assert_rerun_after_loss(&address, verify, held, "victim").await;
     let all = chunks(&address, verify).await;
     let differing: Vec<&pb::ChunkInfo> = all
         .iter()

@@ -875,7 +875,7 @@ fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValu
             value.kind = pb::OutcomeKind::Verified as i32;
             value.rows = *rows;
             value.checksum = Some(checksum_to_proto(*checksum));
-            value.sync = sync.as_ref().map(crate::etcd_values::sync_changes_to_proto);
+            value.sync = sync.as_ref().map(pb::SyncChangesValue::from);
         }
         ChunkResult::Mismatch { source, target } => {
             value.kind = pb::OutcomeKind::Mismatch as i32;
@@ -911,7 +911,7 @@ fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
         Ok(pb::OutcomeKind::Verified) => ChunkResult::Verified {
             rows: value.rows,
             checksum,
-            sync: value.sync.map(crate::etcd_values::sync_changes_from_proto),
+            sync: value.sync.map(Into::into),
         },
         Ok(pb::OutcomeKind::Mismatch) => ChunkResult::Mismatch {
             source: checksum,

@@ -98,7 +98,11 @@ pub(crate) fn encode_chunk(key: &[u8], record: &ChunkRecord) -> Result<Vec<u8>> 
         started_at_unix_ms: record.evidence.started_at_unix_ms,
         ended_at_unix_ms: record.evidence.ended_at_unix_ms,
         target_checksum: record.evidence.target_checksum.map(checksum_to_proto),
-        sync: record.evidence.sync.as_ref().map(sync_changes_to_proto),
+        sync: record
+            .evidence
+            .sync
+            .as_ref()
+            .map(pb::SyncChangesValue::from),
     }
     .encode_to_vec())
 }
@@ -138,7 +142,7 @@ pub(crate) fn chunk_from_proto(
             started_at_unix_ms: value.started_at_unix_ms,
             ended_at_unix_ms: value.ended_at_unix_ms,
             target_checksum: value.target_checksum.map(checksum_from_proto),
-            sync: value.sync.map(sync_changes_from_proto),
+            sync: value.sync.map(SyncChanges::from),
         },
     })
 }
@@ -178,31 +182,5 @@ pub(crate) fn checksum_from_proto(value: pb::RangeChecksumValue) -> RangeChecksu
     RangeChecksum {
         rows: value.rows,
         sum: (u128::from(value.sum_high) << 64) | u128::from(value.sum_low),
-    }
-}
-
-/// A sync chunk's changes as stored.
-pub(crate) fn sync_changes_to_proto(changes: &SyncChanges) -> pb::SyncChangesValue {
-    pb::SyncChangesValue {
-        rows_read: changes.rows_read,
-        inserted: changes.inserted,
-        updated: changes.updated,
-        deleted: changes.deleted,
-        recopied_rows: changes.recopied_rows,
-        repaired: changes.repaired,
-        keys_compared: changes.keys_compared,
-    }
-}
-
-/// A sync chunk's changes from their stored form.
-pub(crate) fn sync_changes_from_proto(value: pb::SyncChangesValue) -> SyncChanges {
-    SyncChanges {
-        rows_read: value.rows_read,
-        inserted: value.inserted,
-        updated: value.updated,
-        deleted: value.deleted,
-        recopied_rows: value.recopied_rows,
-        repaired: value.repaired,
-        keys_compared: value.keys_compared,
     }
 }

@@ -220,15 +220,7 @@ fn chunk_to_proto(chunk: ChunkView) -> pb::ChunkInfo {
         rows: chunk.rows,
         worker: chunk.worker,
         last_error: chunk.last_error,
-        sync: chunk.sync.as_ref().map(|changes| pb::SyncChangesValue {
-            rows_read: changes.rows_read,
-            inserted: changes.inserted,
-            updated: changes.updated,
-            deleted: changes.deleted,
-            recopied_rows: changes.recopied_rows,
-            repaired: changes.repaired,
-            keys_compared: changes.keys_compared,
-        }),
+        sync: chunk.sync.as_ref().map(pb::SyncChangesValue::from),
     }
 }
 
