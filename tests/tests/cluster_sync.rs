@@ -110,15 +110,7 @@ async fn a_sync_pass_on_a_cluster_survives_a_worker_killed_mid_pass() {
     let spec_path = cluster.dir.path().join("sync.yaml");
     std::fs::write(&spec_path, &spec).expect("spec");
     let state = cluster.dir.path().join("sync.json");
-    let sync = Command::new(binary("ferryctl"))
-        .arg("sync")
-        .arg(&spec_path)
-        .arg("--state")
-        .arg(&state)
-        .args(["--endpoint", &address, "--json"])
-        .envs(cluster.envs())
-        .env_remove("RUST_LOG")
-        .env_remove("FERRY_ENDPOINT")
+    let sync = ferryctl_sync(&cluster, &spec_path, &state, &address)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -175,16 +167,8 @@ async fn a_sync_pass_on_a_cluster_survives_a_worker_killed_mid_pass() {
     // The cutover gate on the cluster: passes that find nothing, then a verify-only job
     // of the cluster that agrees.
     lift_rate_limit_in_spec(&spec_path);
-    let gate = Command::new(binary("ferryctl"))
-        .arg("sync")
-        .arg(&spec_path)
-        .arg("--state")
-        .arg(&state)
-        .args(["--endpoint", &address, "--json"])
+    let gate = ferryctl_sync(&cluster, &spec_path, &state, &address)
         .args(["--until-quiet", "1s", "--pass-interval", "200ms"])
-        .envs(cluster.envs())
-        .env_remove("RUST_LOG")
-        .env_remove("FERRY_ENDPOINT")
         .output()
         .expect("ferryctl sync --until-quiet");
     let stdout = String::from_utf8_lossy(&gate.stdout).into_owned();
@@ -199,6 +183,27 @@ async fn a_sync_pass_on_a_cluster_survives_a_worker_killed_mid_pass() {
     assert_eq!(verdict["ready_to_cut_over"], true, "{verdict}");
     let verify = job_named(&address, "csync-verify-").await;
     assert_done(&wait_done(&address, &verify, Duration::from_secs(10)).await);
+}
+
+/// `ferryctl sync SPEC --state STATE --endpoint ADDRESS --json` with the cluster's database
+/// variables.
+fn ferryctl_sync(
+    cluster: &Cluster,
+    spec: &std::path::Path,
+    state: &std::path::Path,
+    address: &str,
+) -> Command {
+    let mut command = Command::new(binary("ferryctl"));
+    command
+        .arg("sync")
+        .arg(spec)
+        .arg("--state")
+        .arg(state)
+        .args(["--endpoint", address, "--json"])
+        .envs(cluster.envs())
+        .env_remove("RUST_LOG")
+        .env_remove("FERRY_ENDPOINT");
+    command
 }
 
 /// Rewrites the spec's rate limit to one no chunk reaches.

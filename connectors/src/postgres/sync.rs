@@ -56,6 +56,12 @@ pub fn watermark_condition(
     })
 }
 
+/// The SQL condition selecting the rows of `range` of `catalog`.
+fn range_condition(catalog: &CatalogTable, key: &SplitKey, range: &ChunkRange) -> Result<String> {
+    let keys = key_columns(catalog, key)?;
+    predicate(&catalog.name, &keys, key, range)
+}
+
 /// Starts reading the rows of `range` of `catalog` whose watermark is at or past `since`.
 pub async fn read_changed(
     client: &Client,
@@ -67,10 +73,9 @@ pub async fn read_changed(
     since: Option<i64>,
 ) -> Result<CopyReader> {
     let columns = plan_columns(table, catalog, "source")?;
-    let keys = key_columns(catalog, key)?;
     let condition = format!(
         "({}) AND ({})",
-        predicate(&catalog.name, &keys, key, range)?,
+        range_condition(catalog, key, range)?,
         watermark_condition(table, watermark, since)?
     );
     let sql = copy_out_sql(&catalog.name, &columns, &condition, None);
@@ -91,8 +96,7 @@ pub async fn watermark_stats(
 ) -> Result<WatermarkStats> {
     // Checks that the column is a timestamp of the table.
     watermark_condition(table, watermark, None)?;
-    let keys = key_columns(catalog, key)?;
-    let condition = predicate(&catalog.name, &keys, key, range)?;
+    let condition = range_condition(catalog, key, range)?;
     let sql = format!(
         "SELECT count(*), floor(extract(epoch FROM max({wm})) * 1000000)::bigint FROM {} WHERE {condition}",
         quote_table(&catalog.name),
