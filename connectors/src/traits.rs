@@ -274,6 +274,17 @@ pub trait Source: Send + Sync {
         })
     }
 
+    /// A cheap signature of the writes the database has counted on a table (every
+    /// partition of it), from its own statistics, without reading a row: when two reads
+    /// give the same signature, no row of the table was inserted, updated or deleted in
+    /// between (a sync pass then leaves the table out). `None` (the default) when this
+    /// source has no such statistics: the table always counts as changed. A signature MAY
+    /// change without a write (a false "changed" costs only work) but MUST change after
+    /// any committed write, at the latest once the database has published its statistics.
+    async fn change_signature(&self, _table: &TableSchema) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Runs a user's load probe: `sql` returns one number. Runs read-only with a statement
     /// timeout; `None` when this source cannot run SQL probes.
     async fn probe_load_sql(&self, _sql: &str) -> Result<Option<f64>> {

@@ -105,6 +105,11 @@ pub struct SyncState {
     pub high_water_marks: BTreeMap<String, i64>,
     /// The last passes, oldest first.
     pub passes: Vec<PassSummary>,
+    /// Per table (qualified name): the source's write statistics
+    /// ([`Source::change_signature`]) read before the last pass that synced it; a pass
+    /// leaves out a table whose signature is still the same.
+    #[serde(default)]
+    pub change_signatures: BTreeMap<String, String>,
 }
 
 impl SyncState {
@@ -176,6 +181,10 @@ pub struct PassSummary {
     /// Chunks in the pass.
     #[serde(default)]
     pub chunks: u64,
+    /// Tables left out because the source's write statistics show no write since the
+    /// last pass that synced them.
+    #[serde(default)]
+    pub tables_unchanged: u64,
     /// Rows the target was behind by: inserted + updated + deleted, plus the rows of the
     /// repaired ranges.
     pub lag_rows: u64,
@@ -333,10 +342,13 @@ impl SyncRun<'_> {
                     }
                     Ok(false) => {
                         eprintln!(
-                            "quiet for {:.0} s but the full verify found differences: passes go on",
+                            "quiet for {:.0} s but the full verify found differences: passes go on, every table taken again",
                             quiet.as_secs_f64()
                         );
                         gate.reset();
+                        // The statistics may have missed a write (a lost statistics
+                        // message, a reset): the next pass trusts none of them.
+                        state.change_signatures.clear();
                     }
                     Err(error) => {
                         eprintln!("error: the full verify failed: {error}");
@@ -369,7 +381,7 @@ impl SyncRun<'_> {
             )
         });
         println!(
-            "pass {}: {} rows read, {} inserted, {} updated, {} deleted, {} ranges repaired, keyed diff in {} of {} chunks, in {:.2} s; lag {} rows, {:.1} s{quiet}",
+            "pass {}: {} rows read, {} inserted, {} updated, {} deleted, {} ranges repaired, keyed diff in {} of {} chunks, {} tables unchanged, in {:.2} s; lag {} rows, {:.1} s{quiet}",
             summary.pass,
             summary.rows_read,
             summary.inserted,
@@ -378,6 +390,7 @@ impl SyncRun<'_> {
             summary.ranges_repaired,
             summary.keyed_diffs,
             summary.chunks,
+            summary.tables_unchanged,
             summary.seconds,
             summary.lag_rows,
             summary.lag_seconds,
@@ -416,11 +429,30 @@ impl SyncRun<'_> {
         });
         let mut since = BTreeMap::new();
         let mut next_marks = BTreeMap::new();
+        let mut skip = Vec::new();
+        let mut signatures = BTreeMap::new();
         for (table, method) in self.tables.iter().zip(methods) {
+            let name = table.schema.name.to_string();
+            // Read before the pass, like the marks: a write after it changes the
+            // signature, so the next pass takes the table again.
+            let signature =
+                self.source
+                    .change_signature(&table.schema)
+                    .await
+                    .map_err(|source| SyncError::Connector {
+                        table: name.clone(),
+                        source: Box::new(source),
+                    })?;
+            if let Some(signature) = signature {
+                if state.change_signatures.get(&name) == Some(&signature) {
+                    skip.push(name);
+                    continue;
+                }
+                signatures.insert(name.clone(), signature);
+            }
             let TableMethod::Watermark { column, .. } = method else {
                 continue;
             };
-            let name = table.schema.name.to_string();
             if let Some(mark) = state.high_water_marks.get(&name) {
                 since.insert(name.clone(), mark.saturating_sub(lag_micros));
             }
@@ -438,10 +470,15 @@ impl SyncRun<'_> {
                 next_marks.insert(name, newest);
             }
         }
+        summary.tables_unchanged = skip.len() as u64;
+        if skip.len() == self.tables.len() {
+            // Nothing was written to any table since the last pass: no job to run.
+            return Ok(());
+        }
         let name = self.jobs.job_name(self.spec, "sync");
-        let spec = pass_spec(self.spec, &name, &since);
-        let yaml =
-            job_spec_yaml(&self.spec_yaml, &name, JobMode::Sync, &since).map_err(SyncError::Job)?;
+        let spec = pass_spec(self.spec, &name, &since, &skip).map_err(SyncError::Job)?;
+        let yaml = job_spec_yaml(&self.spec_yaml, &name, JobMode::Sync, &since, &skip)
+            .map_err(SyncError::Job)?;
         let chunks = self
             .jobs
             .run_job(&spec, &yaml)
@@ -464,6 +501,7 @@ impl SyncRun<'_> {
             let stored = state.high_water_marks.entry(table).or_insert(newest);
             *stored = (*stored).max(newest);
         }
+        state.change_signatures.extend(signatures);
         Ok(())
     }
 
@@ -474,8 +512,14 @@ impl SyncRun<'_> {
         spec.name = name.clone();
         spec.mode = JobMode::Verify;
         spec.sync = Default::default();
-        let yaml = job_spec_yaml(&self.spec_yaml, &name, JobMode::Verify, &BTreeMap::new())
-            .map_err(SyncError::Job)?;
+        let yaml = job_spec_yaml(
+            &self.spec_yaml,
+            &name,
+            JobMode::Verify,
+            &BTreeMap::new(),
+            &[],
+        )
+        .map_err(SyncError::Job)?;
         let chunks = self
             .jobs
             .run_job(&spec, &yaml)

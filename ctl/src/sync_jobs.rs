@@ -45,13 +45,35 @@ pub trait SyncJobs: Send + Sync {
 }
 
 /// The spec of one sync pass: `spec` in mode `sync`, named `name`, reading each listed
-/// table from its mark.
-pub fn pass_spec(spec: &JobSpec, name: &str, since: &BTreeMap<String, i64>) -> JobSpec {
+/// table from its mark and leaving out the tables of `skip` (qualified names).
+pub fn pass_spec(
+    spec: &JobSpec,
+    name: &str,
+    since: &BTreeMap<String, i64>,
+    skip: &[String],
+) -> Result<JobSpec, String> {
     let mut pass = spec.clone();
     pass.name = name.to_owned();
     pass.mode = JobMode::Sync;
     pass.sync.since = since.clone();
-    pass
+    for table in skip {
+        let pattern = ferry_model::glob::GlobPattern::parse(&literal_pattern(table))
+            .map_err(|error| format!("table {table}: {error}"))?;
+        pass.tables.exclude.push(pattern);
+    }
+    Ok(pass)
+}
+
+/// A `tables:` pattern matching exactly `table` (glob characters escaped).
+fn literal_pattern(table: &str) -> String {
+    let mut pattern = String::with_capacity(table.len());
+    for character in table.chars() {
+        if matches!(character, '\\' | '*' | '?' | '[' | ']') {
+            pattern.push('\\');
+        }
+        pattern.push(character);
+    }
+    pattern
 }
 
 /// The spec text of a job of `mode` named `name` (with the pass's marks for a sync), for a
@@ -61,6 +83,7 @@ pub fn job_spec_yaml(
     name: &str,
     mode: JobMode,
     since: &BTreeMap<String, i64>,
+    skip: &[String],
 ) -> Result<String, String> {
     let mut document: serde_yaml_ng::Value = serde_yaml_ng::from_str(spec_yaml)
         .map_err(|error| format!("the spec is not YAML: {error}"))?;
@@ -78,6 +101,19 @@ pub fn job_spec_yaml(
         let mut sync = serde_yaml_ng::Mapping::new();
         sync.insert("since".into(), marks.into());
         mapping.insert("sync".into(), sync.into());
+    }
+    if !skip.is_empty() {
+        let tables = mapping
+            .get_mut("tables")
+            .and_then(serde_yaml_ng::Value::as_mapping_mut)
+            .ok_or("tables: missing required field")?;
+        let exclude = tables
+            .entry("exclude".into())
+            .or_insert_with(|| serde_yaml_ng::Value::Sequence(Vec::new()));
+        let serde_yaml_ng::Value::Sequence(patterns) = exclude else {
+            return Err("tables.exclude: expected a list of patterns".into());
+        };
+        patterns.extend(skip.iter().map(|table| literal_pattern(table).into()));
     }
     serde_yaml_ng::to_string(&document).map_err(|error| error.to_string())
 }
@@ -232,9 +268,11 @@ mod tests {
 
     #[test]
     fn a_pass_spec_carries_mode_name_and_marks_for_the_workers() {
-        let yaml = "name: orders\nmode: copy\nsync: { since: { old: 1 } }\nsource: { kind: sqlite, path: a.db }\n";
+        let yaml = "name: orders\nmode: copy\nsync: { since: { old: 1 } }\nsource: { kind: sqlite, path: a.db }\ntables: { include: [\"*\"] }\n";
         let since = BTreeMap::from([("public.orders".to_owned(), 1_765_045_200_000_000_i64)]);
-        let text = job_spec_yaml(yaml, "orders-sync-1", JobMode::Sync, &since).expect("yaml");
+        let skip = ["public.items".to_owned(), "public.odd*name".to_owned()];
+        let text =
+            job_spec_yaml(yaml, "orders-sync-1", JobMode::Sync, &since, &skip).expect("yaml");
         let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("parsed");
         assert_eq!(document["name"].as_str(), Some("orders-sync-1"));
         assert_eq!(document["mode"].as_str(), Some("sync"));
@@ -243,7 +281,18 @@ mod tests {
             Some(1_765_045_200_000_000)
         );
         assert!(document["sync"]["since"].get("old").is_none());
-        let verify = job_spec_yaml(yaml, "orders-verify-1", JobMode::Verify, &since).expect("yaml");
+        let excluded: Vec<&str> = document["tables"]["exclude"]
+            .as_sequence()
+            .expect("exclude")
+            .iter()
+            .filter_map(serde_yaml_ng::Value::as_str)
+            .collect();
+        assert_eq!(excluded, ["public.items", "public.odd\\*name"]);
+        let pattern = ferry_model::glob::GlobPattern::parse(excluded[1]).expect("a pattern");
+        assert!(pattern.matches("public.odd*name"));
+        assert!(!pattern.matches("public.odd_x_name"));
+        let verify =
+            job_spec_yaml(yaml, "orders-verify-1", JobMode::Verify, &since, &[]).expect("yaml");
         let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(&verify).expect("parsed");
         assert_eq!(document["mode"].as_str(), Some("verify"));
         assert!(document.get("sync").is_none(), "{verify}");

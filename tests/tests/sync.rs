@@ -212,6 +212,10 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     );
     let last = passes.last().expect("a pass");
     assert_eq!(last["lag_rows"], 0, "the last pass found nothing");
+    assert!(
+        total(&passes, "tables_unchanged") > 0,
+        "quiet passes leave out tables whose write statistics did not move: {passes:?}"
+    );
 
     for table in ["s_items", "s_plain"] {
         let source_rows = pg_rows(&pair.source(), table);

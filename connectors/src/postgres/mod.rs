@@ -244,6 +244,13 @@ impl Source for PostgresSource {
         Ok(spawn_reader(session, reader, self.endpoint.tls()))
     }
 
+    async fn change_signature(&self, table: &TableSchema) -> Result<Option<String>> {
+        let session = self.endpoint.session().await?;
+        let signature = sync::change_signature(&session, &table.name).await?;
+        session.release().await;
+        Ok(signature)
+    }
+
     async fn watermark_stats(
         &self,
         table: &TableSchema,

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use ferry_model::key::{ChunkRange, SplitKey};
-use ferry_model::schema::{ColumnType, TableSchema};
+use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::SinkExt;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +116,31 @@ pub async fn watermark_stats(
         rows: rows.max(0) as u64,
         newest,
     })
+}
+
+/// The write counters PostgreSQL keeps for `table` and each of its partitions
+/// (`pg_stat_all_tables` over the table and `pg_partition_tree`, which lists nothing for
+/// a table that is not partitioned), as one signature: rows inserted,
+/// updated (HOT included), deleted, live and dead. They count aborted writes too and
+/// change at VACUUM and ANALYZE (a false "changed"); a TRUNCATE, which the three write
+/// counters skip, shows in the live count; `pg_stat_reset()`, a crash or a failover
+/// starts them over (another signature: "changed").
+pub async fn change_signature(client: &Client, table: &TableName) -> Result<Option<String>> {
+    let on_error = query_error("read the write statistics", table);
+    let row = client
+        .query_one(
+            "SELECT sum(s.n_tup_ins)::text || '/' || sum(s.n_tup_upd)::text || '/' || \
+                    sum(s.n_tup_del)::text || '/' || sum(s.n_live_tup)::text || '/' || \
+                    sum(s.n_dead_tup)::text \
+             FROM (SELECT $1::text::regclass AS relid \
+                   UNION SELECT relid FROM pg_partition_tree($1::text::regclass)) t \
+             JOIN pg_stat_all_tables s ON s.relid = t.relid",
+            &[&quote_table(table)],
+        )
+        .await
+        .map_err(on_error)?;
+    row.try_get(0)
+        .map_err(query_error("read the write statistics", table))
 }
 
 /// The newer-wins statement: insert from the staging table, replace a target row only
