@@ -131,6 +131,13 @@ struct RemoteArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: OutputFormat,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How a remote command reaches the Control API: TLS and the bearer token.
+#[derive(clap::Args)]
+struct ClientArgs {
     /// The CA (PEM) that signed the server's certificate: connect over TLS.
     #[arg(long, env = "FERRY_CA", value_name = "PATH")]
     ca: Option<PathBuf>,
@@ -149,6 +156,12 @@ struct RemoteArgs {
 }
 
 impl RemoteArgs {
+    fn security(&self) -> ClientSecurityArgs {
+        self.client.security()
+    }
+}
+
+impl ClientArgs {
     fn security(&self) -> ClientSecurityArgs {
         ClientSecurityArgs {
             ca: self.ca.clone(),
@@ -381,6 +394,8 @@ struct SyncArgs {
     /// database variables too.
     #[arg(long, value_name = "ADDR")]
     endpoint: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Worker agents of a pass run in this process (without --endpoint).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: u16,
@@ -713,6 +728,15 @@ async fn sync(args: SyncArgs) -> i32 {
         .state
         .unwrap_or_else(|| ferry_ctl::sync::default_state_path(&args.spec, &spec));
     let cancel = CancellationToken::new();
+    if args.endpoint.is_some() {
+        match ClientSecurity::load(&args.client.security()) {
+            Ok(security) => security.install(),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit_code::INVALID_INPUT;
+            }
+        }
+    }
     let jobs: Box<dyn ferry_ctl::sync_jobs::SyncJobs> = match args.endpoint {
         Some(endpoints) => Box::new(ferry_ctl::sync_jobs::ClusterJobs {
             endpoints,
