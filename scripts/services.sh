@@ -112,6 +112,9 @@ MYSQL_TLS_URL="mysql://root@$TLS_HOST:$MYSQL_TLS_PORT/$DB"
 ETCD_ENDPOINTS="http://$HOST:$ETCD_PORT"
 CH1_URL="http://default@$HOST:$CH1_HTTP_PORT/$DB"
 CH2_URL="http://default@$HOST:$CH2_HTTP_PORT/$DB"
+# A test password (not a secret): the ferry_pull user of the ClickHouse servers.
+CH_PULL_PASSWORD=pull-pw-7f3a9c
+CH_PULL_URL="http://ferry_pull:$CH_PULL_PASSWORD@$HOST:$CH1_HTTP_PORT/$DB"
 
 log() { echo "services: $*" >&2; }
 die() {
@@ -826,6 +829,10 @@ ch_write_config() { # N: config.xml and users.xml copied, our settings in config
                 <replica><host>$HOST</host><port>$CH2_TCP_PORT</port></replica>
             </shard>
         </ferry_test>
+        <!-- server 1 alone: a source the other pulls from with cluster() (pull_cluster) -->
+        <ferry_one>
+            <shard><replica><host>$HOST</host><port>$CH1_TCP_PORT</port></replica></shard>
+        </ferry_one>
     </remote_servers>
     <zookeeper replace="replace">
         <node><host>$HOST</host><port>$ZK_PORT</port></node>
@@ -839,12 +846,24 @@ ch_write_config() { # N: config.xml and users.xml copied, our settings in config
 </yandex>
 XML
     # 18.16: LowCardinality is experimental, and ON CLUSTER DDL runs on the other hosts
-    # with their profile's settings, not the query's.
+    # with their profile's settings, not the query's. ferry_pull: a user with a password
+    # whose queries are logged (system.query_log), for the pull tests.
     mkdir -p "$dir/users.d"
     cat >"$dir/users.d/ferry.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-    <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+    <profiles>
+        <default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default>
+        <logged><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type><log_queries>1</log_queries></logged>
+    </profiles>
+    <users>
+        <ferry_pull>
+            <password>$CH_PULL_PASSWORD</password>
+            <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>
+            <profile>logged</profile>
+            <quota>default</quota>
+        </ferry_pull>
+    </users>
 </yandex>
 XML
 }
@@ -935,6 +954,7 @@ clickhouse_down() {
 clickhouse_env() {
     echo "export FERRY_TEST_CLICKHOUSE_URL='$CH1_URL'"
     echo "export FERRY_TEST_CLICKHOUSE_URL_2='$CH2_URL'"
+    echo "export FERRY_TEST_CLICKHOUSE_PULL_URL='$CH_PULL_URL'"
 }
 
 clickhouse_status() { # returns 1 when one is stopped

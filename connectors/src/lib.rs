@@ -33,5 +33,6 @@ pub use opener::{JobOpener, OpenJobError, OpenedJob, PreparedOpener, SpecOpener}
 pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{
     BatchStream, ChunkWrite, Fence, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
-    PrepareOutcome, Sink, Source, UpsertSummary, WatermarkStats, WriteSummary,
+    PrepareOutcome, PullRead, PullSource, Sink, Source, UpsertSummary, WatermarkStats,
+    WriteSummary,
 };

@@ -48,6 +48,41 @@ pub struct NativeChecksum {
     pub checksum: RangeChecksum,
 }
 
+/// A chunk the target's servers can fetch from the source's servers themselves (e.g. a
+/// ClickHouse `INSERT … SELECT FROM remote()`), so its rows never pass through ferry.
+/// What [`Source::pull`] offers and [`Sink::write_pulled`] takes.
+pub struct PullSource {
+    /// The source's engine, e.g. `clickhouse`; a sink takes only its own.
+    pub kind: &'static str,
+    /// The table expression the target reads from, e.g. `remote('h:9000', db, t, 'u', 'p')`:
+    /// may hold the source's credentials, so never shown; see `secret`.
+    pub from: String,
+    /// The condition selecting the chunk's rows in `from`.
+    pub filter: String,
+    /// Text (a password) that must be cut out of any error message about the statement.
+    pub secret: Option<String>,
+}
+
+/// What [`Source::pull`] returns: where the target pulls the chunk from, and the source's
+/// checksum of its rows.
+pub struct PullRead {
+    /// Where and what the target's servers fetch.
+    pub source: PullSource,
+    /// The source side of the verification, computed by the source's server over the same
+    /// rows (comparable with the sink's [`Sink::native_checksum`] of the same method); it
+    /// runs while the target pulls.
+    pub checksum: BoxFuture<'static, Result<NativeChecksum, ConnectorError>>,
+}
+
+impl std::fmt::Debug for PullSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullSource")
+            .field("kind", &self.kind)
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Identifies one attempt of one chunk, for the target's fence table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
@@ -208,6 +243,19 @@ pub trait Source: Send + Sync {
         _range: &ChunkRange,
         _format: &str,
     ) -> Result<Option<NativeRead>> {
+        Ok(None)
+    }
+
+    /// Offers the range for a target of `target_kind` to pull server to server, with the
+    /// source's checksum of it, or `None` (the default) when this source offers no such
+    /// path for the pair (rows then travel through ferry).
+    async fn pull(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+        _target_kind: &'static str,
+    ) -> Result<Option<PullRead>> {
         Ok(None)
     }
 
@@ -419,6 +467,17 @@ pub trait Sink: Send + Sync {
             table: chunk.table.name.clone(),
             detail: format!("the {} sink takes no native format", self.kind()),
         })
+    }
+
+    /// Like [`Sink::write_native`], with the target's servers fetching the rows from the
+    /// source's themselves, or `None` (the default, nothing done) when this sink cannot
+    /// take `pull` (another engine, column types that differ).
+    async fn write_pulled(
+        &self,
+        _chunk: ChunkWrite<'_>,
+        _pull: &PullSource,
+    ) -> Result<Option<WriteSummary>> {
+        Ok(None)
     }
 
     /// Checksums the target rows of a range read back in the native format `native_format`

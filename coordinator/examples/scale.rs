@@ -198,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Let the mirrors read their first snapshot.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let board = SlotBoard::new(workers);
-            let mut pool = board.pool();
+            let mut pool = board.pool(record.id.clone(), Vec::new());
             let started = Instant::now();
             let outcome = run_job_on(
                 store.clone(),

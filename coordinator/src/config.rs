@@ -55,6 +55,36 @@ pub struct CoordinatorConfig {
     pub console: ConsoleConfig,
     /// How logs are written.
     pub log: LogConfig,
+    /// Caps on chunks in flight per database across all jobs (`[[endpoints]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointCapConfig>,
+}
+
+/// One `[[endpoints]]` entry: the most chunks in flight on one database, summed over
+/// every job that reads or writes it (docs/throttling.md, "Sharing the cluster").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointCapConfig {
+    /// The database: `host:port/database` as in its connection URL (port required; the
+    /// host compared without case), or `file:/path` for a database file.
+    #[serde(rename = "match")]
+    pub database: String,
+    /// Chunks in flight on it at most, 1 to 1024.
+    pub max_concurrency: u32,
+}
+
+impl CoordinatorConfig {
+    /// The `[[endpoints]]` caps by database identity (entries that do not read are left
+    /// out: [`LayeredConfig::validate`] refuses them first).
+    pub fn database_caps(&self) -> HashMap<String, u32> {
+        self.endpoints
+            .iter()
+            .filter_map(|entry| {
+                ferry_model::spec::normalize_database_identity(&entry.database)
+                    .map(|identity| (identity, entry.max_concurrency))
+            })
+            .collect()
+    }
 }
 
 /// The `[console]` section: the web console (docs/console.md).
@@ -354,6 +384,31 @@ impl LayeredConfig for CoordinatorConfig {
             "lease.worker_ttl",
             config::check_lease_ttl(self.lease.worker_ttl),
         );
+        let mut seen = std::collections::HashSet::new();
+        for (index, entry) in self.endpoints.iter().enumerate() {
+            let path = format!("endpoints[{index}]");
+            match ferry_model::spec::normalize_database_identity(&entry.database) {
+                Some(identity) => {
+                    if !seen.insert(identity.clone()) {
+                        problems.push(
+                            &format!("{path}.match"),
+                            format!("{identity} is listed twice; keep one entry per database"),
+                        );
+                    }
+                }
+                None => problems.push(
+                    &format!("{path}.match"),
+                    format!(
+                        "{:?} is not host:port/database (e.g. \"db.example.com:5432/orders\") \
+                         nor file:/path",
+                        entry.database
+                    ),
+                ),
+            }
+            if entry.max_concurrency == 0 || entry.max_concurrency > 1024 {
+                problems.push(&format!("{path}.max_concurrency"), "must be from 1 to 1024");
+            }
+        }
         if !self.history.compact_interval.is_zero() && self.history.keep_revisions < 1_000 {
             problems.push(
                 "history.keep_revisions",
@@ -548,6 +603,20 @@ mod tests {
             },
             console: ConsoleConfig::default(),
             log: LogConfig::default(),
+            endpoints: vec![
+                EndpointCapConfig {
+                    database: "db:5432/orders".to_owned(),
+                    max_concurrency: 4,
+                },
+                EndpointCapConfig {
+                    database: "DB:5432/orders".to_owned(),
+                    max_concurrency: 0,
+                },
+                EndpointCapConfig {
+                    database: "db/orders".to_owned(),
+                    max_concurrency: 2,
+                },
+            ],
         };
         let Err(problems) = config.validate() else {
             panic!("invalid");
@@ -563,12 +632,34 @@ mod tests {
                 "metrics.listen",
                 "lease.ttl",
                 "lease.worker_ttl",
+                "endpoints[1].match",
+                "endpoints[1].max_concurrency",
+                "endpoints[2].match",
                 "history.keep_revisions"
             ]
         );
         let text = ConfigError::Invalid { problems }.to_string();
         assert!(text.contains("etcd.endpoints: must not be empty"), "{text}");
         assert!(text.contains("lease.ttl: must be at least 2s"), "{text}");
+    }
+
+    #[test]
+    fn endpoint_caps_are_read_from_the_file_by_normalised_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &path,
+            "[etcd]\nendpoints = [\"http://e:2379\"]\n\
+             [[endpoints]]\nmatch = \"DB.example.com:5432/orders\"\nmax_concurrency = 8\n",
+        )
+        .expect("write the file");
+        let path_text = path.display().to_string();
+        let loaded = CoordinatorConfig::load(&args(&["--config", &path_text]), &HashMap::new())
+            .expect("loads");
+        assert_eq!(
+            loaded.database_caps(),
+            HashMap::from([("db.example.com:5432/orders".to_owned(), 8)])
+        );
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct ThrottleUpdate {
     pub load_critical: Option<f64>,
     /// A replacement schedule, as YAML (the spec's `throttle.schedule` list).
     pub schedule_yaml: Option<String>,
+    /// The job's new weight among the cluster's jobs (the spec's `priority`).
+    pub priority: Option<u32>,
 }
 
 /// Operations an operator can run against a job.

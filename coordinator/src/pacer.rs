@@ -291,6 +291,7 @@ impl JobPacer {
             concurrency: effective.concurrency,
             paused: effective.paused,
             hold_new: false,
+            priority: throttle.policy().priority,
         };
         let (gate_tx, _) = watch::channel(gate);
         let pacer = Arc::new(Self {
@@ -538,7 +539,7 @@ impl JobPacer {
 
     /// Recomputes the effective throttle and publishes the gate when it changed.
     fn publish(&self) {
-        let (effective, changed, hold_new) = {
+        let (effective, changed, hold_new, priority) = {
             let mut state = self.lock();
             let mut effective = state.throttle.effective_at(Timestamp::now());
             if let Some(busy) = state.cpu.sample() {
@@ -564,13 +565,19 @@ impl JobPacer {
             let changed = effective.concurrency != state.effective.concurrency
                 || effective.paused != state.effective.paused;
             state.effective = effective.clone();
-            (effective, changed, hold_new)
+            (
+                effective,
+                changed,
+                hold_new,
+                state.throttle.policy().priority,
+            )
         };
         self.publish_metrics(&effective);
         let gate = Gate {
             concurrency: effective.concurrency,
             paused: effective.paused,
             hold_new,
+            priority,
         };
         self.gate_tx.send_if_modified(|current| {
             let modified = *current != gate;
@@ -764,6 +771,14 @@ impl Admission for JobPacer {
             .rows
             .is_some()
     }
+
+    fn limits_bytes(&self) -> bool {
+        self.limiters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes
+            .is_some()
+    }
 }
 
 impl JobPacer {
@@ -909,6 +924,10 @@ impl JobControl for JobPacer {
                 describe(&windows)
             ));
             policy.schedule = windows;
+        }
+        if let Some(priority) = update.priority {
+            policy.priority = priority;
+            changes.push(format!("priority: {} → {priority}", old.priority));
         }
         if changes.is_empty() {
             return Err(ControlError::InvalidThrottle(vec![

@@ -1,11 +1,13 @@
 //! Drives a job's chunks through their life on a coordination store.
 //!
 //! At most `min(workers, max_concurrency)` chunks are in flight; the next chunk is the
-//! largest planned one. A copy error or a checksum mismatch sends the chunk back to
-//! PLANNED for another attempt with overwrite (after a short backoff), until
-//! `max_attempts` failures make it FAILED with its reason kept. Cancelling stops new
-//! assignments and cancels running attempts, which commit nothing; their chunks stay in
-//! flight in the store and are re-copied when the job resumes.
+//! largest planned one. Before taking slots the scheduler tells its pool how many it
+//! wants ([`WorkerPool::want`]): a pool shared by several jobs (a cluster's) hands its
+//! free slots out by the jobs' weights and per-database caps. A copy error or a checksum
+//! mismatch sends the chunk back to PLANNED for another attempt with overwrite (after a
+//! short backoff), until `max_attempts` failures make it FAILED with its reason kept.
+//! Cancelling stops new assignments and cancels running attempts, which commit nothing;
+//! their chunks stay in flight in the store and are re-copied when the job resumes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct Gate {
     /// No new chunk may start, but running ones go on (the host's CPU is above
     /// `throttle.worker_cpu_max`).
     pub hold_new: bool,
+    /// The job's weight when it shares worker slots with other jobs (its `priority`).
+    pub priority: u32,
 }
 
 /// How a run is paced: the gate the scheduler obeys, the admission running chunks pass
@@ -96,6 +100,7 @@ impl Pacing {
             concurrency,
             paused: false,
             hold_new: false,
+            priority: ferry_model::spec::DEFAULT_PRIORITY,
         });
         Self {
             gate,
@@ -111,6 +116,12 @@ impl Pacing {
 /// Where chunks run: the workers and their free slots. The in-process pool is a fixed
 /// set of named slots; in distributed mode the slots are those of the live workers.
 pub trait WorkerPool: Send {
+    /// Says how many more slots the job would take now (0: none), under `gate`; a pool
+    /// shared by several jobs gives its free slots out by the jobs' wants and weights.
+    /// Called before every round of [`WorkerPool::acquire`].
+    fn want(&mut self, slots: usize, gate: &Gate) {
+        let _ = (slots, gate);
+    }
     /// Takes a free slot: the worker to give the next chunk to (`None` when all are busy).
     fn acquire(&mut self) -> Option<WorkerId>;
     /// Counts a slot of `worker` as taken by a chunk adopted in flight.
@@ -367,12 +378,14 @@ pub async fn run_job_on(
 
         let gate = *pacing.gate.borrow_and_update();
         let limit = options.workers.max(1).min(gate.concurrency.max(1) as usize);
-        while !cancel.is_cancelled()
-            && !gate.paused
-            && !gate.hold_new
-            && running.len() < limit
-            && !queue.is_empty()
-        {
+        let may_start = !cancel.is_cancelled() && !gate.paused && !gate.hold_new;
+        let wanted = if may_start {
+            limit.saturating_sub(running.len()).min(queue.len())
+        } else {
+            0
+        };
+        pool.want(wanted, &gate);
+        while may_start && running.len() < limit && !queue.is_empty() {
             let Some(worker) = pool.acquire() else {
                 break;
             };

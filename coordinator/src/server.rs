@@ -120,6 +120,7 @@ pub async fn serve(
             keep_revisions: config.history.keep_revisions,
             env,
             base_dir,
+            database_caps: config.database_caps(),
         },
     );
     let console_stop = CancellationToken::new();

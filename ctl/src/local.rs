@@ -229,6 +229,9 @@ pub struct LocalRunOptions {
     pub console_addr: Option<String>,
     /// Keep the console open after the run ends (until the process ends).
     pub console_stay: bool,
+    /// Chunks in flight at most per database identity (`host:port/database`), across
+    /// the jobs the runtime runs (`--endpoint-cap`).
+    pub database_caps: HashMap<String, u32>,
 }
 
 impl LocalRunOptions {
@@ -241,6 +244,7 @@ impl LocalRunOptions {
             progress_interval: Duration::from_millis(200),
             console_addr: None,
             console_stay: false,
+            database_caps: HashMap::new(),
         }
     }
 }
@@ -346,6 +350,7 @@ impl LocalJob {
                 keep_revisions: 0,
                 env: env.clone(),
                 base_dir: base_dir.clone(),
+                database_caps: options.database_caps.clone(),
             },
             opener.clone(),
         );

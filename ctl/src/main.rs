@@ -276,15 +276,20 @@ struct ThrottleCommand {
     /// throttle.schedule).
     #[arg(long)]
     schedule: Option<PathBuf>,
+    /// The job's weight when it shares the cluster's worker slots with other jobs (as the
+    /// spec's `priority`): each running job's share of busy slots tends to its weight over
+    /// the sum of the running jobs' weights.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    priority: Option<u32>,
     /// Show the effective policy and why (the default when nothing is changed).
-    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "history"])]
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "priority", "history"])]
     show: bool,
     /// With --show: what the schedule gives at this instant (RFC 3339, or
     /// 2026-11-21T23:00[Asia/Shanghai]).
     #[arg(long, requires = "show", value_parser = parse_instant)]
     at: Option<jiff::Timestamp>,
     /// Every change of the policy, with time, origin and old → new.
-    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule"])]
+    #[arg(long, conflicts_with_all = ["max_concurrency", "clear_override", "rows_per_sec", "bytes_per_sec", "load_max", "schedule", "priority"])]
     history: bool,
 }
 
@@ -331,6 +336,11 @@ struct LocalArgs {
     /// Keep the console open after the job ends, until Ctrl-C.
     #[arg(long, requires = "console_addr")]
     console_stay: bool,
+    /// At most N chunks in flight on the database HOST:PORT/DB, summed over the jobs this
+    /// process runs (repeatable; as the coordinator's `[[endpoints]]`). Without it, jobs
+    /// sharing a database share the smallest concurrency among them.
+    #[arg(long, value_name = "HOST:PORT/DB=N", value_parser = parse_endpoint_cap)]
+    endpoint_cap: Vec<(String, u32)>,
 }
 
 impl LocalArgs {
@@ -452,6 +462,22 @@ fn parse_listen_address(text: &str) -> Result<String, String> {
     }
 }
 
+/// Parses `--endpoint-cap HOST:PORT/DB=N` into the database's identity and its cap.
+fn parse_endpoint_cap(text: &str) -> Result<(String, u32), String> {
+    let (database, cap_text) = text.rsplit_once('=').ok_or_else(|| {
+        format!("{text:?} is not HOST:PORT/DB=N; give e.g. db.example.com:5432/orders=8")
+    })?;
+    let identity = ferry_model::spec::normalize_database_identity(database).ok_or_else(|| {
+        format!("{database:?} is not HOST:PORT/DB (the port written out) nor file:/path")
+    })?;
+    match cap_text.parse::<u32>() {
+        Ok(cap) if (1..=1024).contains(&cap) => Ok((identity, cap)),
+        _ => Err(format!(
+            "{cap_text:?}: the cap must be a number from 1 to 1024"
+        )),
+    }
+}
+
 /// Where `ferryctl local` serves its Control API unless told otherwise.
 const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:7878";
 
@@ -496,6 +522,7 @@ fn main() -> ExitCode {
                     addr: args.console_addr,
                     stay: args.console_stay,
                 };
+                let database_caps = args.endpoint_cap.into_iter().collect();
                 local(
                     args.spec,
                     args.workers.into(),
@@ -506,6 +533,7 @@ fn main() -> ExitCode {
                     LocalExtras {
                         verify: None,
                         console,
+                        database_caps,
                     },
                 )
                 .await
@@ -533,6 +561,7 @@ fn main() -> ExitCode {
                             addr: args.local.console_addr,
                             stay: args.local.console_stay,
                         },
+                        database_caps: args.local.endpoint_cap.into_iter().collect(),
                     },
                 )
                 .await
@@ -629,6 +658,7 @@ async fn throttle(command: ThrottleCommand) -> i32 {
         load_max: command.load_max,
         load_critical: command.load_critical,
         schedule_yaml,
+        priority: command.priority,
         show: command.show,
         at: command.at,
         history: command.history,
@@ -685,6 +715,7 @@ async fn demo(args: DemoArgs) -> i32 {
                 addr: Some("127.0.0.1:0".to_owned()),
                 stay: false,
             },
+            database_caps: HashMap::new(),
         },
     )
     .await;
@@ -782,6 +813,8 @@ struct ConsoleArgs {
 struct LocalExtras {
     verify: Option<ferry_ctl::verify::VerifyOptions>,
     console: ConsoleArgs,
+    /// `--endpoint-cap`: chunks in flight at most per database identity.
+    database_caps: HashMap<String, u32>,
 }
 
 async fn local(
@@ -793,7 +826,11 @@ async fn local(
     security: ControlSecurity,
     extras: LocalExtras,
 ) -> i32 {
-    let LocalExtras { verify, console } = extras;
+    let LocalExtras {
+        verify,
+        console,
+        database_caps,
+    } = extras;
     let spec = match load_spec(&spec_path, &environment()) {
         Ok(spec) if verify.is_some() => ferry_ctl::verify::verify_spec(spec),
         Ok(spec) => spec,
@@ -876,6 +913,7 @@ async fn local(
     options.control_addr = Some(control_addr.to_owned());
     options.console_addr = console.addr.clone();
     options.console_stay = console.stay;
+    options.database_caps = database_caps;
     let scheme = if security.tls_cert.is_some() {
         "https"
     } else {
@@ -956,4 +994,21 @@ async fn local(
         cancel_after_report.cancelled().await;
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint_cap;
+
+    #[test]
+    fn an_endpoint_cap_names_a_normalised_database_and_a_cap_from_1_to_1024() {
+        assert_eq!(
+            parse_endpoint_cap("DB.example.com:5432/orders=8"),
+            Ok(("db.example.com:5432/orders".to_owned(), 8))
+        );
+        assert!(parse_endpoint_cap("db.example.com:5432/orders").is_err());
+        assert!(parse_endpoint_cap("db.example.com/orders=8").is_err());
+        assert!(parse_endpoint_cap("db:5432/orders=0").is_err());
+        assert!(parse_endpoint_cap("db:5432/orders=1025").is_err());
+    }
 }

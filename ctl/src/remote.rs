@@ -41,6 +41,8 @@ pub struct ThrottleArgs {
     pub load_critical: Option<f64>,
     /// `--schedule FILE`: its contents.
     pub schedule_yaml: Option<String>,
+    /// `--priority N`.
+    pub priority: Option<u32>,
     /// `--show`.
     pub show: bool,
     /// `--at TIME` (with `--show`).
@@ -58,6 +60,7 @@ impl ThrottleArgs {
             || self.load_max.is_some()
             || self.load_critical.is_some()
             || self.schedule_yaml.is_some()
+            || self.priority.is_some()
     }
 }
 
@@ -467,6 +470,13 @@ fn print_effective(
         limit(effective.rows_per_sec),
         limit(effective.bytes_per_sec)
     );
+    // The job's weight among the cluster's jobs, from the policy in force.
+    let priority = policy_json
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|policy| policy.get("priority").and_then(serde_json::Value::as_u64));
+    if let Some(priority) = priority {
+        println!("priority {priority} (weight among the cluster's jobs)");
+    }
     for reason in &effective.reasons {
         println!("  {reason}");
     }
@@ -527,6 +537,7 @@ async fn throttle_inner(
             load_max: args.load_max,
             load_critical: args.load_critical,
             schedule_yaml: args.schedule_yaml,
+            priority: args.priority,
         };
         let response = request(endpoint, |mut client| {
             let update = update.clone();

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ferry_connectors::{
     BatchStream, ChunkWrite, ConnectorError, Fence, NativeChecksum, NativeStream, PrepareOptions,
-    PrepareOutcome, Sink, WriteSummary,
+    PrepareOutcome, PullSource, Sink, WriteSummary,
 };
 use ferry_coordination::ChunkRecord;
 use ferry_coordinator::scheduler::RunOutcome;
@@ -72,6 +72,7 @@ pub struct FaultySink {
     committed_by_chunk: Mutex<HashMap<ChunkId, u32>>,
     committed_writes: AtomicU64,
     native_writes: AtomicU64,
+    pulled_writes: AtomicU64,
 }
 
 impl FaultySink {
@@ -84,7 +85,20 @@ impl FaultySink {
             committed_by_chunk: Mutex::new(HashMap::new()),
             committed_writes: AtomicU64::new(0),
             native_writes: AtomicU64::new(0),
+            pulled_writes: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a committed write of `chunk` that took the path `path` counts.
+    fn committed(&self, chunk: ChunkId, path: &AtomicU64) {
+        *self
+            .committed_by_chunk
+            .lock()
+            .expect("lock")
+            .entry(chunk)
+            .or_insert(0) += 1;
+        self.committed_writes.fetch_add(1, Ordering::SeqCst);
+        path.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Committed writes per chunk.
@@ -95,6 +109,11 @@ impl FaultySink {
     /// Committed writes in all.
     pub fn committed_writes(&self) -> u64 {
         self.committed_writes.load(Ordering::SeqCst)
+    }
+
+    /// Committed writes the target's servers pulled from the source's themselves.
+    pub fn pulled_writes(&self) -> u64 {
+        self.pulled_writes.load(Ordering::SeqCst)
     }
 
     /// Committed writes that took the native (same-engine passthrough) path.
@@ -213,14 +232,7 @@ impl Sink for FaultySink {
     ) -> Result<WriteSummary, ConnectorError> {
         let chunk_id = chunk.fence.chunk;
         let summary = self.inner.write_native(chunk, stream).await?;
-        *self
-            .committed_by_chunk
-            .lock()
-            .expect("lock")
-            .entry(chunk_id)
-            .or_insert(0) += 1;
-        self.committed_writes.fetch_add(1, Ordering::SeqCst);
-        self.native_writes.fetch_add(1, Ordering::SeqCst);
+        self.committed(chunk_id, &self.native_writes);
         Ok(summary)
     }
 
@@ -231,6 +243,22 @@ impl Sink for FaultySink {
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>, ConnectorError> {
         self.inner.native_checksum(table, key, range).await
+    }
+
+    async fn write_pulled(
+        &self,
+        chunk: ChunkWrite<'_>,
+        pull: &PullSource,
+    ) -> Result<Option<WriteSummary>, ConnectorError> {
+        if !self.faults.is_empty() {
+            return Ok(None);
+        }
+        let chunk_id = chunk.fence.chunk;
+        let summary = self.inner.write_pulled(chunk, pull).await?;
+        if summary.is_some() {
+            self.committed(chunk_id, &self.pulled_writes);
+        }
+        Ok(summary)
     }
 }
 
@@ -524,6 +552,26 @@ pub async fn open_connectors(
 /// The native (TCP) port of the test ClickHouse server behind `url`: its HTTP port + 877,
 /// as `scripts/services.sh` lays them out (58123 → 59000, 58124 → 59001; keep that
 /// offset when overriding `FERRY_CH*_PORT`).
+/// `clickhouse-client` against the server of `url` (its native port, see
+/// [`clickhouse_native_port`]), running `sql` (several statements allowed); its output
+/// without the trailing newline.
+pub fn clickhouse(url: &str, sql: &str) -> String {
+    let port = clickhouse_native_port(url);
+    let mut command = std::process::Command::new("clickhouse-client");
+    command.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--allow_experimental_low_cardinality_type",
+        "1",
+        "--multiquery",
+        "--query",
+        sql,
+    ]);
+    run_shell(command, "").trim_end().to_string()
+}
+
 pub fn clickhouse_native_port(url: &str) -> u16 {
     let http: u16 = url
         .rsplit_once(':')

@@ -16,29 +16,13 @@ use ferry_model::spec::{ClickhouseOptions, Location, Secret};
 use ferry_proto::v1 as pb;
 use ferry_tests::cluster::{Cluster, assert_done, chunks, client, submit, wait_done};
 use ferry_tests::{
-    env_url, mariadb, psql, run_local_with_env, run_shell, unique_suffix, wait_until,
-    with_database, write_spec,
+    env_url, mariadb, psql, run_local_with_env, unique_suffix, wait_until, with_database,
+    write_spec,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// `clickhouse-client` against the server of `url` (its native port is the HTTP port + 877).
-fn ch(url: &str, sql: &str) -> String {
-    let port = ferry_tests::clickhouse_native_port(url);
-    let mut command = Command::new("clickhouse-client");
-    command.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--allow_experimental_low_cardinality_type",
-        "1",
-        "--multiquery",
-        "--query",
-        sql,
-    ]);
-    run_shell(command, "").trim_end().to_string()
-}
+use ferry_tests::clickhouse as ch;
 
 fn env_of(pairs: &[(&str, String)]) -> HashMap<String, String> {
     pairs
@@ -455,10 +439,11 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
     .expect("the older attempt's lock does not hold the newer one back")
     .expect("range written");
     assert_eq!(summary.rows_written, 1000);
-    assert_eq!(
-        summary.rows_deleted, 1000,
-        "the range is replaced, not added to"
-    );
+    // A range of a split partition waits in its staging table until the partition's
+    // ranges are all staged: the target's partition is untouched meanwhile.
+    assert_eq!(summary.rows_deleted, 0, "nothing swapped in yet");
+    assert_eq!(staging(), "1", "the range waits in staging");
+    assert_eq!(keys(&dst), keys(&src));
     assert_eq!(
         ch(
             &url,
@@ -466,9 +451,55 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
                 "SELECT count() FROM system.tables WHERE database = '{dst}' AND name = '{lock}'"
             )
         ),
-        "0"
+        "0",
+        "the lock is released"
     );
-    assert_eq!(keys(&dst), keys(&src), "no doubles after the range swap");
+    // The partition's other range completes it: the partition is swapped in once, whole.
+    let rest_ids = ChunkRange::Interval {
+        lower: Some(ferry_model::key::KeyBound(vec![
+            ferry_model::key::KeyValue::Int(1000),
+        ])),
+        upper: None,
+    };
+    let read = source
+        .read_native(
+            &scoped,
+            &id_key,
+            &rest_ids,
+            ferry_connectors::clickhouse::NATIVE_FORMAT,
+        )
+        .await
+        .expect("read")
+        .expect("native");
+    let rest = Fence {
+        run_id: format!("run-{suffix}"),
+        chunk: ChunkId(7),
+        attempt: Attempt(1),
+    };
+    let summary = sink
+        .write_native(
+            ChunkWrite {
+                table: &scoped,
+                key: &id_key,
+                range: &rest_ids,
+                fence: &rest,
+                cancel: &cancel,
+            },
+            read.stream,
+        )
+        .await
+        .expect("range written");
+    assert_eq!(summary.rows_written, 2000);
+    assert_eq!(
+        summary.rows_deleted, 3000,
+        "the partition is replaced, not added to"
+    );
+    assert_eq!(staging(), "0", "both ranges' staging tables are gone");
+    assert_eq!(
+        keys(&dst),
+        keys(&src),
+        "no doubles after the partition swap"
+    );
     // The load probe reads the server's running queries.
     assert!(source.probe_load().await.expect("probe").is_some());
     ch(&url, &format!("DROP DATABASE {src}; DROP DATABASE {dst}"));

@@ -42,6 +42,7 @@ async fn leader(dir: &Path) -> (Arc<ClusterRuntime>, ControlService, Cancellatio
             keep_revisions: 0,
             env: HashMap::new(),
             base_dir: dir.to_path_buf(),
+            database_caps: Default::default(),
         },
     );
     let shutdown = CancellationToken::new();

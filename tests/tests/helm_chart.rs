@@ -120,6 +120,14 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
             Some("tls-values.yaml") => {
                 assert!(coordinator_toml.contains("tls_cert = \"/etc/ferry/tls/tls.crt\""));
                 assert!(coordinator_toml.contains("client_ca = \"/etc/ferry/tls/ca.crt\""));
+                // `[[endpoints]]` as an array of inline tables (the coordinator started
+                // from these values in the test below reads it).
+                assert!(
+                    coordinator_toml.contains(
+                        "endpoints = [{ match = \"orders-db.prod:5432/orders\", max_concurrency = 8 }]"
+                    ),
+                    "{coordinator_toml}"
+                );
                 assert!(coordinator_toml.contains("ca = \"/etc/ferry/etcd-tls/ca.crt\""));
                 assert!(
                     coordinator_toml
@@ -169,7 +177,7 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
 #[test]
 fn schema_and_templates_refuse_wrong_values() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 10] = [
         ("coordinator: { replicas: -1 }", "/coordinator/replicas"),
         ("worker: { replicas: -2 }", "/worker/replicas"),
         ("worker: { slotz: 4 }", "slotz"),
@@ -187,6 +195,14 @@ fn schema_and_templates_refuse_wrong_values() {
             "without authentication",
         ),
         ("etcd: { endpoints: [] }", "etcd.endpoints is empty"),
+        (
+            "coordinator: { config: { endpoints: [{ match: \"db/orders\", max_concurrency: 8 }] } }",
+            "/coordinator/config/endpoints/0/match",
+        ),
+        (
+            "coordinator: { config: { endpoints: [{ match: \"db:5432/orders\", max_concurrency: 0 }] } }",
+            "/coordinator/config/endpoints/0/max_concurrency",
+        ),
     ];
     for (index, (values, needle)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("wrong-{index}.yaml"));

@@ -59,6 +59,7 @@ fn coordinator_options(id: &str, dir: &Path) -> ClusterOptions {
         keep_revisions: 0,
         env: HashMap::new(),
         base_dir: dir.to_path_buf(),
+        database_caps: Default::default(),
     }
 }
 

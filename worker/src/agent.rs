@@ -702,4 +702,8 @@ impl ferry_model::execution::Admission for LivePace {
     fn limits_rows(&self) -> bool {
         self.rates().0 > 0
     }
+
+    fn limits_bytes(&self) -> bool {
+        self.rates().1 > 0
+    }
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use ferry_connectors::{
-    ChunkWrite, ConnectorError, ErrorKind, Fence, NativeRead, Sink, Source, WriteSummary,
+    ChunkWrite, ConnectorError, ErrorKind, Fence, NativeRead, PullRead, Sink, Source, WriteSummary,
 };
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
@@ -115,9 +115,12 @@ impl ChunkRunner {
         &self,
         task: &ChunkTask,
     ) -> Result<ChunkResult, ConnectorError> {
-        let copied = match self.copy_native(task).await? {
+        let copied = match self.copy_pulled(task).await? {
             Some(copied) => copied,
-            None => self.copy_batches(task).await?,
+            None => match self.copy_native(task).await? {
+                Some(copied) => copied,
+                None => self.copy_batches(task).await?,
+            },
         };
         let (source, rows_written, native_method) = match copied {
             Copied::Committed {
@@ -301,6 +304,70 @@ impl ChunkRunner {
             rows_written: summary.rows_written,
             native_method: None,
         })
+    }
+
+    /// The server-to-server path: when the source offers the chunk for the target's
+    /// servers to fetch themselves (ClickHouse `pull_address`/`pull_cluster`) and the sink
+    /// takes it, the target pulls the rows into its usual fenced overwrite while the
+    /// source's server checksums the same rows. Returns `None` when the pair has no such
+    /// path.
+    ///
+    /// Nothing passes through ferry to pace, so while a rows/s or bytes/s limit is in
+    /// force the chunk takes a path that does; a pause holds the chunk before it starts
+    /// (a pull that is running finishes).
+    async fn copy_pulled(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+        if task.admission.limits_rows() || task.admission.limits_bytes() {
+            return Ok(None);
+        }
+        let Some(PullRead { source, checksum }) = self
+            .source
+            .pull(&task.table, &task.key, &task.range, self.sink.kind())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Err(reason) = task.admission.admit(0, 0).await {
+            return Ok(Some(Copied::Requeued(reason)));
+        }
+        let fence = fence_of(task);
+        let (written, source) = tokio::join!(
+            self.sink.write_pulled(chunk_write(task, &fence), &source),
+            checksum
+        );
+        let written = match written {
+            // The target's servers cannot reach the source's although both answer ferry:
+            // the pull address is wrong (or the network between them is down). Waiting
+            // for "the databases" would wait for ever; say what to fix.
+            Err(error)
+                if error.kind() == ErrorKind::Unavailable
+                    && self.source.ping().await.is_ok()
+                    && self.sink.ping().await.is_ok() =>
+            {
+                return Err(ConnectorError::Unsupported {
+                    table: task.table.name.clone(),
+                    detail: format!(
+                        "the target's servers could not pull the chunk from the source, though \
+                         both answer ferry: {error}; check the source's pull_address or \
+                         pull_cluster (the target's servers must reach the source's native port)"
+                    ),
+                });
+            }
+            written => written?,
+        };
+        let Some(summary) = written else {
+            return Ok(None);
+        };
+        let source = source?;
+        if let Err(reason) = task.admission.admit(summary.rows_written, 0).await {
+            return Ok(Some(Copied::Requeued(reason)));
+        }
+        (task.progress)(summary.rows_written);
+        log_written(&summary, "chunk pulled by the target");
+        Ok(Some(Copied::Committed {
+            source: source.checksum,
+            rows_written: summary.rows_written,
+            native_method: Some(source.method),
+        }))
     }
 
     /// The same-engine fast path: when the sink takes the source's native bulk format

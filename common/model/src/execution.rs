@@ -212,6 +212,12 @@ pub trait Admission: Send + Sync {
     fn limits_rows(&self) -> bool {
         false
     }
+
+    /// Whether a bytes-per-second limit is in force: bytes must then pass through ferry
+    /// (not be moved server to server, where nothing paces them).
+    fn limits_bytes(&self) -> bool {
+        false
+    }
 }
 
 /// Waits for `resumed` (a paused job resuming) at most `timeout`; past it, the error

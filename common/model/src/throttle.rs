@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::format_duration_ms;
 use crate::problems::Problems;
-use crate::spec::{DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
+use crate::spec::{DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, MAX_CONCURRENCY, MAX_PRIORITY};
 
 /// Time zone of schedules when the spec does not name one.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
@@ -91,6 +91,17 @@ pub struct ThrottlePolicy {
     pub max_concurrency_override: Option<u32>,
     /// Whether the operator paused the job (`ferryctl pause`).
     pub paused: bool,
+    /// The job's weight when jobs of one cluster compete for worker slots: each running
+    /// job's share of the busy slots tends to its priority over the sum of the running
+    /// jobs' priorities. 1 to [`MAX_PRIORITY`]; `priority:` in the spec, changed at runtime
+    /// with `ferryctl throttle JOB --priority N`. Policies stored before it existed read as
+    /// [`DEFAULT_PRIORITY`].
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    DEFAULT_PRIORITY
 }
 
 impl Default for ThrottlePolicy {
@@ -104,6 +115,7 @@ impl Default for ThrottlePolicy {
             worker_cpu_max: None,
             max_concurrency_override: None,
             paused: false,
+            priority: DEFAULT_PRIORITY,
         }
     }
 }
@@ -406,6 +418,7 @@ impl ThrottlePolicy {
         if let Some(cap) = self.max_concurrency_override {
             problems.check("throttle.max_concurrency_override", check_concurrency(cap));
         }
+        problems.check("priority", check_priority(self.priority));
         problems.into_result()
     }
 
@@ -524,6 +537,20 @@ pub fn format_clock_minute(minute_of_day: u16) -> String {
 
 // The rules below are shared by `ThrottlePolicy::validate` and the spec parser, so both
 // say the same thing about the same value. Each returns the message for its field.
+
+/// Checks a job's `priority`: 1 to [`MAX_PRIORITY`].
+///
+/// # Errors
+/// A message for the field when the weight is out of range.
+pub fn check_priority(priority: u32) -> Result<(), String> {
+    if priority == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    if priority > MAX_PRIORITY {
+        return Err(format!("must be at most {MAX_PRIORITY}"));
+    }
+    Ok(())
+}
 
 pub(crate) fn check_concurrency(concurrency: u32) -> Result<(), String> {
     if concurrency < 1 {
@@ -962,6 +989,7 @@ mod tests {
             worker_cpu_max: Some(120.0),
             max_concurrency_override: Some(0),
             paused: true,
+            priority: 0,
         };
         assert_eq!(
             broken.validate().unwrap_err().to_lines(),
@@ -980,6 +1008,7 @@ mod tests {
                 "throttle.rate.rows_per_sec: must be at least 1",
                 "throttle.worker_cpu_max: must be a percentage from 1 to 100",
                 "throttle.max_concurrency_override: must be at least 1",
+                "priority: must be at least 1",
             ]
         );
         assert_eq!(ThrottlePolicy::default().validate(), Ok(()));
@@ -1005,10 +1034,16 @@ mod tests {
             worker_cpu_max: Some(85.0),
             max_concurrency_override: Some(8),
             paused: true,
+            priority: 3,
         };
         let json = serde_json::to_string(&stored).unwrap();
         assert!(json.contains("{\"sql\":\"SELECT 1\"}"), "{json}");
         let loaded: ThrottlePolicy = serde_json::from_str(&json).unwrap();
         assert_eq!(loaded, stored);
+        // A policy stored before `priority` existed reads with the default weight.
+        let older = json.replace(",\"priority\":3", "");
+        assert_ne!(older, json);
+        let loaded_older: ThrottlePolicy = serde_json::from_str(&older).unwrap();
+        assert_eq!(loaded_older.priority, DEFAULT_PRIORITY);
     }
 }

@@ -93,26 +93,82 @@ impl ClickhouseSink {
         Ok(())
     }
 
-    /// Releases the table's swap lock if this attempt still holds it: a lock broken and
-    /// taken by another writer meanwhile is left to that writer.
-    pub(super) async fn unlock(&self, name: &str, chunk: &ChunkWrite<'_>) {
-        let holder = self
-            .shared
+    /// The holder recorded in the lock table `name` (empty when it is gone).
+    async fn lock_holder(&self, name: &str) -> String {
+        self.shared
             .endpoint
             .query_text(&format!(
                 "SELECT any(holder) FROM {} FORMAT TSVRaw",
                 qualified(self.shared.database(), name)
             ))
             .await
-            .unwrap_or_default();
-        if holder.trim() == chunk.fence.attempt_tag(chunk.fence.attempt) {
-            self.drop_table(name).await;
-        } else {
-            tracing::warn!(
-                lock = name,
-                holder = holder.trim(),
-                "the swap lock was taken over meanwhile; left to its holder"
-            );
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Refuses to go on when this attempt no longer holds the table's swap lock (it was
+    /// broken as older than the lease and taken by another writer): checked right before
+    /// each swap of a rebuilt partition.
+    pub(super) async fn check_lock(&self, name: &str, chunk: &ChunkWrite<'_>) -> Result<()> {
+        let holder = self.lock_holder(name).await;
+        if holder == chunk.fence.attempt_tag(chunk.fence.attempt) {
+            return Ok(());
+        }
+        Err(ConnectorError::Query {
+            operation: "swap the partition in",
+            table: chunk.table.name.clone(),
+            source: format!(
+                "the table's swap lock was broken and is held by {} now; the chunk runs again",
+                if holder.is_empty() { "nobody" } else { &holder }
+            )
+            .into(),
+            failure: crate::error::Failure::Transient,
+        })
+    }
+
+    /// Releases the table's swap lock if this attempt still holds it. The lock is first
+    /// renamed away (one `RENAME` succeeds, atomically), then dropped if it was ours; a
+    /// lock broken and taken by another writer meanwhile is put back for that writer.
+    pub(super) async fn unlock(&self, name: &str, chunk: &ChunkWrite<'_>) {
+        let mine = chunk.fence.attempt_tag(chunk.fence.attempt);
+        let database = self.shared.database();
+        let released = format!("{name}_rel_{}", sql::short_hash(&mine));
+        let renamed = self
+            .shared
+            .endpoint
+            .query_text(&format!(
+                "RENAME TABLE {} TO {}",
+                qualified(database, name),
+                qualified(database, &released)
+            ))
+            .await;
+        if renamed.is_err() {
+            return; // gone already (broken by a newer attempt of this chunk)
+        }
+        let holder = self.lock_holder(&released).await;
+        if holder == mine {
+            self.drop_table(&released).await;
+            return;
+        }
+        tracing::warn!(
+            lock = name,
+            holder,
+            "the swap lock was taken over meanwhile; left to its holder"
+        );
+        let restored = self
+            .shared
+            .endpoint
+            .query_text(&format!(
+                "RENAME TABLE {} TO {}",
+                qualified(database, &released),
+                qualified(database, name)
+            ))
+            .await;
+        if restored.is_err() {
+            // A third writer took the free name meanwhile; its holder's check_lock stops
+            // the one whose lock this was before it swaps.
+            self.drop_table(&released).await;
         }
     }
 

@@ -220,6 +220,16 @@ impl Endpoint {
         sql: &str,
         settings: &[(&str, String)],
     ) -> Result<ByteStream, HttpError> {
+        self.stream_shown(sql, settings, sql).await
+    }
+
+    /// [`Endpoint::stream`], logging `shown` in place of the statement.
+    async fn stream_shown(
+        &self,
+        sql: &str,
+        settings: &[(&str, String)],
+        shown: &str,
+    ) -> Result<ByteStream, HttpError> {
         let body = Full::new(Bytes::from(sql.to_string()))
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -228,10 +238,44 @@ impl Endpoint {
         tracing::trace!(
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             ok = answer.is_ok(),
-            sql,
+            sql = shown,
             "ClickHouse answered"
         );
         answer
+    }
+
+    /// Runs a statement that holds `secret` (a password) to its end: the secret is cut
+    /// out of the log line and of any error.
+    pub async fn execute_secret(
+        &self,
+        sql: &str,
+        settings: &[(&str, String)],
+        secret: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let secret = secret.filter(|secret| !secret.is_empty());
+        let redact = |text: &str| match secret {
+            Some(secret) => text.replace(secret, "<redacted>"),
+            None => text.to_string(),
+        };
+        let hide = |error: HttpError| match error {
+            HttpError::Server { code, message } => HttpError::Server {
+                code,
+                message: redact(&message),
+            },
+            other => other,
+        };
+        let mut stream = self
+            .stream_shown(sql, settings, &redact(sql))
+            .await
+            .map_err(hide)?;
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece.map_err(hide)?);
+        }
+        match trailing_error(&String::from_utf8_lossy(&out)) {
+            Some(error) => Err(hide(error)),
+            None => Ok(()),
+        }
     }
 
     /// Runs `sql` and returns its whole output; an error in the middle of the output

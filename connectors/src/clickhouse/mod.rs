@@ -7,6 +7,7 @@
 //! the read replica. A sink writes a chunk into a staging table and swaps it in with
 //! `ALTER TABLE ... REPLACE PARTITION ... FROM` ([`write`]).
 
+mod assemble;
 mod checksum;
 mod fence;
 mod http;
@@ -14,6 +15,7 @@ mod read;
 mod rowbinary;
 mod sql;
 mod types;
+mod verified;
 mod write;
 
 use std::sync::Arc;
@@ -33,7 +35,9 @@ pub use types::{ChType, ServerFeatures};
 pub use write::ClickhouseSink;
 
 use crate::error::{ConnectorError, Failure, Result};
-use crate::traits::{BatchStream, NativeChecksum, NativeRead, NativeStream, Source};
+use crate::traits::{
+    BatchStream, NativeChecksum, NativeRead, NativeStream, PullRead, PullSource, Source,
+};
 
 /// The connector kind in specs.
 pub const KIND: &str = "clickhouse";
@@ -43,6 +47,8 @@ pub const KIND: &str = "clickhouse";
 pub struct Config {
     endpoint: http::Endpoint,
     label: String,
+    /// The URL's user and password, for a target pulling from this source (`remote()`).
+    credentials: Option<(String, String)>,
 }
 
 impl Config {
@@ -74,8 +80,11 @@ impl Config {
         if !address.contains(':') {
             return Err(invalid("no port (the HTTP interface's, 8123 by default)"));
         }
-        let authorization = user_info.map(|user_info| {
+        let credentials = user_info.map(|user_info| {
             let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+            (user.to_string(), password.to_string())
+        });
+        let authorization = credentials.as_ref().map(|(user, password)| {
             format!(
                 "Basic {}",
                 http::base64(format!("{user}:{password}").as_bytes())
@@ -89,6 +98,7 @@ impl Config {
                 settings: Vec::new(),
             },
             label: format!("http://{address}/{database}"),
+            credentials,
         })
     }
 
@@ -120,6 +130,7 @@ fn query_error(
 /// What both sides share: the server, its version, the options.
 pub(crate) struct Shared {
     endpoint: http::Endpoint,
+    credentials: Option<(String, String)>,
     features: ServerFeatures,
     options: ClickhouseOptions,
     label: String,
@@ -170,6 +181,7 @@ impl Shared {
         Ok(Self {
             features,
             endpoint,
+            credentials: config.credentials,
             options,
             label: config.label,
         })
@@ -259,6 +271,19 @@ impl ClickhouseSource {
                 })
             })
             .collect()
+    }
+
+    /// The in-server checksum's arguments over the table's columns, when every column has
+    /// a version-stable form.
+    fn row_hash_arguments(table: &TableSchema, columns: &[ChType]) -> Option<String> {
+        checksum::row_hash_arguments(
+            &table
+                .columns
+                .iter()
+                .zip(columns)
+                .map(|(column, column_type)| (column.name.as_str(), column_type))
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn select(&self, table: &TableSchema, key: &SplitKey, range: &ChunkRange) -> String {
@@ -589,18 +614,7 @@ impl Source for ClickhouseSource {
             .stream(&self.select(table, key, range), &self.settings())
             .await
             .map_err(query_error("read chunk", &table.name))?;
-        Ok(read::batches(
-            table.name.clone(),
-            table.columns.iter().map(|c| c.name.clone()).collect(),
-            columns,
-            table
-                .columns
-                .iter()
-                .map(|c| c.column_type.clone())
-                .collect(),
-            table.arrow_schema(false),
-            bytes,
-        ))
+        Ok(read::table_batches(table, columns, bytes))
     }
 
     async fn read_native(
@@ -616,15 +630,7 @@ impl Source for ClickhouseSource {
         let columns = Self::parsed_columns(table)?;
         // Counted and hashed by the server after the read when every column has a
         // version-stable form (the sink does the same), else hashed here as it passes.
-        let in_server = checksum::row_hash_arguments(
-            &table
-                .columns
-                .iter()
-                .zip(&columns)
-                .map(|(column, column_type)| (column.name.as_str(), column_type))
-                .collect::<Vec<_>>(),
-        )
-        .map(|arguments| {
+        let in_server = Self::row_hash_arguments(table, &columns).map(|arguments| {
             checksum::statement(
                 &arguments,
                 &qualified(self.shared.database(), &table.name.name),
@@ -709,6 +715,76 @@ impl Source for ClickhouseSource {
                     source: "the read ended before its last row".into(),
                     failure: Failure::Transient,
                 })?
+            }),
+        }))
+    }
+
+    async fn pull(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        target_kind: &'static str,
+    ) -> Result<Option<PullRead>> {
+        if target_kind != KIND {
+            return Ok(None);
+        }
+        let options = &self.shared.options;
+        let database = self.shared.database();
+        let (from, secret) = match (&options.pull_address, &options.pull_cluster) {
+            (Some(address), _) => {
+                let (user, password) = self
+                    .shared
+                    .credentials
+                    .clone()
+                    .unwrap_or_else(|| ("default".to_string(), String::new()));
+                (
+                    format!(
+                        "remote({}, {}, {}, {}, {})",
+                        literal(address),
+                        ident(database),
+                        ident(&table.name.name),
+                        literal(&user),
+                        literal(&password)
+                    ),
+                    (!password.is_empty()).then_some(password),
+                )
+            }
+            (None, Some(cluster)) => (
+                format!(
+                    "cluster({}, {}, {})",
+                    ident(cluster),
+                    ident(database),
+                    ident(&table.name.name)
+                ),
+                None,
+            ),
+            (None, None) => return Ok(None),
+        };
+        // Only with the checksum inside the servers: a pulled chunk passes no row through
+        // ferry to hash.
+        let Some(arguments) = Self::row_hash_arguments(table, &Self::parsed_columns(table)?) else {
+            return Ok(None);
+        };
+        let filter = sql::chunk_where(table, key, range, None);
+        let statement =
+            checksum::statement(&arguments, &qualified(database, &table.name.name), &filter);
+        let reads = self.reads.clone();
+        let name = table.name.clone();
+        Ok(Some(PullRead {
+            source: PullSource {
+                kind: KIND,
+                from,
+                filter,
+                secret,
+            },
+            checksum: Box::pin(async move {
+                checksum::query(&reads, &statement, &name)
+                    .await
+                    .map(|checksum| NativeChecksum {
+                        method: SQL_CHECKSUM_METHOD,
+                        checksum,
+                    })
             }),
         }))
     }

@@ -117,6 +117,26 @@ pub fn batches(
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
+/// [`batches`] of `table`'s columns, in `columns` types, into its Arrow carriers.
+pub fn table_batches(
+    table: &ferry_model::schema::TableSchema,
+    columns: Vec<ChType>,
+    bytes: ByteStream,
+) -> BatchStream {
+    batches(
+        table.name.clone(),
+        table.columns.iter().map(|c| c.name.clone()).collect(),
+        columns,
+        table
+            .columns
+            .iter()
+            .map(|c| c.column_type.clone())
+            .collect(),
+        table.arrow_schema(false),
+        bytes,
+    )
+}
+
 struct Decoder {
     table: TableName,
     names: Vec<String>,

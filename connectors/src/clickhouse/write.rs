@@ -20,19 +20,27 @@ use ferry_model::schema::{TableName, TableSchema};
 use ferry_model::spec::{ClickhouseOptions, Location, SchemaMode};
 use futures::StreamExt;
 
-use super::checksum::{self, SQL_CHECKSUM_METHOD};
+use super::assemble::StagedRange;
 use super::fence::FENCE_TABLE;
 use super::http::HttpError;
-use super::read::{self, CHECKSUM_METHOD, NATIVE_FORMAT};
+use super::read::NATIVE_FORMAT;
 use super::rowbinary::encode;
 use super::sql::{self, ident, literal, qualified};
 use super::types::{ChType, target_type};
 use super::{Config, KIND, Shared, query_error};
 use crate::error::{BoxError, ConnectorError, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome, Sink,
-    WriteSummary,
+    BatchStream, ChunkWrite, NativeChecksum, NativeStream, PrepareOptions, PrepareOutcome,
+    PullSource, Sink, WriteSummary,
 };
+
+/// Where a chunk's staged rows come from.
+enum Staged<'a> {
+    /// `RowBinary` bytes streamed through ferry.
+    Streamed(futures::stream::BoxStream<'static, Result<Bytes, BoxError>>),
+    /// Fetched by the target's server from the source's.
+    Pulled(&'a PullSource),
+}
 
 /// A ClickHouse database written as a target.
 pub struct ClickhouseSink {
@@ -41,6 +49,10 @@ pub struct ClickhouseSink {
     columns: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// Target table → the key clauses of its staging tables.
     staging_clauses: Mutex<HashMap<String, String>>,
+    /// Ranges of split partitions this sink staged and left waiting for their partition's
+    /// other ranges: (table, range) → (run, staging table), so verification reads them
+    /// where they are.
+    pub(super) waiting: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl ClickhouseSink {
@@ -52,6 +64,7 @@ impl ClickhouseSink {
             shared,
             columns: Mutex::new(HashMap::new()),
             staging_clauses: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
         })
     }
 
@@ -88,7 +101,10 @@ impl ClickhouseSink {
         Ok(text.trim().parse().unwrap_or(0))
     }
 
-    async fn target_columns(&self, table: &TableSchema) -> Result<Vec<(String, String)>> {
+    pub(super) async fn target_columns(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Vec<(String, String)>> {
         if let Some(columns) = self
             .columns
             .lock()
@@ -116,7 +132,7 @@ impl ClickhouseSink {
     }
 
     /// The target's type of each source column, in the source's order.
-    async fn ordered_target_types(&self, table: &TableSchema) -> Result<Vec<ChType>> {
+    pub(super) async fn ordered_target_types(&self, table: &TableSchema) -> Result<Vec<ChType>> {
         let columns = self.target_columns(table).await?;
         table
             .columns
@@ -141,7 +157,7 @@ impl ClickhouseSink {
             .collect()
     }
 
-    fn column_list(table: &TableSchema) -> String {
+    pub(super) fn column_list(table: &TableSchema) -> String {
         table
             .columns
             .iter()
@@ -363,7 +379,7 @@ impl ClickhouseSink {
 
     /// Whether `name` has active parts: ClickHouse 18.16 knows no `_partition_id` in a
     /// table without any, so a query using it would fail instead of finding nothing.
-    async fn has_parts(&self, table: &TableSchema, name: &str) -> Result<bool> {
+    pub(super) async fn has_parts(&self, table: &TableSchema, name: &str) -> Result<bool> {
         let parts = self
             .scalar(
                 "list parts",
@@ -378,21 +394,25 @@ impl ClickhouseSink {
         Ok(parts > 0)
     }
 
-    /// Counts the target's rows `WHERE condition` (0 without parts).
-    async fn count_target(&self, table: &TableSchema, condition: &str) -> Result<u64> {
-        if !self.has_parts(table, &table.name.name).await? {
-            return Ok(0);
-        }
+    /// The rows the target's active parts of `partition` hold.
+    pub(super) async fn partition_rows(&self, table: &TableSchema, partition: &str) -> Result<u64> {
         self.scalar(
-            "count chunk",
+            "count the rows replaced",
             &table.name,
             &format!(
-                "SELECT count() FROM {} WHERE {condition} AND {}",
-                self.target(table),
-                sql::reads_a_column(table)
+                "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
+                 AND active AND partition_id = {}",
+                literal(self.shared.database()),
+                literal(&table.name.name),
+                literal(partition)
             ),
         )
         .await
+    }
+
+    /// Counts the target's rows `WHERE condition` (0 without parts).
+    async fn count_target(&self, table: &TableSchema, condition: &str) -> Result<u64> {
+        self.count_in(table, &table.name.name, condition).await
     }
 
     /// Swaps the staged rows in (see the module documentation).
@@ -402,19 +422,7 @@ impl ClickhouseSink {
         let predicate = sql::range_predicate(table, chunk.key, chunk.range, Some(&target_columns));
         if let (None, Some(partition)) = (&predicate, &table.partition) {
             // One whole partition (the usual chunk): staging holds it entire, or nothing.
-            let deleted = self
-                .scalar(
-                    "count the rows replaced",
-                    &table.name,
-                    &format!(
-                        "SELECT sum(rows) FROM system.parts WHERE database = {} AND table = {} \
-                         AND active AND partition_id = {}",
-                        literal(self.shared.database()),
-                        literal(&table.name.name),
-                        literal(partition)
-                    ),
-                )
-                .await?;
+            let deleted = self.partition_rows(table, partition).await?;
             self.check_fence(chunk).await?;
             let target = self.target(table);
             let statement = if written > 0 {
@@ -518,6 +526,7 @@ impl ClickhouseSink {
                             .scalar("rebuild the partition", &table.name, &format!("SELECT count() FROM {}", qualified(database, &swap)))
                             .await?;
                         self.check_fence(chunk).await?;
+                        self.check_lock(&lock, chunk).await?;
                         let statement = if rows > 0 {
                             format!(
                                 "ALTER TABLE {target} REPLACE PARTITION ID {} FROM {}",
@@ -541,13 +550,27 @@ impl ClickhouseSink {
         Ok(deleted)
     }
 
-    /// Stages `rows`, swaps them in, and cleans up; the staging table is dropped on
-    /// every path.
-    async fn write_staged(
-        &self,
-        chunk: ChunkWrite<'_>,
-        rows: futures::stream::BoxStream<'static, Result<Bytes, BoxError>>,
-    ) -> Result<WriteSummary> {
+    /// Stages the rows (streamed through ferry, or pulled by this server from the
+    /// source's), swaps them in, and cleans up; the staging table is dropped on every
+    /// path.
+    async fn write_staged(&self, chunk: ChunkWrite<'_>, rows: Staged<'_>) -> Result<WriteSummary> {
+        let rows = match rows {
+            Staged::Streamed(rows) => rows,
+            Staged::Pulled(pull) => {
+                let staging = self.start_attempt(&chunk).await?;
+                let result = async {
+                    self.create_staging(chunk.table, &staging).await?;
+                    let cancel = chunk.cancel.clone();
+                    tokio::select! {
+                        pulled = self.pull_into(chunk.table, &staging, pull) => pulled?,
+                        () = cancel.cancelled() => return Err(ConnectorError::Cancelled),
+                    }
+                    self.finish_staged(&chunk, &staging).await
+                }
+                .await;
+                return self.end_staged(&staging, result).await;
+            }
+        };
         let staging = self.start_attempt(&chunk).await?;
         // The rows' own error (a value that does not fit, a failed source read): hyper
         // reports only that the body failed, so the error is kept here.
@@ -585,51 +608,124 @@ impl ClickhouseSink {
                     None => error,
                 });
             }
-            let written = self
-                .scalar(
-                    "count staged rows",
-                    &chunk.table.name,
-                    &format!(
-                        "SELECT count() FROM {}",
-                        qualified(self.shared.database(), &staging)
-                    ),
-                )
-                .await?;
-            let deleted = self.swap(&chunk, &staging, written).await?;
-            Ok(WriteSummary {
-                rows_written: written,
-                rows_deleted: deleted,
-            })
+            self.finish_staged(&chunk, &staging).await
         }
         .await;
-        self.drop_table(&staging).await;
-        result
+        self.end_staged(&staging, result).await
     }
 
-    async fn read_target(
+    /// Drops the staging table, unless its range waits in it for its partition's other
+    /// ranges.
+    async fn end_staged(
         &self,
-        table: &TableSchema,
-        key: &SplitKey,
-        range: &ChunkRange,
-    ) -> Result<(Vec<ChType>, super::http::ByteStream)> {
-        let types = self.ordered_target_types(table).await?;
-        if !self.has_parts(table, &table.name.name).await? {
-            return Ok((types, futures::stream::empty().boxed()));
+        staging: &str,
+        result: Result<(WriteSummary, bool)>,
+    ) -> Result<WriteSummary> {
+        let keep = matches!(result, Ok((_, true)));
+        if !keep {
+            self.drop_table(staging).await;
         }
-        let target_columns = self.target_columns(table).await?;
+        result.map(|(summary, _)| summary)
+    }
+
+    /// Counts what staging holds and swaps it in; a range of a split partition waits in
+    /// staging until its partition's ranges are all staged, then the partition is swapped
+    /// in once (`assemble.rs`). True when the staging table is to be kept.
+    async fn finish_staged(
+        &self,
+        chunk: &ChunkWrite<'_>,
+        staging: &str,
+    ) -> Result<(WriteSummary, bool)> {
+        let written = self
+            .scalar(
+                "count staged rows",
+                &chunk.table.name,
+                &format!(
+                    "SELECT count() FROM {}",
+                    qualified(self.shared.database(), staging)
+                ),
+            )
+            .await?;
+        let summary = |deleted| WriteSummary {
+            rows_written: written,
+            rows_deleted: deleted,
+        };
+        if let Some(partition) = &chunk.table.partition
+            && sql::range_predicate(chunk.table, chunk.key, chunk.range, None).is_some()
+        {
+            match self.stage_range(chunk, partition, staging, written).await? {
+                StagedRange::Waiting => {
+                    self.waiting
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            Self::waiting_key(chunk.table, chunk.range),
+                            (chunk.fence.run_id.clone(), staging.to_string()),
+                        );
+                    return Ok((summary(0), true));
+                }
+                StagedRange::Swapped { deleted } => return Ok((summary(deleted), false)),
+                StagedRange::TakenIn => return Ok((summary(0), false)),
+                StagedRange::Rebuild => {}
+            }
+        }
+        let deleted = self.swap(chunk, staging, written).await?;
+        Ok((summary(deleted), false))
+    }
+
+    /// `INSERT INTO staging SELECT … FROM <the source's servers>`: this server fetches the
+    /// chunk's rows itself. The source's password, which the statement holds, is cut out
+    /// of any error.
+    async fn pull_into(&self, table: &TableSchema, staging: &str, pull: &PullSource) -> Result<()> {
+        let columns = Self::column_list(table);
         let statement = format!(
-            "SELECT {} FROM {} WHERE {} FORMAT RowBinary",
-            Self::column_list(table),
-            self.target(table),
-            sql::chunk_where(table, key, range, Some(&target_columns))
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM {} WHERE {}",
+            qualified(self.shared.database(), staging),
+            pull.from,
+            pull.filter
         );
-        let bytes = self
+        let mut settings = Vec::new();
+        if self.shared.features.version >= (19, 5) {
+            settings.push(("max_partitions_per_insert_block", "0".to_string()));
+        }
+        if let Some(seconds) = self.shared.options.max_execution_time {
+            settings.push(("max_execution_time", seconds.to_string()));
+        }
+        let error = match self
             .shared
             .endpoint
-            .stream(&statement, &[])
+            .execute_secret(&statement, &settings, pull.secret.as_deref())
             .await
-            .map_err(query_error("checksum chunk", &table.name))?;
-        Ok((types, bytes))
+        {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        Err(match &error {
+            // The target's servers did not reach the source's: unavailable, so the runner
+            // checks whether the source answers ferry (then the address is wrong).
+            HttpError::Server {
+                code: 209 | 210 | 279,
+                ..
+            } => ConnectorError::Query {
+                operation: "pull chunk from the source",
+                table: table.name.clone(),
+                source: Box::new(error),
+                failure: crate::error::Failure::Unavailable,
+            },
+            // Unknown user, wrong password, authentication failed.
+            HttpError::Server {
+                code: 192 | 193 | 516,
+                ..
+            } => ConnectorError::Unsupported {
+                table: table.name.clone(),
+                detail: format!(
+                    "the source refused the target's servers the source URL's user when they pulled the chunk ({error}): \
+                     with pull_address the target logs in with the source URL's user and password; \
+                     with pull_cluster with the user in the target's remote_servers"
+                ),
+            },
+            _ => query_error("pull chunk from the source", &table.name)(error),
+        })
     }
 }
 
@@ -675,6 +771,7 @@ impl Sink for ClickhouseSink {
             ),
         )
         .await?;
+        self.create_assembly_tables(table).await?;
         let ddl = if table.source_kind == KIND && options.type_overrides.is_empty() {
             let native = table.native_ddl.as_deref().unwrap_or_default();
             sql::rewrite_ddl(
@@ -805,7 +902,7 @@ impl Sink for ClickhouseSink {
                 Ok(Bytes::from(out))
             })
             .boxed();
-        self.write_staged(chunk, rows).await
+        self.write_staged(chunk, Staged::Streamed(rows)).await
     }
 
     async fn checksum_chunk(
@@ -814,26 +911,10 @@ impl Sink for ClickhouseSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let (types, bytes) = self.read_target(table, key, range).await?;
-        let mut stream = read::batches(
-            table.name.clone(),
-            table.columns.iter().map(|c| c.name.clone()).collect(),
-            types,
-            table
-                .columns
-                .iter()
-                .map(|c| c.column_type.clone())
-                .collect(),
-            table.arrow_schema(false),
-            bytes,
-        );
-        let mut checksum = RangeChecksum::default();
-        while let Some(batch) = stream.next().await {
-            checksum.add_batch(&batch?).map_err(|error| {
-                ConnectorError::Task(format!("checksum of {}: {error}", table.name))
-            })?;
-        }
-        Ok(checksum)
+        self.on_verified(table, range, |name| {
+            self.checksum_in(table, name, key, range)
+        })
+        .await
     }
 
     async fn count_chunk(
@@ -843,10 +924,11 @@ impl Sink for ClickhouseSink {
         range: &ChunkRange,
     ) -> Result<u64> {
         let target_columns = self.target_columns(table).await?;
-        self.count_target(
-            table,
-            &sql::chunk_where(table, key, range, Some(&target_columns)),
-        )
+        let condition = sql::chunk_where(table, key, range, Some(&target_columns));
+        self.on_verified(table, range, |name| {
+            let condition = condition.clone();
+            async move { self.count_in(table, &name, &condition).await }
+        })
         .await
     }
 
@@ -886,7 +968,21 @@ impl Sink for ClickhouseSink {
             .bytes
             .map(|item| item.map_err(|error| Box::new(error) as BoxError))
             .boxed();
-        self.write_staged(chunk, rows).await
+        self.write_staged(chunk, Staged::Streamed(rows)).await
+    }
+
+    async fn write_pulled(
+        &self,
+        chunk: ChunkWrite<'_>,
+        pull: &PullSource,
+    ) -> Result<Option<WriteSummary>> {
+        // The same condition as the pass-through: the target's columns are the source's.
+        if pull.kind != KIND || self.native_format(chunk.table).await?.is_none() {
+            return Ok(None);
+        }
+        self.write_staged(chunk, Staged::Pulled(pull))
+            .await
+            .map(Some)
     }
 
     async fn native_checksum(
@@ -895,38 +991,9 @@ impl Sink for ClickhouseSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
-        // The same choice as the source's `read_native`: in the server when every
-        // column has a version-stable form.
-        let types = self.ordered_target_types(table).await?;
-        let columns: Vec<(&str, &ChType)> = table
-            .columns
-            .iter()
-            .map(|column| column.name.as_str())
-            .zip(&types)
-            .collect();
-        if let Some(arguments) = checksum::row_hash_arguments(&columns) {
-            if !self.has_parts(table, &table.name.name).await? {
-                return Ok(Some(NativeChecksum {
-                    method: SQL_CHECKSUM_METHOD,
-                    checksum: RangeChecksum::default(),
-                }));
-            }
-            let target_columns = self.target_columns(table).await?;
-            let statement = checksum::statement(
-                &arguments,
-                &self.target(table),
-                &sql::chunk_where(table, key, range, Some(&target_columns)),
-            );
-            return Ok(Some(NativeChecksum {
-                method: SQL_CHECKSUM_METHOD,
-                checksum: checksum::query(&self.shared.endpoint, &statement, &table.name).await?,
-            }));
-        }
-        let (types, bytes) = self.read_target(table, key, range).await?;
-        let checksum = read::hash_rows(&table.name, &types, bytes).await?;
-        Ok(Some(NativeChecksum {
-            method: CHECKSUM_METHOD,
-            checksum,
-        }))
+        self.on_verified(table, range, |name| {
+            self.native_checksum_in(table, name, key, range)
+        })
+        .await
     }
 }

@@ -2,9 +2,11 @@
 //! leadership and, while it leads, runs each job with the same scheduler as
 //! `ferryctl local` ([`crate::scheduler::run_job_on`]) over the etcd store, with
 //! [`remote::RemoteExecutor`] handing attempts to workers and [`pool::ClusterPool`]
-//! giving out the live workers' slots.
+//! giving out the live workers' slots, shared between jobs by weight and per-database
+//! caps ([`share`]).
 
 pub mod pool;
 pub mod remote;
 pub mod runtime;
+pub mod share;
 pub mod tally;

@@ -50,6 +50,10 @@ pub struct ClusterOptions {
     pub env: HashMap<String, String>,
     /// Folder relative paths in specs are joined to.
     pub base_dir: PathBuf,
+    /// The most chunks in flight per database (`host:port/database`) across all jobs,
+    /// from the `[[endpoints]]` configuration; a database not listed is capped at the
+    /// smallest concurrency among the jobs that share it.
+    pub database_caps: HashMap<String, u32>,
 }
 
 /// Where a coordinator stands in its cluster (what its readiness reports).
@@ -299,7 +303,10 @@ impl ClusterRuntime {
         }
         Arc::new(Leadership {
             store: self.store.fenced(term),
-            board: SlotBoard::new(workers.clone()),
+            board: SlotBoard::with_database_caps(
+                workers.clone(),
+                self.options.database_caps.clone(),
+            ),
             router: AttemptRouter::start(
                 self.store.watch_results(&cancel),
                 self.store.watch_progress(&cancel),
@@ -513,7 +520,12 @@ impl ClusterRuntime {
                 }
             }
         });
-        let mut pool = leadership.board.pool();
+        // The databases the job touches: jobs sharing one share its cap.
+        let databases = [&spec.source, &spec.target]
+            .into_iter()
+            .filter_map(ferry_model::spec::EndpointSpec::database_identity)
+            .collect();
+        let mut pool = leadership.board.pool(job.clone(), databases);
         let outcome = run_job_on(
             store,
             &record,

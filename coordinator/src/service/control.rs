@@ -427,6 +427,7 @@ impl Control for ControlService {
             load_max: request.load_max,
             load_critical: request.load_critical,
             schedule_yaml: request.schedule_yaml,
+            priority: request.priority,
         };
         let (policy_json, effective) = self
             .domain

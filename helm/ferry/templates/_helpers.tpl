@@ -214,6 +214,7 @@ binaries refuse for integer keys, so numbers equal to an integer are written as 
 {{- else if kindIs "bool" . }}{{ . }}
 {{- else if kindIs "float64" . }}{{ if eq . (floor .) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
 {{- else if kindIs "slice" . }}[{{ range $index, $item := . }}{{ if $index }}, {{ end }}{{ include "ferry.tomlValue" $item }}{{ end }}]
+{{- else if kindIs "map" . }}{ {{- range $index, $key := keys . | sortAlpha }}{{ if $index }},{{ end }} {{ $key }} = {{ include "ferry.tomlValue" (index $ $key) }}{{ end }} }
 {{- else }}{{ . }}
 {{- end }}
 {{- end }}

@@ -8,6 +8,7 @@
 //!     read_replica: "10.0.0.7:8123"     # chunk reads go to this replica's HTTP interface
 //!     split_column: {events: user_id}   # cut big partitions of `events` on user_id
 //!     max_execution_time: 3600          # seconds, per read
+//!     pull_address: "10.0.0.7:9000"     # ClickHouse targets pull chunks from here (native port)
 //! target:
 //!   kind: clickhouse
 //!   url_env: NEW_CLUSTER_URL
@@ -24,7 +25,13 @@ use serde_yaml_ng::Value;
 use super::fields::{describe, read_mapping, read_positive_integer, read_string};
 use crate::problems::Problems;
 
-const SOURCE_FIELDS: &[&str] = &["read_replica", "split_column", "max_execution_time"];
+const SOURCE_FIELDS: &[&str] = &[
+    "read_replica",
+    "split_column",
+    "max_execution_time",
+    "pull_address",
+    "pull_cluster",
+];
 const TARGET_FIELDS: &[&str] = &["on_cluster", "engines"];
 
 /// ClickHouse options of an endpoint (`source.clickhouse` or `target.clickhouse`).
@@ -39,6 +46,14 @@ pub struct ClickhouseOptions {
     pub split_column: BTreeMap<String, String>,
     /// Source: `max_execution_time` of every read, in seconds.
     pub max_execution_time: Option<u64>,
+    /// Source: where a ClickHouse target reaches this source over the native protocol
+    /// (`host:port`, 9000 by default) to pull each chunk itself with `remote()`, with the
+    /// URL's user and password (which the target's query log then holds).
+    pub pull_address: Option<String>,
+    /// Source: a cluster in the target servers' `remote_servers` that names this source
+    /// (credentials in the target's configuration): the target pulls each chunk with
+    /// `cluster()`.
+    pub pull_cluster: Option<String>,
     /// Target: the cluster every `CREATE TABLE` runs `ON CLUSTER`.
     pub on_cluster: Option<String>,
     /// Target: engine rewrite rules, in order: the first whose `from` names the source
@@ -59,6 +74,18 @@ pub struct EngineRule {
 
 fn is_identifier(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `host:port` with a numeric port and a host of letters, digits, '.', '-' or '_' (it is
+/// written into a statement).
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && port.parse::<u16>().is_ok_and(|port| port > 0)
+    })
 }
 
 /// The engine name a clause starts with: `ReplicatedMergeTree` of `ReplicatedMergeTree('/p', 'r')`.
@@ -147,6 +174,41 @@ pub(super) fn read_clickhouse(
             Some(value) => options.max_execution_time = Some(value),
             None => ok = false,
         }
+    }
+    if let Some(address) = fields.optional("pull_address") {
+        let address_path = fields.path_of("pull_address");
+        match read_string(address, &address_path, problems) {
+            Some(text) if is_host_port(text) => options.pull_address = Some(text.to_string()),
+            Some(_) => {
+                problems.push(
+                    &address_path,
+                    "expected host:port of the source's native interface as the target servers reach it, e.g. 10.0.0.7:9000",
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(cluster) = fields.optional("pull_cluster") {
+        let cluster_path = fields.path_of("pull_cluster");
+        match read_string(cluster, &cluster_path, problems) {
+            Some(name) if is_identifier(name) => options.pull_cluster = Some(name.to_string()),
+            Some(_) => {
+                problems.push(
+                    &cluster_path,
+                    "expected a cluster name of the target servers' remote_servers (letters, digits, '_')",
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if options.pull_address.is_some() && options.pull_cluster.is_some() {
+        problems.push(
+            &fields.path_of("pull_cluster"),
+            "pull_address and pull_cluster both say where the target pulls from: keep one",
+        );
+        ok = false;
     }
     if let Some(cluster) = fields.optional("on_cluster") {
         let cluster_path = fields.path_of("on_cluster");
@@ -271,6 +333,21 @@ mod tests {
             "{problems}"
         );
         let (_, problems) = read("on_cluster: c1", "source");
+        assert!(!problems.is_empty());
+        let (_, problems) = read("pull_address: \"h:9000'); DROP\"", "source");
+        assert!(
+            problems.to_string().contains("native interface"),
+            "{problems}"
+        );
+        let (_, problems) = read("pull_address: h:9000\npull_cluster: old", "source");
+        assert!(problems.to_string().contains("keep one"), "{problems}");
+        let (options, problems) = read("pull_address: old-ch-1.dc:9000", "source");
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(
+            options.unwrap().pull_address.as_deref(),
+            Some("old-ch-1.dc:9000")
+        );
+        let (_, problems) = read("pull_address: h:9000", "target");
         assert!(!problems.is_empty());
     }
 }

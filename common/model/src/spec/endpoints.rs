@@ -287,7 +287,7 @@ fn read_env_location(
 
 /// Resolves `.` and `..` without touching the file system, so `a/../src.db` and `src.db`
 /// compare equal even when the file does not exist yet.
-fn normalize_lexically(path: &Path) -> PathBuf {
+pub(super) fn normalize_lexically(path: &Path) -> PathBuf {
     let mut normalized = PathBuf::new();
     for component in path.components() {
         match component {

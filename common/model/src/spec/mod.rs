@@ -51,6 +51,7 @@ mod clickhouse;
 mod endpoints;
 mod fields;
 mod fingerprint;
+mod identity;
 mod model;
 mod reader;
 #[cfg(test)]
@@ -59,6 +60,7 @@ mod throttle;
 
 pub use clickhouse::{ClickhouseOptions, EngineRule, engine_name};
 pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password};
+pub use identity::normalize_database_identity;
 pub use model::{
     ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
     HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
@@ -79,6 +81,10 @@ pub const MAX_MAX_ATTEMPTS: u32 = 100;
 pub const DEFAULT_CONCURRENCY: u32 = 4;
 /// Largest accepted `throttle.default_concurrency`.
 pub const MAX_CONCURRENCY: u32 = 1024;
+/// A job's weight in the sharing of worker slots when the spec does not say.
+pub const DEFAULT_PRIORITY: u32 = 1;
+/// Largest accepted `priority`.
+pub const MAX_PRIORITY: u32 = 1000;
 /// Longest accepted job name, in characters.
 pub const MAX_JOB_NAME_CHARS: usize = 64;
 /// The largest spec ferry reads, in bytes: a spec names tables by patterns, so even a

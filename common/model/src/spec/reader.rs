@@ -19,8 +19,8 @@ use super::model::{
 };
 use super::throttle::read_throttle;
 use super::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TARGET_ROWS, MAX_JOB_NAME_CHARS, MAX_MAX_ATTEMPTS,
-    MAX_SPEC_BYTES, MAX_TARGET_ROWS, SpecContext,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TARGET_ROWS, MAX_JOB_NAME_CHARS,
+    MAX_MAX_ATTEMPTS, MAX_PRIORITY, MAX_SPEC_BYTES, MAX_TARGET_ROWS, SpecContext,
 };
 use crate::glob::GlobPattern;
 use crate::problems::Problems;
@@ -40,6 +40,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "mode",
     "sync",
     "watermark",
+    "priority",
 ];
 const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
 const SYNC_FIELDS: &[&str] = &["since"];
@@ -174,6 +175,15 @@ fn read_job_spec(
         Some(value) => read_throttle(value, &fields.path_of("throttle"), problems),
         None => Some(ThrottlePolicy::default()),
     };
+    // The job's weight among the cluster's jobs: kept in its throttle policy, where an
+    // operator changes it at runtime like the other limits.
+    let priority_opt = match fields.optional("priority") {
+        Some(value) => {
+            read_positive_u32(value, &fields.path_of("priority"), MAX_PRIORITY, problems)
+        }
+        None => Some(DEFAULT_PRIORITY),
+    };
+
     let columns_opt = match fields.optional("columns") {
         Some(value) => read_column_overrides(value, &fields.path_of("columns"), problems),
         None => Some(ColumnOverrides::default()),
@@ -203,7 +213,10 @@ fn read_job_spec(
         chunking: chunking_opt?,
         verify: verify_opt?,
         resilience: resilience_opt?,
-        throttle: throttle_opt?,
+        throttle: ThrottlePolicy {
+            priority: priority_opt?,
+            ..throttle_opt?
+        },
         columns: columns_opt?,
         mode: mode_opt?,
         sync: sync_opt?,
@@ -699,6 +712,26 @@ throttle:
     }
 
     #[test]
+    fn priority_is_a_weight_from_1_to_1000_kept_in_the_throttle_policy() {
+        assert_eq!(parse(&spec_with("", "")).unwrap().throttle.priority, 1);
+        let spec = parse(&spec_with("", "priority: 3\n")).unwrap();
+        assert_eq!(spec.throttle.priority, 3);
+        // Not part of the plan: a job resumes whatever its weight.
+        assert_eq!(
+            spec.fingerprint(),
+            parse(&spec_with("", "")).unwrap().fingerprint()
+        );
+        assert_eq!(
+            single_error(&spec_with("", "priority: 0\n")),
+            ("priority".to_owned(), "must be at least 1".to_owned())
+        );
+        assert_eq!(
+            single_error(&spec_with("", "priority: 1001\n")),
+            ("priority".to_owned(), "must be at most 1000".to_owned())
+        );
+    }
+
+    #[test]
     fn watermark_reads_its_column_and_lag() {
         assert_eq!(parse(&spec_with("", "")).unwrap().watermark, None);
         let spec = parse(&spec_with("", "watermark: { column: updated_at }\n")).unwrap();
@@ -783,7 +816,7 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns, mode, sync, watermark"
+                 chunking, verify, resilience, throttle, columns, mode, sync, watermark, priority"
                     .to_owned()
             )
         );

@@ -106,6 +106,8 @@ pub(super) fn read_throttle(
         // Runtime settings: the operator's, never the spec's.
         max_concurrency_override: None,
         paused: false,
+        // The spec's top-level `priority:`, set by the caller.
+        priority: crate::spec::DEFAULT_PRIORITY,
     })
 }
 
@@ -423,6 +425,7 @@ throttle:
                 worker_cpu_max: Some(85.0),
                 max_concurrency_override: None,
                 paused: false,
+                priority: 1,
             }
         );
         assert_eq!(throttle.validate(), Ok(()));

@@ -428,7 +428,15 @@ impl JobControl for ClusterRuntime {
         job: &str,
         at: Option<jiff::Timestamp>,
     ) -> Result<(String, EffectiveView), ControlError> {
-        self.pacer_of(job).await?.throttle(job, at).await
+        let (policy, mut view) = self.pacer_of(job).await?.throttle(job, at).await?;
+        // Now (not at another instant): how the job shares the cluster with other jobs.
+        if at.is_none()
+            && let Some(leadership) = lock(&self.leading).clone()
+        {
+            view.reasons
+                .extend(leadership.board.sharing_lines(&JobId(job.to_owned())));
+        }
+        Ok((policy, view))
     }
 
     async fn history(&self, job: &str) -> Result<Vec<PolicyChange>, ControlError> {
