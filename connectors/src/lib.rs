@@ -34,5 +34,5 @@ pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{
     BatchStream, ChunkWrite, ExportedSnapshot, Fence, NativeChecksum, NativeRead, NativeStream,
     PrepareOptions, PrepareOutcome, PullRead, PullSource, Sink, Source, UpsertSummary,
-    WriteSummary,
+    WatermarkStats, WriteSummary,
 };

@@ -87,6 +87,7 @@ fn verified() -> ChunkResult {
     ChunkResult::Verified {
         rows: 1,
         checksum: RangeChecksum { rows: 1, sum: 1 },
+        sync: None,
     }
 }
 
@@ -117,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         retry_backoff: Duration::from_millis(10),
         mode: ferry_model::spec::JobMode::Copy,
         source_snapshot: None,
+        sync: None,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();

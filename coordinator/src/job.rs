@@ -130,7 +130,7 @@ pub async fn prepare_job(
         check_source_unchanged(&job, &chunks, source).await?;
         // A verify-only job touches nothing in the target, not even to check its tables
         // (preparing one writes the fence table): a missing table fails its chunks.
-        if spec.mode == JobMode::Copy {
+        if spec.mode != JobMode::Verify {
             check_targets_present(spec, &job, &chunks, sink).await?;
         }
         let verified: Vec<_> = chunks
@@ -149,7 +149,7 @@ pub async fn prepare_job(
             resumed: true,
         });
     }
-    let plan = plan_job_with(spec, source, sink, spec.mode == JobMode::Copy).await?;
+    let plan = plan_job_with(spec, source, sink, spec.mode != JobMode::Verify).await?;
     let job = JobRecord::new(spec, plan.tables);
     store.create_job(&job, &plan.chunks).await?;
     Ok(PreparedJob {

@@ -235,8 +235,14 @@ pub async fn plan_job_with(
         };
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
+        // A sync pass runs after a copy: its target tables must exist (checked, and given
+        // the fence table a re-copied range needs), never created or recreated.
         let options = PrepareOptions {
-            mode: spec.schema,
+            mode: if spec.mode == ferry_model::spec::JobMode::Sync {
+                ferry_model::spec::SchemaMode::RequireExisting
+            } else {
+                spec.schema
+            },
             type_overrides: schema
                 .columns
                 .iter()

@@ -42,11 +42,13 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
-    /// Copy, or verify only (a mismatch is then a finding, never re-copied).
+    /// Copy, verify only (a mismatch is then a finding, never re-copied), or a sync pass.
     pub mode: JobMode,
     /// The exported source snapshot every attempt reads in (`consistency:
     /// job_snapshot`), set by the run that holds it.
     pub source_snapshot: Option<String>,
+    /// What a sync pass reads by; `None` unless `mode` is [`JobMode::Sync`].
+    pub sync: Option<std::sync::Arc<ferry_model::execution::SyncPass>>,
 }
 
 impl SchedulerOptions {
@@ -61,6 +63,7 @@ impl SchedulerOptions {
             retry_backoff: Duration::from_millis(200),
             mode: spec.mode,
             source_snapshot: None,
+            sync: ferry_model::execution::SyncPass::of(spec),
         }
     }
 }
@@ -604,6 +607,7 @@ impl AttemptStarter<'_> {
                 verify: options.verify,
                 mode: options.mode,
                 source_snapshot: options.source_snapshot.clone(),
+                sync: options.sync.clone(),
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -668,9 +672,14 @@ pub fn classify(
 ) -> Option<ChunkCompletion> {
     let out_of_attempts = failures_before + 1 >= options.max_attempts;
     match result {
-        ChunkResult::Verified { rows, checksum } => Some(ChunkCompletion::Verified {
+        ChunkResult::Verified {
+            rows,
+            checksum,
+            sync,
+        } => Some(ChunkCompletion::Verified {
             rows: *rows,
             checksum: *checksum,
+            sync: *sync,
         }),
         ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
             // A verify-only job writes nothing: a difference is its finding, recorded
@@ -752,6 +761,7 @@ mod tests {
             retry_backoff: Duration::ZERO,
             mode: JobMode::Copy,
             source_snapshot: None,
+            sync: None,
         }
     }
 
@@ -809,6 +819,7 @@ mod tests {
         let target = RangeChecksum { rows: 1, sum: 2 };
         let opts = SchedulerOptions {
             mode: JobMode::Verify,
+            sync: None,
             ..options(3, OnMismatch::Recopy)
         };
         assert_eq!(

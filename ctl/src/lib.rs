@@ -13,6 +13,7 @@ pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod sync;
+pub mod sync_jobs;
 pub mod sync_reverse;
 pub mod verify;
 

@@ -37,6 +37,27 @@ pub fn reverse_spec(mut spec: JobSpec) -> JobSpec {
     spec
 }
 
+/// The spec text of the reverse sync (what each pass's job is built from, and what a
+/// cluster's workers read): `source:` and `target:` swapped, `consistency:` left out
+/// (a sync pass reads the source as it is). Mirrors [`reverse_spec`].
+pub fn reverse_spec_yaml(spec_yaml: &str) -> Result<String, String> {
+    let mut document: serde_yaml_ng::Value = serde_yaml_ng::from_str(spec_yaml)
+        .map_err(|error| format!("the spec is not YAML: {error}"))?;
+    let Some(mapping) = document.as_mapping_mut() else {
+        return Err("a job spec must be a YAML mapping".into());
+    };
+    let source = mapping.remove("source");
+    let target = mapping.remove("target");
+    if let Some(target) = target {
+        mapping.insert("source".into(), target);
+    }
+    if let Some(source) = source {
+        mapping.insert("target".into(), source);
+    }
+    mapping.remove("consistency");
+    serde_yaml_ng::to_string(&document).map_err(|error| error.to_string())
+}
+
 /// Why a reverse sync cannot start.
 #[derive(Debug, thiserror::Error)]
 #[error(

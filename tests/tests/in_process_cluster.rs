@@ -163,6 +163,7 @@ async fn simulated_worker(
                     let result = ChunkResult::Verified {
                         rows: 100,
                         checksum: RangeChecksum { rows: 100, sum: 1 },
+                        sync: None,
                     };
                     let _ = store.put_result(&assignment, &result).await;
                 }

@@ -212,6 +212,10 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     );
     let last = passes.last().expect("a pass");
     assert_eq!(last["lag_rows"], 0, "the last pass found nothing");
+    assert!(
+        total(&passes, "tables_unchanged") > 0,
+        "quiet passes leave out tables whose write statistics did not move: {passes:?}"
+    );
 
     for table in ["s_items", "s_plain"] {
         let source_rows = pg_rows(&pair.source(), table);
@@ -321,6 +325,30 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
         psql(&pair.source(), "SELECT v FROM s_nw WHERE id = 2"),
         "source change",
         "the source is never written"
+    );
+
+    // No write since: the table's write statistics did not move, the pass leaves it out.
+    let pass_line = |run: &(i32, String, String)| -> serde_json::Value {
+        serde_json::from_str(run.1.lines().next().expect("pass line")).expect("json")
+    };
+    let quiet = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
+    expect_code("a pass with nothing written", &quiet, 0);
+    let summary = pass_line(&quiet);
+    assert_eq!(summary["tables_unchanged"], 1, "{summary}");
+    assert_eq!(summary["chunks"], 0, "{summary}");
+    // One write moves them: the next pass takes the table again and finds it.
+    psql(
+        &pair.source(),
+        "UPDATE s_nw SET v = 'after quiet', updated_at = '2026-04-01' WHERE id = 4",
+    );
+    let moved = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
+    expect_code("a pass after one write", &moved, 0);
+    let summary = pass_line(&moved);
+    assert_eq!(summary["tables_unchanged"], 0, "{summary}");
+    assert_eq!(summary["updated"], 1, "{summary}");
+    assert_eq!(
+        psql(&pair.target(), "SELECT v FROM s_nw WHERE id = 4"),
+        "after quiet"
     );
 
     // A watermark column that is not a timestamp is refused, naming table and column.

@@ -88,8 +88,11 @@ struct JobContext {
     tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
     chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>)>,
     verify: VerifyMode,
-    /// Copy, or verify only: from the job's spec, so every worker runs the job alike.
+    /// Copy, verify only or a sync pass: from the job's spec, so every worker runs the
+    /// job alike.
     mode: ferry_model::spec::JobMode,
+    /// What a sync pass reads by (its marks come with the pass's spec).
+    sync: Option<Arc<ferry_model::execution::SyncPass>>,
     runner: Arc<ChunkRunner>,
 }
 
@@ -429,6 +432,7 @@ impl AttemptRun {
             verify: context.verify,
             mode: context.mode,
             source_snapshot: assignment.source_snapshot.clone(),
+            sync: context.sync.clone(),
             cancel: self.cancel.clone(),
             progress: {
                 let rows = rows.clone();
@@ -609,6 +613,7 @@ impl AttemptRun {
                 .collect(),
             verify: spec.verify.mode,
             mode: spec.mode,
+            sync: ferry_model::execution::SyncPass::of(&spec),
             runner: Arc::new(ChunkRunner::new(source, sink)),
         });
         contexts.insert(job.clone(), loaded.clone());

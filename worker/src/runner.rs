@@ -21,6 +21,7 @@
 //!
 //! A chunk of a verify-only job ([`JobMode::Verify`]) is not copied: both sides are
 //! counted and checksummed with the canonical checksum at once, and nothing is written.
+//! A chunk of a sync pass ([`JobMode::Sync`]) is caught up by `crate::sync_chunk`.
 //!
 //! Checksums computed inside PostgreSQL and MySQL (`md5` over each row's text in SQL) are
 //! not used: measured, they cost more than reading the target back and hashing it here.
@@ -41,8 +42,8 @@ use tracing::Instrument;
 
 /// Runs chunk attempts between one source and one sink.
 pub struct ChunkRunner {
-    source: Arc<dyn Source>,
-    sink: Arc<dyn Sink>,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) sink: Arc<dyn Sink>,
 }
 
 /// How a chunk's copy ended.
@@ -61,14 +62,14 @@ enum Copied {
 
 /// Where a stream tells the runner that the throttle requeued the chunk.
 #[derive(Clone, Default)]
-struct RequeueSlot(Arc<Mutex<Option<String>>>);
+pub(crate) struct RequeueSlot(Arc<Mutex<Option<String>>>);
 
 impl RequeueSlot {
-    fn set(&self, reason: String) {
+    pub(crate) fn set(&self, reason: String) {
         *lock(&self.0) = Some(reason);
     }
 
-    fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         lock(&self.0).take()
     }
 }
@@ -108,9 +109,20 @@ impl ChunkRunner {
             None => self.source.clone(),
         };
         let source = source.as_ref();
-        if task.mode == JobMode::Verify {
-            return self.verify_only(task, source).await;
+        match task.mode {
+            JobMode::Verify => self.verify_only(task, source).await,
+            JobMode::Sync => self.sync_chunk(task).await,
+            JobMode::Copy => self.copy_and_verify(task, source).await,
         }
+    }
+
+    /// Copies the chunk with overwrite (one fenced transaction) and verifies it, reading
+    /// from `source` (the job's source, or it in the job's snapshot).
+    pub(crate) async fn copy_and_verify(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<ChunkResult, ConnectorError> {
         let copied = match self.copy_pulled(task, source).await? {
             Some(copied) => copied,
             None => match self.copy_native(task, source).await? {
@@ -182,13 +194,14 @@ impl ChunkRunner {
         Ok(ChunkResult::Verified {
             rows: source.rows,
             checksum: source,
+            sync: None,
         })
     }
 
     /// A verify-only attempt: counts and checksums the range on both sides at once with
     /// the canonical checksum (streamed: the source's batches are hashed as they are
     /// read, through the throttle's admission like a copy's), and writes nothing.
-    async fn verify_only(
+    pub(crate) async fn verify_only(
         &self,
         task: &ChunkTask,
         source: &dyn Source,
@@ -235,6 +248,7 @@ impl ChunkRunner {
         Ok(ChunkResult::Verified {
             rows: source.rows,
             checksum: source,
+            sync: None,
         })
     }
 

@@ -306,6 +306,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let verified = ChunkResult::Verified {
         rows: 42,
         checksum: RangeChecksum { rows: 42, sum: 7 },
+        sync: None,
     };
     assert!(
         !cluster.put_result(&seen, &verified).await.expect("report"),
@@ -360,6 +361,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
             &ChunkCompletion::Verified {
                 rows: 42,
                 checksum: RangeChecksum { rows: 42, sum: 7 },
+                sync: None,
             },
         )
         .await
@@ -459,6 +461,7 @@ pub async fn check_drain_pace_jobs_and_recopy(cluster: &dyn ClusterProtocol) {
                 &ChunkCompletion::Verified {
                     rows: 5,
                     checksum: RangeChecksum { rows: 5, sum: 1 },
+                    sync: None,
                 },
             )
             .await

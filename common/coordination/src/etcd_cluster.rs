@@ -870,10 +870,15 @@ fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValu
         ..Default::default()
     };
     match result {
-        ChunkResult::Verified { rows, checksum } => {
+        ChunkResult::Verified {
+            rows,
+            checksum,
+            sync,
+        } => {
             value.kind = pb::OutcomeKind::Verified as i32;
             value.rows = *rows;
             value.checksum = Some(checksum_to_proto(*checksum));
+            value.sync = sync.as_ref().map(pb::SyncChangesValue::from);
         }
         ChunkResult::Mismatch { source, target } => {
             value.kind = pb::OutcomeKind::Mismatch as i32;
@@ -909,6 +914,7 @@ fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
         Ok(pb::OutcomeKind::Verified) => ChunkResult::Verified {
             rows: value.rows,
             checksum,
+            sync: value.sync.map(Into::into),
         },
         Ok(pb::OutcomeKind::Mismatch) => ChunkResult::Mismatch {
             source: checksum,

@@ -58,7 +58,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
     BatchStream, ChunkWrite, ExportedSnapshot, NativeChecksum, NativeRead, NativeStream,
-    PrepareOptions, PrepareOutcome, Sink, Source, WriteSummary,
+    PrepareOptions, PrepareOutcome, Sink, Source, WatermarkStats, WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -249,13 +249,37 @@ impl Source for PostgresSource {
     async fn read_changed(
         &self,
         table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
         watermark: &str,
         since: Option<i64>,
     ) -> Result<BatchStream> {
         let session = self.endpoint.session().await?;
-        let catalog = require_table(&session, &table.name, "source").await?;
-        let reader = sync::read_changed(&session, table, &catalog, watermark, since).await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let reader =
+            sync::read_changed(&session, table, &catalog, key, range, watermark, since).await?;
         Ok(spawn_reader(session, reader, self.endpoint.tls()))
+    }
+
+    async fn change_signature(&self, table: &TableSchema) -> Result<Option<String>> {
+        let session = self.endpoint.session().await?;
+        let signature = sync::change_signature(&session, &table.name).await?;
+        session.release().await;
+        Ok(signature)
+    }
+
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        watermark: &str,
+    ) -> Result<WatermarkStats> {
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let stats = sync::watermark_stats(&session, table, &catalog, key, range, watermark).await?;
+        session.release().await;
+        Ok(stats)
     }
 
     async fn key_sample(

@@ -65,7 +65,8 @@ pub use identity::normalize_database_identity;
 pub use model::{
     ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
     DEFAULT_WATERMARK_LAG_MS, HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch,
-    ResilienceSpec, SchemaMode, TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    ResilienceSpec, SchemaMode, SyncPassSpec, TableSelection, VerifyMode, VerifySpec,
+    WatermarkSpec,
 };
 pub use reader::clipped;
 pub use throttle::parse_throttle_schedule;

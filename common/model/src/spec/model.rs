@@ -32,9 +32,13 @@ pub struct JobSpec {
     /// Target column types chosen by the user, by source column: `"orders.amount"` or
     /// `"public.orders.amount"` → the target's type, e.g. `DECIMAL(20,4)`.
     pub columns: ColumnOverrides,
-    /// What the job does with each chunk: copy it (the default), or only compare both
-    /// sides (`ferryctl verify`, `ferryctl submit --verify-only`).
+    /// What the job does with each chunk: copy it (the default), only compare both
+    /// sides (`ferryctl verify`, `ferryctl submit --verify-only`), or catch it up (one
+    /// pass of `ferryctl sync`).
     pub mode: JobMode,
+    /// The parameters of one sync pass (`sync:`), set by `ferryctl sync` on each pass's
+    /// job; empty otherwise. Not part of the fingerprint.
+    pub sync: SyncPassSpec,
     /// The watermark column `ferryctl sync` catches up by (`watermark:` in the spec);
     /// `None`: every table is synced by checksum-and-repair passes.
     pub watermark: Option<WatermarkSpec>,
@@ -78,6 +82,17 @@ pub struct WatermarkSpec {
 /// The default `watermark.lag`.
 pub const DEFAULT_WATERMARK_LAG_MS: u64 = 30_000;
 
+/// `sync: { since: { public.orders: 1765045200000000 } }`: what one sync pass reads, set
+/// by `ferryctl sync` on the spec of each pass's job (a user does not write it): per table
+/// (qualified name, as the source names it), the watermark from which the pass reads
+/// changed rows, in microseconds since 1970-01-01 UTC: the last pass's high-water mark
+/// minus `watermark.lag`. A table not listed has no mark yet: its every row is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPassSpec {
+    /// Per qualified table name: read rows whose watermark is at or past this.
+    pub since: BTreeMap<String, i64>,
+}
+
 /// What a job does with each chunk (`mode:` in the spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JobMode {
@@ -86,6 +101,10 @@ pub enum JobMode {
     Copy,
     /// Count and checksum both sides; write nothing to the target.
     Verify,
+    /// One sync pass: catch the chunk's range up (a watermark table: changed rows
+    /// newer-wins, then deletes by a keyed diff; any other: checksum both sides and
+    /// re-copy the range when they differ). Idempotent, so a lost attempt runs again.
+    Sync,
 }
 
 impl JobMode {
@@ -94,6 +113,7 @@ impl JobMode {
         match self {
             JobMode::Copy => "copy",
             JobMode::Verify => "verify",
+            JobMode::Sync => "sync",
         }
     }
 }
