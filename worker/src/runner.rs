@@ -344,6 +344,15 @@ impl ChunkRunner {
             return Ok(Some(Copied::Requeued(reason)));
         }
         let fence = fence_of(task);
+        // Without verification the source's servers need not read the chunk twice: the
+        // rows staged are the rows pulled.
+        let checksum = async {
+            if task.verify == VerifyMode::None {
+                None
+            } else {
+                Some(checksum.await)
+            }
+        };
         let (written, source) = tokio::join!(
             self.sink.write_pulled(chunk_write(task, &fence), &source),
             checksum
@@ -371,16 +380,25 @@ impl ChunkRunner {
         let Some(summary) = written else {
             return Ok(None);
         };
-        let source = source?;
+        let (source, native_method) = match source.transpose()? {
+            Some(source) => (source.checksum, Some(source.method)),
+            None => (
+                RangeChecksum {
+                    rows: summary.rows_written,
+                    sum: 0,
+                },
+                None,
+            ),
+        };
         if let Err(reason) = task.admission.admit(summary.rows_written, 0).await {
             return Ok(Some(Copied::Requeued(reason)));
         }
         (task.progress)(summary.rows_written);
         log_written(&summary, "chunk pulled by the target");
         Ok(Some(Copied::Committed {
-            source: source.checksum,
+            source,
             rows_written: summary.rows_written,
-            native_method: Some(source.method),
+            native_method,
         }))
     }
 
