@@ -116,6 +116,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         verify: VerifyMode::Checksum,
         retry_backoff: Duration::from_millis(10),
         mode: ferry_model::spec::JobMode::Copy,
+        // Measures the store, not the cutting of chunks.
+        split_idle: false,
+        target_rows: 500_000,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();

@@ -838,6 +838,7 @@ mod tests {
             },
             key,
             warnings: Vec::new(),
+            key_spans: Vec::new(),
         }
     }
 

@@ -77,6 +77,11 @@ impl ChunkTally {
             } => {
                 self.chunks.insert(record.id, (record.state, record.rows));
             }
+            JobEvent::ChunkSplit { added, .. } => {
+                for (id, _) in added {
+                    self.chunks.insert(*id, (ChunkState::Planned, 0));
+                }
+            }
             // A cancelled attempt leaves its chunk in flight.
             JobEvent::ChunkFinished { record: None, .. }
             | JobEvent::RowsCopied { .. }
