@@ -160,3 +160,161 @@ async fn with_split_idle_off_the_planned_chunk_stays_whole() {
         }
     );
 }
+
+/// Drops the test's source schema and target database, also when the test fails.
+struct PgCleanup {
+    url: String,
+    schema: String,
+    target_database: String,
+}
+
+impl Drop for PgCleanup {
+    fn drop(&mut self) {
+        for sql in [
+            format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.target_database
+            ),
+        ] {
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", "-d", &self.url, "-c", &sql])
+                .output();
+        }
+    }
+}
+
+/// The bench's shape on PostgreSQL → PostgreSQL: four partitions of 1,000 rows and one
+/// of 20,000, one chunk each (a large `target_rows`). The big partition's chunk is cut
+/// within its partition; the other partitions keep theirs; every worker gets work; the
+/// target's partitions hold the source's rows (psql: counts per partition and the md5 of
+/// every row, EXCEPT both ways).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_twenty_times_the_others_is_split_within_its_partition() {
+    let url = ferry_tests::env_url("FERRY_TEST_PG_URL");
+    let suffix = ferry_tests::unique_suffix();
+    let schema = format!("idletail_{suffix}");
+    let target_database = format!("idletail_dst_{suffix}");
+    let _cleanup = PgCleanup {
+        url: url.clone(),
+        schema: schema.clone(),
+        target_database: target_database.clone(),
+    };
+    let table = format!("{schema}.events");
+    let mut ddl = format!(
+        "CREATE SCHEMA {schema};
+         CREATE TABLE {table} (id bigint PRIMARY KEY, payload text NOT NULL)
+             PARTITION BY RANGE (id);"
+    );
+    for part in 0..5 {
+        let low = part * 100_000;
+        let rows = if part == 4 { 20_000 } else { 1_000 };
+        ddl.push_str(&format!(
+            "CREATE TABLE {schema}.p{part} PARTITION OF {table}
+                 FOR VALUES FROM ({low}) TO ({high});
+             INSERT INTO {table} SELECT {low} + i * 3, 'row ' || i
+                 FROM generate_series(0, {last}) AS i;",
+            high = low + 100_000,
+            last = rows - 1,
+        ));
+    }
+    ddl.push_str(&format!("CREATE DATABASE {target_database};"));
+    ferry_tests::psql(&url, &ddl);
+    let target_url = ferry_tests::with_database(&url, &target_database);
+    let env = std::collections::HashMap::from([
+        ("SRC".to_string(), url.clone()),
+        ("DST".to_string(), target_url.clone()),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(
+        dir.path(),
+        &format!(
+            "name: idle-split-parts\nsource: {{ kind: postgres, url_env: SRC }}\n\
+             target: {{ kind: postgres, url_env: DST }}\n\
+             tables: {{ include: [\"{table}\"] }}\nchunking: {{ target_rows: 1000000 }}\n"
+        ),
+    );
+    let (_, outcome, _) = ferry_tests::run_local_with_env(
+        &spec_path,
+        &dir.path().join("state.db"),
+        WORKERS,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    let mut per_partition: std::collections::BTreeMap<String, (usize, u64)> =
+        std::collections::BTreeMap::new();
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+        let partition = chunk.partition.clone().expect("planned by partition");
+        let entry = per_partition.entry(partition).or_default();
+        entry.0 += 1;
+        entry.1 += chunk.rows;
+    }
+    let summary: Vec<(usize, u64)> = per_partition.values().copied().collect();
+    // 20,000 + 4 × 1,000 rows over 4 slots: fair pieces of 6,000, so the big one in 4.
+    assert_eq!(
+        summary,
+        vec![(1, 1_000), (1, 1_000), (1, 1_000), (1, 1_000), (4, 20_000)],
+        "chunks and rows per partition: {per_partition:?}"
+    );
+    let workers: HashSet<_> = outcome
+        .chunks
+        .iter()
+        .filter_map(|chunk| chunk.evidence.worker.clone())
+        .collect();
+    assert_eq!(workers.len(), WORKERS, "every worker got work: {workers:?}");
+    for part in 0..5 {
+        let count = |database_url: &str| {
+            ferry_tests::psql(
+                database_url,
+                &format!("SELECT count(*) FROM {schema}.p{part}"),
+            )
+        };
+        assert_eq!(count(&target_url), count(&url), "rows of partition p{part}");
+    }
+    let rows_only_in = |left: &str, right: &str| {
+        ferry_tests::psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM (SELECT md5(t::text) FROM {left} AS t \
+                 EXCEPT ALL SELECT * FROM {right}) AS d"
+            ),
+        )
+    };
+    let target_md5 = ferry_tests::psql(
+        &target_url,
+        &format!("SELECT string_agg(md5(t::text), ',') FROM {table} AS t"),
+    );
+    psql_values_table(&url, &schema, &target_md5);
+    assert_eq!(
+        rows_only_in(&table, &format!("{schema}.target_md5")),
+        "0",
+        "source rows missing in the target"
+    );
+    assert_eq!(
+        ferry_tests::psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM (SELECT md5 FROM {schema}.target_md5 \
+                 EXCEPT ALL SELECT md5(t::text) FROM {table} AS t) AS d"
+            )
+        ),
+        "0",
+        "target rows not in the source (or doubled)"
+    );
+}
+
+/// Stores the target's row hashes (comma-separated) in `{schema}.target_md5` of the
+/// source database, so that psql can compare them with the source's rows both ways.
+fn psql_values_table(url: &str, schema: &str, hashes_csv: &str) {
+    ferry_tests::psql(
+        url,
+        &format!(
+            "CREATE TABLE {schema}.target_md5 AS \
+             SELECT unnest(string_to_array('{hashes_csv}', ',')) AS md5"
+        ),
+    );
+}
