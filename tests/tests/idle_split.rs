@@ -161,29 +161,6 @@ async fn with_split_idle_off_the_planned_chunk_stays_whole() {
     );
 }
 
-/// Drops the test's source schema and target database, also when the test fails.
-struct PgCleanup {
-    url: String,
-    schema: String,
-    target_database: String,
-}
-
-impl Drop for PgCleanup {
-    fn drop(&mut self) {
-        for sql in [
-            format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
-            format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.target_database
-            ),
-        ] {
-            let _ = std::process::Command::new("psql")
-                .args(["-X", "-q", "-d", &self.url, "-c", &sql])
-                .output();
-        }
-    }
-}
-
 /// The bench's shape on PostgreSQL → PostgreSQL: four partitions of 1,000 rows and one
 /// of 20,000, one chunk each (a large `target_rows`). The big partition's chunk is cut
 /// within its partition; the other partitions keep theirs; every worker gets work; the
@@ -191,15 +168,11 @@ impl Drop for PgCleanup {
 /// every row, EXCEPT both ways).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_twenty_times_the_others_is_split_within_its_partition() {
-    let url = ferry_tests::env_url("FERRY_TEST_PG_URL");
-    let suffix = ferry_tests::unique_suffix();
-    let schema = format!("idletail_{suffix}");
-    let target_database = format!("idletail_dst_{suffix}");
-    let _cleanup = PgCleanup {
-        url: url.clone(),
-        schema: schema.clone(),
-        target_database: target_database.clone(),
-    };
+    // Source and target databases, dropped at the end (also when the test fails).
+    let pair = ferry_tests::PgPair::new("idletail_");
+    let url = pair.source();
+    let target_url = pair.target();
+    let schema = "app";
     let table = format!("{schema}.events");
     let mut ddl = format!(
         "CREATE SCHEMA {schema};
@@ -218,9 +191,7 @@ async fn a_partition_twenty_times_the_others_is_split_within_its_partition() {
             last = rows - 1,
         ));
     }
-    ddl.push_str(&format!("CREATE DATABASE {target_database};"));
     ferry_tests::psql(&url, &ddl);
-    let target_url = ferry_tests::with_database(&url, &target_database);
     let env = std::collections::HashMap::from([
         ("SRC".to_string(), url.clone()),
         ("DST".to_string(), target_url.clone()),
@@ -288,7 +259,7 @@ async fn a_partition_twenty_times_the_others_is_split_within_its_partition() {
         &target_url,
         &format!("SELECT string_agg(md5(t::text), ',') FROM {table} AS t"),
     );
-    psql_values_table(&url, &schema, &target_md5);
+    psql_values_table(&url, schema, &target_md5);
     assert_eq!(
         rows_only_in(&table, &format!("{schema}.target_md5")),
         "0",
