@@ -7,32 +7,14 @@
 #   FERRY_BENCH_ROWS=200000 FERRY_BENCH_RUNS=1 bash bench/clickhouse.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROWS=${ROWS:-${FERRY_BENCH_ROWS:-2000000}}
-RUNS=${RUNS:-${FERRY_BENCH_RUNS:-3}}
-WORK=${WORK:-${FERRY_BENCH_DIR:-/tmp/ferry-bench}}
-FERRYCTL=${FERRYCTL:-${FERRY_BENCH_FERRYCTL:-./target/release/ferryctl}}
-CONCURRENCY=${CONCURRENCY:-${FERRY_BENCH_CONCURRENCY:-2}}
+# shellcheck source=bench/helpers.sh
+source bench/helpers.sh
 mkdir -p "$WORK"
 eval "$(bash scripts/services.sh env)"
 CH1_TCP=${FERRY_CH_TCP_PORT:-59000}
 CH2_TCP=${FERRY_CH2_TCP_PORT:-59001}
 ch1() { clickhouse-client --host 127.0.0.1 --port "$CH1_TCP" --multiquery --query "$1"; }
 ch2() { clickhouse-client --host 127.0.0.1 --port "$CH2_TCP" --multiquery --query "$1"; }
-if ! declare -F timed >/dev/null; then # standalone: no quiet-machine wait
-  now() { date +%s.%N; }
-  timed() {
-    local times=() i s e
-    for ((i = 0; i < RUNS; i++)); do
-      $1 >&2
-      s=$(now); $2 >&2; e=$(now)
-      times+=("$(python3 -c "print($e - $s)")")
-    done
-    python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}"
-  }
-  nothing() { :; }
-  rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
-  ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }
-fi
 
 echo "== clickhouse -> clickhouse ($ROWS rows)" >&2
 TABLE="(id UInt64, customer_id UInt32, amount Decimal(12, 2), status String, note String, created_at DateTime)

@@ -18,7 +18,6 @@ MY=(mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u root --local-infile=1)
 command -v pgloader >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgloader >/dev/null; }
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-now() { date +%s.%N; }
 # Percent of CPU time busy on the whole machine over the next 3 seconds.
 busy() {
   python3 - <<'PY'
@@ -44,21 +43,9 @@ quiet() {
     waited=$((waited + 3))
   done
 }
-RUNS=${FERRY_BENCH_RUNS:-3}
-# timed SETUP RUN: runs SETUP (untimed), waits for a quiet machine and times RUN, RUNS
-# times; prints the median seconds.
-timed() {
-  local times=() i s e
-  for ((i = 0; i < RUNS; i++)); do
-    $1 >&2
-    quiet; s=$(now); $2 >&2; e=$(now)
-    times+=("$(python3 -c "print($e - $s)")")
-  done
-  python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "${times[@]}"
-}
-nothing() { :; }
-rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
-ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }   # ferry seconds, peer seconds: peer time / ferry time
+# timed, rate, ratio (timed waits for a quiet machine before each timing).
+# shellcheck source=bench/helpers.sh
+source bench/helpers.sh
 
 echo "== generating $ROWS orders rows"
 python3 - "$ROWS" > "$WORK/orders.tsv" <<'PY'
@@ -139,6 +126,11 @@ results+=("| pg → pg | ferry, verify off | $(rate $pgpg_off) | 2-stream binary
 results+=("| pg → pg | ferry, verify on | $(rate $pgpg_on) | 2-stream binary COPY pipe | $(rate $pgpg_pipe) | $(ratio $pgpg_on $pgpg_pipe) |")
 verify_cost=$(python3 -c "print(f'{($pgpg_on / $pgpg_off - 1) * 100:.0f}')")
 pgpg_ratio=$(ratio $pgpg_off $pgpg_pipe)
+
+# Checking and catching up on the copied pg -> pg table: a verify-only pass against
+# count(*) + an md5 sum in SQL, and a sync pass after a 1 % change against a re-copy.
+# shellcheck source=bench/cutover.sh
+source bench/cutover.sh
 
 echo "== mysql -> mysql"
 spec mymy_noverify mysql SRC_MY mysql DST_MY none
@@ -316,6 +308,18 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo "mysql → mysql ≥ 1.0× the LOAD DATA pipe, verification on: $(met "$mymy_ratio >= 1.0") ($mymy_ratio×);"
   echo "mysql → pg ≥ 2.5× pgloader, verification on: $(met "$mypg_ratio >= 2.5") ($mypg_ratio×);"
   echo "clickhouse → clickhouse ≥ 1.0× INSERT … SELECT FROM remote() per partition, verification on: $(met "$chch_ratio >= 1.0") ($chch_ratio×; verification costs ${chch_verify_cost} %)."
+  echo
+  echo "## Checking and catching up"
+  echo
+  echo "pg → pg, the $ROWS-row orders table after its copy (bench/cutover.sh). The verify-only pass against the"
+  echo "SQL an operator would run (\`count(*)\` and \`sum\` of the first 64 bits of \`md5(row::text)\`, on both"
+  echo "sides at once); a sync pass (\`watermark: { column: updated_at, lag: 0s }\`, an index on the column)"
+  echo "after 1 % of the rows changed at the source (0.9 % updated, 0.05 % inserted, 0.05 % deleted), against a"
+  echo "full re-copy of the same table. rows/s = the table's rows over the time; ratio = peer time / ferry time."
+  echo
+  echo "| ferry | time | rows/s | peer | time | ratio |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${cutover_lines[@]}"
   echo
   echo "## Coordinator scale"
   echo

@@ -32,6 +32,7 @@ pub use error::{ConnectorError, ErrorKind, Failure};
 pub use opener::{JobOpener, OpenJobError, OpenedJob, PreparedOpener, SpecOpener};
 pub use registry::{available_kinds, open_sink, open_source, parse_spec};
 pub use traits::{
-    BatchStream, ChunkWrite, Fence, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
-    PrepareOutcome, PullRead, PullSource, Sink, Source, UpsertSummary, WriteSummary,
+    BatchStream, ChunkWrite, ExportedSnapshot, Fence, NativeChecksum, NativeRead, NativeStream,
+    PrepareOptions, PrepareOutcome, PullRead, PullSource, Sink, Source, UpsertSummary,
+    WatermarkStats, WriteSummary,
 };

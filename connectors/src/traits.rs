@@ -83,6 +83,25 @@ impl std::fmt::Debug for PullSource {
     }
 }
 
+/// One snapshot of a whole source database, exported for `consistency: job_snapshot`
+/// ([`Source::export_snapshot`]): it stays importable while this value lives (its
+/// transaction is held open on a connection of its own) and ends when it is dropped.
+pub struct ExportedSnapshot {
+    /// The identifier readers import ([`Source::in_snapshot`]).
+    pub id: String,
+    /// Ends the holder (its task and connection) when dropped.
+    pub(crate) _holder: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for ExportedSnapshot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ExportedSnapshot")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Identifies one attempt of one chunk, for the target's fence table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
@@ -139,6 +158,15 @@ pub struct WriteSummary {
     pub rows_written: u64,
     /// Rows of the range deleted before inserting (non-zero on a re-copy).
     pub rows_deleted: u64,
+}
+
+/// A range's row count and largest watermark ([`Source::watermark_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkStats {
+    /// Rows in the range.
+    pub rows: u64,
+    /// Their largest watermark, in microseconds since the epoch.
+    pub newest: Option<i64>,
 }
 
 /// What a newer-wins upsert ([`Sink::upsert_newer`]) changed.
@@ -269,14 +297,16 @@ pub trait Source: Send + Sync {
         Ok(())
     }
 
-    /// Streams the rows whose `watermark` column (a timestamp) is at or past `since`
-    /// (microseconds since 1970-01-01 UTC; a zone-less timestamp's wall time read as UTC),
-    /// or every row when `since` is `None`, as batches like [`Source::read_chunk`]'s (in
-    /// no particular order), for `ferryctl sync`. Rows whose watermark is NULL are read
-    /// only when `since` is `None`.
+    /// Streams the rows of a range whose `watermark` column (a timestamp) is at or past
+    /// `since` (microseconds since 1970-01-01 UTC; a zone-less timestamp's wall time read
+    /// as UTC), or every row of the range when `since` is `None`, as batches like
+    /// [`Source::read_chunk`]'s (in no particular order), for a sync pass. Rows whose
+    /// watermark is NULL are read only when `since` is `None`.
     async fn read_changed(
         &self,
         table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
         _watermark: &str,
         _since: Option<i64>,
     ) -> Result<BatchStream> {
@@ -288,6 +318,68 @@ pub trait Source: Send + Sync {
                 self.kind()
             ),
         })
+    }
+
+    /// Exports one snapshot of the whole database for `consistency: job_snapshot`, held
+    /// until the returned value is dropped. Errors with [`ConnectorError::Unsupported`]
+    /// when this source cannot (the default).
+    async fn export_snapshot(&self) -> Result<ExportedSnapshot> {
+        Err(ConnectorError::Unsupported {
+            table: TableName::bare("(job)"),
+            detail: format!(
+                "consistency: job_snapshot: the {} source cannot export a snapshot; use \
+                 consistency: chunk",
+                self.kind()
+            ),
+        })
+    }
+
+    /// Counts the rows of a range and reads their largest `watermark` (a timestamp, in
+    /// microseconds since 1970-01-01 UTC like [`Source::read_changed`]'s `since`; `None`
+    /// when the range is empty or every watermark is NULL), in one statement: what a sync
+    /// pass compares to skip work (and, over the whole table, its next high-water mark).
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        _key: &SplitKey,
+        _range: &ChunkRange,
+        _watermark: &str,
+    ) -> Result<WatermarkStats> {
+        Err(ConnectorError::Unsupported {
+            table: table.name.clone(),
+            detail: format!(
+                "the {} source cannot read a watermark column's extent; leave out \
+                 `watermark:` to sync by checksum-and-repair passes",
+                self.kind()
+            ),
+        })
+    }
+
+    /// This source with every chunk read ([`Source::read_chunk`], [`Source::read_native`])
+    /// importing the exported snapshot `snapshot_id`, so all of them see one point in
+    /// time. A read whose snapshot is gone (its holder ended) fails with a permanent
+    /// error naming the fix. Errors when this source cannot import snapshots.
+    fn in_snapshot(&self, snapshot_id: &str) -> Result<std::sync::Arc<dyn Source>> {
+        let _ = snapshot_id;
+        Err(ConnectorError::Unsupported {
+            table: TableName::bare("(job)"),
+            detail: format!(
+                "consistency: job_snapshot: the {} source cannot read in an exported \
+                 snapshot; use consistency: chunk",
+                self.kind()
+            ),
+        })
+    }
+
+    /// A cheap signature of the writes the database has counted on a table (every
+    /// partition of it), from its own statistics, without reading a row: when two reads
+    /// give the same signature, no row of the table was inserted, updated or deleted in
+    /// between (a sync pass then leaves the table out). `None` (the default) when this
+    /// source has no such statistics: the table always counts as changed. A signature MAY
+    /// change without a write (a false "changed" costs only work) but MUST change after
+    /// any committed write, at the latest once the database has published its statistics.
+    async fn change_signature(&self, _table: &TableSchema) -> Result<Option<String>> {
+        Ok(None)
     }
 
     /// Runs a user's load probe: `sql` returns one number. Runs read-only with a statement

@@ -87,6 +87,7 @@ fn verified() -> ChunkResult {
     ChunkResult::Verified {
         rows: 1,
         checksum: RangeChecksum { rows: 1, sum: 1 },
+        sync: None,
     }
 }
 
@@ -119,6 +120,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Measures the store, not the cutting of chunks.
         split_idle: false,
         target_rows: 500_000,
+        source_snapshot: None,
+        sync: None,
     };
     let pacing = Pacing::fixed(u32::try_from(slots)?);
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();
@@ -207,7 +210,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 executor,
                 &SchedulerOptions {
                     workers: usize::MAX,
-                    ..options
+                    ..options.clone()
                 },
                 &mut pool,
                 pacing,

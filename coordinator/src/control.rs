@@ -278,6 +278,8 @@ pub struct ChunkView {
     pub partition: String,
     /// The verified checksum (`rows/hash`), when verified.
     pub checksum: String,
+    /// What the last attempt changed in the target (chunks of a sync pass only).
+    pub sync: Option<ferry_model::execution::SyncChanges>,
 }
 
 /// Which chunks to copy again.

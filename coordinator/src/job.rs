@@ -98,6 +98,10 @@ pub struct PreparedJob {
     pub rows_verified_before: u64,
     /// Chunks already verified before this run.
     pub chunks_verified_before: usize,
+    /// Chunks still to be read: neither VERIFIED nor FAILED.
+    pub chunks_open: usize,
+    /// Chunks attempted (assigned at least once) before this run.
+    pub chunks_started_before: usize,
 }
 
 /// Loads `spec`'s job from `store` (refused when it was planned from another spec), or
@@ -126,7 +130,7 @@ pub async fn prepare_job(
         check_source_unchanged(&job, &chunks, source).await?;
         // A verify-only job touches nothing in the target, not even to check its tables
         // (preparing one writes the fence table): a missing table fails its chunks.
-        if spec.mode == JobMode::Copy {
+        if spec.mode != JobMode::Verify {
             check_targets_present(spec, &job, &chunks, sink).await?;
         }
         let verified: Vec<_> = chunks
@@ -136,11 +140,16 @@ pub async fn prepare_job(
         return Ok(PreparedJob {
             rows_verified_before: verified.iter().map(|chunk| chunk.rows).sum(),
             chunks_verified_before: verified.len(),
+            chunks_open: chunks
+                .iter()
+                .filter(|chunk| !matches!(chunk.state, ChunkState::Verified | ChunkState::Failed))
+                .count(),
+            chunks_started_before: chunks.iter().filter(|chunk| chunk.attempt.0 > 0).count(),
             job,
             resumed: true,
         });
     }
-    let plan = plan_job_with(spec, source, sink, spec.mode == JobMode::Copy).await?;
+    let plan = plan_job_with(spec, source, sink, spec.mode != JobMode::Verify).await?;
     let job = JobRecord::new(spec, plan.tables);
     store.create_job(&job, &plan.chunks).await?;
     Ok(PreparedJob {
@@ -148,6 +157,8 @@ pub async fn prepare_job(
         resumed: false,
         rows_verified_before: 0,
         chunks_verified_before: 0,
+        chunks_open: plan.chunks.len(),
+        chunks_started_before: 0,
     })
 }
 

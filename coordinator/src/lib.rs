@@ -19,4 +19,5 @@ pub mod scheduler;
 pub mod security;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod throttle;

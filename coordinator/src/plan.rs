@@ -76,6 +76,13 @@ pub enum PlanError {
         /// Why, and what to do.
         refusal: HashSplitRefusal,
     },
+    /// `consistency: job_snapshot` cannot be used with this source (a standby that
+    /// cannot export snapshots, or a source without them).
+    #[error("{detail}")]
+    Snapshot {
+        /// Why, and what to do.
+        detail: String,
+    },
     /// A connector failed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -150,6 +157,26 @@ pub async fn plan_job_with(
     prepare_targets: bool,
 ) -> Result<JobPlan, PlanError> {
     let selected = select_tables(spec, source).await?;
+    if spec.consistency == ferry_model::spec::Consistency::JobSnapshot {
+        // Refused now rather than when the run starts: a snapshot is exported and let go.
+        match source.export_snapshot().await {
+            Ok(probe) => drop(probe),
+            Err(error) if error.kind() == ferry_connectors::ErrorKind::Unavailable => {
+                return Err(PlanError::Connector(error));
+            }
+            Err(ConnectorError::Unsupported { detail, .. }) => {
+                return Err(PlanError::Snapshot { detail });
+            }
+            Err(error) => {
+                return Err(PlanError::Snapshot {
+                    detail: format!(
+                        "consistency: job_snapshot: cannot export a snapshot of the source \
+                         ({error}); use consistency: chunk if it cannot be fixed"
+                    ),
+                });
+            }
+        }
+    }
     let mut described = Vec::with_capacity(selected.len());
     let mut targets: std::collections::HashMap<TableName, TableName> =
         std::collections::HashMap::new();
@@ -208,8 +235,14 @@ pub async fn plan_job_with(
         };
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.
+        // A sync pass runs after a copy: its target tables must exist (checked, and given
+        // the fence table a re-copied range needs), never created or recreated.
         let options = PrepareOptions {
-            mode: spec.schema,
+            mode: if spec.mode == ferry_model::spec::JobMode::Sync {
+                ferry_model::spec::SchemaMode::RequireExisting
+            } else {
+                spec.schema
+            },
             type_overrides: schema
                 .columns
                 .iter()

@@ -44,13 +44,18 @@ pub struct SchedulerOptions {
     pub verify: VerifyMode,
     /// Delay before the first retry of a failed chunk; doubles per failure, up to 10 s.
     pub retry_backoff: Duration,
-    /// Copy, or verify only (a mismatch is then a finding, never re-copied).
+    /// Copy, verify only (a mismatch is then a finding, never re-copied), or a sync pass.
     pub mode: JobMode,
     /// Whether queued chunks far bigger than their share are cut before they start
     /// (`chunking.split_idle`; see [`crate::idle_split`]).
     pub split_idle: bool,
     /// The spec's `chunking.target_rows`: no piece cut is bigger.
     pub target_rows: u64,
+    /// The exported source snapshot every attempt reads in (`consistency:
+    /// job_snapshot`), set by the run that holds it.
+    pub source_snapshot: Option<String>,
+    /// What a sync pass reads by; `None` unless `mode` is [`JobMode::Sync`].
+    pub sync: Option<std::sync::Arc<ferry_model::execution::SyncPass>>,
 }
 
 impl SchedulerOptions {
@@ -66,6 +71,8 @@ impl SchedulerOptions {
             mode: spec.mode,
             split_idle: spec.chunking.split_idle,
             target_rows: spec.chunking.target_rows,
+            source_snapshot: None,
+            sync: ferry_model::execution::SyncPass::of(spec),
         }
     }
 }
@@ -753,6 +760,8 @@ impl AttemptStarter<'_> {
                 range,
                 verify: options.verify,
                 mode: options.mode,
+                source_snapshot: options.source_snapshot.clone(),
+                sync: options.sync.clone(),
                 cancel,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -817,9 +826,14 @@ pub fn classify(
 ) -> Option<ChunkCompletion> {
     let out_of_attempts = failures_before + 1 >= options.max_attempts;
     match result {
-        ChunkResult::Verified { rows, checksum } => Some(ChunkCompletion::Verified {
+        ChunkResult::Verified {
+            rows,
+            checksum,
+            sync,
+        } => Some(ChunkCompletion::Verified {
             rows: *rows,
             checksum: *checksum,
+            sync: *sync,
         }),
         ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
             // A verify-only job writes nothing: a difference is its finding, recorded
@@ -902,6 +916,8 @@ mod tests {
             mode: JobMode::Copy,
             split_idle: false,
             target_rows: 500_000,
+            source_snapshot: None,
+            sync: None,
         }
     }
 
@@ -959,6 +975,7 @@ mod tests {
         let target = RangeChecksum { rows: 1, sum: 2 };
         let opts = SchedulerOptions {
             mode: JobMode::Verify,
+            sync: None,
             ..options(3, OnMismatch::Recopy)
         };
         assert_eq!(

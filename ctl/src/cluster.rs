@@ -207,6 +207,12 @@ fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
         .get("name")
         .and_then(serde_yaml_ng::Value::as_str)
         .ok_or("name: missing required field")?;
+    Ok(stamped_job_name(name, "verify"))
+}
+
+/// The name of a job of `kind` (`verify`, `sync`) of the job `name` in a cluster:
+/// `<name>-<kind>-<UTC time>`, a new job at each submission (at most 64 characters).
+pub fn stamped_job_name(name: &str, kind: &str) -> String {
     let now = jiff::Timestamp::now();
     // To the millisecond: two submissions in one second are two jobs.
     let stamp = format!(
@@ -214,10 +220,7 @@ fn verify_job_name(spec_yaml: &str) -> Result<String, String> {
         now.strftime("%Y%m%dT%H%M%S"),
         now.as_millisecond().rem_euclid(1000)
     );
-    let suffix = format!("-verify-{stamp}");
-    let keep = name.len().min(64usize.saturating_sub(suffix.len()));
-    let base: String = name.chars().take(keep).collect();
-    Ok(format!("{base}{suffix}"))
+    crate::verify::suffixed_name(name, &format!("-{kind}-{stamp}"))
 }
 
 fn print_plan(plan: &pb::SubmitJobResponse, format: OutputFormat) {
@@ -335,7 +338,20 @@ pub async fn chunks(
 ) -> i32 {
     let state = state_opt.map(ChunkStateArg::api_name).unwrap_or_default();
     let table = table_opt.unwrap_or_default();
-    let outcome = request(endpoints, |mut client| {
+    let outcome = list_all_chunks(endpoints, job, state, table)
+        .await
+        .map(|chunks| print_chunks(&chunks, format));
+    finish(outcome)
+}
+
+/// Every chunk of `job` in `state` of `table` (empty: any), page after page.
+pub(crate) async fn list_all_chunks(
+    endpoints: &str,
+    job: &str,
+    state: &str,
+    table: &str,
+) -> Result<Vec<pb::ChunkInfo>, RemoteError> {
+    request(endpoints, |mut client| {
         let job_id = job.to_string();
         async move {
             let mut chunks = Vec::new();
@@ -360,8 +376,6 @@ pub async fn chunks(
         }
     })
     .await
-    .map(|chunks| print_chunks(&chunks, format));
-    finish(outcome)
 }
 
 fn print_chunks(chunks: &[pb::ChunkInfo], format: OutputFormat) {
@@ -582,7 +596,7 @@ pub async fn watch(endpoints: &str, job: &str, format: OutputFormat) -> i32 {
 
 /// Whether a FAILED job is a verify-only job that found differences and nothing else
 /// (its stored reason says so).
-async fn found_differences(endpoints: &str, job: &str) -> bool {
+pub(crate) async fn found_differences(endpoints: &str, job: &str) -> bool {
     let listed = request(endpoints, |mut client| async move {
         client
             .list_jobs(pb::ListJobsRequest {})

@@ -13,6 +13,8 @@ pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod sync;
+pub mod sync_jobs;
+pub mod sync_reverse;
 pub mod verify;
 
 /// Process exit codes, documented in the README.

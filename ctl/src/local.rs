@@ -144,7 +144,8 @@ impl LocalError {
                 | PlanError::TargetCollision { .. }
                 | PlanError::UnknownColumnOverride { .. }
                 | PlanError::UnknownSplitTable { .. }
-                | PlanError::HashSplitRefused { .. },
+                | PlanError::HashSplitRefused { .. }
+                | PlanError::Snapshot { .. },
             ) => exit_code::INVALID_INPUT,
             _ => exit_code::RUNTIME_ERROR,
         }

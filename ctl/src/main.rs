@@ -131,6 +131,13 @@ struct RemoteArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: OutputFormat,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How a remote command reaches the Control API: TLS and the bearer token.
+#[derive(clap::Args)]
+struct ClientArgs {
     /// The CA (PEM) that signed the server's certificate: connect over TLS.
     #[arg(long, env = "FERRY_CA", value_name = "PATH")]
     ca: Option<PathBuf>,
@@ -149,6 +156,12 @@ struct RemoteArgs {
 }
 
 impl RemoteArgs {
+    fn security(&self) -> ClientSecurityArgs {
+        self.client.security()
+    }
+}
+
+impl ClientArgs {
     fn security(&self) -> ClientSecurityArgs {
         ClientSecurityArgs {
             ca: self.ca.clone(),
@@ -385,12 +398,25 @@ struct SyncArgs {
     /// Sync state file (high-water marks, pass history) [default: <spec folder>/<job name>.ferry-sync.json].
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Bisect a differing key range down to ranges of at most this many rows.
-    #[arg(long, default_value_t = ferry_ctl::verify::DEFAULT_LEAF_ROWS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    leaf_rows: u64,
+    /// Run each pass (and the final verify) as a job of the cluster whose Control API is
+    /// here (a coordinator, or a comma-separated list), instead of in this process; this
+    /// process still reads the source's high-water marks, so it needs the spec's
+    /// database variables too.
+    #[arg(long, value_name = "ADDR")]
+    endpoint: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Worker agents of a pass run in this process (without --endpoint).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
     /// One JSON object per pass on stdout (and a final verdict object).
     #[arg(long)]
     json: bool,
+    /// Sync the other way, new → old (the spec's target into its source), after the
+    /// switch: the old database stays a fallback. A job of its own, `<name>-reverse`,
+    /// with its own state file [default: <spec folder>/<name>-reverse.ferry-sync.json].
+    #[arg(long)]
+    reverse: bool,
 }
 
 #[derive(clap::Args)]
@@ -714,36 +740,105 @@ async fn demo(args: DemoArgs) -> i32 {
 
 async fn sync(args: SyncArgs) -> i32 {
     let spec = match load_spec(&args.spec, &environment()) {
+        Ok(spec) if args.reverse => ferry_ctl::sync_reverse::reverse_spec(spec),
         Ok(spec) => spec,
         Err(error) => {
             eprintln!("error: {error}");
             return error.exit_code();
         }
     };
-    let (tables, chunks, connectors) = match ferry_ctl::sync::open(&spec).await {
+    let spec_yaml = match ferry_ctl::local::read_spec_text(&args.spec) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let spec_yaml = if args.reverse {
+        match ferry_ctl::sync_reverse::reverse_spec_yaml(&spec_yaml) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return exit_code::INVALID_INPUT;
+            }
+        }
+    } else {
+        spec_yaml
+    };
+    let (tables, source) = match ferry_ctl::sync::open(&spec).await {
         Ok(opened) => opened,
         Err(error) => {
             eprintln!("error: {error}");
             return exit_code::RUNTIME_ERROR;
         }
     };
+    let old_side = if args.reverse {
+        match ferry_connectors::registry::open_sink(&spec.target).await {
+            Ok(sink) => Some(sink),
+            Err(error) => {
+                eprintln!(
+                    "error: ferryctl sync --reverse: the old database (the spec's source): {error}"
+                );
+                return exit_code::RUNTIME_ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(old_side) = &old_side
+        && let Err(error) = ferry_ctl::sync_reverse::require_old_side_tables(
+            &spec,
+            &tables,
+            source.kind(),
+            old_side.as_ref(),
+        )
+        .await
+    {
+        eprintln!("error: {error}");
+        return if error.unavailable {
+            exit_code::RUNTIME_ERROR
+        } else {
+            exit_code::INVALID_INPUT
+        };
+    }
     let state_path = args
         .state
         .unwrap_or_else(|| ferry_ctl::sync::default_state_path(&args.spec, &spec));
+    let cancel = CancellationToken::new();
+    if args.endpoint.is_some() {
+        match ClientSecurity::load(&args.client.security()) {
+            Ok(security) => security.install(),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit_code::INVALID_INPUT;
+            }
+        }
+    }
+    let jobs: Box<dyn ferry_ctl::sync_jobs::SyncJobs> = match args.endpoint {
+        Some(endpoints) => Box::new(ferry_ctl::sync_jobs::ClusterJobs {
+            endpoints,
+            poll_interval: std::time::Duration::from_millis(250),
+            cancel: cancel.clone(),
+        }),
+        None => Box::new(ferry_ctl::sync_jobs::LocalJobs {
+            workers: args.workers.into(),
+            state_path: state_path.clone(),
+            cancel: cancel.clone(),
+        }),
+    };
     let run = ferry_ctl::sync::SyncRun {
         spec: &spec,
+        spec_yaml,
         tables,
-        chunks,
-        connectors,
+        source,
+        jobs,
         state_path,
     };
     let options = ferry_ctl::sync::SyncOptions {
         until_quiet: args.until_quiet,
         pass_interval: args.pass_interval,
-        leaf_rows: args.leaf_rows,
         json: args.json,
     };
-    let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -90,6 +90,17 @@ pub(crate) enum RemoteError {
     Failed(String),
 }
 
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteError::Unreachable(message)
+            | RemoteError::Standby(message)
+            | RemoteError::Refused(message)
+            | RemoteError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
 impl RemoteError {
     /// Prints the one-line error on stderr and returns the exit code.
     pub(crate) fn report(self) -> i32 {

@@ -1,43 +1,39 @@
 //! `ferryctl sync`: incremental catch-up passes after a copy, and the cutover gate.
 //!
-//! Each pass, for every table with the spec's watermark column (a timestamp) and a single
-//! integer key:
-//! 1. reads the source rows whose watermark is at or past the last pass's high-water mark
-//!    minus `watermark.lag` ([`Source::read_changed`]; every row on the first pass) and
-//!    writes them newer-wins ([`Sink::upsert_newer`]: a target row newer than the
-//!    source's is kept);
-//! 2. finds rows deleted at the source by a keyed diff: per planned chunk range, the key
-//!    column alone is read from both sides and the key sets compared; keys only in the
-//!    target are deleted ([`Sink::delete_keys`]);
-//! 3. stores the new high-water mark (the largest watermark read) in the sync state file.
-//!
-//! Tables without the column are synced by checksum-and-repair: a whole-table checksum
-//! on both sides, and when it differs the `ferryctl verify --repair` path
-//! ([`crate::verify::after_run`]: bisect, compare rows, re-copy only the differing ranges
-//! through the fenced overwrite).
+//! Each pass is a job of its own ([`JobMode::Sync`](ferry_model::spec::JobMode::Sync)),
+//! planned into chunks and run by the same runtime and worker agents as a copy: in this
+//! process, or on a cluster (`--endpoint`), where a worker lost mid-pass only costs its
+//! chunks a re-run (each chunk is idempotent; see `ferry_worker`'s `sync_chunk`). This
+//! module keeps what spans passes:
+//! 1. before a pass, each watermark table's largest watermark at the source
+//!    ([`Source::watermark_stats`] over the whole table): the pass's new high-water mark;
+//! 2. the pass's job reads, per table, from the stored mark minus `watermark.lag`
+//!    (`sync.since` in its spec; every row on the first pass);
+//! 3. after it, the marks read in 1 are stored with the pass's summary (the sum of what
+//!    its chunks changed) in the sync state file. A row written after 1 has a watermark at
+//!    or past that mark (give or take the lag, for late commits and clock skew), so the
+//!    next pass reads it.
 //!
 //! With `--until-quiet D` passes repeat until they have found nothing to change for `D`,
-//! then a full verify (every table checksummed on both sides) must agree: then the
-//! target is ready to cut over. The decisions are the pure [`QuietGate`].
+//! then a verify-only job of every table must agree: then the target is ready to cut
+//! over. The decisions are the pure [`QuietGate`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferry_connectors::{BatchStream, ConnectorError, Sink, Source};
-use ferry_coordination::{ChunkRecord, ChunkState, JobRecord, TableRecord};
-use ferry_model::checksum::RangeChecksum;
-use ferry_model::column::{CellRef, ColumnView};
-use ferry_model::ids::ChunkId;
-use ferry_model::key::{ChunkRange, SplitKey};
-use ferry_model::schema::ColumnType;
-use ferry_model::spec::{JobSpec, WatermarkSpec};
-use futures::StreamExt;
+use ferry_connectors::{ConnectorError, Source};
+use ferry_coordination::TableRecord;
+use ferry_model::execution::SyncChanges;
+use ferry_model::key::ChunkRange;
+use ferry_model::spec::{JobMode, JobSpec, WatermarkSpec};
+pub use ferry_model::sync::TableMethod;
+use ferry_model::sync::{MethodError, choose_method};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::verify::{ConnectorProbe, JobConnectors, VerifyOptions};
+use crate::sync_jobs::{ChunkOutcome, SyncJobs, job_spec_yaml, pass_spec};
 
 /// Passes kept in the state file's history.
 const MAX_HISTORY: usize = 1000;
@@ -53,28 +49,9 @@ pub enum SyncError {
         /// The column.
         column: String,
     },
-    /// The watermark column is not a timestamp.
-    #[error(
-        "the watermark column {column} of table {table} is {declared_type}, not a timestamp: ferry compares it with the high-water mark minus the lag; name a timestamp column set by every insert and update"
-    )]
-    WatermarkNotTimestamp {
-        /// The table.
-        table: String,
-        /// The column.
-        column: String,
-        /// Its declared type.
-        declared_type: String,
-    },
-    /// A table with the watermark column has no single integer key.
-    #[error(
-        "table {table} has the watermark column {column} but no single integer primary key: a newer-wins upsert and the keyed diff for deletes need one; give the table such a key or exclude it from the job"
-    )]
-    NoIntegerKey {
-        /// The table.
-        table: String,
-        /// The column.
-        column: String,
-    },
+    /// A table with the watermark column cannot be synced by it.
+    #[error(transparent)]
+    Method(#[from] MethodError),
     /// The state file belongs to another job or cannot be read.
     #[error("sync state file {path}: {detail}")]
     State {
@@ -92,20 +69,9 @@ pub enum SyncError {
         #[source]
         source: Box<ConnectorError>,
     },
-}
-
-/// How a table is synced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TableMethod {
-    /// By its watermark column and integer key.
-    Watermark {
-        /// The column.
-        column: String,
-        /// The key column.
-        key_column: String,
-    },
-    /// By checksum-and-repair passes.
-    ChecksumRepair,
+    /// A pass's job could not run, or some of its chunks FAILED.
+    #[error("{0}")]
+    Job(String),
 }
 
 /// Chooses how each table is synced, or refuses (pure).
@@ -113,51 +79,14 @@ pub fn choose_methods(
     tables: &[TableRecord],
     watermark: Option<&WatermarkSpec>,
 ) -> Result<Vec<TableMethod>, SyncError> {
-    let Some(watermark) = watermark else {
-        return Ok(vec![TableMethod::ChecksumRepair; tables.len()]);
-    };
-    let mut methods = Vec::with_capacity(tables.len());
-    for table in tables {
-        let Some(column) = table
-            .schema
-            .columns
-            .iter()
-            .find(|column| column.name == watermark.column)
-        else {
-            methods.push(TableMethod::ChecksumRepair);
-            continue;
-        };
-        if !matches!(
-            column.column_type,
-            ColumnType::Timestamp | ColumnType::TimestampTz
-        ) {
-            return Err(SyncError::WatermarkNotTimestamp {
-                table: table.schema.name.to_string(),
-                column: column.name.clone(),
-                declared_type: column.declared_type.clone(),
-            });
-        }
-        let key_column = match &table.key {
-            SplitKey::Columns {
-                names,
-                single_integer: true,
-                ..
-            } if names.len() == 1 => names[0].clone(),
-            _ => {
-                return Err(SyncError::NoIntegerKey {
-                    table: table.schema.name.to_string(),
-                    column: column.name.clone(),
-                });
-            }
-        };
-        methods.push(TableMethod::Watermark {
-            column: column.name.clone(),
-            key_column,
-        });
-    }
-    if !methods
+    let methods = tables
         .iter()
-        .any(|method| matches!(method, TableMethod::Watermark { .. }))
+        .map(|table| choose_method(&table.schema, &table.key, watermark))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(watermark) = watermark
+        && !methods
+            .iter()
+            .any(|method| matches!(method, TableMethod::Watermark { .. }))
     {
         return Err(SyncError::WatermarkMissing {
             column: watermark.column.clone(),
@@ -176,6 +105,11 @@ pub struct SyncState {
     pub high_water_marks: BTreeMap<String, i64>,
     /// The last passes, oldest first.
     pub passes: Vec<PassSummary>,
+    /// Per table (qualified name): the source's write statistics
+    /// ([`Source::change_signature`]) read before the last pass that synced it; a pass
+    /// leaves out a table whose signature is still the same.
+    #[serde(default)]
+    pub change_signatures: BTreeMap<String, String>,
 }
 
 impl SyncState {
@@ -238,8 +172,19 @@ pub struct PassSummary {
     pub updated: u64,
     /// Target rows deleted (deleted at the source).
     pub deleted: u64,
-    /// Ranges re-copied in tables without a watermark.
+    /// Ranges (chunks) re-copied in tables without a watermark.
     pub ranges_repaired: u64,
+    /// Chunks of watermark tables whose keyed diff ran (their row counts differed after
+    /// the upsert); the others skipped it.
+    #[serde(default)]
+    pub keyed_diffs: u64,
+    /// Chunks in the pass.
+    #[serde(default)]
+    pub chunks: u64,
+    /// Tables left out because the source's write statistics show no write since the
+    /// last pass that synced them.
+    #[serde(default)]
+    pub tables_unchanged: u64,
     /// Rows the target was behind by: inserted + updated + deleted, plus the rows of the
     /// repaired ranges.
     pub lag_rows: u64,
@@ -289,8 +234,6 @@ pub struct SyncOptions {
     pub until_quiet: Option<Duration>,
     /// Pause between passes.
     pub pass_interval: Duration,
-    /// Bisect a differing key range down to this many rows.
-    pub leaf_rows: u64,
     /// One JSON object per pass on stdout.
     pub json: bool,
 }
@@ -308,12 +251,14 @@ struct Verdict<'a> {
 pub struct SyncRun<'a> {
     /// The spec.
     pub spec: &'a JobSpec,
+    /// The spec's text, from which each job's spec is written for a cluster.
+    pub spec_yaml: String,
     /// The tables as planned (no target preparation).
     pub tables: Vec<TableRecord>,
-    /// Their chunk ranges as planned: the keyed diff compares keys range by range.
-    pub chunks: Vec<ChunkRecord>,
-    /// The connectors.
-    pub connectors: JobConnectors,
+    /// The source, for the high-water marks.
+    pub source: Arc<dyn Source>,
+    /// Where the passes' and the final verify's jobs run.
+    pub jobs: Box<dyn SyncJobs>,
     /// Where the state lives.
     pub state_path: PathBuf,
 }
@@ -360,15 +305,17 @@ impl SyncRun<'_> {
                 started_at_unix_ms: unix_ms(),
                 ..PassSummary::default()
             };
-            if let Err(error) = self
-                .pass(&methods, &mut state, &mut summary, options, &cancel)
-                .await
-            {
+            if let Err(error) = self.pass(&methods, &mut state, &mut summary).await {
+                if cancel.is_cancelled() {
+                    eprintln!(
+                        "stopped: run the same command to continue from the stored high-water marks"
+                    );
+                    return crate::exit_code::INTERRUPTED;
+                }
                 eprintln!("error: pass {} failed: {error}", summary.pass);
                 return crate::exit_code::RUNTIME_ERROR;
             }
             summary.seconds = started.elapsed().as_secs_f64();
-            summary.lag_rows = summary.inserted + summary.updated + summary.deleted;
             if summary.found_something() {
                 summary.lag_seconds = previous_start.unwrap_or(started).elapsed().as_secs_f64();
             }
@@ -395,10 +342,13 @@ impl SyncRun<'_> {
                     }
                     Ok(false) => {
                         eprintln!(
-                            "quiet for {:.0} s but the full verify found differences: passes go on",
+                            "quiet for {:.0} s but the full verify found differences: passes go on, every table taken again",
                             quiet.as_secs_f64()
                         );
                         gate.reset();
+                        // The statistics may have missed a write (a lost statistics
+                        // message, a reset): the next pass trusts none of them.
+                        state.change_signatures.clear();
                     }
                     Err(error) => {
                         eprintln!("error: the full verify failed: {error}");
@@ -431,13 +381,16 @@ impl SyncRun<'_> {
             )
         });
         println!(
-            "pass {}: {} rows read, {} inserted, {} updated, {} deleted, {} ranges repaired in {:.2} s; lag {} rows, {:.1} s{quiet}",
+            "pass {}: {} rows read, {} inserted, {} updated, {} deleted, {} ranges repaired, keyed diff in {} of {} chunks, {} tables unchanged, in {:.2} s; lag {} rows, {:.1} s{quiet}",
             summary.pass,
             summary.rows_read,
             summary.inserted,
             summary.updated,
             summary.deleted,
             summary.ranges_repaired,
+            summary.keyed_diffs,
+            summary.chunks,
+            summary.tables_unchanged,
             summary.seconds,
             summary.lag_rows,
             summary.lag_seconds,
@@ -463,278 +416,155 @@ impl SyncRun<'_> {
         }
     }
 
+    /// One pass: the new marks read, the pass's job run from the stored ones, its
+    /// chunks' changes summed into `summary`, the new marks stored in `state`.
     async fn pass(
         &self,
         methods: &[TableMethod],
         state: &mut SyncState,
         summary: &mut PassSummary,
-        options: &SyncOptions,
-        cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
         let lag_micros = self.spec.watermark.as_ref().map_or(0, |watermark| {
             (watermark.lag_ms as i64).saturating_mul(1000)
         });
-        for (index, (table, method)) in self.tables.iter().zip(methods).enumerate() {
+        let mut since = BTreeMap::new();
+        let mut next_marks = BTreeMap::new();
+        let mut skip = Vec::new();
+        let mut signatures = BTreeMap::new();
+        for (table, method) in self.tables.iter().zip(methods) {
             let name = table.schema.name.to_string();
-            let wrap = |source| SyncError::Connector {
-                table: name.clone(),
-                source: Box::new(source),
+            // Read before the pass, like the marks: a write after it changes the
+            // signature, so the next pass takes the table again.
+            let signature =
+                self.source
+                    .change_signature(&table.schema)
+                    .await
+                    .map_err(|source| SyncError::Connector {
+                        table: name.clone(),
+                        source: Box::new(source),
+                    })?;
+            if let Some(signature) = signature {
+                if state.change_signatures.get(&name) == Some(&signature) {
+                    skip.push(name);
+                    continue;
+                }
+                signatures.insert(name.clone(), signature);
+            }
+            let TableMethod::Watermark { column, .. } = method else {
+                continue;
             };
-            match method {
-                TableMethod::Watermark { column, key_column } => {
-                    let since = state
-                        .high_water_marks
-                        .get(&name)
-                        .map(|hwm| hwm.saturating_sub(lag_micros));
-                    let newest = self
-                        .catch_up(table, column, since, summary, cancel)
-                        .await
-                        .map_err(wrap)?;
-                    summary.deleted += self
-                        .delete_missing(index, table, key_column)
-                        .await
-                        .map_err(wrap)?;
-                    if let Some(newest) = newest {
-                        let stored = state.high_water_marks.entry(name.clone()).or_insert(newest);
-                        *stored = (*stored).max(newest);
-                    }
-                }
-                TableMethod::ChecksumRepair => {
-                    summary.ranges_repaired += self
-                        .check_and_repair(index, table, options.leaf_rows)
-                        .await
-                        .map_err(wrap)?;
-                }
+            if let Some(mark) = state.high_water_marks.get(&name) {
+                since.insert(name.clone(), mark.saturating_sub(lag_micros));
+            }
+            // Read before the pass: whatever is written from now on has a watermark at
+            // or past it (within the lag), so the next pass reads it.
+            let extent = self
+                .source
+                .watermark_stats(&table.schema, &table.key, &ChunkRange::WholeTable, column)
+                .await
+                .map_err(|source| SyncError::Connector {
+                    table: name.clone(),
+                    source: Box::new(source),
+                })?;
+            if let Some(newest) = extent.newest {
+                next_marks.insert(name, newest);
             }
         }
+        summary.tables_unchanged = skip.len() as u64;
+        if skip.len() == self.tables.len() {
+            // Nothing was written to any table since the last pass: no job to run.
+            return Ok(());
+        }
+        let name = self.jobs.job_name(self.spec, "sync");
+        let spec = pass_spec(self.spec, &name, &since, &skip).map_err(SyncError::Job)?;
+        let yaml = job_spec_yaml(&self.spec_yaml, &name, JobMode::Sync, &since, &skip)
+            .map_err(SyncError::Job)?;
+        let chunks = self
+            .jobs
+            .run_job(&spec, &yaml)
+            .await
+            .map_err(|error| SyncError::Job(format!("sync job {name}: {error}")))?;
+        let failed: Vec<String> = chunks
+            .iter()
+            .filter(|chunk| !chunk.verified)
+            .map(|chunk| format!("{}: {}", chunk.table, chunk.error))
+            .collect();
+        if !failed.is_empty() {
+            return Err(SyncError::Job(format!(
+                "sync job {name}: {} chunks FAILED ({}); the next pass runs them again",
+                failed.len(),
+                failed.join("; ")
+            )));
+        }
+        add_changes(summary, &chunks);
+        for (table, newest) in next_marks {
+            let stored = state.high_water_marks.entry(table).or_insert(newest);
+            *stored = (*stored).max(newest);
+        }
+        state.change_signatures.extend(signatures);
         Ok(())
     }
 
-    /// Copies the rows past `since` newer-wins; returns the largest watermark read.
-    async fn catch_up(
-        &self,
-        table: &TableRecord,
-        column: &str,
-        since: Option<i64>,
-        summary: &mut PassSummary,
-        cancel: &CancellationToken,
-    ) -> Result<Option<i64>, ConnectorError> {
-        let rows = self
-            .connectors
-            .source
-            .read_changed(&table.schema, column, since)
-            .await?;
-        let newest = Arc::new(std::sync::Mutex::new(None::<i64>));
-        let tracked = track_newest(rows, column.to_owned(), newest.clone());
-        let upserted = self
-            .connectors
-            .sink
-            .upsert_newer(&table.schema, &table.key, column, tracked, cancel)
-            .await?;
-        summary.rows_read += upserted.rows_read;
-        summary.inserted += upserted.inserted;
-        summary.updated += upserted.updated;
-        let newest = *newest
-            .lock()
-            .map_err(|_| ConnectorError::Task("watermark tracker poisoned".into()))?;
-        Ok(newest)
-    }
-
-    /// The keyed diff: per planned chunk range, the key column alone is read from both
-    /// sides and compared; keys only in the target (deleted at the source) are deleted.
-    /// Memory: the keys of one chunk range (8 bytes each per side).
-    async fn delete_missing(
-        &self,
-        index: usize,
-        table: &TableRecord,
-        key_column: &str,
-    ) -> Result<u64, ConnectorError> {
-        let mut keys_only = table.schema.clone();
-        keys_only.columns.retain(|column| column.name == key_column);
-        let mut deleted = 0;
-        for chunk in self
-            .chunks
+    /// A verify-only job of every table; `true` when every chunk agrees.
+    async fn full_verify(&self) -> Result<bool, SyncError> {
+        let name = self.jobs.job_name(self.spec, "verify");
+        let mut spec = self.spec.clone();
+        spec.name = name.clone();
+        spec.mode = JobMode::Verify;
+        spec.sync = Default::default();
+        let yaml = job_spec_yaml(
+            &self.spec_yaml,
+            &name,
+            JobMode::Verify,
+            &BTreeMap::new(),
+            &[],
+        )
+        .map_err(SyncError::Job)?;
+        let chunks = self
+            .jobs
+            .run_job(&spec, &yaml)
+            .await
+            .map_err(|error| SyncError::Job(format!("verify job {name}: {error}")))?;
+        let errors: Vec<String> = chunks
             .iter()
-            .filter(|chunk| chunk.table_index == index)
-        {
-            let chunk_table = match &chunk.partition {
-                Some(partition) => keys_only.for_partition(partition),
-                None => keys_only.clone(),
-            };
-            let source = self
-                .connectors
-                .source
-                .read_chunk(&chunk_table, &table.key, &chunk.range);
-            let target = self
-                .connectors
-                .sink
-                .read_back(&chunk_table, &table.key, &chunk.range);
-            let (source, target) = tokio::try_join!(source, target)?;
-            let (source, target) =
-                tokio::try_join!(keys_of(source, key_column), keys_of(target, key_column))?;
-            let extra = keys_only_in(&target, &source);
-            for part in extra.chunks(10_000) {
-                deleted += self
-                    .connectors
-                    .sink
-                    .delete_keys(&table.schema, &table.key, part)
-                    .await?;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Checksums a table without a watermark on both sides and repairs what differs
-    /// through `ferryctl verify --repair`'s path; returns the ranges re-copied.
-    async fn check_and_repair(
-        &self,
-        index: usize,
-        table: &TableRecord,
-        leaf_rows: u64,
-    ) -> Result<u64, ConnectorError> {
-        let Some((job, chunks)) = self.differing_table(index, table).await? else {
-            return Ok(0);
-        };
-        let options = VerifyOptions {
-            leaf_rows,
-            show_values: false,
-            output: None,
-            repair: true,
-            dry_run: false,
-            recheck_after: Duration::ZERO,
-        };
-        let (localised, code) =
-            crate::verify::after_run(self.spec, &job, &chunks, &self.connectors, &options).await;
-        if code != crate::exit_code::OK {
-            return Err(ConnectorError::Task(format!(
-                "repairing table {} failed: {}",
-                table.schema.name,
-                localised.repair_failures.join("; ")
+            .filter(|chunk| !chunk.verified && !chunk.differs)
+            .map(|chunk| format!("{}: {}", chunk.table, chunk.error))
+            .collect();
+        if !errors.is_empty() {
+            return Err(SyncError::Job(format!(
+                "verify job {name}: {}",
+                errors.join("; ")
             )));
         }
-        Ok(localised.repaired as u64)
-    }
-
-    /// A one-chunk job of `table` whose chunk records the differing checksums, when both
-    /// sides of the whole table differ.
-    async fn differing_table(
-        &self,
-        index: usize,
-        table: &TableRecord,
-    ) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>, ConnectorError> {
-        let (source, target) = self.table_checksums(table).await?;
-        if source == target {
-            return Ok(None);
+        let differing: std::collections::BTreeSet<&str> = chunks
+            .iter()
+            .filter(|chunk| chunk.differs)
+            .map(|chunk| chunk.table.as_str())
+            .collect();
+        for table in &differing {
+            eprintln!("full verify: table {table} differs");
         }
-        let mut job = JobRecord::new(self.spec, self.tables.clone());
-        job.id = ferry_model::ids::JobId(format!("{}-sync", self.spec.name));
-        let mut chunk = ChunkRecord::planned(
-            ChunkId(index as u32),
-            index,
-            None,
-            ChunkRange::WholeTable,
-            source.rows,
-        );
-        chunk.state = ChunkState::Failed;
-        chunk.checksum = Some(source);
-        chunk.evidence.target_checksum = Some(target);
-        Ok(Some((job, vec![chunk])))
-    }
-
-    async fn table_checksums(
-        &self,
-        table: &TableRecord,
-    ) -> Result<(RangeChecksum, RangeChecksum), ConnectorError> {
-        let probe = ConnectorProbe {
-            connectors: &self.connectors,
-            table: table.schema.clone(),
-            key: table.key.clone(),
-            key_column: None,
-        };
-        let sides = probe.sides_of(&ChunkRange::WholeTable).await?;
-        Ok((sides.source, sides.target))
-    }
-
-    /// Every table checksummed on both sides; `true` when all agree.
-    async fn full_verify(&self) -> Result<bool, SyncError> {
-        let mut agree = true;
-        for table in &self.tables {
-            let (source, target) =
-                self.table_checksums(table)
-                    .await
-                    .map_err(|source| SyncError::Connector {
-                        table: table.schema.name.to_string(),
-                        source: Box::new(source),
-                    })?;
-            if source != target {
-                eprintln!(
-                    "full verify: table {} differs (source {} rows, target {} rows)",
-                    table.schema.name, source.rows, target.rows
-                );
-                agree = false;
-            }
-        }
-        Ok(agree)
+        Ok(differing.is_empty())
     }
 }
 
-/// Passes the batches through, keeping the largest value of the timestamp `column`.
-fn track_newest(
-    batches: BatchStream,
-    column: String,
-    newest: Arc<std::sync::Mutex<Option<i64>>>,
-) -> BatchStream {
-    Box::pin(batches.inspect(move |batch| {
-        let Ok(batch) = batch else { return };
-        let Ok(index) = batch.schema().index_of(&column) else {
-            return;
+/// Adds what a pass's chunks changed to its summary.
+fn add_changes(summary: &mut PassSummary, chunks: &[ChunkOutcome]) {
+    let mut total = SyncChanges::default();
+    for chunk in chunks {
+        summary.chunks += 1;
+        let Some(changes) = &chunk.sync else {
+            continue;
         };
-        let Ok(view) = ColumnView::new(&column, batch.column(index).as_ref()) else {
-            return;
-        };
-        let mut largest = None::<i64>;
-        for row in 0..batch.num_rows() {
-            if let CellRef::Timestamp { value, .. } = view.cell(row) {
-                largest = Some(largest.map_or(value, |seen| seen.max(value)));
-            }
-        }
-        if let (Some(largest), Ok(mut newest)) = (largest, newest.lock()) {
-            *newest = Some(newest.map_or(largest, |seen| seen.max(largest)));
-        }
-    }))
-}
-
-/// The integer keys of a key-only stream, sorted.
-async fn keys_of(mut batches: BatchStream, key_column: &str) -> Result<Vec<i64>, ConnectorError> {
-    let mut keys = Vec::new();
-    while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        let index = batch.schema().index_of(key_column).map_err(|error| {
-            ConnectorError::Task(format!("key column {key_column} not read: {error}"))
-        })?;
-        let view = ColumnView::new(key_column, batch.column(index).as_ref())
-            .map_err(|error| ConnectorError::Task(format!("key column {key_column}: {error}")))?;
-        for row in 0..batch.num_rows() {
-            if let CellRef::Int(key) = view.cell(row) {
-                keys.push(key);
-            }
-        }
+        total.add(changes);
+        summary.ranges_repaired += u64::from(changes.repaired);
+        summary.keyed_diffs += u64::from(changes.keys_compared);
     }
-    keys.sort_unstable();
-    Ok(keys)
-}
-
-/// The keys of sorted `target` that sorted `source` lacks (a merge, pure).
-fn keys_only_in(target: &[i64], source: &[i64]) -> Vec<i64> {
-    let mut extra = Vec::new();
-    let mut source_keys = source.iter().peekable();
-    for key in target {
-        while source_keys.next_if(|candidate| *candidate < key).is_some() {}
-        if source_keys.peek() != Some(&key) {
-            extra.push(*key);
-        }
-    }
-    extra
+    summary.rows_read += total.rows_read;
+    summary.inserted += total.inserted;
+    summary.updated += total.updated;
+    summary.deleted += total.deleted;
+    summary.lag_rows += total.changed_rows();
 }
 
 fn unix_ms() -> i64 {
@@ -776,26 +606,26 @@ pub fn default_state_path(spec_path: &Path, spec: &JobSpec) -> PathBuf {
     dir.join(format!("{}.ferry-sync.json", spec.name))
 }
 
-/// Opens the connectors and plans the tables (the target is neither created nor
-/// checked: sync runs after a copy).
-pub async fn open(
-    spec: &JobSpec,
-) -> Result<(Vec<TableRecord>, Vec<ChunkRecord>, JobConnectors), String> {
+/// Opens the source and plans the tables (the target is neither created nor checked
+/// here: each pass's job checks it).
+pub async fn open(spec: &JobSpec) -> Result<(Vec<TableRecord>, Arc<dyn Source>), String> {
     let source: Arc<dyn Source> = ferry_connectors::registry::open_source(&spec.source)
         .await
         .map_err(|error| error.to_string())?;
-    let sink: Arc<dyn Sink> = ferry_connectors::registry::open_sink(&spec.target)
+    let sink = ferry_connectors::registry::open_sink(&spec.target)
         .await
         .map_err(|error| error.to_string())?;
     let plan = ferry_coordinator::plan::plan_job_with(spec, source.as_ref(), sink.as_ref(), false)
         .await
         .map_err(|error| error.to_string())?;
-    Ok((plan.tables, plan.chunks, JobConnectors { source, sink }))
+    Ok((plan.tables, source))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_model::key::SplitKey;
+    use ferry_model::schema::ColumnType;
 
     #[test]
     fn quiet_counts_from_the_first_pass_that_found_nothing() {
@@ -892,22 +722,14 @@ mod tests {
         );
         assert!(matches!(
             choose_methods(&[text], Some(&watermark)),
-            Err(SyncError::WatermarkNotTimestamp { .. })
+            Err(SyncError::Method(MethodError::WatermarkNotTimestamp { .. }))
         ));
         let mut keyless = with;
         keyless.key = SplitKey::None;
         assert!(matches!(
             choose_methods(&[keyless], Some(&watermark)),
-            Err(SyncError::NoIntegerKey { .. })
+            Err(SyncError::Method(MethodError::NoIntegerKey { .. }))
         ));
-    }
-
-    #[test]
-    fn keys_only_in_the_target_are_found_by_a_merge() {
-        assert_eq!(keys_only_in(&[1, 2, 5, 9, 10], &[2, 3, 9]), vec![1, 5, 10]);
-        assert_eq!(keys_only_in(&[], &[1]), Vec::<i64>::new());
-        assert_eq!(keys_only_in(&[4], &[]), vec![4]);
-        assert_eq!(keys_only_in(&[-3, 7], &[-3, 7]), Vec::<i64>::new());
     }
 
     #[test]

@@ -57,13 +57,22 @@ pub struct VerifyOptions {
 /// The spec of the verify-only job of a copy job's spec: mode `verify`, named
 /// `<name>-verify` (a job of its own, with its own state file and fence run).
 pub fn verify_spec(mut spec: JobSpec) -> JobSpec {
-    const SUFFIX: &str = "-verify";
     if spec.mode != JobMode::Verify {
-        let keep = spec.name.len().min(64 - SUFFIX.len());
-        spec.name = format!("{}{SUFFIX}", &spec.name[..keep]);
+        spec.name = suffixed_name(&spec.name, "-verify");
         spec.mode = JobMode::Verify;
     }
     spec
+}
+
+/// `name` followed by `suffix`, the name cut so that the whole stays within a job name's
+/// 64 characters.
+pub fn suffixed_name(name: &str, suffix: &str) -> String {
+    let keep = name
+        .chars()
+        .count()
+        .min(64usize.saturating_sub(suffix.len()));
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{suffix}")
 }
 
 /// The YAML of a spec with `mode: verify` and the job named `name`, for
@@ -684,6 +693,8 @@ async fn repair(
             range: range.range.clone(),
             verify: VerifyMode::Checksum,
             mode: JobMode::Copy,
+            source_snapshot: None,
+            sync: None,
             cancel: CancellationToken::new(),
             progress: Arc::new(|_| {}),
             on_verifying: Arc::new(|| {}),

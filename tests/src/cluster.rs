@@ -425,6 +425,40 @@ pub async fn wait_copying_on(address: &str, job: &str, worker: &str) -> u32 {
     }
 }
 
+/// Lifts a job's rate limit and lets 4 chunks run at once (a kill is done; the rest may
+/// go fast).
+pub async fn lift_rate_limit(address: &str, job: &str) {
+    client(address)
+        .await
+        .update_throttle(pb::UpdateThrottleRequest {
+            job_id: job.to_owned(),
+            rows_per_sec: Some(0),
+            max_concurrency: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("lift the rate limit");
+}
+
+/// Checks that the chunk a killed `worker` held was run again by another worker, and says
+/// why.
+pub async fn assert_rerun_after_loss(address: &str, job: &str, chunk: u32, worker: &str) {
+    let record = chunks(address, job)
+        .await
+        .into_iter()
+        .find(|record| record.id == chunk)
+        .expect("the killed worker's chunk");
+    assert!(
+        record.attempt >= 2,
+        "the killed worker's chunk was not run again: {record:?}"
+    );
+    assert!(
+        record.last_error.contains(worker) && record.last_error.contains("lost"),
+        "the chunk does not say why it ran again: {record:?}"
+    );
+    assert_ne!(record.worker, worker, "{record:?}");
+}
+
 pub fn assert_done(status: &pb::GetJobResponse) {
     assert_eq!(
         pb::JobState::try_from(status.state),

@@ -54,31 +54,10 @@ async fn b_a_worker_killed_mid_chunk_has_its_chunk_recopied_by_another() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.signal("victim", "KILL");
     // Speed up the rest once the kill is done.
-    let mut control = client(&address).await;
-    control
-        .update_throttle(pb::UpdateThrottleRequest {
-            job_id: job.to_owned(),
-            rows_per_sec: Some(0),
-            max_concurrency: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("lift the rate limit");
+    lift_rate_limit(&address, job).await;
     let status = wait_done(&address, job, Duration::from_secs(90)).await;
     assert_done(&status);
-    let record = chunks(&address, job)
-        .await
-        .into_iter()
-        .find(|c| c.id == chunk)
-        .expect("the killed chunk");
-    assert!(
-        record.attempt >= 2,
-        "the killed chunk was not re-copied: {record:?}"
-    );
-    assert!(
-        record.last_error.contains("victim") && record.last_error.contains("lost"),
-        "the report does not say why: {record:?}"
-    );
+    assert_rerun_after_loss(&address, job, chunk, "victim").await;
     cluster.assert_same(&["orders"]);
 }
 

@@ -163,6 +163,7 @@ async fn simulated_worker(
                     let result = ChunkResult::Verified {
                         rows: 100,
                         checksum: RangeChecksum { rows: 100, sum: 1 },
+                        sync: None,
                     };
                     let _ = store.put_result(&assignment, &result).await;
                 }
@@ -331,7 +332,7 @@ async fn assign(cluster: &InProcessCluster, worker: &str, chunk: u32) -> Attempt
         .await
         .expect("assign");
     cluster
-        .put_assignment(&id, &job(), ChunkId(chunk), attempt, (0, 0))
+        .put_assignment(&id, &job(), ChunkId(chunk), attempt, (0, 0), None)
         .await
         .expect("put assignment");
     attempt

@@ -212,6 +212,10 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     );
     let last = passes.last().expect("a pass");
     assert_eq!(last["lag_rows"], 0, "the last pass found nothing");
+    assert!(
+        total(&passes, "tables_unchanged") > 0,
+        "quiet passes leave out tables whose write statistics did not move: {passes:?}"
+    );
 
     for table in ["s_items", "s_plain"] {
         let source_rows = pg_rows(&pair.source(), table);
@@ -321,6 +325,30 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
         psql(&pair.source(), "SELECT v FROM s_nw WHERE id = 2"),
         "source change",
         "the source is never written"
+    );
+
+    // No write since: the table's write statistics did not move, the pass leaves it out.
+    let pass_line = |run: &(i32, String, String)| -> serde_json::Value {
+        serde_json::from_str(run.1.lines().next().expect("pass line")).expect("json")
+    };
+    let quiet = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
+    expect_code("a pass with nothing written", &quiet, 0);
+    let summary = pass_line(&quiet);
+    assert_eq!(summary["tables_unchanged"], 1, "{summary}");
+    assert_eq!(summary["chunks"], 0, "{summary}");
+    // One write moves them: the next pass takes the table again and finds it.
+    psql(
+        &pair.source(),
+        "UPDATE s_nw SET v = 'after quiet', updated_at = '2026-04-01' WHERE id = 4",
+    );
+    let moved = ferryctl(&["sync", &spec, "--state", &sync_state, "--json"], &env);
+    expect_code("a pass after one write", &moved, 0);
+    let summary = pass_line(&moved);
+    assert_eq!(summary["tables_unchanged"], 0, "{summary}");
+    assert_eq!(summary["updated"], 1, "{summary}");
+    assert_eq!(
+        psql(&pair.target(), "SELECT v FROM s_nw WHERE id = 4"),
+        "after quiet"
     );
 
     // A watermark column that is not a timestamp is refused, naming table and column.
@@ -479,4 +507,93 @@ fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
             "{table}: target equals source"
         );
     }
+}
+
+#[test]
+fn postgres_sync_reverse_carries_rows_written_to_the_new_side_back_to_the_old_one() {
+    let pair = PgPair::new("r");
+    psql(
+        &pair.source(),
+        "CREATE TABLE s_rv (id bigint PRIMARY KEY, v text,
+             updated_at timestamp NOT NULL DEFAULT now());
+         INSERT INTO s_rv (id, v, updated_at)
+             SELECT g, 'v' || g, '2026-01-01 00:00:00' FROM generate_series(1, 100) g;",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec_file(
+        dir.path(),
+        "name: pgrv\n\
+         source: { kind: postgres, url_env: SSRC }\n\
+         target: { kind: postgres, url_env: SDST }\n\
+         tables: { include: [\"public.s_rv*\"] }\n\
+         watermark: { column: updated_at, lag: 0s }\n",
+    );
+    let env = HashMap::from([
+        ("SSRC".to_owned(), pair.source()),
+        ("SDST".to_owned(), pair.target()),
+    ]);
+    let copy_state = dir.path().join("copy.db").display().to_string();
+    expect_code(
+        "copy",
+        &ferryctl(&["local", &spec, "--state", &copy_state], &env),
+        0,
+    );
+    // After the switch the application writes to the new side (the target); row 9 was
+    // changed on the old side later than on the new one (newer-wins keeps the old's).
+    psql(
+        &pair.target(),
+        "INSERT INTO s_rv VALUES (101, 'written after the switch', '2026-03-01');
+         UPDATE s_rv SET v = 'new side', updated_at = '2026-03-01' WHERE id = 5;
+         DELETE FROM s_rv WHERE id = 7;
+         UPDATE s_rv SET v = 'new older', updated_at = '2026-02-01' WHERE id = 9;",
+    );
+    psql(
+        &pair.source(),
+        "UPDATE s_rv SET v = 'old newer', updated_at = '2026-09-01' WHERE id = 9;",
+    );
+
+    let reverse = ferryctl(&["sync", &spec, "--reverse", "--json"], &env);
+    expect_code("sync --reverse", &reverse, 0);
+    let (passes, _) = sync_lines(&format!("{}\n{{}}", reverse.1));
+    assert_eq!(passes.len(), 1, "one pass: {passes:?}");
+    assert_eq!(passes[0]["inserted"], 1, "{}", passes[0]);
+    assert_eq!(passes[0]["updated"], 1, "row 5 only: {}", passes[0]);
+    assert_eq!(passes[0]["deleted"], 1, "{}", passes[0]);
+    assert!(
+        dir.path().join("pgrv-reverse.ferry-sync.json").exists(),
+        "the reverse sync keeps its own state file"
+    );
+    assert!(!dir.path().join("pgrv.ferry-sync.json").exists());
+
+    let old = pair.source();
+    assert_eq!(
+        psql(
+            &old,
+            "SELECT v FROM s_rv WHERE id IN (5, 9, 101) ORDER BY id"
+        ),
+        "new side\nold newer\nwritten after the switch",
+        "the new side's rows are back in the old one; the old side's newer row 9 is kept"
+    );
+    assert_eq!(psql(&old, "SELECT count(*) FROM s_rv WHERE id = 7"), "0");
+    let except_row_9 = |url: &str| psql(url, "SELECT * FROM s_rv WHERE id <> 9 ORDER BY id");
+    assert_eq!(except_row_9(&old), except_row_9(&pair.target()));
+
+    // A table that exists only on the new side cannot be synced back: refused by name.
+    psql(
+        &pair.target(),
+        "CREATE TABLE s_rv_new (id bigint PRIMARY KEY, updated_at timestamp NOT NULL);",
+    );
+    let refused = ferryctl(&["sync", &spec, "--reverse"], &env);
+    expect_code(
+        "sync --reverse with a table missing on the old side",
+        &refused,
+        2,
+    );
+    assert!(
+        refused.2.contains("table public.s_rv_new")
+            && refused.2.contains("does not exist there")
+            && refused.2.contains("tables.exclude"),
+        "{}",
+        refused.2
+    );
 }

@@ -93,8 +93,11 @@ struct JobContext {
     /// chunk not started when the job was read is then read again when assigned.
     split_idle: bool,
     verify: VerifyMode,
-    /// Copy, or verify only: from the job's spec, so every worker runs the job alike.
+    /// Copy, verify only or a sync pass: from the job's spec, so every worker runs the
+    /// job alike.
     mode: ferry_model::spec::JobMode,
+    /// What a sync pass reads by (its marks come with the pass's spec).
+    sync: Option<Arc<ferry_model::execution::SyncPass>>,
     runner: Arc<ChunkRunner>,
 }
 
@@ -460,6 +463,8 @@ impl AttemptRun {
             range,
             verify: context.verify,
             mode: context.mode,
+            source_snapshot: assignment.source_snapshot.clone(),
+            sync: context.sync.clone(),
             cancel: self.cancel.clone(),
             progress: {
                 let rows = rows.clone();
@@ -647,6 +652,7 @@ impl AttemptRun {
             split_idle: spec.chunking.split_idle,
             verify: spec.verify.mode,
             mode: spec.mode,
+            sync: ferry_model::execution::SyncPass::of(&spec),
             runner: Arc::new(ChunkRunner::new(source, sink)),
         });
         contexts.insert(job.clone(), loaded.clone());

@@ -8,3 +8,4 @@ pub mod config;
 pub mod metrics;
 pub mod runner;
 pub mod server;
+mod sync_chunk;

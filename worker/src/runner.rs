@@ -21,6 +21,7 @@
 //!
 //! A chunk of a verify-only job ([`JobMode::Verify`]) is not copied: both sides are
 //! counted and checksummed with the canonical checksum at once, and nothing is written.
+//! A chunk of a sync pass ([`JobMode::Sync`]) is caught up by `crate::sync_chunk`.
 //!
 //! Checksums computed inside PostgreSQL and MySQL (`md5` over each row's text in SQL) are
 //! not used: measured, they cost more than reading the target back and hashing it here.
@@ -41,8 +42,8 @@ use tracing::Instrument;
 
 /// Runs chunk attempts between one source and one sink.
 pub struct ChunkRunner {
-    source: Arc<dyn Source>,
-    sink: Arc<dyn Sink>,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) sink: Arc<dyn Sink>,
 }
 
 /// How a chunk's copy ended.
@@ -61,14 +62,14 @@ enum Copied {
 
 /// Where a stream tells the runner that the throttle requeued the chunk.
 #[derive(Clone, Default)]
-struct RequeueSlot(Arc<Mutex<Option<String>>>);
+pub(crate) struct RequeueSlot(Arc<Mutex<Option<String>>>);
 
 impl RequeueSlot {
-    fn set(&self, reason: String) {
+    pub(crate) fn set(&self, reason: String) {
         *lock(&self.0) = Some(reason);
     }
 
-    fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         lock(&self.0).take()
     }
 }
@@ -102,14 +103,31 @@ impl ChunkRunner {
     }
 
     async fn run(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
-        if task.mode == JobMode::Verify {
-            return self.verify_only(task).await;
+        // `consistency: job_snapshot`: every read of the attempt imports the job's snapshot.
+        let source = match &task.source_snapshot {
+            Some(snapshot_id) => self.source.in_snapshot(snapshot_id)?,
+            None => self.source.clone(),
+        };
+        let source = source.as_ref();
+        match task.mode {
+            JobMode::Verify => self.verify_only(task, source).await,
+            JobMode::Sync => self.sync_chunk(task).await,
+            JobMode::Copy => self.copy_and_verify(task, source).await,
         }
-        let copied = match self.copy_pulled(task).await? {
+    }
+
+    /// Copies the chunk with overwrite (one fenced transaction) and verifies it, reading
+    /// from `source` (the job's source, or it in the job's snapshot).
+    pub(crate) async fn copy_and_verify(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<ChunkResult, ConnectorError> {
+        let copied = match self.copy_pulled(task, source).await? {
             Some(copied) => copied,
-            None => match self.copy_native(task).await? {
+            None => match self.copy_native(task, source).await? {
                 Some(copied) => copied,
-                None => self.copy_batches(task).await?,
+                None => self.copy_batches(task, source).await?,
             },
         };
         let (source, rows_written, native_method) = match copied {
@@ -176,16 +194,20 @@ impl ChunkRunner {
         Ok(ChunkResult::Verified {
             rows: source.rows,
             checksum: source,
+            sync: None,
         })
     }
 
     /// A verify-only attempt: counts and checksums the range on both sides at once with
     /// the canonical checksum (streamed: the source's batches are hashed as they are
     /// read, through the throttle's admission like a copy's), and writes nothing.
-    async fn verify_only(&self, task: &ChunkTask) -> Result<ChunkResult, ConnectorError> {
+    pub(crate) async fn verify_only(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<ChunkResult, ConnectorError> {
         let source = async {
-            let mut batches = self
-                .source
+            let mut batches = source
                 .read_chunk(&task.table, &task.key, &task.range)
                 .await?;
             let mut checksum = RangeChecksum::default();
@@ -226,14 +248,18 @@ impl ChunkRunner {
         Ok(ChunkResult::Verified {
             rows: source.rows,
             checksum: source,
+            sync: None,
         })
     }
 
     /// Copies the chunk as Arrow batches, hashing them (or only counting their rows) as
     /// they pass to the sink.
-    async fn copy_batches(&self, task: &ChunkTask) -> Result<Copied, ConnectorError> {
-        let batches = self
-            .source
+    async fn copy_batches(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<Copied, ConnectorError> {
+        let batches = source
             .read_chunk(&task.table, &task.key, &task.range)
             .await?;
         let streamed = Arc::new(Mutex::new(RangeChecksum::default()));
@@ -300,12 +326,15 @@ impl ChunkRunner {
     /// Nothing passes through ferry to pace, so while a rows/s or bytes/s limit is in
     /// force the chunk takes a path that does; a pause holds the chunk before it starts
     /// (a pull that is running finishes).
-    async fn copy_pulled(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+    async fn copy_pulled(
+        &self,
+        task: &ChunkTask,
+        reader: &dyn Source,
+    ) -> Result<Option<Copied>, ConnectorError> {
         if task.admission.limits_rows() || task.admission.limits_bytes() {
             return Ok(None);
         }
-        let Some(PullRead { source, checksum }) = self
-            .source
+        let Some(PullRead { source, checksum }) = reader
             .pull(&task.table, &task.key, &task.range, self.sink.kind())
             .await?
         else {
@@ -325,7 +354,7 @@ impl ChunkRunner {
             // for "the databases" would wait for ever; say what to fix.
             Err(error)
                 if error.kind() == ErrorKind::Unavailable
-                    && self.source.ping().await.is_ok()
+                    && reader.ping().await.is_ok()
                     && self.sink.ping().await.is_ok() =>
             {
                 return Err(ConnectorError::Unsupported {
@@ -363,7 +392,11 @@ impl ChunkRunner {
     /// The throttle paces the bytes as they pass (pause and bytes/s). Native bytes are not
     /// counted in rows, so while a rows/s limit is in force the chunk takes the Arrow path,
     /// where every batch's rows are admitted.
-    async fn copy_native(&self, task: &ChunkTask) -> Result<Option<Copied>, ConnectorError> {
+    async fn copy_native(
+        &self,
+        task: &ChunkTask,
+        source: &dyn Source,
+    ) -> Result<Option<Copied>, ConnectorError> {
         if task.admission.limits_rows() {
             return Ok(None);
         }
@@ -373,8 +406,7 @@ impl ChunkRunner {
         let Some(NativeRead {
             mut stream,
             checksum,
-        }) = self
-            .source
+        }) = source
             .read_native(&task.table, &task.key, &task.range, format)
             .await?
         else {

@@ -93,6 +93,9 @@ pub struct Assignment {
     pub rows_per_sec: u64,
     /// This attempt's share of the job's rate limits, bytes per second (0 = none).
     pub bytes_per_sec: u64,
+    /// The exported source snapshot the attempt's reads import (`consistency:
+    /// job_snapshot`), handed out by the leader run that holds it.
+    pub source_snapshot: Option<String>,
 }
 
 /// A running attempt's progress.
@@ -380,7 +383,9 @@ pub trait ClusterProtocol: Coordination {
     /// Makes sure `worker` holds the assignment of this attempt (leader; fenced):
     /// writes it, or adopts it when it stands already (a new leader taking over chunks
     /// in flight). An assignment of another attempt left behind is replaced, and a
-    /// result left by an earlier run of this attempt is cleared.
+    /// result left by an earlier run of this attempt is cleared. `rate` is the attempt's
+    /// share of the job's limits (rows/s, bytes/s); `source_snapshot` the snapshot its
+    /// reads import.
     async fn put_assignment(
         &self,
         worker: &WorkerId,
@@ -388,6 +393,7 @@ pub trait ClusterProtocol: Coordination {
         chunk: ChunkId,
         attempt: Attempt,
         rate: (u64, u64),
+        source_snapshot: Option<&str>,
     ) -> Result<()>;
 
     /// Withdraws an assignment and clears what its attempt left (result, progress,

@@ -253,19 +253,27 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let results = cluster.watch_results(&cancel);
     let chunk = ChunkId(0);
     let attempt = cluster.assign(&job, chunk, &id).await.expect("assign");
-    cluster
-        .put_assignment(&id, &job, chunk, attempt, (100, 0))
-        .await
-        .expect("put assignment");
-    // The same attempt again is adopted, not written anew.
-    cluster
-        .put_assignment(&id, &job, chunk, attempt, (100, 0))
-        .await
-        .expect("adopt assignment");
+    // The job's source snapshot (`consistency: job_snapshot`) travels with the attempt.
+    // Written, then the same attempt again: adopted, not written anew.
+    for what in ["put assignment", "adopt assignment"] {
+        cluster
+            .put_assignment(
+                &id,
+                &job,
+                chunk,
+                attempt,
+                (100, 0),
+                Some("00000003-0000001B-1"),
+            )
+            .await
+            .expect(what);
+    }
     let key = cluster.keys().assignment(&id, &job, chunk);
     wait_for(&assignments, "assignment seen by its worker", |map| {
         map.get(&key).is_some_and(|assignment| {
-            assignment.attempt == attempt && assignment.rows_per_sec == 100
+            assignment.attempt == attempt
+                && assignment.rows_per_sec == 100
+                && assignment.source_snapshot.as_deref() == Some("00000003-0000001B-1")
         })
     })
     .await;
@@ -298,6 +306,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let verified = ChunkResult::Verified {
         rows: 42,
         checksum: RangeChecksum { rows: 42, sum: 7 },
+        sync: None,
     };
     assert!(
         !cluster.put_result(&seen, &verified).await.expect("report"),
@@ -313,7 +322,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
     let other = ChunkId(1);
     let next = cluster.assign(&job, other, &id).await.expect("assign");
     cluster
-        .put_assignment(&id, &job, other, next, (0, 0))
+        .put_assignment(&id, &job, other, next, (0, 0), None)
         .await
         .expect("put assignment");
     let other_key = cluster.keys().assignment(&id, &job, other);
@@ -326,6 +335,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
         .get(&other_key)
         .cloned()
         .expect("assignment");
+    assert_eq!(standing.source_snapshot, None, "no snapshot: none carried");
     assert!(cluster.claim(&standing, lease.id).await.expect("claim"));
     assert!(
         cluster
@@ -351,6 +361,7 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
             &ChunkCompletion::Verified {
                 rows: 42,
                 checksum: RangeChecksum { rows: 42, sum: 7 },
+                sync: None,
             },
         )
         .await
@@ -450,6 +461,7 @@ pub async fn check_drain_pace_jobs_and_recopy(cluster: &dyn ClusterProtocol) {
                 &ChunkCompletion::Verified {
                     rows: 5,
                     checksum: RangeChecksum { rows: 5, sum: 1 },
+                    sync: None,
                 },
             )
             .await

@@ -336,6 +336,7 @@ pub async fn check_assign_bumps_attempt_and_refuses_non_planned(store: &dyn Coor
             &ChunkCompletion::Verified {
                 rows: 1_234,
                 checksum,
+                sync: None,
             },
         )
         .await
@@ -408,6 +409,7 @@ pub async fn check_stale_attempt_cannot_complete(store: &dyn Coordination) {
             &ChunkCompletion::Verified {
                 rows: 1,
                 checksum: RangeChecksum::default(),
+                sync: None,
             },
         )
         .await
@@ -427,6 +429,7 @@ pub async fn check_stale_attempt_cannot_complete(store: &dyn Coordination) {
     let zombie = ChunkCompletion::Verified {
         rows: 5,
         checksum: RangeChecksum { rows: 5, sum: 5 },
+        sync: None,
     };
     match store.complete(&job, id, first, &zombie).await {
         Err(CoordinationError::StaleAttempt {
@@ -511,6 +514,7 @@ pub async fn check_requeue_in_flight_and_reset_failed(store: &dyn Coordination) 
             &ChunkCompletion::Verified {
                 rows: 10,
                 checksum: RangeChecksum { rows: 10, sum: 77 },
+                sync: None,
             },
         )
         .await

@@ -1161,6 +1161,15 @@ mod tests {
                     rows: 12_000,
                     sum: u128::MAX - 12_345,
                 }),
+                sync: Some(ferry_model::execution::SyncChanges {
+                    rows_read: 40,
+                    inserted: 3,
+                    updated: 5,
+                    deleted: 7,
+                    recopied_rows: 0,
+                    repaired: false,
+                    keys_compared: true,
+                }),
             },
         }
     }
@@ -1177,6 +1186,7 @@ mod tests {
         old.started_at_unix_ms = None;
         old.ended_at_unix_ms = None;
         old.target_checksum = None;
+        old.sync = None;
         let record = chunk_from_proto(old).expect("valid");
         assert_eq!(record.evidence, crate::ChunkEvidence::default());
         assert_eq!(record.rows, 12_000);

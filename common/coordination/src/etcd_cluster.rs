@@ -348,6 +348,7 @@ impl ClusterProtocol for EtcdStore {
         chunk: ChunkId,
         attempt: Attempt,
         rate: (u64, u64),
+        source_snapshot: Option<&str>,
     ) -> Result<()> {
         let operation =
             format!("assign attempt {attempt} of chunk {chunk} of job {job} to {worker}");
@@ -358,6 +359,7 @@ impl ClusterProtocol for EtcdStore {
             attempt: attempt.0,
             rows_per_sec: rate.0,
             bytes_per_sec: rate.1,
+            source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
         }
         .encode_to_vec();
         for _ in 0..=self.options.max_compare_retries {
@@ -832,6 +834,7 @@ fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> 
         revision: entry.create_revision(),
         rows_per_sec: value.rows_per_sec,
         bytes_per_sec: value.bytes_per_sec,
+        source_snapshot: (!value.source_snapshot.is_empty()).then_some(value.source_snapshot),
     })
 }
 
@@ -867,10 +870,15 @@ fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValu
         ..Default::default()
     };
     match result {
-        ChunkResult::Verified { rows, checksum } => {
+        ChunkResult::Verified {
+            rows,
+            checksum,
+            sync,
+        } => {
             value.kind = pb::OutcomeKind::Verified as i32;
             value.rows = *rows;
             value.checksum = Some(checksum_to_proto(*checksum));
+            value.sync = sync.as_ref().map(pb::SyncChangesValue::from);
         }
         ChunkResult::Mismatch { source, target } => {
             value.kind = pb::OutcomeKind::Mismatch as i32;
@@ -906,6 +914,7 @@ fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
         Ok(pb::OutcomeKind::Verified) => ChunkResult::Verified {
             rows: value.rows,
             checksum,
+            sync: value.sync.map(Into::into),
         },
         Ok(pb::OutcomeKind::Mismatch) => ChunkResult::Mismatch {
             source: checksum,

@@ -9,6 +9,7 @@ use prost::Message;
 
 use crate::{ChunkRecord, ChunkState, CoordinationError, JobRecord, Result, TableRecord};
 use ferry_model::checksum::RangeChecksum;
+use ferry_model::execution::SyncChanges;
 use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
 use ferry_model::key::ChunkRange;
 use ferry_proto::v1 as pb;
@@ -97,6 +98,11 @@ pub(crate) fn encode_chunk(key: &[u8], record: &ChunkRecord) -> Result<Vec<u8>> 
         started_at_unix_ms: record.evidence.started_at_unix_ms,
         ended_at_unix_ms: record.evidence.ended_at_unix_ms,
         target_checksum: record.evidence.target_checksum.map(checksum_to_proto),
+        sync: record
+            .evidence
+            .sync
+            .as_ref()
+            .map(pb::SyncChangesValue::from),
     }
     .encode_to_vec())
 }
@@ -136,6 +142,7 @@ pub(crate) fn chunk_from_proto(
             started_at_unix_ms: value.started_at_unix_ms,
             ended_at_unix_ms: value.ended_at_unix_ms,
             target_checksum: value.target_checksum.map(checksum_from_proto),
+            sync: value.sync.map(SyncChanges::from),
         },
     })
 }

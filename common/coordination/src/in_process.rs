@@ -660,6 +660,7 @@ impl ClusterProtocol for InProcessCluster {
         chunk: ChunkId,
         attempt: Attempt,
         rate: (u64, u64),
+        source_snapshot: Option<&str>,
     ) -> Result<()> {
         self.check_fence()?;
         let key = self.shared.keys.assignment(worker, job, chunk);
@@ -685,6 +686,7 @@ impl ClusterProtocol for InProcessCluster {
             revision: self.next_revision(),
             rows_per_sec: rate.0,
             bytes_per_sec: rate.1,
+            source_snapshot: source_snapshot.map(str::to_owned),
         };
         put_key(&self.shared.assignments, key, assignment);
         Ok(())

@@ -189,6 +189,9 @@ pub struct ChunkEvidence {
     /// the target held when a verify-only job found the chunk different.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_checksum: Option<RangeChecksum>,
+    /// What the last attempt of a sync pass's chunk changed in the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<ferry_model::execution::SyncChanges>,
 }
 
 impl ChunkRecord {
@@ -268,12 +271,14 @@ impl JobRecord {
 /// How an attempt ended, as the scheduler records it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChunkCompletion {
-    /// Copied and verified.
+    /// Copied and verified (a sync pass: caught up).
     Verified {
-        /// Rows copied.
+        /// Rows copied (a sync pass: rows changed).
         rows: u64,
         /// The matching checksum.
         checksum: RangeChecksum,
+        /// What a sync pass changed; `None` for other jobs.
+        sync: Option<ferry_model::execution::SyncChanges>,
     },
     /// Failed; back to PLANNED for another attempt with overwrite.
     Retry {

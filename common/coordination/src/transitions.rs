@@ -50,6 +50,7 @@ pub(super) fn assign_transition(
         started_at_unix_ms: Some(now_unix_ms),
         ended_at_unix_ms: None,
         target_checksum: None,
+        sync: None,
     };
     let next = ChunkRecord {
         state: ChunkState::Assigned,
@@ -87,8 +88,13 @@ pub(super) fn complete_transition(
     record.worker = None;
     record.evidence.ended_at_unix_ms = Some(now_unix_ms);
     match completion {
-        ChunkCompletion::Verified { rows, checksum } => {
+        ChunkCompletion::Verified {
+            rows,
+            checksum,
+            sync,
+        } => {
             record.state = ChunkState::Verified;
+            record.evidence.sync = *sync;
             record.rows = *rows;
             record.checksum = Some(*checksum);
             record.evidence.target_checksum = Some(*checksum);

@@ -2,6 +2,7 @@
 //! copies and verifies one chunk). The in-process pool calls the runner directly; in
 //! distributed mode the same runner runs inside a worker process.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,7 +12,8 @@ use crate::checksum::RangeChecksum;
 use crate::ids::{Attempt, ChunkId, JobId, WorkerId};
 use crate::key::{ChunkRange, SplitKey};
 use crate::schema::TableSchema;
-use crate::spec::{JobMode, VerifyMode};
+use crate::spec::{JobMode, JobSpec, VerifyMode, WatermarkSpec};
+use crate::sync::{MethodError, TableMethod, choose_method};
 
 /// Receives rows-copied increments while a chunk streams, for progress display.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -40,9 +42,14 @@ pub struct ChunkTask {
     pub range: ChunkRange,
     /// How to verify.
     pub verify: VerifyMode,
-    /// Copy the chunk, or only compare both sides (a verify-only job: nothing is
-    /// written to the target).
+    /// Copy the chunk, only compare both sides (a verify-only job: nothing is written
+    /// to the target), or catch it up (a sync pass).
     pub mode: JobMode,
+    /// The exported source snapshot every read of the attempt imports
+    /// (`consistency: job_snapshot`); `None`: the chunk is read in a snapshot of its own.
+    pub source_snapshot: Option<String>,
+    /// What a sync pass reads by (`mode` is [`JobMode::Sync`]); `None` for other jobs.
+    pub sync: Option<Arc<SyncPass>>,
     /// Cancels the attempt; nothing is committed after it fires.
     pub cancel: CancellationToken,
     /// Called with each batch's row count.
@@ -64,15 +71,90 @@ impl ChunkTask {
     }
 }
 
+/// What the chunks of a sync pass read by: the spec's watermark and the pass's marks
+/// (`sync.since`, set by `ferryctl sync`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncPass {
+    /// The watermark column (`watermark:`), when the spec names one.
+    pub watermark: Option<WatermarkSpec>,
+    /// Per qualified table name: read rows whose watermark is at or past this.
+    pub since: BTreeMap<String, i64>,
+}
+
+impl SyncPass {
+    /// The pass a spec describes, or `None` when its job is not a sync pass.
+    pub fn of(spec: &JobSpec) -> Option<Arc<SyncPass>> {
+        (spec.mode == JobMode::Sync).then(|| {
+            Arc::new(SyncPass {
+                watermark: spec.watermark.clone(),
+                since: spec.sync.since.clone(),
+            })
+        })
+    }
+
+    /// How `table` (split on `key`) is synced, and from which mark (microseconds since
+    /// the epoch; `None`: every row of the range).
+    pub fn method_of(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+    ) -> Result<(TableMethod, Option<i64>), MethodError> {
+        let method = choose_method(table, key, self.watermark.as_ref())?;
+        Ok((method, self.since.get(&table.name.to_string()).copied()))
+    }
+}
+
+/// What one chunk of a sync pass changed in the target (all zero when it was already
+/// caught up), reported with its result and kept in its record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncChanges {
+    /// Source rows read past the mark (watermark tables).
+    pub rows_read: u64,
+    /// Rows inserted into the target.
+    pub inserted: u64,
+    /// Target rows replaced by newer source rows.
+    pub updated: u64,
+    /// Target rows deleted (gone at the source).
+    pub deleted: u64,
+    /// Rows re-copied because the range's checksums differed (tables without a
+    /// watermark); the range counts as repaired.
+    pub recopied_rows: u64,
+    /// Whether the range was re-copied.
+    pub repaired: bool,
+    /// Whether the keyed diff ran (it is skipped when both sides hold as many rows after
+    /// the upsert: see `docs/sync.md`).
+    pub keys_compared: bool,
+}
+
+impl SyncChanges {
+    /// The rows the target was behind by: inserted + updated + deleted + re-copied.
+    pub fn changed_rows(&self) -> u64 {
+        self.inserted + self.updated + self.deleted + self.recopied_rows
+    }
+
+    /// Adds another chunk's changes.
+    pub fn add(&mut self, other: &SyncChanges) {
+        self.rows_read += other.rows_read;
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.recopied_rows += other.recopied_rows;
+        self.repaired |= other.repaired;
+        self.keys_compared |= other.keys_compared;
+    }
+}
+
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChunkResult {
-    /// Copied, and verified per the job's verify mode.
+    /// Copied, and verified per the job's verify mode (a sync pass: caught up).
     Verified {
-        /// Rows copied.
+        /// Rows copied (a sync pass: rows changed, [`SyncChanges::changed_rows`]).
         rows: u64,
         /// The source checksum (row count only when verify mode is `count` or `none`).
         checksum: RangeChecksum,
+        /// What a sync pass changed; `None` for other jobs.
+        sync: Option<SyncChanges>,
     },
     /// Copied, but the target does not match what was read from the source.
     Mismatch {

@@ -16,6 +16,7 @@ pub mod key;
 pub mod problems;
 pub mod schema;
 pub mod spec;
+pub mod sync;
 pub mod temporal;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,4 +1,4 @@
-//! Conversions between the domain's key ranges and their protobuf form.
+//! Conversions between the domain's key ranges (and a sync chunk's changes) and their protobuf form.
 
 use ferry_model::key::{ChunkRange, KeyBound, KeyValue, RangeDecodeError};
 
@@ -102,5 +102,33 @@ mod tests {
         let bytes = pb::ChunkRange::from(&range).encode_to_vec();
         let decoded = pb::ChunkRange::decode(bytes.as_slice()).expect("decodes");
         assert_eq!(ChunkRange::try_from(decoded).expect("valid"), range);
+    }
+}
+
+impl From<&ferry_model::execution::SyncChanges> for pb::SyncChangesValue {
+    fn from(changes: &ferry_model::execution::SyncChanges) -> Self {
+        pb::SyncChangesValue {
+            rows_read: changes.rows_read,
+            inserted: changes.inserted,
+            updated: changes.updated,
+            deleted: changes.deleted,
+            recopied_rows: changes.recopied_rows,
+            repaired: changes.repaired,
+            keys_compared: changes.keys_compared,
+        }
+    }
+}
+
+impl From<pb::SyncChangesValue> for ferry_model::execution::SyncChanges {
+    fn from(value: pb::SyncChangesValue) -> Self {
+        ferry_model::execution::SyncChanges {
+            rows_read: value.rows_read,
+            inserted: value.inserted,
+            updated: value.updated,
+            deleted: value.deleted,
+            recopied_rows: value.recopied_rows,
+            repaired: value.repaired,
+            keys_compared: value.keys_compared,
+        }
     }
 }

@@ -47,7 +47,8 @@ pub use sql::{quote_ident, quote_table};
 
 use crate::error::{ConnectorError, Failure, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WriteSummary,
+    BatchStream, ChunkWrite, PrepareOptions, PrepareOutcome, Sink, Source, WatermarkStats,
+    WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -483,11 +484,19 @@ impl Source for MysqlSource {
     async fn read_changed(
         &self,
         table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
         watermark: &str,
         since: Option<i64>,
     ) -> Result<BatchStream> {
-        let (sql, params) =
-            sync::select_changed(self.shared.database_of(table), table, watermark, since)?;
+        let (sql, params) = sync::select_changed(
+            self.shared.database_of(table),
+            table,
+            key,
+            range,
+            watermark,
+            since,
+        )?;
         let shared = self.shared.clone();
         let table = table.clone();
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
@@ -502,6 +511,16 @@ impl Source for MysqlSource {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             batch_rx,
         )))
+    }
+
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        watermark: &str,
+    ) -> Result<WatermarkStats> {
+        sync::watermark_stats(&self.shared, table, key, range, watermark).await
     }
 
     async fn key_sample(

@@ -4,29 +4,23 @@
 //! assignment to the watermark would change what the later `IF`s compare with), and
 //! deleting rows by integer key.
 
-use ferry_model::key::SplitKey;
+use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::{ColumnType, TableSchema};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
 use super::encode::BatchColumns;
-use super::sql::{STATEMENT_TAG, data_table, key_columns, quote_ident};
+use super::sql::{STATEMENT_TAG, data_table, key_columns, quote_ident, range_predicate};
 use super::{Shared, query_error};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{BatchStream, UpsertSummary};
+use crate::traits::{BatchStream, UpsertSummary, WatermarkStats};
 
 /// Cap on one upsert statement, below `max_allowed_packet`.
 const MAX_UPSERT_BYTES: usize = 4 << 20;
 
-/// The `SELECT` of the rows whose timestamp `watermark` is at or past `since`
-/// (microseconds since the epoch; sessions run in UTC).
-pub fn select_changed(
-    database: &str,
-    table: &TableSchema,
-    watermark: &str,
-    since: Option<i64>,
-) -> Result<(String, Vec<mysql_async::Value>)> {
+/// Checks that `watermark` is a timestamp column of `table`.
+fn check_watermark(table: &TableSchema, watermark: &str) -> Result<()> {
     let column = table
         .columns
         .iter()
@@ -47,25 +41,70 @@ pub fn select_changed(
             ),
         });
     }
+    Ok(())
+}
+
+/// The `SELECT` of the rows of `range` whose timestamp `watermark` is at or past `since`
+/// (microseconds since the epoch; sessions run in UTC).
+pub fn select_changed(
+    database: &str,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    watermark: &str,
+    since: Option<i64>,
+) -> Result<(String, Vec<mysql_async::Value>)> {
+    check_watermark(table, watermark)?;
+    let columns = key_columns(table, key)?;
+    let (predicate, mut params) = range_predicate(table, &columns, key, range)?;
     let select_list: Vec<String> = table
         .columns
         .iter()
         .map(|column| quote_ident(&column.name))
         .collect();
     let mut sql = format!(
-        "{STATEMENT_TAG}SELECT {} FROM {}",
+        "{STATEMENT_TAG}SELECT {} FROM {} WHERE ({predicate})",
         select_list.join(", "),
         data_table(database, table)
     );
-    let mut params = Vec::new();
     if let Some(micros) = since {
         sql.push_str(&format!(
-            " WHERE {} >= TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00')",
+            " AND {} >= TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00')",
             quote_ident(watermark)
         ));
         params.push(mysql_async::Value::Int(micros));
     }
     Ok((sql, params))
+}
+
+/// Counts the rows of `range` and reads their largest `watermark` in microseconds since
+/// the epoch (sessions run in UTC).
+pub async fn watermark_stats(
+    shared: &Shared,
+    table: &TableSchema,
+    key: &SplitKey,
+    range: &ChunkRange,
+    watermark: &str,
+) -> Result<WatermarkStats> {
+    check_watermark(table, watermark)?;
+    let columns = key_columns(table, key)?;
+    let (predicate, params) = range_predicate(table, &columns, key, range)?;
+    let sql = format!(
+        "{STATEMENT_TAG}SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', MAX({})) \
+         FROM {} WHERE {predicate}",
+        quote_ident(watermark),
+        data_table(shared.database_of(table), table)
+    );
+    let mut conn = shared.conn("source", &table.name).await?;
+    let row: Option<(Option<i64>, Option<i64>)> = conn
+        .exec_first(sql, params)
+        .await
+        .map_err(query_error("read the watermark extent", &table.name))?;
+    let (rows, newest) = row.unwrap_or((None, None));
+    Ok(WatermarkStats {
+        rows: rows.unwrap_or(0).max(0) as u64,
+        newest,
+    })
 }
 
 /// The `ON DUPLICATE KEY UPDATE` tail: every non-key column takes the incoming value

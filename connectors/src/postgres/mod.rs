@@ -26,6 +26,7 @@ mod json;
 mod native;
 mod pool;
 mod read;
+mod snapshot;
 mod split;
 mod sql;
 mod ssl;
@@ -56,8 +57,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
-    BatchStream, ChunkWrite, NativeChecksum, NativeRead, NativeStream, PrepareOptions,
-    PrepareOutcome, Sink, Source, WriteSummary,
+    BatchStream, ChunkWrite, ExportedSnapshot, NativeChecksum, NativeRead, NativeStream,
+    PrepareOptions, PrepareOutcome, Sink, Source, WatermarkStats, WriteSummary,
 };
 
 /// The connector kind in specs.
@@ -140,8 +141,11 @@ fn spawn_reader(session: Session, mut reader: CopyReader, tls: MakeRustlsConnect
 }
 
 /// A PostgreSQL database read as a source. Sessions are read-only.
+#[derive(Clone)]
 pub struct PostgresSource {
     endpoint: Endpoint,
+    /// The exported snapshot every chunk read imports (`consistency: job_snapshot`).
+    snapshot: Option<std::sync::Arc<str>>,
 }
 
 impl PostgresSource {
@@ -151,12 +155,25 @@ impl PostgresSource {
         let endpoint = Endpoint::new("source", location, true)?;
         let client = endpoint.connect().await?;
         drop(client);
-        Ok(Self { endpoint })
+        Ok(Self {
+            endpoint,
+            snapshot: None,
+        })
     }
 
     /// The source's label, without credentials.
     pub fn label(&self) -> &str {
         &self.endpoint.label
+    }
+
+    /// A pooled session for reading a chunk of `table`: inside the job's snapshot when
+    /// this source reads in one.
+    async fn chunk_session(&self, table: &TableSchema) -> Result<Session> {
+        let mut session = self.endpoint.session().await?;
+        if let Some(snapshot_id) = &self.snapshot {
+            snapshot::begin_in_snapshot(&mut session, snapshot_id, &table.name).await?;
+        }
+        Ok(session)
     }
 }
 
@@ -232,13 +249,37 @@ impl Source for PostgresSource {
     async fn read_changed(
         &self,
         table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
         watermark: &str,
         since: Option<i64>,
     ) -> Result<BatchStream> {
         let session = self.endpoint.session().await?;
-        let catalog = require_table(&session, &table.name, "source").await?;
-        let reader = sync::read_changed(&session, table, &catalog, watermark, since).await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let reader =
+            sync::read_changed(&session, table, &catalog, key, range, watermark, since).await?;
         Ok(spawn_reader(session, reader, self.endpoint.tls()))
+    }
+
+    async fn change_signature(&self, table: &TableSchema) -> Result<Option<String>> {
+        let session = self.endpoint.session().await?;
+        let signature = sync::change_signature(&session, &table.name).await?;
+        session.release().await;
+        Ok(signature)
+    }
+
+    async fn watermark_stats(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        range: &ChunkRange,
+        watermark: &str,
+    ) -> Result<WatermarkStats> {
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &partition_relation(table), "source").await?;
+        let stats = sync::watermark_stats(&session, table, &catalog, key, range, watermark).await?;
+        session.release().await;
+        Ok(stats)
     }
 
     async fn key_sample(
@@ -259,7 +300,7 @@ impl Source for PostgresSource {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<BatchStream> {
-        let session = self.endpoint.session().await?;
+        let session = self.chunk_session(table).await?;
         let catalog = require_table(&session, &partition_relation(table), "source").await?;
         let reader = read_range(&session, table, &catalog, key, range, "source", true).await?;
         Ok(spawn_reader(session, reader, self.endpoint.tls()))
@@ -275,7 +316,7 @@ impl Source for PostgresSource {
         if format != BINARY_COPY_FORMAT || table.source_kind != KIND {
             return Ok(None);
         }
-        let session = self.endpoint.session().await?;
+        let session = self.chunk_session(table).await?;
         let catalog = require_table(&session, &partition_relation(table), "source").await?;
         // The bytes are only meaningful for the types the sink checked against: a source
         // table altered since planning goes the Arrow way, which checks every column.
@@ -286,6 +327,17 @@ impl Source for PostgresSource {
         native::read_native(session, self.endpoint.tls(), table, &catalog, key, range)
             .await
             .map(Some)
+    }
+
+    async fn export_snapshot(&self) -> Result<ExportedSnapshot> {
+        snapshot::export(&self.endpoint).await
+    }
+
+    fn in_snapshot(&self, snapshot_id: &str) -> Result<std::sync::Arc<dyn Source>> {
+        Ok(std::sync::Arc::new(Self {
+            endpoint: self.endpoint.clone(),
+            snapshot: Some(snapshot_id.into()),
+        }))
     }
 
     async fn check_readable(&self, table: &TableSchema, target_kind: &'static str) -> Result<()> {

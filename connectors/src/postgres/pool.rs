@@ -8,6 +8,12 @@
 //! own. Dropped without that, for instance when an attempt is cancelled mid-COPY or
 //! fails, the connection is closed as before.
 //!
+//! A session that opened a transaction for its operation (a chunk read inside the job's
+//! exported snapshot, see [`super::snapshot`]) says so ([`Session::mark_transaction_open`]):
+//! [`Session::release`] then ends the transaction before anything else, so a pooled
+//! connection never hands an open transaction or an imported snapshot to the next
+//! operation; if ending it fails, the connection is closed instead of kept.
+//!
 //! A connection serves for [`MAX_AGE`] at most: settings an operator changes for new
 //! sessions (`ALTER DATABASE ... SET default_transaction_read_only = on` when a target
 //! is switched to read-only, a new role setting) reach ferry within that time, and a
@@ -68,6 +74,8 @@ pub struct Session {
     client: Client,
     opened: Instant,
     idle: Idle,
+    /// The operation began a transaction that [`Session::release`] must end.
+    transaction_open: bool,
 }
 
 impl Session {
@@ -76,12 +84,23 @@ impl Session {
             client,
             opened,
             idle,
+            transaction_open: false,
         }
     }
 
-    /// Gives the connection back for the next operation, with its settings reset. Call
-    /// it only when nothing is left open on it.
+    /// Notes that the operation begins a transaction on this connection (before it
+    /// sends `BEGIN`): [`Session::release`] rolls it back before pooling the connection.
+    pub fn mark_transaction_open(&mut self) {
+        self.transaction_open = true;
+    }
+
+    /// Gives the connection back for the next operation, with its transaction (if it
+    /// began one) rolled back and its settings reset. Call it only when no COPY or
+    /// query is left running on it.
     pub async fn release(self) {
+        if self.transaction_open && self.client.batch_execute("ROLLBACK").await.is_err() {
+            return;
+        }
         if self.client.batch_execute("RESET ALL").await.is_ok() {
             self.idle.give_back(self.client, self.opened);
         }

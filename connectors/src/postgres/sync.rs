@@ -3,8 +3,8 @@
 //! deleting rows by integer key.
 
 use bytes::BytesMut;
-use ferry_model::key::SplitKey;
-use ferry_model::schema::{ColumnType, TableSchema};
+use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::SinkExt;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +13,11 @@ use super::catalog::CatalogTable;
 use super::connect::query_error;
 use super::encode::{push_header, push_trailer};
 use super::read::{CopyDecoder, CopyReader, copy_out_sql, plan_columns};
-use super::split::key_columns;
+use super::split::{key_columns, predicate};
 use super::sql::{quote_ident, quote_table};
 use super::write::{encode_batch, encoders, next_batch};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{BatchStream, UpsertSummary};
+use crate::traits::{BatchStream, UpsertSummary, WatermarkStats};
 
 /// The SQL condition `watermark >= since` for a timestamp column of `table`, `since` in
 /// microseconds since the epoch (a zone-less timestamp's wall time read as UTC).
@@ -56,19 +56,91 @@ pub fn watermark_condition(
     })
 }
 
-/// Starts reading the rows of `catalog` whose watermark is at or past `since`.
+/// The SQL condition selecting the rows of `range` of `catalog`.
+fn range_condition(catalog: &CatalogTable, key: &SplitKey, range: &ChunkRange) -> Result<String> {
+    let keys = key_columns(catalog, key)?;
+    predicate(&catalog.name, &keys, key, range)
+}
+
+/// Starts reading the rows of `range` of `catalog` whose watermark is at or past `since`.
 pub async fn read_changed(
     client: &Client,
     table: &TableSchema,
     catalog: &CatalogTable,
+    key: &SplitKey,
+    range: &ChunkRange,
     watermark: &str,
     since: Option<i64>,
 ) -> Result<CopyReader> {
     let columns = plan_columns(table, catalog, "source")?;
-    let condition = watermark_condition(table, watermark, since)?;
+    let condition = format!(
+        "({}) AND ({})",
+        range_condition(catalog, key, range)?,
+        watermark_condition(table, watermark, since)?
+    );
     let sql = copy_out_sql(&catalog.name, &columns, &condition, None);
     let decoder = CopyDecoder::new(&catalog.name, &columns, table.arrow_schema(false))?;
     CopyReader::start(client, &sql, decoder, &catalog.name, "read changed rows").await
+}
+
+/// Counts the rows of `range` of `catalog` and reads their largest `watermark`, in
+/// microseconds since the epoch (a zone-less timestamp's wall time read as UTC: `extract`
+/// takes it so).
+pub async fn watermark_stats(
+    client: &Client,
+    table: &TableSchema,
+    catalog: &CatalogTable,
+    key: &SplitKey,
+    range: &ChunkRange,
+    watermark: &str,
+) -> Result<WatermarkStats> {
+    // Checks that the column is a timestamp of the table.
+    watermark_condition(table, watermark, None)?;
+    let condition = range_condition(catalog, key, range)?;
+    let sql = format!(
+        "SELECT count(*), floor(extract(epoch FROM max({wm})) * 1000000)::bigint FROM {} WHERE {condition}",
+        quote_table(&catalog.name),
+        wm = quote_ident(watermark)
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(query_error("read the watermark extent", &catalog.name))?;
+    let rows: i64 = row
+        .try_get(0)
+        .map_err(query_error("read the watermark extent", &catalog.name))?;
+    let newest: Option<i64> = row
+        .try_get(1)
+        .map_err(query_error("read the watermark extent", &catalog.name))?;
+    Ok(WatermarkStats {
+        rows: rows.max(0) as u64,
+        newest,
+    })
+}
+
+/// The write counters PostgreSQL keeps for `table` and each of its partitions
+/// (`pg_stat_all_tables` over the table and `pg_partition_tree`, which lists nothing for
+/// a table that is not partitioned), as one signature: rows inserted,
+/// updated (HOT included), deleted, live and dead. They count aborted writes too and
+/// change at VACUUM and ANALYZE (a false "changed"); a TRUNCATE, which the three write
+/// counters skip, shows in the live count; `pg_stat_reset()`, a crash or a failover
+/// starts them over (another signature: "changed").
+pub async fn change_signature(client: &Client, table: &TableName) -> Result<Option<String>> {
+    let on_error = query_error("read the write statistics", table);
+    let row = client
+        .query_one(
+            "SELECT sum(s.n_tup_ins)::text || '/' || sum(s.n_tup_upd)::text || '/' || \
+                    sum(s.n_tup_del)::text || '/' || sum(s.n_live_tup)::text || '/' || \
+                    sum(s.n_dead_tup)::text \
+             FROM (SELECT $1::text::regclass AS relid \
+                   UNION SELECT relid FROM pg_partition_tree($1::text::regclass)) t \
+             JOIN pg_stat_all_tables s ON s.relid = t.relid",
+            &[&quote_table(table)],
+        )
+        .await
+        .map_err(on_error)?;
+    row.try_get(0)
+        .map_err(query_error("read the write statistics", table))
 }
 
 /// The newer-wins statement: insert from the staging table, replace a target row only

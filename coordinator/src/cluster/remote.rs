@@ -176,8 +176,14 @@ impl ChunkExecutor for RemoteExecutor {
         let assigned_at = Instant::now();
         match self
             .retrying(&cancel, || {
-                self.store
-                    .put_assignment(&worker, &job, chunk, attempt, share)
+                self.store.put_assignment(
+                    &worker,
+                    &job,
+                    chunk,
+                    attempt,
+                    share,
+                    task.source_snapshot.as_deref(),
+                )
             })
             .await
         {

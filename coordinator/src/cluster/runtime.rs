@@ -28,6 +28,7 @@ use crate::job::{JobError, Resume, prepare_job};
 use crate::metrics::JobMetrics;
 use crate::pacer::JobPacer;
 use crate::scheduler::{JobEvent, RunOutcome, SchedulerOptions, run_job_on};
+use crate::snapshot::{SnapshotPlan, plan_snapshot};
 
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
@@ -445,7 +446,7 @@ impl ClusterRuntime {
         let OpenedJob { spec, source, sink } = opened;
         // Submitted, but maybe not planned yet (the leader stopped in between): the
         // lifecycle plans it then.
-        let record = prepare_job(
+        let prepared = prepare_job(
             &spec,
             source.as_ref(),
             sink.as_ref(),
@@ -457,8 +458,26 @@ impl ClusterRuntime {
             JobError::Store(error) => JobRunError::from_store(error),
             JobError::SourceUnavailable { .. } => JobRunError::Retry(error.to_string()),
             other => JobRunError::Fatal(other.to_string()),
-        })?
-        .job;
+        })?;
+        // `consistency: job_snapshot`: held until this run ends (dropped with it).
+        let snapshot_opt = match plan_snapshot(
+            &job.0,
+            spec.consistency,
+            prepared.chunks_open,
+            prepared.chunks_started_before,
+        ) {
+            SnapshotPlan::NotNeeded => None,
+            SnapshotPlan::Refuse(message) => return Err(JobRunError::Fatal(message)),
+            SnapshotPlan::Export => Some(source.export_snapshot().await.map_err(|error| {
+                let message = format!("cannot export the job's source snapshot: {error}");
+                if error.kind() == ferry_connectors::ErrorKind::Unavailable {
+                    JobRunError::Retry(message)
+                } else {
+                    JobRunError::Fatal(message)
+                }
+            })?),
+        };
+        let record = prepared.job;
         let store: Arc<dyn Coordination> = leadership.store.clone();
         let pacer = JobPacer::start(
             job.clone(),
@@ -488,7 +507,10 @@ impl ClusterRuntime {
             pacer.clone(),
             running.stop.clone(),
         ));
-        let options = SchedulerOptions::for_spec(&spec, usize::MAX);
+        let options = SchedulerOptions {
+            source_snapshot: snapshot_opt.as_ref().map(|snapshot| snapshot.id.clone()),
+            ..SchedulerOptions::for_spec(&spec, usize::MAX)
+        };
         let (events, mut receiver) = mpsc::unbounded_channel::<JobEvent>();
         let counter = running.clone();
         let observer_events = self.observer_events(job);
@@ -541,6 +563,8 @@ impl ClusterRuntime {
             crate::scheduler::SchedulerError::Store(error) => JobRunError::from_store(error),
         })?;
         pacer.finish();
+        // Every attempt of the run has ended: the snapshot is let go.
+        drop(snapshot_opt);
         let phase = if running.operator_cancel.is_cancelled() {
             Some(JobPhase::Cancelled)
         } else if outcome.interrupted {

@@ -220,6 +220,7 @@ fn chunk_to_proto(chunk: ChunkView) -> pb::ChunkInfo {
         rows: chunk.rows,
         worker: chunk.worker,
         last_error: chunk.last_error,
+        sync: chunk.sync.as_ref().map(pb::SyncChangesValue::from),
     }
 }
 

@@ -16,6 +16,7 @@
 //! schema: create_if_missing            # | require_existing | recreate
 //! chunking: { target_rows: 500000 }
 //! verify: { mode: checksum, on_mismatch: recopy, max_attempts: 3 }
+//! consistency: chunk                   # | job_snapshot (PostgreSQL sources)
 //! throttle:
 //!   timezone: America/New_York         # IANA name; default UTC
 //!   default_concurrency: 4             # chunks at once outside every window, 1..=1024
@@ -62,9 +63,10 @@ pub use clickhouse::{ClickhouseOptions, EngineRule, engine_name};
 pub use endpoints::{EndpointSpec, Location, Secret, ZeroDates, without_password};
 pub use identity::normalize_database_identity;
 pub use model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
-    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
-    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
+    DEFAULT_WATERMARK_LAG_MS, HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch,
+    ResilienceSpec, SchemaMode, SyncPassSpec, TableSelection, VerifyMode, VerifySpec,
+    WatermarkSpec,
 };
 pub use reader::clipped;
 pub use throttle::parse_throttle_schedule;

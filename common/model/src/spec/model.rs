@@ -32,12 +32,40 @@ pub struct JobSpec {
     /// Target column types chosen by the user, by source column: `"orders.amount"` or
     /// `"public.orders.amount"` → the target's type, e.g. `DECIMAL(20,4)`.
     pub columns: ColumnOverrides,
-    /// What the job does with each chunk: copy it (the default), or only compare both
-    /// sides (`ferryctl verify`, `ferryctl submit --verify-only`).
+    /// What the job does with each chunk: copy it (the default), only compare both
+    /// sides (`ferryctl verify`, `ferryctl submit --verify-only`), or catch it up (one
+    /// pass of `ferryctl sync`).
     pub mode: JobMode,
+    /// The parameters of one sync pass (`sync:`), set by `ferryctl sync` on each pass's
+    /// job; empty otherwise. Not part of the fingerprint.
+    pub sync: SyncPassSpec,
     /// The watermark column `ferryctl sync` catches up by (`watermark:` in the spec);
     /// `None`: every table is synced by checksum-and-repair passes.
     pub watermark: Option<WatermarkSpec>,
+    /// Which point in time of the source the job's chunks read (`consistency:`).
+    pub consistency: Consistency,
+}
+
+/// Which point in time of the source a job reads (`consistency:` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Each chunk is read in one consistent snapshot of its own (one statement): rows
+    /// written while the job runs are in the chunks read after them.
+    #[default]
+    Chunk,
+    /// The whole job reads one snapshot of the source, exported when its run starts and
+    /// imported by every chunk read (PostgreSQL sources only).
+    JobSnapshot,
+}
+
+impl Consistency {
+    /// Returns the spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Chunk => "chunk",
+            Consistency::JobSnapshot => "job_snapshot",
+        }
+    }
 }
 
 /// `watermark: { column: updated_at, lag: 30s }`: the column (a timestamp, set by every
@@ -54,6 +82,17 @@ pub struct WatermarkSpec {
 /// The default `watermark.lag`.
 pub const DEFAULT_WATERMARK_LAG_MS: u64 = 30_000;
 
+/// `sync: { since: { public.orders: 1765045200000000 } }`: what one sync pass reads, set
+/// by `ferryctl sync` on the spec of each pass's job (a user does not write it): per table
+/// (qualified name, as the source names it), the watermark from which the pass reads
+/// changed rows, in microseconds since 1970-01-01 UTC: the last pass's high-water mark
+/// minus `watermark.lag`. A table not listed has no mark yet: its every row is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPassSpec {
+    /// Per qualified table name: read rows whose watermark is at or past this.
+    pub since: BTreeMap<String, i64>,
+}
+
 /// What a job does with each chunk (`mode:` in the spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JobMode {
@@ -62,6 +101,10 @@ pub enum JobMode {
     Copy,
     /// Count and checksum both sides; write nothing to the target.
     Verify,
+    /// One sync pass: catch the chunk's range up (a watermark table: changed rows
+    /// newer-wins, then deletes by a keyed diff; any other: checksum both sides and
+    /// re-copy the range when they differ). Idempotent, so a lost attempt runs again.
+    Sync,
 }
 
 impl JobMode {
@@ -70,6 +113,7 @@ impl JobMode {
         match self {
             JobMode::Copy => "copy",
             JobMode::Verify => "verify",
+            JobMode::Sync => "sync",
         }
     }
 }

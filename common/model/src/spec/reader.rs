@@ -13,9 +13,10 @@ use super::fields::{
     read_positive_integer, read_positive_u32, read_string,
 };
 use super::model::{
-    ChunkingSpec, ColumnOverrides, DEFAULT_OUTAGE_TIMEOUT_MS, DEFAULT_WATERMARK_LAG_MS,
-    HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch, ResilienceSpec, SchemaMode,
-    TableSelection, VerifyMode, VerifySpec, WatermarkSpec,
+    ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
+    DEFAULT_WATERMARK_LAG_MS, HashSplitSpec, JobMode, JobSpec, MAX_SPLIT_BUCKETS, OnMismatch,
+    ResilienceSpec, SchemaMode, SyncPassSpec, TableSelection, VerifyMode, VerifySpec,
+    WatermarkSpec,
 };
 use super::throttle::read_throttle;
 use super::{
@@ -38,10 +39,13 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "throttle",
     "columns",
     "mode",
+    "sync",
     "watermark",
     "priority",
+    "consistency",
 ];
 const WATERMARK_FIELDS: &[&str] = &["column", "lag"];
+const SYNC_FIELDS: &[&str] = &["since"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude", "split"];
 const SPLIT_FIELDS: &[&str] = &["column", "buckets"];
@@ -190,9 +194,22 @@ fn read_job_spec(
         Some(value) => read_job_mode(value, &fields.path_of("mode"), problems),
         None => Some(JobMode::default()),
     };
+    let sync_opt = match fields.optional("sync") {
+        Some(value) => read_sync_pass(value, &fields.path_of("sync"), problems),
+        None => Some(SyncPassSpec::default()),
+    };
     let watermark_opt = match fields.optional("watermark") {
         Some(value) => read_watermark(value, &fields.path_of("watermark"), problems).map(Some),
         None => Some(None),
+    };
+    let consistency_opt = match fields.optional("consistency") {
+        Some(value) => read_consistency(
+            value,
+            &fields.path_of("consistency"),
+            source_opt.as_ref(),
+            problems,
+        ),
+        None => Some(Consistency::default()),
     };
     if let (Some(source), Some(target)) = (&source_opt, &target_opt) {
         check_distinct_databases(source, target, problems);
@@ -213,8 +230,41 @@ fn read_job_spec(
         },
         columns: columns_opt?,
         mode: mode_opt?,
+        sync: sync_opt?,
         watermark: watermark_opt?,
+        consistency: consistency_opt?,
     })
+}
+
+/// The connector kind whose sources can export a snapshot for `consistency: job_snapshot`.
+const SNAPSHOT_SOURCE_KIND: &str = "postgres";
+
+fn read_consistency(
+    value: &Value,
+    path: &str,
+    source_opt: Option<&super::endpoints::EndpointSpec>,
+    problems: &mut Problems,
+) -> Option<Consistency> {
+    let choices =
+        [Consistency::Chunk, Consistency::JobSnapshot].map(|choice| (choice.as_str(), choice));
+    let consistency = read_choice(value, path, &choices, problems)?;
+    if consistency == Consistency::JobSnapshot
+        && let Some(source) = source_opt
+        && source.kind != SNAPSHOT_SOURCE_KIND
+    {
+        problems.push(
+            path,
+            format!(
+                "job_snapshot needs a PostgreSQL source (one snapshot exported with \
+                 pg_export_snapshot() and imported by every chunk read), but source.kind is \
+                 {}; use consistency: chunk (each chunk read in a snapshot of its own), or \
+                 stop the writers while the job runs",
+                source.kind
+            ),
+        );
+        return None;
+    }
+    Some(consistency)
 }
 
 fn read_watermark(value: &Value, path: &str, problems: &mut Problems) -> Option<WatermarkSpec> {
@@ -241,8 +291,46 @@ fn read_watermark(value: &Value, path: &str, problems: &mut Problems) -> Option<
     })
 }
 
+/// `sync: { since: { TABLE: MICROS } }`, written by `ferryctl sync` for each pass.
+fn read_sync_pass(value: &Value, path: &str, problems: &mut Problems) -> Option<SyncPassSpec> {
+    let fields = read_mapping(value, path, SYNC_FIELDS, &[], problems)?;
+    let Some(since) = fields.optional("since") else {
+        return Some(SyncPassSpec::default());
+    };
+    let since_path = fields.path_of("since");
+    let Some(mapping) = since.as_mapping() else {
+        problems.push(
+            &since_path,
+            format!(
+                "expected a mapping of table to microseconds since 1970-01-01 UTC, found {}",
+                describe(since)
+            ),
+        );
+        return None;
+    };
+    let mut marks = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (table, micros) in mapping {
+        let (Some(table), Some(micros)) = (table.as_str(), micros.as_i64()) else {
+            problems.push(
+                &since_path,
+                format!(
+                    "expected a table name and an integer (microseconds since 1970-01-01 \
+                     UTC), found {} and {}",
+                    describe(table),
+                    describe(micros)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        marks.insert(table.to_owned(), micros);
+    }
+    ok.then_some(SyncPassSpec { since: marks })
+}
+
 fn read_job_mode(value: &Value, path: &str, problems: &mut Problems) -> Option<JobMode> {
-    let choices = [JobMode::Copy, JobMode::Verify].map(|mode| (mode.as_str(), mode));
+    let choices = [JobMode::Copy, JobMode::Verify, JobMode::Sync].map(|mode| (mode.as_str(), mode));
     read_choice(value, path, &choices, problems)
 }
 
@@ -777,7 +865,8 @@ throttle:
             (
                 "chunk_size".to_owned(),
                 "unknown field; expected one of: name, source, target, tables, schema, \
-                 chunking, verify, resilience, throttle, columns, mode, watermark, priority"
+                 chunking, verify, resilience, throttle, columns, mode, sync, watermark, \
+                 priority, consistency"
                     .to_owned()
             )
         );
@@ -986,12 +1075,55 @@ throttle:
         assert_eq!(verify.mode, JobMode::Verify);
         assert_ne!(copy.fingerprint(), verify.fingerprint());
         assert_eq!(
-            single_error(&spec_with("", "mode: sync\n")),
+            single_error(&spec_with("", "mode: merge\n")),
             (
                 "mode".to_owned(),
-                "unknown value \"sync\"; expected one of: copy, verify".to_owned()
+                "unknown value \"merge\"; expected one of: copy, verify, sync".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn consistency_is_chunk_by_default_and_job_snapshot_needs_a_postgres_source() {
+        use super::Consistency;
+        assert_eq!(
+            parse(&spec_with("", "")).unwrap().consistency,
+            Consistency::Chunk
+        );
+        let chunk = parse(&spec_with("", "consistency: chunk\n")).unwrap();
+        assert_eq!(chunk.consistency, Consistency::Chunk);
+        let (path, message) = single_error(&spec_with("", "consistency: job_snapshot\n"));
+        assert_eq!(path, "consistency");
+        assert!(
+            message.contains("needs a PostgreSQL source")
+                && message.contains("source.kind is sqlite")
+                && message.contains("consistency: chunk"),
+            "{message}"
+        );
+        let (path, message) = single_error(&spec_with("", "consistency: snapshot\n"));
+        assert_eq!(path, "consistency");
+        assert!(message.contains("chunk, job_snapshot"), "{message}");
+    }
+
+    #[test]
+    fn a_sync_pass_reads_its_marks_which_do_not_change_the_fingerprint() {
+        let first = parse(&spec_with("", "mode: sync\n")).expect("valid");
+        assert_eq!(first.mode, JobMode::Sync);
+        assert!(first.sync.since.is_empty());
+        let later = parse(&spec_with(
+            "",
+            "mode: sync\nsync: { since: { public.orders: 1765045200000000, items: -5 } }\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            later.sync.since.get("public.orders"),
+            Some(&1_765_045_200_000_000)
+        );
+        assert_eq!(later.sync.since.get("items"), Some(&-5));
+        assert_eq!(first.fingerprint(), later.fingerprint());
+        let (path, message) = single_error(&spec_with("", "sync: { since: { t: soon } }\n"));
+        assert_eq!(path, "sync.since");
+        assert!(message.contains("microseconds"), "{message}");
     }
 
     #[test]

@@ -68,8 +68,9 @@ impl ClusterControl for ClusterRuntime {
             .open(&job, spec_yaml)
             .await
             .map_err(|e| invalid(&e))?;
-        // A verify-only job writes nothing to the target, not even at planning.
-        let prepare_targets = !dry_run && spec.mode == ferry_model::spec::JobMode::Copy;
+        // A verify-only job writes nothing to the target, not even at planning; a sync
+        // pass checks that its target tables exist.
+        let prepare_targets = !dry_run && spec.mode != ferry_model::spec::JobMode::Verify;
         let plan = plan_job_with(&spec, source.as_ref(), sink.as_ref(), prepare_targets)
             .await
             .map_err(|e| invalid(&e))?;
@@ -202,6 +203,7 @@ impl ClusterControl for ClusterRuntime {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
+                sync: chunk.evidence.sync,
             })
             .collect();
         let more = selected.len() > limit;
