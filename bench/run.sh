@@ -275,6 +275,9 @@ small_chunks() {
 }
 small_rate=$(small_chunks)
 "${PSQL[@]}" -d postgres -c "DROP DATABASE ferry_bench_small" -c "DROP DATABASE ferry_bench_small_dst"
+echo "== no idle tail: one partition 20x the others, split_idle on and off"
+quiet
+idle_tail=$(FERRY_BENCH_FERRYCTL="$FERRYCTL" FERRY_BENCH_DIR="$WORK" bash bench/idle_tail.sh | tail -n 1)
 json() { python3 -c "import json, sys; value = json.loads(sys.argv[1])[sys.argv[2]]; print(round(value, 2) if isinstance(value, float) else value)" "$1" "$2"; }
 plan_line() {
   echo "| $2 | $(json "$1" estimated_rows) | $(json "$1" sample_secs) s | $(json "$1" sample_chunks) | $(json "$1" exact_secs) s | $(json "$1" exact_chunks) | $(python3 -c "print(round($(json "$1" exact_secs) / $(json "$1" sample_secs), 1))")× |"
@@ -357,6 +360,13 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo
   echo "3,000 chunks of 100 rows, PostgreSQL → PostgreSQL, \`ferryctl local --workers 16\`, verification on:"
   echo "${small_rate} chunks/s. Goal ≥ 1,000 chunks/s: $(met "$small_rate >= 1000")."
+  echo
+  echo "## No idle tail"
+  echo
+  echo "A PostgreSQL table of four partitions of 50,000 rows and one of 1,000,000, each planned as one chunk,"
+  echo "PostgreSQL → PostgreSQL, \`ferryctl local --workers 4\`, verification on (bench/idle_tail.sh): $(field "$idle_tail" split) s with"
+  echo "\`chunking.split_idle\` (the big chunk cut before it starts, for the idle workers), $(field "$idle_tail" whole) s without:"
+  echo "$(ratio "$(field "$idle_tail" split)" "$(field "$idle_tail" whole)")× faster."
   if [ -n "$notes" ]; then echo; echo "$notes"; fi
 } > "$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"

@@ -117,6 +117,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         verify: VerifyMode::Checksum,
         retry_backoff: Duration::from_millis(10),
         mode: ferry_model::spec::JobMode::Copy,
+        // Measures the store, not the cutting of chunks.
+        split_idle: false,
+        target_rows: 500_000,
         source_snapshot: None,
         sync: None,
     };

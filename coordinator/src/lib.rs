@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod diff;
+pub mod idle_split;
 pub mod job;
 pub mod metrics;
 pub mod pacer;

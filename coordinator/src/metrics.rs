@@ -202,7 +202,7 @@ impl JobMetrics {
                     table.verified.increment(record.rows);
                 }
             }
-            JobEvent::ChunkFinished { record: None, .. } => {}
+            JobEvent::ChunkFinished { record: None, .. } | JobEvent::ChunkSplit { .. } => {}
         }
         self.publish_counts(tally);
     }

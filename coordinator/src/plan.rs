@@ -3,7 +3,7 @@
 //! on both sides) partition by partition, each leaf cut on its key like a table of its own.
 
 use ferry_connectors::{ConnectorError, PrepareOptions, PrepareOutcome, Sink, Source};
-use ferry_coordination::{ChunkRecord, TableRecord};
+use ferry_coordination::{ChunkRecord, PlannedKeySpan, TableRecord};
 use ferry_model::ids::ChunkId;
 use ferry_model::key::{KeyBound, KeyStats, SplitKey};
 use ferry_model::schema::{TableName, TableSchema};
@@ -278,6 +278,7 @@ pub async fn plan_job_with(
             None => vec![None],
         };
         let mut table_rows = 0u64;
+        let mut key_spans = Vec::new();
         for partition in units {
             let scoped = match &partition {
                 Some(leaf) => schema.for_partition(leaf),
@@ -287,6 +288,13 @@ pub async fn plan_job_with(
             let (choice, boundaries) =
                 split_boundaries(source, &scoped, &key, &stats, spec.chunking.target_rows).await?;
             table_rows = table_rows.saturating_add(stats.rows);
+            if let Some((min, max)) = stats.int_min_max.filter(|_| key.single_integer()) {
+                key_spans.push(PlannedKeySpan {
+                    partition: partition.clone(),
+                    min,
+                    max,
+                });
+            }
             tracing::info!(table = %name, partition = partition.as_deref(), ?choice, rows = stats.rows, "planned");
             for planned in plan_table(&key, &stats, choice, &boundaries) {
                 chunks.push(ChunkRecord::planned(
@@ -303,6 +311,7 @@ pub async fn plan_job_with(
             schema,
             key,
             warnings: warning.into_iter().chain(partition_warning).collect(),
+            key_spans,
         });
     }
     Ok(JobPlan {

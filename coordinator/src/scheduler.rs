@@ -23,6 +23,8 @@ use std::sync::atomic::AtomicU32;
 use ferry_model::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, Unthrottled};
 use ferry_model::ids::{Attempt, ChunkId, WorkerId};
 use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
+
+use crate::idle_split::{SplitInputs, choose_splits, cut_range, span_of};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,6 +46,11 @@ pub struct SchedulerOptions {
     pub retry_backoff: Duration,
     /// Copy, verify only (a mismatch is then a finding, never re-copied), or a sync pass.
     pub mode: JobMode,
+    /// Whether queued chunks far bigger than their share are cut before they start
+    /// (`chunking.split_idle`; see [`crate::idle_split`]).
+    pub split_idle: bool,
+    /// The spec's `chunking.target_rows`: no piece cut is bigger.
+    pub target_rows: u64,
     /// The exported source snapshot every attempt reads in (`consistency:
     /// job_snapshot`), set by the run that holds it.
     pub source_snapshot: Option<String>,
@@ -62,6 +69,8 @@ impl SchedulerOptions {
             verify: spec.verify.mode,
             retry_backoff: Duration::from_millis(200),
             mode: spec.mode,
+            split_idle: spec.chunking.split_idle,
+            target_rows: spec.chunking.target_rows,
             source_snapshot: None,
             sync: ferry_model::execution::SyncPass::of(spec),
         }
@@ -126,6 +135,12 @@ pub trait WorkerPool: Send {
     fn want(&mut self, slots: usize, gate: &Gate) {
         let _ = (slots, gate);
     }
+    /// Slots the job could run chunks on now, busy and free (before other jobs' shares
+    /// and the throttle): what the scheduler shares the remaining work over when it
+    /// decides to cut a big queued chunk. `None` (no cut) when the pool cannot tell.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
     /// Takes a free slot: the worker to give the next chunk to (`None` when all are busy).
     fn acquire(&mut self) -> Option<WorkerId>;
     /// Counts a slot of `worker` as taken by a chunk adopted in flight.
@@ -143,6 +158,7 @@ pub trait WorkerPool: Send {
 /// A fixed set of in-process workers, one slot each.
 pub struct FixedPool {
     free: VecDeque<WorkerId>,
+    count: usize,
 }
 
 impl FixedPool {
@@ -152,6 +168,7 @@ impl FixedPool {
             free: (0..count.max(1))
                 .map(|index| WorkerId(format!("local-{index}")))
                 .collect(),
+            count: count.max(1),
         }
     }
 
@@ -162,6 +179,10 @@ impl FixedPool {
 }
 
 impl WorkerPool for FixedPool {
+    fn capacity(&self) -> Option<usize> {
+        Some(self.count)
+    }
+
     fn acquire(&mut self) -> Option<WorkerId> {
         self.free.pop_front()
     }
@@ -191,6 +212,16 @@ pub enum JobEvent {
     Loaded {
         /// Every chunk as stored when the run began.
         chunks: Vec<(ChunkId, ChunkState, u64)>,
+    },
+    /// A queued chunk that never started was cut into pieces ([`crate::idle_split`]): it
+    /// keeps the first, and `added` are new PLANNED chunks of its table.
+    ChunkSplit {
+        /// The chunks' table.
+        table_index: usize,
+        /// The chunk cut.
+        chunk: ChunkId,
+        /// The new chunks: id and estimated rows.
+        added: Vec<(ChunkId, u64)>,
     },
     /// An attempt started.
     ChunkStarted {
@@ -368,6 +399,18 @@ pub async fn run_job_on(
         .collect();
     sort_largest_first(&mut queue, &model);
     let mut delayed: Vec<(Instant, ChunkId)> = Vec::new();
+    // The estimated work not yet done, which a cut shares over the slots.
+    let mut remaining_rows: u64 = model
+        .iter()
+        .filter(|chunk| !matches!(chunk.state, ChunkState::Verified | ChunkState::Failed))
+        .map(|chunk| chunk.estimated_rows)
+        .sum();
+    let mut splitter = IdleSplitter {
+        store: store.as_ref(),
+        job,
+        events: &events,
+        refused: std::collections::HashSet::new(),
+    };
 
     let mut gate_open = true;
     loop {
@@ -383,6 +426,20 @@ pub async fn run_job_on(
         let gate = *pacing.gate.borrow_and_update();
         let limit = options.workers.max(1).min(gate.concurrency.max(1) as usize);
         let may_start = !cancel.is_cancelled() && !gate.paused && !gate.hold_new;
+        if options.split_idle
+            && may_start
+            && !queue.is_empty()
+            && let Some(capacity) = pool.capacity()
+        {
+            let inputs = SplitInputs {
+                slots: capacity.min(limit),
+                remaining_rows,
+                target_rows: options.target_rows,
+            };
+            splitter
+                .split_queued(&mut model, &mut queue, &inputs, running.len())
+                .await?;
+        }
         let wanted = if may_start {
             limit.saturating_sub(running.len()).min(queue.len())
         } else {
@@ -483,6 +540,9 @@ pub async fn run_job_on(
             }
             ChunkCompletion::Verified { .. } => {}
         }
+        if matches!(record.state, ChunkState::Verified | ChunkState::Failed) {
+            remaining_rows = remaining_rows.saturating_sub(record.estimated_rows);
+        }
         model[chunk_id.0 as usize] = record.clone();
         let _ = events.send(JobEvent::ChunkFinished {
             record: Some(Box::new(record)),
@@ -513,6 +573,100 @@ pub async fn run_job_on(
         table_elapsed,
         requeued,
     })
+}
+
+/// Cuts big queued chunks before they start, through the store ([`crate::idle_split`]).
+struct IdleSplitter<'a> {
+    store: &'a dyn Coordination,
+    job: &'a JobRecord,
+    events: &'a UnboundedSender<JobEvent>,
+    /// Chunks that cannot be cut (their key or range does not allow it, or the store
+    /// refused): not considered again in this run.
+    refused: std::collections::HashSet<ChunkId>,
+}
+
+impl IdleSplitter<'_> {
+    /// Cuts the queued chunks [`choose_splits`] picks and queues their pieces. A store
+    /// failure stops the run (the model would no longer say what the store holds); a
+    /// refusal only leaves the chunk whole.
+    async fn split_queued(
+        &mut self,
+        model: &mut Vec<ChunkRecord>,
+        queue: &mut Vec<ChunkId>,
+        inputs: &SplitInputs,
+        running: usize,
+    ) -> Result<(), SchedulerError> {
+        // The queue pops its last entry first: walk it from the end, largest first.
+        let candidates = queue
+            .iter()
+            .rev()
+            .filter(|id| {
+                let record = &model[id.0 as usize];
+                record.attempt == Attempt(0) && !self.refused.contains(id)
+            })
+            .map(|id| (*id, model[id.0 as usize].estimated_rows));
+        let orders = choose_splits(inputs, running, candidates);
+        if orders.is_empty() {
+            return Ok(());
+        }
+        for (chunk_id, pieces) in orders {
+            let record = &model[chunk_id.0 as usize];
+            let span = self
+                .job
+                .tables
+                .get(record.table_index)
+                .and_then(|table| span_of(&table.key_spans, record.partition.as_deref()));
+            let Some(cut) = cut_range(&record.range, record.estimated_rows, span, pieces) else {
+                self.refused.insert(chunk_id);
+                continue;
+            };
+            let split = match self.store.split_chunk(&self.job.id, chunk_id, &cut).await {
+                Ok(split) => split,
+                Err(CoordinationError::SplitRefused { reason, .. }) => {
+                    tracing::warn!(job = %self.job.id, chunk = %chunk_id, %reason, "chunk left whole");
+                    self.refused.insert(chunk_id);
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let table_index = record.table_index;
+            tracing::info!(
+                job = %self.job.id,
+                chunk = %chunk_id,
+                range = %record.range,
+                rows = record.estimated_rows,
+                pieces = split.len(),
+                "cut a queued chunk that never started, so that idle workers share it"
+            );
+            let mut added = Vec::with_capacity(split.len().saturating_sub(1));
+            let mut misaligned = false;
+            for piece in split {
+                let index = piece.id.0 as usize;
+                if piece.id != chunk_id {
+                    added.push((piece.id, piece.estimated_rows));
+                    queue.push(piece.id);
+                }
+                // The store hands out the next free ids, and the model holds every chunk
+                // by id: a new piece lands at the end.
+                match index.cmp(&model.len()) {
+                    std::cmp::Ordering::Less => model[index] = piece,
+                    std::cmp::Ordering::Equal => model.push(piece),
+                    std::cmp::Ordering::Greater => misaligned = true,
+                }
+            }
+            if misaligned {
+                // Another writer added chunks: take the store's word for all of them.
+                *model = self.store.list_chunks(&self.job.id).await?;
+            }
+            let _ = self.events.send(JobEvent::ChunkSplit {
+                table_index,
+                chunk: chunk_id,
+                added,
+            });
+        }
+        sort_largest_first(queue, model);
+        Ok(())
+    }
 }
 
 /// Starts attempts: builds the task and runs it on the executor.
@@ -760,6 +914,8 @@ mod tests {
             verify: VerifyMode::Checksum,
             retry_backoff: Duration::ZERO,
             mode: JobMode::Copy,
+            split_idle: false,
+            target_rows: 500_000,
             source_snapshot: None,
             sync: None,
         }

@@ -149,6 +149,13 @@ fn line(table: &TableProgress) -> String {
 fn apply(tables: &mut [TableProgress], event: JobEvent) {
     match event {
         JobEvent::Loaded { .. } | JobEvent::ChunkStarted { .. } => {}
+        JobEvent::ChunkSplit {
+            table_index, added, ..
+        } => {
+            if let Some(table) = tables.get_mut(table_index) {
+                table.chunks += added.len();
+            }
+        }
         JobEvent::RowsCopied { table_index, rows } => {
             if let Some(table) = tables.get_mut(table_index) {
                 table.rows += rows;

@@ -668,6 +668,7 @@ mod tests {
             },
             key,
             warnings: Vec::new(),
+            key_spans: Vec::new(),
         }
     }
 

@@ -23,7 +23,7 @@ use ferry_coordination::conformance::{
     check_etcd_fenced_store_refuses_writes_after_leader_loss,
     check_etcd_interrupted_create_is_invisible, check_etcd_large_job_is_split_into_txns,
     check_policy_history_is_ordered, check_requeue_in_flight_and_reset_failed,
-    check_stale_attempt_cannot_complete, unique_suffix,
+    check_split_chunk_only_before_it_starts, check_stale_attempt_cannot_complete, unique_suffix,
 };
 use ferry_coordination::{
     ClusterProtocol, Coordination, CoordinationError, EtcdStore, EtcdStoreOptions,
@@ -41,6 +41,7 @@ async fn check_all(store: Arc<dyn Coordination>) {
     check_stale_attempt_cannot_complete(store.as_ref()).await;
     check_requeue_in_flight_and_reset_failed(store.as_ref()).await;
     check_policy_history_is_ordered(store.as_ref()).await;
+    check_split_chunk_only_before_it_starts(store.as_ref()).await;
     check_concurrent_assign_gives_one_winner(store, 20).await;
 }
 

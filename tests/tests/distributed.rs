@@ -629,3 +629,55 @@ async fn j_a_second_signal_stops_a_coordinator_at_once() {
         second.elapsed()
     );
 }
+
+/// No idle tail on a cluster: a table planned into one chunk (a large `target_rows`) and
+/// four one-slot worker processes registered before the job. The leader cuts the chunk on
+/// etcd before it starts (the job record's chunk count in the same txn), each worker reads
+/// the piece it is given as it is now and copies it, and the target equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i_a_big_planned_chunk_is_split_before_it_starts_so_every_worker_copies_a_piece() {
+    let mut cluster = Cluster::new(&[("events", 40_000)]);
+    let address = cluster.start_coordinator("coord-i");
+    let workers = ["w1", "w2", "w3", "w4"];
+    for worker in workers {
+        cluster.start_worker(worker, 1);
+    }
+    ferry_tests::wait_until_async(Duration::from_secs(60), || {
+        let address = address.clone();
+        async move {
+            client(&address)
+                .await
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .is_ok_and(|answer| answer.into_inner().workers.len() == workers.len())
+        }
+    })
+    .await
+    .expect("the four workers registered");
+    let job = "dist-i";
+    submit(&address, &cluster.spec(job, 1_000_000, 1_000_000, 4)).await;
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    let listed = chunks(&address, job).await;
+    assert_eq!(
+        listed.len(),
+        workers.len(),
+        "one chunk planned, cut in 4: {listed:?}"
+    );
+    for chunk in &listed {
+        assert_eq!(chunk.state, "VERIFIED", "{chunk:?}");
+        assert_eq!(chunk.attempt, 1, "each piece copied once: {chunk:?}");
+    }
+    assert_eq!(
+        listed.iter().map(|chunk| chunk.rows).sum::<u64>(),
+        40_000,
+        "{listed:?}"
+    );
+    cluster.assert_same(&["events"]);
+    for worker in workers {
+        assert!(
+            cluster.read_log(worker).contains("copying"),
+            "worker {worker} copied nothing"
+        );
+    }
+}

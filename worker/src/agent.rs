@@ -86,7 +86,12 @@ struct Agent {
 struct JobContext {
     run_id: String,
     tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
-    chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>)>,
+    /// Each chunk's table, range and partition as read with the job, and whether it had
+    /// started then (a started chunk's plan never changes).
+    chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>, bool)>,
+    /// Whether the leader may cut chunks that never started (`chunking.split_idle`): a
+    /// chunk not started when the job was read is then read again when assigned.
+    split_idle: bool,
     verify: VerifyMode,
     /// Copy, verify only or a sync pass: from the job's spec, so every worker runs the
     /// job alike.
@@ -405,8 +410,35 @@ impl AttemptRun {
                 return;
             }
         };
-        let Some((table_index, range, partition)) = context.chunks.get(&assignment.chunk).cloned()
-        else {
+        let planned = match context.chunks.get(&assignment.chunk).cloned() {
+            Some((table_index, range, partition, started)) if started || !context.split_idle => {
+                Some((table_index, range, partition))
+            }
+            // Not started when this worker read the job, or cut from a chunk since: the
+            // leader may have split it before assigning it, so read it as it is now (it
+            // cannot change once assigned).
+            _ => match self
+                .store
+                .load_chunk(&assignment.job, assignment.chunk)
+                .await
+            {
+                Ok(record) => {
+                    record.map(|record| (record.table_index, record.range, record.partition))
+                }
+                Err(error) => {
+                    self.report(&ChunkResult::Error {
+                        message: format!(
+                            "cannot read chunk {} of job {}: {error}",
+                            assignment.chunk, assignment.job
+                        ),
+                        retryable: true,
+                    })
+                    .await;
+                    return;
+                }
+            },
+        };
+        let Some((table_index, range, partition)) = planned else {
             self.report(&ChunkResult::Error {
                 message: format!("job {} has no chunk {}", assignment.job, assignment.chunk),
                 retryable: false,
@@ -609,8 +641,15 @@ impl AttemptRun {
                 .collect(),
             chunks: chunks
                 .into_iter()
-                .map(|chunk| (chunk.id, (chunk.table_index, chunk.range, chunk.partition)))
+                .map(|chunk| {
+                    let started = chunk.attempt.0 > 0;
+                    (
+                        chunk.id,
+                        (chunk.table_index, chunk.range, chunk.partition, started),
+                    )
+                })
                 .collect(),
+            split_idle: spec.chunking.split_idle,
             verify: spec.verify.mode,
             mode: spec.mode,
             sync: ferry_model::execution::SyncPass::of(&spec),

@@ -82,6 +82,11 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
         },
         key,
         warnings: vec![format!("{name}: a planning remark")],
+        key_spans: vec![crate::PlannedKeySpan {
+            partition: Some(format!("{name}_p1")),
+            min: -7,
+            max: i64::MAX,
+        }],
     };
     let record = JobRecord {
         id: job.clone(),
@@ -594,6 +599,115 @@ pub async fn check_requeue_in_flight_and_reset_failed(store: &dyn Coordination) 
             .expect("unknown")
             .is_empty()
     );
+}
+
+/// A chunk that never started is split in one step: it keeps the first piece, the others
+/// get the next ids with its table and partition, and the job loads whole afterwards. A
+/// chunk that started (assigned once, even if back to PLANNED) and a split into fewer
+/// than two pieces are refused, changing nothing.
+pub async fn check_split_chunk_only_before_it_starts(store: &dyn Coordination) {
+    let job = create_sample(store, "split", 6).await;
+    let before = store.list_chunks(&job).await.expect("list");
+    let int_range = |lower: i64, upper: i64| ChunkRange::Interval {
+        lower: Some(KeyBound(vec![KeyValue::Int(lower)])),
+        upper: Some(KeyBound(vec![KeyValue::Int(upper)])),
+    };
+    let pieces = vec![
+        (int_range(0, 10), 400),
+        (int_range(10, 20), 300),
+        (int_range(20, 30), 301),
+    ];
+    // Chunk 4 names a partition (index % 3 == 1) and belongs to table 0.
+    let split = store
+        .split_chunk(&job, ChunkId(4), &pieces)
+        .await
+        .expect("split");
+    let ids: Vec<ChunkId> = split.iter().map(|chunk| chunk.id).collect();
+    assert_eq!(ids, vec![ChunkId(4), ChunkId(6), ChunkId(7)]);
+    let after = store.list_chunks(&job).await.expect("list after split");
+    assert_eq!(after.len(), 8, "two chunks added");
+    for (index, (range, rows)) in pieces.iter().enumerate() {
+        let stored = &after[ids[index].0 as usize];
+        assert_eq!(stored, &split[index], "piece {index} as returned");
+        assert_eq!(&stored.range, range);
+        assert_eq!(stored.estimated_rows, *rows);
+        assert_eq!(stored.state, ChunkState::Planned);
+        assert_eq!(stored.attempt, Attempt(0));
+        assert_eq!(stored.table_index, before[4].table_index);
+        assert_eq!(stored.partition, before[4].partition);
+    }
+    for index in [0, 1, 2, 3, 5] {
+        assert_eq!(after[index], before[index], "split touched chunk {index}");
+    }
+    // One chunk reads back alone as listed (how a worker reads a piece cut after it
+    // read the job).
+    assert_eq!(
+        store
+            .load_chunk(&job, ChunkId(7))
+            .await
+            .expect("load chunk"),
+        Some(after[7].clone())
+    );
+    assert_eq!(
+        store
+            .load_chunk(&job, ChunkId(8))
+            .await
+            .expect("load chunk"),
+        None
+    );
+    // The new chunks are assigned like any other.
+    let attempt = store
+        .assign(&job, ChunkId(7), &worker("w-split"))
+        .await
+        .expect("assign a new piece");
+    assert_eq!(attempt, Attempt(1));
+
+    // A chunk that started once is never split, even back in PLANNED.
+    let started = store
+        .assign(&job, ChunkId(2), &worker("w-split"))
+        .await
+        .expect("assign");
+    let refused = store.split_chunk(&job, ChunkId(2), &pieces).await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { chunk, .. }) if chunk == ChunkId(2)),
+        "split of an assigned chunk: {refused:?}"
+    );
+    store
+        .complete(
+            &job,
+            ChunkId(2),
+            started,
+            &ChunkCompletion::Retry {
+                reason: "busy".into(),
+                mismatch: false,
+            },
+        )
+        .await
+        .expect("retry");
+    let refused = store.split_chunk(&job, ChunkId(2), &pieces).await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split of a retried chunk: {refused:?}"
+    );
+    let refused = store.split_chunk(&job, ChunkId(0), &pieces[..1]).await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split into one piece: {refused:?}"
+    );
+    let unchanged = store.list_chunks(&job).await.expect("list after refusals");
+    assert_eq!(unchanged.len(), 8);
+    assert_eq!(unchanged[0], after[0]);
+    let (record, chunks) = store
+        .load_job(&job)
+        .await
+        .expect("load")
+        .expect("the job exists");
+    assert_eq!(chunks.len(), 8);
+    assert_eq!(record.tables[0].key_spans.len(), 1, "key spans round-trip");
+    assert!(matches!(
+        store.split_chunk(&job, ChunkId(99), &pieces).await,
+        Err(CoordinationError::NotFound { .. })
+    ));
 }
 
 /// The newest saved policy reads back; the history keeps every change of the job in the

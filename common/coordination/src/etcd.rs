@@ -65,6 +65,7 @@ use super::{
     PolicyChange, Result,
 };
 use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::ChunkRange;
 
 use ferry_proto::v1 as pb;
 
@@ -668,7 +669,7 @@ impl EtcdStore {
         self.chunk_cache().get(key).cloned()
     }
 
-    fn forget_chunk(&self, key: &[u8]) {
+    pub(super) fn forget_chunk(&self, key: &[u8]) {
         self.chunk_cache().remove(key);
     }
 
@@ -941,6 +942,21 @@ impl Coordination for EtcdStore {
             )
             .await?;
         completed.ok_or_else(|| self.contention(&operation))
+    }
+
+    async fn load_chunk(&self, job: &JobId, chunk: ChunkId) -> Result<Option<ChunkRecord>> {
+        let operation = format!("load chunk {chunk} of job {job}");
+        let (entry, _) = self.get(&operation, self.keys.chunk(job, chunk)).await?;
+        entry.as_ref().map(decode_chunk).transpose()
+    }
+
+    async fn split_chunk(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        pieces: &[(ChunkRange, u64)],
+    ) -> Result<Vec<ChunkRecord>> {
+        self.split_chunk_txn(job, chunk, pieces).await
     }
 
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {

@@ -36,6 +36,7 @@ use crate::{
 };
 use ferry_model::execution::ChunkResult;
 use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::ChunkRange;
 
 /// The cluster protocol in one process over a state file. Cheap to clone; clones share
 /// everything.
@@ -399,6 +400,20 @@ impl Coordination for InProcessCluster {
         // so a late duplicate of its result is refused.
         self.clear_attempt(job, chunk, attempt, None);
         Ok(record)
+    }
+
+    async fn load_chunk(&self, job: &JobId, chunk: ChunkId) -> Result<Option<ChunkRecord>> {
+        self.shared.store.load_chunk(job, chunk).await
+    }
+
+    async fn split_chunk(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        pieces: &[(ChunkRange, u64)],
+    ) -> Result<Vec<ChunkRecord>> {
+        self.check_fence()?;
+        self.shared.store.split_chunk(job, chunk, pieces).await
     }
 
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {

@@ -23,6 +23,7 @@ mod coalesce;
 pub mod conformance;
 mod etcd;
 mod etcd_cluster;
+mod etcd_split;
 mod etcd_values;
 mod in_process;
 pub mod keys;
@@ -113,6 +114,24 @@ pub struct TableRecord {
     pub key: SplitKey,
     /// Planning remarks shown in the report (e.g. "no usable key: copied as one chunk").
     pub warnings: Vec<String>,
+    /// The smallest and largest integer key of each planned unit (the table, or each of
+    /// its partitions) when planned, for a single integer key: where the scheduler cuts a
+    /// chunk with an unbounded end when it splits it. A hint only: the outer pieces stay
+    /// unbounded, so rows inserted since still belong to exactly one chunk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_spans: Vec<PlannedKeySpan>,
+}
+
+/// The integer keys a planned unit held when it was planned ([`TableRecord::key_spans`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedKeySpan {
+    /// The leaf partition, or `None` for a table planned as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// The smallest key then.
+    pub min: i64,
+    /// The largest key then.
+    pub max: i64,
 }
 
 /// A chunk as stored.
@@ -423,6 +442,15 @@ pub enum CoordinationError {
         /// What was wrong.
         detail: String,
     },
+    /// A chunk could not be split: it started already (only a PLANNED chunk at attempt 0
+    /// may be, so no row is lost or copied twice), or the pieces were not at least two.
+    #[error("chunk {chunk}: cannot be split: {reason}")]
+    SplitRefused {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Why.
+        reason: String,
+    },
     /// A fenced store's leader key no longer has the creation revision of the term it
     /// was fenced with: this process lost leadership, and the write was refused whole.
     #[error(
@@ -453,6 +481,7 @@ impl CoordinationError {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             CoordinationError::Corrupt { .. }
+            | CoordinationError::SplitRefused { .. }
             | CoordinationError::OpenStateFile { .. }
             | CoordinationError::StateFileDamaged { .. }
             | CoordinationError::StateFileTooNew { .. }
@@ -508,6 +537,19 @@ pub trait Coordination: Send + Sync {
         completion: &ChunkCompletion,
     ) -> Result<ChunkRecord>;
 
+    /// Cuts a chunk that never started (PLANNED at attempt 0) into `pieces` (range and
+    /// estimated rows each, at least two, covering exactly the chunk's rows, in key
+    /// order): the chunk keeps the first piece, and the others become new PLANNED chunks
+    /// of its table and partition with the next free ids. Atomic: the chunk and the new
+    /// ones are written together or not at all. Returns the pieces as stored, the chunk
+    /// first. Refused ([`CoordinationError::SplitRefused`]) for a chunk that started.
+    async fn split_chunk(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        pieces: &[(ChunkRange, u64)],
+    ) -> Result<Vec<ChunkRecord>>;
+
     /// Puts FAILED chunks (or all non-verified ones) back to PLANNED with their failure
     /// count reset, so an operator can retry them.
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>>;
@@ -519,6 +561,17 @@ pub trait Coordination: Send + Sync {
             .await?
             .map(|(_, chunks)| chunks)
             .unwrap_or_default())
+    }
+
+    /// Loads one chunk of a job as stored now (`None` when the job or chunk is unknown).
+    /// A worker reads a chunk this way when its plan may have changed since it read the
+    /// job (a chunk split before it started, see [`Coordination::split_chunk`]).
+    async fn load_chunk(&self, job: &JobId, chunk: ChunkId) -> Result<Option<ChunkRecord>> {
+        Ok(self
+            .list_chunks(job)
+            .await?
+            .into_iter()
+            .find(|record| record.id == chunk))
     }
 
     /// Stores the job's throttle policy (JSON of `ThrottlePolicy`) and records the change

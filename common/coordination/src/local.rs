@@ -10,7 +10,9 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cluster::{ClusterJob, JobPhase};
-use super::transitions::{assign_transition, complete_transition, report_transition};
+use super::transitions::{
+    assign_transition, complete_transition, report_transition, split_transition,
+};
 use super::{
     ChunkCompletion, ChunkRecord, ChunkState, Coordination, CoordinationError, JobRecord,
     PolicyChange, Result,
@@ -664,6 +666,65 @@ impl Coordination for LocalStore {
             )
             .map_err(self.storage())?;
         Ok(record)
+    }
+
+    async fn load_chunk(&self, job: &JobId, chunk: ChunkId) -> Result<Option<ChunkRecord>> {
+        let connection = self.lock();
+        match self.read_chunk(&connection, job, chunk) {
+            Ok(record) => Ok(Some(record)),
+            Err(CoordinationError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn split_chunk(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        pieces: &[(ChunkRange, u64)],
+    ) -> Result<Vec<ChunkRecord>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(self.storage())?;
+        let record = self.read_chunk(&transaction, job, chunk)?;
+        let next_id: u32 = transaction
+            .query_row(
+                "SELECT coalesce(max(chunk), -1) + 1 FROM chunks WHERE job = ?1",
+                [&job.0],
+                |row| row.get(0),
+            )
+            .map_err(self.storage())?;
+        let split = split_transition(record, pieces, next_id)?;
+        for (index, piece) in split.iter().enumerate() {
+            let range = pb::ChunkRange::from(&piece.range).encode_to_vec();
+            if index == 0 {
+                transaction
+                    .execute(
+                        "UPDATE chunks SET range = ?3, estimated_rows = ?4 \
+                         WHERE job = ?1 AND chunk = ?2",
+                        params![job.0, piece.id.0, range, piece.estimated_rows as i64],
+                    )
+                    .map_err(self.storage())?;
+            } else {
+                transaction
+                    .execute(
+                        "INSERT INTO chunks (job, chunk, table_index, range, estimated_rows, \
+                         state, attempt, failures, mismatches, rows, partition_name) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
+                        params![
+                            job.0,
+                            piece.id.0,
+                            piece.table_index as i64,
+                            range,
+                            piece.estimated_rows as i64,
+                            piece.state.as_str(),
+                            piece.partition,
+                        ],
+                    )
+                    .map_err(self.storage())?;
+            }
+        }
+        transaction.commit().map_err(self.storage())?;
+        Ok(split)
     }
 
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {

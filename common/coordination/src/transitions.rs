@@ -3,7 +3,8 @@
 //! record, applies one transition, and writes the result atomically.
 
 use super::{ChunkCompletion, ChunkEvidence, ChunkRecord, ChunkState, CoordinationError, Result};
-use ferry_model::ids::{Attempt, WorkerId};
+use ferry_model::ids::{Attempt, ChunkId, WorkerId};
+use ferry_model::key::ChunkRange;
 
 pub(super) fn check_attempt(record: &ChunkRecord, attempt: Attempt) -> Result<()> {
     if record.attempt != attempt || !record.state.in_flight() {
@@ -127,4 +128,51 @@ pub(super) fn complete_transition(
         }
     }
     Ok(record)
+}
+
+/// Splits a chunk that never started into `pieces`: the chunk keeps the first, the
+/// others get ids from `first_new_id` on. Only a PLANNED chunk at attempt 0 is split: no
+/// attempt of it ever wrote, so its rows are neither lost nor doubled.
+pub(super) fn split_transition(
+    record: ChunkRecord,
+    pieces: &[(ChunkRange, u64)],
+    first_new_id: u32,
+) -> Result<Vec<ChunkRecord>> {
+    let refuse = |reason: String| CoordinationError::SplitRefused {
+        chunk: record.id,
+        reason,
+    };
+    if record.state != ChunkState::Planned || record.attempt != Attempt(0) {
+        return Err(refuse(format!(
+            "it is {} at attempt {}; only a chunk that never started is split",
+            record.state, record.attempt
+        )));
+    }
+    if pieces.len() < 2 {
+        return Err(refuse(format!(
+            "{} piece(s) given, at least 2 needed",
+            pieces.len()
+        )));
+    }
+    let mut split = Vec::with_capacity(pieces.len());
+    for (index, (range, estimated_rows)) in pieces.iter().enumerate() {
+        let id = if index == 0 {
+            record.id
+        } else {
+            let offset = u32::try_from(index - 1).unwrap_or(u32::MAX);
+            ChunkId(
+                first_new_id
+                    .checked_add(offset)
+                    .ok_or_else(|| refuse("the job has no chunk ids left".to_owned()))?,
+            )
+        };
+        split.push(ChunkRecord::planned(
+            id,
+            record.table_index,
+            record.partition.clone(),
+            range.clone(),
+            *estimated_rows,
+        ));
+    }
+    Ok(split)
 }

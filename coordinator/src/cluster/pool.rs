@@ -245,6 +245,18 @@ impl WorkerPool for ClusterPool {
         }
     }
 
+    fn capacity(&self) -> Option<usize> {
+        // The live workers' slots that take new chunks; jobs sharing them get less, which
+        // only makes a cut a little coarser.
+        let workers = self.workers.borrow().clone();
+        let slots: u64 = workers
+            .values()
+            .filter(|worker| !worker.draining)
+            .map(|worker| u64::from(worker.slots))
+            .sum();
+        Some(usize::try_from(slots).unwrap_or(usize::MAX))
+    }
+
     fn acquire(&mut self) -> Option<WorkerId> {
         let workers = self.workers.borrow_and_update().clone();
         let mut state = self.board.lock();

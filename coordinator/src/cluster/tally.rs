@@ -77,6 +77,11 @@ impl ChunkTally {
             } => {
                 self.chunks.insert(record.id, (record.state, record.rows));
             }
+            JobEvent::ChunkSplit { added, .. } => {
+                for (id, _) in added {
+                    self.chunks.insert(*id, (ChunkState::Planned, 0));
+                }
+            }
             // A cancelled attempt leaves its chunk in flight.
             JobEvent::ChunkFinished { record: None, .. }
             | JobEvent::RowsCopied { .. }
@@ -195,5 +200,13 @@ mod tests {
         // A retry sends a chunk back to PLANNED.
         tally.apply(&ended(1, ChunkState::Planned, 0));
         assert_eq!(tally.counts().failed, 0);
+        // A queued chunk cut into three adds two PLANNED chunks to the counts.
+        tally.apply(&JobEvent::ChunkSplit {
+            table_index: 0,
+            chunk: ChunkId(1),
+            added: vec![(ChunkId(4), 10), (ChunkId(5), 10)],
+        });
+        let counts = tally.counts();
+        assert_eq!((counts.total, counts.verified, counts.running), (6, 2, 1));
     }
 }

@@ -213,6 +213,20 @@ pub(super) fn read_choice<T: Copy>(
     found_opt
 }
 
+/// Reads `true` or `false`; anything else (a string "yes", a number) is a type error.
+pub(super) fn read_bool(value: &Value, path: &str, problems: &mut Problems) -> Option<bool> {
+    match value {
+        Value::Bool(boolean) => Some(*boolean),
+        other => {
+            problems.push(
+                path,
+                format!("expected true or false, found {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
 /// Reads an integer or a float. Strings are type errors, like in [`read_positive_integer`].
 pub(super) fn read_number(value: &Value, path: &str, problems: &mut Problems) -> Option<f64> {
     match value {

@@ -206,12 +206,17 @@ impl SchemaMode {
 pub struct ChunkingSpec {
     /// Rows the planner aims for per chunk, 1 to [`MAX_TARGET_ROWS`](super::MAX_TARGET_ROWS).
     pub target_rows: u64,
+    /// Whether the scheduler cuts a planned chunk that never started into pieces on its
+    /// key when it is far bigger than its share of the work left, so that workers do not
+    /// sit idle while it runs (`chunking.split_idle`, on by default).
+    pub split_idle: bool,
 }
 
 impl Default for ChunkingSpec {
     fn default() -> Self {
         ChunkingSpec {
             target_rows: DEFAULT_TARGET_ROWS,
+            split_idle: true,
         }
     }
 }

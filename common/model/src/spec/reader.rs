@@ -9,8 +9,8 @@ use serde_yaml_ng::Value;
 
 use super::endpoints::{check_distinct_databases, read_endpoint};
 use super::fields::{
-    describe, item_path, read_choice, read_duration_ms, read_mapping, read_positive_integer,
-    read_positive_u32, read_string,
+    describe, item_path, read_bool, read_choice, read_duration_ms, read_mapping,
+    read_positive_integer, read_positive_u32, read_string,
 };
 use super::model::{
     ChunkingSpec, ColumnOverrides, Consistency, DEFAULT_OUTAGE_TIMEOUT_MS,
@@ -49,7 +49,7 @@ const SYNC_FIELDS: &[&str] = &["since"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude", "split"];
 const SPLIT_FIELDS: &[&str] = &["column", "buckets"];
-const CHUNKING_FIELDS: &[&str] = &["target_rows"];
+const CHUNKING_FIELDS: &[&str] = &["target_rows", "split_idle"];
 const VERIFY_FIELDS: &[&str] = &["mode", "on_mismatch", "max_attempts"];
 const RESILIENCE_FIELDS: &[&str] = &["outage_timeout"];
 
@@ -572,8 +572,13 @@ fn read_chunking(value: &Value, path: &str, problems: &mut Problems) -> Option<C
         ),
         None => Some(DEFAULT_TARGET_ROWS),
     };
+    let split_idle_opt = match fields.optional("split_idle") {
+        Some(flag) => read_bool(flag, &fields.path_of("split_idle"), problems),
+        None => Some(true),
+    };
     Some(ChunkingSpec {
         target_rows: target_rows_opt?,
+        split_idle: split_idle_opt?,
     })
 }
 
@@ -721,7 +726,8 @@ throttle:
         assert_eq!(
             spec.chunking,
             ChunkingSpec {
-                target_rows: 10_000
+                target_rows: 10_000,
+                split_idle: true,
             }
         );
         assert_eq!(
@@ -959,6 +965,21 @@ throttle:
     fn duplicate_include_patterns_are_fine() {
         let yaml = spec_with("  include: [orders]", "  include: [orders, orders]");
         assert_eq!(parse(&yaml).unwrap().tables.include.len(), 2);
+    }
+
+    #[test]
+    fn split_idle_is_on_by_default_and_turned_off_by_false_only() {
+        let default = parse(&spec_with("", "chunking:\n  target_rows: 10\n")).unwrap();
+        assert!(default.chunking.split_idle);
+        let off = parse(&spec_with("", "chunking:\n  split_idle: false\n")).unwrap();
+        assert!(!off.chunking.split_idle);
+        assert_eq!(
+            single_error(&spec_with("", "chunking:\n  split_idle: \"no\"\n")),
+            (
+                "chunking.split_idle".to_owned(),
+                "expected true or false, found string \"no\"".to_owned()
+            )
+        );
     }
 
     #[test]
