@@ -465,17 +465,26 @@ my_up() {
     fi
 
     if [ ! -f "$MY_DIR/.initialized" ]; then
-        rm -rf "$MY_DIR"
-        mkdir -p "$MY_DATA"
-        log "mariadb-install-db"
-        # shellcheck disable=SC2046
-        if ! "$MY_INSTALL" --no-defaults --datadir="$MY_DATA" --auth-root-authentication-method=normal \
-            --skip-test-db --skip-name-resolve $(my_user_args) >"$MY_INSTALL_LOG" 2>&1; then
-            die_log "$MY_INSTALL_LOG" "mariadb-install-db failed"
-        fi
+        # Each instance bootstraps with a temporary folder of its own: two installs at once
+        # (the plain and the TLS instance) sharing /tmp once collided on a temporary table.
+        local attempt
+        for attempt in 1 2; do
+            rm -rf "$MY_DIR"
+            mkdir -p "$MY_DATA" "$MY_DIR/tmp"
+            log "mariadb-install-db"
+            # shellcheck disable=SC2046
+            if "$MY_INSTALL" --no-defaults --datadir="$MY_DATA" --tmpdir="$MY_DIR/tmp" \
+                --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+                $(my_user_args) >"$MY_INSTALL_LOG" 2>&1; then
+                break
+            fi
+            [ "$attempt" = 2 ] && die_log "$MY_INSTALL_LOG" "mariadb-install-db failed"
+            log "mariadb-install-db failed; once more"
+        done
         touch "$MY_DIR/.initialized"
     fi
 
+    mkdir -p "$MY_DIR/tmp" # state folders made before it had one
     port_open "$MYSQL_PORT" && die "port $MYSQL_PORT is already in use by something else (set $MY_PORT_VAR)"
     local tls=()
     if [ "$MY_TLS" = 1 ]; then
@@ -488,7 +497,7 @@ my_up() {
     # records its pid and then becomes mariadbd, so the pid is the server's.
     # shellcheck disable=SC2016,SC2046
     setsid bash -c "$CLOSE_FDS"'echo $$ >"$0"; exec "$@"' "$MY_PID" \
-        "$MY_SERVER" --no-defaults --datadir="$MY_DATA" --port="$MYSQL_PORT" --bind-address="$HOST" \
+        "$MY_SERVER" --no-defaults --datadir="$MY_DATA" --tmpdir="$MY_DIR/tmp" --port="$MYSQL_PORT" --bind-address="$HOST" \
         --socket="$MY_SOCK" --pid-file="$MY_SRV_PID" $(my_user_args) \
         --local-infile=1 --max-allowed-packet=256M --innodb-flush-log-at-trx-commit=0 \
         --innodb-buffer-pool-size=512M --skip-log-bin --skip-name-resolve \
