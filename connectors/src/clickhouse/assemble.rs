@@ -229,9 +229,7 @@ impl ClickhouseSink {
         }
         // Each chunk's newest attempt whose staging table still exists.
         let rows = self
-            .shared
-            .endpoint
-            .query_rows(&format!(
+            .table_list_rows(&format!(
                 "SELECT lo, hi, staging, rows FROM (SELECT tag, argMax(lo, attempt) AS lo, \
                  argMax(hi, attempt) AS hi, argMax(staging, attempt) AS staging, \
                  argMax(rows, attempt) AS rows FROM {} WHERE run = {} AND tbl = {} AND part = {} \

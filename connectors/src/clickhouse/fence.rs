@@ -46,9 +46,7 @@ impl ClickhouseSink {
         .await?;
         let prefix = sql::staging_prefix(&tag);
         let rows = self
-            .shared
-            .endpoint
-            .query_rows(&format!(
+            .table_list_rows(&format!(
                 "SELECT name FROM system.tables WHERE database = {} AND startsWith(name, {}) FORMAT TSV",
                 literal(self.shared.database()),
                 literal(&prefix)
@@ -67,6 +65,25 @@ impl ClickhouseSink {
             }
         }
         Ok(format!("{prefix}{attempt}"))
+    }
+
+    /// Runs a query over `system.tables`, again when it fails because a table was dropped
+    /// while the server listed them (18.16 answers "doesn't exist" then: other chunks drop
+    /// their staging tables all the time).
+    pub(super) async fn table_list_rows(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Vec<Vec<String>>, HttpError> {
+        let mut tries = 0;
+        loop {
+            match self.shared.endpoint.query_rows(sql).await {
+                Err(HttpError::Server { code: 60, .. }) if tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Refuses the attempt when a newer one of the chunk has started.

@@ -92,13 +92,19 @@ impl ClickhouseSink {
         table: &TableName,
         statement: &str,
     ) -> Result<u64> {
-        let text = self
-            .shared
-            .endpoint
-            .query_text(&format!("{statement} FORMAT TSVRaw"))
-            .await
-            .map_err(query_error(operation, table))?;
-        Ok(text.trim().parse().unwrap_or(0))
+        let sql = format!("{statement} FORMAT TSVRaw");
+        // A read of the system tables may meet a table dropped meanwhile: read again.
+        let rows = if statement.contains("FROM system.") {
+            self.table_list_rows(&sql).await
+        } else {
+            self.shared.endpoint.query_rows(&sql).await
+        }
+        .map_err(query_error(operation, table))?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first())
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0))
     }
 
     pub(super) async fn target_columns(
