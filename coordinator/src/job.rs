@@ -285,18 +285,25 @@ pub fn require_existing_options(
     spec: &ferry_model::spec::JobSpec,
     table: &ferry_coordination::TableRecord,
 ) -> ferry_connectors::PrepareOptions {
-    let name = &table.schema.name;
     ferry_connectors::PrepareOptions {
         mode: ferry_model::spec::SchemaMode::RequireExisting,
-        type_overrides: table
-            .schema
-            .columns
-            .iter()
-            .filter_map(|column| {
-                spec.columns
-                    .lookup(&name.to_string(), &name.name, &column.name)
-                    .map(|target_type| (column.name.clone(), target_type.to_string()))
-            })
-            .collect(),
+        type_overrides: type_overrides(spec, &table.schema),
     }
+}
+
+/// The spec's `columns:` overrides for `schema`'s columns (column → target type).
+pub fn type_overrides(
+    spec: &ferry_model::spec::JobSpec,
+    schema: &ferry_model::schema::TableSchema,
+) -> std::collections::BTreeMap<String, String> {
+    let name = &schema.name;
+    schema
+        .columns
+        .iter()
+        .filter_map(|column| {
+            spec.columns
+                .lookup(&name.to_string(), &name.name, &column.name)
+                .map(|target_type| (column.name.clone(), target_type.to_string()))
+        })
+        .collect()
 }

@@ -243,15 +243,7 @@ pub async fn plan_job_with(
             } else {
                 spec.schema
             },
-            type_overrides: schema
-                .columns
-                .iter()
-                .filter_map(|column| {
-                    spec.columns
-                        .lookup(&name.to_string(), &name.name, &column.name)
-                        .map(|target_type| (column.name.clone(), target_type.to_string()))
-                })
-                .collect(),
+            type_overrides: crate::job::type_overrides(spec, &schema),
         };
         if source.kind() != sink.kind() {
             source.check_readable(&schema, sink.kind()).await?;

@@ -235,23 +235,9 @@ fn random_unix(rng: &mut Rng) -> i64 {
     TS_START + rng.below((TS_END - TS_START) as u64) as i64
 }
 
-/// `(year, month, day)` for days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// Appends `unix` as `YYYY-MM-DD HH:MM:SS` (or ISO-8601 `T`/`Z` form).
 fn write_timestamp(out: &mut String, unix: i64, iso_t: bool) -> std::fmt::Result {
-    let (y, mo, d) = civil_from_days(unix.div_euclid(86_400));
+    let (y, mo, d) = ferry_model::temporal::civil_from_days(unix.div_euclid(86_400));
     let secs = unix.rem_euclid(86_400);
     let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if iso_t {

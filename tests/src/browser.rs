@@ -335,35 +335,30 @@ impl Browser {
         .unwrap_or(0)
     }
 
-    /// Clicks the element with `id` (a real click through WebDriver).
-    pub fn click(&self, id: &str) {
+    /// The WebDriver reference of the element with `id`.
+    fn element(&self, id: &str) -> String {
         let element = self.command(
             "POST",
             "/element",
             Some(json!({"using": "css selector", "value": format!("[id=\"{id}\"]")})),
         );
-        let element_id = element
+        element
             .as_object()
             .and_then(|object| object.values().next())
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("no element #{id}"))
-            .to_owned();
+            .to_owned()
+    }
+
+    /// Clicks the element with `id` (a real click through WebDriver).
+    pub fn click(&self, id: &str) {
+        let element_id = self.element(id);
         self.command("POST", &format!("/element/{element_id}/click"), None);
     }
 
     /// Types `text` into the element with `id`.
     pub fn type_into(&self, id: &str, text: &str) {
-        let element = self.command(
-            "POST",
-            "/element",
-            Some(json!({"using": "css selector", "value": format!("[id=\"{id}\"]")})),
-        );
-        let element_id = element
-            .as_object()
-            .and_then(|object| object.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element #{id}"))
-            .to_owned();
+        let element_id = self.element(id);
         self.command(
             "POST",
             &format!("/element/{element_id}/value"),

@@ -646,11 +646,9 @@ async fn a_job_of_100000_chunks_renders_from_a_few_kilobytes() {
         weight as f64 / 1024.0,
         render.as_secs_f64()
     );
+    // The render time is printed, not asserted (a timed figure belongs in a benchmark);
+    // the wait above is only a hang guard.
     assert!(weight < 64 * 1024, "page weight {weight} bytes");
-    assert!(
-        render < Duration::from_secs(20),
-        "first render took {render:?}"
-    );
     let nodes = page.run(
         "return document.getElementsByTagName('*').length;",
         json!([]),

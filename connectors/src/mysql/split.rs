@@ -143,25 +143,7 @@ pub async fn key_boundaries(
     if columns.is_empty() || every_rows == 0 {
         return Ok(Vec::new());
     }
-    let select_list: Vec<String> = columns
-        .iter()
-        .map(|column| column.bound_select_expr())
-        .collect();
-    let not_null: Vec<String> = columns
-        .iter()
-        .map(|column| format!("{} IS NOT NULL", column.quoted))
-        .collect();
-    let order: Vec<&str> = columns
-        .iter()
-        .map(|column| column.quoted.as_str())
-        .collect();
-    let sql = format!(
-        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} ORDER BY {}",
-        select_list.join(", "),
-        data_table(database, table),
-        not_null.join(" AND "),
-        order.join(", ")
-    );
+    let sql = ordered_keys_sql(database, table, &columns, None);
     let mut result = conn.exec_iter(sql, ()).await.map_err(&on_error)?;
     let mut boundaries: Vec<KeyBound> = Vec::new();
     let mut seen: u64 = 0;
@@ -232,24 +214,11 @@ pub async fn key_sample(
     if fraction >= SAMPLE_MAX_FRACTION {
         return Ok(None);
     }
-    let select_list: Vec<String> = columns
-        .iter()
-        .map(|column| column.bound_select_expr())
-        .collect();
-    let not_null: Vec<String> = columns
-        .iter()
-        .map(|column| format!("{} IS NOT NULL", column.quoted))
-        .collect();
-    let order: Vec<&str> = columns
-        .iter()
-        .map(|column| column.quoted.as_str())
-        .collect();
-    let sql = format!(
-        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} AND RAND(0) < {fraction:.12} ORDER BY {}",
-        select_list.join(", "),
-        data_table(database, table),
-        not_null.join(" AND "),
-        order.join(", ")
+    let sql = ordered_keys_sql(
+        database,
+        table,
+        &columns,
+        Some(&format!("RAND(0) < {fraction:.12}")),
     );
     let mut result = conn.exec_iter(sql, ()).await.map_err(&on_error)?;
     let mut keys: Vec<KeyBound> = Vec::new();
@@ -286,6 +255,36 @@ pub async fn count_range(
         .await
         .map_err(query_error("count chunk", &table.name))?;
     Ok(count_of(count))
+}
+
+/// `SELECT` of the split key's bound expressions of every row with no NULL key (and
+/// `condition`, when given), in key order.
+fn ordered_keys_sql(
+    database: &str,
+    table: &TableSchema,
+    columns: &[KeyColumn],
+    condition: Option<&str>,
+) -> String {
+    let select_list: Vec<String> = columns
+        .iter()
+        .map(|column| column.bound_select_expr())
+        .collect();
+    let mut conditions: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{} IS NOT NULL", column.quoted))
+        .collect();
+    conditions.extend(condition.map(str::to_string));
+    let order: Vec<&str> = columns
+        .iter()
+        .map(|column| column.quoted.as_str())
+        .collect();
+    format!(
+        "{STATEMENT_TAG}SELECT {} FROM {} WHERE {} ORDER BY {}",
+        select_list.join(", "),
+        data_table(database, table),
+        conditions.join(" AND "),
+        order.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -169,16 +169,11 @@ pub async fn key_boundaries(
         return Ok(Vec::new());
     }
     let every_rows = i64::try_from(every_rows).unwrap_or(i64::MAX);
-    let not_null: Vec<String> = keys
-        .iter()
-        .map(|column| format!("{} IS NOT NULL", quote_ident(&column.name)))
-        .collect();
-    let bound_exprs: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(index, column)| format!("{} AS b{index}", column.bound_expr()))
-        .collect();
-    let bound_names: Vec<String> = (0..keys.len()).map(|index| format!("b{index}")).collect();
+    let BoundColumns {
+        not_null,
+        bound_exprs,
+        bound_names,
+    } = BoundColumns::of(&keys);
     // Row n (1-based) opens chunk n / every_rows, so the first bound is the key after the
     // first `every_rows` keys.
     let sql = format!(
@@ -263,16 +258,11 @@ pub async fn key_sample(
         return Ok(None);
     }
     let points = i64::try_from(points).unwrap_or(i64::MAX);
-    let not_null: Vec<String> = keys
-        .iter()
-        .map(|column| format!("{} IS NOT NULL", quote_ident(&column.name)))
-        .collect();
-    let bound_exprs: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(index, column)| format!("{} AS b{index}", column.bound_expr()))
-        .collect();
-    let bound_names: Vec<String> = (0..keys.len()).map(|index| format!("b{index}")).collect();
+    let BoundColumns {
+        not_null,
+        bound_exprs,
+        bound_names,
+    } = BoundColumns::of(&keys);
     // Row n of `total` sampled keys is kept when n·points/total crosses an integer:
     // about `points` keys, evenly spread over the sorted sample (all of them when fewer).
     let sql = format!(
@@ -328,4 +318,28 @@ pub async fn count_range(
         .and_then(|row| row.try_get(0))
         .map_err(query_error("count chunk", &catalog.name))?;
     Ok(count.max(0) as u64)
+}
+/// The pieces of a query over the split key's bounds: `b0, b1, …` as the key columns'
+/// bound expressions, their names, and the condition that no key column is NULL.
+struct BoundColumns {
+    not_null: Vec<String>,
+    bound_exprs: Vec<String>,
+    bound_names: Vec<String>,
+}
+
+impl BoundColumns {
+    fn of(keys: &[KeyColumn]) -> Self {
+        Self {
+            not_null: keys
+                .iter()
+                .map(|column| format!("{} IS NOT NULL", quote_ident(&column.name)))
+                .collect(),
+            bound_exprs: keys
+                .iter()
+                .enumerate()
+                .map(|(index, column)| format!("{} AS b{index}", column.bound_expr()))
+                .collect(),
+            bound_names: (0..keys.len()).map(|index| format!("b{index}")).collect(),
+        }
+    }
 }
