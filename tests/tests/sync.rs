@@ -121,6 +121,33 @@ fn spec_file(dir: &std::path::Path, yaml: &str) -> String {
     path.display().to_string()
 }
 
+/// Starts `ferryctl sync SPEC --until-quiet 3s` (passes every 200 ms, JSON lines), its
+/// output captured.
+fn spawn_sync_until_quiet(
+    spec: &str,
+    state: &str,
+    env: &HashMap<String, String>,
+) -> std::process::Child {
+    Command::new(binary("ferryctl"))
+        .args([
+            "sync",
+            spec,
+            "--state",
+            state,
+            "--until-quiet",
+            "3s",
+            "--pass-interval",
+            "200ms",
+            "--json",
+        ])
+        .envs(env)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferryctl sync")
+}
+
 #[test]
 fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     let pair = PgPair::new("s");
@@ -164,24 +191,7 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
     expect_code("copy", &copied, 0);
 
     let sync_state = dir.path().join("sync.json").display().to_string();
-    let sync = Command::new(binary("ferryctl"))
-        .args([
-            "sync",
-            &spec,
-            "--state",
-            &sync_state,
-            "--until-quiet",
-            "3s",
-            "--pass-interval",
-            "200ms",
-            "--json",
-        ])
-        .envs(&env)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ferryctl sync");
+    let sync = spawn_sync_until_quiet(&spec, &sync_state, &env);
     let stop = Arc::new(AtomicBool::new(false));
     let source = pair.source();
     let writer = start_writer(60, rows, "clock_timestamp()", stop.clone(), move |sql| {
@@ -463,24 +473,7 @@ fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
         0,
     );
     let sync_state = dir.path().join("sync.json").display().to_string();
-    let sync = Command::new(binary("ferryctl"))
-        .args([
-            "sync",
-            &spec,
-            "--state",
-            &sync_state,
-            "--until-quiet",
-            "3s",
-            "--pass-interval",
-            "200ms",
-            "--json",
-        ])
-        .envs(&env)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ferryctl sync");
+    let sync = spawn_sync_until_quiet(&spec, &sync_state, &env);
     let stop = Arc::new(AtomicBool::new(false));
     let writer_url = source.clone();
     let writer = start_writer(40, rows, "CURRENT_TIMESTAMP(6)", stop, move |sql| {
