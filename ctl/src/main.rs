@@ -341,6 +341,11 @@ struct LocalArgs {
     /// sharing a database share the smallest concurrency among them.
     #[arg(long, value_name = "HOST:PORT/DB=N", value_parser = parse_endpoint_cap)]
     endpoint_cap: Vec<(String, u32)>,
+    /// MiB of rows the readers of every slot may hold in flight together; a reader waits
+    /// while its next batch would pass it (a batch bigger than all of it travels alone).
+    #[arg(long, value_name = "MIB", default_value_t = ferry_model::memory::DEFAULT_BUDGET_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(16..))]
+    memory_budget_mb: u64,
 }
 
 impl LocalArgs {
@@ -527,6 +532,7 @@ fn main() -> ExitCode {
                     addr: args.console_addr,
                     stay: args.console_stay,
                 };
+                ferry_model::memory::configure(args.memory_budget_mb << 20);
                 let database_caps = args.endpoint_cap.into_iter().collect();
                 local(
                     args.spec,
@@ -553,6 +559,7 @@ fn main() -> ExitCode {
                     dry_run: args.dry_run,
                     recheck_after: args.recheck_after,
                 };
+                ferry_model::memory::configure(args.local.memory_budget_mb << 20);
                 local(
                     args.local.spec,
                     args.local.workers.into(),

@@ -43,6 +43,12 @@ pub struct WorkerConfig {
     /// Default `60s`.
     #[serde(with = "duration::as_text")]
     pub drain_timeout: Duration,
+    /// MiB of rows the process's readers may hold in flight across all its slots: a
+    /// reader waits (reading nothing more) while its next batch would pass it; a batch
+    /// bigger than all of it travels alone. What it does not count (each slot's batch
+    /// being read and the drivers' buffers for the largest row) is in the README's
+    /// "Memory". At least 16. Default 256.
+    pub memory_budget_mb: u64,
     /// The etcd that holds the cluster's state.
     pub etcd: EtcdConfig,
     /// The worker's lease.
@@ -61,6 +67,7 @@ impl Default for WorkerConfig {
             name: None,
             slots: 2,
             drain_timeout: Duration::from_secs(60),
+            memory_budget_mb: ferry_model::memory::DEFAULT_BUDGET_BYTES >> 20,
             etcd: EtcdConfig::default(),
             lease: WorkerLeaseConfig::default(),
             health: HealthConfig::default(),
@@ -124,6 +131,9 @@ pub struct WorkerArgs {
     /// How long a drain lets running chunks finish, e.g. 60s [drain_timeout].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_flag_duration)]
     pub drain_timeout: Option<Duration>,
+    /// MiB of rows in flight across all slots [memory_budget_mb].
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget_mb: Option<u64>,
     /// Serve the gRPC health service on host:port [health.listen].
     #[arg(long, value_name = "HOST:PORT")]
     pub health_listen: Option<String>,
@@ -144,6 +154,9 @@ impl WorkerArgs {
         }
         if let Some(drain_timeout) = self.drain_timeout {
             config.drain_timeout = drain_timeout;
+        }
+        if let Some(budget) = self.memory_budget_mb {
+            config.memory_budget_mb = budget;
         }
         if let Some(listen) = &self.health_listen {
             config.health.listen = Some(listen.clone());
@@ -176,6 +189,12 @@ impl LayeredConfig for WorkerConfig {
         problems.check("name", config::check_process_name(self.name.as_deref()));
         if self.slots == 0 {
             problems.push("slots", "must be at least 1");
+        }
+        if self.memory_budget_mb < ferry_model::memory::MIN_BUDGET_BYTES >> 20 {
+            problems.push(
+                "memory_budget_mb",
+                "must be at least 16 (a batch is cut at about 8 MiB)",
+            );
         }
         self.etcd.check(&mut problems);
         problems.check("lease.ttl", config::check_lease_ttl(self.lease.ttl));

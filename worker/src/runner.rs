@@ -36,6 +36,7 @@ use ferry_connectors::{
 };
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::memory::{self, ChunkMemory};
 use ferry_model::spec::{JobMode, VerifyMode};
 use futures::StreamExt;
 use tracing::Instrument;
@@ -123,11 +124,13 @@ impl ChunkRunner {
         task: &ChunkTask,
         source: &dyn Source,
     ) -> Result<ChunkResult, ConnectorError> {
+        // Held until the chunk is verified: the read-back sees rows as big as the copy's.
+        let memory = chunk_memory(task).await;
         let copied = match self.copy_pulled(task, source).await? {
             Some(copied) => copied,
-            None => match self.copy_native(task, source).await? {
+            None => match self.copy_native(task, source, &memory).await? {
                 Some(copied) => copied,
-                None => self.copy_batches(task, source).await?,
+                None => self.copy_batches(task, source, &memory).await?,
             },
         };
         let (source, rows_written, native_method) = match copied {
@@ -206,6 +209,7 @@ impl ChunkRunner {
         task: &ChunkTask,
         source: &dyn Source,
     ) -> Result<ChunkResult, ConnectorError> {
+        let memory = chunk_memory(task).await;
         let source = async {
             let mut batches = source
                 .read_chunk(&task.table, &task.key, &task.range)
@@ -214,6 +218,7 @@ impl ChunkRunner {
             while let Some(batch) = batches.next().await {
                 let batch = batch?;
                 let bytes = batch.get_array_memory_size() as u64;
+                memory.lock().await.cover(bytes).await;
                 if let Err(reason) = task.admission.admit(batch.num_rows() as u64, bytes).await {
                     return Ok(Err(reason));
                 }
@@ -258,6 +263,7 @@ impl ChunkRunner {
         &self,
         task: &ChunkTask,
         source: &dyn Source,
+        memory: &SharedMemory,
     ) -> Result<Copied, ConnectorError> {
         let batches = source
             .read_chunk(&task.table, &task.key, &task.range)
@@ -270,17 +276,22 @@ impl ChunkRunner {
         let progress = task.progress.clone();
         let table_name = task.table.name.clone();
         let admission = task.admission.clone();
+        let memory = memory.clone();
         let hashed = batches.then(move |item| {
             let stream_checksum = stream_checksum.clone();
             let stream_requeue = stream_requeue.clone();
             let progress = progress.clone();
             let table_name = table_name.clone();
             let admission = admission.clone();
+            let memory = memory.clone();
             async move {
                 let batch = item?;
+                // The process's memory budget: the chunk holds enough for its largest
+                // batch before the batch goes on.
+                let bytes = batch.get_array_memory_size() as u64;
+                memory.lock().await.cover(bytes).await;
                 // The throttle paces rows here, mid-chunk: paused jobs stop reading, rate
                 // limits hold batches back.
-                let bytes = batch.get_array_memory_size() as u64;
                 if let Err(reason) = admission.admit(batch.num_rows() as u64, bytes).await {
                     stream_requeue.set(reason);
                     return Err(ConnectorError::Cancelled);
@@ -414,6 +425,7 @@ impl ChunkRunner {
         &self,
         task: &ChunkTask,
         source: &dyn Source,
+        memory: &SharedMemory,
     ) -> Result<Option<Copied>, ConnectorError> {
         if task.admission.limits_rows() {
             return Ok(None);
@@ -433,11 +445,14 @@ impl ChunkRunner {
         let admission = task.admission.clone();
         let requeue = RequeueSlot::default();
         let stream_requeue = requeue.clone();
+        let memory = memory.clone();
         stream.bytes = Box::pin(stream.bytes.then(move |item| {
             let admission = admission.clone();
             let stream_requeue = stream_requeue.clone();
+            let memory = memory.clone();
             async move {
                 let piece = item?;
+                memory.lock().await.cover(piece.len() as u64).await;
                 if let Err(reason) = admission.admit(0, piece.len() as u64).await {
                     stream_requeue.set(reason);
                     return Err(ConnectorError::Cancelled);
@@ -463,6 +478,18 @@ impl ChunkRunner {
             native_method: Some(source.method),
         }))
     }
+}
+
+/// A running chunk's share of the process's memory budget, for the stream adapters.
+type SharedMemory = Arc<tokio::sync::Mutex<ChunkMemory>>;
+
+/// Before the chunk reads anything: its table's share of the budget
+/// ([`ChunkMemory::start`]).
+async fn chunk_memory(task: &ChunkTask) -> SharedMemory {
+    let table = task.table.name.to_string();
+    Arc::new(tokio::sync::Mutex::new(
+        ChunkMemory::start(memory::process_budget(), &table).await,
+    ))
 }
 
 fn log_written(summary: &WriteSummary, message: &'static str) {

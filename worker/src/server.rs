@@ -55,6 +55,8 @@ pub async fn serve(
     drain: CancellationToken,
     kill: CancellationToken,
 ) -> Result<(), ServeError> {
+    // One budget for every slot of this process, set before any chunk runs.
+    ferry_model::memory::configure(config.memory_budget_mb << 20);
     let (state_tx, state_rx) = watch::channel(WorkerState::Registering);
     let metrics_stop = CancellationToken::new();
     let _metrics_guard = metrics_stop.clone().drop_guard();

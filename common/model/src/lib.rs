@@ -13,6 +13,7 @@ pub mod execution;
 pub mod glob;
 pub mod ids;
 pub mod key;
+pub mod memory;
 pub mod problems;
 pub mod schema;
 pub mod spec;

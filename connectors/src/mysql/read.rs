@@ -382,6 +382,14 @@ impl<'a> BatchBuilder<'a> {
                 self.builders.len()
             )));
         }
+        // A row that would take the batch past its byte size starts the next batch: a
+        // batch holds at most one row beyond the limit, its own.
+        let row_bytes: usize = values.iter().map(value_bytes).sum();
+        let full = if self.rows > 0 && self.bytes + row_bytes > MAX_BATCH_BYTES {
+            self.finish()?
+        } else {
+            None
+        };
         for (index, value) in values.iter().enumerate() {
             let column = &self.table.columns[index];
             match self.builders[index].append(
@@ -410,6 +418,9 @@ impl<'a> BatchBuilder<'a> {
             }
         }
         self.rows += 1;
+        if full.is_some() {
+            return Ok(full);
+        }
         if self.rows >= MAX_BATCH_ROWS || self.bytes >= MAX_BATCH_BYTES {
             return self.finish();
         }
@@ -459,5 +470,13 @@ impl<'a> BatchBuilder<'a> {
             }
         }
         KeyBound(bound).to_string()
+    }
+}
+
+/// About what a value takes in a batch (its bytes, or a fixed-width slot).
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Bytes(bytes) => bytes.len(),
+        _ => 8,
     }
 }

@@ -911,7 +911,28 @@ fn tsv_stream(
             }
         }
     });
-    stream.boxed()
+    // The driver copies each item into a packet buffer of its own (kept in its pool):
+    // slices of at most `INFILE_PIECE_BYTES` keep that copy small however big the batch.
+    stream
+        .flat_map(|item| {
+            let pieces = match item {
+                Ok(bytes) => infile_pieces(bytes).into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(error)],
+            };
+            futures::stream::iter(pieces)
+        })
+        .boxed()
+}
+
+/// The largest slice of `LOAD DATA` bytes handed to the driver at once.
+const INFILE_PIECE_BYTES: usize = 1 << 20;
+
+/// `bytes` as slices of at most [`INFILE_PIECE_BYTES`] (no copy).
+fn infile_pieces(bytes: Bytes) -> Vec<Bytes> {
+    (0..bytes.len())
+        .step_by(INFILE_PIECE_BYTES)
+        .map(|start| bytes.slice(start..bytes.len().min(start + INFILE_PIECE_BYTES)))
+        .collect()
 }
 
 /// Writes the batches with multi-row INSERTs, each under `max_allowed_packet`.

@@ -502,6 +502,11 @@ impl CopyDecoder {
                     self.fields.push((at, -1));
                 }
             }
+            // A row that would take the batch past its byte size starts the next batch:
+            // a batch holds at most one row beyond the limit, its own.
+            if self.batch_rows > 0 && self.batch_bytes + at > MAX_BATCH_BYTES {
+                return self.flush().map(Some);
+            }
             for (index, &(start, length)) in self.fields.iter().enumerate() {
                 let column = &mut self.columns[index];
                 if length < 0 {
