@@ -49,7 +49,10 @@ pub const ETA_SECONDS: &str = "ferry_job_eta_seconds";
 /// Registers help texts; call once at start.
 pub fn describe() {
     metrics::describe_gauge!(THROTTLE_CONCURRENCY, "chunks the throttle allows in flight");
-    metrics::describe_gauge!(CHUNKS_IN_FLIGHT, "chunks copying (verifying ones not counted)");
+    metrics::describe_gauge!(
+        CHUNKS_IN_FLIGHT,
+        "chunks copying (verifying ones not counted)"
+    );
     metrics::describe_gauge!(SOURCE_LOAD, "last load reading of the source database");
     metrics::describe_gauge!(
         THROTTLE_PAUSED,

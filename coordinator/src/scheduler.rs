@@ -819,17 +819,20 @@ impl AttemptStarter<'_> {
                 }),
                 admission,
                 on_verifying: Arc::new(move || {
-                    if let Some(verifying_tx) = &verifying_tx {
-                        let _ = verifying_tx.send((chunk_id, token));
-                    }
                     let store = verifying_store.clone();
                     let job = verifying_job.clone();
+                    let verifying_tx = verifying_tx.clone();
                     // A late report for an attempt that already ended is refused by the
-                    // store's attempt check, so ordering does not matter.
+                    // store's attempt check, so ordering does not matter. The scheduler
+                    // hears of it once it is stored: a chunk stays COPYING, and counted
+                    // as copying, until the state says otherwise.
                     tokio::spawn(async move {
-                        let _ = store
+                        let stored = store
                             .report_state(&job, chunk_id, attempt, ChunkState::Verifying)
                             .await;
+                        if let (Ok(()), Some(verifying_tx)) = (stored, verifying_tx) {
+                            let _ = verifying_tx.send((chunk_id, token));
+                        }
                     });
                 }),
             };

@@ -345,7 +345,12 @@ async fn a_verifying_chunk_frees_its_slot_for_the_next_copy_and_ends_with_its_ve
         checksum: RangeChecksum { rows: 100, sum: 1 },
         sync: None,
     };
-    assert!(cluster.put_result(&second, &verified).await.expect("result"));
+    assert!(
+        cluster
+            .put_result(&second, &verified)
+            .await
+            .expect("result")
+    );
     wait_until_async(WAIT, || async {
         record_of(first.chunk).await.failures == 1
             && record_of(second.chunk).await.state == ChunkState::Verified

@@ -296,7 +296,11 @@ impl WorkerPool for ClusterPool {
                     .unwrap_or(0);
                 let room = used < worker.slots
                     && u64::from(used) + u64::from(verifying) < 2 * u64::from(worker.slots);
-                room.then_some((worker.slots - used, std::cmp::Reverse(verifying), &worker.id))
+                room.then_some((
+                    worker.slots - used,
+                    std::cmp::Reverse(verifying),
+                    &worker.id,
+                ))
             })
             .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(a.2)))
             .map(|(_, _, id)| id.clone())?;
