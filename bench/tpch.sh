@@ -112,8 +112,10 @@ tpch_ferry() {
 tpch_peer_reset() {
   "${TPCH_ADMIN[@]}" -c "DROP DATABASE IF EXISTS ferry_bench_tpch_peer" -c "CREATE DATABASE ferry_bench_tpch_peer"
 }
+TPCH_DUMP_TABLES=()
+for table in "${TPCH_TABLES[@]}"; do TPCH_DUMP_TABLES+=(-t "public.$table"); done
 tpch_peer() { # schema, data (COPY), then the primary keys: what pg_dump writes
-  pg_dump -d "$TPCH_SRC" $(printf -- '-t public.%s ' "${TPCH_TABLES[@]}") \
+  pg_dump -d "$TPCH_SRC" "${TPCH_DUMP_TABLES[@]}" \
     | psql -X -q -v ON_ERROR_STOP=1 -d "$TPCH_PEER" > /dev/null
   [ "$(psql -X -At -d "$TPCH_PEER" -c "SELECT count(*) FROM lineitem")" = "$(psql -X -At -d "$TPCH_SRC" -c "SELECT count(*) FROM lineitem")" ]
 }
