@@ -180,6 +180,11 @@ met() { python3 -c "print('met' if $1 else 'MISSED')"; }
 source bench/clickhouse.sh
 results+=("${ch_lines[@]}")
 
+# TPC-H SF 1 (8 tables, composite keys) pg -> pg, verification on, against pg_dump | psql.
+# shellcheck source=bench/tpch.sh
+source bench/tpch.sh
+results+=("${tpch_lines[@]}")
+
 # Coordinator scale: plan and run a job of SCALE_CHUNKS chunks on 200 simulated workers
 # (2 slots each) whose chunks end at once, on the in-process store and on etcd.
 SCALE_CHUNKS=${FERRY_BENCH_SCALE_CHUNKS:-100000}
@@ -307,7 +312,8 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo "verification adds ≤ 25 % on pg → pg: $(met "$verify_cost <= 25") (${verify_cost} %);"
   echo "mysql → mysql ≥ 1.0× the LOAD DATA pipe, verification on: $(met "$mymy_ratio >= 1.0") ($mymy_ratio×);"
   echo "mysql → pg ≥ 2.5× pgloader, verification on: $(met "$mypg_ratio >= 2.5") ($mypg_ratio×);"
-  echo "clickhouse → clickhouse ≥ 1.0× INSERT … SELECT FROM remote() per partition, verification on: $(met "$chch_ratio >= 1.0") ($chch_ratio×; verification costs ${chch_verify_cost} %)."
+  echo "clickhouse → clickhouse ≥ 1.0× INSERT … SELECT FROM remote() per partition, verification on: $(met "$chch_ratio >= 1.0") ($chch_ratio×; verification costs ${chch_verify_cost} %);"
+  echo "TPC-H SF $TPCH_SCALE pg → pg ≥ 1.0× \`pg_dump | psql\` (which verifies nothing), verification on: $(met "$tpch_ratio >= 1.0") (${tpch_ratio}×; chunks: ${tpch_chunks})."
   echo
   echo "## Checking and catching up"
   echo

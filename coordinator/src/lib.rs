@@ -10,6 +10,7 @@ pub mod console;
 pub mod control;
 pub mod diff;
 pub mod idle_split;
+pub mod in_flight;
 pub mod job;
 pub mod metrics;
 pub mod pacer;

@@ -13,7 +13,7 @@ use crate::scheduler::JobEvent;
 
 /// Chunks the throttle allows in flight, per job.
 pub const THROTTLE_CONCURRENCY: &str = "ferry_throttle_concurrency";
-/// Chunks in flight, per job.
+/// Chunks copying, per job (chunks verifying after their copy are not counted).
 pub const CHUNKS_IN_FLIGHT: &str = "ferry_scheduler_chunks_in_flight";
 /// The last load reading of the source (probe units), per job.
 pub const SOURCE_LOAD: &str = "ferry_throttle_source_load";
@@ -49,7 +49,10 @@ pub const ETA_SECONDS: &str = "ferry_job_eta_seconds";
 /// Registers help texts; call once at start.
 pub fn describe() {
     metrics::describe_gauge!(THROTTLE_CONCURRENCY, "chunks the throttle allows in flight");
-    metrics::describe_gauge!(CHUNKS_IN_FLIGHT, "chunks in flight");
+    metrics::describe_gauge!(
+        CHUNKS_IN_FLIGHT,
+        "chunks copying (verifying ones not counted)"
+    );
     metrics::describe_gauge!(SOURCE_LOAD, "last load reading of the source database");
     metrics::describe_gauge!(
         THROTTLE_PAUSED,

@@ -1,7 +1,9 @@
 //! Drives a job's chunks through their life on a coordination store.
 //!
-//! At most `min(workers, max_concurrency)` chunks are in flight; the next chunk is the
-//! largest planned one. Before taking slots the scheduler tells its pool how many it
+//! At most `min(workers, max_concurrency)` chunks copy at once, and as many again may be
+//! verifying behind them: a copy job's chunk gives its place to the next one once its
+//! copy has committed and it only reads the target back ([`crate::in_flight`]). The next
+//! chunk is the largest planned one. Before taking slots the scheduler tells its pool how many it
 //! wants ([`WorkerPool::want`]): a pool shared by several jobs (a cluster's) hands its
 //! free slots out by the jobs' weights and per-database caps. A copy error or a checksum
 //! mismatch sends the chunk back to PLANNED for another attempt with overwrite (after a
@@ -25,6 +27,7 @@ use ferry_model::ids::{Attempt, ChunkId, WorkerId};
 use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
 
 use crate::idle_split::{SplitInputs, choose_splits, cut_range, span_of};
+use crate::in_flight::{AttemptToken, InFlight};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -99,7 +102,8 @@ pub struct Pacing {
     pub gate: watch::Receiver<Gate>,
     /// Paces rows inside running chunks.
     pub admission: Arc<dyn Admission>,
-    /// Chunks in flight, kept up to date by the scheduler.
+    /// Chunks copying (what the concurrency limits; chunks verifying behind them are not
+    /// counted), kept up to date by the scheduler.
     pub in_flight: Arc<AtomicU32>,
     /// Told when an attempt found a database unavailable, before its chunk is
     /// re-queued: the pacer then holds new chunks until the databases answer again.
@@ -145,8 +149,16 @@ pub trait WorkerPool: Send {
     fn acquire(&mut self) -> Option<WorkerId>;
     /// Counts a slot of `worker` as taken by a chunk adopted in flight.
     fn adopt(&mut self, worker: &WorkerId);
-    /// Gives a slot back.
-    fn release(&mut self, worker: &WorkerId);
+    /// Gives a slot back (`verifying`: the slot's chunk was verifying, see
+    /// [`WorkerPool::verifying`]).
+    fn release(&mut self, worker: &WorkerId, verifying: bool);
+    /// Says that a chunk on `worker` is verifying: a pool that lets a worker copy the
+    /// next chunk meanwhile frees the slot for a copy and counts the verification apart
+    /// (at most one per slot); the slot is given back with `release(worker, true)`. The
+    /// fixed pool keeps the slot until the chunk ends.
+    fn verifying(&mut self, worker: &WorkerId) {
+        let _ = worker;
+    }
     /// Resolves when a slot may have become free (a worker joined, another job released
     /// one); never, for a fixed pool.
     fn changed(&mut self) -> futures::future::BoxFuture<'_, ()>;
@@ -191,7 +203,7 @@ impl WorkerPool for FixedPool {
         self.free.retain(|free| free != worker);
     }
 
-    fn release(&mut self, worker: &WorkerId) {
+    fn release(&mut self, worker: &WorkerId, _verifying: bool) {
         self.free.push_back(worker.clone());
     }
 
@@ -278,7 +290,6 @@ pub enum SchedulerError {
 /// An attempt task's end, as the scheduler's loop receives it.
 struct Finished {
     chunk: ChunkId,
-    worker: WorkerId,
     rows_streamed: u64,
     outcome: AttemptOutcome,
 }
@@ -365,6 +376,8 @@ pub async fn run_job_on(
         .iter()
         .map(|table| (Arc::new(table.schema.clone()), Arc::new(table.key.clone())))
         .collect();
+    let (verifying_tx, mut verifying_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(ChunkId, AttemptToken)>();
     let attempts = AttemptStarter {
         store: store.clone(),
         job,
@@ -376,8 +389,14 @@ pub async fn run_job_on(
         in_flight: pacing.in_flight.clone(),
         on_unavailable: pacing.on_unavailable.clone(),
         cancel: cancel.clone(),
+        // Only a copy's verification reads nothing but the target (a sync pass's keyed
+        // diff reads the source after it says "verifying").
+        verifying_tx: (options.mode == JobMode::Copy && options.verify != VerifyMode::None)
+            .then(|| verifying_tx.clone()),
+        next_token: std::cell::Cell::new(0),
     };
     let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut in_flight = InFlight::default();
     let mut table_first_start: Vec<Option<Instant>> = vec![None; tables.len()];
     let mut table_last_end: Vec<Option<Instant>> = vec![None; tables.len()];
     if adopt {
@@ -388,7 +407,13 @@ pub async fn run_job_on(
             tracing::info!(job = %job.id, chunk = %record.id, attempt = %record.attempt, %worker, "adopting a chunk in flight");
             pool.adopt(&worker);
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            attempts.spawn(&mut running, record, worker, Start::Adopted(record.attempt));
+            let token = attempts.spawn(
+                &mut running,
+                record,
+                worker.clone(),
+                Start::Adopted(record.attempt),
+            );
+            in_flight.started(record.id, token, worker);
         }
     }
 
@@ -437,29 +462,30 @@ pub async fn run_job_on(
                 target_rows: options.target_rows,
             };
             splitter
-                .split_queued(&mut model, &mut queue, &inputs, running.len())
+                .split_queued(&mut model, &mut queue, &inputs, in_flight.copying())
                 .await?;
         }
         let wanted = if may_start {
-            limit.saturating_sub(running.len()).min(queue.len())
+            in_flight.room(limit).min(queue.len())
         } else {
             0
         };
         pool.want(wanted, &gate);
-        while may_start && running.len() < limit && !queue.is_empty() {
+        while may_start && in_flight.room(limit) > 0 && !queue.is_empty() {
             let Some(worker) = pool.acquire() else {
                 break;
             };
             // The queue is sorted so that the largest chunk is last: popping is O(1).
             let Some(chunk_id) = queue.pop() else {
-                pool.release(&worker);
+                pool.release(&worker, false);
                 break;
             };
             let record = &mut model[chunk_id.0 as usize];
             record.state = ChunkState::Assigned;
             record.worker = Some(worker.clone());
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            attempts.spawn(&mut running, record, worker, Start::Fresh);
+            let token = attempts.spawn(&mut running, record, worker.clone(), Start::Fresh);
+            in_flight.started(chunk_id, token, worker);
         }
 
         let nothing_left = queue.is_empty() && delayed.is_empty();
@@ -470,6 +496,17 @@ pub async fn run_job_on(
         let next_retry = delayed.iter().map(|(at, _)| *at).min();
         let finished = tokio::select! {
             joined = running.join_next(), if !running.is_empty() => joined,
+            Some((chunk_id, token)) = verifying_rx.recv() => {
+                // The copy committed and only the target is read now: the next chunk
+                // may copy while this one verifies.
+                if let Some(worker) = in_flight.verifying(chunk_id, token) {
+                    pool.verifying(&worker);
+                    pacing
+                        .in_flight
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                continue;
+            }
             () = sleep_until_opt(next_retry) => continue,
             () = pool.changed(), if !queue.is_empty() => continue,
             changed = pacing.gate.changed(), if gate_open => {
@@ -490,11 +527,17 @@ pub async fn run_job_on(
                 continue;
             }
         };
-        pacing
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        pool.release(&finished.worker);
         let chunk_id = finished.chunk;
+        let worker = model[chunk_id.0 as usize].worker.clone();
+        let was_verifying = in_flight.ended(chunk_id);
+        if !was_verifying {
+            pacing
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(worker) = &worker {
+            pool.release(worker, was_verifying);
+        }
         let table_index = model[chunk_id.0 as usize].table_index;
         table_last_end[table_index] = Some(Instant::now());
         let (attempt, completion, record) = match finished.outcome {
@@ -684,18 +727,26 @@ struct AttemptStarter<'a> {
     in_flight: Arc<AtomicU32>,
     on_unavailable: Arc<dyn Fn(&str) + Send + Sync>,
     cancel: CancellationToken,
+    /// Where an attempt says it is verifying (its token), when the scheduler lets the
+    /// next chunk copy meanwhile.
+    verifying_tx: Option<UnboundedSender<(ChunkId, AttemptToken)>>,
+    /// The next attempt's token.
+    next_token: std::cell::Cell<AttemptToken>,
 }
 
 impl AttemptStarter<'_> {
     /// Runs one attempt in its own task: assigns it (unless adopted), runs it on the
-    /// executor, and records how it ended.
+    /// executor, and records how it ended. Returns the attempt's token.
     fn spawn(
         &self,
         running: &mut JoinSet<Finished>,
         record: &ChunkRecord,
         worker: WorkerId,
         start: Start,
-    ) {
+    ) -> AttemptToken {
+        let token = self.next_token.get() + 1;
+        self.next_token.set(token);
+        let verifying_tx = self.verifying_tx.clone();
         let chunk_id = record.id;
         let table_index = record.table_index;
         let failures_before = record.failures;
@@ -716,7 +767,6 @@ impl AttemptStarter<'_> {
         running.spawn(async move {
             let finished = |outcome| Finished {
                 chunk: chunk_id,
-                worker: worker.clone(),
                 rows_streamed: streamed.load(std::sync::atomic::Ordering::Relaxed),
                 outcome,
             };
@@ -771,12 +821,18 @@ impl AttemptStarter<'_> {
                 on_verifying: Arc::new(move || {
                     let store = verifying_store.clone();
                     let job = verifying_job.clone();
+                    let verifying_tx = verifying_tx.clone();
                     // A late report for an attempt that already ended is refused by the
-                    // store's attempt check, so ordering does not matter.
+                    // store's attempt check, so ordering does not matter. The scheduler
+                    // hears of it once it is stored: a chunk stays COPYING, and counted
+                    // as copying, until the state says otherwise.
                     tokio::spawn(async move {
-                        let _ = store
+                        let stored = store
                             .report_state(&job, chunk_id, attempt, ChunkState::Verifying)
                             .await;
+                        if let (Ok(()), Some(verifying_tx)) = (stored, verifying_tx) {
+                            let _ = verifying_tx.send((chunk_id, token));
+                        }
                     });
                 }),
             };
@@ -814,6 +870,7 @@ impl AttemptStarter<'_> {
                 Err(error) => finished(AttemptOutcome::Store(error)),
             }
         });
+        token
     }
 }
 

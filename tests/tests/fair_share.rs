@@ -3,8 +3,9 @@
 //! databases. The jobs' chunk states are sampled through the Control API's domain
 //! (`list_chunks`, as `ferryctl chunks` reads them) while both run: busy slots split by
 //! the jobs' priorities, an operator's priority change applies at once and is recorded
-//! in the job's history, and two jobs reading one database never have more chunks in
-//! flight than its cap. The last test does the same with a `ferry-coordinator` process
+//! in the job's history, and two jobs reading one database never have more chunks
+//! copying than its cap. Slots and caps count chunks copying (ASSIGNED, COPYING): a chunk
+//! VERIFYING has given its slot to the next copy (docs/throttling.md). The last test does the same with a `ferry-coordinator` process
 //! (cap from its configuration file) and `ferry-worker` processes over etcd, sampling
 //! through gRPC. Each test ends by comparing source and target with `psql`.
 
@@ -107,13 +108,13 @@ impl TestCluster {
             .unwrap_or_else(|error| panic!("submit refused: {error}"));
     }
 
-    /// Chunks of `job` in flight (ASSIGNED, COPYING, VERIFYING) and still PLANNED.
+    /// Chunks of `job` copying (ASSIGNED, COPYING) and still PLANNED.
     async fn in_flight_and_planned(&self, job: &str) -> (u32, u32) {
         let (in_flight, planned) = self.chunk_states(job).await;
         (in_flight.len() as u32, planned)
     }
 
-    /// The chunks of `job` in flight (id and attempt), and how many are still PLANNED.
+    /// The chunks of `job` copying (id and attempt), and how many are still PLANNED.
     async fn chunk_states(&self, job: &str) -> (BTreeSet<(u32, u32)>, u32) {
         let (chunks, _) = self
             .runtime
@@ -122,7 +123,7 @@ impl TestCluster {
             .expect("list chunks");
         let in_flight = chunks
             .iter()
-            .filter(|chunk| ["ASSIGNED", "COPYING", "VERIFYING"].contains(&chunk.state.as_str()))
+            .filter(|chunk| ["ASSIGNED", "COPYING"].contains(&chunk.state.as_str()))
             .map(|chunk| (chunk.id, chunk.attempt))
             .collect();
         let planned = chunks
@@ -506,12 +507,12 @@ async fn two_jobs_reading_one_database_never_exceed_its_shared_cap() {
     assert_same(&shared.source(), &other.target(), "right_side");
 }
 
-/// Chunks of `job` in flight (id and attempt) as the coordinator's Control API lists them.
+/// Chunks of `job` copying (id and attempt) as the coordinator's Control API lists them.
 async fn remote_in_flight(address: &str, job: &str) -> BTreeSet<(u32, u32)> {
     ferry_tests::cluster::chunks(address, job)
         .await
         .into_iter()
-        .filter(|chunk| ["ASSIGNED", "COPYING", "VERIFYING"].contains(&chunk.state.as_str()))
+        .filter(|chunk| ["ASSIGNED", "COPYING"].contains(&chunk.state.as_str()))
         .map(|chunk| (chunk.id, chunk.attempt))
         .collect()
 }

@@ -1,7 +1,8 @@
 //! The leader runtime and the worker agent on the in-process cluster protocol, each
 //! against the other side played by the test through the protocol itself: election and
 //! failover, adoption of chunks in flight by a new leader, re-assignment of a lost
-//! worker's chunk (runtime); claim and copy, self-fencing on a lost lease, drain (agent).
+//! worker's chunk, a verifying chunk's slot copying the next one (runtime); claim and
+//! copy, self-fencing on a lost lease, drain (agent).
 //! Tokio's clock is paused where it can be (leases, grace periods and backoffs pass in
 //! virtual time); the agent tests that hold a chunk paused run in real time. Data is real
 //! (SQLite files), checked with the `sqlite3` shell.
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ferry_coordination::cluster::{Assignment, JobPace, JobPhase, LeaseSession, WorkerInfo};
+use ferry_coordination::cluster::{
+    Assignment, ChunkProgress, JobPace, JobPhase, LeaseSession, WorkerInfo,
+};
 use ferry_coordination::{ChunkState, ClusterProtocol, ClusterRef, Coordination, InProcessCluster};
 use ferry_coordinator::cluster::runtime::{ClusterOptions, ClusterRuntime, CoordinatorRole};
 use ferry_coordinator::control::ClusterControl;
@@ -252,6 +255,120 @@ async fn a_new_leader_adopts_the_chunks_in_flight_instead_of_copying_them_again(
         );
     }
     second.shutdown.cancel();
+    worker.stop.cancel();
+}
+
+/// The chunks assigned to `worker` now, by id.
+fn assigned(cluster: &InProcessCluster, worker: &str) -> Vec<Assignment> {
+    let mut assignments: Vec<Assignment> = cluster
+        .watch_assignments(&WorkerId(worker.into()), &CancellationToken::new())
+        .borrow()
+        .values()
+        .cloned()
+        .collect();
+    assignments.sort_by_key(|assignment| assignment.chunk);
+    assignments
+}
+
+async fn report_verifying(cluster: &InProcessCluster, worker: &SimulatedWorker, of: &Assignment) {
+    let progress = ChunkProgress {
+        job: of.job.clone(),
+        chunk: of.chunk,
+        attempt: of.attempt,
+        worker: of.worker.clone(),
+        rows: 100,
+        verifying: true,
+    };
+    cluster
+        .put_progress(&progress, worker.lease.id)
+        .await
+        .expect("progress");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verifying_chunk_frees_its_slot_for_the_next_copy_and_ends_with_its_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_source(dir.path());
+    let cluster = InProcessCluster::in_memory().expect("cluster");
+    let leader = start_coordinator(&cluster, "first", dir.path());
+    wait_for_role(&leader, CoordinatorRole::Leading).await;
+    // One slot; the test says when each attempt verifies and how it ends.
+    let worker = simulated_worker(&cluster, "w1", 1, true).await;
+    leader
+        .runtime
+        .submit(SPEC, false, "test")
+        .await
+        .expect("submit");
+    wait_until(WAIT, || assigned(&cluster, "w1").len() == 1)
+        .await
+        .expect("a first chunk");
+    let first = assigned(&cluster, "w1")[0].clone();
+    report_verifying(&cluster, &worker, &first).await;
+    // Its copy committed: the slot copies the next chunk while it verifies.
+    wait_until(WAIT, || assigned(&cluster, "w1").len() == 2)
+        .await
+        .expect("a second chunk while the first verifies");
+    let second = assigned(&cluster, "w1")
+        .into_iter()
+        .find(|assignment| assignment.chunk != first.chunk)
+        .expect("second");
+    let record_of = |chunk: ChunkId| {
+        let cluster = cluster.clone();
+        async move {
+            cluster
+                .list_chunks(&job())
+                .await
+                .expect("chunks")
+                .into_iter()
+                .find(|record| record.id == chunk)
+                .expect("chunk")
+        }
+    };
+    wait_until_async(WAIT, || async {
+        record_of(first.chunk).await.state == ChunkState::Verifying
+    })
+    .await
+    .expect("the first chunk is verifying, not done");
+    // Both verifying on one slot: two in flight is all it takes (one copy and one
+    // verification per slot), so nothing more is assigned. Virtual time: no real wait.
+    report_verifying(&cluster, &worker, &second).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(assigned(&cluster, "w1").len(), 2);
+    // The first mismatches: that chunk alone is copied again, under a new attempt.
+    let mismatch = ChunkResult::Mismatch {
+        source: RangeChecksum { rows: 100, sum: 1 },
+        target: RangeChecksum { rows: 100, sum: 2 },
+    };
+    assert!(cluster.put_result(&first, &mismatch).await.expect("result"));
+    let verified = ChunkResult::Verified {
+        rows: 100,
+        checksum: RangeChecksum { rows: 100, sum: 1 },
+        sync: None,
+    };
+    assert!(
+        cluster
+            .put_result(&second, &verified)
+            .await
+            .expect("result")
+    );
+    wait_until_async(WAIT, || async {
+        record_of(first.chunk).await.failures == 1
+            && record_of(second.chunk).await.state == ChunkState::Verified
+    })
+    .await
+    .expect("the leader read both results");
+    worker.hold.store(false, Ordering::SeqCst);
+    wait_until_async(WAIT, || async {
+        job_phase(&cluster).await == Some(JobPhase::Done)
+    })
+    .await
+    .expect("the job ends");
+    for chunk in cluster.list_chunks(&job()).await.expect("chunks") {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+        let copies = if chunk.id == first.chunk { 2 } else { 1 };
+        assert_eq!(chunk.attempt.0, copies, "chunk {}", chunk.id);
+    }
+    leader.shutdown.cancel();
     worker.stop.cancel();
 }
 

@@ -4,7 +4,8 @@
 //! (`TABLESAMPLE SYSTEM`; `RAND() <` on MariaDB), and every chunk, counted with the
 //! engine's own client, holds at most twice the target, while the chunks together hold
 //! every row exactly once. Rows are stored in key order, the hard case for page
-//! sampling (a page's rows have neighbouring keys).
+//! sampling (a page's rows have neighbouring keys). A big table with a composite key is
+//! planned from a sample too.
 
 use std::collections::HashMap;
 
@@ -182,6 +183,41 @@ async fn big_postgres_table_with_skewed_keys_is_planned_from_a_sample_in_even_ch
         .map(|field| field.parse().expect("a count"))
         .collect();
     assert_even_exact_cover(&numbers[1..], numbers[0], &ranges);
+}
+
+// A big table whose key is not a single integer (TPC-H's lineitem) once failed here:
+// its key statistics asked PostgreSQL for a row per table row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_postgres_table_with_a_composite_key_is_planned_from_a_sample() {
+    let url = env_url("FERRY_TEST_PG_URL");
+    let table = format!("scale_composite_{}", unique_suffix());
+    let rows = SAMPLE_FROM_ROWS + SAMPLE_FROM_ROWS / 5;
+    psql(
+        &url,
+        &format!(
+            "CREATE TABLE {table} (order_key bigint, line int, note text, PRIMARY KEY (order_key, line));
+             INSERT INTO {table} SELECT i / 4, i % 4, 'n' FROM generate_series(0::bigint, {rows} - 1) AS i;
+             VACUUM ANALYZE {table};"
+        ),
+    );
+    let drop_url = url.clone();
+    let drop_table = table.clone();
+    let _guard = DropOnExit(Box::new(move || {
+        psql(&drop_url, &format!("DROP TABLE IF EXISTS {drop_table}"));
+    }));
+    let env = HashMap::from([("SRC".to_string(), url.clone())]);
+    let ranges = plan_sampled(
+        "{ kind: postgres, url_env: SRC }",
+        &format!("public.{table}"),
+        &env,
+    )
+    .await;
+    let expected = rows / TARGET_ROWS;
+    assert!(
+        (expected / 2..=expected * 2).contains(&(ranges.len() as u64)),
+        "{} chunks for {rows} rows",
+        ranges.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

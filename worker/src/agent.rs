@@ -451,6 +451,7 @@ impl AttemptRun {
         };
         let rows = Arc::new(AtomicU64::new(0));
         let verifying = Arc::new(AtomicBool::new(false));
+        let verifying_started = Arc::new(tokio::sync::Notify::new());
         let task = ChunkTask {
             job: assignment.job.clone(),
             run_id: context.run_id.clone(),
@@ -477,7 +478,11 @@ impl AttemptRun {
             },
             on_verifying: {
                 let verifying = verifying.clone();
-                Arc::new(move || verifying.store(true, Ordering::Relaxed))
+                let verifying_started = verifying_started.clone();
+                Arc::new(move || {
+                    verifying.store(true, Ordering::Relaxed);
+                    verifying_started.notify_one();
+                })
             },
             admission: Arc::new(LivePace::new(
                 self.pace.clone(),
@@ -485,7 +490,7 @@ impl AttemptRun {
                 (assignment.rows_per_sec, assignment.bytes_per_sec),
             )),
         };
-        let reporter = self.report_progress(rows, verifying);
+        let reporter = self.report_progress(rows, verifying, verifying_started);
         // One span per attempt, with the fields the leader's span of the same attempt
         // carries: one chunk's life can be followed across both processes' logs.
         let span = tracing::info_span!(
@@ -524,11 +529,14 @@ impl AttemptRun {
         self.report(&result).await;
     }
 
-    /// Writes progress at most once a second while the attempt runs.
+    /// Writes progress every `progress_interval` while the attempt runs, and at once when
+    /// it starts verifying: the leader then lets the next chunk copy on the slot
+    /// (`ferry_coordinator::in_flight`).
     fn report_progress(
         &self,
         rows: Arc<AtomicU64>,
         verifying: Arc<AtomicBool>,
+        verifying_started: Arc<tokio::sync::Notify>,
     ) -> CancellationToken {
         let stop = self.cancel.child_token();
         let store = self.store.clone();
@@ -542,6 +550,7 @@ impl AttemptRun {
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = tokio::time::sleep(interval) => {}
+                    () = verifying_started.notified() => {}
                 }
                 let now = (
                     rows.load(Ordering::Relaxed),

@@ -154,8 +154,60 @@ impl ChunkRunner {
             return Err(ConnectorError::Cancelled);
         }
         (task.on_verifying)();
-        // What the target holds, as far as `verify` looks: rows only for `count`.
-        let (source_seen, target) = match (task.verify, native_method) {
+        // The copy is committed and its slot may be copying the next chunk: trouble that
+        // may pass reads the target again, it does not copy the chunk again.
+        let mut verified = self.read_back(task, source, native_method).await;
+        for pause in TRANSIENT_RETRY_PAUSES {
+            match &verified {
+                Err(error) if error.kind() == ErrorKind::Transient => {
+                    tracing::warn!(%error, "transient error: verifying the chunk again");
+                }
+                _ => break,
+            }
+            tokio::select! {
+                () = task.cancel.cancelled() => return Err(ConnectorError::Cancelled),
+                () = tokio::time::sleep(pause) => {}
+            }
+            verified = self.read_back(task, source, native_method).await;
+        }
+        let (source_seen, target) = match verified {
+            Ok(sides) => sides,
+            // Still failing: the attempt ends (the chunk is re-copied as a new attempt,
+            // through a copy slot) rather than being copied again within this one.
+            Err(error) if error.kind() == ErrorKind::Transient => {
+                return Ok(ChunkResult::Error {
+                    message: format!(
+                        "cannot verify the copied chunk of table {}: {error}",
+                        task.table.name
+                    ),
+                    retryable: true,
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        if target != source_seen {
+            return Ok(ChunkResult::Mismatch {
+                source: source_seen,
+                target,
+            });
+        }
+        Ok(ChunkResult::Verified {
+            rows: source.rows,
+            checksum: source,
+            sync: None,
+        })
+    }
+
+    /// Reads a committed chunk back from the target as far as `verify` looks (rows only
+    /// for `count`); returns what the source streamed and what the target holds, to
+    /// compare.
+    async fn read_back(
+        &self,
+        task: &ChunkTask,
+        source: RangeChecksum,
+        native_method: Option<&'static str>,
+    ) -> Result<(RangeChecksum, RangeChecksum), ConnectorError> {
+        Ok(match (task.verify, native_method) {
             (VerifyMode::None, _) => (source, source),
             (VerifyMode::Count, _) => {
                 let rows = self
@@ -187,17 +239,6 @@ impl ChunkRunner {
                     }
                 }
             }
-        };
-        if target != source_seen {
-            return Ok(ChunkResult::Mismatch {
-                source: source_seen,
-                target,
-            });
-        }
-        Ok(ChunkResult::Verified {
-            rows: source.rows,
-            checksum: source,
-            sync: None,
         })
     }
 

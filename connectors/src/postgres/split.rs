@@ -122,16 +122,23 @@ pub async fn key_stats(
         && let Some(estimate) = estimated_rows(client, catalog).await?
         && estimate >= EXACT_COUNT_BELOW
     {
-        let row = client
-            .query_one(&format!("SELECT {min_max} FROM {quoted_table}"), &[])
-            .await
-            .map_err(&on_error)?;
-        let min: Option<i64> = row.try_get(0).map_err(&on_error)?;
-        let max: Option<i64> = row.try_get(1).map_err(&on_error)?;
+        // Without an integer key there is nothing to read: `SELECT NULL, NULL FROM t`
+        // (no aggregate) would return a row per table row.
+        let int_min_max = if integer_key {
+            let row = client
+                .query_one(&format!("SELECT {min_max} FROM {quoted_table}"), &[])
+                .await
+                .map_err(&on_error)?;
+            let min: Option<i64> = row.try_get(0).map_err(&on_error)?;
+            let max: Option<i64> = row.try_get(1).map_err(&on_error)?;
+            min.zip(max)
+        } else {
+            None
+        };
         return Ok(KeyStats {
             rows: estimate,
             null_key_rows: 0,
-            int_min_max: min.zip(max),
+            int_min_max,
         });
     }
     let row = client

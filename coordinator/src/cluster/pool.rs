@@ -6,6 +6,12 @@
 //! given only to the job [`share::next_job`] picks. A job refused in favour of another
 //! wakes that one (through the same signal as a released slot), and is woken itself when
 //! a slot frees or another job's wants change.
+//!
+//! A slot holds a chunk copying and, behind it, a chunk verifying: a chunk that moves on
+//! to verification ([`WorkerPool::verifying`]) frees its slot for the next copy and
+//! counts among the worker's verifications. A worker with `slots` slots gets a new chunk
+//! only while fewer than `slots` copy and fewer than `2 × slots` copy or verify. Jobs'
+//! shares and database caps count copies.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,6 +33,8 @@ struct JobEntry {
     /// The slots it holds, by worker: given back when its pool is dropped (chunks still
     /// in flight then are adopted, and counted again, by the job's next run).
     held: HashMap<WorkerId, u32>,
+    /// Its chunks verifying, by worker: given back like `held`.
+    verifying_held: HashMap<WorkerId, u32>,
     /// Another job was refused a slot in this job's favour and this job was woken for
     /// it; not woken again for that until it asks or declares its wants.
     woken_for_slot: bool,
@@ -34,7 +42,10 @@ struct JobEntry {
 
 /// Everything the board keeps, under one lock.
 struct BoardState {
+    /// Chunks copying, by worker.
     busy_by_worker: HashMap<WorkerId, u32>,
+    /// Chunks verifying, by worker.
+    verifying_by_worker: HashMap<WorkerId, u32>,
     /// Ordered by id, so ties between jobs go the same way every time.
     jobs: BTreeMap<JobId, JobEntry>,
     /// When the jobs' virtual times were last advanced.
@@ -93,6 +104,7 @@ impl SlotBoard {
         Arc::new(Self {
             state: Mutex::new(BoardState {
                 busy_by_worker: HashMap::new(),
+                verifying_by_worker: HashMap::new(),
                 jobs: BTreeMap::new(),
                 accounted_at: Instant::now(),
                 registrations: 0,
@@ -103,9 +115,18 @@ impl SlotBoard {
         })
     }
 
-    /// Chunks held by `worker` now.
+    /// Chunks copying on `worker` now.
     pub fn busy(&self, worker: &WorkerId) -> u32 {
         self.lock().busy_by_worker.get(worker).copied().unwrap_or(0)
+    }
+
+    /// Chunks verifying on `worker` now.
+    pub fn verifying(&self, worker: &WorkerId) -> u32 {
+        self.lock()
+            .verifying_by_worker
+            .get(worker)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A pool for the scheduler of `job`, which reads and writes `databases` (their
@@ -122,6 +143,7 @@ impl SlotBoard {
                     share: JobShare::new(1, databases),
                     registration,
                     held: HashMap::new(),
+                    verifying_held: HashMap::new(),
                     woken_for_slot: false,
                 },
             );
@@ -260,16 +282,28 @@ impl WorkerPool for ClusterPool {
     fn acquire(&mut self) -> Option<WorkerId> {
         let workers = self.workers.borrow_and_update().clone();
         let mut state = self.board.lock();
-        // The least loaded live worker with a free slot (ties: the first by name).
+        // The least loaded live worker with a slot free for a copy and room for the
+        // verification that follows it (ties: fewer verifying, then the first by name).
         let chosen = workers
             .values()
             .filter(|worker| !worker.draining)
             .filter_map(|worker| {
                 let used = state.busy_by_worker.get(&worker.id).copied().unwrap_or(0);
-                (used < worker.slots).then_some((worker.slots - used, &worker.id))
+                let verifying = state
+                    .verifying_by_worker
+                    .get(&worker.id)
+                    .copied()
+                    .unwrap_or(0);
+                let room = used < worker.slots
+                    && u64::from(used) + u64::from(verifying) < 2 * u64::from(worker.slots);
+                room.then_some((
+                    worker.slots - used,
+                    std::cmp::Reverse(verifying),
+                    &worker.id,
+                ))
             })
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
-            .map(|(_, id)| id.clone())?;
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(a.2)))
+            .map(|(_, _, id)| id.clone())?;
         state.advance();
         let shares = state.shares();
         let picked = share::next_job(&shares, &self.board.database_caps)
@@ -311,14 +345,36 @@ impl WorkerPool for ClusterPool {
         }
     }
 
-    fn release(&mut self, worker: &WorkerId) {
+    fn release(&mut self, worker: &WorkerId, verifying: bool) {
+        {
+            let mut state = self.board.lock();
+            state.advance();
+            if verifying {
+                take_back(&mut state.verifying_by_worker, worker, 1);
+                if let Some(entry) = state.jobs.get_mut(&self.job) {
+                    take_back(&mut entry.verifying_held, worker, 1);
+                }
+            } else {
+                take_back(&mut state.busy_by_worker, worker, 1);
+                if let Some(entry) = state.jobs.get_mut(&self.job) {
+                    entry.share.busy = entry.share.busy.saturating_sub(1);
+                    take_back(&mut entry.held, worker, 1);
+                }
+            }
+        }
+        self.board.wake_all();
+    }
+
+    fn verifying(&mut self, worker: &WorkerId) {
         {
             let mut state = self.board.lock();
             state.advance();
             take_back(&mut state.busy_by_worker, worker, 1);
+            *state.verifying_by_worker.entry(worker.clone()).or_insert(0) += 1;
             if let Some(entry) = state.jobs.get_mut(&self.job) {
                 entry.share.busy = entry.share.busy.saturating_sub(1);
                 take_back(&mut entry.held, worker, 1);
+                *entry.verifying_held.entry(worker.clone()).or_insert(0) += 1;
             }
         }
         self.board.wake_all();
@@ -370,6 +426,9 @@ impl Drop for ClusterPool {
             {
                 for (worker, count) in entry.held {
                     take_back(&mut state.busy_by_worker, &worker, count);
+                }
+                for (worker, count) in entry.verifying_held {
+                    take_back(&mut state.verifying_by_worker, &worker, count);
                 }
             }
         }
@@ -448,7 +507,7 @@ mod tests {
         let taken = fill(&mut [(&mut heavy, gate(3, 8)), (&mut light, gate(1, 8))]);
         assert_eq!(taken, vec![6, 2]);
         // A released slot of the light job goes to it again (it is below its share).
-        light.release(&WorkerId("w1".into()));
+        light.release(&WorkerId("w1".into()), false);
         heavy.want(8, &gate(3, 8));
         assert!(heavy.acquire().is_none());
         light.want(8, &gate(1, 8));
@@ -469,6 +528,31 @@ mod tests {
         assert!(board.sharing_lines(&JobId("light".into())).is_empty());
         let taken = fill(&mut [(&mut heavy, gate(3, 8))]);
         assert_eq!(taken, vec![4]);
+    }
+
+    #[test]
+    fn a_chunk_verifying_frees_its_slot_for_a_copy_and_a_slot_holds_one_verification() {
+        let board = board_with_slots(2, HashMap::new());
+        let mut pool = board.pool(JobId("job".into()), Vec::new());
+        let worker = WorkerId("w1".into());
+        let taken = fill(&mut [(&mut pool, gate(1, 8))]);
+        assert_eq!(taken, vec![2]);
+        pool.verifying(&worker);
+        assert_eq!((board.busy(&worker), board.verifying(&worker)), (1, 1));
+        assert_eq!(fill(&mut [(&mut pool, gate(1, 8))]), vec![1]);
+        // Two copying, one verifying: another verification fits, no more copies.
+        pool.verifying(&worker);
+        assert_eq!(fill(&mut [(&mut pool, gate(1, 8))]), vec![1]);
+        // One copying, three verifying: 2 × slots in flight, no room until a
+        // verification ends.
+        pool.verifying(&worker);
+        assert_eq!((board.busy(&worker), board.verifying(&worker)), (1, 3));
+        assert!(pool.acquire().is_none());
+        pool.release(&worker, true);
+        assert_eq!(fill(&mut [(&mut pool, gate(1, 8))]), vec![1]);
+        assert_eq!((board.busy(&worker), board.verifying(&worker)), (2, 2));
+        drop(pool);
+        assert_eq!((board.busy(&worker), board.verifying(&worker)), (0, 0));
     }
 
     #[test]
