@@ -776,14 +776,8 @@ impl AttemptStarter<'_> {
                     return finished(AttemptOutcome::NotStarted);
                 }
                 Start::Fresh => {
-                    let assigned = async {
-                        let attempt = store.assign(&job, chunk_id, &worker).await?;
-                        store
-                            .report_state(&job, chunk_id, attempt, ChunkState::Copying)
-                            .await?;
-                        Ok::<_, CoordinationError>(attempt)
-                    };
-                    match assigned.await {
+                    // Assigned and COPYING in one write.
+                    match store.start_attempt(&job, chunk_id, &worker).await {
                         Ok(attempt) => attempt,
                         Err(error) => return finished(AttemptOutcome::Store(error)),
                     }

@@ -298,21 +298,22 @@ pub async fn check_assign_bumps_attempt_and_refuses_non_planned(store: &dyn Coor
         )
         .await
         .expect("requeue");
+    // Assigned and COPYING in one write; then through VERIFYING to VERIFIED, after
+    // which nothing more is assigned.
     let second = store
-        .assign(&job, ChunkId(1), &worker("w-b"))
+        .start_attempt(&job, ChunkId(1), &worker("w-b"))
         .await
-        .expect("reassign");
+        .expect("reassign and start");
     assert_eq!(second, Attempt(2));
-
-    // Through COPYING and VERIFYING to VERIFIED; then nothing more is assigned.
+    let started = chunk(store, &job, ChunkId(1)).await;
+    assert_eq!(started.state, ChunkState::Copying);
+    assert_eq!(started.attempt, Attempt(2));
+    assert_eq!(started.worker, Some(worker("w-b")));
+    assert_eq!(started.evidence.worker, Some(worker("w-b")));
     store
         .report_state(&job, ChunkId(1), second, ChunkState::Copying)
         .await
-        .expect("copying");
-    assert_eq!(
-        chunk(store, &job, ChunkId(1)).await.state,
-        ChunkState::Copying
-    );
+        .expect("copying again");
     match store
         .report_state(&job, ChunkId(1), second, ChunkState::Verified)
         .await
@@ -362,6 +363,13 @@ pub async fn check_assign_bumps_attempt_and_refuses_non_planned(store: &dyn Coor
             ..
         }) => {}
         other => panic!("a verified chunk is never assigned again: {other:?}"),
+    }
+    match store.start_attempt(&job, ChunkId(1), &worker("w-a")).await {
+        Err(CoordinationError::InvalidTransition {
+            from: ChunkState::Verified,
+            ..
+        }) => {}
+        other => panic!("a verified chunk is never started again: {other:?}"),
     }
     // The other chunks were not touched.
     let (_, planned) = sample_job(&job, 3);

@@ -900,6 +900,23 @@ impl Coordination for EtcdStore {
         assigned.ok_or_else(|| self.contention(&operation))
     }
 
+    async fn start_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        worker: &WorkerId,
+    ) -> Result<Attempt> {
+        let operation = format!("start chunk {chunk} of job {job} on worker {worker}");
+        let started = self
+            .update_chunk(&operation, job, chunk, |record| {
+                let (assigned, attempt) = assign_transition(record, worker, crate::now_unix_ms())?;
+                let started = report_transition(assigned, attempt, ChunkState::Copying)?;
+                Ok(Some((started, attempt)))
+            })
+            .await?;
+        started.ok_or_else(|| self.contention(&operation))
+    }
+
     async fn report_state(
         &self,
         job: &JobId,

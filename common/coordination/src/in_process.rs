@@ -369,6 +369,16 @@ impl Coordination for InProcessCluster {
         self.shared.store.assign(job, chunk, worker).await
     }
 
+    async fn start_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        worker: &WorkerId,
+    ) -> Result<Attempt> {
+        self.check_fence()?;
+        self.shared.store.start_attempt(job, chunk, worker).await
+    }
+
     async fn report_state(
         &self,
         job: &JobId,

@@ -519,6 +519,21 @@ pub trait Coordination: Send + Sync {
     /// Assigns a PLANNED chunk to a worker, bumping its attempt; returns the new attempt.
     async fn assign(&self, job: &JobId, chunk: ChunkId, worker: &WorkerId) -> Result<Attempt>;
 
+    /// Assigns a PLANNED chunk to a worker and records it COPYING, as [`Coordination::assign`]
+    /// then [`Coordination::report_state`] would, in one write where the store can (one
+    /// SQLite transaction, one etcd txn): a chunk's start costs one commit, not two.
+    async fn start_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        worker: &WorkerId,
+    ) -> Result<Attempt> {
+        let attempt = self.assign(job, chunk, worker).await?;
+        self.report_state(job, chunk, attempt, ChunkState::Copying)
+            .await?;
+        Ok(attempt)
+    }
+
     /// Moves an in-flight chunk to COPYING or VERIFYING. Refused for a stale attempt.
     async fn report_state(
         &self,

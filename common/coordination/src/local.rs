@@ -612,6 +612,34 @@ impl Coordination for LocalStore {
         Ok(attempt)
     }
 
+    async fn start_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        worker: &WorkerId,
+    ) -> Result<Attempt> {
+        let connection = self.lock();
+        let record = self.read_chunk(&connection, job, chunk)?;
+        let (assigned, attempt) = assign_transition(record, worker, super::now_unix_ms())?;
+        let started = report_transition(assigned, attempt, ChunkState::Copying)?;
+        let evidence = self.evidence_json(chunk, &started.evidence)?;
+        connection
+            .execute(
+                "UPDATE chunks SET state = ?3, attempt = ?4, worker = ?5, evidence = ?6 \
+                 WHERE job = ?1 AND chunk = ?2",
+                params![
+                    job.0,
+                    chunk.0,
+                    started.state.as_str(),
+                    attempt.0,
+                    worker.0,
+                    evidence
+                ],
+            )
+            .map_err(self.storage())?;
+        Ok(attempt)
+    }
+
     async fn report_state(
         &self,
         job: &JobId,

@@ -3,11 +3,36 @@
 //! the tree of its declarative partitions.
 
 use ferry_model::schema::{ColumnSchema, Partitioning, TableName, TablePartition, TableSchema};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 use super::FENCE_TABLE;
+use super::pool::Session;
 use super::sql::KeyColumn;
+use super::sql::escaped_literal;
 use super::types::{WireType, column_type_of};
+
+/// Where catalog statements run: a bare connection plans each statement anew; a pooled
+/// [`Session`] prepares each statement once per connection and runs it again on its
+/// plan (the statements name their table in their text, so they have no parameters).
+pub trait CatalogReader: Sync {
+    /// Runs `sql` (without parameters) and returns its rows.
+    fn catalog_rows(
+        &self,
+        sql: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+}
+
+impl CatalogReader for Client {
+    async fn catalog_rows(&self, sql: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.query_typed(sql, &[]).await
+    }
+}
+
+impl CatalogReader for Session {
+    async fn catalog_rows(&self, sql: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.query_prepared(sql).await
+    }
+}
 
 /// One column as the catalog describes it.
 #[derive(Clone, Debug)]
@@ -119,31 +144,15 @@ pub async fn list_tables(client: &Client) -> Result<Vec<TableName>, tokio_postgr
         .collect()
 }
 
-/// Whether the database's default collation compares bytewise.
-async fn default_collation_is_bytewise(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await?
-        .try_get(0)?;
-    // PostgreSQL 15 added ICU as a database-wide default provider.
-    let provider = if version >= 150_000 {
-        "datlocprovider::text"
-    } else {
-        "'c'"
-    };
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT datcollate::text, {provider} FROM pg_catalog.pg_database \
-                 WHERE datname = current_database()"
-            ),
-            &[],
-        )
-        .await?;
-    let collate: String = row.try_get(0)?;
-    let provider: String = row.try_get(1)?;
-    Ok(provider == "c" && is_bytewise_locale(&collate))
-}
+/// The database's default collation and its provider (`c` before PostgreSQL 15, which
+/// added ICU as a database-wide default provider): read through `to_jsonb` so the same
+/// statement runs on every version, as scalar subqueries of [`load_columns`]'s query
+/// (no statement of its own).
+const DATABASE_COLLATION_COLUMNS: &str = "(SELECT d.datcollate::text FROM pg_catalog.pg_database d \
+                                           WHERE d.datname = current_database()), \
+                                          (SELECT COALESCE(to_jsonb(d) ->> 'datlocprovider', 'c') \
+                                           FROM pg_catalog.pg_database d \
+                                           WHERE d.datname = current_database())";
 
 fn is_bytewise_locale(locale: &str) -> bool {
     matches!(locale, "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic")
@@ -152,32 +161,36 @@ fn is_bytewise_locale(locale: &str) -> bool {
 /// Loads a table from the catalog; `Ok(None)` when there is no such table. A name without
 /// a schema is resolved through the search path.
 pub async fn load_table(
-    client: &Client,
+    reader: &impl CatalogReader,
     table: &TableName,
 ) -> Result<Option<CatalogTable>, tokio_postgres::Error> {
-    let found = match &table.schema {
-        Some(schema) => {
-            client
-                .query_opt(
-                    "SELECT c.oid, n.nspname::text, c.relname::text \
-                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                    &[schema, &table.name],
-                )
-                .await?
-        }
-        None => {
-            client
-                .query_opt(
-                    "SELECT c.oid, n.nspname::text, c.relname::text \
-                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)",
-                    &[&table.name],
-                )
-                .await?
-        }
+    // One statement per lookup (one round trip), prepared once per pooled connection: a
+    // catalog read runs for every chunk's read, write and verification.
+    const PRIMARY_KEY: &str = "ARRAY(SELECT a.attname::text \
+             FROM pg_catalog.pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = c.oid AND i.indisprimary \
+             ORDER BY k.position)";
+    let relation = match &table.schema {
+        Some(schema) => format!(
+            "n.nspname = {} AND c.relname = {}",
+            escaped_literal(schema),
+            escaped_literal(&table.name)
+        ),
+        None => format!(
+            "c.relname = {} AND pg_catalog.pg_table_is_visible(c.oid)",
+            escaped_literal(&table.name)
+        ),
     };
-    let Some(found) = found else {
+    let rows = reader
+        .catalog_rows(&format!(
+            "SELECT c.oid, n.nspname::text, c.relname::text, {PRIMARY_KEY} \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE {relation} AND c.relkind IN ('r', 'p')"
+        ))
+        .await?;
+    let Some(found) = rows.first() else {
         return Ok(None);
     };
     let table_oid: u32 = found.try_get(0)?;
@@ -185,50 +198,40 @@ pub async fn load_table(
         schema: Some(found.try_get(1)?),
         name: found.try_get(2)?,
     };
-    let columns = load_columns(client, table_oid).await?;
-    let key_rows = client
-        .query(
-            "SELECT a.attname::text \
-             FROM pg_catalog.pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary \
-             ORDER BY k.position",
-            &[&table_oid],
-        )
-        .await?;
+    let primary_key: Vec<String> = found.try_get(3)?;
+    let columns = load_columns(reader, table_oid).await?;
     Ok(Some(CatalogTable {
         name,
         columns,
-        primary_key: key_rows
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?,
+        primary_key,
     }))
 }
 
 /// Loads the columns of the relation `relation_oid`.
 pub async fn load_columns(
-    client: &Client,
+    reader: &impl CatalogReader,
     relation_oid: u32,
 ) -> Result<Vec<CatalogColumn>, tokio_postgres::Error> {
-    let default_bytewise = default_collation_is_bytewise(client).await?;
-    let rows = client
-        .query(
+    // One statement (one round trip): the enum labels and the database's default
+    // collation come as subqueries.
+    let rows = reader
+        .catalog_rows(&format!(
             "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
                     a.atttypid, a.atttypmod, a.attnotnull, a.attgenerated::text, \
                     t.typtype::text, t.typcategory::text, t.typelem, et.typtype::text, \
-                    CASE WHEN t.typtype = 'e' THEN t.oid WHEN et.typtype = 'e' THEN et.oid END AS enum_oid, \
+                    ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                          WHERE e.enumtypid = CASE WHEN t.typtype = 'e' THEN t.oid \
+                                                   WHEN et.typtype = 'e' THEN et.oid END \
+                          ORDER BY e.enumsortorder), \
                     COALESCE(co.collname::text, ''), COALESCE(co.collprovider::text, ''), \
-                    COALESCE(co.collcollate::text, '') \
+                    COALESCE(co.collcollate::text, ''), {DATABASE_COLLATION_COLUMNS} \
              FROM pg_catalog.pg_attribute a \
              JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' \
              LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-            &[&relation_oid],
-        )
+             WHERE a.attrelid = '{relation_oid}'::oid AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum"
+        ))
         .await?;
     let mut columns = Vec::with_capacity(rows.len());
     for row in rows {
@@ -237,10 +240,13 @@ pub async fn load_columns(
         let typcategory: String = row.try_get(7)?;
         let element_oid: u32 = row.try_get(8)?;
         let element_typtype: Option<String> = row.try_get(9)?;
-        let enum_oid: Option<u32> = row.try_get(10)?;
+        let enum_labels: Vec<String> = row.try_get(10)?;
         let collation_name: String = row.try_get(11)?;
         let collation_provider: String = row.try_get(12)?;
         let collation_collate: String = row.try_get(13)?;
+        let database_collate: String = row.try_get(14)?;
+        let database_provider: String = row.try_get(15)?;
+        let default_bytewise = database_provider == "c" && is_bytewise_locale(&database_collate);
         let wire = WireType::from_catalog(
             type_oid,
             &typtype,
@@ -248,17 +254,6 @@ pub async fn load_columns(
             element_oid,
             element_typtype.as_deref(),
         );
-        let enum_labels: Vec<String> = match enum_oid {
-            Some(enum_oid) => client
-                .query_one(
-                    "SELECT ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
-                                  WHERE e.enumtypid = $1 ORDER BY e.enumsortorder)",
-                    &[&enum_oid],
-                )
-                .await?
-                .try_get(0)?,
-            None => Vec::new(),
-        };
         let collatable = !collation_name.is_empty();
         let bytewise = match collation_name.as_str() {
             "" => true,

@@ -132,11 +132,15 @@ impl Endpoint {
     /// A connection for one operation: an idle one released by an earlier operation, or
     /// a new one. Release it ([`Session::release`]) when the operation ended cleanly.
     pub async fn session(&self) -> Result<Session, ConnectorError> {
-        let (client, opened) = match self.idle.take() {
+        let (client, opened, prepared) = match self.idle.take() {
             Some(kept) => kept,
-            None => (self.connect().await?, std::time::Instant::now()),
+            None => (
+                self.connect().await?,
+                std::time::Instant::now(),
+                Default::default(),
+            ),
         };
-        Ok(Session::new(client, opened, self.idle.clone()))
+        Ok(Session::new(client, opened, prepared, self.idle.clone()))
     }
 
     /// Opens a new connection; its driver task ends when the returned client is dropped.

@@ -69,7 +69,7 @@ pub const FENCE_TABLE: &str = "_ferry_fence";
 
 /// Loads `table` or fails with [`ConnectorError::TableNotFound`].
 async fn require_table(
-    client: &Client,
+    client: &impl catalog::CatalogReader,
     table: &TableName,
     role: &'static str,
 ) -> Result<CatalogTable> {

@@ -168,9 +168,10 @@ pub async fn read_native(
                     if !piece.is_empty() {
                         let _ = bytes_tx.send(Ok(piece.freeze())).await;
                     }
-                    // Every row is read: the connection is free for the next chunk.
+                    // Every row is read: the connection is free for the next chunk (a
+                    // source read sets nothing on its session).
                     drop(copy_out);
-                    client.release().await;
+                    client.release_settings_unchanged().await;
                     return;
                 }
             }

@@ -33,6 +33,12 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// `text` as an escape string constant (`E'...'`): read the same whatever
+/// `standard_conforming_strings` says, for statements sent as text with their values.
+pub fn escaped_literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// A split key column as one table holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyColumn {

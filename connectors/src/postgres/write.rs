@@ -8,17 +8,19 @@ use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::{ColumnType, Partitioning, TableName, TableSchema};
 use ferry_model::spec::SchemaMode;
 use futures::{SinkExt, StreamExt};
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_partitioning, load_table};
 use super::connect::{describe_error, query_error};
 use super::encode::{ColumnWriter, Encoder, encoder_for, push_header, push_trailer};
 use super::native::BINARY_COPY_FORMAT;
+use super::pool::Session;
 use super::read::read_column;
 use super::split::{PREFER_KEY_INDEX_LOCAL, key_columns, predicate};
-use super::sql::{quote_ident, quote_literal, quote_table};
+use super::sql::{escaped_literal, quote_ident, quote_literal, quote_table};
 use super::types::target_type_for;
 use super::{FENCE_TABLE, KIND};
 use crate::compat::Differences;
@@ -583,9 +585,9 @@ fn fence_table(target: &TableName) -> TableName {
 pub async fn ensure_fence_table(client: &Client, target: &TableName) -> Result<()> {
     let fence = fence_table(target);
     let exists = client
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL",
-            &[&quote_table(&fence)],
+            &[(&quote_table(&fence), Type::TEXT)],
         )
         .await
         .and_then(|row| row.try_get::<_, bool>(0))
@@ -730,7 +732,7 @@ async fn end_older_attempts(client: &Client, fence: &Fence) {
 /// Writes one chunk: fence, delete the range, COPY the rows in, record the fence,
 /// commit. Any error or a cancellation drops the transaction, which rolls back.
 pub async fn write_chunk(
-    client: &mut Client,
+    session: &mut Session,
     table: &TableSchema,
     key: &SplitKey,
     range: &ChunkRange,
@@ -763,13 +765,14 @@ pub async fn write_chunk(
         });
     }
     // Read the catalog while the source starts its scan; it takes no lock.
-    let catalog = load_table(client, &target)
+    let catalog = load_table(&*session, &target)
         .await
         .map_err(&on_error)?
         .ok_or_else(|| ConnectorError::TableNotFound {
             role: "target",
             table: target.clone(),
         })?;
+    let client: &mut Client = session;
     let column_encoders = match &input {
         ChunkInput::Batches(_) => encoders(table, &catalog)?,
         ChunkInput::Native(_) => Vec::new(),
@@ -788,24 +791,46 @@ pub async fn write_chunk(
         ChunkInput::Native(stream) => FirstPiece::Bytes(next_bytes(stream, cancel).await?),
     };
 
-    end_older_attempts(client, fence).await;
+    if fence.attempt.0 > 1 {
+        end_older_attempts(client, fence).await;
+    }
     let transaction = client.transaction().await.map_err(&on_error)?;
-    // Take the fence row's lock first (inserting it when this is the chunk's first
-    // attempt): a concurrent attempt of the same chunk waits here until this one ends,
-    // then sees its attempt.
-    let committed: i64 = transaction
-        .query_one(
-            &format!(
-                "INSERT INTO {fence_name} AS f (run_id, chunk, table_name, attempt, committed_at) \
-                 VALUES ($1, $2, $3, $4, now()) \
-                 ON CONFLICT (run_id, chunk) DO UPDATE SET run_id = f.run_id RETURNING attempt"
-            ),
-            &[&fence.run_id, &chunk_number, &table_label, &attempt_number],
-        )
+    // One round trip for the statements before the COPY (they run in order, in this
+    // transaction): name the session after the attempt (a later attempt of the chunk
+    // ends it if it hangs), then take the fence row's lock and record this attempt in
+    // it unless a later one committed (a concurrent attempt of the same chunk waits
+    // there until this one ends, then sees this attempt), then clear the range. The
+    // fence row keeps this attempt only if the transaction commits.
+    let opening = format!(
+        "SET application_name = {tag}; {PREFER_KEY_INDEX_LOCAL}; \
+         INSERT INTO {fence_name} AS f (run_id, chunk, table_name, attempt, committed_at) \
+         VALUES ({run_id}, {chunk_number}, {table_text}, {attempt_number}, now()) \
+         ON CONFLICT (run_id, chunk) DO UPDATE SET attempt = EXCLUDED.attempt, \
+         table_name = EXCLUDED.table_name, committed_at = EXCLUDED.committed_at \
+         WHERE f.attempt <= EXCLUDED.attempt RETURNING attempt; \
+         DELETE FROM {target_sql} WHERE {condition}",
+        tag = escaped_literal(&fence.attempt_tag(fence.attempt)),
+        run_id = escaped_literal(&fence.run_id),
+        table_text = escaped_literal(&table_label),
+        target_sql = quote_table(&target),
+    );
+    let replies = transaction
+        .simple_query(&opening)
         .await
-        .and_then(|row| row.try_get(0))
         .map_err(&on_error)?;
-    if committed > attempt_number {
+    let fence_taken = replies
+        .iter()
+        .any(|reply| matches!(reply, SimpleQueryMessage::Row(_)));
+    if !fence_taken {
+        // A later attempt committed this chunk: this one must not overwrite it.
+        let committed: i64 = transaction
+            .query_typed_one(
+                &format!("SELECT attempt FROM {fence_name} WHERE run_id = $1 AND chunk = $2"),
+                &[(&fence.run_id, Type::TEXT), (&chunk_number, Type::INT8)],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(&on_error)?;
         return Err(ConnectorError::Fenced {
             table: table.name.clone(),
             chunk: fence.chunk,
@@ -813,18 +838,14 @@ pub async fn write_chunk(
             committed: Attempt(u32::try_from(committed).unwrap_or(u32::MAX)),
         });
     }
-
-    transaction
-        .batch_execute(PREFER_KEY_INDEX_LOCAL)
-        .await
-        .map_err(&on_error)?;
-    let rows_deleted = transaction
-        .execute(
-            &format!("DELETE FROM {} WHERE {condition}", quote_table(&target)),
-            &[],
-        )
-        .await
-        .map_err(&on_error)?;
+    let rows_deleted = replies
+        .iter()
+        .rev()
+        .find_map(|reply| match reply {
+            SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
+            _ => None,
+        })
+        .unwrap_or(0);
 
     let column_list: Vec<String> = table
         .columns
@@ -874,16 +895,6 @@ pub async fn write_chunk(
     }
     let rows_written = copy_in.as_mut().finish().await.map_err(&on_error)?;
 
-    transaction
-        .execute(
-            &format!(
-                "UPDATE {fence_name} SET attempt = $3, table_name = $4, committed_at = now() \
-                 WHERE run_id = $1 AND chunk = $2"
-            ),
-            &[&fence.run_id, &chunk_number, &attempt_number, &table_label],
-        )
-        .await
-        .map_err(&on_error)?;
     if cancel.is_cancelled() {
         return Err(ConnectorError::Cancelled);
     }

@@ -15,6 +15,9 @@ use crate::scheduler::JobEvent;
 #[derive(Debug)]
 pub struct ChunkTally {
     chunks: HashMap<ChunkId, (ChunkState, u64)>,
+    /// The counts of `chunks`, kept as they change: every event publishes them, and
+    /// counting the whole map each time cost time in the number of chunks per event.
+    counts: ChunkCounts,
     /// When this run loaded the chunks, and how many were verified then: the pace of
     /// this run gives the ETA.
     started: Instant,
@@ -33,12 +36,34 @@ impl ChunkTally {
             .iter()
             .map(|(id, state, rows)| (*id, (*state, *rows)))
             .collect();
-        let verified_at_start = ChunkCounts::of(chunks.values().copied()).verified;
+        let counts = ChunkCounts::of(chunks.values().copied());
         Self {
             chunks,
+            counts,
             started,
-            verified_at_start,
+            verified_at_start: counts.verified,
         }
+    }
+
+    /// Sets `chunk`'s entry, keeping the counts in step.
+    fn set(&mut self, chunk: ChunkId, entry: (ChunkState, u64)) {
+        let before = self.chunks.insert(chunk, entry);
+        let mut counts = self.counts;
+        if let Some(before) = before {
+            let gone = ChunkCounts::of(std::iter::once(before));
+            counts.total -= gone.total;
+            counts.verified -= gone.verified;
+            counts.failed -= gone.failed;
+            counts.running -= gone.running;
+            counts.rows_verified -= gone.rows_verified;
+        }
+        let added = ChunkCounts::of(std::iter::once(entry));
+        counts.total += added.total;
+        counts.verified += added.verified;
+        counts.failed += added.failed;
+        counts.running += added.running;
+        counts.rows_verified += added.rows_verified;
+        self.counts = counts;
     }
 
     /// Estimated time until every chunk is verified, at the pace this run verified
@@ -67,19 +92,19 @@ impl ChunkTally {
     pub fn apply(&mut self, event: &JobEvent) {
         match event {
             JobEvent::ChunkStarted { chunk, .. } => {
-                if let Some(entry) = self.chunks.get_mut(chunk) {
-                    *entry = (ChunkState::Assigned, 0);
+                if self.chunks.contains_key(chunk) {
+                    self.set(*chunk, (ChunkState::Assigned, 0));
                 }
             }
             JobEvent::ChunkFinished {
                 record: Some(record),
                 ..
             } => {
-                self.chunks.insert(record.id, (record.state, record.rows));
+                self.set(record.id, (record.state, record.rows));
             }
             JobEvent::ChunkSplit { added, .. } => {
                 for (id, _) in added {
-                    self.chunks.insert(*id, (ChunkState::Planned, 0));
+                    self.set(*id, (ChunkState::Planned, 0));
                 }
             }
             // A cancelled attempt leaves its chunk in flight.
@@ -91,7 +116,7 @@ impl ChunkTally {
 
     /// The counts now.
     pub fn counts(&self) -> ChunkCounts {
-        ChunkCounts::of(self.chunks.values().copied())
+        self.counts
     }
 }
 
@@ -132,6 +157,11 @@ mod tests {
                 rows_streamed: 0,
             });
         }
+        assert_eq!(
+            tally.counts(),
+            ChunkCounts::of(tally.chunks.values().copied()),
+            "the counts kept as events come are the counts of the chunks"
+        );
         // 2 chunks in 10 s this run, 6 left: 30 s.
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(10)),
