@@ -278,7 +278,11 @@ mod tests {
                 .is_err(),
             "10 MiB more do not fit in 16 MiB while the first 10 are reserved"
         );
-        assert_eq!(budget.available(), 6 << 20, "a reservation given up holds nothing");
+        assert_eq!(
+            budget.available(),
+            6 << 20,
+            "a reservation given up holds nothing"
+        );
         drop(first);
         let second = tokio::time::timeout(Duration::from_secs(5), budget.reserve(10 << 20))
             .await
@@ -304,7 +308,11 @@ mod tests {
         first.cover(4 << 20).await;
         assert_eq!(first.bytes(), 16 << 20, "FOOTPRINT × the batch");
         first.cover(1 << 20).await;
-        assert_eq!(first.bytes(), 16 << 20, "a smaller batch keeps what is held");
+        assert_eq!(
+            first.bytes(),
+            16 << 20,
+            "a smaller batch keeps what is held"
+        );
         let mut second = ChunkMemory::start(&budget, "u").await;
         second.cover(10 << 20).await;
         assert_eq!(second.bytes(), 40 << 20);
@@ -336,7 +344,10 @@ mod tests {
             tokio::spawn(async move { ChunkMemory::start(&budget, "big").await })
         };
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the second chunk waits for the first batch");
+        assert!(
+            !waiting.is_finished(),
+            "the second chunk waits for the first batch"
+        );
         learner.cover(5 << 20).await;
         let second = waiting.await.expect("task");
         assert_eq!(second.bytes(), 20 << 20, "reserved before reading anything");
