@@ -745,7 +745,11 @@ ch_missing_packages() {
 
 zk_running() { pid_is_ours "$(read_pid "$ZK_PID")" "$ZK_DIR"; }
 
-zk_ok() { [ "$( (exec 3<>"/dev/tcp/$HOST/$ZK_PORT" && printf ruok >&3 && cat <&3) 2>/dev/null)" = imok ]; }
+# `ruok` over a plain socket, at most 2 s: a ZooKeeper still starting can accept the
+# connection and never answer nor close it (seen in a CI dry run: `up` hung for ever).
+zk_ok() {
+    [ "$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf ruok >&3 && cat <&3' "$HOST" "$ZK_PORT" 2>/dev/null)" = imok ]
+}
 
 zk_up() {
     if zk_running; then
