@@ -26,6 +26,8 @@ fn size_mb(row: u32) -> u32 {
     1 + (row * 7) % 20
 }
 
+/// The test's databases (and its source table in the server's test database), dropped
+/// however the test ends.
 struct Databases {
     pg_url: String,
     my_url: String,
@@ -34,6 +36,10 @@ struct Databases {
 
 impl Drop for Databases {
     fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-X", "-q", "-d", &self.pg_url, "-c"])
+            .arg(format!("DROP TABLE IF EXISTS public.{}", self.name))
+            .output();
         let _ = std::process::Command::new("psql")
             .args(["-X", "-q", "-d", &self.pg_url, "-c"])
             .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
@@ -67,6 +73,14 @@ fn create_source(url: &str, table: &str) {
 
 fn digests(lines: &str) -> Vec<String> {
     lines.lines().map(str::to_string).collect()
+}
+
+/// `id:length:md5` of every row, as psql computes them.
+fn pg_digests(url: &str, table: &str) -> Vec<String> {
+    digests(&psql(
+        url,
+        &format!("SELECT id || ':' || length(v) || ':' || md5(v) FROM {table} ORDER BY id"),
+    ))
 }
 
 async fn copy(kind: &str, target_url: &str, source_url: &str, table: &str) {
@@ -124,18 +138,12 @@ async fn rows_bigger_than_the_budget_are_copied_to_postgres_and_mariadb_and_the_
     let source_url = server.clone();
     let source_table = format!("public.{name}");
     create_source(&source_url, &source_table);
-    let source = digests(&psql(
-        &source_url,
-        &format!("SELECT id || ':' || length(v) || ':' || md5(v) FROM {source_table} ORDER BY id"),
-    ));
+    let source = pg_digests(&source_url, &source_table);
     assert_eq!(source.len(), ROWS as usize);
 
     let pg_target = with_database(&server, &name);
     copy("postgres", &pg_target, &source_url, &source_table).await;
-    let copied = digests(&psql(
-        &pg_target,
-        &format!("SELECT id || ':' || length(v) || ':' || md5(v) FROM {source_table} ORDER BY id"),
-    ));
+    let copied = pg_digests(&pg_target, &source_table);
     assert_eq!(copied, source, "PostgreSQL target: every value equal");
 
     let my_target = with_database(&my_server, &name);
@@ -146,5 +154,4 @@ async fn rows_bigger_than_the_budget_are_copied_to_postgres_and_mariadb_and_the_
     ));
     assert_eq!(copied, source, "MariaDB target: every value equal");
     drop(databases);
-    psql(&source_url, &format!("DROP TABLE {source_table}"));
 }

@@ -136,6 +136,8 @@ pub struct ChunkMemory {
     learner: bool,
     held: Vec<Reservation>,
     bytes: u64,
+    /// The largest batch this chunk has carried.
+    largest: u64,
 }
 
 impl ChunkMemory {
@@ -148,6 +150,7 @@ impl ChunkMemory {
             learner: false,
             held: Vec::new(),
             bytes: 0,
+            largest: 0,
         };
         let deadline = tokio::time::Instant::now() + LEARN_WAIT;
         loop {
@@ -214,14 +217,22 @@ impl ChunkMemory {
         self.bytes
     }
 
+    /// Records the table's largest batch: the process-wide map is touched only when this
+    /// chunk meets a bigger batch than it has seen (not for every batch).
     fn learn(&mut self, batch_bytes: u64) {
+        if batch_bytes <= self.largest && !self.learner {
+            return;
+        }
+        self.largest = self.largest.max(batch_bytes);
         {
             let mut tables = lock(&self.budget.tables);
-            let known = match tables.get(&self.table) {
-                Some(TableSize::Known(bytes)) => (*bytes).max(batch_bytes),
-                _ => batch_bytes,
-            };
-            tables.insert(self.table.clone(), TableSize::Known(known));
+            match tables.get_mut(&self.table) {
+                Some(TableSize::Known(bytes)) => *bytes = (*bytes).max(batch_bytes),
+                Some(size) => *size = TableSize::Known(batch_bytes),
+                None => {
+                    tables.insert(self.table.clone(), TableSize::Known(batch_bytes));
+                }
+            }
         }
         if std::mem::take(&mut self.learner) {
             self.budget.learned.notify_waiters();
