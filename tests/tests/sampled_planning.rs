@@ -143,6 +143,25 @@ impl Drop for DropOnExit {
     }
 }
 
+/// Drops the PostgreSQL table when the test ends, however it ends.
+fn drop_pg_table_on_exit(url: &str, table: &str) -> DropOnExit {
+    let (url, table) = (url.to_string(), table.to_string());
+    DropOnExit(Box::new(move || {
+        psql(&url, &format!("DROP TABLE IF EXISTS {table}"));
+    }))
+}
+
+/// The ranges the planner cuts `public.{table}` into, from a key sample.
+async fn plan_pg_sampled(url: &str, table: &str) -> Vec<ChunkRange> {
+    let env = HashMap::from([("SRC".to_string(), url.to_string())]);
+    plan_sampled(
+        "{ kind: postgres, url_env: SRC }",
+        &format!("public.{table}"),
+        &env,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_postgres_table_with_skewed_keys_is_planned_from_a_sample_in_even_chunks() {
     let url = env_url("FERRY_TEST_PG_URL");
@@ -156,18 +175,8 @@ async fn big_postgres_table_with_skewed_keys_is_planned_from_a_sample_in_even_ch
              VACUUM ANALYZE {table};"
         ),
     );
-    let drop_url = url.clone();
-    let drop_table = table.clone();
-    let _guard = DropOnExit(Box::new(move || {
-        psql(&drop_url, &format!("DROP TABLE IF EXISTS {drop_table}"));
-    }));
-    let env = HashMap::from([("SRC".to_string(), url.clone())]);
-    let ranges = plan_sampled(
-        "{ kind: postgres, url_env: SRC }",
-        &format!("public.{table}"),
-        &env,
-    )
-    .await;
+    let _guard = drop_pg_table_on_exit(&url, &table);
+    let ranges = plan_pg_sampled(&url, &table).await;
 
     let filters: Vec<String> = ranges
         .iter()
@@ -200,18 +209,8 @@ async fn big_postgres_table_with_a_composite_key_is_planned_from_a_sample() {
              VACUUM ANALYZE {table};"
         ),
     );
-    let drop_url = url.clone();
-    let drop_table = table.clone();
-    let _guard = DropOnExit(Box::new(move || {
-        psql(&drop_url, &format!("DROP TABLE IF EXISTS {drop_table}"));
-    }));
-    let env = HashMap::from([("SRC".to_string(), url.clone())]);
-    let ranges = plan_sampled(
-        "{ kind: postgres, url_env: SRC }",
-        &format!("public.{table}"),
-        &env,
-    )
-    .await;
+    let _guard = drop_pg_table_on_exit(&url, &table);
+    let ranges = plan_pg_sampled(&url, &table).await;
     let expected = rows / TARGET_ROWS;
     assert!(
         (expected / 2..=expected * 2).contains(&(ranges.len() as u64)),
