@@ -115,6 +115,26 @@ fn pg_rows(url: &str, table: &str) -> String {
     psql(url, &format!("SELECT * FROM {table} ORDER BY id"))
 }
 
+/// The first copy of the spec's tables (`ferryctl local`, its state in `copy.db`).
+fn first_copy(dir: &std::path::Path, spec: &str, env: &HashMap<String, String>) {
+    let copy_state = dir.join("copy.db").display().to_string();
+    expect_code(
+        "copy",
+        &ferryctl(
+            &[
+                "local",
+                spec,
+                "--state",
+                &copy_state,
+                "--control-addr",
+                "127.0.0.1:0",
+            ],
+            env,
+        ),
+        0,
+    );
+}
+
 fn spec_file(dir: &std::path::Path, yaml: &str) -> String {
     let path = dir.join("job.yaml");
     std::fs::write(&path, yaml).expect("spec");
@@ -176,19 +196,7 @@ fn postgres_sync_catches_up_with_a_live_writer_until_quiet() {
         ("SSRC".to_owned(), pair.source()),
         ("SDST".to_owned(), pair.target()),
     ]);
-    let copy_state = dir.path().join("copy.db").display().to_string();
-    let copied = ferryctl(
-        &[
-            "local",
-            &spec,
-            "--state",
-            &copy_state,
-            "--control-addr",
-            "127.0.0.1:0",
-        ],
-        &env,
-    );
-    expect_code("copy", &copied, 0);
+    first_copy(dir.path(), &spec, &env);
 
     let sync_state = dir.path().join("sync.json").display().to_string();
     let sync = spawn_sync_until_quiet(&spec, &sync_state, &env);
@@ -289,22 +297,7 @@ fn postgres_sync_keeps_a_target_row_newer_than_the_source() {
         ("SSRC".to_owned(), pair.source()),
         ("SDST".to_owned(), pair.target()),
     ]);
-    let copy_state = dir.path().join("copy.db").display().to_string();
-    expect_code(
-        "copy",
-        &ferryctl(
-            &[
-                "local",
-                &spec,
-                "--state",
-                &copy_state,
-                "--control-addr",
-                "127.0.0.1:0",
-            ],
-            &env,
-        ),
-        0,
-    );
+    first_copy(dir.path(), &spec, &env);
     // Row 2: the target's is newer than the source's change; row 3: the source's is newer.
     psql(
         &pair.target(),
@@ -456,22 +449,7 @@ fn mariadb_sync_catches_up_with_a_live_writer_until_quiet() {
         ("SSRC".to_owned(), source.clone()),
         ("SDST".to_owned(), target.clone()),
     ]);
-    let copy_state = dir.path().join("copy.db").display().to_string();
-    expect_code(
-        "copy",
-        &ferryctl(
-            &[
-                "local",
-                &spec,
-                "--state",
-                &copy_state,
-                "--control-addr",
-                "127.0.0.1:0",
-            ],
-            &env,
-        ),
-        0,
-    );
+    first_copy(dir.path(), &spec, &env);
     let sync_state = dir.path().join("sync.json").display().to_string();
     let sync = spawn_sync_until_quiet(&spec, &sync_state, &env);
     let stop = Arc::new(AtomicBool::new(false));
@@ -525,12 +503,7 @@ fn postgres_sync_reverse_carries_rows_written_to_the_new_side_back_to_the_old_on
         ("SSRC".to_owned(), pair.source()),
         ("SDST".to_owned(), pair.target()),
     ]);
-    let copy_state = dir.path().join("copy.db").display().to_string();
-    expect_code(
-        "copy",
-        &ferryctl(&["local", &spec, "--state", &copy_state], &env),
-        0,
-    );
+    first_copy(dir.path(), &spec, &env);
     // After the switch the application writes to the new side (the target); row 9 was
     // changed on the old side later than on the new one (newer-wins keeps the old's).
     psql(
