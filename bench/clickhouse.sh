@@ -70,9 +70,9 @@ chch_on=$(timed nothing ferry_chch_verify)
 chch_pull=$(timed nothing ferry_chch_pull)
 chch_peer=$(timed ch_peer_reset ch_peer)
 ch_lines=(
-  "| clickhouse → clickhouse | ferry, verify off | $(rate "$chch_off") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_off" "$chch_peer") |"
-  "| clickhouse → clickhouse | ferry, verify on | $(rate "$chch_on") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_on" "$chch_peer") |"
-  "| clickhouse → clickhouse | ferry, target pulls (pull_address), verify on | $(rate "$chch_pull") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_pull" "$chch_peer") |"
+  "| clickhouse → clickhouse | ferry, verify off | $(rate "$chch_off") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_off" "$chch_peer") | — |"
+  "| clickhouse → clickhouse | ferry, verify on | $(rate "$chch_on") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_on" "$chch_peer") | $(goal "$(ratio "$chch_on" "$chch_peer")" 1.0) |"
+  "| clickhouse → clickhouse | ferry, target pulls (pull_address), verify on | $(rate "$chch_pull") | INSERT … SELECT FROM remote() per partition | $(rate "$chch_peer") | $(ratio "$chch_pull" "$chch_peer") | $(goal "$(ratio "$chch_pull" "$chch_peer")" 1.0) |"
 )
 # The goal's line: the fastest way ferry offers with verification on.
 chch_ratio=$(python3 -c "print(max($(ratio "$chch_on" "$chch_peer"), $(ratio "$chch_pull" "$chch_peer")))")

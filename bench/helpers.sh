@@ -24,3 +24,8 @@ timed() {
 nothing() { :; }
 rate() { python3 -c "print(f'{$ROWS / $1:,.0f}')"; }
 ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }   # ferry seconds, peer seconds: peer time / ferry time
+# goal RATIO MIN: the table's goal cell, e.g. "≥ 1.1×: met" ("—" when MIN is empty).
+goal() {
+  if [ -z "${2:-}" ]; then echo "—"; return; fi
+  python3 -c "print(f'≥ {$2}×: ' + ('met' if $1 >= $2 else 'MISSED'))"
+}
