@@ -26,7 +26,9 @@ use ferry_model::execution::{Admission, ChunkExecutor, ChunkResult, ChunkTask, U
 use ferry_model::ids::{Attempt, ChunkId, WorkerId};
 use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
 
-use crate::idle_split::{SplitInputs, choose_splits, cut_range, span_of};
+use crate::cutting::{Cutter, LiveAttempts};
+use crate::give_back::{CHECK_EVERY, TableDurations};
+use crate::idle_split::SplitInputs;
 use crate::in_flight::{AttemptToken, InFlight};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
@@ -225,7 +227,8 @@ pub enum JobEvent {
         /// Every chunk as stored when the run began.
         chunks: Vec<(ChunkId, ChunkState, u64)>,
     },
-    /// A queued chunk that never started was cut into pieces ([`crate::idle_split`]): it
+    /// A chunk that wrote nothing was cut into pieces: a queued one that never started
+    /// ([`crate::idle_split`]) or a running one handed back ([`crate::give_back`]). It
     /// keeps the first, and `added` are new PLANNED chunks of its table.
     ChunkSplit {
         /// The chunks' table.
@@ -396,6 +399,10 @@ pub async fn run_job_on(
         next_token: std::cell::Cell::new(0),
     };
     let mut running: JoinSet<Finished> = JoinSet::new();
+    // Running attempts, and how long each table's chunks took: to hand slow ones back.
+    let mut live = LiveAttempts::default();
+    let mut durations = TableDurations::default();
+    let give_backs = options.split_idle && options.mode == JobMode::Copy;
     let mut in_flight = InFlight::default();
     let mut table_first_start: Vec<Option<Instant>> = vec![None; tables.len()];
     let mut table_last_end: Vec<Option<Instant>> = vec![None; tables.len()];
@@ -407,13 +414,20 @@ pub async fn run_job_on(
             tracing::info!(job = %job.id, chunk = %record.id, attempt = %record.attempt, %worker, "adopting a chunk in flight");
             pool.adopt(&worker);
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            let token = attempts.spawn(
+            let spawned = attempts.spawn(
                 &mut running,
                 record,
                 worker.clone(),
                 Start::Adopted(record.attempt),
             );
-            in_flight.started(record.id, token, worker);
+            live.started(
+                record.id,
+                record.table_index,
+                false,
+                spawned.streamed,
+                spawned.give_back,
+            );
+            in_flight.started(record.id, spawned.token, worker);
         }
     }
 
@@ -430,7 +444,7 @@ pub async fn run_job_on(
         .filter(|chunk| !matches!(chunk.state, ChunkState::Verified | ChunkState::Failed))
         .map(|chunk| chunk.estimated_rows)
         .sum();
-    let mut splitter = IdleSplitter {
+    let mut cutter = Cutter {
         store: store.as_ref(),
         job,
         events: &events,
@@ -461,9 +475,20 @@ pub async fn run_job_on(
                 remaining_rows,
                 target_rows: options.target_rows,
             };
-            splitter
+            cutter
                 .split_queued(&mut model, &mut queue, &inputs, in_flight.copying())
                 .await?;
+        }
+        if give_backs
+            && may_start
+            && queue.is_empty()
+            && delayed.is_empty()
+            && let Some(capacity) = pool.capacity()
+        {
+            let free = capacity.min(limit).saturating_sub(in_flight.copying());
+            if free > 0 {
+                cutter.ask_give_backs(free, &mut live, &durations, &model);
+            }
         }
         let wanted = if may_start {
             in_flight.room(limit).min(queue.len())
@@ -484,8 +509,16 @@ pub async fn run_job_on(
             record.state = ChunkState::Assigned;
             record.worker = Some(worker.clone());
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            let token = attempts.spawn(&mut running, record, worker.clone(), Start::Fresh);
-            in_flight.started(chunk_id, token, worker);
+            let first = record.attempt == Attempt(0);
+            let spawned = attempts.spawn(&mut running, record, worker.clone(), Start::Fresh);
+            live.started(
+                chunk_id,
+                record.table_index,
+                first,
+                spawned.streamed,
+                spawned.give_back,
+            );
+            in_flight.started(chunk_id, spawned.token, worker);
         }
 
         let nothing_left = queue.is_empty() && delayed.is_empty();
@@ -494,11 +527,15 @@ pub async fn run_job_on(
         }
 
         let next_retry = delayed.iter().map(|(at, _)| *at).min();
+        // While a slow chunk could be handed back, look again now and then.
+        let next_give_back = (give_backs && queue.is_empty() && live.any_candidate())
+            .then(|| Instant::now() + CHECK_EVERY);
         let finished = tokio::select! {
             joined = running.join_next(), if !running.is_empty() => joined,
             Some((chunk_id, token)) = verifying_rx.recv() => {
                 // The copy committed and only the target is read now: the next chunk
                 // may copy while this one verifies.
+                live.verifying(chunk_id);
                 if let Some(worker) = in_flight.verifying(chunk_id, token) {
                     pool.verifying(&worker);
                     pacing
@@ -508,6 +545,7 @@ pub async fn run_job_on(
                 continue;
             }
             () = sleep_until_opt(next_retry) => continue,
+            () = sleep_until_opt(next_give_back) => continue,
             () = pool.changed(), if !queue.is_empty() => continue,
             changed = pacing.gate.changed(), if gate_open => {
                 // Without a sender (a fixed gate, or the throttle went away) the last
@@ -528,6 +566,10 @@ pub async fn run_job_on(
             }
         };
         let chunk_id = finished.chunk;
+        let (took, mut requested_cut) = match live.ended(chunk_id) {
+            Some(ended) => (Some(ended.took()), ended.into_cut()),
+            None => (None, None),
+        };
         let worker = model[chunk_id.0 as usize].worker.clone();
         let was_verifying = in_flight.ended(chunk_id);
         if !was_verifying {
@@ -562,7 +604,12 @@ pub async fn run_job_on(
             }
             AttemptOutcome::Store(error) => return Err(error.into()),
         };
+        let mut hand_back = None;
         match &completion {
+            ChunkCompletion::Requeue { reason } if requested_cut.is_some() => {
+                tracing::info!(chunk = %chunk_id, %attempt, %reason, "chunk handed back; cutting it");
+                hand_back = requested_cut.take();
+            }
             ChunkCompletion::Retry { reason, .. } => {
                 tracing::warn!(chunk = %chunk_id, %attempt, %reason, "chunk attempt failed; re-copying with overwrite");
                 let backoff = options
@@ -581,7 +628,11 @@ pub async fn run_job_on(
             ChunkCompletion::Differs { source, target } => {
                 tracing::warn!(chunk = %chunk_id, %source, %target, "source and target differ");
             }
-            ChunkCompletion::Verified { .. } => {}
+            ChunkCompletion::Verified { .. } => {
+                if let Some(took) = took {
+                    durations.finished(table_index, took);
+                }
+            }
         }
         if matches!(record.state, ChunkState::Verified | ChunkState::Failed) {
             remaining_rows = remaining_rows.saturating_sub(record.estimated_rows);
@@ -592,6 +643,11 @@ pub async fn run_job_on(
             table_index,
             rows_streamed: finished.rows_streamed,
         });
+        if let Some(cut) = hand_back {
+            cutter
+                .cut_handed_back(&mut model, &mut queue, chunk_id, &cut)
+                .await?;
+        }
     }
 
     // Attempts still running were cancelled; wait for them so nothing commits after we
@@ -618,100 +674,6 @@ pub async fn run_job_on(
     })
 }
 
-/// Cuts big queued chunks before they start, through the store ([`crate::idle_split`]).
-struct IdleSplitter<'a> {
-    store: &'a dyn Coordination,
-    job: &'a JobRecord,
-    events: &'a UnboundedSender<JobEvent>,
-    /// Chunks that cannot be cut (their key or range does not allow it, or the store
-    /// refused): not considered again in this run.
-    refused: std::collections::HashSet<ChunkId>,
-}
-
-impl IdleSplitter<'_> {
-    /// Cuts the queued chunks [`choose_splits`] picks and queues their pieces. A store
-    /// failure stops the run (the model would no longer say what the store holds); a
-    /// refusal only leaves the chunk whole.
-    async fn split_queued(
-        &mut self,
-        model: &mut Vec<ChunkRecord>,
-        queue: &mut Vec<ChunkId>,
-        inputs: &SplitInputs,
-        running: usize,
-    ) -> Result<(), SchedulerError> {
-        // The queue pops its last entry first: walk it from the end, largest first.
-        let candidates = queue
-            .iter()
-            .rev()
-            .filter(|id| {
-                let record = &model[id.0 as usize];
-                record.attempt == Attempt(0) && !self.refused.contains(id)
-            })
-            .map(|id| (*id, model[id.0 as usize].estimated_rows));
-        let orders = choose_splits(inputs, running, candidates);
-        if orders.is_empty() {
-            return Ok(());
-        }
-        for (chunk_id, pieces) in orders {
-            let record = &model[chunk_id.0 as usize];
-            let span = self
-                .job
-                .tables
-                .get(record.table_index)
-                .and_then(|table| span_of(&table.key_spans, record.partition.as_deref()));
-            let Some(cut) = cut_range(&record.range, record.estimated_rows, span, pieces) else {
-                self.refused.insert(chunk_id);
-                continue;
-            };
-            let split = match self.store.split_chunk(&self.job.id, chunk_id, &cut).await {
-                Ok(split) => split,
-                Err(CoordinationError::SplitRefused { reason, .. }) => {
-                    tracing::warn!(job = %self.job.id, chunk = %chunk_id, %reason, "chunk left whole");
-                    self.refused.insert(chunk_id);
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            let table_index = record.table_index;
-            tracing::info!(
-                job = %self.job.id,
-                chunk = %chunk_id,
-                range = %record.range,
-                rows = record.estimated_rows,
-                pieces = split.len(),
-                "cut a queued chunk that never started, so that idle workers share it"
-            );
-            let mut added = Vec::with_capacity(split.len().saturating_sub(1));
-            let mut misaligned = false;
-            for piece in split {
-                let index = piece.id.0 as usize;
-                if piece.id != chunk_id {
-                    added.push((piece.id, piece.estimated_rows));
-                    queue.push(piece.id);
-                }
-                // The store hands out the next free ids, and the model holds every chunk
-                // by id: a new piece lands at the end.
-                match index.cmp(&model.len()) {
-                    std::cmp::Ordering::Less => model[index] = piece,
-                    std::cmp::Ordering::Equal => model.push(piece),
-                    std::cmp::Ordering::Greater => misaligned = true,
-                }
-            }
-            if misaligned {
-                // Another writer added chunks: take the store's word for all of them.
-                *model = self.store.list_chunks(&self.job.id).await?;
-            }
-            let _ = self.events.send(JobEvent::ChunkSplit {
-                table_index,
-                chunk: chunk_id,
-                added,
-            });
-        }
-        sort_largest_first(queue, model);
-        Ok(())
-    }
-}
-
 /// Starts attempts: builds the task and runs it on the executor.
 struct AttemptStarter<'a> {
     store: Arc<dyn Coordination>,
@@ -736,14 +698,14 @@ struct AttemptStarter<'a> {
 
 impl AttemptStarter<'_> {
     /// Runs one attempt in its own task: assigns it (unless adopted), runs it on the
-    /// executor, and records how it ended. Returns the attempt's token.
+    /// executor, and records how it ended. Returns what the scheduler follows of it.
     fn spawn(
         &self,
         running: &mut JoinSet<Finished>,
         record: &ChunkRecord,
         worker: WorkerId,
         start: Start,
-    ) -> AttemptToken {
+    ) -> Spawned {
         let token = self.next_token.get() + 1;
         self.next_token.set(token);
         let verifying_tx = self.verifying_tx.clone();
@@ -762,6 +724,12 @@ impl AttemptStarter<'_> {
         let admission = self.admission.clone();
         let on_unavailable = self.on_unavailable.clone();
         let cancel = self.cancel.child_token();
+        let give_back = CancellationToken::new();
+        let spawned = Spawned {
+            token,
+            streamed: streamed.clone(),
+            give_back: give_back.clone(),
+        };
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         running.spawn(async move {
@@ -807,6 +775,7 @@ impl AttemptStarter<'_> {
                 source_snapshot: options.source_snapshot.clone(),
                 sync: options.sync.clone(),
                 cancel,
+                give_back,
                 progress: Arc::new(move |rows| {
                     progress_streamed.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
                     let _ = progress_events.send(JobEvent::RowsCopied { table_index, rows });
@@ -864,8 +833,17 @@ impl AttemptStarter<'_> {
                 Err(error) => finished(AttemptOutcome::Store(error)),
             }
         });
-        token
+        spawned
     }
+}
+
+/// What the scheduler keeps of an attempt it started.
+struct Spawned {
+    token: AttemptToken,
+    /// Rows it streamed so far.
+    streamed: Arc<std::sync::atomic::AtomicU64>,
+    /// Asks it to hand its chunk back before writing.
+    give_back: CancellationToken,
 }
 
 /// Decides what an attempt's result means for the chunk; `None` when it was cancelled
@@ -935,7 +913,7 @@ pub fn classify(
 }
 
 /// Orders the queue so that `pop()` yields the largest chunk first (lowest id on ties).
-fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
+pub(crate) fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
     queue.sort_by(|a, b| {
         let rows_a = model[a.0 as usize].estimated_rows;
         let rows_b = model[b.0 as usize].estimated_rows;

@@ -699,6 +699,7 @@ async fn repair(
             progress: Arc::new(|_| {}),
             on_verifying: Arc::new(|| {}),
             admission: Arc::new(Unthrottled),
+            give_back: CancellationToken::new(),
         };
         match runner.execute(task).await {
             ChunkResult::Verified { rows, .. } => {

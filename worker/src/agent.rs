@@ -86,11 +86,12 @@ struct Agent {
 struct JobContext {
     run_id: String,
     tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
-    /// Each chunk's table, range and partition as read with the job, and whether it had
-    /// started then (a started chunk's plan never changes).
+    /// Each chunk's table, range and partition as read with the job, and whether it was
+    /// past its first attempt then (such a chunk's plan never changes).
     chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>, bool)>,
-    /// Whether the leader may cut chunks that never started (`chunking.split_idle`): a
-    /// chunk not started when the job was read is then read again when assigned.
+    /// Whether the leader may cut chunks (`chunking.split_idle`: queued ones that never
+    /// started, running ones handed back after their first attempt): a chunk not past its
+    /// first attempt when the job was read is then read again when assigned.
     split_idle: bool,
     verify: VerifyMode,
     /// Copy, verify only or a sync pass: from the job's spec, so every worker runs the
@@ -109,6 +110,8 @@ pub struct JobContexts(Arc<tokio::sync::Mutex<HashMap<JobId, Arc<JobContext>>>>)
 struct Running {
     attempt: Attempt,
     cancel: CancellationToken,
+    /// Fired when the leader asks for the chunk back ([`Assignment::give_back`]).
+    give_back: CancellationToken,
 }
 
 /// Runs the worker until it has drained (after `drain` fires) or `kill` fires; keeps
@@ -251,15 +254,17 @@ async fn run_session(
             return Ok(true);
         }
         let current = assignments.borrow_and_update().clone();
-        // Withdrawn assignments: stop their attempts.
+        // Withdrawn assignments: stop their attempts. Asked back: hand them back.
         for ((job, chunk), entry) in &running {
-            let stands = current.values().any(|assignment| {
+            let standing = current.values().find(|assignment| {
                 &assignment.job == job
                     && assignment.chunk == *chunk
                     && assignment.attempt == entry.attempt
             });
-            if !stands {
-                entry.cancel.cancel();
+            match standing {
+                None => entry.cancel.cancel(),
+                Some(assignment) if assignment.give_back => entry.give_back.cancel(),
+                Some(_) => {}
             }
         }
         finished.retain(|(job, chunk, attempt)| {
@@ -287,11 +292,16 @@ async fn run_session(
                 continue;
             }
             let cancel = session.child_token();
+            let give_back = CancellationToken::new();
+            if assignment.give_back {
+                give_back.cancel();
+            }
             running.insert(
                 key.clone(),
                 Running {
                     attempt: assignment.attempt,
                     cancel: cancel.clone(),
+                    give_back: give_back.clone(),
                 },
             );
             let attempt = AttemptRun {
@@ -301,6 +311,7 @@ async fn run_session(
                 agent: agent.clone(),
                 options: options.clone(),
                 cancel,
+                give_back,
                 draining: draining.clone(),
                 pace: pace.clone(),
             };
@@ -387,6 +398,8 @@ struct AttemptRun {
     agent: Agent,
     options: AgentOptions,
     cancel: CancellationToken,
+    /// Fired when the leader asks for the chunk back.
+    give_back: CancellationToken,
     draining: Arc<AtomicBool>,
     /// Every job's live pace.
     pace: Mirror<JobPace>,
@@ -467,6 +480,7 @@ impl AttemptRun {
             source_snapshot: assignment.source_snapshot.clone(),
             sync: context.sync.clone(),
             cancel: self.cancel.clone(),
+            give_back: self.give_back.clone(),
             progress: {
                 let rows = rows.clone();
                 // Looked up once per attempt; the callback runs per batch.
@@ -651,7 +665,9 @@ impl AttemptRun {
             chunks: chunks
                 .into_iter()
                 .map(|chunk| {
-                    let started = chunk.attempt.0 > 0;
+                    // Past its first attempt a chunk is never cut again (cuts happen at
+                    // attempt 0, or right after a first attempt handed back).
+                    let started = chunk.attempt.0 > 1;
                     (
                         chunk.id,
                         (chunk.table_index, chunk.range, chunk.partition, started),

@@ -35,7 +35,7 @@ use ferry_connectors::{
     ChunkWrite, ConnectorError, ErrorKind, Fence, NativeRead, PullRead, Sink, Source, WriteSummary,
 };
 use ferry_model::checksum::RangeChecksum;
-use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask, GiveBackAdmission};
 use ferry_model::memory::{self, ChunkMemory};
 use ferry_model::spec::{JobMode, VerifyMode};
 use futures::StreamExt;
@@ -557,6 +557,10 @@ impl ChunkExecutor for ChunkRunner {
         // restricted to it.
         let task = ChunkTask {
             table: task.chunk_table(),
+            admission: Arc::new(GiveBackAdmission::new(
+                task.admission.clone(),
+                task.give_back.clone(),
+            )),
             ..task
         };
         let mut outcome = self.run(&task).instrument(span.clone()).await;

@@ -96,6 +96,9 @@ pub struct Assignment {
     /// The exported source snapshot the attempt's reads import (`consistency:
     /// job_snapshot`), handed out by the leader run that holds it.
     pub source_snapshot: Option<String>,
+    /// The leader asks the worker to hand the chunk back before it writes (its attempt
+    /// then ends `Requeued` with nothing committed), to cut it for idle workers.
+    pub give_back: bool,
 }
 
 /// A running attempt's progress.
@@ -405,6 +408,17 @@ pub trait ClusterProtocol: Coordination {
         chunk: ChunkId,
         attempt: Attempt,
     ) -> Result<()>;
+
+    /// Asks the worker of an assignment to hand its chunk back before it writes
+    /// ([`Assignment::give_back`]); the assignment stays (its result still counts).
+    /// False when the assignment no longer stands at `attempt`. Fenced.
+    async fn request_give_back(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+    ) -> Result<bool>;
 
     /// Mirrors a worker's assignments.
     fn watch_assignments(

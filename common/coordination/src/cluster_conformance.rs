@@ -16,7 +16,7 @@ use crate::conformance::{sample_job, unique_suffix};
 use crate::{ChunkCompletion, ChunkState, CoordinationError};
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::ChunkResult;
-use ferry_model::ids::{ChunkId, JobId, WorkerId};
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
 
 /// How long a check waits for a mirror to show a change.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -336,6 +336,37 @@ pub async fn check_results_count_only_while_assigned(cluster: &dyn ClusterProtoc
         .cloned()
         .expect("assignment");
     assert_eq!(standing.source_snapshot, None, "no snapshot: none carried");
+    assert!(!standing.give_back, "nobody asked for it back yet");
+    // Asked back: the assignment is rewritten in place (same revision, so its worker's
+    // result still counts); another attempt or a withdrawn assignment is not asked.
+    assert!(
+        cluster
+            .request_give_back(&id, &job, other, next)
+            .await
+            .expect("ask it back")
+    );
+    assert!(
+        !cluster
+            .request_give_back(&id, &job, other, Attempt(next.0 + 1))
+            .await
+            .expect("ask another attempt back")
+    );
+    assert!(
+        !cluster
+            .request_give_back(&id, &job, chunk, attempt)
+            .await
+            .expect("ask a withdrawn assignment back")
+    );
+    wait_for(&assignments, "the request seen by its worker", |map| {
+        map.get(&other_key).is_some_and(|seen| seen.give_back)
+    })
+    .await;
+    let asked = assignments
+        .borrow()
+        .get(&other_key)
+        .cloned()
+        .expect("assignment");
+    assert_eq!(asked.revision, standing.revision, "rewritten in place");
     assert!(cluster.claim(&standing, lease.id).await.expect("claim"));
     assert!(
         cluster

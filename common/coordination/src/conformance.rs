@@ -627,7 +627,7 @@ pub async fn check_split_chunk_only_before_it_starts(store: &dyn Coordination) {
     ];
     // Chunk 4 names a partition (index % 3 == 1) and belongs to table 0.
     let split = store
-        .split_chunk(&job, ChunkId(4), &pieces)
+        .split_chunk(&job, ChunkId(4), Attempt(0), &pieces)
         .await
         .expect("split");
     let ids: Vec<ChunkId> = split.iter().map(|chunk| chunk.id).collect();
@@ -675,7 +675,9 @@ pub async fn check_split_chunk_only_before_it_starts(store: &dyn Coordination) {
         .assign(&job, ChunkId(2), &worker("w-split"))
         .await
         .expect("assign");
-    let refused = store.split_chunk(&job, ChunkId(2), &pieces).await;
+    let refused = store
+        .split_chunk(&job, ChunkId(2), Attempt(0), &pieces)
+        .await;
     assert!(
         matches!(refused, Err(CoordinationError::SplitRefused { chunk, .. }) if chunk == ChunkId(2)),
         "split of an assigned chunk: {refused:?}"
@@ -692,12 +694,16 @@ pub async fn check_split_chunk_only_before_it_starts(store: &dyn Coordination) {
         )
         .await
         .expect("retry");
-    let refused = store.split_chunk(&job, ChunkId(2), &pieces).await;
+    let refused = store
+        .split_chunk(&job, ChunkId(2), Attempt(0), &pieces)
+        .await;
     assert!(
         matches!(refused, Err(CoordinationError::SplitRefused { .. })),
         "split of a retried chunk: {refused:?}"
     );
-    let refused = store.split_chunk(&job, ChunkId(0), &pieces[..1]).await;
+    let refused = store
+        .split_chunk(&job, ChunkId(0), Attempt(0), &pieces[..1])
+        .await;
     assert!(
         matches!(refused, Err(CoordinationError::SplitRefused { .. })),
         "split into one piece: {refused:?}"
@@ -713,9 +719,79 @@ pub async fn check_split_chunk_only_before_it_starts(store: &dyn Coordination) {
     assert_eq!(chunks.len(), 8);
     assert_eq!(record.tables[0].key_spans.len(), 1, "key spans round-trip");
     assert!(matches!(
-        store.split_chunk(&job, ChunkId(99), &pieces).await,
+        store
+            .split_chunk(&job, ChunkId(99), Attempt(0), &pieces)
+            .await,
         Err(CoordinationError::NotFound { .. })
     ));
+
+    // A retried chunk is refused at its attempt too: its first attempt may have written.
+    let refused = store.split_chunk(&job, ChunkId(2), started, &pieces).await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split of a retried chunk at its attempt: {refused:?}"
+    );
+    // A chunk whose first attempt was handed back before writing (Requeued) is cut at
+    // attempt 1: it keeps the first piece and its attempt count, so its next attempt is
+    // the second and fences out the first.
+    let handed = store
+        .assign(&job, ChunkId(5), &worker("w-split"))
+        .await
+        .expect("assign");
+    assert_eq!(handed, Attempt(1));
+    let refused = store.split_chunk(&job, ChunkId(5), handed, &pieces).await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split of a chunk still running: {refused:?}"
+    );
+    store
+        .complete(
+            &job,
+            ChunkId(5),
+            handed,
+            &ChunkCompletion::Requeue {
+                reason: "handed back".into(),
+            },
+        )
+        .await
+        .expect("requeue");
+    let refused = store
+        .split_chunk(&job, ChunkId(5), Attempt(0), &pieces)
+        .await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split of a handed-back chunk as if it never started: {refused:?}"
+    );
+    let given_back = store
+        .split_chunk(&job, ChunkId(5), handed, &pieces)
+        .await
+        .expect("split a handed-back chunk");
+    let ids: Vec<ChunkId> = given_back.iter().map(|chunk| chunk.id).collect();
+    assert_eq!(ids, vec![ChunkId(5), ChunkId(8), ChunkId(9)]);
+    let listed = store.list_chunks(&job).await.expect("list after give-back");
+    assert_eq!(listed.len(), 10);
+    assert_eq!(
+        listed[5].attempt,
+        Attempt(1),
+        "the chunk keeps its attempt count"
+    );
+    assert_eq!(listed[5].state, ChunkState::Planned);
+    assert_eq!(listed[5].range, pieces[0].0);
+    assert_eq!(listed[8].attempt, Attempt(0));
+    assert_eq!(
+        store
+            .assign(&job, ChunkId(5), &worker("w-split"))
+            .await
+            .expect("assign the first piece"),
+        Attempt(2)
+    );
+    let refused = store
+        .split_chunk(&job, ChunkId(9), Attempt(2), &pieces)
+        .await;
+    assert!(
+        matches!(refused, Err(CoordinationError::SplitRefused { .. })),
+        "split after a later attempt: {refused:?}"
+    );
 }
 
 /// The newest saved policy reads back; the history keeps every change of the job in the

@@ -971,9 +971,10 @@ impl Coordination for EtcdStore {
         &self,
         job: &JobId,
         chunk: ChunkId,
+        after: Attempt,
         pieces: &[(ChunkRange, u64)],
     ) -> Result<Vec<ChunkRecord>> {
-        self.split_chunk_txn(job, chunk, pieces).await
+        self.split_chunk_txn(job, chunk, after, pieces).await
     }
 
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {

@@ -360,6 +360,7 @@ impl ClusterProtocol for EtcdStore {
             rows_per_sec: rate.0,
             bytes_per_sec: rate.1,
             source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
+            give_back: false,
         }
         .encode_to_vec();
         for _ in 0..=self.options.max_compare_retries {
@@ -408,6 +409,36 @@ impl ClusterProtocol for EtcdStore {
             TxnOutcome::Applied => Ok(()),
             TxnOutcome::CompareFailed => Err(self.contention(&operation)),
         }
+    }
+
+    async fn request_give_back(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+    ) -> Result<bool> {
+        let operation =
+            format!("ask {worker} to hand back attempt {attempt} of chunk {chunk} of job {job}");
+        let key = self.keys.assignment(worker, job, chunk);
+        let (entry, _) = self.get(&operation, key.clone()).await?;
+        let Some(entry) = entry else {
+            return Ok(false);
+        };
+        let mut value: pb::AssignmentValue = decode(&entry)?;
+        if value.attempt != attempt.0 {
+            return Ok(false);
+        }
+        value.give_back = true;
+        // Rewritten in place: its create revision, which the worker's result must match,
+        // stays.
+        let unchanged = vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            entry.mod_revision(),
+        )];
+        let put = vec![TxnOp::put(key, value.encode_to_vec(), None)];
+        Ok(self.commit(&operation, unchanged, put).await? == TxnOutcome::Applied)
     }
 
     fn watch_assignments(
@@ -835,6 +866,7 @@ fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> 
         rows_per_sec: value.rows_per_sec,
         bytes_per_sec: value.bytes_per_sec,
         source_snapshot: (!value.source_snapshot.is_empty()).then_some(value.source_snapshot),
+        give_back: value.give_back,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Splitting a chunk that never started, on etcd: the chunk's new range, the new chunks
+//! Splitting a chunk none of whose attempts wrote, on etcd: the chunk's new range, the new chunks
 //! and the job record's chunk count go in one txn, guarded by the revisions they were
 //! read at, so a reader never sees the count and the chunks disagree.
 
@@ -9,7 +9,7 @@ use super::etcd::{EtcdStore, TxnOutcome};
 use super::etcd_values::{decode, decode_chunk, key_text};
 use super::transitions::split_transition;
 use super::{ChunkRecord, CoordinationError, Result};
-use ferry_model::ids::{ChunkId, JobId};
+use ferry_model::ids::{Attempt, ChunkId, JobId};
 use ferry_model::key::ChunkRange;
 use ferry_proto::v1 as pb;
 
@@ -19,6 +19,7 @@ impl EtcdStore {
         &self,
         job: &JobId,
         chunk: ChunkId,
+        after: Attempt,
         pieces: &[(ChunkRange, u64)],
     ) -> Result<Vec<ChunkRecord>> {
         let operation = format!("split chunk {chunk} of job {job}");
@@ -46,7 +47,7 @@ impl EtcdStore {
                 what: format!("chunk {chunk} of job {job}"),
             })?;
             let record = decode_chunk(&chunk_entry)?;
-            let split = split_transition(record, pieces, job_value.num_chunks)?;
+            let split = split_transition(record, after, pieces, job_value.num_chunks)?;
             let added = u32::try_from(split.len() - 1).unwrap_or(u32::MAX);
             job_value.num_chunks = job_value.num_chunks.checked_add(added).ok_or_else(|| {
                 CoordinationError::CorruptValue {

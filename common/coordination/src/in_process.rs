@@ -420,10 +420,14 @@ impl Coordination for InProcessCluster {
         &self,
         job: &JobId,
         chunk: ChunkId,
+        after: Attempt,
         pieces: &[(ChunkRange, u64)],
     ) -> Result<Vec<ChunkRecord>> {
         self.check_fence()?;
-        self.shared.store.split_chunk(job, chunk, pieces).await
+        self.shared
+            .store
+            .split_chunk(job, chunk, after, pieces)
+            .await
     }
 
     async fn reset_failed(&self, job: &JobId) -> Result<Vec<ChunkId>> {
@@ -697,9 +701,34 @@ impl ClusterProtocol for InProcessCluster {
             rows_per_sec: rate.0,
             bytes_per_sec: rate.1,
             source_snapshot: source_snapshot.map(str::to_owned),
+            give_back: false,
         };
         put_key(&self.shared.assignments, key, assignment);
         Ok(())
+    }
+
+    async fn request_give_back(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+    ) -> Result<bool> {
+        self.check_fence()?;
+        let key = self.shared.keys.assignment(worker, job, chunk);
+        let standing = self
+            .shared
+            .assignments
+            .borrow()
+            .get(&key)
+            .filter(|standing| standing.attempt == attempt)
+            .cloned();
+        let Some(mut assignment) = standing else {
+            return Ok(false);
+        };
+        assignment.give_back = true;
+        put_key(&self.shared.assignments, key, assignment);
+        Ok(true)
     }
 
     async fn withdraw_assignment(

@@ -552,16 +552,21 @@ pub trait Coordination: Send + Sync {
         completion: &ChunkCompletion,
     ) -> Result<ChunkRecord>;
 
-    /// Cuts a chunk that never started (PLANNED at attempt 0) into `pieces` (range and
+    /// Cuts a PLANNED chunk none of whose attempts wrote into `pieces` (range and
     /// estimated rows each, at least two, covering exactly the chunk's rows, in key
-    /// order): the chunk keeps the first piece, and the others become new PLANNED chunks
-    /// of its table and partition with the next free ids. Atomic: the chunk and the new
+    /// order): the chunk keeps the first piece (and its attempt count), and the others
+    /// become new PLANNED chunks of its table and partition with the next free ids.
+    /// `after` is the chunk's attempt now, which the caller knows wrote nothing:
+    /// `Attempt(0)` for a chunk that never started, `Attempt(1)` for one whose first
+    /// attempt the caller saw handed back before writing (a give-back request answered
+    /// [`ferry_model::execution::ChunkResult::Requeued`]). Atomic: the chunk and the new
     /// ones are written together or not at all. Returns the pieces as stored, the chunk
-    /// first. Refused ([`CoordinationError::SplitRefused`]) for a chunk that started.
+    /// first. Refused ([`CoordinationError::SplitRefused`]) for any other chunk.
     async fn split_chunk(
         &self,
         job: &JobId,
         chunk: ChunkId,
+        after: Attempt,
         pieces: &[(ChunkRange, u64)],
     ) -> Result<Vec<ChunkRecord>>;
 

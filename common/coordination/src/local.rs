@@ -709,6 +709,7 @@ impl Coordination for LocalStore {
         &self,
         job: &JobId,
         chunk: ChunkId,
+        after: Attempt,
         pieces: &[(ChunkRange, u64)],
     ) -> Result<Vec<ChunkRecord>> {
         let mut connection = self.lock();
@@ -721,7 +722,7 @@ impl Coordination for LocalStore {
                 |row| row.get(0),
             )
             .map_err(self.storage())?;
-        let split = split_transition(record, pieces, next_id)?;
+        let split = split_transition(record, after, pieces, next_id)?;
         for (index, piece) in split.iter().enumerate() {
             let range = pb::ChunkRange::from(&piece.range).encode_to_vec();
             if index == 0 {

@@ -130,11 +130,16 @@ pub(super) fn complete_transition(
     Ok(record)
 }
 
-/// Splits a chunk that never started into `pieces`: the chunk keeps the first, the
-/// others get ids from `first_new_id` on. Only a PLANNED chunk at attempt 0 is split: no
-/// attempt of it ever wrote, so its rows are neither lost nor doubled.
+/// Splits a chunk none of whose attempts wrote into `pieces`: the chunk keeps the first
+/// (and its attempt count, so its next attempt fences out any earlier one), the others get
+/// ids from `first_new_id` on. `after` is the last attempt the caller knows ended without
+/// writing: `Attempt(0)` for a chunk that never started, `Attempt(1)` for one whose first
+/// attempt was handed back before it wrote ([`crate::Coordination::split_chunk`]). Only a
+/// PLANNED chunk at exactly that attempt, never failed nor mismatched, is split, so its
+/// rows are neither lost nor doubled.
 pub(super) fn split_transition(
     record: ChunkRecord,
+    after: Attempt,
     pieces: &[(ChunkRange, u64)],
     first_new_id: u32,
 ) -> Result<Vec<ChunkRecord>> {
@@ -142,10 +147,20 @@ pub(super) fn split_transition(
         chunk: record.id,
         reason,
     };
-    if record.state != ChunkState::Planned || record.attempt != Attempt(0) {
+    if after > Attempt(1) {
         return Err(refuse(format!(
-            "it is {} at attempt {}; only a chunk that never started is split",
-            record.state, record.attempt
+            "attempt {after} is not its first: an earlier attempt may still write"
+        )));
+    }
+    if record.state != ChunkState::Planned
+        || record.attempt != after
+        || record.failures > 0
+        || record.mismatches > 0
+    {
+        return Err(refuse(format!(
+            "it is {} at attempt {} ({} failure(s), {} mismatch(es)); only a chunk that never \
+             started, or whose only attempt was handed back before writing, is split",
+            record.state, record.attempt, record.failures, record.mismatches
         )));
     }
     if pieces.len() < 2 {
@@ -166,13 +181,18 @@ pub(super) fn split_transition(
                     .ok_or_else(|| refuse("the job has no chunk ids left".to_owned()))?,
             )
         };
-        split.push(ChunkRecord::planned(
+        let mut piece = ChunkRecord::planned(
             id,
             record.table_index,
             record.partition.clone(),
             range.clone(),
             *estimated_rows,
-        ));
+        );
+        if index == 0 {
+            piece.attempt = record.attempt;
+            piece.last_error.clone_from(&record.last_error);
+        }
+        split.push(piece);
     }
     Ok(split)
 }

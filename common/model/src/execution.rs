@@ -58,6 +58,12 @@ pub struct ChunkTask {
     pub on_verifying: Arc<dyn Fn() + Send + Sync>,
     /// Paces the rows (throttle pause and rate limits).
     pub admission: Arc<dyn Admission>,
+    /// Asks the attempt to hand its chunk back before it writes, so that the scheduler
+    /// cuts the chunk for idle workers (`chunking.split_idle`): the runner's admission
+    /// then refuses the next batch ([`GiveBackAdmission`]) and the attempt ends
+    /// [`ChunkResult::Requeued`] with nothing committed. Fired too late (the copy already
+    /// committed), it changes nothing: the attempt ends as it would have.
+    pub give_back: CancellationToken,
 }
 
 impl ChunkTask {
@@ -235,6 +241,50 @@ pub async fn wait_out_pause(
             "paused for longer than the pause timeout ({} s); the chunk is re-copied when the job resumes",
             timeout.as_secs()
         )),
+    }
+}
+
+/// The reason an attempt handed back on request gives ([`ChunkTask::give_back`]).
+pub const GIVEN_BACK: &str =
+    "handed back before writing, to be cut into pieces for idle workers (chunking.split_idle)";
+
+/// An [`Admission`] that refuses every batch once its attempt is asked to hand its
+/// chunk back ([`ChunkTask::give_back`]): admission is asked before each batch is sent to
+/// the target, so a refused attempt never commits.
+pub struct GiveBackAdmission {
+    inner: Arc<dyn Admission>,
+    give_back: CancellationToken,
+}
+
+impl GiveBackAdmission {
+    /// Wraps `inner` for an attempt whose give-back request is `give_back`.
+    pub fn new(inner: Arc<dyn Admission>, give_back: CancellationToken) -> Self {
+        Self { inner, give_back }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.give_back.is_cancelled() {
+            Err(GIVEN_BACK.to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Admission for GiveBackAdmission {
+    async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
+        self.check()?;
+        self.inner.admit(rows, bytes).await?;
+        self.check()
+    }
+
+    fn limits_rows(&self) -> bool {
+        self.inner.limits_rows()
+    }
+
+    fn limits_bytes(&self) -> bool {
+        self.inner.limits_bytes()
     }
 }
 

@@ -244,6 +244,7 @@ impl RemoteExecutor {
         let mut absent_since: Option<Instant> = None;
         let mut rows_reported = 0u64;
         let mut verifying_reported = false;
+        let mut give_back_asked = false;
         loop {
             let outcome = self
                 .router
@@ -317,6 +318,18 @@ impl RemoteExecutor {
                             .await;
                     }
                     return ChunkResult::Cancelled;
+                }
+                () = task.give_back.cancelled(), if !give_back_asked => {
+                    // The worker hands the chunk back (a Requeued result) or, too late for
+                    // that, ends it as it would have; either way its result comes here.
+                    give_back_asked = true;
+                    if let Err(error) = self
+                        .store
+                        .request_give_back(worker, job, chunk, attempt)
+                        .await
+                    {
+                        tracing::warn!(%job, %chunk, %attempt, %error, "cannot ask for the chunk back; it runs to its end");
+                    }
                 }
                 () = wake.notified() => {}
                 _ = workers.changed() => {}
