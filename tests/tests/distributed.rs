@@ -681,3 +681,41 @@ async fn i_a_big_planned_chunk_is_split_before_it_starts_so_every_worker_copies_
         );
     }
 }
+
+/// No idle tail on a cluster, second half: a running chunk far slower than its table's
+/// others (its rows 400× wider, under a job-wide byte rate) is asked back through its
+/// worker's assignment; the worker hands it back before writing, the leader cuts it on
+/// etcd and the idle workers copy the pieces. The target equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_a_chunk_far_slower_than_its_table_is_handed_back_and_cut_for_idle_workers() {
+    let mut cluster = Cluster::new(&[("events", 8_000)]);
+    ferry_tests::psql(
+        &cluster.source_url(),
+        "UPDATE events SET note = repeat(md5(id::text), 625) WHERE id > 6000 AND id <= 7000",
+    );
+    let address = cluster.start_coordinator("coord-k");
+    let workers = ["w1", "w2", "w3", "w4"];
+    for worker in workers {
+        cluster.start_worker(worker, 1);
+    }
+    let job = "dist-k";
+    let spec = cluster
+        .spec(job, 1_000, 1, 4)
+        .replace("rows_per_sec: 1", "bytes_per_sec: 4000000");
+    submit(&address, &spec).await;
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    let listed = chunks(&address, job).await;
+    assert!(listed.len() > 8, "a chunk was cut: {listed:?}");
+    for chunk in &listed {
+        assert_eq!(chunk.state, "VERIFIED", "{chunk:?}");
+    }
+    let handed_back: Vec<_> = listed.iter().filter(|chunk| chunk.attempt == 2).collect();
+    assert_eq!(handed_back.len(), 1, "one chunk handed back: {listed:?}");
+    assert_eq!(
+        listed.iter().map(|chunk| chunk.rows).sum::<u64>(),
+        8_000,
+        "{listed:?}"
+    );
+    cluster.assert_same(&["events"]);
+}

@@ -275,7 +275,11 @@ impl GiveBackAdmission {
 impl Admission for GiveBackAdmission {
     async fn admit(&self, rows: u64, bytes: u64) -> Result<(), String> {
         self.check()?;
-        self.inner.admit(rows, bytes).await?;
+        // A batch waiting for its turn under a rate limit is not sent once asked back.
+        tokio::select! {
+            admitted = self.inner.admit(rows, bytes) => admitted?,
+            () = self.give_back.cancelled() => {}
+        }
         self.check()
     }
 
