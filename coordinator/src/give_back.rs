@@ -5,8 +5,10 @@
 //! others (its rows are much wider, its key range holds far more rows than the
 //! statistics said, its source pages are cold). When the scheduler has free copy slots
 //! and nothing left to start, [`choose_give_backs`] picks the running chunks that have
-//! run [`SLOWER_THAN_MEDIAN`] times longer than the median of their table's verified
-//! chunks (and at least [`MIN_RUNNING`]), while they have streamed less than
+//! run [`SLOWER_THAN_MEDIAN`] times longer than their table's verified chunks did for as
+//! many rows (the median time per estimated row, times the chunk's estimated rows: a
+//! small partition's chunk does not make a big one look slow), and at least
+//! [`MIN_RUNNING`], while they have streamed less than
 //! [`MAX_DONE_FRACTION`] of their estimated rows. Each is asked to hand its chunk back
 //! ([`ferry_model::execution::ChunkTask::give_back`]):
 //!
@@ -29,7 +31,8 @@ use ferry_model::ids::ChunkId;
 
 use crate::idle_split::MAX_PIECES;
 
-/// A running chunk is handed back when it has run this many times its table's median.
+/// A running chunk is handed back when it has run this many times what its table's
+/// median chunk took per row, for its rows.
 pub const SLOWER_THAN_MEDIAN: u32 = 3;
 
 /// Never sooner than this: a short chunk is cheaper to finish than to cut.
@@ -60,30 +63,34 @@ pub struct RunningCopy {
     pub estimated_rows: u64,
 }
 
-/// The durations of a table's verified chunks in this run, for their median.
+/// How long a table's verified chunks took in this run, per estimated row.
 #[derive(Clone, Debug, Default)]
 pub struct TableDurations {
-    per_table: Vec<Vec<Duration>>,
+    /// Seconds per estimated row of each verified chunk, by table.
+    per_table: Vec<Vec<f64>>,
 }
 
 impl TableDurations {
-    /// Records a chunk of `table_index` that ran `took` to its verified end.
-    pub fn finished(&mut self, table_index: usize, took: Duration) {
+    /// Records a chunk of `table_index` of `estimated_rows` that ran `took` to its
+    /// verified end.
+    pub fn finished(&mut self, table_index: usize, took: Duration, estimated_rows: u64) {
         if self.per_table.len() <= table_index {
             self.per_table.resize_with(table_index + 1, Vec::new);
         }
-        self.per_table[table_index].push(took);
+        self.per_table[table_index].push(took.as_secs_f64() / estimated_rows.max(1) as f64);
     }
 
-    /// The median of the table's verified chunks, once [`MIN_FINISHED`] of them ended.
-    pub fn median(&self, table_index: usize) -> Option<Duration> {
-        let durations = self.per_table.get(table_index)?;
-        if durations.len() < MIN_FINISHED {
+    /// What a chunk of `estimated_rows` of the table should take: the median time per
+    /// row of its verified chunks, once [`MIN_FINISHED`] of them ended, times its rows.
+    pub fn expected(&self, table_index: usize, estimated_rows: u64) -> Option<Duration> {
+        let per_row = self.per_table.get(table_index)?;
+        if per_row.len() < MIN_FINISHED {
             return None;
         }
-        let mut sorted = durations.clone();
-        sorted.sort_unstable();
-        Some(sorted[sorted.len() / 2])
+        let mut sorted = per_row.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        Duration::try_from_secs_f64(median * estimated_rows.max(1) as f64).ok()
     }
 }
 
@@ -97,13 +104,13 @@ pub fn choose_give_backs(
     let mut candidates: Vec<(f64, ChunkId)> = running
         .iter()
         .filter_map(|copy| {
-            let median = durations.median(copy.table_index)?;
+            let expected = durations.expected(copy.table_index, copy.estimated_rows)?;
             let slow = copy.elapsed >= MIN_RUNNING
-                && copy.elapsed > median.saturating_mul(SLOWER_THAN_MEDIAN);
+                && copy.elapsed > expected.saturating_mul(SLOWER_THAN_MEDIAN);
             let early =
                 (copy.rows_streamed as f64) < MAX_DONE_FRACTION * copy.estimated_rows.max(1) as f64;
             (slow && early).then(|| {
-                let behind = copy.elapsed.as_secs_f64() / median.as_secs_f64().max(1e-3);
+                let behind = copy.elapsed.as_secs_f64() / expected.as_secs_f64().max(1e-3);
                 (behind, copy.chunk)
             })
         })
@@ -130,10 +137,11 @@ mod tests {
         Duration::from_secs_f64(value)
     }
 
+    /// Chunks of 10,000 rows that took `each` seconds.
     fn durations(table: usize, each: &[f64]) -> TableDurations {
         let mut durations = TableDurations::default();
         for took in each {
-            durations.finished(table, secs(*took));
+            durations.finished(table, secs(*took), 10_000);
         }
         durations
     }
@@ -151,7 +159,8 @@ mod tests {
     #[test]
     fn a_chunk_far_slower_than_its_tables_median_is_cut_for_the_free_slots() {
         let durations = durations(0, &[1.0, 1.2, 0.9, 1.1]);
-        assert_eq!(durations.median(0), Some(secs(1.1)));
+        let expected = durations.expected(0, 10_000).expect("a median");
+        assert!((expected.as_secs_f64() - 1.1).abs() < 1e-9, "{expected:?}");
         let running = [copy(7, 4.0, 1_000), copy(8, 1.5, 1_000)];
         assert_eq!(
             choose_give_backs(3, &running, &durations),
@@ -168,6 +177,21 @@ mod tests {
         assert!(choose_give_backs(3, &running, &too_few).is_empty());
         let other_table = durations(1, &[1.0, 1.0, 1.0]);
         assert!(choose_give_backs(3, &running, &other_table).is_empty());
+    }
+
+    #[test]
+    fn a_chunk_is_slow_for_its_rows_not_against_smaller_chunks() {
+        // A small partition's chunks of 1,000 rows took 0.2 s each: a chunk of 10,000
+        // rows is expected to take 2 s, so 5 s is not three times too slow; 7 s is.
+        let mut small = TableDurations::default();
+        for _ in 0..3 {
+            small.finished(0, secs(0.2), 1_000);
+        }
+        assert!(choose_give_backs(3, &[copy(1, 5.0, 0)], &small).is_empty());
+        assert_eq!(
+            choose_give_backs(3, &[copy(1, 7.0, 0)], &small),
+            vec![(ChunkId(1), 4)]
+        );
     }
 
     #[test]

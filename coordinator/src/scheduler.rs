@@ -630,7 +630,7 @@ pub async fn run_job_on(
             }
             ChunkCompletion::Verified { .. } => {
                 if let Some(took) = took {
-                    durations.finished(table_index, took);
+                    durations.finished(table_index, took, record.estimated_rows);
                 }
             }
         }
