@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod deferred_key;
 pub mod diff;
 pub mod idle_split;
 pub mod in_flight;

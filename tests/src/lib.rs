@@ -279,6 +279,7 @@ pub async fn write_chunk(
         range,
         fence,
         cancel: &cancel,
+        key_deferred: false,
     };
     sink.write_chunk(chunk, batches).await
 }

@@ -87,6 +87,7 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
             min: -7,
             max: i64::MAX,
         }],
+        key_deferred: true,
     };
     let record = JobRecord {
         id: job.clone(),
