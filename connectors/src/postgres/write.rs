@@ -625,14 +625,17 @@ pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<(
             Err(ConnectorError::SchemaMismatch {
                 table: target.clone(),
                 detail: format!(
-                    "its primary key ({}) cannot be built after loading: {}; the source \
-                     holds rows with equal keys (find them with SELECT {cols}, count(*) \
-                     FROM the source table GROUP BY {cols} HAVING count(*) > 1), fix them \
-                     and run the job again, or copy it into a keyed table with \
-                     `chunking: {{ defer_key: false }}`",
+                    "its primary key ({}) cannot be built after loading: {}; rows with \
+                     equal keys are in the table (the source holds duplicates, or rows were \
+                     written twice); find them with SELECT {cols}, count(*) FROM {target} \
+                     GROUP BY {cols} HAVING count(*) > 1, remove the duplicates from the \
+                     source and run the job again with `schema: recreate` (with \
+                     `chunking: {{ defer_key: false }}` the table is loaded keyed, and the \
+                     copy stops at the first duplicate row)",
                     table.primary_key.join(", "),
                     describe_error(&error),
                     cols = key.join(", "),
+                    target = quote_table(&target),
                 ),
             })
         }
