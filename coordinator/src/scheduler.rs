@@ -505,7 +505,6 @@ pub async fn run_job_on(
             record.state = ChunkState::Assigned;
             record.worker = Some(worker.clone());
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            let record = &model[chunk_id.0 as usize];
             let key_deferred = keys.is_deferred(record.table_index);
             let token = attempts.spawn(
                 &mut running,

@@ -580,8 +580,9 @@ impl Sink for PostgresSink {
     }
 
     fn defers_primary_key(&self) -> bool {
-        // Measured here (2,000,000 rows, two COPY streams): loading without the key
-        // and building it after took 0.8-0.9 of the time of loading the keyed table.
+        // Measured here (2,000,000 rows, two COPY streams, nine interleaved rounds):
+        // loading without the key and building it after took a median 0.88 of the time
+        // of loading the keyed table (MariaDB: 1.4-1.9x, its clustered table rebuilt).
         true
     }
 
