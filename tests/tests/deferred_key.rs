@@ -218,3 +218,34 @@ async fn a_key_that_cannot_be_built_names_the_table_and_the_fix() {
     assert!(error.contains("defer_key: false"), "{error}");
     assert_eq!(target_key(&pair), "");
 }
+
+/// The same on a cluster of real processes (etcd, a coordinator, two workers): the
+/// workers copy into the keyless table and report COPIED, the leader builds the key and
+/// verifies the chunks.
+#[test]
+fn a_cluster_job_loads_without_the_key_and_the_leader_builds_it() {
+    let mut cluster = ferry_tests::cluster::Cluster::new(&[("orders", 6000)]);
+    let address = cluster.start_coordinator("c1");
+    cluster.start_worker("w1", 2);
+    cluster.start_worker("w2", 2);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let spec_text = cluster.spec("orders-defer", 1000, 10_000_000, 4);
+    runtime.block_on(async {
+        ferry_tests::cluster::submit(&address, &spec_text).await;
+        let status = ferry_tests::cluster::wait_done(
+            &address,
+            "orders-defer",
+            std::time::Duration::from_secs(120),
+        )
+        .await;
+        ferry_tests::cluster::assert_done(&status);
+    });
+    cluster.assert_same(&["orders"]);
+    let key = psql(
+        &cluster.target_url(),
+        "SELECT coalesce(string_agg(a.attname, ','), '') FROM pg_constraint c \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) \
+         WHERE c.conrelid = 'public.orders'::regclass AND c.contype = 'p'",
+    );
+    assert_eq!(key, "id");
+}
