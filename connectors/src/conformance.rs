@@ -141,6 +141,7 @@ pub async fn check_overwrite_is_idempotent_and_fenced(
             range: &range,
             fence: &fence,
             cancel: &cancel,
+            key_deferred: false,
         };
         let summary = sink.write_chunk(chunk, batches).await.expect("write_chunk");
         assert_eq!(
@@ -183,6 +184,7 @@ pub async fn check_overwrite_is_idempotent_and_fenced(
         range: &range,
         fence: &stale,
         cancel: &cancel,
+        key_deferred: false,
     };
     let refused = sink.write_chunk(chunk, batches.take(1).boxed()).await;
     assert!(
@@ -231,6 +233,7 @@ pub async fn check_failed_write_commits_nothing(
         range: &range,
         fence: &fence,
         cancel: &cancel,
+        key_deferred: false,
     };
     assert!(
         sink.write_chunk(chunk, failing).await.is_err(),
@@ -260,6 +263,7 @@ pub async fn check_failed_write_commits_nothing(
         range: &range,
         fence: &fence,
         cancel: &cancelled,
+        key_deferred: false,
     };
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(30),

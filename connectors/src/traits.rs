@@ -149,6 +149,11 @@ pub struct ChunkWrite<'a> {
     pub fence: &'a Fence,
     /// Cancels the write; the transaction then rolls back.
     pub cancel: &'a CancellationToken,
+    /// The table was created by this job without its primary key, which is not built
+    /// yet (`chunking.defer_key`): the range's delete (a full scan without the key) is
+    /// skipped when the fence shows that no earlier attempt of the chunk committed, so
+    /// the range is known empty. A sink that cannot tell deletes as usual.
+    pub key_deferred: bool,
 }
 
 /// What a write did.
@@ -189,6 +194,11 @@ pub struct PrepareOptions {
     /// sink uses them verbatim instead of its own mapping; verification still compares
     /// every value, so a lossy override is caught.
     pub type_overrides: std::collections::BTreeMap<String, String>,
+    /// Create the table without its primary key when this call creates it (the job
+    /// builds it with [`Sink::build_primary_key`] once the table is copied), and accept
+    /// an existing table whose key is missing (a resumed job of such a table). Only
+    /// set for a sink whose [`Sink::defers_primary_key`] says it gains from it.
+    pub defer_primary_key: bool,
 }
 
 /// What preparing a target table did.
@@ -539,6 +549,25 @@ pub trait Sink: Send + Sync {
         _range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
         Ok(None)
+    }
+
+    /// Whether loading a table this sink creates is faster without its primary key and
+    /// the key built after ([`PrepareOptions::defer_primary_key`]): measured per engine.
+    fn defers_primary_key(&self) -> bool {
+        false
+    }
+
+    /// Whether the target table has its primary key now (always, for a sink that never
+    /// defers it).
+    async fn has_primary_key(&self, _table: &TableSchema) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Builds the target table's primary key if it is missing; idempotent (a resumed
+    /// job calls it again). Rows with equal keys fail it with a
+    /// [`ConnectorError::SchemaMismatch`] naming the table and the fix.
+    async fn build_primary_key(&self, _table: &TableSchema) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -288,6 +288,8 @@ pub fn require_existing_options(
     ferry_connectors::PrepareOptions {
         mode: ferry_model::spec::SchemaMode::RequireExisting,
         type_overrides: type_overrides(spec, &table.schema),
+        // A table loaded without its key may still lack it (built once it is copied).
+        defer_primary_key: table.key_deferred,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 mod cutting;
+pub mod deferred_key;
 pub mod diff;
 pub mod give_back;
 pub mod idle_split;

@@ -244,6 +244,13 @@ pub async fn plan_job_with(
                 spec.schema
             },
             type_overrides: crate::job::type_overrides(spec, &schema),
+            // Created by this job (a missing table, or `schema: recreate`): loaded
+            // without its key where the target gains from it.
+            defer_primary_key: spec.chunking.defer_key
+                && spec.mode == ferry_model::spec::JobMode::Copy
+                && spec.schema != ferry_model::spec::SchemaMode::RequireExisting
+                && sink.defers_primary_key()
+                && !schema.primary_key.is_empty(),
         };
         if source.kind() != sink.kind() {
             source.check_readable(&schema, sink.kind()).await?;
@@ -260,9 +267,14 @@ pub async fn plan_job_with(
                 ..schema
             }
         };
+        let mut key_deferred = false;
         if prepare_targets {
             let outcome = sink.prepare_table(&schema, &key, &options).await?;
             prepared.push((name.clone(), outcome));
+            // The sink creates a partitioned table with its key (it spans the partitions).
+            key_deferred = options.defer_primary_key
+                && schema.partitioning.is_none()
+                && outcome != ferry_connectors::PrepareOutcome::Existing;
         }
         let table_index = tables.len();
         let units: Vec<Option<String>> = match &partitions {
@@ -304,6 +316,7 @@ pub async fn plan_job_with(
             key,
             warnings: warning.into_iter().chain(partition_warning).collect(),
             key_spans,
+            key_deferred,
         });
     }
     Ok(JobPlan {

@@ -27,6 +27,7 @@ use ferry_model::ids::{Attempt, ChunkId, WorkerId};
 use ferry_model::spec::{JobMode, OnMismatch, VerifyMode};
 
 use crate::cutting::{Cutter, LiveAttempts};
+use crate::deferred_key::DeferredKeys;
 use crate::give_back::{CHECK_EVERY, TableDurations};
 use crate::idle_split::SplitInputs;
 use crate::in_flight::{AttemptToken, InFlight};
@@ -61,6 +62,9 @@ pub struct SchedulerOptions {
     pub source_snapshot: Option<String>,
     /// What a sync pass reads by; `None` unless `mode` is [`JobMode::Sync`].
     pub sync: Option<std::sync::Arc<ferry_model::execution::SyncPass>>,
+    /// Where the keys of tables loaded without them are built and their copied chunks
+    /// verified ([`crate::deferred_key`]); `None`: every table is loaded keyed.
+    pub target_keys: Option<crate::deferred_key::TargetKeysRef>,
 }
 
 impl SchedulerOptions {
@@ -78,6 +82,7 @@ impl SchedulerOptions {
             target_rows: spec.chunking.target_rows,
             source_snapshot: None,
             sync: ferry_model::execution::SyncPass::of(spec),
+            target_keys: None,
         }
     }
 }
@@ -291,16 +296,16 @@ pub enum SchedulerError {
 }
 
 /// An attempt task's end, as the scheduler's loop receives it.
-struct Finished {
-    chunk: ChunkId,
-    rows_streamed: u64,
-    outcome: AttemptOutcome,
+pub(crate) struct Finished {
+    pub(crate) chunk: ChunkId,
+    pub(crate) rows_streamed: u64,
+    pub(crate) outcome: AttemptOutcome,
 }
 
 /// What an attempt task did. The task does the attempt's store writes itself (assign,
 /// COPYING, the completion), so that many attempts' writes are in flight at once
 /// instead of one after another in the scheduler's loop.
-enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     /// Cancelled before it was assigned: the chunk is still PLANNED.
     NotStarted,
     /// Cancelled while running: the chunk stays in flight for the next run.
@@ -404,6 +409,7 @@ pub async fn run_job_on(
     let mut durations = TableDurations::default();
     let give_backs = options.split_idle && options.mode == JobMode::Copy;
     let mut in_flight = InFlight::default();
+    let mut keys = DeferredKeys::new(job.tables.iter().map(|table| table.key_deferred), options);
     let mut table_first_start: Vec<Option<Instant>> = vec![None; tables.len()];
     let mut table_last_end: Vec<Option<Instant>> = vec![None; tables.len()];
     if adopt {
@@ -419,6 +425,7 @@ pub async fn run_job_on(
                 record,
                 worker.clone(),
                 Start::Adopted(record.attempt),
+                keys.is_deferred(record.table_index),
             );
             live.started(
                 record.id,
@@ -496,6 +503,20 @@ pub async fn run_job_on(
             0
         };
         pool.want(wanted, &gate);
+        if may_start {
+            keys.start_builds(&model, &tables, &cancel);
+            keys.start_verifications(
+                &store,
+                &job.id,
+                &model,
+                &tables,
+                &mut in_flight,
+                limit,
+                || attempts.next_token(),
+                options,
+                &cancel,
+            );
+        }
         while may_start && in_flight.room(limit) > 0 && !queue.is_empty() {
             let Some(worker) = pool.acquire() else {
                 break;
@@ -510,7 +531,14 @@ pub async fn run_job_on(
             record.worker = Some(worker.clone());
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
             let first = record.attempt == Attempt(0);
-            let spawned = attempts.spawn(&mut running, record, worker.clone(), Start::Fresh);
+            let key_deferred = keys.is_deferred(record.table_index);
+            let spawned = attempts.spawn(
+                &mut running,
+                record,
+                worker.clone(),
+                Start::Fresh,
+                key_deferred,
+            );
             live.started(
                 chunk_id,
                 record.table_index,
@@ -521,17 +549,37 @@ pub async fn run_job_on(
             in_flight.started(chunk_id, spawned.token, worker);
         }
 
-        let nothing_left = queue.is_empty() && delayed.is_empty();
-        if running.is_empty() && (nothing_left || cancel.is_cancelled()) {
+        let nothing_left = queue.is_empty() && delayed.is_empty() && keys.idle();
+        let keys_running = !keys.builds.is_empty() || !keys.verifications.is_empty();
+        if running.is_empty() && !keys_running && (nothing_left || cancel.is_cancelled()) {
             break;
         }
 
-        let next_retry = delayed.iter().map(|(at, _)| *at).min();
+        let next_retry = delayed
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(keys.next_retry())
+            .min();
         // While a slow chunk could be handed back, look again now and then.
         let next_give_back = (give_backs && queue.is_empty() && live.any_candidate())
             .then(|| Instant::now() + CHECK_EVERY);
         let finished = tokio::select! {
             joined = running.join_next(), if !running.is_empty() => joined,
+            joined = keys.verifications.join_next(), if !keys.verifications.is_empty() => joined,
+            Some(built) = keys.builds.join_next(), if !keys.builds.is_empty() => {
+                let (table_index, built) = match built {
+                    Ok(built) => built,
+                    Err(error) => {
+                        tracing::error!(%error, "key build task panicked");
+                        continue;
+                    }
+                };
+                let broken = keys.built(table_index, built, &model, options.retry_backoff, cancel.is_cancelled());
+                if let Some(reason) = broken {
+                    fail_copied_chunks(store.as_ref(), job, &mut model, table_index, &reason, &events).await?;
+                }
+                continue;
+            }
             Some((chunk_id, token)) = verifying_rx.recv() => {
                 // The copy committed and only the target is read now: the next chunk
                 // may copy while this one verifies.
@@ -633,6 +681,13 @@ pub async fn run_job_on(
                     durations.finished(table_index, took, record.estimated_rows);
                 }
             }
+            ChunkCompletion::Copied { .. } => {
+                tracing::debug!(chunk = %chunk_id, %attempt, "chunk copied; verified once its table's key is built");
+                keys.copied(&record);
+                if let Some(took) = took {
+                    durations.finished(table_index, took, record.estimated_rows);
+                }
+            }
         }
         if matches!(record.state, ChunkState::Verified | ChunkState::Failed) {
             remaining_rows = remaining_rows.saturating_sub(record.estimated_rows);
@@ -697,6 +752,13 @@ struct AttemptStarter<'a> {
 }
 
 impl AttemptStarter<'_> {
+    /// A token for an attempt (or a verification run by the scheduler).
+    fn next_token(&self) -> AttemptToken {
+        let token = self.next_token.get() + 1;
+        self.next_token.set(token);
+        token
+    }
+
     /// Runs one attempt in its own task: assigns it (unless adopted), runs it on the
     /// executor, and records how it ended. Returns what the scheduler follows of it.
     fn spawn(
@@ -705,9 +767,9 @@ impl AttemptStarter<'_> {
         record: &ChunkRecord,
         worker: WorkerId,
         start: Start,
+        key_deferred: bool,
     ) -> Spawned {
-        let token = self.next_token.get() + 1;
-        self.next_token.set(token);
+        let token = self.next_token();
         let verifying_tx = self.verifying_tx.clone();
         let chunk_id = record.id;
         let table_index = record.table_index;
@@ -770,6 +832,7 @@ impl AttemptStarter<'_> {
                 key,
                 partition,
                 range,
+                key_deferred,
                 verify: options.verify,
                 mode: options.mode,
                 source_snapshot: options.source_snapshot.clone(),
@@ -864,6 +927,10 @@ pub fn classify(
             checksum: *checksum,
             sync: *sync,
         }),
+        ChunkResult::Copied { rows, checksum } => Some(ChunkCompletion::Copied {
+            rows: *rows,
+            checksum: *checksum,
+        }),
         ChunkResult::Mismatch { source, target } if options.mode == JobMode::Verify => {
             // A verify-only job writes nothing: a difference is its finding, recorded
             // at once with both sides (no attempt could change it).
@@ -912,6 +979,39 @@ pub fn classify(
     }
 }
 
+/// Fails the COPIED chunks of a table whose key cannot be built (rows with equal keys):
+/// the reason names the table and the fix.
+async fn fail_copied_chunks(
+    store: &dyn Coordination,
+    job: &JobRecord,
+    model: &mut [ChunkRecord],
+    table_index: usize,
+    reason: &str,
+    events: &UnboundedSender<JobEvent>,
+) -> Result<(), SchedulerError> {
+    tracing::error!(%reason, "the table's chunks fail");
+    for chunk in model.iter_mut() {
+        if chunk.table_index != table_index || chunk.state != ChunkState::Copied {
+            continue;
+        }
+        let completion = ChunkCompletion::Failed {
+            reason: reason.to_owned(),
+            mismatch: false,
+        };
+        let record = store
+            .complete(&job.id, chunk.id, chunk.attempt, &completion)
+            .await?;
+        let rows_streamed = chunk.rows;
+        *chunk = record.clone();
+        let _ = events.send(JobEvent::ChunkFinished {
+            record: Some(Box::new(record)),
+            table_index,
+            rows_streamed,
+        });
+    }
+    Ok(())
+}
+
 /// Orders the queue so that `pop()` yields the largest chunk first (lowest id on ties).
 pub(crate) fn sort_largest_first(queue: &mut [ChunkId], model: &[ChunkRecord]) {
     queue.sort_by(|a, b| {
@@ -947,6 +1047,7 @@ mod tests {
             target_rows: 500_000,
             source_snapshot: None,
             sync: None,
+            target_keys: None,
         }
     }
 

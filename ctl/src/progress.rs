@@ -173,8 +173,9 @@ fn apply(tables: &mut [TableProgress], event: JobEvent) {
                 return;
             };
             let state = record.as_ref().map(|record| record.state);
-            if state != Some(ChunkState::Verified) {
-                // Not committed and verified: take its rows back.
+            if !matches!(state, Some(ChunkState::Verified | ChunkState::Copied)) {
+                // Not committed and verified (nor committed, to be verified once its
+                // table's key is built): take its rows back.
                 table.rows = table.rows.saturating_sub(rows_streamed);
                 if let Some(bar) = &table.bar {
                     bar.set_position(table.rows);

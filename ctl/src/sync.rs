@@ -660,6 +660,7 @@ mod tests {
             key,
             warnings: Vec::new(),
             key_spans: Vec::new(),
+            key_deferred: false,
         }
     }
 

@@ -691,6 +691,8 @@ async fn repair(
             key: Arc::new(table.key.clone()),
             partition: chunk.partition.clone(),
             range: range.range.clone(),
+            // A repair runs after the job: the table has its key.
+            key_deferred: false,
             verify: VerifyMode::Checksum,
             mode: JobMode::Copy,
             source_snapshot: None,

@@ -260,6 +260,18 @@ impl Sink for FaultySink {
         }
         Ok(summary)
     }
+
+    fn defers_primary_key(&self) -> bool {
+        self.inner.defers_primary_key()
+    }
+
+    async fn has_primary_key(&self, table: &TableSchema) -> Result<bool, ConnectorError> {
+        self.inner.has_primary_key(table).await
+    }
+
+    async fn build_primary_key(&self, table: &TableSchema) -> Result<(), ConnectorError> {
+        self.inner.build_primary_key(table).await
+    }
 }
 
 /// Writes one chunk through `sink` ([`Sink::write_chunk`] with the chunk's parts), never
@@ -279,6 +291,7 @@ pub async fn write_chunk(
         range,
         fence,
         cancel: &cancel,
+        key_deferred: false,
     };
     sink.write_chunk(chunk, batches).await
 }

@@ -251,6 +251,7 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
                     range: &range,
                     fence: &fence,
                     cancel: &cancel,
+                    key_deferred: false,
                 },
                 read.stream,
             )
@@ -352,6 +353,7 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
                 range: &range,
                 fence: &fence,
                 cancel: &cancel,
+                key_deferred: false,
             },
             hanging,
         ),
@@ -431,6 +433,7 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
                 range: &first_ids,
                 fence: &newer,
                 cancel: &cancel,
+                key_deferred: false,
             },
             read.stream,
         ),
@@ -484,6 +487,7 @@ async fn a_corrupted_partition_is_detected_and_replaced_and_a_killed_attempt_lea
                 range: &rest_ids,
                 fence: &rest,
                 cancel: &cancel,
+                key_deferred: false,
             },
             read.stream,
         )
@@ -952,6 +956,7 @@ async fn the_in_server_checksum_agrees_after_a_copy_and_sees_a_one_digit_change(
                 range: &range,
                 fence: &fence,
                 cancel: &cancel,
+                key_deferred: false,
             },
             read.stream,
         )

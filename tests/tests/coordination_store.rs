@@ -18,7 +18,8 @@ use ferry_coordination::cluster_conformance::{
 };
 use ferry_coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
-    check_create_load_round_trip, check_etcd_batch_with_a_failed_compare_applies_the_rest,
+    check_copied_waits_out_of_flight_for_its_verification, check_create_load_round_trip,
+    check_etcd_batch_with_a_failed_compare_applies_the_rest,
     check_etcd_concurrent_changes_share_txns, check_etcd_corrupt_value_is_an_error,
     check_etcd_fenced_store_refuses_writes_after_leader_loss,
     check_etcd_interrupted_create_is_invisible, check_etcd_large_job_is_split_into_txns,
@@ -39,6 +40,7 @@ async fn check_all(store: Arc<dyn Coordination>) {
     check_create_load_round_trip(store.as_ref()).await;
     check_assign_bumps_attempt_and_refuses_non_planned(store.as_ref()).await;
     check_stale_attempt_cannot_complete(store.as_ref()).await;
+    check_copied_waits_out_of_flight_for_its_verification(store.as_ref()).await;
     check_requeue_in_flight_and_reset_failed(store.as_ref()).await;
     check_policy_history_is_ordered(store.as_ref()).await;
     check_split_chunk_only_before_it_starts(store.as_ref()).await;

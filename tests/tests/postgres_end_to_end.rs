@@ -658,6 +658,7 @@ async fn stale_attempt_is_fenced_and_the_connector_conforms() {
                     range: &range,
                     fence: &fence,
                     cancel: &cancel,
+                    key_deferred: false,
                 },
                 batches,
             )
@@ -1043,6 +1044,7 @@ async fn connections_are_reused_across_chunks_with_their_settings_reset() {
                     range: &range,
                     fence: &fence,
                     cancel: &cancel,
+                    key_deferred: false,
                 },
                 read.stream,
             )

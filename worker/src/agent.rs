@@ -86,6 +86,9 @@ struct Agent {
 struct JobContext {
     run_id: String,
     tables: Vec<(Arc<TableSchema>, Arc<SplitKey>)>,
+    /// Per table, whether the job created its target without the primary key
+    /// ([`ferry_model::execution::ChunkTask::key_deferred`]).
+    keys_deferred: Vec<bool>,
     /// Each chunk's table, range and partition as read with the job, and whether it was
     /// past its first attempt then (such a chunk's plan never changes).
     chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>, bool)>,
@@ -475,6 +478,11 @@ impl AttemptRun {
             key,
             partition,
             range,
+            key_deferred: context
+                .keys_deferred
+                .get(table_index)
+                .copied()
+                .unwrap_or(false),
             verify: context.verify,
             mode: context.mode,
             source_snapshot: assignment.source_snapshot.clone(),
@@ -661,6 +669,11 @@ impl AttemptRun {
                 .tables
                 .iter()
                 .map(|table| (Arc::new(table.schema.clone()), Arc::new(table.key.clone())))
+                .collect(),
+            keys_deferred: record
+                .tables
+                .iter()
+                .map(|table| table.key_deferred)
                 .collect(),
             chunks: chunks
                 .into_iter()

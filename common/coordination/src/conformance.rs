@@ -87,6 +87,7 @@ pub fn sample_job(job: &JobId, num_chunks: u32) -> (JobRecord, Vec<ChunkRecord>)
             min: -7,
             max: i64::MAX,
         }],
+        key_deferred: true,
     };
     let record = JobRecord {
         id: job.clone(),
@@ -488,6 +489,109 @@ pub async fn check_stale_attempt_cannot_complete(store: &dyn Coordination) {
         Err(CoordinationError::NotFound { .. }) => {}
         other => panic!("completing an unknown chunk must be NotFound: {other:?}"),
     }
+}
+
+/// A chunk of a table loaded without its key ends its copy COPIED (source checksum kept,
+/// no worker, not in flight: a resumed run does not re-queue it), and is completed a
+/// second time under the same attempt once its table's key is built: VERIFIED, or back
+/// to PLANNED for a re-copy. A second COPIED, a late report, or another attempt is refused.
+pub async fn check_copied_waits_out_of_flight_for_its_verification(store: &dyn Coordination) {
+    let job = create_sample(store, "copied", 2).await;
+    let source = RangeChecksum { rows: 7, sum: 77 };
+    let mut attempts = Vec::new();
+    for id in [ChunkId(0), ChunkId(1)] {
+        let attempt = store
+            .start_attempt(&job, id, &worker("w-copied"))
+            .await
+            .expect("start");
+        let copied = store
+            .complete(
+                &job,
+                id,
+                attempt,
+                &ChunkCompletion::Copied {
+                    rows: 7,
+                    checksum: source,
+                },
+            )
+            .await
+            .expect("copied");
+        assert_eq!(copied.state, ChunkState::Copied);
+        assert_eq!(copied.checksum, Some(source));
+        assert_eq!((copied.rows, copied.worker.clone()), (7, None));
+        assert_eq!(
+            chunk(store, &job, id).await,
+            copied,
+            "COPIED reads back as stored"
+        );
+        attempts.push(attempt);
+    }
+    assert!(
+        store
+            .requeue_in_flight(&job)
+            .await
+            .expect("requeue")
+            .is_empty(),
+        "a COPIED chunk is not in flight"
+    );
+    assert!(matches!(
+        store
+            .complete(
+                &job,
+                ChunkId(0),
+                attempts[0],
+                &ChunkCompletion::Copied {
+                    rows: 7,
+                    checksum: source,
+                },
+            )
+            .await,
+        Err(CoordinationError::StaleAttempt { .. })
+    ));
+    assert!(matches!(
+        store
+            .report_state(&job, ChunkId(0), attempts[0], ChunkState::Verifying)
+            .await,
+        Err(CoordinationError::StaleAttempt { .. })
+    ));
+    assert!(matches!(
+        store.assign(&job, ChunkId(0), &worker("w-other")).await,
+        Err(CoordinationError::InvalidTransition { .. })
+    ));
+    let verified = store
+        .complete(
+            &job,
+            ChunkId(0),
+            attempts[0],
+            &ChunkCompletion::Verified {
+                rows: 7,
+                checksum: source,
+                sync: None,
+            },
+        )
+        .await
+        .expect("verified after the key");
+    assert_eq!(verified.state, ChunkState::Verified);
+    assert_eq!(verified.attempt, attempts[0]);
+    let retried = store
+        .complete(
+            &job,
+            ChunkId(1),
+            attempts[1],
+            &ChunkCompletion::Retry {
+                reason: "checksum mismatch".into(),
+                mismatch: true,
+            },
+        )
+        .await
+        .expect("mismatch after the key");
+    assert_eq!(retried.state, ChunkState::Planned);
+    assert_eq!((retried.failures, retried.mismatches), (1, 1));
+    let next = store
+        .assign(&job, ChunkId(1), &worker("w-recopy"))
+        .await
+        .expect("re-copy");
+    assert_eq!(next.0, attempts[1].0 + 1);
 }
 
 /// `requeue_in_flight` returns exactly the ASSIGNED, COPYING and VERIFYING chunks to

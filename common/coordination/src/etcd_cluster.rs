@@ -912,6 +912,11 @@ fn result_value(assignment: &Assignment, result: &ChunkResult) -> pb::ResultValu
             value.checksum = Some(checksum_to_proto(*checksum));
             value.sync = sync.as_ref().map(pb::SyncChangesValue::from);
         }
+        ChunkResult::Copied { rows, checksum } => {
+            value.kind = pb::OutcomeKind::Copied as i32;
+            value.rows = *rows;
+            value.checksum = Some(checksum_to_proto(*checksum));
+        }
         ChunkResult::Mismatch { source, target } => {
             value.kind = pb::OutcomeKind::Mismatch as i32;
             value.checksum = Some(checksum_to_proto(*source));
@@ -947,6 +952,10 @@ fn decode_result(entry: &KeyValue) -> Option<AttemptResult> {
             rows: value.rows,
             checksum,
             sync: value.sync.map(Into::into),
+        },
+        Ok(pb::OutcomeKind::Copied) => ChunkResult::Copied {
+            rows: value.rows,
+            checksum,
         },
         Ok(pb::OutcomeKind::Mismatch) => ChunkResult::Mismatch {
             source: checksum,

@@ -155,6 +155,7 @@ pub(crate) fn state_to_proto(state: ChunkState) -> pb::ChunkState {
         ChunkState::Verifying => pb::ChunkState::Verifying,
         ChunkState::Verified => pb::ChunkState::Verified,
         ChunkState::Failed => pb::ChunkState::Failed,
+        ChunkState::Copied => pb::ChunkState::Copied,
     }
 }
 
@@ -166,6 +167,7 @@ pub(crate) fn state_from_proto(raw: i32) -> std::result::Result<ChunkState, Stri
         Ok(pb::ChunkState::Verifying) => Ok(ChunkState::Verifying),
         Ok(pb::ChunkState::Verified) => Ok(ChunkState::Verified),
         Ok(pb::ChunkState::Failed) => Ok(ChunkState::Failed),
+        Ok(pb::ChunkState::Copied) => Ok(ChunkState::Copied),
         Ok(pb::ChunkState::Unspecified) | Err(_) => Err(format!("unknown chunk state {raw}")),
     }
 }

@@ -61,6 +61,11 @@ pub enum ChunkState {
     Verified,
     /// Gave up after the last attempt; the reason is kept.
     Failed,
+    /// Copied and committed into a target table loaded without its primary key
+    /// (`chunking.defer_key`), with the source checksum kept; no worker holds it. Once
+    /// every chunk of the table is copied the key is built, and the chunk is verified
+    /// (VERIFIED, or back to PLANNED for a keyed re-copy on a mismatch).
+    Copied,
 }
 
 impl ChunkState {
@@ -73,6 +78,7 @@ impl ChunkState {
             ChunkState::Verifying => "VERIFYING",
             ChunkState::Verified => "VERIFIED",
             ChunkState::Failed => "FAILED",
+            ChunkState::Copied => "COPIED",
         }
     }
 
@@ -85,6 +91,7 @@ impl ChunkState {
             ChunkState::Verifying,
             ChunkState::Verified,
             ChunkState::Failed,
+            ChunkState::Copied,
         ]
         .into_iter()
         .find(|state| state.as_str() == text)
@@ -120,6 +127,11 @@ pub struct TableRecord {
     /// unbounded, so rows inserted since still belong to exactly one chunk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_spans: Vec<PlannedKeySpan>,
+    /// Whether ferry created the target table in this job without its primary key
+    /// (`chunking.defer_key`): its chunks end COPIED, and the key is built once all of
+    /// them are copied, then they are verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_deferred: bool,
 }
 
 /// The integer keys a planned unit held when it was planned ([`TableRecord::key_spans`]).
@@ -279,6 +291,14 @@ pub enum ChunkCompletion {
         checksum: RangeChecksum,
         /// What a sync pass changed; `None` for other jobs.
         sync: Option<ferry_model::execution::SyncChanges>,
+    },
+    /// Copied into a target table whose primary key is not built yet: COPIED, with the
+    /// source checksum kept for the verification after the key is built.
+    Copied {
+        /// Rows copied.
+        rows: u64,
+        /// The source side of the checksum.
+        checksum: RangeChecksum,
     },
     /// Failed; back to PLANNED for another attempt with overwrite.
     Retry {

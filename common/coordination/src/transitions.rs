@@ -78,13 +78,21 @@ pub(super) fn report_transition(
     Ok(ChunkRecord { state, ..record })
 }
 
+/// Ends `attempt` of the chunk. A COPIED chunk (its attempt committed into a table
+/// without its key) is ended a second time by its verification once the key is built,
+/// under the same attempt: VERIFIED, or back to PLANNED (or FAILED) on a mismatch.
 pub(super) fn complete_transition(
     mut record: ChunkRecord,
     attempt: Attempt,
     completion: &ChunkCompletion,
     now_unix_ms: i64,
 ) -> Result<ChunkRecord> {
-    check_attempt(&record, attempt)?;
+    let verifying_copied = record.state == ChunkState::Copied
+        && record.attempt == attempt
+        && !matches!(completion, ChunkCompletion::Copied { .. });
+    if !verifying_copied {
+        check_attempt(&record, attempt)?;
+    }
     record.worker = None;
     record.evidence.ended_at_unix_ms = Some(now_unix_ms);
     match completion {
@@ -98,6 +106,11 @@ pub(super) fn complete_transition(
             record.rows = *rows;
             record.checksum = Some(*checksum);
             record.evidence.target_checksum = Some(*checksum);
+        }
+        ChunkCompletion::Copied { rows, checksum } => {
+            record.state = ChunkState::Copied;
+            record.rows = *rows;
+            record.checksum = Some(*checksum);
         }
         ChunkCompletion::Differs { source, target } => {
             record.state = ChunkState::Failed;

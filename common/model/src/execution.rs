@@ -40,6 +40,12 @@ pub struct ChunkTask {
     pub partition: Option<String>,
     /// The rows the chunk owns; the target range is cleared before writing.
     pub range: ChunkRange,
+    /// Whether the chunk's target table was created by this job without its primary
+    /// key (`chunking.defer_key`): while the target has no key yet, the copy skips the
+    /// range's delete when no earlier attempt of the chunk committed, does not read the
+    /// range back, and ends [`ChunkResult::Copied`]; the scheduler verifies it once the
+    /// key is built. Once the key exists the chunk is copied and verified as any other.
+    pub key_deferred: bool,
     /// How to verify.
     pub verify: VerifyMode,
     /// Copy the chunk, only compare both sides (a verify-only job: nothing is written
@@ -162,6 +168,16 @@ pub enum ChunkResult {
         /// What a sync pass changed; `None` for other jobs.
         sync: Option<SyncChanges>,
     },
+    /// Copied and committed into a target table whose primary key is not built yet
+    /// ([`ChunkTask::key_deferred`]): not read back; verified once the key exists.
+    Copied {
+        /// Rows copied.
+        rows: u64,
+        /// The source side of the checksum, as the copy streamed it (native or
+        /// canonical, whichever way the rows passed; the row count only when the job
+        /// does not verify by checksum).
+        checksum: RangeChecksum,
+    },
     /// Copied, but the target does not match what was read from the source.
     Mismatch {
         /// What the source stream held.
@@ -199,6 +215,7 @@ impl ChunkResult {
     pub fn kind(&self) -> &'static str {
         match self {
             ChunkResult::Verified { .. } => "verified",
+            ChunkResult::Copied { .. } => "copied",
             ChunkResult::Mismatch { .. } => "mismatch",
             ChunkResult::Error { .. } => "error",
             ChunkResult::Unavailable { .. } => "unavailable",

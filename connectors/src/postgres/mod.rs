@@ -545,16 +545,8 @@ impl Sink for PostgresSink {
         batches: BatchStream,
     ) -> Result<WriteSummary> {
         let mut session = self.endpoint.session().await?;
-        let written = write::write_chunk(
-            &mut session,
-            chunk.table,
-            chunk.key,
-            chunk.range,
-            chunk.fence,
-            chunk.cancel,
-            write::ChunkInput::Batches(batches),
-        )
-        .await?;
+        let written =
+            write::write_chunk(&mut session, chunk, write::ChunkInput::Batches(batches)).await?;
         session.release().await;
         Ok(written)
     }
@@ -581,18 +573,27 @@ impl Sink for PostgresSink {
         stream: NativeStream,
     ) -> Result<WriteSummary> {
         let mut session = self.endpoint.session().await?;
-        let written = write::write_chunk(
-            &mut session,
-            chunk.table,
-            chunk.key,
-            chunk.range,
-            chunk.fence,
-            chunk.cancel,
-            write::ChunkInput::Native(stream),
-        )
-        .await?;
+        let written =
+            write::write_chunk(&mut session, chunk, write::ChunkInput::Native(stream)).await?;
         session.release().await;
         Ok(written)
+    }
+
+    fn defers_primary_key(&self) -> bool {
+        // Measured here (2,000,000 rows, two COPY streams, nine interleaved rounds):
+        // loading without the key and building it after took a median 0.88 of the time
+        // of loading the keyed table (MariaDB: 1.4-1.9x, its clustered table rebuilt).
+        true
+    }
+
+    async fn has_primary_key(&self, table: &TableSchema) -> Result<bool> {
+        let client = self.endpoint.connect().await?;
+        write::has_primary_key(&client, table).await
+    }
+
+    async fn build_primary_key(&self, table: &TableSchema) -> Result<()> {
+        let client = self.endpoint.connect().await?;
+        write::build_primary_key(&client, table).await
     }
 
     async fn native_checksum(

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use ferry_model::ids::Attempt;
-use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::key::SplitKey;
 use ferry_model::schema::{ColumnType, Partitioning, TableName, TableSchema};
 use ferry_model::spec::SchemaMode;
 use futures::{SinkExt, StreamExt};
@@ -26,7 +26,7 @@ use super::{FENCE_TABLE, KIND};
 use crate::compat::Differences;
 use crate::error::{ConnectorError, Result};
 use crate::traits::{
-    BatchStream, Fence, NativeStream, PrepareOptions, PrepareOutcome, WriteSummary,
+    BatchStream, ChunkWrite, Fence, NativeStream, PrepareOptions, PrepareOutcome, WriteSummary,
 };
 
 /// Encoded bytes are handed to the COPY once they pass this size.
@@ -437,7 +437,11 @@ pub async fn prepare_table(
     let existing = load_table(client, &target)
         .await
         .map_err(query_error("describe target table", &target))?;
-    let mut create_sql = create_table_sql(&target, &planned, &table.primary_key);
+    // `defer_primary_key`: a table created here is loaded without its key, built once
+    // its chunks are copied. Not a partitioned table (its key spans the partitions).
+    let defer_key = options.defer_primary_key && partitioning.is_none();
+    let created_key: &[String] = if defer_key { &[] } else { &table.primary_key };
+    let mut create_sql = create_table_sql(&target, &planned, created_key);
     if let Some(partitioning) = partitioning {
         // One multi-statement string runs as one implicit transaction: the parent and
         // its partitions are created together or not at all.
@@ -486,7 +490,17 @@ pub async fn prepare_table(
             PrepareOutcome::Created
         }
         (_, Some(existing)) => {
-            check_compatible(&target, &planned, &resolved, &existing, &table.primary_key)?;
+            // A table of this job loaded without its key (a resumed job): the key is
+            // built later, once its chunks are copied.
+            let key_missing_by_design = options.defer_primary_key
+                && options.mode == SchemaMode::RequireExisting
+                && existing.primary_key.is_empty();
+            let wanted_key: &[String] = if key_missing_by_design {
+                &[]
+            } else {
+                &table.primary_key
+            };
+            check_compatible(&target, &planned, &resolved, &existing, wanted_key)?;
             if let Some(partitioning) = partitioning {
                 let existing_partitioning = match load_partitioning(client, &target)
                     .await
@@ -571,6 +585,62 @@ fn check_compatible(
     });
     differences.primary_key(primary_key, &existing.primary_key);
     differences.into_result(target)
+}
+
+/// Whether the target table has a primary key now.
+pub async fn has_primary_key(client: &Client, table: &TableSchema) -> Result<bool> {
+    let target = target_name(table);
+    let catalog = load_table(client, &target)
+        .await
+        .map_err(query_error("describe target table", &target))?
+        .ok_or_else(|| ConnectorError::TableNotFound {
+            role: "target",
+            table: target.clone(),
+        })?;
+    Ok(!catalog.primary_key.is_empty())
+}
+
+/// Builds the target table's primary key (the source's) unless it has one: one sorted
+/// index build after the table is loaded. Rows with equal keys (the source had
+/// duplicates, or a row was written twice) refuse it; the error names the table and the
+/// fix.
+pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<()> {
+    if table.primary_key.is_empty() || has_primary_key(client, table).await? {
+        return Ok(());
+    }
+    let target = target_name(table);
+    let key: Vec<String> = table
+        .primary_key
+        .iter()
+        .map(|name| quote_ident(name))
+        .collect();
+    let statement = format!(
+        "ALTER TABLE {} ADD PRIMARY KEY ({})",
+        quote_table(&target),
+        key.join(", ")
+    );
+    match client.batch_execute(&statement).await {
+        Ok(()) => Ok(()),
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(ConnectorError::SchemaMismatch {
+                table: target.clone(),
+                detail: format!(
+                    "its primary key ({}) cannot be built after loading: {}; rows with \
+                     equal keys are in the table (the source holds duplicates, or rows were \
+                     written twice); find them with SELECT {cols}, count(*) FROM {target} \
+                     GROUP BY {cols} HAVING count(*) > 1, remove the duplicates from the \
+                     source and run the job again with `schema: recreate` (with \
+                     `chunking: {{ defer_key: false }}` the table is loaded keyed, and the \
+                     copy stops at the first duplicate row)",
+                    table.primary_key.join(", "),
+                    describe_error(&error),
+                    cols = key.join(", "),
+                    target = quote_table(&target),
+                ),
+            })
+        }
+        Err(error) => Err(query_error("build primary key", &target)(error)),
+    }
 }
 
 /// The fence table in `target`'s schema.
@@ -733,13 +803,17 @@ async fn end_older_attempts(client: &Client, fence: &Fence) {
 /// commit. Any error or a cancellation drops the transaction, which rolls back.
 pub async fn write_chunk(
     session: &mut Session,
-    table: &TableSchema,
-    key: &SplitKey,
-    range: &ChunkRange,
-    fence: &Fence,
-    cancel: &CancellationToken,
+    chunk: ChunkWrite<'_>,
     mut input: ChunkInput,
 ) -> Result<WriteSummary> {
+    let ChunkWrite {
+        table,
+        key,
+        range,
+        fence,
+        cancel,
+        key_deferred,
+    } = chunk;
     // Rows go to the chunk's partition table directly when it has one, so the delete
     // below can only reach that partition's rows; the fence stays with the table.
     let target = target_relation(table);
@@ -779,6 +853,9 @@ pub async fn write_chunk(
     };
     let keys = key_columns(&catalog, key)?;
     let condition = predicate(&target, &keys, key, range)?;
+    // A table of this job still without its key: the range's delete would scan the
+    // whole table, and it is needed only when an earlier attempt of the chunk committed.
+    let delete_when_refenced = key_deferred && catalog.primary_key.is_empty();
     ensure_fence_table(client, &table_target).await?;
     let fence_name = quote_table(&fence_table(&table_target));
     let chunk_number = i64::from(fence.chunk.0);
@@ -807,20 +884,30 @@ pub async fn write_chunk(
          VALUES ({run_id}, {chunk_number}, {table_text}, {attempt_number}, now()) \
          ON CONFLICT (run_id, chunk) DO UPDATE SET attempt = EXCLUDED.attempt, \
          table_name = EXCLUDED.table_name, committed_at = EXCLUDED.committed_at \
-         WHERE f.attempt <= EXCLUDED.attempt RETURNING attempt; \
-         DELETE FROM {target_sql} WHERE {condition}",
+         WHERE f.attempt <= EXCLUDED.attempt RETURNING attempt, (xmax <> 0)::text; \
+         {delete}",
         tag = escaped_literal(&fence.attempt_tag(fence.attempt)),
         run_id = escaped_literal(&fence.run_id),
         table_text = escaped_literal(&table_label),
-        target_sql = quote_table(&target),
+        delete = if delete_when_refenced {
+            String::new()
+        } else {
+            format!("DELETE FROM {} WHERE {condition}", quote_table(&target))
+        },
     );
     let replies = transaction
         .simple_query(&opening)
         .await
         .map_err(&on_error)?;
-    let fence_taken = replies
-        .iter()
-        .any(|reply| matches!(reply, SimpleQueryMessage::Row(_)));
+    // The fence row taken: `Some(true)` when it was there already (an earlier attempt
+    // of the chunk committed: `xmax` is set on a row the upsert updated, 0 on a row it
+    // inserted; the upsert waits for a concurrent attempt's transaction to end first).
+    let fence_taken = replies.iter().find_map(|reply| match reply {
+        SimpleQueryMessage::Row(row) => Some(row.get(1) == Some("true")),
+        _ => None,
+    });
+    let earlier_attempt_committed = fence_taken.unwrap_or(true);
+    let fence_taken = fence_taken.is_some();
     if !fence_taken {
         // A later attempt committed this chunk: this one must not overwrite it.
         let committed: i64 = transaction
@@ -838,14 +925,31 @@ pub async fn write_chunk(
             committed: Attempt(u32::try_from(committed).unwrap_or(u32::MAX)),
         });
     }
-    let rows_deleted = replies
-        .iter()
-        .rev()
-        .find_map(|reply| match reply {
-            SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let rows_deleted = if !delete_when_refenced {
+        replies
+            .iter()
+            .rev()
+            .find_map(|reply| match reply {
+                SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
+                _ => None,
+            })
+            .unwrap_or(0)
+    } else if earlier_attempt_committed {
+        // Rows of an earlier attempt may be in the range: delete them (a full scan of a
+        // table without its key, but exact).
+        tracing::info!(chunk = %fence.chunk, attempt = %fence.attempt, "an earlier attempt of the chunk committed into the table without its key: deleting its range by a scan");
+        transaction
+            .execute(
+                &format!("DELETE FROM {} WHERE {condition}", quote_table(&target)),
+                &[],
+            )
+            .await
+            .map_err(&on_error)?
+    } else {
+        // No attempt of this chunk ever committed into this table, created by this job:
+        // the range is empty.
+        0
+    };
 
     let column_list: Vec<String> = table
         .columns

@@ -509,6 +509,10 @@ impl ClusterRuntime {
         ));
         let options = SchedulerOptions {
             source_snapshot: snapshot_opt.as_ref().map(|snapshot| snapshot.id.clone()),
+            // Tables loaded without their key get it here, where they were created.
+            target_keys: Some(crate::deferred_key::TargetKeysRef(Arc::new(
+                crate::deferred_key::SinkKeys { sink: sink.clone() },
+            ))),
             ..SchedulerOptions::for_spec(&spec, usize::MAX)
         };
         let (events, mut receiver) = mpsc::unbounded_channel::<JobEvent>();

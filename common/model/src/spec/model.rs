@@ -210,6 +210,12 @@ pub struct ChunkingSpec {
     /// key when it is far bigger than its share of the work left, so that workers do not
     /// sit idle while it runs (`chunking.split_idle`, on by default).
     pub split_idle: bool,
+    /// Whether a target table ferry creates in the job (missing, or `schema: recreate`)
+    /// is loaded without its primary key, the key built once every chunk of the table is
+    /// copied and the chunks verified after it (`chunking.defer_key`, on by default). It
+    /// applies only where the target engine gains from it (PostgreSQL: B-tree inserts
+    /// cost more than one sorted build); elsewhere tables are loaded keyed as before.
+    pub defer_key: bool,
 }
 
 impl Default for ChunkingSpec {
@@ -217,6 +223,7 @@ impl Default for ChunkingSpec {
         ChunkingSpec {
             target_rows: DEFAULT_TARGET_ROWS,
             split_idle: true,
+            defer_key: true,
         }
     }
 }

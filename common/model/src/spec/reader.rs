@@ -49,7 +49,7 @@ const SYNC_FIELDS: &[&str] = &["since"];
 const TOP_LEVEL_UNSUPPORTED: &[(&str, &str)] = &[];
 const TABLES_FIELDS: &[&str] = &["include", "exclude", "split"];
 const SPLIT_FIELDS: &[&str] = &["column", "buckets"];
-const CHUNKING_FIELDS: &[&str] = &["target_rows", "split_idle"];
+const CHUNKING_FIELDS: &[&str] = &["target_rows", "split_idle", "defer_key"];
 const VERIFY_FIELDS: &[&str] = &["mode", "on_mismatch", "max_attempts"];
 const RESILIENCE_FIELDS: &[&str] = &["outage_timeout"];
 
@@ -576,9 +576,14 @@ fn read_chunking(value: &Value, path: &str, problems: &mut Problems) -> Option<C
         Some(flag) => read_bool(flag, &fields.path_of("split_idle"), problems),
         None => Some(true),
     };
+    let defer_key_opt = match fields.optional("defer_key") {
+        Some(flag) => read_bool(flag, &fields.path_of("defer_key"), problems),
+        None => Some(true),
+    };
     Some(ChunkingSpec {
         target_rows: target_rows_opt?,
         split_idle: split_idle_opt?,
+        defer_key: defer_key_opt?,
     })
 }
 
@@ -728,6 +733,7 @@ throttle:
             ChunkingSpec {
                 target_rows: 10_000,
                 split_idle: true,
+                defer_key: true,
             }
         );
         assert_eq!(

@@ -1,0 +1,251 @@
+//! Target tables loaded without their primary key (`chunking.defer_key`, PostgreSQL):
+//! a table ferry creates is loaded keyless, its key is built once every chunk is copied,
+//! and the chunks are verified after it. Against the test PostgreSQL server
+//! (`FERRY_TEST_PG_URL`); rows and the key are checked with `psql`, independent of ferry.
+
+use std::collections::HashMap;
+
+use ferry_coordination::ChunkState;
+use ferry_model::ids::ChunkId;
+use ferry_model::schema::TableName;
+use ferry_tests::{Fault, PgPair, psql, run_local_with_env, write_spec};
+use tokio_util::sync::CancellationToken;
+
+const SOURCE_VAR: &str = "FERRY_DEFER_SRC";
+const TARGET_VAR: &str = "FERRY_DEFER_DST";
+const ROWS: u64 = 12_000;
+
+/// A source `orders` table of [`ROWS`] rows and the spec copying it in chunks of 1,000.
+fn fixture(tag: &str, chunking_extra: &str) -> (PgPair, HashMap<String, String>, String) {
+    let pair = PgPair::new(tag);
+    psql(
+        &pair.source(),
+        &format!(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, \
+             amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL); \
+             INSERT INTO orders SELECT i, i % 97, (i * 7919 % 100000) / 100.0, \
+             CASE WHEN i % 11 = 0 THEN NULL ELSE 'note ' || i END, \
+             timestamp '2024-01-01' + i * interval '13 seconds' \
+             FROM generate_series(1, {ROWS}) AS i"
+        ),
+    );
+    let env = HashMap::from([
+        (SOURCE_VAR.to_owned(), pair.source()),
+        (TARGET_VAR.to_owned(), pair.target()),
+    ]);
+    let spec = format!(
+        "name: defer-key\nsource: {{ kind: postgres, url_env: {SOURCE_VAR} }}\n\
+         target: {{ kind: postgres, url_env: {TARGET_VAR} }}\n\
+         tables: {{ include: [\"orders\"] }}\n\
+         chunking: {{ target_rows: 1000{chunking_extra} }}\n"
+    );
+    (pair, env, spec)
+}
+
+/// The target's primary key columns of `orders`, as PostgreSQL's catalog has them.
+fn target_key(pair: &PgPair) -> String {
+    psql(
+        &pair.target(),
+        "SELECT coalesce(string_agg(a.attname, ','), '') FROM pg_constraint c \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) \
+         WHERE c.conrelid = 'public.orders'::regclass AND c.contype = 'p'",
+    )
+}
+
+/// Rows, distinct keys and an order-independent digest of every row, by `psql`.
+fn digest(url: &str) -> String {
+    psql(
+        url,
+        "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || \
+         coalesce(sum(hashtext(o::text)::bigint), 0) FROM orders o",
+    )
+}
+
+async fn run(
+    spec_path: &std::path::Path,
+    state: &std::path::Path,
+    faults: Vec<Fault>,
+    cancel: CancellationToken,
+    env: &HashMap<String, String>,
+) -> (
+    ferry_coordinator::job::PreparedJob,
+    ferry_coordinator::scheduler::RunOutcome,
+) {
+    let (prepared, outcome, _sink) =
+        run_local_with_env(spec_path, state, 2, faults, cancel, env).await;
+    (prepared, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
+    let (pair, env, spec) = fixture("defer", "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let state = dir.path().join("state.db");
+    // Chunk 3's first attempt fails mid-stream (rolled back): its second attempt finds no
+    // committed attempt in the fence and skips the delete; nothing may double.
+    let faults = vec![Fault::FailStream {
+        chunk: ChunkId(3),
+        times: 1,
+    }];
+    let (prepared, outcome) = run(&spec_path, &state, faults, CancellationToken::new(), &env).await;
+    assert!(
+        prepared.job.tables[0].key_deferred,
+        "{:?}",
+        prepared.job.tables[0]
+    );
+    assert!(!outcome.interrupted);
+    assert_eq!(outcome.chunks.len(), 12);
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+    }
+    assert_eq!(target_key(&pair), "id");
+    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_run_leaves_the_table_keyless_and_the_resumed_run_keys_it_exactly() {
+    let (pair, env, spec) = fixture("deferres", "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let state = dir.path().join("state.db");
+    // Stopped right after the fourth commit: that chunk committed but is not recorded as
+    // copied, so the resumed run copies it again over its own rows (the fence shows the
+    // earlier commit: its range is deleted first, by a scan).
+    let stop = CancellationToken::new();
+    let faults = vec![Fault::CancelAfterWrites {
+        writes: 4,
+        token: stop.clone(),
+    }];
+    let (_, first) = run(&spec_path, &state, faults, stop, &env).await;
+    assert!(first.interrupted);
+    assert!(
+        first
+            .chunks
+            .iter()
+            .any(|chunk| chunk.state == ChunkState::Copied),
+        "{:?}",
+        first.chunks
+    );
+    // Loaded so far without the key: PostgreSQL's catalog says so, with rows in it.
+    assert_eq!(target_key(&pair), "");
+    let copied_rows: u64 = psql(&pair.target(), "SELECT count(*) FROM orders")
+        .parse()
+        .expect("a count");
+    assert!(
+        copied_rows >= 4_000,
+        "{copied_rows} rows after four commits"
+    );
+
+    let (_, resumed) = run(
+        &spec_path,
+        &state,
+        Vec::new(),
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!resumed.interrupted);
+    for chunk in &resumed.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+    }
+    assert_eq!(target_key(&pair), "id");
+    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn defer_key_false_loads_the_keyed_table_as_before() {
+    let (pair, env, spec) = fixture("deferoff", ", defer_key: false");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let state = dir.path().join("state.db");
+    let stop = CancellationToken::new();
+    let faults = vec![Fault::CancelAfterWrites {
+        writes: 3,
+        token: stop.clone(),
+    }];
+    let (prepared, first) = run(&spec_path, &state, faults, stop, &env).await;
+    assert!(!prepared.job.tables[0].key_deferred);
+    assert!(first.interrupted);
+    // Keyed from the start.
+    assert_eq!(target_key(&pair), "id");
+    assert!(
+        first
+            .chunks
+            .iter()
+            .all(|chunk| chunk.state != ChunkState::Copied)
+    );
+    let (_, resumed) = run(
+        &spec_path,
+        &state,
+        Vec::new(),
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!resumed.interrupted);
+    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_that_cannot_be_built_names_the_table_and_the_fix() {
+    let (pair, env, spec) = fixture("deferdup", "");
+    // The target holds two rows with one key (as if the source had held them).
+    psql(
+        &pair.target(),
+        "CREATE TABLE orders (id bigint NOT NULL, customer int NOT NULL, \
+         amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL); \
+         INSERT INTO orders VALUES (1, 1, 1, 'a', now()), (1, 2, 2, 'b', now())",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), &spec), &env).expect("spec");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
+    let schema = source
+        .describe_table(&TableName {
+            schema: Some("public".to_owned()),
+            name: "orders".to_owned(),
+        })
+        .await
+        .expect("describe");
+    assert!(!sink.has_primary_key(&schema).await.expect("catalog"));
+    let error = sink
+        .build_primary_key(&schema)
+        .await
+        .expect_err("duplicate keys refuse the key")
+        .to_string();
+    assert!(error.contains("orders"), "{error}");
+    assert!(error.contains("equal keys"), "{error}");
+    assert!(error.contains("defer_key: false"), "{error}");
+    assert_eq!(target_key(&pair), "");
+}
+
+/// The same on a cluster of real processes (etcd, a coordinator, two workers): the
+/// workers copy into the keyless table and report COPIED, the leader builds the key and
+/// verifies the chunks.
+#[test]
+fn a_cluster_job_loads_without_the_key_and_the_leader_builds_it() {
+    let mut cluster = ferry_tests::cluster::Cluster::new(&[("orders", 6000)]);
+    let address = cluster.start_coordinator("c1");
+    cluster.start_worker("w1", 2);
+    cluster.start_worker("w2", 2);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let spec_text = cluster.spec("orders-defer", 1000, 10_000_000, 4);
+    runtime.block_on(async {
+        ferry_tests::cluster::submit(&address, &spec_text).await;
+        let status = ferry_tests::cluster::wait_done(
+            &address,
+            "orders-defer",
+            std::time::Duration::from_secs(120),
+        )
+        .await;
+        ferry_tests::cluster::assert_done(&status);
+    });
+    cluster.assert_same(&["orders"]);
+    let key = psql(
+        &cluster.target_url(),
+        "SELECT coalesce(string_agg(a.attname, ','), '') FROM pg_constraint c \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) \
+         WHERE c.conrelid = 'public.orders'::regclass AND c.contype = 'p'",
+    );
+    assert_eq!(key, "id");
+}
