@@ -5,8 +5,9 @@
 //!
 //! - `--store local`: the in-process store (`ferryctl local`'s state file, in memory).
 //! - `--store etcd`: the etcd store with the cluster protocol: the leader's remote
-//!   executor writes assignments, each simulated worker watches its own, claims it on
-//!   its lease and writes a VERIFIED result, as `ferry-worker` does.
+//!   executor writes each attempt's start and assignment in one txn, each simulated
+//!   worker (a store of its own: its own group commit) watches its assignments, claims
+//!   each on its lease and writes a VERIFIED result, as `ferry-worker` does.
 //!
 //! Prints assignments per second, the process's peak RSS (simulated workers included)
 //! and, for etcd, how much the database file grew during the run. Usage:
@@ -26,6 +27,7 @@ use ferry_coordination::keys::KeyLayout;
 use ferry_coordination::{
     ChunkState, ClusterRef, Coordination, EtcdStore, EtcdStoreOptions, LocalStore,
 };
+use ferry_coordinator::cluster::handoff::HandoffStore;
 use ferry_coordinator::cluster::pool::SlotBoard;
 use ferry_coordinator::cluster::remote::{AttemptRouter, RemoteExecutor};
 use ferry_coordinator::cluster::runtime::compact_history;
@@ -164,8 +166,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     registered_at_unix_ms: 0,
                 };
                 store.put_live_worker(&info, lease.id).await?;
+                let worker_store: ClusterRef = Arc::new(etcd.detached());
                 tokio::spawn(simulated_worker(
-                    store.clone(),
+                    worker_store,
                     worker,
                     lease.id,
                     cancel.clone(),
@@ -198,6 +201,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 grace: Duration::from_secs(5),
                 job_cancelled: CancellationToken::new(),
                 pacer: None,
+                started: Default::default(),
             });
             // Let the mirrors read their first snapshot.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -205,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut pool = board.pool(record.id.clone(), Vec::new());
             let started = Instant::now();
             let outcome = run_job_on(
-                store.clone(),
+                HandoffStore::new(executor.clone(), None),
                 &record,
                 executor,
                 &SchedulerOptions {
@@ -257,7 +261,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Does what `ferry-worker` does with an assignment, minus the copy: claim it on the
-/// lease, report it verified.
+/// lease (each assignment in a task of its own, as the worker's slots run), report it
+/// verified. Each simulated worker has a store of its own (its own group commit), as a
+/// worker process has.
 async fn simulated_worker(
     store: ClusterRef,
     worker: WorkerId,
@@ -278,9 +284,12 @@ async fn simulated_worker(
             if !done.insert(key) {
                 continue;
             }
-            if store.claim(&assignment, lease).await.unwrap_or(false) {
-                let _ = store.put_result(&assignment, &verified()).await;
-            }
+            let store = store.clone();
+            tokio::spawn(async move {
+                if store.claim(&assignment, lease).await.unwrap_or(false) {
+                    let _ = store.put_result(&assignment, &verified()).await;
+                }
+            });
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -20,6 +20,7 @@ use ferry_model::spec::JobSpec;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::HandoffStore;
 use super::pool::SlotBoard;
 use super::remote::{AttemptRouter, RemoteExecutor};
 use super::tally::ChunkTally;
@@ -500,6 +501,7 @@ impl ClusterRuntime {
             grace: self.options.grace,
             job_cancelled: running.operator_cancel.clone(),
             pacer: Some(pacer.clone()),
+            started: Default::default(),
         });
         tokio::spawn(publish_pace(
             leadership.store.clone(),
@@ -548,8 +550,11 @@ impl ClusterRuntime {
             .filter_map(ferry_model::spec::EndpointSpec::database_identity)
             .collect();
         let mut pool = leadership.board.pool(job.clone(), databases);
+        // Each attempt's start and its assignment in one write.
+        let scheduling_store: Arc<dyn Coordination> =
+            HandoffStore::new(executor.clone(), options.source_snapshot.clone());
         let outcome = run_job_on(
-            store,
+            scheduling_store,
             &record,
             executor,
             &options,
