@@ -6,8 +6,9 @@
 //! - `--store local`: the in-process store (`ferryctl local`'s state file, in memory).
 //! - `--store etcd`: the etcd store with the cluster protocol: the leader's remote
 //!   executor writes each attempt's start and assignment in one txn, each simulated
-//!   worker (a store of its own: its own group commit) watches its assignments, claims
-//!   each on its lease and writes a VERIFIED result, as `ferry-worker` does.
+//!   worker (a store of its own: its own group commit) watches its assignments and
+//!   writes a VERIFIED result, as `ferry-worker` does for an attempt that ends before
+//!   its first progress (and claim) is due.
 //!
 //! Prints assignments per second, the process's peak RSS (simulated workers included)
 //! and, for etcd, how much the database file grew during the run. Usage:
@@ -170,7 +171,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tokio::spawn(simulated_worker(
                     worker_store,
                     worker,
-                    lease.id,
                     cancel.clone(),
                 ));
             }
@@ -260,14 +260,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Does what `ferry-worker` does with an assignment, minus the copy: claim it on the
-/// lease (each assignment in a task of its own, as the worker's slots run), report it
-/// verified. Each simulated worker has a store of its own (its own group commit), as a
-/// worker process has.
+/// Does what `ferry-worker` does with an assignment that ends at once, minus the copy:
+/// report it verified (each assignment in a task of its own, as the worker's slots run;
+/// an attempt that ends before its first progress is due writes no claim). Each
+/// simulated worker has a store of its own (its own group commit), as a worker process
+/// has.
 async fn simulated_worker(
     store: ClusterRef,
     worker: WorkerId,
-    lease: i64,
     cancel: CancellationToken,
 ) {
     let mut assignments = store.watch_assignments(&worker, &cancel);
@@ -286,9 +286,7 @@ async fn simulated_worker(
             }
             let store = store.clone();
             tokio::spawn(async move {
-                if store.claim(&assignment, lease).await.unwrap_or(false) {
-                    let _ = store.put_result(&assignment, &verified()).await;
-                }
+                let _ = store.put_result(&assignment, &verified()).await;
             });
         }
         tokio::select! {

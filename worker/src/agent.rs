@@ -394,25 +394,36 @@ struct AttemptRun {
 
 impl AttemptRun {
     async fn run(self) {
-        // The claim is not waited for before the copy: the copy's target fence and the
+        // The claim is not waited for before the copy, and an attempt that ends before
+        // its first progress is due writes none: the copy's target fence and the
         // result's guard (the assignment as seen) keep a withdrawn attempt from
-        // counting, and a refused claim stops the copy. The result waits for it.
-        let claimed = self.spawn_claim();
+        // counting, so a small chunk costs one worker write (its result), not two. A
+        // refused claim stops the copy; the result waits for a claim in flight.
+        let ended = CancellationToken::new();
+        let claimed = self.spawn_claim(ended.clone());
         let result_opt = self.attempt().await;
+        ended.cancel();
         let claimed = claimed.await.unwrap_or(false);
         if let (Some(result), true) = (result_opt, claimed) {
             self.report(&result).await;
         }
     }
 
-    /// Claims the assignment in the background; a refused or failed claim cancels the
-    /// attempt. The task answers whether the claim was written.
-    fn spawn_claim(&self) -> tokio::task::JoinHandle<bool> {
+    /// Claims the assignment in the background once the attempt's first progress is
+    /// due (`progress_interval`), unless `ended` fired first; a refused or failed claim
+    /// cancels the attempt. The task answers whether the result may be reported
+    /// (claimed, or ended before a claim was due).
+    fn spawn_claim(&self, ended: CancellationToken) -> tokio::task::JoinHandle<bool> {
         let store = self.store.clone();
         let assignment = self.assignment.clone();
         let lease = self.lease.id;
         let cancel = self.cancel.clone();
+        let due = self.options.progress_interval;
         tokio::spawn(async move {
+            tokio::select! {
+                () = ended.cancelled() => return true,
+                () = tokio::time::sleep(due) => {}
+            }
             match store.claim(&assignment, lease).await {
                 Ok(true) => true,
                 Ok(false) => {

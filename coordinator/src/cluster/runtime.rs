@@ -708,7 +708,14 @@ enum JobRunError {
 
 impl JobRunError {
     fn from_store(error: CoordinationError) -> Self {
-        if error.is_retryable() || matches!(error, CoordinationError::NotLeader { .. }) {
+        // AlreadyExists: the submit that stored the spec created the job while this run
+        // planned it too; the next round loads it.
+        if error.is_retryable()
+            || matches!(
+                error,
+                CoordinationError::NotLeader { .. } | CoordinationError::AlreadyExists { .. }
+            )
+        {
             JobRunError::Retry(error.to_string())
         } else {
             JobRunError::Fatal(error.to_string())
