@@ -168,11 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 store.put_live_worker(&info, lease.id).await?;
                 let worker_store: ClusterRef = Arc::new(etcd.detached());
-                tokio::spawn(simulated_worker(
-                    worker_store,
-                    worker,
-                    cancel.clone(),
-                ));
+                tokio::spawn(simulated_worker(worker_store, worker, cancel.clone()));
             }
             if args.compact_every > 0 {
                 // What the leader does by default (history.compact_interval = 30s,
@@ -265,11 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// an attempt that ends before its first progress is due writes no claim). Each
 /// simulated worker has a store of its own (its own group commit), as a worker process
 /// has.
-async fn simulated_worker(
-    store: ClusterRef,
-    worker: WorkerId,
-    cancel: CancellationToken,
-) {
+async fn simulated_worker(store: ClusterRef, worker: WorkerId, cancel: CancellationToken) {
     let mut assignments = store.watch_assignments(&worker, &cancel);
     let mut done = HashSet::new();
     loop {

@@ -479,9 +479,7 @@ impl AttemptRun {
                 retryable: false,
             });
         };
-        let Some((table, key)) = context.tables.get(table_index).cloned() else {
-            return None;
-        };
+        let (table, key) = context.tables.get(table_index).cloned()?;
         let rows = Arc::new(AtomicU64::new(0));
         let verifying = Arc::new(AtomicBool::new(false));
         let verifying_started = Arc::new(tokio::sync::Notify::new());

@@ -31,7 +31,8 @@ use crate::cluster::{
 };
 use crate::coalesce::{Guard, SmallTxn, Write};
 use crate::etcd::{
-    ChunkUpdate, TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text, now_unix_ms,
+    ChunkUpdate, TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text,
+    now_unix_ms,
 };
 use crate::keys::{KeyLayout, prefix_range_end};
 use crate::transitions::{assign_transition, report_transition};
