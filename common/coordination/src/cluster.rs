@@ -432,7 +432,8 @@ pub trait ClusterProtocol: Coordination {
     ) -> Mirror<Assignment>;
 
     /// Claims an assignment for the worker (on its lease). False when the assignment
-    /// was withdrawn meanwhile.
+    /// was withdrawn meanwhile. The worker agent claims an attempt once it has run for
+    /// its first progress interval: a shorter one is accounted for by its result alone.
     async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool>;
 
     /// Writes a running attempt's progress (on the worker's lease).
