@@ -96,6 +96,6 @@ clean:
 
 # ferry against pg COPY pipes, LOAD DATA pipes, mariadb-dump and pgloader on the same data;
 # writes bench/RESULTS.md. Not part of `make test`.
-bench: deps release
+bench: deps release-bins
 	$(SERVICES) up
 	bash bench/run.sh

@@ -5,8 +5,10 @@
 //!
 //! - `--store local`: the in-process store (`ferryctl local`'s state file, in memory).
 //! - `--store etcd`: the etcd store with the cluster protocol: the leader's remote
-//!   executor writes assignments, each simulated worker watches its own, claims it on
-//!   its lease and writes a VERIFIED result, as `ferry-worker` does.
+//!   executor writes each attempt's start and assignment in one txn, each simulated
+//!   worker (a store of its own: its own group commit) watches its assignments and
+//!   writes a VERIFIED result, as `ferry-worker` does for an attempt that ends before
+//!   its first progress (and claim) is due.
 //!
 //! Prints assignments per second, the process's peak RSS (simulated workers included)
 //! and, for etcd, how much the database file grew during the run. Usage:
@@ -26,6 +28,7 @@ use ferry_coordination::keys::KeyLayout;
 use ferry_coordination::{
     ChunkState, ClusterRef, Coordination, EtcdStore, EtcdStoreOptions, LocalStore,
 };
+use ferry_coordinator::cluster::handoff::HandoffStore;
 use ferry_coordinator::cluster::pool::SlotBoard;
 use ferry_coordinator::cluster::remote::{AttemptRouter, RemoteExecutor};
 use ferry_coordinator::cluster::runtime::compact_history;
@@ -165,12 +168,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     registered_at_unix_ms: 0,
                 };
                 store.put_live_worker(&info, lease.id).await?;
-                tokio::spawn(simulated_worker(
-                    store.clone(),
-                    worker,
-                    lease.id,
-                    cancel.clone(),
-                ));
+                let worker_store: ClusterRef = Arc::new(etcd.detached());
+                tokio::spawn(simulated_worker(worker_store, worker, cancel.clone()));
             }
             if args.compact_every > 0 {
                 // What the leader does by default (history.compact_interval = 30s,
@@ -199,6 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 grace: Duration::from_secs(5),
                 job_cancelled: CancellationToken::new(),
                 pacer: None,
+                started: Default::default(),
             });
             // Let the mirrors read their first snapshot.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -206,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut pool = board.pool(record.id.clone(), Vec::new());
             let started = Instant::now();
             let outcome = run_job_on(
-                store.clone(),
+                HandoffStore::new(executor.clone(), None),
                 &record,
                 executor,
                 &SchedulerOptions {
@@ -257,14 +257,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Does what `ferry-worker` does with an assignment, minus the copy: claim it on the
-/// lease, report it verified.
-async fn simulated_worker(
-    store: ClusterRef,
-    worker: WorkerId,
-    lease: i64,
-    cancel: CancellationToken,
-) {
+/// Does what `ferry-worker` does with an assignment that ends at once, minus the copy:
+/// report it verified (each assignment in a task of its own, as the worker's slots run;
+/// an attempt that ends before its first progress is due writes no claim). Each
+/// simulated worker has a store of its own (its own group commit), as a worker process
+/// has.
+async fn simulated_worker(store: ClusterRef, worker: WorkerId, cancel: CancellationToken) {
     let mut assignments = store.watch_assignments(&worker, &cancel);
     let mut done = HashSet::new();
     loop {
@@ -279,9 +277,10 @@ async fn simulated_worker(
             if !done.insert(key) {
                 continue;
             }
-            if store.claim(&assignment, lease).await.unwrap_or(false) {
+            let store = store.clone();
+            tokio::spawn(async move {
                 let _ = store.put_result(&assignment, &verified()).await;
-            }
+            });
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferry_coordination::cluster_conformance::{
     check_a_live_worker_name_is_not_taken_over, check_drain_pace_jobs_and_recopy,
     check_one_leader_and_fenced_writes, check_registration_vanishes_with_its_lease,
-    check_results_count_only_while_assigned,
+    check_results_count_only_while_assigned, check_start_assigned_attempt_writes_both,
 };
 use ferry_coordination::conformance::{
     check_assign_bumps_attempt_and_refuses_non_planned, check_concurrent_assign_gives_one_winner,
@@ -53,6 +53,7 @@ async fn check_cluster(cluster: &dyn ClusterProtocol) {
     check_a_live_worker_name_is_not_taken_over(cluster).await;
     check_one_leader_and_fenced_writes(cluster).await;
     check_results_count_only_while_assigned(cluster).await;
+    check_start_assigned_attempt_writes_both(cluster).await;
     check_drain_pace_jobs_and_recopy(cluster).await;
 }
 

@@ -410,21 +410,58 @@ struct AttemptRun {
 
 impl AttemptRun {
     async fn run(self) {
-        let assignment = &self.assignment;
-        match self.store.claim(assignment, self.lease.id).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => {
-                tracing::warn!(%error, chunk = %assignment.chunk, "cannot claim; leaving it to the leader");
-                return;
-            }
+        // The claim is not waited for before the copy, and an attempt that ends before
+        // its first progress is due writes none: the copy's target fence and the
+        // result's guard (the assignment as seen) keep a withdrawn attempt from
+        // counting, so a small chunk costs one worker write (its result), not two. A
+        // refused claim stops the copy; the result waits for a claim in flight.
+        let ended = CancellationToken::new();
+        let claimed = self.spawn_claim(ended.clone());
+        let result_opt = self.attempt().await;
+        ended.cancel();
+        let claimed = claimed.await.unwrap_or(false);
+        if let (Some(result), true) = (result_opt, claimed) {
+            self.report(&result).await;
         }
+    }
+
+    /// Claims the assignment in the background once the attempt's first progress is
+    /// due (`progress_interval`), unless `ended` fired first; a refused or failed claim
+    /// cancels the attempt. The task answers whether the result may be reported
+    /// (claimed, or ended before a claim was due).
+    fn spawn_claim(&self, ended: CancellationToken) -> tokio::task::JoinHandle<bool> {
+        let store = self.store.clone();
+        let assignment = self.assignment.clone();
+        let lease = self.lease.id;
+        let cancel = self.cancel.clone();
+        let due = self.options.progress_interval;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ended.cancelled() => return true,
+                () = tokio::time::sleep(due) => {}
+            }
+            match store.claim(&assignment, lease).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    cancel.cancel();
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%error, chunk = %assignment.chunk, "cannot claim; leaving it to the leader");
+                    cancel.cancel();
+                    false
+                }
+            }
+        })
+    }
+
+    /// Runs the attempt; its result, or `None` when there is nothing to say (withdrawn,
+    /// self-fenced).
+    async fn attempt(&self) -> Option<ChunkResult> {
+        let assignment = &self.assignment;
         let context = match self.context().await {
             Ok(context) => context,
-            Err(result) => {
-                self.report(&result).await;
-                return;
-            }
+            Err(result) => return Some(result),
         };
         let planned = match context.chunks.get(&assignment.chunk).cloned() {
             Some((table_index, range, partition, started)) if started || !context.split_idle => {
@@ -442,29 +479,23 @@ impl AttemptRun {
                     record.map(|record| (record.table_index, record.range, record.partition))
                 }
                 Err(error) => {
-                    self.report(&ChunkResult::Error {
+                    return Some(ChunkResult::Error {
                         message: format!(
                             "cannot read chunk {} of job {}: {error}",
                             assignment.chunk, assignment.job
                         ),
                         retryable: true,
-                    })
-                    .await;
-                    return;
+                    });
                 }
             },
         };
         let Some((table_index, range, partition)) = planned else {
-            self.report(&ChunkResult::Error {
+            return Some(ChunkResult::Error {
                 message: format!("job {} has no chunk {}", assignment.job, assignment.chunk),
                 retryable: false,
-            })
-            .await;
-            return;
+            });
         };
-        let Some((table, key)) = context.tables.get(table_index).cloned() else {
-            return;
-        };
+        let (table, key) = context.tables.get(table_index).cloned()?;
         let rows = Arc::new(AtomicU64::new(0));
         let verifying = Arc::new(AtomicBool::new(false));
         let verifying_started = Arc::new(tokio::sync::Notify::new());
@@ -545,10 +576,10 @@ impl AttemptRun {
                 }
             }
             // Withdrawn or self-fenced: nothing to say.
-            ChunkResult::Cancelled => return,
+            ChunkResult::Cancelled => return None,
             other => other,
         };
-        self.report(&result).await;
+        Some(result)
     }
 
     /// Writes progress every `progress_interval` while the attempt runs, and at once when

@@ -399,6 +399,24 @@ pub trait ClusterProtocol: Coordination {
         source_snapshot: Option<&str>,
     ) -> Result<()>;
 
+    /// Starts a fresh attempt of a PLANNED chunk on `worker` (leader; fenced): records it
+    /// ASSIGNED and COPYING under the next attempt, as [`Coordination::start_attempt`],
+    /// and writes its assignment, as [`ClusterProtocol::put_assignment`], in one write
+    /// where the backend can (one etcd txn). Returns the attempt.
+    async fn start_assigned_attempt(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        rate: (u64, u64),
+        source_snapshot: Option<&str>,
+    ) -> Result<Attempt> {
+        let attempt = self.start_attempt(job, chunk, worker).await?;
+        self.put_assignment(worker, job, chunk, attempt, rate, source_snapshot)
+            .await?;
+        Ok(attempt)
+    }
+
     /// Withdraws an assignment and clears what its attempt left (result, progress,
     /// claim). A late result of the attempt is refused from now on. Fenced.
     async fn withdraw_assignment(
@@ -428,7 +446,8 @@ pub trait ClusterProtocol: Coordination {
     ) -> Mirror<Assignment>;
 
     /// Claims an assignment for the worker (on its lease). False when the assignment
-    /// was withdrawn meanwhile.
+    /// was withdrawn meanwhile. The worker agent claims an attempt once it has run for
+    /// its first progress interval: a shorter one is accounted for by its result alone.
     async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool>;
 
     /// Writes a running attempt's progress (on the worker's lease).

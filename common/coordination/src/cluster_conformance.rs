@@ -232,6 +232,92 @@ pub async fn check_one_leader_and_fenced_writes(cluster: &dyn ClusterProtocol) {
     cancel.cancel();
 }
 
+/// An attempt's start with its assignment: the chunk COPYING under the next attempt
+/// and the assignment (with its rate and snapshot) both written; an assignment an
+/// earlier run left behind is replaced; a chunk not PLANNED is refused with nothing
+/// written; after the attempt's completion the next start assigns attempt + 1.
+pub async fn check_start_assigned_attempt_writes_both(cluster: &dyn ClusterProtocol) {
+    let cancel = CancellationToken::new();
+    let job = JobId(unique("start-job"));
+    let id = WorkerId(unique("start-worker"));
+    let (record, chunks) = sample_job(&job, 2);
+    cluster.create_job(&record, &chunks).await.expect("create");
+    let assignments = cluster.watch_assignments(&id, &cancel);
+    let chunk = ChunkId(0);
+    let attempt = cluster
+        .start_assigned_attempt(&id, &job, chunk, (7, 9), Some("snap-1"))
+        .await
+        .expect("start");
+    assert_eq!(attempt.0, 1);
+    let stored = cluster
+        .load_chunk(&job, chunk)
+        .await
+        .expect("load")
+        .expect("chunk");
+    assert_eq!(
+        (stored.state, stored.attempt, stored.worker.clone()),
+        (ChunkState::Copying, attempt, Some(id.clone()))
+    );
+    let key = cluster.keys().assignment(&id, &job, chunk);
+    wait_for(&assignments, "the started attempt's assignment", |map| {
+        map.get(&key).is_some_and(|assignment| {
+            assignment.attempt == attempt
+                && (assignment.rows_per_sec, assignment.bytes_per_sec) == (7, 9)
+                && assignment.source_snapshot.as_deref() == Some("snap-1")
+        })
+    })
+    .await;
+    let refused = cluster
+        .start_assigned_attempt(&id, &job, chunk, (0, 0), None)
+        .await;
+    assert!(
+        matches!(refused, Err(CoordinationError::InvalidTransition { .. })),
+        "a chunk in flight is not started again: {refused:?}"
+    );
+    let after_refusal = cluster.load_chunk(&job, chunk).await.expect("load");
+    assert_eq!(after_refusal.map(|chunk| chunk.attempt), Some(attempt));
+    cluster
+        .complete(
+            &job,
+            chunk,
+            attempt,
+            &ChunkCompletion::Retry {
+                reason: "again".into(),
+                mismatch: false,
+            },
+        )
+        .await
+        .expect("complete");
+    let next = cluster
+        .start_assigned_attempt(&id, &job, chunk, (0, 0), None)
+        .await
+        .expect("start again");
+    assert_eq!(next.0, 2);
+    wait_for(&assignments, "the next attempt's assignment", |map| {
+        map.get(&key)
+            .is_some_and(|assignment| assignment.attempt == next)
+    })
+    .await;
+
+    // An assignment of chunk 1 left by an earlier run (attempt 5): replaced.
+    let left = ChunkId(1);
+    cluster
+        .put_assignment(&id, &job, left, ferry_model::ids::Attempt(5), (0, 0), None)
+        .await
+        .expect("leftover");
+    let fresh = cluster
+        .start_assigned_attempt(&id, &job, left, (0, 0), None)
+        .await
+        .expect("start over a leftover");
+    let left_key = cluster.keys().assignment(&id, &job, left);
+    wait_for(&assignments, "the leftover replaced", |map| {
+        map.get(&left_key)
+            .is_some_and(|assignment| assignment.attempt == fresh)
+    })
+    .await;
+    cancel.cancel();
+}
+
 /// A worker's result counts only while its assignment stands: claimed and reported
 /// while assigned; refused once withdrawn; a new attempt's assignment replaces an old
 /// one; completing the attempt withdraws it.

@@ -1,7 +1,8 @@
-//! Group commit for the leader's small txns.
+//! Group commit for the small txns of one process (a leader's, a worker's).
 //!
-//! A leader running hundreds of attempts writes a few small txns per chunk (assign,
-//! COPYING, assignment, completion). Sent one by one, etcd spends its time on the
+//! A leader running hundreds of attempts writes a few small txns per chunk (its start
+//! with its assignment, its completion); a worker with several slots writes a claim,
+//! progress and a result per attempt. Sent one by one, etcd spends its time on the
 //! per-request work (gRPC, a raft entry, an apply), not on the keys. The committer
 //! here takes the txns queued while the previous ones were in flight and sends them as
 //! one txn, so under load one request carries dozens of chunk changes; alone, a txn goes
@@ -53,11 +54,13 @@ impl Guard {
     }
 }
 
-/// One single-key write of a coalescable txn (no lease, no range).
+/// One single-key write of a coalescable txn (no range).
 #[derive(Clone, Debug)]
 pub(crate) enum Write {
     /// Sets the key.
     Put(Vec<u8>, Vec<u8>),
+    /// Sets the key on a lease (it vanishes with the lease).
+    PutOnLease(Vec<u8>, Vec<u8>, i64),
     /// Deletes the key (nothing when it does not exist).
     Delete(Vec<u8>),
 }
@@ -65,13 +68,13 @@ pub(crate) enum Write {
 impl Write {
     fn key(&self) -> &[u8] {
         match self {
-            Write::Put(key, _) | Write::Delete(key) => key,
+            Write::Put(key, _) | Write::PutOnLease(key, _, _) | Write::Delete(key) => key,
         }
     }
 
     fn size(&self) -> usize {
         match self {
-            Write::Put(key, value) => key.len() + value.len(),
+            Write::Put(key, value) | Write::PutOnLease(key, value, _) => key.len() + value.len(),
             Write::Delete(key) => key.len(),
         }
     }
@@ -79,6 +82,11 @@ impl Write {
     pub(crate) fn to_op(&self) -> TxnOp {
         match self {
             Write::Put(key, value) => TxnOp::put(key.clone(), value.clone(), None),
+            Write::PutOnLease(key, value, lease) => TxnOp::put(
+                key.clone(),
+                value.clone(),
+                Some(etcd_client::PutOptions::new().with_lease(*lease)),
+            ),
             Write::Delete(key) => TxnOp::delete(key.clone(), None),
         }
     }

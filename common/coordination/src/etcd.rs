@@ -12,11 +12,14 @@
 //! PLANNED chunk therefore give exactly one winner; the other sees ASSIGNED and gets
 //! [`CoordinationError::InvalidTransition`].
 //!
-//! Two things keep a busy leader cheap for etcd: the read is skipped when this store
+//! Three things keep a busy leader cheap for etcd: the read is skipped when this store
 //! wrote the chunk last (a chunk cache keyed by `mod_revision`: the compare still
-//! guards, and any refusal is decided again on a fresh read), and the single-chunk txns
-//! of concurrent attempts go out together through a group commit
-//! ([`super::coalesce`]), only ever mixing txns on disjoint keys.
+//! guards, and any refusal is decided again on a fresh read); otherwise the first read
+//! is serializable (no consensus round; a stale answer only fails the compare, and the
+//! next read is linearizable); and the single-chunk txns of concurrent attempts go out
+//! together through a group commit ([`super::coalesce`]), only ever mixing txns on
+//! disjoint keys. A worker's claims, progress and results go through its own group
+//! commit the same way.
 //!
 //! Methods over many chunks cannot be one txn (etcd's `--max-txn-ops` is 128):
 //! - `create_job` clears leftovers of an interrupted creation, writes the chunks in txns
@@ -259,6 +262,16 @@ impl fmt::Debug for EtcdStore {
     }
 }
 
+/// What [`EtcdStore::update_chunk_guarded`] did.
+pub(super) enum ChunkUpdate<T> {
+    /// Written; the transition's answer.
+    Applied(T),
+    /// The transition wanted no change; nothing written.
+    Unchanged,
+    /// A guard of the extra writes failed; nothing written.
+    GuardFailed,
+}
+
 /// What a txn did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TxnOutcome {
@@ -356,6 +369,17 @@ impl EtcdStore {
                 key: leader_key,
                 create_revision: leader_create_revision,
             }),
+            committer: Arc::default(),
+            chunk_cache: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Returns a store on the same connection with a group commit and a chunk cache of
+    /// its own, as a store of another process would have (the scale benchmark's
+    /// simulated workers: their txns must not share the leader's batches).
+    pub fn detached(&self) -> Self {
+        Self {
             committer: Arc::default(),
             chunk_cache: Arc::default(),
             ..self.clone()
@@ -599,64 +623,130 @@ impl EtcdStore {
         chunk: ChunkId,
         transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
     ) -> Result<Option<T>> {
-        self.update_chunk_and(operation, job, chunk, transition, |_| Vec::new())
+        self.update_chunk_and(operation, job, chunk, transition, |_| SmallTxn::default())
             .await
     }
 
     /// [`EtcdStore::update_chunk`], writing in the same txn the writes `also` gives for
-    /// the record as read. The record comes from the chunk cache when this store wrote
-    /// it last; anything but an applied txn on a cached record is decided again on a
-    /// fresh read. The txn goes through the group commit.
+    /// the record as read (`also`'s guards must not be given: see
+    /// [`EtcdStore::update_chunk_guarded`]).
     async fn update_chunk_and<T>(
         &self,
         operation: &str,
         job: &JobId,
         chunk: ChunkId,
         transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
-        also: impl Fn(&ChunkRecord) -> Vec<Write>,
+        also: impl Fn(&ChunkRecord) -> SmallTxn,
     ) -> Result<Option<T>> {
+        match self
+            .update_chunk_guarded(operation, job, chunk, transition, also)
+            .await?
+        {
+            ChunkUpdate::Applied(answer) => Ok(Some(answer)),
+            ChunkUpdate::Unchanged => Ok(None),
+            // `also` has no guards: only the chunk's own compare can fail.
+            ChunkUpdate::GuardFailed => Err(self.contention(operation)),
+        }
+    }
+
+    /// Reads a chunk, lets `transition` decide, and writes its answer together with the
+    /// guards and writes `also` gives for the record as read, in one txn that also
+    /// compares the chunk's `mod_revision`. The record comes from the chunk cache when
+    /// this store wrote it last, else from a serializable read (no consensus round: a
+    /// stale answer only fails the compare); anything but an applied txn on such a
+    /// record is decided again on a linearizable read. When `also` gave guards and the
+    /// txn failed, nothing is retried: [`ChunkUpdate::GuardFailed`] (nothing written).
+    /// The txn goes through the group commit.
+    pub(super) async fn update_chunk_guarded<T>(
+        &self,
+        operation: &str,
+        job: &JobId,
+        chunk: ChunkId,
+        transition: impl Fn(ChunkRecord) -> Result<Option<(ChunkRecord, T)>>,
+        also: impl Fn(&ChunkRecord) -> SmallTxn,
+    ) -> Result<ChunkUpdate<T>> {
         let key = self.keys.chunk(job, chunk);
         let mut cached = self.cached_chunk(&key);
+        let mut linearizable = false;
         for _ in 0..=self.options.max_compare_retries {
-            let from_cache = cached.is_some();
+            let confirmed = cached.is_none() && linearizable;
             let (current, revision) = match cached.take() {
                 Some(hit) => hit,
                 None => {
-                    let (entry, _) = self.get(operation, key.clone()).await?;
+                    let (entry, _) = self.read_chunk(operation, &key, linearizable).await?;
+                    let was_linearizable = linearizable;
+                    linearizable = true;
                     let Some(entry) = entry else {
-                        return Err(CoordinationError::NotFound {
-                            what: format!("chunk {chunk} of job {job}"),
-                        });
+                        if was_linearizable {
+                            return Err(CoordinationError::NotFound {
+                                what: format!("chunk {chunk} of job {job}"),
+                            });
+                        }
+                        continue;
                     };
                     (decode_chunk(&entry)?, entry.mod_revision())
                 }
             };
-            let mut writes = also(&current);
+            let SmallTxn {
+                guards: also_guards,
+                writes: mut also_writes,
+            } = also(&current);
+            let guarded = !also_guards.is_empty();
             let decided = transition(current);
             let (next, answer) = match decided {
                 Ok(Some(change)) => change,
-                // The cache may be behind another writer: decide on what etcd holds.
-                _ if from_cache => {
+                // The cache or a serializable read may be behind another writer: decide
+                // on what etcd holds.
+                _ if !confirmed => {
                     self.forget_chunk(&key);
+                    linearizable = true;
                     continue;
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return Ok(ChunkUpdate::Unchanged),
                 Err(error) => return Err(error),
             };
             let value = encode_chunk(&key, &next)?;
-            writes.push(Write::Put(key.clone(), value));
+            also_writes.push(Write::Put(key.clone(), value));
+            let mut guards = vec![Guard::ModRevision(key.clone(), revision)];
+            guards.extend(also_guards);
             let txn = SmallTxn {
-                guards: vec![Guard::ModRevision(key.clone(), revision)],
-                writes,
+                guards,
+                writes: also_writes,
             };
             let (outcome, written_at) = self.commit_coalesced(operation, txn).await?;
             if outcome == TxnOutcome::Applied {
                 self.remember_chunk(key, next, written_at);
-                return Ok(Some(answer));
+                return Ok(ChunkUpdate::Applied(answer));
             }
             self.forget_chunk(&key);
+            if guarded {
+                return Ok(ChunkUpdate::GuardFailed);
+            }
+            linearizable = true;
         }
         Err(self.contention(operation))
+    }
+
+    /// Reads a chunk key: linearizable, or serializable (the member's own state, with
+    /// no consensus round; it may be behind).
+    async fn read_chunk(
+        &self,
+        operation: &str,
+        key: &[u8],
+        linearizable: bool,
+    ) -> Result<(Option<KeyValue>, i64)> {
+        if linearizable {
+            return self.get(operation, key.to_vec()).await;
+        }
+        let mut kv = self.client.kv_client();
+        let mut response = self
+            .call(
+                operation,
+                kv.get(key.to_vec(), Some(GetOptions::new().with_serializable())),
+            )
+            .await?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        Ok((response.take_kvs().into_iter().next(), revision))
     }
 
     fn chunk_cache(&self) -> std::sync::MutexGuard<'_, ChunkCache> {
@@ -952,9 +1042,12 @@ impl Coordination for EtcdStore {
                         complete_transition(record, attempt, completion, crate::now_unix_ms())?;
                     Ok(Some((next.clone(), next)))
                 },
-                |current| match &current.worker {
-                    Some(worker) => self.attempt_cleanup(worker, job, chunk, attempt),
-                    None => Vec::new(),
+                |current| SmallTxn {
+                    guards: Vec::new(),
+                    writes: match &current.worker {
+                        Some(worker) => self.attempt_cleanup(worker, job, chunk, attempt),
+                        None => Vec::new(),
+                    },
                 },
             )
             .await?;

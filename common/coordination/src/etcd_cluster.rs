@@ -6,8 +6,12 @@
 //! - the election is the `election` key, created on the candidate's lease by a txn
 //!   comparing its create revision with 0; a term is that create revision, and every
 //!   write of a fenced store compares it ([`EtcdStore::fenced_by`]);
-//! - a result is written by a txn comparing the assignment key's create revision with
-//!   the one the worker saw, so a withdrawn (or replaced) assignment refuses it.
+//! - a fresh attempt's start (its chunk PLANNED → COPYING) and its assignment are one
+//!   txn of the leader ([`ClusterProtocol::start_assigned_attempt`]);
+//! - a claim and a result are written by a txn comparing the assignment key's create
+//!   revision with the one the worker saw, so a withdrawn (or replaced) assignment
+//!   refuses them. A worker's claims, progress and results go through its group commit
+//!   ([`crate::coalesce`]): the claims of assignments seen together share one txn.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,10 +31,12 @@ use crate::cluster::{
 };
 use crate::coalesce::{Guard, SmallTxn, Write};
 use crate::etcd::{
-    TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text, now_unix_ms,
+    ChunkUpdate, TxnOutcome, bounded, checksum_from_proto, checksum_to_proto, decode, key_text,
+    now_unix_ms,
 };
 use crate::keys::{KeyLayout, prefix_range_end};
-use crate::{CoordinationError, EtcdStore, Result};
+use crate::transitions::{assign_transition, report_transition};
+use crate::{ChunkState, Coordination, CoordinationError, EtcdStore, Result};
 use ferry_model::backoff::Backoff;
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::ChunkResult;
@@ -341,6 +347,59 @@ impl ClusterProtocol for EtcdStore {
         Ok(entries.iter().map(decode_job_state_or_failed).collect())
     }
 
+    async fn start_assigned_attempt(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        rate: (u64, u64),
+        source_snapshot: Option<&str>,
+    ) -> Result<Attempt> {
+        let operation = format!("start chunk {chunk} of job {job} on worker {worker}");
+        let assignment_key = self.keys.assignment(worker, job, chunk);
+        let started = self
+            .update_chunk_guarded(
+                &operation,
+                job,
+                chunk,
+                |record| {
+                    let (assigned, attempt) =
+                        assign_transition(record, worker, crate::now_unix_ms())?;
+                    let started = report_transition(assigned, attempt, ChunkState::Copying)?;
+                    Ok(Some((started, attempt)))
+                },
+                |current| {
+                    // The attempt the transition gives it.
+                    let attempt = Attempt(current.attempt.0 + 1);
+                    SmallTxn {
+                        // No assignment stands (the last attempt's completion withdrew
+                        // it), and a stale result of an earlier run must not count.
+                        guards: vec![Guard::CreateRevision(assignment_key.clone(), 0)],
+                        writes: vec![
+                            Write::Put(
+                                assignment_key.clone(),
+                                assignment_value(job, chunk, attempt, rate, source_snapshot),
+                            ),
+                            Write::Delete(self.keys.result(job, chunk, attempt.0)),
+                        ],
+                    }
+                },
+            )
+            .await?;
+        match started {
+            ChunkUpdate::Applied(attempt) => Ok(attempt),
+            ChunkUpdate::Unchanged => Err(self.contention(&operation)),
+            ChunkUpdate::GuardFailed => {
+                // An assignment left behind (an earlier run's), or the chunk changed
+                // meanwhile: the careful way, in two writes.
+                let attempt = self.start_attempt(job, chunk, worker).await?;
+                self.put_assignment(worker, job, chunk, attempt, rate, source_snapshot)
+                    .await?;
+                Ok(attempt)
+            }
+        }
+    }
+
     async fn put_assignment(
         &self,
         worker: &WorkerId,
@@ -353,16 +412,7 @@ impl ClusterProtocol for EtcdStore {
         let operation =
             format!("assign attempt {attempt} of chunk {chunk} of job {job} to {worker}");
         let key = self.keys.assignment(worker, job, chunk);
-        let value = pb::AssignmentValue {
-            job: job.0.clone(),
-            chunk: chunk.0,
-            attempt: attempt.0,
-            rows_per_sec: rate.0,
-            bytes_per_sec: rate.1,
-            source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
-            give_back: false,
-        }
-        .encode_to_vec();
+        let value = assignment_value(job, chunk, attempt, rate, source_snapshot);
         for _ in 0..=self.options.max_compare_retries {
             // Absent, and a stale result of an earlier run of this attempt must not count.
             let txn = SmallTxn {
@@ -456,10 +506,10 @@ impl ClusterProtocol for EtcdStore {
 
     async fn claim(&self, assignment: &Assignment, lease: i64) -> Result<bool> {
         let operation = format!("claim chunk {} of job {}", assignment.chunk, assignment.job);
-        let claim = TxnOp::put(
+        let claim = Write::PutOnLease(
             self.keys.claim(&assignment.job, assignment.chunk),
-            assignment.worker.0.clone(),
-            Some(PutOptions::new().with_lease(lease)),
+            assignment.worker.0.clone().into_bytes(),
+            lease,
         );
         self.while_assigned(&operation, assignment, claim).await
     }
@@ -475,16 +525,16 @@ impl ClusterProtocol for EtcdStore {
             chunk: progress.chunk.0,
         }
         .encode_to_vec();
-        let mut kv = self.client.kv_client();
-        self.call(
-            &operation,
-            kv.put(
-                self.keys.progress(&progress.job, progress.chunk),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        )
-        .await?;
+        let put = Write::PutOnLease(
+            self.keys.progress(&progress.job, progress.chunk),
+            value,
+            lease,
+        );
+        let txn = SmallTxn {
+            guards: Vec::new(),
+            writes: vec![put],
+        };
+        self.commit_coalesced(&operation, txn).await?;
         Ok(())
     }
 
@@ -549,11 +599,10 @@ impl ClusterProtocol for EtcdStore {
             "report the result of attempt {} of chunk {} of job {}",
             assignment.attempt, assignment.chunk, assignment.job
         );
-        let put = TxnOp::put(
+        let put = Write::Put(
             self.keys
                 .result(&assignment.job, assignment.chunk, assignment.attempt.0),
             result_value(assignment, result).encode_to_vec(),
-            None,
         );
         self.while_assigned(&operation, assignment, put).await
     }
@@ -580,27 +629,24 @@ impl EtcdStore {
         ]
     }
 
-    /// Applies `operation` only while `assignment` stands with the create revision the
-    /// worker saw; false when it was withdrawn (or replaced) meanwhile.
+    /// Applies `write` only while `assignment` stands with the create revision the
+    /// worker saw; false when it was withdrawn (or replaced) meanwhile. Through the
+    /// group commit: a worker's writes of several attempts share a txn.
     async fn while_assigned(
         &self,
         operation: &str,
         assignment: &Assignment,
-        write: TxnOp,
+        write: Write,
     ) -> Result<bool> {
         let assign_key =
             self.keys
                 .assignment(&assignment.worker, &assignment.job, assignment.chunk);
-        let txn = etcd_client::Txn::new()
-            .when(vec![Compare::create_revision(
-                assign_key,
-                CompareOp::Equal,
-                assignment.revision,
-            )])
-            .and_then(vec![write]);
-        let mut kv = self.client.kv_client();
-        let response = self.call(operation, kv.txn(txn)).await?;
-        Ok(response.succeeded())
+        let txn = SmallTxn {
+            guards: vec![Guard::CreateRevision(assign_key, assignment.revision)],
+            writes: vec![write],
+        };
+        let (outcome, _) = self.commit_coalesced(operation, txn).await?;
+        Ok(outcome == TxnOutcome::Applied)
     }
 
     /// Mirrors every key under `prefix` decoded by `decode` (undecodable values are
@@ -853,6 +899,26 @@ fn decode_worker(entry: &KeyValue) -> Option<WorkerInfo> {
         pid: value.pid,
         registered_at_unix_ms: value.registered_at_unix_ms,
     })
+}
+
+/// An assignment's value.
+fn assignment_value(
+    job: &JobId,
+    chunk: ChunkId,
+    attempt: Attempt,
+    rate: (u64, u64),
+    source_snapshot: Option<&str>,
+) -> Vec<u8> {
+    pb::AssignmentValue {
+        job: job.0.clone(),
+        chunk: chunk.0,
+        attempt: attempt.0,
+        rows_per_sec: rate.0,
+        bytes_per_sec: rate.1,
+        source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
+        give_back: false,
+    }
+    .encode_to_vec()
 }
 
 fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> {

@@ -8,8 +8,8 @@
 //! ├── workers/{worker}                       WorkerRecordValue on the worker's lease
 //! ├── drain/{worker}/request                 DrainValue: an operator asked it to drain
 //! ├── job_states/{job}                       JobStateValue (cluster jobs)
-//! ├── assign/{worker}/{job}/{idx:08}         AssignmentValue, written by the leader
-//! ├── claims/{job}/{idx:08}                  the worker holding it, on the worker's lease
+//! ├── assign/{worker}/{job}/{idx:08}         AssignmentValue, written by the leader with the chunk's start
+//! ├── claims/{job}/{idx:08}                  the worker holding it, on the worker's lease (once the attempt ran a progress interval)
 //! ├── progress/{job}/{idx:08}                ProgressValue, on the worker's lease
 //! ├── pace/{job}                             PaceValue: pause and rate shares, live
 //! ├── results/{job}/{idx:08}/{attempt:08}    ResultValue, guarded by the assignment

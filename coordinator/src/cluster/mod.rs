@@ -3,8 +3,10 @@
 //! `ferryctl local` ([`crate::scheduler::run_job_on`]) over the etcd store, with
 //! [`remote::RemoteExecutor`] handing attempts to workers and [`pool::ClusterPool`]
 //! giving out the live workers' slots, shared between jobs by weight and per-database
-//! caps ([`share`]).
+//! caps ([`share`]); the scheduler's store is [`handoff::HandoffStore`], which writes an
+//! attempt's start and its assignment in one txn.
 
+pub mod handoff;
 pub mod pool;
 pub mod remote;
 pub mod runtime;

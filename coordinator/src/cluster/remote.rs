@@ -18,6 +18,7 @@ use ferry_coordination::ClusterRef;
 use ferry_coordination::cluster::{AttemptResult, ChunkProgress, Mirror, WorkerInfo};
 use ferry_model::backoff::Backoff;
 use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
+use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +111,10 @@ impl AttemptRouter {
     }
 }
 
+/// Attempts whose assignment was written with their start
+/// ([`RemoteExecutor::start_attempt`]), with when: their executor only waits.
+pub type StartedAttempts = Mutex<HashMap<(JobId, ChunkId, Attempt), Instant>>;
+
 /// The leader's executor: assigns attempts to workers and waits for their results.
 pub struct RemoteExecutor {
     /// The leader's fenced store.
@@ -128,9 +133,45 @@ pub struct RemoteExecutor {
     pub job_cancelled: CancellationToken,
     /// The job's pacer: each attempt carries its share of the rate limits.
     pub pacer: Option<std::sync::Arc<crate::pacer::JobPacer>>,
+    /// Attempts started with their assignment (empty at first).
+    pub started: StartedAttempts,
 }
 
 impl RemoteExecutor {
+    /// Starts a fresh attempt of `chunk` on `worker` and writes its assignment, in one
+    /// write ([`ferry_coordination::ClusterProtocol::start_assigned_attempt`]); the
+    /// attempt's [`ChunkExecutor::execute`] then finds it assigned. Called by the
+    /// scheduler through [`super::handoff::HandoffStore`].
+    pub async fn start_attempt(
+        &self,
+        job: &JobId,
+        chunk: ChunkId,
+        worker: &WorkerId,
+        source_snapshot: Option<&str>,
+    ) -> ferry_coordination::Result<Attempt> {
+        let assigned_at = Instant::now();
+        let attempt = self
+            .store
+            .start_assigned_attempt(worker, job, chunk, self.share(), source_snapshot)
+            .await?;
+        self.started_attempts()
+            .insert((job.clone(), chunk, attempt), assigned_at);
+        Ok(attempt)
+    }
+
+    /// This attempt's share of the job's rate limits.
+    fn share(&self) -> (u64, u64) {
+        self.pacer
+            .as_ref()
+            .map_or((0, 0), |pacer| pacer.attempt_share())
+    }
+
+    fn started_attempts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(JobId, ChunkId, Attempt), Instant>> {
+        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Retries a store call while it fails with a retryable error (etcd restarting),
     /// until `cancel`.
     async fn retrying<T, F, Fut>(
@@ -168,29 +209,36 @@ impl ChunkExecutor for RemoteExecutor {
             task.attempt,
             task.worker.clone(),
         );
-        // Write the assignment, or adopt it when it stands already.
-        let share = self
-            .pacer
-            .as_ref()
-            .map_or((0, 0), |pacer| pacer.attempt_share());
-        let assigned_at = Instant::now();
-        match self
-            .retrying(&cancel, || {
-                self.store.put_assignment(
-                    &worker,
-                    &job,
-                    chunk,
-                    attempt,
-                    share,
-                    task.source_snapshot.as_deref(),
-                )
-            })
-            .await
-        {
-            None => return ChunkResult::Cancelled,
-            Some(Err(message)) => return store_failure(message),
-            Some(Ok(())) => {}
-        }
+        // Written with the attempt's start; otherwise (an attempt adopted from an
+        // earlier leader) write the assignment, or adopt it when it stands already.
+        let started = self
+            .started_attempts()
+            .remove(&(job.clone(), chunk, attempt));
+        let assigned_at = match started {
+            Some(assigned_at) => assigned_at,
+            None => {
+                let assigned_at = Instant::now();
+                let share = self.share();
+                match self
+                    .retrying(&cancel, || {
+                        self.store.put_assignment(
+                            &worker,
+                            &job,
+                            chunk,
+                            attempt,
+                            share,
+                            task.source_snapshot.as_deref(),
+                        )
+                    })
+                    .await
+                {
+                    None => return ChunkResult::Cancelled,
+                    Some(Err(message)) => return store_failure(message),
+                    Some(Ok(())) => {}
+                }
+                assigned_at
+            }
+        };
         tracing::debug!(%job, %chunk, %attempt, %worker, "attempt assigned");
 
         let keys = self.store.keys();

@@ -20,6 +20,7 @@ use ferry_model::spec::JobSpec;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::HandoffStore;
 use super::pool::SlotBoard;
 use super::remote::{AttemptRouter, RemoteExecutor};
 use super::tally::ChunkTally;
@@ -500,6 +501,7 @@ impl ClusterRuntime {
             grace: self.options.grace,
             job_cancelled: running.operator_cancel.clone(),
             pacer: Some(pacer.clone()),
+            started: Default::default(),
         });
         tokio::spawn(publish_pace(
             leadership.store.clone(),
@@ -552,8 +554,11 @@ impl ClusterRuntime {
             .filter_map(ferry_model::spec::EndpointSpec::database_identity)
             .collect();
         let mut pool = leadership.board.pool(job.clone(), databases);
+        // Each attempt's start and its assignment in one write.
+        let scheduling_store: Arc<dyn Coordination> =
+            HandoffStore::new(executor.clone(), options.source_snapshot.clone());
         let outcome = run_job_on(
-            store,
+            scheduling_store,
             &record,
             executor,
             &options,
@@ -707,7 +712,14 @@ enum JobRunError {
 
 impl JobRunError {
     fn from_store(error: CoordinationError) -> Self {
-        if error.is_retryable() || matches!(error, CoordinationError::NotLeader { .. }) {
+        // AlreadyExists: the submit that stored the spec created the job while this run
+        // planned it too; the next round loads it.
+        if error.is_retryable()
+            || matches!(
+                error,
+                CoordinationError::NotLeader { .. } | CoordinationError::AlreadyExists { .. }
+            )
+        {
             JobRunError::Retry(error.to_string())
         } else {
             JobRunError::Fatal(error.to_string())

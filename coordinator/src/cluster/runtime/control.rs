@@ -111,11 +111,11 @@ impl ClusterControl for ClusterRuntime {
                 other => store_error(other),
             })?;
         let record = JobRecord::new(&spec, plan.tables);
-        leadership
-            .store
-            .create_job(&record, &plan.chunks)
-            .await
-            .map_err(store_error)?;
+        match leadership.store.create_job(&record, &plan.chunks).await {
+            // The leader's lifecycle saw the spec stored and planned the job first.
+            Ok(()) | Err(CoordinationError::AlreadyExists { .. }) => {}
+            Err(other) => return Err(store_error(other)),
+        }
         record_event(
             leadership.store.as_ref(),
             &job,
