@@ -25,6 +25,9 @@ pub(crate) struct Cutter<'a> {
     /// Chunks that cannot be cut (their key or range does not allow it, or the store
     /// refused): not considered again in this run.
     pub(crate) refused: HashSet<ChunkId>,
+    /// The pieces of chunks handed back in this run: they run to their end (cut again,
+    /// rows as wide would only be read again and again).
+    pub(crate) handed_back: HashSet<ChunkId>,
 }
 
 impl Cutter<'_> {
@@ -139,6 +142,9 @@ impl Cutter<'_> {
         let mut misaligned = false;
         for piece in split {
             let index = piece.id.0 as usize;
+            if after > Attempt(0) {
+                self.handed_back.insert(piece.id);
+            }
             if piece.id == chunk {
                 if after > Attempt(0) {
                     // Handed back while running: it is queued again, as its first piece.

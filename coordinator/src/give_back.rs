@@ -23,7 +23,8 @@
 //!   [`crate::idle_split::MAX_PIECES`]).
 //!
 //! What the attempt had streamed is copied again by the pieces: the price of the cut,
-//! paid only when the chunk had done less than half its work. Everything here is pure.
+//! paid only when the chunk had done less than half its work. A chunk is handed back at
+//! most once: its pieces (as wide as it was) run to their end. Everything here is pure.
 
 use std::time::Duration;
 

@@ -426,6 +426,7 @@ pub async fn run_job_on(
         job,
         events: &events,
         refused: std::collections::HashSet::new(),
+        handed_back: std::collections::HashSet::new(),
     };
 
     let mut gate_open = true;
@@ -500,7 +501,8 @@ pub async fn run_job_on(
             record.state = ChunkState::Assigned;
             record.worker = Some(worker.clone());
             table_first_start[record.table_index].get_or_insert_with(Instant::now);
-            let first = record.attempt == Attempt(0);
+            // A first attempt, not of a piece of a chunk handed back: may be handed back.
+            let first = record.attempt == Attempt(0) && !cutter.handed_back.contains(&chunk_id);
             let key_deferred = keys.is_deferred(record.table_index);
             let spawned = attempts.spawn(
                 &mut running,
