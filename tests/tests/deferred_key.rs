@@ -78,7 +78,7 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
-    let (pair, env, spec) = fixture("defer", "");
+    let (pair, env, spec) = fixture("defer", ", defer_key: true");
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(dir.path(), &spec);
     let state = dir.path().join("state.db");
@@ -105,7 +105,7 @@ async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_run_leaves_the_table_keyless_and_the_resumed_run_keys_it_exactly() {
-    let (pair, env, spec) = fixture("deferres", "");
+    let (pair, env, spec) = fixture("deferres", ", defer_key: true");
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(dir.path(), &spec);
     let state = dir.path().join("state.db");
@@ -189,7 +189,7 @@ async fn defer_key_false_loads_the_keyed_table_as_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_that_cannot_be_built_names_the_table_and_the_fix() {
-    let (pair, env, spec) = fixture("deferdup", "");
+    let (pair, env, spec) = fixture("deferdup", ", defer_key: true");
     // The target holds two rows with one key (as if the source had held them).
     psql(
         &pair.target(),
@@ -229,7 +229,10 @@ fn a_cluster_job_loads_without_the_key_and_the_leader_builds_it() {
     cluster.start_worker("w1", 2);
     cluster.start_worker("w2", 2);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let spec_text = cluster.spec("orders-defer", 1000, 10_000_000, 4);
+    let spec_text = cluster.spec("orders-defer", 1000, 10_000_000, 4).replace(
+        "chunking: { target_rows: 1000 }",
+        "chunking: { target_rows: 1000, defer_key: true }",
+    );
     runtime.block_on(async {
         ferry_tests::cluster::submit(&address, &spec_text).await;
         let status = ferry_tests::cluster::wait_done(

@@ -578,7 +578,7 @@ fn read_chunking(value: &Value, path: &str, problems: &mut Problems) -> Option<C
     };
     let defer_key_opt = match fields.optional("defer_key") {
         Some(flag) => read_bool(flag, &fields.path_of("defer_key"), problems),
-        None => Some(true),
+        None => Some(ChunkingSpec::default().defer_key),
     };
     Some(ChunkingSpec {
         target_rows: target_rows_opt?,
@@ -733,7 +733,7 @@ throttle:
             ChunkingSpec {
                 target_rows: 10_000,
                 split_idle: true,
-                defer_key: true,
+                defer_key: false,
             }
         );
         assert_eq!(
