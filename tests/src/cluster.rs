@@ -371,18 +371,19 @@ pub async fn status(address: &str, job: &str) -> Option<pb::GetJobResponse> {
 }
 
 pub async fn chunks(address: &str, job: &str) -> Vec<pb::ChunkInfo> {
+    try_chunks(address, job).await.expect("list chunks")
+}
+
+/// A job's chunks, or the Control API's refusal (a job submitted but not planned yet
+/// is listed among the cluster's jobs before its chunks can be).
+pub async fn try_chunks(address: &str, job: &str) -> Result<Vec<pb::ChunkInfo>, tonic::Status> {
     let mut control = client(address).await;
     let request = pb::ListChunksRequest {
         job_id: job.to_owned(),
         page_size: 10_000,
         ..Default::default()
     };
-    control
-        .list_chunks(request)
-        .await
-        .expect("list chunks")
-        .into_inner()
-        .chunks
+    Ok(control.list_chunks(request).await?.into_inner().chunks)
 }
 
 /// Waits until the job ends; returns its final state.
