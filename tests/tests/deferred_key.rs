@@ -76,6 +76,15 @@ async fn run(
     (prepared, outcome)
 }
 
+/// Every chunk verified, the target keyed on `id` and equal to the source (psql).
+fn assert_keyed_and_equal(pair: &PgPair, outcome: &ferry_coordinator::scheduler::RunOutcome) {
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
+    }
+    assert_eq!(target_key(pair), "id");
+    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
     let (pair, env, spec) = fixture("defer", ", defer_key: true");
@@ -96,11 +105,7 @@ async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
     );
     assert!(!outcome.interrupted);
     assert_eq!(outcome.chunks.len(), 12);
-    for chunk in &outcome.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
-    }
-    assert_eq!(target_key(&pair), "id");
-    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+    assert_keyed_and_equal(&pair, &outcome);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -146,11 +151,7 @@ async fn a_stopped_run_leaves_the_table_keyless_and_the_resumed_run_keys_it_exac
     )
     .await;
     assert!(!resumed.interrupted);
-    for chunk in &resumed.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "{chunk:?}");
-    }
-    assert_eq!(target_key(&pair), "id");
-    assert_eq!(digest(&pair.target()), digest(&pair.source()));
+    assert_keyed_and_equal(&pair, &resumed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
