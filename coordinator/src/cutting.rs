@@ -201,6 +201,11 @@ impl LiveAttempt {
         self.started.elapsed()
     }
 
+    /// Whether it may be asked back: a first attempt, still copying, not asked yet.
+    fn askable(&self) -> bool {
+        self.first && !self.verifying && self.cut.is_none()
+    }
+
     /// The pieces requested for its chunk, when it was asked to hand the chunk back.
     pub(crate) fn into_cut(self) -> Option<Vec<(ChunkRange, u64)>> {
         self.cut
@@ -246,16 +251,14 @@ impl LiveAttempts {
     /// Whether an attempt could be handed back later (a first attempt copying, not
     /// asked yet): what keeps the scheduler looking.
     pub(crate) fn any_candidate(&self) -> bool {
-        self.live
-            .values()
-            .any(|attempt| attempt.first && !attempt.verifying && attempt.cut.is_none())
+        self.live.values().any(LiveAttempt::askable)
     }
 
     /// The attempts that may be handed back, as [`choose_give_backs`] reads them.
     pub(crate) fn candidates(&self, model: &[ChunkRecord]) -> Vec<RunningCopy> {
         self.live
             .iter()
-            .filter(|(_, attempt)| attempt.first && !attempt.verifying && attempt.cut.is_none())
+            .filter(|(_, attempt)| attempt.askable())
             .map(|(chunk, attempt)| RunningCopy {
                 chunk: *chunk,
                 table_index: attempt.table_index,
