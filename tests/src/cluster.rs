@@ -313,9 +313,17 @@ impl Drop for Cluster {
     }
 }
 
+/// The last 40 lines of a process's log, after any panic it logged (its message and
+/// where; a backtrace would push the message out of the tail).
 pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    let panics = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains("panicked at"))
+        .flat_map(|(at, _)| lines[at..(at + 3).min(lines.len())].iter().copied());
+    let last = lines[lines.len().saturating_sub(40)..].iter().copied();
+    panics.chain(last).collect::<Vec<_>>().join("\n")
 }
 
 pub async fn client(address: &str) -> ControlClient<tonic::transport::Channel> {

@@ -296,11 +296,15 @@ impl WorkerPool for ClusterPool {
                     .unwrap_or(0);
                 let room = used < worker.slots
                     && u64::from(used) + u64::from(verifying) < 2 * u64::from(worker.slots);
-                room.then_some((
-                    worker.slots - used,
-                    std::cmp::Reverse(verifying),
-                    &worker.id,
-                ))
+                // Lazily: a worker's count can pass its slots for a moment (attempts a
+                // new term adopts), and `slots - used` must not be computed then.
+                room.then(|| {
+                    (
+                        worker.slots - used,
+                        std::cmp::Reverse(verifying),
+                        &worker.id,
+                    )
+                })
             })
             .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(a.2)))
             .map(|(_, _, id)| id.clone())?;
@@ -553,6 +557,25 @@ mod tests {
         assert_eq!((board.busy(&worker), board.verifying(&worker)), (2, 2));
         drop(pool);
         assert_eq!((board.busy(&worker), board.verifying(&worker)), (0, 0));
+    }
+
+    #[test]
+    fn attempts_adopted_past_a_workers_slots_leave_it_no_room_until_they_end() {
+        // A new term adopts what still runs on a worker while its scheduler also takes
+        // slots: for a moment the worker holds more than it has (this panicked with an
+        // overflow in `acquire` in debug builds).
+        let board = board_with_slots(2, HashMap::new());
+        let mut pool = board.pool(JobId("job".into()), Vec::new());
+        let worker = WorkerId("w1".into());
+        for _ in 0..3 {
+            pool.adopt(&worker);
+        }
+        pool.want(8, &gate(1, 8));
+        assert!(pool.acquire().is_none(), "3 of 2 slots held: no room");
+        pool.release(&worker, false);
+        pool.release(&worker, false);
+        assert_eq!(board.busy(&worker), 1);
+        assert_eq!(fill(&mut [(&mut pool, gate(1, 8))]), vec![1]);
     }
 
     #[test]
