@@ -141,9 +141,11 @@ async fn a_rate_change_applies_to_the_running_job() {
         rate <= 1.2 * limit as f64,
         "{rate:.0} rows/s after the limit went down to {limit}"
     );
+    // Only that it still copies: a debug build on a loaded machine copies SQLite rows
+    // at well under the limit (6,663 rows/s against 15,000 was seen at load 10).
     assert!(
-        rate >= 0.5 * limit as f64,
-        "the job kept copying: {rate:.0} rows/s"
+        rate >= 0.2 * limit as f64,
+        "the job stopped copying: {rate:.0} rows/s"
     );
 
     // An invalid change is refused and the policy stays.
