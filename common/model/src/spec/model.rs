@@ -212,9 +212,7 @@ pub struct ChunkingSpec {
     pub split_idle: bool,
     /// Whether a target table ferry creates in the job (missing, or `schema: recreate`)
     /// is loaded without its primary key, the key built once every chunk of the table is
-    /// copied and the chunks verified after it (`chunking.defer_key`, off by default: a
-    /// coordinator killed while it verifies such chunks was not taken over in time in a
-    /// test, not understood yet). It
+    /// copied and the chunks verified after it (`chunking.defer_key`, on by default). It
     /// applies only where the target engine gains from it (PostgreSQL: B-tree inserts
     /// cost more than one sorted build); elsewhere tables are loaded keyed as before.
     pub defer_key: bool,
@@ -225,7 +223,7 @@ impl Default for ChunkingSpec {
         ChunkingSpec {
             target_rows: DEFAULT_TARGET_ROWS,
             split_idle: true,
-            defer_key: false,
+            defer_key: true,
         }
     }
 }

@@ -733,7 +733,7 @@ throttle:
             ChunkingSpec {
                 target_rows: 10_000,
                 split_idle: true,
-                defer_key: false,
+                defer_key: true,
             }
         );
         assert_eq!(
