@@ -146,6 +146,21 @@ impl<'a> BatchColumns<'a> {
         self.rows
     }
 
+    /// About how many bytes row `row` takes as a `LOAD DATA` line (its text and binary
+    /// values' lengths, a few bytes for any other value), so a line of a huge row is
+    /// given its room at once rather than by doubling a buffer.
+    pub fn row_bytes_hint(&self, row: usize) -> usize {
+        self.columns
+            .iter()
+            .map(|column| match column.view.cell(row) {
+                CellRef::Utf8(text) => text.len() + 1,
+                // Bytes travel as hex (`UNHEX`).
+                CellRef::Binary(bytes) | CellRef::FixedSizeBinary(bytes) => 2 * bytes.len() + 1,
+                _ => 24,
+            })
+            .sum()
+    }
+
     /// Appends row `row` as one `LOAD DATA` line (see the module documentation).
     pub fn push_tsv_row(&self, row: usize, out: &mut Vec<u8>) -> Result<()> {
         for index in 0..self.columns.len() {

@@ -22,6 +22,7 @@
 pub mod config;
 mod describe;
 mod encode;
+mod infile;
 mod read;
 mod split;
 mod sql;
@@ -65,6 +66,21 @@ const MAX_CONNECTIONS: usize = 64;
 const NET_TIMEOUT_SECS: u32 = 3600;
 /// How long stopping an abandoned read may wait for a connection.
 const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A connection that read a row bigger than this is closed rather than pooled: the
+/// driver's read buffer grows to hold a whole row (up to twice its size) and never
+/// shrinks, so a pooled connection would keep that memory, outside the process's
+/// memory budget, for as long as it lives.
+const BIG_ROW_BYTES: usize = 1 << 20;
+
+/// Gives a read's connection back to the pool, or closes it when the read carried a row
+/// bigger than [`BIG_ROW_BYTES`] (see there).
+async fn release_read_conn(conn: Conn, largest_row: usize) {
+    if largest_row > BIG_ROW_BYTES
+        && let Err(error) = conn.disconnect().await
+    {
+        tracing::debug!(%error, "closing a connection that read big rows failed");
+    }
+}
 
 /// Classifies a driver error: the server away or read-only (a lost or refused
 /// connection, a shutdown, too many connections, a read-only standby), trouble in this
@@ -328,6 +344,7 @@ impl Shared {
             // the result.
             self.kill_query(connection_id).await;
         }
+        release_read_conn(conn, builder.largest_row()).await;
         if !outcome? {
             return Ok(());
         }
@@ -370,12 +387,15 @@ impl Shared {
             })
         };
         let mut conn = self.conn(self.role, &table.name).await?;
-        let mut result = conn.exec_iter(sql, params).await.map_err(&on_error)?;
-        while let Some(row) = result.next().await.map_err(&on_error)? {
-            if let Some(batch) = builder.push_row(row.unwrap())? {
-                add(&mut checksum, batch)?;
+        {
+            let mut result = conn.exec_iter(sql, params).await.map_err(&on_error)?;
+            while let Some(row) = result.next().await.map_err(&on_error)? {
+                if let Some(batch) = builder.push_row(row.unwrap())? {
+                    add(&mut checksum, batch)?;
+                }
             }
         }
+        release_read_conn(conn, builder.largest_row()).await;
         if let Some(batch) = builder.finish()? {
             add(&mut checksum, batch)?;
         }

@@ -319,6 +319,8 @@ pub struct BatchBuilder<'a> {
     zero_dates: ZeroDates,
     rows: usize,
     bytes: usize,
+    /// The most bytes a row has taken so far.
+    largest_row: usize,
     /// Reused for values rewritten on the way in.
     scratch: String,
 }
@@ -347,6 +349,7 @@ impl<'a> BatchBuilder<'a> {
             zero_dates,
             rows: 0,
             bytes: 0,
+            largest_row: 0,
             scratch: String::new(),
         };
         builder.builders = builder.new_builders()?;
@@ -385,6 +388,7 @@ impl<'a> BatchBuilder<'a> {
         // A row that would take the batch past its byte size starts the next batch: a
         // batch holds at most one row beyond the limit, its own.
         let row_bytes: usize = values.iter().map(value_bytes).sum();
+        self.largest_row = self.largest_row.max(row_bytes);
         let full = if self.rows > 0 && self.bytes + row_bytes > MAX_BATCH_BYTES {
             self.finish()?
         } else {
@@ -425,6 +429,11 @@ impl<'a> BatchBuilder<'a> {
             return self.finish();
         }
         Ok(None)
+    }
+
+    /// The most bytes one row has taken so far (what the driver's buffers grew to).
+    pub fn largest_row(&self) -> usize {
+        self.largest_row
     }
 
     /// Returns the rows added since the last batch, if any.

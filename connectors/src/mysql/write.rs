@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use bytes::Bytes;
 use ferry_model::ids::Attempt;
 use ferry_model::key::SplitKey;
 use ferry_model::schema::{ColumnSchema, ColumnType, TableName, TableSchema};
@@ -45,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::WriteMethod;
 use super::describe::{self, describe};
 use super::encode::{BatchColumns, load_data_columns};
+use super::infile::tsv_stream;
 use super::sql::{
     STATEMENT_TAG, data_table, key_columns, quote_ident, quote_string, quote_table, range_predicate,
 };
@@ -408,7 +408,7 @@ fn check_compatible(
     differences.into_result(&source.name)
 }
 
-async fn next_batch(
+pub(super) async fn next_batch(
     batches: &mut BatchStream,
     cancel: &CancellationToken,
 ) -> Result<Option<RecordBatch>> {
@@ -844,95 +844,6 @@ async fn load_data(
         });
     }
     Ok(LoadOutcome::Loaded(rows_loaded))
-}
-
-/// The bytes of the batches as `LOAD DATA` lines, one chunk of bytes per batch. A batch
-/// error or cancellation is kept in `failure` and ends the stream with an I/O error,
-/// which makes the driver abort the load.
-fn tsv_stream(
-    table: TableSchema,
-    first: Option<RecordBatch>,
-    batches: BatchStream,
-    cancel: CancellationToken,
-    failure: Arc<Mutex<Option<ConnectorError>>>,
-    rows_sent: Arc<AtomicU64>,
-) -> mysql_async::InfileData {
-    struct State {
-        table: TableSchema,
-        pending: Option<RecordBatch>,
-        batches: BatchStream,
-        cancel: CancellationToken,
-        failure: Arc<Mutex<Option<ConnectorError>>>,
-        rows_sent: Arc<AtomicU64>,
-        done: bool,
-    }
-    let state = State {
-        table,
-        pending: first,
-        batches,
-        cancel,
-        failure,
-        rows_sent,
-        done: false,
-    };
-    let stream = futures::stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
-        }
-        let batch = match state.pending.take() {
-            Some(batch) => Ok(Some(batch)),
-            None => next_batch(&mut state.batches, &state.cancel).await,
-        };
-        let encoded = batch.and_then(|batch_opt| match batch_opt {
-            None => Ok(None),
-            Some(batch) => {
-                let columns = BatchColumns::new(&state.table, &batch)?;
-                let mut out = Vec::with_capacity(batch.get_array_memory_size() + batch.num_rows());
-                for row in 0..columns.num_rows() {
-                    columns.push_tsv_row(row, &mut out)?;
-                }
-                Ok(Some((Bytes::from(out), columns.num_rows() as u64)))
-            }
-        });
-        match encoded {
-            Ok(None) => None,
-            Ok(Some((bytes, rows))) => {
-                state.rows_sent.fetch_add(rows, Ordering::AcqRel);
-                Some((Ok(bytes), state))
-            }
-            Err(error) => {
-                let message = error.to_string();
-                *state
-                    .failure
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-                state.done = true;
-                Some((Err(std::io::Error::other(message)), state))
-            }
-        }
-    });
-    // The driver copies each item into a packet buffer of its own (kept in its pool):
-    // slices of at most `INFILE_PIECE_BYTES` keep that copy small however big the batch.
-    stream
-        .flat_map(|item| {
-            let pieces = match item {
-                Ok(bytes) => infile_pieces(bytes).into_iter().map(Ok).collect(),
-                Err(error) => vec![Err(error)],
-            };
-            futures::stream::iter(pieces)
-        })
-        .boxed()
-}
-
-/// The largest slice of `LOAD DATA` bytes handed to the driver at once.
-const INFILE_PIECE_BYTES: usize = 1 << 20;
-
-/// `bytes` as slices of at most [`INFILE_PIECE_BYTES`] (no copy).
-fn infile_pieces(bytes: Bytes) -> Vec<Bytes> {
-    (0..bytes.len())
-        .step_by(INFILE_PIECE_BYTES)
-        .map(|start| bytes.slice(start..bytes.len().min(start + INFILE_PIECE_BYTES)))
-        .collect()
 }
 
 /// Writes the batches with multi-row INSERTs, each under `max_allowed_packet`.
