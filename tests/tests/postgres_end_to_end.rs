@@ -1030,7 +1030,9 @@ async fn connections_are_reused_across_chunks_with_their_settings_reset() {
         let fence = Fence {
             run_id: format!("run-{suffix}"),
             chunk: ChunkId(index as u32),
-            attempt: Attempt(2),
+            // A first attempt names its session for its transaction only, a later one
+            // for the session (reset when the connection goes back): both kinds here.
+            attempt: Attempt(index as u32 % 2 + 1),
         };
         let read = ferry_connectors::Source::read_native(&source, &table, &key, &range, format)
             .await
@@ -1072,7 +1074,7 @@ async fn connections_are_reused_across_chunks_with_their_settings_reset() {
         )
     };
     // One idle session kept on each side, named `ferry` again (a session older than the
-    // pool's 1 s is replaced by the next operation; its backend may take a moment to go).
+    // pool's 5 s is replaced by the next operation; its backend may take a moment to go).
     for (database, side) in [(&dst, "target"), (&src, "source")] {
         ferry_tests::wait_until(std::time::Duration::from_secs(10), || {
             sessions(database).trim() == "ferry|1"

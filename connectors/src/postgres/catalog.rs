@@ -164,14 +164,13 @@ pub async fn load_table(
     reader: &impl CatalogReader,
     table: &TableName,
 ) -> Result<Option<CatalogTable>, tokio_postgres::Error> {
-    // One statement per lookup (one round trip), prepared once per pooled connection: a
-    // catalog read runs for every chunk's read, write and verification.
-    const PRIMARY_KEY: &str = "ARRAY(SELECT a.attname::text \
-             FROM pg_catalog.pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = c.oid AND i.indisprimary \
-             ORDER BY k.position)";
+    // One statement (one round trip), prepared once per pooled connection: a catalog read
+    // runs for every chunk's read, write and verification. Its rows are the table's
+    // columns, each with the table's name and its primary key's column numbers (named
+    // here from the columns: a key column cannot be dropped); a table without columns is
+    // one row whose column fields are NULL.
+    const PRIMARY_KEY: &str = "(SELECT i.indkey::int2[] FROM pg_catalog.pg_index i \
+             WHERE i.indrelid = c.oid AND i.indisprimary)";
     let relation = match &table.schema {
         Some(schema) => format!(
             "n.nspname = {} AND c.relname = {}",
@@ -185,21 +184,39 @@ pub async fn load_table(
     };
     let rows = reader
         .catalog_rows(&format!(
-            "SELECT c.oid, n.nspname::text, c.relname::text, {PRIMARY_KEY} \
+            "SELECT n.nspname::text, c.relname::text, {PRIMARY_KEY}, col.* \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE {relation} AND c.relkind IN ('r', 'p')"
+             LEFT JOIN LATERAL ({columns}) col ON true \
+             WHERE {relation} AND c.relkind IN ('r', 'p') \
+             ORDER BY col.attnum",
+            columns = columns_sql("c.oid")
         ))
         .await?;
     let Some(found) = rows.first() else {
         return Ok(None);
     };
-    let table_oid: u32 = found.try_get(0)?;
     let name = TableName {
-        schema: Some(found.try_get(1)?),
-        name: found.try_get(2)?,
+        schema: Some(found.try_get(0)?),
+        name: found.try_get(1)?,
     };
-    let primary_key: Vec<String> = found.try_get(3)?;
-    let columns = load_columns(reader, table_oid).await?;
+    let key_numbers: Vec<i16> = found.try_get::<_, Option<_>>(2)?.unwrap_or_default();
+    // One table at most matches (a name without a schema resolves to the first visible).
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut numbers = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<_, Option<String>>(TABLE_FIELDS)?.is_none() {
+            continue;
+        }
+        columns.push(column_of(row, TABLE_FIELDS)?);
+        numbers.push(row.try_get::<_, i16>(TABLE_FIELDS + COLUMN_FIELDS)?);
+    }
+    let primary_key = key_numbers
+        .iter()
+        .filter_map(|key_number| {
+            let index = numbers.iter().position(|number| number == key_number)?;
+            Some(columns[index].name.clone())
+        })
+        .collect();
     Ok(Some(CatalogTable {
         name,
         columns,
@@ -207,72 +224,94 @@ pub async fn load_table(
     }))
 }
 
+/// The fields before the columns' in [`load_table`]'s rows.
+const TABLE_FIELDS: usize = 3;
+
+/// The fields of a column ([`column_of`]) in [`columns_sql`]'s rows, before its `attnum`.
+const COLUMN_FIELDS: usize = 16;
+
+/// The statement reading the columns of the relation whose oid is the SQL expression
+/// `relation_oid`, in `attnum` order: the enum labels and the database's default collation
+/// come as subqueries. Its last field is `attnum`.
+///
+/// Each column's type and collation are looked up by their index, one column at a time
+/// (`OFFSET 0` keeps the planner from joining the whole `pg_type` by hash: measured, that
+/// made this statement cost about twice as much for a table of a few columns), and enum
+/// labels are read only for enum columns.
+fn columns_sql(relation_oid: &str) -> String {
+    format!(
+        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                a.atttypid, a.atttypmod, a.attnotnull, a.attgenerated::text, \
+                t.typtype::text, t.typcategory::text, t.typelem, et.typtype::text, \
+                CASE WHEN t.typtype = 'e' OR et.typtype = 'e' THEN \
+                     ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                           WHERE e.enumtypid = CASE WHEN t.typtype = 'e' THEN t.oid ELSE et.oid END \
+                           ORDER BY e.enumsortorder) \
+                     ELSE '{{}}'::text[] END, \
+                COALESCE(co.collname::text, ''), COALESCE(co.collprovider::text, ''), \
+                COALESCE(co.collcollate::text, ''), {DATABASE_COLLATION_COLUMNS}, a.attnum \
+         FROM pg_catalog.pg_attribute a \
+         CROSS JOIN LATERAL (SELECT t.oid, t.typtype, t.typcategory, t.typelem \
+                             FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid OFFSET 0) t \
+         LEFT JOIN LATERAL (SELECT et.oid, et.typtype FROM pg_catalog.pg_type et \
+                            WHERE et.oid = t.typelem AND t.typcategory = 'A' OFFSET 0) et ON true \
+         LEFT JOIN LATERAL (SELECT co.collname, co.collprovider, co.collcollate \
+                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation \
+                            OFFSET 0) co ON true \
+         WHERE a.attrelid = {relation_oid} AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum"
+    )
+}
+
 /// Loads the columns of the relation `relation_oid`.
 pub async fn load_columns(
     reader: &impl CatalogReader,
     relation_oid: u32,
 ) -> Result<Vec<CatalogColumn>, tokio_postgres::Error> {
-    // One statement (one round trip): the enum labels and the database's default
-    // collation come as subqueries.
     let rows = reader
-        .catalog_rows(&format!(
-            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                    a.atttypid, a.atttypmod, a.attnotnull, a.attgenerated::text, \
-                    t.typtype::text, t.typcategory::text, t.typelem, et.typtype::text, \
-                    ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
-                          WHERE e.enumtypid = CASE WHEN t.typtype = 'e' THEN t.oid \
-                                                   WHEN et.typtype = 'e' THEN et.oid END \
-                          ORDER BY e.enumsortorder), \
-                    COALESCE(co.collname::text, ''), COALESCE(co.collprovider::text, ''), \
-                    COALESCE(co.collcollate::text, ''), {DATABASE_COLLATION_COLUMNS} \
-             FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-             LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' \
-             LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
-             WHERE a.attrelid = '{relation_oid}'::oid AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum"
-        ))
+        .catalog_rows(&columns_sql(&format!("'{relation_oid}'::oid")))
         .await?;
-    let mut columns = Vec::with_capacity(rows.len());
-    for row in rows {
-        let type_oid: u32 = row.try_get(2)?;
-        let typtype: String = row.try_get(6)?;
-        let typcategory: String = row.try_get(7)?;
-        let element_oid: u32 = row.try_get(8)?;
-        let element_typtype: Option<String> = row.try_get(9)?;
-        let enum_labels: Vec<String> = row.try_get(10)?;
-        let collation_name: String = row.try_get(11)?;
-        let collation_provider: String = row.try_get(12)?;
-        let collation_collate: String = row.try_get(13)?;
-        let database_collate: String = row.try_get(14)?;
-        let database_provider: String = row.try_get(15)?;
-        let default_bytewise = database_provider == "c" && is_bytewise_locale(&database_collate);
-        let wire = WireType::from_catalog(
-            type_oid,
-            &typtype,
-            &typcategory,
-            element_oid,
-            element_typtype.as_deref(),
-        );
-        let collatable = !collation_name.is_empty();
-        let bytewise = match collation_name.as_str() {
-            "" => true,
-            "default" => default_bytewise,
-            "C" | "POSIX" | "ucs_basic" => true,
-            _ => collation_provider == "c" && is_bytewise_locale(&collation_collate),
-        };
-        columns.push(CatalogColumn {
-            name: row.try_get(0)?,
-            declared_type: row.try_get(1)?,
-            wire,
-            typmod: row.try_get(3)?,
-            not_null: row.try_get(4)?,
-            generated: !row.try_get::<_, String>(5)?.is_empty(),
-            enum_labels,
-            needs_c_collation: collatable && !bytewise,
-        });
-    }
-    Ok(columns)
+    rows.iter().map(|row| column_of(row, 0)).collect()
+}
+
+/// The column described by the fields of `row` from `first` on ([`columns_sql`]'s).
+fn column_of(row: &Row, first: usize) -> Result<CatalogColumn, tokio_postgres::Error> {
+    let type_oid: u32 = row.try_get(first + 2)?;
+    let typtype: String = row.try_get(first + 6)?;
+    let typcategory: String = row.try_get(first + 7)?;
+    let element_oid: u32 = row.try_get(first + 8)?;
+    let element_typtype: Option<String> = row.try_get(first + 9)?;
+    let enum_labels: Vec<String> = row.try_get(first + 10)?;
+    let collation_name: String = row.try_get(first + 11)?;
+    let collation_provider: String = row.try_get(first + 12)?;
+    let collation_collate: String = row.try_get(first + 13)?;
+    let database_collate: String = row.try_get(first + 14)?;
+    let database_provider: String = row.try_get(first + 15)?;
+    let default_bytewise = database_provider == "c" && is_bytewise_locale(&database_collate);
+    let wire = WireType::from_catalog(
+        type_oid,
+        &typtype,
+        &typcategory,
+        element_oid,
+        element_typtype.as_deref(),
+    );
+    let collatable = !collation_name.is_empty();
+    let bytewise = match collation_name.as_str() {
+        "" => true,
+        "default" => default_bytewise,
+        "C" | "POSIX" | "ucs_basic" => true,
+        _ => collation_provider == "c" && is_bytewise_locale(&collation_collate),
+    };
+    Ok(CatalogColumn {
+        name: row.try_get(first)?,
+        declared_type: row.try_get(first + 1)?,
+        wire,
+        typmod: row.try_get(first + 3)?,
+        not_null: row.try_get(first + 4)?,
+        generated: !row.try_get::<_, String>(first + 5)?.is_empty(),
+        enum_labels,
+        needs_c_collation: collatable && !bytewise,
+    })
 }
 
 /// What [`load_partitioning`] found wrong with a partition tree ferry cannot plan by.

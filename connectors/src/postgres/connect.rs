@@ -132,15 +132,7 @@ impl Endpoint {
     /// A connection for one operation: an idle one released by an earlier operation, or
     /// a new one. Release it ([`Session::release`]) when the operation ended cleanly.
     pub async fn session(&self) -> Result<Session, ConnectorError> {
-        let (client, opened, prepared) = match self.idle.take() {
-            Some(kept) => kept,
-            None => (
-                self.connect().await?,
-                std::time::Instant::now(),
-                Default::default(),
-            ),
-        };
-        Ok(Session::new(client, opened, prepared, self.idle.clone()))
+        self.idle.session(self.connect()).await
     }
 
     /// Opens a new connection; its driver task ends when the returned client is dropped.

@@ -417,6 +417,10 @@ pub struct PostgresSink {
     /// table altered during the job fails its chunks: the binary COPY refuses the bytes,
     /// or the verification (which checks the types again) does.
     native_formats: std::sync::Mutex<std::collections::HashMap<TableName, Option<&'static str>>>,
+    /// The fence tables this sink created or found, not looked for again before each
+    /// chunk's write (a round trip per chunk). A write that fails forgets its table's:
+    /// a fence table dropped during the job is created again by the chunk's next attempt.
+    fence_tables: std::sync::Mutex<std::collections::HashSet<TableName>>,
 }
 
 impl PostgresSink {
@@ -428,12 +432,50 @@ impl PostgresSink {
         Ok(Self {
             endpoint,
             native_formats: std::sync::Mutex::default(),
+            fence_tables: std::sync::Mutex::default(),
         })
     }
 
     /// The target's label, without credentials.
     pub fn label(&self) -> &str {
         &self.endpoint.label
+    }
+
+    fn known_fence_tables(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<TableName>> {
+        self.fence_tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes a chunk in one fenced transaction on a pooled connection, after making
+    /// sure of the fence table (once per table while writes succeed).
+    async fn write(&self, chunk: ChunkWrite<'_>, input: write::ChunkInput) -> Result<WriteSummary> {
+        let mut session = self.endpoint.session().await?;
+        let table_target = target_name(chunk.table);
+        let fence_table = write::fence_table(&table_target);
+        if !self.known_fence_tables().contains(&fence_table) {
+            write::ensure_fence_table(&session, &table_target).await?;
+            self.known_fence_tables().insert(fence_table.clone());
+        }
+        // Only a later attempt names its session for good (before it ends the older
+        // attempts' sessions); a first attempt's settings last as long as its transaction.
+        let later_attempt = chunk.fence.attempt.0 > 1;
+        match write::write_chunk(&mut session, chunk, input).await {
+            Ok(written) => {
+                if later_attempt {
+                    session.release().await;
+                } else {
+                    session.release_settings_unchanged().await;
+                }
+                Ok(written)
+            }
+            Err(error) => {
+                self.known_fence_tables().remove(&fence_table);
+                Err(error)
+            }
+        }
     }
 
     fn known_native_formats(
@@ -453,11 +495,11 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<BatchStream> {
-        let session = self.endpoint.session().await?;
+        let mut session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
         session
-            .batch_execute(split::PREFER_KEY_INDEX)
+            .prefer_key_index()
             .await
             .map_err(query_error("read back chunk", &target))?;
         let reader = read_range(&session, table, &catalog, key, range, "target", false).await?;
@@ -505,6 +547,7 @@ impl Sink for PostgresSink {
         options: &PrepareOptions,
     ) -> Result<PrepareOutcome> {
         self.known_native_formats().remove(&table.name);
+        self.known_fence_tables().clear();
         let mut client = self.endpoint.connect().await?;
         write::prepare_table(&mut client, table, key, options).await
     }
@@ -544,11 +587,7 @@ impl Sink for PostgresSink {
         chunk: ChunkWrite<'_>,
         batches: BatchStream,
     ) -> Result<WriteSummary> {
-        let mut session = self.endpoint.session().await?;
-        let written =
-            write::write_chunk(&mut session, chunk, write::ChunkInput::Batches(batches)).await?;
-        session.release().await;
-        Ok(written)
+        self.write(chunk, write::ChunkInput::Batches(batches)).await
     }
 
     async fn native_format(&self, table: &TableSchema) -> Result<Option<&'static str>> {
@@ -572,11 +611,7 @@ impl Sink for PostgresSink {
         chunk: ChunkWrite<'_>,
         stream: NativeStream,
     ) -> Result<WriteSummary> {
-        let mut session = self.endpoint.session().await?;
-        let written =
-            write::write_chunk(&mut session, chunk, write::ChunkInput::Native(stream)).await?;
-        session.release().await;
-        Ok(written)
+        self.write(chunk, write::ChunkInput::Native(stream)).await
     }
 
     fn defers_primary_key(&self) -> bool {
@@ -605,16 +640,16 @@ impl Sink for PostgresSink {
         if table.source_kind != KIND {
             return Ok(None);
         }
-        let session = self.endpoint.session().await?;
+        let mut session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
         // The same values are the same bytes only when the column types are the same.
         if !native::same_column_types(table, &catalog) {
-            session.release().await;
+            session.release_settings_unchanged().await;
             return Ok(None);
         }
-        let checksum = native::checksum_range(&session, table, &catalog, key, range).await?;
-        session.release().await;
+        let checksum = native::checksum_range(&mut session, table, &catalog, key, range).await?;
+        session.release_settings_unchanged().await;
         Ok(Some(checksum))
     }
 
@@ -624,11 +659,11 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let session = self.endpoint.session().await?;
+        let mut session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
         session
-            .batch_execute(split::PREFER_KEY_INDEX)
+            .prefer_key_index()
             .await
             .map_err(query_error("checksum chunk", &target))?;
         let mut reader = read_range(&session, table, &catalog, key, range, "target", false).await?;
@@ -639,7 +674,7 @@ impl Sink for PostgresSink {
             })?;
         }
         drop(reader);
-        session.release().await;
+        session.release_settings_unchanged().await;
         Ok(checksum)
     }
 
@@ -649,11 +684,11 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<u64> {
-        let session = self.endpoint.session().await?;
+        let mut session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
-        let count = split::count_range(&session, &catalog, key, range).await?;
-        session.release().await;
+        let count = split::count_range(&mut session, &catalog, key, range).await?;
+        session.release_settings_unchanged().await;
         Ok(count)
     }
 }

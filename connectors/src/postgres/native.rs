@@ -18,7 +18,6 @@ use ferry_model::checksum::RangeChecksum;
 use ferry_model::key::{ChunkRange, SplitKey};
 use ferry_model::schema::{ColumnType, TableName, TableSchema};
 use futures::StreamExt;
-use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -27,7 +26,7 @@ use super::catalog::CatalogTable;
 use super::connect::query_error;
 use super::pool::Session;
 use super::read::COPY_SIGNATURE;
-use super::split::{PREFER_KEY_INDEX, key_columns, predicate};
+use super::split::{key_columns, predicate};
 use super::sql::{order_by, quote_ident, quote_table};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{NativeChecksum, NativeRead, NativeStream};
@@ -200,7 +199,7 @@ pub async fn read_native(
 /// Reads a range back in binary COPY (in any order) and hashes it like the source's
 /// stream.
 pub async fn checksum_range(
-    client: &Client,
+    client: &mut Session,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
@@ -208,10 +207,7 @@ pub async fn checksum_range(
 ) -> Result<NativeChecksum> {
     let sql = copy_out_sql(table, catalog, key, range, false)?;
     let on_error = query_error("checksum chunk", &catalog.name);
-    client
-        .batch_execute(PREFER_KEY_INDEX)
-        .await
-        .map_err(&on_error)?;
+    client.prefer_key_index().await.map_err(&on_error)?;
     let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
     let mut hasher = TupleHasher::new(table);
     while let Some(data) = copy_out.next().await {

@@ -14,11 +14,22 @@
 //! connection never hands an open transaction or an imported snapshot to the next
 //! operation; if ending it fails, the connection is closed instead of kept.
 //!
+//! A target's reads by key (a chunk's verification, count or read-back) prefer the key's
+//! index (`SET enable_seqscan = off`, [`Session::prefer_key_index`]); a connection keeps
+//! that setting in the pool, and the next such read on it sends nothing: every operation
+//! of a target's pooled sessions reads or deletes by key range (the chunk's write sets it
+//! for its own transaction anyway), so it is set once per connection rather than set and
+//! reset around every verification (two round trips per chunk). [`Session::release`]
+//! still resets everything, that setting included.
+//!
 //! A connection serves for [`MAX_AGE`] at most: settings an operator changes for new
 //! sessions (`ALTER DATABASE ... SET default_transaction_read_only = on` when a target
 //! is switched to read-only, a new role setting) reach ferry within that time, and a
-//! busy job still opens only about one connection per slot and second (against hundreds
-//! of operations a second with small chunks).
+//! busy job still opens only about one connection per slot every five seconds (against
+//! hundreds of operations a second with small chunks). It was 1 s: with 3,000 chunks of
+//! 100 rows on a loaded 2-core machine that opened 600–1,100 backends per run (each one
+//! forked, authenticated, its catalog caches filled and its statements prepared again),
+//! a large part of PostgreSQL's CPU for the job.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -27,12 +38,14 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Row, Statement};
 
+use super::split::PREFER_KEY_INDEX;
+
 /// Idle connections at most per endpoint (a worker's slots rarely exceed it; beyond
 /// it a released connection is closed).
 const MAX_IDLE: usize = 32;
 
 /// How long a connection is used from its opening on.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
+pub const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Prepared statements kept at most per connection ([`Session::query_prepared`]); beyond
 /// it the connection's statements are forgotten (closed) and prepared again.
@@ -41,29 +54,37 @@ const MAX_PREPARED: usize = 64;
 /// A connection's prepared statements by their text.
 type Prepared = HashMap<String, Statement>;
 
-/// An endpoint's idle connections (each with the instant it was opened), shared by its
-/// clones.
+/// An idle connection and what it carries from earlier operations.
+pub struct Kept {
+    client: Client,
+    opened: Instant,
+    prepared: Prepared,
+    /// `enable_seqscan = off` is set on it ([`Session::prefer_key_index`]).
+    key_index_preferred: bool,
+}
+
+/// An endpoint's idle connections, shared by its clones.
 #[derive(Clone, Default)]
-pub struct Idle(Arc<Mutex<Vec<(Client, Instant, Prepared)>>>);
+pub struct Idle(Arc<Mutex<Vec<Kept>>>);
 
 impl Idle {
     /// A live idle connection younger than [`MAX_AGE`], if one is kept.
-    pub fn take(&self) -> Option<(Client, Instant, Prepared)> {
+    fn take(&self) -> Option<Kept> {
         let mut idle = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some((client, opened, prepared)) = idle.pop() {
-            if !client.is_closed() && opened.elapsed() < MAX_AGE {
-                return Some((client, opened, prepared));
+        while let Some(kept) = idle.pop() {
+            if !kept.client.is_closed() && kept.opened.elapsed() < MAX_AGE {
+                return Some(kept);
             }
         }
         None
     }
 
     /// Keeps a released connection (an old one is closed by the next [`Idle::take`]).
-    fn give_back(&self, client: Client, opened: Instant, prepared: Prepared) {
-        if client.is_closed() {
+    fn give_back(&self, kept: Kept) {
+        if kept.client.is_closed() {
             return;
         }
         let mut idle = self
@@ -71,8 +92,32 @@ impl Idle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
-            idle.push((client, opened, prepared));
+            idle.push(kept);
         }
+    }
+
+    /// A kept connection as a session, or `client` (just opened) when none is kept.
+    pub async fn session<E>(
+        &self,
+        open: impl std::future::Future<Output = Result<Client, E>>,
+    ) -> Result<Session, E> {
+        let kept = match self.take() {
+            Some(kept) => kept,
+            None => Kept {
+                client: open.await?,
+                opened: Instant::now(),
+                prepared: Prepared::default(),
+                key_index_preferred: false,
+            },
+        };
+        Ok(Session {
+            client: kept.client,
+            opened: kept.opened,
+            idle: self.clone(),
+            prepared: Mutex::new(kept.prepared),
+            transaction_open: false,
+            key_index_preferred: kept.key_index_preferred,
+        })
     }
 }
 
@@ -86,17 +131,21 @@ pub struct Session {
     prepared: Mutex<Prepared>,
     /// The operation began a transaction that [`Session::release`] must end.
     transaction_open: bool,
+    /// `enable_seqscan = off` is set on the connection.
+    key_index_preferred: bool,
 }
 
 impl Session {
-    pub(super) fn new(client: Client, opened: Instant, prepared: Prepared, idle: Idle) -> Self {
-        Self {
-            client,
-            opened,
-            idle,
-            prepared: Mutex::new(prepared),
-            transaction_open: false,
+    /// Makes the planner prefer the key's index over a sequential scan for the rest of
+    /// the session (`SET enable_seqscan = off`): sent once per connection, kept in the
+    /// pool with it (reads by key range of a freshly loaded target, whose statistics
+    /// are stale, would otherwise scan the table). Only target sessions use it.
+    pub async fn prefer_key_index(&mut self) -> Result<(), tokio_postgres::Error> {
+        if !self.key_index_preferred {
+            self.client.batch_execute(PREFER_KEY_INDEX).await?;
+            self.key_index_preferred = true;
         }
+        Ok(())
     }
 
     /// Runs `sql` (no parameters: values written in it) as a statement prepared once per
@@ -143,21 +192,32 @@ impl Session {
         }
         if self.client.batch_execute("RESET ALL").await.is_ok() {
             let prepared = self.prepared.into_inner().unwrap_or_default();
-            self.idle.give_back(self.client, self.opened, prepared);
+            self.idle.give_back(Kept {
+                client: self.client,
+                opened: self.opened,
+                prepared,
+                key_index_preferred: false,
+            });
         }
     }
 }
 
 impl Session {
     /// [`Session::release`] for an operation that changed no setting of the session
-    /// (a source's chunk read: no `SET`, at most the transaction it marked open): no
-    /// `RESET ALL`, one round trip less per chunk.
+    /// but [`Session::prefer_key_index`] (a source's chunk read: no `SET`, at most the
+    /// transaction it marked open; a chunk's first write attempt: `SET LOCAL` only; a
+    /// verification): no `RESET ALL`, one round trip less per chunk.
     pub async fn release_settings_unchanged(self) {
         if self.transaction_open && self.client.batch_execute("ROLLBACK").await.is_err() {
             return;
         }
         let prepared = self.prepared.into_inner().unwrap_or_default();
-        self.idle.give_back(self.client, self.opened, prepared);
+        self.idle.give_back(Kept {
+            client: self.client,
+            opened: self.opened,
+            prepared,
+            key_index_preferred: self.key_index_preferred,
+        });
     }
 }
 

@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 
 use super::catalog::CatalogTable;
 use super::connect::query_error;
+use super::pool::Session;
 use super::sql::{KeyColumn, order_by, quote_ident, quote_table, range_predicate};
 use crate::error::{ConnectorError, Result};
 
@@ -302,7 +303,7 @@ pub async fn key_sample(
 
 /// Counts the rows of a range.
 pub async fn count_range(
-    client: &Client,
+    client: &mut Session,
     catalog: &CatalogTable,
     key: &SplitKey,
     range: &ChunkRange,
@@ -310,7 +311,7 @@ pub async fn count_range(
     let keys = key_columns(catalog, key)?;
     let condition = predicate(&catalog.name, &keys, key, range)?;
     client
-        .batch_execute(PREFER_KEY_INDEX)
+        .prefer_key_index()
         .await
         .map_err(query_error("count chunk", &catalog.name))?;
     let count: i64 = client

@@ -644,7 +644,7 @@ pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<(
 }
 
 /// The fence table in `target`'s schema.
-fn fence_table(target: &TableName) -> TableName {
+pub(super) fn fence_table(target: &TableName) -> TableName {
     TableName {
         schema: Some(schema_of(target).to_string()),
         name: FENCE_TABLE.to_string(),
@@ -856,7 +856,7 @@ pub async fn write_chunk(
     // A table of this job still without its key: the range's delete would scan the
     // whole table, and it is needed only when an earlier attempt of the chunk committed.
     let delete_when_refenced = key_deferred && catalog.primary_key.is_empty();
-    ensure_fence_table(client, &table_target).await?;
+    // The fence table exists: the sink made sure of it before (`PostgresSink`).
     let fence_name = quote_table(&fence_table(&table_target));
     let chunk_number = i64::from(fence.chunk.0);
     let attempt_number = i64::from(fence.attempt.0);
@@ -871,15 +871,16 @@ pub async fn write_chunk(
     if fence.attempt.0 > 1 {
         end_older_attempts(client, fence).await;
     }
-    let transaction = client.transaction().await.map_err(&on_error)?;
-    // One round trip for the statements before the COPY (they run in order, in this
-    // transaction): name the session after the attempt (a later attempt of the chunk
-    // ends it if it hangs), then take the fence row's lock and record this attempt in
-    // it unless a later one committed (a concurrent attempt of the same chunk waits
-    // there until this one ends, then sees this attempt), then clear the range. The
-    // fence row keeps this attempt only if the transaction commits.
+    // One round trip for the statements before the COPY (they run in order): begin the
+    // chunk's transaction, name the session after the attempt for as long as it lasts
+    // (a later attempt of the chunk ends it if it hangs), then take the fence row's lock
+    // and record this attempt in it unless a later one committed (a concurrent attempt
+    // of the same chunk waits there until this one ends, then sees this attempt), then
+    // clear the range. The fence row keeps this attempt only if the transaction commits.
+    // Any error below drops the session unreleased: its connection closes, and the
+    // server rolls the transaction back.
     let opening = format!(
-        "SET application_name = {tag}; {PREFER_KEY_INDEX_LOCAL}; \
+        "BEGIN; SET LOCAL application_name = {tag}; {PREFER_KEY_INDEX_LOCAL}; \
          INSERT INTO {fence_name} AS f (run_id, chunk, table_name, attempt, committed_at) \
          VALUES ({run_id}, {chunk_number}, {table_text}, {attempt_number}, now()) \
          ON CONFLICT (run_id, chunk) DO UPDATE SET attempt = EXCLUDED.attempt, \
@@ -895,10 +896,7 @@ pub async fn write_chunk(
             format!("DELETE FROM {} WHERE {condition}", quote_table(&target))
         },
     );
-    let replies = transaction
-        .simple_query(&opening)
-        .await
-        .map_err(&on_error)?;
+    let replies = client.simple_query(&opening).await.map_err(&on_error)?;
     // The fence row taken: `Some(true)` when it was there already (an earlier attempt
     // of the chunk committed: `xmax` is set on a row the upsert updated, 0 on a row it
     // inserted; the upsert waits for a concurrent attempt's transaction to end first).
@@ -910,7 +908,7 @@ pub async fn write_chunk(
     let fence_taken = fence_taken.is_some();
     if !fence_taken {
         // A later attempt committed this chunk: this one must not overwrite it.
-        let committed: i64 = transaction
+        let committed: i64 = client
             .query_typed_one(
                 &format!("SELECT attempt FROM {fence_name} WHERE run_id = $1 AND chunk = $2"),
                 &[(&fence.run_id, Type::TEXT), (&chunk_number, Type::INT8)],
@@ -938,7 +936,7 @@ pub async fn write_chunk(
         // Rows of an earlier attempt may be in the range: delete them (a full scan of a
         // table without its key, but exact).
         tracing::info!(chunk = %fence.chunk, attempt = %fence.attempt, "an earlier attempt of the chunk committed into the table without its key: deleting its range by a scan");
-        transaction
+        client
             .execute(
                 &format!("DELETE FROM {} WHERE {condition}", quote_table(&target)),
                 &[],
@@ -962,7 +960,7 @@ pub async fn write_chunk(
         column_list.join(", ")
     );
     let mut copy_in = Box::pin(
-        transaction
+        client
             .copy_in::<_, Bytes>(&copy_sql)
             .await
             .map_err(&on_error)?,
@@ -1002,7 +1000,7 @@ pub async fn write_chunk(
     if cancel.is_cancelled() {
         return Err(ConnectorError::Cancelled);
     }
-    transaction.commit().await.map_err(&on_error)?;
+    client.batch_execute("COMMIT").await.map_err(&on_error)?;
     Ok(WriteSummary {
         rows_written,
         rows_deleted,
