@@ -310,9 +310,11 @@ async fn a_target_switched_to_read_only_is_waited_for_until_it_takes_writes_agai
     let env = HashMap::from([("DST".to_string(), target.clone())]);
     let spec = "name: outage\nsource: { kind: sqlite, path: source.db }\ntarget: { kind: postgres, url_env: DST }\n\
                 tables: { include: [orders] }\nchunking: { target_rows: 1000, defer_key: false }\n\
-                throttle: { default_concurrency: 2, rate: { rows_per_sec: 4000 } }\n";
+                throttle: { default_concurrency: 2, rate: { rows_per_sec: 1500 } }\n";
     let outcome = run_with_outage(dir.path(), spec, &env, async |runtime| {
-        // A failover that brings back a standby: every new session is read-only.
+        // A failover that brings back a standby: every new session is read-only. Pooled
+        // connections serve up to 5 s (postgres/pool.rs MAX_AGE), so the copy must still
+        // have more than that to go when the switch comes (20,000 rows at 1,500 rows/s).
         psql(
             &pg,
             &format!("ALTER DATABASE {database} SET default_transaction_read_only = on"),
