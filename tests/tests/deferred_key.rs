@@ -253,3 +253,33 @@ fn a_cluster_job_loads_without_the_key_and_the_leader_builds_it() {
     );
     assert_eq!(key, "id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_keyless_table_left_by_an_interrupted_try_is_loaded_and_keyed() {
+    let (pair, env, spec) = fixture("deferleft", ", defer_key: true");
+    // What a submit whose store write failed leaves behind: the table created without its
+    // key, nothing in it (a sent-again submit was refused as "primary key () in the target").
+    psql(
+        &pair.target(),
+        "CREATE TABLE orders (id bigint NOT NULL, customer int NOT NULL, \
+         amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL)",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let state = dir.path().join("state.db");
+    let (prepared, outcome) = run(
+        &spec_path,
+        &state,
+        Vec::new(),
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(
+        prepared.job.tables[0].key_deferred,
+        "{:?}",
+        prepared.job.tables[0]
+    );
+    assert!(!outcome.interrupted);
+    assert_keyed_and_equal(&pair, &outcome);
+}

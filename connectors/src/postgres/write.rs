@@ -491,10 +491,19 @@ pub async fn prepare_table(
         }
         (_, Some(existing)) => {
             // A table of this job loaded without its key (a resumed job): the key is
-            // built later, once its chunks are copied.
-            let key_missing_by_design = options.defer_primary_key
-                && options.mode == SchemaMode::RequireExisting
-                && existing.primary_key.is_empty();
+            // built later, once its chunks are copied. Under `create_if_missing`, an
+            // empty table without its key is one an interrupted try of this job created
+            // (a submit whose store write failed, then was sent again): it is taken as
+            // created here, loaded keyless and keyed after.
+            let keyless_by_earlier_try = defer_key
+                && options.mode == SchemaMode::CreateIfMissing
+                && existing.primary_key.is_empty()
+                && !table.primary_key.is_empty()
+                && table_is_empty(client, &target).await?;
+            let key_missing_by_design = keyless_by_earlier_try
+                || (options.defer_primary_key
+                    && options.mode == SchemaMode::RequireExisting
+                    && existing.primary_key.is_empty());
             let wanted_key: &[String] = if key_missing_by_design {
                 &[]
             } else {
@@ -531,11 +540,27 @@ pub async fn prepare_table(
                     });
                 }
             }
-            PrepareOutcome::Existing
+            if keyless_by_earlier_try {
+                PrepareOutcome::Created
+            } else {
+                PrepareOutcome::Existing
+            }
         }
     };
     ensure_fence_table(client, &target).await?;
     Ok(outcome)
+}
+
+/// Whether the target table holds no row.
+async fn table_is_empty(client: &Client, target: &TableName) -> Result<bool, ConnectorError> {
+    let row = client
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", quote_table(target)),
+            &[],
+        )
+        .await
+        .map_err(query_error("look for rows in the target table", target))?;
+    Ok(row.get(0))
 }
 
 fn create_table_sql(
