@@ -42,6 +42,10 @@ fn fixture(tag: &str, chunking_extra: &str) -> (PgPair, HashMap<String, String>,
     (pair, env, spec)
 }
 
+/// The source's `orders` table without its primary key (as ferry creates it, keyless).
+const KEYLESS_ORDERS: &str = "CREATE TABLE orders (id bigint NOT NULL, customer int NOT NULL, \
+     amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL)";
+
 /// The target's primary key columns of `orders`, as PostgreSQL's catalog has them.
 fn target_key(pair: &PgPair) -> String {
     psql(
@@ -194,9 +198,9 @@ async fn a_key_that_cannot_be_built_names_the_table_and_the_fix() {
     // The target holds two rows with one key (as if the source had held them).
     psql(
         &pair.target(),
-        "CREATE TABLE orders (id bigint NOT NULL, customer int NOT NULL, \
-         amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL); \
-         INSERT INTO orders VALUES (1, 1, 1, 'a', now()), (1, 2, 2, 'b', now())",
+        &format!(
+            "{KEYLESS_ORDERS}; INSERT INTO orders VALUES (1, 1, 1, 'a', now()), (1, 2, 2, 'b', now())"
+        ),
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), &spec), &env).expect("spec");
@@ -259,11 +263,7 @@ async fn an_empty_keyless_table_left_by_an_interrupted_try_is_loaded_and_keyed()
     let (pair, env, spec) = fixture("deferleft", ", defer_key: true");
     // What a submit whose store write failed leaves behind: the table created without its
     // key, nothing in it (a sent-again submit was refused as "primary key () in the target").
-    psql(
-        &pair.target(),
-        "CREATE TABLE orders (id bigint NOT NULL, customer int NOT NULL, \
-         amount numeric(12,2) NOT NULL, note text, created timestamp NOT NULL)",
-    );
+    psql(&pair.target(), KEYLESS_ORDERS);
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(dir.path(), &spec);
     let state = dir.path().join("state.db");
