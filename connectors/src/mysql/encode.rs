@@ -342,7 +342,7 @@ fn push_quoted(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #[test]
     fn integers_are_written_as_display_writes_them() {
         for value in [0, 1, -1, 9, 10, -10, 12_345, i64::MAX, i64::MIN] {
@@ -364,7 +364,8 @@ mod tests {
 
     use super::*;
 
-    fn table(columns: &[(&str, ColumnType)]) -> TableSchema {
+    /// A table `t` of nullable columns, no key (also for the module's other tests).
+    pub(in crate::mysql) fn table(columns: &[(&str, ColumnType)]) -> TableSchema {
         TableSchema {
             name: TableName::bare("t"),
             columns: columns

@@ -152,36 +152,16 @@ fn infile_pieces(bytes: Bytes) -> Vec<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use ferry_model::schema::{ColumnSchema, ColumnType, TableName};
+    use ferry_model::schema::ColumnType;
+
+    use crate::mysql::encode::tests::table;
 
     use super::*;
-
-    fn column(name: &str, column_type: ColumnType) -> ColumnSchema {
-        ColumnSchema {
-            name: name.into(),
-            declared_type: column_type.display_name(),
-            column_type,
-            nullable: false,
-        }
-    }
 
     /// Lines of `rows` text values of the given sizes, with their ids, as `LOAD DATA`
     /// reads them.
     fn lines_of(sizes: &[usize]) -> (TableSchema, RecordBatch, Vec<u8>) {
-        let schema = TableSchema {
-            name: TableName::bare("t"),
-            columns: vec![
-                column("id", ColumnType::Int64),
-                column("v", ColumnType::Text),
-            ],
-            primary_key: vec!["id".into()],
-            has_rowid: false,
-            source_kind: "postgres".into(),
-            native_ddl: None,
-            partitioning: None,
-            partition: None,
-            split_columns: Vec::new(),
-        };
+        let schema = table(&[("id", ColumnType::Int64), ("v", ColumnType::Text)]);
         let values: Vec<String> = sizes.iter().map(|size| "x".repeat(*size)).collect();
         let batch = RecordBatch::try_new(
             schema.arrow_schema(false),
