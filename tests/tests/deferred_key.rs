@@ -80,6 +80,18 @@ async fn run(
     (prepared, outcome)
 }
 
+/// [`run`] without faults, not cancelled.
+async fn run_to_end(
+    spec_path: &std::path::Path,
+    state: &std::path::Path,
+    env: &HashMap<String, String>,
+) -> (
+    ferry_coordinator::job::PreparedJob,
+    ferry_coordinator::scheduler::RunOutcome,
+) {
+    run(spec_path, state, Vec::new(), CancellationToken::new(), env).await
+}
+
 /// Every chunk verified, the target keyed on `id` and equal to the source (psql).
 fn assert_keyed_and_equal(pair: &PgPair, outcome: &ferry_coordinator::scheduler::RunOutcome) {
     for chunk in &outcome.chunks {
@@ -146,14 +158,7 @@ async fn a_stopped_run_leaves_the_table_keyless_and_the_resumed_run_keys_it_exac
         "{copied_rows} rows after four commits"
     );
 
-    let (_, resumed) = run(
-        &spec_path,
-        &state,
-        Vec::new(),
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
+    let (_, resumed) = run_to_end(&spec_path, &state, &env).await;
     assert!(!resumed.interrupted);
     assert_keyed_and_equal(&pair, &resumed);
 }
@@ -180,14 +185,7 @@ async fn defer_key_false_loads_the_keyed_table_as_before() {
             .iter()
             .all(|chunk| chunk.state != ChunkState::Copied)
     );
-    let (_, resumed) = run(
-        &spec_path,
-        &state,
-        Vec::new(),
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
+    let (_, resumed) = run_to_end(&spec_path, &state, &env).await;
     assert!(!resumed.interrupted);
     assert_eq!(digest(&pair.target()), digest(&pair.source()));
 }
@@ -267,14 +265,7 @@ async fn an_empty_keyless_table_left_by_an_interrupted_try_is_loaded_and_keyed()
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = write_spec(dir.path(), &spec);
     let state = dir.path().join("state.db");
-    let (prepared, outcome) = run(
-        &spec_path,
-        &state,
-        Vec::new(),
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
+    let (prepared, outcome) = run_to_end(&spec_path, &state, &env).await;
     assert!(
         prepared.job.tables[0].key_deferred,
         "{:?}",
