@@ -22,6 +22,14 @@ const SPEC: &str = "name: errs\nsource: { kind: sqlite, path: source.db }\ntarge
 /// A leading coordinator runtime over a fresh in-process cluster, with a running job
 /// `errs` (held at 1 row/s) when `with_job`; and its Control service.
 async fn leader(dir: &Path) -> (Arc<ClusterRuntime>, ControlService, CancellationToken) {
+    leader_on(dir, InProcessCluster::in_memory().expect("cluster")).await
+}
+
+/// [`leader`] over the given cluster.
+async fn leader_on(
+    dir: &Path,
+    cluster: InProcessCluster,
+) -> (Arc<ClusterRuntime>, ControlService, CancellationToken) {
     let connection = rusqlite::Connection::open(dir.join("source.db")).expect("source");
     connection
         .execute_batch(
@@ -29,7 +37,7 @@ async fn leader(dir: &Path) -> (Arc<ClusterRuntime>, ControlService, Cancellatio
              INSERT INTO orders VALUES (1, 'a'), (2, 'b');",
         )
         .expect("fill");
-    let store: ClusterRef = Arc::new(InProcessCluster::in_memory().expect("cluster"));
+    let store: ClusterRef = Arc::new(cluster);
     let runtime = ClusterRuntime::new(
         store,
         ClusterOptions {
@@ -224,5 +232,41 @@ async fn every_refusal_names_what_is_wrong_with_its_grpc_code() {
         Code::InvalidArgument,
         &["invalid throttle change"],
     );
+    shutdown.cancel();
+}
+
+/// A submit whose spec was stored but whose plan could not be (the store stopped
+/// answering in between) is accepted, not refused: the leader plans the stored spec, the
+/// job runs, and sending the spec again is then refused as a job that exists. Before,
+/// the first answer was an error while the job ran anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_whose_plan_was_not_stored_is_accepted_and_the_job_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = InProcessCluster::in_memory().expect("cluster");
+    let (runtime, service, shutdown) = leader_on(dir.path(), cluster.clone()).await;
+    cluster.fail_next_job_creation();
+    let spec = SPEC.replace("name: errs", "name: flaky");
+    let answer = service
+        .submit_job(Request::new(pb::SubmitJobRequest {
+            spec_yaml: spec.clone(),
+            dry_run: false,
+        }))
+        .await
+        .expect("accepted although the plan was not stored");
+    assert!(answer.into_inner().submitted);
+    ferry_tests::wait_until(Duration::from_secs(20), || {
+        runtime
+            .running_pacer(&ferry_model::ids::JobId("flaky".into()))
+            .is_some()
+    })
+    .await
+    .expect("the leader plans the stored spec and runs the job");
+    let again = service
+        .submit_job(Request::new(pb::SubmitJobRequest {
+            spec_yaml: spec,
+            dry_run: false,
+        }))
+        .await;
+    refused(again, Code::AlreadyExists, &["job flaky exists already"]);
     shutdown.cancel();
 }

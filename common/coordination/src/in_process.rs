@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ struct Shared {
     /// Bumped whenever the election changes, for campaigners to look again.
     election: watch::Sender<u64>,
     requeued_at_open: Vec<(JobId, ChunkId)>,
+    /// Tests: the next `create_job` fails as an etcd timeout would.
+    fail_next_job_creation: AtomicBool,
 }
 
 #[derive(Default)]
@@ -108,6 +111,7 @@ impl InProcessCluster {
                 drains: watch::Sender::new(Arc::default()),
                 election: watch::Sender::new(0),
                 requeued_at_open,
+                fail_next_job_creation: AtomicBool::new(false),
             }),
             fence: None,
         })
@@ -128,6 +132,14 @@ impl InProcessCluster {
     /// its holder sees it not alive, and everything on it is deleted.
     pub fn expire_lease(&self, lease: i64) {
         self.end_lease(lease);
+    }
+
+    /// Makes the next job creation fail, retryably, without writing anything (tests: a
+    /// store that stops answering between a submit's steps).
+    pub fn fail_next_job_creation(&self) {
+        self.shared
+            .fail_next_job_creation
+            .store(true, Ordering::SeqCst);
     }
 
     /// The lease a live worker registered on (tests: to expire it).
@@ -352,6 +364,16 @@ impl Coordination for InProcessCluster {
 
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
         self.check_fence()?;
+        if self
+            .shared
+            .fail_next_job_creation
+            .swap(false, Ordering::SeqCst)
+        {
+            return Err(CoordinationError::Etcd {
+                operation: format!("create job {}", job.id),
+                source: crate::EtcdFailure::Timeout(Duration::from_secs(5)),
+            });
+        }
         self.shared.store.create_job(job, chunks).await
     }
 

@@ -110,24 +110,28 @@ impl ClusterControl for ClusterRuntime {
                 }
                 other => store_error(other),
             })?;
+        // From here the job is accepted: the spec is stored, and a leader's lifecycle
+        // plans a stored spec that has no job yet. A failure below (etcd briefly away, a
+        // lost term) therefore must not be answered as a refusal: the job runs anyway,
+        // and a client sending the spec again would be told it exists.
         let record = JobRecord::new(&spec, plan.tables);
         match leadership.store.create_job(&record, &plan.chunks).await {
             // The leader's lifecycle saw the spec stored and planned the job first.
             Ok(()) | Err(CoordinationError::AlreadyExists { .. }) => {}
-            Err(other) => return Err(store_error(other)),
+            Err(error) => {
+                tracing::warn!(%job, %error, "job stored, its plan not: the leader plans it again");
+            }
         }
-        record_event(
-            leadership.store.as_ref(),
-            &job,
-            "submit",
-            actor,
-            format!(
-                "submitted: {} tables, {} chunks",
-                tables.len(),
-                plan.chunks.len(),
-            ),
-        )
-        .await?;
+        let summary = format!(
+            "submitted: {} tables, {} chunks",
+            tables.len(),
+            plan.chunks.len(),
+        );
+        if let Err(error) =
+            record_event(leadership.store.as_ref(), &job, "submit", actor, summary).await
+        {
+            tracing::warn!(%job, %error, "job submitted; its submit event was not recorded");
+        }
         leadership.wake.notify_one();
         tracing::info!(%job, chunks = plan.chunks.len(), %actor, "job submitted");
         Ok(PlanView {
