@@ -1,14 +1,17 @@
-//! PostgreSQL → PostgreSQL tables without a primary key, cut into hash buckets of a
-//! column (`tables.split`), against the real server of `scripts/services.sh`: the table
-//! is copied in one chunk per bucket, and re-copying one chunk rewrites exactly the rows
-//! of its bucket in the target: nothing doubled, nothing lost, the other buckets left
-//! alone. Rows are compared with psql (counts and the md5 of every row as multisets,
-//! duplicates included: a keyless table may hold identical rows).
+//! PostgreSQL → PostgreSQL and MariaDB → MariaDB tables without a primary key, cut into
+//! hash buckets of a column (`tables.split`), against the real servers of
+//! `scripts/services.sh`: the table is copied in one chunk per bucket, and re-copying one
+//! chunk rewrites exactly the rows of its bucket in the target: nothing doubled, nothing
+//! lost, the other buckets left alone. Rows are compared with the engine's own shell
+//! (`psql`, `mariadb`: counts and the md5 of every row as multisets, duplicates included:
+//! a keyless table may hold identical rows).
 
 use std::collections::HashMap;
 
 use ferry_coordination::ChunkState;
-use ferry_tests::{Fault, psql, run_local_with_env, unique_suffix, with_database, write_spec};
+use ferry_tests::{
+    Fault, mariadb, psql, run_local_with_env, unique_suffix, with_database, write_spec,
+};
 use tokio_util::sync::CancellationToken;
 
 const BUCKETS: u32 = 8;
@@ -220,6 +223,197 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     );
     assert_eq!(
         psql(&target_url, &format!("SELECT count(*) FROM {table}")),
+        (ROWS + 3).to_string()
+    );
+}
+
+fn mysql_server_url() -> String {
+    std::env::var("FERRY_TEST_MYSQL_URL").unwrap_or_else(|_| {
+        panic!(
+            "FERRY_TEST_MYSQL_URL is not set: start the test services with \
+             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// The MariaDB bucket of a row, computed by the test as the documented formula.
+fn mysql_bucket_of(column: &str) -> String {
+    format!("(CRC32(COALESCE(CONVERT({column} USING utf8mb4), '')) % {BUCKETS})")
+}
+
+/// The multiset of a MariaDB table's rows (md5 of each row's text, NULL marked), sorted.
+fn mysql_rows_of(url: &str, table: &str) -> Vec<String> {
+    mariadb(
+        url,
+        &format!(
+            "SELECT MD5(CONCAT_WS('|', IFNULL(id, '<null>'), kind, IFNULL(note, '<null>'))) \
+             FROM {table} ORDER BY 1"
+        ),
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+struct MysqlCleanup {
+    url: String,
+    databases: [String; 2],
+}
+
+impl Drop for MysqlCleanup {
+    fn drop(&mut self) {
+        for database in &self.databases {
+            let _ = std::panic::catch_unwind(|| {
+                mariadb(&self.url, &format!("DROP DATABASE IF EXISTS {database}"))
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_is_exact() {
+    let url = mysql_server_url();
+    let suffix = unique_suffix();
+    let source_database = format!("ks_src_{suffix}");
+    let target_database = format!("ks_dst_{suffix}");
+    let _cleanup = MysqlCleanup {
+        url: url.clone(),
+        databases: [source_database.clone(), target_database.clone()],
+    };
+    // No key; duplicate rows (ids repeat, some rows exactly), NULL ids, text payloads
+    // with characters outside latin1 in a utf8mb4 table.
+    mariadb(
+        &url,
+        &format!(
+            "CREATE DATABASE {source_database}; CREATE DATABASE {target_database};
+             CREATE TABLE {source_database}.logs (id bigint, kind varchar(20) NOT NULL,
+                 note text) DEFAULT CHARSET=utf8mb4;
+             INSERT INTO {source_database}.logs
+                 SELECT CASE WHEN seq % 97 = 0 THEN NULL ELSE seq % 15000 END,
+                        CONCAT('k', seq % 7),
+                        CASE WHEN seq % 5 = 0 THEN 'same' ELSE CONCAT('n', seq, '·ü✓') END
+                 FROM seq_1_to_{ROWS};
+             INSERT INTO {source_database}.logs VALUES (1, 'k1', 'same'), (1, 'k1', 'same');"
+        ),
+    );
+    let source_url = with_database(&url, &source_database);
+    let target_url = with_database(&url, &target_database);
+    let source_rows = mysql_rows_of(&source_url, "logs");
+    assert_eq!(source_rows.len() as u64, ROWS + 2);
+    let env = HashMap::from([
+        ("SRC".to_string(), source_url.clone()),
+        ("DST".to_string(), target_url.clone()),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(
+        dir.path(),
+        &format!(
+            "name: keyless_my\nsource: {{ kind: mysql, url_env: SRC }}\n\
+             target: {{ kind: mysql, url_env: DST }}\n\
+             tables:\n  include: [logs]\n  split: {{ logs: {{ column: note, buckets: {BUCKETS} }} }}\n\
+             chunking: {{ target_rows: 1000 }}\n"
+        ),
+    );
+    let state = dir.path().join("state.db");
+    let (prepared, outcome, _) = run_local_with_env(
+        &spec_path,
+        &state,
+        3,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    assert!(
+        prepared.job.tables[0].warnings.is_empty(),
+        "{:?}",
+        prepared.job.tables[0].warnings
+    );
+    assert_eq!(
+        outcome.chunks.len(),
+        BUCKETS as usize,
+        "one chunk per bucket"
+    );
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    // Each chunk copied exactly its bucket's rows, as the mariadb shell counts them.
+    let per_bucket: Vec<u64> = mariadb(
+        &source_url,
+        &format!(
+            "SELECT COUNT(logs.kind) FROM seq_0_to_{} AS b LEFT JOIN logs ON {} = b.seq \
+             GROUP BY b.seq ORDER BY b.seq",
+            BUCKETS - 1,
+            mysql_bucket_of("note")
+        ),
+    )
+    .lines()
+    .map(|line| line.trim().parse().expect("a count"))
+    .collect();
+    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
+    assert_eq!(copied, per_bucket);
+    assert!(
+        per_bucket.iter().all(|&rows| rows > 0),
+        "every bucket holds rows: {per_bucket:?}"
+    );
+    let (source_only, target_only) =
+        multiset_difference(&source_rows, &mysql_rows_of(&target_url, "logs"));
+    assert_eq!((source_only.len(), target_only.len()), (0, 0));
+
+    // Damage bucket 3 in the target (rows lost, rows doubled, a row changed) and mark
+    // bucket 5 with an extra row; then re-copy chunk 3 only.
+    let in_bucket = |bucket: u32| format!("{} = {bucket}", mysql_bucket_of("note"));
+    mariadb(
+        &target_url,
+        &format!(
+            "DELETE FROM logs WHERE {b3} LIMIT 5;
+             CREATE TEMPORARY TABLE doubled AS SELECT * FROM logs WHERE {b3} LIMIT 4;
+             INSERT INTO logs SELECT * FROM doubled;
+             UPDATE logs SET kind = 'corrupt' WHERE {b3} LIMIT 1;
+             CREATE TEMPORARY TABLE marker AS SELECT id, 'marker' AS kind, note FROM logs WHERE {b5} LIMIT 1;
+             INSERT INTO logs SELECT * FROM marker;",
+            b3 = in_bucket(3),
+            b5 = in_bucket(5),
+        ),
+    );
+    ferry_tests::sqlite3(
+        &state,
+        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
+    );
+    let (_, again, again_sink) = run_local_with_env(
+        &spec_path,
+        &state,
+        2,
+        vec![Fault::ArrowOnly],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert_eq!(
+        again_sink.committed_writes(),
+        1,
+        "only chunk 3 was copied again"
+    );
+    for chunk in &again.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    // Bucket 3 holds the source's rows again; the marker in bucket 5 was not touched.
+    let (source_only, target_only) =
+        multiset_difference(&source_rows, &mysql_rows_of(&target_url, "logs"));
+    assert!(source_only.is_empty(), "rows lost: {source_only:?}");
+    let marker = mariadb(
+        &target_url,
+        "SELECT MD5(CONCAT_WS('|', IFNULL(id, '<null>'), kind, IFNULL(note, '<null>'))) \
+         FROM logs WHERE kind = 'marker'",
+    );
+    assert_eq!(
+        target_only,
+        vec![marker.trim().to_string()],
+        "only the bucket-5 marker is extra"
+    );
+    assert_eq!(
+        mariadb(&target_url, "SELECT COUNT(*) FROM logs").trim(),
         (ROWS + 3).to_string()
     );
 }

@@ -15,7 +15,8 @@ use mysql_async::Value;
 
 use super::config::ZeroDates;
 use super::sql::{
-    STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, quote_ident, range_predicate,
+    STATEMENT_TAG, data_table, key_columns, key_value_from_mysql, order_by, quote_ident,
+    range_predicate,
 };
 use super::values::{
     bits_value, days_of, format_date, format_datetime, format_time_of_day_or_span, is_zero_date,
@@ -52,11 +53,8 @@ pub fn select_range(
         },
         data_table(database, table)
     );
-    if !columns.is_empty() {
-        let order: Vec<&str> = columns
-            .iter()
-            .map(|column| column.quoted.as_str())
-            .collect();
+    let order = order_by(&columns);
+    if !order.is_empty() {
         sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
     }
     Ok((sql, params))

@@ -64,12 +64,38 @@ pub fn quote_string(text: &str) -> String {
 /// One column of the split key, with the type its bounds are bound as.
 #[derive(Clone, Debug)]
 pub struct KeyColumn {
-    /// The quoted column name.
+    /// The quoted column name; for a hash key, the expression of the row's bucket.
     pub quoted: String,
     /// The column's name.
     pub name: String,
-    /// The carried type (the source's, on both sides).
+    /// The carried type (the source's, on both sides); a bucket is a `bigint`.
     pub column_type: ColumnType,
+    /// For a hash key (`SplitKey::Hash`): the number of buckets; the key is then the
+    /// column's bucket number, not the column.
+    pub hash_buckets: Option<u32>,
+}
+
+/// The bucket of `column` among `buckets`: the CRC-32 (ISO 3309, the same in every
+/// MySQL and MariaDB version) of the column's text in `utf8mb4`, NULL as the empty
+/// text, modulo `buckets`. `CONVERT … USING utf8mb4` makes the bytes hashed independent
+/// of the column's and the session's character sets, so source and target compute the
+/// same bucket of a row for integer, text and uuid columns (whose text does not depend
+/// on session settings).
+pub fn bucket_expr(column: &str, buckets: u32) -> String {
+    format!(
+        "(CRC32(COALESCE(CONVERT({} USING utf8mb4), '')) % {buckets})",
+        quote_ident(column)
+    )
+}
+
+/// `ORDER BY` list of the key; empty for a hash key (a chunk is one bucket: sorting it
+/// by its bucket would order nothing and cost a sort).
+pub fn order_by(columns: &[KeyColumn]) -> Vec<&str> {
+    columns
+        .iter()
+        .filter(|column| column.hash_buckets.is_none())
+        .map(|column| column.quoted.as_str())
+        .collect()
 }
 
 impl KeyColumn {
@@ -105,12 +131,20 @@ pub fn key_columns(table: &TableSchema, key: &SplitKey) -> Result<Vec<KeyColumn>
                      add a primary key to the source table"
                 .to_string(),
         }),
-        SplitKey::Hash { .. } => Err(ConnectorError::Unsupported {
-            table: table.name.clone(),
-            detail: "hash buckets (tables.split) are computed by PostgreSQL only; remove the \
-                     table's tables.split entry"
-                .to_string(),
-        }),
+        SplitKey::Hash { column, buckets } => {
+            if table.column(column).is_none() {
+                return Err(ConnectorError::Unsupported {
+                    table: table.name.clone(),
+                    detail: format!("hash split column {column} is not a copied column"),
+                });
+            }
+            Ok(vec![KeyColumn {
+                quoted: bucket_expr(column, *buckets),
+                name: column.clone(),
+                column_type: ColumnType::Int64,
+                hash_buckets: Some(*buckets),
+            }])
+        }
         SplitKey::Columns { names, .. } => names
             .iter()
             .map(|name| {
@@ -124,6 +158,7 @@ pub fn key_columns(table: &TableSchema, key: &SplitKey) -> Result<Vec<KeyColumn>
                     quoted: quote_ident(name),
                     name: name.clone(),
                     column_type: column.column_type.clone(),
+                    hash_buckets: None,
                 })
             })
             .collect(),
@@ -355,6 +390,31 @@ mod tests {
             partition: None,
             split_columns: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_hash_key_compares_the_bucket_and_orders_nothing() {
+        let schema = table(&[("note", ColumnType::Text)]);
+        let key = SplitKey::Hash {
+            column: "note".into(),
+            buckets: 8,
+        };
+        let columns = key_columns(&schema, &key).expect("columns");
+        assert!(order_by(&columns).is_empty());
+        let range = ChunkRange::Interval {
+            lower: Some(KeyBound(vec![KeyValue::Int(3)])),
+            upper: Some(KeyBound(vec![KeyValue::Int(4)])),
+        };
+        let (predicate, params) =
+            range_predicate(&schema, &columns, &key, &range).expect("predicate");
+        let bucket = "(CRC32(COALESCE(CONVERT(`note` USING utf8mb4), '')) % 8)";
+        assert_eq!(predicate, format!("{bucket} >= ? AND {bucket} < ?"));
+        assert_eq!(params, vec![Value::Int(3), Value::Int(4)]);
+        let missing = SplitKey::Hash {
+            column: "gone".into(),
+            buckets: 8,
+        };
+        assert!(key_columns(&schema, &missing).is_err());
     }
 
     #[test]

@@ -44,9 +44,10 @@ pub fn key_exprs(table: &TableSchema, key: &SplitKey) -> Result<Vec<String>> {
         SplitKey::Rowid => Ok(vec![rowid_alias(table)?.to_string()]),
         SplitKey::Hash { .. } => Err(ConnectorError::Unsupported {
             table: table.name.clone(),
-            detail: "hash buckets (tables.split) are computed by PostgreSQL only; remove the \
+            detail:
+                "hash buckets (tables.split) are computed by PostgreSQL and MySQL only; remove the \
                      table's tables.split entry"
-                .to_string(),
+                    .to_string(),
         }),
         SplitKey::None => Ok(Vec::new()),
     }

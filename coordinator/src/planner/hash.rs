@@ -2,9 +2,10 @@
 //!
 //! A chunk is the bucket range `[b, b + 1)` of `hash(column) mod buckets`; the target
 //! must compute the same bucket of a row, or a re-copy would delete other rows than it
-//! rewrites. So buckets exist only between two PostgreSQL databases (`hashtextextended`,
-//! the stable hash hash partitioning relies on) and only on columns whose text form does
-//! not depend on session settings.
+//! rewrites. So buckets exist only between two databases of one engine — PostgreSQL
+//! (`hashtextextended`, the stable hash hash partitioning relies on) or MySQL/MariaDB
+//! (`CRC32` of the text in `utf8mb4`) — and only on columns whose text form does not
+//! depend on session settings.
 
 use ferry_model::key::SplitKey;
 use ferry_model::schema::{ColumnType, TableSchema};
@@ -23,9 +24,10 @@ pub enum HashSplitRefusal {
     },
     /// The pair of engines cannot compute the same buckets.
     #[error(
-        "hash buckets need a postgres source and a postgres target (both sides must compute \
-         the same bucket of a row, so that a re-copy deletes exactly the rows it rewrites), \
-         not {source_kind} → {target_kind}; remove the entry (the table is then one chunk)"
+        "hash buckets need a source and a target of one engine, postgres or mysql (both \
+         sides must compute the same bucket of a row, so that a re-copy deletes exactly the \
+         rows it rewrites), not {source_kind} → {target_kind}; remove the entry (the table is \
+         then one chunk)"
     )]
     EnginePair {
         /// The source's kind.
@@ -60,9 +62,10 @@ pub enum HashSplitRefusal {
 }
 
 /// Checks a `tables.split` entry against its table and the engine pair, and returns the
-/// hash key it cuts the table on. Only for tables without a primary key, only PostgreSQL
-/// to PostgreSQL (both compute `hashtextextended` of the column's text alike), and only
-/// on integer, text and uuid columns, whose text form does not depend on the session.
+/// hash key it cuts the table on. Only for tables without a primary key, only between
+/// two databases of one engine that computes buckets (PostgreSQL or MySQL: both sides
+/// hash the column's text alike), and only on integer, text and uuid columns, whose text
+/// form does not depend on the session.
 pub fn hash_split_key(
     table: &TableSchema,
     split: &HashSplitSpec,
@@ -75,7 +78,7 @@ pub fn hash_split_key(
             key: table.primary_key.join(", "),
         });
     }
-    if source_kind != "postgres" || target_kind != "postgres" {
+    if source_kind != target_kind || !matches!(source_kind, "postgres" | "mysql") {
         return Err(HashSplitRefusal::EnginePair {
             source_kind: source_kind.to_string(),
             target_kind: target_kind.to_string(),
@@ -224,8 +227,16 @@ mod tests {
             Err(HashSplitRefusal::EnginePair { .. })
         ));
         assert!(matches!(
-            hash_split_key(&table, &split("id"), "mysql", "mysql"),
+            hash_split_key(&table, &split("id"), "mysql", "postgres"),
             Err(HashSplitRefusal::EnginePair { .. })
+        ));
+        assert!(matches!(
+            hash_split_key(&table, &split("id"), "sqlite", "sqlite"),
+            Err(HashSplitRefusal::EnginePair { .. })
+        ));
+        assert!(matches!(
+            hash_split_key(&table, &split("id"), "mysql", "mysql"),
+            Ok(SplitKey::Hash { .. })
         ));
         let missing = hash_split_key(&table, &split("nope"), "postgres", "postgres").unwrap_err();
         assert_eq!(
