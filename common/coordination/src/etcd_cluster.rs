@@ -36,7 +36,7 @@ use crate::etcd::{
 };
 use crate::keys::{KeyLayout, prefix_range_end};
 use crate::transitions::{assign_transition, report_transition};
-use crate::{ChunkState, Coordination, CoordinationError, EtcdStore, Result};
+use crate::{ChunkState, Coordination, CoordinationError, EtcdFailure, EtcdStore, Result};
 use ferry_model::backoff::Backoff;
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::ChunkResult;
@@ -76,8 +76,15 @@ impl ClusterProtocol for EtcdStore {
 
     async fn revoke_lease(&self, lease: i64) -> Result<()> {
         let mut client = self.client.lease_client();
-        self.call("revoke a lease", client.revoke(lease)).await?;
-        Ok(())
+        match self.call("revoke a lease", client.revoke(lease)).await {
+            Ok(_) => Ok(()),
+            // Expired or revoked already: what revoking it was for.
+            Err(CoordinationError::Etcd {
+                source: EtcdFailure::Client(etcd_client::Error::GRpcStatus(status)),
+                ..
+            }) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     async fn put_live_worker(&self, worker: &WorkerInfo, lease: i64) -> Result<()> {

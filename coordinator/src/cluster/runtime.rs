@@ -201,6 +201,8 @@ impl ClusterRuntime {
             id: self.options.id.clone(),
             address: self.options.address.clone(),
         };
+        // The term (and its lease) this coordinator stepped down from without resigning.
+        let mut lost: Option<(LeaderTerm, i64)> = None;
         while !shutdown.is_cancelled() {
             self.role.send_replace(CoordinatorRole::Connecting);
             let Some(lease) = self
@@ -210,6 +212,9 @@ impl ClusterRuntime {
             else {
                 break;
             };
+            if let Some((term, old_lease)) = lost.take() {
+                self.end_lost_term(&term, old_lease).await;
+            }
             let Some(campaign) = self.stand_by(&info, &lease, &shutdown).await else {
                 if shutdown.is_cancelled() {
                     let _ = self.store.revoke_lease(lease.id).await;
@@ -259,6 +264,28 @@ impl ClusterRuntime {
             }
             tracing::warn!("lost the lead; campaigning again");
             lease.stop();
+            lost = Some((term, lease.id));
+        }
+    }
+
+    /// Once etcd answers again after a lost lead: deletes the term's election key if it
+    /// is still this term's, and revokes its lease, so the next campaign (this
+    /// coordinator's or a standby's) wins at once instead of waiting for the old lease to
+    /// expire (`lease_ttl`, 10 s by default). Both are guarded (the key by its create
+    /// revision; the lease is this coordinator's own), so a term another coordinator won
+    /// meanwhile is untouched. Best effort: failing, the lease expires as before.
+    async fn end_lost_term(&self, term: &LeaderTerm, old_lease: i64) {
+        let resigned = self.store.resign(term).await;
+        let revoked = self.store.revoke_lease(old_lease).await;
+        match (resigned, revoked) {
+            (Ok(()), Ok(())) => tracing::info!(
+                revision = term.create_revision,
+                "ended the lost term: its election key and lease are gone"
+            ),
+            (Err(error), _) | (_, Err(error)) => tracing::warn!(
+                %error,
+                "cannot end the lost term; its lease will expire instead"
+            ),
         }
     }
 
