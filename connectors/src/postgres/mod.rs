@@ -25,6 +25,7 @@ mod encode;
 mod json;
 mod native;
 mod pool;
+mod prepare;
 mod read;
 mod snapshot;
 mod split;
@@ -43,9 +44,9 @@ use tokio_postgres::Client;
 
 pub use connect::{APPLICATION_NAME, redacted_label};
 pub use native::{BINARY_COPY_FORMAT, CHECKSUM_METHOD};
+pub use prepare::{target_name, target_relation};
 pub use read::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 pub use sql::{quote_ident, quote_table};
-pub use write::{target_name, target_relation};
 
 use catalog::{CatalogTable, load_table, partition_relation};
 use connect::{Endpoint, query_error};
@@ -537,7 +538,7 @@ impl Sink for PostgresSink {
     }
 
     fn target_table(&self, table: &TableSchema) -> TableName {
-        write::target_name(table)
+        prepare::target_name(table)
     }
 
     async fn prepare_table(
@@ -549,7 +550,7 @@ impl Sink for PostgresSink {
         self.known_native_formats().remove(&table.name);
         self.known_fence_tables().clear();
         let mut client = self.endpoint.connect().await?;
-        write::prepare_table(&mut client, table, key, options).await
+        prepare::prepare_table(&mut client, table, key, options).await
     }
 
     async fn upsert_newer(
@@ -623,12 +624,12 @@ impl Sink for PostgresSink {
 
     async fn has_primary_key(&self, table: &TableSchema) -> Result<bool> {
         let client = self.endpoint.connect().await?;
-        write::has_primary_key(&client, table).await
+        prepare::has_primary_key(&client, table).await
     }
 
     async fn build_primary_key(&self, table: &TableSchema) -> Result<()> {
         let client = self.endpoint.connect().await?;
-        write::build_primary_key(&client, table).await
+        prepare::build_primary_key(&client, table).await
     }
 
     async fn native_checksum(

@@ -21,7 +21,11 @@ pub fn key_columns(catalog: &CatalogTable, key: &SplitKey) -> Result<Vec<KeyColu
                     detail: format!("{detail}; plan the job again, or fix the table"),
                 })
         }
-        SplitKey::Hash { column, buckets } => {
+        SplitKey::Hash {
+            column,
+            buckets,
+            bucketing,
+        } => {
             let mut columns =
                 catalog
                     .key_columns(std::slice::from_ref(column))
@@ -31,7 +35,7 @@ pub fn key_columns(catalog: &CatalogTable, key: &SplitKey) -> Result<Vec<KeyColu
                     })?;
             Ok(columns
                 .pop()
-                .map(|column| KeyColumn::hash_bucket(column, *buckets))
+                .map(|column| KeyColumn::hash_bucket(column, *buckets, *bucketing))
                 .into_iter()
                 .collect())
         }

@@ -12,7 +12,7 @@
 //! ordered `COLLATE "C"` on both sides, so a range selects the same rows in the source
 //! and in a target whose default collation differs.
 
-use ferry_model::key::{ChunkRange, KeyBound, KeyValue};
+use ferry_model::key::{Bucketing, ChunkRange, KeyBound, KeyValue};
 use ferry_model::schema::TableName;
 
 /// Quotes an identifier: double quotes, inner quotes doubled.
@@ -50,26 +50,26 @@ pub struct KeyColumn {
     pub integer: bool,
     /// Whether comparisons need `COLLATE "C"` to be bytewise.
     pub needs_c_collation: bool,
-    /// For a hash key (`SplitKey::Hash`): the number of buckets; the key is then the
-    /// column's bucket number, not the column.
-    pub hash_buckets: Option<u32>,
+    /// For a hash key (`SplitKey::Hash`): the number of buckets and how a row's bucket
+    /// is computed; the key is then the column's bucket number, not the column.
+    pub hash_buckets: Option<(u32, Bucketing)>,
 }
 
 impl KeyColumn {
     /// The hash key of `column` over `buckets`.
-    pub fn hash_bucket(column: KeyColumn, buckets: u32) -> KeyColumn {
+    pub fn hash_bucket(column: KeyColumn, buckets: u32, bucketing: Bucketing) -> KeyColumn {
         KeyColumn {
             integer: true,
             needs_c_collation: false,
-            hash_buckets: Some(buckets),
+            hash_buckets: Some((buckets, bucketing)),
             ..column
         }
     }
 
     /// The expression that orders and compares the column.
     pub fn expr(&self) -> String {
-        if let Some(buckets) = self.hash_buckets {
-            return bucket_expr(&self.name, buckets);
+        if let Some((buckets, bucketing)) = self.hash_buckets {
+            return bucket_expr(&self.name, buckets, bucketing);
         }
         if self.needs_c_collation {
             format!("({} COLLATE \"C\")", quote_ident(&self.name))
@@ -105,15 +105,23 @@ impl KeyColumn {
     }
 }
 
-/// The bucket of `column` among `buckets`: `hashtextextended` (PostgreSQL's stable hash,
-/// the one hash partitioning relies on, seed 0) of the column's text, NULL as the empty
-/// text, reduced to `0..buckets` without overflow. Source and target compute it alike for
-/// integer, text and uuid columns, whose text does not depend on session settings.
-pub fn bucket_expr(column: &str, buckets: u32) -> String {
-    format!(
-        "((pg_catalog.hashtextextended(coalesce({}::text, ''), 0) % {buckets} + {buckets}) % {buckets})",
-        quote_ident(column)
-    )
+/// The bucket of `column` among `buckets`, reduced to `0..buckets` without overflow.
+/// [`Bucketing::EngineHash`]: `hashtextextended` (PostgreSQL's stable hash, the one hash
+/// partitioning relies on, seed 0) of the column's text, NULL as the empty text; source
+/// and target compute it alike for integer, text and uuid columns, whose text does not
+/// depend on session settings. [`Bucketing::Modulo`]: the integer column's value itself,
+/// NULL as 0, as MySQL computes it too (`%` truncates toward zero in both).
+pub fn bucket_expr(column: &str, buckets: u32, bucketing: Bucketing) -> String {
+    match bucketing {
+        Bucketing::EngineHash => format!(
+            "((pg_catalog.hashtextextended(coalesce({}::text, ''), 0) % {buckets} + {buckets}) % {buckets})",
+            quote_ident(column)
+        ),
+        Bucketing::Modulo => format!(
+            "((coalesce({}, 0) % {buckets} + {buckets}) % {buckets})",
+            quote_ident(column)
+        ),
+    }
 }
 
 /// `ORDER BY` list of the key; empty for a hash key (a chunk is one bucket: sorting it by
@@ -222,7 +230,11 @@ mod tests {
 
     #[test]
     fn a_hash_key_selects_one_bucket_and_orders_nothing() {
-        let keys = vec![KeyColumn::hash_bucket(key("id", "bigint", true, false), 8)];
+        let keys = vec![KeyColumn::hash_bucket(
+            key("id", "bigint", true, false),
+            8,
+            Bucketing::EngineHash,
+        )];
         let range = ChunkRange::Interval {
             lower: Some(KeyBound(vec![KeyValue::Int(3)])),
             upper: Some(KeyBound(vec![KeyValue::Int(4)])),
@@ -233,6 +245,16 @@ mod tests {
             format!("{bucket} >= '3'::int8 AND {bucket} < '4'::int8")
         );
         assert_eq!(order_by(&keys), "");
+        let modulo = vec![KeyColumn::hash_bucket(
+            key("id", "bigint", true, false),
+            8,
+            Bucketing::Modulo,
+        )];
+        let bucket = "((coalesce(\"id\", 0) % 8 + 8) % 8)";
+        assert_eq!(
+            range_predicate(&modulo, false, &range).unwrap(),
+            format!("{bucket} >= '3'::int8 AND {bucket} < '4'::int8")
+        );
     }
 
     #[test]
