@@ -73,8 +73,9 @@ pub enum PlanError {
     HashSplitRefused {
         /// The entry's key.
         key: String,
-        /// Why, and what to do.
-        refusal: HashSplitRefusal,
+        /// Why, and what to do (boxed: the largest refusal would make every
+        /// `PlanError` large).
+        refusal: Box<HashSplitRefusal>,
     },
     /// `consistency: job_snapshot` cannot be used with this source (a standby that
     /// cannot export snapshots, or a source without them).
@@ -226,7 +227,7 @@ pub async fn plan_job_with(
                         } else {
                             name.name.clone()
                         },
-                        refusal,
+                        refusal: Box::new(refusal),
                     },
                 )?;
                 (key, None)

@@ -399,11 +399,20 @@ impl JobReport {
 }
 
 fn describe_key(key: &ferry_model::key::SplitKey) -> String {
-    use ferry_model::key::SplitKey;
+    use ferry_model::key::{Bucketing, SplitKey};
     match key {
         SplitKey::Columns { names, .. } => names.join(", "),
         SplitKey::Rowid => "rowid".to_string(),
-        SplitKey::Hash { column, buckets } => format!("hash({column}) mod {buckets}"),
+        SplitKey::Hash {
+            column,
+            buckets,
+            bucketing: Bucketing::EngineHash,
+        } => format!("hash({column}) mod {buckets}"),
+        SplitKey::Hash {
+            column,
+            buckets,
+            bucketing: Bucketing::Modulo,
+        } => format!("{column} mod {buckets}"),
         SplitKey::None => "none".to_string(),
     }
 }

@@ -1,10 +1,10 @@
-//! PostgreSQL → PostgreSQL and MariaDB → MariaDB tables without a primary key, cut into
-//! hash buckets of a column (`tables.split`), against the real servers of
-//! `scripts/services.sh`: the table is copied in one chunk per bucket, and re-copying one
-//! chunk rewrites exactly the rows of its bucket in the target: nothing doubled, nothing
-//! lost, the other buckets left alone. Rows are compared with the engine's own shell
-//! (`psql`, `mariadb`: counts and the md5 of every row as multisets, duplicates included:
-//! a keyless table may hold identical rows).
+//! PostgreSQL → PostgreSQL, MariaDB → MariaDB and PostgreSQL → MariaDB tables without a
+//! primary key, cut into hash buckets of a column (`tables.split`), against the real
+//! servers of `scripts/services.sh`: the table is copied in one chunk per bucket, and
+//! re-copying one chunk rewrites exactly the rows of its bucket in the target: nothing
+//! doubled, nothing lost, the other buckets left alone. Rows are compared with the
+//! engines' own shells (`psql`, `mariadb`: counts and every row's text or md5 as
+//! multisets, duplicates included: a keyless table may hold identical rows).
 
 use std::collections::HashMap;
 
@@ -67,7 +67,7 @@ fn multiset_difference(left: &[String], right: &[String]) -> (Vec<String>, Vec<S
 struct Cleanup {
     url: String,
     schema: String,
-    target_database: String,
+    target_database: Option<String>,
 }
 
 impl Drop for Cleanup {
@@ -76,13 +76,12 @@ impl Drop for Cleanup {
             .args(["-X", "-q", "-d", &self.url, "-c"])
             .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .output();
-        let _ = std::process::Command::new("psql")
-            .args(["-X", "-q", "-d", &self.url, "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.target_database
-            ))
-            .output();
+        if let Some(database) = &self.target_database {
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", "-d", &self.url, "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .output();
+        }
     }
 }
 
@@ -95,7 +94,7 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     let _cleanup = Cleanup {
         url: url.clone(),
         schema: schema.clone(),
-        target_database: target_database.clone(),
+        target_database: Some(target_database.clone()),
     };
     let table = format!("{schema}.logs");
     // No key; duplicate rows (ids repeat, some rows exactly), NULL ids, text payloads.
@@ -257,7 +256,7 @@ fn mysql_rows_of(url: &str, table: &str) -> Vec<String> {
 
 struct MysqlCleanup {
     url: String,
-    databases: [String; 2],
+    databases: Vec<String>,
 }
 
 impl Drop for MysqlCleanup {
@@ -278,7 +277,7 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
     let target_database = format!("ks_dst_{suffix}");
     let _cleanup = MysqlCleanup {
         url: url.clone(),
-        databases: [source_database.clone(), target_database.clone()],
+        databases: vec![source_database.clone(), target_database.clone()],
     };
     // No key; duplicate rows (ids repeat, some rows exactly), NULL ids, text payloads
     // with characters outside latin1 in a utf8mb4 table.
@@ -416,4 +415,157 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
         mariadb(&target_url, "SELECT COUNT(*) FROM logs").trim(),
         (ROWS + 3).to_string()
     );
+}
+
+/// A row as text both shells print alike (ASCII only), NULL marked.
+const PG_ROW_TEXT: &str =
+    "coalesce(id::text, '<null>') || '|' || kind || '|' || coalesce(note, '<null>')";
+const MY_ROW_TEXT: &str = "CONCAT_WS('|', IFNULL(id, '<null>'), kind, IFNULL(note, '<null>'))";
+
+/// Between two engines a bucket is the integer column modulo the buckets, which both
+/// compute alike (negative values and NULL included): PostgreSQL → MariaDB, one chunk per
+/// bucket, and a re-copied bucket deletes in MariaDB exactly the rows PostgreSQL reads
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy_is_exact() {
+    let pg_url = server_url();
+    let my_url = mysql_server_url();
+    let suffix = unique_suffix();
+    let schema = format!("scale_km_{suffix}");
+    let target_database = format!("km_dst_{suffix}");
+    let _cleanup = Cleanup {
+        url: pg_url.clone(),
+        schema: schema.clone(),
+        target_database: None,
+    };
+    let _my_cleanup = MysqlCleanup {
+        url: my_url.clone(),
+        databases: vec![target_database.clone()],
+    };
+    let table = format!("{schema}.logs");
+    psql(
+        &pg_url,
+        &format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {table} (id bigint, kind text NOT NULL, note text);
+             INSERT INTO {table}
+                 SELECT CASE WHEN i % 97 = 0 THEN NULL ELSE i % 15000 - 7000 END,
+                        'k' || (i % 7), CASE WHEN i % 5 = 0 THEN 'same' ELSE 'n' || i END
+                 FROM generate_series(1, {ROWS}) AS i;
+             INSERT INTO {table} VALUES (-1, 'k1', 'same'), (-1, 'k1', 'same');"
+        ),
+    );
+    mariadb(&my_url, &format!("CREATE DATABASE {target_database}"));
+    let target_url = with_database(&my_url, &target_database);
+    let source_rows: Vec<String> = psql(&pg_url, &format!("SELECT {PG_ROW_TEXT} FROM {table}"))
+        .lines()
+        .map(String::from)
+        .collect();
+    let target_rows = || -> Vec<String> {
+        mariadb(&target_url, &format!("SELECT {MY_ROW_TEXT} FROM logs"))
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let env = HashMap::from([
+        ("SRC".to_string(), pg_url.clone()),
+        ("DST".to_string(), target_url.clone()),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(
+        dir.path(),
+        &format!(
+            "name: keyless_x\nsource: {{ kind: postgres, url_env: SRC }}\n\
+             target: {{ kind: mysql, url_env: DST }}\n\
+             tables:\n  include: [\"{table}\"]\n  split: {{ \"{table}\": {{ column: id, buckets: {BUCKETS} }} }}\n\
+             chunking: {{ target_rows: 1000 }}\n"
+        ),
+    );
+    let state = dir.path().join("state.db");
+    let (prepared, outcome, _) = run_local_with_env(
+        &spec_path,
+        &state,
+        3,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    assert!(
+        prepared.job.tables[0].warnings.is_empty(),
+        "{:?}",
+        prepared.job.tables[0].warnings
+    );
+    assert_eq!(
+        outcome.chunks.len(),
+        BUCKETS as usize,
+        "one chunk per bucket"
+    );
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    // Each chunk copied exactly its bucket's rows, counted by psql with the formula.
+    let pg_bucket = format!("((coalesce(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})");
+    let per_bucket: Vec<u64> = psql(
+        &pg_url,
+        &format!(
+            "SELECT count(kind) FROM generate_series(0, {}) AS b LEFT JOIN {table} ON {pg_bucket} = b \
+             GROUP BY b ORDER BY b",
+            BUCKETS - 1
+        ),
+    )
+    .lines()
+    .map(|line| line.parse().expect("a count"))
+    .collect();
+    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
+    assert_eq!(copied, per_bucket);
+    let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
+    assert_eq!((source_only.len(), target_only.len()), (0, 0));
+
+    // Damage bucket 3 in MariaDB, mark bucket 5, re-copy chunk 3 only.
+    let my_bucket =
+        |bucket: u32| format!("((COALESCE(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS}) = {bucket}");
+    mariadb(
+        &target_url,
+        &format!(
+            "DELETE FROM logs WHERE {b3} LIMIT 5;
+             CREATE TEMPORARY TABLE doubled AS SELECT * FROM logs WHERE {b3} LIMIT 4;
+             INSERT INTO logs SELECT * FROM doubled;
+             UPDATE logs SET kind = 'corrupt' WHERE {b3} LIMIT 1;
+             CREATE TEMPORARY TABLE marker AS SELECT id, 'marker' AS kind, note FROM logs WHERE {b5} LIMIT 1;
+             INSERT INTO logs SELECT * FROM marker;",
+            b3 = my_bucket(3),
+            b5 = my_bucket(5),
+        ),
+    );
+    ferry_tests::sqlite3(
+        &state,
+        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
+    );
+    let (_, again, again_sink) = run_local_with_env(
+        &spec_path,
+        &state,
+        2,
+        vec![],
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert_eq!(
+        again_sink.committed_writes(),
+        1,
+        "only chunk 3 was copied again"
+    );
+    for chunk in &again.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
+    assert!(source_only.is_empty(), "rows lost: {source_only:?}");
+    assert_eq!(
+        target_only.len(),
+        1,
+        "only the marker is extra: {target_only:?}"
+    );
+    assert!(target_only[0].contains("|marker|"), "{target_only:?}");
 }

@@ -199,16 +199,33 @@ pub enum SplitKey {
     Rowid,
     /// No usable key, but a column whose hash cuts the table into `buckets` chunks
     /// (`tables.split`): a chunk's range is `[b, b + 1)` over the bucket number
-    /// `hash(column) mod buckets`, which source and target compute alike (same engine
-    /// only). NULL values hash as the empty text, so every row has a bucket.
+    /// `hash(column) mod buckets`, which source and target compute alike (see
+    /// [`Bucketing`]). Every row has a bucket (NULL included).
     Hash {
         /// The column hashed.
         column: String,
         /// How many buckets (and chunks).
         buckets: u32,
+        /// How a row's bucket is computed.
+        #[serde(default)]
+        bucketing: Bucketing,
     },
     /// No usable key: the table is copied as one chunk.
     None,
+}
+
+/// How a [`SplitKey::Hash`] computes a row's bucket; source and target must agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bucketing {
+    /// The engine's own hash of the column's text (NULL as the empty text): PostgreSQL
+    /// `hashtextextended(…, 0)`, MySQL `CRC32(CONVERT(… USING utf8mb4))`. Only between
+    /// two databases of one engine.
+    #[default]
+    EngineHash,
+    /// The integer column itself, `((column mod buckets) + buckets) mod buckets` (NULL
+    /// as 0): plain integer arithmetic, the same in every engine, so it also holds
+    /// between two engines. Only for integer columns.
+    Modulo,
 }
 
 impl SplitKey {

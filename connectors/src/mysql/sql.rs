@@ -8,7 +8,7 @@
 //! BY` uses), unsigned 64-bit values beyond `i64` as unsigned integers. Text is bound as
 //! text, so the column's collation decides, as it does for `ORDER BY`.
 
-use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
+use ferry_model::key::{Bucketing, ChunkRange, KeyBound, KeyValue, SplitKey};
 use ferry_model::schema::{ColumnType, TableSchema};
 use mysql_async::Value;
 
@@ -75,17 +75,25 @@ pub struct KeyColumn {
     pub hash_buckets: Option<u32>,
 }
 
-/// The bucket of `column` among `buckets`: the CRC-32 (ISO 3309, the same in every
-/// MySQL and MariaDB version) of the column's text in `utf8mb4`, NULL as the empty
-/// text, modulo `buckets`. `CONVERT … USING utf8mb4` makes the bytes hashed independent
-/// of the column's and the session's character sets, so source and target compute the
-/// same bucket of a row for integer, text and uuid columns (whose text does not depend
-/// on session settings).
-pub fn bucket_expr(column: &str, buckets: u32) -> String {
-    format!(
-        "(CRC32(COALESCE(CONVERT({} USING utf8mb4), '')) % {buckets})",
-        quote_ident(column)
-    )
+/// The bucket of `column` among `buckets`. [`Bucketing::EngineHash`]: the CRC-32 (ISO
+/// 3309, the same in every MySQL and MariaDB version) of the column's text in `utf8mb4`,
+/// NULL as the empty text, modulo `buckets`; `CONVERT … USING utf8mb4` makes the bytes
+/// hashed independent of the column's and the session's character sets, so source and
+/// target compute the same bucket of a row for integer, text and uuid columns (whose
+/// text does not depend on session settings). [`Bucketing::Modulo`]: the integer
+/// column's value itself, NULL as 0, reduced to `0..buckets` as PostgreSQL computes it
+/// too (`%` truncates toward zero in both).
+pub fn bucket_expr(column: &str, buckets: u32, bucketing: Bucketing) -> String {
+    match bucketing {
+        Bucketing::EngineHash => format!(
+            "(CRC32(COALESCE(CONVERT({} USING utf8mb4), '')) % {buckets})",
+            quote_ident(column)
+        ),
+        Bucketing::Modulo => format!(
+            "((COALESCE({}, 0) % {buckets} + {buckets}) % {buckets})",
+            quote_ident(column)
+        ),
+    }
 }
 
 /// `ORDER BY` list of the key; empty for a hash key (a chunk is one bucket: sorting it
@@ -131,7 +139,11 @@ pub fn key_columns(table: &TableSchema, key: &SplitKey) -> Result<Vec<KeyColumn>
                      add a primary key to the source table"
                 .to_string(),
         }),
-        SplitKey::Hash { column, buckets } => {
+        SplitKey::Hash {
+            column,
+            buckets,
+            bucketing,
+        } => {
             if table.column(column).is_none() {
                 return Err(ConnectorError::Unsupported {
                     table: table.name.clone(),
@@ -139,7 +151,7 @@ pub fn key_columns(table: &TableSchema, key: &SplitKey) -> Result<Vec<KeyColumn>
                 });
             }
             Ok(vec![KeyColumn {
-                quoted: bucket_expr(column, *buckets),
+                quoted: bucket_expr(column, *buckets, *bucketing),
                 name: column.clone(),
                 column_type: ColumnType::Int64,
                 hash_buckets: Some(*buckets),
@@ -398,6 +410,7 @@ mod tests {
         let key = SplitKey::Hash {
             column: "note".into(),
             buckets: 8,
+            bucketing: Bucketing::EngineHash,
         };
         let columns = key_columns(&schema, &key).expect("columns");
         assert!(order_by(&columns).is_empty());
@@ -413,8 +426,16 @@ mod tests {
         let missing = SplitKey::Hash {
             column: "gone".into(),
             buckets: 8,
+            bucketing: Bucketing::EngineHash,
         };
         assert!(key_columns(&schema, &missing).is_err());
+        let modulo = SplitKey::Hash {
+            column: "note".into(),
+            buckets: 8,
+            bucketing: Bucketing::Modulo,
+        };
+        let columns = key_columns(&schema, &modulo).expect("columns");
+        assert_eq!(columns[0].quoted, "((COALESCE(`note`, 0) % 8 + 8) % 8)");
     }
 
     #[test]

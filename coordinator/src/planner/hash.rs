@@ -7,7 +7,7 @@
 //! (`CRC32` of the text in `utf8mb4`) — and only on columns whose text form does not
 //! depend on session settings.
 
-use ferry_model::key::SplitKey;
+use ferry_model::key::{Bucketing, SplitKey};
 use ferry_model::schema::{ColumnType, TableSchema};
 use ferry_model::spec::HashSplitSpec;
 
@@ -24,12 +24,30 @@ pub enum HashSplitRefusal {
     },
     /// The pair of engines cannot compute the same buckets.
     #[error(
-        "hash buckets need a source and a target of one engine, postgres or mysql (both \
-         sides must compute the same bucket of a row, so that a re-copy deletes exactly the \
-         rows it rewrites), not {source_kind} → {target_kind}; remove the entry (the table is \
-         then one chunk)"
+        "hash buckets need postgres or mysql on both sides (both must compute the same \
+         bucket of a row, so that a re-copy deletes exactly the rows it rewrites), not \
+         {source_kind} → {target_kind}; remove the entry (the table is then one chunk)"
     )]
     EnginePair {
+        /// The source's kind.
+        source_kind: String,
+        /// The target's kind.
+        target_kind: String,
+    },
+    /// Between two engines, a column that is not an integer.
+    #[error(
+        "column {column} of table {table} is {column_type}; between two engines ({source_kind} \
+         → {target_kind}) a bucket is the column's value modulo the buckets, the one function \
+         both compute alike: name an integer column, or remove the entry (the table is then \
+         one chunk)"
+    )]
+    CrossEngineColumnType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type, as described.
+        column_type: String,
         /// The source's kind.
         source_kind: String,
         /// The target's kind.
@@ -63,9 +81,10 @@ pub enum HashSplitRefusal {
 
 /// Checks a `tables.split` entry against its table and the engine pair, and returns the
 /// hash key it cuts the table on. Only for tables without a primary key, only between
-/// two databases of one engine that computes buckets (PostgreSQL or MySQL: both sides
-/// hash the column's text alike), and only on integer, text and uuid columns, whose text
-/// form does not depend on the session.
+/// PostgreSQL and MySQL databases. Between two of one engine, the engine's hash of the
+/// column's text ([`Bucketing::EngineHash`]), on integer, text and uuid columns, whose
+/// text does not depend on the session; between the two engines, the integer column's
+/// value modulo the buckets ([`Bucketing::Modulo`]), the same arithmetic in both.
 pub fn hash_split_key(
     table: &TableSchema,
     split: &HashSplitSpec,
@@ -78,7 +97,8 @@ pub fn hash_split_key(
             key: table.primary_key.join(", "),
         });
     }
-    if source_kind != target_kind || !matches!(source_kind, "postgres" | "mysql") {
+    let bucket_engine = |kind: &str| matches!(kind, "postgres" | "mysql");
+    if !bucket_engine(source_kind) || !bucket_engine(target_kind) {
         return Err(HashSplitRefusal::EnginePair {
             source_kind: source_kind.to_string(),
             target_kind: target_kind.to_string(),
@@ -96,7 +116,7 @@ pub fn hash_split_key(
                 .join(", "),
         });
     };
-    let hashable = matches!(
+    let integer = matches!(
         column.column_type,
         ColumnType::Int8
             | ColumnType::Int16
@@ -106,9 +126,22 @@ pub fn hash_split_key(
             | ColumnType::UInt16
             | ColumnType::UInt32
             | ColumnType::UInt64
-            | ColumnType::Text
-            | ColumnType::Uuid
     );
+    let hashable = integer || matches!(column.column_type, ColumnType::Text | ColumnType::Uuid);
+    let bucketing = if source_kind == target_kind {
+        Bucketing::EngineHash
+    } else {
+        Bucketing::Modulo
+    };
+    if bucketing == Bucketing::Modulo && !integer {
+        return Err(HashSplitRefusal::CrossEngineColumnType {
+            table: table.name.to_string(),
+            column: split.column.clone(),
+            column_type: format!("{:?}", column.column_type),
+            source_kind: source_kind.to_string(),
+            target_kind: target_kind.to_string(),
+        });
+    }
     if !hashable {
         return Err(HashSplitRefusal::ColumnType {
             table: table.name.to_string(),
@@ -119,6 +152,7 @@ pub fn hash_split_key(
     Ok(SplitKey::Hash {
         column: split.column.clone(),
         buckets: split.buckets,
+        bucketing,
     })
 }
 
@@ -169,7 +203,8 @@ mod tests {
             key,
             SplitKey::Hash {
                 column: "id".into(),
-                buckets: 16
+                buckets: 16,
+                bucketing: Bucketing::EngineHash,
             }
         );
         let stats = KeyStats {
@@ -220,14 +255,30 @@ mod tests {
     }
 
     #[test]
-    fn other_engines_keyed_tables_and_missing_columns_are_refused() {
+    fn engine_pairs_pick_their_bucketing_keyed_tables_and_missing_columns_are_refused() {
         let table = keyless(ColumnType::Int64);
+        for (source, target) in [("postgres", "mysql"), ("mysql", "postgres")] {
+            assert_eq!(
+                hash_split_key(&table, &split("id"), source, target),
+                Ok(SplitKey::Hash {
+                    column: "id".into(),
+                    buckets: 16,
+                    bucketing: Bucketing::Modulo,
+                })
+            );
+            let text = hash_split_key(&keyless(ColumnType::Text), &split("id"), source, target)
+                .unwrap_err();
+            assert!(
+                matches!(text, HashSplitRefusal::CrossEngineColumnType { .. }),
+                "{text}"
+            );
+            assert!(
+                text.to_string().contains("name an integer column"),
+                "{text}"
+            );
+        }
         assert!(matches!(
-            hash_split_key(&table, &split("id"), "postgres", "mysql"),
-            Err(HashSplitRefusal::EnginePair { .. })
-        ));
-        assert!(matches!(
-            hash_split_key(&table, &split("id"), "mysql", "postgres"),
+            hash_split_key(&table, &split("id"), "postgres", "sqlite"),
             Err(HashSplitRefusal::EnginePair { .. })
         ));
         assert!(matches!(
@@ -236,7 +287,10 @@ mod tests {
         ));
         assert!(matches!(
             hash_split_key(&table, &split("id"), "mysql", "mysql"),
-            Ok(SplitKey::Hash { .. })
+            Ok(SplitKey::Hash {
+                bucketing: Bucketing::EngineHash,
+                ..
+            })
         ));
         let missing = hash_split_key(&table, &split("nope"), "postgres", "postgres").unwrap_err();
         assert_eq!(
