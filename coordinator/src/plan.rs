@@ -11,7 +11,7 @@ use ferry_model::spec::JobSpec;
 
 use crate::planner::{
     HashSplitRefusal, SplitChoice, boundaries_from_sample, choose_plan_units, choose_split,
-    choose_split_key, hash_split_key, plan_table,
+    choose_split_key, hash_split_key, plan_table, split_hint,
 };
 
 /// Why a job could not be planned.
@@ -232,7 +232,18 @@ pub async fn plan_job_with(
                 )?;
                 (key, None)
             }
-            None => choose_split_key(&schema, sink.can_carry_rowid(), same_engine),
+            None => {
+                let (key, warning) = choose_split_key(&schema, sink.can_carry_rowid(), same_engine);
+                // A table copied as one chunk for want of a key: say how to cut it.
+                let hint = (key == SplitKey::None)
+                    .then(|| split_hint(&schema, source.kind(), sink.kind()))
+                    .flatten();
+                let warning = match (warning, hint) {
+                    (Some(warning), Some(hint)) => Some(format!("{warning}; {hint}")),
+                    (warning, _) => warning,
+                };
+                (key, warning)
+            }
         };
         // Prepare before counting: a target that cannot take the table fails the job
         // when it is submitted, not half-way through.

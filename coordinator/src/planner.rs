@@ -11,7 +11,7 @@ use ferry_model::schema::TableSchema;
 mod hash;
 mod sample;
 
-pub use hash::{HashSplitRefusal, hash_split_key};
+pub use hash::{HashSplitRefusal, hash_split_key, split_hint};
 pub use sample::{
     MAX_SAMPLE_POINTS, SAMPLE_FROM_ROWS, SAMPLE_POINTS_PER_CHUNK, boundaries_from_sample,
     sample_points,

@@ -97,7 +97,6 @@ pub fn hash_split_key(
             key: table.primary_key.join(", "),
         });
     }
-    let bucket_engine = |kind: &str| matches!(kind, "postgres" | "mysql");
     if !bucket_engine(source_kind) || !bucket_engine(target_kind) {
         return Err(HashSplitRefusal::EnginePair {
             source_kind: source_kind.to_string(),
@@ -116,18 +115,8 @@ pub fn hash_split_key(
                 .join(", "),
         });
     };
-    let integer = matches!(
-        column.column_type,
-        ColumnType::Int8
-            | ColumnType::Int16
-            | ColumnType::Int32
-            | ColumnType::Int64
-            | ColumnType::UInt8
-            | ColumnType::UInt16
-            | ColumnType::UInt32
-            | ColumnType::UInt64
-    );
-    let hashable = integer || matches!(column.column_type, ColumnType::Text | ColumnType::Uuid);
+    let integer = is_integer(&column.column_type);
+    let hashable = is_hashable(&column.column_type);
     let bucketing = if source_kind == target_kind {
         Bucketing::EngineHash
     } else {
@@ -154,6 +143,57 @@ pub fn hash_split_key(
         buckets: split.buckets,
         bucketing,
     })
+}
+
+/// Whether buckets can be computed alike on both sides: PostgreSQL and MySQL only.
+fn bucket_engine(kind: &str) -> bool {
+    matches!(kind, "postgres" | "mysql")
+}
+
+fn is_integer(column_type: &ColumnType) -> bool {
+    matches!(
+        column_type,
+        ColumnType::Int8
+            | ColumnType::Int16
+            | ColumnType::Int32
+            | ColumnType::Int64
+            | ColumnType::UInt8
+            | ColumnType::UInt16
+            | ColumnType::UInt32
+            | ColumnType::UInt64
+    )
+}
+
+fn is_hashable(column_type: &ColumnType) -> bool {
+    is_integer(column_type) || matches!(column_type, ColumnType::Text | ColumnType::Uuid)
+}
+
+/// For a table without a usable key copied as one chunk: how `tables.split` would cut it
+/// on this engine pair, naming its first column that qualifies, as a `tables.split`
+/// entry to add; `None` where no column qualifies or the pair computes no buckets.
+pub fn split_hint(table: &TableSchema, source_kind: &str, target_kind: &str) -> Option<String> {
+    if !table.primary_key.is_empty() || !bucket_engine(source_kind) || !bucket_engine(target_kind) {
+        return None;
+    }
+    let same_engine = source_kind == target_kind;
+    let column = table.columns.iter().find(|column| {
+        if same_engine {
+            is_hashable(&column.column_type)
+        } else {
+            is_integer(&column.column_type)
+        }
+    })?;
+    Some(format!(
+        "to cut it into chunks, add `tables: {{ split: {{ \"{}\": {{ column: {}, buckets: 16 }} }} }}` \
+         (or another {} column; each bucket reads the whole source table)",
+        table.name,
+        column.name,
+        if same_engine {
+            "integer, text or uuid"
+        } else {
+            "integer"
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -252,6 +292,31 @@ mod tests {
         .unwrap_err();
         assert!(matches!(refusal, HashSplitRefusal::ColumnType { .. }));
         assert!(refusal.to_string().contains("TimeZone"), "{refusal}");
+    }
+
+    #[test]
+    fn a_keyless_table_on_a_bucket_pair_gets_a_split_hint_naming_a_column() {
+        let table = keyless(ColumnType::Text);
+        let hint = split_hint(&table, "mysql", "mysql").expect("a hint");
+        assert_eq!(
+            hint,
+            "to cut it into chunks, add `tables: { split: { \"logs\": { column: id, buckets: 16 } } }` \
+             (or another integer, text or uuid column; each bucket reads the whole source table)"
+        );
+        // Between two engines only an integer column can be bucketed.
+        assert_eq!(split_hint(&table, "postgres", "mysql"), None);
+        let integer = keyless(ColumnType::Int32);
+        assert!(
+            split_hint(&integer, "postgres", "mysql")
+                .expect("a hint")
+                .contains("another integer column")
+        );
+        assert_eq!(split_hint(&integer, "sqlite", "postgres"), None);
+        let keyed = TableSchema {
+            primary_key: vec!["id".into()],
+            ..integer
+        };
+        assert_eq!(split_hint(&keyed, "postgres", "postgres"), None);
     }
 
     #[test]
