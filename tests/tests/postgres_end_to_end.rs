@@ -1100,6 +1100,111 @@ async fn connections_are_reused_across_chunks_with_their_settings_reset() {
     tests_drop_database(&server, &dst);
 }
 
+/// A connection whose read carried a row over 1 MiB is closed, not pooled: the driver's
+/// read buffer grew to the row's size and would stay that big, outside the memory
+/// budget, for as long as the pooled connection lives. A read of small rows leaves its
+/// connection pooled (the control). Both read paths: batches and the raw binary COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
+    use ferry_connectors::Source;
+    use ferry_model::key::{KeyBound, KeyValue};
+    use ferry_model::spec::{Location, Secret};
+    use futures::StreamExt;
+
+    let server = server_url();
+    let database = format!("ferry_bigrow_{}", unique_suffix());
+    psql(&server, &format!("CREATE DATABASE {database}"));
+    psql(
+        &with_database(&server, &database),
+        "CREATE TABLE t (id bigint PRIMARY KEY, note text);
+         ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
+         INSERT INTO t VALUES (11, repeat('x', 2 * 1024 * 1024));",
+    );
+    let source = ferry_connectors::postgres::PostgresSource::open(&Location::Env {
+        var: "BIGROW_TEST".into(),
+        value: Secret::new(with_database(&server, &database)),
+    })
+    .await
+    .expect("open source");
+    let table = source
+        .describe_table(&TableName {
+            schema: Some("public".into()),
+            name: "t".into(),
+        })
+        .await
+        .expect("describe");
+    let key = primary_key_of(&table);
+    let bound = |value: i64| Some(KeyBound(vec![KeyValue::Int(value)]));
+    let small = ChunkRange::Interval {
+        lower: None,
+        upper: bound(11),
+    };
+    let big = ChunkRange::Interval {
+        lower: bound(11),
+        upper: None,
+    };
+    let sessions = || {
+        psql(
+            &server,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = '{database}' AND application_name = 'ferry'"
+            ),
+        )
+    };
+    let expect_sessions = |count: &'static str, after: &'static str| {
+        let sessions = &sessions;
+        async move {
+            ferry_tests::wait_until(std::time::Duration::from_secs(10), || {
+                sessions().trim() == count
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!("after {after}: {} ferry sessions, not {count}", sessions())
+            });
+        }
+    };
+    let read_batches = |range: ChunkRange| {
+        let (source, table, key) = (&source, &table, &key);
+        async move {
+            let mut batches = source.read_chunk(table, key, &range).await.expect("read");
+            let mut rows = 0;
+            while let Some(batch) = batches.next().await {
+                rows += batch.expect("batch").num_rows();
+            }
+            rows
+        }
+    };
+    assert_eq!(read_batches(small.clone()).await, 10);
+    expect_sessions("1", "a read of small rows").await;
+    assert_eq!(read_batches(big.clone()).await, 1);
+    expect_sessions("0", "a read of a 2 MiB row").await;
+    // The raw binary COPY path (same engine on both sides).
+    let native = |range: ChunkRange| {
+        let (source, table, key) = (&source, &table, &key);
+        async move {
+            let mut read = source
+                .read_native(table, key, &range, "postgres-binary-copy")
+                .await
+                .expect("read")
+                .expect("native read");
+            let mut bytes = 0;
+            while let Some(piece) = read.stream.bytes.next().await {
+                bytes += piece.expect("piece").len();
+            }
+            read.checksum.await.expect("checksum");
+            bytes
+        }
+    };
+    assert!(native(small).await > 0);
+    expect_sessions("1", "a raw read of small rows").await;
+    assert!(native(big).await > 2 * 1024 * 1024);
+    expect_sessions("0", "a raw read of a 2 MiB row").await;
+    drop(source);
+    tests_drop_database(&server, &database);
+}
+
 fn tests_drop_database(server: &str, database: &str) {
     psql(server, &format!("DROP DATABASE {database} WITH (FORCE)"));
 }

@@ -107,7 +107,11 @@ async fn read_range(
 /// Streams `reader`'s batches, two in flight (the reader stays one ahead of the writer,
 /// no more). A dropped stream cancels the query; a read to its end gives the connection
 /// back to the pool.
-fn spawn_reader(session: Session, mut reader: CopyReader, tls: MakeRustlsConnect) -> BatchStream {
+fn spawn_reader(
+    mut session: Session,
+    mut reader: CopyReader,
+    tls: MakeRustlsConnect,
+) -> BatchStream {
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         let cancel_token = session.cancel_token();
@@ -127,6 +131,7 @@ fn spawn_reader(session: Session, mut reader: CopyReader, tls: MakeRustlsConnect
                     }
                 }
                 Ok(None) => {
+                    session.note_read(reader.largest_piece());
                     drop(reader);
                     session.release().await;
                     return;
@@ -674,6 +679,7 @@ impl Sink for PostgresSink {
                 ConnectorError::Task(format!("failed to checksum table {target}: {error}"))
             })?;
         }
+        session.note_read(reader.largest_piece());
         drop(reader);
         session.release_settings_unchanged().await;
         Ok(checksum)

@@ -105,7 +105,7 @@ fn copy_out_sql(
 /// Starts the raw binary COPY of a range, hashing its tuples as they pass; the
 /// connection lives as long as the stream.
 pub async fn read_native(
-    client: Session,
+    mut client: Session,
     tls: MakeRustlsConnect,
     table: &TableSchema,
     catalog: &CatalogTable,
@@ -137,6 +137,7 @@ pub async fn read_native(
             };
             match next {
                 Some(Ok(data)) => {
+                    client.note_read(data.len());
                     if let Err(detail) = hasher.push(&data) {
                         let _ = bytes_tx.send(Err(malformed(&name, &detail))).await;
                         let _ = cancel_token.cancel_query(tls.clone()).await;
@@ -210,12 +211,16 @@ pub async fn checksum_range(
     client.prefer_key_index().await.map_err(&on_error)?;
     let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
     let mut hasher = TupleHasher::new(table);
+    let mut largest = 0;
     while let Some(data) = copy_out.next().await {
         let data = data.map_err(&on_error)?;
+        largest = largest.max(data.len());
         hasher
             .push(&data)
             .map_err(|detail| malformed(&catalog.name, &detail))?;
     }
+    drop(copy_out);
+    client.note_read(largest);
     let checksum = hasher
         .finish()
         .map_err(|detail| malformed(&catalog.name, &detail))?;

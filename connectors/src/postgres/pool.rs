@@ -47,6 +47,12 @@ const MAX_IDLE: usize = 32;
 /// How long a connection is used from its opening on.
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 
+/// A connection that read a message (a row of a COPY) bigger than this is closed rather
+/// than pooled: tokio-postgres's read buffer grows to hold a whole message and never
+/// shrinks, so a pooled connection would keep that memory, outside the process's memory
+/// budget, for as long as it lives (the MySQL connector does the same).
+pub const BIG_ROW_BYTES: usize = 1 << 20;
+
 /// Prepared statements kept at most per connection ([`Session::query_prepared`]); beyond
 /// it the connection's statements are forgotten (closed) and prepared again.
 const MAX_PREPARED: usize = 64;
@@ -117,6 +123,7 @@ impl Idle {
             prepared: Mutex::new(kept.prepared),
             transaction_open: false,
             key_index_preferred: kept.key_index_preferred,
+            largest_read: 0,
         })
     }
 }
@@ -133,6 +140,8 @@ pub struct Session {
     transaction_open: bool,
     /// `enable_seqscan = off` is set on the connection.
     key_index_preferred: bool,
+    /// The largest message an operation read on it ([`Session::note_read`]).
+    largest_read: usize,
 }
 
 impl Session {
@@ -177,6 +186,18 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Notes the size of a message (a COPY row) read on the connection: after one bigger
+    /// than [`BIG_ROW_BYTES`], releasing it closes it instead of pooling it.
+    pub fn note_read(&mut self, bytes: usize) {
+        self.largest_read = self.largest_read.max(bytes);
+    }
+
+    /// Whether the connection read a message over [`BIG_ROW_BYTES`] and must not be
+    /// pooled.
+    fn grew_buffers(&self) -> bool {
+        self.largest_read > BIG_ROW_BYTES
+    }
+
     /// Notes that the operation begins a transaction on this connection (before it
     /// sends `BEGIN`): [`Session::release`] rolls it back before pooling the connection.
     pub fn mark_transaction_open(&mut self) {
@@ -187,6 +208,9 @@ impl Session {
     /// began one) rolled back and its settings reset. Call it only when no COPY or
     /// query is left running on it.
     pub async fn release(self) {
+        if self.grew_buffers() {
+            return;
+        }
         if self.transaction_open && self.client.batch_execute("ROLLBACK").await.is_err() {
             return;
         }
@@ -208,6 +232,9 @@ impl Session {
     /// transaction it marked open; a chunk's first write attempt: `SET LOCAL` only; a
     /// verification): no `RESET ALL`, one round trip less per chunk.
     pub async fn release_settings_unchanged(self) {
+        if self.grew_buffers() {
+            return;
+        }
         if self.transaction_open && self.client.batch_execute("ROLLBACK").await.is_err() {
             return;
         }

@@ -547,6 +547,8 @@ pub struct CopyReader {
     stream: Pin<Box<CopyOutStream>>,
     decoder: CopyDecoder,
     ended: bool,
+    /// The largest message (row) read so far.
+    largest_piece: usize,
     table: TableName,
     operation: &'static str,
 }
@@ -568,9 +570,15 @@ impl CopyReader {
             stream: Box::pin(stream),
             decoder,
             ended: false,
+            largest_piece: 0,
             table: table.clone(),
             operation,
         })
+    }
+
+    /// The largest message (row) read so far, for [`super::pool::Session::note_read`].
+    pub fn largest_piece(&self) -> usize {
+        self.largest_piece
     }
 
     /// The next batch, or `None` at the end.
@@ -583,7 +591,10 @@ impl CopyReader {
                 return Ok(None);
             }
             match self.stream.next().await {
-                Some(Ok(piece)) => self.decoder.push(&piece),
+                Some(Ok(piece)) => {
+                    self.largest_piece = self.largest_piece.max(piece.len());
+                    self.decoder.push(&piece);
+                }
                 Some(Err(error)) => return Err(query_error(self.operation, &self.table)(error)),
                 None => {
                     self.ended = true;
