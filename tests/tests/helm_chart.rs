@@ -111,6 +111,14 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
             None => {
                 assert_eq!(coordinator["spec"]["replicas"], 2);
                 assert_eq!(worker["spec"]["replicas"], 3);
+                // Big freed buffers go back to the system (the memory bound).
+                let threshold = container(worker)["env"]
+                    .as_array()
+                    .expect("env")
+                    .iter()
+                    .find(|variable| variable["name"] == "MALLOC_MMAP_THRESHOLD_")
+                    .map(|variable| variable["value"].clone());
+                assert_eq!(threshold, Some(Value::from("1048576")));
                 assert!(coordinator_toml.contains("tokens_file = \"/etc/ferry/tokens/tokens\""));
                 assert_eq!(
                     worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 90,
@@ -177,8 +185,12 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
 #[test]
 fn schema_and_templates_refuse_wrong_values() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cases: [(&str, &str); 10] = [
+    let cases: [(&str, &str); 11] = [
         ("coordinator: { replicas: -1 }", "/coordinator/replicas"),
+        (
+            "worker: { mallocMmapThreshold: -1 }",
+            "/worker/mallocMmapThreshold",
+        ),
         ("worker: { replicas: -2 }", "/worker/replicas"),
         ("worker: { slotz: 4 }", "slotz"),
         ("worker: { config: { lease: { grace: 2s } } }", "grace"),
