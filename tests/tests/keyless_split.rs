@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use ferry_coordination::ChunkState;
 use ferry_tests::{
-    Fault, mariadb, psql, run_local_with_env, unique_suffix, with_database, write_spec,
+    Fault, env_url, mariadb, psql, run_local_with_env, unique_suffix, with_database, write_spec,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -18,12 +18,7 @@ const BUCKETS: u32 = 8;
 const ROWS: u64 = 20_000;
 
 fn server_url() -> String {
-    std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "FERRY_TEST_PG_URL is not set: start the test services with \
-             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
-        )
-    })
+    env_url("FERRY_TEST_PG_URL")
 }
 
 /// The bucket of a row, computed by the test as the documented formula, not by ferry.
@@ -62,6 +57,97 @@ fn multiset_difference(left: &[String], right: &[String]) -> (Vec<String>, Vec<S
         .flat_map(|(row, count)| std::iter::repeat_n(row.to_string(), count.max(0) as usize))
         .collect();
     (left_only, right_only)
+}
+
+/// A job copying `table` from the URL in `SRC` to the one in `DST`, cut into [`BUCKETS`]
+/// buckets of `column` (`tables.split`), and the environment holding the two URLs.
+fn bucket_job(
+    dir: &std::path::Path,
+    name: &str,
+    (source_kind, source_url): (&str, &str),
+    (target_kind, target_url): (&str, &str),
+    table: &str,
+    column: &str,
+) -> (std::path::PathBuf, HashMap<String, String>) {
+    let spec_path = write_spec(
+        dir,
+        &format!(
+            "name: {name}\nsource: {{ kind: {source_kind}, url_env: SRC }}\n\
+             target: {{ kind: {target_kind}, url_env: DST }}\n\
+             tables:\n  include: [\"{table}\"]\n  split: {{ \"{table}\": {{ column: {column}, buckets: {BUCKETS} }} }}\n\
+             chunking: {{ target_rows: 1000 }}\n"
+        ),
+    );
+    let env = HashMap::from([
+        ("SRC".to_string(), source_url.to_string()),
+        ("DST".to_string(), target_url.to_string()),
+    ]);
+    (spec_path, env)
+}
+
+/// In MariaDB table `logs`: loses, doubles and changes rows of bucket 3, and adds a
+/// `marker` row to bucket 5 (`in_bucket(b)`: the condition of bucket `b`).
+fn damage_mariadb_bucket_3(target_url: &str, in_bucket: impl Fn(u32) -> String) {
+    mariadb(
+        target_url,
+        &format!(
+            "DELETE FROM logs WHERE {b3} LIMIT 5;
+             CREATE TEMPORARY TABLE doubled AS SELECT * FROM logs WHERE {b3} LIMIT 4;
+             INSERT INTO logs SELECT * FROM doubled;
+             UPDATE logs SET kind = 'corrupt' WHERE {b3} LIMIT 1;
+             CREATE TEMPORARY TABLE marker AS SELECT id, 'marker' AS kind, note FROM logs WHERE {b5} LIMIT 1;
+             INSERT INTO logs SELECT * FROM marker;",
+            b3 = in_bucket(3),
+            b5 = in_bucket(5),
+        ),
+    );
+}
+
+/// Runs the job to its end (3 workers): one VERIFIED chunk per bucket, no warning.
+/// Returns the rows each chunk copied, in chunk order.
+async fn copy_in_buckets(
+    spec_path: &std::path::Path,
+    state: &std::path::Path,
+    env: &HashMap<String, String>,
+) -> Vec<u64> {
+    let (prepared, outcome, _) =
+        run_local_with_env(spec_path, state, 3, vec![], CancellationToken::new(), env).await;
+    assert!(!outcome.interrupted);
+    assert!(
+        prepared.job.tables[0].warnings.is_empty(),
+        "{:?}",
+        prepared.job.tables[0].warnings
+    );
+    assert_eq!(
+        outcome.chunks.len(),
+        BUCKETS as usize,
+        "one chunk per bucket"
+    );
+    for chunk in &outcome.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
+    outcome.chunks.iter().map(|chunk| chunk.rows).collect()
+}
+
+/// Re-copies chunk 3 only, as `ferryctl recopy` does (the chunk back to PLANNED, copied
+/// again with overwrite): only it is written, every chunk ends VERIFIED.
+async fn recopy_bucket_3(
+    spec_path: &std::path::Path,
+    state: &std::path::Path,
+    env: &HashMap<String, String>,
+    faults: Vec<Fault>,
+) {
+    ferry_tests::sqlite3(state, "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3");
+    let (_, again, again_sink) =
+        run_local_with_env(spec_path, state, 2, faults, CancellationToken::new(), env).await;
+    assert_eq!(
+        again_sink.committed_writes(),
+        1,
+        "only chunk 3 was copied again"
+    );
+    for chunk in &again.chunks {
+        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
+    }
 }
 
 struct Cleanup {
@@ -114,44 +200,17 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     let source_rows = rows_of(&url, &table);
     assert_eq!(source_rows.len() as u64, ROWS + 2);
     let target_url = with_database(&url, &target_database);
-    let env = HashMap::from([
-        ("SRC".to_string(), url.clone()),
-        ("DST".to_string(), target_url.clone()),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = write_spec(
+    let (spec_path, env) = bucket_job(
         dir.path(),
-        &format!(
-            "name: keyless\nsource: {{ kind: postgres, url_env: SRC }}\n\
-             target: {{ kind: postgres, url_env: DST }}\n\
-             tables:\n  include: [\"{table}\"]\n  split: {{ \"{table}\": {{ column: id, buckets: {BUCKETS} }} }}\n\
-             chunking: {{ target_rows: 1000 }}\n"
-        ),
+        "keyless",
+        ("postgres", &url),
+        ("postgres", &target_url),
+        &table,
+        "id",
     );
     let state = dir.path().join("state.db");
-    let (prepared, outcome, _) = run_local_with_env(
-        &spec_path,
-        &state,
-        3,
-        vec![],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert!(!outcome.interrupted);
-    assert!(
-        prepared.job.tables[0].warnings.is_empty(),
-        "{:?}",
-        prepared.job.tables[0].warnings
-    );
-    assert_eq!(
-        outcome.chunks.len(),
-        BUCKETS as usize,
-        "one chunk per bucket"
-    );
-    for chunk in &outcome.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, as psql counts them.
     let per_bucket: Vec<u64> = psql(
         &url,
@@ -165,7 +224,6 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     .lines()
     .map(|line| line.parse().expect("a count"))
     .collect();
-    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
     assert_eq!(copied, per_bucket);
     let (source_only, target_only) =
         multiset_difference(&source_rows, &rows_of(&target_url, &table));
@@ -186,27 +244,7 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
             b5 = in_bucket(5),
         ),
     );
-    ferry_tests::sqlite3(
-        &state,
-        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
-    );
-    let (_, again, again_sink) = run_local_with_env(
-        &spec_path,
-        &state,
-        2,
-        vec![Fault::ArrowOnly],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert_eq!(
-        again_sink.committed_writes(),
-        1,
-        "only chunk 3 was copied again"
-    );
-    for chunk in &again.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    recopy_bucket_3(&spec_path, &state, &env, vec![Fault::ArrowOnly]).await;
     // Bucket 3 holds the source's rows again; the marker in bucket 5 was not touched.
     let (source_only, target_only) =
         multiset_difference(&source_rows, &rows_of(&target_url, &table));
@@ -227,12 +265,7 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
 }
 
 fn mysql_server_url() -> String {
-    std::env::var("FERRY_TEST_MYSQL_URL").unwrap_or_else(|_| {
-        panic!(
-            "FERRY_TEST_MYSQL_URL is not set: start the test services with \
-             `scripts/services.sh up && eval \"$(scripts/services.sh env)\"`"
-        )
-    })
+    env_url("FERRY_TEST_MYSQL_URL")
 }
 
 /// The MariaDB bucket of a row, computed by the test as the documented formula.
@@ -299,44 +332,17 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
     let target_url = with_database(&url, &target_database);
     let source_rows = mysql_rows_of(&source_url, "logs");
     assert_eq!(source_rows.len() as u64, ROWS + 2);
-    let env = HashMap::from([
-        ("SRC".to_string(), source_url.clone()),
-        ("DST".to_string(), target_url.clone()),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = write_spec(
+    let (spec_path, env) = bucket_job(
         dir.path(),
-        &format!(
-            "name: keyless_my\nsource: {{ kind: mysql, url_env: SRC }}\n\
-             target: {{ kind: mysql, url_env: DST }}\n\
-             tables:\n  include: [logs]\n  split: {{ logs: {{ column: note, buckets: {BUCKETS} }} }}\n\
-             chunking: {{ target_rows: 1000 }}\n"
-        ),
+        "keyless_my",
+        ("mysql", &source_url),
+        ("mysql", &target_url),
+        "logs",
+        "note",
     );
     let state = dir.path().join("state.db");
-    let (prepared, outcome, _) = run_local_with_env(
-        &spec_path,
-        &state,
-        3,
-        vec![],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert!(!outcome.interrupted);
-    assert!(
-        prepared.job.tables[0].warnings.is_empty(),
-        "{:?}",
-        prepared.job.tables[0].warnings
-    );
-    assert_eq!(
-        outcome.chunks.len(),
-        BUCKETS as usize,
-        "one chunk per bucket"
-    );
-    for chunk in &outcome.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, as the mariadb shell counts them.
     let per_bucket: Vec<u64> = mariadb(
         &source_url,
@@ -350,7 +356,6 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
     .lines()
     .map(|line| line.trim().parse().expect("a count"))
     .collect();
-    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
     assert_eq!(copied, per_bucket);
     assert!(
         per_bucket.iter().all(|&rows| rows > 0),
@@ -363,40 +368,8 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
     // Damage bucket 3 in the target (rows lost, rows doubled, a row changed) and mark
     // bucket 5 with an extra row; then re-copy chunk 3 only.
     let in_bucket = |bucket: u32| format!("{} = {bucket}", mysql_bucket_of("note"));
-    mariadb(
-        &target_url,
-        &format!(
-            "DELETE FROM logs WHERE {b3} LIMIT 5;
-             CREATE TEMPORARY TABLE doubled AS SELECT * FROM logs WHERE {b3} LIMIT 4;
-             INSERT INTO logs SELECT * FROM doubled;
-             UPDATE logs SET kind = 'corrupt' WHERE {b3} LIMIT 1;
-             CREATE TEMPORARY TABLE marker AS SELECT id, 'marker' AS kind, note FROM logs WHERE {b5} LIMIT 1;
-             INSERT INTO logs SELECT * FROM marker;",
-            b3 = in_bucket(3),
-            b5 = in_bucket(5),
-        ),
-    );
-    ferry_tests::sqlite3(
-        &state,
-        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
-    );
-    let (_, again, again_sink) = run_local_with_env(
-        &spec_path,
-        &state,
-        2,
-        vec![Fault::ArrowOnly],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert_eq!(
-        again_sink.committed_writes(),
-        1,
-        "only chunk 3 was copied again"
-    );
-    for chunk in &again.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    damage_mariadb_bucket_3(&target_url, in_bucket);
+    recopy_bucket_3(&spec_path, &state, &env, vec![Fault::ArrowOnly]).await;
     // Bucket 3 holds the source's rows again; the marker in bucket 5 was not touched.
     let (source_only, target_only) =
         multiset_difference(&source_rows, &mysql_rows_of(&target_url, "logs"));
@@ -467,44 +440,17 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
             .map(String::from)
             .collect()
     };
-    let env = HashMap::from([
-        ("SRC".to_string(), pg_url.clone()),
-        ("DST".to_string(), target_url.clone()),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = write_spec(
+    let (spec_path, env) = bucket_job(
         dir.path(),
-        &format!(
-            "name: keyless_x\nsource: {{ kind: postgres, url_env: SRC }}\n\
-             target: {{ kind: mysql, url_env: DST }}\n\
-             tables:\n  include: [\"{table}\"]\n  split: {{ \"{table}\": {{ column: id, buckets: {BUCKETS} }} }}\n\
-             chunking: {{ target_rows: 1000 }}\n"
-        ),
+        "keyless_x",
+        ("postgres", &pg_url),
+        ("mysql", &target_url),
+        &table,
+        "id",
     );
     let state = dir.path().join("state.db");
-    let (prepared, outcome, _) = run_local_with_env(
-        &spec_path,
-        &state,
-        3,
-        vec![],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert!(!outcome.interrupted);
-    assert!(
-        prepared.job.tables[0].warnings.is_empty(),
-        "{:?}",
-        prepared.job.tables[0].warnings
-    );
-    assert_eq!(
-        outcome.chunks.len(),
-        BUCKETS as usize,
-        "one chunk per bucket"
-    );
-    for chunk in &outcome.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, counted by psql with the formula.
     let pg_bucket = format!("((coalesce(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})");
     let per_bucket: Vec<u64> = psql(
@@ -518,7 +464,6 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
     .lines()
     .map(|line| line.parse().expect("a count"))
     .collect();
-    let copied: Vec<u64> = outcome.chunks.iter().map(|chunk| chunk.rows).collect();
     assert_eq!(copied, per_bucket);
     let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
     assert_eq!((source_only.len(), target_only.len()), (0, 0));
@@ -526,40 +471,8 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
     // Damage bucket 3 in MariaDB, mark bucket 5, re-copy chunk 3 only.
     let my_bucket =
         |bucket: u32| format!("((COALESCE(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS}) = {bucket}");
-    mariadb(
-        &target_url,
-        &format!(
-            "DELETE FROM logs WHERE {b3} LIMIT 5;
-             CREATE TEMPORARY TABLE doubled AS SELECT * FROM logs WHERE {b3} LIMIT 4;
-             INSERT INTO logs SELECT * FROM doubled;
-             UPDATE logs SET kind = 'corrupt' WHERE {b3} LIMIT 1;
-             CREATE TEMPORARY TABLE marker AS SELECT id, 'marker' AS kind, note FROM logs WHERE {b5} LIMIT 1;
-             INSERT INTO logs SELECT * FROM marker;",
-            b3 = my_bucket(3),
-            b5 = my_bucket(5),
-        ),
-    );
-    ferry_tests::sqlite3(
-        &state,
-        "UPDATE chunks SET state = 'PLANNED' WHERE chunk = 3",
-    );
-    let (_, again, again_sink) = run_local_with_env(
-        &spec_path,
-        &state,
-        2,
-        vec![],
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
-    assert_eq!(
-        again_sink.committed_writes(),
-        1,
-        "only chunk 3 was copied again"
-    );
-    for chunk in &again.chunks {
-        assert_eq!(chunk.state, ChunkState::Verified, "chunk {chunk:?}");
-    }
+    damage_mariadb_bucket_3(&target_url, my_bucket);
+    recopy_bucket_3(&spec_path, &state, &env, vec![]).await;
     let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
     assert!(source_only.is_empty(), "rows lost: {source_only:?}");
     assert_eq!(
