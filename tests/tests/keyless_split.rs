@@ -1,4 +1,4 @@
-//! PostgreSQL → PostgreSQL, MariaDB → MariaDB and PostgreSQL → MariaDB tables without a
+//! PostgreSQL → PostgreSQL, MariaDB → MariaDB and PostgreSQL ↔ MariaDB tables without a
 //! primary key, cut into hash buckets of a column (`tables.split`), against the real
 //! servers of `scripts/services.sh`: the table is copied in one chunk per bucket, and
 //! re-copying one chunk rewrites exactly the rows of its bucket in the target: nothing
@@ -152,16 +152,18 @@ async fn recopy_bucket_3(
 
 struct Cleanup {
     url: String,
-    schema: String,
+    schema: Option<String>,
     target_database: Option<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-X", "-q", "-d", &self.url, "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-            .output();
+        if let Some(schema) = &self.schema {
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", "-d", &self.url, "-c"])
+                .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .output();
+        }
         if let Some(database) = &self.target_database {
             let _ = std::process::Command::new("psql")
                 .args(["-X", "-q", "-d", &self.url, "-c"])
@@ -179,7 +181,7 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     let target_database = format!("scale_ks_dst_{suffix}");
     let _cleanup = Cleanup {
         url: url.clone(),
-        schema: schema.clone(),
+        schema: Some(schema.clone()),
         target_database: Some(target_database.clone()),
     };
     let table = format!("{schema}.logs");
@@ -408,7 +410,7 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
     let target_database = format!("km_dst_{suffix}");
     let _cleanup = Cleanup {
         url: pg_url.clone(),
-        schema: schema.clone(),
+        schema: Some(schema.clone()),
         target_database: None,
     };
     let _my_cleanup = MysqlCleanup {
@@ -472,6 +474,105 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
     let my_bucket =
         |bucket: u32| format!("((COALESCE(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS}) = {bucket}");
     damage_mariadb_bucket_3(&target_url, my_bucket);
+    recopy_bucket_3(&spec_path, &state, &env, vec![]).await;
+    let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
+    assert!(source_only.is_empty(), "rows lost: {source_only:?}");
+    assert_eq!(
+        target_only.len(),
+        1,
+        "only the marker is extra: {target_only:?}"
+    );
+    assert!(target_only[0].contains("|marker|"), "{target_only:?}");
+}
+
+/// The other way: MariaDB → PostgreSQL in modulo buckets of an integer column; the
+/// re-copied bucket deletes in PostgreSQL exactly the rows MariaDB reads for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_mariadb_table_goes_to_postgres_in_modulo_buckets_and_a_recopy_is_exact() {
+    let pg_url = server_url();
+    let my_url = mysql_server_url();
+    let suffix = unique_suffix();
+    let source_database = format!("kmp_src_{suffix}");
+    let target_database = format!("kmp_dst_{suffix}");
+    let _cleanup = Cleanup {
+        url: pg_url.clone(),
+        schema: None,
+        target_database: Some(target_database.clone()),
+    };
+    let _my_cleanup = MysqlCleanup {
+        url: my_url.clone(),
+        databases: vec![source_database.clone()],
+    };
+    mariadb(
+        &my_url,
+        &format!(
+            "CREATE DATABASE {source_database};
+             CREATE TABLE {source_database}.logs (id int, kind varchar(20) NOT NULL, note text);
+             INSERT INTO {source_database}.logs
+                 SELECT CASE WHEN seq % 97 = 0 THEN NULL ELSE CAST(seq % 15000 AS SIGNED) - 7000 END,
+                        CONCAT('k', seq % 7), CASE WHEN seq % 5 = 0 THEN 'same' ELSE CONCAT('n', seq) END
+                 FROM seq_1_to_{ROWS};
+             INSERT INTO {source_database}.logs VALUES (-1, 'k1', 'same'), (-1, 'k1', 'same');"
+        ),
+    );
+    psql(&pg_url, &format!("CREATE DATABASE {target_database}"));
+    let source_url = with_database(&my_url, &source_database);
+    let target_url = with_database(&pg_url, &target_database);
+    let source_rows: Vec<String> = mariadb(&source_url, &format!("SELECT {MY_ROW_TEXT} FROM logs"))
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(source_rows.len() as u64, ROWS + 2);
+    let target_rows = || -> Vec<String> {
+        psql(
+            &target_url,
+            &format!("SELECT {PG_ROW_TEXT} FROM public.logs"),
+        )
+        .lines()
+        .map(String::from)
+        .collect()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec_path, env) = bucket_job(
+        dir.path(),
+        "keyless_y",
+        ("mysql", &source_url),
+        ("postgres", &target_url),
+        "logs",
+        "id",
+    );
+    let state = dir.path().join("state.db");
+    let copied = copy_in_buckets(&spec_path, &state, &env).await;
+    let my_bucket = format!("((COALESCE(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})");
+    let per_bucket: Vec<u64> = mariadb(
+        &source_url,
+        &format!(
+            "SELECT COUNT(logs.kind) FROM seq_0_to_{} AS b LEFT JOIN logs ON {my_bucket} = b.seq \
+             GROUP BY b.seq ORDER BY b.seq",
+            BUCKETS - 1
+        ),
+    )
+    .lines()
+    .map(|line| line.trim().parse().expect("a count"))
+    .collect();
+    assert_eq!(copied, per_bucket);
+    let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
+    assert_eq!((source_only.len(), target_only.len()), (0, 0));
+
+    // Damage bucket 3 in PostgreSQL, mark bucket 5, re-copy chunk 3 only.
+    let in_bucket =
+        |bucket: u32| format!("((coalesce(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS}) = {bucket}");
+    psql(
+        &target_url,
+        &format!(
+            "DELETE FROM public.logs WHERE ctid IN (SELECT ctid FROM public.logs WHERE {b3} LIMIT 5);
+             INSERT INTO public.logs SELECT * FROM public.logs WHERE {b3} LIMIT 4;
+             UPDATE public.logs SET kind = 'corrupt' WHERE ctid IN (SELECT ctid FROM public.logs WHERE {b3} LIMIT 1);
+             INSERT INTO public.logs SELECT id, 'marker', note FROM public.logs WHERE {b5} LIMIT 1;",
+            b3 = in_bucket(3),
+            b5 = in_bucket(5),
+        ),
+    );
     recopy_bucket_3(&spec_path, &state, &env, vec![]).await;
     let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
     assert!(source_only.is_empty(), "rows lost: {source_only:?}");
