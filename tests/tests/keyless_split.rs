@@ -103,6 +103,37 @@ fn damage_mariadb_bucket_3(target_url: &str, in_bucket: impl Fn(u32) -> String) 
     );
 }
 
+/// Rows per bucket `0..BUCKETS` of PostgreSQL `table`, `bucket` the bucket's expression,
+/// counted by psql (the test's own formula, not ferry's).
+fn pg_bucket_counts(url: &str, table: &str, bucket: &str) -> Vec<u64> {
+    psql(
+        url,
+        &format!(
+            "SELECT count(kind) FROM generate_series(0, {}) AS b LEFT JOIN {table} ON {bucket} = b \
+             GROUP BY b ORDER BY b",
+            BUCKETS - 1
+        ),
+    )
+    .lines()
+    .map(|line| line.parse().expect("a count"))
+    .collect()
+}
+
+/// [`pg_bucket_counts`] of MariaDB table `logs`, counted by the mariadb shell.
+fn my_bucket_counts(url: &str, bucket: &str) -> Vec<u64> {
+    mariadb(
+        url,
+        &format!(
+            "SELECT COUNT(logs.kind) FROM seq_0_to_{} AS b LEFT JOIN logs ON {bucket} = b.seq \
+             GROUP BY b.seq ORDER BY b.seq",
+            BUCKETS - 1
+        ),
+    )
+    .lines()
+    .map(|line| line.trim().parse().expect("a count"))
+    .collect()
+}
+
 /// Runs the job to its end (3 workers): one VERIFIED chunk per bucket, no warning.
 /// Returns the rows each chunk copied, in chunk order.
 async fn copy_in_buckets(
@@ -214,18 +245,7 @@ async fn keyless_table_is_split_by_hash_buckets_and_a_recopied_bucket_doubles_an
     let state = dir.path().join("state.db");
     let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, as psql counts them.
-    let per_bucket: Vec<u64> = psql(
-        &url,
-        &format!(
-            "SELECT count(*) FROM generate_series(0, {}) AS b LEFT JOIN {table} ON {} = b \
-             GROUP BY b ORDER BY b",
-            BUCKETS - 1,
-            bucket_of("id")
-        ),
-    )
-    .lines()
-    .map(|line| line.parse().expect("a count"))
-    .collect();
+    let per_bucket = pg_bucket_counts(&url, &table, &bucket_of("id"));
     assert_eq!(copied, per_bucket);
     let (source_only, target_only) =
         multiset_difference(&source_rows, &rows_of(&target_url, &table));
@@ -346,18 +366,7 @@ async fn a_keyless_mariadb_table_is_split_by_hash_buckets_and_a_recopied_bucket_
     let state = dir.path().join("state.db");
     let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, as the mariadb shell counts them.
-    let per_bucket: Vec<u64> = mariadb(
-        &source_url,
-        &format!(
-            "SELECT COUNT(logs.kind) FROM seq_0_to_{} AS b LEFT JOIN logs ON {} = b.seq \
-             GROUP BY b.seq ORDER BY b.seq",
-            BUCKETS - 1,
-            mysql_bucket_of("note")
-        ),
-    )
-    .lines()
-    .map(|line| line.trim().parse().expect("a count"))
-    .collect();
+    let per_bucket = my_bucket_counts(&source_url, &mysql_bucket_of("note"));
     assert_eq!(copied, per_bucket);
     assert!(
         per_bucket.iter().all(|&rows| rows > 0),
@@ -455,17 +464,7 @@ async fn a_keyless_postgres_table_goes_to_mariadb_in_modulo_buckets_and_a_recopy
     let copied = copy_in_buckets(&spec_path, &state, &env).await;
     // Each chunk copied exactly its bucket's rows, counted by psql with the formula.
     let pg_bucket = format!("((coalesce(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})");
-    let per_bucket: Vec<u64> = psql(
-        &pg_url,
-        &format!(
-            "SELECT count(kind) FROM generate_series(0, {}) AS b LEFT JOIN {table} ON {pg_bucket} = b \
-             GROUP BY b ORDER BY b",
-            BUCKETS - 1
-        ),
-    )
-    .lines()
-    .map(|line| line.parse().expect("a count"))
-    .collect();
+    let per_bucket = pg_bucket_counts(&pg_url, &table, &pg_bucket);
     assert_eq!(copied, per_bucket);
     let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
     assert_eq!((source_only.len(), target_only.len()), (0, 0));
@@ -544,17 +543,7 @@ async fn a_keyless_mariadb_table_goes_to_postgres_in_modulo_buckets_and_a_recopy
     let state = dir.path().join("state.db");
     let copied = copy_in_buckets(&spec_path, &state, &env).await;
     let my_bucket = format!("((COALESCE(id, 0) % {BUCKETS} + {BUCKETS}) % {BUCKETS})");
-    let per_bucket: Vec<u64> = mariadb(
-        &source_url,
-        &format!(
-            "SELECT COUNT(logs.kind) FROM seq_0_to_{} AS b LEFT JOIN logs ON {my_bucket} = b.seq \
-             GROUP BY b.seq ORDER BY b.seq",
-            BUCKETS - 1
-        ),
-    )
-    .lines()
-    .map(|line| line.trim().parse().expect("a count"))
-    .collect();
+    let per_bucket = my_bucket_counts(&source_url, &my_bucket);
     assert_eq!(copied, per_bucket);
     let (source_only, target_only) = multiset_difference(&source_rows, &target_rows());
     assert_eq!((source_only.len(), target_only.len()), (0, 0));
