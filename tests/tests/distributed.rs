@@ -304,19 +304,23 @@ async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
     cluster.start_worker("w2", 2);
     let job = "dist-f";
     submit(&address, &cluster.spec(job, 5_000, 10_000, 4)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let verified = chunks(&address, job)
+    // Mid-job: a chunk copied (with the key deferred, chunks are VERIFIED only once the
+    // table's last one is copied), the job still running (12 chunks at 10,000 rows/s
+    // take 6 s at least).
+    ferry_tests::wait_until_async(Duration::from_secs(60), || async {
+        chunks(&address, job)
             .await
-            .into_iter()
-            .filter(|c| c.state == "VERIFIED")
-            .count();
-        if verified >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk verified in 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .iter()
+            .any(|c| c.state == "COPIED" || c.state == "VERIFIED")
+    })
+    .await
+    .expect("no chunk copied in 60 s");
+    let running = status(&address, job).await.expect("status");
+    assert_eq!(
+        pb::JobState::try_from(running.state),
+        Ok(pb::JobState::Running),
+        "the job must still run when etcd stops: {running:?}"
+    );
     // Longer than the self-fencing margin (2/3 of the TTL): workers stop their attempts,
     // the coordinator steps down; all of them must come back on their own.
     etcd.stop();
@@ -335,15 +339,24 @@ async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
         );
     }
     // Once etcd answered, it ended its lost term itself (election key and lease gone)
-    // instead of waiting for the old lease to expire.
-    let log = cluster.read_log("coord-f");
-    assert!(
+    // instead of waiting for the old lease to expire, and led again (the job's status
+    // can be answered before that: wait for it).
+    let relead = |log: &str| {
         log.contains("stepping down")
             && log.contains("ended the lost term")
-            && log.matches(" leading").count() >= 2,
-        "the coordinator did not step down, end its lost term and lead again:\n{}",
-        tail(&log)
-    );
+            && log.matches(" leading").count() >= 2
+    };
+    if ferry_tests::wait_until(Duration::from_secs(30), || {
+        relead(&cluster.read_log("coord-f"))
+    })
+    .await
+    .is_err()
+    {
+        panic!(
+            "the coordinator did not step down, end its lost term and lead again:\n{}",
+            tail(&cluster.read_log("coord-f"))
+        );
+    }
     cluster.assert_same(&["orders"]);
 }
 
