@@ -184,6 +184,15 @@ impl ColumnType {
         HashMap::from([(entry.0.to_string(), entry.1.to_string())])
     }
 
+    /// Returns whether the type is an integer, signed or unsigned, of any width.
+    pub fn is_integer(&self) -> bool {
+        self.is_signed_integer()
+            || matches!(
+                self,
+                ColumnType::UInt8 | ColumnType::UInt16 | ColumnType::UInt32 | ColumnType::UInt64
+            )
+    }
+
     /// Returns whether the type is an integer that fits in `i64` (dense key splitting).
     pub fn is_signed_integer(&self) -> bool {
         matches!(

@@ -115,7 +115,7 @@ pub fn hash_split_key(
                 .join(", "),
         });
     };
-    let integer = is_integer(&column.column_type);
+    let integer = column.column_type.is_integer();
     let hashable = is_hashable(&column.column_type);
     let bucketing = if source_kind == target_kind {
         Bucketing::EngineHash
@@ -150,22 +150,8 @@ fn bucket_engine(kind: &str) -> bool {
     matches!(kind, "postgres" | "mysql")
 }
 
-fn is_integer(column_type: &ColumnType) -> bool {
-    matches!(
-        column_type,
-        ColumnType::Int8
-            | ColumnType::Int16
-            | ColumnType::Int32
-            | ColumnType::Int64
-            | ColumnType::UInt8
-            | ColumnType::UInt16
-            | ColumnType::UInt32
-            | ColumnType::UInt64
-    )
-}
-
 fn is_hashable(column_type: &ColumnType) -> bool {
-    is_integer(column_type) || matches!(column_type, ColumnType::Text | ColumnType::Uuid)
+    column_type.is_integer() || matches!(column_type, ColumnType::Text | ColumnType::Uuid)
 }
 
 /// For a table without a usable key copied as one chunk: how `tables.split` would cut it
@@ -180,7 +166,7 @@ pub fn split_hint(table: &TableSchema, source_kind: &str, target_kind: &str) -> 
         if same_engine {
             is_hashable(&column.column_type)
         } else {
-            is_integer(&column.column_type)
+            column.column_type.is_integer()
         }
     })?;
     Some(format!(
