@@ -14,6 +14,7 @@ use ferry_server::process;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
+    process::exec_with_memory_settings();
     let args = CoordinatorArgs::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
     // Loaded before logging starts, for its log format; an error is reported once the

@@ -492,6 +492,7 @@ fn parse_endpoint_cap(text: &str) -> Result<(String, u32), String> {
 const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:7878";
 
 fn main() -> ExitCode {
+    ferry_server::process::exec_with_memory_settings();
     let cli = Cli::parse();
     ferry_server::process::init_logging("warn", cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

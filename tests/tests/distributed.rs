@@ -744,3 +744,56 @@ async fn k_a_chunk_far_slower_than_its_table_is_handed_back_and_cut_for_idle_wor
     );
     cluster.assert_same(&["events"]);
 }
+
+/// The environment of process `pid` as `NAME=value` entries (`/proc/{pid}/environ`).
+fn environment(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+/// The coordinator and worker binaries run themselves again, in the same process, with
+/// the memory settings of the libraries below them (`ferry_server::process::
+/// MEMORY_ENVIRONMENT`: glibc's mmap threshold, the MySQL driver's buffer cap), and a
+/// value the operator set is kept; the processes then serve as usual (a job runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_processes_run_with_the_memory_settings_and_keep_an_operators_value() {
+    let mut cluster = Cluster::new(&[("orders", 20_000)]);
+    let address = cluster.start_coordinator("coord-l");
+    cluster.start_worker("w-default", 1);
+    cluster
+        .extra_env
+        .insert("MALLOC_MMAP_THRESHOLD_".to_owned(), "4194304".to_owned());
+    cluster.start_worker("w-operator", 1);
+    let wanted = [
+        ("coord-l", "MALLOC_MMAP_THRESHOLD_=1048576"),
+        ("w-default", "MALLOC_MMAP_THRESHOLD_=1048576"),
+        ("w-operator", "MALLOC_MMAP_THRESHOLD_=4194304"),
+    ];
+    for (process, threshold) in wanted {
+        let pid = cluster.pid(process);
+        let found = ferry_model::testing::wait_until(Duration::from_secs(10), || {
+            let environment = environment(pid);
+            environment.iter().any(|entry| entry == threshold)
+                && environment
+                    .iter()
+                    .any(|entry| entry == "MYSQL_ASYNC_BUFFER_SIZE_CAP=65536")
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "process {process} (pid {pid}) runs without {threshold} and the MySQL buffer cap: {:?}",
+            environment(pid)
+                .into_iter()
+                .filter(|entry| entry.starts_with("MALLOC") || entry.starts_with("MYSQL"))
+                .collect::<Vec<_>>()
+        );
+    }
+    let job = "dist-l";
+    submit(&address, &cluster.spec(job, 5_000, 60_000, 2)).await;
+    let status = wait_done(&address, job, Duration::from_secs(120)).await;
+    assert_done(&status);
+    cluster.assert_same(&["orders"]);
+}

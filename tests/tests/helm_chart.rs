@@ -182,6 +182,31 @@ fn chart_lints_and_renders_with_default_and_ci_values() {
     }
 }
 
+/// `worker.mallocMmapThreshold: 0` leaves the worker's memory settings to the libraries'
+/// defaults: no threshold, and the binary told not to set its own.
+#[test]
+fn a_zero_mmap_threshold_leaves_the_workers_memory_settings_to_the_libraries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "worker: { mallocMmapThreshold: 0 }\n").expect("values file");
+    let rendered = render(&[values.as_path()])
+        .unwrap_or_else(|output| panic!("helm template failed:\n{output}"));
+    let objects = objects(&rendered);
+    let worker = find(&objects, "Deployment", "ferry-worker");
+    let env = container(worker)["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .all(|variable| variable["name"] != "MALLOC_MMAP_THRESHOLD_"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|variable| variable["name"] == "FERRY_MEMORY_SETTINGS"
+                && variable["value"] == "off"),
+        "{env:?}"
+    );
+}
+
 #[test]
 fn schema_and_templates_refuse_wrong_values() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,6 +2,64 @@
 //! process names itself, how it learns it should stop, and the setup of its `main`
 //! (logging, runtime, exit code).
 
+/// Settings read from the environment, once, by libraries below ferry, which bound the
+/// memory a process keeps after copying big rows (the README's "Memory"):
+/// glibc keeps a freed buffer of up to 32 MiB in its heap for reuse unless its mmap
+/// threshold is fixed (then a buffer of 1 MiB or more is unmapped when freed); the
+/// MySQL driver pools up to 128 read buffers and shrinks one it takes back to
+/// 4 MiB unless told a smaller cap.
+pub const MEMORY_ENVIRONMENT: [(&str, &str); 2] = [
+    ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+    ("MYSQL_ASYNC_BUFFER_SIZE_CAP", "65536"),
+];
+
+/// Set to `off`, ferry leaves [`MEMORY_ENVIRONMENT`] to the libraries' defaults.
+pub const MEMORY_SETTINGS_SWITCH: &str = "FERRY_MEMORY_SETTINGS";
+
+/// The [`MEMORY_ENVIRONMENT`] settings to add to an environment (`var`: a variable's
+/// value): those it lacks, none when [`MEMORY_SETTINGS_SWITCH`] is `off`. A variable
+/// the operator set is kept as it is.
+pub fn missing_memory_settings(
+    var: impl Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, &'static str)> {
+    if var(MEMORY_SETTINGS_SWITCH).is_some_and(|switch| switch.eq_ignore_ascii_case("off")) {
+        return Vec::new();
+    }
+    MEMORY_ENVIRONMENT
+        .into_iter()
+        .filter(|(name, _)| var(name).is_none())
+        .collect()
+}
+
+/// Runs this program again, in this process, with the [`MEMORY_ENVIRONMENT`] settings
+/// its environment lacks; returns when none is missing, or when the program cannot be
+/// run again (then it goes on with the libraries' defaults). Called first thing in
+/// `main`, before any thread starts: glibc reads its settings before `main`, so only a
+/// new program image sees them, and ferry sets no variable in its own process (ferry
+/// has no `unsafe` code). The process keeps its id, arguments and open descriptors.
+pub fn exec_with_memory_settings() {
+    use std::os::unix::process::CommandExt;
+    let missing = missing_memory_settings(|name| {
+        std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+    });
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let name = args
+        .next()
+        .unwrap_or_else(|| program.clone().into_os_string());
+    // Only returns when the program could not be run again.
+    let _error = std::process::Command::new(&program)
+        .arg0(name)
+        .args(args)
+        .envs(missing)
+        .exec();
+}
+
 /// The machine's host name (Linux `/proc`), or `host` when it cannot be read.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -120,4 +178,36 @@ pub async fn join_within<T>(
     deadline: std::time::Duration,
 ) -> Option<Result<T, tokio::task::JoinError>> {
     tokio::time::timeout(deadline, task).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_memory_settings_the_environment_lacks_are_added() {
+        let environment = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(
+            missing_memory_settings(environment(&[])),
+            MEMORY_ENVIRONMENT.to_vec()
+        );
+        assert_eq!(
+            missing_memory_settings(environment(&[("MALLOC_MMAP_THRESHOLD_", "4194304")])),
+            vec![("MYSQL_ASYNC_BUFFER_SIZE_CAP", "65536")]
+        );
+        assert!(missing_memory_settings(environment(&MEMORY_ENVIRONMENT)).is_empty());
+        assert!(
+            missing_memory_settings(environment(&[("FERRY_MEMORY_SETTINGS", "off")])).is_empty()
+        );
+        assert_eq!(
+            missing_memory_settings(environment(&[("FERRY_MEMORY_SETTINGS", "on")])),
+            MEMORY_ENVIRONMENT.to_vec()
+        );
+    }
 }
