@@ -124,6 +124,39 @@ async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
     assert_keyed_and_equal(&pair, &outcome);
 }
 
+/// Sessions ever started on the target database, as PostgreSQL counts them.
+fn target_sessions(pair: &PgPair) -> u64 {
+    psql(
+        &pair.target(),
+        "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .parse()
+    .expect("a session count")
+}
+
+/// Each chunk of a keyless table asks whether the key is built yet; the question goes
+/// over the pool's sessions, not a new connection per chunk (a new backend per chunk held
+/// small-chunk jobs at the rate PostgreSQL starts backends, ~190 chunks/s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chunks_of_a_keyless_table_do_not_open_a_connection_each() {
+    let (pair, env, spec) = fixture("deferconn", ", defer_key: true");
+    let spec = spec.replace("target_rows: 1000", "target_rows: 100");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let state = dir.path().join("state.db");
+    let before = target_sessions(&pair);
+    let (prepared, outcome) = run_to_end(&spec_path, &state, &env).await;
+    assert!(prepared.job.tables[0].key_deferred);
+    assert_eq!(outcome.chunks.len(), 120);
+    assert_keyed_and_equal(&pair, &outcome);
+    // The pools' and the checks' own sessions, far fewer than the chunks.
+    let opened = target_sessions(&pair) - before;
+    assert!(
+        opened < 60,
+        "{opened} sessions were started on the target for 120 chunks"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_run_leaves_the_table_keyless_and_the_resumed_run_keys_it_exactly() {
     let (pair, env, spec) = fixture("deferres", ", defer_key: true");

@@ -628,8 +628,13 @@ impl Sink for PostgresSink {
     }
 
     async fn has_primary_key(&self, table: &TableSchema) -> Result<bool> {
-        let client = self.endpoint.connect().await?;
-        prepare::has_primary_key(&client, table).await
+        // Asked before every chunk of a table whose key is deferred: a pooled session
+        // and its prepared catalog read, not a new connection (a backend started and
+        // its catalog read planned) per chunk.
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &target_name(table), "target").await?;
+        session.release_settings_unchanged().await;
+        Ok(!catalog.primary_key.is_empty())
     }
 
     async fn build_primary_key(&self, table: &TableSchema) -> Result<()> {
