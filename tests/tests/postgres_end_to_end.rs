@@ -1205,6 +1205,80 @@ async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
     tests_drop_database(&server, &database);
 }
 
+/// A pooled connection left idle is closed once it is older than the pool's
+/// `MAX_AGE` (5 s), even when nothing asks the pool for a connection again: idle worker
+/// processes must not keep a server's connections (40 of them once held all 200 of the
+/// test server's, and a job waiting for one new connection waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pooled_connection_is_closed_once_past_its_age() {
+    use ferry_connectors::Source;
+    use ferry_model::spec::{Location, Secret};
+    use futures::StreamExt;
+
+    let server = server_url();
+    let database = format!("ferry_idle_{}", unique_suffix());
+    psql(&server, &format!("CREATE DATABASE {database}"));
+    psql(
+        &with_database(&server, &database),
+        "CREATE TABLE t (id bigint PRIMARY KEY, note text);
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;",
+    );
+    let source = ferry_connectors::postgres::PostgresSource::open(&Location::Env {
+        var: "IDLE_TEST".into(),
+        value: Secret::new(with_database(&server, &database)),
+    })
+    .await
+    .expect("open source");
+    let table = source
+        .describe_table(&TableName {
+            schema: Some("public".into()),
+            name: "t".into(),
+        })
+        .await
+        .expect("describe");
+    let key = primary_key_of(&table);
+    let sessions = || {
+        psql(
+            &server,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = '{database}' AND application_name = 'ferry'"
+            ),
+        )
+    };
+    let mut batches = source
+        .read_chunk(
+            &table,
+            &key,
+            &ChunkRange::Interval {
+                lower: None,
+                upper: None,
+            },
+        )
+        .await
+        .expect("read");
+    let mut rows = 0;
+    while let Some(batch) = batches.next().await {
+        rows += batch.expect("batch").num_rows();
+    }
+    assert_eq!(rows, 10);
+    drop(batches);
+    // Pooled after the read…
+    ferry_tests::wait_until(std::time::Duration::from_secs(3), || {
+        sessions().trim() == "1"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("after a read: {} ferry sessions, not 1", sessions()));
+    // …and closed within its age (5 s) while the pool is left alone.
+    ferry_tests::wait_until(std::time::Duration::from_secs(15), || {
+        sessions().trim() == "0"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("idle for 15 s: {} ferry sessions, not 0", sessions()));
+    drop(source);
+    tests_drop_database(&server, &database);
+}
+
 fn tests_drop_database(server: &str, database: &str) {
     psql(server, &format!("DROP DATABASE {database} WITH (FORCE)"));
 }

@@ -22,7 +22,8 @@
 //! reset around every verification (two round trips per chunk). [`Session::release`]
 //! still resets everything, that setting included.
 //!
-//! A connection serves for [`MAX_AGE`] at most: settings an operator changes for new
+//! A connection serves for [`MAX_AGE`] at most, and an idle one is closed then too (a
+//! task per endpoint while any is kept): settings an operator changes for new
 //! sessions (`ALTER DATABASE ... SET default_transaction_read_only = on` when a target
 //! is switched to read-only, a new role setting) reach ferry within that time, and a
 //! busy job still opens only about one connection per slot every five seconds (against
@@ -33,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,15 +73,26 @@ pub struct Kept {
 
 /// An endpoint's idle connections, shared by its clones.
 #[derive(Clone, Default)]
-pub struct Idle(Arc<Mutex<Vec<Kept>>>);
+pub struct Idle(Arc<IdleInner>);
+
+#[derive(Default)]
+struct IdleInner {
+    kept: Mutex<Vec<Kept>>,
+    /// A task closes the kept connections as they pass [`MAX_AGE`] ([`Idle::reap`]).
+    reaping: AtomicBool,
+}
 
 impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        self.0
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A live idle connection younger than [`MAX_AGE`], if one is kept.
     fn take(&self) -> Option<Kept> {
-        let mut idle = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.lock();
         while let Some(kept) = idle.pop() {
             if !kept.client.is_closed() && kept.opened.elapsed() < MAX_AGE {
                 return Some(kept);
@@ -88,17 +101,43 @@ impl Idle {
         None
     }
 
-    /// Keeps a released connection (an old one is closed by the next [`Idle::take`]).
+    /// Keeps a released connection, and makes sure a task closes it once it is older
+    /// than [`MAX_AGE`] (without it, a process left idle kept its backends open for
+    /// ever: 40 idle worker processes held all of a server's connections, and a job
+    /// that needed one new connection waited for ever).
     fn give_back(&self, kept: Kept) {
         if kept.client.is_closed() {
             return;
         }
-        let mut idle = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        {
+            let mut idle = self.lock();
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
             idle.push(kept);
+        }
+        if !self.0.reaping.swap(true, Ordering::AcqRel)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(self.clone().reap());
+        }
+    }
+
+    /// Closes kept connections as they pass [`MAX_AGE`]; ends once none is kept.
+    async fn reap(self) {
+        loop {
+            let next = {
+                let mut idle = self.lock();
+                idle.retain(|kept| !kept.client.is_closed() && kept.opened.elapsed() < MAX_AGE);
+                match idle.iter().map(|kept| kept.opened).min() {
+                    Some(oldest) => oldest + MAX_AGE,
+                    None => {
+                        self.0.reaping.store(false, Ordering::Release);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(next.into()).await;
         }
     }
 
