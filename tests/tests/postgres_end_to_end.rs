@@ -1100,29 +1100,26 @@ async fn connections_are_reused_across_chunks_with_their_settings_reset() {
     tests_drop_database(&server, &dst);
 }
 
-/// A connection whose read carried a row over 1 MiB is closed, not pooled: the driver's
-/// read buffer grew to the row's size and would stay that big, outside the memory
-/// budget, for as long as the pooled connection lives. A read of small rows leaves its
-/// connection pooled (the control). Both read paths: batches and the raw binary COPY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
+/// A database of its own (`{prefix}_{suffix}`) made by `setup` on the test server, and a
+/// PostgreSQL source on it with its table `public.t` described: for the pool's tests.
+async fn pool_test_source(
+    prefix: &str,
+    setup: &str,
+) -> (
+    String,
+    ferry_connectors::postgres::PostgresSource,
+    ferry_model::schema::TableSchema,
+    SplitKey,
+) {
     use ferry_connectors::Source;
-    use ferry_model::key::{KeyBound, KeyValue};
     use ferry_model::spec::{Location, Secret};
-    use futures::StreamExt;
 
     let server = server_url();
-    let database = format!("ferry_bigrow_{}", unique_suffix());
+    let database = format!("{prefix}_{}", unique_suffix());
     psql(&server, &format!("CREATE DATABASE {database}"));
-    psql(
-        &with_database(&server, &database),
-        "CREATE TABLE t (id bigint PRIMARY KEY, note text);
-         ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;
-         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
-         INSERT INTO t VALUES (11, repeat('x', 2 * 1024 * 1024));",
-    );
+    psql(&with_database(&server, &database), setup);
     let source = ferry_connectors::postgres::PostgresSource::open(&Location::Env {
-        var: "BIGROW_TEST".into(),
+        var: "POOL_TEST".into(),
         value: Secret::new(with_database(&server, &database)),
     })
     .await
@@ -1135,6 +1132,39 @@ async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
         .await
         .expect("describe");
     let key = primary_key_of(&table);
+    (database, source, table, key)
+}
+
+/// ferry's sessions open on `database` now, as PostgreSQL lists them.
+fn ferry_sessions(server: &str, database: &str) -> String {
+    psql(
+        server,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND application_name = 'ferry'"
+        ),
+    )
+}
+
+/// A connection whose read carried a row over 1 MiB is closed, not pooled: the driver's
+/// read buffer grew to the row's size and would stay that big, outside the memory
+/// budget, for as long as the pooled connection lives. A read of small rows leaves its
+/// connection pooled (the control). Both read paths: batches and the raw binary COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
+    use ferry_connectors::Source;
+    use ferry_model::key::{KeyBound, KeyValue};
+    use futures::StreamExt;
+
+    let server = server_url();
+    let (database, source, table, key) = pool_test_source(
+        "ferry_bigrow",
+        "CREATE TABLE t (id bigint PRIMARY KEY, note text);
+         ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
+         INSERT INTO t VALUES (11, repeat('x', 2 * 1024 * 1024));",
+    )
+    .await;
     let bound = |value: i64| Some(KeyBound(vec![KeyValue::Int(value)]));
     let small = ChunkRange::Interval {
         lower: None,
@@ -1144,15 +1174,7 @@ async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
         lower: bound(11),
         upper: None,
     };
-    let sessions = || {
-        psql(
-            &server,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = '{database}' AND application_name = 'ferry'"
-            ),
-        )
-    };
+    let sessions = || ferry_sessions(&server, &database);
     let expect_sessions = |count: &'static str, after: &'static str| {
         let sessions = &sessions;
         async move {
@@ -1212,40 +1234,16 @@ async fn a_connection_that_read_a_row_over_1_mib_is_closed_not_pooled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_pooled_connection_is_closed_once_past_its_age() {
     use ferry_connectors::Source;
-    use ferry_model::spec::{Location, Secret};
     use futures::StreamExt;
 
     let server = server_url();
-    let database = format!("ferry_idle_{}", unique_suffix());
-    psql(&server, &format!("CREATE DATABASE {database}"));
-    psql(
-        &with_database(&server, &database),
+    let (database, source, table, key) = pool_test_source(
+        "ferry_idle",
         "CREATE TABLE t (id bigint PRIMARY KEY, note text);
          INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;",
-    );
-    let source = ferry_connectors::postgres::PostgresSource::open(&Location::Env {
-        var: "IDLE_TEST".into(),
-        value: Secret::new(with_database(&server, &database)),
-    })
-    .await
-    .expect("open source");
-    let table = source
-        .describe_table(&TableName {
-            schema: Some("public".into()),
-            name: "t".into(),
-        })
-        .await
-        .expect("describe");
-    let key = primary_key_of(&table);
-    let sessions = || {
-        psql(
-            &server,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = '{database}' AND application_name = 'ferry'"
-            ),
-        )
-    };
+    )
+    .await;
+    let sessions = || ferry_sessions(&server, &database);
     let mut batches = source
         .read_chunk(
             &table,
