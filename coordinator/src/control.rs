@@ -75,8 +75,9 @@ pub struct JobStatusView {
     pub chunks_running: u32,
     /// What the job waits for (an unavailable database), if anything.
     pub waiting: Option<String>,
-    /// Estimated time until every chunk is verified, at this run's pace (the value of
-    /// the `ferry_job_eta_seconds` metric); `None` until the run verified a chunk.
+    /// Estimated time until every chunk is verified (or COPIED, in a table loaded
+    /// without its key), at this run's pace (the value of the `ferry_job_eta_seconds`
+    /// metric); `None` until the run finished a chunk.
     pub eta: Option<std::time::Duration>,
 }
 

@@ -18,10 +18,18 @@ pub struct ChunkTally {
     /// The counts of `chunks`, kept as they change: every event publishes them, and
     /// counting the whole map each time cost time in the number of chunks per event.
     counts: ChunkCounts,
-    /// When this run loaded the chunks, and how many were verified then: the pace of
-    /// this run gives the ETA.
+    /// Chunks COPIED into a table loaded without its key, waiting for the key and their
+    /// verification: progress for the ETA, as VERIFIED chunks are.
+    copied: u32,
+    /// When this run loaded the chunks, and how many were copied or verified then: the
+    /// pace of this run gives the ETA.
     started: Instant,
-    verified_at_start: u32,
+    done_at_start: u32,
+}
+
+/// 1 for a chunk COPIED (copied, verified later), else 0.
+fn copied(state: ChunkState) -> u32 {
+    u32::from(state == ChunkState::Copied)
 }
 
 impl ChunkTally {
@@ -37,19 +45,23 @@ impl ChunkTally {
             .map(|(id, state, rows)| (*id, (*state, *rows)))
             .collect();
         let counts = ChunkCounts::of(chunks.values().copied());
+        let copied = chunks.values().map(|(state, _)| copied(*state)).sum();
         Self {
             chunks,
             counts,
+            copied,
             started,
-            verified_at_start: counts.verified,
+            done_at_start: counts.verified + copied,
         }
     }
 
     /// Sets `chunk`'s entry, keeping the counts in step.
     fn set(&mut self, chunk: ChunkId, entry: (ChunkState, u64)) {
         let before = self.chunks.insert(chunk, entry);
+        self.copied += copied(entry.0);
         let mut counts = self.counts;
         if let Some(before) = before {
+            self.copied -= copied(before.0);
             let gone = ChunkCounts::of(std::iter::once(before));
             counts.total -= gone.total;
             counts.verified -= gone.verified;
@@ -66,9 +78,13 @@ impl ChunkTally {
         self.counts = counts;
     }
 
-    /// Estimated time until every chunk is verified, at the pace this run verified
-    /// chunks so far (time since start per chunk verified, times the chunks left, those
-    /// running included); `None` before the run verified a chunk.
+    /// Estimated time until every chunk is copied or verified, at the pace this run did
+    /// so far (time since start per chunk done, times the chunks left, those running
+    /// included); `None` before the run finished a chunk. A chunk COPIED into a table
+    /// loaded without its key counts as done: its table's chunks are verified together,
+    /// after the key is built, so counting only VERIFIED chunks left such a job without
+    /// an ETA until its last moments. The key build and those verifications are not in
+    /// the estimate.
     pub fn eta(&self) -> Option<Duration> {
         self.eta_at(Instant::now())
     }
@@ -76,8 +92,9 @@ impl ChunkTally {
     /// [`ChunkTally::eta`] at `now`.
     pub fn eta_at(&self, now: Instant) -> Option<Duration> {
         let counts = self.counts();
-        let done_this_run = counts.verified.saturating_sub(self.verified_at_start);
-        let left = counts.total.saturating_sub(counts.verified + counts.failed);
+        let done = counts.verified + self.copied;
+        let done_this_run = done.saturating_sub(self.done_at_start);
+        let left = counts.total.saturating_sub(done + counts.failed);
         if left == 0 {
             return Some(Duration::ZERO);
         }
@@ -166,6 +183,61 @@ mod tests {
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(10)),
             Some(Duration::from_secs(30))
+        );
+        // Chunks copied into a table whose key is deferred count as done: 4 in 10 s,
+        // 4 left.
+        for id in 4..6 {
+            let mut record = ferry_coordination::conformance::sample_job(
+                &ferry_model::ids::JobId("eta".into()),
+                10,
+            )
+            .1
+            .remove(id as usize);
+            record.state = ChunkState::Copied;
+            tally.apply(&JobEvent::ChunkFinished {
+                record: Some(Box::new(record)),
+                table_index: 0,
+                rows_streamed: 0,
+            });
+        }
+        assert_eq!(
+            tally.eta_at(start + Duration::from_secs(10)),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn a_job_whose_chunks_end_copied_has_an_eta_before_any_is_verified() {
+        let start = Instant::now();
+        let (_, chunks) = sample_job(&JobId("eta-copied".into()), 4);
+        let loaded: Vec<_> = chunks
+            .iter()
+            .map(|chunk| (chunk.id, chunk.state, chunk.rows))
+            .collect();
+        let mut tally = ChunkTally::new_at(&loaded, start);
+        assert_eq!(tally.eta_at(start + Duration::from_secs(1)), None);
+        let mut record = chunks[0].clone();
+        record.state = ChunkState::Copied;
+        tally.apply(&JobEvent::ChunkFinished {
+            record: Some(Box::new(record.clone())),
+            table_index: 0,
+            rows_streamed: 0,
+        });
+        // 1 chunk in 3 s, 3 left: 9 s.
+        assert_eq!(
+            tally.eta_at(start + Duration::from_secs(3)),
+            Some(Duration::from_secs(9))
+        );
+        // Verified later: still one chunk done, not two.
+        record.state = ChunkState::Verified;
+        tally.apply(&JobEvent::ChunkFinished {
+            record: Some(Box::new(record)),
+            table_index: 0,
+            rows_streamed: 0,
+        });
+        assert_eq!(
+            tally.eta_at(start + Duration::from_secs(3)),
+            Some(Duration::from_secs(9))
         );
     }
     use ferry_coordination::conformance::sample_job;
