@@ -632,9 +632,9 @@ impl Sink for PostgresSink {
         // and its prepared catalog read, not a new connection (a backend started and
         // its catalog read planned) per chunk.
         let session = self.endpoint.session().await?;
-        let catalog = require_table(&session, &target_name(table), "target").await?;
+        let has = prepare::has_primary_key(&session, table).await?;
         session.release_settings_unchanged().await;
-        Ok(!catalog.primary_key.is_empty())
+        Ok(has)
     }
 
     async fn build_primary_key(&self, table: &TableSchema) -> Result<()> {

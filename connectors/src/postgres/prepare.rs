@@ -8,7 +8,9 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::KIND;
-use super::catalog::{CatalogColumn, CatalogTable, load_columns, load_partitioning, load_table};
+use super::catalog::{
+    CatalogColumn, CatalogReader, CatalogTable, load_columns, load_partitioning, load_table,
+};
 use super::connect::{describe_error, query_error};
 use super::encode::encoder_for;
 use super::read::read_column;
@@ -600,7 +602,7 @@ fn check_compatible(
 }
 
 /// Whether the target table has a primary key now.
-pub async fn has_primary_key(client: &Client, table: &TableSchema) -> Result<bool> {
+pub async fn has_primary_key(client: &impl CatalogReader, table: &TableSchema) -> Result<bool> {
     let target = target_name(table);
     let catalog = load_table(client, &target)
         .await

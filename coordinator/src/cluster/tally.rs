@@ -140,6 +140,21 @@ impl ChunkTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_coordination::ChunkRecord;
+    use ferry_coordination::conformance::sample_job;
+    use ferry_model::ids::{Attempt, JobId};
+
+    /// The event of `chunk`'s attempt ending with it in `state`, holding `rows`.
+    fn ended(chunk: &ChunkRecord, state: ChunkState, rows: u64) -> JobEvent {
+        let mut record = chunk.clone();
+        record.state = state;
+        record.rows = rows;
+        JobEvent::ChunkFinished {
+            record: Some(Box::new(record)),
+            table_index: 0,
+            rows_streamed: rows,
+        }
+    }
 
     #[test]
     fn the_eta_is_this_runs_pace_times_the_chunks_left() {
@@ -155,24 +170,14 @@ mod tests {
             })
             .collect();
         let mut tally = ChunkTally::new_at(&loaded, start);
+        let (_, chunks) = sample_job(&JobId("eta".into()), 10);
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(5)),
             None,
             "nothing verified yet"
         );
-        for id in 2..4 {
-            let mut record = ferry_coordination::conformance::sample_job(
-                &ferry_model::ids::JobId("eta".into()),
-                10,
-            )
-            .1
-            .remove(id as usize);
-            record.state = ChunkState::Verified;
-            tally.apply(&JobEvent::ChunkFinished {
-                record: Some(Box::new(record)),
-                table_index: 0,
-                rows_streamed: 0,
-            });
+        for chunk in &chunks[2..4] {
+            tally.apply(&ended(chunk, ChunkState::Verified, 0));
         }
         assert_eq!(
             tally.counts(),
@@ -186,19 +191,8 @@ mod tests {
         );
         // Chunks copied into a table whose key is deferred count as done: 4 in 10 s,
         // 4 left.
-        for id in 4..6 {
-            let mut record = ferry_coordination::conformance::sample_job(
-                &ferry_model::ids::JobId("eta".into()),
-                10,
-            )
-            .1
-            .remove(id as usize);
-            record.state = ChunkState::Copied;
-            tally.apply(&JobEvent::ChunkFinished {
-                record: Some(Box::new(record)),
-                table_index: 0,
-                rows_streamed: 0,
-            });
+        for chunk in &chunks[4..6] {
+            tally.apply(&ended(chunk, ChunkState::Copied, 0));
         }
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(10)),
@@ -216,32 +210,19 @@ mod tests {
             .collect();
         let mut tally = ChunkTally::new_at(&loaded, start);
         assert_eq!(tally.eta_at(start + Duration::from_secs(1)), None);
-        let mut record = chunks[0].clone();
-        record.state = ChunkState::Copied;
-        tally.apply(&JobEvent::ChunkFinished {
-            record: Some(Box::new(record.clone())),
-            table_index: 0,
-            rows_streamed: 0,
-        });
+        tally.apply(&ended(&chunks[0], ChunkState::Copied, 0));
         // 1 chunk in 3 s, 3 left: 9 s.
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(3)),
             Some(Duration::from_secs(9))
         );
         // Verified later: still one chunk done, not two.
-        record.state = ChunkState::Verified;
-        tally.apply(&JobEvent::ChunkFinished {
-            record: Some(Box::new(record)),
-            table_index: 0,
-            rows_streamed: 0,
-        });
+        tally.apply(&ended(&chunks[0], ChunkState::Verified, 0));
         assert_eq!(
             tally.eta_at(start + Duration::from_secs(3)),
             Some(Duration::from_secs(9))
         );
     }
-    use ferry_coordination::conformance::sample_job;
-    use ferry_model::ids::{Attempt, JobId};
 
     #[test]
     fn the_tally_follows_starts_and_ends_of_attempts() {
@@ -271,18 +252,8 @@ mod tests {
             });
         }
         assert_eq!(tally.counts().running, 3);
-        let ended = |id: u32, state: ChunkState, rows: u64| {
-            let mut record = chunks[id as usize].clone();
-            record.state = state;
-            record.rows = rows;
-            JobEvent::ChunkFinished {
-                record: Some(Box::new(record)),
-                table_index: 0,
-                rows_streamed: rows,
-            }
-        };
-        tally.apply(&ended(0, ChunkState::Verified, 10));
-        tally.apply(&ended(1, ChunkState::Failed, 0));
+        tally.apply(&ended(&chunks[0], ChunkState::Verified, 10));
+        tally.apply(&ended(&chunks[1], ChunkState::Failed, 0));
         // Chunk 2's attempt is cancelled: it stays in flight.
         tally.apply(&JobEvent::ChunkFinished {
             record: None,
@@ -300,7 +271,7 @@ mod tests {
             }
         );
         // A retry sends a chunk back to PLANNED.
-        tally.apply(&ended(1, ChunkState::Planned, 0));
+        tally.apply(&ended(&chunks[1], ChunkState::Planned, 0));
         assert_eq!(tally.counts().failed, 0);
         // A queued chunk cut into three adds two PLANNED chunks to the counts.
         tally.apply(&JobEvent::ChunkSplit {
