@@ -17,7 +17,7 @@
 //! The key build is idempotent (it checks whether the key exists): a run resumed after a
 //! crash builds it, or finds it built, and verifies the COPIED chunks it finds.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,20 @@ pub trait TargetKeys: Send + Sync {
         source: RangeChecksum,
         verify: VerifyMode,
     ) -> ChunkResult;
+
+    /// The target's checksums of `ranges` of `table` (its key not built yet), in their
+    /// order, read in one pass over the table, the way the copy hashed the source (in
+    /// the engine's bulk format when the target offers it for the table, else
+    /// canonically); `None` (the default) when the target cannot (the chunks are then
+    /// verified one by one once the key is built).
+    async fn checksum_unkeyed(
+        &self,
+        _table: &TableSchema,
+        _key: &SplitKey,
+        _ranges: &[ChunkRange],
+    ) -> Option<Vec<RangeChecksum>> {
+        None
+    }
 }
 
 /// [`TargetKeys`] over the job's sink.
@@ -128,6 +142,40 @@ impl TargetKeys for SinkKeys {
             },
         }
     }
+
+    async fn checksum_unkeyed(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        ranges: &[ChunkRange],
+    ) -> Option<Vec<RangeChecksum>> {
+        // The way the rows passed: in the engine's bulk format when the target offers it
+        // for the table (the same engine, the same column types), else as Arrow batches.
+        let checksums = match self.sink.native_format(table).await {
+            Ok(Some(_)) => self
+                .sink
+                .native_checksums(table, key, ranges)
+                .await
+                .map(|checksums| {
+                    checksums.map(|checksums| {
+                        checksums
+                            .into_iter()
+                            .map(|native| native.checksum)
+                            .collect()
+                    })
+                }),
+            Ok(None) => self.sink.checksum_chunks(table, key, ranges).await,
+            Err(error) => Err(error),
+        };
+        match checksums {
+            Ok(checksums) => checksums,
+            Err(error) => {
+                // The chunks are verified one by one once the key is built.
+                tracing::warn!(table = %table.name, %error, "cannot read the copied table back in one pass");
+                None
+            }
+        }
+    }
 }
 
 impl SinkKeys {
@@ -173,11 +221,23 @@ pub(crate) struct DeferredKeys {
     phases: Vec<Phase>,
     retry_at: Vec<Option<Instant>>,
     to_verify: VecDeque<ChunkId>,
+    /// How far the copied chunks are verified.
+    verify: VerifyMode,
+    /// The target's checksums of copied chunks read while their table's key was built.
+    read_while_building: HashMap<ChunkId, RangeChecksum>,
     /// Key builds running: the table and how it ended.
-    pub(crate) builds: JoinSet<(usize, Result<(), KeyBuildError>)>,
+    pub(crate) builds: JoinSet<KeyBuilt>,
     /// Verifications of copied chunks running.
     pub(crate) verifications: JoinSet<Finished>,
 }
+
+/// A key build's end: the table, how it ended, and the target's checksums of the
+/// table's copied chunks read in one pass while it ran.
+pub(crate) type KeyBuilt = (
+    usize,
+    Result<(), KeyBuildError>,
+    Vec<(ChunkId, RangeChecksum)>,
+);
 
 /// The worker a verification run by the scheduler is counted on in [`InFlight`].
 fn verifier() -> WorkerId {
@@ -207,6 +267,8 @@ impl DeferredKeys {
             retry_at: vec![None; phases.len()],
             phases,
             to_verify: VecDeque::new(),
+            verify: options.verify,
+            read_while_building: HashMap::new(),
             builds: JoinSet::new(),
             verifications: JoinSet::new(),
         }
@@ -260,27 +322,54 @@ impl DeferredKeys {
             if !all_copied {
                 continue;
             }
-            let Some((table, _)) = tables.get(table_index).cloned() else {
+            let Some((table, key)) = tables.get(table_index).cloned() else {
                 continue;
             };
             *phase = Phase::Building;
             self.retry_at[table_index] = None;
+            // The copied chunks, read back in one pass while the key builds (a range of
+            // a table without its key is read by scanning it whole). A table with
+            // partitions has a relation each: its chunks are verified one by one.
+            let copied: Vec<(ChunkId, ChunkRange)> = model
+                .iter()
+                .filter(|chunk| {
+                    chunk.table_index == table_index && chunk.state == ChunkState::Copied
+                })
+                .map(|chunk| (chunk.id, chunk.range.clone()))
+                .collect();
+            let read_back = self.verify != VerifyMode::None
+                && !copied.is_empty()
+                && model
+                    .iter()
+                    .all(|chunk| chunk.table_index != table_index || chunk.partition.is_none());
             let targets = targets.clone();
             let cancel = cancel.child_token();
             self.builds.spawn(async move {
                 tracing::info!(table = %table.name, "every chunk copied: building the target table's primary key");
                 let started = std::time::Instant::now();
-                let built = tokio::select! {
-                    built = targets.build_key(&table) => built,
-                    () = cancel.cancelled() => Err(KeyBuildError {
+                let ranges: Vec<ChunkRange> = copied.iter().map(|(_, range)| range.clone()).collect();
+                let read = async {
+                    if read_back {
+                        targets.checksum_unkeyed(&table, &key, &ranges).await
+                    } else {
+                        None
+                    }
+                };
+                let (built, read) = tokio::select! {
+                    both = async { tokio::join!(targets.build_key(&table), read) } => both,
+                    () = cancel.cancelled() => (Err(KeyBuildError {
                         message: format!("building the primary key of {} was cancelled", table.name),
                         retryable: true,
-                    }),
+                    }), None),
                 };
                 if built.is_ok() {
-                    tracing::info!(table = %table.name, seconds = started.elapsed().as_secs_f64(), "primary key built");
+                    tracing::info!(table = %table.name, seconds = started.elapsed().as_secs_f64(), chunks_read_back = read.is_some(), "primary key built");
                 }
-                (table_index, built)
+                let read = read
+                    .filter(|checksums| checksums.len() == copied.len())
+                    .map(|checksums| copied.iter().map(|(id, _)| *id).zip(checksums).collect())
+                    .unwrap_or_default();
+                (table_index, built, read)
             });
         }
     }
@@ -290,8 +379,7 @@ impl DeferredKeys {
     /// the message of a failure that will not pass (the caller fails the chunks).
     pub(crate) fn built(
         &mut self,
-        table_index: usize,
-        built: Result<(), KeyBuildError>,
+        (table_index, built, read): KeyBuilt,
         model: &[ChunkRecord],
         backoff: Duration,
         cancelled: bool,
@@ -299,6 +387,7 @@ impl DeferredKeys {
         match built {
             Ok(()) => {
                 self.phases[table_index] = Phase::Built;
+                self.read_while_building.extend(read);
                 self.to_verify.extend(
                     model
                         .iter()
@@ -364,6 +453,7 @@ impl DeferredKeys {
             let Some((table, key)) = tables.get(record.table_index).cloned() else {
                 continue;
             };
+            let read = self.read_while_building.remove(&chunk_id);
             let token = next_token();
             in_flight.started(chunk_id, token, verifier());
             in_flight.verifying(chunk_id, token);
@@ -378,9 +468,19 @@ impl DeferredKeys {
                     None => table,
                 };
                 let source = record.checksum.unwrap_or_default();
-                let result = tokio::select! {
-                    result = targets.verify_copied(&table, &key, &record.range, source, options.verify) => result,
-                    () = cancel.cancelled() => ChunkResult::Cancelled,
+                let result = match read {
+                    // Read back while the key was built, and equal: verified. Another
+                    // outcome is checked again through the key (the copy may have hashed
+                    // the source the other way, canonically).
+                    Some(target) if agrees(source, target, options.verify) => ChunkResult::Verified {
+                        rows: source.rows,
+                        checksum: source,
+                        sync: None,
+                    },
+                    _ => tokio::select! {
+                        result = targets.verify_copied(&table, &key, &record.range, source, options.verify) => result,
+                        () = cancel.cancelled() => ChunkResult::Cancelled,
+                    },
                 };
                 tracing::info!(chunk = %chunk_id, table = %table.name, outcome = result.kind(), "copied chunk verified after its table's key was built");
                 let took_back = |outcome| Finished {
@@ -413,6 +513,16 @@ impl DeferredKeys {
                 }
             });
         }
+    }
+}
+
+/// Whether the target side of a copied chunk agrees with the source side, as far as
+/// `verify` looks.
+fn agrees(source: RangeChecksum, target: RangeChecksum, verify: VerifyMode) -> bool {
+    match verify {
+        VerifyMode::None => true,
+        VerifyMode::Count => source.rows == target.rows,
+        VerifyMode::Checksum => source == target,
     }
 }
 

@@ -539,14 +539,15 @@ pub async fn run_job_on(
             joined = running.join_next(), if !running.is_empty() => joined,
             joined = keys.verifications.join_next(), if !keys.verifications.is_empty() => joined,
             Some(built) = keys.builds.join_next(), if !keys.builds.is_empty() => {
-                let (table_index, built) = match built {
+                let built = match built {
                     Ok(built) => built,
                     Err(error) => {
                         tracing::error!(%error, "key build task panicked");
                         continue;
                     }
                 };
-                let broken = keys.built(table_index, built, &model, options.retry_backoff, cancel.is_cancelled());
+                let table_index = built.0;
+                let broken = keys.built(built, &model, options.retry_backoff, cancel.is_cancelled());
                 if let Some(reason) = broken {
                     fail_copied_chunks(store.as_ref(), job, &mut model, table_index, &reason, &events).await?;
                 }

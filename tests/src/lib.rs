@@ -10,7 +10,7 @@ pub mod pki;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -59,9 +59,18 @@ pub enum Fault {
         token: CancellationToken,
     },
     /// Offer no native bulk format, so rows travel as Arrow batches even between two
-    /// databases of one engine. (A sink with any fault offers none: faults act on
-    /// batches.)
+    /// databases of one engine. (A sink with any fault but this next one offers none:
+    /// faults act on batches.)
     ArrowOnly,
+    /// Before the first build of a deferred primary key, run `sql` on the PostgreSQL
+    /// target at `url` with `psql` (outside ferry): a change the copied chunks'
+    /// verification must find. The native format stays offered.
+    BeforeKeyBuild {
+        /// The target database's URL.
+        url: String,
+        /// The changing statement.
+        sql: String,
+    },
 }
 
 /// Wraps a real sink, counting writes per chunk and injecting faults.
@@ -73,6 +82,9 @@ pub struct FaultySink {
     committed_writes: AtomicU64,
     native_writes: AtomicU64,
     pulled_writes: AtomicU64,
+    range_checksums: AtomicU64,
+    one_pass_checksums: AtomicU64,
+    key_changed: AtomicBool,
 }
 
 impl FaultySink {
@@ -86,7 +98,29 @@ impl FaultySink {
             committed_writes: AtomicU64::new(0),
             native_writes: AtomicU64::new(0),
             pulled_writes: AtomicU64::new(0),
+            range_checksums: AtomicU64::new(0),
+            one_pass_checksums: AtomicU64::new(0),
+            key_changed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the faults leave rows as they are in flight (the native format offered).
+    fn batches_untouched(&self) -> bool {
+        self.faults
+            .iter()
+            .all(|fault| matches!(fault, Fault::BeforeKeyBuild { .. }))
+    }
+
+    /// Ranges of the target read back one by one (native or canonical checksums), in
+    /// all.
+    pub fn range_checksums(&self) -> u64 {
+        self.range_checksums.load(Ordering::SeqCst)
+    }
+
+    /// Tables read back in one pass for their chunks' checksums (native or canonical),
+    /// in all.
+    pub fn one_pass_checksums(&self) -> u64 {
+        self.one_pass_checksums.load(Ordering::SeqCst)
     }
 
     /// Counts a committed write of `chunk` that took the path `path` counts.
@@ -203,6 +237,7 @@ impl Sink for FaultySink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum, ConnectorError> {
+        self.range_checksums.fetch_add(1, Ordering::SeqCst);
         self.inner.checksum_chunk(table, key, range).await
     }
 
@@ -219,7 +254,7 @@ impl Sink for FaultySink {
         &self,
         table: &TableSchema,
     ) -> Result<Option<&'static str>, ConnectorError> {
-        if !self.faults.is_empty() {
+        if !self.batches_untouched() {
             return Ok(None);
         }
         self.inner.native_format(table).await
@@ -242,7 +277,28 @@ impl Sink for FaultySink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>, ConnectorError> {
+        self.range_checksums.fetch_add(1, Ordering::SeqCst);
         self.inner.native_checksum(table, key, range).await
+    }
+
+    async fn native_checksums(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        ranges: &[ChunkRange],
+    ) -> Result<Option<Vec<NativeChecksum>>, ConnectorError> {
+        self.one_pass_checksums.fetch_add(1, Ordering::SeqCst);
+        self.inner.native_checksums(table, key, ranges).await
+    }
+
+    async fn checksum_chunks(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        ranges: &[ChunkRange],
+    ) -> Result<Option<Vec<RangeChecksum>>, ConnectorError> {
+        self.one_pass_checksums.fetch_add(1, Ordering::SeqCst);
+        self.inner.checksum_chunks(table, key, ranges).await
     }
 
     async fn write_pulled(
@@ -270,6 +326,13 @@ impl Sink for FaultySink {
     }
 
     async fn build_primary_key(&self, table: &TableSchema) -> Result<(), ConnectorError> {
+        for fault in &self.faults {
+            if let Fault::BeforeKeyBuild { url, sql } = fault
+                && !self.key_changed.swap(true, Ordering::SeqCst)
+            {
+                psql(url, sql);
+            }
+        }
         self.inner.build_primary_key(table).await
     }
 }

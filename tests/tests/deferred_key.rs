@@ -124,6 +124,93 @@ async fn a_created_table_is_loaded_without_its_key_then_keyed_and_verified() {
     assert_keyed_and_equal(&pair, &outcome);
 }
 
+/// The chunks of a table loaded keyless are read back in one pass while its key builds,
+/// not one by one after; a row changed before the build is found there, its chunk is
+/// checked again through the key, found different and copied again, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_copied_chunks_are_read_back_in_one_pass_and_a_changed_row_is_found() {
+    let (pair, env, spec) = fixture("deferpass", ", defer_key: true");
+    // A relation already holds the name PostgreSQL gives the key: the key takes the next.
+    psql(&pair.target(), "CREATE TABLE orders_pkey (x int)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let faults = vec![Fault::BeforeKeyBuild {
+        url: pair.target(),
+        sql: "UPDATE orders SET note = 'changed' WHERE id = 4321".to_owned(),
+    }];
+    let (prepared, outcome, sink) = run_local_with_env(
+        &spec_path,
+        &dir.path().join("state.db"),
+        2,
+        faults,
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(prepared.job.tables[0].key_deferred);
+    assert!(!outcome.interrupted);
+    assert_eq!(outcome.chunks.len(), 12);
+    assert_keyed_and_equal(&pair, &outcome);
+    // Rows 4001..=5000 are the fifth chunk's (ids from 1, 1,000 a chunk).
+    let recopied: Vec<u32> = outcome
+        .chunks
+        .iter()
+        .filter(|chunk| chunk.attempt.0 > 1)
+        .map(|chunk| chunk.id.0)
+        .collect();
+    assert_eq!(recopied.len(), 1, "{:?}", outcome.chunks);
+    assert_eq!(sink.one_pass_checksums(), 1);
+    // Ranges read one by one: the changed chunk's, through the key (natively, then
+    // canonically, as its rows may have passed either way), and again by its keyed
+    // re-copy. One by one, every chunk would have been read.
+    assert_eq!(sink.range_checksums(), 3);
+    assert_eq!(
+        psql(
+            &pair.target(),
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'public.orders'::regclass \
+             AND contype = 'p'"
+        ),
+        "orders_pkey1"
+    );
+}
+
+/// The same for rows that passed as Arrow batches (as from another engine): the one
+/// pass hashes them canonically, and finds the changed row there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_copied_as_arrow_batches_are_read_back_canonically_in_one_pass() {
+    let (pair, env, spec) = fixture("deferarrow", ", defer_key: true");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), &spec);
+    let faults = vec![
+        Fault::ArrowOnly,
+        Fault::BeforeKeyBuild {
+            url: pair.target(),
+            sql: "UPDATE orders SET amount = amount + 1 WHERE id = 7777".to_owned(),
+        },
+    ];
+    let (_, outcome, sink) = run_local_with_env(
+        &spec_path,
+        &dir.path().join("state.db"),
+        2,
+        faults,
+        CancellationToken::new(),
+        &env,
+    )
+    .await;
+    assert!(!outcome.interrupted);
+    assert_keyed_and_equal(&pair, &outcome);
+    let recopied = outcome
+        .chunks
+        .iter()
+        .filter(|chunk| chunk.attempt.0 > 1)
+        .count();
+    assert_eq!(recopied, 1, "{:?}", outcome.chunks);
+    assert_eq!(sink.native_writes(), 0);
+    assert_eq!(sink.one_pass_checksums(), 1);
+    // The changed chunk's range through the key, then by its keyed re-copy.
+    assert_eq!(sink.range_checksums(), 2);
+}
+
 /// Sessions ever started on the target database, as PostgreSQL counts them.
 fn target_sessions(pair: &PgPair) -> u64 {
     psql(

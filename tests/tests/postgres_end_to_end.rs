@@ -481,6 +481,56 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
             .expect("same column types");
         assert_eq!(Some(on_target.checksum), chunk.checksum, "chunk {chunk:?}");
     }
+    // A table's chunks read back in one pass (what verifies a table whose key is built
+    // after loading): each chunk's checksum is the one its copy recorded.
+    let mut in_one_pass = Vec::new();
+    for (index, table) in tables.iter().enumerate() {
+        let chunks: Vec<_> = second
+            .chunks
+            .iter()
+            .filter(|chunk| chunk.table_index == index)
+            .collect();
+        if chunks.iter().any(|chunk| chunk.partition.is_some()) {
+            continue;
+        }
+        let ranges: Vec<ChunkRange> = chunks.iter().map(|chunk| chunk.range.clone()).collect();
+        let Some(checksums) = target
+            .native_checksums(&table.schema, &table.key, &ranges)
+            .await
+            .expect("one-pass checksums")
+        else {
+            continue;
+        };
+        let recorded: Vec<_> = chunks.iter().map(|chunk| chunk.checksum).collect();
+        let read: Vec<_> = checksums
+            .iter()
+            .map(|native| Some(native.checksum))
+            .collect();
+        assert_eq!(read, recorded, "{}", table.schema.name);
+        // Canonically too (rows that passed as Arrow batches): what each range's
+        // canonical checksum is.
+        let canonical = target
+            .checksum_chunks(&table.schema, &table.key, &ranges)
+            .await
+            .expect("one-pass canonical checksums")
+            .expect("the same ranges tile the key");
+        for (chunk, canonical) in chunks.iter().zip(canonical) {
+            let alone = target
+                .checksum_chunk(&table.schema, &table.key, &chunk.range)
+                .await
+                .expect("canonical checksum");
+            assert_eq!(canonical, alone, "{chunk:?}");
+        }
+        in_one_pass.push((table.schema.name.name.clone(), chunks.len()));
+    }
+    for name in ["all_types", "composite", "typed_keys", "skewed"] {
+        assert!(
+            in_one_pass
+                .iter()
+                .any(|(table, chunks)| table == name && *chunks > 1),
+            "{name} was not read back in one pass: {in_one_pass:?}"
+        );
+    }
     let first = second
         .chunks
         .iter()
@@ -503,6 +553,24 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
         .expect("target checksum")
         .expect("same column types");
     assert_ne!(Some(changed.checksum), first.checksum);
+    let all_types: Vec<_> = second
+        .chunks
+        .iter()
+        .filter(|chunk| chunk.table_index == first.table_index)
+        .collect();
+    let ranges: Vec<ChunkRange> = all_types.iter().map(|chunk| chunk.range.clone()).collect();
+    let read = target
+        .native_checksums(&table.schema, &table.key, &ranges)
+        .await
+        .expect("one-pass checksums")
+        .expect("ranges that tile the key");
+    for (chunk, read) in all_types.iter().zip(&read) {
+        if chunk.id == first.id {
+            assert_eq!(read.checksum, changed.checksum);
+        } else {
+            assert_eq!(Some(read.checksum), chunk.checksum, "{chunk:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,28 +341,43 @@ impl RangeChecksum {
     /// [`ChecksumError::UnrepresentableValue`] or [`ChecksumError::InvalidVariantValue`] when a
     /// value cannot be encoded. On error the checksum is left unchanged.
     pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), ChecksumError> {
-        let schema = batch.schema_ref();
-        let column_encoders = schema
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let mut row_encoding: Vec<u8> = Vec::with_capacity(256);
         let mut batch_sum: u128 = 0;
-        for row in 0..batch.num_rows() {
-            row_encoding.clear();
-            for column_encoder in &column_encoders {
-                column_encoder.encode(row, &mut row_encoding)?;
-            }
-            batch_sum = batch_sum.wrapping_add(xxh3_128(&row_encoding));
-        }
-
+        for_each_row_hash(batch, |_, hash| batch_sum = batch_sum.wrapping_add(hash))?;
         // Committed only once every row encoded, so an error leaves `self` untouched.
         self.rows = self.rows.wrapping_add(batch.num_rows() as u64);
         self.sum = self.sum.wrapping_add(batch_sum);
         Ok(())
+    }
+
+    /// Adds each row of `batch` to the checksum of its range in `sums`: row `i` to
+    /// `sums[ranges[i]]`, as [`RangeChecksum::add_batch`] of that range's rows alone would.
+    /// Returns the number of rows whose range is `None` or past `sums` (not added). On
+    /// error the checksums are left unchanged.
+    pub fn add_batch_by_range(
+        sums: &mut [RangeChecksum],
+        batch: &RecordBatch,
+        ranges: &[Option<usize>],
+    ) -> Result<u64, ChecksumError> {
+        let mut added = vec![RangeChecksum::default(); sums.len()];
+        let mut outside = 0;
+        for_each_row_hash(batch, |row, hash| {
+            match ranges
+                .get(row)
+                .copied()
+                .flatten()
+                .and_then(|range| added.get_mut(range))
+            {
+                Some(checksum) => {
+                    checksum.rows = checksum.rows.wrapping_add(1);
+                    checksum.sum = checksum.sum.wrapping_add(hash);
+                }
+                None => outside += 1,
+            }
+        })?;
+        for (sum, added) in sums.iter_mut().zip(added) {
+            sum.merge(added);
+        }
+        Ok(outside)
     }
 
     /// Adds the rows counted by `other`, as if its batches had been added to `self`.
@@ -372,6 +387,29 @@ impl RangeChecksum {
         self.rows = self.rows.wrapping_add(other.rows);
         self.sum = self.sum.wrapping_add(other.sum);
     }
+}
+
+/// Calls `each` with every row's index and hash (XXH3-128 of its canonical encoding).
+fn for_each_row_hash(
+    batch: &RecordBatch,
+    mut each: impl FnMut(usize, u128),
+) -> Result<(), ChecksumError> {
+    let schema = batch.schema_ref();
+    let column_encoders = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut row_encoding: Vec<u8> = Vec::with_capacity(256);
+    for row in 0..batch.num_rows() {
+        row_encoding.clear();
+        for column_encoder in &column_encoders {
+            column_encoder.encode(row, &mut row_encoding)?;
+        }
+        each(row, xxh3_128(&row_encoding));
+    }
+    Ok(())
 }
 
 /// Every row of `batch` as its columns' canonical encodings (see the module

@@ -24,6 +24,7 @@ mod connect;
 mod encode;
 mod json;
 mod native;
+mod one_pass;
 mod pool;
 mod prepare;
 mod read;
@@ -664,6 +665,28 @@ impl Sink for PostgresSink {
         Ok(Some(checksum))
     }
 
+    async fn native_checksums(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        ranges: &[ChunkRange],
+    ) -> Result<Option<Vec<NativeChecksum>>> {
+        if table.source_kind != KIND {
+            return Ok(None);
+        }
+        let mut session = self.endpoint.session().await?;
+        let target = target_relation(table);
+        let catalog = require_table(&session, &target, "target").await?;
+        if !native::same_column_types(table, &catalog) {
+            session.release_settings_unchanged().await;
+            return Ok(None);
+        }
+        let checksums =
+            one_pass::native_checksums(&mut session, table, &catalog, key, ranges).await?;
+        session.release_settings_unchanged().await;
+        Ok(checksums)
+    }
+
     async fn checksum_chunk(
         &self,
         table: &TableSchema,
@@ -688,6 +711,21 @@ impl Sink for PostgresSink {
         drop(reader);
         session.release_settings_unchanged().await;
         Ok(checksum)
+    }
+
+    async fn checksum_chunks(
+        &self,
+        table: &TableSchema,
+        key: &SplitKey,
+        ranges: &[ChunkRange],
+    ) -> Result<Option<Vec<RangeChecksum>>> {
+        let mut session = self.endpoint.session().await?;
+        let target = target_relation(table);
+        let catalog = require_table(&session, &target, "target").await?;
+        let checksums =
+            one_pass::canonical_checksums(&mut session, table, &catalog, key, ranges).await?;
+        session.release_settings_unchanged().await;
+        Ok(checksums)
     }
 
     async fn count_chunk(

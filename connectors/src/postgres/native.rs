@@ -230,7 +230,7 @@ pub async fn checksum_range(
     })
 }
 
-fn malformed(table: &TableName, detail: &str) -> ConnectorError {
+pub(super) fn malformed(table: &TableName, detail: &str) -> ConnectorError {
     ConnectorError::Task(format!(
         "malformed binary COPY stream from table {table}: {detail}"
     ))
@@ -257,6 +257,17 @@ pub struct TupleHasher {
     /// A tuple with those OIDs zeroed.
     scratch: Vec<u8>,
     checksum: RangeChecksum,
+    /// For a stream whose tuples start with their range's index
+    /// ([`super::one_pass::native_checksums`]):
+    /// each range's checksum, the index field left out of the hash.
+    ranges: Option<RangeSums>,
+}
+
+/// The checksums of the ranges of a stream whose first field is each tuple's range.
+struct RangeSums {
+    sums: Vec<RangeChecksum>,
+    /// Tuples whose index names no range (a row in no chunk: counted, never hashed).
+    outside: u64,
 }
 
 impl TupleHasher {
@@ -276,7 +287,34 @@ impl TupleHasher {
             oid_offsets: Vec::new(),
             scratch: Vec::new(),
             checksum: RangeChecksum::default(),
+            ranges: None,
         }
+    }
+
+    /// A hasher for the stream of a range index (`int4`) followed by `table`'s columns,
+    /// each tuple hashed, without the index, into its range's checksum (as
+    /// [`TupleHasher::new`] would hash it in a stream of that range alone).
+    pub(super) fn per_range(table: &TableSchema, ranges: usize) -> Self {
+        Self {
+            ranges: Some(RangeSums {
+                sums: vec![RangeChecksum::default(); ranges],
+                outside: 0,
+            }),
+            ..Self::new(table)
+        }
+    }
+
+    /// [`TupleHasher::finish`] of a [`TupleHasher::per_range`] stream: each range's
+    /// checksum, and the number of tuples outside every range.
+    pub(super) fn finish_ranges(self) -> Result<(Vec<RangeChecksum>, u64), String> {
+        if self.part != Part::Trailer || !self.pending.is_empty() {
+            return Err("the stream ended before its trailer".to_string());
+        }
+        let ranges = self.ranges.unwrap_or(RangeSums {
+            sums: Vec::new(),
+            outside: 0,
+        });
+        Ok((ranges.sums, ranges.outside))
     }
 
     /// Hashes the complete tuples of the stream's next piece.
@@ -353,8 +391,16 @@ impl TupleHasher {
             return Ok(Some(2));
         }
         let fields = usize::try_from(fields).map_err(|_| "a negative field count".to_string())?;
+        // A per-range stream's first field is the range index, which is not hashed.
+        let skipped = usize::from(self.ranges.is_some());
+        if fields < skipped {
+            return Err("a tuple without its range index".to_string());
+        }
         self.oid_offsets.clear();
         let mut at = 2;
+        let mut range = None;
+        // Where the hashed part of the tuple's fields starts.
+        let mut hashed_from = 2;
         for field in 0..fields {
             let Some(length) = data.get(at..at + 4) else {
                 return Ok(None);
@@ -366,26 +412,54 @@ impl TupleHasher {
                 if data.len() < at + length {
                     return Ok(None);
                 }
-                // An array starts with its dimensions, flags and element type OID.
-                if length >= 12 && self.enum_arrays.get(field) == Some(&true) {
+                if field < skipped {
+                    let index = data[at..at + length]
+                        .try_into()
+                        .map_err(|_| "a range index that is not an int4".to_string())?;
+                    range = usize::try_from(i32::from_be_bytes(index)).ok();
+                } else if length >= 12 && self.enum_arrays.get(field - skipped) == Some(&true) {
+                    // An array starts with its dimensions, flags and element type OID.
                     self.oid_offsets.push(at + 8);
                 }
                 at += length;
             }
+            if field < skipped {
+                hashed_from = at;
+            }
         }
-        let tuple = &data[..at];
-        let hash = if self.oid_offsets.is_empty() {
-            xxh3_128(tuple)
+        let hash = if skipped == 0 && self.oid_offsets.is_empty() {
+            xxh3_128(&data[..at])
         } else {
+            // The tuple as a stream of the table's columns alone holds it: one field
+            // fewer, the range index's eight bytes left out.
+            let start = if skipped == 0 { 0 } else { hashed_from };
             self.scratch.clear();
-            self.scratch.extend_from_slice(tuple);
+            if skipped == 1 {
+                let count = i16::try_from(fields - 1).unwrap_or(i16::MAX);
+                self.scratch.extend_from_slice(&count.to_be_bytes());
+            }
+            let shift = start - self.scratch.len();
+            self.scratch
+                .extend_from_slice(data.get(start..at).unwrap_or_default());
             for &offset in &self.oid_offsets {
-                self.scratch[offset..offset + 4].fill(0);
+                self.scratch[offset - shift..offset - shift + 4].fill(0);
             }
             xxh3_128(&self.scratch)
         };
-        self.checksum.rows = self.checksum.rows.wrapping_add(1);
-        self.checksum.sum = self.checksum.sum.wrapping_add(hash);
+        let checksum = match &mut self.ranges {
+            None => Some(&mut self.checksum),
+            Some(ranges) => match range.and_then(|range| ranges.sums.get_mut(range)) {
+                Some(checksum) => Some(checksum),
+                None => {
+                    ranges.outside += 1;
+                    None
+                }
+            },
+        };
+        if let Some(checksum) = checksum {
+            checksum.rows = checksum.rows.wrapping_add(1);
+            checksum.sum = checksum.sum.wrapping_add(hash);
+        }
         Ok(Some(at))
     }
 }
@@ -524,5 +598,70 @@ mod tests {
         let mut unsigned = bytes;
         unsigned[0] = b'X';
         assert!(hash(&schema, &[&unsigned]).is_err());
+    }
+
+    #[test]
+    fn a_per_range_stream_sums_each_range_as_its_own_stream_would() {
+        let labels = ColumnType::Enum {
+            labels: vec!["a".into()],
+        };
+        let schema = table(vec![
+            ColumnType::Int32,
+            ColumnType::Text,
+            ColumnType::Array {
+                element: Box::new(labels),
+            },
+        ]);
+        let rows: Vec<Vec<Option<Vec<u8>>>> = (0..7i32)
+            .map(|i| {
+                vec![
+                    Some(i.to_be_bytes().to_vec()),
+                    (i % 3 != 0).then(|| format!("row {i}").into_bytes()),
+                    Some(enum_array(20_000 + i as u32, b"a")),
+                ]
+            })
+            .collect();
+        // Rows 0, 3, 6 in range 1; the others in range 0; one more row in no range (-1)
+        // and one with a NULL index.
+        let range_of = |i: usize| usize::from(i.is_multiple_of(3));
+        let mut indexed: Vec<Vec<Option<Vec<u8>>>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let mut tuple = vec![Some((range_of(i) as i32).to_be_bytes().to_vec())];
+                tuple.extend(row.iter().cloned());
+                tuple
+            })
+            .collect();
+        let mut outside = vec![Some((-1i32).to_be_bytes().to_vec())];
+        outside.extend(rows[1].iter().cloned());
+        indexed.push(outside);
+        let mut no_index = vec![None];
+        no_index.extend(rows[2].iter().cloned());
+        indexed.push(no_index);
+        let bytes = stream(&indexed);
+        let mut hasher = TupleHasher::per_range(&schema, 2);
+        for piece in bytes.chunks(5) {
+            hasher.push(piece).expect("push");
+        }
+        let (sums, outside) = hasher.finish_ranges().expect("finish");
+        assert_eq!(outside, 2);
+        for (range, sum) in sums.iter().enumerate() {
+            let alone: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| range_of(*i) == range)
+                .map(|(_, row)| {
+                    // The target's enum type has another OID: the sums agree.
+                    let mut row = row.clone();
+                    row[2] = Some(enum_array(1, b"a"));
+                    row
+                })
+                .collect();
+            assert_eq!(Ok(*sum), hash(&schema, &[&stream(&alone)]));
+        }
+        // A tuple without its index field is refused.
+        let mut hasher = TupleHasher::per_range(&schema, 2);
+        assert!(hasher.push(&stream(&[vec![]])).is_err());
     }
 }

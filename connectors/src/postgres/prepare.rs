@@ -615,9 +615,12 @@ pub async fn has_primary_key(client: &impl CatalogReader, table: &TableSchema) -
 }
 
 /// Builds the target table's primary key (the source's) unless it has one: one sorted
-/// index build after the table is loaded. Rows with equal keys (the source had
-/// duplicates, or a row was written twice) refuse it; the error names the table and the
-/// fix.
+/// index build after the table is loaded. The index is built first under a lock that
+/// lets readers in (the copied chunks are read back meanwhile, see
+/// [`crate::Sink::native_checksums`]), then made the key, in the same transaction (a
+/// moment's exclusive lock, once those readers are done). Rows with equal keys (the
+/// source had duplicates, or a row was written twice) refuse it; the error names the
+/// table and the fix.
 pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<()> {
     if table.primary_key.is_empty() || has_primary_key(client, table).await? {
         return Ok(());
@@ -628,10 +631,12 @@ pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<(
         .iter()
         .map(|name| quote_ident(name))
         .collect();
+    let index = quote_ident(&free_key_name(client, &target).await?);
     let statement = format!(
-        "ALTER TABLE {} ADD PRIMARY KEY ({})",
-        quote_table(&target),
-        key.join(", ")
+        "CREATE UNIQUE INDEX {index} ON {table} ({columns}); \
+         ALTER TABLE {table} ADD CONSTRAINT {index} PRIMARY KEY USING INDEX {index}",
+        table = quote_table(&target),
+        columns = key.join(", ")
     );
     match client.batch_execute(&statement).await {
         Ok(()) => Ok(()),
@@ -655,6 +660,44 @@ pub async fn build_primary_key(client: &Client, table: &TableSchema) -> Result<(
         }
         Err(error) => Err(query_error("build primary key", &target)(error)),
     }
+}
+
+/// The name PostgreSQL gives a table's primary key (`{table}_pkey`, the table's name
+/// cut to fit the 63 bytes of an identifier), or with the first number after it that no
+/// relation of the table's schema has.
+async fn free_key_name(client: &Client, target: &TableName) -> Result<String> {
+    let taken: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class t \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = t.relnamespace \
+             WHERE t.oid = pg_catalog.to_regclass($1) AND c.relname::text LIKE '%pkey%'",
+            &[&quote_table(target)],
+        )
+        .await
+        .map_err(query_error("name primary key", target))?
+        .iter()
+        .filter_map(|row| row.try_get(0).ok())
+        .collect();
+    let name = (0..)
+        .map(|number| {
+            let suffix = if number == 0 {
+                "_pkey".to_string()
+            } else {
+                format!("_pkey{number}")
+            };
+            let mut base = target.name.as_str();
+            while base.len() + suffix.len() > 63 {
+                let mut cut = base.len() - 1;
+                while !base.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                base = &base[..cut];
+            }
+            format!("{base}{suffix}")
+        })
+        .find(|name| !taken.contains(name))
+        .unwrap_or_default();
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -179,6 +179,12 @@ pub fn range_predicate(
     Ok(clauses.join(" AND "))
 }
 
+/// A condition (without the keyword) selecting the rows whose key (without NULLs) is
+/// below `bound`.
+pub fn below(keys: &[KeyColumn], bound: &KeyBound) -> Result<String, String> {
+    compare(keys, "<", bound)
+}
+
 fn compare(keys: &[KeyColumn], operator: &str, bound: &KeyBound) -> Result<String, String> {
     if bound.0.len() != keys.len() {
         return Err(format!(

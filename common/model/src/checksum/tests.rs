@@ -748,3 +748,31 @@ fn json_is_compared_canonically() {
         logical_column_hash("json", "1")
     );
 }
+
+#[test]
+fn rows_added_by_range_sum_as_each_range_alone() {
+    let rows: Vec<(i64, Option<String>)> = (0..10)
+        .map(|i| (i, (i % 4 != 0).then(|| format!("row {i}"))))
+        .collect();
+    let range_of = |i: usize| match i % 3 {
+        0 => Some(0),
+        1 => Some(1),
+        _ if i == 8 => None,
+        _ => Some(7),
+    };
+    let ranges: Vec<Option<usize>> = (0..rows.len()).map(range_of).collect();
+    let mut sums = vec![RangeChecksum::default(); 2];
+    let outside =
+        RangeChecksum::add_batch_by_range(&mut sums, &rows_batch(&rows), &ranges).unwrap();
+    // Rows 2 and 5 name a range past the two; row 8 none.
+    assert_eq!(outside, 3);
+    for (range, sum) in sums.iter().enumerate() {
+        let alone: Vec<(i64, Option<String>)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| range_of(*i) == Some(range))
+            .map(|(_, row)| row.clone())
+            .collect();
+        assert_eq!(*sum, checksum_of(&[rows_batch(&alone)]), "range {range}");
+    }
+}
