@@ -552,28 +552,30 @@ pub trait Sink: Send + Sync {
     }
 
     /// [`Sink::native_checksum`] of each of `ranges` of one table, in their order, read
-    /// in one pass over the table; `None` (the default) when this sink cannot, or the
-    /// ranges do not tile the key. For a table whose key is not built yet
-    /// ([`PrepareOptions::defer_primary_key`]), where reading one range scans the whole
-    /// table anyway: it runs while the key is built.
+    /// in one pass over the table, in up to `streams` parts at once; `None` (the
+    /// default) when this sink cannot, or the ranges do not tile the key. For a table
+    /// whose key is not built yet ([`PrepareOptions::defer_primary_key`]), where reading
+    /// one range scans the whole table anyway: it runs while the key is built.
     async fn native_checksums(
         &self,
         _table: &TableSchema,
         _key: &SplitKey,
         _ranges: &[ChunkRange],
+        _streams: usize,
     ) -> Result<Option<Vec<NativeChecksum>>> {
         Ok(None)
     }
 
     /// [`Sink::checksum_chunk`] of each of `ranges` of one table, in their order, read in
-    /// one pass over the table; `None` (the default) when this sink cannot, or the
-    /// ranges do not tile the key. Like [`Sink::native_checksums`], for the rows that did
-    /// not pass in a native format.
+    /// one pass over the table, in up to `streams` parts at once; `None` (the default)
+    /// when this sink cannot, or the ranges do not tile the key. Like
+    /// [`Sink::native_checksums`], for the rows that did not pass in a native format.
     async fn checksum_chunks(
         &self,
         _table: &TableSchema,
         _key: &SplitKey,
         _ranges: &[ChunkRange],
+        _streams: usize,
     ) -> Result<Option<Vec<RangeChecksum>>> {
         Ok(None)
     }

@@ -66,7 +66,8 @@ pub trait TargetKeys: Send + Sync {
     ) -> ChunkResult;
 
     /// The target's checksums of `ranges` of `table` (its key not built yet), in their
-    /// order, read in one pass over the table, the way the copy hashed the source (in
+    /// order, read in one pass over the table (in up to `streams` parts at once), the
+    /// way the copy hashed the source (in
     /// the engine's bulk format when the target offers it for the table, else
     /// canonically); `None` (the default) when the target cannot (the chunks are then
     /// verified one by one once the key is built).
@@ -75,6 +76,7 @@ pub trait TargetKeys: Send + Sync {
         _table: &TableSchema,
         _key: &SplitKey,
         _ranges: &[ChunkRange],
+        _streams: usize,
     ) -> Option<Vec<RangeChecksum>> {
         None
     }
@@ -148,13 +150,14 @@ impl TargetKeys for SinkKeys {
         table: &TableSchema,
         key: &SplitKey,
         ranges: &[ChunkRange],
+        streams: usize,
     ) -> Option<Vec<RangeChecksum>> {
         // The way the rows passed: in the engine's bulk format when the target offers it
         // for the table (the same engine, the same column types), else as Arrow batches.
         let checksums = match self.sink.native_format(table).await {
             Ok(Some(_)) => self
                 .sink
-                .native_checksums(table, key, ranges)
+                .native_checksums(table, key, ranges, streams)
                 .await
                 .map(|checksums| {
                     checksums.map(|checksums| {
@@ -164,7 +167,7 @@ impl TargetKeys for SinkKeys {
                             .collect()
                     })
                 }),
-            Ok(None) => self.sink.checksum_chunks(table, key, ranges).await,
+            Ok(None) => self.sink.checksum_chunks(table, key, ranges, streams).await,
             Err(error) => Err(error),
         };
         match checksums {
@@ -231,6 +234,15 @@ pub(crate) struct DeferredKeys {
     pub(crate) verifications: JoinSet<Finished>,
 }
 
+/// A table whose copied chunks hold fewer rows than this on average is read back in one
+/// pass while its key builds; bigger chunks are read back one by one after it. Measured
+/// on 2 cores (pg → pg): 3,000 chunks of 100 rows went from 1.1 s of reads after the
+/// build to 0.2 s for build and pass (a read's fixed cost, ~0.4 ms, is that of ~1,000
+/// rows), while 8 chunks of 250,000 rows took 1.3-1.6 s for build and pass against
+/// 1.3-1.5 s for build then reads: the pass's search and the build compete for the same
+/// cores, and the fixed costs saved are nothing beside the rows.
+const ONE_PASS_BELOW_ROWS: u64 = 10_000;
+
 /// A key build's end: the table, how it ended, and the target's checksums of the
 /// table's copied chunks read in one pass while it ran.
 pub(crate) type KeyBuilt = (
@@ -295,13 +307,16 @@ impl DeferredKeys {
     }
 
     /// Starts the key build of every pending table whose chunks are all copied (or
-    /// ended for good).
+    /// ended for good); the table is read back meanwhile in as many streams as chunks
+    /// may be copying and verifying (twice `limit`), as their verifications would.
     pub(crate) fn start_builds(
         &mut self,
         model: &[ChunkRecord],
         tables: &[(Arc<TableSchema>, Arc<SplitKey>)],
+        limit: usize,
         cancel: &CancellationToken,
     ) {
+        let streams = limit.saturating_mul(2).max(1);
         let Some(targets) = self.targets.clone() else {
             return;
         };
@@ -337,8 +352,17 @@ impl DeferredKeys {
                 })
                 .map(|chunk| (chunk.id, chunk.range.clone()))
                 .collect();
+            // Rows as the copies counted them at the source.
+            let copied_rows: u64 = model
+                .iter()
+                .filter(|chunk| {
+                    chunk.table_index == table_index && chunk.state == ChunkState::Copied
+                })
+                .map(|chunk| chunk.checksum.map_or(chunk.rows, |checksum| checksum.rows))
+                .sum();
             let read_back = self.verify != VerifyMode::None
                 && !copied.is_empty()
+                && copied_rows / (copied.len() as u64) < ONE_PASS_BELOW_ROWS
                 && model
                     .iter()
                     .all(|chunk| chunk.table_index != table_index || chunk.partition.is_none());
@@ -350,7 +374,7 @@ impl DeferredKeys {
                 let ranges: Vec<ChunkRange> = copied.iter().map(|(_, range)| range.clone()).collect();
                 let read = async {
                     if read_back {
-                        targets.checksum_unkeyed(&table, &key, &ranges).await
+                        targets.checksum_unkeyed(&table, &key, &ranges, streams).await
                     } else {
                         None
                     }

@@ -475,7 +475,7 @@ pub async fn run_job_on(
         };
         pool.want(wanted, &gate);
         if may_start {
-            keys.start_builds(&model, &tables, &cancel);
+            keys.start_builds(&model, &tables, limit, &cancel);
             keys.start_verifications(
                 &store,
                 &job.id,

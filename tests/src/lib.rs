@@ -286,9 +286,12 @@ impl Sink for FaultySink {
         table: &TableSchema,
         key: &SplitKey,
         ranges: &[ChunkRange],
+        streams: usize,
     ) -> Result<Option<Vec<NativeChecksum>>, ConnectorError> {
         self.one_pass_checksums.fetch_add(1, Ordering::SeqCst);
-        self.inner.native_checksums(table, key, ranges).await
+        self.inner
+            .native_checksums(table, key, ranges, streams)
+            .await
     }
 
     async fn checksum_chunks(
@@ -296,9 +299,12 @@ impl Sink for FaultySink {
         table: &TableSchema,
         key: &SplitKey,
         ranges: &[ChunkRange],
+        streams: usize,
     ) -> Result<Option<Vec<RangeChecksum>>, ConnectorError> {
         self.one_pass_checksums.fetch_add(1, Ordering::SeqCst);
-        self.inner.checksum_chunks(table, key, ranges).await
+        self.inner
+            .checksum_chunks(table, key, ranges, streams)
+            .await
     }
 
     async fn write_pulled(

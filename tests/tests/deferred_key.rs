@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use ferry_coordination::ChunkState;
 use ferry_model::ids::ChunkId;
+use ferry_model::key::{ChunkRange, KeyBound, KeyValue, SplitKey};
 use ferry_model::schema::TableName;
 use ferry_tests::{Fault, PgPair, psql, run_local_with_env, write_spec};
 use tokio_util::sync::CancellationToken;
@@ -209,6 +210,80 @@ async fn chunks_copied_as_arrow_batches_are_read_back_canonically_in_one_pass() 
     assert_eq!(sink.one_pass_checksums(), 1);
     // The changed chunk's range through the key, then by its keyed re-copy.
     assert_eq!(sink.range_checksums(), 2);
+}
+
+/// A keyless table big enough to be read in several block ranges at once gives each
+/// chunk the checksum a read of that chunk alone gives, natively and canonically, in
+/// one stream or four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_big_keyless_table_read_in_parts_gives_each_chunk_its_own_checksum() {
+    let (pair, env, spec) = fixture("deferparts", "");
+    // The target's copy, keyless as ferry loads it, of a table of ~28 MB (> 2 parts of
+    // 1,024 blocks); one row changed so that sums over whole parts would not hide a
+    // misplaced row.
+    let rows = "INSERT INTO orders SELECT i, i % 97, i / 100.0, repeat('x', 100) || i, \
+                timestamp '2024-01-01' + i * interval '1 second' \
+                FROM generate_series(1, 200000) AS i";
+    psql(
+        &pair.target(),
+        &format!("{KEYLESS_ORDERS}; {rows}; UPDATE orders SET note = NULL WHERE id = 123456"),
+    );
+    let blocks: i64 = psql(
+        &pair.target(),
+        "SELECT pg_relation_size('orders') / current_setting('block_size')::int",
+    )
+    .parse()
+    .expect("blocks");
+    assert!(blocks > 2 * 1024, "{blocks} blocks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), &spec), &env).expect("spec");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
+    let schema = source
+        .describe_table(&TableName {
+            schema: Some("public".to_owned()),
+            name: "orders".to_owned(),
+        })
+        .await
+        .expect("describe");
+    let key = SplitKey::Columns {
+        names: vec!["id".to_owned()],
+        nullable: false,
+        single_integer: true,
+    };
+    let bound = |id: i64| Some(KeyBound(vec![KeyValue::Int(id)]));
+    let mut ranges: Vec<ChunkRange> = (0..7)
+        .map(|part| ChunkRange::Interval {
+            lower: (part > 0).then(|| bound(part * 30_000)).flatten(),
+            upper: (part < 6).then(|| bound((part + 1) * 30_000)).flatten(),
+        })
+        .collect();
+    // In any order.
+    ranges.swap(0, 5);
+    let native = |streams| sink.native_checksums(&schema, &key, &ranges, streams);
+    let one = native(1).await.expect("one stream").expect("native");
+    let four = native(4).await.expect("four streams").expect("native");
+    assert_eq!(one, four);
+    let canonical = sink
+        .checksum_chunks(&schema, &key, &ranges, 4)
+        .await
+        .expect("canonical")
+        .expect("tiled");
+    let mut rows = 0;
+    for (index, range) in ranges.iter().enumerate() {
+        let alone = sink
+            .native_checksum(&schema, &key, range)
+            .await
+            .expect("range")
+            .expect("native");
+        assert_eq!(four[index], alone, "{range}");
+        let alone = sink
+            .checksum_chunk(&schema, &key, range)
+            .await
+            .expect("canonical range");
+        assert_eq!(canonical[index], alone, "{range}");
+        rows += alone.rows;
+    }
+    assert_eq!(rows, 200_000);
 }
 
 /// Sessions ever started on the target database, as PostgreSQL counts them.

@@ -495,7 +495,7 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
         }
         let ranges: Vec<ChunkRange> = chunks.iter().map(|chunk| chunk.range.clone()).collect();
         let Some(checksums) = target
-            .native_checksums(&table.schema, &table.key, &ranges)
+            .native_checksums(&table.schema, &table.key, &ranges, 2)
             .await
             .expect("one-pass checksums")
         else {
@@ -510,7 +510,7 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
         // Canonically too (rows that passed as Arrow batches): what each range's
         // canonical checksum is.
         let canonical = target
-            .checksum_chunks(&table.schema, &table.key, &ranges)
+            .checksum_chunks(&table.schema, &table.key, &ranges, 2)
             .await
             .expect("one-pass canonical checksums")
             .expect("the same ranges tile the key");
@@ -560,7 +560,7 @@ async fn every_type_key_and_identifier_is_copied_exactly_between_postgres_databa
         .collect();
     let ranges: Vec<ChunkRange> = all_types.iter().map(|chunk| chunk.range.clone()).collect();
     let read = target
-        .native_checksums(&table.schema, &table.key, &ranges)
+        .native_checksums(&table.schema, &table.key, &ranges, 2)
         .await
         .expect("one-pass checksums")
         .expect("ranges that tile the key");

@@ -670,21 +670,28 @@ impl Sink for PostgresSink {
         table: &TableSchema,
         key: &SplitKey,
         ranges: &[ChunkRange],
+        streams: usize,
     ) -> Result<Option<Vec<NativeChecksum>>> {
         if table.source_kind != KIND {
             return Ok(None);
         }
-        let mut session = self.endpoint.session().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
         if !native::same_column_types(table, &catalog) {
             session.release_settings_unchanged().await;
             return Ok(None);
         }
-        let checksums =
-            one_pass::native_checksums(&mut session, table, &catalog, key, ranges).await?;
-        session.release_settings_unchanged().await;
-        Ok(checksums)
+        one_pass::native_checksums(
+            &self.endpoint,
+            session,
+            table,
+            &catalog,
+            key,
+            ranges,
+            streams,
+        )
+        .await
     }
 
     async fn checksum_chunk(
@@ -718,14 +725,21 @@ impl Sink for PostgresSink {
         table: &TableSchema,
         key: &SplitKey,
         ranges: &[ChunkRange],
+        streams: usize,
     ) -> Result<Option<Vec<RangeChecksum>>> {
-        let mut session = self.endpoint.session().await?;
+        let session = self.endpoint.session().await?;
         let target = target_relation(table);
         let catalog = require_table(&session, &target, "target").await?;
-        let checksums =
-            one_pass::canonical_checksums(&mut session, table, &catalog, key, ranges).await?;
-        session.release_settings_unchanged().await;
-        Ok(checksums)
+        one_pass::canonical_checksums(
+            &self.endpoint,
+            session,
+            table,
+            &catalog,
+            key,
+            ranges,
+            streams,
+        )
+        .await
     }
 
     async fn count_chunk(

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 
 use super::catalog::CatalogTable;
-use super::connect::query_error;
+use super::connect::{Endpoint, query_error};
 use super::native::{CHECKSUM_METHOD, TupleHasher, malformed};
 use super::pool::Session;
 use super::read::{CopyDecoder, CopyReader, ReadColumn, copy_out_sql, plan_columns};
@@ -25,23 +25,42 @@ use super::types::{Scalar, WireType};
 use crate::error::{ConnectorError, Result};
 use crate::traits::NativeChecksum;
 
+/// Opens the pass's transaction with PostgreSQL's JIT compilation off: the server would
+/// compile the search's expression (thousands of nodes for thousands of chunks) before
+/// the first row. Measured for 3,000 chunks of 100 rows: 5.3 s with JIT, 0.16 s
+/// without. A server without JIT (before 11) has no such setting: nothing is set. The
+/// transaction reads only; it is rolled back when the session is given back.
+async fn begin_without_jit(client: &mut Session, catalog: &CatalogTable) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SELECT pg_catalog.set_config(name, 'off', true) FROM pg_catalog.pg_settings \
+             WHERE name = 'jit'",
+        )
+        .await
+        .map_err(query_error("checksum chunks", &catalog.name))?;
+    client.mark_transaction_open();
+    Ok(())
+}
+
 /// The most ranges [`native_checksums`] and [`canonical_checksums`] take in one pass (its SQL names every bound).
 const MOST_RANGES_IN_ONE_PASS: usize = 4096;
 
-/// Reads a whole table back in one binary COPY and hashes each row into the checksum of
-/// the range it falls in, as [`super::native::checksum_range`] would hash each range alone: for a table
-/// whose key is not built yet, where reading one range scans the whole table anyway.
-/// The server puts each row in its range by a binary search over the ranges' bounds.
-/// `None` when the ranges do not tile the key (they are checked one by one then).
+/// Reads a whole table back in binary COPY and hashes each row into the checksum of the
+/// range it falls in, as [`super::native::checksum_range`] would hash each range alone,
+/// in up to `streams` parts read at once ([`parts`]). `None` when the ranges do not tile
+/// the key (they are checked one by one then).
 pub async fn native_checksums(
-    client: &mut Session,
+    endpoint: &Endpoint,
+    session: Session,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
     ranges: &[ChunkRange],
+    streams: usize,
 ) -> Result<Option<Vec<NativeChecksum>>> {
     let keys = key_columns(catalog, key)?;
     let Some(index) = range_index(catalog, &keys, key, ranges)? else {
+        session.release_settings_unchanged().await;
         return Ok(None);
     };
     let columns: Vec<String> = table
@@ -49,28 +68,35 @@ pub async fn native_checksums(
         .iter()
         .map(|column| quote_ident(&column.name))
         .collect();
-    let sql = format!(
-        "COPY (SELECT ({index})::int4, {} FROM {}) TO STDOUT (FORMAT binary)",
+    let select = format!(
+        "SELECT ({index})::int4, {} FROM {}",
         columns.join(", "),
         quote_table(&catalog.name)
     );
-    let on_error = query_error("checksum chunks", &catalog.name);
-    let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
-    let mut hasher = TupleHasher::per_range(table, ranges.len());
-    let mut largest = 0;
-    while let Some(data) = copy_out.next().await {
-        let data = data.map_err(&on_error)?;
-        largest = largest.max(data.len());
-        hasher
-            .push(&data)
-            .map_err(|detail| malformed(&catalog.name, &detail))?;
-    }
-    drop(copy_out);
-    client.note_read(largest);
-    let (sums, outside) = hasher
-        .finish_ranges()
-        .map_err(|detail| malformed(&catalog.name, &detail))?;
-    warn_outside(catalog, outside);
+    let read = |mut client: Session, part: String| {
+        let sql = format!("COPY ({select} WHERE {part}) TO STDOUT (FORMAT binary)");
+        async move {
+            begin_without_jit(&mut client, catalog).await?;
+            let on_error = query_error("checksum chunks", &catalog.name);
+            let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
+            let mut hasher = TupleHasher::per_range(table, ranges.len());
+            let mut largest = 0;
+            while let Some(data) = copy_out.next().await {
+                let data = data.map_err(&on_error)?;
+                largest = largest.max(data.len());
+                hasher
+                    .push(&data)
+                    .map_err(|detail| malformed(&catalog.name, &detail))?;
+            }
+            drop(copy_out);
+            client.note_read(largest);
+            client.release_settings_unchanged().await;
+            hasher
+                .finish_ranges()
+                .map_err(|detail| malformed(&catalog.name, &detail))
+        }
+    };
+    let sums = in_parts(endpoint, session, catalog, streams, ranges.len(), read).await?;
     Ok(Some(
         sums.into_iter()
             .map(|checksum| NativeChecksum {
@@ -79,6 +105,89 @@ pub async fn native_checksums(
             })
             .collect(),
     ))
+}
+
+/// Reads the table in [`parts`] at once, the first on `session`, each other on a session
+/// of its own, and adds up each range's checksum over the parts.
+async fn in_parts<F, R>(
+    endpoint: &Endpoint,
+    session: Session,
+    catalog: &CatalogTable,
+    streams: usize,
+    ranges: usize,
+    read: R,
+) -> Result<Vec<RangeChecksum>>
+where
+    R: Fn(Session, String) -> F,
+    F: std::future::Future<Output = Result<(Vec<RangeChecksum>, u64)>>,
+{
+    let parts = parts(&session, catalog, streams).await?;
+    let mut sessions = vec![session];
+    for _ in 1..parts.len() {
+        sessions.push(endpoint.session().await?);
+    }
+    let reads = sessions
+        .into_iter()
+        .zip(parts)
+        .map(|(session, part)| read(session, part));
+    let mut sums = vec![RangeChecksum::default(); ranges];
+    let mut outside = 0;
+    for (part_sums, part_outside) in futures::future::try_join_all(reads).await? {
+        for (sum, part) in sums.iter_mut().zip(part_sums) {
+            sum.merge(part);
+        }
+        outside += part_outside;
+    }
+    warn_outside(catalog, outside);
+    Ok(sums)
+}
+
+/// The table's blocks per part at least: a smaller table is read in fewer parts.
+const LEAST_BLOCKS_PER_PART: i64 = 1024;
+
+/// Conditions that cut the table into up to `streams` parts of about as many blocks
+/// each (`ctid` ranges, which PostgreSQL 14 on reads by a TID range scan: each part reads
+/// its blocks only), covering every row; one part (`true`) on an older server, where each
+/// part would scan the whole table.
+async fn parts(client: &Session, catalog: &CatalogTable, streams: usize) -> Result<Vec<String>> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::int4, \
+             (pg_catalog.pg_relation_size(pg_catalog.to_regclass($1)) \
+              / pg_catalog.current_setting('block_size')::int8)::int8",
+            &[&quote_table(&catalog.name)],
+        )
+        .await
+        .map_err(query_error("size table", &catalog.name))?;
+    let version: i32 = row
+        .try_get(0)
+        .map_err(query_error("size table", &catalog.name))?;
+    let blocks: i64 = row
+        .try_get(1)
+        .map_err(query_error("size table", &catalog.name))?;
+    Ok(block_parts(version, blocks, streams))
+}
+
+/// [`parts`] for a server of `version` (`server_version_num`) and a table of `blocks`.
+fn block_parts(version: i32, blocks: i64, streams: usize) -> Vec<String> {
+    let streams = i64::try_from(streams).unwrap_or(i64::MAX);
+    let count = streams.min(blocks / LEAST_BLOCKS_PER_PART).max(1);
+    if version < 140_000 || count == 1 {
+        return vec!["true".to_string()];
+    }
+    let per_part = blocks / count;
+    (0..count)
+        .map(|part| {
+            let lower = format!("ctid >= '({},0)'::tid", part * per_part);
+            let upper = format!("ctid < '({},0)'::tid", (part + 1) * per_part);
+            match part {
+                0 => upper,
+                // The last part takes every block from its start on.
+                part if part == count - 1 => lower,
+                _ => format!("{lower} AND {upper}"),
+            }
+        })
+        .collect()
 }
 
 /// The SQL expression of the index in `ranges` of the range a row falls in (-1 for a
@@ -157,16 +266,20 @@ fn binary_search_sql(
 
 /// [`super::PostgresSink::checksum_chunk`] of each of `ranges`, in their order, in one
 /// pass over the table (the rows decoded into the source's carriers and hashed
-/// canonically). `None` when the ranges do not tile the key.
+/// canonically), in up to `streams` parts read at once. `None` when the ranges do not
+/// tile the key.
 pub async fn canonical_checksums(
-    client: &mut Session,
+    endpoint: &Endpoint,
+    session: Session,
     table: &TableSchema,
     catalog: &CatalogTable,
     key: &SplitKey,
     ranges: &[ChunkRange],
+    streams: usize,
 ) -> Result<Option<Vec<RangeChecksum>>> {
     let keys = key_columns(catalog, key)?;
     let Some(index) = range_index(catalog, &keys, key, ranges)? else {
+        session.release_settings_unchanged().await;
         return Ok(None);
     };
     let mut columns = vec![ReadColumn {
@@ -180,37 +293,42 @@ pub async fn canonical_checksums(
     let mut fields = vec![Arc::new(Field::new("ferry_chunk", DataType::Int32, true))];
     fields.extend(table_schema.fields().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
-    let sql = copy_out_sql(&catalog.name, &columns, "true", None);
-    let decoder = CopyDecoder::new(&catalog.name, &columns, schema)?;
-    let mut reader =
-        CopyReader::start(client, &sql, decoder, &catalog.name, "checksum chunks").await?;
-    let mut sums = vec![RangeChecksum::default(); ranges.len()];
-    let mut outside = 0;
-    let rows: Vec<usize> = (1..=table.columns.len()).collect();
-    while let Some(batch) = reader.next().await? {
-        let chunks: Vec<Option<usize>> = batch
-            .column(0)
-            .as_primitive::<Int32Type>()
-            .iter()
-            .map(|index| index.and_then(|index| usize::try_from(index).ok()))
-            .collect();
-        let values = batch.project(&rows).map_err(|error| {
-            ConnectorError::Task(format!(
-                "failed to checksum table {}: {error}",
-                catalog.name
-            ))
-        })?;
-        outside +=
-            RangeChecksum::add_batch_by_range(&mut sums, &values, &chunks).map_err(|error| {
-                ConnectorError::Task(format!(
-                    "failed to checksum table {}: {error}",
-                    catalog.name
-                ))
-            })?;
-    }
-    client.note_read(reader.largest_piece());
-    drop(reader);
-    warn_outside(catalog, outside);
+    let values: Vec<usize> = (1..=table.columns.len()).collect();
+    let failed = |error: &dyn std::fmt::Display| {
+        ConnectorError::Task(format!(
+            "failed to checksum table {}: {error}",
+            catalog.name
+        ))
+    };
+    let read = |mut client: Session, part: String| {
+        let sql = copy_out_sql(&catalog.name, &columns, &part, None);
+        let schema = schema.clone();
+        let (values, columns) = (&values, &columns);
+        async move {
+            let decoder = CopyDecoder::new(&catalog.name, columns, schema)?;
+            begin_without_jit(&mut client, catalog).await?;
+            let mut reader =
+                CopyReader::start(&client, &sql, decoder, &catalog.name, "checksum chunks").await?;
+            let mut sums = vec![RangeChecksum::default(); ranges.len()];
+            let mut outside = 0;
+            while let Some(batch) = reader.next().await? {
+                let chunks: Vec<Option<usize>> = batch
+                    .column(0)
+                    .as_primitive::<Int32Type>()
+                    .iter()
+                    .map(|index| index.and_then(|index| usize::try_from(index).ok()))
+                    .collect();
+                let rows = batch.project(values).map_err(|error| failed(&error))?;
+                outside += RangeChecksum::add_batch_by_range(&mut sums, &rows, &chunks)
+                    .map_err(|error| failed(&error))?;
+            }
+            client.note_read(reader.largest_piece());
+            drop(reader);
+            client.release_settings_unchanged().await;
+            Ok((sums, outside))
+        }
+    };
+    let sums = in_parts(endpoint, session, catalog, streams, ranges.len(), read).await?;
     Ok(Some(sums))
 }
 
@@ -296,5 +414,29 @@ mod tests {
                 "{ranges:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_big_table_is_read_in_block_ranges_that_cover_every_block() {
+        assert_eq!(
+            block_parts(150_000, 24_476, 3),
+            vec![
+                "ctid < '(8158,0)'::tid".to_string(),
+                "ctid >= '(8158,0)'::tid AND ctid < '(16316,0)'::tid".to_string(),
+                "ctid >= '(16316,0)'::tid".to_string(),
+            ]
+        );
+        // Small tables, one stream, servers before TID range scans: one part.
+        for (version, blocks, streams) in [
+            (150_000, 1_500, 4),
+            (150_000, 24_476, 1),
+            (130_000, 24_476, 4),
+        ] {
+            assert_eq!(
+                block_parts(version, blocks, streams),
+                vec!["true".to_string()]
+            );
+        }
+        assert_eq!(block_parts(150_000, 2_048, 8).len(), 2);
     }
 }
