@@ -163,6 +163,11 @@ pub struct WriteSummary {
     pub rows_written: u64,
     /// Rows of the range deleted before inserting (non-zero on a re-copy).
     pub rows_deleted: u64,
+    /// The target table was without its primary key when the chunk was written (its key
+    /// deferred and not built yet, [`ChunkWrite::key_deferred`]): the chunk's verification
+    /// waits for the key. Told by the write's own look at the table, so that a chunk needs
+    /// no separate [`Sink::has_primary_key`]; `false` for a sink that never defers keys.
+    pub key_missing: bool,
 }
 
 /// A range's row count and largest watermark ([`Source::watermark_stats`]).

@@ -51,11 +51,13 @@ pub struct ChunkRunner {
 enum Copied {
     /// Committed: the source side of the checksum (only the row count when
     /// `verify` is not `checksum` on the Arrow path), the rows the sink wrote, and the
-    /// native checksum method when the rows passed in the native format.
+    /// native checksum method when the rows passed in the native format, and whether
+    /// the target table was without its primary key ([`WriteSummary::key_missing`]).
     Committed {
         source: RangeChecksum,
         rows_written: u64,
         native_method: Option<&'static str>,
+        key_missing: bool,
     },
     /// The throttle stopped the copy mid-chunk; nothing was committed.
     Requeued(String),
@@ -125,10 +127,6 @@ impl ChunkRunner {
         task: &ChunkTask,
         source: &dyn Source,
     ) -> Result<ChunkResult, ConnectorError> {
-        // A table of this job loaded without its key, still without it: the copy is
-        // verified by the scheduler once the key is built (reading a range back now
-        // would scan the whole table).
-        let without_key = task.key_deferred && !self.sink.has_primary_key(&task.table).await?;
         // Held until the chunk is verified: the read-back sees rows as big as the copy's.
         let memory = chunk_memory(task).await;
         let copied = match self.copy_pulled(task, source).await? {
@@ -138,12 +136,13 @@ impl ChunkRunner {
                 None => self.copy_batches(task, source, &memory).await?,
             },
         };
-        let (source, rows_written, native_method) = match copied {
+        let (source, rows_written, native_method, key_missing) = match copied {
             Copied::Committed {
                 source,
                 rows_written,
                 native_method,
-            } => (source, rows_written, native_method),
+                key_missing,
+            } => (source, rows_written, native_method, key_missing),
             Copied::Requeued(reason) => return Ok(ChunkResult::Requeued { reason }),
         };
         if rows_written != source.rows {
@@ -158,7 +157,10 @@ impl ChunkRunner {
         if task.cancel.is_cancelled() {
             return Err(ConnectorError::Cancelled);
         }
-        if without_key {
+        // A table of this job loaded without its key, still without it when the chunk
+        // was written: the copy is verified by the scheduler once the key is built
+        // (reading a range back now would scan the whole table).
+        if task.key_deferred && key_missing {
             return Ok(ChunkResult::Copied {
                 rows: source.rows,
                 checksum: source,
@@ -377,6 +379,7 @@ impl ChunkRunner {
             source,
             rows_written: summary.rows_written,
             native_method: None,
+            key_missing: summary.key_missing,
         })
     }
 
@@ -462,6 +465,7 @@ impl ChunkRunner {
             source,
             rows_written: summary.rows_written,
             native_method,
+            key_missing: summary.key_missing,
         }))
     }
 
@@ -528,6 +532,7 @@ impl ChunkRunner {
             source: source.checksum,
             rows_written: summary.rows_written,
             native_method: Some(source.method),
+            key_missing: summary.key_missing,
         }))
     }
 }

@@ -655,6 +655,7 @@ impl ClickhouseSink {
         let summary = |deleted| WriteSummary {
             rows_written: written,
             rows_deleted: deleted,
+            key_missing: false,
         };
         if let Some(partition) = &chunk.table.partition
             && sql::range_predicate(chunk.table, chunk.key, chunk.range, None).is_some()

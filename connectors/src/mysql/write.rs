@@ -722,6 +722,7 @@ async fn write_in_transaction(
     Ok(WriteSummary {
         rows_written,
         rows_deleted,
+        key_missing: false,
     })
 }
 

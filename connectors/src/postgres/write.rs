@@ -387,6 +387,7 @@ pub async fn write_chunk(
     Ok(WriteSummary {
         rows_written,
         rows_deleted,
+        key_missing: catalog.primary_key.is_empty(),
     })
 }
 

@@ -268,6 +268,7 @@ pub fn write_chunk(
     Ok(WriteSummary {
         rows_written,
         rows_deleted,
+        key_missing: false,
     })
 }
 
