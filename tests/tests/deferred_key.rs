@@ -93,6 +93,44 @@ async fn run_to_end(
     run(spec_path, state, Vec::new(), CancellationToken::new(), env).await
 }
 
+/// Runs `spec` to its end in a fresh directory on two workers with `faults`, and
+/// returns the sink that counted what was read back.
+async fn run_with_faults(
+    spec: &str,
+    env: &HashMap<String, String>,
+    faults: Vec<Fault>,
+) -> (
+    ferry_coordinator::job::PreparedJob,
+    ferry_coordinator::scheduler::RunOutcome,
+    std::sync::Arc<ferry_tests::FaultySink>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = write_spec(dir.path(), spec);
+    let state = dir.path().join("state.db");
+    run_local_with_env(&spec_path, &state, 2, faults, CancellationToken::new(), env).await
+}
+
+/// The source's `orders` table as ferry describes it, and the spec's target.
+async fn source_orders_and_sink(
+    spec: &str,
+    env: &HashMap<String, String>,
+) -> (
+    ferry_model::schema::TableSchema,
+    std::sync::Arc<dyn ferry_connectors::Sink>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), spec), env).expect("spec");
+    let (source, sink) = ferry_tests::open_connectors(&spec).await;
+    let schema = source
+        .describe_table(&TableName {
+            schema: Some("public".to_owned()),
+            name: "orders".to_owned(),
+        })
+        .await
+        .expect("describe");
+    (schema, sink)
+}
+
 /// Every chunk verified, the target keyed on `id` and equal to the source (psql).
 fn assert_keyed_and_equal(pair: &PgPair, outcome: &ferry_coordinator::scheduler::RunOutcome) {
     for chunk in &outcome.chunks {
@@ -133,21 +171,11 @@ async fn the_copied_chunks_are_read_back_in_one_pass_and_a_changed_row_is_found(
     let (pair, env, spec) = fixture("deferpass", ", defer_key: true");
     // A relation already holds the name PostgreSQL gives the key: the key takes the next.
     psql(&pair.target(), "CREATE TABLE orders_pkey (x int)");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = write_spec(dir.path(), &spec);
     let faults = vec![Fault::BeforeKeyBuild {
         url: pair.target(),
         sql: "UPDATE orders SET note = 'changed' WHERE id = 4321".to_owned(),
     }];
-    let (prepared, outcome, sink) = run_local_with_env(
-        &spec_path,
-        &dir.path().join("state.db"),
-        2,
-        faults,
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
+    let (prepared, outcome, sink) = run_with_faults(&spec, &env, faults).await;
     assert!(prepared.job.tables[0].key_deferred);
     assert!(!outcome.interrupted);
     assert_eq!(outcome.chunks.len(), 12);
@@ -180,8 +208,6 @@ async fn the_copied_chunks_are_read_back_in_one_pass_and_a_changed_row_is_found(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunks_copied_as_arrow_batches_are_read_back_canonically_in_one_pass() {
     let (pair, env, spec) = fixture("deferarrow", ", defer_key: true");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = write_spec(dir.path(), &spec);
     let faults = vec![
         Fault::ArrowOnly,
         Fault::BeforeKeyBuild {
@@ -189,15 +215,7 @@ async fn chunks_copied_as_arrow_batches_are_read_back_canonically_in_one_pass() 
             sql: "UPDATE orders SET amount = amount + 1 WHERE id = 7777".to_owned(),
         },
     ];
-    let (_, outcome, sink) = run_local_with_env(
-        &spec_path,
-        &dir.path().join("state.db"),
-        2,
-        faults,
-        CancellationToken::new(),
-        &env,
-    )
-    .await;
+    let (_, outcome, sink) = run_with_faults(&spec, &env, faults).await;
     assert!(!outcome.interrupted);
     assert_keyed_and_equal(&pair, &outcome);
     let recopied = outcome
@@ -235,16 +253,7 @@ async fn a_big_keyless_table_read_in_parts_gives_each_chunk_its_own_checksum() {
     .parse()
     .expect("blocks");
     assert!(blocks > 2 * 1024, "{blocks} blocks");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), &spec), &env).expect("spec");
-    let (source, sink) = ferry_tests::open_connectors(&spec).await;
-    let schema = source
-        .describe_table(&TableName {
-            schema: Some("public".to_owned()),
-            name: "orders".to_owned(),
-        })
-        .await
-        .expect("describe");
+    let (schema, sink) = source_orders_and_sink(&spec, &env).await;
     let key = SplitKey::Columns {
         names: vec!["id".to_owned()],
         nullable: false,
@@ -395,16 +404,7 @@ async fn a_key_that_cannot_be_built_names_the_table_and_the_fix() {
             "{KEYLESS_ORDERS}; INSERT INTO orders VALUES (1, 1, 1, 'a', now()), (1, 2, 2, 'b', now())"
         ),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = ferry_ctl::local::load_spec(&write_spec(dir.path(), &spec), &env).expect("spec");
-    let (source, sink) = ferry_tests::open_connectors(&spec).await;
-    let schema = source
-        .describe_table(&TableName {
-            schema: Some("public".to_owned()),
-            name: "orders".to_owned(),
-        })
-        .await
-        .expect("describe");
+    let (schema, sink) = source_orders_and_sink(&spec, &env).await;
     assert!(!sink.has_primary_key(&schema).await.expect("catalog"));
     let error = sink
         .build_primary_key(&schema)

@@ -389,18 +389,23 @@ impl RangeChecksum {
     }
 }
 
+/// An encoder per column of `batch`.
+fn column_encoders(batch: &RecordBatch) -> Result<Vec<ColumnEncoder<'_>>, ChecksumError> {
+    batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
+        .collect()
+}
+
 /// Calls `each` with every row's index and hash (XXH3-128 of its canonical encoding).
 fn for_each_row_hash(
     batch: &RecordBatch,
     mut each: impl FnMut(usize, u128),
 ) -> Result<(), ChecksumError> {
-    let schema = batch.schema_ref();
-    let column_encoders = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let column_encoders = column_encoders(batch)?;
     let mut row_encoding: Vec<u8> = Vec::with_capacity(256);
     for row in 0..batch.num_rows() {
         row_encoding.clear();
@@ -416,13 +421,7 @@ fn for_each_row_hash(
 /// documentation), for comparing rows column by column: a row's hash is XXH3-128 of the
 /// concatenation of its cells, exactly as [`RangeChecksum::add_batch`] computes it.
 pub fn canonical_cells(batch: &RecordBatch) -> Result<Vec<Vec<Vec<u8>>>, ChecksumError> {
-    let schema = batch.schema_ref();
-    let column_encoders = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| ColumnEncoder::new(field, column.as_ref()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let column_encoders = column_encoders(batch)?;
     (0..batch.num_rows())
         .map(|row| {
             column_encoders

@@ -207,27 +207,40 @@ pub async fn checksum_range(
     range: &ChunkRange,
 ) -> Result<NativeChecksum> {
     let sql = copy_out_sql(table, catalog, key, range, false)?;
-    let on_error = query_error("checksum chunk", &catalog.name);
-    client.prefer_key_index().await.map_err(&on_error)?;
-    let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
-    let mut hasher = TupleHasher::new(table);
-    let mut largest = 0;
-    while let Some(data) = copy_out.next().await {
-        let data = data.map_err(&on_error)?;
-        largest = largest.max(data.len());
-        hasher
-            .push(&data)
-            .map_err(|detail| malformed(&catalog.name, &detail))?;
-    }
-    drop(copy_out);
-    client.note_read(largest);
-    let checksum = hasher
+    client
+        .prefer_key_index()
+        .await
+        .map_err(query_error("checksum chunk", &catalog.name))?;
+    let checksum = hash_copy_out(client, &sql, TupleHasher::new(table), &catalog.name)
+        .await?
         .finish()
         .map_err(|detail| malformed(&catalog.name, &detail))?;
     Ok(NativeChecksum {
         method: CHECKSUM_METHOD,
         checksum,
     })
+}
+
+/// Runs the binary `COPY ... TO STDOUT` `sql` and feeds its data to `hasher`.
+pub(super) async fn hash_copy_out(
+    client: &mut Session,
+    sql: &str,
+    mut hasher: TupleHasher,
+    table: &TableName,
+) -> Result<TupleHasher> {
+    let on_error = query_error("checksum chunk", table);
+    let mut copy_out = Box::pin(client.copy_out(sql).await.map_err(&on_error)?);
+    let mut largest = 0;
+    while let Some(data) = copy_out.next().await {
+        let data = data.map_err(&on_error)?;
+        largest = largest.max(data.len());
+        hasher
+            .push(&data)
+            .map_err(|detail| malformed(table, &detail))?;
+    }
+    drop(copy_out);
+    client.note_read(largest);
+    Ok(hasher)
 }
 
 pub(super) fn malformed(table: &TableName, detail: &str) -> ConnectorError {

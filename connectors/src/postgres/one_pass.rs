@@ -11,12 +11,11 @@ use arrow_schema::{DataType, Field, Schema};
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::key::{ChunkRange, KeyBound, SplitKey};
 use ferry_model::schema::{ColumnType, TableSchema};
-use futures::StreamExt;
 use std::sync::Arc;
 
 use super::catalog::CatalogTable;
 use super::connect::{Endpoint, query_error};
-use super::native::{CHECKSUM_METHOD, TupleHasher, malformed};
+use super::native::{CHECKSUM_METHOD, TupleHasher, hash_copy_out, malformed};
 use super::pool::Session;
 use super::read::{CopyDecoder, CopyReader, ReadColumn, copy_out_sql, plan_columns};
 use super::split::key_columns;
@@ -58,9 +57,7 @@ pub async fn native_checksums(
     ranges: &[ChunkRange],
     streams: usize,
 ) -> Result<Option<Vec<NativeChecksum>>> {
-    let keys = key_columns(catalog, key)?;
-    let Some(index) = range_index(catalog, &keys, key, ranges)? else {
-        session.release_settings_unchanged().await;
+    let Some((session, index)) = range_index(session, catalog, key, ranges).await? else {
         return Ok(None);
     };
     let columns: Vec<String> = table
@@ -77,19 +74,8 @@ pub async fn native_checksums(
         let sql = format!("COPY ({select} WHERE {part}) TO STDOUT (FORMAT binary)");
         async move {
             begin_without_jit(&mut client, catalog).await?;
-            let on_error = query_error("checksum chunks", &catalog.name);
-            let mut copy_out = Box::pin(client.copy_out(&sql).await.map_err(&on_error)?);
-            let mut hasher = TupleHasher::per_range(table, ranges.len());
-            let mut largest = 0;
-            while let Some(data) = copy_out.next().await {
-                let data = data.map_err(&on_error)?;
-                largest = largest.max(data.len());
-                hasher
-                    .push(&data)
-                    .map_err(|detail| malformed(&catalog.name, &detail))?;
-            }
-            drop(copy_out);
-            client.note_read(largest);
+            let hasher = TupleHasher::per_range(table, ranges.len());
+            let hasher = hash_copy_out(&mut client, &sql, hasher, &catalog.name).await?;
             client.release_settings_unchanged().await;
             hasher
                 .finish_ranges()
@@ -277,9 +263,7 @@ pub async fn canonical_checksums(
     ranges: &[ChunkRange],
     streams: usize,
 ) -> Result<Option<Vec<RangeChecksum>>> {
-    let keys = key_columns(catalog, key)?;
-    let Some(index) = range_index(catalog, &keys, key, ranges)? else {
-        session.release_settings_unchanged().await;
+    let Some((session, index)) = range_index(session, catalog, key, ranges).await? else {
         return Ok(None);
     };
     let mut columns = vec![ReadColumn {
@@ -332,17 +316,28 @@ pub async fn canonical_checksums(
     Ok(Some(sums))
 }
 
-/// [`range_index_sql`] for `catalog`'s key, its errors named for the table.
-fn range_index(
+/// [`range_index_sql`] for `catalog`'s key, its errors named for the table, with the
+/// session to read with; `None`, the session given back, when the ranges do not tile.
+async fn range_index(
+    session: Session,
     catalog: &CatalogTable,
-    keys: &[KeyColumn],
     key: &SplitKey,
     ranges: &[ChunkRange],
-) -> Result<Option<String>> {
-    range_index_sql(keys, key.nullable(), ranges).map_err(|detail| ConnectorError::Unsupported {
-        table: catalog.name.clone(),
-        detail: format!("its chunks' ranges do not fit the key: {detail}"),
-    })
+) -> Result<Option<(Session, String)>> {
+    let keys = key_columns(catalog, key)?;
+    let index = range_index_sql(&keys, key.nullable(), ranges).map_err(|detail| {
+        ConnectorError::Unsupported {
+            table: catalog.name.clone(),
+            detail: format!("its chunks' ranges do not fit the key: {detail}"),
+        }
+    })?;
+    match index {
+        Some(index) => Ok(Some((session, index))),
+        None => {
+            session.release_settings_unchanged().await;
+            Ok(None)
+        }
+    }
 }
 
 /// Rows in no chunk: a planning bug, or rows a chunk's predicate and the search
