@@ -629,9 +629,9 @@ impl Sink for PostgresSink {
     }
 
     async fn has_primary_key(&self, table: &TableSchema) -> Result<bool> {
-        // Asked before every chunk of a table whose key is deferred: a pooled session
-        // and its prepared catalog read, not a new connection (a backend started and
-        // its catalog read planned) per chunk.
+        // A pooled session and its prepared catalog read, not a new connection (a
+        // backend started and its catalog read planned). A chunk's write tells this
+        // itself (`WriteSummary::key_missing`): the workers do not ask it per chunk.
         let session = self.endpoint.session().await?;
         let has = prepare::has_primary_key(&session, table).await?;
         session.release_settings_unchanged().await;
