@@ -115,18 +115,11 @@ impl TargetKeys for SinkKeys {
                 .sink
                 .count_chunk(table, key, range)
                 .await
-                .map(|rows| RangeChecksum { rows, sum: 0 })
-                .map(|target| {
-                    if target.rows == source.rows {
-                        source
-                    } else {
-                        target
-                    }
-                }),
+                .map(|rows| RangeChecksum { rows, sum: 0 }),
             VerifyMode::Checksum => self.checksum_either_way(table, key, range, source).await,
         };
         match target {
-            Ok(target) if target == source => ChunkResult::Verified {
+            Ok(target) if agrees(source, target, verify) => ChunkResult::Verified {
                 rows: source.rows,
                 checksum: source,
                 sync: None,
@@ -154,23 +147,17 @@ impl TargetKeys for SinkKeys {
     ) -> Option<Vec<RangeChecksum>> {
         // The way the rows passed: in the engine's bulk format when the target offers it
         // for the table (the same engine, the same column types), else as Arrow batches.
-        let checksums = match self.sink.native_format(table).await {
-            Ok(Some(_)) => self
+        let read = async {
+            if self.sink.native_format(table).await?.is_none() {
+                return self.sink.checksum_chunks(table, key, ranges, streams).await;
+            }
+            let native = self
                 .sink
                 .native_checksums(table, key, ranges, streams)
-                .await
-                .map(|checksums| {
-                    checksums.map(|checksums| {
-                        checksums
-                            .into_iter()
-                            .map(|native| native.checksum)
-                            .collect()
-                    })
-                }),
-            Ok(None) => self.sink.checksum_chunks(table, key, ranges, streams).await,
-            Err(error) => Err(error),
+                .await?;
+            Ok(native.map(|checksums| checksums.iter().map(|native| native.checksum).collect()))
         };
-        match checksums {
+        match read.await {
             Ok(checksums) => checksums,
             Err(error) => {
                 // The chunks are verified one by one once the key is built.
@@ -345,19 +332,15 @@ impl DeferredKeys {
             // The copied chunks, read back in one pass while the key builds (a range of
             // a table without its key is read by scanning it whole). A table with
             // partitions has a relation each: its chunks are verified one by one.
-            let copied: Vec<(ChunkId, ChunkRange)> = model
+            let copied: Vec<&ChunkRecord> = model
                 .iter()
                 .filter(|chunk| {
                     chunk.table_index == table_index && chunk.state == ChunkState::Copied
                 })
-                .map(|chunk| (chunk.id, chunk.range.clone()))
                 .collect();
             // Rows as the copies counted them at the source.
-            let copied_rows: u64 = model
+            let copied_rows: u64 = copied
                 .iter()
-                .filter(|chunk| {
-                    chunk.table_index == table_index && chunk.state == ChunkState::Copied
-                })
                 .map(|chunk| chunk.checksum.map_or(chunk.rows, |checksum| checksum.rows))
                 .sum();
             let read_back = self.verify != VerifyMode::None
@@ -366,12 +349,13 @@ impl DeferredKeys {
                 && model
                     .iter()
                     .all(|chunk| chunk.table_index != table_index || chunk.partition.is_none());
+            let ids: Vec<ChunkId> = copied.iter().map(|chunk| chunk.id).collect();
+            let ranges: Vec<ChunkRange> = copied.iter().map(|chunk| chunk.range.clone()).collect();
             let targets = targets.clone();
             let cancel = cancel.child_token();
             self.builds.spawn(async move {
                 tracing::info!(table = %table.name, "every chunk copied: building the target table's primary key");
                 let started = std::time::Instant::now();
-                let ranges: Vec<ChunkRange> = copied.iter().map(|(_, range)| range.clone()).collect();
                 let read = async {
                     if read_back {
                         targets.checksum_unkeyed(&table, &key, &ranges, streams).await
@@ -390,8 +374,8 @@ impl DeferredKeys {
                     tracing::info!(table = %table.name, seconds = started.elapsed().as_secs_f64(), chunks_read_back = read.is_some(), "primary key built");
                 }
                 let read = read
-                    .filter(|checksums| checksums.len() == copied.len())
-                    .map(|checksums| copied.iter().map(|(id, _)| *id).zip(checksums).collect())
+                    .filter(|checksums| checksums.len() == ids.len())
+                    .map(|checksums| ids.into_iter().zip(checksums).collect())
                     .unwrap_or_default();
                 (table_index, built, read)
             });

@@ -50,14 +50,13 @@ pub struct ChunkRunner {
 /// How a chunk's copy ended.
 enum Copied {
     /// Committed: the source side of the checksum (only the row count when
-    /// `verify` is not `checksum` on the Arrow path), the rows the sink wrote, and the
-    /// native checksum method when the rows passed in the native format, and whether
-    /// the target table was without its primary key ([`WriteSummary::key_missing`]).
+    /// `verify` is not `checksum` on the Arrow path), what the sink's write did (rows
+    /// written, whether the table still lacked its deferred key), and the native
+    /// checksum method when the rows passed in the native format.
     Committed {
         source: RangeChecksum,
-        rows_written: u64,
+        written: WriteSummary,
         native_method: Option<&'static str>,
-        key_missing: bool,
     },
     /// The throttle stopped the copy mid-chunk; nothing was committed.
     Requeued(String),
@@ -136,15 +135,15 @@ impl ChunkRunner {
                 None => self.copy_batches(task, source, &memory).await?,
             },
         };
-        let (source, rows_written, native_method, key_missing) = match copied {
+        let (source, written, native_method) = match copied {
             Copied::Committed {
                 source,
-                rows_written,
+                written,
                 native_method,
-                key_missing,
-            } => (source, rows_written, native_method, key_missing),
+            } => (source, written, native_method),
             Copied::Requeued(reason) => return Ok(ChunkResult::Requeued { reason }),
         };
+        let rows_written = written.rows_written;
         if rows_written != source.rows {
             return Ok(ChunkResult::Error {
                 message: format!(
@@ -160,7 +159,7 @@ impl ChunkRunner {
         // A table of this job loaded without its key, still without it when the chunk
         // was written: the copy is verified by the scheduler once the key is built
         // (reading a range back now would scan the whole table).
-        if task.key_deferred && key_missing {
+        if task.key_deferred && written.key_missing {
             return Ok(ChunkResult::Copied {
                 rows: source.rows,
                 checksum: source,
@@ -377,9 +376,8 @@ impl ChunkRunner {
         let source = *lock(&streamed);
         Ok(Copied::Committed {
             source,
-            rows_written: summary.rows_written,
+            written: summary,
             native_method: None,
-            key_missing: summary.key_missing,
         })
     }
 
@@ -463,9 +461,8 @@ impl ChunkRunner {
         log_written(&summary, "chunk pulled by the target");
         Ok(Some(Copied::Committed {
             source,
-            rows_written: summary.rows_written,
+            written: summary,
             native_method,
-            key_missing: summary.key_missing,
         }))
     }
 
@@ -530,9 +527,8 @@ impl ChunkRunner {
         let source = checksum.await?;
         Ok(Some(Copied::Committed {
             source: source.checksum,
-            rows_written: summary.rows_written,
+            written: summary,
             native_method: Some(source.method),
-            key_missing: summary.key_missing,
         }))
     }
 }

@@ -431,6 +431,32 @@ pub struct PostgresSink {
 }
 
 impl PostgresSink {
+    /// A pooled session on the target, and `table`'s target relation as the catalog
+    /// holds it now (the reads back of chunks start here).
+    async fn target_session(&self, table: &TableSchema) -> Result<(Session, CatalogTable)> {
+        let session = self.endpoint.session().await?;
+        let catalog = require_table(&session, &target_relation(table), "target").await?;
+        Ok((session, catalog))
+    }
+
+    /// [`PostgresSink::target_session`] for a read back in the native format: `None`
+    /// (the session given back) unless the source is PostgreSQL and the target holds
+    /// exactly its column types (the same values are the same bytes only then).
+    async fn native_target_session(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Option<(Session, CatalogTable)>> {
+        if table.source_kind != KIND {
+            return Ok(None);
+        }
+        let (session, catalog) = self.target_session(table).await?;
+        if !native::same_column_types(table, &catalog) {
+            session.release_settings_unchanged().await;
+            return Ok(None);
+        }
+        Ok(Some((session, catalog)))
+    }
+
     /// Opens a target from its spec location, and checks that it answers.
     pub async fn open(location: &Location) -> Result<Self> {
         let endpoint = Endpoint::new("target", location, false)?;
@@ -649,17 +675,9 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<Option<NativeChecksum>> {
-        if table.source_kind != KIND {
+        let Some((mut session, catalog)) = self.native_target_session(table).await? else {
             return Ok(None);
-        }
-        let mut session = self.endpoint.session().await?;
-        let target = target_relation(table);
-        let catalog = require_table(&session, &target, "target").await?;
-        // The same values are the same bytes only when the column types are the same.
-        if !native::same_column_types(table, &catalog) {
-            session.release_settings_unchanged().await;
-            return Ok(None);
-        }
+        };
         let checksum = native::checksum_range(&mut session, table, &catalog, key, range).await?;
         session.release_settings_unchanged().await;
         Ok(Some(checksum))
@@ -672,16 +690,9 @@ impl Sink for PostgresSink {
         ranges: &[ChunkRange],
         streams: usize,
     ) -> Result<Option<Vec<NativeChecksum>>> {
-        if table.source_kind != KIND {
+        let Some((session, catalog)) = self.native_target_session(table).await? else {
             return Ok(None);
-        }
-        let session = self.endpoint.session().await?;
-        let target = target_relation(table);
-        let catalog = require_table(&session, &target, "target").await?;
-        if !native::same_column_types(table, &catalog) {
-            session.release_settings_unchanged().await;
-            return Ok(None);
-        }
+        };
         one_pass::native_checksums(
             &self.endpoint,
             session,
@@ -700,13 +711,12 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<RangeChecksum> {
-        let mut session = self.endpoint.session().await?;
-        let target = target_relation(table);
-        let catalog = require_table(&session, &target, "target").await?;
+        let (mut session, catalog) = self.target_session(table).await?;
+        let target = &catalog.name;
         session
             .prefer_key_index()
             .await
-            .map_err(query_error("checksum chunk", &target))?;
+            .map_err(query_error("checksum chunk", target))?;
         let mut reader = read_range(&session, table, &catalog, key, range, "target", false).await?;
         let mut checksum = RangeChecksum::default();
         while let Some(batch) = reader.next().await? {
@@ -727,9 +737,7 @@ impl Sink for PostgresSink {
         ranges: &[ChunkRange],
         streams: usize,
     ) -> Result<Option<Vec<RangeChecksum>>> {
-        let session = self.endpoint.session().await?;
-        let target = target_relation(table);
-        let catalog = require_table(&session, &target, "target").await?;
+        let (session, catalog) = self.target_session(table).await?;
         one_pass::canonical_checksums(
             &self.endpoint,
             session,
@@ -748,9 +756,7 @@ impl Sink for PostgresSink {
         key: &SplitKey,
         range: &ChunkRange,
     ) -> Result<u64> {
-        let mut session = self.endpoint.session().await?;
-        let target = target_relation(table);
-        let catalog = require_table(&session, &target, "target").await?;
+        let (mut session, catalog) = self.target_session(table).await?;
         let count = split::count_range(&mut session, &catalog, key, range).await?;
         session.release_settings_unchanged().await;
         Ok(count)

@@ -267,17 +267,12 @@ pub struct TupleHasher {
     pending: Vec<u8>,
     /// Where the current tuple's enum array element OIDs are.
     oid_offsets: Vec<usize>,
-    /// A tuple with those OIDs zeroed.
+    /// A tuple with those OIDs zeroed (or without its range index).
     scratch: Vec<u8>,
-    checksum: RangeChecksum,
-    /// For a stream whose tuples start with their range's index
-    /// ([`super::one_pass::native_checksums`]):
-    /// each range's checksum, the index field left out of the hash.
-    ranges: Option<RangeSums>,
-}
-
-/// The checksums of the ranges of a stream whose first field is each tuple's range.
-struct RangeSums {
+    /// Whether each tuple starts with the index of its range, left out of its hash
+    /// ([`super::one_pass::native_checksums`]); otherwise every tuple is in range 0.
+    indexed: bool,
+    /// Each range's checksum (one range for a stream that is not indexed).
     sums: Vec<RangeChecksum>,
     /// Tuples whose index names no range (a row in no chunk: counted, never hashed).
     outside: u64,
@@ -299,8 +294,9 @@ impl TupleHasher {
             pending: Vec::new(),
             oid_offsets: Vec::new(),
             scratch: Vec::new(),
-            checksum: RangeChecksum::default(),
-            ranges: None,
+            indexed: false,
+            sums: vec![RangeChecksum::default()],
+            outside: 0,
         }
     }
 
@@ -309,10 +305,8 @@ impl TupleHasher {
     /// [`TupleHasher::new`] would hash it in a stream of that range alone).
     pub(super) fn per_range(table: &TableSchema, ranges: usize) -> Self {
         Self {
-            ranges: Some(RangeSums {
-                sums: vec![RangeChecksum::default(); ranges],
-                outside: 0,
-            }),
+            indexed: true,
+            sums: vec![RangeChecksum::default(); ranges],
             ..Self::new(table)
         }
     }
@@ -323,11 +317,7 @@ impl TupleHasher {
         if self.part != Part::Trailer || !self.pending.is_empty() {
             return Err("the stream ended before its trailer".to_string());
         }
-        let ranges = self.ranges.unwrap_or(RangeSums {
-            sums: Vec::new(),
-            outside: 0,
-        });
-        Ok((ranges.sums, ranges.outside))
+        Ok((self.sums, self.outside))
     }
 
     /// Hashes the complete tuples of the stream's next piece.
@@ -347,10 +337,8 @@ impl TupleHasher {
 
     /// The checksum of the whole stream; an error unless it ended with its trailer.
     pub fn finish(self) -> Result<RangeChecksum, String> {
-        if self.part != Part::Trailer || !self.pending.is_empty() {
-            return Err("the stream ended before its trailer".to_string());
-        }
-        Ok(self.checksum)
+        let (sums, _) = self.finish_ranges()?;
+        Ok(sums.first().copied().unwrap_or_default())
     }
 
     /// Hashes what `data` holds in full; returns the bytes used.
@@ -405,13 +393,15 @@ impl TupleHasher {
         }
         let fields = usize::try_from(fields).map_err(|_| "a negative field count".to_string())?;
         // A per-range stream's first field is the range index, which is not hashed.
-        let skipped = usize::from(self.ranges.is_some());
+        let skipped = usize::from(self.indexed);
         if fields < skipped {
             return Err("a tuple without its range index".to_string());
         }
         self.oid_offsets.clear();
         let mut at = 2;
-        let mut range = None;
+        // A tuple of a stream that is not indexed is in range 0; an indexed one in the
+        // range its index names (none for a NULL index).
+        let mut range = (!self.indexed).then_some(0);
         // Where the hashed part of the tuple's fields starts.
         let mut hashed_from = 2;
         for field in 0..fields {
@@ -459,19 +449,12 @@ impl TupleHasher {
             }
             xxh3_128(&self.scratch)
         };
-        let checksum = match &mut self.ranges {
-            None => Some(&mut self.checksum),
-            Some(ranges) => match range.and_then(|range| ranges.sums.get_mut(range)) {
-                Some(checksum) => Some(checksum),
-                None => {
-                    ranges.outside += 1;
-                    None
-                }
-            },
-        };
-        if let Some(checksum) = checksum {
-            checksum.rows = checksum.rows.wrapping_add(1);
-            checksum.sum = checksum.sum.wrapping_add(hash);
+        match range.and_then(|range| self.sums.get_mut(range)) {
+            Some(checksum) => {
+                checksum.rows = checksum.rows.wrapping_add(1);
+                checksum.sum = checksum.sum.wrapping_add(hash);
+            }
+            None => self.outside += 1,
         }
         Ok(Some(at))
     }

@@ -678,22 +678,19 @@ async fn free_key_name(client: &Client, target: &TableName) -> Result<String> {
         .iter()
         .filter_map(|row| row.try_get(0).ok())
         .collect();
+    let base = target.name.as_str();
     let name = (0..)
         .map(|number| {
-            let suffix = if number == 0 {
-                "_pkey".to_string()
-            } else {
-                format!("_pkey{number}")
+            let suffix = match number {
+                0 => "_pkey".to_string(),
+                number => format!("_pkey{number}"),
             };
-            let mut base = target.name.as_str();
-            while base.len() + suffix.len() > 63 {
-                let mut cut = base.len() - 1;
-                while !base.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                base = &base[..cut];
+            // The table's name cut at a character boundary to leave room for the suffix.
+            let mut end = base.len().min(63 - suffix.len());
+            while !base.is_char_boundary(end) {
+                end -= 1;
             }
-            format!("{base}{suffix}")
+            format!("{}{suffix}", &base[..end])
         })
         .find(|name| !taken.contains(name))
         .unwrap_or_default();
