@@ -29,6 +29,11 @@ pub const THROTTLE_BYTES_PER_SEC: &str = "ferry_throttle_bytes_per_second_limit"
 pub const PROBE_FAILURES: &str = "ferry_throttle_probe_failures_total";
 /// 1 while this coordinator leads.
 pub const LEADER: &str = "ferry_coordinator_leader";
+/// Terms this coordinator has led (each won election).
+pub const TERMS: &str = "ferry_coordinator_terms_total";
+/// Lost terms this coordinator ended itself once etcd answered again (election key
+/// deleted, lease revoked) instead of leaving them to expire.
+pub const LOST_TERMS_ENDED: &str = "ferry_coordinator_lost_terms_ended_total";
 /// From writing an assignment to the worker's first sign of running it.
 pub const ASSIGNMENT_SECONDS: &str = "ferry_coordinator_assignment_seconds";
 /// Chunks waiting for a worker, per job: what a worker autoscaler scales on.
@@ -69,6 +74,11 @@ pub fn describe() {
         "load probes that failed and counted as high load"
     );
     metrics::describe_gauge!(LEADER, "1 while this coordinator leads the cluster");
+    metrics::describe_counter!(TERMS, "terms this coordinator has led");
+    metrics::describe_counter!(
+        LOST_TERMS_ENDED,
+        "lost terms this coordinator ended itself once etcd answered again"
+    );
     metrics::describe_gauge!(CHUNKS_PENDING, "chunks waiting for a worker");
     metrics::describe_histogram!(
         ASSIGNMENT_SECONDS,

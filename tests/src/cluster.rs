@@ -178,6 +178,25 @@ impl Cluster {
         address
     }
 
+    /// Starts a coordinator serving its metrics on a free loopback port, with more flags
+    /// after the usual ones; returns its Control API address and its metrics address
+    /// (for [`metric`] and [`wait_leading`]).
+    pub fn start_coordinator_metered(&mut self, name: &str, extra: &[&str]) -> (String, String) {
+        let metrics = format!("127.0.0.1:{}", crate::helm::free_port());
+        let mut flags = vec!["--metrics-listen", metrics.as_str()];
+        flags.extend_from_slice(extra);
+        let control = self.start_coordinator_with(name, &flags);
+        (control, metrics)
+    }
+
+    /// Starts a worker serving its metrics on a free loopback port; returns the metrics
+    /// address (for [`metric`]).
+    pub fn start_worker_metered(&mut self, name: &str, slots: u32) -> String {
+        let metrics = format!("127.0.0.1:{}", crate::helm::free_port());
+        self.start_worker_with(name, slots, &["--metrics-listen", &metrics]);
+        metrics
+    }
+
     pub fn start_worker(&mut self, name: &str, slots: u32) {
         self.start_worker_with(name, slots, &[]);
     }
@@ -324,6 +343,37 @@ pub fn tail(text: &str) -> String {
         .flat_map(|(at, _)| lines[at..(at + 3).min(lines.len())].iter().copied());
     let last = lines[lines.len().saturating_sub(40)..].iter().copied();
     panics.chain(last).collect::<Vec<_>>().join("\n")
+}
+
+/// The value of metric `name` scraped from the Prometheus endpoint at `address`
+/// (`host:port`, a process's `--metrics-listen`), summed over its label sets; `None`
+/// when the endpoint does not answer or does not list it.
+pub fn metric(address: &str, name: &str) -> Option<f64> {
+    let answer = crate::browser::http_request(address, "GET", "/metrics", &[], None).ok()?;
+    let mut found = None;
+    for line in answer.body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.chars().next() {
+            Some(' ') => rest,
+            Some('{') => rest.rsplit_once('}').map_or("", |(_, value)| value),
+            _ => continue,
+        };
+        if let Ok(value) = value.trim().parse::<f64>() {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// Waits until the coordinator whose metrics are at `metrics` leads (its
+/// `ferry_coordinator_leader` gauge is 1); panics after `limit`.
+pub async fn wait_leading(metrics: &str, limit: Duration) {
+    let leading = || metric(metrics, "ferry_coordinator_leader") == Some(1.0);
+    if crate::wait_until(limit, leading).await.is_err() {
+        panic!("the coordinator with metrics at {metrics} did not lead within {limit:?}");
+    }
 }
 
 pub async fn client(address: &str) -> ControlClient<tonic::transport::Channel> {

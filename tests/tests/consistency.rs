@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_tests::cluster::binary;
+use ferry_tests::cluster::{binary, wait_leading};
 use ferry_tests::{PgPair, env_url, psql, wait_until, write_spec};
 
 /// Rows of the table: ids 2, 4, …, 2 × ROWS (odd ids are free for inserts).
@@ -366,15 +366,6 @@ fn job_snapshot_on_a_mysql_source_is_refused_naming_the_field() {
     );
 }
 
-/// Waits until `process`'s log says it leads.
-async fn wait_leading(cluster: &ferry_tests::cluster::Cluster, process: &str) {
-    wait_until(Duration::from_secs(20), || {
-        cluster.read_log(process).contains("leading")
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{process} never led"));
-}
-
 /// A cluster (coordinators and a worker as processes over etcd): the leader holds the
 /// snapshot and its id reaches the worker through etcd; the copy is the source as of the
 /// job's start although rows changed while it ran.
@@ -386,8 +377,8 @@ async fn on_a_cluster_the_leader_holds_the_snapshot_and_workers_read_in_it() {
         &cluster.source_url(),
         "CREATE TABLE orders_at_start AS SELECT * FROM orders",
     );
-    let leader = cluster.start_coordinator("coord-s1");
-    wait_leading(&cluster, "coord-s1").await;
+    let (leader, metrics) = cluster.start_coordinator_metered("coord-s1", &[]);
+    wait_leading(&metrics, Duration::from_secs(20)).await;
     cluster.start_worker("w1", 1);
     let job = "snap-cluster";
     let spec = format!(
@@ -427,9 +418,9 @@ async fn on_a_cluster_the_leader_holds_the_snapshot_and_workers_read_in_it() {
 async fn a_leader_failover_fails_a_job_snapshot_job_naming_the_fix() {
     use ferry_tests::cluster::{Cluster, submit, wait_copying_on, wait_done};
     let mut cluster = Cluster::new(&[("orders", 20_000)]);
-    let leader = cluster.start_coordinator("coord-f1");
-    wait_leading(&cluster, "coord-f1").await;
-    let standby = cluster.start_coordinator("coord-f2");
+    let (leader, leader_metrics) = cluster.start_coordinator_metered("coord-f1", &[]);
+    wait_leading(&leader_metrics, Duration::from_secs(20)).await;
+    let (standby, standby_metrics) = cluster.start_coordinator_metered("coord-f2", &[]);
     cluster.start_worker("w1", 1);
     let job = "snap-failover";
     let spec = format!(
@@ -439,17 +430,28 @@ async fn a_leader_failover_fails_a_job_snapshot_job_naming_the_fix() {
     submit(&leader, &spec).await;
     wait_copying_on(&leader, job, "w1").await;
     cluster.signal("coord-f1", "KILL");
-    wait_leading(&cluster, "coord-f2").await;
+    wait_leading(&standby_metrics, Duration::from_secs(20)).await;
     let status = wait_done(&standby, job, Duration::from_secs(60)).await;
     assert_eq!(
         ferry_proto::v1::JobState::try_from(status.state),
         Ok(ferry_proto::v1::JobState::Failed),
         "{status:?}"
     );
-    let log = cluster.read_log("coord-f2");
+    // The job's reason (the Control API's ListJobs) names the fix.
+    let jobs = ferry_tests::cluster::client(&standby)
+        .await
+        .list_jobs(ferry_proto::v1::ListJobsRequest {})
+        .await
+        .expect("list the jobs")
+        .into_inner()
+        .jobs;
+    let reason = jobs
+        .iter()
+        .find(|summary| summary.job_id == job)
+        .map(|summary| summary.reason.clone())
+        .unwrap_or_default();
     assert!(
-        log.contains("consistency: job_snapshot") && log.contains("Start the job over"),
-        "the new leader names the fix:\n{}",
-        ferry_tests::cluster::tail(&log)
+        reason.contains("consistency: job_snapshot") && reason.contains("Start the job over"),
+        "the new leader names the fix: {reason:?}"
     );
 }

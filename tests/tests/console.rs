@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ferry_proto::v1 as pb;
 use ferry_tests::browser::{Browser, browser, http_request};
-use ferry_tests::cluster::{Cluster, binary, chunks, client, submit};
+use ferry_tests::cluster::{Cluster, binary, chunks, client, submit, wait_leading};
 use ferry_tests::{sqlite3, wait_until, wait_until_async};
 use serde_json::{Value, json};
 
@@ -395,13 +395,9 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
     let mut cluster = Cluster::new(&[("orders", 40_000), ("items", 10_000)]);
     let leader_console = format!("127.0.0.1:{}", free_port());
     let standby_console = format!("127.0.0.1:{}", free_port());
-    let leader =
-        cluster.start_coordinator_with("console-c1", &["--console-listen", &leader_console]);
-    wait_until(Duration::from_secs(15), || {
-        cluster.read_log("console-c1").contains("leading")
-    })
-    .await
-    .expect("console-c1 leads");
+    let (leader, leader_metrics) =
+        cluster.start_coordinator_metered("console-c1", &["--console-listen", &leader_console]);
+    wait_leading(&leader_metrics, Duration::from_secs(15)).await;
     cluster.start_coordinator_with("console-c2", &["--console-listen", &standby_console]);
     cluster.start_worker("console-w1", 2);
     cluster.start_worker("console-w2", 2);

@@ -10,8 +10,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_coordination::keys::KeyLayout;
 use ferry_proto::v1 as pb;
 use ferry_tests::cluster::*;
+use ferry_tests::helm::free_port;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,20 +25,27 @@ async fn a_coordinator_and_three_workers_copy_a_multi_table_job() {
     ];
     let mut cluster = Cluster::new(&tables);
     let address = cluster.start_coordinator("coord-a");
-    for worker in ["w1", "w2", "w3"] {
-        cluster.start_worker(worker, 2);
-    }
+    let metrics: Vec<_> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|worker| (worker, cluster.start_worker_metered(worker, 2)))
+        .collect();
     let job = "dist-a";
     submit(&address, &cluster.spec(job, 10_000, 60_000, 6)).await;
     let status = wait_done(&address, job, Duration::from_secs(120)).await;
     assert_done(&status);
     assert!(status.chunks_total >= 18, "planned {status:?}");
     cluster.assert_same(&["orders", "customers", "events"]);
-    // Every worker took part.
-    for worker in ["w1", "w2", "w3"] {
+    assert_each_streamed_rows(&metrics);
+}
+
+/// Every worker took part: each streamed rows into the target (its own
+/// `ferry_worker_rows_total`), and together they streamed at least the job's rows.
+fn assert_each_streamed_rows(workers: &[(&str, String)]) {
+    for (worker, metrics) in workers {
+        let rows = metric(metrics, "ferry_worker_rows_total");
         assert!(
-            cluster.read_log(worker).contains("copying"),
-            "worker {worker} copied nothing"
+            rows.is_some_and(|rows| rows > 0.0),
+            "worker {worker} streamed no rows: {rows:?}"
         );
     }
 }
@@ -75,8 +84,6 @@ async fn e_a_worker_added_mid_job_gets_chunks_and_a_drained_worker_exits_cleanly
     cluster.signal("first", "TERM");
     let code = cluster.wait_exit("first", Duration::from_secs(40));
     assert_eq!(code, Some(0), "a drained worker exits 0");
-    let log = cluster.read_log("first");
-    assert!(log.contains("draining"), "no drain in the log:\n{log}");
     let status = wait_done(&address, job, Duration::from_secs(120)).await;
     assert_done(&status);
     let record = chunks(&address, job)
@@ -168,14 +175,10 @@ async fn g_every_coordinator_stopped_then_one_started_resumes_without_recopying(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_the_standby_takes_over_when_the_leader_is_killed() {
     let mut cluster = Cluster::new(&[("orders", 60_000)]);
-    let leader = cluster.start_coordinator("coord-c1");
+    let (leader, leader_metrics) = cluster.start_coordinator_metered("coord-c1", &[]);
     // Let the first one win the election before the standby starts.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.read_log("coord-c1").contains("leading") {
-        assert!(Instant::now() < deadline, "coord-c1 never led");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let standby = cluster.start_coordinator("coord-c2");
+    wait_leading(&leader_metrics, Duration::from_secs(10)).await;
+    let (standby, standby_metrics) = cluster.start_coordinator_metered("coord-c2", &[]);
     cluster.start_worker("w1", 2);
     let job = "dist-c";
     submit(&leader, &cluster.spec(job, 5_000, 8_000, 2)).await;
@@ -197,14 +200,7 @@ async fn c_the_standby_takes_over_when_the_leader_is_killed() {
 
     let killed = Instant::now();
     cluster.signal("coord-c1", "KILL");
-    let deadline = killed + Duration::from_secs(2 * TTL + 2);
-    while !cluster.read_log("coord-c2").contains("leading") {
-        assert!(
-            Instant::now() < deadline,
-            "the standby did not lead in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_leading(&standby_metrics, Duration::from_secs(2 * TTL + 2)).await;
     let took_over = killed.elapsed();
     assert!(
         took_over <= Duration::from_secs(2 * TTL),
@@ -222,13 +218,6 @@ struct PrivateEtcd {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 impl PrivateEtcd {
@@ -307,9 +296,11 @@ impl Drop for PrivateEtcd {
 async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
     let mut etcd = PrivateEtcd::start();
     let mut cluster = Cluster::with_etcd(&[("orders", 60_000)], etcd.endpoint());
-    let address = cluster.start_coordinator("coord-f");
-    cluster.start_worker("w1", 2);
-    cluster.start_worker("w2", 2);
+    let (address, coordinator_metrics) = cluster.start_coordinator_metered("coord-f", &[]);
+    let workers = [
+        ("w1", cluster.start_worker_metered("w1", 2)),
+        ("w2", cluster.start_worker_metered("w2", 2)),
+    ];
     let job = "dist-f";
     submit(&address, &cluster.spec(job, 5_000, 10_000, 4)).await;
     // Mid-job: a chunk copied (with the key deferred, chunks are VERIFIED only once the
@@ -336,32 +327,40 @@ async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
     etcd.restart();
     let status = wait_done(&address, job, Duration::from_secs(120)).await;
     assert_done(&status);
-    // Every process went through the outage and came back by itself: the workers
-    // stopped writing (self-fencing) and the coordinator stepped down, then led again.
-    for worker in ["w1", "w2"] {
-        let log = cluster.read_log(worker);
+    // Every process went through the outage and came back by itself (their own
+    // metrics): the workers stopped writing (self-fencing); the coordinator stepped
+    // down, ended its lost term itself once etcd answered (election key and lease gone,
+    // instead of waiting for the old lease to expire) and led again. The job's status can
+    // be answered before the second term begins: wait for it.
+    for (worker, metrics) in &workers {
+        let fenced = metric(metrics, "ferry_etcd_lease_fenced_total");
         assert!(
-            log.contains("self-fencing"),
-            "{worker} did not fence itself during the outage:\n{}",
-            tail(&log)
+            fenced.is_some_and(|times| times >= 1.0),
+            "{worker} did not fence itself during the outage ({fenced:?}):\n{}",
+            tail(&cluster.read_log(worker))
         );
     }
-    // Once etcd answered, it ended its lost term itself (election key and lease gone)
-    // instead of waiting for the old lease to expire, and led again (the job's status
-    // can be answered before that: wait for it).
-    let relead = |log: &str| {
-        log.contains("stepping down")
-            && log.contains("ended the lost term")
-            && log.matches(" leading").count() >= 2
+    let relead = || {
+        metric(&coordinator_metrics, "ferry_coordinator_terms_total").is_some_and(|n| n >= 2.0)
+            && metric(
+                &coordinator_metrics,
+                "ferry_coordinator_lost_terms_ended_total",
+            )
+            .is_some_and(|n| n >= 1.0)
+            && metric(&coordinator_metrics, "ferry_coordinator_leader") == Some(1.0)
     };
-    if ferry_tests::wait_until(Duration::from_secs(30), || {
-        relead(&cluster.read_log("coord-f"))
-    })
-    .await
-    .is_err()
+    if ferry_tests::wait_until(Duration::from_secs(30), relead)
+        .await
+        .is_err()
     {
         panic!(
-            "the coordinator did not step down, end its lost term and lead again:\n{}",
+            "the coordinator did not step down, end its lost term and lead again \
+             (terms {:?}, lost terms ended {:?}):\n{}",
+            metric(&coordinator_metrics, "ferry_coordinator_terms_total"),
+            metric(
+                &coordinator_metrics,
+                "ferry_coordinator_lost_terms_ended_total"
+            ),
             tail(&cluster.read_log("coord-f"))
         );
     }
@@ -372,7 +371,7 @@ async fn f_etcd_restarted_mid_job_the_cluster_reconnects_and_completes() {
 async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused() {
     let mut cluster = Cluster::new(&[("orders", 40_000)]);
     let address = cluster.start_coordinator("coord-d");
-    cluster.start_worker("zombie", 1);
+    let zombie_metrics = cluster.start_worker_metered("zombie", 1);
     let job = "dist-d";
     // 20,000-row chunks at 4,000 rows/s: 5 s each, one at a time.
     submit(&address, &cluster.spec(job, 20_000, 4_000, 1)).await;
@@ -407,23 +406,37 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(replaced.attempt >= 2, "{replaced:?}");
+    // The new attempt ended the zombie's target session (PostgreSQL's own view, while
+    // the zombie is still stopped and would otherwise keep it open).
+    let older_sessions = ferry_tests::psql(
+        &cluster.target_url(),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'ferry:%' \
+             AND split_part(application_name, ':', 3) = '{chunk}' \
+             AND split_part(application_name, ':', 4)::bigint < {}",
+            replaced.attempt
+        ),
+    );
+    assert_eq!(
+        older_sessions.trim(),
+        "0",
+        "the zombie's target session is still open"
+    );
     cluster.signal("zombie", "CONT");
     let status = wait_done(&address, job, Duration::from_secs(90)).await;
     assert_done(&status);
-    // The zombie's late write went nowhere: its target session was ended by the new
-    // attempt, and it stopped itself when it found its lease gone.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = cluster.read_log("zombie");
+    // The zombie lets go of its attempt (its late write refused, or stopped by its own
+    // fencing) and changed nothing.
+    let idle = ferry_tests::wait_until(Duration::from_secs(30), || {
+        metric(&zombie_metrics, "ferry_worker_slots_busy") == Some(0.0)
+    })
+    .await;
     assert!(
-        log.contains("self-fencing") || log.contains("result refused"),
-        "the zombie did not notice it was replaced:\n{}",
-        tail(&log)
-    );
-    let healthy = cluster.read_log("healthy");
-    assert!(
-        healthy.contains("ended the target sessions of older attempts"),
-        "the new attempt did not end the zombie's session:\n{}",
-        tail(&healthy)
+        idle.is_ok(),
+        "the zombie still holds its attempt ({:?} slots busy):\n{}",
+        metric(&zombie_metrics, "ferry_worker_slots_busy"),
+        tail(&cluster.read_log("zombie"))
     );
     let final_record = chunks(&address, job)
         .await
@@ -596,6 +609,10 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
         .into_inner();
     let first = watch.message().await.expect("a first status");
     assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
+    assert!(
+        !election_keys(&cluster).is_empty(),
+        "the leading coordinator holds no election key"
+    );
     cluster.signal("coord-h", "TERM");
     let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
         .await
@@ -607,9 +624,12 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
     drop(watch);
     let code = cluster.wait_exit("coord-h", Duration::from_secs(20));
     assert_eq!(code, Some(0), "a coordinator stopped by SIGTERM exits 0");
+    // It resigned: its election key (held while it led) is gone from etcd (etcd's own
+    // client), so a standby would lead at once instead of after the lease's TTL.
+    let election = election_keys(&cluster);
     assert!(
-        cluster.read_log("coord-h").contains("resigned"),
-        "no resignation in the log:\n{}",
+        election.is_empty(),
+        "the election key of the stopped coordinator is still in etcd: {election}\n{}",
         tail(&cluster.read_log("coord-h"))
     );
 
@@ -617,6 +637,29 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
     cluster.signal("w-h", "TERM");
     let code = cluster.wait_exit("w-h", Duration::from_secs(40));
     assert_eq!(code, Some(0), "a drained worker exits 0");
+}
+
+/// The cluster's election keys in etcd, one per line, read with `etcdctl`.
+fn election_keys(cluster: &Cluster) -> String {
+    let election = format!("{}/election", KeyLayout::default_prefix(&cluster.name));
+    let answer = Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &cluster.etcd,
+            "get",
+            "--prefix",
+            "--keys-only",
+        ])
+        .arg(&election)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl (Debian package etcd-client; scripts/services.sh installs it)");
+    assert!(
+        answer.status.success(),
+        "etcdctl get {election}: {}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    String::from_utf8_lossy(&answer.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,8 +680,25 @@ async fn j_a_second_signal_stops_a_coordinator_at_once() {
         .expect("watch")
         .into_inner();
     watch.message().await.expect("a first snapshot");
+    // The first signal is handled once the readiness turns NOT_SERVING (seen on a
+    // health Watch opened before it).
+    let mut health = health_client(&address).await;
+    let mut readiness = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "ferry.v1.Control".to_owned(),
+        })
+        .await
+        .expect("watch the readiness")
+        .into_inner();
+    let first = readiness.message().await.expect("a first status");
+    assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
     cluster.signal("coord-j", "TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), readiness.message())
+        .await
+        .expect("a status change within 10 s")
+        .expect("the watch stream stays open")
+        .expect("a status before the server stops");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
     let second = Instant::now();
     cluster.signal("coord-j", "TERM");
     let code = cluster.wait_exit("coord-j", Duration::from_secs(10));
@@ -664,9 +724,10 @@ async fn i_a_big_planned_chunk_is_split_before_it_starts_so_every_worker_copies_
     let mut cluster = Cluster::new(&[("events", 40_000)]);
     let address = cluster.start_coordinator("coord-i");
     let workers = ["w1", "w2", "w3", "w4"];
-    for worker in workers {
-        cluster.start_worker(worker, 1);
-    }
+    let metrics: Vec<_> = workers
+        .into_iter()
+        .map(|worker| (worker, cluster.start_worker_metered(worker, 1)))
+        .collect();
     ferry_tests::wait_until_async(Duration::from_secs(60), || {
         let address = address.clone();
         async move {
@@ -699,12 +760,7 @@ async fn i_a_big_planned_chunk_is_split_before_it_starts_so_every_worker_copies_
         "{listed:?}"
     );
     cluster.assert_same(&["events"]);
-    for worker in workers {
-        assert!(
-            cluster.read_log(worker).contains("copying"),
-            "worker {worker} copied nothing"
-        );
-    }
+    assert_each_streamed_rows(&metrics);
 }
 
 /// No idle tail on a cluster, second half: a running chunk far slower than its table's

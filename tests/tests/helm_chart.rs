@@ -626,8 +626,6 @@ async fn rendered_coordinator_and_worker_run_a_job_and_a_sigterm_drains_within_t
     });
     assert_eq!(code, Some(0), "a drained worker exits 0");
     eprintln!("ferry-worker-a drained in {:?}", started.elapsed());
-    let log = cluster.read_log("ferry-worker-a");
-    assert!(log.contains("draining"), "no drain in the log:\n{log}");
 
     // The same rendering again (a new pod of the Deployment) finishes the job.
     let second = worker_process("ferry-worker-b");

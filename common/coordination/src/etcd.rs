@@ -192,7 +192,15 @@ fn describe_metrics() {
         "ferry_etcd_compactions_total",
         "compactions of etcd's history by the leader"
     );
+    metrics::describe_counter!(
+        LEASE_FENCED,
+        "times this process stopped writing because its etcd lease lapsed (self-fencing)"
+    );
 }
+
+/// Times this process stopped writing because its lease was not renewed in time or
+/// expired (self-fencing): a worker stops reporting, a coordinator steps down.
+pub(crate) const LEASE_FENCED: &str = "ferry_etcd_lease_fenced_total";
 
 /// Whether a transport error (or one of its sources) is about a TLS certificate.
 fn mentions_certificate(error: &dyn std::error::Error) -> bool {

@@ -803,7 +803,9 @@ async fn keep_lease_alive(
                 }
                 Ok(Ok(Some(_))) => {
                     tracing::error!(lease = id, "lease expired");
-                    alive.send_replace(false);
+                    if alive.send_replace(false) {
+                        metrics::counter!(crate::etcd::LEASE_FENCED).increment(1);
+                    }
                     return;
                 }
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
@@ -817,6 +819,7 @@ async fn keep_lease_alive(
                 "lease not renewed in time: stopping writes (self-fencing)"
             );
             alive.send_replace(false);
+            metrics::counter!(crate::etcd::LEASE_FENCED).increment(1);
         }
         let pause = if keeper.is_some() {
             every

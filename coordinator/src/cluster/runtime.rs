@@ -240,6 +240,7 @@ impl ClusterRuntime {
             };
             tracing::info!(coordinator = %info.id, revision = term.create_revision, "leading");
             metrics::gauge!(crate::metrics::LEADER).set(1.0);
+            metrics::counter!(crate::metrics::TERMS).increment(1);
             let leadership = self.start_leading(&term);
             *lock(&self.leading) = Some(leadership.clone());
             self.role.send_replace(CoordinatorRole::Leading);
@@ -278,10 +279,13 @@ impl ClusterRuntime {
         let resigned = self.store.resign(term).await;
         let revoked = self.store.revoke_lease(old_lease).await;
         match (resigned, revoked) {
-            (Ok(()), Ok(())) => tracing::info!(
-                revision = term.create_revision,
-                "ended the lost term: its election key and lease are gone"
-            ),
+            (Ok(()), Ok(())) => {
+                metrics::counter!(crate::metrics::LOST_TERMS_ENDED).increment(1);
+                tracing::info!(
+                    revision = term.create_revision,
+                    "ended the lost term: its election key and lease are gone"
+                );
+            }
             (Err(error), _) | (_, Err(error)) => tracing::warn!(
                 %error,
                 "cannot end the lost term; its lease will expire instead"
