@@ -193,7 +193,7 @@ cargo build --release -q -p ferry-coordinator --example scale
 scale() {
   quiet
   ./target/release/examples/scale --chunks "$SCALE_CHUNKS" --store "$1" --compact-every "$2" \
-    --etcd "$FERRY_TEST_ETCD_ENDPOINTS" | tail -1
+    --etcd "${3:-$FERRY_TEST_ETCD_ENDPOINTS}" | tail -1
 }
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 scale_local=$(scale local 0)
@@ -204,6 +204,37 @@ scale_etcd_raw=$(scale etcd 0)
 scale_etcd_runs=()
 for _ in 1 2 3; do scale_etcd_runs+=("$(scale etcd 30)"); done
 scale_etcd=${scale_etcd_runs[2]}
+# The same three runs on etcd 3.5 (Debian 13's, scripts/etcd35.sh), a private one started
+# here with the flags of the services' etcd (fsync on, as in production): the services
+# run Debian 12's etcd 3.4, whose every Txn copies the writes not yet committed to its
+# backend; 3.5 (what Kubernetes distributions ship) does not.
+ETCD35_BIN=$(bash scripts/etcd35.sh)
+ETCD35_DIR="$WORK/etcd35"
+mkdir -p "$ETCD35_DIR/data" && chmod 700 "$ETCD35_DIR/data"
+etcd35_ports=$(python3 -c "
+import socket
+ports = []
+for _ in range(2):
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); ports.append(s)
+print(' '.join(str(s.getsockname()[1]) for s in ports))")
+read -r ETCD35_CLIENT ETCD35_PEER <<<"$etcd35_ports"
+"$ETCD35_BIN" --name bench35 --data-dir "$ETCD35_DIR/data" \
+  --listen-client-urls "http://127.0.0.1:$ETCD35_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD35_CLIENT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD35_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD35_PEER" \
+  --initial-cluster "bench35=http://127.0.0.1:$ETCD35_PEER" --initial-cluster-state new \
+  </dev/null >"$ETCD35_DIR/etcd.log" 2>&1 &
+etcd35_pid=$!
+trap 'kill "$etcd35_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$ETCD35_CLIENT/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$ETCD35_CLIENT/health" >/dev/null || { echo "etcd 3.5 did not start: $ETCD35_DIR/etcd.log" >&2; exit 1; }
+etcd35_version=$("$ETCD35_BIN" --version | sed -n 's/^etcd Version: //p')
+scale_etcd35_runs=()
+for _ in 1 2 3; do scale_etcd35_runs+=("$(scale etcd 30 "http://127.0.0.1:$ETCD35_CLIENT")"); done
+kill "$etcd35_pid" && wait "$etcd35_pid" || true
+trap - EXIT
 
 # Planning big tables: seconds to cut boundaries from a key sample against the exact
 # ordered scan of every key (coordinator/examples/plan_time.rs), on a PostgreSQL table of
@@ -343,16 +374,23 @@ if [ -f "$RESULTS" ]; then notes=$(sed -n '/^## Where the time goes/,$p' "$RESUL
   echo
   echo "| store | history compaction | assignments/s | plan stored in | peak RSS | etcd database growth |"
   echo "|---|---|---|---|---|---|"
-  for line in "$scale_local" "$scale_etcd_raw" "${scale_etcd_runs[@]}"; do
+  etcd34_version=$(etcd --version | sed -n 's/^etcd Version: //p')
+  scale_row() {
+    local line=$1 store=$2
     compaction="every $(field "$line" compact_every_s) s"
     [ "$(field "$line" compact_every_s)" = 0 ] && compaction="none"
     [ "$(field "$line" store)" = local ] && compaction="-"
-    echo "| $(field "$line" store) | $compaction | $(field "$line" assignments_per_s) | $(field "$line" create_job_s) s | $(field "$line" peak_rss_mb) MB | $(field "$line" etcd_db_growth_mb) MB |"
-  done
+    echo "| $store | $compaction | $(field "$line" assignments_per_s) | $(field "$line" create_job_s) s | $(field "$line" peak_rss_mb) MB | $(field "$line" etcd_db_growth_mb) MB |"
+  }
+  scale_row "$scale_local" local
+  for line in "$scale_etcd_raw" "${scale_etcd_runs[@]}"; do scale_row "$line" "etcd $etcd34_version (Debian 12)"; done
+  for line in "${scale_etcd35_runs[@]}"; do scale_row "$line" "etcd $etcd35_version (Debian 13)"; done
   echo
   scale_rates=$(for line in "${scale_etcd_runs[@]}"; do field "$line" assignments_per_s; done | paste -sd ' ')
+  scale35_rates=$(for line in "${scale_etcd35_runs[@]}"; do field "$line" assignments_per_s; done | paste -sd ' ')
   echo "Goals (etcd as the leader runs it by default, compacting): ≥ 4,000 assignments/s on etcd in each of 3 runs in a row:"
-  echo "$(met "all(rate >= 4000 for rate in [${scale_rates// /, }])") (${scale_rates// //s, }/s);"
+  echo "etcd $etcd34_version $(met "all(rate >= 4000 for rate in [${scale_rates// /, }])") (${scale_rates// //s, }/s);"
+  echo "etcd $etcd35_version $(met "all(rate >= 4000 for rate in [${scale35_rates// /, }])") (${scale35_rates// //s, }/s);"
   echo "RSS < 300 MB: $(met "$(field "$scale_etcd" peak_rss_mb) < 300 and $(field "$scale_etcd_raw" peak_rss_mb) < 300 and $(field "$scale_local" peak_rss_mb) < 300")."
   echo
   echo "## Planning big tables"

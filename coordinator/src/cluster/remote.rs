@@ -49,22 +49,21 @@ impl AttemptRouter {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let (mut results, mut progress) = (results, progress);
-            let mut seen_results = results.borrow_and_update().clone();
-            let mut seen_progress = progress.borrow_and_update().clone();
+            // The last value seen of each key an attempt waits on. Not the mirrors'
+            // previous snapshots: holding one made the mirror copy its whole map on every
+            // change (copy on write), a copy of every unconsumed result per result.
+            let mut seen_results = HashMap::new();
+            let mut seen_progress = HashMap::new();
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     changed = results.changed() => {
                         if changed.is_err() { return; }
-                        let now = results.borrow_and_update().clone();
-                        routing.wake_changed(&seen_results, &now);
-                        seen_results = now;
+                        routing.wake_changed(&mut seen_results, &results.borrow_and_update());
                     }
                     changed = progress.changed() => {
                         if changed.is_err() { return; }
-                        let now = progress.borrow_and_update().clone();
-                        routing.wake_changed(&seen_progress, &now);
-                        seen_progress = now;
+                        routing.wake_changed(&mut seen_progress, &progress.borrow_and_update());
                     }
                 }
             }
@@ -72,17 +71,23 @@ impl AttemptRouter {
         router
     }
 
-    /// Wakes the waiter of every key that is new or changed in `now`.
-    fn wake_changed<T: PartialEq>(
+    /// Wakes the waiter of every key that is new or changed in `now` since `seen` (the
+    /// values last seen of the keys waited on, kept up to date here). A key first seen
+    /// after its waiter registered wakes it once even if unchanged: the attempt then
+    /// reads the mirror and finds nothing new.
+    fn wake_changed<T: PartialEq + Clone>(
         &self,
-        before: &BTreeMap<Vec<u8>, T>,
+        seen: &mut HashMap<Vec<u8>, T>,
         now: &BTreeMap<Vec<u8>, T>,
     ) {
         let waiters = self.lock();
+        seen.retain(|key, _| now.contains_key(key) && waiters.contains_key(key));
         for (key, value) in now {
-            if before.get(key) != Some(value)
-                && let Some(waiter) = waiters.get(key)
-            {
+            let Some(waiter) = waiters.get(key) else {
+                continue;
+            };
+            if seen.get(key) != Some(value) {
+                seen.insert(key.clone(), value.clone());
                 // A permit is kept when the attempt is not waiting yet: no change is lost.
                 waiter.notify_one();
             }
