@@ -23,7 +23,15 @@ fail() {
     exit 1
 }
 
-if [ -x "$DEST/etcd" ] && "$DEST/etcd" --version 2>/dev/null | grep -q '^etcd Version: 3\.5\.'; then
+# Whether $1 is an etcd 3.5 that runs. (Its output is read whole first: `grep -q` on a
+# pipe would stop reading early, and under pipefail etcd's SIGPIPE would fail the check.)
+is_etcd35() {
+    local version
+    version=$("$1" --version 2>/dev/null) || return 1
+    grep -q '^etcd Version: 3\.5\.' <<<"$version"
+}
+
+if [ -x "$DEST/etcd" ] && is_etcd35 "$DEST/etcd"; then
     echo "$DEST/etcd"
     exit 0
 fi
@@ -62,6 +70,6 @@ echo "$deb_sha  $WORK/etcd-server.deb" | sha256sum -c --quiet - ||
 dpkg-deb -x "$WORK/etcd-server.deb" "$WORK/x"
 mkdir -p "$DEST"
 install -m 755 "$WORK/x/usr/bin/etcd" "$DEST/etcd"
-"$DEST/etcd" --version | grep -q '^etcd Version: 3\.5\.' || fail "the extracted etcd does not run"
+is_etcd35 "$DEST/etcd" || fail "the extracted etcd does not run"
 echo "installed etcd-server $version (Debian trixie) as $DEST/etcd" >&2
 echo "$DEST/etcd"
