@@ -600,26 +600,13 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
 
     // The coordinator's statuses turn NOT_SERVING when shutdown begins, seen on a Watch
     // opened before the signal; then it resigns and exits 0.
-    let mut watch = health
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: "ferry.v1.Control".to_owned(),
-        })
-        .await
-        .expect("watch the readiness")
-        .into_inner();
-    let first = watch.message().await.expect("a first status");
-    assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
+    let mut watch = watch_readiness(&mut health).await;
     assert!(
         !election_keys(&cluster).is_empty(),
         "the leading coordinator holds no election key"
     );
     cluster.signal("coord-h", "TERM");
-    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
-        .await
-        .expect("a status change within 10 s")
-        .expect("the watch stream stays open")
-        .expect("a status before the server stops");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    wait_not_serving(&mut watch).await;
     // Closed by the client: the server's graceful stop does not wait for it.
     drop(watch);
     let code = cluster.wait_exit("coord-h", Duration::from_secs(20));
@@ -637,6 +624,33 @@ async fn i_health_is_serving_on_the_control_port_and_not_serving_once_sigterm_st
     cluster.signal("w-h", "TERM");
     let code = cluster.wait_exit("w-h", Duration::from_secs(40));
     assert_eq!(code, Some(0), "a drained worker exits 0");
+}
+
+type HealthWatch = tonic::Streaming<tonic_health::pb::HealthCheckResponse>;
+
+/// A Watch of the coordinator's readiness (`ferry.v1.Control`), past its first status
+/// (SERVING).
+async fn watch_readiness(health: &mut HealthClient) -> HealthWatch {
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "ferry.v1.Control".to_owned(),
+        })
+        .await
+        .expect("watch the readiness")
+        .into_inner();
+    let first = watch.message().await.expect("a first status");
+    assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
+    watch
+}
+
+/// Waits (10 s at most) for the watched readiness to turn NOT_SERVING: shutdown began.
+async fn wait_not_serving(watch: &mut HealthWatch) {
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a status change within 10 s")
+        .expect("the watch stream stays open")
+        .expect("a status before the server stops");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
 }
 
 /// The cluster's election keys in etcd, one per line, read with `etcdctl`.
@@ -682,23 +696,9 @@ async fn j_a_second_signal_stops_a_coordinator_at_once() {
     watch.message().await.expect("a first snapshot");
     // The first signal is handled once the readiness turns NOT_SERVING (seen on a
     // health Watch opened before it).
-    let mut health = health_client(&address).await;
-    let mut readiness = health
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: "ferry.v1.Control".to_owned(),
-        })
-        .await
-        .expect("watch the readiness")
-        .into_inner();
-    let first = readiness.message().await.expect("a first status");
-    assert_eq!(first.map(|m| m.status), Some(ServingStatus::Serving as i32));
+    let mut readiness = watch_readiness(&mut health_client(&address).await).await;
     cluster.signal("coord-j", "TERM");
-    let next = tokio::time::timeout(Duration::from_secs(10), readiness.message())
-        .await
-        .expect("a status change within 10 s")
-        .expect("the watch stream stays open")
-        .expect("a status before the server stops");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    wait_not_serving(&mut readiness).await;
     let second = Instant::now();
     cluster.signal("coord-j", "TERM");
     let code = cluster.wait_exit("coord-j", Duration::from_secs(10));
