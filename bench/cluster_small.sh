@@ -8,11 +8,13 @@
 # (planning included).
 #   FERRY_BENCH_CLUSTER_WORKERS  worker processes (default 40)
 #   FERRY_BENCH_BIN_DIR          ferry-coordinator, ferry-worker and ferryctl (default ./target/release)
+#   FERRY_BENCH_ETCD_ENDPOINTS   the etcd to run on (default: the services' etcd)
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/services.sh env)"
 CS_WORKERS=${FERRY_BENCH_CLUSTER_WORKERS:-40}
+CS_ETCD=${FERRY_BENCH_ETCD_ENDPOINTS:-$FERRY_TEST_ETCD_ENDPOINTS}
 CS_BIN=${FERRY_BENCH_BIN_DIR:-./target/release}
 CS_DIR=${FERRY_BENCH_DIR:-/tmp/ferry-bench}/cluster-small
 CS_CLUSTER="bench-small-$$"
@@ -32,14 +34,14 @@ cs_pids=()
 cs_cleanup() {
   for pid in "${cs_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${cs_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  ETCDCTL_API=3 etcdctl --endpoints "$FERRY_TEST_ETCD_ENDPOINTS" del --prefix "/ferry/$CS_CLUSTER/" >/dev/null || true
+  ETCDCTL_API=3 etcdctl --endpoints "$CS_ETCD" del --prefix "/ferry/$CS_CLUSTER/" >/dev/null || true
   "${CS_PSQL[@]}" -d "$FERRY_TEST_PG_URL" -c "DROP DATABASE IF EXISTS ferry_bench_csmall" \
     -c "DROP DATABASE IF EXISTS ferry_bench_csmall_dst" || true
 }
 trap cs_cleanup EXIT
 
-export FERRY_COORDINATOR__ETCD__ENDPOINTS=$FERRY_TEST_ETCD_ENDPOINTS
-export FERRY_WORKER__ETCD__ENDPOINTS=$FERRY_TEST_ETCD_ENDPOINTS
+export FERRY_COORDINATOR__ETCD__ENDPOINTS=$CS_ETCD
+export FERRY_WORKER__ETCD__ENDPOINTS=$CS_ETCD
 "$CS_BIN/ferry-coordinator" --cluster "$CS_CLUSTER" --name c1 --listen 127.0.0.1:0 \
   > "$CS_DIR/coordinator.out" 2> "$CS_DIR/coordinator.log" &
 cs_pids+=($!)
