@@ -18,6 +18,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use crate::free_port;
+
 /// Debian's Chromium and its driver (`scripts/services.sh` installs them).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// The driver.
@@ -159,13 +161,6 @@ pub async fn browser() -> MutexGuard<'static, Browser> {
         .get_or_init(|| Mutex::new(Browser::start()))
         .lock()
         .await
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 impl Browser {

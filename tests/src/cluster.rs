@@ -182,7 +182,7 @@ impl Cluster {
     /// after the usual ones; returns its Control API address and its metrics address
     /// (for [`metric`] and [`wait_leading`]).
     pub fn start_coordinator_metered(&mut self, name: &str, extra: &[&str]) -> (String, String) {
-        let metrics = format!("127.0.0.1:{}", crate::helm::free_port());
+        let metrics = format!("127.0.0.1:{}", crate::free_port());
         let mut flags = vec!["--metrics-listen", metrics.as_str()];
         flags.extend_from_slice(extra);
         let control = self.start_coordinator_with(name, &flags);
@@ -192,7 +192,7 @@ impl Cluster {
     /// Starts a worker serving its metrics on a free loopback port; returns the metrics
     /// address (for [`metric`]).
     pub fn start_worker_metered(&mut self, name: &str, slots: u32) -> String {
-        let metrics = format!("127.0.0.1:{}", crate::helm::free_port());
+        let metrics = format!("127.0.0.1:{}", crate::free_port());
         self.start_worker_with(name, slots, &["--metrics-listen", &metrics]);
         metrics
     }

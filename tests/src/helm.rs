@@ -276,13 +276,7 @@ impl RenderedProcess {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
+pub use crate::free_port;
 
 /// The containerPort named `name`.
 pub fn container_port(deployment: &Value, name: &str) -> u16 {

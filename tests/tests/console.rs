@@ -16,7 +16,7 @@ use std::time::Duration;
 use ferry_proto::v1 as pb;
 use ferry_tests::browser::{Browser, browser, http_request};
 use ferry_tests::cluster::{Cluster, binary, chunks, client, submit, wait_leading};
-use ferry_tests::{sqlite3, wait_until, wait_until_async};
+use ferry_tests::{free_port, sqlite3, wait_until, wait_until_async};
 use serde_json::{Value, json};
 
 const OPERATOR_TOKEN: &str = "ops-token-0123456789abcdef";
@@ -554,13 +554,6 @@ async fn the_console_of_a_cluster_shows_the_job_through_a_leader_kill() {
     .await;
     cluster.assert_same(&["orders", "items"]);
     page.assert_no_console_errors();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// A job of 100,000 chunks: the page loads a few tens of kilobytes (the chunk map is

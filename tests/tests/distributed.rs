@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ferry_coordination::keys::KeyLayout;
 use ferry_proto::v1 as pb;
 use ferry_tests::cluster::*;
-use ferry_tests::helm::free_port;
+use ferry_tests::free_port;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,19 +115,19 @@ async fn g_every_coordinator_stopped_then_one_started_resumes_without_recopying(
     // Let a few chunks end their copy (COPIED: the key is deferred, so they are verified
     // only once the table's last chunk is copied), then stop the only coordinator while
     // the job still runs.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let verified_before = loop {
-        let copied: Vec<_> = chunks(&address, job)
+    let copied = || async {
+        chunks(&address, job)
             .await
             .into_iter()
             .filter(|c| c.state == "COPIED" || c.state == "VERIFIED")
-            .collect();
-        if copied.len() >= 2 {
-            break copied;
-        }
-        assert!(Instant::now() < deadline, "no chunk copied in 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            .collect::<Vec<_>>()
     };
+    ferry_tests::wait_until_async(Duration::from_secs(60), || async {
+        copied().await.len() >= 2
+    })
+    .await
+    .expect("two chunks copied within 60 s");
+    let verified_before = copied().await;
     let running = status(&address, job).await.expect("status");
     assert_eq!(
         pb::JobState::try_from(running.state),
@@ -138,26 +138,21 @@ async fn g_every_coordinator_stopped_then_one_started_resumes_without_recopying(
     cluster.wait_exit("coord-g1", Duration::from_secs(10));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let address = cluster.start_coordinator("coord-g2");
-    let mut control = client(&address).await;
-    // Faster from here on (the policy is kept in etcd; an operator lifts the limit).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lifted = control
+    // Faster from here on (the policy is kept in etcd; an operator lifts the limit),
+    // once the new coordinator leads (a standby refuses the change).
+    let lifted = ferry_tests::wait_until_async(Duration::from_secs(30), || async {
+        client(&address)
+            .await
             .update_throttle(pb::UpdateThrottleRequest {
                 job_id: job.to_owned(),
                 rows_per_sec: Some(0),
                 ..Default::default()
             })
-            .await;
-        if lifted.is_ok() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new coordinator never led: {lifted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(lifted.is_ok(), "the new coordinator never led");
     let status = wait_done(&address, job, Duration::from_secs(120)).await;
     assert_done(&status);
     let after = chunks(&address, job).await;
@@ -378,33 +373,30 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
     let chunk = wait_copying_on(&address, job, "zombie").await;
     // Stopped inside its target transaction (holding the chunk's fence row): once it
     // has reported rows streamed into the target.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&address, job)
-        .await
-        .is_none_or(|s| s.rows_streamed == 0)
-    {
-        assert!(Instant::now() < deadline, "the zombie streamed nothing");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ferry_tests::wait_until_async(Duration::from_secs(30), || async {
+        rows_streamed(&address, job).await > 0
+    })
+    .await
+    .expect("the zombie streamed rows within 30 s");
     cluster.signal("zombie", "STOP");
     cluster.start_worker("healthy", 1);
     // Reassigned after TTL + grace, and finished while the zombie is still stopped.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let replaced = loop {
-        let record = chunks(&address, job)
+    let record = || async {
+        chunks(&address, job)
             .await
             .into_iter()
             .find(|c| c.id == chunk)
-            .expect("chunk");
-        if record.state == "VERIFIED" {
-            break record;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stopped worker's chunk was not finished by another: {record:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            .expect("chunk")
     };
+    let finished = ferry_tests::wait_until_async(Duration::from_secs(60), || async {
+        record().await.state == "VERIFIED"
+    })
+    .await;
+    let replaced = record().await;
+    assert!(
+        finished.is_ok(),
+        "the stopped worker's chunk was not finished by another: {replaced:?}"
+    );
     assert!(replaced.attempt >= 2, "{replaced:?}");
     // The new attempt ended the zombie's target session (PostgreSQL's own view, while
     // the zombie is still stopped and would otherwise keep it open).
@@ -466,11 +458,11 @@ async fn h_a_pause_reaches_the_chunk_running_on_a_worker_and_resume_finishes_it(
     // One 40,000-row chunk at 1,000 rows/s: 40 s when nothing stops it or lifts the limit.
     submit(&address, &cluster.spec(job, 40_000, 1_000, 1)).await;
     let chunk = wait_copying_on(&address, job, "solo").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rows_streamed(&address, job).await == 0 {
-        assert!(Instant::now() < deadline, "no rows streamed within 20 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ferry_tests::wait_until_async(Duration::from_secs(20), || async {
+        rows_streamed(&address, job).await > 0
+    })
+    .await
+    .expect("rows streamed within 20 s");
     let mut control = client(&address).await;
     control
         .pause_job(pb::PauseJobRequest {
@@ -564,17 +556,14 @@ async fn health_status(client: &mut HealthClient, service: &str) -> Option<Servi
 }
 
 async fn wait_health(client: &mut HealthClient, service: &str, wanted: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let reached = ferry_tests::wait_until_async(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move { health_status(&mut client, service).await == Some(wanted) }
+    })
+    .await;
+    if reached.is_err() {
         let status = health_status(client, service).await;
-        if status == Some(wanted) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{service:?} is {status:?}, not {wanted:?}, after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        panic!("{service:?} is {status:?}, not {wanted:?}, after 20 s");
     }
 }
 

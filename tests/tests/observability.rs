@@ -9,13 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::cluster::{Cluster, assert_done, binary, status, submit, wait_done};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
+use ferry_tests::free_port;
 
 /// `curl`'s body of `url` (with `--data-urlencode` pairs as a GET query), if it answers.
 fn curl(url: &str, query: &[(&str, &str)]) -> Option<String> {
