@@ -165,8 +165,8 @@ pub struct WriteSummary {
     pub rows_deleted: u64,
     /// The target table was without its primary key when the chunk was written (its key
     /// deferred and not built yet, [`ChunkWrite::key_deferred`]): the chunk's verification
-    /// waits for the key. Told by the write's own look at the table, so that a chunk needs
-    /// no separate [`Sink::has_primary_key`]; `false` for a sink that never defers keys.
+    /// waits for the key. Told by the write's own look at the table (no separate catalog
+    /// read per chunk); `false` for a sink that never defers keys.
     pub key_missing: bool,
 }
 
@@ -589,12 +589,6 @@ pub trait Sink: Send + Sync {
     /// the key built after ([`PrepareOptions::defer_primary_key`]): measured per engine.
     fn defers_primary_key(&self) -> bool {
         false
-    }
-
-    /// Whether the target table has its primary key now (always, for a sink that never
-    /// defers it).
-    async fn has_primary_key(&self, _table: &TableSchema) -> Result<bool> {
-        Ok(true)
     }
 
     /// Builds the target table's primary key if it is missing; idempotent (a resumed

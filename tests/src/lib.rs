@@ -327,10 +327,6 @@ impl Sink for FaultySink {
         self.inner.defers_primary_key()
     }
 
-    async fn has_primary_key(&self, table: &TableSchema) -> Result<bool, ConnectorError> {
-        self.inner.has_primary_key(table).await
-    }
-
     async fn build_primary_key(&self, table: &TableSchema) -> Result<(), ConnectorError> {
         for fault in &self.faults {
             if let Fault::BeforeKeyBuild { url, sql } = fault

@@ -378,6 +378,11 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
     })
     .await
     .expect("the zombie streamed rows within 30 s");
+    assert_eq!(
+        target_sessions_before(&cluster, chunk, 2),
+        "1",
+        "the zombie's first attempt has its named session on the target"
+    );
     cluster.signal("zombie", "STOP");
     cluster.start_worker("healthy", 1);
     // Reassigned after TTL + grace, and finished while the zombie is still stopped.
@@ -400,18 +405,8 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
     assert!(replaced.attempt >= 2, "{replaced:?}");
     // The new attempt ended the zombie's target session (PostgreSQL's own view, while
     // the zombie is still stopped and would otherwise keep it open).
-    let older_sessions = ferry_tests::psql(
-        &cluster.target_url(),
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name LIKE 'ferry:%' \
-             AND split_part(application_name, ':', 3) = '{chunk}' \
-             AND split_part(application_name, ':', 4)::bigint < {}",
-            replaced.attempt
-        ),
-    );
     assert_eq!(
-        older_sessions.trim(),
+        target_sessions_before(&cluster, chunk, replaced.attempt),
         "0",
         "the zombie's target session is still open"
     );
@@ -440,6 +435,22 @@ async fn d_a_stopped_worker_past_its_ttl_is_replaced_and_its_late_write_refused(
         "the zombie changed the chunk"
     );
     cluster.assert_same(&["orders"]);
+}
+
+/// How many target sessions (PostgreSQL's `pg_stat_activity`) are named after attempts
+/// of `chunk` older than `attempt` (`ferry:{run}:{chunk}:{attempt}`).
+fn target_sessions_before(cluster: &Cluster, chunk: u32, attempt: u32) -> String {
+    ferry_tests::psql(
+        &cluster.target_url(),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'ferry:%' \
+             AND split_part(application_name, ':', 3) = '{chunk}' \
+             AND split_part(application_name, ':', 4)::bigint < {attempt}"
+        ),
+    )
+    .trim()
+    .to_owned()
 }
 
 /// Rows streamed so far by the job's running attempts, as the leader reports them.

@@ -765,6 +765,14 @@ impl EtcdStore {
     }
 }
 
+/// Publishes that writing is no longer safe, and counts it once per fencing (not again
+/// while already fenced).
+fn stop_writes(alive: &watch::Sender<bool>) {
+    if alive.send_replace(false) {
+        metrics::counter!(crate::etcd::LEASE_FENCED).increment(1);
+    }
+}
+
 /// Renews the lease every third of its TTL; publishes whether it is safe to write.
 async fn keep_lease_alive(
     store: EtcdStore,
@@ -803,9 +811,7 @@ async fn keep_lease_alive(
                 }
                 Ok(Ok(Some(_))) => {
                     tracing::error!(lease = id, "lease expired");
-                    if alive.send_replace(false) {
-                        metrics::counter!(crate::etcd::LEASE_FENCED).increment(1);
-                    }
+                    stop_writes(&alive);
                     return;
                 }
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
@@ -818,8 +824,7 @@ async fn keep_lease_alive(
                 lease = id,
                 "lease not renewed in time: stopping writes (self-fencing)"
             );
-            alive.send_replace(false);
-            metrics::counter!(crate::etcd::LEASE_FENCED).increment(1);
+            stop_writes(&alive);
         }
         let pause = if keeper.is_some() {
             every

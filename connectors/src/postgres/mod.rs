@@ -654,16 +654,6 @@ impl Sink for PostgresSink {
         true
     }
 
-    async fn has_primary_key(&self, table: &TableSchema) -> Result<bool> {
-        // A pooled session and its prepared catalog read, not a new connection (a
-        // backend started and its catalog read planned). A chunk's write tells this
-        // itself (`WriteSummary::key_missing`): the workers do not ask it per chunk.
-        let session = self.endpoint.session().await?;
-        let has = prepare::has_primary_key(&session, table).await?;
-        session.release_settings_unchanged().await;
-        Ok(has)
-    }
-
     async fn build_primary_key(&self, table: &TableSchema) -> Result<()> {
         let client = self.endpoint.connect().await?;
         prepare::build_primary_key(&client, table).await

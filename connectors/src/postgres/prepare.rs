@@ -602,7 +602,7 @@ fn check_compatible(
 }
 
 /// Whether the target table has a primary key now.
-pub async fn has_primary_key(client: &impl CatalogReader, table: &TableSchema) -> Result<bool> {
+async fn has_primary_key(client: &impl CatalogReader, table: &TableSchema) -> Result<bool> {
     let target = target_name(table);
     let catalog = load_table(client, &target)
         .await
