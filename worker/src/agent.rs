@@ -463,7 +463,17 @@ impl AttemptRun {
             Ok(context) => context,
             Err(result) => return Some(result),
         };
-        let planned = match context.chunks.get(&assignment.chunk).cloned() {
+        let known = match &assignment.planned {
+            // The chunk as the leader assigned it.
+            Some(chunk) => Some((
+                chunk.table_index,
+                chunk.range.clone(),
+                chunk.partition.clone(),
+                true,
+            )),
+            None => context.chunks.get(&assignment.chunk).cloned(),
+        };
+        let planned = match known {
             Some((table_index, range, partition, started)) if started || !context.split_idle => {
                 Some((table_index, range, partition))
             }

@@ -76,7 +76,7 @@ impl WorkerInfo {
 }
 
 /// One attempt of one chunk given to a worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Assignment {
     /// The worker.
     pub worker: WorkerId,
@@ -99,6 +99,32 @@ pub struct Assignment {
     /// The leader asks the worker to hand the chunk back before it writes (its attempt
     /// then ends `Requeued` with nothing committed), to cut it for idle workers.
     pub give_back: bool,
+    /// The chunk as it stood when assigned (a chunk cannot change while assigned), so
+    /// the worker need not read its record; `None` when the assignment was written
+    /// without it ([`ClusterProtocol::put_assignment`]): the worker reads the record.
+    pub planned: Option<AssignedChunk>,
+}
+
+/// What an attempt copies: its chunk's table, range and partition when assigned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssignedChunk {
+    /// Index of its table in the job's tables.
+    pub table_index: usize,
+    /// The rows it owns.
+    pub range: ferry_model::key::ChunkRange,
+    /// Its leaf partition, for a table planned by native partitions.
+    pub partition: Option<String>,
+}
+
+impl AssignedChunk {
+    /// The part of `record` an attempt copies.
+    pub fn of(record: &crate::ChunkRecord) -> Self {
+        Self {
+            table_index: record.table_index,
+            range: record.range.clone(),
+            partition: record.partition.clone(),
+        }
+    }
 }
 
 /// A running attempt's progress.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    Assignment, ChunkProgress, ClusterProtocol, JobPace, JobPhase, LeaderInfo, Mirror, WorkerInfo,
+    AssignedChunk, Assignment, ChunkProgress, ClusterProtocol, JobPace, JobPhase, LeaderInfo,
+    Mirror, WorkerInfo,
 };
 use crate::conformance::{sample_job, unique_suffix};
 use crate::{ChunkCompletion, ChunkState, CoordinationError};
@@ -233,7 +234,7 @@ pub async fn check_one_leader_and_fenced_writes(cluster: &dyn ClusterProtocol) {
 }
 
 /// An attempt's start with its assignment: the chunk COPYING under the next attempt
-/// and the assignment (with its rate and snapshot) both written; an assignment an
+/// and the assignment (with its rate, snapshot and the chunk's range) both written; an assignment an
 /// earlier run left behind is replaced; a chunk not PLANNED is refused with nothing
 /// written; after the attempt's completion the next start assigns attempt + 1.
 pub async fn check_start_assigned_attempt_writes_both(cluster: &dyn ClusterProtocol) {
@@ -259,11 +260,15 @@ pub async fn check_start_assigned_attempt_writes_both(cluster: &dyn ClusterProto
         (ChunkState::Copying, attempt, Some(id.clone()))
     );
     let key = cluster.keys().assignment(&id, &job, chunk);
+    // It carries what the worker copies, so the worker does not read the record.
+    let planned = AssignedChunk::of(&stored);
+    assert_ne!(planned.range, chunks[1].range, "the sample's chunks differ");
     wait_for(&assignments, "the started attempt's assignment", |map| {
         map.get(&key).is_some_and(|assignment| {
             assignment.attempt == attempt
                 && (assignment.rows_per_sec, assignment.bytes_per_sec) == (7, 9)
                 && assignment.source_snapshot.as_deref() == Some("snap-1")
+                && assignment.planned.as_ref() == Some(&planned)
         })
     })
     .await;

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    Assignment, AttemptResult, ChunkProgress, ClusterJob, ClusterProtocol, JobPace, JobPhase,
-    LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
+    AssignedChunk, Assignment, AttemptResult, ChunkProgress, ClusterJob, ClusterProtocol, JobPace,
+    JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
 };
 use crate::coalesce::{Guard, SmallTxn, Write};
 use crate::etcd::{
@@ -36,11 +36,14 @@ use crate::etcd::{
 };
 use crate::keys::{KeyLayout, prefix_range_end};
 use crate::transitions::{assign_transition, report_transition};
-use crate::{ChunkState, Coordination, CoordinationError, EtcdFailure, EtcdStore, Result};
+use crate::{
+    ChunkRecord, ChunkState, Coordination, CoordinationError, EtcdFailure, EtcdStore, Result,
+};
 use ferry_model::backoff::Backoff;
 use ferry_model::checksum::RangeChecksum;
 use ferry_model::execution::ChunkResult;
 use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
+use ferry_model::key::ChunkRange;
 use ferry_proto::v1 as pb;
 
 #[async_trait]
@@ -376,7 +379,8 @@ impl ClusterProtocol for EtcdStore {
                     Ok(Some((started, attempt)))
                 },
                 |current| {
-                    // The attempt the transition gives it.
+                    // The attempt the transition gives it; its range, partition and
+                    // table stay as they are while it is assigned.
                     let attempt = Attempt(current.attempt.0 + 1);
                     SmallTxn {
                         // No assignment stands (the last attempt's completion withdrew
@@ -385,7 +389,14 @@ impl ClusterProtocol for EtcdStore {
                         writes: vec![
                             Write::Put(
                                 assignment_key.clone(),
-                                assignment_value(job, chunk, attempt, rate, source_snapshot),
+                                assignment_value(
+                                    job,
+                                    chunk,
+                                    attempt,
+                                    rate,
+                                    source_snapshot,
+                                    Some(current),
+                                ),
                             ),
                             Write::Delete(self.keys.result(job, chunk, attempt.0)),
                         ],
@@ -419,7 +430,7 @@ impl ClusterProtocol for EtcdStore {
         let operation =
             format!("assign attempt {attempt} of chunk {chunk} of job {job} to {worker}");
         let key = self.keys.assignment(worker, job, chunk);
-        let value = assignment_value(job, chunk, attempt, rate, source_snapshot);
+        let value = assignment_value(job, chunk, attempt, rate, source_snapshot, None);
         for _ in 0..=self.options.max_compare_retries {
             // Absent, and a stale result of an earlier run of this attempt must not count.
             let txn = SmallTxn {
@@ -917,12 +928,15 @@ fn decode_worker(entry: &KeyValue) -> Option<WorkerInfo> {
 }
 
 /// An assignment's value.
+/// An assignment's value; `planned`, the chunk's record when the leader has it at hand,
+/// spares the worker reading it.
 fn assignment_value(
     job: &JobId,
     chunk: ChunkId,
     attempt: Attempt,
     rate: (u64, u64),
     source_snapshot: Option<&str>,
+    planned: Option<&ChunkRecord>,
 ) -> Vec<u8> {
     pb::AssignmentValue {
         job: job.0.clone(),
@@ -932,8 +946,25 @@ fn assignment_value(
         bytes_per_sec: rate.1,
         source_snapshot: source_snapshot.unwrap_or_default().to_owned(),
         give_back: false,
+        chunk_plan: planned.and_then(|record| {
+            Some(pb::AssignedChunk {
+                table_index: u32::try_from(record.table_index).ok()?,
+                range: Some(pb::ChunkRange::from(&record.range)),
+                partition: record.partition.clone(),
+            })
+        }),
     }
     .encode_to_vec()
+}
+
+/// The chunk an assignment carries; `None` (the worker then reads the chunk's record)
+/// when it carries none or one this build cannot read.
+fn decode_assigned_chunk(plan: pb::AssignedChunk) -> Option<AssignedChunk> {
+    Some(AssignedChunk {
+        table_index: plan.table_index as usize,
+        range: ChunkRange::try_from(plan.range?).ok()?,
+        partition: plan.partition,
+    })
 }
 
 fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> {
@@ -948,6 +979,7 @@ fn decode_assignment(worker: &WorkerId, entry: &KeyValue) -> Option<Assignment> 
         bytes_per_sec: value.bytes_per_sec,
         source_snapshot: (!value.source_snapshot.is_empty()).then_some(value.source_snapshot),
         give_back: value.give_back,
+        planned: value.chunk_plan.and_then(decode_assigned_chunk),
     })
 }
 

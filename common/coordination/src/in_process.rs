@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    Assignment, AttemptResult, ChunkProgress, ClusterJob, ClusterProtocol, JobPace, JobPhase,
-    LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
+    AssignedChunk, Assignment, AttemptResult, ChunkProgress, ClusterJob, ClusterProtocol, JobPace,
+    JobPhase, LeaderInfo, LeaderTerm, LeaseSession, Mirror, WorkerInfo,
 };
 use crate::keys::KeyLayout;
 use crate::{
@@ -252,6 +252,51 @@ impl InProcessCluster {
             .borrow()
             .get(&key)
             .is_some_and(|standing| standing.revision == assignment.revision)
+    }
+
+    /// Writes an assignment ([`ClusterProtocol::put_assignment`]), with the chunk it
+    /// copies when the caller has it.
+    #[allow(clippy::too_many_arguments)]
+    fn assign(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        attempt: Attempt,
+        rate: (u64, u64),
+        source_snapshot: Option<&str>,
+        planned: Option<AssignedChunk>,
+    ) -> Result<()> {
+        self.check_fence()?;
+        let key = self.shared.keys.assignment(worker, job, chunk);
+        let adopted = self
+            .shared
+            .assignments
+            .borrow()
+            .get(&key)
+            .is_some_and(|standing| standing.attempt == attempt);
+        if adopted {
+            return Ok(());
+        }
+        // A result left by an earlier run of this attempt must not count.
+        remove_keys(
+            &self.shared.results,
+            &[self.shared.keys.result(job, chunk, attempt.0)],
+        );
+        let assignment = Assignment {
+            worker: worker.clone(),
+            job: job.clone(),
+            chunk,
+            attempt,
+            revision: self.next_revision(),
+            rows_per_sec: rate.0,
+            bytes_per_sec: rate.1,
+            source_snapshot: source_snapshot.map(str::to_owned),
+            give_back: false,
+            planned,
+        };
+        put_key(&self.shared.assignments, key, assignment);
+        Ok(())
     }
 
     fn next_revision(&self) -> i64 {
@@ -698,35 +743,27 @@ impl ClusterProtocol for InProcessCluster {
         rate: (u64, u64),
         source_snapshot: Option<&str>,
     ) -> Result<()> {
-        self.check_fence()?;
-        let key = self.shared.keys.assignment(worker, job, chunk);
-        let adopted = self
+        self.assign(worker, job, chunk, attempt, rate, source_snapshot, None)
+    }
+
+    async fn start_assigned_attempt(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        chunk: ChunkId,
+        rate: (u64, u64),
+        source_snapshot: Option<&str>,
+    ) -> Result<Attempt> {
+        let attempt = self.start_attempt(job, chunk, worker).await?;
+        // Read here, once, rather than by the worker.
+        let planned = self
             .shared
-            .assignments
-            .borrow()
-            .get(&key)
-            .is_some_and(|standing| standing.attempt == attempt);
-        if adopted {
-            return Ok(());
-        }
-        // A result left by an earlier run of this attempt must not count.
-        remove_keys(
-            &self.shared.results,
-            &[self.shared.keys.result(job, chunk, attempt.0)],
-        );
-        let assignment = Assignment {
-            worker: worker.clone(),
-            job: job.clone(),
-            chunk,
-            attempt,
-            revision: self.next_revision(),
-            rows_per_sec: rate.0,
-            bytes_per_sec: rate.1,
-            source_snapshot: source_snapshot.map(str::to_owned),
-            give_back: false,
-        };
-        put_key(&self.shared.assignments, key, assignment);
-        Ok(())
+            .store
+            .load_chunk(job, chunk)
+            .await?
+            .map(|record| AssignedChunk::of(&record));
+        self.assign(worker, job, chunk, attempt, rate, source_snapshot, planned)?;
+        Ok(attempt)
     }
 
     async fn request_give_back(
