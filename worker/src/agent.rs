@@ -463,19 +463,17 @@ impl AttemptRun {
             Ok(context) => context,
             Err(result) => return Some(result),
         };
-        let known = match &assignment.planned {
+        let planned = match (&assignment.planned, context.chunks.get(&assignment.chunk)) {
             // The chunk as the leader assigned it.
-            Some(chunk) => Some((
+            (Some(chunk), _) => Some((
                 chunk.table_index,
                 chunk.range.clone(),
                 chunk.partition.clone(),
-                true,
             )),
-            None => context.chunks.get(&assignment.chunk).cloned(),
-        };
-        let planned = match known {
-            Some((table_index, range, partition, started)) if started || !context.split_idle => {
-                Some((table_index, range, partition))
+            (None, Some((table_index, range, partition, started)))
+                if *started || !context.split_idle =>
+            {
+                Some((*table_index, range.clone(), partition.clone()))
             }
             // Not started when this worker read the job, or cut from a chunk since: the
             // leader may have split it before assigning it, so read it as it is now (it
