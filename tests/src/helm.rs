@@ -276,8 +276,6 @@ impl RenderedProcess {
     }
 }
 
-pub use crate::free_port;
-
 /// The containerPort named `name`.
 pub fn container_port(deployment: &Value, name: &str) -> u16 {
     container(deployment)["ports"]

@@ -517,7 +517,6 @@ pub fn env_url(name: &str) -> String {
     })
 }
 
-/// A suffix unique to this process and moment, for schema and database names.
 /// A loopback TCP port free at the time of the call (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -526,6 +525,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A suffix unique to this process and moment, for schema and database names.
 pub fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::control_client::ControlClient;
 use ferry_tests::cluster::{Cluster, SOURCE_VAR, TARGET_VAR};
+use ferry_tests::free_port;
 use ferry_tests::helm::{
-    PodWorld, chart_dir, ci_values, container, container_port, find, free_port, grpc_probe, kinds,
+    PodWorld, chart_dir, ci_values, container, container_port, find, grpc_probe, kinds,
     materialise, objects, render, run_helm,
 };
 use serde_json::{Value, json};

@@ -20,12 +20,12 @@ use std::time::Duration;
 use ferry_connectors::{JobOpener, OpenedJob, SpecOpener};
 use ferry_coordination::ClusterRef;
 use ferry_coordination::cluster::{
-    Assignment, ChunkProgress, JobPace, LeaseSession, Mirror, WorkerInfo,
+    AssignedChunk, Assignment, ChunkProgress, JobPace, LeaseSession, Mirror, WorkerInfo,
 };
 use ferry_model::backoff::Backoff;
 use ferry_model::execution::{ChunkExecutor, ChunkResult, ChunkTask};
 use ferry_model::ids::{Attempt, ChunkId, JobId, WorkerId};
-use ferry_model::key::{ChunkRange, SplitKey};
+use ferry_model::key::SplitKey;
 use ferry_model::schema::TableSchema;
 use ferry_model::spec::VerifyMode;
 use tokio::sync::watch;
@@ -89,13 +89,6 @@ struct JobContext {
     /// Per table, whether the job created its target without the primary key
     /// ([`ferry_model::execution::ChunkTask::key_deferred`]).
     keys_deferred: Vec<bool>,
-    /// Each chunk's table, range and partition as read with the job, and whether it was
-    /// past its first attempt then (such a chunk's plan never changes).
-    chunks: HashMap<ChunkId, (usize, ChunkRange, Option<String>, bool)>,
-    /// Whether the leader may cut chunks (`chunking.split_idle`: queued ones that never
-    /// started, running ones handed back after their first attempt): a chunk not past its
-    /// first attempt when the job was read is then read again when assigned.
-    split_idle: bool,
     verify: VerifyMode,
     /// Copy, verify only or a sync pass: from the job's spec, so every worker runs the
     /// job alike.
@@ -463,29 +456,16 @@ impl AttemptRun {
             Ok(context) => context,
             Err(result) => return Some(result),
         };
-        let planned = match (&assignment.planned, context.chunks.get(&assignment.chunk)) {
-            // The chunk as the leader assigned it.
-            (Some(chunk), _) => Some((
-                chunk.table_index,
-                chunk.range.clone(),
-                chunk.partition.clone(),
-            )),
-            (None, Some((table_index, range, partition, started)))
-                if *started || !context.split_idle =>
-            {
-                Some((*table_index, range.clone(), partition.clone()))
-            }
-            // Not started when this worker read the job, or cut from a chunk since: the
-            // leader may have split it before assigning it, so read it as it is now (it
-            // cannot change once assigned).
-            _ => match self
+        let planned = match &assignment.planned {
+            Some(chunk) => Some(chunk.clone()),
+            // Assigned without its chunk (an assignment that replaced one left behind):
+            // read as it is now (it cannot change once assigned).
+            None => match self
                 .store
                 .load_chunk(&assignment.job, assignment.chunk)
                 .await
             {
-                Ok(record) => {
-                    record.map(|record| (record.table_index, record.range, record.partition))
-                }
+                Ok(record) => record.map(|record| AssignedChunk::of(&record)),
                 Err(error) => {
                     return Some(ChunkResult::Error {
                         message: format!(
@@ -497,7 +477,12 @@ impl AttemptRun {
                 }
             },
         };
-        let Some((table_index, range, partition)) = planned else {
+        let Some(AssignedChunk {
+            table_index,
+            range,
+            partition,
+        }) = planned
+        else {
             return Some(ChunkResult::Error {
                 message: format!("job {} has no chunk {}", assignment.job, assignment.chunk),
                 retryable: false,
@@ -696,9 +681,9 @@ impl AttemptRun {
                     failed(message)
                 }
             })?;
-        let (record, chunks) = self
+        let record = self
             .store
-            .load_job(job)
+            .load_job_record(job)
             .await
             .map_err(|error| failed(error.to_string()))?
             .ok_or_else(|| failed(format!("job {job} has no plan in the coordination store")))?;
@@ -714,19 +699,6 @@ impl AttemptRun {
                 .iter()
                 .map(|table| table.key_deferred)
                 .collect(),
-            chunks: chunks
-                .into_iter()
-                .map(|chunk| {
-                    // Past its first attempt a chunk is never cut again (cuts happen at
-                    // attempt 0, or right after a first attempt handed back).
-                    let started = chunk.attempt.0 > 1;
-                    (
-                        chunk.id,
-                        (chunk.table_index, chunk.range, chunk.partition, started),
-                    )
-                })
-                .collect(),
-            split_idle: spec.chunking.split_idle,
             verify: spec.verify.mode,
             mode: spec.mode,
             sync: ferry_model::execution::SyncPass::of(&spec),

@@ -428,7 +428,8 @@ pub trait ClusterProtocol: Coordination {
     /// Starts a fresh attempt of a PLANNED chunk on `worker` (leader; fenced): records it
     /// ASSIGNED and COPYING under the next attempt, as [`Coordination::start_attempt`],
     /// and writes its assignment, as [`ClusterProtocol::put_assignment`], in one write
-    /// where the backend can (one etcd txn). Returns the attempt.
+    /// where the backend can (one etcd txn). The assignment carries the chunk
+    /// ([`Assignment::planned`]). Returns the attempt.
     async fn start_assigned_attempt(
         &self,
         worker: &WorkerId,
@@ -436,12 +437,7 @@ pub trait ClusterProtocol: Coordination {
         chunk: ChunkId,
         rate: (u64, u64),
         source_snapshot: Option<&str>,
-    ) -> Result<Attempt> {
-        let attempt = self.start_attempt(job, chunk, worker).await?;
-        self.put_assignment(worker, job, chunk, attempt, rate, source_snapshot)
-            .await?;
-        Ok(attempt)
-    }
+    ) -> Result<Attempt>;
 
     /// Withdraws an assignment and clears what its attempt left (result, progress,
     /// claim). A late result of the attempt is refused from now on. Fenced.

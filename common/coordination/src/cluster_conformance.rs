@@ -234,8 +234,8 @@ pub async fn check_one_leader_and_fenced_writes(cluster: &dyn ClusterProtocol) {
 }
 
 /// An attempt's start with its assignment: the chunk COPYING under the next attempt
-/// and the assignment (with its rate, snapshot and the chunk's range) both written; an assignment an
-/// earlier run left behind is replaced; a chunk not PLANNED is refused with nothing
+/// and the assignment (with its rate, snapshot and the chunk's range) both written; an
+/// assignment an earlier run left behind is replaced; a chunk not PLANNED is refused with nothing
 /// written; after the attempt's completion the next start assigns attempt + 1.
 pub async fn check_start_assigned_attempt_writes_both(cluster: &dyn ClusterProtocol) {
     let cancel = CancellationToken::new();

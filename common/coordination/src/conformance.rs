@@ -183,8 +183,20 @@ pub async fn check_create_load_round_trip(store: &dyn Coordination) {
         "chunks after a round trip, in id order"
     );
     assert_eq!(store.list_chunks(&job).await.expect("list"), chunks);
+    assert_eq!(
+        store.load_job_record(&job).await.expect("load the record"),
+        Some(record.clone()),
+        "the record alone, as with its chunks"
+    );
 
     let unknown = unique_job("never-created");
+    assert_eq!(
+        store
+            .load_job_record(&unknown)
+            .await
+            .expect("load an unknown record"),
+        None
+    );
     assert!(
         store
             .load_job(&unknown)

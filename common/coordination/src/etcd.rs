@@ -882,6 +882,14 @@ impl Coordination for EtcdStore {
         }))
     }
 
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
+        let operation = format!("load the record of job {job}");
+        let (entry, _) = self.get(&operation, self.keys.job_record(job)).await?;
+        entry
+            .map(|entry| decode_job(&entry).map(|(record, _)| record))
+            .transpose()
+    }
+
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
         let operation = format!("create job {}", job.id);
         let record_key = self.keys.job_record(&job.id);

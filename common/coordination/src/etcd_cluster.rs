@@ -927,7 +927,6 @@ fn decode_worker(entry: &KeyValue) -> Option<WorkerInfo> {
     })
 }
 
-/// An assignment's value.
 /// An assignment's value; `planned`, the chunk's record when the leader has it at hand,
 /// spares the worker reading it.
 fn assignment_value(

@@ -407,6 +407,10 @@ impl Coordination for InProcessCluster {
         self.shared.store.load_job(job).await
     }
 
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
+        self.shared.store.load_job_record(job).await
+    }
+
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
         self.check_fence()?;
         if self

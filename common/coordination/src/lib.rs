@@ -526,6 +526,12 @@ pub trait Coordination: Send + Sync {
     /// Loads a job and its chunks, if it exists.
     async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>>;
 
+    /// Loads a job's record without its chunks, if it exists (a worker needs the tables,
+    /// not every chunk: its assignments carry theirs).
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
+        Ok(self.load_job(job).await?.map(|(record, _)| record))
+    }
+
     /// Creates a job with its planned chunks.
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()>;
 
