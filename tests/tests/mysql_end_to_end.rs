@@ -1127,7 +1127,7 @@ impl StalledWrite {
     /// transaction.
     async fn wait_loading(&self, server: &Server) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !lock_holder_is_loading(server, &self.lock) {
+        while !lock_holder_is_loading(server, &self.lock).await {
             assert!(!self.task.is_finished(), "{} ended early", self.lock);
             assert!(
                 Instant::now() < deadline,
@@ -1160,16 +1160,33 @@ impl StalledWrite {
     }
 }
 
+/// When this process last finished reading `information_schema.INNODB_TRX`.
+static INNODB_TRX_READ: tokio::sync::Mutex<Option<Instant>> = tokio::sync::Mutex::const_new(None);
+
+/// How long InnoDB keeps serving the same copy of `INNODB_TRX` after a read of it
+/// (`CACHE_MIN_IDLE_TIME_US`, 0.1 s, in `trx0i_s.cc`), with a margin. The copy is
+/// refreshed only once no one has read it for that long, so tests polling it at once
+/// every 0.1 s would keep each other reading a stale copy for as long as they poll.
+const INNODB_TRX_CACHE_IDLE: Duration = Duration::from_millis(150);
+
 /// Whether the session holding the named lock `lock` is in the middle of a chunk's load:
 /// its InnoDB transaction holds locks (the fence row's at least) and has written rows
 /// (`LOAD DATA` inserts them as they arrive) or waits for the client between statements
-/// (the INSERT fallback sends a statement once it has gathered enough rows).
-fn lock_holder_is_loading(server: &Server, lock: &str) -> bool {
-    server.sql(&format!(
+/// (the INSERT fallback sends a statement once it has gathered enough rows). The reads
+/// of `INNODB_TRX` in this process take turns, each after the server's copy of it could
+/// be refreshed ([`INNODB_TRX_CACHE_IDLE`]).
+async fn lock_holder_is_loading(server: &Server, lock: &str) -> bool {
+    let mut last_read = INNODB_TRX_READ.lock().await;
+    if let Some(last_read) = *last_read {
+        tokio::time::sleep_until((last_read + INNODB_TRX_CACHE_IDLE).into()).await;
+    }
+    let loading = server.sql(&format!(
         "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
          WHERE trx_mysql_thread_id = IS_USED_LOCK('{lock}') AND trx_rows_locked > 0 \
          AND (trx_rows_modified > 0 OR trx_query IS NULL)"
-    )) == "1"
+    )) == "1";
+    *last_read = Some(Instant::now());
+    loading
 }
 
 /// Rows of `table` in `where_clause` in the source and the target (counts, then rows in
@@ -1392,7 +1409,7 @@ async fn new_attempt_ends_the_stopped_attempt_of_its_chunk_only(target_parameter
     );
     for alive in [&neighbour, &other_run] {
         assert!(
-            lock_holder_is_loading(server, &alive.lock),
+            lock_holder_is_loading(server, &alive.lock).await,
             "{} was ended too",
             alive.lock
         );
@@ -1491,7 +1508,7 @@ async fn without_the_privilege_to_kill_a_new_attempt_waits_for_the_older_one_as_
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!replacing.is_finished(), "attempt 2 did not wait");
     assert!(
-        lock_holder_is_loading(server, &zombie.lock),
+        lock_holder_is_loading(server, &zombie.lock).await,
         "an account without the privilege ended another account's session"
     );
     // The older attempt goes on and commits; the new one then overwrites the range.
