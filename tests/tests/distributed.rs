@@ -50,6 +50,19 @@ fn assert_each_streamed_rows(workers: &[(&str, String)]) {
     }
 }
 
+/// Waits until `count` workers are registered with the coordinator at `address`.
+async fn wait_workers(address: &str, count: usize) {
+    ferry_tests::wait_until_async(Duration::from_secs(60), || async {
+        client(address)
+            .await
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .is_ok_and(|answer| answer.into_inner().workers.len() == count)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} workers registered within 60 s"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_a_worker_killed_mid_chunk_has_its_chunk_recopied_by_another() {
     let mut cluster = Cluster::new(&[("orders", 80_000)]);
@@ -60,7 +73,7 @@ async fn b_a_worker_killed_mid_chunk_has_its_chunk_recopied_by_another() {
     submit(&address, &cluster.spec(job, 10_000, 5_000, 1)).await;
     let chunk = wait_copying_on(&address, job, "victim").await;
     cluster.start_worker("survivor", 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_workers(&address, 2).await;
     cluster.signal("victim", "KILL");
     // Speed up the rest once the kill is done.
     lift_rate_limit(&address, job).await;
@@ -136,6 +149,8 @@ async fn g_every_coordinator_stopped_then_one_started_resumes_without_recopying(
     );
     cluster.signal("coord-g1", "KILL");
     cluster.wait_exit("coord-g1", Duration::from_secs(10));
+    // The cluster runs without any coordinator for a while (the scenario, not a wait for
+    // a condition): the worker keeps its attempts until their leases say otherwise.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let address = cluster.start_coordinator("coord-g2");
     // Faster from here on (the policy is kept in etcd; an operator lifts the limit),
@@ -728,18 +743,7 @@ async fn i_a_big_planned_chunk_is_split_before_it_starts_so_every_worker_copies_
         .into_iter()
         .map(|worker| (worker, cluster.start_worker_metered(worker, 1)))
         .collect();
-    ferry_tests::wait_until_async(Duration::from_secs(60), || {
-        let address = address.clone();
-        async move {
-            client(&address)
-                .await
-                .list_workers(pb::ListWorkersRequest {})
-                .await
-                .is_ok_and(|answer| answer.into_inner().workers.len() == workers.len())
-        }
-    })
-    .await
-    .expect("the four workers registered");
+    wait_workers(&address, workers.len()).await;
     let job = "dist-i";
     submit(&address, &cluster.spec(job, 1_000_000, 1_000_000, 4)).await;
     let status = wait_done(&address, job, Duration::from_secs(120)).await;

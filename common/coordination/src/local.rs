@@ -233,6 +233,35 @@ impl LocalStore {
         }
     }
 
+    /// The record of `job` (its tables, without its chunks), read on `connection`.
+    fn job_record(&self, connection: &Connection, job: &JobId) -> Result<Option<JobRecord>> {
+        let row = connection
+            .query_row(
+                "SELECT run_id, fingerprint, tables_json FROM jobs WHERE id = ?1",
+                [&job.0],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.storage())?;
+        let Some((run_id, fingerprint, tables_json)) = row else {
+            return Ok(None);
+        };
+        let tables = serde_json::from_str(&tables_json)
+            .map_err(|error| self.corrupt(format!("job {job}: tables: {error}")))?;
+        Ok(Some(JobRecord {
+            id: job.clone(),
+            run_id,
+            fingerprint,
+            tables,
+        }))
+    }
+
     fn evidence_json(&self, chunk: ChunkId, evidence: &super::ChunkEvidence) -> Result<String> {
         serde_json::to_string(evidence)
             .map_err(|error| self.corrupt(format!("chunk {chunk}: evidence: {error}")))
@@ -497,25 +526,9 @@ impl RawChunk {
 impl Coordination for LocalStore {
     async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>> {
         let connection = self.lock();
-        let row = connection
-            .query_row(
-                "SELECT run_id, fingerprint, tables_json FROM jobs WHERE id = ?1",
-                [&job.0],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(self.storage())?;
-        let Some((run_id, fingerprint, tables_json)) = row else {
+        let Some(record) = self.job_record(&connection, job)? else {
             return Ok(None);
         };
-        let tables = serde_json::from_str(&tables_json)
-            .map_err(|error| self.corrupt(format!("job {job}: tables: {error}")))?;
         let mut statement = connection
             .prepare(&format!(
                 "SELECT {CHUNK_COLUMNS} FROM chunks WHERE job = ?1 ORDER BY chunk"
@@ -531,13 +544,11 @@ impl Coordination for LocalStore {
             .map(RawChunk::decode)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|detail| self.corrupt(detail))?;
-        let record = JobRecord {
-            id: job.clone(),
-            run_id,
-            fingerprint,
-            tables,
-        };
         Ok(Some((record, chunks)))
+    }
+
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
+        self.job_record(&self.lock(), job)
     }
 
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
