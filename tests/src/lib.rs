@@ -525,13 +525,11 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A suffix unique to this process and moment, for schema and database names.
-pub fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
-}
+/// A suffix unique to each call, for schema and database names (16 hex digits from the
+/// process, the time, a counter and a random seed). The time alone is not enough: two
+/// tests of one binary, started at the same moment, drew the same suffix and collided on
+/// a database name.
+pub use ferry_coordination::conformance::unique_suffix;
 
 /// The URL of another database on the same server.
 pub fn with_database(url: &str, database: &str) -> String {
