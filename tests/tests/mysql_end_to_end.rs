@@ -1124,7 +1124,7 @@ impl StalledWrite {
     }
 
     /// Waits until the attempt's session (found by its lock) has rows in an open
-    /// transaction.
+    /// transaction (the reads are spaced by [`lock_holder_is_loading`]).
     async fn wait_loading(&self, server: &Server) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !lock_holder_is_loading(server, &self.lock).await {
@@ -1134,7 +1134,6 @@ impl StalledWrite {
                 "{} never started loading",
                 self.lock
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

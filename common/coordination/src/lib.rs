@@ -527,10 +527,9 @@ pub trait Coordination: Send + Sync {
     async fn load_job(&self, job: &JobId) -> Result<Option<(JobRecord, Vec<ChunkRecord>)>>;
 
     /// Loads a job's record without its chunks, if it exists (a worker needs the tables,
-    /// not every chunk: its assignments carry theirs).
-    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
-        Ok(self.load_job(job).await?.map(|(record, _)| record))
-    }
+    /// not every chunk: its assignments carry theirs). No default from
+    /// [`Coordination::load_job`]: every store reads the record alone.
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>>;
 
     /// Creates a job with its planned chunks.
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()>;

@@ -38,6 +38,10 @@ impl Coordination for HandoffStore {
         self.executor.store.load_job(job).await
     }
 
+    async fn load_job_record(&self, job: &JobId) -> Result<Option<JobRecord>> {
+        self.executor.store.load_job_record(job).await
+    }
+
     async fn create_job(&self, job: &JobRecord, chunks: &[ChunkRecord]) -> Result<()> {
         self.executor.store.create_job(job, chunks).await
     }
